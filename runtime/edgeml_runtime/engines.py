@@ -1,0 +1,71 @@
+"""Inference engines, looked up by artifact format in one registry.
+
+An engine wraps one artifact file and runs it on named feeds, returning named
+outputs. Only ONNX (onnxruntime) ships today; a new engine is one class and
+one :func:`register_engine` call here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EngineError
+
+
+class OnnxEngine:
+    """Runs an ONNX artifact in onnxruntime on the CPU."""
+
+    format = "onnx"
+    extra = "onnx"
+
+    def __init__(self, path: Path, threads: int = 1):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineError(
+                "onnxruntime is not installed; install the runtime with its ONNX engine: "
+                "pip install 'edgeml-runtime[onnx]'"
+            ) from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"onnxruntime cannot load {path}: {exc}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._run = self.session.run
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self._run(self.output_names, feeds)))
+
+
+_ENGINES: dict[str, type] = {}
+
+
+def register_engine(cls: type) -> type:
+    """Add an engine class for its ``format``; refuses to replace one silently."""
+    if cls.format in _ENGINES and _ENGINES[cls.format] is not cls:
+        raise EngineError(f"an engine for format {cls.format!r} is already registered: {_ENGINES[cls.format]}")
+    _ENGINES[cls.format] = cls
+    return cls
+
+
+def engine_for(fmt: str) -> type:
+    try:
+        return _ENGINES[fmt]
+    except KeyError:
+        raise EngineError(
+            f"no engine runs artifacts of format {fmt!r}; this runtime knows {', '.join(sorted(_ENGINES))}"
+        ) from None
+
+
+def engine_formats() -> list[str]:
+    return sorted(_ENGINES)
+
+
+register_engine(OnnxEngine)

@@ -1,0 +1,248 @@
+"""Turn raw records into the tensors a model takes, checking each value.
+
+This is the one place raw values become numbers. The host builds its training
+matrix with it too, so a device computes exactly the features the model was
+trained on. Values are converted per column; a value that cannot be converted
+becomes a :class:`~edgeml_runtime.errors.RowError` for its row, and the rows
+without errors are still scored.
+
+Example:
+
+>>> from edgeml_runtime.schema import InputColumn, InputSchema
+>>> schema = InputSchema((
+...     InputColumn("temp", "numeric", ("temp",)),
+...     InputColumn("type", "categorical", ("type",), categories=("L", "M")),
+... ))
+>>> feeds, errors = FeatureEncoder(schema).encode({"temp": ["21.5", None, "hot"], "type": ["L", "H", "M"]}, 3)
+>>> feeds["temp"].ravel().tolist()[:1], feeds["type"].ravel().tolist()
+([21.5], ['L', 'H', 'M'])
+>>> errors[2].reason
+"could not read 'hot' as a number"
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .errors import InputError, RowError
+from .schema import DATETIME_PARTS, InputColumn, InputSchema
+
+#: Marks a key that a record does not have at all (as opposed to a null value).
+ABSENT = type("Absent", (), {"__repr__": lambda self: "<absent>"})()
+
+#: Text that means "no value" in a numeric, boolean or datetime column (compared lower-cased, stripped).
+NA_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "?"})
+TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
+
+_NAN = float("nan")
+
+
+class BadValue(ValueError):
+    """A single value cannot be converted; the message says why."""
+
+
+def _absent() -> BadValue:
+    return BadValue("the record has no such field (send null for a missing value)")
+
+
+def to_number(v) -> float:
+    """A numeric cell as a float, NaN for a missing value.
+
+    >>> to_number(" 3.5 "), to_number(7), math.isnan(to_number(""))
+    (3.5, 7.0, True)
+    """
+    t = type(v)
+    if t is float or t is int:
+        return float(v)
+    if v is None:
+        return _NAN
+    if t is str:
+        s = v.strip()
+        if s.lower() in NA_TOKENS:
+            return _NAN
+        try:
+            f = float(s)
+        except ValueError:
+            raise BadValue(f"could not read {v!r} as a number") from None
+        if math.isinf(f):
+            raise BadValue(f"{v!r} is not a finite number")
+        return f
+    if v is ABSENT:
+        raise _absent()
+    if isinstance(v, (bool, np.bool_)):
+        raise BadValue(f"expected a number, got the boolean {v!r}")
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    raise BadValue(f"expected a number, got {type(v).__name__} {v!r}")
+
+
+def to_category(v) -> str:
+    """A categorical cell as text; a missing value is the empty string.
+
+    >>> to_category("L"), to_category(None), to_category(3)
+    ('L', '', '3')
+    """
+    if type(v) is str:
+        return v if v.strip() else ""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if v is ABSENT:
+        raise _absent()
+    if isinstance(v, (dict, list, tuple, set)):
+        raise BadValue(f"expected a category (text), got {type(v).__name__} {v!r}")
+    return str(v)
+
+
+def to_boolean(v) -> float:
+    """A boolean cell as 1.0 / 0.0, NaN for a missing value.
+
+    >>> to_boolean("Yes"), to_boolean(False), math.isnan(to_boolean(""))
+    (1.0, 0.0, True)
+    """
+    if isinstance(v, (bool, np.bool_)):
+        return 1.0 if v else 0.0
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return _NAN
+    if v is ABSENT:
+        raise _absent()
+    s = str(v).strip().lower()
+    if s in TRUE_TOKENS:
+        return 1.0
+    if s in FALSE_TOKENS:
+        return 0.0
+    if s in NA_TOKENS:
+        return _NAN
+    raise BadValue(f"could not read {v!r} as a boolean (expected yes/no, true/false or 1/0)")
+
+
+def to_datetime(v) -> datetime | None:
+    """A datetime cell as a naive UTC datetime, None for a missing value.
+
+    >>> to_datetime("2024-03-01T12:30:00+01:00")
+    datetime.datetime(2024, 3, 1, 11, 30)
+    """
+    if isinstance(v, datetime):
+        d = v
+    elif v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    elif v is ABSENT:
+        raise _absent()
+    elif isinstance(v, str):
+        s = v.strip()
+        if s.lower() in NA_TOKENS:
+            return None
+        try:
+            d = datetime.fromisoformat(s)
+        except ValueError:
+            raise BadValue(f"could not read {v!r} as an ISO 8601 date or datetime") from None
+    elif isinstance(v, np.datetime64):
+        if np.isnat(v):
+            return None
+        d = datetime.fromisoformat(str(v.astype("datetime64[us]")))
+    else:
+        raise BadValue(f"expected an ISO 8601 date or datetime, got {type(v).__name__} {v!r}")
+    if d.tzinfo is not None:
+        d = d.astimezone(timezone.utc).replace(tzinfo=None)
+    return d
+
+
+def datetime_parts(d: datetime | None) -> tuple[float, ...]:
+    """The parts in :data:`DATETIME_PARTS` of a datetime, as floats (NaN when missing)."""
+    if d is None:
+        return (_NAN,) * len(DATETIME_PARTS)
+    return (float(d.month), float(d.day), float(d.weekday()), float(d.hour), float(d.minute))
+
+
+Converter = Callable[[Sequence, dict], dict]
+
+
+class FeatureEncoder:
+    """Converts raw columns into named model inputs, collecting row errors.
+
+    ``encode(columns, n)`` takes a mapping from column name to a sequence of
+    ``n`` raw values and returns ``(feeds, errors)``: ``feeds`` maps every
+    feature name to an ``(n, 1)`` array (float32, or object arrays of text for
+    categoricals) and ``errors`` maps a 0-based row index to the first
+    :class:`RowError` of that row. Rows with errors hold NaN or ``""``.
+    """
+
+    def __init__(self, schema: InputSchema):
+        self.schema = schema
+        self._plan = [(c, _CONVERTERS[c.kind]) for c in schema.columns]
+
+    def missing_columns(self, names) -> list[str]:
+        have = set(names)
+        return [c.name for c in self.schema.columns if c.name not in have]
+
+    def encode(self, columns: Mapping[str, Sequence], n: int, first_row: int = 1):
+        missing = self.missing_columns(columns)
+        if missing:
+            raise InputError(
+                f"input is missing column(s) {_few(missing)} that the model needs; "
+                f"expected columns: {_few(self.schema.names)}"
+            )
+        feeds: dict[str, np.ndarray] = {}
+        errors: dict[int, RowError] = {}
+        for col, convert in self._plan:
+            values = columns[col.name]
+            if len(values) != n:
+                raise InputError(f"column {col.name!r} has {len(values)} values, expected {n}")
+            bad: dict[int, str] = {}
+            feeds.update(convert(col, values, bad))
+            for i, reason in bad.items():
+                if i not in errors:
+                    errors[i] = RowError(first_row + i, col.name, reason)
+        return feeds, errors
+
+
+def _convert_scalar(fn, fill, values, bad):
+    out = []
+    append = out.append
+    for i, v in enumerate(values):
+        try:
+            append(fn(v))
+        except BadValue as exc:
+            bad[i] = str(exc)
+            append(fill)
+    return out
+
+
+def _numeric(col: InputColumn, values, bad):
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        arr = values.astype(np.float32)
+        if values.dtype.kind == "f":
+            for i in np.flatnonzero(np.isinf(arr)):
+                bad[int(i)] = f"{values[i]!r} is not a finite number"
+    else:
+        arr = np.array(_convert_scalar(to_number, _NAN, values, bad), dtype=np.float32)
+    return {col.features[0]: arr.reshape(-1, 1)}
+
+
+def _boolean(col: InputColumn, values, bad):
+    arr = np.array(_convert_scalar(to_boolean, _NAN, values, bad), dtype=np.float32)
+    return {col.features[0]: arr.reshape(-1, 1)}
+
+
+def _categorical(col: InputColumn, values, bad):
+    arr = np.array(_convert_scalar(to_category, "", values, bad), dtype=object)
+    return {col.features[0]: arr.reshape(-1, 1)}
+
+
+def _datetime(col: InputColumn, values, bad):
+    parts = np.array(
+        [datetime_parts(d) for d in _convert_scalar(to_datetime, None, values, bad)], dtype=np.float32
+    ).reshape(-1, len(DATETIME_PARTS))
+    return {name: parts[:, j : j + 1] for j, name in enumerate(col.features)}
+
+
+_CONVERTERS = {"numeric": _numeric, "boolean": _boolean, "categorical": _categorical, "datetime": _datetime}
+
+
+def _few(names, limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,139 @@
+"""Load a bundle and score records with it: the device's whole job.
+
+Example (with a bundle written by ``edgeml build``)::
+
+    from edgeml_runtime import Model
+    model = Model.load("dist/demo")
+    result = model.predict([{"air_temp_c": 24.1, "machine_type": "L", ...}])
+    result.labels, result.probabilities
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bundle import Artifact, Manifest, open_bundle, read_manifest, verify_artifact
+from .engines import engine_for
+from .errors import EngineError, InputError, RowError
+from .features import ABSENT, FeatureEncoder
+
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What :meth:`Model.predict` returns.
+
+    ``rows`` are the 0-based positions of the scored records in the input;
+    with ``on_error="skip"`` the others are described in ``errors``.
+    ``labels`` are class labels as in the training data (classification) or
+    predicted values (regression); ``probabilities`` has one column per
+    entry of ``classes``.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    classes: tuple
+    rows: np.ndarray
+    errors: tuple[RowError, ...] = ()
+    ignored_columns: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Model:
+    """A bundle loaded for scoring: its manifest, input checks and one engine."""
+
+    def __init__(self, bundle_dir, manifest: Manifest, artifact: Artifact, engine):
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.artifact = artifact
+        self.engine = engine
+        self.encoder = FeatureEncoder(manifest.schema)
+        self.classes = manifest.classes
+        self._class_array = np.array(self.classes, dtype=object) if self.classes else None
+        self._outputs = artifact.outputs
+        self._input_names = set(manifest.schema.names)
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, threads: int = 1) -> "Model":
+        """Open a bundle folder or ``.tar.gz``, verify its artifacts, and start an engine.
+
+        ``artifact`` picks one by its path in the manifest; by default the first
+        whose engine is available here is used.
+        """
+        folder = open_bundle(bundle)
+        manifest = read_manifest(folder)
+        candidates = [a for a in manifest.artifacts if artifact in (None, a.path)]
+        if not candidates:
+            raise EngineError(
+                f"bundle {folder} has no artifact {artifact!r}; it has "
+                f"{', '.join(a.path for a in manifest.artifacts)}"
+            )
+        problems = []
+        for a in candidates:
+            path = verify_artifact(folder, a)
+            try:
+                engine = engine_for(a.format)(path, threads=threads)
+            except EngineError as exc:
+                problems.append(f"{a.path}: {exc}")
+                continue
+            return cls(folder, manifest, a, engine)
+        raise EngineError("no artifact in the bundle can run here:\n  " + "\n  ".join(problems))
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    def predict(self, records: Iterable[Mapping] | Mapping[str, Iterable], *, on_error: str = "fail",
+                first_row: int = 1) -> Predictions:
+        """Score records: a list of dicts (one per row) or a mapping of column name to values.
+
+        ``on_error="fail"`` raises the first :class:`RowError`; ``"skip"``
+        scores the other rows and reports the bad ones in ``errors``.
+        ``first_row`` is the number reported for the first record.
+        """
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+        columns, n, ignored = self._columns(records)
+        feeds, errors = self.encoder.encode(columns, n, first_row=first_row)
+        if errors and on_error == "fail":
+            raise errors[min(errors)]
+        rows = np.arange(n)
+        if errors:
+            keep = np.ones(n, dtype=bool)
+            keep[list(errors)] = False
+            rows = rows[keep]
+            feeds = {k: v[keep] for k, v in feeds.items()}
+        labels, proba = self._run(feeds, len(rows))
+        return Predictions(labels, proba, self.classes, rows, tuple(errors[i] for i in sorted(errors)), ignored)
+
+    def _columns(self, records):
+        if isinstance(records, Mapping):
+            lengths = {len(v) for v in records.values()}
+            if len(lengths) > 1:
+                raise InputError(f"columns have different lengths: {sorted(lengths)}")
+            ignored = tuple(k for k in records if k not in self._input_names)
+            return records, (lengths.pop() if lengths else 0), ignored
+        if not isinstance(records, list):
+            records = list(records)
+        columns = {name: [r.get(name, ABSENT) for r in records] for name in self.manifest.schema.names}
+        absent_everywhere = [name for name, vals in columns.items() if vals and all(v is ABSENT for v in vals)]
+        if absent_everywhere:
+            columns = {k: v for k, v in columns.items() if k not in absent_everywhere}
+        ignored = tuple(k for k in (records[0] if records else ()) if k not in self._input_names)
+        return columns, len(records), ignored
+
+    def _run(self, feeds, n):
+        if n == 0:
+            k = len(self.classes)
+            return np.empty(0, dtype=object if k else np.float32), (np.empty((0, k), np.float32) if k else None)
+        out = self.engine.run(feeds)
+        if self._class_array is not None:
+            return self._class_array[out[self._outputs["label"]].ravel()], out[self._outputs["probabilities"]]
+        return out[self._outputs["value"]].ravel(), None

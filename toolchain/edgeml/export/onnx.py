@@ -1,0 +1,98 @@
+"""Export a fitted host pipeline, preprocessing included, to one ONNX model.
+
+The model takes every raw feature as its own named input (float for numbers,
+string for categories, NaN allowed for missing numbers) and returns the class
+index and the probabilities, or the predicted value. LightGBM and XGBoost are
+converted by onnxmltools, registered with skl2onnx once, here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+
+import onnx
+from sklearn.pipeline import Pipeline
+
+from edgeml_runtime.schema import InputSchema
+
+from ..errors import ExportError
+
+#: The default ONNX opsets: what onnxmltools' tree converters accept and onnxruntime ≥ 1.17 runs.
+OPSET = {"": 15, "ai.onnx.ml": 3}
+
+
+@cache
+def _register_tree_converters() -> None:
+    """Teach skl2onnx about LightGBM and XGBoost models (onnxmltools does the conversion)."""
+    from lightgbm import LGBMClassifier, LGBMRegressor
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from xgboost import XGBClassifier, XGBRegressor
+
+    clf_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    for cls, alias, shape, conv, options in (
+        (LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes, convert_lightgbm, clf_options),
+        (LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm, None),
+        (XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes, convert_xgboost, clf_options),
+        (XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost, None),
+    ):
+        update_registered_converter(cls, alias, shape, conv, options=options)
+
+
+def initial_types(schema: InputSchema):
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    return [
+        (f, StringTensorType([None, 1]) if c.kind == "categorical" else FloatTensorType([None, 1]))
+        for c in schema.columns
+        for f in c.features
+    ]
+
+
+def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str, opset: dict | None = None) -> onnx.ModelProto:
+    """Convert ``pipeline`` to a checked ONNX model; an unsupported model is an :class:`ExportError`."""
+    from skl2onnx import convert_sklearn
+
+    _register_tree_converters()
+    opset = dict(opset or OPSET)
+    estimator = pipeline.steps[-1][1]
+    options = {id(estimator): {"zipmap": False}} if task == "classification" else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = convert_sklearn(
+                pipeline, name=name, initial_types=initial_types(schema), target_opset=opset, options=options
+            )
+    except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
+        raise ExportError(
+            f"cannot export the {type(estimator).__name__} pipeline to ONNX: {exc}. "
+            "Exclude this estimator from the target's 'estimators' and build again"
+        ) from exc
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported ONNX model fails onnx.checker: {exc}") from exc
+    return model
+
+
+def output_names(model: onnx.ModelProto, task: str) -> dict[str, str]:
+    """Which graph output holds what: ``label`` and ``probabilities``, or ``value``."""
+    names = [o.name for o in model.graph.output]
+    if task == "classification":
+        if len(names) != 2:
+            raise ExportError(f"expected a label and a probabilities output, the model has {names}")
+        return {"label": names[0], "probabilities": names[1]}
+    return {"value": names[0]}
+
+
+def opset_of(model: onnx.ModelProto) -> dict[str, int]:
+    return {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
+
+
+__all__ = ["OPSET", "initial_types", "opset_of", "output_names", "to_onnx"]
