@@ -1,0 +1,52 @@
+"""Shared fixtures: the real data sets, and bundles built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+BIN = Path(sys.executable).parent
+
+AI4I_DROP = ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip(f"real data sets not found at {DATASETS} (they live in the team's shared/ folder)")
+    return DATASETS
+
+
+def build_bundle(out: Path, **settings):
+    from edgeml.build import build
+    from edgeml.config import BuildConfig
+
+    settings.setdefault("max_iter", 3)
+    settings.setdefault("seed", 0)
+    return build(BuildConfig(out=str(out), **settings))
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory) -> Path:
+    """A bundle of the built-in demo data (classification, numeric + categorical + datetime inputs)."""
+    out = tmp_path_factory.mktemp("bundles") / "demo-1"
+    build_bundle(out, estimators=("lgbm",))
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_rows(tmp_path_factory) -> Path:
+    from edgeml.demo import write_demo_csv
+
+    return write_demo_csv(tmp_path_factory.mktemp("rows") / "rows.csv", rows=50, seed=11, label=False)
+
+
+def run_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env

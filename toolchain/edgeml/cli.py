@@ -1,0 +1,134 @@
+"""``edgeml``: the host command. Thin: parse, build a config, call the library, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EdgeMLError
+
+
+def _fail(exc: EdgeMLError):
+    click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="edgeml")
+def main():
+    """edgeml: from a table of data to a verified model bundle for small devices.
+
+    \b
+    Quick start:
+      edgeml build --target rpi4                     # built-in demo data
+      edgeml build --data sensors.csv --label failure --target rpi4
+      edgeml-runtime score dist/sensors-1 --input new.csv
+    """
+
+
+@main.command()
+@click.option("--data", "-d", help="Training data: a .csv/.tsv, .parquet, .jsonl file, or sqlite:///file.db?table=NAME. "
+              "Omit to use the built-in demo data.")
+@click.option("--label", "-l", help="The column to predict.")
+@click.option("--target", "-t", help="Hardware target profile name (see `edgeml targets`) or path to a .toml. [default: rpi4]")
+@click.option("--task", type=click.Choice(["classification", "regression"]), help="Inferred from the label when omitted.")
+@click.option("--time-budget", type=float, help="Seconds the model search may take. [default: 60]")
+@click.option("--max-trials", "max_iter", type=int, help="Stop the search after this many trials (reproducible; overrides --time-budget).")
+@click.option("--metric", help="What the search optimises: e.g. roc_auc, accuracy, f1, log_loss; r2, rmse, mae. [default: auto]")
+@click.option("--drop", multiple=True, metavar="COL[,COL...]", help="Columns to leave out (e.g. ones that leak the label). Repeatable.")
+@click.option("--estimators", metavar="NAME[,NAME...]", help="Search only these learners (a subset of what the target allows).")
+@click.option("--time-column", help="Split train/validation/test in this column's time order instead of at random.")
+@click.option("--query", help="SQL query to read, with --data sqlite:///file.db.")
+@click.option("--seed", type=int, help="Random seed for the split and the search. [default: 0]")
+@click.option("--name", help="Bundle name. [default: the data file's name, or 'demo']")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Bundle folder. [default: dist/<name>-<version>]")
+@click.option("--force", is_flag=True, default=None, help="Replace an existing --out folder.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Settings file. [default: ./edgeml.toml if present]")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, only errors and the result.")
+def build(config_path, as_json, quiet, drop, estimators, **flags):
+    """Search, export and verify a model, and write a versioned bundle.
+
+    \b
+    Stages: ingest → schema → split → search (FLAML) → export (ONNX, with
+    preprocessing) → verify (through edgeml_runtime, against the host model)
+    → bundle (folder + .tar.gz with manifest.json).
+
+    \b
+    Examples:
+      edgeml build --target rpi4
+      edgeml build -d ai4i2020.csv -l "Machine failure" --drop UDI,"Product ID",TWF,HDF,PWF,OSF,RNF
+      edgeml build -d plant.parquet -l PE --task regression --time-budget 300 --target x86-64
+
+    Settings can also live in ./edgeml.toml under [build] (keys as the long
+    options, with underscores); flags win over the file.
+    """
+    from .build import build as run_build
+    from .config import resolve, split_list
+    from .progress import ConsoleReporter, summary
+
+    flags["drop"] = tuple(c for item in drop for c in split_list(item))
+    flags["estimators"] = split_list(estimators) if estimators else ()
+    try:
+        config = resolve(flags, config_path)
+        result = run_build(config, ConsoleReporter(quiet=quiet))
+    except EdgeMLError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result.manifest, indent=2, default=str))
+    else:
+        click.echo(summary(result), err=quiet)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def targets(ctx, as_json):
+    """List the hardware target profiles (`edgeml targets show NAME` for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .targets import list_targets
+
+    try:
+        profiles = list_targets()
+    except EdgeMLError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
+        return
+    for p in profiles:
+        click.echo(f"{p.name:<16} {p.arch:<8} {p.ram_mb:>6} MB  {', '.join(p.formats):<12} {p.description}")
+
+
+@targets.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def targets_show(name, as_json):
+    """Print one profile, resolved with everything it inherits. NAME may be a path to a .toml."""
+    from .targets import load_target, render_profile
+
+    try:
+        profile = load_target(name)
+    except EdgeMLError as exc:
+        _fail(exc)
+    click.echo(json.dumps(profile.to_dict(), indent=2) if as_json else render_profile(profile))
+
+
+@main.command("demo-data")
+@click.option("--rows", type=int, default=3000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True, help="CSV file to write.")
+@click.option("--no-label", is_flag=True, help="Leave out the label column (rows to score).")
+def demo_data(rows, seed, output, no_label):
+    """Write the built-in demo sensor data set as CSV."""
+    from .demo import write_demo_csv
+
+    path = write_demo_csv(Path(output), rows=rows, seed=seed, label=not no_label)
+    click.echo(f"wrote {rows} rows to {path}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Show a build's progress on the terminal (stderr), so stdout stays for machine-readable output."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from .build import STAGES, BuildResult, Reporter
+from .metrics import HEADLINE
+from .search import Trial
+
+
+class ConsoleReporter(Reporter):
+    """One line per stage; during the search a live status line on a terminal, improvements otherwise."""
+
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self.best: float | None = None
+        self.started = time.monotonic()
+        self._live = False
+
+    def _echo(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._live:
+            click.echo("\r\033[K", file=self.stream, nl=False)
+            self._live = False
+        click.echo(text, file=self.stream)
+
+    def stage(self, name: str, detail: str) -> None:
+        n = STAGES.index(name) + 1 if name in STAGES else 0
+        self._echo(click.style(f"[{n}/{len(STAGES)}] {name:<7}", bold=True) + f" {detail}")
+
+    def notice(self, text: str) -> None:
+        self._echo(click.style("        note: ", fg="yellow") + text)
+
+    def trial(self, trial: Trial) -> None:
+        if self.quiet or trial.best_loss is None:
+            return
+        line = (f"        trial {trial.iteration + 1:>4}  {trial.elapsed:6.1f}s  {trial.learner:<14} "
+                f"best loss {trial.best_loss:.4f} ({trial.best_learner})")
+        improved = self.best is None or trial.best_loss < self.best
+        self.best = trial.best_loss if improved else self.best
+        if self.tty:
+            click.echo("\r\033[K" + line, file=self.stream, nl=False)
+            self._live = True
+        elif improved:
+            click.echo(line, file=self.stream)
+
+
+def summary(result: BuildResult) -> str:
+    """The closing lines of a build: model, test metrics, artifacts, where the bundle is."""
+    m = result.manifest
+    test = m["metrics"]["test"]
+    headline = " · ".join(f"{k} {test[k]:.4g}" for k in HEADLINE[m["task"]] if k in test)
+    search = m["search"]
+    rows = [
+        ("model", f"{search['best_learner']} ({m['provenance']['model']['class']}), "
+                  f"{search['trials']} trials in {search['seconds']:.0f} s, metric {search['metric']}"),
+        ("test", f"{headline}  ({m['provenance']['data']['split']['test']:,} rows, scored by edgeml_runtime)"),
+    ]
+    for a in m["artifacts"]:
+        rows.append(("artifact", f"{a['path']}  {a['bytes'] / 1024:.1f} KiB  {a['format']} {a['precision']}"))
+    rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
+    rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
+    title = click.style(f"Built {m['name']} v{m['version']} for {m['target']['name']} in {result.seconds:.0f} s", bold=True)
+    return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows])
