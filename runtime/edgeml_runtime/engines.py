@@ -40,8 +40,9 @@ class OnnxEngine:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self._run(self.output_names, feeds)))
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs, in the order of :attr:`output_names`."""
+        return self._run(self.output_names, feeds)
 
 
 _ENGINES: dict[str, type] = {}

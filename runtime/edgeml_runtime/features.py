@@ -40,6 +40,7 @@ TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
 
 _NAN = float("nan")
+_INF = (float("inf"), float("-inf"))
 
 
 class BadValue(ValueError):
@@ -57,27 +58,28 @@ def to_number(v) -> float:
     (3.5, 7.0, True)
     """
     t = type(v)
+    if t is str:
+        try:
+            f = float(v)
+        except ValueError:
+            if v.strip().lower() in NA_TOKENS:
+                return _NAN
+            raise BadValue(f"could not read {v!r} as a number") from None
+        if f in _INF:
+            raise BadValue(f"{v!r} is not a finite number")
+        return f
     if t is float or t is int:
+        if v in _INF:
+            raise BadValue(f"{v!r} is not a finite number")
         return float(v)
     if v is None:
         return _NAN
-    if t is str:
-        s = v.strip()
-        if s.lower() in NA_TOKENS:
-            return _NAN
-        try:
-            f = float(s)
-        except ValueError:
-            raise BadValue(f"could not read {v!r} as a number") from None
-        if math.isinf(f):
-            raise BadValue(f"{v!r} is not a finite number")
-        return f
     if v is ABSENT:
         raise _absent()
     if isinstance(v, (bool, np.bool_)):
         raise BadValue(f"expected a number, got the boolean {v!r}")
     if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
+        return to_number(float(v))
     raise BadValue(f"expected a number, got {type(v).__name__} {v!r}")
 
 
@@ -239,6 +241,14 @@ def _datetime(col: InputColumn, values, bad):
     ).reshape(-1, len(DATETIME_PARTS))
     return {name: parts[:, j : j + 1] for j, name in enumerate(col.features)}
 
+
+#: Per kind, the function from one raw value to the value(s) of its feature(s).
+SCALAR = {
+    "numeric": to_number,
+    "boolean": to_boolean,
+    "categorical": to_category,
+    "datetime": lambda v: datetime_parts(to_datetime(v)),
+}
 
 _CONVERTERS = {"numeric": _numeric, "boolean": _boolean, "categorical": _categorical, "datetime": _datetime}
 

@@ -11,6 +11,7 @@ Example (with a bundle written by ``edgeml build``)::
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,12 +20,14 @@ import numpy as np
 from .bundle import Artifact, Manifest, open_bundle, read_manifest, verify_artifact
 from .engines import engine_for
 from .errors import EngineError, InputError, RowError
-from .features import ABSENT, FeatureEncoder
+from .features import ABSENT, SCALAR, BadValue, FeatureEncoder
 
 ON_ERROR = ("fail", "skip")
+_ONE_ROW = np.zeros(1, dtype=np.int64)
+_ONE_ROW.flags.writeable = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Predictions:
     """What :meth:`Model.predict` returns.
 
@@ -57,8 +60,13 @@ class Model:
         self.encoder = FeatureEncoder(manifest.schema)
         self.classes = manifest.classes
         self._class_array = np.array(self.classes, dtype=object) if self.classes else None
-        self._outputs = artifact.outputs
+        names = engine.output_names
+        if self.classes:
+            self._out = (names.index(artifact.outputs["label"]), names.index(artifact.outputs["probabilities"]))
+        else:
+            self._out = (names.index(artifact.outputs["value"]), None)
         self._input_names = set(manifest.schema.names)
+        self._local = threading.local()
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, threads: int = 1) -> "Model":
@@ -98,6 +106,10 @@ class Model:
         scores the other rows and reports the bad ones in ``errors``.
         ``first_row`` is the number reported for the first record.
         """
+        if type(records) is list and len(records) == 1 and type(records[0]) is dict:
+            result = self._predict_one(records[0])
+            if result is not None:
+                return result
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
         columns, n, ignored = self._columns(records)
@@ -129,11 +141,47 @@ class Model:
         ignored = tuple(k for k in (records[0] if records else ()) if k not in self._input_names)
         return columns, len(records), ignored
 
+    def _predict_one(self, record: dict) -> Predictions | None:
+        """The hot path for a single record: reuse this thread's (1, 1) input buffers.
+
+        Returns None when a value needs the general path's error handling.
+        """
+        try:
+            plan, feeds = self._local.one
+        except AttributeError:
+            plan, feeds = self._local.one = self._one_record_plan()
+        get = record.get
+        try:
+            for name, convert, buffers in plan:
+                value = convert(get(name, ABSENT))
+                if len(buffers) == 1:
+                    buffers[0][0, 0] = value
+                else:
+                    for buf, part in zip(buffers, value):
+                        buf[0, 0] = part
+        except BadValue:
+            return None
+        if len(record) == len(plan):
+            ignored = ()
+        else:
+            ignored = tuple(k for k in record if k not in self._input_names)
+        labels, proba = self._run(feeds, 1)
+        return Predictions(labels, proba, self.classes, _ONE_ROW, (), ignored)
+
+    def _one_record_plan(self):
+        feeds, plan = {}, []
+        for col in self.manifest.schema.columns:
+            dtype = object if col.kind == "categorical" else np.float32
+            buffers = [feeds.setdefault(f, np.zeros((1, 1), dtype=dtype)) for f in col.features]
+            plan.append((col.name, SCALAR[col.kind], buffers))
+        return plan, feeds
+
     def _run(self, feeds, n):
         if n == 0:
             k = len(self.classes)
             return np.empty(0, dtype=object if k else np.float32), (np.empty((0, k), np.float32) if k else None)
         out = self.engine.run(feeds)
-        if self._class_array is not None:
-            return self._class_array[out[self._outputs["label"]].ravel()], out[self._outputs["probabilities"]]
-        return out[self._outputs["value"]].ravel(), None
+        first, second = self._out
+        if second is not None:
+            return self._class_array[out[first].ravel()], out[second]
+        return out[first].ravel(), None

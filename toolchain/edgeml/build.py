@@ -40,6 +40,9 @@ from .search import SearchSettings, Trial, run_search, usable_learners
 from .targets import TargetProfile, load_target
 from .verify import require_parity, verify_artifact
 
+#: What FLAML optimises for metric "auto".
+_AUTO_METRIC = {"classification": "roc_auc for two classes, log_loss for more", "regression": "r2"}
+
 STAGES = ("ingest", "schema", "split", "search", "export", "verify", "bundle")
 
 
@@ -57,6 +60,7 @@ class BuildResult:
     archive: Path
     manifest: dict
     seconds: float
+    pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
@@ -93,7 +97,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     settings = SearchSettings(task=schema.task, learners=learners, metric=config.metric, time_budget=config.time_budget,
                               max_iter=config.max_iter, seed=config.seed)
     budget = f"{config.max_iter} trials" if config.max_iter else f"{config.time_budget:g} s"
-    report.stage("search", f"{', '.join(learners)} · metric {config.metric} · budget {budget}")
+    metric = config.metric if config.metric != "auto" else f"auto ({_AUTO_METRIC[schema.task]})"
+    report.stage("search", f"{', '.join(learners)} · metric {metric} · budget {budget}")
     result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=report.trial)
     pipeline = Pipeline([("pre", pre), *model_steps(result.model)])
 
@@ -106,7 +111,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         artifact = bundles.describe_artifact(stage, "model.onnx", "onnx", "fp32", engine="onnxruntime",
                                              opset=opset_of(model), outputs=output_names(model, schema.task),
                                              inputs=inputs.features)
-        report.stage("export", f"model.onnx {artifact['bytes'] / 1024:.1f} KiB (ONNX fp32, opset {artifact['opset']})")
+        opsets = ", ".join(f"{d} {v}" for d, v in sorted(artifact["opset"].items()))
+        report.stage("export", f"model.onnx {artifact['bytes'] / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
 
         manifest = {
             "name": name,
@@ -157,7 +163,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     report.stage("bundle", f"{out}/ and {archive.name}")
-    return BuildResult(out, archive, manifest, time.monotonic() - started)
+    return BuildResult(out, archive, manifest, time.monotonic() - started, pipeline)
 
 
 def _ingest(config: BuildConfig) -> tuple[Table, str]:
