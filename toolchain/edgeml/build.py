@@ -23,7 +23,7 @@ from edgeml_runtime.bundle import read_manifest
 
 from .config import BuildConfig
 from .errors import BundleError, ConfigError, DataError
-from .export.onnx import opset_of, output_names, to_onnx
+from .export.onnx import align_thresholds, opset_of, output_names, to_onnx
 from .ingest import Table, read_table
 from .learners import LEARNERS, model_steps
 from .metrics import classification_metrics, regression_metrics
@@ -100,7 +100,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     metric = config.metric if config.metric != "auto" else f"auto ({_AUTO_METRIC[schema.task]})"
     report.stage("search", f"{', '.join(learners)} · metric {metric} · budget {budget}")
     result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=report.trial)
-    pipeline = Pipeline([("pre", pre), *model_steps(result.model)])
+    pipeline = align_thresholds(Pipeline([("pre", pre), *model_steps(result.model)]))
 
     name = config.name or _default_name(config, table)
     out, version = _destination(config, name)

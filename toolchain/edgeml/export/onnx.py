@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from functools import cache
 
+import numpy as np
 import onnx
 from sklearn.pipeline import Pipeline
 
@@ -43,6 +44,35 @@ def _register_tree_converters() -> None:
         (XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost, None),
     ):
         update_registered_converter(cls, alias, shape, conv, options=options)
+
+
+def align_thresholds(pipeline: Pipeline) -> Pipeline:
+    """Make a LightGBM model's split thresholds exact in float32, in place; returns the pipeline.
+
+    LightGBM compares a double threshold ``t``; ONNX tree ops hold float32
+    thresholds, and rounding ``t`` to the nearest float32 flips the decision
+    for a float32 input that lies between the two. Every input a device has
+    is float32, so each ``t`` is replaced by the float32 ``w`` with
+    ``x <= t  ⇔  x <= w`` for every float32 ``x`` (the largest float32 not
+    above ``t``). The host model's predictions on float32 inputs — what the
+    host pipeline is fed, through the runtime's encoder — do not change.
+    """
+    from lightgbm import Booster, LGBMModel
+
+    estimator = pipeline.steps[-1][1]
+    if not isinstance(estimator, LGBMModel):
+        return pipeline
+    # "tree_sizes=" gives each tree's byte length; without it LightGBM parses trees in sequence.
+    lines = [x for x in estimator.booster_.model_to_string().split("\n") if not x.startswith("tree_sizes=")]
+    for i, line in enumerate(lines):
+        if line.startswith("threshold="):
+            t = np.array(line[len("threshold="):].split(), dtype=np.float64)
+            w = t.astype(np.float32)
+            above = w.astype(np.float64) > t
+            w[above] = np.nextafter(w[above], np.float32(-np.inf))
+            lines[i] = "threshold=" + " ".join(repr(float(v)) for v in w)
+    estimator._Booster = Booster(model_str="\n".join(lines))
+    return pipeline
 
 
 def initial_types(schema: InputSchema):
@@ -95,4 +125,4 @@ def opset_of(model: onnx.ModelProto) -> dict[str, int]:
     return {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
 
 
-__all__ = ["OPSET", "initial_types", "opset_of", "output_names", "to_onnx"]
+__all__ = ["OPSET", "align_thresholds", "initial_types", "opset_of", "output_names", "to_onnx"]

@@ -1,0 +1,118 @@
+"""End to end on real data: build → export → verify → bundle → score with the runtime.
+
+Every estimator family must export and keep parity on at least one real data
+set. Each build uses FLAML's ``max_iter`` and a seed, never a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import AI4I_DROP, build_bundle
+from edgeml.preprocess import feature_frame
+from edgeml_runtime import Model
+from edgeml_runtime.bundle import sha256_file
+
+CASES = [
+    # data set, label, drop, estimator, headline metric, floor
+    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "lgbm", "accuracy", 0.96),
+    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "xgboost", "accuracy", 0.96),
+    ("telco-churn.csv", "Churn", (), "rf", "accuracy", 0.72),
+    ("telco-churn.csv", "Churn", (), "extra_tree", "accuracy", 0.72),
+    ("telco-churn.csv", "Churn", (), "lrl1", "accuracy", 0.75),
+    ("telco-churn.csv", "Churn", (), "lrl2", "accuracy", 0.75),
+    ("ccpp.csv", "PE", (), "lgbm", "r2", 0.5),
+    ("ccpp.csv", "PE", (), "xgboost", "r2", 0.5),
+    ("ccpp.csv", "PE", (), "rf", "r2", 0.5),
+    ("ccpp.csv", "PE", (), "extra_tree", "r2", 0.5),
+    ("ccpp.csv", "PE", (), "enet", "r2", 0.5),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data,label,drop,estimator,metric,floor", CASES, ids=[f"{c[0].split('.')[0]}-{c[3]}" for c in CASES])
+def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop, estimator, metric, floor):
+    out = tmp_path / "bundle"
+    result = build_bundle(out, data=str(datasets / data), label=label, drop=drop, estimators=(estimator,),
+                          target="x86-64", max_iter=2)
+    m = json.loads((out / "manifest.json").read_text())
+
+    assert m["search"]["best_learner"] == estimator
+    assert all(v["passed"] and v["label_mismatches"] == 0 for v in m["verification"])
+    score = m["metrics"]["test"][metric]
+    assert score >= floor, f"{metric} {score} below {floor}"
+    _check_bundle_contract(out, m)
+
+    # Independently of the build's own check: raw CSV text, read as a device reads it, scores like the host pipeline.
+    with open(datasets / data, newline="", encoding="utf-8-sig") as f:
+        rows = [r for _, r in zip(range(400), csv.DictReader(f))]
+    model = Model.load(out)
+    got = model.predict(rows)
+    import pandas as pd
+
+    frame = pd.read_csv(datasets / data, encoding="utf-8-sig", nrows=400, keep_default_na=False, dtype=str)
+    host_in = feature_frame(frame, model.manifest.schema, "rows")
+    if m["task"] == "classification":
+        np.testing.assert_allclose(got.probabilities, result.pipeline.predict_proba(host_in), atol=1e-4)
+        assert list(got.labels) == [m["classes"][i] for i in result.pipeline.predict(host_in)]
+    else:
+        np.testing.assert_allclose(got.labels, result.pipeline.predict(host_in), rtol=1e-4)
+
+
+def _check_bundle_contract(out, m):
+    for key in ("format_version", "name", "version", "created", "target", "task", "label", "inputs", "metrics",
+                "artifacts", "provenance"):
+        assert key in m, key
+    assert m["target"]["name"] == "x86-64" and m["target"]["arch"]
+    assert set(m["metrics"]) == {"test", "valid"}
+    prov = m["provenance"]
+    assert len(prov["data"]["sha256"]) == 64 and prov["seed"] == 0 and prov["packages"]["flaml"]
+    assert prov["model"]["config"] == m["search"]["best_config"]
+    for a in m["artifacts"]:
+        assert sha256_file(out / a["path"]) == a["sha256"] and (out / a["path"]).stat().st_size == a["bytes"]
+    for c in m["inputs"]:
+        assert c["kind"] in ("numeric", "categorical", "boolean", "datetime")
+        if c["kind"] == "numeric":
+            assert c["range"][0] <= c["range"][1]
+    # nothing in a bundle is a pickle
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert f.read_bytes()[:2] not in (b"\x80\x04", b"\x80\x05", b"\x80\x03"), f
+    with tarfile.open(out.parent / f"{out.name}.tar.gz") as tar:
+        assert f"{out.name}/manifest.json" in tar.getnames()
+
+
+@pytest.mark.slow
+def test_ai4i_schema_keeps_names_and_drops_identifiers(datasets, tmp_path):
+    out = tmp_path / "b"
+    build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Machine failure", drop=AI4I_DROP[2:],
+                 estimators=("lgbm",), max_iter=1)
+    m = json.loads((out / "manifest.json").read_text())
+    names = [c["name"] for c in m["inputs"]]
+    assert "Air temperature [K]" in names and "Type" in names
+    assert not {"UDI", "Product ID", "TWF", "Machine failure"} & set(names)
+    assert {d["name"] for d in m["dropped"]} >= {"UDI", "Product ID", "TWF"}
+    kinds = {c["name"]: c["kind"] for c in m["inputs"]}
+    assert kinds["Type"] == "categorical" and sorted(m["inputs"][names.index("Type")]["categories"]) == ["H", "L", "M"]
+    assert m["classes"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_telco_blank_numbers_and_string_labels(datasets, tmp_path):
+    out = tmp_path / "b"
+    build_bundle(out, data=str(datasets / "telco-churn.csv"), label="Churn", estimators=("lgbm",), max_iter=1)
+    m = json.loads((out / "manifest.json").read_text())
+    kinds = {c["name"]: c for c in m["inputs"]}
+    assert kinds["TotalCharges"]["kind"] == "numeric" and kinds["TotalCharges"]["missing_rate"] > 0
+    assert "customerID" not in kinds
+    assert m["classes"] == ["No", "Yes"]
+    model = Model.load(out)
+    row = {c: "" for c in kinds}
+    row.update({"gender": "Female", "tenure": "3", "MonthlyCharges": "70.5", "TotalCharges": " ", "Contract": "Month-to-month"})
+    result = model.predict([row])
+    assert result.labels[0] in ("No", "Yes")

@@ -1,0 +1,357 @@
+"""Read the user's table (CSV, Parquet, JSON Lines or SQLite) into a :class:`Table`.
+
+This is the first stage of a build: it turns what the user named on the
+command line into a DataFrame whose columns are named exactly as in the source
+(spaces, brackets and all), plus the facts a bundle records about where the
+data came from. It does not judge the columns; :mod:`edgeml.schema` does.
+
+The format is looked up by file extension in :data:`EXTENSIONS`; a file with an
+unknown extension is recognised by its first bytes (Parquet and SQLite magic
+numbers) or read as delimited text when it sniffs as such.
+
+Example:
+
+>>> import pathlib, tempfile
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "readings.csv"
+>>> _ = path.write_text("temp [C];ok\\n21.5;yes\\n22.0;no\\n")
+>>> table = read_table(path)
+>>> table.format, table.rows, list(table.frame.columns)
+('csv', 2, ['temp [C]', 'ok'])
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = ["EXTENSIONS", "FORMATS", "Table", "read_table"]
+
+#: The formats :func:`read_table` understands.
+FORMATS = ("csv", "parquet", "jsonl", "sqlite")
+
+#: File extension (lower case) -> format. ``.json`` is read only when it is line-delimited.
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".db": "sqlite",
+    ".sqlite": "sqlite",
+    ".sqlite3": "sqlite",
+}
+
+#: Delimiters the CSV sniffer may choose from.
+DELIMITERS = ",;\t|"
+
+#: How much of a text file the sniffer looks at.
+SNIFF_BYTES = 64 * 1024
+
+_MAGIC = {b"PAR1": "parquet", b"SQLite format 3\x00": "sqlite"}
+_SQLITE_SCHEME = "sqlite:///"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: a DataFrame has no single truth value to compare or hash
+class Table:
+    """A table as read from the user's source, before any judgement about its columns."""
+
+    frame: pd.DataFrame  #: columns named exactly as in the source
+    source: str  #: what the user gave (path or ``sqlite:///`` URL)
+    format: str  #: one of :data:`FORMATS`
+    sha256: str  #: of the source file's bytes (the ``.db`` file for SQLite)
+    rows: int
+
+
+def read_table(source: str | os.PathLike, *, query: str | None = None, table: str | None = None) -> Table:
+    """Read ``source`` into a :class:`Table`, or raise :class:`DataError` saying what to fix.
+
+    ``source`` is a file path or ``sqlite:///path.db?table=NAME`` (three slashes
+    then the path, so an absolute path gives four: ``sqlite:////data/x.db``).
+    ``table`` and ``query`` (a ``SELECT``) choose what to read from a SQLite
+    database; they are refused for other formats.
+
+    >>> import pathlib, sqlite3, tempfile
+    >>> db = pathlib.Path(tempfile.mkdtemp()) / "plant.db"
+    >>> with sqlite3.connect(db) as con:
+    ...     _ = con.execute("CREATE TABLE readings (t REAL, ok TEXT)")
+    ...     _ = con.execute("INSERT INTO readings VALUES (1.5, 'yes'), (2.5, 'no')")
+    >>> con.close()
+    >>> read_table(f"sqlite:///{db}?table=readings").frame["ok"].tolist()
+    ['yes', 'no']
+    >>> read_table(db, query="SELECT t FROM readings WHERE ok = 'no'").rows
+    1
+    """
+    shown = os.fspath(source)
+    if isinstance(shown, str) and shown.lower().startswith("sqlite:"):
+        path, table = _parse_sqlite_url(shown, table)
+        _check_file(path, shown)
+        fmt = "sqlite"
+    else:
+        path = Path(shown)
+        _check_file(path, shown)
+        fmt = _detect_format(path, shown)
+    if fmt == "sqlite":
+        frame = _read_sqlite(path, shown, table=table, query=query)
+    elif table is not None or query is not None:
+        option = "--table" if table is not None else "--query"
+        raise DataError(f"{shown}: {option} applies to SQLite databases only, and this is a {fmt} file; leave it out")
+    else:
+        frame = _READERS[fmt](path, shown)
+    _refuse_duplicates([str(c) for c in frame.columns], shown)
+    if len(frame) == 0:
+        what = "a header but no data rows" if fmt == "csv" else "no rows"
+        raise DataError(f"{shown}: the data has {what}; give a file with at least one row of data")
+    return Table(frame=frame, source=shown, format=fmt, sha256=_sha256(path), rows=len(frame))
+
+
+# -- locating and recognising the file ------------------------------------------------------
+
+
+def _check_file(path: Path, shown: str) -> None:
+    if not path.exists():
+        hint = ""
+        if shown.lower().startswith(_SQLITE_SCHEME) and not path.is_absolute():
+            hint = f" (relative to {Path.cwd()}; for an absolute path use four slashes: sqlite:////abs/path.db)"
+        raise DataError(f"{shown}: no such file {str(path)!r}{hint}; check the path")
+    if path.is_dir():
+        raise DataError(f"{shown}: is a directory; give the data file inside it")
+    if path.stat().st_size == 0:
+        raise DataError(f"{shown}: the file is empty; give a file with a header and at least one row")
+
+
+def _detect_format(path: Path, shown: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    head = _head(path)
+    for magic, fmt in _MAGIC.items():
+        if head.startswith(magic):
+            return fmt
+    if _sniff_delimiter(head) is not None:
+        return "csv"
+    known = ", ".join(sorted(EXTENSIONS))
+    raise DataError(
+        f"{shown}: unsupported file type {suffix or '(no extension)'!r}; "
+        f"export it as CSV or Parquet, or give one of {known} or a sqlite:///path.db?table=NAME URL"
+    )
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(SNIFF_BYTES)
+
+
+def _sniff_delimiter(head: bytes) -> str | None:
+    """The delimiter of delimited text in ``head``, or None when it is not such text."""
+    if b"\x00" in head:
+        return None
+    text = head.decode("utf-8-sig", errors="replace")
+    if len(head) == SNIFF_BYTES and "\n" in text:
+        text = text[: text.rindex("\n")]  # a cut-off last line would confuse the sniffer
+    try:
+        return csv.Sniffer().sniff(text, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _refuse_duplicates(names: list[str], shown: str) -> None:
+    seen: set[str] = set()
+    dupes = [n for n in names if n in seen or seen.add(n)]
+    if dupes:
+        listed = ", ".join(repr(n) for n in dict.fromkeys(dupes))
+        raise DataError(f"{shown}: duplicate column names {listed}; rename them so every column is unique")
+
+
+# -- readers, one per format ------------------------------------------------------------------
+
+
+def _read_csv(path: Path, shown: str) -> pd.DataFrame:
+    head = _head(path)
+    if not head.decode("utf-8-sig", errors="replace").strip():
+        raise DataError(f"{shown}: the file is empty; give a file with a header and at least one row")
+    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    sep = _sniff_delimiter(head) or default
+    try:
+        _refuse_duplicates(_csv_header(path, sep), shown)  # pandas would rename them "a.1"
+        return pd.read_csv(
+            path,
+            sep=sep,
+            engine="c",
+            encoding="utf-8-sig",
+            low_memory=False,  # one dtype per column, not one per chunk
+            keep_default_na=True,  # empty fields are missing; " " stays a string
+        )
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{shown}: is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from exc
+    except (pd.errors.ParserError, csv.Error) as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        raise DataError(
+            f"{shown}: cannot be parsed as delimited text with delimiter {sep!r} ({reason}); "
+            "check that every row has as many fields as the header and that quotes are closed"
+        ) from exc
+
+
+def _csv_header(path: Path, sep: str) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for row in csv.reader(f, delimiter=sep):
+            if row:
+                return row
+    return []
+
+
+def _read_parquet(path: Path, shown: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"{shown}: cannot be read as Parquet ({exc}); check the file is a complete Parquet file"
+        ) from exc
+    _refuse_duplicates(arrow.column_names, shown)
+    return arrow.to_pandas()
+
+
+def _read_jsonl(path: Path, shown: str) -> pd.DataFrame:
+    _check_line_delimited(path, shown)
+    try:
+        # dtype=False: keep "007" a string and dates as text; the schema step decides.
+        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{shown}: is not UTF-8 text ({exc.reason}); re-save it as UTF-8") from exc
+    except ValueError as exc:
+        reason = _first_bad_json_line(path) or str(exc)
+        raise DataError(f"{shown}: cannot be read as JSON Lines ({reason}); give one JSON object per line") from exc
+
+
+def _check_line_delimited(path: Path, shown: str) -> None:
+    """Refuse a ``.json`` document (an array or a pretty-printed object) with a clear fix."""
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        first = next((line.strip() for line in f if line.strip()), "")
+    if not first:
+        raise DataError(f"{shown}: the file is empty; give one JSON object per line")
+    try:
+        ok = isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise DataError(
+            f"{shown}: is not JSON Lines (its first line is not a JSON object); "
+            "give one JSON object per line, e.g. convert with `jq -c '.[]' in.json > out.jsonl`"
+        )
+
+
+def _first_bad_json_line(path: Path) -> str:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number}: {exc.msg}"
+    return ""
+
+
+def _parse_sqlite_url(url: str, table: str | None) -> tuple[Path, str | None]:
+    if not url.lower().startswith(_SQLITE_SCHEME):
+        raise DataError(f"{url}: a SQLite source is written sqlite:///path/to/file.db?table=NAME (three slashes)")
+    parts = urlsplit("sqlite:///" + url[len(_SQLITE_SCHEME) :])
+    options = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(options) - {"table"})
+    if unknown:
+        raise DataError(
+            f"{url}: unknown option {unknown[0]!r}; the only URL option is ?table=NAME (use --query for SQL)"
+        )
+    in_url = options.get("table", [None])[-1]
+    if in_url is not None and table is not None and in_url != table:
+        raise DataError(f"{url}: names table {in_url!r} but --table says {table!r}; give it once")
+    path = url[len(_SQLITE_SCHEME) :].split("?", 1)[0]
+    if not path:
+        raise DataError(f"{url}: no database file after sqlite:///; write sqlite:///path/to/file.db?table=NAME")
+    return Path(path), in_url if in_url is not None else table
+
+
+def _read_sqlite(path: Path, shown: str, *, table: str | None, query: str | None) -> pd.DataFrame:
+    if table is not None and query is not None:
+        raise DataError(f"{shown}: give either a table or --query, not both")
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise DataError(f"{shown}: cannot open SQLite database ({exc}); check the file and its permissions") from exc
+    try:
+        tables = _sqlite_tables(con, shown)
+        if query is None:
+            if table is None:
+                raise DataError(
+                    f"{shown}: say which table to read, with ?table=NAME or --query; "
+                    f"tables: {_listing(tables)}"
+                )
+            query = f"SELECT * FROM {_quote_identifier(_find_table(table, tables, shown))}"
+        return pd.read_sql_query(query, con)
+    except pd.errors.DatabaseError as exc:
+        reason = exc.__cause__ or exc
+        raise DataError(f"{shown}: the query failed: {reason}; query was: {query}") from exc
+    finally:
+        con.close()
+
+
+def _sqlite_tables(con: sqlite3.Connection, shown: str) -> list[str]:
+    try:
+        rows = con.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"{shown}: cannot be read as a SQLite database ({exc}); check the file") from exc
+    return [name for (name,) in rows]
+
+
+def _find_table(name: str, tables: list[str], shown: str) -> str:
+    if name in tables:
+        return name
+    folded = [t for t in tables if t.casefold() == name.casefold()]
+    if folded:
+        return folded[0]
+    raise DataError(f"{shown}: no table {name!r}; tables: {_listing(tables)}")
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names) if names else "(none: the database is empty)"
+
+
+def _quote_identifier(name: str) -> str:
+    """``name`` as a SQL identifier: double-quoted, inner quotes doubled.
+
+    >>> _quote_identifier('my "odd" table')
+    '"my ""odd"" table"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+_READERS: dict[str, Callable[[Path, str], pd.DataFrame]] = {
+    "csv": _read_csv,
+    "parquet": _read_parquet,
+    "jsonl": _read_jsonl,
+}

@@ -1,0 +1,327 @@
+"""Hardware target profiles: TOML files that describe a device, checked on load.
+
+A profile says what a device is (arch, wheel platform tag, CPU, cores, RAM),
+what it runs (artifact formats, precisions, estimator families) and what a
+model must fit in (``[budgets]``). Profiles are ``<name>.toml`` files in
+:func:`targets_dir`, one per target: adding a target means adding a file.
+Each inherits ``_defaults.toml`` and may ``extends = "other-name"``; files
+whose name starts with ``_`` are shared bases, not targets.
+
+Example:
+
+>>> rpi4 = load_target("rpi4")
+>>> rpi4.arch, rpi4.cores, rpi4.ram_mb, rpi4.budgets.allowed_metric_drop
+('aarch64', 4, 4096, 0.01)
+>>> {"rpi4", "x86-64"} <= {p.name for p in list_targets()}
+True
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import TargetError
+
+ARCHES = ("aarch64", "armv7l", "x86_64", "xtensa", "armv7em")
+FORMATS = ("onnx", "ort", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
+#: FLAML learner names a profile may allow (the search module will own the registry).
+KNOWN_ESTIMATORS = ("lgbm", "xgboost", "rf", "extra_tree", "lrl1", "lrl2", "enet")
+DEFAULTS_FILE = "_defaults.toml"
+ENV_VAR = "EDGEML_TARGETS_DIR"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What a model must fit in on the device; ``None`` means no limit.
+
+    ``speed_factor`` is how many times slower than the build machine a
+    one-row prediction runs on the device, so the predicted device latency is
+    the measured host latency times ``speed_factor``.
+    """
+
+    max_model_bytes: int | None = None
+    max_model_ram_mb: int | None = None
+    latency_budget_ms: float | None = None
+    speed_factor: float | None = None
+    allowed_metric_drop: float = 0.01
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """A resolved target profile: its own file merged over what it inherits."""
+
+    name: str
+    description: str
+    arch: str
+    platform_tag: str
+    cpu: str
+    cores: int
+    ram_mb: int
+    formats: tuple[str, ...]
+    precisions: tuple[str, ...]
+    estimators: tuple[str, ...]
+    budgets: Budgets = field(default_factory=Budgets)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        """The resolved profile as JSON-ready data (what a bundle manifest stores)."""
+        d = asdict(self)
+        for key in ("formats", "precisions", "estimators"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TargetProfile":
+        """Read back :meth:`to_dict` output, validated like a file.
+
+        >>> p = load_target("rpi4")
+        >>> TargetProfile.from_dict(p.to_dict()) == p
+        True
+        """
+        if not isinstance(d, dict):
+            raise TargetError(f"target profile data must be a table, got {d!r}; rebuild the bundle")
+        data = dict(d)
+        source = str(data.pop("source", ""))
+        data["budgets"] = {k: v for k, v in (data.get("budgets") or {}).items() if v is not None}
+        return _build(_validate(data, source or "target profile data"), source)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one key accepts: a test, its wording in messages, known words to suggest from."""
+
+    allowed: str
+    ok: Callable[[Any], bool]
+    convert: Callable[[Any], Any] = lambda v: v
+    options: tuple[str, ...] = ()
+
+
+def _real(v: Any) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _text(pattern: str = r".*", allowed: str = "a string") -> _Rule:
+    return _Rule(allowed, lambda v: isinstance(v, str) and re.fullmatch(pattern, v, re.S) is not None)
+
+
+def _some_of(options: tuple[str, ...]) -> _Rule:
+    return _Rule(
+        "a non-empty list without repeats, in order of preference, drawn from " + ", ".join(options),
+        lambda v: isinstance(v, list) and bool(v) and all(x in options for x in v) and len(set(v)) == len(v),
+        tuple, options,
+    )
+
+
+_COUNT = _Rule("an integer >= 1", lambda v: type(v) is int and v >= 1)
+_POSITIVE = _Rule("a finite number > 0", lambda v: _real(v) and v > 0, float)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_RULES = {
+    "name": _text(_NAME, "the file name without .toml (letters, digits, '.', '_', '-')"),
+    "extends": _text(r".+", "the name of another profile, or a path to its .toml file"),
+    "description": _text(),
+    "arch": _Rule("one of " + ", ".join(ARCHES), lambda v: v in ARCHES, options=ARCHES),
+    "platform_tag": _text(r"[a-z0-9_.]*", 'a wheel platform tag such as "manylinux2014_aarch64", or "" for an MCU'),
+    "cpu": _text(),
+    "cores": _COUNT,
+    "ram_mb": _COUNT,
+    "formats": _some_of(FORMATS),
+    "precisions": _some_of(PRECISIONS),
+    "estimators": _some_of(KNOWN_ESTIMATORS),
+}
+_BUDGET_RULES = {
+    "max_model_bytes": _COUNT,
+    "max_model_ram_mb": _COUNT,
+    "latency_budget_ms": _POSITIVE,
+    "speed_factor": _POSITIVE,
+    "allowed_metric_drop": _Rule("a finite number >= 0", lambda v: _real(v) and v >= 0, float),
+}
+_ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES)]
+_NOT_INHERITED = ("name", "extends", "description")
+_REQUIRED = ("arch", "platform_tag", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
+
+
+def _unknown_key(where: str, key: str) -> TargetError:
+    tail = key.rpartition(".")[2]
+    home = f"budgets.{tail}" if tail in _BUDGET_RULES else tail if tail in _RULES else key
+    if home != key:
+        hint = f"; it belongs {'in' if home.startswith('budgets.') else 'above'} the [budgets] table"
+    else:
+        close = difflib.get_close_matches(key, _ALL_KEYS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    return TargetError(f"{where}: unknown key {key!r}{hint} (valid keys: {', '.join(_ALL_KEYS)})")
+
+
+def _check_table(where: str, table: dict, rules: dict[str, _Rule], prefix: str = "") -> dict:
+    out = {}
+    for key, value in table.items():
+        if key not in rules:
+            raise _unknown_key(where, prefix + key)
+        rule = rules[key]
+        if not rule.ok(value):
+            bad = [x for x in (value if isinstance(value, list) else [value]) if rule.options and x not in rule.options]
+            close = difflib.get_close_matches(str(bad[0]), rule.options, n=1) if bad else []
+            hint = f" ({bad[0]!r} is unknown; did you mean {close[0]!r}?)" if close else ""
+            raise TargetError(f"{where}: {prefix}{key} = {value!r} is not allowed{hint}; it must be {rule.allowed}")
+        out[key] = rule.convert(value)
+    return out
+
+
+def _validate(raw: dict, where: str, *, shared: bool = False) -> dict:
+    """Check every key and value of one file (or manifest table); return the values to keep."""
+    budgets = raw.get("budgets", {})
+    if not isinstance(budgets, dict):
+        raise TargetError(f"{where}: budgets = {budgets!r} is not allowed; write the budgets as a [budgets] table")
+    out = _check_table(where, {k: v for k, v in raw.items() if k != "budgets"}, _RULES)
+    if shared and (own := [k for k in _NOT_INHERITED if k in out]):
+        raise TargetError(f"{where}: {own[0]!r} cannot be set in shared defaults (it is never inherited); remove it")
+    if budgets:
+        out["budgets"] = _check_table(where, budgets, _BUDGET_RULES, "budgets.")
+    return out
+
+
+def _read(path: Path, *, shared: bool = False) -> dict:
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise TargetError(f"{path}: cannot read target profile ({exc.strerror}); check the path") from None
+    data = _validate(raw, str(path), shared=shared)
+    if not shared and data.get("name") != path.stem:
+        seen = f"name = {data['name']!r} does not match the file name" if "name" in data else "missing key 'name'"
+        raise TargetError(f"{path}: {seen}; set name = {path.stem!r} (or rename the file to <name>.toml)")
+    return data
+
+
+def targets_dir() -> Path:
+    """Where built-in profiles live: ``$EDGEML_TARGETS_DIR``, the repo's ``targets/``, or the installed copy."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise TargetError(f"{ENV_VAR}={env} is not a directory; point it at a folder of <name>.toml profiles or unset it")
+        return path
+    repo = Path(__file__).resolve().parents[2] / "targets"
+    if (repo / DEFAULTS_FILE).is_file():
+        return repo
+    return Path(sys.prefix) / "share" / "edgeml" / "targets"
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml") if not p.name.startswith("_"))
+
+
+def _builtin(name: str, wanted_by: str = "") -> Path:
+    directory = targets_dir()
+    path = directory / f"{name}.toml"
+    if name.startswith("_") or not re.fullmatch(_NAME, name) or not path.is_file():
+        names = _names(directory)
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "."
+        raise TargetError(
+            f"{wanted_by}unknown target {name!r}{hint} Available targets: {', '.join(names) or '(none)'} "
+            f"(in {directory}). To use your own profile, pass the path to its .toml file."
+        )
+    return path
+
+
+def _resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """One file's values merged over its parent's (recursively) or over the shared defaults."""
+    data = _read(path)
+    chain = (*chain, path.resolve())
+    parent = data.get("extends")
+    if parent is None:
+        defaults = targets_dir() / DEFAULTS_FILE
+        base = _read(defaults, shared=True) if defaults.is_file() else {}
+    else:
+        is_path = parent.endswith(".toml") or "/" in parent or os.sep in parent
+        parent_path = path.parent / parent if is_path else _builtin(parent, f"{path}: extends = {parent!r}: ")
+        if not parent_path.is_file():
+            raise TargetError(f"{path}: extends = {parent!r}, but {parent_path} does not exist; fix the path")
+        if parent_path.resolve() in chain:
+            loop = " -> ".join(p.stem for p in (*chain, parent_path.resolve()))
+            raise TargetError(f"{path}: extends = {parent!r} makes a cycle ({loop}); remove one of these extends")
+        base = _resolve(parent_path, chain)
+    merged = {k: v for k, v in base.items() if k not in _NOT_INHERITED}
+    merged.update(data)
+    merged["budgets"] = {**base.get("budgets", {}), **data.get("budgets", {})}
+    return merged
+
+
+def _build(data: dict, source: str | Path) -> TargetProfile:
+    missing = [k for k in ("name", *_REQUIRED) if k not in data]
+    if missing:
+        where = f"this profile, the profile it extends, or {DEFAULTS_FILE}"
+        raise TargetError(f"{source}: missing {', '.join(missing)}; set them in {where}")
+    return TargetProfile(
+        name=data["name"], description=data.get("description", ""), **{k: data[k] for k in _REQUIRED},
+        budgets=Budgets(**data.get("budgets", {})), source=str(source),
+    )
+
+
+def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
+    """Load a built-in profile by name, or a user's own profile from a ``.toml`` path.
+
+    >>> load_target("x86-64").platform_tag
+    'manylinux2014_x86_64'
+    >>> load_target("rpi5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.TargetError: unknown target 'rpi5'; did you mean rpi4? Available targets: ...
+    """
+    text = os.fspath(name_or_path)
+    if isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or "/" in text or os.sep in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            names = ", ".join(_names(targets_dir()))
+            raise TargetError(f"{path}: no such target profile file; check the path, or use a built-in target: {names}")
+    else:
+        path = _builtin(text)
+    return _build(_resolve(path), path)
+
+
+def list_targets() -> list[TargetProfile]:
+    """Every built-in profile in :func:`targets_dir`, resolved, sorted by name."""
+    directory = targets_dir()
+    return [load_target(directory / f"{name}.toml") for name in _names(directory)]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:_}"
+    return repr(value)
+
+
+def render_profile(profile: TargetProfile) -> str:
+    """The resolved profile as TOML text (valid TOML; a starting point for a custom profile).
+
+    >>> print(render_profile(load_target("rpi4")))  # doctest: +ELLIPSIS
+    # rpi4, resolved from .../rpi4.toml
+    name = "rpi4"
+    ...
+    [budgets]
+    max_model_bytes = 20_000_000
+    ...
+    """
+    d = profile.to_dict()
+    budgets, source = d.pop("budgets"), d.pop("source")
+    lines = [f"# {profile.name}, resolved from {source or '(data)'}"]
+    lines += [f"{k} = {_toml(v)}" for k, v in d.items()]
+    lines += ["", "[budgets]"]
+    lines += [f"{k} = {_toml(v)}" if v is not None else f"# {k}: no limit" for k, v in budgets.items()]
+    return "\n".join(lines)
