@@ -126,7 +126,10 @@ def demo_data(rows, seed, output, no_label):
     """Write the built-in demo sensor data set as CSV."""
     from .demo import write_demo_csv
 
-    path = write_demo_csv(Path(output), rows=rows, seed=seed, label=not no_label)
+    try:
+        path = write_demo_csv(Path(output), rows=rows, seed=seed, label=not no_label)
+    except EdgeMLError as exc:
+        _fail(exc)
     click.echo(f"wrote {rows} rows to {path}", err=True)
 
 
