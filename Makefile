@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 
 install: $(STAMP)
 
+# Build on the built-in demo data, then score 1,000 fresh rows the way a device would.
 demo: $(STAMP)
-	$(BIN)/edgeml build --target rpi4 --out dist/demo --time-budget 20
-	$(BIN)/edgeml demo-data --rows 5 --seed 7 --output dist/demo-rows.csv --no-label
-	$(BIN)/edgeml-runtime score dist/demo --input dist/demo-rows.csv --output -
+	$(BIN)/edgeml build --target rpi4 --out dist/demo --force --time-budget 20
+	$(BIN)/edgeml demo-data --rows 1000 --seed 7 --output dist/demo-rows.csv
+	$(BIN)/edgeml-runtime score dist/demo --input dist/demo-rows.csv --output dist/demo-scored.csv
+	@echo; echo "First rows of dist/demo-scored.csv (the 'failure' column is the truth, passed through):"
+	@head -n 6 dist/demo-scored.csv
+	@awk -F, 'NR > 1 { n++; if ($$(NF-2) == 1) p++; if ($$(NF-2) == 1 && $$(NF-3) == 1) hit++; if ($$(NF-3) == 1) t++ } \
+	  END { printf "\nscored %d rows: %d predicted failures, %d of them real; %d real failures in all\n", n, p, hit, t }' dist/demo-scored.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -16,14 +16,6 @@ from edgeml.errors import DataError
 from edgeml.ingest import Table, read_table
 
 
-@pytest.fixture(scope="module")
-def datasets() -> Path:
-    folder = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if not folder.is_dir():
-        pytest.skip(f"real data sets not found at {folder} (they live in ../shared/datasets next to the repo)")
-    return folder
-
-
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.write_bytes(text.encode(encoding))
     return path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,29 +9,18 @@ from edgeml_runtime.schema import DATETIME_PARTS
 
 from edgeml.errors import DataError
 from edgeml.ingest import read_table
-from edgeml.schema import (
+from edgeml.kinds import (
     Dropped,
-    InferredSchema,
     classify_column,
-    clean_labels,
     constant_reason,
     identifier_reason,
-    infer_schema,
-    infer_task,
     is_blank,
     is_boolean,
     is_datetime_text,
     parse_numbers,
     present_values,
 )
-
-
-@pytest.fixture(scope="module")
-def datasets() -> Path:
-    folder = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if not folder.is_dir():
-        pytest.skip(f"real data sets not found at {folder} (they live in ../shared/datasets next to the repo)")
-    return folder
+from edgeml.schema import InferredSchema, clean_labels, infer_schema, infer_task
 
 
 def kinds(schema: InferredSchema) -> dict[str, str]:

@@ -68,6 +68,11 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     started = time.monotonic()
     target = load_target(config.target)
 
+    later = [f for f in target.formats if f != "onnx"] + [p for p in target.precisions if p != "fp32"]
+    if later:
+        report.notice(f"target {target.name} also takes {', '.join(later)}; this release writes ONNX fp32 only"
+                      )
+
     table, label = _ingest(config)
     report.stage("ingest", f"{table.rows:,} rows × {table.frame.shape[1]} columns from {table.source} ({table.format})")
 
