@@ -60,12 +60,16 @@ def summary(result: BuildResult) -> str:
     search = m["search"]
     rows = [
         ("model", f"{search['best_learner']} ({m['provenance']['model']['class']}), "
-                  f"{search['trials']} trials in {search['seconds']:.0f} s, metric {search['metric']}"),
+                  f"{search['trials']} trials in {_secs(search['seconds'])}, metric {search['metric']}"),
         ("test", f"{headline}  ({m['provenance']['data']['split']['test']:,} rows, scored by edgeml_runtime)"),
     ]
     for a in m["artifacts"]:
         rows.append(("artifact", f"{a['path']}  {a['bytes'] / 1024:.1f} KiB  {a['format']} {a['precision']}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
-    title = click.style(f"Built {m['name']} v{m['version']} for {m['target']['name']} in {result.seconds:.0f} s", bold=True)
+    title = click.style(f"Built {m['name']} v{m['version']} for {m['target']['name']} in {_secs(result.seconds)}", bold=True)
     return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows])
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:,.0f} s"
