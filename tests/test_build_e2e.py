@@ -116,3 +116,85 @@ def test_telco_blank_numbers_and_string_labels(datasets, tmp_path):
     row.update({"gender": "Female", "tenure": "3", "MonthlyCharges": "70.5", "TotalCharges": " ", "Contract": "Month-to-month"})
     result = model.predict([row])
     assert result.labels[0] in ("No", "Yes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["lgbm", "xgboost", "rf", "lrl2"])
+def test_multiclass_exports_with_parity(datasets, tmp_path, estimator):
+    """Three classes (ai4i's machine Type from its readings): every family keeps parity on all probabilities."""
+    out = tmp_path / "b"
+    build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Type", drop=("UDI",), estimators=(estimator,),
+                 target="x86-64", max_iter=2)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["classes"] == ["H", "L", "M"]
+    assert m["verification"][0]["passed"] and m["verification"][0]["label_mismatches"] == 0
+    result = Model.load(out).predict({"Air temperature [K]": [300.0], "Process temperature [K]": [310.0],
+                                      "Rotational speed [rpm]": [1500], "Torque [Nm]": [40.0],
+                                      "Tool wear [min]": [100], "Machine failure": [0], "TWF": [0], "HDF": [0],
+                                      "PWF": [0], "OSF": [0], "RNF": [0], "Product ID": ["L1"]})
+    assert result.probabilities.shape == (1, 3) and result.labels[0] in m["classes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "sqlite"])
+def test_builds_from_every_input_format(tmp_path, fmt):
+    import sqlite3
+
+    from edgeml.demo import demo_frame
+
+    frame = demo_frame(rows=600, seed=3)
+    if fmt == "parquet":
+        data = tmp_path / "d.parquet"
+        frame.to_parquet(data)
+    elif fmt == "jsonl":
+        data = tmp_path / "d.jsonl"
+        frame.to_json(data, orient="records", lines=True)
+    else:
+        db = tmp_path / "d.db"
+        with sqlite3.connect(db) as con:
+            frame.to_sql("readings", con, index=False)
+        data = f"sqlite:///{db}?table=readings"
+    result = build_bundle(tmp_path / "b", data=str(data), label="failure", estimators=("lgbm",), max_iter=1)
+    m = result.manifest
+    assert m["provenance"]["data"]["format"] == fmt and m["provenance"]["data"]["rows"] == 600
+    assert {c["name"]: c["kind"] for c in m["inputs"]}["timestamp"] == "datetime"
+    assert m["verification"][0]["passed"]
+
+
+@pytest.mark.slow
+def test_time_column_split_keeps_the_newest_rows_for_testing(tmp_path):
+    from edgeml.demo import demo_frame
+    from edgeml.preprocess import split_frame
+
+    frame = demo_frame(rows=500, seed=5).sample(frac=1.0, random_state=1)
+    split = split_frame(frame, "failure", "classification", seed=0, time_column="timestamp")
+    assert split.train["timestamp"].max() < split.valid["timestamp"].min()
+    assert split.valid["timestamp"].max() < split.test["timestamp"].min()
+    data = tmp_path / "d.csv"
+    frame.to_csv(data, index=False)
+    result = build_bundle(tmp_path / "b", data=str(data), label="failure", time_column="timestamp",
+                          estimators=("lgbm",), max_iter=1)
+    assert result.manifest["verification"][0]["passed"]
+
+
+@pytest.mark.slow
+def test_runtime_installs_and_scores_alone(tmp_path, demo_bundle, demo_rows):
+    """`pip install ./runtime[onnx]` into an empty venv: no host packages, and it scores the bundle."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{REPO / 'runtime'}[onnx]"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        pytest.skip(f"cannot install onnxruntime into a fresh venv here: {pip.stderr[-300:]}")
+    installed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True, text=True)
+    names = {p["name"].lower() for p in json.loads(installed.stdout)}
+    assert not names & {"pandas", "scikit-learn", "scipy", "flaml", "edgeml"}
+    r = subprocess.run([str(venv / "bin" / "edgeml-runtime"), "score", str(demo_bundle), "--input", str(demo_rows)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 51
