@@ -4,12 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install system-deps bench clean
+
+# apt-get needs root: use sudo when we are not root and it is there.
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
 $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e "./runtime[onnx]"
+	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt]"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
@@ -25,11 +28,19 @@ demo: $(STAMP)
 	@awk -F, 'NR > 1 { n++; if ($$(NF-2) == 1) p++; if ($$(NF-2) == 1 && $$(NF-3) == 1) hit++; if ($$(NF-3) == 1) t++ } \
 	  END { printf "\nscored %d rows: %d predicted failures, %d of them real; %d real failures in all\n", n, p, hit, t }' dist/demo-scored.csv
 
-test: $(STAMP)
+# The tests start their own Mosquitto broker; install it where it is missing.
+system-deps:
+	@PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null || { \
+	  echo "installing mosquitto (the MQTT broker the tests start) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_drift.py
+	$(BIN)/python bench/bench_outbox.py
 
 clean:
 	rm -rf $(VENV) dist bench/out
