@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .bundle import Artifact, Manifest, open_bundle, read_manifest, verify_artifact
+from .drift import DriftMonitor, DriftSettings
 from .engines import engine_for
-from .errors import EngineError, InputError, RowError
+from .errors import BundleError, EngineError, InputError, RowError
 from .features import ABSENT, SCALAR, BadValue, FeatureEncoder
 
 ON_ERROR = ("fail", "skip")
@@ -50,7 +52,15 @@ class Predictions:
 
 
 class Model:
-    """A bundle loaded for scoring: its manifest, input checks and one engine."""
+    """A bundle loaded for scoring: its manifest, input checks and one engine.
+
+    Set ``monitor`` (e.g. ``model.monitor = model.drift_monitor()``) and every
+    prediction also updates it with the scored rows' model inputs, their
+    outputs (class indices, or values) and the rows that could not be scored.
+    A batch refused with ``on_error="fail"`` is not counted: the caller gets
+    the error instead. A monitor is not thread-safe: share one between
+    threads only under a lock.
+    """
 
     def __init__(self, bundle_dir, manifest: Manifest, artifact: Artifact, engine):
         self.bundle_dir = bundle_dir
@@ -67,6 +77,7 @@ class Model:
             self._out = (names.index(artifact.outputs["value"]), None)
         self._input_names = set(manifest.schema.names)
         self._local = threading.local()
+        self._monitor: DriftMonitor | None = None
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, threads: int = 1) -> "Model":
@@ -98,6 +109,30 @@ class Model:
     def task(self) -> str:
         return self.manifest.task
 
+    @property
+    def monitor(self) -> DriftMonitor | None:
+        """The :class:`DriftMonitor` every prediction updates, or None (the default)."""
+        return self._monitor
+
+    @monitor.setter
+    def monitor(self, monitor: DriftMonitor | None) -> None:
+        # Swap the scoring step rather than test for a monitor on every call: without one, the hot path is unchanged.
+        self._monitor = monitor
+        if monitor is None:
+            self.__dict__.pop("_run", None)
+        else:
+            self._run = self._run_monitored
+
+    def drift_monitor(self, settings: DriftSettings = DriftSettings(), *, clock=time.time) -> DriftMonitor:
+        """A new :class:`DriftMonitor` against this bundle's reference; attach it with ``model.monitor = …``."""
+        reference = self.manifest.data.get("reference")
+        if reference is None:
+            raise BundleError(
+                f"bundle {self.bundle_dir} has no drift reference (manifest key 'reference'); rebuild it with "
+                "this edgeml version to monitor drift"
+            )
+        return DriftMonitor(reference, self.manifest.schema, settings, clock)
+
     def predict(self, records: Iterable[Mapping] | Mapping[str, Iterable], *, on_error: str = "fail",
                 first_row: int = 1) -> Predictions:
         """Score records: a list of dicts (one per row) or a mapping of column name to values.
@@ -122,8 +157,9 @@ class Model:
             keep[list(errors)] = False
             rows = rows[keep]
             feeds = {k: v[keep] for k, v in feeds.items()}
-        labels, proba = self._run(feeds, len(rows))
-        return Predictions(labels, proba, self.classes, rows, tuple(errors[i] for i in sorted(errors)), ignored)
+        errors = tuple(errors[i] for i in sorted(errors))
+        labels, proba = self._run(feeds, len(rows), errors)
+        return Predictions(labels, proba, self.classes, rows, errors, ignored)
 
     def _columns(self, records):
         if isinstance(records, Mapping):
@@ -176,7 +212,8 @@ class Model:
             plan.append((col.name, SCALAR[col.kind], buffers))
         return plan, feeds
 
-    def _run(self, feeds, n):
+    def _run(self, feeds, n, errors=()):
+        """Score ready feeds. While a monitor is set, :meth:`_run_monitored` stands in (see :attr:`monitor`)."""
         if n == 0:
             k = len(self.classes)
             return np.empty(0, dtype=object if k else np.float32), (np.empty((0, k), np.float32) if k else None)
@@ -185,3 +222,14 @@ class Model:
         if second is not None:
             return self._class_array[out[first].ravel()], out[second]
         return out[first].ravel(), None
+
+    def _run_monitored(self, feeds, n, errors=()):
+        if n == 0:
+            if errors:
+                self._monitor.update(feeds, np.empty(0), errors)
+            return type(self)._run(self, feeds, n)
+        out = self.engine.run(feeds)
+        first, second = self._out
+        value = out[first].ravel()
+        self._monitor.update(feeds, value, errors)
+        return (self._class_array[value], out[second]) if second is not None else (value, None)

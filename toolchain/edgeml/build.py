@@ -35,6 +35,7 @@ from .preprocess import (
     make_preprocessor,
     split_frame,
 )
+from .reference import build_reference
 from .schema import clean_labels, infer_schema
 from .search import SearchSettings, Trial, run_search, usable_learners
 from .targets import TargetProfile, load_target
@@ -133,7 +134,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         }
         bundles.write_manifest(stage, manifest)
 
-        valid_metrics, host_test = _host_scores(pipeline, features, y, schema.task)
+        valid_metrics, valid_outputs, host_test = _host_scores(pipeline, features, y, schema.task)
         scores = verify_artifact(stage, "model.onnx", split.test, host_test, schema.task, classes)
         require_parity(scores.parity)
         if schema.task == "classification":
@@ -146,6 +147,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
 
         manifest["metrics"] = {"test": test_metrics, "valid": valid_metrics}
         manifest["verification"] = [p.to_dict()]
+        manifest["reference"] = build_reference(features["train"], inputs, valid_outputs, schema.task, classes)
         manifest["search"] = {
             "learners": list(learners),
             "metric": result.metric,
@@ -199,12 +201,13 @@ def _learners(config: BuildConfig, target: TargetProfile, task: str) -> tuple[st
 
 
 def _host_scores(pipeline, features, y, task):
+    """Validation metrics, validation predictions (class indices or values), and test scores."""
     if task == "classification":
         proba_valid = pipeline.predict_proba(features["valid"])
-        valid = classification_metrics(y["valid"], np.argmax(proba_valid, axis=1), proba_valid)
-        return valid, pipeline.predict_proba(features["test"])
-    valid = regression_metrics(y["valid"], pipeline.predict(features["valid"]))
-    return valid, pipeline.predict(features["test"])
+        predicted = np.argmax(proba_valid, axis=1)
+        return classification_metrics(y["valid"], predicted, proba_valid), predicted, pipeline.predict_proba(features["test"])
+    predicted = pipeline.predict(features["valid"])
+    return regression_metrics(y["valid"], predicted), predicted, pipeline.predict(features["test"])
 
 
 def _default_name(config: BuildConfig, table: Table) -> str:

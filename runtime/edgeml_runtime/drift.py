@@ -1,0 +1,526 @@
+"""Drift statistics on the device: per window, counts per reference bin, then PSI and JS.
+
+``edgeml build`` stores in the manifest a fixed *reference* for every input
+column and for the model's output (see docs/drift.md). A
+:class:`DriftMonitor` counts the scored rows into the same bins, closes a
+window after ``window_rows`` rows or ``window_seconds`` seconds, and turns
+each closed window into a JSON-ready dict: the raw counts (which add up
+across windows and devices) and, per column, the statistics in
+:data:`STATISTICS` with a status. Bins are right-closed — ``(-inf, e1],
+(e1, e2], …, (ek, +inf)`` — which is ``np.searchsorted(edges, v,
+side="left")`` on the host and on the device alike.
+
+Example:
+
+>>> from edgeml_runtime.schema import InputColumn, InputSchema
+>>> schema = InputSchema((InputColumn("temp", "numeric", ("temp",)),))
+>>> reference = {"format": 1, "bins": "right-closed", "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
+...              "columns": {"temp": {"kind": "numeric", "edges": [20.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
+...                                   "range": [10.0, 30.0]}}}
+>>> monitor = DriftMonitor(reference, schema, DriftSettings(window_rows=4, min_rows=1), clock=lambda: 0.0)
+>>> feeds = {"temp": np.array([[25.0], [26.0], [27.0], [40.0]], dtype=np.float32)}
+>>> [window] = monitor.update(feeds, np.array([1, 1, 1, 0])).poll()
+>>> temp = window["columns"]["temp"]
+>>> temp["counts"], temp["above_range"], temp["status"], window["verdict"]["status"]
+([0, 4], 1, 'significant', 'drift')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .errors import BundleError, RowError
+from .schema import InputSchema
+
+#: The layout of ``manifest["reference"]`` this module reads.
+REFERENCE_FORMAT = 1
+#: PSI floors every share at this before renormalising: an empty bin would make ln(a / e) infinite.
+EPSILON = 1e-4
+#: Single rows are buffered (numbers in typed arrays, text in lists) and binned together this many at a time.
+CHUNK_ROWS = 1024
+#: Closed windows kept until :meth:`DriftMonitor.poll`; beyond this the oldest are dropped (and counted).
+MAX_UNPOLLED = 1000
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """When a window closes and how its statistics are judged.
+
+    A window closes after ``window_rows`` scored rows or ``window_seconds``
+    seconds, whichever comes first. A column is ``moderate`` from
+    ``psi_moderate`` and ``significant`` from ``psi_significant``; the window's
+    verdict is ``drift`` when at least ``drifted_share`` of the monitored
+    input columns are significant. Windows with fewer than ``min_rows`` scored
+    rows get statistics but no status: their PSI is mostly sampling noise
+    (about (bins − 1) / rows for an unchanged distribution).
+    """
+
+    window_rows: int = 1000
+    window_seconds: float = 300.0
+    psi_moderate: float = 0.1
+    psi_significant: float = 0.25
+    drifted_share: float = 0.3
+    max_errors: int = 5
+    min_rows: int = 100
+
+    def __post_init__(self):
+        problems = []
+        if self.window_rows < 1:
+            problems.append(f"window_rows must be at least 1, not {self.window_rows!r}")
+        if not self.window_seconds > 0:
+            problems.append(f"window_seconds must be positive, not {self.window_seconds!r}")
+        if not 0 <= self.psi_moderate <= self.psi_significant:
+            problems.append(f"need 0 ≤ psi_moderate ≤ psi_significant, got {self.psi_moderate!r} and "
+                            f"{self.psi_significant!r}")
+        if not 0 < self.drifted_share <= 1:
+            problems.append(f"drifted_share must be in (0, 1], not {self.drifted_share!r}")
+        if self.max_errors < 0 or self.min_rows < 0:
+            problems.append(f"max_errors and min_rows cannot be negative ({self.max_errors!r}, {self.min_rows!r})")
+        if problems:
+            raise ValueError("invalid drift settings: " + "; ".join(problems))
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+#: Drift statistics by name: ``fn(expected_shares, actual_shares) -> float``, both summing to 1.
+STATISTICS: dict[str, Callable[[Sequence[float], Sequence[float]], float]] = {}
+
+
+def statistic(name: str):
+    """Register a drift statistic under ``name``; a name already taken is refused."""
+
+    def register(fn):
+        if name in STATISTICS:
+            raise ValueError(f"drift statistic {name!r} is already registered ({STATISTICS[name].__name__}); "
+                             "register the new one under another name")
+        STATISTICS[name] = fn
+        return fn
+
+    return register
+
+
+@statistic("psi")
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """Population stability index, Σ (a − e) · ln(a / e), with shares floored at :data:`EPSILON` and renormalised.
+
+    >>> round(psi([0.5, 0.5], [0.5, 0.5]), 6), round(psi([0.9, 0.1], [0.5, 0.5]), 4)
+    (0.0, 0.8789)
+    """
+    total = 0.0
+    for e, a in zip(_floored(expected), _floored(actual)):
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+@statistic("js")
+def js_distance(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """Jensen–Shannon distance with base-2 logarithms (0 = same, 1 = disjoint); empty bins need no smoothing.
+
+    >>> js_distance([0.5, 0.5], [0.5, 0.5]), js_distance([1.0, 0.0], [0.0, 1.0])
+    (0.0, 1.0)
+    """
+    total = 0.0
+    for e, a in zip(expected, actual):
+        m = (e + a) / 2
+        if e > 0:
+            total += e * math.log2(e / m)
+        if a > 0:
+            total += a * math.log2(a / m)
+    return math.sqrt(max(total / 2, 0.0))
+
+
+def _floored(shares: Sequence[float]) -> list[float]:
+    floored = [s if s > EPSILON else EPSILON for s in shares]
+    scale = 1.0 / sum(floored)
+    return [s * scale for s in floored]
+
+
+def expected_shares(entry: Mapping) -> list[float]:
+    """A reference entry's distribution over its bins, then (inputs only) one more bin for missing values."""
+    shares = [float(s) for s in entry["shares"]]
+    if "missing_rate" not in entry:
+        return shares
+    present = 1.0 - entry["missing_rate"]
+    return [s * present for s in shares] + [float(entry["missing_rate"])]
+
+
+def statistics_from_counts(entry: Mapping, counts: Sequence[int], missing: int = 0) -> dict:
+    """Every statistic in :data:`STATISTICS` for raw ``counts`` (and ``missing``) against a reference entry.
+
+    Counts from many windows or devices add up, so a fleet gets its exact
+    statistics by summing them bin by bin and calling this once. No rows
+    gives ``None`` for each statistic.
+
+    >>> entry = {"kind": "boolean", "shares": [0.5, 0.5], "missing_rate": 0.0}
+    >>> statistics_from_counts(entry, [50, 50]), statistics_from_counts(entry, [0, 0])
+    ({'psi': 0.0, 'js': 0.0}, {'psi': None, 'js': None})
+    """
+    expected = expected_shares(entry)
+    with_missing = "missing_rate" in entry
+    if len(counts) + with_missing != len(expected) or (missing and not with_missing):
+        raise ValueError(f"{len(counts)} counts (missing {missing}) do not fit a reference of "
+                         f"{len(entry['shares'])} bins{'' if with_missing else ' without a missing bin'}")
+    return _compare(expected, [*counts, missing] if with_missing else list(counts))
+
+
+def _compare(expected: list[float], counts: list[int]) -> dict:
+    total = sum(counts)
+    if not total:
+        return dict.fromkeys(STATISTICS)
+    scale = 1.0 / total
+    actual = [c * scale for c in counts]
+    return {name: round(fn(expected, actual), 6) for name, fn in STATISTICS.items()}
+
+
+# --- counters ---------------------------------------------------------------------------------
+
+class BinCounter:
+    """Counts numbers in right-closed bins ``(-inf, e1], (e1, e2], …, (ek, +inf)``; NaN counts as missing.
+
+    ``low`` and ``high`` (the training range) also count the values outside
+    it. The state is how many values are ≤ each edge (the range ends and +inf
+    are edges too) and how many were seen; an update sorts its values and
+    looks every edge up in them with ``np.searchsorted(side="right")`` — the
+    same right-closed bins as ``np.searchsorted(edges, v, side="left")`` per
+    value, at a fraction of the cost. NaN sorts after +inf.
+
+    >>> c = BinCounter([1.0, 2.0], low=0.0, high=3.0).update(np.array([0.5, 1.0, 1.5, 7.0, np.nan]))
+    >>> c.counts, c.missing, c.below_range, c.above_range
+    ([2, 1, 1], 1, 0, 1)
+    """
+
+    def __init__(self, edges: Iterable[float], low: float | None = None, high: float | None = None):
+        self.edges = [float(e) for e in edges]
+        self._ranged = low is not None
+        # x < low  <=>  x <= the float just below low: right-closed like every other edge.
+        outer = [math.nextafter(low, -math.inf), *self.edges, high] if self._ranged else self.edges
+        self._outer = np.array([*outer, math.inf], dtype=np.float64)
+        self.reset()
+
+    def reset(self) -> "BinCounter":
+        self._at_most = np.zeros(len(self._outer), dtype=np.int64)
+        self._seen = 0
+        return self
+
+    def update(self, values) -> "BinCounter":
+        x = np.sort(np.asarray(values).ravel())
+        if x.size:
+            self._at_most += np.searchsorted(x, self._outer, side="right")
+            self._seen += x.size
+        return self
+
+    def _raw(self) -> list[int]:
+        """Values per gap between consecutive edges, then the missing ones."""
+        at_most = self._at_most.tolist()
+        return [b - a for a, b in zip([0, *at_most], at_most)] + [self._seen - at_most[-1]]
+
+    @property
+    def counts(self) -> list[int]:
+        """Values per bin (missing ones excluded)."""
+        raw = self._raw()
+        if not self._ranged:
+            return raw[:-1]
+        counts = raw[1:-2]
+        counts[0] += raw[0]
+        counts[-1] += raw[-2]
+        return counts
+
+    missing = property(lambda self: self._seen - int(self._at_most[-1]))
+    below_range = property(lambda self: int(self._at_most[0]) if self._ranged else 0)
+    above_range = property(lambda self: self._raw()[-2] if self._ranged else 0)
+
+
+class IndexCounter:
+    """Counts class indices 0…k−1 (what a classifier's label output holds).
+
+    >>> IndexCounter(3).update(np.array([2, 0, 2])).counts
+    [1, 0, 2]
+    """
+
+    def __init__(self, k: int):
+        self.k = k
+        self.reset()
+
+    def reset(self) -> "IndexCounter":
+        self._counts = np.zeros(self.k, dtype=np.int64)
+        return self
+
+    def update(self, values) -> "IndexCounter":
+        x = np.asarray(values, dtype=np.int64).ravel()
+        if x.size:
+            self._counts += np.bincount(x, minlength=self.k)
+        return self
+
+    counts = property(lambda self: self._counts.tolist(), doc="Rows per class index.")
+
+
+class CategoryCounter:
+    """Counts text per known category, then one "other" bin for the rest; ``""`` counts as missing.
+
+    >>> c = CategoryCounter(["H", "L"]).update(["L", "L", "X", ""])
+    >>> c.counts, c.missing
+    ([0, 2, 1], 1)
+    """
+
+    def __init__(self, categories: Iterable[str]):
+        self.categories = tuple(categories)
+        self._index = {c: i for i, c in enumerate(self.categories)}
+        self.reset()
+
+    def reset(self) -> "CategoryCounter":
+        self._counts = [0] * (len(self.categories) + 1)
+        self._missing = 0
+        return self
+
+    def update(self, values) -> "CategoryCounter":
+        if isinstance(values, np.ndarray):
+            values = values.ravel().tolist()
+        other = len(self.categories)
+        for value, n in Counter(values).items():
+            if value == "":
+                self._missing += n
+            else:
+                self._counts[self._index.get(value, other)] += n
+        return self
+
+    counts = property(lambda self: list(self._counts), doc="Values per category, then other (missing excluded).")
+    missing = property(lambda self: self._missing)
+
+
+#: How each kind of reference entry is counted.
+COUNTERS: dict[str, Callable[[Mapping], BinCounter | CategoryCounter | IndexCounter]] = {
+    "numeric": lambda e: BinCounter(e["edges"], *(e.get("range") or (None, None))),
+    "boolean": lambda e: BinCounter([0.0]),
+    "categorical": lambda e: CategoryCounter(e["categories"]),
+    "classes": lambda e: IndexCounter(len(e["classes"])),
+}
+
+
+# --- the monitor ------------------------------------------------------------------------------
+
+@dataclass
+class _Tracked:
+    """One monitored input column (``feature`` set) or the output (``feature`` None)."""
+
+    name: str
+    feature: str | None
+    entry: Mapping
+    counter: BinCounter | CategoryCounter | IndexCounter = field(init=False)
+    expected: list[float] = field(init=False)
+    pending: list | array = field(init=False)
+
+    def __post_init__(self):
+        kind = self.entry["kind"]
+        self.counter = COUNTERS[kind](self.entry)
+        self.expected = expected_shares(self.entry)
+        # Buffered single rows. Numbers go into typed arrays, not lists of float objects: a window's worth of
+        # live floats made the allocator grow and shrink its arenas, and the page faults showed in the latency tail.
+        self.pending = [] if kind == "categorical" else array("q" if kind == "classes" else "d")
+
+
+class DriftMonitor:
+    """Counts scored rows against a bundle's reference and closes windows of drift statistics.
+
+    ``update(feeds, outputs, errors)`` takes what the
+    :class:`~edgeml_runtime.features.FeatureEncoder` produced for the scored
+    rows, the model's outputs for them (class indices, or values), and the
+    :class:`RowError` of rows that could not be scored. A single row is
+    buffered as plain values (binned :data:`CHUNK_ROWS` at a time); a batch
+    is binned at once. Nothing keeps a reference to the caller's arrays.
+    Windows closed by row count wait for :meth:`poll`, which also closes one
+    by time; :meth:`flush` closes the current one now. Closing a window only
+    keeps its counts: the statistics are computed when :meth:`poll` or
+    :meth:`flush` hands it over, off the scoring path. Not thread-safe: give
+    each scoring thread its own monitor, or hold a lock around ``predict``
+    and ``poll``.
+    """
+
+    def __init__(self, reference: Mapping, schema: InputSchema, settings: DriftSettings = DriftSettings(),
+                 clock: Callable[[], float] = time.time):
+        if not isinstance(reference, Mapping) or reference.get("format") != REFERENCE_FORMAT:
+            found = reference.get("format") if isinstance(reference, Mapping) else type(reference).__name__
+            raise BundleError(f"drift reference has format {found!r}; this runtime reads {REFERENCE_FORMAT}. "
+                              "Rebuild the bundle with the matching edgeml version")
+        entries = reference.get("columns") or {}
+        absent = [c.name for c in schema.columns if c.name not in entries]
+        if absent or "output" not in reference:
+            raise BundleError(f"drift reference lacks column(s) {absent or ['output']}; rebuild the bundle")
+        self.reference, self.settings, self._clock = reference, settings, clock
+        self._columns = [_Tracked(c.name, c.features[0], entries[c.name])
+                         for c in schema.columns if entries[c.name].get("monitored", True)]
+        self._output = _Tracked("output", None, reference["output"])
+        self._appends = [(t.feature, t.pending.append) for t in self._columns]
+        self._append_output = self._output.pending.append
+        self._closed: deque[dict] = deque(maxlen=MAX_UNPOLLED)
+        self.dropped_windows = 0
+        self._start = clock()
+        self._reset_window()
+
+    @property
+    def monitored(self) -> list[str]:
+        """The input columns this monitor counts (datetimes are not monitored)."""
+        return [t.name for t in self._columns]
+
+    @property
+    def rows(self) -> int:
+        """Scored rows in the current window."""
+        return self._binned + len(self._output.pending)
+
+    @property
+    def bad_rows(self) -> int:
+        """Rows in the current window that could not be scored."""
+        return self._bad_rows
+
+    def update(self, feeds: Mapping[str, np.ndarray], outputs, errors: Sequence[RowError] = ()) -> "DriftMonitor":
+        """Count scored rows (``feeds``: feature name → ``(n, 1)`` array; ``outputs``: ``n`` values) and bad rows.
+
+        ``outputs=None`` counts only ``errors`` (records that never reached
+        the model). The bad rows count in the window open now; a batch that
+        fills the window is split, so a window closed by count holds
+        ``window_rows`` rows.
+        """
+        if errors:
+            self._bad_rows += len(errors)
+            room = self.settings.max_errors - len(self._errors)
+            self._errors += [str(e) for e in errors[:room]] if room > 0 else []
+        if outputs is None:
+            return self
+        if type(outputs) is not np.ndarray:
+            outputs = np.asarray(outputs)
+        n = len(outputs)
+        if n == 1:
+            for feature, append in self._appends:
+                append(feeds[feature].item())
+            self._append_output(outputs.item())
+            self._countdown -= 1
+            if not self._countdown:
+                self._checkpoint()
+        elif n:
+            self._update_batch(feeds, outputs, n)
+        return self
+
+    def poll(self, now: float | None = None) -> list[dict]:
+        """The windows closed since the last poll, after closing the current one if ``window_seconds`` have passed.
+
+        An empty window (no rows, no errors) is not reported; its clock restarts.
+        """
+        now = self._clock() if now is None else now
+        if now - self._start >= self.settings.window_seconds:
+            if self.rows or self._bad_rows:
+                self._queue(now)
+            else:
+                self._start = now
+        closed = [self._judge(w) for w in self._closed]
+        self._closed.clear()
+        return closed
+
+    def flush(self) -> dict | None:
+        """Close the current window now and return it (None if it has no rows and no errors); e.g. at shutdown."""
+        if not (self.rows or self._bad_rows):
+            return None
+        return self._judge(self._close(self._clock()))
+
+    def reset(self) -> "DriftMonitor":
+        """Forget the current window and every unpolled one; the next window starts now."""
+        for t in (*self._columns, self._output):
+            del t.pending[:]
+        self._closed.clear()
+        self._start = self._clock()
+        self._reset_window()
+        return self
+
+    def _reset_window(self):
+        for t in (*self._columns, self._output):
+            t.counter.reset()
+        self._binned = self._bad_rows = 0
+        self._errors: list[str] = []
+        self._countdown = min(CHUNK_ROWS, self.settings.window_rows)
+
+    def _update_batch(self, feeds, outputs, n):
+        start, limit = 0, self.settings.window_rows
+        while start < n:
+            stop = min(n, start + limit - self.rows)
+            for t in self._columns:
+                t.counter.update(feeds[t.feature][start:stop])
+            self._output.counter.update(outputs[start:stop])
+            self._binned += stop - start
+            if self.rows >= limit:
+                self._queue(self._clock())
+            start = stop
+        self._countdown = min(CHUNK_ROWS - len(self._output.pending), limit - self.rows)
+
+    def _checkpoint(self):
+        self._bin_pending()
+        if self._binned >= self.settings.window_rows:
+            self._queue(self._clock())
+        self._countdown = min(CHUNK_ROWS, self.settings.window_rows - self._binned)
+
+    def _bin_pending(self):
+        n = len(self._output.pending)
+        if n:
+            for t in (*self._columns, self._output):
+                t.counter.update(t.pending)
+                del t.pending[:]
+            self._binned += n
+
+    def _queue(self, end: float):
+        if len(self._closed) == self._closed.maxlen:
+            self.dropped_windows += 1
+        self._closed.append(self._close(end))
+
+    def _close(self, end: float) -> dict:
+        """The current window's counts (statistics come with :meth:`_judge`); the next window starts at ``end``."""
+        self._bin_pending()
+        window = {"start": self._start, "end": end, "rows": self._binned, "bad_rows": self._bad_rows,
+                  "errors": self._errors, "columns": {t.name: _counts(t) for t in self._columns},
+                  "output": _counts(self._output)}
+        self._start = end
+        self._reset_window()
+        return window
+
+    def _judge(self, window: dict) -> dict:
+        """Add the statistics, statuses and verdict to a closed window: the JSON-ready payload."""
+        s, rows = self.settings, window["rows"]
+        judged = rows >= max(s.min_rows, 1)
+        for t in (*self._columns, self._output):
+            c = window["output"] if t.feature is None else window["columns"][t.name]
+            c.update(_compare(t.expected, c["counts"] if t.feature is None else [*c["counts"], c["missing"]]))
+            c["status"] = _status(c["psi"], s) if judged else None
+        drifted = [name for name, c in window["columns"].items() if c["status"] == "significant"]
+        if not judged:
+            verdict = {"status": None, "drifted_columns": [], "share": None,
+                       "note": f"{rows} scored rows, fewer than min_rows={s.min_rows}: too few to judge"}
+        else:
+            share = round(len(drifted) / len(self._columns), 6) if self._columns else 0.0
+            verdict = {"status": "drift" if self._columns and share >= s.drifted_share else "ok",
+                       "drifted_columns": drifted, "share": share}
+        window["start"], window["end"], window["verdict"] = _iso(window["start"]), _iso(window["end"]), verdict
+        return window
+
+
+def _counts(t: _Tracked) -> dict:
+    c = t.counter
+    out = {"kind": t.entry["kind"], "counts": c.counts}
+    if t.feature is not None:
+        out["missing"] = c.missing
+        if out["kind"] == "numeric":
+            out["below_range"], out["above_range"] = c.below_range, c.above_range
+    return out
+
+
+def _status(value: float | None, s: DriftSettings) -> str | None:
+    if value is None:
+        return None
+    return "significant" if value >= s.psi_significant else "moderate" if value >= s.psi_moderate else "ok"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
