@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgeml_runtime.drift import REFERENCE_FORMAT, BinCounter, CategoryCounter, IndexCounter
+from edgeml_runtime.distributions import BinCounter, CategoryCounter, IndexCounter
+from edgeml_runtime.drift import REFERENCE_FORMAT
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 #: The training quantiles that become numeric bin edges (deciles: up to 9 inner edges, 10 bins).
