@@ -185,9 +185,13 @@ def test_runtime_installs_and_scores_alone(tmp_path, demo_bundle, demo_rows):
 
     from conftest import REPO
 
+    import shutil
+
+    source = shutil.copytree(REPO / "runtime", tmp_path / "runtime",
+                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{REPO / 'runtime'}[onnx]"],
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{source}[onnx]"],
                          capture_output=True, text=True)
     if pip.returncode != 0:
         pytest.skip(f"cannot install onnxruntime into a fresh venv here: {pip.stderr[-300:]}")
