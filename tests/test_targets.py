@@ -111,6 +111,49 @@ def test_x86_64_gateway():
     assert (p.arch, p.platform_tag, p.cores, p.ram_mb) == ("x86_64", "manylinux2014_x86_64", 4, 8192)
 
 
+def test_ships_every_profile_the_issue_names():
+    assert {"rpi4", "rpi-zero-2w", "jetson-nano", "x86-64", "x86-64-avx512-vnni"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_profile_states_its_budgets(name):
+    b = load_target(name).budgets
+    assert b.max_model_bytes and b.max_model_ram_mb and b.latency_budget_ms and b.speed_factor
+    # The comment just above speed_factor says where the number comes from.
+    comment = (REPO_TARGETS / f"{name}.toml").read_text().split("\nspeed_factor =")[0].rsplit("\n\n", 1)[-1]
+    assert "comes from" in comment and ("estimate" in comment or "measure" in comment.lower()), comment
+
+
+def test_rpi_zero_2w_runs_a_minimal_build():
+    p = load_target("rpi-zero-2w")
+    assert (p.arch, p.cores, p.ram_mb) == ("aarch64", 4, 512) and "Cortex-A53" in p.cpu
+    assert p.ort_minimal and "ort" in p.formats and p.ort_optimization != "none"
+    assert p.budgets.speed_factor > load_target("rpi4").budgets.speed_factor
+
+
+def test_jetson_nano_has_gpu_providers_fp16_and_cpu_fallback():
+    p = load_target("jetson-nano")
+    assert p.providers == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert p.precisions == ("fp16", "fp32") and "mlp" in p.estimators
+
+
+def test_int8_server_prefers_int8():
+    p = load_target("x86-64-avx512-vnni")
+    assert p.arch == "x86_64" and p.precisions[0] == "int8" and "mlp" in p.estimators
+
+
+def test_known_estimators_are_registered_learners():
+    from edgeml.learners import LEARNERS
+
+    assert set(KNOWN_ESTIMATORS) <= set(LEARNERS)
+
+
+def test_ort_minimal_needs_the_ort_format(tdir):
+    write(tdir, "tiny", VALID.format(name="tiny") + "ort_minimal = true\n")
+    with pytest.raises(TargetError, match=r"tiny.toml: ort_minimal = true, but formats = \['onnx'\] lacks 'ort'"):
+        load_target("tiny")
+
+
 def test_list_targets_skips_underscore_files():
     assert [p.name for p in list_targets()] == SHIPPED
     with pytest.raises(TargetError, match="unknown target '_defaults'"):
@@ -163,8 +206,9 @@ def test_extends_chain_and_defaults_resolve(tdir):
 def test_defaults_fill_a_standalone_profile(tdir):
     p = load_target(write(tdir, "board", VALID.format(name="board")))
     assert p.formats == ("onnx",) and p.precisions == ("fp32",)
-    assert p.estimators == KNOWN_ESTIMATORS
-    assert p.budgets == Budgets(allowed_metric_drop=0.01)
+    assert p.estimators == tuple(e for e in KNOWN_ESTIMATORS if e != "mlp")  # the MLP is opt-in
+    assert (p.providers, p.ort_minimal, p.ort_optimization) == (("CPUExecutionProvider",), False, "none")
+    assert p.budgets == Budgets(allowed_metric_drop=0.01, max_accuracy_drop=0.01, max_rmse_increase=0.02)
 
 
 def test_custom_profile_from_a_path_may_extend_a_builtin(tmp_path):
@@ -266,6 +310,13 @@ def test_budget_key_at_top_level_is_pointed_to_the_table(tdir):
         ("[budgets]\nspeed_factor = inf", "budgets.speed_factor", "inf", "a finite number > 0"),
         ('[budgets]\nspeed_factor = "fast"', "budgets.speed_factor", "'fast'", "a finite number > 0"),
         ("[budgets]\nallowed_metric_drop = -0.01", "budgets.allowed_metric_drop", "-0.01", "a finite number >= 0"),
+        ("[budgets]\nmax_accuracy_drop = -1", "budgets.max_accuracy_drop", "-1", "a finite number >= 0"),
+        ("[budgets]\nmax_rmse_increase = true", "budgets.max_rmse_increase", "True", "a finite number >= 0"),
+        ('providers = ["CUDAExecutionProvider"]', "providers", "['CUDAExecutionProvider']", "including CPUExecutionProvider"),
+        ('providers = ["CudaExecutionProvider", "CPUExecutionProvider"]', "providers",
+         "['CudaExecutionProvider', 'CPUExecutionProvider']", "did you mean 'CUDAExecutionProvider'?"),
+        ('ort_minimal = "yes"', "ort_minimal", "'yes'", "true or false"),
+        ('ort_optimization = "max"', "ort_optimization", "'max'", "one of none, basic, extended, all"),
     ],
 )
 def test_bad_value_names_file_key_value_and_what_is_allowed(tdir, line, key, shown, allowed):

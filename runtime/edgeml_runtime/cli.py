@@ -52,16 +52,47 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--artifact", metavar="PATH", help="which artifact in the bundle to run (default: the first this device can)")
     s.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
 
+    _run_parser(sub)
+
     i = sub.add_parser("info", help="describe a bundle: model, inputs, artifacts")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     return p
 
 
+def _run_parser(sub) -> None:
+    from .settings import SETTINGS, env_name, flag_name
+
+    r = sub.add_parser(
+        "run",
+        help="score a stream, compute drift statistics, and publish them over MQTT",
+        description=(
+            "Score records as they arrive (JSON Lines or CSV on stdin, a file being appended to, or an MQTT topic), "
+            "count them into drift windows against the reference stored in the bundle, and publish birth, drift "
+            "and death messages to edgeml/<fleet>/<device>/... Drift windows are kept in a durable outbox until "
+            "the broker acknowledges them, so none is lost while the broker is down or the process restarts."
+        ),
+        epilog=(
+            "Every setting can also come from a config file ([run] table, --config or $EDGEML_RUNTIME_CONFIG) or "
+            "an environment variable (EDGEML_<SETTING>, e.g. EDGEML_MQTT_PASSWORD); flags win over the file, the "
+            "file over the environment.\n\nExamples:\n"
+            "  sensor-reader | edgeml-runtime run dist/demo-1 --device-id pi-07 --fleet plant-a --broker mqtt://gw:1883\n"
+            "  edgeml-runtime run dist/demo-1 --input /var/log/readings.csv --format csv --follow --config /etc/edgeml/runtime.toml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
+    r.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [run] table)")
+    for key, (kind, default, text) in SETTINGS.items():
+        extra = {"action": "store_const", "const": True} if kind is bool else {"type": kind, "metavar": key.split("_")[-1].upper()}
+        shown = f" [default: {default}]" if default not in (None, False) else ""
+        r.add_argument(flag_name(key), dest=key, default=None, help=f"{text} (${env_name(key)}){shown}", **extra)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"score": _score, "info": _info}[args.command](args)
+        return {"score": _score, "info": _info, "run": _run}[args.command](args)
     except RowError as exc:
         print(f"edgeml-runtime: error: {getattr(args, 'input', '')}: {exc}; fix the value, or pass "
               "--on-error skip to score the other rows", file=sys.stderr)
@@ -114,6 +145,73 @@ def _score(args) -> int:
         if len(skipped) > SHOW_ERRORS:
             print(f"  … and {len(skipped) - SHOW_ERRORS} more", file=sys.stderr)
     return 0
+
+
+def _run(args) -> int:
+    import logging
+    import queue
+    import threading
+
+    from .run import StreamScorer, install_signal_handlers
+    from .settings import SETTINGS, resolve_settings
+    from .stream import FileSource
+
+    s = resolve_settings({k: getattr(args, k) for k in SETTINGS}, config=args.config)
+    logging.basicConfig(level=s["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    log = logging.getLogger("edgeml_runtime")
+    from .drift import DriftSettings
+    from .outbox import Outbox
+    from .telemetry import MqttSettings, Telemetry, describe_model
+
+    model = Model.load(args.bundle)
+    model.monitor = model.drift_monitor(DriftSettings(
+        window_rows=s["window_rows"], window_seconds=s["window_seconds"],
+        psi_moderate=s["psi_moderate"], psi_significant=s["psi_significant"],
+    ))
+    outbox = Outbox(s["outbox"] or _default_outbox(s["fleet"], s["device_id"]), max_bytes=s["outbox_max_bytes"])
+    monitor = model.monitor
+    birth = {
+        "model": describe_model(model),
+        "window": {"rows": monitor.settings.window_rows, "seconds": monitor.settings.window_seconds,
+                   "psi_moderate": monitor.settings.psi_moderate, "psi_significant": monitor.settings.psi_significant,
+                   "drifted_share": monitor.settings.drifted_share, "min_rows": monitor.settings.min_rows},
+    }
+    telemetry = Telemetry(
+        MqttSettings(url=s["broker"], username=s["mqtt_username"], password=s["mqtt_password"],
+                     ca_file=s["mqtt_ca_file"], cert_file=s["mqtt_cert_file"], key_file=s["mqtt_key_file"],
+                     protocol=s["mqtt_protocol"]),
+        fleet=s["fleet"], device=s["device_id"], birth=birth, outbox=outbox, log=log,
+    )
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    items: queue.Queue = queue.Queue(maxsize=10_000)
+    if s["input_topic"]:
+        telemetry.subscribe_records(s["input_topic"], items)
+    else:
+        FileSource(s["input"], s["format"], items, follow=s["follow"], stop=stop).start()
+    out = open_text(s["output"], "w") if s["output"] else None
+    writer = RecordWriter(out, s["format"], model.classes) if out is not None else None
+    telemetry.start()
+    log.info("scoring %s with %s %s as %s/%s; drift windows of %d rows or %g s", s["input_topic"] or s["input"],
+             model.manifest.name, model.manifest.version, s["fleet"], s["device_id"], s["window_rows"], s["window_seconds"])
+    try:
+        stats = StreamScorer(model, telemetry, writer=writer, publish_predictions=s["publish_predictions"], log=log).run(items, stop)
+    finally:
+        telemetry.stop()
+        outbox.close()
+        if out is not None and s["output"] != "-":
+            out.close()
+    log.info("done: %d rows, %d scored, %d bad, %d drift windows", stats.rows, stats.scored, stats.bad_rows, stats.windows)
+    return 0
+
+
+def _default_outbox(fleet: str, device: str) -> str:
+    import os
+    from pathlib import Path
+
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edgeml"
+    state.mkdir(parents=True, exist_ok=True)
+    return str(state / f"{fleet}-{device}.outbox.db")
 
 
 def _info(args) -> int:

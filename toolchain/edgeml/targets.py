@@ -34,8 +34,17 @@ from .errors import TargetError
 ARCHES = ("aarch64", "armv7l", "x86_64", "xtensa", "armv7em")
 FORMATS = ("onnx", "ort", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: FLAML learner names a profile may allow (the search module will own the registry).
-KNOWN_ESTIMATORS = ("lgbm", "xgboost", "rf", "extra_tree", "lrl1", "lrl2", "enet")
+#: FLAML learner names a profile may allow (``edgeml.learners.LEARNERS`` holds the classes; a test keeps the two in step).
+KNOWN_ESTIMATORS = ("lgbm", "xgboost", "rf", "extra_tree", "lrl1", "lrl2", "enet", "mlp")
+#: onnxruntime execution providers a profile may name, as onnxruntime spells them.
+PROVIDERS = (
+    "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider",
+    "DnnlExecutionProvider", "XnnpackExecutionProvider", "ACLExecutionProvider", "ArmNNExecutionProvider",
+    "QNNExecutionProvider", "NnapiExecutionProvider", "CoreMLExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "DmlExecutionProvider", "VitisAIExecutionProvider",
+)
+#: Graph optimization levels applied offline, before the artifact ships (onnxruntime's names; "none" = leave it to load time).
+OPTIMIZATIONS = ("none", "basic", "extended", "all")
 DEFAULTS_FILE = "_defaults.toml"
 ENV_VAR = "EDGEML_TARGETS_DIR"
 
@@ -46,7 +55,10 @@ class Budgets:
 
     ``speed_factor`` is how many times slower than the build machine a
     one-row prediction runs on the device, so the predicted device latency is
-    the measured host latency times ``speed_factor``.
+    the measured host latency times ``speed_factor``. ``max_accuracy_drop``
+    (absolute accuracy, classification) and ``max_rmse_increase`` (relative
+    RMSE, regression) bound what a reduced-precision artifact (fp16, int8) may
+    lose against the fp32 artifact on the test split.
     """
 
     max_model_bytes: int | None = None
@@ -54,6 +66,8 @@ class Budgets:
     latency_budget_ms: float | None = None
     speed_factor: float | None = None
     allowed_metric_drop: float = 0.01
+    max_accuracy_drop: float = 0.01
+    max_rmse_increase: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -70,13 +84,16 @@ class TargetProfile:
     formats: tuple[str, ...]
     precisions: tuple[str, ...]
     estimators: tuple[str, ...]
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    ort_minimal: bool = False
+    ort_optimization: str = "none"
     budgets: Budgets = field(default_factory=Budgets)
     source: str = ""
 
     def to_dict(self) -> dict:
         """The resolved profile as JSON-ready data (what a bundle manifest stores)."""
         d = asdict(self)
-        for key in ("formats", "precisions", "estimators"):
+        for key in ("formats", "precisions", "estimators", "providers"):
             d[key] = list(d[key])
         return d
 
@@ -122,7 +139,14 @@ def _some_of(options: tuple[str, ...]) -> _Rule:
     )
 
 
+def _providers() -> _Rule:
+    listed = _some_of(PROVIDERS)
+    return _Rule(listed.allowed + ", including CPUExecutionProvider (the fallback every artifact runs on)",
+                 lambda v: listed.ok(v) and "CPUExecutionProvider" in v, tuple, PROVIDERS)
+
+
 _COUNT = _Rule("an integer >= 1", lambda v: type(v) is int and v >= 1)
+_SHARE = _Rule("a finite number >= 0", lambda v: _real(v) and v >= 0, float)
 _POSITIVE = _Rule("a finite number > 0", lambda v: _real(v) and v > 0, float)
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _RULES = {
@@ -137,17 +161,23 @@ _RULES = {
     "formats": _some_of(FORMATS),
     "precisions": _some_of(PRECISIONS),
     "estimators": _some_of(KNOWN_ESTIMATORS),
+    "providers": _providers(),
+    "ort_minimal": _Rule("true or false", lambda v: type(v) is bool),
+    "ort_optimization": _Rule("one of " + ", ".join(OPTIMIZATIONS), lambda v: v in OPTIMIZATIONS, options=OPTIMIZATIONS),
 }
 _BUDGET_RULES = {
     "max_model_bytes": _COUNT,
     "max_model_ram_mb": _COUNT,
     "latency_budget_ms": _POSITIVE,
     "speed_factor": _POSITIVE,
-    "allowed_metric_drop": _Rule("a finite number >= 0", lambda v: _real(v) and v >= 0, float),
+    "allowed_metric_drop": _SHARE,
+    "max_accuracy_drop": _SHARE,
+    "max_rmse_increase": _SHARE,
 }
 _ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES)]
 _NOT_INHERITED = ("name", "extends", "description")
 _REQUIRED = ("arch", "platform_tag", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
+_OPTIONAL = ("providers", "ort_minimal", "ort_optimization")
 
 
 def _unknown_key(where: str, key: str) -> TargetError:
@@ -169,7 +199,8 @@ def _check_table(where: str, table: dict, rules: dict[str, _Rule], prefix: str =
         rule = rules[key]
         if not rule.ok(value):
             bad = [x for x in (value if isinstance(value, list) else [value]) if rule.options and x not in rule.options]
-            close = difflib.get_close_matches(str(bad[0]), rule.options, n=1) if bad else []
+            same_letters = [o for o in rule.options if bad and o.lower() == str(bad[0]).lower()]
+            close = same_letters or (difflib.get_close_matches(str(bad[0]), rule.options, n=1) if bad else [])
             hint = f" ({bad[0]!r} is unknown; did you mean {close[0]!r}?)" if close else ""
             raise TargetError(f"{where}: {prefix}{key} = {value!r} is not allowed{hint}; it must be {rule.allowed}")
         out[key] = rule.convert(value)
@@ -264,8 +295,14 @@ def _build(data: dict, source: str | Path) -> TargetProfile:
     if missing:
         where = f"this profile, the profile it extends, or {DEFAULTS_FILE}"
         raise TargetError(f"{source}: missing {', '.join(missing)}; set them in {where}")
+    if data.get("ort_minimal") and "ort" not in data["formats"]:
+        raise TargetError(
+            f"{source}: ort_minimal = true, but formats = {list(data['formats'])!r} lacks 'ort'; a minimal "
+            "onnxruntime build loads only .ort files: add 'ort' to formats or set ort_minimal = false"
+        )
     return TargetProfile(
         name=data["name"], description=data.get("description", ""), **{k: data[k] for k in _REQUIRED},
+        **{k: data[k] for k in _OPTIONAL if k in data},
         budgets=Budgets(**data.get("budgets", {})), source=str(source),
     )
 
@@ -298,6 +335,8 @@ def list_targets() -> list[TargetProfile]:
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):

@@ -1,0 +1,131 @@
+"""``edgeml-runtime run``: score a stream, watch it for drift, report to the fleet over MQTT.
+
+A reader thread puts input rows on a queue (:mod:`.stream`); this loop takes
+them in small batches, scores them (the model's drift monitor counts every
+scored row), hands each closed drift window to :class:`~.telemetry.Telemetry`
+(which writes it to the durable outbox before sending), and closes windows on
+time even while no row arrives. Bad rows are counted and logged; they never
+stop the loop. SIGTERM or SIGINT end it cleanly: the open window is closed and
+sent, and the death message published.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from dataclasses import dataclass, field
+
+from .errors import RowError
+from .model import Model
+from .stream import END, Item
+
+BATCH_ROWS = 256
+IDLE_SECONDS = 0.25
+LOGGED_ERRORS = 20
+
+
+@dataclass
+class RunStats:
+    rows: int = 0
+    scored: int = 0
+    bad_rows: int = 0
+    windows: int = 0
+    errors_logged: int = field(default=0, repr=False)
+
+
+class StreamScorer:
+    """The loop: queue in, predictions and drift windows out."""
+
+    def __init__(self, model: Model, telemetry, *, writer=None, publish_predictions: bool = False,
+                 log: logging.Logger | None = None):
+        self.model = model
+        self.monitor = model.monitor
+        self.telemetry = telemetry
+        self.writer = writer
+        self.publish_predictions = publish_predictions
+        self.log = log or logging.getLogger("edgeml_runtime.run")
+        self.stats = RunStats()
+
+    def run(self, items: queue.Queue, stop: threading.Event) -> RunStats:
+        ended = False
+        while not ended and not stop.is_set():
+            batch: list[Item] = []
+            try:
+                first = items.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                first = None
+            if first is END:
+                ended = True
+            elif first is not None:
+                batch.append(first)
+                while len(batch) < BATCH_ROWS:
+                    try:
+                        nxt = items.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is END:
+                        ended = True
+                        break
+                    batch.append(nxt)
+            if batch:
+                self._score(batch)
+            self._send(self.monitor.poll())
+        last = self.monitor.flush()
+        if last is not None:
+            self._send([last])
+        return self.stats
+
+    def _score(self, batch: list[Item]) -> None:
+        self.stats.rows += len(batch)
+        unreadable = [i.error for i in batch if i.error is not None]
+        readable = [i for i in batch if i.error is None]
+        if unreadable:
+            self.monitor.update({}, None, unreadable)
+            self._log_errors(unreadable)
+        if not readable:
+            return
+        result = self.model.predict([i.record for i in readable], on_error="skip")
+        errors = [RowError(readable[e.row - 1].row, e.column, e.reason) for e in result.errors]
+        self._log_errors(errors)
+        self.stats.bad_rows += len(unreadable) + len(errors)
+        self.stats.scored += len(result)
+        if self.writer is not None:
+            self.writer.write([readable[i].record for i in result.rows], result.labels, result.probabilities)
+        if self.publish_predictions:
+            for j, i in enumerate(result.rows):
+                payload = {"row": readable[i].row, "prediction": _plain(result.labels[j])}
+                if result.probabilities is not None:
+                    payload["probabilities"] = dict(zip(map(str, result.classes), result.probabilities[j].tolist()))
+                self.telemetry.send_prediction(payload)
+
+    def _send(self, windows: list[dict]) -> None:
+        for window in windows:
+            self.telemetry.send_drift(window)
+            self.stats.windows += 1
+            verdict = window.get("verdict") or {}
+            self.log.info("drift window %s..%s: %d rows, %d bad, verdict %s%s", window.get("start"), window.get("end"),
+                          window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"),
+                          f" ({', '.join(verdict.get('drifted_columns') or [])})" if verdict.get("drifted_columns") else "")
+
+    def _log_errors(self, errors: list[RowError]) -> None:
+        for e in errors:
+            if self.stats.errors_logged < LOGGED_ERRORS:
+                self.log.warning("skipped %s", e)
+            elif self.stats.errors_logged == LOGGED_ERRORS:
+                self.log.warning("more bad rows: counting them in the drift windows, not logging each")
+            self.stats.errors_logged += 1
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the loop to finish its window and shut down cleanly."""
+    def handler(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)

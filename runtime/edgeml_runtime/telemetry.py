@@ -1,0 +1,550 @@
+"""Drift telemetry over MQTT (paho-mqtt 2.x; MQTT 5 or 3.1.1): birth, drift windows, death.
+
+Topics, for fleet ``F`` and device ``D`` (payloads are JSON, described by
+``schemas/*.schema.json`` and ``docs/telemetry.md``):
+
+* ``edgeml/F/D/birth``: retained, QoS 1, published on every connect: the
+  device, runtime and model, the window settings, and ``bdSeq``.
+* ``edgeml/F/D/drift``: QoS 1, one message per closed window, sent in order
+  from the durable :class:`~.outbox.Outbox` and deleted from it only on the
+  broker's PUBACK.
+* ``edgeml/F/D/death``: retained, QoS 1: registered as the Last Will at each
+  connect (so the broker publishes it if the device vanishes) and published
+  on a clean :meth:`Telemetry.stop`; it carries the connection's ``bdSeq``.
+* ``edgeml/F/D/predictions``: optional, QoS 0, not durable.
+
+It can also read the records to score from a topic
+(:meth:`Telemetry.subscribe_records`).
+
+``bdSeq`` comes from :meth:`Outbox.next_session`, so it never repeats, not
+even across restarts. A drift message carries the ``session`` (the bdSeq of the
+connection it is sent on or will be, when the window closed) and ``seq`` (0, 1,
+2, … within the session): consumers de-duplicate on (device, session, seq).
+``historical`` is true for a window enqueued before the current connection was
+established (while offline, or by an earlier run).
+
+One thread (started by :meth:`Telemetry.start`) owns the MQTT client: it
+connects with exponential backoff and jitter, publishes, and runs paho's loop;
+the caller's thread only writes to the outbox. A new client is made for each
+connection, so nothing is ever queued in paho's memory: the outbox is the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import EdgeMLError
+from .outbox import Outbox
+
+#: Version of the payload layout, in every message as ``format_version``.
+FORMAT_VERSION = 1
+#: Drift messages in flight (sent, not yet acknowledged) at once.
+IN_FLIGHT = 20
+#: How long paho's loop waits for network traffic before the thread looks at the outbox again.
+POLL_SECONDS = 0.05
+CONNACK_TIMEOUT = 10.0
+PREDICTION_QUEUE = 1000
+#: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
+SESSION_EXPIRY = 7 * 24 * 3600
+PROTOCOLS = ("5", "3.1.1")
+#: Keys :meth:`Telemetry.send_drift` adds to a window; a window may not use them.
+ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
+_BIRTH_KEYS = ("format_version", "device", "fleet", "bdSeq", "time", "runtime")
+
+
+class TelemetryError(EdgeMLError):
+    """MQTT settings or telemetry input that cannot work (never raised for a broker that is down)."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """How to reach the broker. ``url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (TLS).
+
+    >>> MqttSettings("mqtts://broker.plant.local", ca_file=None).endpoint
+    ('broker.plant.local', 8883, True)
+    """
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    protocol: str = "5"
+    keepalive: int = 30
+    client_id: str | None = None
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+
+    def __post_init__(self):
+        host, _, tls = self.endpoint
+        if not tls and (self.ca_file or self.cert_file or self.key_file):
+            raise TelemetryError(f"CA, certificate or key files were given for {self.url}, which is not TLS; "
+                                 f"use mqtts://{host}:8883")
+        if self.key_file and not self.cert_file:
+            raise TelemetryError("a client key file was given without its certificate; set the certificate too")
+        if self.password is not None and self.username is None:
+            raise TelemetryError("an MQTT password was given without a user name; set the user name too")
+        if self.protocol not in PROTOCOLS:
+            raise TelemetryError(f"MQTT protocol {self.protocol!r} is not supported; use 5 or 3.1.1")
+        if self.keepalive < 5:
+            raise TelemetryError(f"MQTT keepalive {self.keepalive} s is too short; use 5 s or more (default 30)")
+        if not 0 < self.reconnect_min <= self.reconnect_max:
+            raise TelemetryError(f"reconnect delays {self.reconnect_min}..{self.reconnect_max} s must satisfy "
+                                 "0 < reconnect_min <= reconnect_max")
+
+    @property
+    def endpoint(self) -> tuple[str, int, bool]:
+        """(host, port, TLS?) from :attr:`url`."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
+            raise TelemetryError(f"broker {self.url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+        if parts.username or parts.password:
+            raise TelemetryError(f"broker {parts.hostname}: give the user name and password as settings, not "
+                                 "in the URL (EDGEML_MQTT_USERNAME, EDGEML_MQTT_PASSWORD)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise TelemetryError(f"broker {self.url!r} has an invalid port") from None
+        tls = parts.scheme == "mqtts"
+        return parts.hostname, port or (8883 if tls else 1883), tls
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for an ``mqtts://`` URL (system CAs unless :attr:`ca_file`), checked now."""
+        if not self.endpoint[2]:
+            return None
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise TelemetryError(f"MQTT {name.replace('_', ' ')} {path} does not exist")
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise TelemetryError(f"cannot load the TLS files (CA {self.ca_file}, certificate {self.cert_file}, "
+                                 f"key {self.key_file}): {exc}; they must be PEM files") from None
+        return ctx
+
+
+def describe_model(model) -> dict:
+    """The ``model`` object of birth and drift messages, from a loaded :class:`~.model.Model`."""
+    return {"name": model.manifest.name, "version": model.manifest.version, "artifact": model.artifact.path,
+            "sha256": model.artifact.sha256}
+
+
+class Telemetry:
+    """Publishes one device's birth, drift windows and death; see the module docstring.
+
+    ``birth`` must hold ``model`` (``name``, ``version``, ``sha256``: see
+    :func:`describe_model`) and ``window`` (the window settings); any other
+    keys are published in the birth message as they are.
+    """
+
+    def __init__(self, settings: MqttSettings, *, fleet: str, device: str, birth: dict, outbox: Outbox,
+                 log: logging.Logger | None = None):
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise TelemetryError("paho-mqtt is not installed; install the runtime with its MQTT extra: "
+                                 "pip install 'edgeml-runtime[mqtt]'") from None
+        self._mqtt = mqtt
+        for name, value in (("fleet", fleet), ("device", device)):
+            if not value or any(c in value for c in "/+#"):
+                raise TelemetryError(f"{name} {value!r} must be non-empty, without '/', '+' or '#' "
+                                     "(it is an MQTT topic level)")
+        model = birth.get("model")
+        if not isinstance(model, dict) or not {"name", "version", "sha256"} <= model.keys() or "window" not in birth:
+            raise TelemetryError("the birth information needs 'model' (with name, version, sha256) and 'window'; "
+                                 f"got keys {sorted(birth)}")
+        clash = sorted(set(birth) & set(_BIRTH_KEYS))
+        if clash:
+            raise TelemetryError(f"the birth information may not set {clash}: telemetry fills them in")
+        self.settings, self.fleet, self.device, self.outbox = settings, fleet, device, outbox
+        self.log = log or logging.getLogger("edgeml_runtime.telemetry")
+        self._birth, self._model = dict(birth), dict(model)
+        self._ssl = settings.ssl_context()
+        self._host, self._port, _ = settings.endpoint
+        self._client_id = settings.client_id or f"edgeml-{fleet}-{device}"
+        self.topics = {k: f"edgeml/{fleet}/{device}/{k}" for k in ("birth", "drift", "death", "predictions")}
+
+        self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
+        self._session = outbox.next_session()
+        self._seq = 0
+        self._counts = dict(sent=0, acked=0, refused=0, predictions_sent=0, predictions_dropped=0, records_received=0,
+                            records_dropped=0)
+        self._records = None                     # (topic, queue, parser) once subscribe_records() is called
+        self._connected = False
+        self._last_error: str | None = None
+        self._predictions: deque[bytes] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._stop_deadline = math.inf
+        # Owned by the MQTT thread:
+        self._inflight: dict[int, int] = {}      # paho mid -> outbox id
+        self._cursor = 0                         # highest outbox id handed to paho on this connection
+        self._live_from = 0                      # outbox ids up to this one are historical
+        self._connack = None
+        self._window = IN_FLIGHT
+        self._death_mid: int | None = None
+        self._death_acked = False
+
+    # -- the caller's side -------------------------------------------------
+    def start(self) -> None:
+        """Start the MQTT thread; returns at once. A broker that is down is retried, never raised."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"edgeml-mqtt-{self.device}", daemon=True)
+            self._thread.start()
+
+    def subscribe_records(self, topic: str, items: queue.Queue) -> None:
+        """Also read records to score from ``topic`` into ``items``, as :class:`~.stream.Item` s.
+
+        Each message is one JSON object, or several as JSON Lines; a line that
+        is not a JSON object becomes an Item with its error. Subscribed at
+        QoS 1 on every connection, with a session the broker keeps for
+        :data:`SESSION_EXPIRY` seconds, so records published while the device
+        is offline wait for it. Call before :meth:`start`. If ``items`` stays
+        full for a second, the record is dropped and counted.
+        """
+        if self._thread is not None:
+            raise TelemetryError("subscribe_records() must be called before start()")
+        from .stream import LineParser
+
+        self._records = (topic, items, LineParser("jsonl"))
+
+    def send_drift(self, window: dict) -> int:
+        """Add the envelope to a closed window, store it in the outbox, and return its ``seq``.
+
+        It is sent by the MQTT thread as soon as it is connected. Raises
+        :class:`~.outbox.OutboxError` when the outbox cannot be written.
+        """
+        clash = sorted(set(window) & set(ENVELOPE_KEYS))
+        if clash:
+            raise TelemetryError(f"a drift window may not set {clash}: telemetry fills them in")
+        with self._lock:
+            dropped = self.outbox.dropped
+            message = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
+                       "session": self._session, "seq": self._seq, "model": self._model,
+                       "outbox_dropped": dropped, **window}
+            self.outbox.put(self.topics["drift"], _dumps(message), reports_dropped=dropped)
+            self._seq += 1
+            return message["seq"]
+
+    def send_prediction(self, payload: dict) -> None:
+        """Publish one prediction at QoS 0 if connected; otherwise (or when too many wait) it is dropped."""
+        if not self._connected or len(self._predictions) >= PREDICTION_QUEUE:
+            with self._lock:
+                self._counts["predictions_dropped"] += 1
+            return
+        message = {"device": self.device, "fleet": self.fleet, "session": self._session, "time": _now(), **payload}
+        self._predictions.append(_dumps(message))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what waits (within ``timeout``), publish the death message, disconnect.
+
+        Windows not acknowledged by then stay in the outbox for the next run.
+        """
+        if self._thread is None:
+            return
+        self._stop_deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._thread.join(timeout + 1.0)
+        if self._thread.is_alive():
+            self.log.warning("MQTT: the connection did not close within %.1f s; %d window(s) stay in the outbox",
+                             timeout, len(self.outbox))
+
+    @property
+    def stats(self) -> dict:
+        """How telemetry is doing, for logs and health checks.
+
+        ``sent`` drift publishes (resends included), ``acked`` and ``refused``
+        (MQTT 5 only) by the broker since start; ``pending`` windows in the
+        outbox; ``dropped`` windows the outbox ever dropped; ``connected``;
+        ``session`` (the current bdSeq) and ``seq`` (the next window's);
+        ``predictions_sent`` / ``predictions_dropped``; ``records_received`` /
+        ``records_dropped`` (input topic); ``last_error`` (the last
+        connection or refusal problem, None once connected).
+        """
+        with self._lock:
+            return dict(self._counts, pending=len(self.outbox), dropped=self.outbox.dropped_total,
+                        connected=self._connected, session=self._session, seq=self._seq,
+                        last_error=self._last_error)
+
+    def __enter__(self) -> "Telemetry":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the MQTT thread -----------------------------------------------------
+    def _run(self) -> None:
+        delay = self.settings.reconnect_min
+        while not self._stopping.is_set():
+            try:
+                established = self._connection()
+            except Exception:  # a bug or an unexpected library error must not end telemetry
+                self.log.exception("MQTT: unexpected error; reconnecting")
+                established = False
+            if self._stopping.is_set():
+                break
+            if established:
+                with self._lock:  # windows from now on belong to the next connection
+                    self._session = self.outbox.next_session()
+                    self._seq = 0
+                delay = self.settings.reconnect_min
+            self._stopping.wait(delay * random.uniform(0.5, 1.0))
+            if not established:
+                delay = min(delay * 2, self.settings.reconnect_max)
+
+    def _connection(self) -> bool:
+        """One connection from CONNECT to its end; True if the broker accepted it."""
+        mqtt = self._mqtt
+        client = self._new_client()
+        try:
+            client.connect(self._host, self._port, self.settings.keepalive, **self._session_options())
+        except OSError as exc:  # refused, unreachable, DNS, TLS handshake, certificate
+            self._failed(f"cannot connect to {self.settings.url}: {exc}")
+            return False
+        self._connack = None
+        give_up = time.monotonic() + CONNACK_TIMEOUT
+        while self._connack is None:
+            rc = client.loop(POLL_SECONDS)
+            if self._connack is not None:
+                break
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                self._failed(f"{self.settings.url} closed the connection before accepting it")
+                return False
+            if time.monotonic() > min(give_up, self._stop_deadline):
+                client.disconnect()
+                self._failed(f"{self.settings.url} did not answer the CONNECT in time")
+                return False
+        if self._connack.is_failure:
+            client.disconnect()
+            self._failed(f"{self.settings.url} refused the connection: {self._connack} (check the user name, "
+                         "password, client certificate and ACL)")
+            return False
+        self._established(client)
+        try:
+            self._serve(client)
+        finally:
+            with self._lock:
+                self._connected = False
+        return True
+
+    def _session_options(self) -> dict:
+        """A clean session, unless the broker must keep an input-topic subscription (and its records) for us."""
+        if self.settings.protocol != "5":
+            return {}
+        if self._records is None:
+            return {"clean_start": True}
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY
+        return {"clean_start": False, "properties": properties}
+
+    def _new_client(self):
+        mqtt = self._mqtt
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                             protocol=mqtt.MQTTv5 if self.settings.protocol == "5" else mqtt.MQTTv311,
+                             **({} if self.settings.protocol == "5" else {"clean_session": self._records is None}))
+        client.enable_logger(_DebugOnly(self.log.getChild("paho"), {}))
+        client.max_inflight_messages_set(IN_FLIGHT + 2)   # + birth and death: paho never queues
+        client.max_queued_messages_set(IN_FLIGHT + 2)
+        if self.settings.username is not None:
+            client.username_pw_set(self.settings.username, self.settings.password)
+        if self._ssl is not None:
+            client.tls_set_context(self._ssl)
+        client.will_set(self.topics["death"], self._death_payload("lost"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _established(self, client) -> None:
+        self._inflight.clear()
+        self._cursor = 0
+        self._live_from = self.outbox.last_id
+        birth = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
+                 "bdSeq": self._session, "time": _now(),
+                 "runtime": {"version": _runtime_version(), "mqtt_protocol": self.settings.protocol},
+                 **self._birth}
+        client.publish(self.topics["birth"], _dumps(birth), qos=1, retain=True)
+        if self._records is not None:
+            client.subscribe(self._records[0], qos=1)
+        with self._lock:
+            self._connected = True
+            self._last_error = None
+        self.log.info("MQTT: connected to %s as %s (MQTT %s, session %d); %d window(s) waiting", self.settings.url,
+                      self._client_id, self.settings.protocol, self._session, len(self.outbox))
+
+    def _serve(self, client) -> None:
+        ok = self._mqtt.MQTT_ERR_SUCCESS
+        while not self._stopping.is_set():
+            self._pump(client)
+            while self._predictions and not client.want_write():
+                client.publish(self.topics["predictions"], self._predictions.popleft(), qos=0)
+                with self._lock:
+                    self._counts["predictions_sent"] += 1
+            rc = client.loop(POLL_SECONDS)
+            if rc != ok:
+                self.log.warning("MQTT: connection to %s lost (%s); %d window(s) wait in the outbox",
+                                 self.settings.url, self._mqtt.error_string(rc), len(self.outbox))
+                return
+        self._shutdown(client)
+
+    def _pump(self, client) -> None:
+        """Hand paho the next waiting windows, in outbox order, up to :data:`IN_FLIGHT` unacknowledged
+        (fewer if the broker's Receive Maximum says so)."""
+        room = self._window - len(self._inflight)
+        if room <= 0:
+            return
+        for msg in self.outbox.pending(limit=room, after=self._cursor):
+            payload = _with_historical(msg.payload, msg.id <= self._live_from)
+            info = client.publish(msg.topic, payload, qos=1)
+            if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+                return  # the connection just dropped; the loop reports it
+            self._inflight[info.mid] = msg.id
+            self._cursor = msg.id
+            with self._lock:
+                self._counts["sent"] += 1
+
+    def _shutdown(self, client) -> None:
+        ok = self._mqtt.MQTT_ERR_SUCCESS
+        reserve = min(1.0, max(0.0, self._stop_deadline - time.monotonic()) / 2)  # time kept for the death
+        while (self._inflight or self.outbox.pending(limit=1, after=self._cursor)) and \
+                time.monotonic() < self._stop_deadline - reserve:
+            self._pump(client)
+            if client.loop(POLL_SECONDS) != ok:
+                return
+        self._death_acked = False
+        self._death_mid = client.publish(self.topics["death"], self._death_payload("shutdown"), qos=1,
+                                         retain=True).mid
+        while not self._death_acked and time.monotonic() < self._stop_deadline:
+            if client.loop(POLL_SECONDS) != ok:
+                return
+        client.disconnect()
+        for _ in range(20):  # let the DISCONNECT go out
+            if client.socket() is None or client.loop(POLL_SECONDS) != ok:
+                break
+        self.log.info("MQTT: disconnected from %s; %d window(s) stay in the outbox", self.settings.url,
+                      len(self.outbox))
+
+    def _death_payload(self, reason: str) -> bytes:
+        death = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
+                 "bdSeq": self._session, "reason": reason}
+        if reason == "shutdown":
+            death["time"] = _now()
+        return _dumps(death)
+
+    def _failed(self, message: str) -> None:
+        with self._lock:
+            repeated = message == self._last_error
+            self._last_error = message
+        self.log.log(logging.DEBUG if repeated else logging.WARNING, "MQTT: %s; retrying", message)
+
+    # paho callbacks: called by client.loop(), on the MQTT thread
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connack = reason_code
+        # An MQTT 5 broker may take fewer unacknowledged messages than IN_FLIGHT; one stays for birth or death.
+        limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        self._window = IN_FLIGHT if limit is None else max(1, min(IN_FLIGHT, limit - 1))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        msg_id = self._inflight.pop(mid, None)
+        if msg_id is None:
+            if mid == self._death_mid:
+                self._death_acked = True
+            if reason_code.is_failure:
+                self.log.error("MQTT: the broker refused a message (%s); check the ACL allows %s",
+                               reason_code, self.topics["birth"].rsplit("/", 1)[0] + "/#")
+            return
+        if reason_code.is_failure:  # MQTT 5 only; 3.1.1 brokers acknowledge and discard
+            with self._lock:
+                self._counts["refused"] += 1
+                self._last_error = f"the broker refused drift message {msg_id}: {reason_code}"
+            self.log.error("MQTT: the broker refused drift window %d (%s); it stays in the outbox and is sent "
+                           "again after the next reconnect. Check the ACL allows %s", msg_id, reason_code,
+                           self.topics["drift"])
+            return
+        self.outbox.ack(msg_id)
+        with self._lock:
+            self._counts["acked"] += 1
+
+
+    def _on_message(self, client, userdata, message) -> None:
+        _, items, parser = self._records
+        for line in message.payload.decode("utf-8", errors="replace").splitlines():
+            item = parser.parse(line)
+            if item is None:
+                continue
+            try:
+                items.put(item, timeout=1.0)
+                counter = "records_received"
+            except queue.Full:
+                counter = "records_dropped"
+                self.log.warning("input queue full: dropped record %d from %s", item.row, message.topic)
+            with self._lock:
+                self._counts[counter] += 1
+
+
+class _DebugOnly(logging.LoggerAdapter):
+    """paho's own log lines, all at DEBUG: the telemetry logs connection changes itself, once."""
+
+    def log(self, level, msg, *args, **kwargs):
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
+def _with_historical(payload: bytes, historical: bool) -> bytes:
+    """The stored envelope (a JSON object) with ``historical`` appended as its last key."""
+    return payload[:-1] + (b',"historical":true}' if historical else b',"historical":false}')
+
+
+def _dumps(obj: dict) -> bytes:
+    """Compact JSON; numpy scalars and arrays become numbers and lists, NaN and infinity become null."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_plain).encode()
+    except ValueError:
+        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False, default=_plain).encode()
+
+
+def _plain(value):
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return _finite(value.tolist())
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be sent as JSON")
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _runtime_version() -> str:
+    from . import __version__
+
+    return __version__

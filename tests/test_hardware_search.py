@@ -1,0 +1,201 @@
+"""Hardware-aware search: budgets judged in every trial, trials recorded, the frontier, and a clear failure.
+
+Real data (ai4i2020, ccpp) from ../shared/datasets; FLAML's max_iter and a seed, never a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import numpy as np
+import pytest
+
+from conftest import AI4I_DROP, DATASETS
+from edgeml.errors import SearchError
+from edgeml.search import (
+    INFEASIBLE,
+    HardwareBudget,
+    SearchSettings,
+    Trial,
+    frontier,
+    infeasible_message,
+    run_search,
+)
+from edgeml.targets import load_target
+
+CASES = {
+    "ai4i2020": ("ai4i2020.csv", "Machine failure", AI4I_DROP),
+    "ccpp": ("ccpp.csv", "PE", ()),
+}
+
+
+@cache
+def prepared(name: str) -> dict:
+    """One real data set split and preprocessed as ``edgeml build`` does (train / valid / test)."""
+    from edgeml.ingest import read_table
+    from edgeml.preprocess import (describe_inputs, encode_frame, encode_labels, feature_frame, label_classes,
+                                   make_preprocessor, split_frame)
+    from edgeml.schema import clean_labels, infer_schema
+
+    file, label, drop = CASES[name]
+    table = read_table(DATASETS / file)
+    schema = infer_schema(table.frame, label, drop=drop)
+    frame = clean_labels(table.frame, schema)
+    split = split_frame(frame, label, schema.task, seed=0)
+    inputs = describe_inputs(schema.columns, split.train)
+    features = {p: feature_frame(getattr(split, p), inputs, p) for p in ("train", "valid", "test")}
+    pre = make_preprocessor(inputs).fit(features["train"])
+    if schema.task == "classification":
+        classes = label_classes(frame[label])
+        y = {p: encode_labels(getattr(split, p)[label], classes) for p in features}
+    else:
+        y = {p: getattr(split, p)[label].astype(float).to_numpy() for p in features}
+    return {
+        "task": schema.task, "inputs": inputs, "pre": pre, "features": features, "y": y,
+        "X": {p: pre.transform(f) for p, f in features.items()},
+        "feeds": {p: encode_frame(getattr(split, p), inputs, p) for p in ("train", "test")},
+    }
+
+
+def search(data, learners, budgets=None, max_iter=4):
+    X, y = data["X"], data["y"]
+    settings = SearchSettings(task=data["task"], learners=learners, max_iter=max_iter, seed=0, n_jobs=1)
+    return run_search(X["train"], y["train"], X["valid"], y["valid"], settings, budgets=budgets)
+
+
+# --- trials and budgets on real data ---------------------------------------------------------------
+
+
+def test_every_trial_carries_its_size_latency_and_verdict(datasets):
+    data = prepared("ai4i2020")
+    budget = HardwareBudget.from_target(load_target("rpi-zero-2w"), n_inputs=len(data["inputs"].features))
+    result = search(data, ("lgbm", "lrl2"), budget, max_iter=5)
+
+    assert len(result.trials) == 5
+    for t in result.trials:
+        assert t.config and t.learner in ("lgbm", "lrl2")
+        assert 0 <= t.loss < 1 and t.model_bytes > 100 and 0 < t.latency_ms < 1
+        assert t.feasible == (t.model_bytes <= budget.max_model_bytes and t.latency_ms <= budget.latency_budget_ms)
+        assert t.feasible == (not t.broken)
+    json.dumps([t.to_dict() for t in result.trials])  # goes into the manifest as is
+    assert result.metric == "roc_auc"  # metric "auto" keeps FLAML's meaning
+    assert result.model_bytes and result.latency_ms  # the refitted model, measured the same way
+    # The latency is the cost model's prediction for this machine times the profile's speed factor.
+    host = HardwareBudget(n_inputs=budget.n_inputs)
+    again = search(data, ("lgbm", "lrl2"), host, max_iter=5)
+    for a, b in zip(result.trials, again.trials):
+        assert a.latency_ms == pytest.approx(b.latency_ms * 18.0)
+
+
+def test_the_chosen_model_fits_even_when_better_ones_do_not(datasets):
+    data = prepared("ai4i2020")
+    unlimited = search(data, ("lgbm",), HardwareBudget(), max_iter=8)
+    winner = min(unlimited.trials, key=lambda t: t.loss)
+    cap = winner.model_bytes - 1  # the unconstrained winner breaks it
+    assert any(t.model_bytes <= cap for t in unlimited.trials)
+
+    capped = search(data, ("lgbm",), HardwareBudget(max_model_bytes=cap), max_iter=8)
+    feasible = [t for t in capped.trials if t.feasible]
+    assert feasible and all(t.model_bytes <= cap for t in feasible)
+    assert all("max_model_bytes" in t.broken for t in capped.trials if t.model_bytes > cap)
+    assert capped.best_loss == min(t.loss for t in feasible) >= winner.loss
+    assert capped.trials[-1].best_loss == capped.best_loss  # progress reports the best model that fits
+    assert capped.config != winner.config
+
+
+def test_a_budget_nothing_meets_fails_with_counts_per_budget(datasets):
+    data = prepared("ccpp")
+    with pytest.raises(SearchError) as err:
+        search(data, ("lgbm", "enet"), HardwareBudget(max_model_bytes=50, latency_budget_ms=5.0), max_iter=3)
+    msg = str(err.value)
+    assert "no model fits the target's budgets: all 3 trial(s) broke at least one" in msg
+    assert "budgets.max_model_bytes = 50: broken by 3 trial(s); the smallest was" in msg
+    assert "latency_budget_ms" not in msg.split("To relax")[0]  # 5 ms is met by every trial
+    assert "To relax: raise budgets.max_model_bytes to " in msg
+
+
+def test_a_latency_budget_nothing_meets_names_latency(datasets):
+    data = prepared("ccpp")
+    budget = HardwareBudget(latency_budget_ms=0.001, speed_factor=18.0)
+    with pytest.raises(SearchError, match=r"budgets.latency_budget_ms = 0.001: broken by 2 trial\(s\); the fastest"
+                                          r" was [\d.]+ ms \(predicted at speed_factor 18\)"):
+        search(data, ("enet",), budget, max_iter=2)
+
+
+def test_mlp_learner_trains_and_exports_with_parity(datasets):
+    import onnxruntime as ort
+    from sklearn.pipeline import Pipeline
+
+    from edgeml.export.onnx import to_onnx
+    from edgeml.learners import model_steps
+
+    for name in ("ai4i2020", "ccpp"):
+        data = prepared(name)
+        result = search(data, ("mlp",), max_iter=3)
+        assert result.learner == "mlp" and result.trials[0].config["hidden"]
+        pipeline = Pipeline([("pre", data["pre"]), *model_steps(result.model)])
+        model = to_onnx(pipeline, data["inputs"], data["task"], name=name)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        out = session.run(None, data["feeds"]["test"])
+        host_in = data["features"]["test"]
+        if data["task"] == "classification":
+            assert result.metric == "roc_auc" and result.best_loss < 0.2
+            np.testing.assert_allclose(out[1], pipeline.predict_proba(host_in), atol=1e-4)
+            assert (out[0].ravel() == pipeline.predict(host_in)).all()
+        else:
+            assert result.metric == "r2" and result.best_loss < 0.1
+            np.testing.assert_allclose(out[0].ravel(), pipeline.predict(host_in), rtol=1e-4)
+
+
+# --- the frontier and the failure message, on hand-made trials ----------------------------------
+
+
+def trial(i, loss, size, ms, broken=(), learner="lgbm"):
+    return Trial(i, learner, float(i), None, None, config={"i": i}, loss=loss, model_bytes=size, latency_ms=ms,
+                 feasible=not broken, broken=tuple(broken))
+
+
+def test_frontier_keeps_the_best_loss_at_each_size_and_latency():
+    trials = [
+        trial(0, 0.30, 1_000, 0.010),          # smallest and fastest: on the frontier
+        trial(1, 0.35, 2_000, 0.020),          # worse than 0 on everything: off
+        trial(2, 0.20, 5_000, 0.015),          # better loss, bigger: on
+        trial(3, 0.20, 5_000, 0.015),          # a duplicate of 2: kept once
+        trial(4, 0.10, 50_000, 0.050, ["max_model_bytes"]),  # best loss, over budget: on, marked infeasible
+        trial(5, 0.25, 4_000, 0.030),          # smaller than 2 but slower: on (nothing beats it on all three)
+        trial(6, float("inf"), 100, 0.001),    # failed trial: never on the frontier
+        trial(7, 0.20, 6_000, 0.015),          # as good as 2 but bigger: off
+        Trial(8, "lgbm", 8.0, None, None),     # not measured: ignored
+    ]
+    front = frontier(trials)
+    assert [t.iteration for t in front] == [0, 5, 2, 4]
+    assert [t.feasible for t in front] == [True, True, True, False]
+    assert frontier([]) == []
+
+
+def test_infeasible_message_counts_each_budget_and_says_what_to_relax():
+    budget = HardwareBudget(max_model_bytes=10_000, latency_budget_ms=1.0, speed_factor=6.0)
+    trials = [
+        trial(0, 0.2, 12_000, 0.5, ["max_model_bytes"]),
+        trial(1, 0.1, 30_000, 2.0, ["max_model_bytes", "latency_budget_ms"]),
+        trial(2, 0.3, 9_000, 1.234, ["latency_budget_ms"], learner="lrl2"),
+    ]
+    msg = infeasible_message(trials, budget)
+    assert "all 3 trial(s) broke at least one" in msg
+    assert "budgets.max_model_bytes = 10,000: broken by 2 trial(s); the smallest was 12,000 bytes" in msg
+    assert "budgets.latency_budget_ms = 1.0: broken by 2 trial(s); the fastest was 1.23 ms" in msg
+    assert "raise budgets.max_model_bytes to 12_000 (admits lgbm, validation loss 0.2)" in msg
+    assert "raise budgets.latency_budget_ms to 1.24 (admits lrl2, validation loss 0.3)" in msg
+
+    both = infeasible_message([trials[1]], budget)
+    assert "raise both budgets" in both
+
+
+def test_hardware_budget_from_each_profile():
+    b = HardwareBudget.from_target(load_target("jetson-nano"), n_inputs=7)
+    assert (b.max_model_bytes, b.latency_budget_ms, b.speed_factor, b.n_inputs) == (50_000_000, 5.0, 8.0, 7)
+    assert b.broken(60_000_000, 6.0) == ("max_model_bytes", "latency_budget_ms")
+    assert b.excess(100_000_000, 5.0) == pytest.approx(1.0) and b.excess(1, 1.0) == 0.0
+    assert HardwareBudget().broken(10**12, 10**6) == ()
+    assert INFEASIBLE > 1e9  # beyond any validation loss FLAML computes

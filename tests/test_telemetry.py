@@ -1,0 +1,592 @@
+"""MQTT telemetry against a real Mosquitto: fields, will, broker restarts, kill -9, ACL, passwords, TLS.
+
+Every message the subscriber receives is validated against ``schemas/``.
+Device processes that are killed run this file as a script (see the bottom).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+
+from broker import Broker, Subscriber, free_port, make_pki, wait_until
+from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
+from edgeml_runtime.telemetry import ENVELOPE_KEYS, MqttSettings, Telemetry, TelemetryError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = REPO / "schemas"
+FLEET = "plant-a"
+BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EXAMPLE = json.loads((SCHEMAS / "examples" / "drift.json").read_text())
+MODEL = EXAMPLE["model"]
+BIRTH = {"model": MODEL, "window": {"rows": 1000, "seconds": 300.0}}
+FAST = dict(reconnect_min=0.05, reconnect_max=0.2)  # reconnect quickly in tests
+
+
+def instant(i: int) -> str:
+    return (BASE + timedelta(minutes=i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def window(i: int) -> dict:
+    """Window number ``i``: the documented example's window part, opening ``i`` minutes after BASE."""
+    w = {k: v for k, v in copy.deepcopy(EXAMPLE).items() if k not in ENVELOPE_KEYS}
+    return dict(w, start=instant(i), end=instant(i + 1))
+
+
+def index(msg: dict) -> int:
+    start = datetime.fromisoformat(msg["start"].replace("Z", "+00:00"))
+    return round((start - BASE).total_seconds() / 60)
+
+
+_VALIDATORS = {kind: Draft202012Validator(json.loads((SCHEMAS / f"{kind}.schema.json").read_text()),
+                                          format_checker=FormatChecker())
+               for kind in ("birth", "drift", "death", "prediction")}
+
+
+def check(kind: str, payload: dict) -> dict:
+    _VALIDATORS[kind].validate(payload)
+    return payload
+
+
+def received(sub: Subscriber, kind: str) -> list[dict]:
+    """The decoded ``kind`` messages, each checked against its schema."""
+    return [check("prediction" if kind == "predictions" else kind, j) for _, j in sub.on(kind)]
+
+
+def unique_windows(sub: Subscriber) -> list[dict]:
+    """Drift windows de-duplicated by (device, session, seq), in order of first arrival."""
+    seen, out = set(), []
+    for j in received(sub, "drift"):
+        key = (j["device"], j["session"], j["seq"])
+        if key not in seen:
+            seen.add(key)
+            out.append(j)
+    return out
+
+
+def assert_in_order(windows: list[dict]) -> None:
+    assert [index(w) for w in windows] == sorted(index(w) for w in windows)
+    keys = [(w["session"], w["seq"]) for w in windows]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "mosquitto", persistence=True)
+    b.start()
+    yield b
+    b.stop()
+    print(b.log())  # shown when the test fails
+
+
+@pytest.fixture
+def subscriber(broker):
+    with Subscriber(broker.url, persistent=True) as sub:
+        yield sub
+
+
+@pytest.fixture
+def device_process():
+    """Starts :class:`DeviceProcess` es and kills any still running after the test."""
+    started: list[DeviceProcess] = []
+
+    def start(*args, **kwargs) -> DeviceProcess:
+        started.append(DeviceProcess(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+def telemetry(url: str, box: Outbox, device: str = "pi-07", **settings) -> Telemetry:
+    return Telemetry(MqttSettings(url, **{**FAST, **settings}), fleet=FLEET, device=device, birth=BIRTH,
+                     outbox=box, log=logging.getLogger(f"test.telemetry.{device}"))
+
+
+def connected(t: Telemetry) -> bool:
+    return t.stats["connected"]
+
+
+def online(url: str, box: Outbox, **kwargs) -> Telemetry:
+    """A started :class:`Telemetry`, once it is connected."""
+    t = telemetry(url, box, **kwargs)
+    t.start()
+    wait_until(lambda: connected(t), what=f"{t.device}'s connection")
+    return t
+
+
+# -- fields, retain, will ----------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_birth_drift_predictions_and_death_have_the_documented_fields(broker, subscriber, tmp_path, protocol):
+    with Outbox(tmp_path / "outbox.db") as box:
+        t = online(broker.url, box, protocol=protocol)
+        for i in range(3):
+            assert t.send_drift(window(i)) == i
+        t.send_prediction({"row": 1, "prediction": 1, "probabilities": {"0": 0.25, "1": 0.75}})
+        subscriber.wait_for(lambda s: len(s.on("drift")) == 3 and s.on("predictions"), what="3 windows")
+        wait_until(lambda: t.stats["acked"] == 3 and t.stats["pending"] == 0, what="3 acks")
+        t.stop()
+        subscriber.wait_for(lambda s: s.on("death"), what="the death message")
+        stats = t.stats
+
+    (birth,) = received(subscriber, "birth")
+    assert birth["device"] == "pi-07" and birth["fleet"] == FLEET and birth["model"] == MODEL
+    assert birth["window"] == BIRTH["window"] and birth["runtime"]["mqtt_protocol"] == protocol
+    session = birth["bdSeq"]
+
+    drift = received(subscriber, "drift")
+    assert [(w["session"], w["seq"]) for w in drift] == [(session, 0), (session, 1), (session, 2)]
+    for i, w in enumerate(drift):
+        assert w["device"] == "pi-07" and w["model"] == MODEL
+        assert w["outbox_dropped"] == 0 and w["historical"] is False
+        assert {k: v for k, v in w.items() if k not in ENVELOPE_KEYS} == window(i)
+    (prediction,) = received(subscriber, "predictions")
+    assert prediction["session"] == session and prediction["probabilities"] == {"0": 0.25, "1": 0.75}
+
+    (death,) = received(subscriber, "death")
+    assert death["reason"] == "shutdown" and death["bdSeq"] == session
+    assert stats.items() >= {"sent": 3, "acked": 3, "refused": 0, "pending": 0, "connected": False}.items()
+
+    with Subscriber(broker.url, client_id="late-subscriber") as late:  # birth and death are retained
+        late.wait_for(lambda s: s.on("birth") and s.on("death"), what="the retained birth and death")
+        assert [m.retain for m, _ in late.on("birth") + late.on("death")] == [True, True]
+        assert received(late, "birth")[0]["bdSeq"] == received(late, "death")[0]["bdSeq"] == session
+
+
+def test_death_is_the_last_will_when_the_process_is_killed(broker, subscriber, tmp_path, device_process):
+    device = device_process(broker.url, tmp_path / "outbox.db")
+    device.wait_line("connected")
+    (birth,) = subscriber.wait_for(lambda s: received(s, "birth"), what="the birth")
+    device.kill()
+    (death,) = subscriber.wait_for(lambda s: received(s, "death"), what="the will")
+    assert death["reason"] == "lost" and death["bdSeq"] == birth["bdSeq"] and "time" not in death
+    with Subscriber(broker.url, client_id="late-subscriber") as late:
+        (message, _), = late.wait_for(lambda s: s.on("death"), what="the retained will")
+        assert message.retain
+
+
+def test_real_drift_windows_go_through_unchanged_and_match_the_schema(broker, subscriber, tmp_path, demo_bundle,
+                                                                      demo_rows):
+    from edgeml_runtime import Model
+    from edgeml_runtime.drift import DriftSettings
+    from edgeml_runtime.telemetry import describe_model
+
+    model = Model.load(demo_bundle)
+    model.monitor = model.drift_monitor(DriftSettings(window_rows=20, min_rows=10))
+    with open(demo_rows, newline="") as f:
+        model.predict(list(csv.DictReader(f)), on_error="skip")
+    windows = [*model.monitor.poll(), model.monitor.flush()]
+    assert len(windows) == 3
+    with Outbox(tmp_path / "outbox.db") as box:
+        t = Telemetry(MqttSettings(broker.url, **FAST), fleet=FLEET, device="pi-07", outbox=box,
+                      birth={"model": describe_model(model), "window": {"rows": 20, "seconds": 300.0}})
+        t.start()
+        for w in windows:
+            t.send_drift(w)
+        subscriber.wait_for(lambda s: len(s.on("drift")) == 3 and s.on("birth"), what="3 real windows")
+        t.stop()
+    (birth,) = received(subscriber, "birth")
+    assert birth["model"]["sha256"] == model.artifact.sha256
+    got = [{k: v for k, v in w.items() if k not in ENVELOPE_KEYS} for w in received(subscriber, "drift")]
+    assert got == json.loads(json.dumps(windows))
+
+
+# -- nothing is lost -----------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_broker_restart_mid_stream_every_window_once_in_order(broker, subscriber, tmp_path, protocol):
+    with Outbox(tmp_path / "outbox.db") as box:
+        t = online(broker.url, box, protocol=protocol)
+        for i in range(10):
+            t.send_drift(window(i))
+        wait_until(lambda: t.stats["pending"] == 0, what="10 acks")
+
+        broker.stop()
+        wait_until(lambda: not t.stats["connected"], what="the client to notice")
+        for i in range(10, 20):
+            t.send_drift(window(i))
+        assert t.stats["pending"] == 10
+
+        broker.start()
+        wait_until(lambda: connected(t), what="the reconnection")
+        for i in range(20, 30):
+            t.send_drift(window(i))
+        subscriber.wait_for(lambda s: len(unique_windows(s)) >= 30, timeout=20, what="30 windows")
+        t.stop()
+
+    windows = unique_windows(subscriber)
+    assert [index(w) for w in windows] == list(range(30))
+    assert_in_order(windows)
+    assert [w["historical"] for w in windows] == [False] * 10 + [True] * 10 + [False] * 10
+    births = {b["bdSeq"] for b in received(subscriber, "birth")}
+    assert len(births) == 2 and {w["session"] for w in windows} <= births
+
+
+def test_kill_9_mid_stream_then_restart_loses_no_window(broker, subscriber, tmp_path, device_process):
+    outbox = tmp_path / "outbox.db"
+    first = device_process(broker.url, outbox, count=500, pace=0.002)
+    subscriber.wait_for(lambda s: len(s.on("drift")) >= 20, what="the first windows")
+    first.kill()
+    written = first.written()
+    assert 20 <= len(written) < 500, "the device was not killed mid-stream"
+
+    second = device_process(broker.url, outbox, drain=True)
+    second.wait_exit()
+    windows = unique_windows(subscriber)
+    got = [index(w) for w in windows]
+    assert set(written) <= set(got)
+    assert got == list(range(len(got)))  # in order, none missing (a few written but not yet reported may follow)
+    assert_in_order(windows)
+    sessions = sorted(b["bdSeq"] for b in received(subscriber, "birth"))
+    assert len(sessions) == 2
+    assert all(w["historical"] for w in windows if w["session"] == sessions[1])
+    assert any(d["reason"] == "lost" and d["bdSeq"] == sessions[0] for d in received(subscriber, "death"))
+
+
+def test_windows_kept_while_the_broker_is_down_survive_kill_9(broker, subscriber, tmp_path, device_process):
+    outbox = tmp_path / "outbox.db"
+    broker.stop()
+    offline = device_process(broker.url, outbox, count=15)
+    offline.wait_line("done")
+    offline.kill()
+    assert offline.written() == list(range(15))
+
+    broker.start()
+    device_process(broker.url, outbox, drain=True).wait_exit()
+    windows = subscriber.wait_for(lambda s: len(unique_windows(s)) == 15 and unique_windows(s), what="15 windows")
+    assert [index(w) for w in windows] == list(range(15))
+    assert all(w["historical"] for w in windows)
+    assert_in_order(windows)
+
+
+def test_a_full_outbox_drops_the_oldest_and_reports_how_many(broker, subscriber, tmp_path):
+    broker.stop()
+    with Outbox(tmp_path / "outbox.db", max_bytes=MIN_MAX_BYTES) as box:
+        t = telemetry(broker.url, box)
+        t.start()  # the broker is down: never raises
+        wait_until(lambda: t.stats["last_error"], what="a failed connection")
+        assert "cannot connect" in t.stats["last_error"] and not t.stats["connected"]
+        total = 60
+        for i in range(total):
+            t.send_drift(window(i))
+        assert t.stats["dropped"] > 0 and t.stats["pending"] < total
+        broker.start()
+        wait_until(lambda: t.stats["pending"] == 0, timeout=15, what="the outbox to drain")
+        unreported = box.dropped
+        t.stop()
+
+    windows = subscriber.wait_for(lambda s: total - 1 in {index(w) for w in unique_windows(s)}
+                                  and unique_windows(s), what="the last window")
+    got = [index(w) for w in windows]
+    assert got == list(range(total - len(got), total))  # the newest survive, in order
+    assert len(got) + sum(w["outbox_dropped"] for w in windows) + unreported == total
+
+
+# -- security --------------------------------------------------------------
+
+USERS = {"pi-07": "secret-07", "pi-08": "secret-08", "dashboard": "dash"}
+ACL = (REPO / "docs" / "mosquitto" / "acl").read_text()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    pytest.importorskip("cryptography", reason="the TLS tests make their CA with the cryptography package")
+    return make_pki(tmp_path_factory.mktemp("pki"), clients=("pi-07", "dashboard"))
+
+
+@pytest.fixture
+def fleet_broker(tmp_path, pki):
+    """Mosquitto with the documented configuration (docs/mosquitto/): TLS, passwords and the per-device ACL."""
+    folder = tmp_path / "mosquitto"
+    tls_port, plain_port = free_port(), free_port()
+    conf = (REPO / "docs" / "mosquitto" / "mosquitto.conf").read_text()
+    for old, new in {"/etc/mosquitto/edgeml.passwd": folder / "passwd", "/etc/mosquitto/edgeml.acl": folder / "acl",
+                     "/etc/mosquitto/certs/ca.crt": pki.ca, "/etc/mosquitto/certs/server.crt": pki.server_cert,
+                     "/etc/mosquitto/certs/server.key": pki.server_key, "/var/lib/mosquitto/": f"{folder}/",
+                     "listener 8883": f"listener {tls_port} 127.0.0.1",
+                     "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1"}.items():
+        assert old in conf, f"docs/mosquitto/mosquitto.conf no longer has {old!r}: update this test"
+        conf = conf.replace(old, str(new))
+    with Broker(folder, users=USERS, acl=ACL, pki=pki, port=tls_port, config=conf) as broker:
+        yield broker
+    print(broker.log())
+
+
+def fleet_telemetry(broker, box, device, user, password, protocol="5", start=False):
+    make = online if start else telemetry
+    return make(broker.url, box, device=device, username=user, password=password, protocol=protocol,
+                ca_file=str(broker.pki.ca))
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_acl_refuses_a_device_publishing_as_another(fleet_broker, tmp_path, protocol):
+    with Subscriber(fleet_broker.url, username="dashboard", password="dash", ca_file=fleet_broker.pki.ca) as sub, \
+            Outbox(tmp_path / "impostor.db") as impostor_box, Outbox(tmp_path / "honest.db") as honest_box:
+        impostor = fleet_telemetry(fleet_broker, impostor_box, "pi-08", "pi-07", "secret-07", protocol, start=True)
+        impostor.send_drift(window(0))
+        if protocol == "5":  # the PUBACK says why; the window stays in the outbox
+            wait_until(lambda: impostor.stats["refused"] == 1, what="the refusal")
+            assert "Not authorized" in impostor.stats["last_error"] and impostor.stats["pending"] == 1
+        else:  # MQTT 3.1.1 has no way to say no: the broker acknowledges and discards
+            wait_until(lambda: impostor.stats["acked"] == 1, what="the silent discard")
+
+        honest = fleet_telemetry(fleet_broker, honest_box, "pi-07", "pi-07", "secret-07", protocol)
+        honest.start()
+        honest.send_drift(window(1))
+        # The broker handles each client's messages in order, so once the honest window is through, the
+        # impostor's (published earlier) would have been too.
+        sub.wait_for(lambda s: s.on("drift"), what="the honest window")
+        impostor.stop(timeout=1)
+        honest.stop()
+        assert {m.topic.split("/")[2] for m in sub.messages} == {"pi-07"}
+        assert [w["device"] for w in received(sub, "drift")] == ["pi-07"]
+
+
+def test_a_wrong_password_cannot_connect(fleet_broker, tmp_path, caplog):
+    def refusals():  # read from the log: a retry may find the connection reset before the CONNACK is read
+        return [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
+
+    with Outbox(tmp_path / "o.db") as box:
+        for protocol in ("5", "3.1.1"):
+            caplog.clear()
+            t = fleet_telemetry(fleet_broker, box, "pi-07", "pi-07", "wrong", protocol)
+            t.start()
+            t.send_drift(window(0))
+            (message, *_) = wait_until(refusals, what="the refusal")
+            assert re.search("Not authorized|Bad user name or password", message)
+            assert not t.stats["connected"] and t.stats["pending"] >= 1 and t.stats["last_error"]
+            t.stop(timeout=0.5)
+    assert "not authorised" in fleet_broker.log()
+
+
+def test_tls_with_a_test_ca(tmp_path, pki):
+    stranger = make_pki(tmp_path / "other-ca", clients=())
+    with Broker(tmp_path / "mosquitto", pki=pki) as broker, \
+            Subscriber(broker.url, ca_file=pki.ca) as sub, Outbox(tmp_path / "a.db") as a, \
+            Outbox(tmp_path / "b.db") as b, Outbox(tmp_path / "c.db") as c:
+        by_name = telemetry(broker.url, a, device="pi-07", ca_file=str(pki.ca))
+        by_ip = telemetry(f"mqtts://127.0.0.1:{broker.port}", b, device="pi-08", ca_file=str(pki.ca))
+        untrusting = telemetry(broker.url, c, device="pi-09", ca_file=str(stranger.ca))
+        for t, i in ((by_name, 0), (by_ip, 1), (untrusting, 2)):
+            t.start()
+            t.send_drift(window(i))
+        sub.wait_for(lambda s: len(s.on("drift")) == 2, what="two windows over TLS")
+        wait_until(lambda: untrusting.stats["last_error"], what="the failed handshake")
+        assert "certificate verify failed" in untrusting.stats["last_error"]
+        for t in (by_name, by_ip, untrusting):
+            t.stop(timeout=1)
+    assert {w["device"] for w in received(sub, "drift")} == {"pi-07", "pi-08"}
+
+
+def test_tls_client_certificates_are_the_device_identity(tmp_path, pki):
+    cert, key = pki.clients["pi-07"]
+    with Broker(tmp_path / "mosquitto", pki=pki, require_certificate=True, acl=ACL) as broker, \
+            Subscriber(broker.url, ca_file=pki.ca, cert_file=pki.clients["dashboard"][0],
+                       key_file=pki.clients["dashboard"][1]) as sub, \
+            Outbox(tmp_path / "a.db") as a, Outbox(tmp_path / "b.db") as b, Outbox(tmp_path / "c.db") as c:
+        device = telemetry(broker.url, a, device="pi-07", ca_file=str(pki.ca), cert_file=str(cert),
+                           key_file=str(key))
+        no_cert = telemetry(broker.url, b, device="pi-08", ca_file=str(pki.ca))
+        impostor = telemetry(broker.url, c, device="pi-08", ca_file=str(pki.ca), cert_file=str(cert),
+                             key_file=str(key))
+        for t in (device, no_cert, impostor):
+            t.start()
+            t.send_drift(window(0))
+        sub.wait_for(lambda s: s.on("drift"), what="the window from the certified device")
+        wait_until(lambda: impostor.stats["refused"] and no_cert.stats["last_error"], what="both refusals")
+        assert not no_cert.stats["connected"]
+        for t in (device, no_cert, impostor):
+            t.stop(timeout=1)
+    assert {m.topic.split("/")[2] for m in sub.messages} == {"pi-07"}
+
+
+# -- records in -----------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_records_from_an_input_topic_wait_for_an_offline_device(broker, tmp_path, protocol):
+    import paho.mqtt.client as mqtt
+
+    topic = "sensors/pi-07/readings"
+    items: queue.Queue = queue.Queue()
+    with Outbox(tmp_path / "o.db") as box:
+        first = telemetry(broker.url, box, protocol=protocol)
+        first.subscribe_records(topic, items)
+        first.start()
+        wait_until(lambda: connected(first), what="the first connection")
+        first.stop()  # the broker keeps the session and its subscription
+
+        sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor")
+        sender.connect("127.0.0.1", broker.port)
+        sender.loop_start()
+        for payload in (b'{"rpm": 1500}', b'{"rpm": 1510}\n{"rpm": 1520}\n', b"not json"):
+            sender.publish(topic, payload, qos=1).wait_for_publish(5)
+        sender.disconnect()
+        sender.loop_stop()
+
+        second = telemetry(broker.url, box, protocol=protocol)
+        second.subscribe_records(topic, items)
+        second.start()
+        wait_until(lambda: items.qsize() == 4, what="the records queued while the device was offline")
+        assert second.stats["records_received"] == 4
+        second.stop()
+        with pytest.raises(TelemetryError, match="before start"):
+            second.subscribe_records(topic, items)
+    got = [items.get_nowait() for _ in range(4)]
+    assert [(i.row, i.record) for i in got[:3]] == [(1, {"rpm": 1500}), (2, {"rpm": 1510}), (3, {"rpm": 1520})]
+    assert got[3].record is None and "not valid JSON" in str(got[3].error)
+
+
+# -- settings and inputs -------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"url": "http://broker:1883"}, "must look like mqtt://host:1883"),
+    ({"url": "mqtt://user:pw@broker"}, "not in the URL"),
+    ({"url": "mqtt://broker", "ca_file": "ca.crt"}, "use mqtts://broker:8883"),
+    ({"url": "mqtts://broker", "key_file": "k.pem"}, "without its certificate"),
+    ({"url": "mqtt://broker", "password": "x"}, "without a user name"),
+    ({"url": "mqtt://broker", "protocol": "3"}, "use 5 or 3.1.1"),
+    ({"url": "mqtt://broker", "reconnect_min": 5, "reconnect_max": 1}, "reconnect_min <= reconnect_max"),
+])
+def test_settings_that_cannot_work_are_refused(kwargs, message):
+    with pytest.raises(TelemetryError, match=message):
+        MqttSettings(**kwargs)
+
+
+def test_password_is_not_in_the_settings_repr():
+    assert "hunter2" not in repr(MqttSettings("mqtt://b", username="pi-07", password="hunter2"))
+
+
+def test_telemetry_refuses_bad_inputs(tmp_path):
+    with Outbox(tmp_path / "o.db") as box:
+        with pytest.raises(TelemetryError, match="ca file .*missing.pem does not exist"):
+            telemetry("mqtts://b", box, ca_file=str(tmp_path / "missing.pem"))
+        bad_pem = tmp_path / "bad.pem"
+        bad_pem.write_text("not a certificate")
+        with pytest.raises(TelemetryError, match="cannot load the TLS files"):
+            telemetry("mqtts://b", box, ca_file=str(bad_pem))
+        with pytest.raises(TelemetryError, match="device 'a/b' must be non-empty, without '/'"):
+            telemetry("mqtt://b", box, device="a/b")
+        with pytest.raises(TelemetryError, match="needs 'model'"):
+            Telemetry(MqttSettings("mqtt://b"), fleet=FLEET, device="d", birth={"window": {}}, outbox=box)
+        t = telemetry("mqtt://b", box)
+        with pytest.raises(TelemetryError, match=r"may not set \['seq'\]"):
+            t.send_drift(dict(window(0), seq=3))
+
+
+def test_numpy_values_and_nan_become_plain_json(tmp_path):
+    np = pytest.importorskip("numpy")
+    with Outbox(tmp_path / "o.db") as box:
+        t = telemetry("mqtt://127.0.0.1:1", box)  # never started: the window only goes to the outbox
+        w = window(0)
+        w["columns"] = {"x": {"count": np.int64(10), "mean": np.float32(1.5), "std": float("nan"),
+                              "hist": np.array([1, 2])}}
+        t.send_drift(w)
+        (msg,) = box.pending()
+    doc = json.loads(msg.payload, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert doc["columns"]["x"] == {"count": 10, "mean": 1.5, "std": None, "hist": [1, 2]}
+
+
+def test_stop_returns_in_time_when_the_broker_is_down(tmp_path):
+    with Outbox(tmp_path / "o.db") as box:
+        t = telemetry("mqtt://127.0.0.1:9", box)  # the discard port: nothing listens
+        t.start()
+        t.send_drift(window(0))
+        began = time.monotonic()
+        t.stop(timeout=0.5)
+        assert time.monotonic() - began < 3 and t.stats["pending"] == 1
+
+
+def test_schemas_are_valid_and_the_documented_examples_match_them():
+    for validator in _VALIDATORS.values():
+        Draft202012Validator.check_schema(validator.schema)
+    for example in (SCHEMAS / "examples").glob("*.json"):
+        kind = example.stem.split("-")[0]
+        check(kind, json.loads(example.read_text()))
+
+
+def test_the_payloads_in_the_docs_match_the_schemas():
+    doc = (REPO / "docs" / "telemetry.md").read_text()
+    blocks = re.findall(r"<!-- schema: (\w+) -->\n```json\n(.*?)```", doc, re.S)
+    assert sorted({kind for kind, _ in blocks}) == ["birth", "death", "drift", "prediction"]
+    for kind, text in blocks:
+        check(kind, json.loads(text))
+
+
+# -- a device in its own process, to be killed -------------------------------------
+
+class DeviceProcess:
+    """Runs this file as a device: ``count`` windows ``pace`` s apart, then waits to be killed.
+
+    With ``drain=True`` it sends what waits in the outbox, stops cleanly and exits.
+    """
+
+    def __init__(self, url: str, outbox: Path, *, count: int = 0, pace: float = 0.0, drain: bool = False):
+        config = dict(url=url, outbox=str(outbox), count=count, pace=pace, drain=drain)
+        self.proc = subprocess.Popen([sys.executable, __file__, json.dumps(config)], stdout=subprocess.PIPE,
+                                     text=True, cwd=REPO)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.endswith("\n"):  # a kill may cut the last line short
+                self.lines.append(line.strip())
+
+    def wait_line(self, text: str, timeout: float = 15) -> None:
+        wait_until(lambda: text in self.lines or self.proc.poll() is not None, timeout, what=f"'{text}'")
+        assert text in self.lines, f"the device process exited with {self.proc.returncode} before '{text}'"
+
+    def written(self) -> list[int]:
+        return [int(line.split()[1]) for line in list(self.lines) if line.startswith("put")]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)
+
+    def wait_exit(self, timeout: float = 20) -> None:
+        assert self.proc.wait(timeout) == 0, f"the device process failed: {self.lines}"
+
+
+def _device_main(config: dict) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    box = Outbox(config["outbox"])
+    t = telemetry(config["url"], box)
+    t.start()
+    if not config["drain"] and config["count"] == 0:
+        wait_until(lambda: connected(t), what="the connection")
+        print("connected", flush=True)
+    for i in range(config["count"]):
+        t.send_drift(window(i))
+        print("put", i, flush=True)
+        time.sleep(config["pace"])
+    print("done", flush=True)
+    if config["drain"]:
+        wait_until(lambda: t.stats["pending"] == 0, timeout=15, what="the outbox to drain")
+        t.stop()
+        box.close()
+        return
+    threading.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    _device_main(json.loads(sys.argv[1]))

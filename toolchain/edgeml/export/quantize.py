@@ -1,0 +1,377 @@
+"""Per-target artifacts made from the fp32 ONNX model: reduced precisions, offline optimization, ``.ort``.
+
+One registry, :data:`ARTIFACTS`, keyed by ``(format, precision)`` as a target
+profile names them, so a build loops over what its profile asks for::
+
+    for fmt in target.formats:
+        for precision in target.precisions:
+            try:
+                artifact = compile_artifact(fp32_model, fmt, precision, CompileOptions.from_target(target, feeds))
+            except NotApplicable as skipped:
+                notes.append(skipped.to_dict())      # say in the manifest what was not made, and why
+
+Each entry takes the fp32 ``onnx.ModelProto`` and returns a
+:class:`CompiledArtifact`: the file's bytes plus what the manifest records
+(format, precision, what was done, the details). What cannot honestly be
+made raises :class:`NotApplicable` instead of writing a file that would not
+help or would not run:
+
+* **fp16** (``onnxconverter-common``, inputs and outputs kept fp32) converts
+  the graph's numeric core — MatMul, Add, activations: an MLP's weights —
+  and leaves the ``ai.onnx.ml`` preprocessing, linear and tree-ensemble
+  operators in fp32, which they must be: ``TreeEnsembleClassifier`` and
+  ``TreeEnsembleRegressor`` (ai.onnx.ml opset ≤ 3) hold their thresholds as
+  float32 attributes, and ``LinearClassifier`` its coefficients. A model
+  with no numeric core (trees, linear models) is not applicable.
+* **int8** uses onnxruntime's quantizer on MatMul/Gemm weights: static QDQ
+  quantization (weights per channel, activations calibrated on feeds from
+  the training split) when calibration feeds are given, dynamic otherwise.
+  onnxruntime cannot quantize tree ensembles nor the ``ai.onnx.ml`` linear
+  operators: not applicable. Tree ensembles stay fp32; their size is
+  reduced through the search (fewer, shallower trees under the profile's
+  ``max_model_bytes``). An int8 model that would not be smaller than fp32
+  (a linear model's handful of weights) is not applicable either.
+* **ort** is onnxruntime's own format, with the ``required_operators.config``
+  a minimal onnxruntime build is compiled from, optimized offline at the
+  profile's level (:mod:`edgeml.export.ort`).
+* **onnx** is the model itself, optimized offline when the profile asks
+  (``ort_optimization``).
+
+A reduced-precision artifact may score differently from fp32:
+:func:`metric_drop` compares their test metrics with the profile's
+``max_accuracy_drop`` / ``max_rmse_increase``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import ExportError
+from .ort import optimize_offline, quiet_logs, to_ort
+
+#: Operators whose float weights and activations fp16 converts (the "numeric core"); everything else stays fp32.
+FP16_OPS = frozenset({"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Softmax", "Identity"})
+#: Operators onnxruntime's quantizer turns into int8.
+INT8_OPS = ("MatMul", "Gemm")
+#: Operators that hold a model's parameters but that no onnxruntime quantizer or fp16 converter handles.
+ML_MODEL_OPS = {
+    "TreeEnsembleClassifier": "a tree ensemble",
+    "TreeEnsembleRegressor": "a tree ensemble",
+    "TreeEnsemble": "a tree ensemble",
+    "LinearClassifier": "a linear model",
+    "LinearRegressor": "a linear model",
+    "SVMClassifier": "a support vector machine",
+    "SVMRegressor": "a support vector machine",
+}
+TREES_STAY_FP32 = ("tree ensembles stay fp32: the ai.onnx.ml TreeEnsemble operators (opset <= 3) hold thresholds "
+                   "and leaf values as float32, and onnxruntime quantizes neither; their size is reduced through the "
+                   "search instead (fewer, shallower trees under the profile's max_model_bytes)")
+
+
+class NotApplicable(ExportError):
+    """An artifact a profile asks for that cannot honestly be made for this model; says why.
+
+    Not a failure of the build: the manifest records it (:meth:`to_dict`)
+    and the artifacts that could be made are shipped.
+    """
+
+    def __init__(self, fmt: str, precision: str, reason: str):
+        super().__init__(f"{fmt} {precision}: not applicable: {reason}")
+        self.format, self.precision, self.reason = fmt, precision, reason
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "precision": self.precision, "applicable": False, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What a compile step may need besides the fp32 model.
+
+    ``calibration`` holds feeds from the training split — a dict of feature
+    name to an ``(n, 1)`` array, as ``FeatureEncoder.encode`` returns — for
+    static int8 quantization (without it, int8 is dynamic).
+    ``optimization`` is the profile's ``ort_optimization``; ``arch`` the
+    target's CPU architecture.
+    """
+
+    calibration: Mapping[str, np.ndarray] | None = None
+    optimization: str = "none"
+    arch: str = field(default_factory=platform.machine)
+    calibration_rows: int = 1000
+    calibration_batch: int = 100
+
+    @classmethod
+    def from_target(cls, target, calibration: Mapping[str, np.ndarray] | None = None) -> "CompileOptions":
+        return cls(calibration=calibration, optimization=target.ort_optimization, arch=target.arch)
+
+
+@dataclass(frozen=True)
+class CompiledArtifact:
+    """One artifact's bytes and what the manifest should say about it."""
+
+    data: bytes
+    format: str
+    precision: str
+    done: tuple[str, ...]
+    details: dict
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def suffix(self) -> str:
+        return ".ort" if self.format == "ort" else ".onnx"
+
+    def file_name(self, stem: str = "model") -> str:
+        """``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``model.ort``, ``model.int8.ort``…"""
+        return f"{stem}{'' if self.precision == 'fp32' else '.' + self.precision}{self.suffix}"
+
+    def manifest_fields(self) -> dict:
+        """Entries for the artifact's manifest record (beside path, bytes, sha256 and outputs)."""
+        return {"format": self.format, "precision": self.precision, "engine": "onnxruntime",
+                "transform": {"done": list(self.done), **self.details}}
+
+
+# --- precisions ---------------------------------------------------------------------------------
+
+
+def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...], dict]:
+    """fp16 weights and arithmetic in the graph's numeric core; preprocessing and inputs/outputs stay fp32."""
+    from onnxconverter_common import float16
+
+    core = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    if not core:
+        raise NotApplicable("onnx", "fp16", _no_core_reason(model, "fp16"))
+    # Blocking by node name, not op type: the converter walks nodes it adds, and would block its own Casts.
+    keep = [n.name for n in model.graph.node if n.op_type not in FP16_OPS]
+    with _quiet():
+        half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=[], node_block_list=keep)
+    onnx.checker.check_model(half)
+    converted = sorted({n.op_type for n in model.graph.node if n.op_type in FP16_OPS})
+    return half, (f"converted {', '.join(converted)} to fp16 with onnxconverter-common (inputs and outputs "
+                  "stay fp32; preprocessing operators stay fp32)",), {"fp16_ops": converted}
+
+
+def to_int8(model: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | None = None, *,
+            calibration_rows: int = 1000, calibration_batch: int = 100) -> tuple[onnx.ModelProto, tuple[str, ...], dict]:
+    """int8 MatMul/Gemm weights: static QDQ with calibration feeds, dynamic without; else :class:`NotApplicable`."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    weights = _weight_bytes(model)
+    if not weights:
+        raise NotApplicable("onnx", "int8", _no_core_reason(model, "int8"))
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="edgeml-int8-") as tmp, _quiet():
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        method = "dynamic"
+        if calibration is not None:
+            reader = _FeedsReader(calibration, calibration_rows, calibration_batch)
+            try:
+                quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OPS),
+                                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                method = "static"
+            except Exception as exc:  # the quantizer raises many kinds; fall back to what needs no calibration
+                notes.append(f"static quantization failed ({type(exc).__name__}: {exc}); used dynamic instead")
+        if method == "dynamic":
+            quantize_dynamic(src, dst, op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                             weight_type=QuantType.QInt8)
+        quantized = onnx.load(dst)
+    before, after = model.ByteSize(), quantized.ByteSize()
+    if after >= before:
+        raise NotApplicable("onnx", "int8", f"int8 would not make the model smaller ({after:,} bytes vs {before:,} "
+                                            f"in fp32): its MatMul/Gemm weights are only {weights:,} bytes")
+    ops = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
+    if method == "static":
+        notes.insert(0, f"static QDQ int8 quantization of {', '.join(ops)} with onnxruntime: weights per channel "
+                        f"(int8), activations calibrated (min-max, uint8) on {reader.rows:,} training rows")
+    else:
+        notes.insert(0, f"dynamic int8 quantization of {', '.join(ops)} weights with onnxruntime "
+                        "(activations quantized per call)")
+    details = {"quantization": {"method": method, "ops": ops, "weight_type": "int8", "per_channel": True,
+                                "activation_type": "uint8" if method == "static" else "dynamic",
+                                "calibration_rows": reader.rows if method == "static" else 0,
+                                "bytes_fp32": before, "bytes_int8": after}}
+    return quantized, tuple(notes), details
+
+
+def _fp32(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...], dict]:
+    return model, ("fp32, as exported",), {}
+
+
+PRECISION_STEPS: dict[str, Callable] = {"fp32": _fp32, "fp16": to_fp16, "int8": to_int8}
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+def _onnx_format(model, precision, done, details, options: CompileOptions) -> CompiledArtifact:
+    if options.optimization == "none":
+        return CompiledArtifact(model.SerializeToString(), "onnx", precision, done, details)
+    data = optimize_offline(model, options.optimization, options.arch)
+    return CompiledArtifact(data, "onnx", precision,
+                            (*done, f"graph optimized offline by onnxruntime at level '{options.optimization}'"),
+                            {**details, "optimization": options.optimization})
+
+
+def _ort_format(model, precision, done, details, options: CompileOptions) -> CompiledArtifact:
+    import onnxruntime as ort
+
+    level = "extended" if options.optimization == "none" else options.optimization
+    data, config = to_ort(model, level, options.arch)
+    operators = sorted(line.split(";")[0] + ";" + line.split(";")[1] for line in config.decode().splitlines()
+                       if line and not line.startswith("#"))
+    return CompiledArtifact(
+        data, "ort", precision,
+        (*done, f"converted to onnxruntime's .ort format (onnxruntime {ort.__version__}, graph optimized at level "
+                f"'{level}'), with required_operators.config for a minimal onnxruntime build"),
+        {**details, "optimization": level, "ort_version": ort.__version__, "required_operators": operators},
+        extra_files={"required_operators.config": config},
+    )
+
+
+FORMAT_STEPS: dict[str, Callable] = {"onnx": _onnx_format, "ort": _ort_format}
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+#: ``(format, precision)`` -> function(fp32 model, options) -> :class:`CompiledArtifact`.
+ARTIFACTS: dict[tuple[str, str], Callable[[onnx.ModelProto, CompileOptions], CompiledArtifact]] = {}
+
+
+def register_artifact(fmt: str, precision: str, make: Callable[[onnx.ModelProto, CompileOptions], CompiledArtifact]):
+    """Add a way to make a ``(format, precision)`` artifact; refuses to replace one silently."""
+    if (fmt, precision) in ARTIFACTS:
+        raise ValueError(f"an artifact maker for ({fmt!r}, {precision!r}) is already registered")
+    ARTIFACTS[(fmt, precision)] = make
+
+
+def _compose(fmt: str, precision: str):
+    def make(model: onnx.ModelProto, options: CompileOptions) -> CompiledArtifact:
+        step = PRECISION_STEPS[precision]
+        try:
+            if precision == "int8":
+                reduced, done, details = step(model, options.calibration, calibration_rows=options.calibration_rows,
+                                              calibration_batch=options.calibration_batch)
+            else:
+                reduced, done, details = step(model)
+        except NotApplicable as exc:
+            raise NotApplicable(fmt, precision, exc.reason) from None
+        return FORMAT_STEPS[fmt](reduced, precision, done, details, options)
+
+    make.__name__ = f"make_{fmt}_{precision}"
+    return make
+
+
+for _fmt in FORMAT_STEPS:
+    for _precision in PRECISION_STEPS:
+        register_artifact(_fmt, _precision, _compose(_fmt, _precision))
+
+
+def compile_artifact(model: onnx.ModelProto, fmt: str, precision: str,
+                     options: CompileOptions | None = None) -> CompiledArtifact:
+    """Make the ``(fmt, precision)`` artifact from the fp32 model; :class:`NotApplicable` when it cannot be."""
+    try:
+        make = ARTIFACTS[(fmt, precision)]
+    except KeyError:
+        if fmt == "tflite":
+            raise NotApplicable(fmt, precision, "this release has no TFLite exporter; the ONNX artifacts run "
+                                                "wherever onnxruntime does") from None
+        known = ", ".join(f"{f}/{p}" for f, p in ARTIFACTS)
+        raise ExportError(f"no way to make a {fmt} {precision} artifact; edgeml makes {known}") from None
+    return make(model, options or CompileOptions())
+
+
+def metric_drop(task: str, reference: Mapping[str, float], candidate: Mapping[str, float], budgets) -> dict:
+    """How much a reduced-precision artifact loses against fp32 on the test split, and whether that is allowed.
+
+    Classification compares accuracy (absolute points, ``max_accuracy_drop``);
+    regression compares RMSE (relative increase, ``max_rmse_increase``).
+
+    >>> from edgeml.targets import Budgets
+    >>> metric_drop("classification", {"accuracy": 0.97}, {"accuracy": 0.965}, Budgets())["within"]
+    True
+    >>> metric_drop("regression", {"rmse": 4.0}, {"rmse": 4.2}, Budgets())["within"]
+    False
+    """
+    if task == "classification":
+        drop = float(reference["accuracy"]) - float(candidate["accuracy"])
+        allowed = budgets.max_accuracy_drop
+        return {"metric": "accuracy", "fp32": float(reference["accuracy"]), "value": float(candidate["accuracy"]),
+                "drop": drop, "allowed": allowed, "within": drop <= allowed + 1e-12}
+    increase = float(candidate["rmse"]) / float(reference["rmse"]) - 1 if reference["rmse"] else 0.0
+    allowed = budgets.max_rmse_increase
+    return {"metric": "rmse", "fp32": float(reference["rmse"]), "value": float(candidate["rmse"]),
+            "drop": increase, "allowed": allowed, "within": increase <= allowed + 1e-12}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+class _FeedsReader:
+    """onnxruntime's CalibrationDataReader over training-split feeds, in batches of rows."""
+
+    def __init__(self, feeds: Mapping[str, np.ndarray], max_rows: int, batch: int):
+        n = min(len(next(iter(feeds.values()))), max_rows) if feeds else 0
+        self.rows = n
+        self._batches = iter([{k: np.asarray(v[i:i + batch]) for k, v in feeds.items()} for i in range(0, n, batch)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+    def rewind(self):  # the reader protocol; one pass is all min-max calibration needs
+        pass
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of float initializers consumed by MatMul/Gemm nodes."""
+    inits = {i.name: i for i in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type in INT8_OPS:
+            for name in node.input:
+                if name in inits and inits[name].data_type == onnx.TensorProto.FLOAT:
+                    total += int(np.prod(inits[name].dims)) * 4
+    return total
+
+
+def _no_core_reason(model: onnx.ModelProto, precision: str) -> str:
+    found = sorted({n.op_type for n in model.graph.node if n.op_type in ML_MODEL_OPS})
+    if any(op.startswith("TreeEnsemble") for op in found):
+        return TREES_STAY_FP32
+    if found:
+        what = ML_MODEL_OPS[found[0]]
+        tool = "onnxruntime quantizes" if precision == "int8" else "onnxconverter-common converts"
+        return (f"the model is {what} exported as the ai.onnx.ml {found[0]} operator, which no {tool}; "
+                "its weights are a few hundred bytes at most, so the fp32 artifact is already as small")
+    return "the model has no MatMul or Gemm weights to convert"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep the quantizer's and converter's warnings out of the user's terminal."""
+    with quiet_logs(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+__all__ = [
+    "ARTIFACTS",
+    "CompileOptions",
+    "CompiledArtifact",
+    "NotApplicable",
+    "compile_artifact",
+    "metric_drop",
+    "optimize_offline",
+    "register_artifact",
+    "to_fp16",
+    "to_int8",
+    "to_ort",
+]

@@ -1,0 +1,169 @@
+"""The trials of a hardware-aware search: budgets, what each trial cost, the frontier, and why nothing fit.
+
+Plain values only: :mod:`edgeml.search` fills them in while FLAML runs; the
+build stores them in the manifest and prints the frontier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The budgets a trial is judged on, as named in a target profile's ``[budgets]`` table.
+BUDGETS = ("max_model_bytes", "latency_budget_ms")
+#: Added to the objective FLAML sees for a trial that breaks a budget: beyond any real validation loss.
+INFEASIBLE = 1e12
+
+
+@dataclass(frozen=True)
+class HardwareBudget:
+    """What every trial's model must fit in on the target, and how fast the target is compared with this machine.
+
+    ``None`` means no limit. ``n_inputs`` is the number of raw inputs the
+    exported graph takes (the runtime pays per input); by default the width
+    of the training matrix.
+
+    >>> b = HardwareBudget(max_model_bytes=1000, latency_budget_ms=1.0)
+    >>> b.broken(model_bytes=1500, latency_ms=0.5)
+    ('max_model_bytes',)
+    """
+
+    max_model_bytes: int | None = None
+    latency_budget_ms: float | None = None
+    speed_factor: float = 1.0
+    n_inputs: int | None = None
+
+    @classmethod
+    def from_target(cls, target, n_inputs: int | None = None) -> "HardwareBudget":
+        """The budgets of a :class:`~edgeml.targets.TargetProfile`."""
+        b = target.budgets
+        return cls(b.max_model_bytes, b.latency_budget_ms, b.speed_factor or 1.0, n_inputs)
+
+    def broken(self, model_bytes: int, latency_ms: float) -> tuple[str, ...]:
+        """The budgets a model of this size and predicted latency breaks."""
+        out = []
+        if self.max_model_bytes is not None and model_bytes > self.max_model_bytes:
+            out.append("max_model_bytes")
+        if self.latency_budget_ms is not None and latency_ms > self.latency_budget_ms:
+            out.append("latency_budget_ms")
+        return tuple(out)
+
+    def excess(self, model_bytes: int, latency_ms: float) -> float:
+        """How far over its budgets a model is, as the sum of the relative overruns (0 when it fits)."""
+        over = 0.0
+        if self.max_model_bytes is not None:
+            over += max(0.0, model_bytes / self.max_model_bytes - 1)
+        if self.latency_budget_ms is not None:
+            over += max(0.0, latency_ms / self.latency_budget_ms - 1)
+        return over
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One step of the search: what FLAML logged, and what this trial's model costs on the target.
+
+    ``best_loss`` and ``best_learner`` are the best validation loss among the
+    trials so far that fit the budgets (``None`` until one does). ``loss`` is
+    this trial's own validation loss (FLAML's, lower is better),
+    ``model_bytes`` the size of its estimator exported to ONNX alone,
+    ``latency_ms`` its predicted one-row latency on the target, ``broken`` the
+    budgets it breaks and ``feasible`` whether it breaks none.
+    """
+
+    iteration: int
+    learner: str
+    elapsed: float
+    best_loss: float | None
+    best_learner: str | None
+    config: dict | None = None
+    loss: float | None = None
+    model_bytes: int | None = None
+    latency_ms: float | None = None
+    feasible: bool | None = None
+    broken: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """JSON-ready, for the bundle's manifest."""
+        return {
+            "iteration": self.iteration, "learner": self.learner, "elapsed": round(self.elapsed, 3),
+            "config": _plain(self.config), "loss": _finite(self.loss), "model_bytes": self.model_bytes,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 6),
+            "feasible": self.feasible, "broken": list(self.broken),
+        }
+
+
+def frontier(trials) -> list[Trial]:
+    """The trials no other trial beats on validation loss, model size and target latency together.
+
+    A trial is on the frontier when no other trial is at least as good on
+    all three and better on one: for each size and latency, the best loss
+    there is. Sorted by size, then latency. Infeasible trials are included
+    (marked as such): they show what a bigger device would gain.
+
+    >>> t = lambda i, loss, size, ms: Trial(i, "lgbm", 0.0, None, None, loss=loss, model_bytes=size, latency_ms=ms)
+    >>> [x.iteration for x in frontier([t(0, 0.10, 100, 1.0), t(1, 0.20, 200, 1.0), t(2, 0.05, 300, 2.0)])]
+    [0, 2]
+    """
+    measured = [t for t in trials if t.loss is not None and np.isfinite(t.loss) and t.model_bytes is not None
+                and t.latency_ms is not None]
+
+    def beats(a: Trial, b: Trial) -> bool:
+        key_a, key_b = (a.loss, a.model_bytes, a.latency_ms), (b.loss, b.model_bytes, b.latency_ms)
+        return all(x <= y for x, y in zip(key_a, key_b)) and key_a != key_b
+
+    front, seen = [], set()
+    for t in measured:
+        key = (t.loss, t.model_bytes, t.latency_ms)
+        if key not in seen and not any(beats(o, t) for o in measured):
+            front.append(t)
+            seen.add(key)
+    return sorted(front, key=lambda t: (t.model_bytes, t.latency_ms, t.loss))
+
+
+def infeasible_message(trials, budget: HardwareBudget) -> str:
+    """Which budget every trial broke, and the least change to a budget that would admit one of them."""
+    measured = [t for t in trials if t.model_bytes is not None]
+    lines = [f"no model fits the target's budgets: all {len(measured)} trial(s) broke at least one"]
+    limits = {"max_model_bytes": budget.max_model_bytes, "latency_budget_ms": budget.latency_budget_ms}
+    value = {"max_model_bytes": lambda t: t.model_bytes, "latency_budget_ms": lambda t: t.latency_ms}
+    unit = {"max_model_bytes": lambda v: f"{v:,} bytes", "latency_budget_ms": lambda v: f"{v:.3g} ms"}
+    for name in BUDGETS:
+        broke = [t for t in measured if name in t.broken]
+        if broke:
+            best = min(value[name](t) for t in broke)
+            lines.append(f"  budgets.{name} = {limits[name]:,}: broken by {len(broke)} trial(s); "
+                         f"the {'smallest' if name == 'max_model_bytes' else 'fastest'} was {unit[name](best)}"
+                         + (f" (predicted at speed_factor {budget.speed_factor:g})" if name == "latency_budget_ms" else ""))
+    fixes = []
+    for name in BUDGETS:
+        others = [t for t in measured if name in t.broken and set(t.broken) == {name}]
+        if others:
+            t = min(others, key=lambda t: value[name](t))
+            new = value[name](t)
+            shown = f"{int(new):_}" if name == "max_model_bytes" else _round_up(new)
+            fixes.append(f"raise budgets.{name} to {shown} (admits {t.learner}, validation loss {t.loss:.4g})")
+    if not fixes:
+        fixes.append("raise both budgets: no trial fits either one alone")
+    lines.append("To relax: " + "; or ".join(fixes) + ". Or allow smaller model families in the profile's "
+                 "estimators (lrl1, lrl2, enet, mlp), or a lower speed_factor if it was measured on the device.")
+    return "\n".join(lines)
+
+
+def _round_up(v: float, digits: int = 3) -> str:
+    """``v`` with ``digits`` significant digits, rounded up (a budget set to it admits ``v``)."""
+    step = 10.0 ** (np.floor(np.log10(v)) - digits + 1)
+    return f"{np.ceil(v / step - 1e-9) * step:.{digits}g}"
+
+
+def _finite(v):
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _plain(config):
+    if config is None:
+        return None
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
+
+
+__all__ = ["BUDGETS", "INFEASIBLE", "HardwareBudget", "Trial", "frontier", "infeasible_message"]
