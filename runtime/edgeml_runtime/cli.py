@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="fail: stop at the first bad row, exit 2 (default); skip: score the rest and report the bad rows")
     s.add_argument("--artifact", metavar="PATH", help="which artifact in the bundle to run (default: the first this device can)")
+    s.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="run the bundle's artifact of this precision (default: the best for this device)")
     s.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
 
     _run_parser(sub)
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
 
 
 def _score(args) -> int:
-    model = Model.load(args.bundle, artifact=args.artifact, threads=args.threads)
+    model = Model.load(args.bundle, artifact=args.artifact, precision=args.precision, threads=args.threads)
     fmt = guess_format(args.input, args.format)
     skipped: list[RowError] = []
     scored = 0
@@ -163,7 +165,7 @@ def _run(args) -> int:
     from .outbox import Outbox
     from .telemetry import MqttSettings, Telemetry, describe_model
 
-    model = Model.load(args.bundle)
+    model = Model.load(args.bundle, precision=s["precision"])
     model.monitor = model.drift_monitor(DriftSettings(
         window_rows=s["window_rows"], window_seconds=s["window_seconds"],
         psi_moderate=s["psi_moderate"], psi_significant=s["psi_significant"],

@@ -15,12 +15,12 @@ from .errors import EngineError
 
 
 class OnnxEngine:
-    """Runs an ONNX artifact in onnxruntime on the CPU."""
+    """Runs an ONNX artifact in onnxruntime, on the CPU unless ``providers`` name an accelerator."""
 
     format = "onnx"
     extra = "onnx"
 
-    def __init__(self, path: Path, threads: int = 1):
+    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -32,17 +32,31 @@ class OnnxEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        self.configure(options)
+        self.providers = list(providers or ["CPUExecutionProvider"])
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"onnxruntime cannot load {path}: {exc}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
 
+    def configure(self, options) -> None:
+        """Hook for subclasses to adjust the session options."""
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the order of :attr:`output_names`."""
         return self._run(self.output_names, feeds)
+
+
+class OrtFormatEngine(OnnxEngine):
+    """Runs an ONNX Runtime ``.ort`` artifact (the format a minimal onnxruntime build loads)."""
+
+    format = "ort"
+
+    def configure(self, options) -> None:
+        options.add_session_config_entry("session.load_model_format", "ORT")
 
 
 _ENGINES: dict[str, type] = {}
@@ -70,3 +84,4 @@ def engine_formats() -> list[str]:
 
 
 register_engine(OnnxEngine)
+register_engine(OrtFormatEngine)

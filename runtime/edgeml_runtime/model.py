@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import device
 from .bundle import Artifact, Manifest, open_bundle, read_manifest, verify_artifact
 from .drift import DriftMonitor, DriftSettings
 from .engines import engine_for
@@ -80,25 +81,31 @@ class Model:
         self._monitor: DriftMonitor | None = None
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, threads: int = 1) -> "Model":
+    def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, precision: str | None = None,
+             threads: int = 1) -> "Model":
         """Open a bundle folder or ``.tar.gz``, verify its artifacts, and start an engine.
 
-        ``artifact`` picks one by its path in the manifest; by default the first
-        whose engine is available here is used.
+        ``artifact`` picks one by its path in the manifest, ``precision`` one
+        of that precision; by default the best for this device is used
+        (:mod:`edgeml_runtime.device`), falling back to the next that runs.
         """
         folder = open_bundle(bundle)
         manifest = read_manifest(folder)
-        candidates = [a for a in manifest.artifacts if artifact in (None, a.path)]
-        if not candidates:
-            raise EngineError(
-                f"bundle {folder} has no artifact {artifact!r}; it has "
-                f"{', '.join(a.path for a in manifest.artifacts)}"
-            )
+        caps = device.detect()
+        if artifact is not None:
+            candidates = [a for a in manifest.artifacts if a.path == artifact]
+            if not candidates:
+                raise EngineError(
+                    f"bundle {folder} has no artifact {artifact!r}; it has "
+                    f"{', '.join(a.path for a in manifest.artifacts)}"
+                )
+        else:
+            candidates = device.rank(manifest.artifacts, caps, precision)
         problems = []
         for a in candidates:
             path = verify_artifact(folder, a)
             try:
-                engine = engine_for(a.format)(path, threads=threads)
+                engine = engine_for(a.format)(path, threads=threads, providers=device.providers_for(a, caps))
             except EngineError as exc:
                 problems.append(f"{a.path}: {exc}")
                 continue

@@ -51,6 +51,7 @@ SETTINGS: dict[str, tuple[type, object, str]] = {
     "psi_significant": (float, 0.25, "PSI at or above which a column has significant drift"),
     "outbox": (str, None, "SQLite file that keeps drift windows until the broker acknowledges them"),
     "outbox_max_bytes": (int, 16 * 2**20, "outbox bound; when full the oldest windows are dropped (and counted)"),
+    "precision": (str, None, "run the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best here)"),
     "log_level": (str, "info", "debug, info, warning or error"),
 }
 
@@ -155,5 +156,7 @@ def _validate(s: dict) -> None:
         raise SettingsError("window_rows must be at least 1 and window_seconds positive")
     if not 0 < s["psi_moderate"] <= s["psi_significant"]:
         raise SettingsError("psi thresholds must satisfy 0 < psi_moderate <= psi_significant")
+    if s["precision"] not in (None, "fp32", "fp16", "int8"):
+        raise SettingsError(f"precision {s['precision']!r} must be fp32, fp16 or int8")
     if s["log_level"] not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level {s['log_level']!r} must be debug, info, warning or error")

@@ -11,7 +11,7 @@ import hashlib
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,15 @@ from . import bundle as bundles
 from edgeml_runtime.bundle import read_manifest
 
 from .config import BuildConfig
-from .errors import BundleError, ConfigError, DataError
+from .errors import BundleError, ConfigError, DataError, ExportError
+from .artifacts import TestSplit, make_artifacts
 from .export.onnx import align_thresholds, opset_of, output_names, to_onnx
 from .ingest import Table, read_table
 from .learners import LEARNERS, model_steps
 from .metrics import classification_metrics, regression_metrics
 from .preprocess import (
     describe_inputs,
+    encode_frame,
     encode_labels,
     feature_frame,
     label_classes,
@@ -38,6 +40,7 @@ from .preprocess import (
 from .reference import build_reference
 from .schema import clean_labels, infer_schema
 from .search import SearchSettings, Trial, run_search, usable_learners
+from .trials import HardwareBudget
 from .targets import TargetProfile, load_target
 from .verify import require_parity, verify_artifact
 
@@ -53,6 +56,7 @@ class Reporter:
     def stage(self, name: str, detail: str) -> None: ...
     def notice(self, text: str) -> None: ...
     def trial(self, trial: Trial) -> None: ...
+    def frontier(self, trials: list[Trial], budgets: HardwareBudget) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,6 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     report = reporter or Reporter()
     started = time.monotonic()
     target = load_target(config.target)
-
-    later = [f for f in target.formats if f != "onnx"] + [p for p in target.precisions if p != "fp32"]
-    if later:
-        report.notice(f"target {target.name} also takes {', '.join(later)}; this release writes ONNX fp32 only"
-                      )
 
     table, label = _ingest(config)
     report.stage("ingest", f"{table.rows:,} rows × {table.frame.shape[1]} columns from {table.source} ({table.format})")
@@ -105,7 +104,10 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     budget = f"{config.max_iter} trials" if config.max_iter else f"{config.time_budget:g} s"
     metric = config.metric if config.metric != "auto" else f"auto ({_AUTO_METRIC[schema.task]})"
     report.stage("search", f"{', '.join(learners)} · metric {metric} · budget {budget}")
-    result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=report.trial)
+    budgets = HardwareBudget.from_target(target, n_inputs=len(inputs.features))
+    result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=report.trial,
+                        budgets=budgets)
+    report.frontier(result.frontier, budgets)
     pipeline = align_thresholds(Pipeline([("pre", pre), *model_steps(result.model)]))
 
     name = config.name or _default_name(config, table)
@@ -119,6 +121,12 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                                              inputs=inputs.features)
         opsets = ", ".join(f"{d} {v}" for d, v in sorted(artifact["opset"].items()))
         report.stage("export", f"model.onnx {artifact['bytes'] / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
+        if budgets.max_model_bytes is not None and artifact["bytes"] > budgets.max_model_bytes:
+            raise ExportError(
+                f"model.onnx is {artifact['bytes']:,} bytes, over target {target.name}'s max_model_bytes "
+                f"{budgets.max_model_bytes:,} once preprocessing is included; raise the budget in a profile "
+                "that extends this one, or drop high-cardinality categorical columns"
+            )
 
         manifest = {
             "name": name,
@@ -145,8 +153,17 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         report.stage("verify", f"{p.rows:,} test rows through edgeml_runtime: {p.label_mismatches} label mismatches, "
                                f"max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
 
+        artifact["test_metrics"] = test_metrics
+        more = make_artifacts(stage, manifest, model, target, encode_frame(split.train, inputs, "the training split"),
+                              TestSplit(split.test, host_test, y["test"], test_metrics), report.notice)
+        for a in more.artifacts:
+            report.stage("verify", f"{a['path']} {a['bytes'] / 1024:.1f} KiB ({a['format']} {a['precision']}) through edgeml_runtime: "
+                         + ("identical to the host pipeline" if "metric_drop" not in a else "")
+                         + (f"; {a['metric_drop']['metric']} drop {a['metric_drop']['drop']:.3g}" if "metric_drop" in a else ""))
+
         manifest["metrics"] = {"test": test_metrics, "valid": valid_metrics}
-        manifest["verification"] = [p.to_dict()]
+        manifest["verification"] = [p.to_dict(), *more.verification]
+        manifest["not_shipped"] = more.not_shipped
         manifest["reference"] = build_reference(features["train"], inputs, valid_outputs, schema.task, classes)
         manifest["search"] = {
             "learners": list(learners),
@@ -154,8 +171,13 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             "best_learner": result.learner,
             "best_config": result.config,
             "best_valid_loss": result.best_loss,
+            "best_model_bytes": result.model_bytes,
+            "best_predicted_latency_ms": result.latency_ms,
+            "budgets": asdict(budgets),
             "trials": len(result.trials),
             "seconds": round(result.seconds, 2),
+            "trial_log": [t.to_dict() for t in result.trials],
+            "frontier": [t.iteration for t in result.frontier],
         }
         manifest["provenance"] = {
             "data": {"source": table.source, "format": table.format, "sha256": table.sha256,

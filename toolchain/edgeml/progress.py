@@ -52,6 +52,24 @@ class ConsoleReporter(Reporter):
             click.echo(line, file=self.stream)
 
 
+    def frontier(self, trials, budgets) -> None:
+        if self.quiet or not trials:
+            return
+        limits = [f"{budgets.max_model_bytes / 1024:,.0f} KiB" if budgets.max_model_bytes else None,
+                  f"{budgets.latency_budget_ms:g} ms" if budgets.latency_budget_ms else None]
+        shown = " and ".join(x for x in limits if x) or "no budgets"
+        self._echo(f"        frontier: the best validation loss at each size and predicted target latency ({shown}):")
+        for t in trials[:FRONTIER_ROWS]:
+            over = f"  over budget: {', '.join(t.broken)}" if t.broken else ""
+            self._echo(f"          {t.learner:<14} loss {t.loss:.4f}  {t.model_bytes / 1024:9.1f} KiB  "
+                       f"{t.latency_ms:8.3f} ms{over}")
+        if len(trials) > FRONTIER_ROWS:
+            self._echo(f"          … {len(trials) - FRONTIER_ROWS} more in the manifest (search.trial_log)")
+
+
+FRONTIER_ROWS = 8
+
+
 def summary(result: BuildResult) -> str:
     """The closing lines of a build: model, test metrics, artifacts, where the bundle is."""
     m = result.manifest

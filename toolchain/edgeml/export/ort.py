@@ -82,9 +82,11 @@ def quiet_logs():
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    logging.disable(logging.INFO)  # some of its loggers carry their own level and handler
     try:
         yield
     finally:
+        logging.disable(logging.NOTSET)
         root.setLevel(level)
 
 
