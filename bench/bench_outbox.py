@@ -90,7 +90,8 @@ def end_to_end(n: int, folder: Path) -> dict | None:
     sys.path.insert(0, str(ROOT / "tests"))
     from broker import Broker, mosquitto_path, wait_until
 
-    from edgeml_runtime.telemetry import ENVELOPE_KEYS, MqttSettings, Telemetry
+    from edgeml_runtime.mqtt import MqttSettings
+    from edgeml_runtime.telemetry import ENVELOPE_KEYS, Telemetry
 
     if mosquitto_path() is None:
         return None

@@ -65,9 +65,11 @@ def test_birth_windows_and_death_arrive_with_documented_fields(broker, demo_bund
 
     rows = demo_frame(rows=250, seed=21, label=False).astype(str).to_dict("records")
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    text += '{"broken json\n' + json.dumps(dict(rows[0], rpm="fast")) + "\n"
+    text += '{"broken json\n' + json.dumps(dict(rows[0], rpm="fast")) + "\n" + '{"serial": "no readings"}\n'
     with Subscriber(broker.url) as sub:
-        proc = runtime_run(demo_bundle, broker.url, tmp_path / "outbox.db", "--window-rows", 100)
+        proc = runtime_run(demo_bundle, broker.url, tmp_path / "outbox.db", "--window-rows", 100,
+                           "--publish-predictions")
+        sub.wait_for(lambda s: s.on("birth"), what="the birth")  # predictions are not kept while offline
         out, err = proc.communicate(text, timeout=60)
         assert proc.returncode == 0, err
         sub.wait_for(lambda s: s.on("death") and len(drift_windows(s)) == 3, what="3 windows and a death")
@@ -85,10 +87,16 @@ def test_birth_windows_and_death_arrive_with_documented_fields(broker, demo_bund
     windows = drift_windows(sub)
     for w in windows:
         validate("drift", w)
+    assert not any(w["historical"] for w in windows)
     assert [w["seq"] for w in windows] == [0, 1, 2]
     assert {w["session"] for w in windows} == {birth["bdSeq"]}
     assert [w["rows"] for w in windows] == [100, 100, 50]
-    assert sum(w["bad_rows"] for w in windows) == 2
+    assert sum(w["bad_rows"] for w in windows) == 3  # bad JSON, a bad number, a record without any input
+    predictions = [p for _, p in sub.on("predictions")]
+    assert len(predictions) == 250
+    for p in predictions:
+        validate("prediction", p)
+        assert p["prediction"] in (0, 1) and abs(sum(p["probabilities"].values()) - 1) < 1e-5
     assert any("'fast'" in e for w in windows for e in w["errors"])
     assert "3 drift windows" in err or "drift windows" in err
 

@@ -26,7 +26,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from broker import Broker, Subscriber, free_port, make_pki, wait_until
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
-from edgeml_runtime.telemetry import ENVELOPE_KEYS, MqttSettings, Telemetry, TelemetryError
+from edgeml_runtime.mqtt import MqttSettings, TelemetryError
+from edgeml_runtime.telemetry import ENVELOPE_KEYS, Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas"

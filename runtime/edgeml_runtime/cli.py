@@ -163,7 +163,8 @@ def _run(args) -> int:
     log = logging.getLogger("edgeml_runtime")
     from .drift import DriftSettings
     from .outbox import Outbox
-    from .telemetry import MqttSettings, Telemetry, describe_model
+    from .mqtt import MqttSettings
+    from .telemetry import Telemetry, describe_model
 
     model = Model.load(args.bundle, precision=s["precision"])
     model.monitor = model.drift_monitor(DriftSettings(

@@ -17,7 +17,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
-from .errors import RowError
+from .errors import InputError, RowError
 from .model import Model
 from .stream import END, Item
 
@@ -86,7 +86,14 @@ class StreamScorer:
             self._log_errors(unreadable)
         if not readable:
             return
-        result = self.model.predict([i.record for i in readable], on_error="skip")
+        try:
+            result = self.model.predict([i.record for i in readable], on_error="skip")
+        except InputError as exc:  # e.g. a column no record of the batch has: every row of it is bad, not the stream
+            errors = [RowError(i.row, None, str(exc)) for i in readable]
+            self.monitor.update({}, None, errors)
+            self._log_errors(errors)
+            self.stats.bad_rows += len(unreadable) + len(errors)
+            return
         errors = [RowError(readable[e.row - 1].row, e.column, e.reason) for e in result.errors]
         self._log_errors(errors)
         self.stats.bad_rows += len(unreadable) + len(errors)
@@ -95,7 +102,7 @@ class StreamScorer:
             self.writer.write([readable[i].record for i in result.rows], result.labels, result.probabilities)
         if self.publish_predictions:
             for j, i in enumerate(result.rows):
-                payload = {"row": readable[i].row, "prediction": _plain(result.labels[j])}
+                payload = {"row": readable[i].row, "prediction": result.labels[j]}
                 if result.probabilities is not None:
                     payload["probabilities"] = dict(zip(map(str, result.classes), result.probabilities[j].tolist()))
                 self.telemetry.send_prediction(payload)
@@ -116,10 +123,6 @@ class StreamScorer:
             elif self.stats.errors_logged == LOGGED_ERRORS:
                 self.log.warning("more bad rows: counting them in the drift windows, not logging each")
             self.stats.errors_logged += 1
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

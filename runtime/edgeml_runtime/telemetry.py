@@ -31,21 +31,16 @@ connection, so nothing is ever queued in paho's memory: the outbox is the queue.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
 import random
-import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from urllib.parse import urlsplit
 
-from .errors import EdgeMLError
+from .mqtt import MqttSettings, TelemetryError
+from .payloads import dumps, utc_now
 from .outbox import Outbox
 
 #: Version of the payload layout, in every message as ``format_version``.
@@ -56,87 +51,13 @@ IN_FLIGHT = 20
 POLL_SECONDS = 0.05
 CONNACK_TIMEOUT = 10.0
 PREDICTION_QUEUE = 1000
+#: Predictions handed to paho per pass of the loop (each pass also sends drift windows and reads the socket).
+PREDICTION_BATCH = 200
 #: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
 SESSION_EXPIRY = 7 * 24 * 3600
-PROTOCOLS = ("5", "3.1.1")
 #: Keys :meth:`Telemetry.send_drift` adds to a window; a window may not use them.
 ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
 _BIRTH_KEYS = ("format_version", "device", "fleet", "bdSeq", "time", "runtime")
-
-
-class TelemetryError(EdgeMLError):
-    """MQTT settings or telemetry input that cannot work (never raised for a broker that is down)."""
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """How to reach the broker. ``url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (TLS).
-
-    >>> MqttSettings("mqtts://broker.plant.local", ca_file=None).endpoint
-    ('broker.plant.local', 8883, True)
-    """
-
-    url: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    protocol: str = "5"
-    keepalive: int = 30
-    client_id: str | None = None
-    reconnect_min: float = 1.0
-    reconnect_max: float = 60.0
-
-    def __post_init__(self):
-        host, _, tls = self.endpoint
-        if not tls and (self.ca_file or self.cert_file or self.key_file):
-            raise TelemetryError(f"CA, certificate or key files were given for {self.url}, which is not TLS; "
-                                 f"use mqtts://{host}:8883")
-        if self.key_file and not self.cert_file:
-            raise TelemetryError("a client key file was given without its certificate; set the certificate too")
-        if self.password is not None and self.username is None:
-            raise TelemetryError("an MQTT password was given without a user name; set the user name too")
-        if self.protocol not in PROTOCOLS:
-            raise TelemetryError(f"MQTT protocol {self.protocol!r} is not supported; use 5 or 3.1.1")
-        if self.keepalive < 5:
-            raise TelemetryError(f"MQTT keepalive {self.keepalive} s is too short; use 5 s or more (default 30)")
-        if not 0 < self.reconnect_min <= self.reconnect_max:
-            raise TelemetryError(f"reconnect delays {self.reconnect_min}..{self.reconnect_max} s must satisfy "
-                                 "0 < reconnect_min <= reconnect_max")
-
-    @property
-    def endpoint(self) -> tuple[str, int, bool]:
-        """(host, port, TLS?) from :attr:`url`."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
-            raise TelemetryError(f"broker {self.url!r} must look like mqtt://host:1883 or mqtts://host:8883")
-        if parts.username or parts.password:
-            raise TelemetryError(f"broker {parts.hostname}: give the user name and password as settings, not "
-                                 "in the URL (EDGEML_MQTT_USERNAME, EDGEML_MQTT_PASSWORD)")
-        try:
-            port = parts.port
-        except ValueError:
-            raise TelemetryError(f"broker {self.url!r} has an invalid port") from None
-        tls = parts.scheme == "mqtts"
-        return parts.hostname, port or (8883 if tls else 1883), tls
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for an ``mqtts://`` URL (system CAs unless :attr:`ca_file`), checked now."""
-        if not self.endpoint[2]:
-            return None
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path and not Path(path).is_file():
-                raise TelemetryError(f"MQTT {name.replace('_', ' ')} {path} does not exist")
-        try:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
-                ctx.load_cert_chain(self.cert_file, self.key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise TelemetryError(f"cannot load the TLS files (CA {self.ca_file}, certificate {self.cert_file}, "
-                                 f"key {self.key_file}): {exc}; they must be PEM files") from None
-        return ctx
 
 
 def describe_model(model) -> dict:
@@ -238,7 +159,7 @@ class Telemetry:
             message = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
                        "session": self._session, "seq": self._seq, "model": self._model,
                        "outbox_dropped": dropped, **window}
-            self.outbox.put(self.topics["drift"], _dumps(message), reports_dropped=dropped)
+            self.outbox.put(self.topics["drift"], dumps(message), reports_dropped=dropped)
             self._seq += 1
             return message["seq"]
 
@@ -248,8 +169,8 @@ class Telemetry:
             with self._lock:
                 self._counts["predictions_dropped"] += 1
             return
-        message = {"device": self.device, "fleet": self.fleet, "session": self._session, "time": _now(), **payload}
-        self._predictions.append(_dumps(message))
+        message = {"device": self.device, "fleet": self.fleet, "session": self._session, "time": utc_now(), **payload}
+        self._predictions.append(dumps(message))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what waits (within ``timeout``), publish the death message, disconnect.
@@ -380,10 +301,10 @@ class Telemetry:
         self._cursor = 0
         self._live_from = self.outbox.last_id
         birth = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
-                 "bdSeq": self._session, "time": _now(),
+                 "bdSeq": self._session, "time": utc_now(),
                  "runtime": {"version": _runtime_version(), "mqtt_protocol": self.settings.protocol},
                  **self._birth}
-        client.publish(self.topics["birth"], _dumps(birth), qos=1, retain=True)
+        client.publish(self.topics["birth"], dumps(birth), qos=1, retain=True)
         if self._records is not None:
             client.subscribe(self._records[0], qos=1)
         with self._lock:
@@ -396,10 +317,7 @@ class Telemetry:
         ok = self._mqtt.MQTT_ERR_SUCCESS
         while not self._stopping.is_set():
             self._pump(client)
-            while self._predictions and not client.want_write():
-                client.publish(self.topics["predictions"], self._predictions.popleft(), qos=0)
-                with self._lock:
-                    self._counts["predictions_sent"] += 1
+            self._publish_predictions(client)
             rc = client.loop(POLL_SECONDS)
             if rc != ok:
                 self.log.warning("MQTT: connection to %s lost (%s); %d window(s) wait in the outbox",
@@ -431,6 +349,7 @@ class Telemetry:
             self._pump(client)
             if client.loop(POLL_SECONDS) != ok:
                 return
+        self._publish_predictions(client, limit=len(self._predictions))
         self._death_acked = False
         self._death_mid = client.publish(self.topics["death"], self._death_payload("shutdown"), qos=1,
                                          retain=True).mid
@@ -444,12 +363,22 @@ class Telemetry:
         self.log.info("MQTT: disconnected from %s; %d window(s) stay in the outbox", self.settings.url,
                       len(self.outbox))
 
+    def _publish_predictions(self, client, limit: int = PREDICTION_BATCH) -> None:
+        """Hand paho up to ``limit`` waiting predictions (QoS 0); its next loop writes them out."""
+        sent = 0
+        while self._predictions and sent < limit:
+            client.publish(self.topics["predictions"], self._predictions.popleft(), qos=0)
+            sent += 1
+        if sent:
+            with self._lock:
+                self._counts["predictions_sent"] += sent
+
     def _death_payload(self, reason: str) -> bytes:
         death = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
                  "bdSeq": self._session, "reason": reason}
         if reason == "shutdown":
-            death["time"] = _now()
-        return _dumps(death)
+            death["time"] = utc_now()
+        return dumps(death)
 
     def _failed(self, message: str) -> None:
         with self._lock:
@@ -512,36 +441,6 @@ class _DebugOnly(logging.LoggerAdapter):
 def _with_historical(payload: bytes, historical: bool) -> bytes:
     """The stored envelope (a JSON object) with ``historical`` appended as its last key."""
     return payload[:-1] + (b',"historical":true}' if historical else b',"historical":false}')
-
-
-def _dumps(obj: dict) -> bytes:
-    """Compact JSON; numpy scalars and arrays become numbers and lists, NaN and infinity become null."""
-    try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_plain).encode()
-    except ValueError:
-        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False, default=_plain).encode()
-
-
-def _plain(value):
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return _finite(value.tolist())
-    raise TypeError(f"{type(value).__name__} {value!r} cannot be sent as JSON")
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _finite(value.tolist())
-    return value
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _runtime_version() -> str:
