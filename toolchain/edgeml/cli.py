@@ -99,8 +99,11 @@ def targets(ctx, as_json):
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
         return
+    width = max(len(p.name) for p in profiles)
+    formats = max(len(", ".join(p.formats)) for p in profiles)
     for p in profiles:
-        click.echo(f"{p.name:<16} {p.arch:<8} {p.ram_mb:>6} MB  {', '.join(p.formats):<12} {p.description}")
+        click.echo(f"{p.name:<{width}}  {p.arch:<8} {p.ram_mb:>6} MB  {', '.join(p.formats):<{formats}}  "
+                   f"{', '.join(p.precisions):<15} {p.description}")
 
 
 @targets.command("show")
