@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt]"
+	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt,tflite]"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EngineError
+from .litert import TfliteEngine
 
 
 class OnnxEngine:
@@ -85,3 +86,4 @@ def engine_formats() -> list[str]:
 
 register_engine(OnnxEngine)
 register_engine(OrtFormatEngine)
+register_engine(TfliteEngine)

@@ -20,9 +20,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pandas as pd
+from edgeml_runtime.schema import InputSchema
+from sklearn.pipeline import Pipeline
 
 from . import bundle as bundles
-from .export.quantize import CompileOptions, NotApplicable, compile_artifact, metric_drop
+from .errors import ExportError
+from .export.quantize import (
+    CompiledArtifact,
+    CompileOptions,
+    NotApplicable,
+    compile_artifact,
+    metric_drop,
+)
 from .metrics import classification_metrics, regression_metrics
 from .targets import TargetProfile
 from .verify import require_parity, verify_artifact
@@ -59,17 +68,34 @@ def test_metrics(task: str, y: np.ndarray, labels: np.ndarray, probabilities) ->
     return regression_metrics(y, labels)
 
 
-def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, target: TargetProfile,
+def tflite_artifact(pipeline: Pipeline, schema: InputSchema, task: str, classes: tuple, precision: str,
+                    calibration: Mapping[str, np.ndarray]) -> CompiledArtifact:
+    """The pipeline written as TFLite (from the fitted pipeline itself: no ONNX-to-TFLite conversion exists)."""
+    from .export.tflite import to_tflite
+
+    try:
+        exp = to_tflite(pipeline, schema, task, classes, precision, calibration)
+    except ExportError as exc:
+        raise NotApplicable("tflite", precision, str(exc)) from None
+    done = (f"{exp.family} pipeline written as TFLite builtin ops ({', '.join(exp.ops)})",)
+    return CompiledArtifact(exp.data, "tflite", precision, done, {"family": exp.family, **exp.details})
+
+
+def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline: Pipeline, target: TargetProfile,
                    calibration: Mapping[str, np.ndarray], test: TestSplit,
                    notice: Callable[[str], None]) -> Outcome:
     """Compile, write, verify and record each wanted artifact; ``manifest`` is updated and rewritten as it goes."""
     task, classes = manifest["task"], tuple(manifest.get("classes") or ())
+    schema = InputSchema.from_list(manifest["inputs"])
     base = manifest["artifacts"][0]
     options = CompileOptions.from_target(target, calibration)
     outcome = Outcome()
     for fmt, precision in wanted(target):
         try:
-            art = compile_artifact(fp32, fmt, precision, options)
+            if fmt == "tflite":
+                art = tflite_artifact(pipeline, schema, task, classes, precision, calibration)
+            else:
+                art = compile_artifact(fp32, fmt, precision, options)
         except NotApplicable as exc:
             outcome.not_shipped.append(exc.to_dict())
             continue

@@ -154,7 +154,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                                f"max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
 
         artifact["test_metrics"] = test_metrics
-        more = make_artifacts(stage, manifest, model, target, encode_frame(split.train, inputs, "the training split"),
+        more = make_artifacts(stage, manifest, model, pipeline, target, encode_frame(split.train, inputs, "the training split"),
                               TestSplit(split.test, host_test, y["test"], test_metrics), report.notice)
         for a in more.artifacts:
             report.stage("verify", f"{a['path']} {a['bytes'] / 1024:.1f} KiB ({a['format']} {a['precision']}) through edgeml_runtime: "

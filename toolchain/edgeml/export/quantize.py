@@ -127,7 +127,7 @@ class CompiledArtifact:
 
     @property
     def suffix(self) -> str:
-        return ".ort" if self.format == "ort" else ".onnx"
+        return {"ort": ".ort", "tflite": ".tflite"}.get(self.format, ".onnx")
 
     def file_name(self, stem: str = "model") -> str:
         """``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``model.ort``, ``model.int8.ort``…"""
@@ -135,7 +135,8 @@ class CompiledArtifact:
 
     def manifest_fields(self) -> dict:
         """Entries for the artifact's manifest record (beside path, bytes, sha256 and outputs)."""
-        return {"format": self.format, "precision": self.precision, "engine": "onnxruntime",
+        return {"format": self.format, "precision": self.precision,
+                "engine": "litert" if self.format == "tflite" else "onnxruntime",
                 "transform": {"done": list(self.done), **self.details}}
 
 
@@ -281,9 +282,6 @@ def compile_artifact(model: onnx.ModelProto, fmt: str, precision: str,
     try:
         make = ARTIFACTS[(fmt, precision)]
     except KeyError:
-        if fmt == "tflite":
-            raise NotApplicable(fmt, precision, "this release has no TFLite exporter; the ONNX artifacts run "
-                                                "wherever onnxruntime does") from None
         known = ", ".join(f"{f}/{p}" for f, p in ARTIFACTS)
         raise ExportError(f"no way to make a {fmt} {precision} artifact; edgeml makes {known}") from None
     return make(model, options or CompileOptions())

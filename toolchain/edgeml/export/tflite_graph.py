@@ -20,9 +20,8 @@ b'TFL3'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import importlib
+from dataclasses import dataclass
 
 import flatbuffers
 import numpy as np
@@ -197,7 +196,7 @@ class Graph:
                 b.StartVector(1, len(data), 16)  # 16-byte aligned constant data
                 b.head = b.head - len(data)
                 b.Bytes[b.head:b.head + len(data)] = data
-                vec = b.EndVector(len(data))
+                vec = b.EndVector()
             _fb("Buffer").BufferStart(b)
             if vec is not None:
                 _fb("Buffer").BufferAddData(b, vec)
@@ -298,7 +297,7 @@ def _offset_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
     b.StartVector(4, len(offsets), 4)
     for off in reversed(offsets):
         b.PrependUOffsetTRelative(off)
-    return b.EndVector(len(offsets))
+    return b.EndVector()
 
 
-__all__ = ["ACTIVATIONS", "Graph", "Quant", "TENSOR_TYPES", "Tensor"]
+__all__ = ["ACTIVATIONS", "TENSOR_TYPES", "Graph", "Quant", "Tensor"]

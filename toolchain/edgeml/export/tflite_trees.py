@@ -263,4 +263,4 @@ TREE_FAMILIES = {
     "XGBRegressor": from_xgboost,
 }
 
-__all__ = ["Ensemble", "Node", "TREE_FAMILIES", "float32_below", "pack"]
+__all__ = ["TREE_FAMILIES", "Ensemble", "Node", "float32_below", "pack"]

@@ -1,0 +1,181 @@
+"""Runs TFLite (LiteRT) artifacts: the engine for format ``tflite``.
+
+A TFLite model written by edgeml takes one float32 matrix ``features``
+[n, F]: the model features in the manifest's order, numbers as floats (NaN
+when missing) and categories as integer codes (the position of the value in
+the column's code table, -1 for a value the model does not know). The code
+tables travel inside the file (metadata ``edgeml``, JSON), so the engine
+takes the same feeds as the ONNX engine — feature name to an (n, 1) array,
+text for categories — and returns what the ONNX artifact returns: ``label``
+(int64 [n]) and ``probabilities`` [n, K] for classifiers, ``variable``
+[n, 1] for regressors.
+
+Example:
+
+>>> tables = {"type": ["H", "L", "M"]}
+>>> feeds = {"temp": np.array([[21.5], [np.nan]], np.float32), "type": np.array([["M"], ["X"]], object)}
+>>> feeds_to_matrix(feeds, tables, ["temp", "type"]).tolist()
+[[21.5, 2.0], [nan, -1.0]]
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EngineError
+
+#: The name of the flatbuffer metadata entry that holds edgeml's JSON description.
+METADATA_KEY = "edgeml"
+#: Output names, the same as the ONNX artifacts' (the manifest's ``outputs`` point at them).
+CLASSIFIER_OUTPUTS = ("label", "probabilities")
+REGRESSOR_OUTPUTS = ("variable",)
+
+
+def feeds_to_matrix(feeds: Mapping[str, np.ndarray], tables: Mapping[str, Sequence[str]],
+                    features: Sequence[str]) -> np.ndarray:
+    """The [n, F] float32 matrix a TFLite model takes, from per-feature (n, 1) feeds."""
+    columns = []
+    for f in features:
+        try:
+            v = np.asarray(feeds[f]).reshape(-1)
+        except KeyError:
+            raise EngineError(f"feed {f!r} is missing; the TFLite model takes {', '.join(features)}") from None
+        if f in tables:
+            codes = {c: float(i) for i, c in enumerate(tables[f])}
+            get = codes.get
+            columns.append(np.fromiter((get(s, -1.0) for s in v.tolist()), dtype=np.float32, count=len(v)))
+        else:
+            columns.append(v.astype(np.float32, copy=False))
+    if not columns:
+        return np.zeros((0, 0), np.float32)
+    return np.stack(columns, axis=1)
+
+
+def read_metadata(data: bytes, key: str = METADATA_KEY) -> bytes | None:
+    """The bytes of metadata entry ``key`` of a ``.tflite`` flatbuffer, or None (read without any schema package)."""
+
+    def u32(pos: int) -> int:
+        return struct.unpack_from("<I", data, pos)[0]
+
+    def field(table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", data, table)[0]
+        vt_size = struct.unpack_from("<H", data, vtable)[0]
+        slot = 4 + 2 * index
+        if slot >= vt_size:
+            return None
+        off = struct.unpack_from("<H", data, vtable + slot)[0]
+        return table + off if off else None
+
+    def vector(pos: int) -> tuple[int, int]:
+        start = pos + u32(pos)
+        return start + 4, u32(start)
+
+    def string(pos: int) -> str:
+        start, n = vector(pos)
+        return data[start:start + n].decode()
+
+    try:
+        root = u32(0)
+        buffers_at, metadata_at = field(root, 4), field(root, 6)
+        if metadata_at is None or buffers_at is None:
+            return None
+        entries, count = vector(metadata_at)
+        buffers, _ = vector(buffers_at)
+        for i in range(count):
+            entry = entries + 4 * i + u32(entries + 4 * i)
+            name_at, buffer_at = field(entry, 0), field(entry, 1)
+            if name_at is None or string(name_at) != key:
+                continue
+            index = u32(buffer_at) if buffer_at is not None else 0
+            buf = buffers + 4 * index + u32(buffers + 4 * index)
+            data_at = field(buf, 0)
+            if data_at is None:
+                return b""
+            start, n = vector(data_at)
+            return bytes(data[start:start + n])
+    except (struct.error, IndexError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    raise EngineError(
+        "no TFLite interpreter is installed (neither ai-edge-litert nor tflite-runtime imports); install the "
+        "runtime with its TFLite engine: pip install 'edgeml-runtime[tflite]'"
+    )
+
+
+class TfliteEngine:
+    """Runs an edgeml TFLite artifact in LiteRT (``ai_edge_litert``), or ``tflite_runtime`` where only that imports.
+
+    ``tables`` (feature name -> code table) overrides the tables stored in
+    the file; ``providers`` is accepted for the engine interface and ignored
+    (the CPU kernels, with XNNPACK where the interpreter enables it, run).
+    """
+
+    format = "tflite"
+    extra = "tflite"
+
+    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None,
+                 tables: Mapping[str, Sequence[str]] | None = None):
+        Interpreter = _interpreter_class()
+        data = Path(path).read_bytes()
+        raw = read_metadata(data)
+        if raw is None:
+            raise EngineError(f"{path} has no '{METADATA_KEY}' metadata: it was not written by edgeml's TFLite "
+                              "exporter; rebuild the bundle")
+        try:
+            self.metadata = json.loads(raw)
+            columns = self.metadata["input"]["columns"]
+            self.task = self.metadata["task"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineError(f"{path}: the '{METADATA_KEY}' metadata is malformed ({exc}); rebuild the bundle") from None
+        self.input_names = [c["feature"] for c in columns]
+        self.tables = dict(tables) if tables is not None else {c["feature"]: c["codes"] for c in columns if "codes" in c}
+        self.output_names = list(CLASSIFIER_OUTPUTS if self.task == "classification" else REGRESSOR_OUTPUTS)
+        try:
+            self.interpreter = Interpreter(model_content=data, num_threads=threads)
+        except Exception as exc:  # noqa: BLE001 (the interpreters raise ValueError/RuntimeError with their own text)
+            raise EngineError(f"the TFLite interpreter cannot load {path}: {exc}") from None
+        self._input = self.interpreter.get_input_details()[0]["index"]
+        self._output = self.interpreter.get_output_details()[0]["index"]
+        self._rows = -1
+
+    def run_matrix(self, X: np.ndarray) -> np.ndarray:
+        """The raw model output (probabilities or values) for a ready [n, F] float32 matrix."""
+        n = X.shape[0]
+        if n != self._rows:
+            self.interpreter.resize_tensor_input(self._input, [n, len(self.input_names)], strict=False)
+            self.interpreter.allocate_tensors()
+            self._rows = n
+        self.interpreter.set_tensor(self._input, np.ascontiguousarray(X, dtype=np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs, in the order of :attr:`output_names` (the ONNX artifact's)."""
+        out = self.run_matrix(feeds_to_matrix(feeds, self.tables, self.input_names))
+        if self.task == "classification":
+            return [np.argmax(out, axis=1).astype(np.int64), out]
+        return [out.reshape(-1, 1)]
+
+
+__all__ = ["CLASSIFIER_OUTPUTS", "METADATA_KEY", "REGRESSOR_OUTPUTS", "TfliteEngine", "feeds_to_matrix",
+           "read_metadata"]

@@ -1,0 +1,412 @@
+"""Export a fitted host pipeline, preprocessing included, to a TFLite (LiteRT) model — without TensorFlow.
+
+The model takes one input, ``features`` [n, F] float32: the manifest's
+model features in order, numbers as floats (NaN for missing), categorical
+columns as integer codes — the position of the value in the column's
+``categories``, -1 for one the model does not know (strings cannot enter a
+TFLite graph; :mod:`edgeml_runtime.litert` does this mapping on the device,
+from the code tables stored in the file). It returns ``probabilities``
+[n, K] (classification) or ``value`` [n, 1] (regression).
+
+Everything is builtin TFLite operators: median imputation
+(``SELECT_V2(NOT_EQUAL(x, x), median, x)``), one-hot encoding (``EQUAL``
+against each column's codes, ``CAST``), scaling (``SUB``, ``MUL``), then
+linear and logistic models and MLPs (``FULLY_CONNECTED`` and activations)
+or tree ensembles in the GEMM formulation (:mod:`.tflite_trees`:
+``GATHER``, ``LESS_EQUAL``/``LESS``, ``BATCH_MATMUL``, ``EQUAL``,
+``FULLY_CONNECTED``). The input names, the code tables and the outputs'
+meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
+C++ or Android consumer needs nothing else.
+
+Precisions (:data:`PRECISIONS`): ``fp32``; ``fp16`` (weights stored as
+float16 and widened by ``DEQUANTIZE``; tree thresholds stay float32, as a
+rounded threshold would flip decisions); ``int8`` for linear models and MLPs
+(int8 weights, int8 activations calibrated on training rows, int32 biases;
+the preprocessing, the input and the output link stay float32 because NaN
+marks a missing value). Tree ensembles are refused in int8, see
+:data:`TREES_NOT_INT8`.
+
+Example::
+
+    exported = to_tflite(pipeline, schema, "classification", classes=(0, 1), precision="fp32")
+    Path("model.tflite").write_bytes(exported.data)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from edgeml_runtime.litert import METADATA_KEY, feeds_to_matrix
+from edgeml_runtime.schema import InputSchema
+from sklearn.pipeline import Pipeline
+
+from ..errors import ExportError
+from .tflite_graph import ACTIVATIONS, Graph, Quant, Tensor
+from .tflite_trees import TREE_FAMILIES, Ensemble
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TREES_NOT_INT8 = (
+    "tree ensembles are not exported in int8: each split compares an input with a threshold, and quantizing inputs "
+    "and thresholds to 256 levels moves rows across splits, so most rows would reach other leaves than in the host "
+    "model; use fp32 (exact) or fp16 (float16 leaf values, float32 thresholds, exact decisions)"
+)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """One fully connected layer: ``act(x @ weight.T + bias)``, weight [out, in]."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    act: str  # "identity", "relu", "tanh", "logistic"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Median imputation of the numeric features, one-hot of the categorical codes, optional standard scaling."""
+
+    numeric: list[int]          # input columns imputed, in output order
+    median: np.ndarray          # [len(numeric)]
+    onehot: list[tuple[int, int]]  # (input column, code) per one-hot output, in output order
+    mean: np.ndarray | None = None
+    inv_scale: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        return len(self.numeric) + len(self.onehot)
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """The model inputs in numpy, float32 as in the graph."""
+        num = X[:, self.numeric]
+        num = np.where(np.isnan(num), self.median.astype(np.float32), num)
+        cols, codes = (np.array(v) for v in zip(*self.onehot)) if self.onehot else (np.zeros(0, int), np.zeros(0))
+        hot = (X[:, cols] == codes.astype(np.float32)).astype(np.float32)
+        Z = np.concatenate([num, hot], axis=1).astype(np.float32)
+        if self.mean is not None:
+            Z = (Z - self.mean) * self.inv_scale
+        return Z.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TfliteExport:
+    """The ``.tflite`` bytes and what they hold (also written into the file as metadata)."""
+
+    data: bytes
+    metadata: dict
+    precision: str
+    family: str
+    ops: tuple[str, ...]
+    details: dict = field(default_factory=dict)
+
+
+# --- reading the pipeline ---------------------------------------------------------------------------
+
+
+def read_preprocess(pipeline: Pipeline, schema: InputSchema) -> Preprocess:
+    """The preprocessing of ``pipeline`` (ColumnTransformer, optional StandardScaler) as arrays over input columns."""
+    from sklearn.preprocessing import StandardScaler
+
+    features = schema.features
+    position = {f: i for i, f in enumerate(features)}
+    by_feature = {c.features[0]: c for c in schema.columns if c.kind == "categorical"}
+    numeric, median, onehot = [], [], []
+    for name, trans, cols in pipeline.steps[0][1].transformers_:
+        if trans == "drop" or name == "remainder":
+            continue
+        cols = list(cols)
+        missing = [c for c in cols if c not in position]
+        if missing:
+            raise ExportError(f"the pipeline's {name!r} step reads feature(s) {missing[:3]} that the input schema "
+                              f"does not have (it has {features[:5]}...); rebuild the pipeline from this schema")
+        kind = type(trans).__name__
+        if kind == "SimpleImputer":
+            if trans.strategy not in ("median", "mean", "constant", "most_frequent") or trans.add_indicator:
+                raise ExportError(f"SimpleImputer(strategy={trans.strategy!r}, add_indicator={trans.add_indicator}) "
+                                  "is not supported by the TFLite exporter; use edgeml's median imputer")
+            for c, stat in zip(cols, trans.statistics_):
+                if np.isnan(stat) and not trans.keep_empty_features:
+                    continue  # scikit-learn drops a column that was empty in training
+                numeric.append(position[c])
+                median.append(0.0 if np.isnan(stat) else float(stat))
+        elif kind == "OneHotEncoder":
+            if trans.drop_idx_ is not None or getattr(trans, "_infrequent_enabled", False):
+                raise ExportError("OneHotEncoder with drop= or infrequent categories is not supported by the TFLite "
+                                  "exporter; use edgeml's encoder (explicit categories, handle_unknown='ignore')")
+            for c, cats in zip(cols, trans.categories_):
+                table = list(by_feature[c].categories) if c in by_feature else []
+                for cat in cats:
+                    if cat not in table:
+                        raise ExportError(f"category {cat!r} of feature {c!r} is not in the schema's categories "
+                                          f"{table[:5]}; the encoder and the schema disagree, rebuild the pipeline")
+                    onehot.append((position[c], table.index(cat)))
+        else:
+            raise ExportError(f"preprocessing step {kind} ({name!r}) is not supported by the TFLite exporter; it "
+                              "takes SimpleImputer on numbers and OneHotEncoder on categories")
+    mean = inv_scale = None
+    for _, step in pipeline.steps[1:-1]:
+        if not isinstance(step, StandardScaler):
+            raise ExportError(f"pipeline step {type(step).__name__} is not supported by the TFLite exporter; "
+                              "between preprocessing and the model it takes one StandardScaler")
+        width = len(numeric) + len(onehot)
+        mean = (step.mean_ if step.with_mean else np.zeros(width)).astype(np.float32)
+        inv_scale = (1.0 / step.scale_ if step.with_std else np.ones(width)).astype(np.float32)
+    return Preprocess(numeric, np.array(median, np.float32), onehot, mean, inv_scale)
+
+
+def _estimator(pipeline: Pipeline):
+    est = pipeline.steps[-1][1]
+    if isinstance(est, Pipeline):  # a StandardizedModel left wrapped
+        raise ExportError("the pipeline's last step is itself a Pipeline; flatten it with edgeml.learners.model_steps")
+    return est
+
+
+def read_dense(est, task: str) -> tuple[list[Dense], str]:
+    """Linear models and MLPs as fully connected layers, and the output head."""
+    kind = type(est).__name__
+    if kind in ("MLPClassifier", "MLPRegressor"):
+        act = {"relu": "relu", "tanh": "tanh", "logistic": "logistic", "identity": "identity"}[est.activation]
+        layers = [Dense(w.T.astype(np.float32), b.astype(np.float32), act) for w, b in zip(est.coefs_, est.intercepts_)]
+        layers[-1] = Dense(layers[-1].weight, layers[-1].bias, "identity")
+        head = {"logistic": "sigmoid2", "softmax": "softmax", "identity": "identity"}[est.out_activation_]
+        return layers, head
+    coef = np.atleast_2d(np.asarray(est.coef_, np.float64))
+    bias = np.atleast_1d(np.asarray(est.intercept_, np.float64))
+    if task == "classification":
+        if kind != "LogisticRegression":
+            raise ExportError(f"{kind} has no probabilities the TFLite exporter can compute; use LogisticRegression")
+        if len(est.classes_) > 2 and (getattr(est, "multi_class", "auto") == "ovr" or est.solver == "liblinear"):
+            raise ExportError("one-vs-rest multiclass LogisticRegression is not supported by the TFLite exporter; "
+                              "use a multinomial solver (lbfgs, saga)")
+        head = "sigmoid2" if coef.shape[0] == 1 else "softmax"
+    else:
+        head = "identity"
+    return [Dense(coef.astype(np.float32), bias.astype(np.float32), "identity")], head
+
+
+def family_of(est) -> str:
+    kind = type(est).__name__
+    if kind in TREE_FAMILIES:
+        return "trees"
+    if kind.startswith("MLP"):
+        return "mlp"
+    if hasattr(est, "coef_") and hasattr(est, "intercept_"):
+        return "linear"
+    raise ExportError(f"{kind} is not supported by the TFLite exporter; it takes LogisticRegression, linear "
+                      f"regressors, MLPs and tree ensembles ({', '.join(sorted(TREE_FAMILIES))})")
+
+
+# --- graph emission ---------------------------------------------------------------------------------
+
+
+class _Weights:
+    """Makes weight constants at one precision: fp32 as is, fp16 stored half and widened by DEQUANTIZE."""
+
+    def __init__(self, g: Graph, precision: str):
+        self.g, self.half = g, precision == "fp16"
+
+    def __call__(self, name: str, value: np.ndarray) -> Tensor:
+        value = np.asarray(value, np.float32)
+        if not self.half:
+            return self.g.const(name, value)
+        h = self.g.const(f"{name}_fp16", value.astype(np.float16))
+        return self.g.op("DEQUANTIZE", [h], value.shape, name=name, batched=False)
+
+    def exact_int8(self, name: str, value: np.ndarray) -> Tensor:
+        """A constant of small integers (tree paths: -1, 0, +1), stored int8 and widened exactly."""
+        q = self.g.const(f"{name}_int8", value.astype(np.int8), quant=Quant(np.ones(1), np.zeros(1)))
+        return self.g.op("DEQUANTIZE", [q], value.shape, name=name, batched=False)
+
+
+def emit_preprocess(g: Graph, x: Tensor, pre: Preprocess) -> Tensor:
+    parts = []
+    if pre.numeric:
+        num = x
+        if pre.numeric != list(range(x.shape[0])):
+            num = g.op("GATHER", [x, g.const("numeric_columns", np.array(pre.numeric, np.int32))],
+                       (len(pre.numeric),), name="numeric", axis=1)
+        missing = g.op("NOT_EQUAL", [num, num], num.shape, np.bool_, name="is_missing")
+        parts.append(g.op("SELECT_V2", [missing, g.const("median", pre.median), num], num.shape, name="imputed"))
+    if pre.onehot:
+        cols, codes = zip(*pre.onehot)
+        k = len(cols)
+        picked = g.op("GATHER", [x, g.const("category_columns", np.array(cols, np.int32))], (k,),
+                      name="category_codes", axis=1)
+        hit = g.op("EQUAL", [picked, g.const("category_code", np.array(codes, np.float32))], (k,), np.bool_,
+                   name="is_category")
+        parts.append(g.op("CAST", [hit], (k,), name="onehot"))
+    z = parts[0] if len(parts) == 1 else g.op("CONCATENATION", parts, (pre.width,), name="encoded", Axis=1)
+    if pre.mean is not None:
+        z = g.op("SUB", [z, g.const("scaler_mean", pre.mean)], (pre.width,), name="centred")
+        z = g.op("MUL", [z, g.const("scaler_inv_scale", pre.inv_scale)], (pre.width,), name="scaled")
+    return z
+
+
+def emit_dense(g: Graph, z: Tensor, layers: list[Dense], weights: _Weights) -> Tensor:
+    for i, layer in enumerate(layers):
+        fused = {"relu": "RELU", "tanh": "TANH"}.get(layer.act, "NONE")
+        out = layer.weight.shape[0]
+        z = g.op("FULLY_CONNECTED", [z, weights(f"dense{i}_weight", layer.weight), weights(f"dense{i}_bias", layer.bias)],
+                 (out,), name=f"dense{i}", FusedActivationFunction=ACTIVATIONS[fused])
+        if layer.act == "logistic":
+            z = g.op("LOGISTIC", [z], (out,), name=f"dense{i}_logistic")
+    return z
+
+
+def emit_trees(g: Graph, z: Tensor, e: Ensemble, weights: _Weights) -> Tensor:
+    t, n_int = e.feature.shape
+    n_leaf, k = e.values.shape[1], e.values.shape[2]
+    picked = g.op("GATHER", [z, g.const("tree_features", e.feature.ravel())], (t * n_int,), name="tree_inputs", axis=1)
+    go = g.op(e.compare, [picked, g.const("tree_thresholds", e.threshold.ravel())], (t * n_int,), np.bool_,
+              name="goes_left")
+    go = g.op("CAST", [go], (t * n_int,), name="goes_left_f")
+    go = g.op("RESHAPE", [go, g.const("per_tree_shape", np.array([-1, t, 1, n_int], np.int32))], (t, 1, n_int),
+              name="goes_left_per_tree")
+    paths = weights.exact_int8("tree_paths", e.paths)
+    reached = g.op("BATCH_MATMUL", [go, paths], (t, 1, n_leaf), name="path_score")
+    reached = g.op("RESHAPE", [reached, g.const("leaves_shape", np.array([-1, t * n_leaf], np.int32))],
+                   (t * n_leaf,), name="path_score_flat")
+    hit = g.op("EQUAL", [reached, g.const("tree_lefts", e.lefts.ravel())], (t * n_leaf,), np.bool_, name="leaf_hit")
+    hit = g.op("CAST", [hit], (t * n_leaf,), name="leaf_onehot")
+    values = e.values.reshape(t * n_leaf, k).T
+    return g.op("FULLY_CONNECTED", [hit, weights("leaf_values", values), weights("base_score", e.bias)], (k,),
+                name="raw_score")
+
+
+def emit_head(g: Graph, raw: Tensor, head: str) -> Tensor:
+    if head == "sigmoid2":
+        p = g.op("LOGISTIC", [raw], (1,), name="p1")
+        q = g.op("SUB", [g.const("one", np.ones(1, np.float32)), p], (1,), name="p0")
+        return g.op("CONCATENATION", [q, p], (2,), name="probabilities", Axis=1)
+    if head == "softmax":
+        return g.op("SOFTMAX", [raw], raw.shape, name="probabilities")
+    return raw
+
+
+# --- int8 -------------------------------------------------------------------------------------------
+
+
+def _affine(lo: float, hi: float) -> Quant:
+    """int8 scale and zero point covering [lo, hi] (widened to include 0)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-8) / 255.0
+    zero = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return Quant(np.array([scale]), np.array([zero]))
+
+
+def emit_dense_int8(g: Graph, z: Tensor, layers: list[Dense], Zcal: np.ndarray) -> tuple[Tensor, dict]:
+    """int8 fully connected layers (per-tensor symmetric weights, int32 bias), activations calibrated on ``Zcal``."""
+    q_in = _affine(float(Zcal.min()), float(Zcal.max()))
+    x = g.op("QUANTIZE", [z], z.shape, np.int8, name="inputs_int8", quant=q_in)
+    a = Zcal.astype(np.float64)
+    for i, layer in enumerate(layers):
+        w = layer.weight.astype(np.float64)
+        s_w = max(float(np.abs(w).max()), 1e-12) / 127.0
+        wq = np.clip(np.round(w / s_w), -127, 127).astype(np.int8)
+        s_in = float(x.quant.scale[0])
+        bq = np.round(layer.bias / (s_in * s_w)).astype(np.int32)
+        pre_act = a @ w.T + layer.bias
+        post = {"relu": np.maximum(pre_act, 0), "tanh": np.tanh(pre_act),
+                "logistic": 1 / (1 + np.exp(-pre_act)), "identity": pre_act}[layer.act]
+        fused = "RELU" if layer.act == "relu" else "NONE"
+        out_range = post if fused == "RELU" else pre_act
+        q_out = _affine(float(out_range.min()), float(out_range.max()))
+        out = layer.weight.shape[0]
+        wt = g.const(f"dense{i}_weight_int8", wq, quant=Quant(np.array([s_w]), np.zeros(1)))
+        bt = g.const(f"dense{i}_bias_int32", bq, quant=Quant(np.array([s_in * s_w]), np.zeros(1)))
+        x = g.op("FULLY_CONNECTED", [x, wt, bt], (out,), np.int8, name=f"dense{i}", quant=q_out,
+                 FusedActivationFunction=ACTIVATIONS[fused])
+        if layer.act == "tanh":
+            x = g.op("TANH", [x], (out,), np.int8, name=f"dense{i}_tanh", quant=Quant(np.array([1 / 128]), np.zeros(1)))
+        elif layer.act == "logistic":
+            x = g.op("LOGISTIC", [x], (out,), np.int8, name=f"dense{i}_logistic",
+                     quant=Quant(np.array([1 / 256]), np.array([-128])))
+        a = post
+    raw = g.op("DEQUANTIZE", [x], x.shape, name="raw_score")
+    return raw, {"method": "static, per-tensor symmetric int8 weights, int8 activations (min-max)",
+                 "calibration_rows": len(Zcal)}
+
+
+# --- the exporter -----------------------------------------------------------------------------------
+
+
+def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), precision: str = "fp32",
+              calibration: Mapping[str, np.ndarray] | None = None) -> TfliteExport:
+    """Compile ``pipeline`` into a ``.tflite`` model at ``precision``; what cannot be exported is an :class:`ExportError`.
+
+    ``calibration`` (int8 only) holds training-split feeds as
+    ``FeatureEncoder.encode`` returns them (feature name -> (n, 1) array).
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"TFLite precision {precision!r} is unknown; the exporter writes {', '.join(PRECISIONS)}")
+    est = _estimator(pipeline)
+    family = family_of(est)
+    if family == "trees" and precision == "int8":
+        raise ExportError(TREES_NOT_INT8)
+    pre = read_preprocess(pipeline, schema)
+    g = Graph()
+    features = schema.features
+    x = g.input("features", (len(features),))
+    z = emit_preprocess(g, x, pre)
+    weights = _Weights(g, precision)
+    details: dict = {}
+    if family == "trees":
+        ensemble = TREE_FAMILIES[type(est).__name__](est, task)
+        raw, head = emit_trees(g, z, ensemble, weights), ensemble.head
+        details["trees"] = {"trees": ensemble.trees, "max_internal_nodes": int(ensemble.feature.shape[1]),
+                            "max_leaves": int(ensemble.lefts.shape[1]), "compare": ensemble.compare}
+    else:
+        layers, head = read_dense(est, task)
+        if precision == "int8":
+            if calibration is None:
+                raise ExportError("int8 TFLite needs calibration rows: pass feeds from the training split "
+                                  "(calibration=encode_frame(split.train, schema, ...))")
+            Zcal = pre.apply(feeds_to_matrix(calibration, schema_tables(schema), features)[:1000])
+            raw, details["quantization"] = emit_dense_int8(g, z, layers, Zcal)
+        else:
+            raw = emit_dense(g, z, layers, weights)
+    out = emit_head(g, raw, head)
+    g.output(out, "probabilities" if task == "classification" else "value")
+    metadata = describe(schema, task, classes, precision, family, type(est).__name__)
+    data = g.serialize({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    if precision != "fp32":
+        full = to_tflite(pipeline, schema, task, classes, "fp32").data
+        if len(data) >= len(full):
+            raise ExportError(f"TFLite {precision} would not make this {type(est).__name__} model smaller "
+                              f"({len(data):,} bytes vs {len(full):,} in fp32): its weights are too few for the "
+                              "conversion operators to pay off; use fp32")
+        details["bytes_fp32"] = len(full)
+    return TfliteExport(data, metadata, precision, family, tuple(g.op_names), details)
+
+
+def schema_tables(schema: InputSchema) -> dict[str, list[str]]:
+    """Per categorical feature, its code table: the value at position ``i`` has code ``i``."""
+    return {c.features[0]: list(c.categories) for c in schema.columns if c.kind == "categorical"}
+
+
+def describe(schema: InputSchema, task: str, classes, precision: str, family: str, estimator: str) -> dict:
+    """The metadata written into the file: enough for a consumer without Python or the manifest."""
+    columns = []
+    for c in schema.columns:
+        for f in c.features:
+            entry = {"feature": f, "column": c.name, "kind": c.kind}
+            if c.kind == "categorical":
+                entry["codes"] = list(c.categories)
+            columns.append(entry)
+    outputs = ({"probabilities": {"tensor": "probabilities", "classes": list(classes)}}
+               if task == "classification" else {"value": {"tensor": "value"}})
+    return {
+        "format": "edgeml-tflite/1",
+        "task": task,
+        "input": {"tensor": "features", "dtype": "float32", "columns": columns,
+                  "missing": "NaN for a missing number; a category's code is its position in 'codes', -1 if unknown"},
+        "outputs": outputs,
+        "precision": precision,
+        "model": {"family": family, "estimator": estimator},
+    }
+
+
+__all__ = ["PRECISIONS", "TREES_NOT_INT8", "TfliteExport", "describe", "read_preprocess", "schema_tables",
+           "to_tflite"]
