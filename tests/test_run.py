@@ -97,7 +97,9 @@ def test_birth_windows_and_death_arrive_with_documented_fields(broker, demo_bund
     for p in predictions:
         validate("prediction", p)
         assert p["prediction"] in (0, 1) and abs(sum(p["probabilities"].values()) - 1) < 1e-5
-    assert any("'fast'" in e for w in windows for e in w["errors"])
+    errors = [e for w in windows for e in w["errors"]]
+    assert "row 251: is not valid JSON" in " ".join(errors)  # rows counted across the whole stream
+    assert any(e.startswith("row 252, column 'rpm'") and "'fast'" in e for e in errors), errors
     assert "3 drift windows" in err or "drift windows" in err
 
 

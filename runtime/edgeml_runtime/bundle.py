@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,18 +133,24 @@ def verify_artifact(bundle: os.PathLike, artifact: Artifact) -> Path:
     return path
 
 
-def open_bundle(path: os.PathLike) -> Path:
-    """The bundle folder for ``path``: the folder itself, or a ``.tar.gz`` unpacked to a temporary folder."""
+@contextmanager
+def open_bundle(path: os.PathLike):
+    """The bundle folder for ``path``: the folder itself, or a ``.tar.gz`` unpacked into a temporary folder
+    that is removed on leaving the ``with`` block (engines hold their model in memory by then)."""
     p = Path(path)
     if p.is_dir():
-        return p
-    if p.is_file() and p.name.endswith((".tar.gz", ".tgz")):
-        dest = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))
+        yield p
+        return
+    if not (p.is_file() and p.name.endswith((".tar.gz", ".tgz"))):
+        raise BundleError(f"{p} does not exist or is not a bundle folder or .tar.gz")
+    dest = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))
+    try:
         try:
             with tarfile.open(p, "r:gz") as tar:
                 tar.extractall(dest, filter="data")
         except (tarfile.TarError, OSError) as exc:
             raise BundleError(f"{p} is not a readable bundle archive ({exc})") from None
         inner = [d for d in dest.iterdir() if d.is_dir()]
-        return inner[0] if len(inner) == 1 and not (dest / MANIFEST).exists() else dest
-    raise BundleError(f"{p} does not exist or is not a bundle folder or .tar.gz")
+        yield inner[0] if len(inner) == 1 and not (dest / MANIFEST).exists() else dest
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)

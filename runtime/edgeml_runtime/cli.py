@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import EdgeMLError, InputError, RowError
 from .model import Model
-from .records import FORMATS, RecordWriter, guess_format, open_text, read_chunks
+from .records import FORMATS, RecordWriter, guess_format, open_text, output_file, read_chunks
 
 SHOW_ERRORS = 10
 
@@ -114,32 +114,36 @@ def _score(args) -> int:
     skipped: list[RowError] = []
     scored = 0
     noted_ignored = False
-    with open_text(args.input) as src, open_text(args.output, "w") as dst:
-        writer = RecordWriter(dst, fmt, model.classes)
-        for chunk in read_chunks(src, fmt):
-            if chunk.columns is not None:
-                missing = model.encoder.missing_columns(chunk.columns)
-                if missing:
-                    raise InputError(
-                        f"{args.input} has no column(s) {', '.join(map(repr, missing))}; the model needs "
-                        f"{', '.join(map(repr, model.manifest.schema.names))}"
-                    )
-            if chunk.errors and args.on_error == "fail":
-                raise chunk.errors[0]
-            rows = [chunk.first_row + j for j, r in enumerate(chunk.records) if r is not None]
-            records = [r for r in chunk.records if r is not None]
-            try:
-                result = model.predict(records, on_error=args.on_error)
-            except RowError as e:
-                raise RowError(rows[e.row - 1], e.column, e.reason) from None
-            errors = chunk.errors + [RowError(rows[e.row - 1], e.column, e.reason) for e in result.errors]
-            skipped.extend(sorted(errors, key=lambda e: e.row))
-            if result.ignored_columns and not noted_ignored:
-                print(f"edgeml-runtime: note: column(s) {', '.join(map(repr, result.ignored_columns))} are not "
-                      "model inputs; passed through unchanged", file=sys.stderr)
-                noted_ignored = True
-            writer.write([records[i] for i in result.rows], result.labels, result.probabilities)
-            scored += len(result)
+    try:
+        with open_text(args.input) as src, output_file(args.output, args.input) as dst:
+            writer = RecordWriter(dst, fmt, model.classes)
+            for chunk in read_chunks(src, fmt):
+                if chunk.columns is not None:
+                    missing = model.encoder.missing_columns(chunk.columns)
+                    if missing:
+                        raise InputError(
+                            f"{args.input} has no column(s) {', '.join(map(repr, missing))}; the model needs "
+                            f"{', '.join(map(repr, model.manifest.schema.names))}"
+                        )
+                    writer.columns = chunk.columns
+                rows = [chunk.first_row + j for j, r in enumerate(chunk.records) if r is not None]
+                records = [r for r in chunk.records if r is not None]
+                result = model.predict(records, on_error="skip", row_numbers=rows)
+                errors = chunk.errors + list(result.errors)
+                errors.sort(key=lambda e: e.row)
+                if errors and args.on_error == "fail":
+                    raise errors[0]
+                skipped.extend(errors)
+                if result.ignored_columns and not noted_ignored:
+                    print(f"edgeml-runtime: note: column(s) {', '.join(map(repr, result.ignored_columns))} are "
+                          "not model inputs; passed through unchanged", file=sys.stderr)
+                    noted_ignored = True
+                writer.write([records[i] for i in result.rows], result.labels, result.probabilities)
+                scored += len(result)
+            writer.finish()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{args.input} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "re-save it as UTF-8") from None
     if skipped:
         print(f"edgeml-runtime: scored {scored} row(s), skipped {len(skipped)}:", file=sys.stderr)
         for e in skipped[:SHOW_ERRORS]:
@@ -220,7 +224,8 @@ def _default_outbox(fleet: str, device: str) -> str:
 def _info(args) -> int:
     from .bundle import open_bundle, read_manifest
 
-    m = read_manifest(open_bundle(args.bundle))
+    with open_bundle(args.bundle) as folder:
+        m = read_manifest(folder)
     if args.json:
         print(json.dumps(m.data, indent=2))
         return 0

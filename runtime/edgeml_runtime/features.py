@@ -35,12 +35,13 @@ from .schema import DATETIME_PARTS, InputColumn, InputSchema
 ABSENT = type("Absent", (), {"__repr__": lambda self: "<absent>"})()
 
 #: Text that means "no value" in a numeric, boolean or datetime column (compared lower-cased, stripped).
-NA_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "?"})
+NA_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a", "?"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
 
 _NAN = float("nan")
 _INF = (float("inf"), float("-inf"))
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class BadValue(ValueError):
@@ -65,13 +66,18 @@ def to_number(v) -> float:
             if v.strip().lower() in NA_TOKENS:
                 return _NAN
             raise BadValue(f"could not read {v!r} as a number") from None
-        if f in _INF:
-            raise BadValue(f"{v!r} is not a finite number")
+        if not -_F32_MAX <= f <= _F32_MAX and f == f:
+            raise BadValue(f"{v!r} is not a finite 32-bit number")
         return f
     if t is float or t is int:
-        if v in _INF:
-            raise BadValue(f"{v!r} is not a finite number")
-        return float(v)
+        try:
+            f = float(v)
+        except OverflowError:
+            f = _INF[0]
+        if not -_F32_MAX <= f <= _F32_MAX and f == f:
+            shown = repr(v) if t is float else f"{str(v)[:20]}…"
+            raise BadValue(f"{shown} is not a finite 32-bit number")
+        return f
     if v is None:
         return _NAN
     if v is ABSENT:

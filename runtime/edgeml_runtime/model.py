@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,28 +90,28 @@ class Model:
         of that precision; by default the best for this device is used
         (:mod:`edgeml_runtime.device`), falling back to the next that runs.
         """
-        folder = open_bundle(bundle)
-        manifest = read_manifest(folder)
-        caps = device.detect()
-        if artifact is not None:
-            candidates = [a for a in manifest.artifacts if a.path == artifact]
-            if not candidates:
-                raise EngineError(
-                    f"bundle {folder} has no artifact {artifact!r}; it has "
-                    f"{', '.join(a.path for a in manifest.artifacts)}"
-                )
-        else:
-            candidates = device.rank(manifest.artifacts, caps, precision)
-        problems = []
-        for a in candidates:
-            path = verify_artifact(folder, a)
-            try:
-                engine = engine_for(a.format)(path, threads=threads, providers=device.providers_for(a, caps))
-            except EngineError as exc:
-                problems.append(f"{a.path}: {exc}")
-                continue
-            return cls(folder, manifest, a, engine)
-        raise EngineError("no artifact in the bundle can run here:\n  " + "\n  ".join(problems))
+        with open_bundle(bundle) as folder:
+            manifest = read_manifest(folder)
+            caps = device.detect()
+            if artifact is not None:
+                candidates = [a for a in manifest.artifacts if a.path == artifact]
+                if not candidates:
+                    raise EngineError(
+                        f"bundle {bundle} has no artifact {artifact!r}; it has "
+                        f"{', '.join(a.path for a in manifest.artifacts)}"
+                    )
+            else:
+                candidates = device.rank(manifest.artifacts, caps, precision)
+            problems = []
+            for a in candidates:
+                path = verify_artifact(folder, a)
+                try:
+                    engine = engine_for(a.format)(path, threads=threads, providers=device.providers_for(a, caps))
+                except EngineError as exc:
+                    problems.append(f"{a.path}: {exc}")
+                    continue
+                return cls(Path(bundle), manifest, a, engine)
+            raise EngineError("no artifact in the bundle can run here:\n  " + "\n  ".join(problems))
 
     @property
     def task(self) -> str:
@@ -141,21 +142,26 @@ class Model:
         return DriftMonitor(reference, self.manifest.schema, settings, clock)
 
     def predict(self, records: Iterable[Mapping] | Mapping[str, Iterable], *, on_error: str = "fail",
-                first_row: int = 1) -> Predictions:
-        """Score records: a list of dicts (one per row) or a mapping of column name to values.
+                first_row: int = 1, row_numbers: Sequence[int] | None = None) -> Predictions:
+        """Score records: a list of dicts (one per row), one dict of values, or a mapping of column name to values.
 
         ``on_error="fail"`` raises the first :class:`RowError`; ``"skip"``
         scores the other rows and reports the bad ones in ``errors``.
-        ``first_row`` is the number reported for the first record.
+        Errors name rows by ``row_numbers`` (one per record) when given,
+        else by position counted from ``first_row``.
         """
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+        if isinstance(records, Mapping) and all(_is_scalar(v) for v in records.values()):
+            records = [records]  # one record, not columns
         if type(records) is list and len(records) == 1 and type(records[0]) is dict:
             result = self._predict_one(records[0])
             if result is not None:
                 return result
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
         columns, n, ignored = self._columns(records)
         feeds, errors = self.encoder.encode(columns, n, first_row=first_row)
+        if row_numbers is not None and errors:
+            errors = {i: RowError(row_numbers[i], e.column, e.reason) for i, e in errors.items()}
         if errors and on_error == "fail":
             raise errors[min(errors)]
         rows = np.arange(n)
@@ -178,8 +184,8 @@ class Model:
         if not isinstance(records, list):
             records = list(records)
         columns = {name: [r.get(name, ABSENT) for r in records] for name in self.manifest.schema.names}
-        absent_everywhere = [name for name, vals in columns.items() if vals and all(v is ABSENT for v in vals)]
-        if absent_everywhere:
+        if len(records) > 1:  # a column no record has is the input's fault; in one record, that record's
+            absent_everywhere = [name for name, vals in columns.items() if all(v is ABSENT for v in vals)]
             columns = {k: v for k, v in columns.items() if k not in absent_everywhere}
         ignored = tuple(k for k in (records[0] if records else ()) if k not in self._input_names)
         return columns, len(records), ignored
@@ -240,3 +246,7 @@ class Model:
         value = out[first].ravel()
         self._monitor.update(feeds, value, errors)
         return (self._class_array[value], out[second]) if second is not None else (value, None)
+
+
+def _is_scalar(v) -> bool:
+    return isinstance(v, (str, bytes, int, float, bool)) or v is None or np.isscalar(v)

@@ -62,7 +62,11 @@ class MqttSettings:
     @property
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, TLS?) from :attr:`url`."""
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+            parts.hostname  # noqa: B018  (parses the host; raises ValueError for a broken IPv6 literal)
+        except ValueError as exc:
+            raise TelemetryError(f"broker {self.url!r} is not a valid URL ({exc}); use mqtt://host:1883") from None
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
             raise TelemetryError(f"broker {self.url!r} must look like mqtt://host:1883 or mqtts://host:8883")
         if parts.username or parts.password:

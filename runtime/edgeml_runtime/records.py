@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
+from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +20,7 @@ from .errors import InputError, RowError
 
 FORMATS = ("csv", "jsonl")
 CHUNK_ROWS = 4096
+csv.field_size_limit(64 * 2**20)  # a 64 MiB field, not the 128 KiB default, before csv calls a row broken
 
 
 @dataclass
@@ -78,9 +81,11 @@ def _csv_chunks(stream, chunk_rows):
         raise InputError(f"the CSV header repeats column(s) {', '.join(map(repr, dupes))}")
     width = len(header)
     chunk = Chunk([], 1, columns=header)
-    for i, row in enumerate(reader, start=1):
+    i = 0
+    for row in reader:
         if not row:
-            continue
+            continue  # blank lines are not rows: they do not count in row numbers either
+        i += 1
         if len(row) != width:
             chunk.errors.append(RowError(i, None, f"has {len(row)} fields, the header has {width}"))
             chunk.records.append(None)
@@ -132,13 +137,39 @@ def _chain(head: str, rest):
         yield pending
 
 
+@contextmanager
+def output_file(path: str, source: str):
+    """A text stream for the scored records: stdout for ``-``; otherwise a temporary file beside ``path``
+    that replaces it only when scoring succeeds, so a failure never leaves a half-written or emptied file."""
+    if path == "-":
+        with open_text("-", "w") as out:
+            yield out
+        return
+    if source != "-" and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
+        raise InputError(f"--output {path} is the input file; write the scored records to another file")
+    tmp = f"{path}.partial"
+    try:
+        with open_text(tmp, "w") as out:
+            yield out
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class RecordWriter:
     """Writes each scored record back with ``prediction`` and, for classifiers, ``proba_<class>`` columns."""
 
     def __init__(self, stream, fmt: str, classes: tuple):
         self.stream, self.fmt, self.classes = stream, fmt, classes
         self.proba_names = [f"proba_{c}" for c in classes]
+        self.columns: list[str] | None = None  # the CSV header, so an input with no rows still gets one
         self._csv = None
+
+    def finish(self) -> None:
+        """Write the CSV header if no row was written (an input with a header and no rows)."""
+        if self.fmt == "csv" and self._csv is None and self.columns is not None:
+            csv.writer(self.stream).writerow([*self.columns, "prediction", *self.proba_names])
 
     def write(self, records: list[dict], labels, probabilities) -> None:
         for j, record in enumerate(records):

@@ -87,14 +87,15 @@ class StreamScorer:
         if not readable:
             return
         try:
-            result = self.model.predict([i.record for i in readable], on_error="skip")
+            result = self.model.predict([i.record for i in readable], on_error="skip",
+                                        row_numbers=[i.row for i in readable])
         except InputError as exc:  # e.g. a column no record of the batch has: every row of it is bad, not the stream
             errors = [RowError(i.row, None, str(exc)) for i in readable]
             self.monitor.update({}, None, errors)
             self._log_errors(errors)
             self.stats.bad_rows += len(unreadable) + len(errors)
             return
-        errors = [RowError(readable[e.row - 1].row, e.column, e.reason) for e in result.errors]
+        errors = list(result.errors)
         self._log_errors(errors)
         self.stats.bad_rows += len(unreadable) + len(errors)
         self.stats.scored += len(result)

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,6 +153,9 @@ def _validate(s: dict) -> None:
         raise SettingsError(f"mqtt_protocol {s['mqtt_protocol']!r} must be 5 or 3.1.1")
     if s["format"] not in ("jsonl", "csv"):
         raise SettingsError(f"format {s['format']!r} must be jsonl or csv")
+    for key in ("window_seconds", "psi_moderate", "psi_significant"):
+        if not math.isfinite(s[key]):
+            raise SettingsError(f"{key} must be a finite number, not {s[key]!r}")
     if s["window_rows"] < 1 or s["window_seconds"] <= 0:
         raise SettingsError("window_rows must be at least 1 and window_seconds positive")
     if not 0 < s["psi_moderate"] <= s["psi_significant"]:

@@ -9,8 +9,8 @@ the :class:`RowError` that made it unreadable. :data:`END` marks the end of the 
 from __future__ import annotations
 
 import csv
-import io
 import json
+import logging
 import os
 import queue
 import sys
@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 
 from .errors import InputError, RowError
+
+log = logging.getLogger("edgeml_runtime.stream")
 
 END = object()
 POLL_SECONDS = 0.2
@@ -36,17 +38,33 @@ class LineParser:
     def __init__(self, fmt: str):
         self.fmt = fmt
         self.header: list[str] | None = None
+        self.delimiter = ","
         self.rows = 0
 
-    def parse(self, line: str) -> Item | None:
+    def parse(self, raw: bytes | str) -> Item | None:
+        if isinstance(raw, bytes):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if not raw.strip():
+                    return None
+                self.rows += 1
+                return Item(self.rows, None, RowError(self.rows, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})"))
+        else:
+            line = raw
+        line = line.lstrip("\ufeff")
         if not line.strip():
             return None
         if self.fmt == "csv" and self.header is None:
-            self.header = next(csv.reader([line]))
+            try:
+                self.delimiter = csv.Sniffer().sniff(line, delimiters=",;\t|").delimiter
+            except csv.Error:
+                self.delimiter = ","
+            self.header = next(csv.reader([line], delimiter=self.delimiter))
             return None
         self.rows += 1
         if self.fmt == "csv":
-            values = next(csv.reader([line]))
+            values = next(csv.reader([line], delimiter=self.delimiter))
             if len(values) != len(self.header):
                 return Item(self.rows, None, RowError(self.rows, None, f"has {len(values)} fields, the header has {len(self.header)}"))
             return Item(self.rows, dict(zip(self.header, values)))
@@ -76,9 +94,11 @@ class FileSource(threading.Thread):
     def run(self) -> None:
         try:
             if self.path == "-":
-                self._pump(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig"), follow=False)
+                self._pump(sys.stdin.buffer, follow=False)
             else:
                 self._read_file()
+        except Exception:  # never die silently: the scoring loop would just see the input end
+            log.exception("reading %s failed; no more records will be read", self.path)
         finally:
             self.out.put(END)
 
@@ -97,18 +117,18 @@ class FileSource(threading.Thread):
         while not os.path.exists(self.path):
             if self.stop.wait(POLL_SECONDS):
                 return
-        f = open(self.path, encoding="utf-8-sig", newline="")
+        f = open(self.path, "rb")
         inode = os.fstat(f.fileno()).st_ino
-        partial = ""
+        partial = b""
         try:
             while not self.stop.is_set():
                 line = f.readline()
                 if line:
-                    if not line.endswith("\n"):
+                    if not line.endswith(b"\n"):
                         partial += line
                         continue
                     self._emit(partial + line)
-                    partial = ""
+                    partial = b""
                     continue
                 if not self.follow:
                     if partial:
@@ -122,8 +142,8 @@ class FileSource(threading.Thread):
                     continue
                 if st.st_ino != inode or st.st_size < f.tell():
                     f.close()
-                    f = open(self.path, encoding="utf-8-sig", newline="")
-                    inode, partial = os.fstat(f.fileno()).st_ino, ""
+                    f = open(self.path, "rb")
+                    inode, partial = os.fstat(f.fileno()).st_ino, b""
                     self.parser.header = None  # a new CSV file starts with its header again
         finally:
             f.close()

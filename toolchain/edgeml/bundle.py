@@ -48,6 +48,9 @@ def staging_dir(out: Path, force: bool) -> Path:
     """A fresh temporary folder beside ``out``; refuses an existing ``out`` unless ``force``."""
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; choose another --out, or pass --force to replace it")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise ConfigError(f"{out} exists and is not an edgeml bundle (it has no {MANIFEST}); --force only replaces "
+                          "a bundle. Choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.partial"
     if stage.exists():

@@ -49,6 +49,7 @@ class BuildConfig:
 
 _TYPES = {
     "data": str, "label": str, "target": str, "task": str, "time_budget": (int, float), "max_iter": int,
+    "max_trials": int,
     "metric": str, "drop": (list, str), "estimators": (list, str), "seed": int, "out": str, "name": str,
     "time_column": str, "query": str, "force": bool,
 }
@@ -69,6 +70,8 @@ def read_config_file(path: Path) -> dict:
     table = doc.get("build", {})
     out = {}
     for key, value in table.items():
+        if key == "max_trials":  # the CLI's --max-trials; BuildConfig calls it max_iter, as FLAML does
+            key = "max_iter"
         if key not in _TYPES:
             near = difflib.get_close_matches(key, _TYPES, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(_TYPES)}"

@@ -198,7 +198,11 @@ def _read_csv(path: Path, shown: str) -> pd.DataFrame:
             engine="c",
             encoding="utf-8-sig",
             low_memory=False,  # one dtype per column, not one per chunk
-            keep_default_na=True,  # empty fields are missing; " " stays a string
+            # Only empty fields are missing here. Text such as "NA", "None" or "#N/A" stays text, as a
+            # device reading the same file sees it; edgeml_runtime.features decides what it means per
+            # column kind (missing for numbers, a category of its own for categoricals).
+            keep_default_na=False,
+            na_values=[""],
         )
     except UnicodeDecodeError as exc:
         raise DataError(f"{shown}: is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from exc

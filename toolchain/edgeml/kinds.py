@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from edgeml_runtime.features import NA_TOKENS
 from pandas.api import types
 
 from .errors import DataError
@@ -179,8 +180,10 @@ def parse_numbers(present: pd.Series, share: float = NUMERIC_SHARE) -> pd.Series
         return None
     if _share_of_numbers(_sample(present)) < 0.5:
         return None  # plainly text (half of an evenly spaced sample fails): skip parsing every row
-    parsed = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").astype("float64")
-    if parsed.notna().mean() < share:
+    text = present.astype(str).str.strip()
+    text = text[~text.str.lower().isin(NA_TOKENS)]  # what the runtime reads as a missing number
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    if parsed.empty or parsed.notna().mean() < share:
         return None
     return parsed.dropna()
 
