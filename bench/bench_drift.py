@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench_runtime import DATASETS, ROOT, p, timed
+from bench_runtime import p, timed
+from common import classification_data, publish
 
-RESULTS = ROOT / "bench" / "results" / "drift.md"
 
 
 def main() -> int:
@@ -50,13 +50,7 @@ def main() -> int:
     import onnxruntime as ort
 
     work = Path(tempfile.mkdtemp(prefix="edgeml-bench-drift-"))
-    if (DATASETS / "ai4i2020.csv").is_file():
-        data, label = str(DATASETS / "ai4i2020.csv"), "Machine failure"
-        drop = ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
-    else:
-        from edgeml.demo import DEMO_LABEL, write_demo_csv
-
-        data, label, drop = str(write_demo_csv(work / "demo.csv", rows=12_000, seed=args.seed)), DEMO_LABEL, ()
+    data, label, drop = classification_data(work, args.seed)
     print(f"building on {data} (time budget {args.time_budget:g} s)…", file=sys.stderr)
     result = build(BuildConfig(data=data, label=label, drop=drop, time_budget=args.time_budget, seed=args.seed,
                                estimators=tuple(args.estimators.split(",")), out=str(work / "bundle")))
@@ -117,10 +111,7 @@ def main() -> int:
         f"{per_window / 1000 / (base_batch / args.batch_rows) * 100:.1f} % of a batch row's scoring time.",
         "",
     ]
-    text = "\n".join(lines)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    publish("drift", "\n".join(lines))
     return 0
 
 

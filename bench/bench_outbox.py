@@ -32,11 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import ROOT, publish
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
-RESULTS = ROOT / "bench" / "results" / "outbox.md"
 TOPIC = "edgeml/plant-a/pi-07/drift"
 
 
@@ -151,10 +150,7 @@ def main(argv=None) -> int:
               "resends those windows (consumers de-duplicate on device, session, seq)."]
     if e2e is None:
         lines.append("* Mosquitto is not installed here: the end-to-end row is missing.")
-    text = "\n".join(lines) + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    publish("outbox", "\n".join(lines))
     return 0
 
 

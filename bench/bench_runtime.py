@@ -31,10 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
-RESULTS = ROOT / "bench" / "results" / "runtime.md"
+from common import classification_data, publish
 
 COLD = r"""
 import sys, time, json
@@ -81,13 +78,7 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgeml-bench-"))
-    if (DATASETS / "ai4i2020.csv").is_file():
-        data, label = str(DATASETS / "ai4i2020.csv"), "Machine failure"
-        drop = ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
-    else:
-        from edgeml.demo import DEMO_LABEL, write_demo_csv
-
-        data, label, drop = str(write_demo_csv(work / "demo.csv", rows=12_000, seed=args.seed)), DEMO_LABEL, ()
+    data, label, drop = classification_data(work, args.seed)
     raw = pd.read_csv(data, encoding="utf-8-sig", dtype=str, keep_default_na=False)
     rows = raw.sample(n=args.batch_rows, replace=len(raw) < args.batch_rows, random_state=args.seed)
 
@@ -105,10 +96,7 @@ def main() -> int:
     for estimator in args.estimators.split(","):
         print(f"building {estimator} on {data} (time budget {args.time_budget:g} s)…", file=sys.stderr)
         lines += bench_one(work / estimator, data, label, drop, estimator, rows, args)
-    text = "\n".join(lines)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    publish("runtime", "\n".join(lines))
     return 0
 
 

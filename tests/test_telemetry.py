@@ -1,7 +1,7 @@
 """MQTT telemetry against a real Mosquitto: fields, will, broker restarts, kill -9, ACL, passwords, TLS.
 
 Every message the subscriber receives is validated against ``schemas/``.
-Device processes that are killed run this file as a script (see the bottom).
+Device processes that are killed run tests/device_process.py.
 """
 
 from __future__ import annotations
@@ -10,24 +10,19 @@ import copy
 import csv
 import json
 import logging
-import os
 import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator, FormatChecker
-
-from broker import Broker, Subscriber, free_port, make_pki, wait_until
-from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
+from broker import Broker, Subscriber, wait_until
+from device_process import DeviceProcess
 from edgeml_runtime.mqtt import MqttSettings, TelemetryError
+from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
 from edgeml_runtime.telemetry import ENVELOPE_KEYS, Telemetry
+from jsonschema import Draft202012Validator, FormatChecker
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas"
@@ -300,126 +295,6 @@ def test_a_full_outbox_drops_the_oldest_and_reports_how_many(broker, subscriber,
     assert len(got) + sum(w["outbox_dropped"] for w in windows) + unreported == total
 
 
-# -- security --------------------------------------------------------------
-
-USERS = {"pi-07": "secret-07", "pi-08": "secret-08", "dashboard": "dash"}
-ACL = (REPO / "docs" / "mosquitto" / "acl").read_text()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    pytest.importorskip("cryptography", reason="the TLS tests make their CA with the cryptography package")
-    return make_pki(tmp_path_factory.mktemp("pki"), clients=("pi-07", "dashboard"))
-
-
-@pytest.fixture
-def fleet_broker(tmp_path, pki):
-    """Mosquitto with the documented configuration (docs/mosquitto/): TLS, passwords and the per-device ACL."""
-    folder = tmp_path / "mosquitto"
-    tls_port, plain_port = free_port(), free_port()
-    conf = (REPO / "docs" / "mosquitto" / "mosquitto.conf").read_text()
-    for old, new in {"/etc/mosquitto/edgeml.passwd": folder / "passwd", "/etc/mosquitto/edgeml.acl": folder / "acl",
-                     "/etc/mosquitto/certs/ca.crt": pki.ca, "/etc/mosquitto/certs/server.crt": pki.server_cert,
-                     "/etc/mosquitto/certs/server.key": pki.server_key, "/var/lib/mosquitto/": f"{folder}/",
-                     "listener 8883": f"listener {tls_port} 127.0.0.1",
-                     "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1"}.items():
-        assert old in conf, f"docs/mosquitto/mosquitto.conf no longer has {old!r}: update this test"
-        conf = conf.replace(old, str(new))
-    with Broker(folder, users=USERS, acl=ACL, pki=pki, port=tls_port, config=conf) as broker:
-        yield broker
-    print(broker.log())
-
-
-def fleet_telemetry(broker, box, device, user, password, protocol="5", start=False):
-    make = online if start else telemetry
-    return make(broker.url, box, device=device, username=user, password=password, protocol=protocol,
-                ca_file=str(broker.pki.ca))
-
-
-@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_acl_refuses_a_device_publishing_as_another(fleet_broker, tmp_path, protocol):
-    with Subscriber(fleet_broker.url, username="dashboard", password="dash", ca_file=fleet_broker.pki.ca) as sub, \
-            Outbox(tmp_path / "impostor.db") as impostor_box, Outbox(tmp_path / "honest.db") as honest_box:
-        impostor = fleet_telemetry(fleet_broker, impostor_box, "pi-08", "pi-07", "secret-07", protocol, start=True)
-        impostor.send_drift(window(0))
-        if protocol == "5":  # the PUBACK says why; the window stays in the outbox
-            wait_until(lambda: impostor.stats["refused"] == 1, what="the refusal")
-            assert "Not authorized" in impostor.stats["last_error"] and impostor.stats["pending"] == 1
-        else:  # MQTT 3.1.1 has no way to say no: the broker acknowledges and discards
-            wait_until(lambda: impostor.stats["acked"] == 1, what="the silent discard")
-
-        honest = fleet_telemetry(fleet_broker, honest_box, "pi-07", "pi-07", "secret-07", protocol)
-        honest.start()
-        honest.send_drift(window(1))
-        # The broker handles each client's messages in order, so once the honest window is through, the
-        # impostor's (published earlier) would have been too.
-        sub.wait_for(lambda s: s.on("drift"), what="the honest window")
-        impostor.stop(timeout=1)
-        honest.stop()
-        assert {m.topic.split("/")[2] for m in sub.messages} == {"pi-07"}
-        assert [w["device"] for w in received(sub, "drift")] == ["pi-07"]
-
-
-def test_a_wrong_password_cannot_connect(fleet_broker, tmp_path, caplog):
-    def refusals():  # read from the log: a retry may find the connection reset before the CONNACK is read
-        return [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
-
-    with Outbox(tmp_path / "o.db") as box:
-        for protocol in ("5", "3.1.1"):
-            caplog.clear()
-            t = fleet_telemetry(fleet_broker, box, "pi-07", "pi-07", "wrong", protocol)
-            t.start()
-            t.send_drift(window(0))
-            (message, *_) = wait_until(refusals, what="the refusal")
-            assert re.search("Not authorized|Bad user name or password", message)
-            assert not t.stats["connected"] and t.stats["pending"] >= 1 and t.stats["last_error"]
-            t.stop(timeout=0.5)
-    assert "not authorised" in fleet_broker.log()
-
-
-def test_tls_with_a_test_ca(tmp_path, pki):
-    stranger = make_pki(tmp_path / "other-ca", clients=())
-    with Broker(tmp_path / "mosquitto", pki=pki) as broker, \
-            Subscriber(broker.url, ca_file=pki.ca) as sub, Outbox(tmp_path / "a.db") as a, \
-            Outbox(tmp_path / "b.db") as b, Outbox(tmp_path / "c.db") as c:
-        by_name = telemetry(broker.url, a, device="pi-07", ca_file=str(pki.ca))
-        by_ip = telemetry(f"mqtts://127.0.0.1:{broker.port}", b, device="pi-08", ca_file=str(pki.ca))
-        untrusting = telemetry(broker.url, c, device="pi-09", ca_file=str(stranger.ca))
-        for t, i in ((by_name, 0), (by_ip, 1), (untrusting, 2)):
-            t.start()
-            t.send_drift(window(i))
-        sub.wait_for(lambda s: len(s.on("drift")) == 2, what="two windows over TLS")
-        wait_until(lambda: untrusting.stats["last_error"], what="the failed handshake")
-        assert "certificate verify failed" in untrusting.stats["last_error"]
-        for t in (by_name, by_ip, untrusting):
-            t.stop(timeout=1)
-    assert {w["device"] for w in received(sub, "drift")} == {"pi-07", "pi-08"}
-
-
-def test_tls_client_certificates_are_the_device_identity(tmp_path, pki):
-    cert, key = pki.clients["pi-07"]
-    with Broker(tmp_path / "mosquitto", pki=pki, require_certificate=True, acl=ACL) as broker, \
-            Subscriber(broker.url, ca_file=pki.ca, cert_file=pki.clients["dashboard"][0],
-                       key_file=pki.clients["dashboard"][1]) as sub, \
-            Outbox(tmp_path / "a.db") as a, Outbox(tmp_path / "b.db") as b, Outbox(tmp_path / "c.db") as c:
-        device = telemetry(broker.url, a, device="pi-07", ca_file=str(pki.ca), cert_file=str(cert),
-                           key_file=str(key))
-        no_cert = telemetry(broker.url, b, device="pi-08", ca_file=str(pki.ca))
-        impostor = telemetry(broker.url, c, device="pi-08", ca_file=str(pki.ca), cert_file=str(cert),
-                             key_file=str(key))
-        for t in (device, no_cert, impostor):
-            t.start()
-            t.send_drift(window(0))
-        sub.wait_for(lambda s: s.on("drift"), what="the window from the certified device")
-        wait_until(lambda: impostor.stats["refused"] and no_cert.stats["last_error"], what="both refusals")
-        assert not no_cert.stats["connected"]
-        for t in (device, no_cert, impostor):
-            t.stop(timeout=1)
-    assert {m.topic.split("/")[2] for m in sub.messages} == {"pi-07"}
-
-
-# -- records in -----------------------------------------------------------------
-
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_records_from_an_input_topic_wait_for_an_offline_device(broker, tmp_path, protocol):
     import paho.mqtt.client as mqtt
@@ -531,63 +406,3 @@ def test_the_payloads_in_the_docs_match_the_schemas():
 
 
 # -- a device in its own process, to be killed -------------------------------------
-
-class DeviceProcess:
-    """Runs this file as a device: ``count`` windows ``pace`` s apart, then waits to be killed.
-
-    With ``drain=True`` it sends what waits in the outbox, stops cleanly and exits.
-    """
-
-    def __init__(self, url: str, outbox: Path, *, count: int = 0, pace: float = 0.0, drain: bool = False):
-        config = dict(url=url, outbox=str(outbox), count=count, pace=pace, drain=drain)
-        self.proc = subprocess.Popen([sys.executable, __file__, json.dumps(config)], stdout=subprocess.PIPE,
-                                     text=True, cwd=REPO)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.endswith("\n"):  # a kill may cut the last line short
-                self.lines.append(line.strip())
-
-    def wait_line(self, text: str, timeout: float = 15) -> None:
-        wait_until(lambda: text in self.lines or self.proc.poll() is not None, timeout, what=f"'{text}'")
-        assert text in self.lines, f"the device process exited with {self.proc.returncode} before '{text}'"
-
-    def written(self) -> list[int]:
-        return [int(line.split()[1]) for line in list(self.lines) if line.startswith("put")]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(10)
-
-    def wait_exit(self, timeout: float = 20) -> None:
-        assert self.proc.wait(timeout) == 0, f"the device process failed: {self.lines}"
-
-
-def _device_main(config: dict) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    box = Outbox(config["outbox"])
-    t = telemetry(config["url"], box)
-    t.start()
-    if not config["drain"] and config["count"] == 0:
-        wait_until(lambda: connected(t), what="the connection")
-        print("connected", flush=True)
-    for i in range(config["count"]):
-        t.send_drift(window(i))
-        print("put", i, flush=True)
-        time.sleep(config["pace"])
-    print("done", flush=True)
-    if config["drain"]:
-        wait_until(lambda: t.stats["pending"] == 0, timeout=15, what="the outbox to drain")
-        t.stop()
-        box.close()
-        return
-    threading.Event().wait()  # until killed
-
-
-if __name__ == "__main__":
-    _device_main(json.loads(sys.argv[1]))
