@@ -46,6 +46,17 @@ def demo_rows(tmp_path_factory) -> Path:
     return write_demo_csv(tmp_path_factory.mktemp("rows") / "rows.csv", rows=50, seed=11, label=False)
 
 
+def write_csv(path: Path, rows: list[dict], fieldnames=None) -> Path:
+    """Write ``rows`` as CSV (header from ``fieldnames`` or the first row; extra keys ignored)."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def run_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, build_bundle, run_env
+from conftest import BIN, build_bundle, run_env, write_csv
 from edgeml_runtime import Model, RowError
 from edgeml_runtime.settings import SettingsError, resolve_settings
 from edgeml_runtime.stream import END, FileSource
@@ -62,11 +62,7 @@ def test_score_refuses_to_overwrite_its_input_and_keeps_outputs_whole(demo_bundl
     assert same.read_bytes() == demo_rows.read_bytes()
     rows = list(csv.DictReader(demo_rows.open()))
     rows[30]["rpm"] = "fast"
-    bad = tmp_path / "bad.csv"
-    with bad.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    bad = write_csv(tmp_path / "bad.csv", rows)
     out = tmp_path / "out.csv"
     out.write_text("previous results\n")
     assert runtime("score", demo_bundle, "--input", bad, "--output", out).returncode == 2

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import BIN, run_env
+from conftest import BIN, run_env, write_csv
 
 
 def runtime(*args, stdin: str | None = None):
@@ -44,11 +44,7 @@ def test_scores_jsonl_from_stdin(demo_bundle, demo_rows):
 def test_bad_value_fails_with_row_and_column_and_no_traceback(demo_bundle, demo_rows, tmp_path):
     rows = list(csv.DictReader(demo_rows.open()))
     rows[2]["torque_nm"] = "n/a!"
-    bad = tmp_path / "bad.csv"
-    with bad.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    bad = write_csv(tmp_path / "bad.csv", rows)
     r = runtime("score", demo_bundle, "--input", bad)
     assert r.returncode == 2
     assert "row 3, column 'torque_nm'" in r.stderr and "'n/a!'" in r.stderr and str(bad) in r.stderr
@@ -62,12 +58,7 @@ def test_bad_value_fails_with_row_and_column_and_no_traceback(demo_bundle, demo_
 
 def test_missing_column_is_named(demo_bundle, demo_rows, tmp_path):
     rows = list(csv.DictReader(demo_rows.open()))
-    bad = tmp_path / "bad.csv"
-    with bad.open("w", newline="") as f:
-        cols = [c for c in rows[0] if c != "rpm"]
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    bad = write_csv(tmp_path / "bad.csv", rows, [c for c in rows[0] if c != "rpm"])
     for on_error in ("fail", "skip"):
         r = runtime("score", demo_bundle, "--input", bad, "--on-error", on_error)
         assert r.returncode == 2 and "no column(s) 'rpm'" in r.stderr and "Traceback" not in r.stderr
@@ -75,11 +66,7 @@ def test_missing_column_is_named(demo_bundle, demo_rows, tmp_path):
 
 def test_extra_column_passes_through(demo_bundle, demo_rows, tmp_path):
     rows = list(csv.DictReader(demo_rows.open()))
-    extra = tmp_path / "extra.csv"
-    with extra.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["serial"] + list(rows[0]))
-        w.writeheader()
-        w.writerows({"serial": f"S{i}", **r} for i, r in enumerate(rows))
+    extra = write_csv(tmp_path / "extra.csv", [{"serial": f"S{i}", **r} for i, r in enumerate(rows)])
     r = runtime("score", demo_bundle, "--input", extra)
     assert r.returncode == 0, r.stderr
     assert "'serial' are not model inputs" in r.stderr

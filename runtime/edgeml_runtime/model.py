@@ -152,7 +152,7 @@ class Model:
         """
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
-        if isinstance(records, Mapping) and all(_is_scalar(v) for v in records.values()):
+        if type(records) is not list and isinstance(records, Mapping) and all(map(_is_scalar, records.values())):
             records = [records]  # one record, not columns
         if type(records) is list and len(records) == 1 and type(records[0]) is dict:
             result = self._predict_one(records[0])
