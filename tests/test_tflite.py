@@ -181,18 +181,41 @@ def test_fp16_weights_lose_little(datasets, tmp_path, key, model):
     assert drop(key, host, got) <= (0.005 if task == "classification" else 0.01)
 
 
-INT8_CASES = [("ai4i", "mlp"), ("ai4i_type", "mlp"), ("telco", "mlp"), ("ccpp", "mlp")]
+INT8_CASES = [("ai4i", "mlp"), ("ai4i_type", "mlp"), ("telco", "mlp"), ("ccpp", "mlp"),
+              ("ai4i", "logistic"), ("ai4i_type", "logistic"), ("telco", "logistic"), ("ccpp", "enet")]
 
 
 @pytest.mark.parametrize(("key", "model"), INT8_CASES, ids=[f"{k}-{m}" for k, m in INT8_CASES])
-def test_int8_loses_a_measured_little(datasets, tmp_path, key, model):
+def test_int8_is_full_integer_and_loses_a_measured_little(datasets, tmp_path, key, model):
+    from ai_edge_litert.interpreter import Interpreter
+
     task = prepared(key)[1]
     pipeline = fitted(key, MODELS[model](task))
     host, got, exported = score(key, pipeline, "int8", tmp_path)
     assert exported.details["quantization"]["calibration_rows"] > 0
-    assert len(exported.data) < exported.details["bytes_fp32"]
-    # Allowances of the default profile: 1 accuracy point, 5% RMSE.
-    assert drop(key, host, got) <= (0.01 if task == "classification" else 0.05)
+    if model == "mlp":
+        assert len(exported.data) < exported.details["bytes_fp32"]
+    # Integer in, integer out, integer weights: nothing float for an integer-only accelerator.
+    interpreter = Interpreter(model_content=exported.data)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    float_tensors = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
+    assert float_tensors == []
+    assert set(exported.ops) <= {"FULLY_CONNECTED", "SOFTMAX", "TANH", "LOGISTIC"}
+    # Allowances of the default profile: 1 accuracy point, 2% RMSE.
+    assert drop(key, host, got) <= (0.01 if task == "classification" else 0.02)
+
+
+def test_int8_gives_every_input_the_whole_int8_range(datasets):
+    """Each encoded input spans [-1, 1] on the calibration rows, so it uses all 255 levels, whatever its scale."""
+    from edgeml.export.tflite import int8_encoding, read_preprocess
+
+    inputs, task, classes, pre, features, y, feeds = prepared("ccpp")
+    pipeline = fitted("ccpp", MODELS["enet"](task))
+    X = feeds_to_matrix(feeds["train"], {}, inputs.features)
+    Z = int8_encoding(read_preprocess(pipeline, inputs), X).apply(X)
+    np.testing.assert_allclose(Z.min(axis=0), -1, atol=1e-5)
+    np.testing.assert_allclose(Z.max(axis=0), 1, atol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["lgbm", "xgboost", "rf", "extra_tree"])
@@ -202,13 +225,11 @@ def test_trees_refuse_int8_and_say_why(datasets, model):
         to_tflite(pipeline, *prepared("ai4i")[:3], "int8", calibration=prepared("ai4i")[6]["train"])
 
 
-@pytest.mark.parametrize(("key", "model", "precision"),
-                         [("telco", "logistic", "fp16"), ("telco", "logistic", "int8"), ("ccpp", "enet", "int8")])
-def test_linear_models_refuse_reduced_precision_that_would_not_be_smaller(datasets, key, model, precision):
-    inputs, task, classes, pre, features, y, feeds = prepared(key)
-    pipeline = fitted(key, MODELS[model](task))
-    with pytest.raises(ExportError, match=f"TFLite {precision} would not make this .* model smaller.*use fp32"):
-        to_tflite(pipeline, inputs, task, classes, precision, calibration=feeds["train"])
+def test_fp16_is_refused_when_it_would_not_be_smaller(datasets):
+    inputs, task, classes, pre, features, y, feeds = prepared("telco")
+    pipeline = fitted("telco", MODELS["logistic"](task))
+    with pytest.raises(ExportError, match="TFLite fp16 would not make this .* model smaller.*use fp32"):
+        to_tflite(pipeline, inputs, task, classes, "fp16")
 
 
 def test_unknown_precision_and_unsupported_estimator_fail_clearly(datasets):

@@ -10,6 +10,12 @@ text for categories — and returns what the ONNX artifact returns: ``label``
 (int64 [n]) and ``probabilities`` [n, K] for classifiers, ``variable``
 [n, 1] for regressors.
 
+A full-integer (int8) model takes ``features`` as int8 [n, D] instead: the
+encoded model inputs (:class:`Encoding`, whose arrays travel in the
+metadata as ``input.encoding``) quantized with the input tensor's scale and
+zero point, and returns int8 outputs that the engine dequantizes. This is
+what integer-only hardware (the Edge TPU, microcontrollers) runs.
+
 Example:
 
 >>> tables = {"type": ["H", "L", "M"]}
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +61,75 @@ def feeds_to_matrix(feeds: Mapping[str, np.ndarray], tables: Mapping[str, Sequen
     if not columns:
         return np.zeros((0, 0), np.float32)
     return np.stack(columns, axis=1)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The model's numeric inputs from the feature matrix: median imputation, one-hot of codes, standard scaling.
+
+    A float32 TFLite model does this inside the graph; a full-integer (int8)
+    model cannot (a NaN has no int8 value), so its metadata carries these
+    arrays and the caller encodes, then quantizes. Outputs are the imputed
+    numeric columns in order, then one 0/1 column per (column, code) pair,
+    then ``(z - mean) * inv_scale`` when scaled; all float32, exactly as the
+    float32 graph computes them.
+
+    >>> enc = Encoding([0], np.array([5.0], np.float32), [(1, 2)])
+    >>> enc.apply(np.array([[np.nan, 2.0], [1.0, 0.0]], np.float32)).tolist()
+    [[5.0, 1.0], [1.0, 0.0]]
+    """
+
+    numeric: list[int]             # feature columns imputed, in output order
+    median: np.ndarray             # [len(numeric)] fill values
+    onehot: list[tuple[int, int]]  # (feature column, code) per one-hot output, in output order
+    mean: np.ndarray | None = None
+    inv_scale: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        return len(self.numeric) + len(self.onehot)
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """The model inputs [n, width] float32 for the feature matrix ``X`` [n, F] (see :func:`feeds_to_matrix`)."""
+        num = X[:, self.numeric]
+        num = np.where(np.isnan(num), np.asarray(self.median, np.float32), num)
+        if self.onehot:
+            cols, codes = (np.array(v) for v in zip(*self.onehot))
+            hot = (X[:, cols] == codes.astype(np.float32)).astype(np.float32)
+        else:
+            hot = np.zeros((X.shape[0], 0), np.float32)
+        Z = np.concatenate([num, hot], axis=1).astype(np.float32)
+        if self.mean is not None:
+            Z = (Z - np.asarray(self.mean, np.float32)) * np.asarray(self.inv_scale, np.float32)
+        return Z.astype(np.float32, copy=False)
+
+    def to_metadata(self, features: Sequence[str]) -> dict:
+        """JSON-ready, by feature name (what a C++ or Android consumer reads)."""
+        out = {"numeric": [{"feature": features[i], "fill": float(m)} for i, m in zip(self.numeric, self.median)],
+               "onehot": [{"feature": features[i], "code": int(c)} for i, c in self.onehot]}
+        if self.mean is not None:
+            out["mean"] = [float(v) for v in self.mean]
+            out["inv_scale"] = [float(v) for v in self.inv_scale]
+        return out
+
+    @classmethod
+    def from_metadata(cls, d: Mapping, features: Sequence[str]) -> "Encoding":
+        at = {f: i for i, f in enumerate(features)}
+        numeric = [at[e["feature"]] for e in d["numeric"]]
+        median = np.array([e["fill"] for e in d["numeric"]], np.float32)
+        onehot = [(at[e["feature"]], int(e["code"])) for e in d["onehot"]]
+        mean = np.array(d["mean"], np.float32) if "mean" in d else None
+        inv = np.array(d["inv_scale"], np.float32) if "inv_scale" in d else None
+        return cls(numeric, median, onehot, mean, inv)
+
+
+def quantize(Z: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """``Z`` as int8 with TFLite's affine rule ``real = scale * (q - zero_point)``.
+
+    >>> quantize(np.array([[0.0, 1.0, 100.0]]), 0.5, -10).tolist()
+    [[-10, -8, 127]]
+    """
+    return np.clip(np.round(Z / scale) + zero_point, -128, 127).astype(np.int8)
 
 
 def read_metadata(data: bytes, key: str = METADATA_KEY) -> bytes | None:
@@ -154,20 +230,46 @@ class TfliteEngine:
             self.interpreter = Interpreter(model_content=data, num_threads=threads)
         except Exception as exc:  # noqa: BLE001 (the interpreters raise ValueError/RuntimeError with their own text)
             raise EngineError(f"the TFLite interpreter cannot load {path}: {exc}") from None
-        self._input = self.interpreter.get_input_details()[0]["index"]
-        self._output = self.interpreter.get_output_details()[0]["index"]
+        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self._input, self._output = inp["index"], out["index"]
         self._rows = -1
+        self.encoding: Encoding | None = None
+        self._in_quant = self._out_quant = None
+        if inp["dtype"] == np.int8:  # full-integer: encode and quantize here, as the graph cannot
+            try:
+                self.encoding = Encoding.from_metadata(self.metadata["input"]["encoding"], self.input_names)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EngineError(f"{path}: an int8 model needs the input encoding in its '{METADATA_KEY}' "
+                                  f"metadata, which is missing or malformed ({exc}); rebuild the bundle") from None
+            self._in_quant = inp["quantization"]
+            self._width = self.encoding.width
+        else:
+            self._width = len(self.input_names)
+        if out["dtype"] == np.int8:
+            self._out_quant = out["quantization"]
 
     def run_matrix(self, X: np.ndarray) -> np.ndarray:
         """The raw model output (probabilities or values) for a ready [n, F] float32 matrix."""
         n = X.shape[0]
         if n != self._rows:
-            self.interpreter.resize_tensor_input(self._input, [n, len(self.input_names)], strict=False)
+            self.interpreter.resize_tensor_input(self._input, [n, self._width], strict=False)
             self.interpreter.allocate_tensors()
             self._rows = n
-        self.interpreter.set_tensor(self._input, np.ascontiguousarray(X, dtype=np.float32))
+        if self.encoding is not None:
+            X = quantize(self.encoding.apply(X), *self._in_quant)
+        else:
+            X = np.ascontiguousarray(X, dtype=np.float32)
+        self.interpreter.set_tensor(self._input, X)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output)
+        out = self.interpreter.get_tensor(self._output)
+        if self._out_quant is None:
+            return out
+        scale, zero = self._out_quant
+        out = (out.astype(np.float32) - zero) * np.float32(scale)
+        if self.task == "classification":  # 1/256 steps need not sum to 1: renormalize (all-zero rows: uniform)
+            total = out.sum(axis=1, keepdims=True)
+            out = np.where(total > 0, out / np.where(total > 0, total, 1), np.float32(1 / out.shape[1]))
+        return out
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the order of :attr:`output_names` (the ONNX artifact's)."""
@@ -177,5 +279,5 @@ class TfliteEngine:
         return [out.reshape(-1, 1)]
 
 
-__all__ = ["CLASSIFIER_OUTPUTS", "METADATA_KEY", "REGRESSOR_OUTPUTS", "TfliteEngine", "feeds_to_matrix",
-           "read_metadata"]
+__all__ = ["CLASSIFIER_OUTPUTS", "METADATA_KEY", "REGRESSOR_OUTPUTS", "Encoding", "TfliteEngine", "feeds_to_matrix",
+           "quantize", "read_metadata"]

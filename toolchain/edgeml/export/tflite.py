@@ -20,10 +20,14 @@ C++ or Android consumer needs nothing else.
 
 Precisions (:data:`PRECISIONS`): ``fp32``; ``fp16`` (weights stored as
 float16 and widened by ``DEQUANTIZE``; tree thresholds stay float32, as a
-rounded threshold would flip decisions); ``int8`` for linear models and MLPs
-(int8 weights, int8 activations calibrated on training rows, int32 biases;
-the preprocessing, the input and the output link stay float32 because NaN
-marks a missing value). Tree ensembles are refused in int8, see
+rounded threshold would flip decisions); ``int8``, full-integer, for linear
+models and MLPs: int8 input, weights, activations and output, int32 biases,
+ranges calibrated on training rows — what the Edge TPU and microcontrollers
+run. A NaN has no int8 value, so an int8 model takes the *encoded* inputs
+(imputed, one-hot, each scaled to [-1, 1] by its calibrated range, see
+:class:`edgeml_runtime.litert.Encoding`) and the metadata carries the
+encoding; the per-feature ranges are folded into the first layer, so every
+feature gets all 255 levels. Tree ensembles are refused in int8, see
 :data:`TREES_NOT_INT8`.
 
 Example::
@@ -36,10 +40,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from edgeml_runtime.litert import METADATA_KEY, feeds_to_matrix
+from edgeml_runtime.litert import METADATA_KEY, Encoding, feeds_to_matrix
 from edgeml_runtime.schema import InputSchema
 from sklearn.pipeline import Pipeline
 
@@ -65,32 +69,6 @@ class Dense:
 
 
 @dataclass(frozen=True)
-class Preprocess:
-    """Median imputation of the numeric features, one-hot of the categorical codes, optional standard scaling."""
-
-    numeric: list[int]          # input columns imputed, in output order
-    median: np.ndarray          # [len(numeric)]
-    onehot: list[tuple[int, int]]  # (input column, code) per one-hot output, in output order
-    mean: np.ndarray | None = None
-    inv_scale: np.ndarray | None = None
-
-    @property
-    def width(self) -> int:
-        return len(self.numeric) + len(self.onehot)
-
-    def apply(self, X: np.ndarray) -> np.ndarray:
-        """The model inputs in numpy, float32 as in the graph."""
-        num = X[:, self.numeric]
-        num = np.where(np.isnan(num), self.median.astype(np.float32), num)
-        cols, codes = (np.array(v) for v in zip(*self.onehot)) if self.onehot else (np.zeros(0, int), np.zeros(0))
-        hot = (X[:, cols] == codes.astype(np.float32)).astype(np.float32)
-        Z = np.concatenate([num, hot], axis=1).astype(np.float32)
-        if self.mean is not None:
-            Z = (Z - self.mean) * self.inv_scale
-        return Z.astype(np.float32)
-
-
-@dataclass(frozen=True)
 class TfliteExport:
     """The ``.tflite`` bytes and what they hold (also written into the file as metadata)."""
 
@@ -105,10 +83,8 @@ class TfliteExport:
 # --- reading the pipeline ---------------------------------------------------------------------------
 
 
-def read_preprocess(pipeline: Pipeline, schema: InputSchema) -> Preprocess:
+def read_preprocess(pipeline: Pipeline, schema: InputSchema) -> Encoding:
     """The preprocessing of ``pipeline`` (ColumnTransformer, optional StandardScaler) as arrays over input columns."""
-    from sklearn.preprocessing import StandardScaler
-
     features = schema.features
     position = {f: i for i, f in enumerate(features)}
     by_feature = {c.features[0]: c for c in schema.columns if c.kind == "categorical"}
@@ -145,15 +121,22 @@ def read_preprocess(pipeline: Pipeline, schema: InputSchema) -> Preprocess:
         else:
             raise ExportError(f"preprocessing step {kind} ({name!r}) is not supported by the TFLite exporter; it "
                               "takes SimpleImputer on numbers and OneHotEncoder on categories")
-    mean = inv_scale = None
-    for _, step in pipeline.steps[1:-1]:
+    return read_scaler(Encoding(numeric, np.array(median, np.float32), onehot), pipeline.steps[1:-1])
+
+
+def read_scaler(encoding: Encoding, steps) -> Encoding:
+    """``encoding`` with the optional StandardScaler of ``steps`` (the pipeline between preprocessing and model)."""
+    from sklearn.preprocessing import StandardScaler
+
+    for _, step in steps:
         if not isinstance(step, StandardScaler):
             raise ExportError(f"pipeline step {type(step).__name__} is not supported by the TFLite exporter; "
                               "between preprocessing and the model it takes one StandardScaler")
-        width = len(numeric) + len(onehot)
+        width = encoding.width
         mean = (step.mean_ if step.with_mean else np.zeros(width)).astype(np.float32)
         inv_scale = (1.0 / step.scale_ if step.with_std else np.ones(width)).astype(np.float32)
-    return Preprocess(numeric, np.array(median, np.float32), onehot, mean, inv_scale)
+        encoding = replace(encoding, mean=mean, inv_scale=inv_scale)
+    return encoding
 
 
 def _estimator(pipeline: Pipeline):
@@ -220,7 +203,7 @@ class _Weights:
         return self.g.op("DEQUANTIZE", [q], value.shape, name=name, batched=False)
 
 
-def emit_preprocess(g: Graph, x: Tensor, pre: Preprocess) -> Tensor:
+def emit_preprocess(g: Graph, x: Tensor, pre: Encoding) -> Tensor:
     parts = []
     if pre.numeric:
         num = x
@@ -287,6 +270,12 @@ def emit_head(g: Graph, raw: Tensor, head: str) -> Tensor:
 
 # --- int8 -------------------------------------------------------------------------------------------
 
+#: The int8 input grid: every encoded input is scaled to [-1, 1], so q = round(127 * z).
+INPUT_QUANT = Quant(np.array([1 / 127]), np.zeros(1))
+#: What TFLite's int8 kernels require of SOFTMAX and LOGISTIC outputs, and of TANH's.
+PROBABILITY_QUANT = Quant(np.array([1 / 256]), np.array([-128]))
+TANH_QUANT = Quant(np.array([1 / 128]), np.zeros(1))
+
 
 def _affine(lo: float, hi: float) -> Quant:
     """int8 scale and zero point covering [lo, hi] (widened to include 0)."""
@@ -296,10 +285,39 @@ def _affine(lo: float, hi: float) -> Quant:
     return Quant(np.array([scale]), np.array([zero]))
 
 
-def emit_dense_int8(g: Graph, z: Tensor, layers: list[Dense], Zcal: np.ndarray) -> tuple[Tensor, dict]:
-    """int8 fully connected layers (per-tensor symmetric weights, int32 bias), activations calibrated on ``Zcal``."""
-    q_in = _affine(float(Zcal.min()), float(Zcal.max()))
-    x = g.op("QUANTIZE", [z], z.shape, np.int8, name="inputs_int8", quant=q_in)
+def int8_encoding(pre: Encoding, X: np.ndarray) -> Encoding:
+    """``pre`` rescaled so that each encoded input spans [-1, 1] over the calibration rows ``X``."""
+    E = replace(pre, mean=None, inv_scale=None).apply(X).astype(np.float64)
+    lo, hi = E.min(axis=0), E.max(axis=0)
+    half = (hi - lo) / 2
+    half[half <= 0] = 1.0
+    return replace(pre, mean=((lo + hi) / 2).astype(np.float32), inv_scale=(1 / half).astype(np.float32))
+
+
+def fold_encoding(layers: list[Dense], pre: Encoding, enc: Encoding) -> list[Dense]:
+    """The layers rewritten for inputs encoded by ``enc`` instead of ``pre`` (same outputs, in float64)."""
+    mean = pre.mean.astype(np.float64) if pre.mean is not None else 0.0
+    inv = pre.inv_scale.astype(np.float64) if pre.inv_scale is not None else 1.0
+    ratio = inv / enc.inv_scale.astype(np.float64)          # z = z' * ratio + shift
+    shift = (enc.mean.astype(np.float64) - mean) * inv
+    first = layers[0]
+    w = first.weight.astype(np.float64)
+    return [Dense(w * ratio, first.bias + w @ shift, first.act), *layers[1:]]
+
+
+def two_logits(layers: list[Dense]) -> list[Dense]:
+    """A one-logit binary head as two logits [0, z]: softmax of them is [1 - sigmoid(z), sigmoid(z)] exactly."""
+    last = layers[-1]
+    w = np.vstack([np.zeros_like(last.weight), last.weight])
+    return [*layers[:-1], Dense(w, np.concatenate([[0.0], last.bias]), last.act)]
+
+
+def emit_dense_int8(g: Graph, x: Tensor, layers: list[Dense], head: str, Zcal: np.ndarray) -> tuple[Tensor, dict]:
+    """int8 fully connected layers (per-tensor symmetric weights, int32 bias), activations calibrated on ``Zcal``.
+
+    ``x`` is the int8 input on :data:`INPUT_QUANT`; ``head`` is ``softmax``
+    (int8 probabilities) or ``identity`` (an int8 value calibrated on ``Zcal``).
+    """
     a = Zcal.astype(np.float64)
     for i, layer in enumerate(layers):
         w = layer.weight.astype(np.float64)
@@ -319,39 +337,46 @@ def emit_dense_int8(g: Graph, z: Tensor, layers: list[Dense], Zcal: np.ndarray) 
         x = g.op("FULLY_CONNECTED", [x, wt, bt], (out,), np.int8, name=f"dense{i}", quant=q_out,
                  FusedActivationFunction=ACTIVATIONS[fused])
         if layer.act == "tanh":
-            x = g.op("TANH", [x], (out,), np.int8, name=f"dense{i}_tanh", quant=Quant(np.array([1 / 128]), np.zeros(1)))
+            x = g.op("TANH", [x], (out,), np.int8, name=f"dense{i}_tanh", quant=TANH_QUANT)
         elif layer.act == "logistic":
-            x = g.op("LOGISTIC", [x], (out,), np.int8, name=f"dense{i}_logistic",
-                     quant=Quant(np.array([1 / 256]), np.array([-128])))
+            x = g.op("LOGISTIC", [x], (out,), np.int8, name=f"dense{i}_logistic", quant=PROBABILITY_QUANT)
         a = post
-    raw = g.op("DEQUANTIZE", [x], x.shape, name="raw_score")
-    return raw, {"method": "static, per-tensor symmetric int8 weights, int8 activations (min-max)",
-                 "calibration_rows": len(Zcal)}
+    if head == "softmax":
+        x = g.op("SOFTMAX", [x], x.shape, np.int8, name="probabilities", quant=PROBABILITY_QUANT)
+    return x, {"method": "full-integer: int8 input, weights (per-tensor symmetric), activations (min-max) and "
+                         "output; int32 biases", "calibration_rows": len(Zcal)}
 
 
 # --- the exporter -----------------------------------------------------------------------------------
 
 
-def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), precision: str = "fp32",
-              calibration: Mapping[str, np.ndarray] | None = None) -> TfliteExport:
-    """Compile ``pipeline`` into a ``.tflite`` model at ``precision``; what cannot be exported is an :class:`ExportError`.
-
-    ``calibration`` (int8 only) holds training-split feeds as
-    ``FeatureEncoder.encode`` returns them (feature name -> (n, 1) array).
-    """
+def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarray | None,
+                  n_inputs: int) -> tuple[Graph, Encoding | None, dict]:
+    """The graph of ``pre`` then ``est`` at ``precision``; for int8 also the encoding the caller must apply."""
     if precision not in PRECISIONS:
         raise ExportError(f"TFLite precision {precision!r} is unknown; the exporter writes {', '.join(PRECISIONS)}")
-    est = _estimator(pipeline)
     family = family_of(est)
     if family == "trees" and precision == "int8":
         raise ExportError(TREES_NOT_INT8)
-    pre = read_preprocess(pipeline, schema)
     g = Graph()
-    features = schema.features
-    x = g.input("features", (len(features),))
+    details: dict = {"family": family}
+    if precision == "int8":
+        if X_cal is None or not len(X_cal):
+            raise ExportError("int8 TFLite needs calibration rows: pass feeds from the training split "
+                              "(calibration=encode_frame(split.train, schema, ...))")
+        layers, head = read_dense(est, task)
+        enc = int8_encoding(pre, X_cal)
+        layers = fold_encoding(layers, pre, enc)
+        if head == "sigmoid2":
+            layers, head = two_logits(layers), "softmax"
+        x = g.input("features", (enc.width,), np.int8, quant=INPUT_QUANT)
+        Zq = np.clip(np.round(enc.apply(X_cal) * 127), -128, 127) / 127  # what the int8 input can hold
+        out, details["quantization"] = emit_dense_int8(g, x, layers, head, Zq)
+        g.output(out, "probabilities" if task == "classification" else "value")
+        return g, enc, details
+    x = g.input("features", (n_inputs,))
     z = emit_preprocess(g, x, pre)
     weights = _Weights(g, precision)
-    details: dict = {}
     if family == "trees":
         ensemble = TREE_FAMILIES[type(est).__name__](est, task)
         raw, head = emit_trees(g, z, ensemble, weights), ensemble.head
@@ -359,26 +384,58 @@ def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), pr
                             "max_leaves": int(ensemble.lefts.shape[1]), "compare": ensemble.compare}
     else:
         layers, head = read_dense(est, task)
-        if precision == "int8":
-            if calibration is None:
-                raise ExportError("int8 TFLite needs calibration rows: pass feeds from the training split "
-                                  "(calibration=encode_frame(split.train, schema, ...))")
-            Zcal = pre.apply(feeds_to_matrix(calibration, schema_tables(schema), features)[:1000])
-            raw, details["quantization"] = emit_dense_int8(g, z, layers, Zcal)
-        else:
-            raw = emit_dense(g, z, layers, weights)
-    out = emit_head(g, raw, head)
-    g.output(out, "probabilities" if task == "classification" else "value")
-    metadata = describe(schema, task, classes, precision, family, type(est).__name__)
-    data = g.serialize({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+        raw = emit_dense(g, z, layers, weights)
+    g.output(emit_head(g, raw, head), "probabilities" if task == "classification" else "value")
+    return g, None, details
+
+
+def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), precision: str = "fp32",
+              calibration: Mapping[str, np.ndarray] | None = None, static_batch: bool = False) -> TfliteExport:
+    """Compile ``pipeline`` into a ``.tflite`` model at ``precision``; what cannot be exported is an :class:`ExportError`.
+
+    ``calibration`` (int8 only) holds training-split feeds as
+    ``FeatureEncoder.encode`` returns them (feature name -> (n, 1) array).
+    ``static_batch`` writes a batch of exactly one row (see :meth:`Graph.serialize`).
+    """
+    est = _estimator(pipeline)
+    pre = read_preprocess(pipeline, schema)
+    features = schema.features
+    X_cal = None
+    if calibration is not None and precision == "int8":
+        X_cal = feeds_to_matrix(calibration, schema_tables(schema), features)[:CALIBRATION_ROWS]
+    g, enc, details = compile_graph(pre, est, task, precision, X_cal, len(features))
+    metadata = describe(schema, task, classes, precision, details["family"], type(est).__name__, enc)
+    data = g.serialize({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}, static_batch=static_batch)
+    details["planned_bytes"] = g.planned_bytes()
     if precision != "fp32":
         full = to_tflite(pipeline, schema, task, classes, "fp32").data
-        if len(data) >= len(full):
+        if precision == "fp16" and len(data) >= len(full):
             raise ExportError(f"TFLite {precision} would not make this {type(est).__name__} model smaller "
                               f"({len(data):,} bytes vs {len(full):,} in fp32): its weights are too few for the "
                               "conversion operators to pay off; use fp32")
         details["bytes_fp32"] = len(full)
-    return TfliteExport(data, metadata, precision, family, tuple(g.op_names), details)
+    return TfliteExport(data, metadata, precision, details.pop("family"), tuple(g.op_names), details)
+
+
+def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: np.ndarray | None = None) -> TfliteExport:
+    """The model alone (``steps``: an optional StandardScaler, then the estimator) on ``n_features`` numbers.
+
+    What the search measures each trial with on a TFLite target: the size,
+    operators and tensor memory of the model without the data set's
+    preprocessing in front (which adds the same few hundred bytes to every trial).
+    """
+    steps = list(steps)
+    pre = read_scaler(Encoding(list(range(n_features)), np.zeros(n_features, np.float32), []), steps[:-1])
+    est = steps[-1][1]
+    cal = None if X_cal is None else np.asarray(X_cal, np.float32)[:CALIBRATION_ROWS]
+    g, _, details = compile_graph(pre, est, task, precision, cal, n_features)
+    data = g.serialize()
+    details["planned_bytes"] = g.planned_bytes()
+    return TfliteExport(data, {}, precision, details.pop("family"), tuple(g.op_names), details)
+
+
+#: Training rows used to calibrate int8 ranges.
+CALIBRATION_ROWS = 2000
 
 
 def schema_tables(schema: InputSchema) -> dict[str, list[str]]:
@@ -386,7 +443,8 @@ def schema_tables(schema: InputSchema) -> dict[str, list[str]]:
     return {c.features[0]: list(c.categories) for c in schema.columns if c.kind == "categorical"}
 
 
-def describe(schema: InputSchema, task: str, classes, precision: str, family: str, estimator: str) -> dict:
+def describe(schema: InputSchema, task: str, classes, precision: str, family: str, estimator: str,
+             encoding: Encoding | None = None) -> dict:
     """The metadata written into the file: enough for a consumer without Python or the manifest."""
     columns = []
     for c in schema.columns:
@@ -397,16 +455,24 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
             columns.append(entry)
     outputs = ({"probabilities": {"tensor": "probabilities", "classes": list(classes)}}
                if task == "classification" else {"value": {"tensor": "value"}})
+    inp = {"tensor": "features", "dtype": "float32", "columns": columns,
+           "missing": "NaN for a missing number; a category's code is its position in 'codes', -1 if unknown"}
+    if encoding is not None:
+        inp.update(dtype="int8", encoding=encoding.to_metadata(schema.features),
+                   quantization={"scale": float(INPUT_QUANT.scale[0]), "zero_point": 0},
+                   steps=("build the float32 row of 'columns' as above; encode it: 'numeric' features with NaN "
+                          "replaced by 'fill', then 1.0/0.0 per 'onehot' (feature, code) pair, then "
+                          "(z - mean) * inv_scale; quantize: clamp(round(z / scale) + zero_point, -128, 127); "
+                          "dequantize the int8 output with its tensor's scale and zero point"))
     return {
         "format": "edgeml-tflite/1",
         "task": task,
-        "input": {"tensor": "features", "dtype": "float32", "columns": columns,
-                  "missing": "NaN for a missing number; a category's code is its position in 'codes', -1 if unknown"},
+        "input": inp,
         "outputs": outputs,
         "precision": precision,
         "model": {"family": family, "estimator": estimator},
     }
 
 
-__all__ = ["PRECISIONS", "TREES_NOT_INT8", "TfliteExport", "describe", "read_preprocess", "schema_tables",
-           "to_tflite"]
+__all__ = ["CALIBRATION_ROWS", "PRECISIONS", "TREES_NOT_INT8", "TfliteExport", "compile_graph", "describe",
+           "estimator_tflite", "read_preprocess", "read_scaler", "schema_tables", "to_tflite"]

@@ -119,6 +119,7 @@ class Graph:
         self.inputs: list[int] = []
         self.outputs: list[int] = []
         self._names: set[str] = set()
+        self._static = False
 
     # --- tensors ----------------------------------------------------------------------------------
 
@@ -145,8 +146,8 @@ class Graph:
         self.buffers.append(value.tobytes())
         return t
 
-    def input(self, name: str, shape, dtype=np.float32) -> Tensor:
-        t = self.tensor(name, shape, dtype)
+    def input(self, name: str, shape, dtype=np.float32, *, quant: Quant | None = None) -> Tensor:
+        t = self.tensor(name, shape, dtype, quant=quant)
         self.inputs.append(t.index)
         return t
 
@@ -171,10 +172,45 @@ class Graph:
     def op_names(self) -> list[str]:
         return sorted({op for op, *_ in self.operators})
 
+    def planned_bytes(self) -> int:
+        """The tensor memory one row needs at its peak: the sizes of the non-constant tensors alive together.
+
+        A tensor lives from the operator that writes it (graph inputs: from the
+        start) to the last one that reads it (graph outputs: to the end). This
+        is what an ideal arena planner reaches, and what TFLite Micro's greedy
+        planner comes close to; the interpreter's own bookkeeping and kernel
+        scratch buffers come on top.
+        """
+        n = len(self.operators)
+        first = {i: -1 for i in self.inputs}
+        last = {i: n for i in self.outputs}
+        for step, (_, ins, outs, _) in enumerate(self.operators):
+            for i in outs:
+                first.setdefault(i, step)
+            for i in ins:
+                if i >= 0:
+                    last[i] = max(last.get(i, step), step)
+        peak = 0
+        for step in range(-1, n + 1):
+            live = sum(self._bytes(self.tensors[i]) for i, start in first.items()
+                       if self.tensors[i].buffer == 0 and start <= step <= last.get(i, start))
+            peak = max(peak, live)
+        return peak
+
+    @staticmethod
+    def _bytes(t: Tensor) -> int:
+        return int(np.prod(t.full_shape, dtype=np.int64)) * t.dtype.itemsize
+
     # --- serialization ----------------------------------------------------------------------------
 
-    def serialize(self, metadata: dict[str, bytes] | None = None, description: str = "edgeml") -> bytes:
-        """The ``.tflite`` file: schema version 3, file identifier ``TFL3``, ``metadata`` as named buffers."""
+    def serialize(self, metadata: dict[str, bytes] | None = None, description: str = "edgeml",
+                  static_batch: bool = False) -> bytes:
+        """The ``.tflite`` file: schema version 3, file identifier ``TFL3``, ``metadata`` as named buffers.
+
+        ``static_batch`` fixes the batch dimension at 1 (no ``shape_signature``),
+        as compilers for fixed-function accelerators (the Edge TPU) require.
+        """
+        self._static = static_batch
         b = flatbuffers.Builder(1024 + sum(len(x) for x in self.buffers))
         meta_items = []
         for key, data in (metadata or {}).items():
@@ -265,7 +301,7 @@ class Graph:
     def _tensor(self, b: flatbuffers.Builder, t: Tensor) -> int:
         name = b.CreateString(t.name)
         shape = _int_vector(b, t.full_shape)
-        signature = _int_vector(b, [-1, *t.shape]) if t.batched else None
+        signature = _int_vector(b, [-1, *t.shape]) if t.batched and not self._static else None
         quant = _quantization(b, t.quant) if t.quant is not None else None
         _fb("Tensor").TensorStart(b)
         _fb("Tensor").TensorAddShape(b, shape)
