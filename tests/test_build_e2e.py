@@ -43,7 +43,9 @@ def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop,
     m = json.loads((out / "manifest.json").read_text())
 
     assert m["search"]["best_learner"] == estimator
-    assert all(v["passed"] and v["label_mismatches"] == 0 for v in m["verification"])
+    assert all(v["passed"] for v in m["verification"])
+    # fp32 artifacts agree exactly; reduced precision is judged by its measured metric drop instead.
+    assert all(v["label_mismatches"] == 0 for v in m["verification"] if "metric_drop" not in v)
     score = m["metrics"]["test"][metric]
     assert score >= floor, f"{metric} {score} below {floor}"
     _check_bundle_contract(out, m)
@@ -51,7 +53,7 @@ def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop,
     # Independently of the build's own check: raw CSV text, read as a device reads it, scores like the host pipeline.
     with open(datasets / data, newline="", encoding="utf-8-sig") as f:
         rows = [r for _, r in zip(range(400), csv.DictReader(f))]
-    model = Model.load(out)
+    model = Model.load(out, precision="fp32")  # a VNNI machine would otherwise pick an int8 artifact
     got = model.predict(rows)
     import pandas as pd
 

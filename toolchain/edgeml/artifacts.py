@@ -69,16 +69,38 @@ def test_metrics(task: str, y: np.ndarray, labels: np.ndarray, probabilities) ->
 
 
 def tflite_artifact(pipeline: Pipeline, schema: InputSchema, task: str, classes: tuple, precision: str,
-                    calibration: Mapping[str, np.ndarray]) -> CompiledArtifact:
-    """The pipeline written as TFLite (from the fitted pipeline itself: no ONNX-to-TFLite conversion exists)."""
-    from .export.tflite import to_tflite
+                    calibration: Mapping[str, np.ndarray], target: TargetProfile) -> CompiledArtifact:
+    """The pipeline written as TFLite (from the fitted pipeline itself: no ONNX-to-TFLite conversion exists).
 
+    On a target with an operator set (``tflite_ops``) or TFLite budgets, a
+    file that would not run there or not fit is not applicable, with the reason.
+    """
+    from .export.tflite import to_tflite
+    from .opsets import load_op_set, problems
+
+    op_set = load_op_set(target.tflite_ops) if target.tflite_ops else None
     try:
-        exp = to_tflite(pipeline, schema, task, classes, precision, calibration)
+        exp = to_tflite(pipeline, schema, task, classes, precision, calibration,
+                        static_batch=bool(op_set and op_set.static_batch))
     except ExportError as exc:
         raise NotApplicable("tflite", precision, str(exc)) from None
+    wrong = problems(exp.ops, exp.tensor_types, op_set) if op_set else []
+    budgets = target.budgets
+    if budgets.max_model_bytes is not None and len(exp.data) > budgets.max_model_bytes:
+        wrong.append(f"the file is {len(exp.data):,} bytes, over budgets.max_model_bytes {budgets.max_model_bytes:,}")
+    planned = exp.details["planned_bytes"]
+    if budgets.max_arena_bytes is not None and planned > budgets.max_arena_bytes:
+        wrong.append(f"its tensors need {planned:,} bytes for one row, over budgets.max_arena_bytes "
+                     f"{budgets.max_arena_bytes:,}")
+    if wrong:
+        raise NotApplicable("tflite", precision, f"not written for {target.name}: " + "; ".join(wrong))
     done = (f"{exp.family} pipeline written as TFLite builtin ops ({', '.join(exp.ops)})",)
-    return CompiledArtifact(exp.data, "tflite", precision, done, {"family": exp.family, **exp.details})
+    if op_set is not None:
+        done += (f"every operator and tensor type is in the {op_set.name} set",)
+    fields = {"family": exp.family, **exp.details, "operators": list(exp.ops)}
+    if op_set is not None:
+        fields["op_set"] = op_set.name
+    return CompiledArtifact(exp.data, "tflite", precision, done, fields)
 
 
 def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline: Pipeline, target: TargetProfile,
@@ -93,7 +115,7 @@ def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline:
     for fmt, precision in wanted(target):
         try:
             if fmt == "tflite":
-                art = tflite_artifact(pipeline, schema, task, classes, precision, calibration)
+                art = tflite_artifact(pipeline, schema, task, classes, precision, calibration, target)
             else:
                 art = compile_artifact(fp32, fmt, precision, options)
         except NotApplicable as exc:

@@ -121,7 +121,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                                              inputs=inputs.features)
         opsets = ", ".join(f"{d} {v}" for d, v in sorted(artifact["opset"].items()))
         report.stage("export", f"model.onnx {artifact['bytes'] / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
-        if budgets.max_model_bytes is not None and artifact["bytes"] > budgets.max_model_bytes:
+        runs_onnx = bool({"onnx", "ort"} & set(target.formats))  # else model.onnx is the reference only
+        if runs_onnx and budgets.max_model_bytes is not None and artifact["bytes"] > budgets.max_model_bytes:
             raise ExportError(
                 f"model.onnx is {artifact['bytes']:,} bytes, over target {target.name}'s max_model_bytes "
                 f"{budgets.max_model_bytes:,} once preprocessing is included; raise the budget in a profile "
@@ -156,10 +157,19 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         artifact["test_metrics"] = test_metrics
         more = make_artifacts(stage, manifest, model, pipeline, target, encode_frame(split.train, inputs, "the training split"),
                               TestSplit(split.test, host_test, y["test"], test_metrics), report.notice)
+        if not runs_onnx and not more.artifacts:
+            reasons = "; ".join(f"{n['format']} {n['precision']}: {n['reason']}" for n in more.not_shipped)
+            raise ExportError(
+                f"nothing target {target.name} runs could be made ({reasons}). Allow only model families that "
+                f"this target takes with --estimators (its profile lists {', '.join(target.estimators)}), or "
+                "build for a target with more room"
+            )
         for a in more.artifacts:
-            report.stage("verify", f"{a['path']} {a['bytes'] / 1024:.1f} KiB ({a['format']} {a['precision']}) through edgeml_runtime: "
-                         + ("identical to the host pipeline" if "metric_drop" not in a else "")
-                         + (f"; {a['metric_drop']['metric']} drop {a['metric_drop']['drop']:.3g}" if "metric_drop" in a else ""))
+            d = a.get("metric_drop")
+            how = (f"{d['metric']} {d['value']:.4g} vs {d['fp32']:.4g} in fp32 (drop {d['drop']:.3g}, allowed "
+                   f"{d['allowed']:.3g})" if d else "identical to the host pipeline")
+            report.stage("verify", f"{a['path']} {a['bytes'] / 1024:.1f} KiB ({a['format']} {a['precision']}) "
+                                   f"through edgeml_runtime: {how}")
 
         manifest["metrics"] = {"test": test_metrics, "valid": valid_metrics}
         manifest["verification"] = [p.to_dict(), *more.verification]

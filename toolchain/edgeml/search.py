@@ -10,7 +10,9 @@ the usual validation loss (FLAML's own computation, so ``metric="auto"``
 means what it means in FLAML) and, for the trial's fitted model, the size of
 its ONNX export and its one-row latency on the target as the cost model
 predicts it (:mod:`edgeml.costmodel`, scaled by the profile's
-``speed_factor``). A trial that breaks a budget is recorded as such and
+``speed_factor``); for a target that runs TFLite, the size, the tensor
+memory (``max_arena_bytes``) and the operators of its TFLite file at the
+target's precision, checked against the target's operator set. A trial that breaks a budget is recorded as such and
 reported to FLAML as worse than every trial that fits — the further over
 budget, the worse — so FLAML's own incumbent is always a model that fits, if
 any trial did. The latency is also reported as FLAML's ``pred_time`` and
@@ -153,7 +155,7 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     model = automl.model.estimator
     best = min((t for t in trials if t.feasible and t.learner == automl.best_estimator and t.loss is not None),
                key=lambda t: t.loss, default=None)
-    final_bytes, final_ms = judge.cost(model, X_train.shape[1])
+    final_bytes, final_ms, *_ = judge.cost(model, X_train.shape[1])
     return SearchResult(
         learner=automl.best_estimator,
         config=dict(automl.best_config),
@@ -191,6 +193,7 @@ class _TrialJudge:
         self.task = settings.task
         self.metric_name = self.flaml_task.default_metric(settings.metric)
         self.budget = budget
+        self.X_train = X_train
         self.costs = load_cost_model()
         self.last: dict | None = None
 
@@ -203,25 +206,52 @@ class _TrialJudge:
             loss = float(metric_loss_score(self.metric_name, y_pred, y_val, labels, weight_val))
         except ValueError:  # a model that predicts inf or NaN, as FLAML treats it
             loss = float("inf")
-        model_bytes, latency_ms = self.cost(estimator.estimator, X_val.shape[1])
-        broken = self.budget.broken(model_bytes, latency_ms)
-        objective = INFEASIBLE * (1 + self.budget.excess(model_bytes, latency_ms)) + loss if broken else loss
+        cost = self.cost(estimator.estimator, X_val.shape[1])
+        broken = self.budget.broken(*cost)
+        objective = INFEASIBLE * (1 + self.budget.excess(*cost)) + loss if broken else loss
+        model_bytes, latency_ms, arena_bytes, unmapped = cost
         self.last = {"config": dict(config or {}), "loss": loss, "model_bytes": model_bytes,
-                     "latency_ms": latency_ms, "broken": broken}
+                     "latency_ms": latency_ms, "broken": broken, "arena_bytes": arena_bytes, "unmapped": unmapped}
         return objective, {"val_loss": loss, "pred_time": latency_ms / 1000.0, "model_bytes": model_bytes,
                            "latency_ms": latency_ms, "feasible": not broken}
 
-    def cost(self, model, n_features: int) -> tuple[int, float]:
-        """The model's exported size (estimated when it cannot be exported) and its predicted target latency."""
+    def cost(self, model, n_features: int) -> tuple[int, float, int | None, tuple[str, ...]]:
+        """The model's size, predicted target latency, TFLite tensor memory and what keeps it off the operator set.
+
+        The size is the model's ONNX export, or, for a target that runs
+        TFLite, its TFLite file at the first of the target's precisions it
+        exports at (estimated when it cannot be exported at all).
+        """
         from .costmodel import exported_bytes, structure_of
 
         structure = structure_of(model)
+        n_inputs = self.budget.n_inputs or n_features
+        latency = self.costs.predict_ms(structure, n_inputs, self.budget.speed_factor)
+        if self.budget.tflite_precisions:
+            return self._tflite_cost(model, n_features, structure, latency)
         try:
             size = exported_bytes(model, n_features, self.task)
         except ExportError:
             size = self.costs.predict_bytes(structure)
-        n_inputs = self.budget.n_inputs or n_features
-        return size, self.costs.predict_ms(structure, n_inputs, self.budget.speed_factor)
+        return size, latency, None, ()
+
+    def _tflite_cost(self, model, n_features: int, structure, latency: float):
+        from .export.tflite import estimator_tflite
+        from .learners import model_steps
+        from .opsets import load_op_set, problems
+
+        reasons = []
+        for precision in self.budget.tflite_precisions:
+            try:
+                exp = estimator_tflite(model_steps(model), n_features, self.task, precision, self.X_train)
+            except ExportError as exc:
+                reasons.append(f"{precision}: {exc}")
+                continue
+            unmapped = ()
+            if self.budget.tflite_ops:
+                unmapped = tuple(problems(exp.ops, exp.tensor_types, load_op_set(self.budget.tflite_ops)))
+            return len(exp.data), latency, exp.details["planned_bytes"], unmapped
+        return self.costs.predict_bytes(structure), latency, None, tuple(reasons)
 
 
 _ITER = re.compile(r"iteration (\d+), current learner (\w+)")
@@ -257,7 +287,8 @@ class _TrialHandler(logging.Handler):
             self.sink(Trial(iteration, learner, float(m.group(1)),
                             self.best[0] if self.best else None, self.best[1] if self.best else None,
                             config=seen["config"], loss=seen["loss"], model_bytes=seen["model_bytes"],
-                            latency_ms=seen["latency_ms"], feasible=feasible, broken=seen["broken"]))
+                            latency_ms=seen["latency_ms"], feasible=feasible, broken=seen["broken"],
+                            arena_bytes=seen["arena_bytes"], unmapped=seen["unmapped"]))
 
 
 @contextmanager

@@ -58,11 +58,15 @@ class Budgets:
     the measured host latency times ``speed_factor``. ``max_accuracy_drop``
     (absolute accuracy, classification) and ``max_rmse_increase`` (relative
     RMSE, regression) bound what a reduced-precision artifact (fp16, int8) may
-    lose against the fp32 artifact on the test split.
+    lose against the fp32 artifact on the test split. ``max_arena_bytes`` bounds
+    the tensor memory a TFLite model needs for one row (what TFLite Micro's
+    tensor arena holds on a microcontroller, see
+    :meth:`edgeml.export.tflite_graph.Graph.planned_bytes`).
     """
 
     max_model_bytes: int | None = None
     max_model_ram_mb: int | None = None
+    max_arena_bytes: int | None = None
     latency_budget_ms: float | None = None
     speed_factor: float | None = None
     allowed_metric_drop: float = 0.01
@@ -87,6 +91,7 @@ class TargetProfile:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     ort_minimal: bool = False
     ort_optimization: str = "none"
+    tflite_ops: str = ""
     budgets: Budgets = field(default_factory=Budgets)
     source: str = ""
 
@@ -164,10 +169,12 @@ _RULES = {
     "providers": _providers(),
     "ort_minimal": _Rule("true or false", lambda v: type(v) is bool),
     "ort_optimization": _Rule("one of " + ", ".join(OPTIMIZATIONS), lambda v: v in OPTIMIZATIONS, options=OPTIMIZATIONS),
+    "tflite_ops": _text(r"[A-Za-z0-9._-]*", 'the name of a TFLite operator set in _tflite_op_sets.toml, or "" for all'),
 }
 _BUDGET_RULES = {
     "max_model_bytes": _COUNT,
     "max_model_ram_mb": _COUNT,
+    "max_arena_bytes": _COUNT,
     "latency_budget_ms": _POSITIVE,
     "speed_factor": _POSITIVE,
     "allowed_metric_drop": _SHARE,
@@ -177,7 +184,7 @@ _BUDGET_RULES = {
 _ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES)]
 _NOT_INHERITED = ("name", "extends", "description")
 _REQUIRED = ("arch", "platform_tag", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
-_OPTIONAL = ("providers", "ort_minimal", "ort_optimization")
+_OPTIONAL = ("providers", "ort_minimal", "ort_optimization", "tflite_ops")
 
 
 def _unknown_key(where: str, key: str) -> TargetError:
@@ -300,6 +307,19 @@ def _build(data: dict, source: str | Path) -> TargetProfile:
             f"{source}: ort_minimal = true, but formats = {list(data['formats'])!r} lacks 'ort'; a minimal "
             "onnxruntime build loads only .ort files: add 'ort' to formats or set ort_minimal = false"
         )
+    if data.get("tflite_ops"):
+        from .opsets import load_op_set
+
+        if "tflite" not in data["formats"]:
+            raise TargetError(f"{source}: tflite_ops = {data['tflite_ops']!r}, but formats = {list(data['formats'])!r} "
+                              "lacks 'tflite'; add it or remove tflite_ops")
+        try:
+            op_set = load_op_set(data["tflite_ops"])
+        except TargetError as exc:
+            raise TargetError(f"{source}: tflite_ops: {exc}") from None
+        if op_set.integer_only and set(data["precisions"]) != {"int8"}:
+            raise TargetError(f"{source}: the {op_set.name} operator set is integer-only, but precisions = "
+                              f"{list(data['precisions'])!r}; set precisions = [\"int8\"]")
     return TargetProfile(
         name=data["name"], description=data.get("description", ""), **{k: data[k] for k in _REQUIRED},
         **{k: data[k] for k in _OPTIONAL if k in data},

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The budgets a trial is judged on, as named in a target profile's ``[budgets]`` table.
-BUDGETS = ("max_model_bytes", "latency_budget_ms")
+#: The budgets a trial is judged on, as named in a target profile's ``[budgets]`` table (``tflite_ops``: the
+#: profile's operator set, for a target that runs TFLite).
+BUDGETS = ("max_model_bytes", "latency_budget_ms", "max_arena_bytes", "tflite_ops")
 #: Added to the objective FLAML sees for a trial that breaks a budget: beyond any real validation loss.
 INFEASIBLE = 1e12
 
@@ -33,30 +34,45 @@ class HardwareBudget:
     latency_budget_ms: float | None = None
     speed_factor: float = 1.0
     n_inputs: int | None = None
+    max_arena_bytes: int | None = None
+    #: For a target whose preferred format is TFLite: the precisions to measure a trial at, in order (the first
+    #: one the model exports at counts), and the operator set it must map to ("" for every builtin).
+    tflite_precisions: tuple[str, ...] = ()
+    tflite_ops: str = ""
 
     @classmethod
     def from_target(cls, target, n_inputs: int | None = None) -> "HardwareBudget":
         """The budgets of a :class:`~edgeml.targets.TargetProfile`."""
         b = target.budgets
-        return cls(b.max_model_bytes, b.latency_budget_ms, b.speed_factor or 1.0, n_inputs)
+        tflite = target.formats[0] == "tflite"
+        return cls(b.max_model_bytes, b.latency_budget_ms, b.speed_factor or 1.0, n_inputs, b.max_arena_bytes,
+                   tuple(target.precisions) if tflite else (), target.tflite_ops if tflite else "")
 
-    def broken(self, model_bytes: int, latency_ms: float) -> tuple[str, ...]:
-        """The budgets a model of this size and predicted latency breaks."""
+    def broken(self, model_bytes: int, latency_ms: float, arena_bytes: int | None = None,
+               unmapped: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The budgets a model of this size, predicted latency, tensor memory and unmapped operators breaks."""
         out = []
         if self.max_model_bytes is not None and model_bytes > self.max_model_bytes:
             out.append("max_model_bytes")
         if self.latency_budget_ms is not None and latency_ms > self.latency_budget_ms:
             out.append("latency_budget_ms")
+        if self.max_arena_bytes is not None and arena_bytes is not None and arena_bytes > self.max_arena_bytes:
+            out.append("max_arena_bytes")
+        if unmapped:
+            out.append("tflite_ops")
         return tuple(out)
 
-    def excess(self, model_bytes: int, latency_ms: float) -> float:
+    def excess(self, model_bytes: int, latency_ms: float, arena_bytes: int | None = None,
+               unmapped: tuple[str, ...] = ()) -> float:
         """How far over its budgets a model is, as the sum of the relative overruns (0 when it fits)."""
         over = 0.0
         if self.max_model_bytes is not None:
             over += max(0.0, model_bytes / self.max_model_bytes - 1)
         if self.latency_budget_ms is not None:
             over += max(0.0, latency_ms / self.latency_budget_ms - 1)
-        return over
+        if self.max_arena_bytes is not None and arena_bytes is not None:
+            over += max(0.0, arena_bytes / self.max_arena_bytes - 1)
+        return over + (1.0 if unmapped else 0.0)
 
 
 @dataclass(frozen=True)
@@ -82,15 +98,22 @@ class Trial:
     latency_ms: float | None = None
     feasible: bool | None = None
     broken: tuple[str, ...] = ()
+    arena_bytes: int | None = None
+    unmapped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready, for the bundle's manifest."""
-        return {
+        d = {
             "iteration": self.iteration, "learner": self.learner, "elapsed": round(self.elapsed, 3),
             "config": _plain(self.config), "loss": _finite(self.loss), "model_bytes": self.model_bytes,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 6),
             "feasible": self.feasible, "broken": list(self.broken),
         }
+        if self.arena_bytes is not None:
+            d["arena_bytes"] = self.arena_bytes
+        if self.unmapped:
+            d["unmapped"] = list(self.unmapped)
+        return d
 
 
 def frontier(trials) -> list[Trial]:
@@ -125,26 +148,36 @@ def infeasible_message(trials, budget: HardwareBudget) -> str:
     """Which budget every trial broke, and the least change to a budget that would admit one of them."""
     measured = [t for t in trials if t.model_bytes is not None]
     lines = [f"no model fits the target's budgets: all {len(measured)} trial(s) broke at least one"]
-    limits = {"max_model_bytes": budget.max_model_bytes, "latency_budget_ms": budget.latency_budget_ms}
-    value = {"max_model_bytes": lambda t: t.model_bytes, "latency_budget_ms": lambda t: t.latency_ms}
-    unit = {"max_model_bytes": lambda v: f"{v:,} bytes", "latency_budget_ms": lambda v: f"{v:.3g} ms"}
-    for name in BUDGETS:
+    unmapped = [t for t in measured if "tflite_ops" in t.broken]
+    if unmapped:
+        by_learner = sorted({t.learner for t in unmapped})
+        lines.append(f"  tflite_ops = {budget.tflite_ops or 'all builtins'!r}: {len(unmapped)} trial(s) "
+                     f"({', '.join(by_learner)}) cannot be written for it: {unmapped[0].unmapped[0]}")
+    limits = {"max_model_bytes": budget.max_model_bytes, "latency_budget_ms": budget.latency_budget_ms,
+              "max_arena_bytes": budget.max_arena_bytes}
+    value = {"max_model_bytes": lambda t: t.model_bytes, "latency_budget_ms": lambda t: t.latency_ms,
+             "max_arena_bytes": lambda t: t.arena_bytes}
+    unit = {"max_model_bytes": lambda v: f"{v:,} bytes", "latency_budget_ms": lambda v: f"{v:.3g} ms",
+            "max_arena_bytes": lambda v: f"{v:,} bytes"}
+    for name in limits:
         broke = [t for t in measured if name in t.broken]
         if broke:
             best = min(value[name](t) for t in broke)
             lines.append(f"  budgets.{name} = {limits[name]:,}: broken by {len(broke)} trial(s); "
-                         f"the {'smallest' if name == 'max_model_bytes' else 'fastest'} was {unit[name](best)}"
+                         f"the {'fastest' if name == 'latency_budget_ms' else 'smallest'} was {unit[name](best)}"
                          + (f" (predicted at speed_factor {budget.speed_factor:g})" if name == "latency_budget_ms" else ""))
     fixes = []
-    for name in BUDGETS:
+    for name in limits:
         others = [t for t in measured if name in t.broken and set(t.broken) == {name}]
         if others:
             t = min(others, key=lambda t: value[name](t))
             new = value[name](t)
-            shown = f"{int(new):_}" if name == "max_model_bytes" else _round_up(new)
+            shown = _round_up(new) if name == "latency_budget_ms" else f"{int(new):_}"
             fixes.append(f"raise budgets.{name} to {shown} (admits {t.learner}, validation loss {t.loss:.4g})")
+    if not fixes and unmapped:
+        fixes.append("allow only model families that map to the operator set (lrl1, lrl2, enet, mlp)")
     if not fixes:
-        fixes.append("raise both budgets: no trial fits either one alone")
+        fixes.append("raise several budgets: no trial fits with one alone")
     lines.append("To relax: " + "; or ".join(fixes) + ". Or allow smaller model families in the profile's "
                  "estimators (lrl1, lrl2, enet, mlp), or a lower speed_factor if it was measured on the device.")
     return "\n".join(lines)

@@ -78,6 +78,7 @@ class TfliteExport:
     family: str
     ops: tuple[str, ...]
     details: dict = field(default_factory=dict)
+    tensor_types: tuple[str, ...] = ()
 
 
 # --- reading the pipeline ---------------------------------------------------------------------------
@@ -414,7 +415,8 @@ def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), pr
                               f"({len(data):,} bytes vs {len(full):,} in fp32): its weights are too few for the "
                               "conversion operators to pay off; use fp32")
         details["bytes_fp32"] = len(full)
-    return TfliteExport(data, metadata, precision, details.pop("family"), tuple(g.op_names), details)
+    return TfliteExport(data, metadata, precision, details.pop("family"), tuple(g.op_names), details,
+                        g.tensor_types)
 
 
 def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: np.ndarray | None = None) -> TfliteExport:
@@ -431,7 +433,7 @@ def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: n
     g, _, details = compile_graph(pre, est, task, precision, cal, n_features)
     data = g.serialize()
     details["planned_bytes"] = g.planned_bytes()
-    return TfliteExport(data, {}, precision, details.pop("family"), tuple(g.op_names), details)
+    return TfliteExport(data, {}, precision, details.pop("family"), tuple(g.op_names), details, g.tensor_types)
 
 
 #: Training rows used to calibrate int8 ranges.

@@ -172,6 +172,11 @@ class Graph:
     def op_names(self) -> list[str]:
         return sorted({op for op, *_ in self.operators})
 
+    @property
+    def tensor_types(self) -> tuple[str, ...]:
+        """The numpy names of the tensor types the graph uses, e.g. ``('float32', 'int32')``."""
+        return tuple(sorted({t.dtype.name for t in self.tensors}))
+
     def planned_bytes(self) -> int:
         """The tensor memory one row needs at its peak: the sizes of the non-constant tensors alive together.
 

@@ -1,0 +1,171 @@
+"""Integer-only and microcontroller targets: operator sets, tensor memory, and a search that finds what fits.
+
+Builds run the real search on real data, export through the real exporter
+and score every artifact in the real LiteRT interpreter (through
+``edgeml_runtime``), as ``edgeml build`` does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
+
+from conftest import AI4I_DROP, build_bundle
+from edgeml.errors import SearchError, TargetError
+from edgeml.export.tflite_graph import Graph
+from edgeml.opsets import load_op_set, op_sets, problems
+from edgeml.targets import load_target
+from edgeml_runtime import Model
+from edgeml_runtime.litert import read_metadata
+
+
+def _interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=path.read_bytes())
+
+
+def _ai4i(datasets, out, target, **settings):
+    settings.setdefault("max_iter", 6)
+    return build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Machine failure",
+                        drop=AI4I_DROP[2:], target=target, **settings)
+
+
+def _profile(tmp_path, name, text):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n' + text)
+    return str(path)
+
+
+# --- the operator sets ----------------------------------------------------------------------------
+
+
+def test_op_sets_are_data_with_sources():
+    sets = op_sets()
+    assert {"tflite-micro", "edgetpu"} <= set(sets)
+    for s in sets.values():
+        assert s.source and s.ops
+    edgetpu = load_op_set("edgetpu")
+    assert edgetpu.integer_only and edgetpu.static_batch
+    # What edgeml's graphs use, mapped or not: the TPU has no comparisons, gathers or casts.
+    assert {"FULLY_CONNECTED", "SOFTMAX", "LOGISTIC", "TANH"} <= edgetpu.ops
+    assert not {"GATHER", "LESS_EQUAL", "CAST", "SELECT_V2", "BATCH_MATMUL", "DEQUANTIZE"} & edgetpu.ops
+    assert "SELECT_V2" in load_op_set("tflite-micro").ops and "SELECT" not in load_op_set("tflite-micro").ops
+
+
+def test_problems_name_the_operators_and_types():
+    micro = load_op_set("tflite-micro")
+    assert problems(("FULLY_CONNECTED", "SOFTMAX"), ("int8", "int32"), micro) == []
+    assert problems(("FULLY_CONNECTED", "SELECT", "HASHTABLE_LOOKUP"), ("float32",), micro) == [
+        "operator(s) HASHTABLE_LOOKUP, SELECT are not in the tflite-micro set"]
+    with pytest.raises(TargetError, match="unknown TFLite operator set 'edge-tpu'; did you mean 'edgetpu'"):
+        load_op_set("edge-tpu")
+
+
+def test_profiles_naming_op_sets_are_checked(tmp_path):
+    base = 'arch = "armv7em"\nplatform_tag = ""\ncpu = "m"\ncores = 1\nram_mb = 1\nestimators = ["mlp"]\n'
+    with pytest.raises(TargetError, match="tflite_ops: unknown TFLite operator set 'coral'"):
+        load_target(_profile(tmp_path, "a", base + 'formats = ["tflite"]\nprecisions = ["int8"]\ntflite_ops = "coral"\n'))
+    with pytest.raises(TargetError, match="lacks 'tflite'; add it or remove tflite_ops"):
+        load_target(_profile(tmp_path, "b", base + 'formats = ["onnx"]\nprecisions = ["int8"]\ntflite_ops = "edgetpu"\n'))
+    with pytest.raises(TargetError, match=r"edgetpu operator set is integer-only, but precisions = \['fp32', 'int8'\]"):
+        load_target(_profile(tmp_path, "c", base + 'formats = ["tflite"]\nprecisions = ["fp32", "int8"]\n'
+                                                   'tflite_ops = "edgetpu"\n'))
+    with pytest.raises(TargetError, match="budgets.max_arena_bytes = 0 is not allowed"):
+        load_target(_profile(tmp_path, "d", base + 'formats = ["tflite"]\nprecisions = ["int8"]\n'
+                                                   '[budgets]\nmax_arena_bytes = 0\n'))
+
+
+def test_planned_bytes_is_the_peak_of_tensors_alive_together():
+    g = Graph()
+    x = g.input("x", (100,))                                   # 400 bytes, alive until its last reader
+    a = g.op("RELU", [x], (100,))                               # x + a = 800
+    b = g.op("ADD", [a, x], (100,))                             # x + a + b = 1,200: the peak
+    g.output(g.op("FULLY_CONNECTED", [b, g.const("w", np.ones((2, 100), np.float32)), None], (2,)), "y")
+    assert g.planned_bytes() == 1200  # the 800-byte constant lives in the file, not the arena
+
+
+# --- builds for the integer-only targets ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cortex_m7_build_fits_flash_and_ram_and_uses_only_tflm_ops(datasets, tmp_path):
+    out = tmp_path / "m7"
+    _ai4i(datasets, out, "cortex-m7", estimators=("mlp", "lrl2"))
+    m = json.loads((out / "manifest.json").read_text())
+    target = load_target("cortex-m7")
+    (art,) = [a for a in m["artifacts"] if a["format"] == "tflite"]
+    assert art["precision"] == "int8" and art["transform"]["op_set"] == "tflite-micro"
+    assert art["bytes"] <= target.budgets.max_model_bytes
+    assert art["transform"]["planned_bytes"] <= target.budgets.max_arena_bytes
+    assert set(art["transform"]["operators"]) <= load_op_set("tflite-micro").ops
+    assert art["metric_drop"]["within"] and art["metric_drop"]["drop"] <= target.budgets.max_accuracy_drop
+    # Every trial was measured as the int8 TFLite file the device gets.
+    assert all("arena_bytes" in t for t in m["search"]["trial_log"] if t["loss"] is not None)
+
+    interpreter = _interpreter(out / art["path"])
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert {t["dtype"] for t in interpreter.get_tensor_details()} <= {np.int8, np.int32}
+    # The runtime encodes, quantizes and dequantizes: raw rows in, probabilities out.
+    got = Model.load(out, artifact=art["path"]).predict([{"Type": "M", "Air temperature [K]": 298.1,
+                                                          "Process temperature [K]": 308.6,
+                                                          "Rotational speed [rpm]": 1551, "Torque [Nm]": 42.8,
+                                                          "Tool wear [min]": 0}])
+    assert got.probabilities.shape == (1, 2) and abs(float(got.probabilities.sum()) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_coral_build_is_integer_only_static_and_mapped(datasets, tmp_path):
+    out = tmp_path / "coral"
+    _ai4i(datasets, out, "coral-edgetpu", estimators=("mlp",))
+    m = json.loads((out / "manifest.json").read_text())
+    (art,) = [a for a in m["artifacts"] if a["format"] == "tflite"]
+    assert set(art["transform"]["operators"]) <= load_op_set("edgetpu").ops
+    interpreter = _interpreter(out / art["path"])
+    details = interpreter.get_input_details()[0]
+    assert list(details["shape_signature"]) == list(details["shape"]) and details["shape"][0] == 1  # static
+    assert {t["dtype"] for t in interpreter.get_tensor_details()} <= {np.int8, np.int32}
+    meta = json.loads(read_metadata((out / art["path"]).read_bytes()))
+    assert meta["input"]["dtype"] == "int8" and len(meta["input"]["encoding"]["numeric"]) == 5
+    # The static one-row model still scores a batch through the runtime (it resizes on the CPU).
+    got = Model.load(out, artifact=art["path"]).predict([{"Type": t, "Air temperature [K]": 300.0,
+                                                          "Process temperature [K]": 310.0,
+                                                          "Rotational speed [rpm]": 1500, "Torque [Nm]": 40.0,
+                                                          "Tool wear [min]": w} for t, w in [("L", 10), ("H", 200)]])
+    assert got.probabilities.shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_search_avoids_families_that_do_not_map_and_says_so_when_none_does(datasets, tmp_path):
+    mixed = _profile(tmp_path, "m7-trees", 'extends = "cortex-m7"\nestimators = ["lgbm", "mlp"]\n')
+    out = tmp_path / "mixed"
+    _ai4i(datasets, out, mixed, estimators=("lgbm", "mlp"), max_iter=8)
+    m = json.loads((out / "manifest.json").read_text())
+    trees = [t for t in m["search"]["trial_log"] if t["learner"] == "lgbm"]
+    assert trees and all("tflite_ops" in t["broken"] and not t["feasible"] for t in trees)
+    assert "tree ensembles are not exported in int8" in trees[0]["unmapped"][0]
+    assert m["search"]["best_learner"] == "mlp"
+
+    only_trees = _profile(tmp_path, "m7-lgbm", 'extends = "cortex-m7"\nestimators = ["lgbm"]\n')
+    with pytest.raises(SearchError, match=r"(?s)tflite_ops = 'tflite-micro': \d+ trial\(s\) \(lgbm\).*"
+                                          r"allow only model families that map"):
+        _ai4i(datasets, tmp_path / "none", only_trees, estimators=("lgbm",), max_iter=3)
+
+
+@pytest.mark.slow
+def test_a_small_arena_budget_steers_the_search_to_a_model_that_fits(datasets, tmp_path):
+    tiny = _profile(tmp_path, "m7-tiny", 'extends = "cortex-m7"\n[budgets]\nmax_arena_bytes = 40\n')
+    out = tmp_path / "tiny"
+    _ai4i(datasets, out, tiny, estimators=("mlp", "lrl2"), max_iter=10)
+    m = json.loads((out / "manifest.json").read_text())
+    log = m["search"]["trial_log"]
+    refused = [t for t in log if "max_arena_bytes" in t["broken"]]
+    assert refused and all(t["arena_bytes"] > 40 for t in refused)  # the wider nets did not fit
+    best = min((t for t in log if t["feasible"]), key=lambda t: t["loss"])
+    assert best["arena_bytes"] <= 40 and best["loss"] > min(t["loss"] for t in refused)  # it gave up accuracy to fit
+    (art,) = [a for a in m["artifacts"] if a["format"] == "tflite"]
+    assert art["transform"]["planned_bytes"] <= 40
