@@ -19,6 +19,11 @@ values, plus ``bias``. Padded nodes have no path entries; padded leaves have
 Thresholds for ``<=`` are made exact for float32 inputs (the largest
 float32 not above the threshold), as :func:`edgeml.export.onnx.align_thresholds`
 does for LightGBM.
+
+The per-library readers (:data:`FORESTS`) read a fitted model once into a
+:class:`Forest` (its trees as node lists); :func:`pack` turns that into the
+GEMM arrays here, and :mod:`.tflite_traverse` into node tables for a
+gather-based traversal, whose size grows with the node count instead.
 """
 
 from __future__ import annotations
@@ -41,6 +46,22 @@ class Node:
     left: int = -1
     right: int = -1
     value: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Forest:
+    """A fitted tree ensemble as read from its library: every tree as a node list, and the output's link.
+
+    ``trees[t][0]`` is tree ``t``'s root; children are positions in the same
+    list. The raw output [K] is ``bias`` plus, for each tree, the ``value`` of
+    the leaf a row reaches; ``head`` turns it into the model's output.
+    """
+
+    trees: tuple[tuple[Node, ...], ...]
+    k: int                     # outputs per row
+    bias: tuple[float, ...]    # [k]
+    compare: str               # "LESS_EQUAL" or "LESS": the test that sends a row left
+    head: str                  # as Ensemble.head
 
 
 @dataclass(frozen=True)
@@ -75,18 +96,37 @@ def float32_below(t: float) -> np.float32:
     return np.nextafter(w, np.float32(-np.inf)) if float(w) > t else w
 
 
-def pack(trees: list[list[Node]], k: int, bias, compare: str, head: str) -> Ensemble:
-    """Dense, padded arrays of ``trees`` (each a list of nodes, the root first)."""
+def exact_thresholds(thresholds, compare: str) -> np.ndarray:
+    """float32 thresholds that make the float32 test ``compare`` decide as the library does in float64."""
+    if compare == "LESS_EQUAL":
+        return np.array([float32_below(t) for t in thresholds], np.float32)
+    return np.array(thresholds, np.float32)
+
+
+def split_trees(trees, k: int, bias) -> tuple[list, np.ndarray]:
+    """The trees with at least one split, and ``bias`` [k] (float64) plus the single-leaf trees' constants."""
     bias = np.asarray(bias, dtype=np.float64).reshape(k).copy()
-    shaped = []
+    kept = []
     for nodes in trees:
         if nodes[0].feature < 0:  # a single leaf: a constant
             bias += np.asarray(nodes[0].value, dtype=np.float64)
-            continue
-        shaped.append(_tree_arrays(nodes, compare))
-    if not shaped:
+        else:
+            kept.append(nodes)
+    if not kept:
         raise ExportError("every tree of the ensemble is a single leaf: the model is a constant and not worth "
                           "exporting; train it with more data or a smaller min_child_samples")
+    return kept, bias
+
+
+def pack_forest(forest: Forest) -> Ensemble:
+    """The GEMM arrays of ``forest``."""
+    return pack(list(forest.trees), forest.k, forest.bias, forest.compare, forest.head)
+
+
+def pack(trees: list[list[Node]], k: int, bias, compare: str, head: str) -> Ensemble:
+    """Dense, padded arrays of ``trees`` (each a list of nodes, the root first)."""
+    kept, bias = split_trees(trees, k, bias)
+    shaped = [_tree_arrays(nodes, compare) for nodes in kept]
     t = len(shaped)
     n_int = max(len(s[0]) for s in shaped)
     n_leaf = max(len(s[3]) for s in shaped)
@@ -122,10 +162,7 @@ def _tree_arrays(nodes: list[Node], compare: str):
         stack.append((n.left, (*path, (pos_i[i], 1))))
         stack.append((n.right, (*path, (pos_i[i], -1))))
     feats = np.array([nodes[i].feature for i in internal], np.int32)
-    if compare == "LESS_EQUAL":
-        thr = np.array([float32_below(nodes[i].threshold) for i in internal], np.float32)
-    else:
-        thr = np.array([nodes[i].threshold for i in internal], np.float32)
+    thr = exact_thresholds([nodes[i].threshold for i in internal], compare)
     values = np.array([nodes[i].value for i in leaves], np.float64)
     return feats, thr, c, d, values
 
@@ -134,6 +171,21 @@ def _tree_arrays(nodes: list[Node], compare: str):
 
 
 def from_sklearn_forest(est, task: str) -> Ensemble:
+    """RandomForest / ExtraTrees as GEMM arrays."""
+    return pack_forest(read_sklearn_forest(est, task))
+
+
+def from_lightgbm(est, task: str) -> Ensemble:
+    """LightGBM as GEMM arrays."""
+    return pack_forest(read_lightgbm(est, task))
+
+
+def from_xgboost(est, task: str) -> Ensemble:
+    """XGBoost as GEMM arrays."""
+    return pack_forest(read_xgboost(est, task))
+
+
+def read_sklearn_forest(est, task: str) -> Forest:
     """RandomForest / ExtraTrees: the mean of the trees' leaf values (class shares for classifiers)."""
     trees = []
     n = len(est.estimators_)
@@ -150,11 +202,11 @@ def from_sklearn_forest(est, task: str) -> Ensemble:
             else:
                 nodes.append(Node(int(tr.feature[i]), float(tr.threshold[i]), int(tr.children_left[i]),
                                   int(tr.children_right[i])))
-        trees.append(nodes)
-    return pack(trees, k, np.zeros(k), "LESS_EQUAL", "none" if task == "classification" else "identity")
+        trees.append(tuple(nodes))
+    return Forest(tuple(trees), k, (0.0,) * k, "LESS_EQUAL", "none" if task == "classification" else "identity")
 
 
-def from_lightgbm(est, task: str) -> Ensemble:
+def read_lightgbm(est, task: str) -> Forest:
     """LightGBM (binary, multiclass, regression objectives) from ``booster_.dump_model()``."""
     dump = est.booster_.dump_model()
     objective = str(dump.get("objective", "")).split()
@@ -183,8 +235,8 @@ def from_lightgbm(est, task: str) -> Ensemble:
     scale = 1.0
     if dump.get("average_output"):
         scale = 1.0 / max(1, len(trees) // k_trees)
-    trees = [[_spread(n, c, k, scale) for n in nodes] for nodes, c in zip(trees, per_class)]
-    return pack(trees, k, np.zeros(k), "LESS_EQUAL", head)
+    trees = tuple(tuple(_spread(n, c, k, scale) for n in nodes) for nodes, c in zip(trees, per_class))
+    return Forest(trees, k, (0.0,) * k, "LESS_EQUAL", head)
 
 
 def _lgbm_nodes(tree: dict, nodes: list[Node]) -> int:
@@ -203,7 +255,7 @@ def _lgbm_nodes(tree: dict, nodes: list[Node]) -> int:
     return me
 
 
-def from_xgboost(est, task: str) -> Ensemble:
+def read_xgboost(est, task: str) -> Forest:
     """XGBoost gbtree models from the booster's JSON (exact float32 thresholds and leaf values)."""
     booster = est.get_booster()
     learner = json.loads(booster.save_raw("json"))["learner"]
@@ -238,8 +290,8 @@ def from_xgboost(est, task: str) -> Ensemble:
                 nodes.append(_spread(Node(value=(float(conds[i]),)), int(group), k, 1.0))
             else:
                 nodes.append(Node(int(feats[i]), float(np.float32(conds[i])), int(lc[i]), int(rc[i])))
-        trees.append(nodes)
-    return pack(trees, k, np.array(bias), "LESS", head)
+        trees.append(tuple(nodes))
+    return Forest(tuple(trees), k, tuple(float(b) for b in bias), "LESS", head)
 
 
 def _spread(node: Node, column: int, k: int, scale: float) -> Node:
@@ -250,6 +302,18 @@ def _spread(node: Node, column: int, k: int, scale: float) -> Node:
     v[column if k > 1 else 0] = node.value[0] * scale
     return Node(value=tuple(v))
 
+
+#: Estimator class name -> the function that reads it into a :class:`Forest` (the one place models are parsed).
+FORESTS = {
+    "RandomForestClassifier": read_sklearn_forest,
+    "RandomForestRegressor": read_sklearn_forest,
+    "ExtraTreesClassifier": read_sklearn_forest,
+    "ExtraTreesRegressor": read_sklearn_forest,
+    "LGBMClassifier": read_lightgbm,
+    "LGBMRegressor": read_lightgbm,
+    "XGBClassifier": read_xgboost,
+    "XGBRegressor": read_xgboost,
+}
 
 #: Estimator class name -> the function that turns it into an :class:`Ensemble`.
 TREE_FAMILIES = {
@@ -263,4 +327,5 @@ TREE_FAMILIES = {
     "XGBRegressor": from_xgboost,
 }
 
-__all__ = ["TREE_FAMILIES", "Ensemble", "Node", "float32_below", "pack"]
+__all__ = ["FORESTS", "TREE_FAMILIES", "Ensemble", "Forest", "Node", "exact_thresholds", "float32_below", "pack",
+           "pack_forest", "split_trees"]
