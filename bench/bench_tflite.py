@@ -55,6 +55,10 @@ def models(task: str) -> dict:
     }
     if c:
         out["logistic"] = StandardizedLogisticRegression(C=1.0, max_iter=500)
+    else:
+        from edgeml.learners import StandardizedElasticNet
+
+        out["enet"] = StandardizedElasticNet(alpha=0.01, l1_ratio=0.5)
     return out
 
 
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
                 model.fit(pre.transform(features["train"]), y["train"])
                 pipeline = align_thresholds(Pipeline([("pre", pre), *model_steps(model)]))
                 host = (pipeline.predict_proba if task == "classification" else pipeline.predict)(features["test"])
-                files = {}
+                files, arena = {}, {}
                 onnx_path = Path(tmp) / f"{key}-{len(rows)}.onnx"
                 onnx_path.write_bytes(to_onnx(pipeline, inputs, task, name="bench").SerializeToString())
                 files["onnx fp32"] = (onnx_path, OnnxEngine)
@@ -110,7 +114,10 @@ def main(argv=None) -> int:
                         continue
                     path = Path(tmp) / f"{key}-{len(rows)}.{precision}.tflite"
                     path.write_bytes(exported.data)
-                    files[f"tflite {precision}"] = (path, TfliteEngine)
+                    form = exported.details.get("trees", {}).get("form")
+                    label = f"tflite {precision}" + (f" ({form})" if form else "")
+                    files[label] = (path, TfliteEngine)
+                    arena[label] = exported.details["planned_bytes"]
                 for artifact, (path, cls) in files.items():
                     engine = cls(path, threads=1)
                     out = engine.run(test)
@@ -131,7 +138,7 @@ def main(argv=None) -> int:
                     engine.run(batch)
                     per_s = 10_000 / (time.perf_counter() - t)
                     lat.sort()
-                    rows.append((key, name, artifact, path.stat().st_size, statistics.median(lat),
+                    rows.append((key, name, artifact, path.stat().st_size, arena.get(artifact), statistics.median(lat),
                                  lat[int(0.99 * len(lat))], per_s, change, diff))
                     print(rows[-1], flush=True)
 
@@ -143,14 +150,23 @@ def main(argv=None) -> int:
         "included for TFLite). Latency is `engine.run` on one test row (median / p99 over "
         f"{args.iterations} calls); throughput is one call on 10,000 rows. The metric is on the test split; "
         "in brackets its change against the host pipeline. *max diff* is the largest difference from the host "
-        "pipeline's probabilities (or values).",
+        "pipeline's probabilities (or values). *tensor bytes* is the peak tensor memory of one row "
+        "(`Graph.planned_bytes`, what a TFLite Micro arena needs). Tree files name their form (traversal or GEMM). "
+        "int8 is full-integer: the engine encodes and quantizes each row in numpy before invoking.",
         "",
-        "| data | model | artifact | bytes | 1-row median µs | 1-row p99 µs | rows/s (10k batch) | test metric | max diff |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|",
+        "| data | model | artifact | bytes | tensor bytes | 1-row median µs | 1-row p99 µs | rows/s (10k batch) | test metric | max diff |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for key, name, artifact, size, med, p99, per_s, change, diff in rows:
-        lines.append(f"| {key} | {name} | {artifact} | {size:,} | {med:.0f} | {p99:.0f} | {per_s:,.0f} | {change} | "
-                     f"{diff:.2g} |")
+    for key, name, artifact, size, planned, med, p99, per_s, change, diff in rows:
+        shown = f"{planned:,}" if planned is not None else "—"
+        lines.append(f"| {key} | {name} | {artifact} | {size:,} | {shown} | {med:.0f} | {p99:.0f} | {per_s:,.0f} | "
+                     f"{change} | {diff:.2g} |")
+    by = {(k, n, a): size for k, n, a, size, *_ in rows}
+    lines += ["", "int8 against fp32 (TFLite file size):", ""]
+    for (k, n, a), size in by.items():
+        if a == "tflite int8" and (k, n, "tflite fp32") in by:
+            lines.append(f"- {k} {n}: {by[(k, n, 'tflite fp32')]:,} → {size:,} bytes "
+                         f"({by[(k, n, 'tflite fp32')] / size:.2f}× smaller)")
     lines += ["", "Not made (the exporter refuses, by design):", ""]
     lines += [f"- {key} {name} {precision}: {reason}" for key, name, precision, reason in refused]
     text = "\n".join(lines) + "\n"

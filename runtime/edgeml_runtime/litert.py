@@ -30,6 +30,7 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -89,19 +90,53 @@ class Encoding:
     def width(self) -> int:
         return len(self.numeric) + len(self.onehot)
 
+    @cached_property
+    def _arrays(self):
+        """The index and value arrays the encoding uses, made once (it runs per row on a device)."""
+        cols, codes = zip(*self.onehot) if self.onehot else ((), ())
+        take = np.array([*self.numeric, *cols], dtype=np.intp)
+        fill = np.concatenate([np.asarray(self.median, np.float32), np.zeros(len(cols), np.float32)])
+        return take, fill, len(self.numeric), np.array(codes, np.float32)
+
+    def _unscaled(self, X: np.ndarray) -> np.ndarray:
+        take, fill, k, codes = self._arrays
+        V = X.take(take, axis=1)
+        np.copyto(V, fill, where=np.isnan(V))
+        if len(codes):
+            V[:, k:] = V[:, k:] == codes
+        return V
+
     def apply(self, X: np.ndarray) -> np.ndarray:
         """The model inputs [n, width] float32 for the feature matrix ``X`` [n, F] (see :func:`feeds_to_matrix`)."""
-        num = X[:, self.numeric]
-        num = np.where(np.isnan(num), np.asarray(self.median, np.float32), num)
-        if self.onehot:
-            cols, codes = (np.array(v) for v in zip(*self.onehot))
-            hot = (X[:, cols] == codes.astype(np.float32)).astype(np.float32)
-        else:
-            hot = np.zeros((X.shape[0], 0), np.float32)
-        Z = np.concatenate([num, hot], axis=1).astype(np.float32)
+        Z = self._unscaled(np.asarray(X, np.float32))
         if self.mean is not None:
             Z = (Z - np.asarray(self.mean, np.float32)) * np.asarray(self.inv_scale, np.float32)
-        return Z.astype(np.float32, copy=False)
+        return Z
+
+    def quantized(self, X: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+        """:meth:`apply`, quantized to int8 by TFLite's rule ``real = scale * (q - zero_point)`` (clamped).
+
+        The scaling and the quantization are folded into one affine step.
+
+        >>> enc = Encoding([0], np.zeros(1, np.float32), [], np.array([1.0], np.float32), np.array([0.5], np.float32))
+        >>> enc.quantized(np.array([[3.0], [np.nan]], np.float32), 1 / 127, 0).tolist()
+        [[127], [-64]]
+        """
+        slope, offset = self._affine(float(scale), int(zero_point))
+        q = self._unscaled(np.asarray(X, np.float32)) * slope + offset
+        np.rint(q, out=q)
+        np.clip(q, -128, 127, out=q)
+        return q.astype(np.int8)
+
+    def _affine(self, scale: float, zero_point: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (scale, zero_point)
+        cache = self.__dict__.setdefault("_affines", {})
+        if key not in cache:
+            width = self.width
+            mean = np.zeros(width) if self.mean is None else np.asarray(self.mean, np.float64)
+            inv = np.ones(width) if self.inv_scale is None else np.asarray(self.inv_scale, np.float64)
+            cache[key] = ((inv / scale).astype(np.float32), (zero_point - mean * inv / scale).astype(np.float32))
+        return cache[key]
 
     def to_metadata(self, features: Sequence[str]) -> dict:
         """JSON-ready, by feature name (what a C++ or Android consumer reads)."""
@@ -121,15 +156,6 @@ class Encoding:
         mean = np.array(d["mean"], np.float32) if "mean" in d else None
         inv = np.array(d["inv_scale"], np.float32) if "inv_scale" in d else None
         return cls(numeric, median, onehot, mean, inv)
-
-
-def quantize(Z: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """``Z`` as int8 with TFLite's affine rule ``real = scale * (q - zero_point)``.
-
-    >>> quantize(np.array([[0.0, 1.0, 100.0]]), 0.5, -10).tolist()
-    [[-10, -8, 127]]
-    """
-    return np.clip(np.round(Z / scale) + zero_point, -128, 127).astype(np.int8)
 
 
 def read_metadata(data: bytes, key: str = METADATA_KEY) -> bytes | None:
@@ -256,7 +282,7 @@ class TfliteEngine:
             self.interpreter.allocate_tensors()
             self._rows = n
         if self.encoding is not None:
-            X = quantize(self.encoding.apply(X), *self._in_quant)
+            X = self.encoding.quantized(X, *self._in_quant)
         else:
             X = np.ascontiguousarray(X, dtype=np.float32)
         self.interpreter.set_tensor(self._input, X)
@@ -280,4 +306,4 @@ class TfliteEngine:
 
 
 __all__ = ["CLASSIFIER_OUTPUTS", "METADATA_KEY", "REGRESSOR_OUTPUTS", "Encoding", "TfliteEngine", "feeds_to_matrix",
-           "quantize", "read_metadata"]
+           "read_metadata"]

@@ -12,9 +12,13 @@ Everything is builtin TFLite operators: median imputation
 (``SELECT_V2(NOT_EQUAL(x, x), median, x)``), one-hot encoding (``EQUAL``
 against each column's codes, ``CAST``), scaling (``SUB``, ``MUL``), then
 linear and logistic models and MLPs (``FULLY_CONNECTED`` and activations)
-or tree ensembles in the GEMM formulation (:mod:`.tflite_trees`:
-``GATHER``, ``LESS_EQUAL``/``LESS``, ``BATCH_MATMUL``, ``EQUAL``,
-``FULLY_CONNECTED``). The input names, the code tables and the outputs'
+or tree ensembles, in whichever of two forms is expected to answer sooner
+(:func:`.tflite_traverse.preferred_form`): the GEMM formulation
+(:mod:`.tflite_trees`: ``GATHER``, ``LESS_EQUAL``/``LESS``,
+``BATCH_MATMUL``, ``EQUAL``, ``FULLY_CONNECTED``), small for shallow trees,
+or a level-by-level walk of node tables (:mod:`.tflite_traverse`:
+``GATHER``, ``GREATER``, ``ADD``, ``SUM``), whose size grows with the node
+count instead of its square. The input names, the code tables and the outputs'
 meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
 C++ or Android consumer needs nothing else.
 
@@ -49,7 +53,8 @@ from sklearn.pipeline import Pipeline
 
 from ..errors import ExportError
 from .tflite_graph import ACTIVATIONS, Graph, Quant, Tensor
-from .tflite_trees import TREE_FAMILIES, Ensemble
+from .tflite_traverse import emit_traversal, preferred_form, traversal_arrays
+from .tflite_trees import FORESTS, TREE_FAMILIES, Ensemble, pack_forest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TREES_NOT_INT8 = (
@@ -379,10 +384,19 @@ def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarr
     z = emit_preprocess(g, x, pre)
     weights = _Weights(g, precision)
     if family == "trees":
-        ensemble = TREE_FAMILIES[type(est).__name__](est, task)
-        raw, head = emit_trees(g, z, ensemble, weights), ensemble.head
-        details["trees"] = {"trees": ensemble.trees, "max_internal_nodes": int(ensemble.feature.shape[1]),
-                            "max_leaves": int(ensemble.lefts.shape[1]), "compare": ensemble.compare}
+        forest = FORESTS[type(est).__name__](est, task)
+        form = preferred_form(forest)
+        if form == "traversal":
+            arrays = traversal_arrays(forest)
+            raw, head = emit_traversal(g, z, arrays, weights), arrays.head
+            details["trees"] = {"form": form, "trees": arrays.trees, "nodes": arrays.nodes, "depth": arrays.depth,
+                                "compare": arrays.compare}
+        else:
+            ensemble = pack_forest(forest)
+            raw, head = emit_trees(g, z, ensemble, weights), ensemble.head
+            details["trees"] = {"form": form, "trees": ensemble.trees,
+                                "max_internal_nodes": int(ensemble.feature.shape[1]),
+                                "max_leaves": int(ensemble.lefts.shape[1]), "compare": ensemble.compare}
     else:
         layers, head = read_dense(est, task)
         raw = emit_dense(g, z, layers, weights)
