@@ -1,11 +1,13 @@
 """What this device can run well, and so which artifact of a bundle to use.
 
 A bundle may hold several artifacts of one model (fp32 ONNX, ``.ort``, fp16
-for GPUs, int8). The runtime picks, in order: an explicit choice; fp16 only
-where onnxruntime has a CUDA or TensorRT provider; int8 first where the CPU
-has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, Arm dotprod),
-since elsewhere int8 is slower than fp32; otherwise the manifest's order,
-which is the target profile's preference.
+for GPUs, int8, TFLite). The runtime picks, in order: an explicit choice;
+then the interpreters in the manifest's order (the target profile's
+preference: a TFLite file in an ONNX-first bundle is for devices without
+onnxruntime), and for one interpreter fp16 only where onnxruntime has a CUDA or TensorRT
+provider, int8 first where the CPU has int8 dot-product instructions
+(AVX-512 VNNI, AVX-VNNI, Arm dotprod), since elsewhere int8 is slower than
+fp32; otherwise the manifest's order.
 
 Example:
 
@@ -16,6 +18,9 @@ Example:
 ['model.int8.onnx', 'model.onnx']
 >>> [a.path for a in rank(arts, Capabilities(providers=("CUDAExecutionProvider", "CPUExecutionProvider")))]
 ['model.fp16.onnx', 'model.onnx', 'model.int8.onnx']
+>>> arts.append(Artifact("model.int8.tflite", "tflite", "int8", 1, "t"))
+>>> [a.path for a in rank(arts, Capabilities(int8_dot=True))][-1]
+'model.int8.tflite'
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from .bundle import Artifact
 from .errors import EngineError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+#: Which interpreter runs each format: formats of one interpreter compete on precision, interpreters by order.
+ENGINE_OF = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert"}
 #: /proc/cpuinfo flags of CPUs with int8 dot-product instructions.
 INT8_FLAGS = {"avx512_vnni", "avx_vnni", "asimddp"}
 
@@ -70,13 +77,17 @@ def rank(artifacts, caps: Capabilities, precision: str | None = None) -> list[Ar
             raise EngineError(f"the bundle has no {precision} artifact; it has {have}")
         return chosen
 
+    engines = list(dict.fromkeys(ENGINE_OF.get(a.format, a.format) for a in artifacts))
+
     def order(item):
         i, a = item
         if a.precision == "fp16":
-            return (0, i)
-        if a.precision == "int8":
-            return (0 if caps.int8_dot else 2, i)
-        return (1, i)
+            speed = 0
+        elif a.precision == "int8":
+            speed = 0 if caps.int8_dot else 2
+        else:
+            speed = 1
+        return (engines.index(ENGINE_OF.get(a.format, a.format)), speed, i)
 
     usable = [(i, a) for i, a in enumerate(artifacts) if a.precision != "fp16" or caps.gpu]
     return [a for _, a in sorted(usable, key=order)]
