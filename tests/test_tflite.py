@@ -206,6 +206,23 @@ def test_int8_is_full_integer_and_loses_a_measured_little(datasets, tmp_path, ke
     assert drop(key, host, got) <= (0.01 if task == "classification" else 0.02)
 
 
+def test_int8_regression_far_from_zero_keeps_its_resolution(datasets, tmp_path):
+    """ccpp's output is ~420-495 MW: centred on its range, the int8 output steps by ~0.3 MW, not ~1.9."""
+    inputs, task, classes, pre, features, y, feeds = prepared("ccpp")
+    host, got, exported = score("ccpp", fitted("ccpp", MODELS["enet"](task)), "int8", tmp_path)
+    assert 420 < exported.metadata["outputs"]["value"]["offset"] < 495
+    assert abs(drop("ccpp", host, got)) <= 0.002
+
+
+def test_int8_encoding_matches_the_float_graph_on_odd_codes():
+    """An unknown (-1) or NaN category code matches no category, as EQUAL does in the float graph."""
+    from edgeml_runtime.litert import Encoding
+
+    enc = Encoding([0], np.array([5.0], np.float32), [(1, 0), (1, 1)])
+    X = np.array([[1.0, np.nan], [np.nan, -1.0], [2.0, 0.0]], np.float32)
+    assert enc.apply(X).tolist() == [[1.0, 0.0, 0.0], [5.0, 0.0, 0.0], [2.0, 1.0, 0.0]]
+
+
 def test_int8_gives_every_input_the_whole_int8_range(datasets):
     """Each encoded input spans [-1, 1] on the calibration rows, so it uses all 255 levels, whatever its scale."""
     from edgeml.export.tflite import int8_encoding, read_preprocess

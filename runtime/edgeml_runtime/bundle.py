@@ -79,6 +79,13 @@ class Manifest:
     label = property(lambda self: self.data["label"])
     classes = property(lambda self: tuple(self.data.get("classes") or ()))
 
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The target profile's formats, in its order of preference (the artifacts' order when not recorded)."""
+        target = self.data.get("target")
+        formats = target.get("formats") if isinstance(target, dict) else None
+        return tuple(formats) if isinstance(formats, list) else tuple(dict.fromkeys(a.format for a in self.artifacts))
+
     @classmethod
     def from_dict(cls, data: dict, where: str = MANIFEST) -> "Manifest":
         if not isinstance(data, dict):

@@ -2,9 +2,10 @@
 
 A bundle may hold several artifacts of one model (fp32 ONNX, ``.ort``, fp16
 for GPUs, int8, TFLite). The runtime picks, in order: an explicit choice;
-then the interpreters in the manifest's order (the target profile's
-preference: a TFLite file in an ONNX-first bundle is for devices without
-onnxruntime), and for one interpreter fp16 only where onnxruntime has a CUDA or TensorRT
+then the interpreters in the order of the target profile's formats (a
+TFLite file in an ONNX-first bundle is for devices without onnxruntime; a
+TFLite-first bundle's ``model.onnx`` is only the build's reference), and for
+one interpreter fp16 only where onnxruntime has a CUDA or TensorRT
 provider, int8 first where the CPU has int8 dot-product instructions
 (AVX-512 VNNI, AVX-VNNI, Arm dotprod), since elsewhere int8 is slower than
 fp32; otherwise the manifest's order.
@@ -20,6 +21,8 @@ Example:
 ['model.fp16.onnx', 'model.onnx', 'model.int8.onnx']
 >>> arts.append(Artifact("model.int8.tflite", "tflite", "int8", 1, "t"))
 >>> [a.path for a in rank(arts, Capabilities(int8_dot=True))][-1]
+'model.int8.tflite'
+>>> [a.path for a in rank(arts, Capabilities(int8_dot=True), formats=("tflite",))][0]
 'model.int8.tflite'
 """
 
@@ -68,8 +71,11 @@ def detect() -> Capabilities:
     return Capabilities(providers, bool(flags & INT8_FLAGS))
 
 
-def rank(artifacts, caps: Capabilities, precision: str | None = None) -> list[Artifact]:
-    """The artifacts worth trying here, best first (see the module docstring)."""
+def rank(artifacts, caps: Capabilities, precision: str | None = None, formats=()) -> list[Artifact]:
+    """The artifacts worth trying here, best first (see the module docstring).
+
+    ``formats`` is the target profile's order of preference; by default the artifacts' order.
+    """
     if precision is not None:
         chosen = [a for a in artifacts if a.precision == precision]
         if not chosen:
@@ -77,7 +83,7 @@ def rank(artifacts, caps: Capabilities, precision: str | None = None) -> list[Ar
             raise EngineError(f"the bundle has no {precision} artifact; it has {have}")
         return chosen
 
-    engines = list(dict.fromkeys(ENGINE_OF.get(a.format, a.format) for a in artifacts))
+    engines = list(dict.fromkeys(ENGINE_OF.get(f, f) for f in (*formats, *(a.format for a in artifacts))))
 
     def order(item):
         i, a = item

@@ -46,7 +46,12 @@ REGRESSOR_OUTPUTS = ("variable",)
 
 def feeds_to_matrix(feeds: Mapping[str, np.ndarray], tables: Mapping[str, Sequence[str]],
                     features: Sequence[str]) -> np.ndarray:
-    """The [n, F] float32 matrix a TFLite model takes, from per-feature (n, 1) feeds."""
+    """The [n, F] float32 matrix a TFLite model takes, from per-feature (n, 1) feeds.
+
+    ``tables`` maps a categorical feature to its code table: a list of values
+    (code = position), or a ready ``{value: code}`` dict (what the engine keeps,
+    so a row does not rebuild it).
+    """
     columns = []
     for f in features:
         try:
@@ -54,8 +59,8 @@ def feeds_to_matrix(feeds: Mapping[str, np.ndarray], tables: Mapping[str, Sequen
         except KeyError:
             raise EngineError(f"feed {f!r} is missing; the TFLite model takes {', '.join(features)}") from None
         if f in tables:
-            codes = {c: float(i) for i, c in enumerate(tables[f])}
-            get = codes.get
+            table = tables[f]
+            get = (table if isinstance(table, dict) else {c: float(i) for i, c in enumerate(table)}).get
             columns.append(np.fromiter((get(s, -1.0) for s in v.tolist()), dtype=np.float32, count=len(v)))
         else:
             columns.append(v.astype(np.float32, copy=False))
@@ -95,7 +100,8 @@ class Encoding:
         """The index and value arrays the encoding uses, made once (it runs per row on a device)."""
         cols, codes = zip(*self.onehot) if self.onehot else ((), ())
         take = np.array([*self.numeric, *cols], dtype=np.intp)
-        fill = np.concatenate([np.asarray(self.median, np.float32), np.zeros(len(cols), np.float32)])
+        # A NaN code matches no category (as EQUAL(NaN, code) in the float graph): fill it with -1, not 0.
+        fill = np.concatenate([np.asarray(self.median, np.float32), np.full(len(cols), -1, np.float32)])
         return take, fill, len(self.numeric), np.array(codes, np.float32)
 
     def _unscaled(self, X: np.ndarray) -> np.ndarray:
@@ -251,6 +257,7 @@ class TfliteEngine:
             raise EngineError(f"{path}: the '{METADATA_KEY}' metadata is malformed ({exc}); rebuild the bundle") from None
         self.input_names = [c["feature"] for c in columns]
         self.tables = dict(tables) if tables is not None else {c["feature"]: c["codes"] for c in columns if "codes" in c}
+        self._codes = {f: {c: float(i) for i, c in enumerate(t)} for f, t in self.tables.items()}
         self.output_names = list(CLASSIFIER_OUTPUTS if self.task == "classification" else REGRESSOR_OUTPUTS)
         try:
             self.interpreter = Interpreter(model_content=data, num_threads=threads)
@@ -273,6 +280,8 @@ class TfliteEngine:
             self._width = len(self.input_names)
         if out["dtype"] == np.int8:
             self._out_quant = out["quantization"]
+        # An int8 value is centred on its calibrated range; the metadata says what to add back.
+        self._offset = np.float32((self.metadata["outputs"].get("value") or {}).get("offset", 0.0))
 
     def run_matrix(self, X: np.ndarray) -> np.ndarray:
         """The raw model output (probabilities or values) for a ready [n, F] float32 matrix."""
@@ -291,7 +300,7 @@ class TfliteEngine:
         if self._out_quant is None:
             return out
         scale, zero = self._out_quant
-        out = (out.astype(np.float32) - zero) * np.float32(scale)
+        out = (out.astype(np.float32) - zero) * np.float32(scale) + self._offset
         if self.task == "classification":  # 1/256 steps need not sum to 1: renormalize (all-zero rows: uniform)
             total = out.sum(axis=1, keepdims=True)
             out = np.where(total > 0, out / np.where(total > 0, total, 1), np.float32(1 / out.shape[1]))
@@ -299,7 +308,7 @@ class TfliteEngine:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the order of :attr:`output_names` (the ONNX artifact's)."""
-        out = self.run_matrix(feeds_to_matrix(feeds, self.tables, self.input_names))
+        out = self.run_matrix(feeds_to_matrix(feeds, self._codes, self.input_names))
         if self.task == "classification":
             return [np.argmax(out, axis=1).astype(np.int64), out]
         return [out.reshape(-1, 1)]

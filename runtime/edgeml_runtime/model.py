@@ -101,7 +101,7 @@ class Model:
                         f"{', '.join(a.path for a in manifest.artifacts)}"
                     )
             else:
-                candidates = device.rank(manifest.artifacts, caps, precision)
+                candidates = device.rank(manifest.artifacts, caps, precision, manifest.formats)
             problems = []
             for a in candidates:
                 path = verify_artifact(folder, a)

@@ -11,7 +11,7 @@ import hashlib
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,14 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     metric = config.metric if config.metric != "auto" else f"auto ({_AUTO_METRIC[schema.task]})"
     report.stage("search", f"{', '.join(learners)} · metric {metric} · budget {budget}")
     budgets = HardwareBudget.from_target(target, n_inputs=len(inputs.features))
+    calibration = encode_frame(split.train, inputs, "the training split")
+    if budgets.tflite_precisions:  # trials are measured alone; the file also holds the preprocessing and metadata
+        from .export.tflite import overhead_bytes
+
+        # fp16 keeps the preprocessing in float32, so it adds what it adds to fp32.
+        extra = {p: overhead_bytes(pre, inputs, schema.task, classes, "int8" if p == "int8" else "fp32", calibration)
+                 for p in budgets.tflite_precisions}
+        budgets = replace(budgets, tflite_overhead_bytes=tuple(extra.items()))
     result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=report.trial,
                         budgets=budgets)
     report.frontier(result.frontier, budgets)
@@ -155,15 +163,17 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                                f"max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
 
         artifact["test_metrics"] = test_metrics
-        more = make_artifacts(stage, manifest, model, pipeline, target, encode_frame(split.train, inputs, "the training split"),
+        more = make_artifacts(stage, manifest, model, pipeline, target, calibration,
                               TestSplit(split.test, host_test, y["test"], test_metrics), report.notice)
         if not runs_onnx and not more.artifacts:
             reasons = "; ".join(f"{n['format']} {n['precision']}: {n['reason']}" for n in more.not_shipped)
-            raise ExportError(
-                f"nothing target {target.name} runs could be made ({reasons}). Allow only model families that "
-                f"this target takes with --estimators (its profile lists {', '.join(target.estimators)}), or "
-                "build for a target with more room"
-            )
+            if all(n.get("applicable") for n in more.not_shipped):  # made, but lost too much in reduced precision
+                fix = ("raise budgets.max_accuracy_drop / max_rmse_increase in a profile that extends this one, "
+                       "or give the search more trials (--max-trials) to find a model that quantizes better")
+            else:
+                fix = (f"allow only model families this target takes with --estimators (its profile lists "
+                       f"{', '.join(target.estimators)}), or build for a target with more room")
+            raise ExportError(f"nothing target {target.name} runs could be made ({reasons}). To fix: {fix}")
         for a in more.artifacts:
             d = a.get("metric_drop")
             how = (f"{d['metric']} {d['value']:.4g} vs {d['fp32']:.4g} in fp32 (drop {d['drop']:.3g}, allowed "

@@ -240,7 +240,8 @@ class _TrialJudge:
         from .learners import model_steps
         from .opsets import load_op_set, problems
 
-        reasons = []
+        reasons, first = [], None
+        overhead = dict(self.budget.tflite_overhead_bytes)
         for precision in self.budget.tflite_precisions:
             try:
                 exp = estimator_tflite(model_steps(model), n_features, self.task, precision, self.X_train)
@@ -250,7 +251,12 @@ class _TrialJudge:
             unmapped = ()
             if self.budget.tflite_ops:
                 unmapped = tuple(problems(exp.ops, exp.tensor_types, load_op_set(self.budget.tflite_ops)))
-            return len(exp.data), latency, exp.details["planned_bytes"], unmapped
+            cost = (len(exp.data) + overhead.get(precision, 0), latency, exp.details["planned_bytes"], unmapped)
+            if not unmapped:
+                return cost
+            first = first or cost  # the next precision may map
+        if first is not None:
+            return first
         return self.costs.predict_bytes(structure), latency, None, tuple(reasons)
 
 

@@ -39,6 +39,8 @@ class HardwareBudget:
     #: one the model exports at counts), and the operator set it must map to ("" for every builtin).
     tflite_precisions: tuple[str, ...] = ()
     tflite_ops: str = ""
+    #: (precision, bytes) pairs: what the data set's preprocessing and metadata add to every model's TFLite file.
+    tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_target(cls, target, n_inputs: int | None = None) -> "HardwareBudget":

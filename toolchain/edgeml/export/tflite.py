@@ -15,8 +15,8 @@ linear and logistic models and MLPs (``FULLY_CONNECTED`` and activations)
 or tree ensembles, in whichever of two forms is expected to answer sooner
 (:func:`.tflite_traverse.preferred_form`): the GEMM formulation
 (:mod:`.tflite_trees`: ``GATHER``, ``LESS_EQUAL``/``LESS``,
-``BATCH_MATMUL``, ``EQUAL``, ``FULLY_CONNECTED``), small for shallow trees,
-or a level-by-level walk of node tables (:mod:`.tflite_traverse`:
+``BATCH_MATMUL``, ``EQUAL``, ``FULLY_CONNECTED``), for trees with few nodes
+but long paths, or a level-by-level walk of node tables (:mod:`.tflite_traverse`:
 ``GATHER``, ``GREATER``, ``ADD``, ``SUM``), whose size grows with the node
 count instead of its square. The input names, the code tables and the outputs'
 meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
@@ -54,7 +54,7 @@ from sklearn.pipeline import Pipeline
 from ..errors import ExportError
 from .tflite_graph import ACTIVATIONS, Graph, Quant, Tensor
 from .tflite_traverse import emit_traversal, preferred_form, traversal_arrays
-from .tflite_trees import FORESTS, TREE_FAMILIES, Ensemble, pack_forest
+from .tflite_trees import FORESTS, Ensemble, pack_forest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TREES_NOT_INT8 = (
@@ -177,14 +177,14 @@ def read_dense(est, task: str) -> tuple[list[Dense], str]:
 
 def family_of(est) -> str:
     kind = type(est).__name__
-    if kind in TREE_FAMILIES:
+    if kind in FORESTS:
         return "trees"
     if kind.startswith("MLP"):
         return "mlp"
     if hasattr(est, "coef_") and hasattr(est, "intercept_"):
         return "linear"
     raise ExportError(f"{kind} is not supported by the TFLite exporter; it takes LogisticRegression, linear "
-                      f"regressors, MLPs and tree ensembles ({', '.join(sorted(TREE_FAMILIES))})")
+                      f"regressors, MLPs and tree ensembles ({', '.join(sorted(FORESTS))})")
 
 
 # --- graph emission ---------------------------------------------------------------------------------
@@ -318,6 +318,26 @@ def two_logits(layers: list[Dense]) -> list[Dense]:
     return [*layers[:-1], Dense(w, np.concatenate([[0.0], last.bias]), last.act)]
 
 
+def _activate(act: str, x: np.ndarray) -> np.ndarray:
+    return {"relu": lambda: np.maximum(x, 0), "tanh": lambda: np.tanh(x), "logistic": lambda: 1 / (1 + np.exp(-x)),
+            "identity": lambda: x}[act]()
+
+
+def centre_output(layers: list[Dense], Z: np.ndarray) -> tuple[list[Dense], float]:
+    """The layers with the calibrated output range centred on 0, and the offset to add back.
+
+    An int8 tensor's range must include 0, so a value far from 0 (a power plant's
+    output around 450 MW) would get steps of max|y|/255 instead of (max - min)/255;
+    centring gives the output all 255 steps over the range it takes.
+    """
+    a = Z.astype(np.float64)
+    for layer in layers:
+        a = _activate(layer.act, a @ layer.weight.astype(np.float64).T + layer.bias)
+    offset = float((a.min() + a.max()) / 2)
+    last = layers[-1]
+    return [*layers[:-1], Dense(last.weight, np.asarray(last.bias, np.float64) - offset, last.act)], offset
+
+
 def emit_dense_int8(g: Graph, x: Tensor, layers: list[Dense], head: str, Zcal: np.ndarray) -> tuple[Tensor, dict]:
     """int8 fully connected layers (per-tensor symmetric weights, int32 bias), activations calibrated on ``Zcal``.
 
@@ -332,8 +352,7 @@ def emit_dense_int8(g: Graph, x: Tensor, layers: list[Dense], head: str, Zcal: n
         s_in = float(x.quant.scale[0])
         bq = np.round(layer.bias / (s_in * s_w)).astype(np.int32)
         pre_act = a @ w.T + layer.bias
-        post = {"relu": np.maximum(pre_act, 0), "tanh": np.tanh(pre_act),
-                "logistic": 1 / (1 + np.exp(-pre_act)), "identity": pre_act}[layer.act]
+        post = _activate(layer.act, pre_act)
         fused = "RELU" if layer.act == "relu" else "NONE"
         out_range = post if fused == "RELU" else pre_act
         q_out = _affine(float(out_range.min()), float(out_range.max()))
@@ -377,6 +396,8 @@ def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarr
             layers, head = two_logits(layers), "softmax"
         x = g.input("features", (enc.width,), np.int8, quant=INPUT_QUANT)
         Zq = np.clip(np.round(enc.apply(X_cal) * 127), -128, 127) / 127  # what the int8 input can hold
+        if head == "identity":
+            layers, details["output_offset"] = centre_output(layers, Zq)
         out, details["quantization"] = emit_dense_int8(g, x, layers, head, Zq)
         g.output(out, "probabilities" if task == "classification" else "value")
         return g, enc, details
@@ -419,7 +440,8 @@ def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), pr
     if calibration is not None and precision == "int8":
         X_cal = feeds_to_matrix(calibration, schema_tables(schema), features)[:CALIBRATION_ROWS]
     g, enc, details = compile_graph(pre, est, task, precision, X_cal, len(features))
-    metadata = describe(schema, task, classes, precision, details["family"], type(est).__name__, enc)
+    metadata = describe(schema, task, classes, precision, details["family"], type(est).__name__, enc,
+                        details.get("output_offset"))
     data = g.serialize({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}, static_batch=static_batch)
     details["planned_bytes"] = g.planned_bytes()
     if precision != "fp32":
@@ -450,6 +472,36 @@ def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: n
     return TfliteExport(data, {}, precision, details.pop("family"), tuple(g.op_names), details, g.tensor_types)
 
 
+def overhead_bytes(pre, schema: InputSchema, task: str, classes, precision: str,
+                   calibration: Mapping[str, np.ndarray] | None = None) -> int:
+    """What the data set's preprocessing and metadata add to any model's TFLite file at ``precision``.
+
+    :func:`estimator_tflite` measures the model alone; the file a device gets
+    also holds the preprocessing (fp32, fp16) or its description (int8), and
+    the code tables. Measured once, with a linear model of zeros, as the
+    difference between the two files.
+    """
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    width = read_preprocess(Pipeline([("pre", pre), ("model", "passthrough")]), schema).width
+    if task == "classification":
+        k = len(classes)
+        est = LogisticRegression()
+        est.coef_, est.intercept_ = np.zeros((1 if k == 2 else k, width)), np.zeros(1 if k == 2 else k)
+        est.classes_ = np.arange(k)
+    else:
+        est = LinearRegression()
+        est.coef_, est.intercept_ = np.zeros(width), 0.0
+    pipeline = Pipeline([("pre", pre), ("model", est)])
+    full = to_tflite(pipeline, schema, task, classes, precision, calibration)
+    X_cal = None
+    if precision == "int8" and calibration is not None:
+        X = feeds_to_matrix(calibration, schema_tables(schema), schema.features)[:CALIBRATION_ROWS]
+        X_cal = read_preprocess(pipeline, schema).apply(X)
+    bare = estimator_tflite([("model", est)], width, task, precision, X_cal)
+    return max(0, len(full.data) - len(bare.data))
+
+
 #: Training rows used to calibrate int8 ranges.
 CALIBRATION_ROWS = 2000
 
@@ -460,7 +512,7 @@ def schema_tables(schema: InputSchema) -> dict[str, list[str]]:
 
 
 def describe(schema: InputSchema, task: str, classes, precision: str, family: str, estimator: str,
-             encoding: Encoding | None = None) -> dict:
+             encoding: Encoding | None = None, output_offset: float | None = None) -> dict:
     """The metadata written into the file: enough for a consumer without Python or the manifest."""
     columns = []
     for c in schema.columns:
@@ -471,6 +523,8 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
             columns.append(entry)
     outputs = ({"probabilities": {"tensor": "probabilities", "classes": list(classes)}}
                if task == "classification" else {"value": {"tensor": "value"}})
+    if output_offset is not None:
+        outputs["value"]["offset"] = output_offset
     inp = {"tensor": "features", "dtype": "float32", "columns": columns,
            "missing": "NaN for a missing number; a category's code is its position in 'codes', -1 if unknown"}
     if encoding is not None:
@@ -479,7 +533,8 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
                    steps=("build the float32 row of 'columns' as above; encode it: 'numeric' features with NaN "
                           "replaced by 'fill', then 1.0/0.0 per 'onehot' (feature, code) pair, then "
                           "(z - mean) * inv_scale; quantize: clamp(round(z / scale) + zero_point, -128, 127); "
-                          "dequantize the int8 output with its tensor's scale and zero point"))
+                          "dequantize the int8 output with its tensor's scale and zero point, then add "
+                                 "outputs.value.offset if there is one"))
     return {
         "format": "edgeml-tflite/1",
         "task": task,
@@ -491,4 +546,4 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
 
 
 __all__ = ["CALIBRATION_ROWS", "PRECISIONS", "TREES_NOT_INT8", "TfliteExport", "compile_graph", "describe",
-           "estimator_tflite", "read_preprocess", "read_scaler", "schema_tables", "to_tflite"]
+           "estimator_tflite", "overhead_bytes", "read_preprocess", "read_scaler", "schema_tables", "to_tflite"]

@@ -170,21 +170,6 @@ def _tree_arrays(nodes: list[Node], compare: str):
 # --- per library ----------------------------------------------------------------------------------
 
 
-def from_sklearn_forest(est, task: str) -> Ensemble:
-    """RandomForest / ExtraTrees as GEMM arrays."""
-    return pack_forest(read_sklearn_forest(est, task))
-
-
-def from_lightgbm(est, task: str) -> Ensemble:
-    """LightGBM as GEMM arrays."""
-    return pack_forest(read_lightgbm(est, task))
-
-
-def from_xgboost(est, task: str) -> Ensemble:
-    """XGBoost as GEMM arrays."""
-    return pack_forest(read_xgboost(est, task))
-
-
 def read_sklearn_forest(est, task: str) -> Forest:
     """RandomForest / ExtraTrees: the mean of the trees' leaf values (class shares for classifiers)."""
     trees = []
@@ -315,17 +300,5 @@ FORESTS = {
     "XGBRegressor": read_xgboost,
 }
 
-#: Estimator class name -> the function that turns it into an :class:`Ensemble`.
-TREE_FAMILIES = {
-    "RandomForestClassifier": from_sklearn_forest,
-    "RandomForestRegressor": from_sklearn_forest,
-    "ExtraTreesClassifier": from_sklearn_forest,
-    "ExtraTreesRegressor": from_sklearn_forest,
-    "LGBMClassifier": from_lightgbm,
-    "LGBMRegressor": from_lightgbm,
-    "XGBClassifier": from_xgboost,
-    "XGBRegressor": from_xgboost,
-}
-
-__all__ = ["FORESTS", "TREE_FAMILIES", "Ensemble", "Forest", "Node", "exact_thresholds", "float32_below", "pack",
+__all__ = ["FORESTS", "Ensemble", "Forest", "Node", "exact_thresholds", "float32_below", "pack",
            "pack_forest", "split_trees"]
