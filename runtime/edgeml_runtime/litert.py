@@ -279,7 +279,8 @@ class TfliteEngine:
         else:
             self._width = len(self.input_names)
         if out["dtype"] == np.int8:
-            self._out_quant = out["quantization"]
+            scale, zero = out["quantization"]
+            self._out_quant = (np.float32(zero), np.float32(scale))
         # An int8 value is centred on its calibrated range; the metadata says what to add back.
         self._offset = np.float32((self.metadata["outputs"].get("value") or {}).get("offset", 0.0))
 
@@ -299,12 +300,12 @@ class TfliteEngine:
         out = self.interpreter.get_tensor(self._output)
         if self._out_quant is None:
             return out
-        scale, zero = self._out_quant
-        out = (out.astype(np.float32) - zero) * np.float32(scale) + self._offset
-        if self.task == "classification":  # 1/256 steps need not sum to 1: renormalize (all-zero rows: uniform)
-            total = out.sum(axis=1, keepdims=True)
-            out = np.where(total > 0, out / np.where(total > 0, total, 1), np.float32(1 / out.shape[1]))
-        return out
+        zero, scale = self._out_quant
+        if self.task == "classification":
+            # Softmax in 1/256 steps: renormalize so each row sums to 1 (a row's codes cannot all be -128).
+            out = out.astype(np.float32) - zero
+            return out / out.sum(axis=1, keepdims=True)
+        return (out.astype(np.float32) - zero) * scale + self._offset
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the order of :attr:`output_names` (the ONNX artifact's)."""
