@@ -225,7 +225,8 @@ def test_int8_encoding_matches_the_float_graph_on_odd_codes():
 
 def test_int8_gives_every_input_the_whole_int8_range(datasets):
     """Each encoded input spans [-1, 1] on the calibration rows, so it uses all 255 levels, whatever its scale."""
-    from edgeml.export.tflite import int8_encoding, read_preprocess
+    from edgeml.export.tflite import read_preprocess
+    from edgeml.export.tflite_dense import int8_encoding
 
     inputs, task, classes, pre, features, y, feeds = prepared("ccpp")
     pipeline = fitted("ccpp", MODELS["enet"](task))
