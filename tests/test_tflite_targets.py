@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
 
 from conftest import AI4I_DROP, build_bundle
-from edgeml.errors import SearchError, TargetError
+from edgeml import tflm
+from edgeml.errors import ExportError, SearchError, TargetError
 from edgeml.export.tflite_graph import Graph
 from edgeml.opsets import load_op_set, op_sets, problems
 from edgeml.targets import load_target
@@ -88,6 +89,31 @@ def test_planned_bytes_is_the_peak_of_tensors_alive_together():
     b = g.op("ADD", [a, x], (100,))                             # x + a + b = 1,200: the peak
     g.output(g.op("FULLY_CONNECTED", [b, g.const("w", np.ones((2, 100), np.float32)), None], (2,)), "y")
     assert g.planned_bytes() == 1200  # the 800-byte constant lives in the file, not the arena
+    g = Graph()
+    g.output(g.op("RELU", [g.input("x", (3,), np.int8)], (3,), np.int8), "y")
+    assert g.planned_bytes() == 32  # two 3-byte tensors, each aligned to 16 bytes as TFLite Micro places them
+
+
+def test_tflite_micro_refuses_what_its_kernels_cannot_run(datasets):
+    """The operator list says GATHER; TFLM's GATHER takes no int32 table, which a tree walk needs."""
+    from edgeml.export.tflite import to_tflite
+    from edgeml.learners import StandardizedLogisticRegression
+    from sklearn.ensemble import RandomForestClassifier
+    from test_tflite import fitted, prepared
+
+    if not tflm.available():
+        pytest.skip("the tflite-micro package does not import here")
+    inputs, task, classes, pre, features, y, feeds = prepared("ai4i")
+    forest = fitted("ai4i", RandomForestClassifier(n_estimators=10, max_depth=8, random_state=0, n_jobs=1))
+    exported = to_tflite(forest, inputs, task, classes, "fp32")
+    assert exported.details["trees"]["form"] == "traversal"
+    assert problems(exported.ops, exported.tensor_types, load_op_set("tflite-micro")) == []  # the list lets it by
+    with pytest.raises(ExportError, match="TensorFlow Lite Micro cannot run it: Type 'INT32' is not supported by gather"):
+        tflm.run(exported.data, np.zeros((1, len(inputs.features)), np.float32))
+    # The process survives TFLM's failure, and a model it can run runs.
+    logistic = fitted("ai4i", StandardizedLogisticRegression())
+    ok = tflm.run(to_tflite(logistic, inputs, task, classes, "fp32").data, np.zeros((2, len(inputs.features)), np.float32))
+    assert ok.outputs.shape == (2, 2) and ok.arena_head > 0
 
 
 # --- builds for the integer-only targets ----------------------------------------------------------
@@ -112,6 +138,13 @@ def test_cortex_m7_build_fits_flash_and_ram_and_uses_only_tflm_ops(datasets, tmp
     interpreter = _interpreter(out / art["path"])
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert {t["dtype"] for t in interpreter.get_tensor_details()} <= {np.int8, np.int32}
+    # TFLite Micro's own interpreter ran it: the same int8 outputs as LiteRT's kernels, and the tensor memory
+    # its greedy planner reports is what the exporter planned.
+    micro = art["transform"]["tflite_micro"]
+    if tflm.available():
+        assert micro["ran"] and micro["rows"] == 300 and micro["max_diff"] == 0
+        assert micro["arena_head"] == art["transform"]["planned_bytes"]
+        assert micro["arena_bytes"] == micro["arena_head"] + micro["arena_tail"] > micro["arena_head"]
     # The runtime picks the TFLite file by default (model.onnx is the build's reference), encodes, quantizes and
     # dequantizes: raw rows in, probabilities close to the fp32 model's out.
     model = Model.load(out)
@@ -174,3 +207,21 @@ def test_a_small_arena_budget_steers_the_search_to_a_model_that_fits(datasets, t
     assert best["arena_bytes"] <= 40 and best["loss"] > min(t["loss"] for t in refused)  # it gave up accuracy to fit
     (art,) = [a for a in m["artifacts"] if a["format"] == "tflite"]
     assert art["transform"]["planned_bytes"] <= 40
+
+
+@pytest.mark.slow
+def test_the_search_asks_tflite_micro_itself(datasets, tmp_path):
+    """A float microcontroller profile: forests pass the operator list, but TFLM cannot run their walk."""
+    if not tflm.available():
+        pytest.skip("the tflite-micro package does not import here")
+    profile = _profile(tmp_path, "m7-float", 'extends = "cortex-m7"\nprecisions = ["fp32"]\n'
+                                             'estimators = ["rf", "lrl2"]\n')
+    out = tmp_path / "float"
+    _ai4i(datasets, out, profile, estimators=("rf", "lrl2"), max_iter=6)
+    m = json.loads((out / "manifest.json").read_text())
+    refused = [t for t in m["search"]["trial_log"] if t["learner"] == "rf" and "tflite_ops" in t["broken"]]
+    assert refused and all("Type 'INT32' is not supported by gather" in t["unmapped"][0] for t in refused)
+    # What shipped ran in TFLM: a linear model, or a forest small enough to be written in the GEMM form.
+    (art,) = [a for a in m["artifacts"] if a["format"] == "tflite"]
+    assert art["precision"] == "fp32" and art["transform"]["tflite_micro"]["max_diff"] <= 1e-5
+    assert art["transform"].get("trees", {}).get("form", "gemm") == "gemm"

@@ -284,20 +284,26 @@ class TfliteEngine:
         # An int8 value is centred on its calibrated range; the metadata says what to add back.
         self._offset = np.float32((self.metadata["outputs"].get("value") or {}).get("offset", 0.0))
 
-    def run_matrix(self, X: np.ndarray) -> np.ndarray:
-        """The raw model output (probabilities or values) for a ready [n, F] float32 matrix."""
+    def model_input(self, X: np.ndarray) -> np.ndarray:
+        """What the input tensor takes for the feature matrix ``X`` [n, F]: ``X`` itself, or its int8 encoding."""
+        if self.encoding is not None:
+            return self.encoding.quantized(X, *self._in_quant)
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def invoke(self, X: np.ndarray) -> np.ndarray:
+        """The raw output tensor (int8 for an int8 model) for a ready input tensor ``X`` (see :meth:`model_input`)."""
         n = X.shape[0]
         if n != self._rows:
             self.interpreter.resize_tensor_input(self._input, [n, self._width], strict=False)
             self.interpreter.allocate_tensors()
             self._rows = n
-        if self.encoding is not None:
-            X = self.encoding.quantized(X, *self._in_quant)
-        else:
-            X = np.ascontiguousarray(X, dtype=np.float32)
         self.interpreter.set_tensor(self._input, X)
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._output)
+        return self.interpreter.get_tensor(self._output)
+
+    def run_matrix(self, X: np.ndarray) -> np.ndarray:
+        """The model's output (probabilities or values, float32) for a ready [n, F] feature matrix."""
+        out = self.invoke(self.model_input(X))
         if self._out_quant is None:
             return out
         zero, scale = self._out_quant

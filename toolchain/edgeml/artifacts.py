@@ -103,6 +103,19 @@ def tflite_artifact(pipeline: Pipeline, schema: InputSchema, task: str, classes:
     return CompiledArtifact(exp.data, "tflite", precision, done, fields)
 
 
+def _verifier(target: TargetProfile) -> str:
+    from .opsets import load_op_set
+
+    return load_op_set(target.tflite_ops).verify_with if target.tflite_ops else ""
+
+
+def _discard(stage: Path, manifest: dict, entry: dict, name: str, extra: dict) -> None:
+    """Take a written artifact back out of the bundle."""
+    manifest["artifacts"].remove(entry)
+    for path in (name, *extra.values()):
+        (stage / path).unlink()
+
+
 def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline: Pipeline, target: TargetProfile,
                    calibration: Mapping[str, np.ndarray], test: TestSplit,
                    notice: Callable[[str], None]) -> Outcome:
@@ -135,6 +148,16 @@ def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline:
         bundles.write_manifest(stage, manifest)
 
         scores = verify_artifact(stage, name, test.raw, test.host_output, task, classes)
+        if fmt == "tflite" and _verifier(target) == "tflite-micro":
+            from . import tflm
+
+            try:
+                entry["transform"]["tflite_micro"] = tflm.check(stage / name, calibration,
+                                                                target.budgets.max_arena_bytes)
+            except ExportError as exc:
+                _discard(stage, manifest, entry, name, extra)
+                outcome.not_shipped.append(NotApplicable(fmt, precision, str(exc)).to_dict())
+                continue
         metrics = test_metrics(task, test.y, scores.labels, scores.probabilities)
         record = scores.parity.to_dict()
         if precision == "fp32":
@@ -150,9 +173,7 @@ def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline:
             entry["test_metrics"], entry["metric_drop"] = metrics, drop
             outcome.artifacts.append(entry)
             continue
-        manifest["artifacts"].remove(entry)
-        for path in (name, *extra.values()):
-            (stage / path).unlink()
+        _discard(stage, manifest, entry, name, extra)
         reason = (f"{drop['metric']} went from {drop['fp32']:.4g} to {drop['value']:.4g} "
                   f"(a drop of {drop['drop']:.3g}, allowed {drop['allowed']:.3g}); the fp32 artifacts are kept")
         outcome.not_shipped.append({"format": fmt, "precision": precision, "applicable": True, "reason": reason})

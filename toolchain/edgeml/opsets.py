@@ -28,6 +28,8 @@ from .errors import TargetError
 OP_SETS_FILE = "_tflite_op_sets.toml"
 #: Tensor types an integer-only set accepts (int32 holds biases and shapes).
 INTEGER_TYPES = ("int8", "uint8", "int32")
+#: Interpreters the build can run an artifact in, beyond LiteRT (see :mod:`edgeml.tflm`).
+VERIFIERS = ("tflite-micro",)
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,11 @@ class OpSet:
     ops: frozenset[str]
     integer_only: bool = False
     static_batch: bool = False
+    verify_with: str = ""  # an interpreter of :data:`VERIFIERS` that runs every artifact, "" for none
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "source": self.source,
-                "integer_only": self.integer_only, "static_batch": self.static_batch}
+                "integer_only": self.integer_only, "static_batch": self.static_batch, "verify_with": self.verify_with}
 
 
 @cache
@@ -65,15 +68,19 @@ def _load(path_text: str) -> dict[str, OpSet]:
             close = difflib.get_close_matches(str(unknown[0]), dir(tflite.BuiltinOperator), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TargetError(f"{where}: {unknown[0]!r} is not a TFLite builtin operator{hint}")
-        extra = set(table) - {"description", "source", "ops", "integer_only", "static_batch"}
+        extra = set(table) - {"description", "source", "ops", "integer_only", "static_batch", "verify_with"}
         if extra:
             raise TargetError(f"{where}: unknown key {sorted(extra)[0]!r}; a set has description, source, ops, "
-                              "integer_only, static_batch")
+                              "integer_only, static_batch, verify_with")
+        if table.get("verify_with", "") not in ("", *VERIFIERS):
+            raise TargetError(f"{where}: verify_with = {table['verify_with']!r} is unknown; it takes "
+                              f"{', '.join(VERIFIERS)} (or leave it out)")
         for flag in ("integer_only", "static_batch"):
             if type(table.get(flag, False)) is not bool:
                 raise TargetError(f"{where}: {flag} = {table[flag]!r} must be true or false")
         sets[name] = OpSet(name, str(table.get("description", "")), str(table.get("source", "")),
-                           frozenset(table["ops"]), table.get("integer_only", False), table.get("static_batch", False))
+                           frozenset(table["ops"]), table.get("integer_only", False), table.get("static_batch", False),
+                           table.get("verify_with", ""))
     return sets
 
 
@@ -108,4 +115,4 @@ def problems(ops, tensor_types, op_set: OpSet) -> list[str]:
     return out
 
 
-__all__ = ["INTEGER_TYPES", "OP_SETS_FILE", "OpSet", "load_op_set", "op_sets", "problems"]
+__all__ = ["INTEGER_TYPES", "OP_SETS_FILE", "VERIFIERS", "OpSet", "load_op_set", "op_sets", "problems"]

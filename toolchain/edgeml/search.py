@@ -250,7 +250,10 @@ class _TrialJudge:
                 continue
             unmapped = ()
             if self.budget.tflite_ops:
-                unmapped = tuple(problems(exp.ops, exp.tensor_types, load_op_set(self.budget.tflite_ops)))
+                op_set = load_op_set(self.budget.tflite_ops)
+                unmapped = tuple(problems(exp.ops, exp.tensor_types, op_set))
+                if not unmapped and op_set.verify_with == "tflite-micro":
+                    unmapped = _tflm_problems(exp)
             cost = (len(exp.data) + overhead.get(precision, 0), latency, exp.details["planned_bytes"], unmapped)
             if not unmapped:
                 return cost
@@ -258,6 +261,20 @@ class _TrialJudge:
         if first is not None:
             return first
         return self.costs.predict_bytes(structure), latency, None, tuple(reasons)
+
+
+def _tflm_problems(exp) -> tuple[str, ...]:
+    """Why TFLite Micro's own interpreter cannot prepare and run the trial's file (empty when it can)."""
+    from . import tflm
+
+    if not tflm.available():
+        return ()
+    width = exp.details["input_width"]
+    try:
+        tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32))
+    except ExportError as exc:
+        return (str(exc),)
+    return ()
 
 
 _ITER = re.compile(r"iteration (\d+), current learner (\w+)")

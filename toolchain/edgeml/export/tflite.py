@@ -329,7 +329,7 @@ def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: n
 
     What the search measures each trial with on a TFLite target: the size,
     operators and tensor memory of the model without the data set's
-    preprocessing in front (which adds the same few hundred bytes to every trial).
+    preprocessing in front (:func:`overhead_bytes` measures what that adds).
     """
     steps = list(steps)
     pre = read_scaler(Encoding(list(range(n_features)), np.zeros(n_features, np.float32), []), steps[:-1])
@@ -338,6 +338,7 @@ def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: n
     g, _, details = compile_graph(pre, est, task, precision, cal, n_features)
     data = g.serialize()
     details["planned_bytes"] = g.planned_bytes()
+    details["input_width"] = g.tensors[g.inputs[0]].shape[0]
     return TfliteExport(data, {}, precision, details.pop("family"), tuple(g.op_names), details, g.tensor_types)
 
 

@@ -105,6 +105,9 @@ _OPTION_TABLES = {
     "QUANTIZE": ("QuantizeOptions", {}),
 }
 
+#: How TFLite Micro aligns each tensor in its arena (``MicroArenaBufferAlignment()``), in bytes.
+ARENA_ALIGNMENT = 16
+
 #: FullyConnected's fused activations.
 ACTIVATIONS = {"NONE": 0, "RELU": 1, "TANH": 4}
 
@@ -181,10 +184,12 @@ class Graph:
         """The tensor memory one row needs at its peak: the sizes of the non-constant tensors alive together.
 
         A tensor lives from the operator that writes it (graph inputs: from the
-        start) to the last one that reads it (graph outputs: to the end). This
-        is what an ideal arena planner reaches, and what TFLite Micro's greedy
-        planner comes close to; the interpreter's own bookkeeping and kernel
-        scratch buffers come on top.
+        start) to the last one that reads it (graph outputs: to the end), and
+        takes its size rounded up to :data:`ARENA_ALIGNMENT`. This is what an
+        ideal arena planner reaches — for edgeml's layer-by-layer graphs, the
+        "head" TFLite Micro's greedy planner reports (tests/test_tflite_targets.py
+        runs the real one); the interpreter's own bookkeeping (its "tail") and
+        kernel scratch buffers come on top.
         """
         n = len(self.operators)
         first = {i: -1 for i in self.inputs}
@@ -204,7 +209,8 @@ class Graph:
 
     @staticmethod
     def _bytes(t: Tensor) -> int:
-        return int(np.prod(t.full_shape, dtype=np.int64)) * t.dtype.itemsize
+        size = int(np.prod(t.full_shape, dtype=np.int64)) * t.dtype.itemsize
+        return -(-size // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
 
     # --- serialization ----------------------------------------------------------------------------
 
@@ -341,4 +347,4 @@ def _offset_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
     return b.EndVector()
 
 
-__all__ = ["ACTIVATIONS", "TENSOR_TYPES", "Graph", "Quant", "Tensor"]
+__all__ = ["ACTIVATIONS", "ARENA_ALIGNMENT", "TENSOR_TYPES", "Graph", "Quant", "Tensor"]
