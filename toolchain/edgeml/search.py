@@ -248,13 +248,13 @@ class _TrialJudge:
             except ExportError as exc:
                 reasons.append(f"{precision}: {exc}")
                 continue
-            unmapped = ()
+            unmapped, arena = (), exp.details["planned_bytes"]
             if self.budget.tflite_ops:
                 op_set = load_op_set(self.budget.tflite_ops)
                 unmapped = tuple(problems(exp.ops, exp.tensor_types, op_set))
                 if not unmapped and op_set.verify_with == "tflite-micro":
-                    unmapped = _tflm_problems(exp)
-            cost = (len(exp.data) + overhead.get(precision, 0), latency, exp.details["planned_bytes"], unmapped)
+                    unmapped, arena = _tflm_cost(exp, arena)
+            cost = (len(exp.data) + overhead.get(precision, 0), latency, arena, unmapped)
             if not unmapped:
                 return cost
             first = first or cost  # the next precision may map
@@ -263,18 +263,22 @@ class _TrialJudge:
         return self.costs.predict_bytes(structure), latency, None, tuple(reasons)
 
 
-def _tflm_problems(exp) -> tuple[str, ...]:
-    """Why TFLite Micro's own interpreter cannot prepare and run the trial's file (empty when it can)."""
+def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
+    """Why TFLite Micro's own interpreter cannot run the trial's file (empty when it can), and the arena it needs.
+
+    The arena is TFLM's measured head and tail; where the package does not
+    import, the planned tensor memory stands in.
+    """
     from . import tflm
 
     if not tflm.available():
-        return ()
+        return (), planned
     width = exp.details["input_width"]
     try:
-        tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32))
+        used = tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32))
     except ExportError as exc:
-        return (str(exc),)
-    return ()
+        return (str(exc),), planned
+    return (), used.arena_bytes
 
 
 _ITER = re.compile(r"iteration (\d+), current learner (\w+)")

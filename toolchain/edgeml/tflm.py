@@ -116,8 +116,8 @@ def check(path, calibration, max_arena_bytes: int | None = None, rows: int = 300
     with its builtin kernels, without the XNNPACK delegate: those compute
     int8 exactly as TFLM does (XNNPACK rounds otherwise, by a few steps on a
     few outputs). The outputs must agree — exactly in int8, to float
-    rounding in float32 — and TFLM's planned tensor memory (its head) must
-    fit ``max_arena_bytes``; otherwise an :class:`ExportError` says which.
+    rounding in float32 — and the arena TFLM needs (head and tail) must fit
+    ``max_arena_bytes``; otherwise an :class:`ExportError` says which.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from edgeml_runtime.litert import TfliteEngine, feeds_to_matrix
@@ -142,9 +142,10 @@ def check(path, calibration, max_arena_bytes: int | None = None, rows: int = 300
     if diff > allowed:
         raise ExportError(f"TensorFlow Lite Micro computes other outputs than LiteRT: max difference {diff:g}"
                           f"{' int8 steps' if integer else ''} on {len(X)} training rows (allowed {allowed:g})")
-    if max_arena_bytes is not None and got.arena_head > max_arena_bytes:
-        raise ExportError(f"TensorFlow Lite Micro plans {got.arena_head:,} bytes of tensors for it, over "
-                          f"budgets.max_arena_bytes {max_arena_bytes:,}")
+    if max_arena_bytes is not None and got.arena_bytes > max_arena_bytes:
+        raise ExportError(f"TensorFlow Lite Micro needs a {got.arena_bytes:,}-byte arena for it ({got.arena_head:,} "
+                          f"of tensors, {got.arena_tail:,} of its own), over budgets.max_arena_bytes "
+                          f"{max_arena_bytes:,}")
     return {"interpreter": "tflite-micro", "ran": True, "rows": len(X), "max_diff": diff,
             "arena_head": got.arena_head, "arena_tail": got.arena_tail, "arena_bytes": got.arena_bytes}
 
