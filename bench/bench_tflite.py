@@ -165,8 +165,11 @@ def main(argv=None) -> int:
     lines += ["", "int8 against fp32 (TFLite file size):", ""]
     for (k, n, a), size in by.items():
         if a == "tflite int8" and (k, n, "tflite fp32") in by:
-            lines.append(f"- {k} {n}: {by[(k, n, 'tflite fp32')]:,} → {size:,} bytes "
-                         f"({by[(k, n, 'tflite fp32')] / size:.2f}× smaller)")
+            ratio = by[(k, n, "tflite fp32")] / size
+            how = (f"{ratio:.2f}× smaller" if ratio >= 1 else
+                   f"{1 / ratio:.2f}× larger: the int8 file carries its input encoding as metadata, more than "
+                   "its few weights save")
+            lines.append(f"- {k} {n}: {by[(k, n, 'tflite fp32')]:,} → {size:,} bytes ({how})")
     lines += ["", "Not made (the exporter refuses, by design):", ""]
     lines += [f"- {key} {name} {precision}: {reason}" for key, name, precision, reason in refused]
     text = "\n".join(lines) + "\n"
