@@ -42,10 +42,6 @@ class OpSet:
     static_batch: bool = False
     verify_with: str = ""  # an interpreter of :data:`VERIFIERS` that runs every artifact, "" for none
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "source": self.source,
-                "integer_only": self.integer_only, "static_batch": self.static_batch, "verify_with": self.verify_with}
-
 
 @cache
 def _load(path_text: str) -> dict[str, OpSet]:
