@@ -96,8 +96,9 @@ class Encoding:
         return len(self.numeric) + len(self.onehot)
 
     @cached_property
-    def _arrays(self):
-        """The index and value arrays the encoding uses, made once (it runs per row on a device)."""
+    def tables(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """``(take, fill, n_numeric, codes)``: per input, the feature column it reads and the value a NaN
+        becomes; how many inputs are numbers; the code each one-hot input matches. Made once (it runs per row)."""
         cols, codes = zip(*self.onehot) if self.onehot else ((), ())
         take = np.array([*self.numeric, *cols], dtype=np.intp)
         # A NaN code matches no category (as EQUAL(NaN, code) in the float graph): fill it with -1, not 0.
@@ -105,7 +106,7 @@ class Encoding:
         return take, fill, len(self.numeric), np.array(codes, np.float32)
 
     def _unscaled(self, X: np.ndarray) -> np.ndarray:
-        take, fill, k, codes = self._arrays
+        take, fill, k, codes = self.tables
         V = X.take(take, axis=1)
         np.copyto(V, fill, where=np.isnan(V))
         if len(codes):
@@ -128,13 +129,14 @@ class Encoding:
         >>> enc.quantized(np.array([[3.0], [np.nan]], np.float32), 1 / 127, 0).tolist()
         [[127], [-64]]
         """
-        slope, offset = self._affine(float(scale), int(zero_point))
+        slope, offset = self.affine(float(scale), int(zero_point))
         q = self._unscaled(np.asarray(X, np.float32)) * slope + offset
         np.rint(q, out=q)
         np.clip(q, -128, 127, out=q)
         return q.astype(np.int8)
 
-    def _affine(self, scale: float, zero_point: int) -> tuple[np.ndarray, np.ndarray]:
+    def affine(self, scale: float, zero_point: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(slope, offset)`` per input: ``q = clamp(rint(v * slope + offset))`` for an imputed / one-hot ``v``."""
         key = (scale, zero_point)
         cache = self.__dict__.setdefault("_affines", {})
         if key not in cache:

@@ -136,5 +136,33 @@ def demo_data(rows, seed, output, no_label):
     click.echo(f"wrote {rows} rows to {path}", err=True)
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True))
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Folder for the C files.")
+@click.option("--artifact", help="Which TFLite artifact (its path in the manifest). [default: the one for TFLite Micro]")
+def firmware(bundle, out, artifact):
+    """Write C sources that put a bundle's TFLite model into microcontroller firmware.
+
+    \b
+    edgeml_model.c   the model as a 16-byte aligned const array (it stays in flash)
+    edgeml_model.h   feature order and code tables, the operators to register
+                     (EDGEML_REGISTER_OPS), the arena size TFLite Micro measured,
+                     and for int8 models edgeml_encode() / edgeml_output()
+
+    \b
+    Example:
+      edgeml build --data sensors.csv --label failure --target cortex-m7
+      edgeml firmware dist/sensors-1 -o firmware/
+    """
+    from .firmware import write_firmware
+
+    try:
+        paths = write_firmware(bundle, out, artifact)
+    except EdgeMLError as exc:
+        _fail(exc)
+    for path in paths:
+        click.echo(f"wrote {path}", err=True)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,124 @@
+"""`edgeml firmware`: C sources for a microcontroller, compiled here with the host's C compiler and checked.
+
+The generated ``edgeml_encode`` is compiled and run on real rows (with
+missing numbers and unknown categories mixed in) and must give the same
+int8 input tensor as the runtime's :class:`edgeml_runtime.litert.Encoding`;
+the model array must hold the artifact's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
+
+from conftest import AI4I_DROP, BIN, build_bundle
+from edgeml.errors import ExportError
+from edgeml.firmware import HEADER, SOURCE, write_firmware
+from edgeml_runtime.litert import TfliteEngine, feeds_to_matrix
+
+CC = shutil.which("cc") or shutil.which("gcc")
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on this machine")
+
+MAIN = r"""
+#include <stdio.h>
+#include "edgeml_model.h"
+int main(int argc, char **argv) {
+    (void)argc;
+    FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb"), *model = fopen(argv[3], "wb");
+    float x[EDGEML_N_FEATURES];
+    int8_t q[EDGEML_N_INPUTS];
+    while (fread(x, sizeof(float), EDGEML_N_FEATURES, in) == EDGEML_N_FEATURES) {
+        edgeml_encode(x, q);
+        fwrite(q, 1, EDGEML_N_INPUTS, out);
+    }
+    fwrite(edgeml_model, 1, edgeml_model_len, model);
+    fclose(out);
+    fclose(model);
+    printf("%d %d %.6f\n", EDGEML_N_OPS, EDGEML_N_OUTPUTS, edgeml_output(127, 1.0f / 256, -128));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def m7_bundle(datasets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("firmware") / "m7"
+    build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Machine failure", drop=AI4I_DROP[2:],
+                 target="cortex-m7", estimators=("mlp",), max_iter=3)
+    return out
+
+
+def _compile(folder, main: str):
+    (folder / "main.c").write_text(main)
+    exe = folder / "encode"
+    subprocess.run([CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
+                    str(folder / "main.c"), str(folder / SOURCE), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)
+    return exe
+
+
+@needs_cc
+def test_the_c_encoder_gives_the_runtime_s_int8_input(m7_bundle, datasets, tmp_path):
+    import pandas as pd
+    from edgeml.preprocess import encode_frame
+    from edgeml_runtime.schema import InputSchema
+
+    write_firmware(m7_bundle, tmp_path)
+    exe = _compile(tmp_path, MAIN)
+    manifest = json.loads((m7_bundle / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["format"] == "tflite" and a["precision"] == "int8")
+    engine = TfliteEngine(m7_bundle / art["path"])
+
+    rows = pd.read_csv(datasets / "ai4i2020.csv", nrows=2000)
+    feeds = encode_frame(rows, InputSchema.from_list(manifest["inputs"]), "the test rows")
+    X = feeds_to_matrix(feeds, engine.tables, engine.input_names)
+    X[::7, 1] = np.nan                      # missing numbers
+    X[::11, 0] = -1.0                       # an unknown category
+    X[::13, 0] = np.nan                     # a missing category code
+    (tmp_path / "rows.f32").write_bytes(np.ascontiguousarray(X, np.float32).tobytes())
+    done = subprocess.run([str(exe), str(tmp_path / "rows.f32"), str(tmp_path / "q.i8"), str(tmp_path / "model.bin")],
+                          check=True, capture_output=True, text=True)
+
+    got = np.frombuffer((tmp_path / "q.i8").read_bytes(), np.int8).reshape(len(X), -1)
+    np.testing.assert_array_equal(got, engine.model_input(X))
+    assert (tmp_path / "model.bin").read_bytes() == (m7_bundle / art["path"]).read_bytes()
+    n_ops, n_outputs, top = done.stdout.split()
+    assert int(n_ops) == len(art["transform"]["operators"]) and int(n_outputs) == 2
+    assert float(top) == pytest.approx(255 / 256)
+
+    header = (tmp_path / HEADER).read_text()
+    assert "(resolver).AddFullyConnected();" in header and "(resolver).AddSoftmax();" in header
+    micro = art["transform"]["tflite_micro"]
+    if micro["ran"]:
+        assert f"#define EDGEML_ARENA_BYTES {micro['arena_bytes'] + 16}" in header
+
+
+@needs_cc
+def test_a_float_forest_compiles_with_its_operators(datasets, tmp_path):
+    out = tmp_path / "forest"
+    build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Machine failure", drop=AI4I_DROP[2:],
+                 target="cortex-m7", estimators=("rf",), max_iter=3)
+    write_firmware(out, tmp_path / "c")
+    header = (tmp_path / "c" / HEADER).read_text()
+    assert "#define EDGEML_INT8 0" in header and "edgeml_encode" not in header
+    assert "(resolver).AddGather();" in header
+    main = ('#include "edgeml_model.h"\nint main(void) { return (int)(edgeml_model_len == 0) '
+            '+ (EDGEML_N_FEATURES != 6) + (edgeml_feature_names[0][0] == 0); }\n')
+    exe = _compile(tmp_path / "c", main)
+    assert subprocess.run([str(exe)]).returncode == 0
+
+
+def test_firmware_errors_name_the_fix(demo_bundle, tmp_path):
+    with pytest.raises(ExportError, match="'model.onnx' is not a TFLite artifact of this bundle; it has model.tflite"):
+        write_firmware(demo_bundle, tmp_path, artifact="model.onnx")
+    done = subprocess.run([str(BIN / "edgeml"), "firmware", str(demo_bundle), "-o", str(tmp_path),
+                           "--artifact", "model.int8.tflite"], capture_output=True, text=True)
+    assert done.returncode == 2 and "error: --artifact 'model.int8.tflite' is not a TFLite artifact" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / HEADER).exists()
