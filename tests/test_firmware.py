@@ -55,9 +55,10 @@ def m7_bundle(datasets, tmp_path_factory):
 
 
 def _compile(folder, main: str):
+    """The generated C (strict C99, all warnings as errors, FMA allowed where the CPU has it) and ``main``."""
     (folder / "main.c").write_text(main)
     exe = folder / "encode"
-    subprocess.run([CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
+    subprocess.run([CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-march=native",
                     str(folder / "main.c"), str(folder / SOURCE), "-lm", "-o", str(exe)], check=True,
                    capture_output=True, text=True)
     return exe
@@ -81,6 +82,8 @@ def test_the_c_encoder_gives_the_runtime_s_int8_input(m7_bundle, datasets, tmp_p
     X[::7, 1] = np.nan                      # missing numbers
     X[::11, 0] = -1.0                       # an unknown category
     X[::13, 0] = np.nan                     # a missing category code
+    X[3::17, 2] = np.inf                    # sensor glitches: beyond any int8 range, and infinite
+    X[5::19, 3] = -1e20
     (tmp_path / "rows.f32").write_bytes(np.ascontiguousarray(X, np.float32).tobytes())
     done = subprocess.run([str(exe), str(tmp_path / "rows.f32"), str(tmp_path / "q.i8"), str(tmp_path / "model.bin")],
                           check=True, capture_output=True, text=True)
@@ -122,3 +125,30 @@ def test_firmware_errors_name_the_fix(demo_bundle, tmp_path):
     assert done.returncode == 2 and "error: --artifact 'model.int8.tflite' is not a TFLite artifact" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / HEADER).exists()
+
+
+@needs_cc
+def test_the_header_serves_cplusplus_and_refuses_fast_math(m7_bundle, tmp_path):
+    """TFLite Micro firmware is C++: the header's functions must link from it; -ffast-math would break the encoder."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler on this machine")
+    write_firmware(m7_bundle, tmp_path)
+    obj = tmp_path / "edgeml_model.o"
+    subprocess.run([CC, "-std=c99", "-O2", "-c", str(tmp_path / SOURCE), "-o", str(obj)], check=True)
+    (tmp_path / "main.cc").write_text(
+        '#include "edgeml_model.h"\n'
+        "int main() { float row[EDGEML_N_FEATURES] = {0}; int8_t q[EDGEML_N_INPUTS];\n"
+        "  edgeml_encode(row, q); return edgeml_model_len > 0 ? 0 : 1; }\n")
+    subprocess.run([cxx, "-std=c++11", "-Wall", "-Werror", str(tmp_path / "main.cc"), str(obj), "-lm",
+                    "-o", str(tmp_path / "cxx")], check=True, capture_output=True, text=True)
+    assert subprocess.run([str(tmp_path / "cxx")]).returncode == 0
+    fast = subprocess.run([CC, "-std=c99", "-Ofast", "-c", str(tmp_path / SOURCE), "-o", str(tmp_path / "f.o")],
+                          capture_output=True, text=True)
+    assert fast.returncode != 0 and "without -ffast-math" in fast.stderr
+
+
+def test_c_strings_are_safe_for_any_name():
+    from edgeml.firmware import c_string
+
+    assert c_string("Temp ??/ [°C]\n\x01") == '"Temp \\?\\?/ [\\302\\260C]\\012\\001"'

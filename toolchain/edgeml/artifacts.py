@@ -153,7 +153,8 @@ def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline:
 
             try:
                 entry["transform"]["tflite_micro"] = tflm.check(stage / name, calibration,
-                                                                target.budgets.max_arena_bytes)
+                                                                target.budgets.max_arena_bytes,
+                                                                entry["transform"]["planned_bytes"])
             except ExportError as exc:
                 _discard(stage, manifest, entry, name, extra)
                 outcome.not_shipped.append(NotApplicable(fmt, precision, str(exc)).to_dict())

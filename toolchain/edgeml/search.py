@@ -252,7 +252,8 @@ class _TrialJudge:
             if self.budget.tflite_ops:
                 op_set = load_op_set(self.budget.tflite_ops)
                 unmapped = tuple(problems(exp.ops, exp.tensor_types, op_set))
-                if not unmapped and op_set.verify_with == "tflite-micro":
+                over = self.budget.max_arena_bytes is not None and arena > self.budget.max_arena_bytes
+                if not unmapped and not over and op_set.verify_with == "tflite-micro":  # over: refused anyway
                     unmapped, arena = _tflm_cost(exp, arena)
             cost = (len(exp.data) + overhead.get(precision, 0), latency, arena, unmapped)
             if not unmapped:
@@ -275,7 +276,7 @@ def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
         return (), planned
     width = exp.details["input_width"]
     try:
-        used = tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32))
+        used = tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32), planned)
     except ExportError as exc:
         return (str(exc),), planned
     return (), used.arena_bytes

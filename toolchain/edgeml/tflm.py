@@ -33,8 +33,9 @@ import numpy as np
 
 from .errors import ExportError
 
-#: The arena handed to the interpreter: generous, as a too-small one aborts the process instead of raising.
-ARENA_SIZE = 8 << 20
+#: The arena handed to the interpreter beyond the tensors the exporter planned: generous, as an arena TFLM
+#: finds too small can crash the process instead of raising.
+ARENA_SPARE = 4 << 20
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
 
@@ -67,6 +68,7 @@ def _captured():
     """Collect what native code writes to file descriptors 1 and 2 meanwhile (the list gets one string)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    ctypes.CDLL(None).fflush(None)  # what C stdio buffered before goes where it was going
     text: list[str] = []
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1), os.dup(2)
@@ -84,14 +86,18 @@ def _captured():
             text.append(sink.read().decode("utf-8", "replace"))
 
 
-def run(data: bytes, X: np.ndarray) -> TflmRun:
-    """Prepare ``data`` in TFLM and invoke it on each row of ``X`` (typed as the input tensor); raise if it cannot."""
+def run(data: bytes, X: np.ndarray, planned_bytes: int = 0) -> TflmRun:
+    """Prepare ``data`` in TFLM and invoke it on each row of ``X`` (typed as the input tensor); raise if it cannot.
+
+    ``planned_bytes`` (the exporter's planned tensor memory) sizes the arena:
+    twice that, plus :data:`ARENA_SPARE` for the interpreter's own structures.
+    """
     from tflite_micro.python.tflite_micro import runtime
 
     outputs, failure = [], None
     with _captured() as log:
         try:
-            interpreter = runtime.Interpreter.from_bytes(data, arena_size=ARENA_SIZE)
+            interpreter = runtime.Interpreter.from_bytes(data, arena_size=2 * planned_bytes + ARENA_SPARE)
             for row in X:
                 interpreter.set_input(np.ascontiguousarray(row[None, :]), 0)
                 interpreter.invoke()
@@ -109,7 +115,7 @@ def run(data: bytes, X: np.ndarray) -> TflmRun:
     return TflmRun(np.array(outputs), int(head.group(1)), int(tail.group(1)))
 
 
-def check(path, calibration, max_arena_bytes: int | None = None, rows: int = 300) -> dict:
+def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: int = 0, rows: int = 300) -> dict:
     """Run the edgeml TFLite file at ``path`` in TFLM and in LiteRT on training rows; what the manifest records.
 
     ``calibration`` holds feeds (feature name -> (n, 1) array). LiteRT runs
@@ -127,7 +133,8 @@ def check(path, calibration, max_arena_bytes: int | None = None, rows: int = 300
                 "why": "the tflite-micro package does not import on this machine; only the operator list was checked"}
     data = Path(path).read_bytes()
     engine = TfliteEngine(path)
-    X = engine.model_input(feeds_to_matrix(calibration, engine.tables, engine.input_names)[:rows])
+    feeds = {name: np.asarray(v)[:rows] for name, v in calibration.items()}
+    X = engine.model_input(feeds_to_matrix(feeds, engine.tables, engine.input_names))
     builtin = Interpreter(model_content=data,
                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     builtin.resize_tensor_input(builtin.get_input_details()[0]["index"], list(X.shape), strict=False)
@@ -135,7 +142,7 @@ def check(path, calibration, max_arena_bytes: int | None = None, rows: int = 300
     builtin.set_tensor(builtin.get_input_details()[0]["index"], X)
     builtin.invoke()
     want = builtin.get_tensor(builtin.get_output_details()[0]["index"]).astype(np.float64)
-    got = run(data, X)
+    got = run(data, X, planned_bytes)
     diff = float(np.abs(got.outputs.astype(np.float64) - want).max())
     integer = X.dtype == np.int8
     allowed = 0.0 if integer else 1e-5 * max(1.0, float(np.abs(want).max()))
@@ -150,4 +157,4 @@ def check(path, calibration, max_arena_bytes: int | None = None, rows: int = 300
             "arena_head": got.arena_head, "arena_tail": got.arena_tail, "arena_bytes": got.arena_bytes}
 
 
-__all__ = ["ARENA_SIZE", "TflmRun", "available", "check", "run"]
+__all__ = ["ARENA_SPARE", "TflmRun", "available", "check", "run"]

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ExportError
 from .tflite_graph import Graph, Tensor
 from .tflite_trees import Forest, exact_thresholds, split_trees
 
@@ -86,6 +87,10 @@ class Traversal:
         return self.values[at].sum(axis=1) + self.bias
 
 
+#: The most nodes a walk can index: its node tables are float32, which hold every integer up to 2**24 exactly.
+MAX_NODES = 2 ** 24
+
+
 def traversal_arrays(forest: Forest) -> Traversal:
     """Number the nodes of ``forest`` breadth first, tree after tree, and lay them out as flat tables.
 
@@ -115,6 +120,9 @@ def traversal_arrays(forest: Forest) -> Traversal:
                 threshold.append(np.nan)
                 left.append(position[i])
                 values.append(n.value)
+    if len(feature) > MAX_NODES:
+        raise ExportError(f"the forest has {len(feature):,} nodes; the tree walk indexes nodes through float32 "
+                          f"tables, exact up to {MAX_NODES:,}: train fewer or smaller trees (n_estimators, max_depth)")
     return Traversal(
         feature=np.array(feature, np.int32),
         threshold=exact_thresholds(threshold, forest.compare),
