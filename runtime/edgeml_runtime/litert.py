@@ -96,7 +96,7 @@ class Encoding:
         return len(self.numeric) + len(self.onehot)
 
     @cached_property
-    def tables(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    def layout(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """``(take, fill, n_numeric, codes)``: per input, the feature column it reads and the value a NaN
         becomes; how many inputs are numbers; the code each one-hot input matches. Made once (it runs per row)."""
         cols, codes = zip(*self.onehot) if self.onehot else ((), ())
@@ -106,7 +106,7 @@ class Encoding:
         return take, fill, len(self.numeric), np.array(codes, np.float32)
 
     def _unscaled(self, X: np.ndarray) -> np.ndarray:
-        take, fill, k, codes = self.tables
+        take, fill, k, codes = self.layout
         V = X.take(take, axis=1)
         np.copyto(V, fill, where=np.isnan(V))
         if len(codes):
@@ -282,7 +282,7 @@ class TfliteEngine:
             self._width = len(self.input_names)
         if out["dtype"] == np.int8:
             scale, zero = out["quantization"]
-            self._out_quant = (np.float32(zero), np.float32(scale))
+            self._out_quant = (np.float32(scale), np.float32(zero))  # as _in_quant: (scale, zero point)
         # An int8 value is centred on its calibrated range; the metadata says what to add back.
         self._offset = np.float32((self.metadata["outputs"].get("value") or {}).get("offset", 0.0))
 
@@ -308,7 +308,7 @@ class TfliteEngine:
         out = self.invoke(self.model_input(X))
         if self._out_quant is None:
             return out
-        zero, scale = self._out_quant
+        scale, zero = self._out_quant
         if self.task == "classification":
             # Softmax in 1/256 steps: renormalize so each row sums to 1 (a row's codes cannot all be -128).
             out = out.astype(np.float32) - zero

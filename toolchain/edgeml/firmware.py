@@ -193,7 +193,7 @@ def _parts(meta: dict, transform: dict) -> tuple[list[str], list[str]]:
     enc = Encoding.from_metadata(meta["input"]["encoding"], features)
     q = meta["input"]["quantization"]
     slope, offset = enc.affine(float(q["scale"]), int(q["zero_point"]))
-    take, fill, n_numeric, codes = enc.tables
+    take, fill, n_numeric, codes = enc.layout
     code = np.concatenate([np.zeros(n_numeric, np.float32), codes])
     added = float((outputs.get("value") or {}).get("offset", 0.0))
     head += [
