@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test lint install system-deps bench clean
 
 # apt-get needs root: use sudo when we are not root and it is there.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/edgeml-runtime score dist/demo --input dist/demo-rows.csv --output dist/demo-scored.csv
 	@echo; echo "First rows of dist/demo-scored.csv (the 'failure' column is the truth, passed through):"
 	@head -n 6 dist/demo-scored.csv
-	@echo; $(BIN)/python -m edgeml.demo dist/demo-scored.csv
+	@echo; $(BIN)/python -m edgeml.data.demo dist/demo-scored.csv
 
 # The tests start their own Mosquitto broker; install it where it is missing.
 system-deps:
@@ -33,7 +33,10 @@ system-deps:
 	  echo "installing mosquitto (the MQTT broker the tests start) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
 
-test: $(STAMP) system-deps
+lint: $(STAMP)
+	$(BIN)/ruff check toolchain runtime tests bench
+
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

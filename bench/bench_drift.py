@@ -27,16 +27,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from bench_runtime import p, timed
 from common import classification_data, publish
-
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--time-budget", type=float, default=10, help="search seconds (default 10)")
-    ap.add_argument("--estimators", default="lgbm", help="learners the search may use, comma-separated (default: %(default)s)")
+    ap.add_argument("--estimators", default="lgbm",
+                    help="learners the search may use, comma-separated (default: %(default)s)")
     ap.add_argument("--iterations", type=int, default=20_000, help="one-row calls per mode (default: %(default)s)")
     ap.add_argument("--batch-rows", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=40,
@@ -44,10 +43,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    import onnxruntime as ort
+
     from edgeml.build import build
     from edgeml.config import BuildConfig
     from edgeml_runtime import Model
-    import onnxruntime as ort
 
     work = Path(tempfile.mkdtemp(prefix="edgeml-bench-drift-"))
     data, label, drop = classification_data(work, args.seed)
@@ -58,7 +58,8 @@ def main() -> int:
     monitor = model.drift_monitor()
 
     raw = pd.read_csv(data, encoding="utf-8-sig", dtype=str, keep_default_na=False)
-    records = raw.sample(n=args.batch_rows, replace=len(raw) < args.batch_rows, random_state=args.seed).to_dict("records")
+    records = raw.sample(n=args.batch_rows, replace=len(raw) < args.batch_rows,
+                         random_state=args.seed).to_dict("records")
     one_records = [[r] for r in records[:500]]
 
     modes = {"without monitor": None, "with monitor": monitor}

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, publish
+
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
 
 OUT = ROOT / "bench" / "out"

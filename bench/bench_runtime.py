@@ -105,7 +105,7 @@ def bench_one(out: Path, data, label, drop, estimator, rows, args) -> list[str]:
 
     from edgeml.build import build
     from edgeml.config import BuildConfig
-    from edgeml.preprocess import feature_frame
+    from edgeml.data.preprocess import feature_frame
     from edgeml_runtime import Model
 
     result = build(BuildConfig(data=data, label=label, drop=drop, time_budget=args.time_budget, seed=args.seed,

@@ -64,33 +64,20 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
     """
     from sklearn.pipeline import Pipeline
 
-    from edgeml import bundle
+    from edgeml.bundle import writer as bundle
+    from edgeml.data.ingest import read_table
+    from edgeml.data.prepare import prepare
     from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
     from edgeml.export.quantize import CompileOptions, NotApplicable, compile_artifact
-    from edgeml.ingest import read_table
-    from edgeml.learners import model_steps
-    from edgeml.preprocess import (describe_inputs, encode_frame, encode_labels, feature_frame, label_classes,
-                                   make_preprocessor, split_frame)
-    from edgeml.schema import clean_labels, infer_schema
-    from edgeml.search import HardwareBudget, SearchSettings, run_search, usable_learners
+    from edgeml.models.learners import model_steps
+    from edgeml.search.automl import HardwareBudget, SearchSettings, run_search, usable_learners
 
     file, label, drop = DATA[data_name]
-    table = read_table(DATASETS / file)
-    schema = infer_schema(table.frame, label, drop=drop)
-    frame = clean_labels(table.frame, schema)
-    split = split_frame(frame, label, schema.task, seed=seed)
-    inputs = describe_inputs(schema.columns, split.train)
-    features = {p: feature_frame(getattr(split, p), inputs, p) for p in ("train", "valid")}
-    pre = make_preprocessor(inputs).fit(features["train"])
-    X = {p: pre.transform(f) for p, f in features.items()}
-    classes = label_classes(frame[label]) if schema.task == "classification" else ()
-    if classes:
-        y = {p: encode_labels(getattr(split, p)[label], classes) for p in X}
-    else:
-        y = {p: getattr(split, p)[label].astype(float).to_numpy() for p in X}
+    data = prepare(read_table(DATASETS / file).frame, label, drop=drop, seed=seed)
+    schema, inputs, pre, X, y, classes = data.schema, data.inputs, data.preprocessor, data.X, data.y, data.classes
     chosen = usable_learners(learners or profile.estimators, schema.task)
     if mlp_layers:
-        from edgeml.learners import StandardizedMLPClassifier, StandardizedMLPRegressor
+        from edgeml.models.learners import StandardizedMLPClassifier, StandardizedMLPRegressor
 
         cls = StandardizedMLPClassifier if classes else StandardizedMLPRegressor
         model = cls(hidden_layer_sizes=tuple(int(w) for w in mlp_layers.split("x")), max_iter=60,
@@ -108,7 +95,7 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
     fp32 = to_onnx(pipeline, inputs, schema.task, name=data_name)
 
     out.mkdir(parents=True, exist_ok=True)
-    options = CompileOptions.from_target(profile, encode_frame(split.train, inputs, "the training split"))
+    options = CompileOptions.from_target(profile, data.calibration)
     entries, skipped = [], []
     (out / "model.onnx").write_bytes(fp32.SerializeToString())
     entries.append(bundle.describe_artifact(out, "model.onnx", "onnx", "fp32", engine="onnxruntime",
@@ -134,13 +121,13 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
         "inputs": inputs.to_list(), "classes": list(classes) or None, "artifacts": entries,
         "not_applicable": skipped, "search": search,
     })
-    (out / "test.json").write_text(split.test.to_json(orient="split", date_format="iso"))
+    (out / "test.json").write_text(data.split.test.to_json(orient="split", date_format="iso"))
     (out / "structure.json").write_text(json.dumps(_structure(model)))
     return out
 
 
 def _structure(model) -> dict:
-    from edgeml.costmodel import structure_of
+    from edgeml.search.costmodel import structure_of
 
     return structure_of(model).to_dict()
 
@@ -156,9 +143,9 @@ def _ort_engine() -> None:
 def measure(folder: Path, profile, calls: int) -> list[dict]:
     import pandas as pd
 
-    from edgeml.costmodel import Structure, load_cost_model
     from edgeml.export.quantize import metric_drop
-    from edgeml.metrics import classification_metrics, regression_metrics
+    from edgeml.search.costmodel import Structure, load_cost_model
+    from edgeml.verify.metrics import classification_metrics, regression_metrics
     from edgeml_runtime import Model
 
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -221,8 +208,8 @@ def main() -> int:
 
     import onnxruntime as ort
 
-    from edgeml.costmodel import load_cost_model
-    from edgeml.targets import list_targets, load_target
+    from edgeml.search.costmodel import load_cost_model
+    from edgeml.targets.profiles import list_targets, load_target
 
     _ort_engine()
     profiles = [load_target(n) for n in args.targets.split(",")] if args.targets else list_targets()

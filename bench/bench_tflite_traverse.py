@@ -53,10 +53,10 @@ def models(task: str) -> dict:
 
 
 def build(forest, width: int, form: str) -> bytes:
-    from edgeml.export.tflite import _Weights, emit_head, emit_trees
-    from edgeml.export.tflite_graph import Graph
-    from edgeml.export.tflite_traverse import emit_traversal, traversal_arrays
-    from edgeml.export.tflite_trees import pack_forest
+    from edgeml.export.tflite.graph import Graph
+    from edgeml.export.tflite.pipeline import _Weights, emit_head, emit_trees
+    from edgeml.export.tflite.traverse import emit_traversal, traversal_arrays
+    from edgeml.export.tflite.trees import pack_forest
 
     g = Graph()
     z = g.input("features", (width,))
@@ -116,14 +116,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from common import publish
-    from edgeml.export.tflite_traverse import (
+    from test_tflite import prepared
+
+    from edgeml.export.tflite.traverse import (
         gemm_bytes,
         preferred_form,
         traversal_arrays,
         traversal_bytes,
     )
-    from edgeml.export.tflite_trees import FORESTS
-    from test_tflite import prepared
+    from edgeml.export.tflite.trees import FORESTS
 
     rows = []
     for key in ("ai4i", "ccpp"):

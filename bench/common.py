@@ -17,8 +17,9 @@ RESULTS_DIR = ROOT / "bench" / "results"
 def classification_data(work: Path, seed: int = 0) -> tuple[str, str, tuple[str, ...]]:
     """(data file, label, columns to drop): ai4i2020 from the shared data sets, else 12,000 rows of demo data."""
     if (DATASETS / "ai4i2020.csv").is_file():
-        return str(DATASETS / "ai4i2020.csv"), "Machine failure", ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
-    from edgeml.demo import DEMO_LABEL, write_demo_csv
+        return (str(DATASETS / "ai4i2020.csv"), "Machine failure",
+                ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF"))
+    from edgeml.data.demo import DEMO_LABEL, write_demo_csv
 
     return str(write_demo_csv(work / "demo.csv", rows=12_000, seed=seed)), DEMO_LABEL, ()
 

@@ -9,10 +9,10 @@ each whole pipeline to ONNX exactly as ``edgeml build`` does, loads it with
 ``Model.predict([record])`` on raw records (one inference thread). It also
 exports each estimator alone to measure the bytes it adds.
 
-Then it fits the latency and size models of ``edgeml.costmodel`` (non-negative
+Then it fits the latency and size models of ``edgeml.search.costmodel`` (non-negative
 least squares on relative error) on three quarters of the points, reports
 R² and the relative errors on the held-out quarter, and writes the fitted
-coefficients and that fit quality to ``toolchain/edgeml/data/cost_model.json``
+coefficients and that fit quality to ``toolchain/edgeml/search/cost_model.json``
 (committed; tests load it and never time anything) and the points to
 ``bench/results/cost_model.md``.
 
@@ -50,24 +50,13 @@ DATA = (
 
 def prepared(path, label, drop, seed=0):
     """Split and preprocess one data set the way ``edgeml build`` does; returns what the models need."""
-    from edgeml.ingest import read_table
-    from edgeml.preprocess import (describe_inputs, encode_labels, feature_frame, label_classes,
-                                   make_preprocessor, split_frame)
-    from edgeml.schema import clean_labels, infer_schema
+    from edgeml.data.ingest import read_table
+    from edgeml.data.prepare import prepare
 
-    table = read_table(path)
-    schema = infer_schema(table.frame, label, drop=drop)
-    frame = clean_labels(table.frame, schema)
-    split = split_frame(frame, label, schema.task, seed=seed)
-    inputs = describe_inputs(schema.columns, split.train)
-    train = feature_frame(split.train, inputs, "train")
-    pre = make_preprocessor(inputs).fit(train)
-    if schema.task == "classification":
-        classes = label_classes(frame[label])
-        y = encode_labels(split.train[label], classes)
-    else:
-        classes = ()
-        y = split.train[label].astype(float).to_numpy()
+    data = prepare(read_table(path).frame, label, drop=drop, seed=seed)
+    inputs, pre, train, y, classes, split = (data.inputs, data.preprocessor, data.features["train"], data.y["train"],
+                                             data.classes, data.split)
+    schema = data.schema
     records = split.test[list(inputs.names)].astype(object).where(split.test[list(inputs.names)].notna(), None)
     return dict(task=schema.task, inputs=inputs, pre=pre, train=train, y=y, classes=classes,
                 records=records.to_dict("records")[:300], X=pre.transform(train))
@@ -76,12 +65,20 @@ def prepared(path, label, drop, seed=0):
 def candidates(task: str, quick: bool):
     """(family, description, estimator) for a spread of sizes in every family."""
     from lightgbm import LGBMClassifier, LGBMRegressor
-    from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier,
-                                  RandomForestRegressor)
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
     from xgboost import XGBClassifier, XGBRegressor
 
-    from edgeml.learners import (StandardizedElasticNet, StandardizedLogisticRegression,
-                                 StandardizedMLPClassifier, StandardizedMLPRegressor)
+    from edgeml.models.learners import (
+        StandardizedElasticNet,
+        StandardizedLogisticRegression,
+        StandardizedMLPClassifier,
+        StandardizedMLPRegressor,
+    )
 
     clf = task == "classification"
     step = 2 if quick else 1
@@ -127,10 +124,10 @@ def measure(data: dict, family: str, what: str, estimator, work: Path, args) -> 
 
     from sklearn.pipeline import Pipeline
 
-    from edgeml import bundle
-    from edgeml.costmodel import exported_bytes, structure_of
+    from edgeml.bundle import writer as bundle
     from edgeml.export.onnx import align_thresholds, output_names, to_onnx
-    from edgeml.learners import model_steps
+    from edgeml.models.learners import model_steps
+    from edgeml.search.costmodel import exported_bytes, structure_of
     from edgeml_runtime import Model
 
     with warnings.catch_warnings():
@@ -155,12 +152,18 @@ def measure(data: dict, family: str, what: str, estimator, work: Path, args) -> 
 
 
 def fit(points: list[dict], seed: int = 0) -> dict:
-    from edgeml.costmodel import (LATENCY_TERMS, SIZE_TERMS, Structure, fit_nonnegative, latency_features,
-                                  size_features)
+    from edgeml.search.costmodel import (
+        LATENCY_TERMS,
+        SIZE_TERMS,
+        Structure,
+        fit_nonnegative,
+        latency_features,
+        size_features,
+    )
 
     structures = [Structure(**p["structure"]) for p in points]
-    XL = np.array([latency_features(s, p["n_inputs"]) for s, p in zip(structures, points)])
-    XS = np.array([size_features(s, p["n_inputs"]) for s, p in zip(structures, points)])
+    XL = np.array([latency_features(s, p["n_inputs"]) for s, p in zip(structures, points, strict=False)])
+    XS = np.array([size_features(s, p["n_inputs"]) for s, p in zip(structures, points, strict=False)])
     yl = np.array([p["latency_us"] for p in points])
     ys = np.array([p["estimator_bytes"] for p in points], dtype=float)
     order = np.random.default_rng(seed).permutation(len(points))
@@ -170,11 +173,11 @@ def fit(points: list[dict], seed: int = 0) -> dict:
         p["held_out"] = bool(held[i])
     cl = fit_nonnegative(XL[~held], yl[~held])
     cs = fit_nonnegative(XS[~held], ys[~held])
-    for p, pl, ps in zip(points, XL @ cl, XS @ cs):
+    for p, pl, ps in zip(points, XL @ cl, XS @ cs, strict=False):
         p["predicted_us"], p["predicted_bytes"] = float(pl), float(ps)
     return {
-        "latency_us": {k: round(float(v), 6) for k, v in zip(LATENCY_TERMS, cl)},
-        "size_bytes": {k: round(float(v), 4) for k, v in zip(SIZE_TERMS, cs)},
+        "latency_us": {k: round(float(v), 6) for k, v in zip(LATENCY_TERMS, cl, strict=False)},
+        "size_bytes": {k: round(float(v), 4) for k, v in zip(SIZE_TERMS, cs, strict=False)},
         "quality": {
             "points": len(points), "held_out": int(held.sum()),
             "latency": _quality(yl[held], (XL @ cl)[held]),
@@ -205,7 +208,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edgeml-cost-"))
     sets = [(DATASETS / f, label, drop) for f, label, drop in DATA if (DATASETS / f).is_file()]
     if not sets:
-        from edgeml.demo import DEMO_LABEL, write_demo_csv
+        from edgeml.data.demo import DEMO_LABEL, write_demo_csv
 
         sets = [(write_demo_csv(work / "demo.csv", rows=5000, seed=0), DEMO_LABEL, ())]
     points = []

@@ -83,7 +83,7 @@ def make_pki(folder: Path, clients=("pi-07",)) -> Pki:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(cn):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -166,7 +166,7 @@ class Broker:
             lines += ["persistence true", f"persistence_location {self.folder}/", "autosave_interval 0"]
         return "\n".join(lines) + "\n"
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         exe = require_mosquitto()
         self.folder.mkdir(parents=True, exist_ok=True)
         conf = self.folder / "mosquitto.conf"
@@ -215,7 +215,7 @@ class Broker:
             self.proc.wait()
         self.proc = None
 
-    def restart(self) -> "Broker":
+    def restart(self) -> Broker:
         """Stop, then start again on the same port."""
         self.stop()
         return self.start()
@@ -223,7 +223,7 @@ class Broker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> "Broker":
+    def __enter__(self) -> Broker:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -261,7 +261,7 @@ class Subscriber:
         host, port = url.split("://")[1].rsplit(":", 1)
         self._address = (host, int(port))
 
-    def start(self) -> "Subscriber":
+    def start(self) -> Subscriber:
         self.client.connect(*self._address, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(10):
@@ -304,7 +304,7 @@ class Subscriber:
                                          f"{len(self.messages)} message(s) arrived, the last: {got}")
                 self._cond.wait(min(left, 0.5))
 
-    def __enter__(self) -> "Subscriber":
+    def __enter__(self) -> Subscriber:
         return self.start()
 
     def __exit__(self, *exc) -> None:

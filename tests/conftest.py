@@ -41,7 +41,7 @@ def demo_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_rows(tmp_path_factory) -> Path:
-    from edgeml.demo import write_demo_csv
+    from edgeml.data.demo import write_demo_csv
 
     return write_demo_csv(tmp_path_factory.mktemp("rows") / "rows.csv", rows=50, seed=11, label=False)
 

@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 
 from broker import wait_until
+
 from edgeml_runtime.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class DeviceProcess:
-    """Runs this file as a device process (telemetry from test_telemetry.py): ``count`` windows ``pace`` s apart, then waits to be killed.
+    """Runs this file as a device process (telemetry from test_telemetry.py): ``count`` windows ``pace`` s apart,
+    then waits to be killed.
 
     With ``drain=True`` it sends what waits in the outbox, stops cleanly and exits.
     """

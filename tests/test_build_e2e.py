@@ -12,9 +12,9 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from conftest import AI4I_DROP, build_bundle
-from edgeml.preprocess import feature_frame
+
+from edgeml.data.preprocess import feature_frame
 from edgeml_runtime import Model
 from edgeml_runtime.bundle import sha256_file
 
@@ -35,7 +35,8 @@ CASES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("data,label,drop,estimator,metric,floor", CASES, ids=[f"{c[0].split('.')[0]}-{c[3]}" for c in CASES])
+@pytest.mark.parametrize("data,label,drop,estimator,metric,floor", CASES,
+                         ids=[f"{c[0].split('.')[0]}-{c[3]}" for c in CASES])
 def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop, estimator, metric, floor):
     out = tmp_path / "bundle"
     result = build_bundle(out, data=str(datasets / data), label=label, drop=drop, estimators=(estimator,),
@@ -52,7 +53,7 @@ def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop,
 
     # Independently of the build's own check: raw CSV text, read as a device reads it, scores like the host pipeline.
     with open(datasets / data, newline="", encoding="utf-8-sig") as f:
-        rows = [r for _, r in zip(range(400), csv.DictReader(f))]
+        rows = [r for _, r in zip(range(400), csv.DictReader(f), strict=False)]
     model = Model.load(out, precision="fp32")  # a VNNI machine would otherwise pick an int8 artifact
     got = model.predict(rows)
     import pandas as pd
@@ -115,7 +116,8 @@ def test_telco_blank_numbers_and_string_labels(datasets, tmp_path):
     assert m["classes"] == ["No", "Yes"]
     model = Model.load(out)
     row = {c: "" for c in kinds}
-    row.update({"gender": "Female", "tenure": "3", "MonthlyCharges": "70.5", "TotalCharges": " ", "Contract": "Month-to-month"})
+    row.update({"gender": "Female", "tenure": "3", "MonthlyCharges": "70.5", "TotalCharges": " ",
+                "Contract": "Month-to-month"})
     result = model.predict([row])
     assert result.labels[0] in ("No", "Yes")
 
@@ -142,7 +144,7 @@ def test_multiclass_exports_with_parity(datasets, tmp_path, estimator):
 def test_builds_from_every_input_format(tmp_path, fmt):
     import sqlite3
 
-    from edgeml.demo import demo_frame
+    from edgeml.data.demo import demo_frame
 
     frame = demo_frame(rows=600, seed=3)
     if fmt == "parquet":
@@ -165,8 +167,8 @@ def test_builds_from_every_input_format(tmp_path, fmt):
 
 @pytest.mark.slow
 def test_time_column_split_keeps_the_newest_rows_for_testing(tmp_path):
-    from edgeml.demo import demo_frame
-    from edgeml.preprocess import split_frame
+    from edgeml.data.demo import demo_frame
+    from edgeml.data.preprocess import split_frame
 
     frame = demo_frame(rows=500, seed=5).sample(frac=1.0, random_state=1)
     split = split_frame(frame, "failure", "classification", seed=0, time_column="timestamp")
@@ -182,12 +184,11 @@ def test_time_column_split_keeps_the_newest_rows_for_testing(tmp_path):
 @pytest.mark.slow
 def test_runtime_installs_and_scores_alone(tmp_path, demo_bundle, demo_rows):
     """`pip install ./runtime[onnx]` into an empty venv: no host packages, and it scores the bundle."""
+    import shutil
     import subprocess
     import sys
 
     from conftest import REPO
-
-    import shutil
 
     source = shutil.copytree(REPO / "runtime", tmp_path / "runtime",
                              ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))

@@ -82,7 +82,7 @@ def test_resolve_layers_defaults_file_and_flags(tmp_path):
     (["--metric", "rmse"], "metric 'rmse' does not apply to classification"),
 ])
 def test_user_mistakes_exit_2_without_traceback(runner, tmp_path, args, message):
-    from edgeml.demo import write_demo_csv
+    from edgeml.data.demo import write_demo_csv
 
     demo = write_demo_csv(tmp_path / "demo.csv", rows=200)
     args = [a.replace("{demo}", str(demo)) for a in args]

@@ -18,7 +18,9 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
-from edgeml.costmodel import (
+from edgeml.errors import ExportError
+from edgeml.models.learners import StandardizedMLPClassifier
+from edgeml.search.costmodel import (
     LATENCY_TERMS,
     CostModel,
     Structure,
@@ -26,8 +28,6 @@ from edgeml.costmodel import (
     load_cost_model,
     structure_of,
 )
-from edgeml.errors import ExportError
-from edgeml.learners import StandardizedMLPClassifier
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(400, 6))
@@ -36,7 +36,7 @@ Y_VALUE = X[:, 0] * 3 + X[:, 2]
 
 
 def test_shipped_fit_loads_with_its_quality_and_machine():
-    raw = json.loads(resources.files("edgeml").joinpath("data", "cost_model.json").read_text())
+    raw = json.loads(resources.files("edgeml.search").joinpath("cost_model.json").read_text())
     cost = load_cost_model()
     assert set(cost.latency_us) == set(LATENCY_TERMS) and all(v >= 0 for v in cost.latency_us.values())
     q = cost.quality
@@ -102,7 +102,8 @@ def test_structure_of_each_family():
     mlp = StandardizedMLPClassifier(hidden_layer_sizes=(16, 8), max_iter=5).fit(X, Y_CLASS)
     s = structure_of(mlp)  # the scaler in front is looked through
     assert (s.family, s.n_weights, s.max_depth) == ("mlp", 6 * 16 + 16 + 16 * 8 + 8 + 8 * 1 + 1, 3)
-    assert structure_of(MLPRegressor(hidden_layer_sizes=(4,), max_iter=5).fit(X, Y_VALUE)).n_weights == 6 * 4 + 4 + 4 + 1
+    assert (structure_of(MLPRegressor(hidden_layer_sizes=(4,), max_iter=5).fit(X, Y_VALUE)).n_weights
+            == 6 * 4 + 4 + 4 + 1)
 
 
 def test_unknown_family_is_named():

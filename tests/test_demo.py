@@ -10,7 +10,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from edgeml.demo import DEMO_LABEL, demo_frame, write_demo_csv
+from edgeml.data.demo import DEMO_LABEL, demo_frame, write_demo_csv
 from edgeml.errors import ConfigError
 
 COLUMNS = [
@@ -111,5 +111,6 @@ def test_bad_row_count_is_a_clean_error(rows, tmp_path):
 
 @pytest.mark.parametrize("seed", [-1, 1.5, None])
 def test_bad_seed_is_a_clean_error(seed):
-    with pytest.raises(ConfigError, match=f"demo seed = {re.escape(repr(seed))} is not allowed; give a whole number >= 0"):
+    with pytest.raises(ConfigError,
+                       match=f"demo seed = {re.escape(repr(seed))} is not allowed; give a whole number >= 0"):
         demo_frame(rows=10, seed=seed)

@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import AI4I_DROP, build_bundle, run_env
 from test_runtime_cli import ISOLATION
+
 from edgeml_runtime import BundleError, Model, RowError
 from edgeml_runtime.drift import (
     CHUNK_ROWS,
@@ -94,7 +94,8 @@ def test_a_shifted_column_is_significant_and_the_verdict_reflects_it(ai4i, ai4i_
     others = [c for name, c in window["columns"].items() if name != "Torque [Nm]"]
     assert all(c["status"] == "ok" for c in others)
     # one column of six: listed, but below the dataset-level share of 0.3
-    assert window["verdict"] == {"status": "ok", "drifted_columns": ["Torque [Nm]"], "share": pytest.approx(1 / 6, abs=1e-6)}
+    assert window["verdict"] == {"status": "ok", "drifted_columns": ["Torque [Nm]"],
+                                 "share": pytest.approx(1 / 6, abs=1e-6)}
 
     # A second one (every machine now of an unknown type): 2 of 6 columns, drift.
     both = [dict(r, Type="X") for r in shifted]
@@ -191,12 +192,12 @@ def test_counts_add_up_across_windows(ai4i, ai4i_rows):
     assert [p["rows"] for p in parts] == [700, 700, 600]
     reference = ai4i.manifest.data["reference"]
     for name, col in whole["columns"].items():
-        counts = [sum(c) for c in zip(*(p["columns"][name]["counts"] for p in parts))]
+        counts = [sum(c) for c in zip(*(p["columns"][name]["counts"] for p in parts), strict=False)]
         missing = sum(p["columns"][name]["missing"] for p in parts)
         assert counts == col["counts"] and missing == col["missing"]
         assert statistics_from_counts(reference["columns"][name], counts, missing) == {"psi": col["psi"],
                                                                                       "js": col["js"]}
-    out = [sum(c) for c in zip(*(p["output"]["counts"] for p in parts))]
+    out = [sum(c) for c in zip(*(p["output"]["counts"] for p in parts), strict=False)]
     assert statistics_from_counts(reference["output"], out) == {"psi": whole["output"]["psi"],
                                                                "js": whole["output"]["js"]}
     assert whole["columns"]["Tool wear [min]"]["status"] == "significant"
@@ -298,8 +299,9 @@ def test_monitor_refuses_a_reference_it_cannot_read(ai4i):
 
 
 # The runtime's own isolation script, with a monitor attached, updated one row and many rows at a time, and flushed.
-MONITORED = ISOLATION.replace("m.predict(rows)\n", "m.monitor = m.drift_monitor()\nm.predict(rows)\nm.predict(rows[:1])\n"
-                                                  "json.dumps(m.monitor.flush(), allow_nan=False)\n")
+MONITORED = ISOLATION.replace("m.predict(rows)\n",
+                              "m.monitor = m.drift_monitor()\nm.predict(rows)\nm.predict(rows[:1])\n"
+                              "json.dumps(m.monitor.flush(), allow_nan=False)\n")
 
 
 def test_monitoring_keeps_the_runtime_light(demo_bundle, demo_rows):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import BIN, build_bundle, run_env, write_csv
+
 from edgeml_runtime import Model, RowError
 from edgeml_runtime.settings import SettingsError, resolve_settings
 from edgeml_runtime.stream import END, FileSource
@@ -50,7 +50,7 @@ def test_na_text_means_the_same_on_host_and_device(na_bundle):
     assert inputs["amount"]["missing_rate"] > 0
     rows = list(csv.DictReader(data.open()))
     result = Model.load(bundle).predict(rows)  # the raw text, as a device reads the file
-    accuracy = np.mean([str(p) == r["late"] for p, r in zip(result.labels, rows)])
+    accuracy = np.mean([str(p) == r["late"] for p, r in zip(result.labels, rows, strict=False)])
     assert accuracy > 0.9 and abs(accuracy - m["metrics"]["test"]["accuracy"]) < 0.05
 
 
@@ -163,6 +163,6 @@ def test_config_accepts_max_trials(tmp_path):
 
 def test_input_error_for_non_utf8_file(demo_bundle, tmp_path):
     f = tmp_path / "latin1.csv"
-    f.write_bytes("machine_type,rpm\n".encode() + "é,1\n".encode("latin-1"))
+    f.write_bytes(b"machine_type,rpm\n" + "é,1\n".encode("latin-1"))
     r = runtime("score", demo_bundle, "--input", f)
     assert r.returncode == 2 and "not UTF-8" in r.stderr and "Traceback" not in r.stderr

@@ -15,11 +15,13 @@ import subprocess
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
+pytest.importorskip("ai_edge_litert",
+                    reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
 
 from conftest import AI4I_DROP, BIN, build_bundle
+
 from edgeml.errors import ExportError
-from edgeml.firmware import HEADER, SOURCE, write_firmware
+from edgeml.export.tflite.firmware import HEADER, SOURCE, write_firmware
 from edgeml_runtime.litert import TfliteEngine, feeds_to_matrix
 
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -67,7 +69,8 @@ def _compile(folder, main: str):
 @needs_cc
 def test_the_c_encoder_gives_the_runtime_s_int8_input(m7_bundle, datasets, tmp_path):
     import pandas as pd
-    from edgeml.preprocess import encode_frame
+
+    from edgeml.data.preprocess import encode_frame
     from edgeml_runtime.schema import InputSchema
 
     write_firmware(m7_bundle, tmp_path)
@@ -149,6 +152,6 @@ def test_the_header_serves_cplusplus_and_refuses_fast_math(m7_bundle, tmp_path):
 
 
 def test_c_strings_are_safe_for_any_name():
-    from edgeml.firmware import c_string
+    from edgeml.export.tflite.firmware import c_string
 
     assert c_string("Temp ??/ [°C]\n\x01") == '"Temp \\?\\?/ [\\302\\260C]\\012\\001"'

@@ -10,10 +10,10 @@ from functools import cache
 
 import numpy as np
 import pytest
-
 from conftest import AI4I_DROP, DATASETS
+
 from edgeml.errors import SearchError
-from edgeml.search import (
+from edgeml.search.automl import (
     INFEASIBLE,
     HardwareBudget,
     SearchSettings,
@@ -22,7 +22,7 @@ from edgeml.search import (
     infeasible_message,
     run_search,
 )
-from edgeml.targets import load_target
+from edgeml.targets.profiles import load_target
 
 CASES = {
     "ai4i2020": ("ai4i2020.csv", "Machine failure", AI4I_DROP),
@@ -33,28 +33,14 @@ CASES = {
 @cache
 def prepared(name: str) -> dict:
     """One real data set split and preprocessed as ``edgeml build`` does (train / valid / test)."""
-    from edgeml.ingest import read_table
-    from edgeml.preprocess import (describe_inputs, encode_frame, encode_labels, feature_frame, label_classes,
-                                   make_preprocessor, split_frame)
-    from edgeml.schema import clean_labels, infer_schema
+    from edgeml.data.ingest import read_table
+    from edgeml.data.prepare import prepare
 
     file, label, drop = CASES[name]
-    table = read_table(DATASETS / file)
-    schema = infer_schema(table.frame, label, drop=drop)
-    frame = clean_labels(table.frame, schema)
-    split = split_frame(frame, label, schema.task, seed=0)
-    inputs = describe_inputs(schema.columns, split.train)
-    features = {p: feature_frame(getattr(split, p), inputs, p) for p in ("train", "valid", "test")}
-    pre = make_preprocessor(inputs).fit(features["train"])
-    if schema.task == "classification":
-        classes = label_classes(frame[label])
-        y = {p: encode_labels(getattr(split, p)[label], classes) for p in features}
-    else:
-        y = {p: getattr(split, p)[label].astype(float).to_numpy() for p in features}
+    data = prepare(read_table(DATASETS / file).frame, label, drop=drop)
     return {
-        "task": schema.task, "inputs": inputs, "pre": pre, "features": features, "y": y,
-        "X": {p: pre.transform(f) for p, f in features.items()},
-        "feeds": {p: encode_frame(getattr(split, p), inputs, p) for p in ("train", "test")},
+        "task": data.task, "inputs": data.inputs, "pre": data.preprocessor, "features": data.features, "y": data.y,
+        "X": data.X, "feeds": {p: data.feeds(p) for p in ("train", "test")},
     }
 
 
@@ -84,7 +70,7 @@ def test_every_trial_carries_its_size_latency_and_verdict(datasets):
     # The latency is the cost model's prediction for this machine times the profile's speed factor.
     host = HardwareBudget(n_inputs=budget.n_inputs)
     again = search(data, ("lgbm", "lrl2"), host, max_iter=5)
-    for a, b in zip(result.trials, again.trials):
+    for a, b in zip(result.trials, again.trials, strict=False):
         assert a.latency_ms == pytest.approx(b.latency_ms * 18.0)
 
 
@@ -128,7 +114,7 @@ def test_mlp_learner_trains_and_exports_with_parity(datasets):
     from sklearn.pipeline import Pipeline
 
     from edgeml.export.onnx import to_onnx
-    from edgeml.learners import model_steps
+    from edgeml.models.learners import model_steps
 
     for name in ("ai4i2020", "ccpp"):
         data = prepared(name)

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from edgeml.data.ingest import Table, read_table
 from edgeml.errors import DataError
-from edgeml.ingest import Table, read_table
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 
-
 import pytest
-
 from broker import Broker, Subscriber, free_port, make_pki, wait_until
-from edgeml_runtime.outbox import Outbox
 from test_telemetry import REPO, online, received, telemetry, window
+
+from edgeml_runtime.outbox import Outbox
 
 USERS = {"pi-07": "secret-07", "pi-08": "secret-08", "dashboard": "dash"}
 ACL = (REPO / "docs" / "mosquitto" / "acl").read_text()

@@ -11,8 +11,8 @@ import sys
 import threading
 
 import pytest
-
 from broker import wait_until
+
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox, OutboxError
 
 TOPIC = "edgeml/plant-a/pi-07/drift"

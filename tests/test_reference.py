@@ -8,21 +8,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edgeml.ingest import read_table
-from edgeml.preprocess import describe_inputs, encode_frame, split_frame
-from edgeml.reference import QUANTILES, build_reference
-from edgeml.schema import clean_labels, infer_schema
+from edgeml.bundle.reference import QUANTILES, build_reference
+from edgeml.data.ingest import read_table
+from edgeml.data.prepare import prepare
 from edgeml_runtime.drift import DriftMonitor, DriftSettings
 from edgeml_runtime.schema import InputSchema
 
 
 def _training(path, label, drop=()):
-    table = read_table(path)
-    schema = infer_schema(table.frame, label, drop=drop)
-    frame = clean_labels(table.frame, schema)
-    split = split_frame(frame, label, schema.task, seed=0)
-    inputs = describe_inputs(schema.columns, split.train)
-    return inputs, encode_frame(split.train, inputs, "the training split"), split.train
+    data = prepare(read_table(path).frame, label, drop=drop)
+    return data.inputs, data.calibration, data.split.train
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +46,11 @@ def test_numeric_edges_are_training_deciles_and_shares_count_the_bins(telco, tel
         deciles = [d for d in np.unique(np.quantile(present, QUANTILES, method="inverted_cdf")) if d < present.max()]
         # each edge cuts the training values exactly where its decile does, halfway to the next value
         assert len(entry["edges"]) == len(deciles)
-        for d, e in zip(deciles, entry["edges"]):
+        for d, e in zip(deciles, entry["edges"], strict=False):
             assert e == (float(d) + float(present[present > d].min())) / 2
         # right-closed bins, counted independently of the runtime's counter
         bounds = [-np.inf, *entry["edges"], np.inf]
-        expected = [np.mean((present > lo) & (present <= hi)) for lo, hi in zip(bounds, bounds[1:])]
+        expected = [np.mean((present > lo) & (present <= hi)) for lo, hi in zip(bounds, bounds[1:], strict=False)]
         np.testing.assert_allclose(entry["shares"], expected, rtol=0, atol=1e-12)
         assert sum(entry["shares"]) == pytest.approx(1.0)
         assert all(s > 0 for s in entry["shares"]), "every bin holds training values"

@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from broker import Broker, Subscriber, require_mosquitto, wait_until
 from conftest import AI4I_DROP, BIN, REPO, build_bundle, run_env
 
@@ -61,7 +60,7 @@ def demo_records(demo_rows) -> list[dict]:
 
 
 def test_birth_windows_and_death_arrive_with_documented_fields(broker, demo_bundle, tmp_path):
-    from edgeml.demo import demo_frame
+    from edgeml.data.demo import demo_frame
 
     rows = demo_frame(rows=250, seed=21, label=False).astype(str).to_dict("records")
     text = "".join(json.dumps(r) + "\n" for r in rows)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import BIN, run_env, write_csv
 
 
@@ -119,7 +118,9 @@ m = Model.load(sys.argv[1])
 import csv
 rows = list(csv.DictReader(open(sys.argv[2])))
 m.predict(rows)
-heavy = sorted({n.split('.')[0] for n in sys.modules} & {'pandas', 'sklearn', 'scipy', 'flaml', 'edgeml', 'lightgbm', 'xgboost', 'skl2onnx', 'onnx', 'onnxmltools'})
+heavy = sorted({n.split('.')[0] for n in sys.modules}
+               & {'pandas', 'sklearn', 'scipy', 'flaml', 'edgeml', 'lightgbm', 'xgboost', 'skl2onnx', 'onnx',
+                  'onnxmltools'})
 print(json.dumps(heavy))
 """
 

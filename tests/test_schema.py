@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from edgeml_runtime.schema import DATETIME_PARTS
 
-from edgeml.errors import DataError
-from edgeml.ingest import read_table
-from edgeml.kinds import (
+from edgeml.data.ingest import read_table
+from edgeml.data.kinds import (
     Dropped,
     classify_column,
     constant_reason,
@@ -20,7 +18,9 @@ from edgeml.kinds import (
     parse_numbers,
     present_values,
 )
-from edgeml.schema import InferredSchema, clean_labels, infer_schema, infer_task
+from edgeml.data.schema import InferredSchema, clean_labels, infer_schema, infer_task
+from edgeml.errors import DataError
+from edgeml_runtime.schema import DATETIME_PARTS
 
 
 def kinds(schema: InferredSchema) -> dict[str, str]:

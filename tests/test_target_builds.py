@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import AI4I_DROP, build_bundle
-from edgeml.artifacts import wanted
-from edgeml.targets import list_targets, load_target
+
+from edgeml.export.artifacts import wanted
+from edgeml.targets.profiles import list_targets, load_target
 from edgeml_runtime import EngineError, Model
 from edgeml_runtime.device import Capabilities, rank
 

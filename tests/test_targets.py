@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeml.errors import TargetError
-from edgeml.targets import (
+from edgeml.targets.profiles import (
     ARCHES,
     FORMATS,
     KNOWN_ESTIMATORS,
@@ -153,7 +153,7 @@ def test_int8_server_prefers_int8():
 
 
 def test_known_estimators_are_registered_learners():
-    from edgeml.learners import LEARNERS
+    from edgeml.models.learners import LEARNERS
 
     assert set(KNOWN_ESTIMATORS) <= set(LEARNERS)
 
@@ -179,9 +179,9 @@ def test_targets_dir_defaults_to_repo_and_follows_env(tdir, monkeypatch):
 def test_targets_dir_falls_back_to_the_installed_copy(monkeypatch, tmp_path):
     import sys
 
-    import edgeml.targets as targets
+    import edgeml.targets.files as targets
 
-    monkeypatch.setattr(targets, "__file__", str(tmp_path / "site-packages" / "edgeml" / "targets.py"))
+    monkeypatch.setattr(targets, "__file__", str(tmp_path / "site-packages" / "edgeml" / "targets" / "files.py"))
     assert targets_dir() == Path(sys.prefix) / "share" / "edgeml" / "targets"
 
 
@@ -283,7 +283,8 @@ def test_unknown_key_names_file_key_and_nearest_key(tdir):
 
 def test_unknown_budget_key_suggests_the_budget_key(tdir):
     write(tdir, "typo", VALID.format(name="typo") + "[budgets]\nlatency_ms = 5\n")
-    with pytest.raises(TargetError, match=r"unknown key 'budgets.latency_ms'; did you mean 'budgets.latency_budget_ms'"):
+    with pytest.raises(TargetError,
+                       match=r"unknown key 'budgets.latency_ms'; did you mean 'budgets.latency_budget_ms'"):
         load_target("typo")
 
 
@@ -322,7 +323,8 @@ def test_budget_key_at_top_level_is_pointed_to_the_table(tdir):
         ("[budgets]\nallowed_metric_drop = -0.01", "budgets.allowed_metric_drop", "-0.01", "a finite number >= 0"),
         ("[budgets]\nmax_accuracy_drop = -1", "budgets.max_accuracy_drop", "-1", "a finite number >= 0"),
         ("[budgets]\nmax_rmse_increase = true", "budgets.max_rmse_increase", "True", "a finite number >= 0"),
-        ('providers = ["CUDAExecutionProvider"]', "providers", "['CUDAExecutionProvider']", "including CPUExecutionProvider"),
+        ('providers = ["CUDAExecutionProvider"]', "providers", "['CUDAExecutionProvider']",
+         "including CPUExecutionProvider"),
         ('providers = ["CudaExecutionProvider", "CPUExecutionProvider"]', "providers",
          "['CudaExecutionProvider', 'CPUExecutionProvider']", "did you mean 'CUDAExecutionProvider'?"),
         ('ort_minimal = "yes"', "ort_minimal", "'yes'", "true or false"),
@@ -356,13 +358,15 @@ def test_edge_values_are_accepted(tdir):
 
 def test_budgets_must_be_a_table(tdir):
     write(tdir, "flat", VALID.format(name="flat") + "budgets = 5\n")
-    with pytest.raises(TargetError, match=r"flat.toml: budgets = 5 is not allowed; write the budgets as a \[budgets\] table"):
+    with pytest.raises(TargetError,
+                       match=r"flat.toml: budgets = 5 is not allowed; write the budgets as a \[budgets\] table"):
         load_target("flat")
 
 
 def test_name_must_match_the_file(tdir):
     write(tdir, "board-1", VALID.format(name="board-2"))
-    with pytest.raises(TargetError, match=r"board-1.toml: name = 'board-2' does not match the file name; set name = 'board-1'"):
+    with pytest.raises(TargetError,
+                       match=r"board-1.toml: name = 'board-2' does not match the file name; set name = 'board-1'"):
         load_target("board-1")
     write(tdir, "nameless", VALID.format(name="x").replace('name = "x"\n', ""))
     with pytest.raises(TargetError, match="nameless.toml: missing key 'name'"):

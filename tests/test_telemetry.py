@@ -13,21 +13,22 @@ import logging
 import queue
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from broker import Broker, Subscriber, wait_until
 from device_process import DeviceProcess
+from jsonschema import Draft202012Validator, FormatChecker
+
 from edgeml_runtime.mqtt import MqttSettings, TelemetryError
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
 from edgeml_runtime.telemetry import ENVELOPE_KEYS, Telemetry
-from jsonschema import Draft202012Validator, FormatChecker
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas"
 FLEET = "plant-a"
-BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
 EXAMPLE = json.loads((SCHEMAS / "examples" / "drift.json").read_text())
 MODEL = EXAMPLE["model"]
 BIRTH = {"model": MODEL, "window": {"rows": 1000, "seconds": 300.0}}

@@ -1,7 +1,7 @@
 """TFLite export: every .tflite is run by the real LiteRT interpreter and compared with the host pipeline.
 
-Pipelines are built the way ``edgeml build`` builds them (edgeml.preprocess,
-edgeml.learners, align_thresholds) on the real data sets, with fixed small
+Pipelines are built the way ``edgeml build`` builds them (edgeml.data.preprocess,
+edgeml.models.learners, align_thresholds) on the real data sets, with fixed small
 hyper-parameters and seeds instead of a search, so each test takes a second.
 """
 
@@ -13,23 +13,11 @@ from functools import cache
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
+pytest.importorskip("ai_edge_litert",
+                    reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
 pytest.importorskip("tflite", reason="the TFLite exporter needs the tflite package")
 
 from conftest import AI4I_DROP, DATASETS
-from edgeml.errors import ExportError
-from edgeml.export.onnx import align_thresholds
-from edgeml.export.tflite import to_tflite
-from edgeml.export.tflite_trees import float32_below
-from edgeml.learners import (
-    StandardizedElasticNet,
-    StandardizedLogisticRegression,
-    StandardizedMLPClassifier,
-    StandardizedMLPRegressor,
-    model_steps,
-)
-from edgeml.metrics import classification_metrics, regression_metrics
-from edgeml_runtime.litert import TfliteEngine, feeds_to_matrix, read_metadata
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -37,6 +25,20 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.pipeline import Pipeline
+
+from edgeml.errors import ExportError
+from edgeml.export.onnx import align_thresholds
+from edgeml.export.tflite.pipeline import to_tflite
+from edgeml.export.tflite.trees import float32_below
+from edgeml.models.learners import (
+    StandardizedElasticNet,
+    StandardizedLogisticRegression,
+    StandardizedMLPClassifier,
+    StandardizedMLPRegressor,
+    model_steps,
+)
+from edgeml.verify.metrics import classification_metrics, regression_metrics
+from edgeml_runtime.litert import TfliteEngine, feeds_to_matrix, read_metadata
 
 #: Data sets: (file, label, columns to drop, rows kept).
 DATA = {
@@ -50,36 +52,17 @@ DATA = {
 @cache
 def prepared(key: str):
     """Schema, fitted preprocessing, encoded splits and labels of a data set, as ``edgeml build`` makes them."""
-    from edgeml.ingest import read_table
-    from edgeml.preprocess import (
-        describe_inputs,
-        encode_frame,
-        encode_labels,
-        feature_frame,
-        label_classes,
-        make_preprocessor,
-        split_frame,
-    )
-    from edgeml.schema import clean_labels, infer_schema
+    from edgeml.data.ingest import read_table
+    from edgeml.data.prepare import prepare
 
     name, label, drop, rows = DATA[key]
     frame = read_table(DATASETS / name).frame
     if rows:
         frame = frame.sample(rows, random_state=0)
-    schema = infer_schema(frame, label, drop=[d for d in drop if d in frame.columns])
-    frame = clean_labels(frame, schema)
-    split = split_frame(frame, label, schema.task, seed=0)
-    inputs = describe_inputs(schema.columns, split.train)
-    features = {p: feature_frame(getattr(split, p), inputs, p) for p in ("train", "test")}
-    pre = make_preprocessor(inputs).fit(features["train"])
-    if schema.task == "classification":
-        classes = label_classes(frame[label])
-        y = {p: encode_labels(getattr(split, p)[label], classes) for p in features}
-    else:
-        classes = ()
-        y = {p: split.__dict__[p][label].to_numpy(np.float64) for p in features}
-    feeds = {p: encode_frame(getattr(split, p), inputs, p) for p in features}
-    return inputs, schema.task, classes, pre, features, y, feeds
+    data = prepare(frame, label, drop=[d for d in drop if d in frame.columns])
+    parts = ("train", "test")
+    return (data.inputs, data.task, data.classes, data.preprocessor, {p: data.features[p] for p in parts},
+            {p: data.y[p] for p in parts}, {p: data.feeds(p) for p in parts})
 
 
 def fitted(key: str, model):
@@ -151,8 +134,10 @@ MODELS = {
 }
 
 FP32_CASES = [
-    ("ai4i", "lgbm"), ("ai4i", "xgboost"), ("ai4i", "rf"), ("ai4i", "extra_tree"), ("ai4i", "logistic"), ("ai4i", "mlp"),
-    ("ai4i_type", "lgbm"), ("ai4i_type", "xgboost"), ("ai4i_type", "rf"), ("ai4i_type", "logistic"), ("ai4i_type", "mlp"),
+    ("ai4i", "lgbm"), ("ai4i", "xgboost"), ("ai4i", "rf"), ("ai4i", "extra_tree"), ("ai4i", "logistic"),
+    ("ai4i", "mlp"),
+    ("ai4i_type", "lgbm"), ("ai4i_type", "xgboost"), ("ai4i_type", "rf"), ("ai4i_type", "logistic"),
+    ("ai4i_type", "mlp"),
     ("telco", "lgbm"), ("telco", "xgboost"), ("telco", "logistic"), ("telco", "mlp"),
     ("ccpp", "lgbm"), ("ccpp", "xgboost"), ("ccpp", "rf"), ("ccpp", "extra_tree"), ("ccpp", "enet"), ("ccpp", "mlp"),
 ]
@@ -225,8 +210,8 @@ def test_int8_encoding_matches_the_float_graph_on_odd_codes():
 
 def test_int8_gives_every_input_the_whole_int8_range(datasets):
     """Each encoded input spans [-1, 1] on the calibration rows, so it uses all 255 levels, whatever its scale."""
-    from edgeml.export.tflite import read_preprocess
-    from edgeml.export.tflite_dense import int8_encoding
+    from edgeml.export.tflite.dense import int8_encoding
+    from edgeml.export.tflite.pipeline import read_preprocess
 
     inputs, task, classes, pre, features, y, feeds = prepared("ccpp")
     pipeline = fitted("ccpp", MODELS["enet"](task))
@@ -304,5 +289,5 @@ def test_float32_thresholds_keep_every_decision():
     rng = np.random.default_rng(0)
     t = rng.normal(size=2000) * 10
     x = t.astype(np.float32)
-    for xv, tv in zip(np.concatenate([x, np.nextafter(x, np.float32(np.inf))]), np.concatenate([t, t])):
+    for xv, tv in zip(np.concatenate([x, np.nextafter(x, np.float32(np.inf))]), np.concatenate([t, t]), strict=False):
         assert (float(xv) <= tv) == (xv <= float32_below(tv))

@@ -13,16 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
+pytest.importorskip("ai_edge_litert",
+                    reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
 
 from conftest import AI4I_DROP, build_bundle
-from edgeml import tflm
+
 from edgeml.errors import ExportError, SearchError, TargetError
-from edgeml.export.tflite_graph import Graph
-from edgeml.opsets import load_op_set, op_sets, problems
-from edgeml.targets import load_target
+from edgeml.export.tflite import micro as tflm
+from edgeml.export.tflite.graph import Graph
+from edgeml.export.tflite.pipeline import schema_tables
+from edgeml.targets.opsets import load_op_set, op_sets, problems
+from edgeml.targets.profiles import load_target
 from edgeml_runtime import Model
-from edgeml.export.tflite import schema_tables
 from edgeml_runtime.litert import feeds_to_matrix, read_metadata
 
 
@@ -72,9 +74,11 @@ def test_problems_name_the_operators_and_types():
 def test_profiles_naming_op_sets_are_checked(tmp_path):
     base = 'arch = "armv7em"\nplatform_tag = ""\ncpu = "m"\ncores = 1\nram_mb = 1\nestimators = ["mlp"]\n'
     with pytest.raises(TargetError, match="tflite_ops: unknown TFLite operator set 'coral'"):
-        load_target(_profile(tmp_path, "a", base + 'formats = ["tflite"]\nprecisions = ["int8"]\ntflite_ops = "coral"\n'))
+        load_target(_profile(tmp_path, "a",
+                             base + 'formats = ["tflite"]\nprecisions = ["int8"]\ntflite_ops = "coral"\n'))
     with pytest.raises(TargetError, match="lacks 'tflite'; add it or remove tflite_ops"):
-        load_target(_profile(tmp_path, "b", base + 'formats = ["onnx"]\nprecisions = ["int8"]\ntflite_ops = "edgetpu"\n'))
+        load_target(_profile(tmp_path, "b",
+                             base + 'formats = ["onnx"]\nprecisions = ["int8"]\ntflite_ops = "edgetpu"\n'))
     with pytest.raises(TargetError, match=r"edgetpu operator set is integer-only, but precisions = \['fp32', 'int8'\]"):
         load_target(_profile(tmp_path, "c", base + 'formats = ["tflite"]\nprecisions = ["fp32", "int8"]\n'
                                                    'tflite_ops = "edgetpu"\n'))
@@ -97,8 +101,9 @@ def test_planned_bytes_is_the_peak_of_tensors_alive_together():
 
 def test_tflite_micro_refuses_what_its_kernels_cannot_run(datasets):
     """The operator list has DEQUANTIZE; TFLM's DEQUANTIZE takes no float16, which fp16 weights need."""
-    from edgeml.export.tflite import to_tflite
     from test_tflite import MODELS, fitted, prepared
+
+    from edgeml.export.tflite.pipeline import to_tflite
 
     if not tflm.available():
         pytest.skip("the tflite-micro package does not import here")

@@ -14,27 +14,29 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
+pytest.importorskip("ai_edge_litert",
+                    reason="the TFLite tests need ai-edge-litert (pip install 'edgeml-runtime[tflite]')")
 pytest.importorskip("tflite", reason="the TFLite exporter needs the tflite package")
 
 from ai_edge_litert.interpreter import Interpreter
-from edgeml.errors import ExportError
-from edgeml.export.tflite import _Weights, emit_head, emit_trees
-from edgeml.export.tflite_graph import Graph
-from edgeml.export.tflite_traverse import (
-    emit_traversal,
-    gemm_bytes,
-    preferred_form,
-    traversal_arrays,
-    traversal_bytes,
-)
-from edgeml.export.tflite_trees import FORESTS, Forest, Node, pack_forest
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 from test_tflite import prepared
+
+from edgeml.errors import ExportError
+from edgeml.export.tflite.graph import Graph
+from edgeml.export.tflite.pipeline import _Weights, emit_head, emit_trees
+from edgeml.export.tflite.traverse import (
+    emit_traversal,
+    gemm_bytes,
+    preferred_form,
+    traversal_arrays,
+    traversal_bytes,
+)
+from edgeml.export.tflite.trees import FORESTS, Forest, Node, pack_forest
 
 
 def _lgbm(kind, **params):

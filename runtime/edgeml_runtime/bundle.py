@@ -49,7 +49,7 @@ class Artifact:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Artifact":
+    def from_dict(cls, d: dict) -> Artifact:
         known = {"path", "format", "precision", "bytes", "sha256", "outputs"}
         try:
             return cls(
@@ -87,7 +87,7 @@ class Manifest:
         return tuple(formats) if isinstance(formats, list) else tuple(dict.fromkeys(a.format for a in self.artifacts))
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = MANIFEST) -> "Manifest":
+    def from_dict(cls, data: dict, where: str = MANIFEST) -> Manifest:
         if not isinstance(data, dict):
             raise BundleError(f"{where} does not hold a JSON object; rebuild the bundle")
         missing = [k for k in _REQUIRED if k not in data]

@@ -45,11 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
     s.add_argument("--input", "-i", required=True, metavar="PATH", help="records to score; '-' reads stdin")
-    s.add_argument("--format", "-f", choices=FORMATS, help="input and output format (default: from the file name, else csv)")
-    s.add_argument("--output", "-o", default="-", metavar="PATH", help="where to write scored records (default: stdout)")
+    s.add_argument("--format", "-f", choices=FORMATS,
+                   help="input and output format (default: from the file name, else csv)")
+    s.add_argument("--output", "-o", default="-", metavar="PATH",
+                   help="where to write scored records (default: stdout)")
     s.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                   help="fail: stop at the first bad row, exit 2 (default); skip: score the rest and report the bad rows")
-    s.add_argument("--artifact", metavar="PATH", help="which artifact in the bundle to run (default: the first this device can)")
+                   help="fail: stop at the first bad row, exit 2 (default); "
+                        "skip: score the rest and report the bad rows")
+    s.add_argument("--artifact", metavar="PATH",
+                   help="which artifact in the bundle to run (default: the first this device can)")
     s.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="run the bundle's artifact of this precision (default: the best for this device)")
     s.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
@@ -79,14 +83,16 @@ def _run_parser(sub) -> None:
             "an environment variable (EDGEML_<SETTING>, e.g. EDGEML_MQTT_PASSWORD); flags win over the file, the "
             "file over the environment.\n\nExamples:\n"
             "  sensor-reader | edgeml-runtime run dist/demo-1 --device-id pi-07 --fleet plant-a --broker mqtt://gw:1883\n"
-            "  edgeml-runtime run dist/demo-1 --input /var/log/readings.csv --format csv --follow --config /etc/edgeml/runtime.toml"
+            "  edgeml-runtime run dist/demo-1 --input /var/log/readings.csv --format csv --follow "
+            "--config /etc/edgeml/runtime.toml"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
     r.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [run] table)")
     for key, (kind, default, text) in SETTINGS.items():
-        extra = {"action": "store_const", "const": True} if kind is bool else {"type": kind, "metavar": key.split("_")[-1].upper()}
+        extra = ({"action": "store_const", "const": True} if kind is bool
+                 else {"type": kind, "metavar": key.split("_")[-1].upper()})
         shown = f" [default: {default}]" if default not in (None, False) else ""
         r.add_argument(flag_name(key), dest=key, default=None, help=f"{text} (${env_name(key)}){shown}", **extra)
 
@@ -166,8 +172,8 @@ def _run(args) -> int:
     logging.basicConfig(level=s["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("edgeml_runtime")
     from .drift import DriftSettings
-    from .outbox import Outbox
     from .mqtt import MqttSettings
+    from .outbox import Outbox
     from .telemetry import Telemetry, describe_model
 
     model = Model.load(args.bundle, precision=s["precision"])
@@ -200,15 +206,18 @@ def _run(args) -> int:
     writer = RecordWriter(out, s["format"], model.classes) if out is not None else None
     telemetry.start()
     log.info("scoring %s with %s %s as %s/%s; drift windows of %d rows or %g s", s["input_topic"] or s["input"],
-             model.manifest.name, model.manifest.version, s["fleet"], s["device_id"], s["window_rows"], s["window_seconds"])
+             model.manifest.name, model.manifest.version, s["fleet"], s["device_id"], s["window_rows"],
+             s["window_seconds"])
     try:
-        stats = StreamScorer(model, telemetry, writer=writer, publish_predictions=s["publish_predictions"], log=log).run(items, stop)
+        stats = StreamScorer(model, telemetry, writer=writer, publish_predictions=s["publish_predictions"],
+                             log=log).run(items, stop)
     finally:
         telemetry.stop()
         outbox.close()
         if out is not None and s["output"] != "-":
             out.close()
-    log.info("done: %d rows, %d scored, %d bad, %d drift windows", stats.rows, stats.scored, stats.bad_rows, stats.windows)
+    log.info("done: %d rows, %d scored, %d bad, %d drift windows",
+             stats.rows, stats.scored, stats.bad_rows, stats.windows)
     return 0
 
 
@@ -230,18 +239,21 @@ def _info(args) -> int:
         print(json.dumps(m.data, indent=2))
         return 0
     d = m.data
-    print(f"{d['name']} {d['version']}  ({d['task']}, label {d['label']!r}, target {d.get('target', {}).get('name', '?')})")
+    print(f"{d['name']} {d['version']}  ({d['task']}, label {d['label']!r}, "
+          f"target {d.get('target', {}).get('name', '?')})")
     if m.classes:
         print(f"classes: {', '.join(map(str, m.classes))}")
     print("inputs:")
     for c in m.schema.columns:
-        extra = f" categories: {', '.join(c.categories[:8])}" if c.categories else (f" range {c.range[0]:g}..{c.range[1]:g}" if c.range else "")
+        extra = (f" categories: {', '.join(c.categories[:8])}" if c.categories
+                 else (f" range {c.range[0]:g}..{c.range[1]:g}" if c.range else ""))
         print(f"  {c.name!r:32} {c.kind:12}{extra}")
     print("artifacts:")
     for a in m.artifacts:
         print(f"  {a.path:24} {a.format:6} {a.precision:5} {a.bytes:>10,} bytes  sha256 {a.sha256[:12]}")
     for split, metrics in (d.get("metrics") or {}).items():
-        print(f"{split} metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        print(f"{split} metrics: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     return 0
 
 

@@ -44,7 +44,7 @@ def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
     (0.0, 0.8789)
     """
     total = 0.0
-    for e, a in zip(_floored(expected), _floored(actual)):
+    for e, a in zip(_floored(expected), _floored(actual), strict=False):
         total += (a - e) * math.log(a / e)
     return total
 
@@ -57,7 +57,7 @@ def js_distance(expected: Sequence[float], actual: Sequence[float]) -> float:
     (0.0, 1.0)
     """
     total = 0.0
-    for e, a in zip(expected, actual):
+    for e, a in zip(expected, actual, strict=False):
         m = (e + a) / 2
         if e > 0:
             total += e * math.log2(e / m)
@@ -134,12 +134,12 @@ class BinCounter:
         self._outer = np.array([*outer, math.inf], dtype=np.float64)
         self.reset()
 
-    def reset(self) -> "BinCounter":
+    def reset(self) -> BinCounter:
         self._at_most = np.zeros(len(self._outer), dtype=np.int64)
         self._seen = 0
         return self
 
-    def update(self, values) -> "BinCounter":
+    def update(self, values) -> BinCounter:
         x = np.sort(np.asarray(values).ravel())
         if x.size:
             self._at_most += np.searchsorted(x, self._outer, side="right")
@@ -149,7 +149,7 @@ class BinCounter:
     def _raw(self) -> list[int]:
         """Values per gap between consecutive edges, then the missing ones."""
         at_most = self._at_most.tolist()
-        return [b - a for a, b in zip([0, *at_most], at_most)] + [self._seen - at_most[-1]]
+        return [b - a for a, b in zip([0, *at_most], at_most, strict=False)] + [self._seen - at_most[-1]]
 
     @property
     def counts(self) -> list[int]:
@@ -178,11 +178,11 @@ class IndexCounter:
         self.k = k
         self.reset()
 
-    def reset(self) -> "IndexCounter":
+    def reset(self) -> IndexCounter:
         self._counts = np.zeros(self.k, dtype=np.int64)
         return self
 
-    def update(self, values) -> "IndexCounter":
+    def update(self, values) -> IndexCounter:
         x = np.asarray(values, dtype=np.int64).ravel()
         if x.size:
             self._counts += np.bincount(x, minlength=self.k)
@@ -204,12 +204,12 @@ class CategoryCounter:
         self._index = {c: i for i, c in enumerate(self.categories)}
         self.reset()
 
-    def reset(self) -> "CategoryCounter":
+    def reset(self) -> CategoryCounter:
         self._counts = [0] * (len(self.categories) + 1)
         self._missing = 0
         return self
 
-    def update(self, values) -> "CategoryCounter":
+    def update(self, values) -> CategoryCounter:
         if isinstance(values, np.ndarray):
             values = values.ravel().tolist()
         other = len(self.categories)

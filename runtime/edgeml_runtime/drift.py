@@ -14,7 +14,8 @@ Example:
 
 >>> from edgeml_runtime.schema import InputColumn, InputSchema
 >>> schema = InputSchema((InputColumn("temp", "numeric", ("temp",)),))
->>> reference = {"format": 1, "bins": "right-closed", "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
+>>> reference = {"format": 1, "bins": "right-closed",
+...              "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
 ...              "columns": {"temp": {"kind": "numeric", "edges": [20.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
 ...                                   "range": [10.0, 30.0]}}}
 >>> monitor = DriftMonitor(reference, schema, DriftSettings(window_rows=4, min_rows=1), clock=lambda: 0.0)
@@ -32,7 +33,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -173,7 +174,7 @@ class DriftMonitor:
         """Rows in the current window that could not be scored."""
         return self._bad_rows
 
-    def update(self, feeds: Mapping[str, np.ndarray], outputs, errors: Sequence[RowError] = ()) -> "DriftMonitor":
+    def update(self, feeds: Mapping[str, np.ndarray], outputs, errors: Sequence[RowError] = ()) -> DriftMonitor:
         """Count scored rows (``feeds``: feature name → ``(n, 1)`` array; ``outputs``: ``n`` values) and bad rows.
 
         ``outputs=None`` counts only ``errors`` (records that never reached
@@ -222,7 +223,7 @@ class DriftMonitor:
             return None
         return self._judge(self._close(self._clock()))
 
-    def reset(self) -> "DriftMonitor":
+    def reset(self) -> DriftMonitor:
         """Forget the current window and every unpolled one; the next window starts now."""
         for t in (*self._columns, self._output):
             del t.pending[:]
@@ -317,4 +318,4 @@ def _status(value: float | None, s: DriftSettings) -> str | None:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

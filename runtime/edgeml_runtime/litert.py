@@ -99,7 +99,7 @@ class Encoding:
     def layout(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """``(take, fill, n_numeric, codes)``: per input, the feature column it reads and the value a NaN
         becomes; how many inputs are numbers; the code each one-hot input matches. Made once (it runs per row)."""
-        cols, codes = zip(*self.onehot) if self.onehot else ((), ())
+        cols, codes = zip(*self.onehot, strict=False) if self.onehot else ((), ())
         take = np.array([*self.numeric, *cols], dtype=np.intp)
         # A NaN code matches no category (as EQUAL(NaN, code) in the float graph): fill it with -1, not 0.
         fill = np.concatenate([np.asarray(self.median, np.float32), np.full(len(cols), -1, np.float32)])
@@ -148,7 +148,8 @@ class Encoding:
 
     def to_metadata(self, features: Sequence[str]) -> dict:
         """JSON-ready, by feature name (what a C++ or Android consumer reads)."""
-        out = {"numeric": [{"feature": features[i], "fill": float(m)} for i, m in zip(self.numeric, self.median)],
+        out = {"numeric": [{"feature": features[i], "fill": float(m)}
+                           for i, m in zip(self.numeric, self.median, strict=False)],
                "onehot": [{"feature": features[i], "code": int(c)} for i, c in self.onehot]}
         if self.mean is not None:
             out["mean"] = [float(v) for v in self.mean]
@@ -156,7 +157,7 @@ class Encoding:
         return out
 
     @classmethod
-    def from_metadata(cls, d: Mapping, features: Sequence[str]) -> "Encoding":
+    def from_metadata(cls, d: Mapping, features: Sequence[str]) -> Encoding:
         at = {f: i for i, f in enumerate(features)}
         numeric = [at[e["feature"]] for e in d["numeric"]]
         median = np.array([e["fill"] for e in d["numeric"]], np.float32)
@@ -256,9 +257,11 @@ class TfliteEngine:
             columns = self.metadata["input"]["columns"]
             self.task = self.metadata["task"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise EngineError(f"{path}: the '{METADATA_KEY}' metadata is malformed ({exc}); rebuild the bundle") from None
+            raise EngineError(f"{path}: the '{METADATA_KEY}' metadata is malformed ({exc}); "
+                              "rebuild the bundle") from None
         self.input_names = [c["feature"] for c in columns]
-        self.tables = dict(tables) if tables is not None else {c["feature"]: c["codes"] for c in columns if "codes" in c}
+        self.tables = (dict(tables) if tables is not None
+                       else {c["feature"]: c["codes"] for c in columns if "codes" in c})
         self._codes = {f: {c: float(i) for i, c in enumerate(t)} for f, t in self.tables.items()}
         self.output_names = list(CLASSIFIER_OUTPUTS if self.task == "classification" else REGRESSOR_OUTPUTS)
         try:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class Model:
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, precision: str | None = None,
-             threads: int = 1) -> "Model":
+             threads: int = 1) -> Model:
         """Open a bundle folder or ``.tar.gz``, verify its artifacts, and start an engine.
 
         ``artifact`` picks one by its path in the manifest, ``precision`` one
@@ -131,7 +131,7 @@ class Model:
         else:
             self._run = self._run_monitored
 
-    def drift_monitor(self, settings: DriftSettings = DriftSettings(), *, clock=time.time) -> DriftMonitor:
+    def drift_monitor(self, settings: DriftSettings | None = None, *, clock=time.time) -> DriftMonitor:
         """A new :class:`DriftMonitor` against this bundle's reference; attach it with ``model.monitor = …``."""
         reference = self.manifest.data.get("reference")
         if reference is None:
@@ -139,7 +139,7 @@ class Model:
                 f"bundle {self.bundle_dir} has no drift reference (manifest key 'reference'); rebuild it with "
                 "this edgeml version to monitor drift"
             )
-        return DriftMonitor(reference, self.manifest.schema, settings, clock)
+        return DriftMonitor(reference, self.manifest.schema, settings or DriftSettings(), clock)
 
     def predict(self, records: Iterable[Mapping] | Mapping[str, Iterable], *, on_error: str = "fail",
                 first_row: int = 1, row_numbers: Sequence[int] | None = None) -> Predictions:
@@ -206,7 +206,7 @@ class Model:
                 if len(buffers) == 1:
                     buffers[0][0, 0] = value
                 else:
-                    for buf, part in zip(buffers, value):
+                    for buf, part in zip(buffers, value, strict=False):
                         buf[0, 0] = part
         except BadValue:
             return None

@@ -210,7 +210,7 @@ class Outbox:
                 self._db = None
             self._release()
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,8 +12,8 @@ import io
 import json
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
@@ -90,7 +90,7 @@ def _csv_chunks(stream, chunk_rows):
             chunk.errors.append(RowError(i, None, f"has {len(row)} fields, the header has {width}"))
             chunk.records.append(None)
         else:
-            chunk.records.append(dict(zip(header, row)))
+            chunk.records.append(dict(zip(header, row, strict=False)))
         if len(chunk.records) >= chunk_rows:
             yield chunk
             chunk = Chunk([], i + 1, columns=header)
@@ -177,7 +177,7 @@ class RecordWriter:
             label = labels[j]
             out["prediction"] = label.item() if hasattr(label, "item") else label
             if probabilities is not None:
-                for name, p in zip(self.proba_names, probabilities[j].tolist()):
+                for name, p in zip(self.proba_names, probabilities[j].tolist(), strict=False):
                     out[name] = round(p, 6)
             if self.fmt == "jsonl":
                 self.stream.write(json.dumps(out, default=str) + "\n")

@@ -105,7 +105,8 @@ class StreamScorer:
             for j, i in enumerate(result.rows):
                 payload = {"row": readable[i].row, "prediction": result.labels[j]}
                 if result.probabilities is not None:
-                    payload["probabilities"] = dict(zip(map(str, result.classes), result.probabilities[j].tolist()))
+                    payload["probabilities"] = dict(zip(map(str, result.classes), result.probabilities[j].tolist(),
+                                                        strict=False))
                 self.telemetry.send_prediction(payload)
 
     def _send(self, windows: list[dict]) -> None:
@@ -115,7 +116,8 @@ class StreamScorer:
             verdict = window.get("verdict") or {}
             self.log.info("drift window %s..%s: %d rows, %d bad, verdict %s%s", window.get("start"), window.get("end"),
                           window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"),
-                          f" ({', '.join(verdict.get('drifted_columns') or [])})" if verdict.get("drifted_columns") else "")
+                          f" ({', '.join(verdict.get('drifted_columns') or [])})"
+                          if verdict.get("drifted_columns") else "")
 
     def _log_errors(self, errors: list[RowError]) -> None:
         for e in errors:

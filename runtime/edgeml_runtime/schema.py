@@ -59,7 +59,7 @@ class InputColumn:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputColumn":
+    def from_dict(cls, d: dict) -> InputColumn:
         try:
             return cls(
                 name=d["name"],
@@ -92,7 +92,7 @@ class InputSchema:
         return [c.to_dict() for c in self.columns]
 
     @classmethod
-    def from_list(cls, items: list[dict]) -> "InputSchema":
+    def from_list(cls, items: list[dict]) -> InputSchema:
         return cls(tuple(InputColumn.from_dict(d) for d in items))
 
 

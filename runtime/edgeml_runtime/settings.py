@@ -52,7 +52,8 @@ SETTINGS: dict[str, tuple[type, object, str]] = {
     "psi_significant": (float, 0.25, "PSI at or above which a column has significant drift"),
     "outbox": (str, None, "SQLite file that keeps drift windows until the broker acknowledges them"),
     "outbox_max_bytes": (int, 16 * 2**20, "outbox bound; when full the oldest windows are dropped (and counted)"),
-    "precision": (str, None, "run the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best here)"),
+    "precision": (str, None,
+                  "run the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best here)"),
     "log_level": (str, "info", "debug, info, warning or error"),
 }
 

@@ -49,7 +49,8 @@ class LineParser:
                 if not raw.strip():
                     return None
                 self.rows += 1
-                return Item(self.rows, None, RowError(self.rows, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})"))
+                return Item(self.rows, None,
+                            RowError(self.rows, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})"))
         else:
             line = raw
         line = line.lstrip("\ufeff")
@@ -66,8 +67,9 @@ class LineParser:
         if self.fmt == "csv":
             values = next(csv.reader([line], delimiter=self.delimiter))
             if len(values) != len(self.header):
-                return Item(self.rows, None, RowError(self.rows, None, f"has {len(values)} fields, the header has {len(self.header)}"))
-            return Item(self.rows, dict(zip(self.header, values)))
+                return Item(self.rows, None,
+                            RowError(self.rows, None, f"has {len(values)} fields, the header has {len(self.header)}"))
+            return Item(self.rows, dict(zip(self.header, values, strict=False)))
         try:
             record = json.loads(line)
         except ValueError as exc:

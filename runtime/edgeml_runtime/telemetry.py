@@ -40,8 +40,8 @@ import time
 from collections import deque
 
 from .mqtt import MqttSettings, TelemetryError
-from .payloads import dumps, utc_now
 from .outbox import Outbox
+from .payloads import dumps, utc_now
 
 #: Version of the payload layout, in every message as ``format_version``.
 FORMAT_VERSION = 1
@@ -203,7 +203,7 @@ class Telemetry:
                         connected=self._connected, session=self._session, seq=self._seq,
                         last_error=self._last_error)
 
-    def __enter__(self) -> "Telemetry":
+    def __enter__(self) -> Telemetry:
         self.start()
         return self
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EdgeMLError
+from edgeml.errors import EdgeMLError
 
 
 def _fail(exc: EdgeMLError):
@@ -30,23 +30,30 @@ def main():
 
 
 @main.command()
-@click.option("--data", "-d", help="Training data: a .csv/.tsv, .parquet, .jsonl file, or sqlite:///file.db?table=NAME. "
-              "Omit to use the built-in demo data.")
+@click.option("--data", "-d", help="Training data: a .csv/.tsv, .parquet, .jsonl file, "
+              "or sqlite:///file.db?table=NAME. Omit to use the built-in demo data.")
 @click.option("--label", "-l", help="The column to predict.")
-@click.option("--target", "-t", help="Hardware target profile name (see `edgeml targets`) or path to a .toml. [default: rpi4]")
-@click.option("--task", type=click.Choice(["classification", "regression"]), help="Inferred from the label when omitted.")
+@click.option("--target", "-t",
+              help="Hardware target profile name (see `edgeml targets`) or path to a .toml. [default: rpi4]")
+@click.option("--task", type=click.Choice(["classification", "regression"]),
+              help="Inferred from the label when omitted.")
 @click.option("--time-budget", type=float, help="Seconds the model search may take. [default: 60]")
-@click.option("--max-trials", "max_iter", type=int, help="Stop the search after this many trials (reproducible; overrides --time-budget).")
-@click.option("--metric", help="What the search optimises: e.g. roc_auc, accuracy, f1, log_loss; r2, rmse, mae. [default: auto]")
-@click.option("--drop", multiple=True, metavar="COL[,COL...]", help="Columns to leave out (e.g. ones that leak the label). Repeatable.")
-@click.option("--estimators", metavar="NAME[,NAME...]", help="Search only these learners (a subset of what the target allows).")
+@click.option("--max-trials", "max_iter", type=int,
+              help="Stop the search after this many trials (reproducible; overrides --time-budget).")
+@click.option("--metric",
+              help="What the search optimises: e.g. roc_auc, accuracy, f1, log_loss; r2, rmse, mae. [default: auto]")
+@click.option("--drop", multiple=True, metavar="COL[,COL...]",
+              help="Columns to leave out (e.g. ones that leak the label). Repeatable.")
+@click.option("--estimators", metavar="NAME[,NAME...]",
+              help="Search only these learners (a subset of what the target allows).")
 @click.option("--time-column", help="Split train/validation/test in this column's time order instead of at random.")
 @click.option("--query", help="SQL query to read, with --data sqlite:///file.db.")
 @click.option("--seed", type=int, help="Random seed for the split and the search. [default: 0]")
 @click.option("--name", help="Bundle name. [default: the data file's name, or 'demo']")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Bundle folder. [default: dist/<name>-<version>]")
 @click.option("--force", is_flag=True, default=None, help="Replace an existing --out folder.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Settings file. [default: ./edgeml.toml if present]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, only errors and the result.")
 def build(config_path, as_json, quiet, drop, estimators, **flags):
@@ -66,9 +73,9 @@ def build(config_path, as_json, quiet, drop, estimators, **flags):
     Settings can also live in ./edgeml.toml under [build] (keys as the long
     options, with underscores); flags win over the file.
     """
-    from .build import build as run_build
-    from .config import resolve, split_list
-    from .progress import ConsoleReporter, summary
+    from edgeml.build import build as run_build
+    from edgeml.config import resolve, split_list
+    from edgeml.progress import ConsoleReporter, summary
 
     flags["drop"] = tuple(c for item in drop for c in split_list(item))
     flags["estimators"] = split_list(estimators) if estimators else ()
@@ -90,7 +97,7 @@ def targets(ctx, as_json):
     """List the hardware target profiles (`edgeml targets show NAME` for one)."""
     if ctx.invoked_subcommand is not None:
         return
-    from .targets import list_targets
+    from edgeml.targets.profiles import list_targets
 
     try:
         profiles = list_targets()
@@ -111,7 +118,7 @@ def targets(ctx, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def targets_show(name, as_json):
     """Print one profile, resolved with everything it inherits. NAME may be a path to a .toml."""
-    from .targets import load_target, render_profile
+    from edgeml.targets.profiles import load_target, render_profile
 
     try:
         profile = load_target(name)
@@ -127,7 +134,7 @@ def targets_show(name, as_json):
 @click.option("--no-label", is_flag=True, help="Leave out the label column (rows to score).")
 def demo_data(rows, seed, output, no_label):
     """Write the built-in demo sensor data set as CSV."""
-    from .demo import write_demo_csv
+    from edgeml.data.demo import write_demo_csv
 
     try:
         path = write_demo_csv(Path(output), rows=rows, seed=seed, label=not no_label)
@@ -139,7 +146,8 @@ def demo_data(rows, seed, output, no_label):
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True))
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Folder for the C files.")
-@click.option("--artifact", help="Which TFLite artifact (its path in the manifest). [default: the one for TFLite Micro]")
+@click.option("--artifact",
+              help="Which TFLite artifact (its path in the manifest). [default: the one for TFLite Micro]")
 def firmware(bundle, out, artifact):
     """Write C sources that put a bundle's TFLite model into microcontroller firmware.
 
@@ -154,7 +162,7 @@ def firmware(bundle, out, artifact):
       edgeml build --data sensors.csv --label failure --target cortex-m7
       edgeml firmware dist/sensors-1 -o firmware/
     """
-    from .firmware import write_firmware
+    from edgeml.export.tflite.firmware import write_firmware
 
     try:
         paths = write_firmware(bundle, out, artifact)

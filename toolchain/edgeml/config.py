@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .errors import ConfigError
+from edgeml.errors import ConfigError
 
 CONFIG_FILE = "edgeml.toml"
 TASKS = ("classification", "regression")
@@ -82,7 +82,7 @@ def read_config_file(path: Path) -> dict:
         if key in ("drop", "estimators"):
             value = split_list(value)
         if key == "data" and not str(value).startswith("sqlite:"):
-            value = str((path.parent / value)) if not Path(value).is_absolute() else value
+            value = str(path.parent / value) if not Path(value).is_absolute() else value
         out[key] = value
     return out
 
@@ -95,7 +95,8 @@ def split_list(value) -> tuple[str, ...]:
 
 def _type_name(t) -> str:
     ts = t if isinstance(t, tuple) else (t,)
-    return " or ".join({int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true/false"}[x] for x in ts)
+    return " or ".join({int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true/false"}[x]
+                       for x in ts)
 
 
 def resolve(cli: dict, config_path: str | None = None, cwd: Path | None = None) -> BuildConfig:

@@ -7,9 +7,9 @@ import time
 
 import click
 
-from .build import STAGES, BuildResult, Reporter
-from .metrics import HEADLINE
-from .search import Trial
+from edgeml.build import STAGES, BuildResult, Reporter
+from edgeml.search.automl import Trial
+from edgeml.verify.metrics import HEADLINE
 
 
 class ConsoleReporter(Reporter):
@@ -85,7 +85,8 @@ def summary(result: BuildResult) -> str:
         rows.append(("artifact", f"{a['path']}  {a['bytes'] / 1024:.1f} KiB  {a['format']} {a['precision']}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
-    title = click.style(f"Built {m['name']} v{m['version']} for {m['target']['name']} in {_secs(result.seconds)}", bold=True)
+    title = click.style(f"Built {m['name']} v{m['version']} for {m['target']['name']} in {_secs(result.seconds)}",
+                        bold=True)
     return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows])
 
 

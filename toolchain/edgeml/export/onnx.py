@@ -15,9 +15,8 @@ import numpy as np
 import onnx
 from sklearn.pipeline import Pipeline
 
+from edgeml.errors import ExportError
 from edgeml_runtime.schema import InputSchema
-
-from ..errors import ExportError
 
 #: The default ONNX opsets: what onnxmltools' tree converters accept and onnxruntime ≥ 1.17 runs.
 OPSET = {"": 15, "ai.onnx.ml": 3}
@@ -38,9 +37,11 @@ def _register_tree_converters() -> None:
 
     clf_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     for cls, alias, shape, conv, options in (
-        (LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes, convert_lightgbm, clf_options),
+        (LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes, convert_lightgbm,
+         clf_options),
         (LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm, None),
-        (XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes, convert_xgboost, clf_options),
+        (XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes, convert_xgboost,
+         clf_options),
         (XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost, None),
     ):
         update_registered_converter(cls, alias, shape, conv, options=options)
@@ -85,7 +86,8 @@ def initial_types(schema: InputSchema):
     ]
 
 
-def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str, opset: dict | None = None) -> onnx.ModelProto:
+def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
+            opset: dict | None = None) -> onnx.ModelProto:
     """Convert ``pipeline`` to a checked ONNX model; an unsupported model is an :class:`ExportError`."""
     from skl2onnx import convert_sklearn
 

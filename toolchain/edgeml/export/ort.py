@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import ExportError
+from edgeml.errors import ExportError
 
 #: Offline optimization levels, as target profiles name them, and onnxruntime's names for them.
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -63,7 +63,8 @@ def _session(model: onnx.ModelProto, level: str, arch: str | None, out: Path, sa
         ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
                              disabled_optimizers=disabled)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ExportError(f"onnxruntime could not optimize and save the model ({save_format}, level {level}): {exc}") from exc
+        raise ExportError(f"onnxruntime could not optimize and save the model ({save_format}, level {level}): "
+                          f"{exc}") from exc
 
 
 def _is_arm(arch: str | None) -> bool:

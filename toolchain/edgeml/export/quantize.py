@@ -55,8 +55,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import ExportError
-from .ort import optimize_offline, quiet_logs, to_ort
+from edgeml.errors import ExportError
+from edgeml.export.ort import optimize_offline, quiet_logs, to_ort
 
 #: Operators whose float weights and activations fp16 converts (the "numeric core"); everything else stays fp32.
 FP16_OPS = frozenset({"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Softmax", "Identity"})
@@ -110,7 +110,7 @@ class CompileOptions:
     calibration_batch: int = 100
 
     @classmethod
-    def from_target(cls, target, calibration: Mapping[str, np.ndarray] | None = None) -> "CompileOptions":
+    def from_target(cls, target, calibration: Mapping[str, np.ndarray] | None = None) -> CompileOptions:
         return cls(calibration=calibration, optimization=target.ort_optimization, arch=target.arch)
 
 
@@ -161,7 +161,8 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...], d
 
 
 def to_int8(model: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | None = None, *,
-            calibration_rows: int = 1000, calibration_batch: int = 100) -> tuple[onnx.ModelProto, tuple[str, ...], dict]:
+            calibration_rows: int = 1000,
+            calibration_batch: int = 100) -> tuple[onnx.ModelProto, tuple[str, ...], dict]:
     """int8 MatMul/Gemm weights: static QDQ with calibration feeds, dynamic without; else :class:`NotApplicable`."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -293,7 +294,7 @@ def metric_drop(task: str, reference: Mapping[str, float], candidate: Mapping[st
     Classification compares accuracy (absolute points, ``max_accuracy_drop``);
     regression compares RMSE (relative increase, ``max_rmse_increase``).
 
-    >>> from edgeml.targets import Budgets
+    >>> from edgeml.targets.profiles import Budgets
     >>> metric_drop("classification", {"accuracy": 0.97}, {"accuracy": 0.965}, Budgets())["within"]
     True
     >>> metric_drop("regression", {"rmse": 4.0}, {"rmse": 4.2}, Budgets())["within"]

@@ -12,8 +12,10 @@ Example:
 >>> micro = load_op_set("tflite-micro")
 >>> "FULLY_CONNECTED" in micro.ops, "SELECT" in micro.ops
 (True, False)
->>> problems(("FULLY_CONNECTED", "SELECT"), ("float32", "int32"), load_op_set("edgetpu"))
-['operator(s) SELECT are not in the edgetpu set', 'tensors of type float32 (the edgetpu set takes int8, uint8 and int32 biases only)']
+>>> problems(("FULLY_CONNECTED", "SELECT"), ("float32", "int32"),
+...          load_op_set("edgetpu"))  # doctest: +NORMALIZE_WHITESPACE
+['operator(s) SELECT are not in the edgetpu set',
+ 'tensors of type float32 (the edgetpu set takes int8, uint8 and int32 biases only)']
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 
-from .errors import TargetError
+from edgeml.errors import TargetError
+from edgeml.targets.files import targets_dir
 
 OP_SETS_FILE = "_tflite_op_sets.toml"
 #: Tensor types an integer-only set accepts (int32 holds biases and shapes).
 INTEGER_TYPES = ("int8", "uint8", "int32")
-#: Interpreters the build can run an artifact in, beyond LiteRT (see :mod:`edgeml.tflm`).
+#: Interpreters the build can run an artifact in, beyond LiteRT (see :mod:`edgeml.export.tflite.micro`).
 VERIFIERS = ("tflite-micro",)
 
 
@@ -82,8 +85,6 @@ def _load(path_text: str) -> dict[str, OpSet]:
 
 def op_sets() -> dict[str, OpSet]:
     """Every operator set in the targets folder, by name."""
-    from .targets import targets_dir
-
     return _load(str(targets_dir() / OP_SETS_FILE))
 
 

@@ -1,7 +1,7 @@
 """Infer what each column of a training table is, and what task its label asks for.
 
-Each column is judged on its own by :func:`edgeml.kinds.classify_column`
-(the rules are listed in :mod:`edgeml.kinds`); this module checks the options
+Each column is judged on its own by :func:`edgeml.data.kinds.classify_column`
+(the rules are listed in :mod:`edgeml.data.kinds`); this module checks the options
 against the table, leaves out the rows without a label, infers the task and
 names the model's input features.
 
@@ -31,15 +31,13 @@ Example:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
-from edgeml_runtime.schema import DATETIME_PARTS, InputColumn, feature_name
 from pandas.api import types
 
-from .errors import DataError
-from .kinds import (
+from edgeml.data.kinds import (
     Dropped,
     classify_column,
     integer_valued,
@@ -50,6 +48,8 @@ from .kinds import (
     present_values,
     show_value,
 )
+from edgeml.errors import DataError
+from edgeml_runtime.schema import DATETIME_PARTS, InputColumn, feature_name
 
 __all__ = [
     "TASKS",
@@ -236,7 +236,8 @@ def _check_time_column(series: pd.Series) -> None:
         return
     if parse_numbers(present, share=1.0) is None:
         raise DataError(
-            f"time column {series.name!r} holds neither ISO-8601 dates nor numbers (e.g. {show_value(present.iloc[0])}); "
+            f"time column {series.name!r} holds neither ISO-8601 dates nor numbers "
+            f"(e.g. {show_value(present.iloc[0])}); "
             "choose a column of timestamps, or leave --time-column out"
         )
 

@@ -7,7 +7,7 @@ multiplies; how many raw inputs the runtime reads), with
 coefficients fitted by ``bench/fit_cost_model.py`` on real exported models
 timed in ``edgeml_runtime`` on the build machine. Coefficients are
 non-negative, so a bigger model never predicts faster. The fitted data ships
-in ``edgeml/data/cost_model.json`` with the fit's quality; nothing here times
+in ``edgeml/search/cost_model.json`` with the fit's quality; nothing here times
 anything.
 
 The latency on a device is the prediction for this machine times the target
@@ -37,7 +37,7 @@ from importlib import resources
 
 import numpy as np
 
-from .errors import ExportError
+from edgeml.errors import ExportError
 
 FAMILIES = ("trees", "linear", "mlp")
 
@@ -139,7 +139,7 @@ class CostModel:
                 "machine": self.machine}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CostModel":
+    def from_dict(cls, d: dict) -> CostModel:
         missing = [k for k in LATENCY_TERMS if k not in d.get("latency_us", {})]
         missing += [k for k in SIZE_TERMS if k not in d.get("size_bytes", {})]
         if missing:
@@ -149,12 +149,12 @@ class CostModel:
 
 @cache
 def load_cost_model() -> CostModel:
-    """The cost model shipped with edgeml (``edgeml/data/cost_model.json``)."""
+    """The cost model shipped with edgeml (``edgeml/search/cost_model.json``)."""
     try:
-        text = resources.files("edgeml").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+        text = resources.files("edgeml.search").joinpath(DATA_FILE).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ExportError(
-            f"edgeml/data/{DATA_FILE} is missing; reinstall edgeml, or fit it with bench/fit_cost_model.py"
+            f"edgeml/search/{DATA_FILE} is missing; reinstall edgeml, or fit it with bench/fit_cost_model.py"
         ) from None
     return CostModel.from_dict(json.loads(text))
 
@@ -288,8 +288,8 @@ def exported_bytes(estimator, n_features: int, task: str) -> int:
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.pipeline import Pipeline
 
-    from .export.onnx import OPSET, _register_tree_converters
-    from .learners import model_steps
+    from edgeml.export.onnx import OPSET, _register_tree_converters
+    from edgeml.models.learners import model_steps
 
     _register_tree_converters()
     pipeline = Pipeline(model_steps(estimator))

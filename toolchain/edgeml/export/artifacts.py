@@ -20,21 +20,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pandas as pd
-from edgeml_runtime.schema import InputSchema
 from sklearn.pipeline import Pipeline
 
-from . import bundle as bundles
-from .errors import ExportError
-from .export.quantize import (
+from edgeml.bundle import writer as bundles
+from edgeml.errors import ExportError
+from edgeml.export.quantize import (
     CompiledArtifact,
     CompileOptions,
     NotApplicable,
     compile_artifact,
     metric_drop,
 )
-from .metrics import classification_metrics, regression_metrics
-from .targets import TargetProfile
-from .verify import require_parity, verify_artifact
+from edgeml.targets.profiles import TargetProfile
+from edgeml.verify.metrics import classification_metrics, regression_metrics
+from edgeml.verify.parity import require_parity, verify_artifact
+from edgeml_runtime.schema import InputSchema
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def wanted(target: TargetProfile) -> list[tuple[str, str]]:
     return pairs
 
 
-def test_metrics(task: str, y: np.ndarray, labels: np.ndarray, probabilities) -> dict:
+def task_metrics(task: str, y: np.ndarray, labels: np.ndarray, probabilities) -> dict:
     if task == "classification":
         return classification_metrics(y, labels, probabilities)
     return regression_metrics(y, labels)
@@ -75,8 +75,8 @@ def tflite_artifact(pipeline: Pipeline, schema: InputSchema, task: str, classes:
     On a target with an operator set (``tflite_ops``) or TFLite budgets, a
     file that would not run there or not fit is not applicable, with the reason.
     """
-    from .export.tflite import to_tflite
-    from .opsets import load_op_set, problems
+    from edgeml.export.tflite.pipeline import to_tflite
+    from edgeml.targets.opsets import load_op_set, problems
 
     op_set = load_op_set(target.tflite_ops) if target.tflite_ops else None
     try:
@@ -104,7 +104,7 @@ def tflite_artifact(pipeline: Pipeline, schema: InputSchema, task: str, classes:
 
 
 def _verifier(target: TargetProfile) -> str:
-    from .opsets import load_op_set
+    from edgeml.targets.opsets import load_op_set
 
     return load_op_set(target.tflite_ops).verify_with if target.tflite_ops else ""
 
@@ -149,7 +149,7 @@ def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline:
 
         scores = verify_artifact(stage, name, test.raw, test.host_output, task, classes)
         if fmt == "tflite" and _verifier(target) == "tflite-micro":
-            from . import tflm
+            from edgeml.export.tflite import micro as tflm
 
             try:
                 entry["transform"]["tflite_micro"] = tflm.check(stage / name, calibration,
@@ -159,7 +159,7 @@ def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline:
                 _discard(stage, manifest, entry, name, extra)
                 outcome.not_shipped.append(NotApplicable(fmt, precision, str(exc)).to_dict())
                 continue
-        metrics = test_metrics(task, test.y, scores.labels, scores.probabilities)
+        metrics = task_metrics(task, test.y, scores.labels, scores.probabilities)
         record = scores.parity.to_dict()
         if precision == "fp32":
             require_parity(scores.parity)

@@ -1,6 +1,6 @@
 """The trials of a hardware-aware search: budgets, what each trial cost, the frontier, and why nothing fit.
 
-Plain values only: :mod:`edgeml.search` fills them in while FLAML runs; the
+Plain values only: :mod:`edgeml.search.automl` fills them in while FLAML runs; the
 build stores them in the manifest and prints the frontier.
 """
 
@@ -43,8 +43,8 @@ class HardwareBudget:
     tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def from_target(cls, target, n_inputs: int | None = None) -> "HardwareBudget":
-        """The budgets of a :class:`~edgeml.targets.TargetProfile`."""
+    def from_target(cls, target, n_inputs: int | None = None) -> HardwareBudget:
+        """The budgets of a :class:`~edgeml.targets.profiles.TargetProfile`."""
         b = target.budgets
         tflite = target.formats[0] == "tflite"
         return cls(b.max_model_bytes, b.latency_budget_ms, b.speed_factor or 1.0, n_inputs, b.max_arena_bytes,
@@ -135,7 +135,7 @@ def frontier(trials) -> list[Trial]:
 
     def beats(a: Trial, b: Trial) -> bool:
         key_a, key_b = (a.loss, a.model_bytes, a.latency_ms), (b.loss, b.model_bytes, b.latency_ms)
-        return all(x <= y for x, y in zip(key_a, key_b)) and key_a != key_b
+        return all(x <= y for x, y in zip(key_a, key_b, strict=False)) and key_a != key_b
 
     front, seen = [], set()
     for t in measured:
@@ -167,7 +167,8 @@ def infeasible_message(trials, budget: HardwareBudget) -> str:
             best = min(value[name](t) for t in broke)
             lines.append(f"  budgets.{name} = {limits[name]:,}: broken by {len(broke)} trial(s); "
                          f"the {'fastest' if name == 'latency_budget_ms' else 'smallest'} was {unit[name](best)}"
-                         + (f" (predicted at speed_factor {budget.speed_factor:g})" if name == "latency_budget_ms" else ""))
+                         + (f" (predicted at speed_factor {budget.speed_factor:g})"
+                            if name == "latency_budget_ms" else ""))
     fixes = []
     for name in limits:
         others = [t for t in measured if name in t.broken and set(t.broken) == {name}]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ExportError
+from edgeml.errors import ExportError
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def read_lightgbm(est, task: str) -> Forest:
     scale = 1.0
     if dump.get("average_output"):
         scale = 1.0 / max(1, len(trees) // k_trees)
-    trees = tuple(tuple(_spread(n, c, k, scale) for n in nodes) for nodes, c in zip(trees, per_class))
+    trees = tuple(tuple(_spread(n, c, k, scale) for n in nodes) for nodes, c in zip(trees, per_class, strict=False))
     return Forest(trees, k, (0.0,) * k, "LESS_EQUAL", head)
 
 
@@ -266,7 +266,7 @@ def read_xgboost(est, task: str) -> Forest:
     if best is not None and getattr(est, "early_stopping_rounds", None):
         limit = (best + 1) * max(1, k)
     trees = []
-    for tree, group in zip(model["trees"][:limit], model["tree_info"][:limit]):
+    for tree, group in zip(model["trees"][:limit], model["tree_info"][:limit], strict=False):
         lc, rc = tree["left_children"], tree["right_children"]
         feats, conds = tree["split_indices"], tree["split_conditions"]
         nodes = []

@@ -17,10 +17,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder
 
+from edgeml.errors import DataError
 from edgeml_runtime.features import FeatureEncoder
 from edgeml_runtime.schema import InputColumn, InputSchema
-
-from .errors import DataError
 
 #: Categories beyond this many (the rarest) score as "unknown", like unseen ones.
 MAX_CATEGORIES = 64
@@ -48,7 +47,8 @@ def split_frame(frame: pd.DataFrame, label: str, task: str, *, seed: int, time_c
         n_test = int(round(len(frame) * test_size))
         n_valid = int(round(len(frame) * valid_size))
         n_train = len(frame) - n_test - n_valid
-        return Split(ordered.iloc[:n_train], ordered.iloc[n_train : n_train + n_valid], ordered.iloc[n_train + n_valid :])
+        return Split(ordered.iloc[:n_train], ordered.iloc[n_train : n_train + n_valid],
+                     ordered.iloc[n_train + n_valid :])
     stratify = frame[label] if task == "classification" else None
     rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
     stratify = rest[label] if task == "classification" else None

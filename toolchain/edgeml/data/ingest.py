@@ -3,7 +3,7 @@
 This is the first stage of a build: it turns what the user named on the
 command line into a DataFrame whose columns are named exactly as in the source
 (spaces, brackets and all), plus the facts a bundle records about where the
-data came from. It does not judge the columns; :mod:`edgeml.schema` does.
+data came from. It does not judge the columns; :mod:`edgeml.data.schema` does.
 
 The format is looked up by file extension in :data:`EXTENSIONS`; a file with an
 unknown extension is recognised by its first bytes (Parquet and SQLite magic
@@ -26,14 +26,14 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 
-from .errors import DataError
+from edgeml.errors import DataError
 
 __all__ = ["EXTENSIONS", "FORMATS", "Table", "read_table"]
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from edgeml_runtime.litert import Encoding
 
-from ..errors import ExportError
-from .tflite_graph import ACTIVATIONS, Graph, Quant, Tensor
+from edgeml.errors import ExportError
+from edgeml.export.tflite.graph import ACTIVATIONS, Graph, Quant, Tensor
+from edgeml_runtime.litert import Encoding
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ def read_dense(est, task: str) -> tuple[list[Dense], str]:
     kind = type(est).__name__
     if kind in ("MLPClassifier", "MLPRegressor"):
         act = {"relu": "relu", "tanh": "tanh", "logistic": "logistic", "identity": "identity"}[est.activation]
-        layers = [Dense(w.T.astype(np.float32), b.astype(np.float32), act) for w, b in zip(est.coefs_, est.intercepts_)]
+        layers = [Dense(w.T.astype(np.float32), b.astype(np.float32), act)
+                  for w, b in zip(est.coefs_, est.intercepts_, strict=False)]
         layers[-1] = Dense(layers[-1].weight, layers[-1].bias, "identity")
         head = {"logistic": "sigmoid2", "softmax": "softmax", "identity": "identity"}[est.out_activation_]
         return layers, head
@@ -69,7 +70,8 @@ def emit_dense(g: Graph, z: Tensor, layers: list[Dense], weights) -> Tensor:
     for i, layer in enumerate(layers):
         fused = {"relu": "RELU", "tanh": "TANH"}.get(layer.act, "NONE")
         out = layer.weight.shape[0]
-        z = g.op("FULLY_CONNECTED", [z, weights(f"dense{i}_weight", layer.weight), weights(f"dense{i}_bias", layer.bias)],
+        z = g.op("FULLY_CONNECTED",
+                 [z, weights(f"dense{i}_weight", layer.weight), weights(f"dense{i}_bias", layer.bias)],
                  (out,), name=f"dense{i}", FusedActivationFunction=ACTIVATIONS[fused])
         if layer.act == "logistic":
             z = g.op("LOGISTIC", [z], (out,), name=f"dense{i}_logistic")

@@ -27,10 +27,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from edgeml.errors import ExportError
 from edgeml_runtime.bundle import open_bundle, read_manifest, verify_artifact
 from edgeml_runtime.litert import Encoding, read_metadata
-
-from .errors import ExportError
 
 HEADER, SOURCE = "edgeml_model.h", "edgeml_model.c"
 #: TFLM resolver methods whose names are not the operator's name in CamelCase.
@@ -221,7 +221,8 @@ def _parts(meta: dict, transform: dict) -> tuple[list[str], list[str]]:
         "        if ((bits & 0x7fffffffu) > 0x7f800000u) v = edgeml_fill[j];  /* NaN, tested on the bits */",
         f"        if (j >= {n_numeric}) v = (v == edgeml_code[j]) ? 1.0f : 0.0f;",
         "        float r = v * edgeml_slope[j] + edgeml_offset[j];",
-        "        r = r > 127.0f ? 127.0f : (r < -128.0f ? -128.0f : r);  /* clamp first: lrintf of +-inf is undefined */",
+        "        r = r > 127.0f ? 127.0f : (r < -128.0f ? -128.0f : r);"
+        "  /* clamp first: lrintf of +-inf is undefined */",
         "        q[j] = (int8_t)lrintf(r);",
         "    }",
         "}",

@@ -23,18 +23,21 @@ import json
 import math
 import os
 import re
-import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .errors import TargetError
+from edgeml.errors import TargetError
+from edgeml.targets.files import DEFAULTS_FILE, targets_dir
+from edgeml.targets.opsets import load_op_set
 
 ARCHES = ("aarch64", "armv7l", "x86_64", "xtensa", "armv7em")
 FORMATS = ("onnx", "ort", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: FLAML learner names a profile may allow (``edgeml.learners.LEARNERS`` holds the classes; a test keeps the two in step).
+#: FLAML learner names a profile may allow (``edgeml.models.learners.LEARNERS`` holds the classes;
+#: a test keeps the two in step).
 KNOWN_ESTIMATORS = ("lgbm", "xgboost", "rf", "extra_tree", "lrl1", "lrl2", "enet", "mlp")
 #: onnxruntime execution providers a profile may name, as onnxruntime spells them.
 PROVIDERS = (
@@ -43,10 +46,9 @@ PROVIDERS = (
     "QNNExecutionProvider", "NnapiExecutionProvider", "CoreMLExecutionProvider", "ROCMExecutionProvider",
     "MIGraphXExecutionProvider", "DmlExecutionProvider", "VitisAIExecutionProvider",
 )
-#: Graph optimization levels applied offline, before the artifact ships (onnxruntime's names; "none" = leave it to load time).
+#: Graph optimization levels applied offline, before the artifact ships
+#: (onnxruntime's names; "none" = leave it to load time).
 OPTIMIZATIONS = ("none", "basic", "extended", "all")
-DEFAULTS_FILE = "_defaults.toml"
-ENV_VAR = "EDGEML_TARGETS_DIR"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Budgets:
     lose against the fp32 artifact on the test split. ``max_arena_bytes`` bounds
     the tensor memory a TFLite model needs for one row (what TFLite Micro's
     tensor arena holds on a microcontroller, see
-    :meth:`edgeml.export.tflite_graph.Graph.planned_bytes`).
+    :meth:`edgeml.export.tflite.graph.Graph.planned_bytes`).
     """
 
     max_model_bytes: int | None = None
@@ -103,7 +105,7 @@ class TargetProfile:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TargetProfile":
+    def from_dict(cls, d: dict) -> TargetProfile:
         """Read back :meth:`to_dict` output, validated like a file.
 
         >>> p = load_target("rpi4")
@@ -168,7 +170,8 @@ _RULES = {
     "estimators": _some_of(KNOWN_ESTIMATORS),
     "providers": _providers(),
     "ort_minimal": _Rule("true or false", lambda v: type(v) is bool),
-    "ort_optimization": _Rule("one of " + ", ".join(OPTIMIZATIONS), lambda v: v in OPTIMIZATIONS, options=OPTIMIZATIONS),
+    "ort_optimization": _Rule("one of " + ", ".join(OPTIMIZATIONS), lambda v: v in OPTIMIZATIONS,
+                              options=OPTIMIZATIONS),
     "tflite_ops": _text(r"[A-Za-z0-9._-]*", 'the name of a TFLite operator set in _tflite_op_sets.toml, or "" for all'),
 }
 _BUDGET_RULES = {
@@ -242,20 +245,6 @@ def _read(path: Path, *, shared: bool = False) -> dict:
     return data
 
 
-def targets_dir() -> Path:
-    """Where built-in profiles live: ``$EDGEML_TARGETS_DIR``, the repo's ``targets/``, or the installed copy."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise TargetError(f"{ENV_VAR}={env} is not a directory; point it at a folder of <name>.toml profiles or unset it")
-        return path
-    repo = Path(__file__).resolve().parents[2] / "targets"
-    if (repo / DEFAULTS_FILE).is_file():
-        return repo
-    return Path(sys.prefix) / "share" / "edgeml" / "targets"
-
-
 def _names(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.toml") if not p.name.startswith("_"))
 
@@ -308,8 +297,6 @@ def _build(data: dict, source: str | Path) -> TargetProfile:
             "onnxruntime build loads only .ort files: add 'ort' to formats or set ort_minimal = false"
         )
     if data.get("tflite_ops"):
-        from .opsets import load_op_set
-
         if "tflite" not in data["formats"]:
             raise TargetError(f"{source}: tflite_ops = {data['tflite_ops']!r}, but formats = {list(data['formats'])!r} "
                               "lacks 'tflite'; add it or remove tflite_ops")

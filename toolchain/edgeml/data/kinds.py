@@ -22,7 +22,7 @@ neither missing nor blank (empty or whitespace-only text):
 8. **categorical**: any other text.
 
 Each rule is one small public function, so that the table-level inference in
-:mod:`edgeml.schema` can reuse the same tests for the label and the time column.
+:mod:`edgeml.data.schema` can reuse the same tests for the label and the time column.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from edgeml_runtime.features import NA_TOKENS
 from pandas.api import types
 
-from .errors import DataError
+from edgeml.errors import DataError
+from edgeml_runtime.features import NA_TOKENS
 
 __all__ = [
     "Dropped",
@@ -268,7 +268,7 @@ def _share_of_numbers(values: pd.Series) -> float:
 
 
 def integer_valued(values: np.ndarray) -> bool:
-    """True when every value is a finite whole number (also used by the label check in :mod:`edgeml.schema`)."""
+    """True when every value is a finite whole number (also used by the label check in :mod:`edgeml.data.schema`)."""
     return bool(np.all(np.isfinite(values)) and np.all(values == np.floor(values)))
 
 

@@ -47,12 +47,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from edgeml_runtime.litert import METADATA_KEY, Encoding, feeds_to_matrix
-from edgeml_runtime.schema import InputSchema
 from sklearn.pipeline import Pipeline
 
-from ..errors import ExportError
-from .tflite_dense import (
+from edgeml.errors import ExportError
+from edgeml.export.tflite.dense import (
     INPUT_QUANT,
     centre_output,
     emit_dense,
@@ -62,9 +60,11 @@ from .tflite_dense import (
     read_dense,
     two_logits,
 )
-from .tflite_graph import Graph, Quant, Tensor
-from .tflite_traverse import emit_traversal, preferred_form, traversal_arrays
-from .tflite_trees import FORESTS, Ensemble, pack_forest
+from edgeml.export.tflite.graph import Graph, Quant, Tensor
+from edgeml.export.tflite.traverse import emit_traversal, preferred_form, traversal_arrays
+from edgeml.export.tflite.trees import FORESTS, Ensemble, pack_forest
+from edgeml_runtime.litert import METADATA_KEY, Encoding, feeds_to_matrix
+from edgeml_runtime.schema import InputSchema
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TREES_NOT_INT8 = (
@@ -109,7 +109,7 @@ def read_preprocess(pipeline: Pipeline, schema: InputSchema) -> Encoding:
             if trans.strategy not in ("median", "mean", "constant", "most_frequent") or trans.add_indicator:
                 raise ExportError(f"SimpleImputer(strategy={trans.strategy!r}, add_indicator={trans.add_indicator}) "
                                   "is not supported by the TFLite exporter; use edgeml's median imputer")
-            for c, stat in zip(cols, trans.statistics_):
+            for c, stat in zip(cols, trans.statistics_, strict=False):
                 if np.isnan(stat) and not trans.keep_empty_features:
                     continue  # scikit-learn drops a column that was empty in training
                 numeric.append(position[c])
@@ -118,7 +118,7 @@ def read_preprocess(pipeline: Pipeline, schema: InputSchema) -> Encoding:
             if trans.drop_idx_ is not None or getattr(trans, "_infrequent_enabled", False):
                 raise ExportError("OneHotEncoder with drop= or infrequent categories is not supported by the TFLite "
                                   "exporter; use edgeml's encoder (explicit categories, handle_unknown='ignore')")
-            for c, cats in zip(cols, trans.categories_):
+            for c, cats in zip(cols, trans.categories_, strict=False):
                 table = list(by_feature[c].categories) if c in by_feature else []
                 for cat in cats:
                     if cat not in table:
@@ -149,7 +149,8 @@ def read_scaler(encoding: Encoding, steps) -> Encoding:
 def _estimator(pipeline: Pipeline):
     est = pipeline.steps[-1][1]
     if isinstance(est, Pipeline):  # a StandardizedModel left wrapped
-        raise ExportError("the pipeline's last step is itself a Pipeline; flatten it with edgeml.learners.model_steps")
+        raise ExportError("the pipeline's last step is itself a Pipeline; "
+                          "flatten it with edgeml.models.learners.model_steps")
     return est
 
 
@@ -197,7 +198,7 @@ def emit_preprocess(g: Graph, x: Tensor, pre: Encoding) -> Tensor:
         missing = g.op("NOT_EQUAL", [num, num], num.shape, np.bool_, name="is_missing")
         parts.append(g.op("SELECT_V2", [missing, g.const("median", pre.median), num], num.shape, name="imputed"))
     if pre.onehot:
-        cols, codes = zip(*pre.onehot)
+        cols, codes = zip(*pre.onehot, strict=False)
         k = len(cols)
         picked = g.op("GATHER", [x, g.const("category_columns", np.array(cols, np.int32))], (k,),
                       name="category_codes", axis=1)
@@ -296,7 +297,8 @@ def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarr
 
 def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), precision: str = "fp32",
               calibration: Mapping[str, np.ndarray] | None = None, static_batch: bool = False) -> TfliteExport:
-    """Compile ``pipeline`` into a ``.tflite`` model at ``precision``; what cannot be exported is an :class:`ExportError`.
+    """Compile ``pipeline`` into a ``.tflite`` model at ``precision``; what cannot be exported is an
+    :class:`ExportError`.
 
     ``calibration`` (int8 only) holds training-split feeds as
     ``FeatureEncoder.encode`` returns them (feature name -> (n, 1) array).
@@ -324,7 +326,8 @@ def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), pr
                         g.tensor_types)
 
 
-def estimator_tflite(steps, n_features: int, task: str, precision: str, X_cal: np.ndarray | None = None) -> TfliteExport:
+def estimator_tflite(steps, n_features: int, task: str, precision: str,
+                     X_cal: np.ndarray | None = None) -> TfliteExport:
     """The model alone (``steps``: an optional StandardScaler, then the estimator) on ``n_features`` numbers.
 
     What the search measures each trial with on a TFLite target: the size,

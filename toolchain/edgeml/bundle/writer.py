@@ -12,13 +12,12 @@ import platform
 import re
 import shutil
 import tarfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from edgeml.errors import ConfigError
 from edgeml_runtime.bundle import FORMAT_VERSION, MANIFEST, sha256_file
-
-from .errors import ConfigError
 
 #: Packages whose versions go into every manifest's provenance.
 PROVENANCE_PACKAGES = (
@@ -40,7 +39,8 @@ def package_versions() -> dict[str, str]:
 def next_version(parent: Path, name: str) -> str:
     """One more than the highest ``<name>-<N>`` bundle already in ``parent`` (1 for the first)."""
     pattern = re.compile(rf"^{re.escape(name)}-(\d+)(?:\.tar\.gz)?$")
-    taken = [int(m.group(1)) for p in parent.glob(f"{name}-*") if (m := pattern.match(p.name))] if parent.is_dir() else []
+    taken = ([int(m.group(1)) for p in parent.glob(f"{name}-*") if (m := pattern.match(p.name))]
+             if parent.is_dir() else [])
     return str(max(taken, default=0) + 1)
 
 
@@ -92,4 +92,4 @@ def finish(stage: Path, out: Path) -> Path:
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportError
+from edgeml.errors import ExportError
 
 #: The arena handed to the interpreter beyond the tensors the exporter planned: generous, as an arena TFLM
 #: finds too small can crash the process instead of raising.
@@ -126,6 +126,7 @@ def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: 
     ``max_arena_bytes``; otherwise an :class:`ExportError` says which.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
     from edgeml_runtime.litert import TfliteEngine, feeds_to_matrix
 
     if not available():

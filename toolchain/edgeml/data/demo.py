@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from edgeml.errors import ConfigError
 
 DEMO_LABEL = "failure"
 
@@ -51,7 +51,7 @@ def _tool_wear(machine: np.ndarray, steps: np.ndarray, rng: np.random.Generator)
     wear = np.zeros(len(machine))
     current = rng.integers(0, 200, N_MACHINES).astype(float)
     limit = rng.uniform(200, 250, N_MACHINES)
-    for i, (m, step) in enumerate(zip(machine, steps)):
+    for i, (m, step) in enumerate(zip(machine, steps, strict=False)):
         current[m] += step
         if current[m] > limit[m]:
             current[m], limit[m] = 0.0, rng.uniform(200, 250)
@@ -143,7 +143,7 @@ def write_demo_csv(path: str | Path, rows: int = 3000, seed: int = 0, *, label: 
     return path
 
 
-if __name__ == "__main__":  # used by `make demo`: python -m edgeml.demo dist/demo-scored.csv
+if __name__ == "__main__":  # used by `make demo`: python -m edgeml.data.demo dist/demo-scored.csv
     import sys
 
     print(summarize_scored(sys.argv[1]))

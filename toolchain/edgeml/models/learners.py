@@ -88,7 +88,8 @@ class MLPEstimator(SKLearnEstimator):
 
     >>> sorted(MLPEstimator.search_space(data_size=(1000, 8), task="binary"))
     ['alpha', 'hidden', 'learning_rate_init', 'max_iter']
-    >>> MLPEstimator(task="binary", hidden="64x32", alpha=1e-4, learning_rate_init=1e-3, max_iter=100).params["hidden_layer_sizes"]
+    >>> MLPEstimator(task="binary", hidden="64x32", alpha=1e-4, learning_rate_init=1e-3,
+    ...              max_iter=100).params["hidden_layer_sizes"]
     (64, 32)
     """
 

@@ -30,7 +30,7 @@ predict both forms' sizes before anything is built, and
 
 Example (two stumps on one feature):
 
->>> from edgeml.export.tflite_trees import Forest, Node
+>>> from edgeml.export.tflite.trees import Forest, Node
 >>> stump = (Node(0, 0.5, 1, 2), Node(value=(1.0,)), Node(value=(3.0,)))
 >>> arrays = traversal_arrays(Forest((stump, stump), 1, (0.0,), "LESS_EQUAL", "identity"))
 >>> arrays.raw(np.array([[0.0], [1.0]], np.float32)).ravel().tolist()
@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ExportError
-from .tflite_graph import Graph, Tensor
-from .tflite_trees import Forest, exact_thresholds, split_trees
+from edgeml.errors import ExportError
+from edgeml.export.tflite.graph import Graph, Tensor
+from edgeml.export.tflite.trees import Forest, exact_thresholds, split_trees
 
 #: The test that sends a row right, for each library's "go left" test.
 _GOES_RIGHT = {"LESS_EQUAL": "GREATER", "LESS": "GREATER_EQUAL"}

@@ -9,7 +9,7 @@ The search is hardware-aware. FLAML is given a custom metric that computes
 the usual validation loss (FLAML's own computation, so ``metric="auto"``
 means what it means in FLAML) and, for the trial's fitted model, the size of
 its ONNX export and its one-row latency on the target as the cost model
-predicts it (:mod:`edgeml.costmodel`, scaled by the profile's
+predicts it (:mod:`edgeml.search.costmodel`, scaled by the profile's
 ``speed_factor``); for a target that runs TFLite, the size, the tensor
 memory (``max_arena_bytes``) and the operators of its TFLite file at the
 target's precision, checked against the target's operator set. A trial that breaks a budget is recorded as such and
@@ -22,8 +22,8 @@ against the top-level keys of a trial's result, among them ``pred_time``,
 not against the other values a custom metric logs; the objective's penalty
 is what holds every budget.)
 
-Every trial is kept (:class:`~edgeml.trials.Trial`: learner, config, loss,
-size, latency, feasible), and :func:`~edgeml.trials.frontier` picks the ones
+Every trial is kept (:class:`~edgeml.search.trials.Trial`: learner, config, loss,
+size, latency, feasible), and :func:`~edgeml.search.trials.frontier` picks the ones
 no other trial beats on loss, size and latency together.
 """
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ExportError, SearchError
-from .learners import LEARNERS
-from .trials import BUDGETS, INFEASIBLE, HardwareBudget, Trial, frontier, infeasible_message
+from edgeml.errors import ExportError, SearchError
+from edgeml.models.learners import LEARNERS
+from edgeml.search.trials import BUDGETS, INFEASIBLE, HardwareBudget, Trial, frontier, infeasible_message
 
 METRICS = {
     "classification": ("auto", "accuracy", "roc_auc", "roc_auc_ovr", "f1", "log_loss", "ap", "micro_f1", "macro_f1"),
@@ -61,6 +61,7 @@ class SearchResult:
     budget: HardwareBudget = HardwareBudget()
     model_bytes: int | None = None  # the refitted best model's, measured like a trial's
     latency_ms: float | None = None
+    learners: tuple[str, ...] = ()  #: the learners searched
 
     @property
     def frontier(self) -> list[Trial]:
@@ -87,7 +88,7 @@ def usable_learners(names, task: str) -> tuple[str, ...]:
     if not usable:
         raise SearchError(
             f"none of the learners {', '.join(names)} can do {task}; add one of "
-            f"{', '.join(n for n, l in LEARNERS.items() if task in l.tasks)} to the target's estimators"
+            f"{', '.join(n for n, learner in LEARNERS.items() if task in learner.tasks)} to the target's estimators"
         )
     return usable
 
@@ -106,7 +107,8 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
 
     if settings.metric not in METRICS[settings.task]:
         raise SearchError(
-            f"metric {settings.metric!r} does not apply to {settings.task}; use one of {', '.join(METRICS[settings.task])}"
+            f"metric {settings.metric!r} does not apply to {settings.task}; "
+            f"use one of {', '.join(METRICS[settings.task])}"
         )
     budget = budgets or HardwareBudget()
     automl = AutoML()
@@ -167,6 +169,7 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
         budget=budget,
         model_bytes=final_bytes,
         latency_ms=final_ms,
+        learners=tuple(settings.learners),
     )
 
 
@@ -183,7 +186,7 @@ class _TrialJudge:
     def __init__(self, settings: SearchSettings, budget: HardwareBudget, X_train, y_train):
         from flaml.automl.task.factory import task_factory
 
-        from .costmodel import load_cost_model
+        from edgeml.search.costmodel import load_cost_model
 
         if settings.task == "classification":
             name = "binary" if len(np.unique(y_train)) == 2 else "multiclass"
@@ -222,7 +225,7 @@ class _TrialJudge:
         TFLite, its TFLite file at the first of the target's precisions it
         exports at (estimated when it cannot be exported at all).
         """
-        from .costmodel import exported_bytes, structure_of
+        from edgeml.search.costmodel import exported_bytes, structure_of
 
         structure = structure_of(model)
         n_inputs = self.budget.n_inputs or n_features
@@ -236,9 +239,9 @@ class _TrialJudge:
         return size, latency, None, ()
 
     def _tflite_cost(self, model, n_features: int, structure, latency: float):
-        from .export.tflite import estimator_tflite
-        from .learners import model_steps
-        from .opsets import load_op_set, problems
+        from edgeml.export.tflite.pipeline import estimator_tflite
+        from edgeml.models.learners import model_steps
+        from edgeml.targets.opsets import load_op_set, problems
 
         reasons, first = [], None
         overhead = dict(self.budget.tflite_overhead_bytes)
@@ -270,7 +273,7 @@ def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
     The arena is TFLM's measured head and tail; where the package does not
     import, the planned tensor memory stands in.
     """
-    from . import tflm
+    from edgeml.export.tflite import micro as tflm
 
     if not tflm.available():
         return (), planned
@@ -283,7 +286,8 @@ def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
 
 
 _ITER = re.compile(r"iteration (\d+), current learner (\w+)")
-_BEST = re.compile(r"at ([\d.]+)s,\s*estimator (\w+)'s best error=([-+\d.einf]+),\s*best estimator (\w+)'s best error=([-+\d.einf]+)")
+_BEST = re.compile(r"at ([\d.]+)s,\s*estimator (\w+)'s best error=([-+\d.einf]+),"
+                   r"\s*best estimator (\w+)'s best error=([-+\d.einf]+)")
 
 
 class _TrialHandler(logging.Handler):

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeml.errors import VerificationError
 from edgeml_runtime import Model
-
-from .errors import VerificationError
 
 #: Largest allowed |probability difference| between artifact and host pipeline.
 PROBA_TOLERANCE = 1e-4

@@ -1,0 +1,91 @@
+"""Prepare a table for the search: schema, split, inputs, fitted preprocessing, matrices and labels.
+
+:func:`prepare` is the one place the sequence is written; ``edgeml build``,
+the tests and the benchmarks all call it, so what they measure is what a
+build does.
+
+Example:
+
+>>> from edgeml.data.demo import demo_frame
+>>> p = prepare(demo_frame(rows=300, seed=0), "failure")
+>>> p.task, p.classes, p.split.sizes
+('classification', (0, 1), {'train': 210, 'valid': 45, 'test': 45})
+>>> p.X["train"].shape[0] == len(p.y["train"]) == 210
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+
+from edgeml.data.preprocess import (
+    Split,
+    describe_inputs,
+    encode_frame,
+    encode_labels,
+    feature_frame,
+    label_classes,
+    make_preprocessor,
+    split_frame,
+)
+from edgeml.data.schema import InferredSchema, clean_labels, infer_schema
+from edgeml_runtime.schema import InputSchema
+
+PARTS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A table made ready for the search, every statistic fitted on the training split."""
+
+    schema: InferredSchema
+    frame: pd.DataFrame  #: the labelled rows, labels cleaned
+    split: Split
+    inputs: InputSchema  #: the model's raw inputs, with categories and ranges from the training split
+    preprocessor: ColumnTransformer  #: fitted on the training split
+    features: Mapping[str, pd.DataFrame]  #: each part's raw input columns
+    X: Mapping[str, np.ndarray]  #: each part through the preprocessor
+    y: Mapping[str, np.ndarray]  #: class indices (classification) or float64 values (regression)
+    classes: tuple  #: the sorted distinct labels; empty for regression
+
+    @property
+    def task(self) -> str:
+        return self.schema.task
+
+    @property
+    def label(self) -> str:
+        return self.schema.label
+
+    def feeds(self, part: str) -> dict[str, np.ndarray]:
+        """One part's rows encoded as the runtime encodes them (one array per model input)."""
+        return encode_frame(getattr(self.split, part), self.inputs, f"the {part} split")
+
+    @cached_property
+    def calibration(self) -> dict[str, np.ndarray]:
+        """The training rows as the runtime encodes them: what reduced precisions are calibrated on."""
+        return self.feeds("train")
+
+
+def prepare(frame: pd.DataFrame, label: str, *, task: str | None = None, drop: Iterable[str] = (),
+            time_column: str | None = None, seed: int = 0) -> Prepared:
+    """Infer the schema, split, describe the inputs and fit the preprocessing, in the order a build does."""
+    schema = infer_schema(frame, label, task=task, drop=list(drop), time_column=time_column)
+    frame = clean_labels(frame, schema)
+    split = split_frame(frame, label, schema.task, seed=seed, time_column=schema.time_column)
+    inputs = describe_inputs(schema.columns, split.train)
+    features = {part: feature_frame(getattr(split, part), inputs, f"the {part} split") for part in PARTS}
+    pre = make_preprocessor(inputs).fit(features["train"])
+    X = {part: pre.transform(f) for part, f in features.items()}
+    if schema.task == "classification":
+        classes = label_classes(frame[label])
+        y = {part: encode_labels(getattr(split, part)[label], classes) for part in PARTS}
+    else:
+        classes = ()
+        y = {part: pd.to_numeric(getattr(split, part)[label]).to_numpy(np.float64) for part in PARTS}
+    return Prepared(schema, frame, split, inputs, pre, features, X, y, classes)
