@@ -146,7 +146,11 @@ class Transform(Section):
 METRICS = mapping_of(nullable(NUMBER))
 SHA256 = matching(r"[0-9a-f]{64}", "a SHA-256 hex digest (64 characters 0-9a-f)")
 OUTPUTS = Kind("an object naming the label and probabilities outputs, or the value output",
-               lambda v, at: _outputs(v, at), dict)
+               lambda v, at: _outputs(v, at), dict, {"oneOf": [
+                   {"type": "object", "properties": {"label": STR.schema, "probabilities": STR.schema},
+                    "required": ["label", "probabilities"], "additionalProperties": False},
+                   {"type": "object", "properties": {"value": STR.schema}, "required": ["value"],
+                    "additionalProperties": False}]})
 
 
 def _outputs(v, where: str) -> dict:
@@ -165,6 +169,7 @@ class Artifact(Section):
     """
 
     schema_name: ClassVar[str] = "artifact"
+    bundle_requires: ClassVar[tuple[str, ...]] = ("test_metrics",)
     path: str = key(STR)
     format: str = key(one_of(*FORMATS))
     precision: str = key(one_of(*PRECISIONS))
@@ -211,6 +216,7 @@ class Metrics(Section):
     """``metrics``: ``test`` through the runtime on the exported artifact, ``valid`` by the host pipeline."""
 
     schema_name: ClassVar[str] = "metrics"
+    bundle_requires: ClassVar[tuple[str, ...]] = ("test",)
     test: dict | None = key(METRICS, optional=True)  # absent only in a draft (see the module docstring)
     valid: dict = key(METRICS)
 
@@ -322,10 +328,14 @@ def _read_inputs(v, where: str) -> InputSchema:
     return InputSchema(tuple(columns))
 
 
-INPUTS = Kind("a list of input columns", _read_inputs, lambda s: s.to_list())
+INPUT_COLUMN_SCHEMA = {"type": "object", "description": "One raw input column and the model inputs it feeds.",
+                       "properties": {k: kind.schema for k, kind in INPUT_KEYS.items()},
+                       "required": list(INPUT_KEYS), "additionalProperties": False}
+INPUTS = Kind("a list of input columns", _read_inputs, lambda s: s.to_list(),
+              {"type": "array", "items": {"$ref": "#/$defs/input_column"}})
 #: ``classes`` is null for regression; in Python an empty tuple either way.
 CLASSES = Kind("a list of class labels or null", lambda v, at: () if v is None else list_of(LABEL).read(v, at),
-               lambda v: list(v) or None)
+               lambda v: list(v) or None, nullable(list_of(LABEL)).schema)
 
 
 # --- the whole manifest -------------------------------------------------------------------------
@@ -396,3 +406,14 @@ class Manifest(Section):
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
     Manifest, Target, Budgets, Dropped, Artifact, Transform, MetricDrop, Metrics, Verification, NotShipped,
     Reference, Search, Provenance, DataProvenance, ModelProvenance, Samples)}
+
+
+def json_schema() -> dict:
+    """``schemas/manifest.schema.json``, made from the sections (a test checks the file against this)."""
+    defs = {name: cls.json_schema() for name, cls in SECTIONS.items()}
+    defs["input_column"] = INPUT_COLUMN_SCHEMA
+    defs["manifest"]["properties"]["format_version"] = {"const": FORMAT_VERSION}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "edgeml bundle manifest",
+            "description": "manifest.json of an edgeml bundle, the contract between host and device. "
+                           "See docs/bundle.md.",
+            "$ref": "#/$defs/manifest", "$defs": defs}

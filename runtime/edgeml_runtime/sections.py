@@ -38,11 +38,15 @@ from .errors import BundleError
 
 @dataclass(frozen=True)
 class Kind:
-    """What a key holds: ``read(value, where)`` checks and converts a JSON value, ``write`` gives it back."""
+    """What a key holds: ``read(value, where)`` checks and converts a JSON value, ``write`` gives it back.
+
+    ``schema`` is the same rule as JSON Schema (for ``manifest.schema.json``).
+    """
 
     what: str
     read: Callable[[Any, str], Any]
     write: Callable[[Any], Any] = lambda v: v
+    schema: dict = field(default_factory=dict)
 
 
 def _show(value) -> str:
@@ -54,25 +58,25 @@ def wrong(where: str, value, what: str) -> BundleError:
     return BundleError(f"{where} is {_show(value)}, expected {what}; rebuild the bundle")
 
 
-def _scalar(what: str, *types: type) -> Kind:
+def _scalar(what: str, json_type, *types: type) -> Kind:
     def read(v, where):
         if isinstance(v, types) and (bool in types or not isinstance(v, bool)):
             return v
         raise wrong(where, v, what)
 
-    return Kind(what, read)
+    return Kind(what, read, schema={"type": json_type})
 
 
-STR = _scalar("a string", str)
-INT = _scalar("an integer", int)
-NUMBER = _scalar("a number", int, float)
-BOOL = _scalar("true or false", bool)
-LABEL = _scalar("a class label (string, number or boolean)", str, int, float, bool)
+STR = _scalar("a string", "string", str)
+INT = _scalar("an integer", "integer", int)
+NUMBER = _scalar("a number", "number", int, float)
+BOOL = _scalar("true or false", "boolean", bool)
+LABEL = _scalar("a class label (string, number or boolean)", ["string", "number", "boolean"], str, int, float, bool)
 
 
 def nullable(kind: Kind) -> Kind:
     return Kind(f"{kind.what} or null", lambda v, at: None if v is None else kind.read(v, at),
-                lambda v: None if v is None else kind.write(v))
+                lambda v: None if v is None else kind.write(v), {"anyOf": [kind.schema, {"type": "null"}]})
 
 
 def one_of(*choices: str) -> Kind:
@@ -83,7 +87,7 @@ def one_of(*choices: str) -> Kind:
             return v
         raise wrong(where, v, what)
 
-    return Kind(what, read)
+    return Kind(what, read, schema={"type": "string", "enum": list(choices)})
 
 
 def matching(pattern: str, what: str) -> Kind:
@@ -94,7 +98,7 @@ def matching(pattern: str, what: str) -> Kind:
             return v
         raise wrong(where, v, what)
 
-    return Kind(what, read)
+    return Kind(what, read, schema={"type": "string", "pattern": f"^{pattern}$"})
 
 
 def list_of(kind: Kind, *, min_items: int = 0) -> Kind:
@@ -106,7 +110,8 @@ def list_of(kind: Kind, *, min_items: int = 0) -> Kind:
             raise wrong(where, v, what)
         return tuple(kind.read(x, f"{where}[{i}]") for i, x in enumerate(v))
 
-    return Kind(what, read, lambda v: [kind.write(x) for x in v])
+    schema = {"type": "array", "items": kind.schema, **({"minItems": min_items} if min_items else {})}
+    return Kind(what, read, lambda v: [kind.write(x) for x in v], schema)
 
 
 def mapping_of(kind: Kind) -> Kind:
@@ -118,7 +123,8 @@ def mapping_of(kind: Kind) -> Kind:
             raise wrong(where, v, what)
         return {str(k): kind.read(x, f"{where}.{k}") for k, x in v.items()}
 
-    return Kind(what, read, lambda v: {k: kind.write(x) for k, x in v.items()})
+    return Kind(what, read, lambda v: {k: kind.write(x) for k, x in v.items()},
+                {"type": "object", "additionalProperties": kind.schema})
 
 
 def _object(v, where):
@@ -128,11 +134,11 @@ def _object(v, where):
 
 
 #: An object whose inner layout another module owns (a learner's config, a trial, a transform's details).
-OBJECT = Kind("an object", _object)
+OBJECT = Kind("an object", _object, schema={"type": "object"})
 
 
 def section(cls: type[Section]) -> Kind:
-    return Kind("an object", cls.from_dict, lambda v: v.to_dict())
+    return Kind("an object", cls.from_dict, lambda v: v.to_dict(), {"$ref": f"#/$defs/{cls.schema_name}"})
 
 
 def key(kind: Kind, *, name: str | None = None, optional: bool = False, default=None, factory=None):
@@ -168,6 +174,8 @@ class Section:
 
     #: The section's name in the JSON Schema's ``$defs``.
     schema_name: ClassVar[str] = ""
+    #: Keys ``from_dict`` lets a draft leave out but a finished bundle has: the JSON Schema requires them.
+    bundle_requires: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def keys(cls) -> tuple[_Key, ...]:
@@ -192,6 +200,15 @@ class Section:
             elif not k.optional:
                 raise BundleError(f"{join(where, k.key)} is missing; rebuild the bundle")
         return cls(**values)
+
+    @classmethod
+    def json_schema(cls) -> dict:
+        """The section as a JSON Schema object (draft 2020-12): its keys, which are required, nothing else."""
+        spec = cls.keys()
+        required = [k.key for k in spec if not k.optional or k.key in cls.bundle_requires]
+        return {"type": "object", "description": " ".join((cls.__doc__ or "").split("\n\n")[0].split()),
+                "properties": {k.key: k.kind.schema for k in spec}, "required": required,
+                "additionalProperties": False}
 
     def to_dict(self) -> dict:
         out = {}
