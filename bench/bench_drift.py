@@ -77,7 +77,7 @@ def main() -> int:
             polls.append(time.perf_counter() - started)
     model.monitor = None
 
-    m = result.manifest
+    m = result.manifest.to_dict()
     per_window = sum(polls) / max(windows, 1) * 1e6
     base_one, base_batch = (statistics.median(one["without monitor"]), statistics.median(batch["without monitor"]))
     lines = [

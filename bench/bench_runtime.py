@@ -149,7 +149,7 @@ def bench_one(out: Path, data, label, drop, estimator, rows, args) -> list[str]:
         colds.append(json.loads(run.stdout))
     cold = {k: statistics.median(c[k] for c in colds) for k in colds[0]}
 
-    m = result.manifest
+    m = result.manifest.to_dict()
     ours = statistics.median(lat["edgeml_runtime `Model.predict`"])
     base = statistics.median(lat["bare onnxruntime session"])
     skl = statistics.median(lat["scikit-learn pipeline `predict_proba`"])

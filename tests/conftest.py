@@ -15,6 +15,37 @@ BIN = Path(sys.executable).parent
 AI4I_DROP = ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_built_bundle_validates(tmp_path_factory):
+    """After the session: the manifest of every bundle the tests built validates against manifest.schema.json.
+
+    A built bundle is a folder with its ``.tar.gz`` beside it; the manifest is
+    read from the archive, as built (tests may alter copies of the folder).
+    """
+    yield
+    import json
+    import tarfile
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("edgeml_runtime").joinpath("schemas/manifest.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems, checked = [], 0
+    for archive in tmp_path_factory.getbasetemp().rglob("*.tar.gz"):
+        name = archive.name.removesuffix(".tar.gz")
+        with tarfile.open(archive) as tar:
+            try:
+                member = tar.extractfile(f"{name}/manifest.json")
+            except KeyError:
+                continue  # not a bundle archive
+            manifest = json.load(member)
+        checked += 1
+        problems += [f"{archive}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
+                     for e in validator.iter_errors(manifest)]
+    assert not problems, f"{len(problems)} schema violations in {checked} built bundles:\n" + "\n".join(problems[:20])
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     if not DATASETS.is_dir():

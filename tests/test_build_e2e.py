@@ -160,9 +160,9 @@ def test_builds_from_every_input_format(tmp_path, fmt):
         data = f"sqlite:///{db}?table=readings"
     result = build_bundle(tmp_path / "b", data=str(data), label="failure", estimators=("lgbm",), max_iter=1)
     m = result.manifest
-    assert m["provenance"]["data"]["format"] == fmt and m["provenance"]["data"]["rows"] == 600
-    assert {c["name"]: c["kind"] for c in m["inputs"]}["timestamp"] == "datetime"
-    assert m["verification"][0]["passed"]
+    assert m.provenance.data.format == fmt and m.provenance.data.rows == 600
+    assert {c.name: c.kind for c in m.schema.columns}["timestamp"] == "datetime"
+    assert m.verification[0].passed
 
 
 @pytest.mark.slow
@@ -178,7 +178,7 @@ def test_time_column_split_keeps_the_newest_rows_for_testing(tmp_path):
     frame.to_csv(data, index=False)
     result = build_bundle(tmp_path / "b", data=str(data), label="failure", time_column="timestamp",
                           estimators=("lgbm",), max_iter=1)
-    assert result.manifest["verification"][0]["passed"]
+    assert result.manifest.verification[0].passed
 
 
 @pytest.mark.slow

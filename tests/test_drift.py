@@ -190,7 +190,7 @@ def test_counts_add_up_across_windows(ai4i, ai4i_rows):
     finally:
         ai4i.monitor = None
     assert [p["rows"] for p in parts] == [700, 700, 600]
-    reference = ai4i.manifest.data["reference"]
+    reference = ai4i.manifest.reference.to_dict()
     for name, col in whole["columns"].items():
         counts = [sum(c) for c in zip(*(p["columns"][name]["counts"] for p in parts), strict=False)]
         missing = sum(p["columns"][name]["missing"] for p in parts)
@@ -272,8 +272,8 @@ def test_bundle_without_reference_says_rebuild(demo_bundle, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     del manifest["reference"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="no drift reference.*rebuild it with this edgeml version"):
-        Model.load(copy).drift_monitor()
+    with pytest.raises(BundleError, match=r"manifest.json: reference is missing; rebuild the bundle"):
+        Model.load(copy)
 
 
 def test_datetime_columns_are_not_monitored(demo_bundle):
@@ -293,7 +293,7 @@ def test_settings_are_checked():
 
 
 def test_monitor_refuses_a_reference_it_cannot_read(ai4i):
-    reference = dict(ai4i.manifest.data["reference"], format=99)
+    reference = dict(ai4i.manifest.reference.to_dict(), format=99)
     with pytest.raises(BundleError, match="format 99"):
         DriftMonitor(reference, ai4i.manifest.schema)
 

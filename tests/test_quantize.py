@@ -20,6 +20,7 @@ from edgeml.export.quantize import (
     ARTIFACTS,
     TREES_STAY_FP32,
     CompileOptions,
+    ExportSource,
     NotApplicable,
     compile_artifact,
     metric_drop,
@@ -81,7 +82,7 @@ def options(data, **kw) -> CompileOptions:
 
 def test_int8_static_mlp_classifier_is_smaller_and_within_the_allowed_drop(datasets):
     e = exported("ai4i2020", "mlp")
-    art = compile_artifact(e["model"], "onnx", "int8", options(e["data"]))
+    art = compile_artifact(ExportSource(e["model"]), "onnx", "int8", options(e["data"]))
     q = art.details["quantization"]
     assert (art.format, art.precision, q["method"], q["calibration_rows"]) == ("onnx", "int8", "static", 1000)
     assert "static QDQ int8" in art.done[0]
@@ -100,7 +101,7 @@ def test_int8_static_mlp_classifier_is_smaller_and_within_the_allowed_drop(datas
 
 def test_int8_static_mlp_regressor_rmse_increase_is_measured(datasets):
     e = exported("ccpp", "mlp")
-    art = compile_artifact(e["model"], "onnx", "int8", options(e["data"]))
+    art = compile_artifact(ExportSource(e["model"]), "onnx", "int8", options(e["data"]))
     assert len(e["model"].SerializeToString()) / len(art.data) >= 2.0
     fp32, int8 = scores(e["out"], e["data"]), scores(run(art.data, e["data"]), e["data"])
     drop = metric_drop("regression", fp32, int8, load_target("rpi-zero-2w").budgets)
@@ -113,7 +114,7 @@ def test_int8_static_mlp_regressor_rmse_increase_is_measured(datasets):
 
 def test_int8_without_calibration_is_dynamic(datasets):
     e = exported("ai4i2020", "mlp")
-    art = compile_artifact(e["model"], "onnx", "int8", CompileOptions())
+    art = compile_artifact(ExportSource(e["model"]), "onnx", "int8", CompileOptions())
     assert art.details["quantization"]["method"] == "dynamic" and art.details["quantization"]["calibration_rows"] == 0
     assert len(art.data) < len(e["model"].SerializeToString()) / 2
     out = run(art.data, e["data"])
@@ -124,16 +125,16 @@ def test_tree_ensembles_and_linear_models_are_not_quantized_and_say_why(datasets
     trees = exported("ai4i2020", "lgbm")
     for precision in ("int8", "fp16"):
         with pytest.raises(NotApplicable) as err:
-            compile_artifact(trees["model"], "onnx", precision, options(trees["data"]))
+            compile_artifact(ExportSource(trees["model"]), "onnx", precision, options(trees["data"]))
         assert err.value.reason == TREES_STAY_FP32
         assert err.value.to_dict() == {"format": "onnx", "precision": precision, "applicable": False,
                                        "reason": TREES_STAY_FP32}
     with pytest.raises(NotApplicable, match="ort int8: not applicable: tree ensembles stay fp32"):
-        compile_artifact(trees["model"], "ort", "int8", options(trees["data"]))
+        compile_artifact(ExportSource(trees["model"]), "ort", "int8", options(trees["data"]))
 
     linear = exported("ai4i2020", "linear")
     with pytest.raises(NotApplicable, match="a linear model exported as the ai.onnx.ml LinearClassifier operator"):
-        compile_artifact(linear["model"], "onnx", "int8", options(linear["data"]))
+        compile_artifact(ExportSource(linear["model"]), "onnx", "int8", options(linear["data"]))
 
 
 # --- fp16 -------------------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def test_tree_ensembles_and_linear_models_are_not_quantized_and_say_why(datasets
 
 def test_fp16_mlp_runs_close_to_fp32(datasets):
     e = exported("ai4i2020", "mlp")
-    art = compile_artifact(e["model"], "onnx", "fp16", CompileOptions())
+    art = compile_artifact(ExportSource(e["model"]), "onnx", "fp16", CompileOptions())
     assert art.precision == "fp16" and "MatMul" in art.details["fp16_ops"]
     model = onnx.load_from_string(art.data)
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == \
@@ -161,7 +162,8 @@ def test_fp16_mlp_runs_close_to_fp32(datasets):
 @pytest.mark.parametrize("family", ["lgbm", "mlp"])
 def test_ort_format_runs_in_the_runtime_engine_with_parity(datasets, family, tmp_path):
     e = exported("ai4i2020", family)
-    art = compile_artifact(e["model"], "ort", "fp32", CompileOptions(optimization="extended", arch="aarch64"))
+    art = compile_artifact(ExportSource(e["model"]), "ort", "fp32",
+                           CompileOptions(optimization="extended", arch="aarch64"))
     assert art.file_name() == "model.ort" and art.data[4:8] == b"ORTM"  # the flatbuffer's file identifier
     config = art.extra_files["required_operators.config"].decode()
     assert "ai.onnx;" in config and "ai.onnx.ml;" in config
@@ -173,7 +175,8 @@ def test_ort_format_runs_in_the_runtime_engine_with_parity(datasets, family, tmp
 
 def test_int8_ort_for_a_minimal_build(datasets, tmp_path):
     e = exported("ai4i2020", "mlp")
-    art = compile_artifact(e["model"], "ort", "int8", options(e["data"], optimization="extended", arch="aarch64"))
+    art = compile_artifact(ExportSource(e["model"]), "ort", "int8",
+                           options(e["data"], optimization="extended", arch="aarch64"))
     assert art.file_name() == "model.int8.ort" and art.details["quantization"]["method"] == "static"
     out = run(art.data, e["data"], ".ort", tmp_path)
     assert (out[0] != e["out"][0]).mean() < 0.01
@@ -182,7 +185,7 @@ def test_int8_ort_for_a_minimal_build(datasets, tmp_path):
 @pytest.mark.parametrize("level", ["basic", "extended", "all"])
 def test_offline_optimized_onnx_keeps_parity(datasets, level):
     e = exported("ccpp", "mlp")
-    art = compile_artifact(e["model"], "onnx", "fp32", CompileOptions(optimization=level, arch="x86_64"))
+    art = compile_artifact(ExportSource(e["model"]), "onnx", "fp32", CompileOptions(optimization=level, arch="x86_64"))
     assert art.details["optimization"] == level and "optimized offline" in art.done[-1]
     np.testing.assert_allclose(run(art.data, e["data"])[0], e["out"][0], rtol=1e-5)
 
@@ -190,14 +193,19 @@ def test_offline_optimized_onnx_keeps_parity(datasets, level):
 # --- the registry, per profile ----------------------------------------------------------------------
 
 
-def test_registry_covers_every_format_and_precision_and_refuses_overwrites():
-    assert set(ARTIFACTS) == {(f, p) for f in ("onnx", "ort") for p in ("fp32", "fp16", "int8")}
+def test_one_registry_makes_every_format_and_precision_and_refuses_overwrites():
+    # The ONNX and .ort makers register in export/quantize.py, the TFLite ones in export/tflite/artifact.py.
+    assert set(ARTIFACTS) == {(f, p) for f in ("onnx", "ort", "tflite") for p in ("fp32", "fp16", "int8")}
     with pytest.raises(ValueError, match=r"\('onnx', 'int8'\) is already registered"):
-        register_artifact("onnx", "int8", lambda model, options: None)
-    with pytest.raises(ExportError, match="no way to make a tflite fp32 artifact"):
-        compile_artifact(onnx.ModelProto(), "tflite", "fp32")  # TFLite is written from the pipeline (export/tflite.py)
+        register_artifact("onnx", "int8", lambda source, options: None)
+    with pytest.raises(ValueError, match=r"\('tflite', 'fp32'\) is already registered"):
+        register_artifact("tflite", "fp32", lambda source, options: None)
+    with pytest.raises(TypeError, match="must be callable"):
+        register_artifact("onnx", "fp8", None)
+    with pytest.raises(ExportError, match="written from the fitted pipeline for a target profile"):
+        compile_artifact(ExportSource(onnx.ModelProto()), "tflite", "fp32")
     with pytest.raises(ExportError, match="no way to make a onnx fp8 artifact"):
-        compile_artifact(onnx.ModelProto(), "onnx", "fp8")
+        compile_artifact(ExportSource(onnx.ModelProto()), "onnx", "fp8")
 
 
 @pytest.mark.parametrize("target", [p.name for p in list_targets()])
@@ -210,7 +218,7 @@ def test_each_profile_gets_what_it_asks_for_or_a_reason(datasets, target, tmp_pa
     for fmt in formats:
         for precision in profile.precisions:
             try:
-                made.append(compile_artifact(e["model"], fmt, precision, opts))
+                made.append(compile_artifact(ExportSource(e["model"]), fmt, precision, opts))
             except NotApplicable as exc:
                 skipped.append(exc)
     assert {(a.format, a.precision) for a in made} | {(s.format, s.precision) for s in skipped} == \

@@ -55,7 +55,7 @@ def test_build_per_profile_ships_or_explains_every_artifact(datasets, tmp_path, 
 
 
 def test_runtime_prefers_what_the_device_runs_well(demo_bundle):
-    from edgeml_runtime.bundle import Artifact
+    from edgeml_runtime.manifest import Artifact
 
     arts = [Artifact("model.onnx", "onnx", "fp32", 1, "a"), Artifact("model.ort", "ort", "fp32", 1, "b"),
             Artifact("model.int8.onnx", "onnx", "int8", 1, "c"), Artifact("model.fp16.onnx", "onnx", "fp16", 1, "d")]

@@ -236,11 +236,9 @@ def _info(args) -> int:
     with open_bundle(args.bundle) as folder:
         m = read_manifest(folder)
     if args.json:
-        print(json.dumps(m.data, indent=2))
+        print(json.dumps(m.to_dict(), indent=2))
         return 0
-    d = m.data
-    print(f"{d['name']} {d['version']}  ({d['task']}, label {d['label']!r}, "
-          f"target {d.get('target', {}).get('name', '?')})")
+    print(f"{m.name} {m.version}  ({m.task}, label {m.label!r}, target {m.target.name})")
     if m.classes:
         print(f"classes: {', '.join(map(str, m.classes))}")
     print("inputs:")
@@ -251,7 +249,7 @@ def _info(args) -> int:
     print("artifacts:")
     for a in m.artifacts:
         print(f"  {a.path:24} {a.format:6} {a.precision:5} {a.bytes:>10,} bytes  sha256 {a.sha256[:12]}")
-    for split, metrics in (d.get("metrics") or {}).items():
+    for split, metrics in m.metrics.to_dict().items():
         print(f"{split} metrics: "
               + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     return 0

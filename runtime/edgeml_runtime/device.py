@@ -12,7 +12,7 @@ fp32; otherwise the manifest's order.
 
 Example:
 
->>> from edgeml_runtime.bundle import Artifact
+>>> from edgeml_runtime.manifest import Artifact
 >>> arts = [Artifact("model.onnx", "onnx", "fp32", 1, "x"), Artifact("model.int8.onnx", "onnx", "int8", 1, "y"),
 ...         Artifact("model.fp16.onnx", "onnx", "fp16", 1, "z")]
 >>> [a.path for a in rank(arts, Capabilities(providers=("CPUExecutionProvider",), int8_dot=True))]

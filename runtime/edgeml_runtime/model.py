@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from . import device
-from .bundle import Artifact, Manifest, open_bundle, read_manifest, verify_artifact
+from .bundle import open_bundle, read_manifest, verify_artifact
 from .drift import DriftMonitor, DriftSettings
 from .engines import engine_for
 from .errors import BundleError, EngineError, InputError, RowError
 from .features import ABSENT, SCALAR, BadValue, FeatureEncoder
+from .manifest import Artifact, Manifest
 
 ON_ERROR = ("fail", "skip")
 _ONE_ROW = np.zeros(1, dtype=np.int64)
@@ -133,7 +134,7 @@ class Model:
 
     def drift_monitor(self, settings: DriftSettings | None = None, *, clock=time.time) -> DriftMonitor:
         """A new :class:`DriftMonitor` against this bundle's reference; attach it with ``model.monitor = …``."""
-        reference = self.manifest.data.get("reference")
+        reference = self.manifest.reference.to_dict()
         if reference is None:
             raise BundleError(
                 f"bundle {self.bundle_dir} has no drift reference (manifest key 'reference'); rebuild it with "

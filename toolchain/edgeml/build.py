@@ -20,12 +20,14 @@ from sklearn.pipeline import Pipeline
 
 from edgeml.bundle import writer as bundles
 from edgeml.bundle.reference import build_reference
+from edgeml.bundle.writer import BundleWriter
 from edgeml.config import BuildConfig
 from edgeml.data.ingest import Table, read_table
 from edgeml.data.prepare import Prepared, prepare
 from edgeml.errors import BundleError, ConfigError, DataError, ExportError
 from edgeml.export.artifacts import TestSplit, make_artifacts, task_metrics
 from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
+from edgeml.export.quantize import ExportSource
 from edgeml.models.learners import LEARNERS, model_steps
 from edgeml.search.automl import SearchSettings, Trial, run_search, usable_learners
 from edgeml.search.trials import HardwareBudget
@@ -33,6 +35,7 @@ from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml.verify.metrics import classification_metrics, regression_metrics
 from edgeml.verify.parity import require_parity, verify_artifact
 from edgeml_runtime.bundle import read_manifest
+from edgeml_runtime.manifest import Artifact, Manifest, NotShipped
 
 #: What FLAML optimises for metric "auto".
 _AUTO_METRIC = {"classification": "roc_auc for two classes, log_loss for more", "regression": "r2"}
@@ -53,7 +56,7 @@ class Reporter:
 class BuildResult:
     bundle_dir: Path
     archive: Path
-    manifest: dict
+    manifest: Manifest
     seconds: float
     pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
 
@@ -73,9 +76,12 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     out, version = _destination(config, name)
     stage = bundles.staging_dir(out, config.force)
     try:
-        manifest = _export(stage, pipeline, data, target, budgets, name, version, report)
-        _complete(manifest, data, pipeline, result, budgets, config, table)
-        bundles.write_manifest(stage, manifest)
+        writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
+                              label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
+                              dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
+        _record(writer, data, pipeline, result, budgets, config, table)
+        _export(writer, pipeline, data, target, budgets, report)
+        manifest = writer.write()
         archive = bundles.finish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -118,59 +124,42 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     return result, budgets
 
 
-def _export(stage: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, budgets: HardwareBudget,
-            name: str, version: str, report: Reporter) -> dict:
-    """Write model.onnx, verify it, then every artifact the target asks for; the manifest so far."""
-    model = to_onnx(pipeline, data.inputs, data.task, name=name)
-    (stage / "model.onnx").write_bytes(model.SerializeToString())
-    artifact = bundles.describe_artifact(stage, "model.onnx", "onnx", "fp32", engine="onnxruntime",
-                                         opset=opset_of(model), outputs=output_names(model, data.task),
-                                         inputs=data.inputs.features)
-    opsets = ", ".join(f"{d} {v}" for d, v in sorted(artifact["opset"].items()))
-    report.stage("export", f"model.onnx {artifact['bytes'] / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
+def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: TargetProfile,
+            budgets: HardwareBudget, report: Reporter) -> None:
+    """Write model.onnx and verify it, then every artifact the target asks for, handing each to ``writer``."""
+    model = to_onnx(pipeline, data.inputs, data.task, name=writer.name)
+    entry = writer.add_artifact("model.onnx", model.SerializeToString(), format="onnx", precision="fp32",
+                                engine="onnxruntime", opset=opset_of(model), outputs=output_names(model, data.task),
+                                inputs=data.inputs.features)
+    opsets = ", ".join(f"{d} {v}" for d, v in sorted(entry.opset.items()))
+    report.stage("export", f"model.onnx {entry.bytes / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
     runs_onnx = bool({"onnx", "ort"} & set(target.formats))  # else model.onnx is the reference only
-    if runs_onnx and budgets.max_model_bytes is not None and artifact["bytes"] > budgets.max_model_bytes:
+    if runs_onnx and budgets.max_model_bytes is not None and entry.bytes > budgets.max_model_bytes:
         raise ExportError(
-            f"model.onnx is {artifact['bytes']:,} bytes, over target {target.name}'s max_model_bytes "
+            f"model.onnx is {entry.bytes:,} bytes, over target {target.name}'s max_model_bytes "
             f"{budgets.max_model_bytes:,} once preprocessing is included; raise the budget in a profile "
             "that extends this one, or drop high-cardinality categorical columns"
         )
-    manifest = {
-        "name": name,
-        "version": version,
-        "created": bundles.now_utc(),
-        "target": target.to_dict(),
-        "task": data.task,
-        "label": data.label,
-        "inputs": data.inputs.to_list(),
-        "dropped": [{"name": d.name, "reason": d.reason} for d in data.schema.dropped],
-        "classes": list(data.classes) if data.classes else None,
-        "artifacts": [artifact],
-    }
-    bundles.write_manifest(stage, manifest)
-
+    writer.draft(entry)
     host_test = _host_output(pipeline, data.features["test"], data.task)
-    scores = verify_artifact(stage, "model.onnx", data.split.test, host_test, data.task, data.classes)
+    scores = verify_artifact(writer.stage, "model.onnx", data.split.test, host_test, data.task, data.classes)
     require_parity(scores.parity)
     test_metrics = task_metrics(data.task, data.y["test"], scores.labels, scores.probabilities)
     p = scores.parity
     report.stage("verify", f"{p.rows:,} test rows through edgeml_runtime: {p.label_mismatches} label mismatches, "
                            f"max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
-    artifact["test_metrics"] = test_metrics
-    more = make_artifacts(stage, manifest, model, pipeline, target, data.calibration,
+    writer.ship(entry, test_metrics=test_metrics, verification=p.to_dict())
+    source = ExportSource(model, pipeline, data.inputs, data.task, tuple(data.classes or ()))
+    more = make_artifacts(writer, source, target, data.calibration,
                           TestSplit(data.split.test, host_test, data.y["test"], test_metrics), report.notice)
     if not runs_onnx and not more.artifacts:
         raise ExportError(_nothing_runs(target, more.not_shipped))
     _report_artifacts(report, more.artifacts)
-    manifest["metrics"] = {"test": test_metrics}
-    manifest["verification"] = [p.to_dict(), *more.verification]
-    manifest["not_shipped"] = more.not_shipped
-    return manifest
 
 
-def _nothing_runs(target: TargetProfile, not_shipped: list[dict]) -> str:
-    reasons = "; ".join(f"{n['format']} {n['precision']}: {n['reason']}" for n in not_shipped)
-    if all(n.get("applicable") for n in not_shipped):  # made, but lost too much in reduced precision
+def _nothing_runs(target: TargetProfile, not_shipped: tuple[NotShipped, ...]) -> str:
+    reasons = "; ".join(f"{n.format} {n.precision}: {n.reason}" for n in not_shipped)
+    if all(n.applicable for n in not_shipped):  # made, but lost too much in reduced precision
         fix = ("raise budgets.max_accuracy_drop / max_rmse_increase in a profile that extends this one, "
                "or give the search more trials (--max-trials) to find a model that quantizes better")
     else:
@@ -179,27 +168,28 @@ def _nothing_runs(target: TargetProfile, not_shipped: list[dict]) -> str:
     return f"nothing target {target.name} runs could be made ({reasons}). To fix: {fix}"
 
 
-def _report_artifacts(report: Reporter, artifacts: list[dict]) -> None:
+def _report_artifacts(report: Reporter, artifacts: tuple[Artifact, ...]) -> None:
     for a in artifacts:
-        d = a.get("metric_drop")
-        how = (f"{d['metric']} {d['value']:.4g} vs {d['fp32']:.4g} in fp32 (drop {d['drop']:.3g}, allowed "
-               f"{d['allowed']:.3g})" if d else "identical to the host pipeline")
-        report.stage("verify", f"{a['path']} {a['bytes'] / 1024:.1f} KiB ({a['format']} {a['precision']}) "
+        d = a.metric_drop
+        how = (f"{d.metric} {d.value:.4g} vs {d.fp32:.4g} in fp32 (drop {d.drop:.3g}, allowed "
+               f"{d.allowed:.3g})" if d else "identical to the host pipeline")
+        report.stage("verify", f"{a.path} {a.bytes / 1024:.1f} KiB ({a.format} {a.precision}) "
                                f"through edgeml_runtime: {how}")
 
 
-def _complete(manifest: dict, data: Prepared, pipeline: Pipeline, result, budgets: HardwareBudget,
-              config: BuildConfig, table: Table) -> None:
-    """Add the validation metrics, drift reference, search record and provenance to the manifest."""
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, result, budgets: HardwareBudget,
+            config: BuildConfig, table: Table) -> None:
+    """Hand the validation metrics, drift reference, search record and provenance to the bundle writer."""
     valid_output = _host_output(pipeline, data.features["valid"], data.task)
     if data.task == "classification":
         predicted = np.argmax(valid_output, axis=1)
-        manifest["metrics"]["valid"] = classification_metrics(data.y["valid"], predicted, valid_output)
+        writer.record("valid_metrics", classification_metrics(data.y["valid"], predicted, valid_output))
     else:
         predicted = valid_output
-        manifest["metrics"]["valid"] = regression_metrics(data.y["valid"], predicted)
-    manifest["reference"] = build_reference(data.features["train"], data.inputs, predicted, data.task, data.classes)
-    manifest["search"] = {
+        writer.record("valid_metrics", regression_metrics(data.y["valid"], predicted))
+    writer.record("reference", build_reference(data.features["train"], data.inputs, predicted, data.task,
+                                               data.classes))
+    writer.record("search", {
         "learners": list(result.learners),
         "metric": result.metric,
         "best_learner": result.learner,
@@ -212,14 +202,14 @@ def _complete(manifest: dict, data: Prepared, pipeline: Pipeline, result, budget
         "seconds": round(result.seconds, 2),
         "trial_log": [t.to_dict() for t in result.trials],
         "frontier": [t.iteration for t in result.frontier],
-    }
-    manifest["provenance"] = {
+    })
+    writer.record("provenance", {
         "data": {"source": table.source, "format": table.format, "sha256": table.sha256,
                  "rows": table.rows, "labelled_rows": len(data.frame), "split": data.split.sizes},
         "seed": config.seed,
         "model": {"learner": result.learner, "class": type(result.model).__name__, "config": result.config},
         "packages": bundles.package_versions(),
-    }
+    })
 
 
 def _host_output(pipeline: Pipeline, features: pd.DataFrame, task: str) -> np.ndarray:

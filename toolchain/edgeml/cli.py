@@ -85,7 +85,7 @@ def build(config_path, as_json, quiet, drop, estimators, **flags):
     except EdgeMLError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps(result.manifest, indent=2, default=str))
+        click.echo(json.dumps(result.manifest.to_dict(), indent=2))
     else:
         click.echo(summary(result), err=quiet)
 

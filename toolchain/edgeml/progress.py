@@ -73,19 +73,19 @@ FRONTIER_ROWS = 8
 def summary(result: BuildResult) -> str:
     """The closing lines of a build: model, test metrics, artifacts, where the bundle is."""
     m = result.manifest
-    test = m["metrics"]["test"]
-    headline = " · ".join(f"{k} {test[k]:.4g}" for k in HEADLINE[m["task"]] if k in test)
-    search = m["search"]
+    test = m.metrics.test or {}
+    headline = " · ".join(f"{k} {test[k]:.4g}" for k in HEADLINE[m.task] if k in test)
+    search = m.search
     rows = [
-        ("model", f"{search['best_learner']} ({m['provenance']['model']['class']}), "
-                  f"{search['trials']} trials in {_secs(search['seconds'])}, metric {search['metric']}"),
-        ("test", f"{headline}  ({m['provenance']['data']['split']['test']:,} rows, scored by edgeml_runtime)"),
+        ("model", f"{search.best_learner} ({m.provenance.model.estimator_class}), "
+                  f"{search.trials} trials in {_secs(search.seconds)}, metric {search.metric}"),
+        ("test", f"{headline}  ({m.provenance.data.split['test']:,} rows, scored by edgeml_runtime)"),
     ]
-    for a in m["artifacts"]:
-        rows.append(("artifact", f"{a['path']}  {a['bytes'] / 1024:.1f} KiB  {a['format']} {a['precision']}"))
+    for a in m.artifacts:
+        rows.append(("artifact", f"{a.path}  {a.bytes / 1024:.1f} KiB  {a.format} {a.precision}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
-    title = click.style(f"Built {m['name']} v{m['version']} for {m['target']['name']} in {_secs(result.seconds)}",
+    title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",
                         bold=True)
     return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows])
 

@@ -1,4 +1,4 @@
-"""Write a bundle: artifacts plus ``manifest.json`` in a folder, and a ``.tar.gz`` of it.
+"""Write a bundle: artifacts plus ``manifest.json`` in a folder (:class:`BundleWriter`), and a ``.tar.gz`` of it.
 
 The folder is assembled under a temporary name beside its destination and
 moved into place only when the build has verified it, so a failed build never
@@ -12,12 +12,29 @@ import platform
 import re
 import shutil
 import tarfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from edgeml.errors import ConfigError
-from edgeml_runtime.bundle import FORMAT_VERSION, MANIFEST, sha256_file
+from edgeml.errors import BundleError, ConfigError
+from edgeml_runtime.bundle import MANIFEST, sha256_file
+from edgeml_runtime.manifest import (
+    METRICS,
+    Artifact,
+    Dropped,
+    Manifest,
+    MetricDrop,
+    Metrics,
+    NotShipped,
+    Provenance,
+    Reference,
+    Samples,
+    Search,
+    Target,
+    Verification,
+)
+from edgeml_runtime.schema import InputSchema
 
 #: Packages whose versions go into every manifest's provenance.
 PROVENANCE_PACKAGES = (
@@ -59,15 +76,157 @@ def staging_dir(out: Path, force: bool) -> Path:
     return stage
 
 
-def describe_artifact(folder: Path, path: str, fmt: str, precision: str, **extra) -> dict:
-    file = folder / path
-    return {"path": path, "format": fmt, "precision": precision, "bytes": file.stat().st_size,
-            "sha256": sha256_file(file), **extra}
+class BundleWriter:
+    """Collects what the stages hand it and alone writes ``manifest.json`` into the staging folder.
+
+    The stages give it plain records — artifact files and their
+    descriptions, verification and not-shipped records, the validation
+    metrics, drift reference, search record and provenance — and it holds them
+    as the typed sections of :mod:`edgeml_runtime.manifest`, each validated
+    when handed over. Verifying an artifact through ``edgeml_runtime`` needs a
+    manifest on disk: :meth:`draft` writes one listing the artifacts shipped so
+    far and the candidate; :meth:`write` writes the whole one, once, at the end.
+    Every manifest is written to a temporary file and renamed, so a reader
+    never sees half of one.
+    """
+
+    def __init__(self, stage: Path, *, name: str, version: str, target: dict, task: str, label: str,
+                 schema: InputSchema, dropped: list[dict], classes: tuple = (), created: str | None = None):
+        self.stage = stage
+        self._header = {"name": name, "version": version, "created": created or now_utc(),
+                        "target": Target.from_dict(_plain(target), _at("target")), "task": task, "label": label,
+                        "schema": schema, "classes": tuple(classes),
+                        "dropped": tuple(Dropped.from_dict(_plain(d), _at(f"dropped[{i}]"))
+                                         for i, d in enumerate(dropped))}
+        self._artifacts: list[Artifact] = []
+        self._verification: list[Verification] = []
+        self._not_shipped: list[NotShipped] = []
+        self._records: dict[str, object] = {}
+
+    # --- records -----------------------------------------------------------------------------
+
+    def record(self, what: str, value: dict) -> None:
+        """Hand over one of the sections made once: ``valid_metrics``, ``reference``, ``search``, ``provenance``,
+        ``samples``."""
+        if what not in _RECORDS:
+            raise ValueError(f"a bundle has no record {what!r}; it takes {', '.join(_RECORDS)}")
+        if what in self._records:
+            raise ValueError(f"the {what} record was already handed to the bundle writer")
+        self._records[what] = _RECORDS[what](_plain(value), _at(what))
+
+    def add_artifact(self, path: str, data: bytes, *, format: str, precision: str, engine: str, outputs: dict,
+                     inputs: list[str], opset: dict | None = None, transform: dict | None = None,
+                     files: dict[str, bytes] | None = None) -> Artifact:
+        """Write an artifact's file, and its side files as ``<stem>.<suffix>``, into the folder; its description.
+
+        The artifact is a candidate: :meth:`draft` to verify it, then
+        :meth:`ship` or :meth:`reject` it.
+        """
+        written = {}
+        for suffix, blob in (files or {}).items():
+            written[suffix] = self._put(f"{Path(path).stem}.{suffix}", blob)
+        self._put(path, data)
+        entry = {"path": path, "format": format, "precision": precision, "bytes": len(data),
+                 "sha256": sha256_file(self.stage / path), "engine": engine, "outputs": outputs, "inputs": inputs,
+                 "opset": opset, "files": written if files is not None else None, "transform": transform}
+        return Artifact.from_dict(_plain({k: v for k, v in entry.items() if v is not None}), _at(path))
+
+    def draft(self, candidate: Artifact) -> Manifest:
+        """Write the manifest so far, with ``candidate`` last, for the runtime to load it; returns it."""
+        manifest = self._manifest((*self._artifacts, candidate))
+        self._write(manifest)
+        return manifest
+
+    def ship(self, candidate: Artifact, *, test_metrics: dict, verification: dict, metric_drop: dict | None = None):
+        """Keep a verified artifact, with its test metrics (and metric drop), and its verification record."""
+        drop = None if metric_drop is None else MetricDrop.from_dict(_plain(metric_drop), _at("metric_drop"))
+        self._artifacts.append(replace(candidate, test_metrics=_plain(test_metrics), metric_drop=drop))
+        self._add_verification(verification)
+
+    def reject(self, candidate: Artifact, not_shipped: dict, verification: dict | None = None) -> None:
+        """Take a candidate's files back out of the folder, and record why it is not shipped."""
+        for path in (candidate.path, *(candidate.files or {}).values()):
+            (self.stage / path).unlink()
+        if verification is not None:
+            self._add_verification(verification)
+        self.not_shipped(not_shipped)
+
+    def not_shipped(self, record: dict) -> None:
+        """Record an artifact the target asked for that is not in the bundle (``format``, ``precision``…)."""
+        self._not_shipped.append(NotShipped.from_dict(_plain(record), _at(f"not_shipped[{len(self._not_shipped)}]")))
+
+    @property
+    def name(self) -> str:
+        return self._header["name"]
+
+    @property
+    def artifacts(self) -> tuple[Artifact, ...]:
+        return tuple(self._artifacts)
+
+    @property
+    def not_shipped_records(self) -> tuple[NotShipped, ...]:
+        return tuple(self._not_shipped)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def write(self) -> Manifest:
+        """Write the whole ``manifest.json``; refuses a bundle with an artifact that was never verified."""
+        unverified = [a.path for a in self._artifacts if a.test_metrics is None]
+        if not self._artifacts or unverified:
+            raise BundleError(f"no manifest written: {', '.join(unverified) or 'no artifact'} was never verified "
+                              "through edgeml_runtime")
+        manifest = self._manifest(tuple(self._artifacts))
+        self._write(manifest)
+        return manifest
+
+    def _manifest(self, artifacts: tuple[Artifact, ...]) -> Manifest:
+        missing = [k for k in ("valid_metrics", "reference", "search", "provenance") if k not in self._records]
+        if missing:
+            raise BundleError(f"the bundle writer lacks the {', '.join(missing)} record(s): hand them over with "
+                              "record() before verifying artifacts")
+        first = self._artifacts[0].test_metrics if self._artifacts else None
+        metrics = Metrics(test=first, valid=self._records["valid_metrics"])
+        return Manifest(**self._header, artifacts=artifacts, metrics=metrics, verification=tuple(self._verification),
+                        not_shipped=tuple(self._not_shipped), reference=self._records["reference"],
+                        search=self._records["search"], provenance=self._records["provenance"],
+                        samples=self._records.get("samples"))
+
+    def _write(self, manifest: Manifest) -> None:
+        text = json.dumps(manifest.to_dict(), indent=2) + "\n"
+        tmp = self.stage / f".{MANIFEST}.partial"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self.stage / MANIFEST)
+
+    def _put(self, name: str, data: bytes) -> str:
+        if Path(name).name != name or name in (MANIFEST, f".{MANIFEST}.partial"):
+            raise ValueError(f"an artifact file name must be a plain name in the bundle folder, not {name!r}")
+        if (self.stage / name).exists():
+            raise ValueError(f"{name} is already in the bundle folder {self.stage}")
+        (self.stage / name).write_bytes(data)
+        return name
+
+    def _add_verification(self, record: dict) -> None:
+        at = _at(f"verification[{len(self._verification)}]")
+        self._verification.append(Verification.from_dict(_plain(record), at))
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
-    manifest = {"format_version": FORMAT_VERSION, **manifest}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=_json_default) + "\n")
+#: The sections handed over once, and how each is read.
+_RECORDS = {
+    "valid_metrics": lambda d, at: METRICS.read(d, at),
+    "reference": Reference.from_dict,
+    "search": Search.from_dict,
+    "provenance": Provenance.from_dict,
+    "samples": Samples.from_dict,
+}
+
+
+def _at(key: str) -> str:
+    return f"{MANIFEST} (being written): {key}"
+
+
+def _plain(value):
+    """``value`` as plain JSON data: numpy scalars and arrays become Python numbers and lists."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def _json_default(v):

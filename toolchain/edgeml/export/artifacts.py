@@ -2,39 +2,31 @@
 
 For each format × precision in the profile (``.ort`` for a minimal
 onnxruntime, fp16 for GPUs, int8 for linear models and MLPs, offline-optimised
-ONNX), the artifact is compiled from the verified fp32 model, written into the
-bundle, scored by ``edgeml_runtime`` on the test split, and kept only if it
-earns its place: an fp32 artifact must match the host pipeline exactly as the
-first one did; a reduced-precision one may lose at most the profile's allowed
-metric drop, otherwise it is removed and the manifest says why. What cannot
-be made honestly (a tree ensemble in int8, TFLite) is recorded as not
-applicable, never shipped as a broken file.
+ONNX, TFLite), the artifact is made by its maker in the one registry
+(:func:`edgeml.export.quantize.compile_artifact`), written into the bundle
+through the :class:`~edgeml.bundle.writer.BundleWriter`, scored by
+``edgeml_runtime`` on the test split, and kept only if it earns its place: an
+fp32 artifact must match the host pipeline exactly as the first one did; a
+reduced-precision one may lose at most the profile's allowed metric drop,
+otherwise it is removed and the manifest says why. What cannot be made
+honestly (a tree ensemble in int8, a TFLite file over the target's budgets)
+is recorded as not applicable, never shipped as a broken file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
-from edgeml.bundle import writer as bundles
-from edgeml.errors import ExportError
-from edgeml.export.quantize import (
-    CompiledArtifact,
-    CompileOptions,
-    NotApplicable,
-    compile_artifact,
-    metric_drop,
-)
+from edgeml.bundle.writer import BundleWriter
+from edgeml.export.quantize import CompileOptions, ExportSource, NotApplicable, compile_artifact, metric_drop
 from edgeml.targets.profiles import TargetProfile
 from edgeml.verify.metrics import classification_metrics, regression_metrics
 from edgeml.verify.parity import require_parity, verify_artifact
-from edgeml_runtime.schema import InputSchema
+from edgeml_runtime.manifest import Artifact, NotShipped
 
 
 @dataclass(frozen=True)
@@ -47,11 +39,12 @@ class TestSplit:
     fp32_metrics: Mapping[str, float]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
-    artifacts: list[dict] = field(default_factory=list)
-    verification: list[dict] = field(default_factory=list)
-    not_shipped: list[dict] = field(default_factory=list)
+    """What :func:`make_artifacts` handed to the bundle writer: the artifacts shipped and those not shipped."""
+
+    artifacts: tuple[Artifact, ...]
+    not_shipped: tuple[NotShipped, ...]
 
 
 def wanted(target: TargetProfile) -> list[tuple[str, str]]:
@@ -68,120 +61,57 @@ def task_metrics(task: str, y: np.ndarray, labels: np.ndarray, probabilities) ->
     return regression_metrics(y, labels)
 
 
-def tflite_artifact(pipeline: Pipeline, schema: InputSchema, task: str, classes: tuple, precision: str,
-                    calibration: Mapping[str, np.ndarray], target: TargetProfile) -> CompiledArtifact:
-    """The pipeline written as TFLite (from the fitted pipeline itself: no ONNX-to-TFLite conversion exists).
+def make_artifacts(writer: BundleWriter, source: ExportSource, target: TargetProfile,
+                   calibration: Mapping[str, np.ndarray], test: TestSplit, notice: Callable[[str], None]) -> Outcome:
+    """Compile, write, verify and hand to ``writer`` each wanted artifact; what was shipped and what was not.
 
-    On a target with an operator set (``tflite_ops``) or TFLite budgets, a
-    file that would not run there or not fit is not applicable, with the reason.
+    ``writer.artifacts[0]`` is the verified exported model: the derived
+    artifacts take its inputs and outputs.
     """
-    from edgeml.export.tflite.pipeline import to_tflite
-    from edgeml.targets.opsets import load_op_set, problems
-
-    op_set = load_op_set(target.tflite_ops) if target.tflite_ops else None
-    try:
-        exp = to_tflite(pipeline, schema, task, classes, precision, calibration,
-                        static_batch=bool(op_set and op_set.static_batch))
-    except ExportError as exc:
-        raise NotApplicable("tflite", precision, str(exc)) from None
-    wrong = problems(exp.ops, exp.tensor_types, op_set) if op_set else []
-    budgets = target.budgets
-    if budgets.max_model_bytes is not None and len(exp.data) > budgets.max_model_bytes:
-        wrong.append(f"the file is {len(exp.data):,} bytes, over budgets.max_model_bytes {budgets.max_model_bytes:,}")
-    planned = exp.details["planned_bytes"]
-    if budgets.max_arena_bytes is not None and planned > budgets.max_arena_bytes:
-        wrong.append(f"its tensors need {planned:,} bytes for one row, over budgets.max_arena_bytes "
-                     f"{budgets.max_arena_bytes:,}")
-    if wrong:
-        raise NotApplicable("tflite", precision, f"not written for {target.name}: " + "; ".join(wrong))
-    done = (f"{exp.family} pipeline written as TFLite builtin ops ({', '.join(exp.ops)})",)
-    if op_set is not None:
-        done += (f"every operator and tensor type is in the {op_set.name} set",)
-    fields = {"family": exp.family, **exp.details, "operators": list(exp.ops)}
-    if op_set is not None:
-        fields["op_set"] = op_set.name
-    return CompiledArtifact(exp.data, "tflite", precision, done, fields)
-
-
-def _verifier(target: TargetProfile) -> str:
-    from edgeml.targets.opsets import load_op_set
-
-    return load_op_set(target.tflite_ops).verify_with if target.tflite_ops else ""
-
-
-def _discard(stage: Path, manifest: dict, entry: dict, name: str, extra: dict) -> None:
-    """Take a written artifact back out of the bundle."""
-    manifest["artifacts"].remove(entry)
-    for path in (name, *extra.values()):
-        (stage / path).unlink()
-
-
-def make_artifacts(stage: Path, manifest: dict, fp32: onnx.ModelProto, pipeline: Pipeline, target: TargetProfile,
-                   calibration: Mapping[str, np.ndarray], test: TestSplit,
-                   notice: Callable[[str], None]) -> Outcome:
-    """Compile, write, verify and record each wanted artifact; ``manifest`` is updated and rewritten as it goes."""
-    task, classes = manifest["task"], tuple(manifest.get("classes") or ())
-    schema = InputSchema.from_list(manifest["inputs"])
-    base = manifest["artifacts"][0]
+    base = writer.artifacts[0]
+    had, skipped_before = len(writer.artifacts), len(writer.not_shipped_records)
     options = CompileOptions.from_target(target, calibration)
-    outcome = Outcome()
     for fmt, precision in wanted(target):
         try:
-            if fmt == "tflite":
-                art = tflite_artifact(pipeline, schema, task, classes, precision, calibration, target)
-            else:
-                art = compile_artifact(fp32, fmt, precision, options)
+            art = compile_artifact(source, fmt, precision, options)
         except NotApplicable as exc:
-            outcome.not_shipped.append(exc.to_dict())
+            writer.not_shipped(exc.to_dict())
             continue
-        name = art.file_name() if (fmt, precision) != ("onnx", "fp32") else "model.opt.onnx"
-        (stage / name).write_bytes(art.data)
-        extra = {}
-        for suffix, data in art.extra_files.items():
-            extra_name = f"{Path(name).stem}.{suffix}"
-            (stage / extra_name).write_bytes(data)
-            extra[suffix] = extra_name
         fields = art.manifest_fields()
-        entry = bundles.describe_artifact(stage, name, fields.pop("format"), fields.pop("precision"),
-                                          outputs=base["outputs"], inputs=base["inputs"], files=extra, **fields)
-        manifest["artifacts"].append(entry)
-        bundles.write_manifest(stage, manifest)
-
-        scores = verify_artifact(stage, name, test.raw, test.host_output, task, classes)
-        if fmt == "tflite" and _verifier(target) == "tflite-micro":
-            from edgeml.export.tflite import micro as tflm
-
-            try:
-                entry["transform"]["tflite_micro"] = tflm.check(stage / name, calibration,
-                                                                target.budgets.max_arena_bytes,
-                                                                entry["transform"]["planned_bytes"])
-            except ExportError as exc:
-                _discard(stage, manifest, entry, name, extra)
-                outcome.not_shipped.append(NotApplicable(fmt, precision, str(exc)).to_dict())
-                continue
-        metrics = task_metrics(task, test.y, scores.labels, scores.probabilities)
-        record = scores.parity.to_dict()
-        if precision == "fp32":
-            require_parity(scores.parity)
-            entry["test_metrics"] = metrics
-            outcome.verification.append(record)
-            outcome.artifacts.append(entry)
-            continue
-        drop = metric_drop(task, test.fp32_metrics, metrics, target.budgets)
-        record.update(metric_drop=drop, passed=drop["within"])
-        outcome.verification.append(record)
-        if drop["within"]:
-            entry["test_metrics"], entry["metric_drop"] = metrics, drop
-            outcome.artifacts.append(entry)
-            continue
-        _discard(stage, manifest, entry, name, extra)
-        reason = (f"{drop['metric']} went from {drop['fp32']:.4g} to {drop['value']:.4g} "
-                  f"(a drop of {drop['drop']:.3g}, allowed {drop['allowed']:.3g}); the fp32 artifacts are kept")
-        outcome.not_shipped.append({"format": fmt, "precision": precision, "applicable": True, "reason": reason})
-    bundles.write_manifest(stage, manifest)
+        entry = writer.add_artifact(art.file_name(), art.data, format=fields["format"], precision=precision,
+                                    engine=fields["engine"], outputs=base.outputs, inputs=list(base.inputs),
+                                    transform=fields["transform"], files=art.extra_files)
+        _verify(writer, entry, source, target, test)
+    outcome = Outcome(writer.artifacts[had:], writer.not_shipped_records[skipped_before:])
     by_reason: dict[str, list[str]] = {}
     for n in outcome.not_shipped:
-        by_reason.setdefault(n["reason"], []).append(f"{n['format']} {n['precision']}")
+        by_reason.setdefault(n.reason, []).append(f"{n.format} {n.precision}")
     for reason, which in by_reason.items():
         notice(f"not shipped: {', '.join(which)}: {reason}")
     return outcome
+
+
+def _verify(writer: BundleWriter, entry: Artifact, source: ExportSource, target: TargetProfile,
+            test: TestSplit) -> None:
+    """Score a written artifact through the runtime, then ship it or take it back out, saying why.
+
+    fp32 must match the host pipeline (else :class:`VerificationError`); a
+    reduced precision may lose at most the profile's allowed metric drop.
+    """
+    writer.draft(entry)
+    scores = verify_artifact(writer.stage, entry.path, test.raw, test.host_output, source.task, source.classes)
+    metrics = task_metrics(source.task, test.y, scores.labels, scores.probabilities)
+    record = scores.parity.to_dict()
+    if entry.precision == "fp32":
+        require_parity(scores.parity)
+        writer.ship(entry, test_metrics=metrics, verification=record)
+        return
+    drop = metric_drop(source.task, test.fp32_metrics, metrics, target.budgets)
+    record.update(metric_drop=drop, passed=drop["within"])
+    if drop["within"]:
+        writer.ship(entry, test_metrics=metrics, verification=record, metric_drop=drop)
+        return
+    reason = (f"{drop['metric']} went from {drop['fp32']:.4g} to {drop['value']:.4g} "
+              f"(a drop of {drop['drop']:.3g}, allowed {drop['allowed']:.3g}); the fp32 artifacts are kept")
+    writer.reject(entry, {"format": entry.format, "precision": entry.precision, "applicable": True, "reason": reason},
+                  verification=record)

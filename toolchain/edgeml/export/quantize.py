@@ -1,20 +1,25 @@
-"""Per-target artifacts made from the fp32 ONNX model: reduced precisions, offline optimization, ``.ort``.
+"""The artifact registry, and the artifacts made from the fp32 ONNX model: reduced precisions, ``.ort``.
 
 One registry, :data:`ARTIFACTS`, keyed by ``(format, precision)`` as a target
 profile names them, so a build loops over what its profile asks for::
 
+    source = ExportSource(fp32_model, pipeline, schema, task, classes)
     for fmt in target.formats:
         for precision in target.precisions:
             try:
-                artifact = compile_artifact(fp32_model, fmt, precision, CompileOptions.from_target(target, feeds))
+                artifact = compile_artifact(source, fmt, precision, CompileOptions.from_target(target, feeds))
             except NotApplicable as skipped:
                 notes.append(skipped.to_dict())      # say in the manifest what was not made, and why
 
-Each entry takes the fp32 ``onnx.ModelProto`` and returns a
-:class:`CompiledArtifact`: the file's bytes plus what the manifest records
-(format, precision, what was done, the details). What cannot honestly be
-made raises :class:`NotApplicable` instead of writing a file that would not
-help or would not run:
+Every maker has one signature, ``make(source, options) -> CompiledArtifact``:
+it takes an :class:`ExportSource` (the verified fp32 ``onnx.ModelProto`` and
+the fitted pipeline it came from) and returns the file's bytes plus what the
+manifest records (format, precision, engine, what was done, the details).
+The ONNX and ``.ort`` makers are registered at the bottom of this module, the
+TFLite ones (written from the pipeline) at the bottom of
+:mod:`edgeml.export.tflite.artifact`; importing :mod:`edgeml.export` loads
+both. What cannot honestly be made raises :class:`NotApplicable` instead of
+writing a file that would not help or would not run:
 
 * **fp16** (``onnxconverter-common``, inputs and outputs kept fp32) converts
   the graph's numeric core — MatMul, Add, activations: an MLP's weights —
@@ -51,12 +56,14 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from edgeml.errors import ExportError
 from edgeml.export.ort import optimize_offline, quiet_logs, to_ort
+from edgeml_runtime.schema import InputSchema
 
 #: Operators whose float weights and activations fp16 converts (the "numeric core"); everything else stays fp32.
 FP16_OPS = frozenset({"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Softmax", "Identity"})
@@ -93,6 +100,22 @@ class NotApplicable(ExportError):
 
 
 @dataclass(frozen=True)
+class ExportSource:
+    """What artifacts are made from: the verified fp32 ONNX model, and the fitted pipeline it was exported from.
+
+    The ONNX makers need only ``onnx``; the TFLite makers write the file from
+    ``pipeline`` (a fitted scikit-learn ``Pipeline``) with its input
+    ``schema``, ``task`` and ``classes``.
+    """
+
+    onnx: onnx.ModelProto
+    pipeline: Any = None
+    schema: InputSchema | None = None
+    task: str = ""
+    classes: tuple = ()
+
+
+@dataclass(frozen=True)
 class CompileOptions:
     """What a compile step may need besides the fp32 model.
 
@@ -100,7 +123,8 @@ class CompileOptions:
     name to an ``(n, 1)`` array, as ``FeatureEncoder.encode`` returns — for
     static int8 quantization (without it, int8 is dynamic).
     ``optimization`` is the profile's ``ort_optimization``; ``arch`` the
-    target's CPU architecture.
+    target's CPU architecture; ``target`` the whole profile (its operator
+    set and budgets decide what a TFLite file may hold).
     """
 
     calibration: Mapping[str, np.ndarray] | None = None
@@ -108,10 +132,11 @@ class CompileOptions:
     arch: str = field(default_factory=platform.machine)
     calibration_rows: int = 1000
     calibration_batch: int = 100
+    target: Any = None
 
     @classmethod
     def from_target(cls, target, calibration: Mapping[str, np.ndarray] | None = None) -> CompileOptions:
-        return cls(calibration=calibration, optimization=target.ort_optimization, arch=target.arch)
+        return cls(calibration=calibration, optimization=target.ort_optimization, arch=target.arch, target=target)
 
 
 @dataclass(frozen=True)
@@ -124,19 +149,25 @@ class CompiledArtifact:
     done: tuple[str, ...]
     details: dict
     extra_files: dict[str, bytes] = field(default_factory=dict)
+    engine: str = "onnxruntime"
 
     @property
     def suffix(self) -> str:
         return {"ort": ".ort", "tflite": ".tflite"}.get(self.format, ".onnx")
 
     def file_name(self, stem: str = "model") -> str:
-        """``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``model.ort``, ``model.int8.ort``…"""
+        """``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``model.ort``, ``model.int8.ort``…
+
+        The fp32 ONNX artifact (``model.onnx`` optimized offline) is
+        ``model.opt.onnx``: ``model.onnx`` is the exported model itself.
+        """
+        if (self.format, self.precision) == ("onnx", "fp32"):
+            stem = f"{stem}.opt"
         return f"{stem}{'' if self.precision == 'fp32' else '.' + self.precision}{self.suffix}"
 
     def manifest_fields(self) -> dict:
         """Entries for the artifact's manifest record (beside path, bytes, sha256 and outputs)."""
-        return {"format": self.format, "precision": self.precision,
-                "engine": "litert" if self.format == "tflite" else "onnxruntime",
+        return {"format": self.format, "precision": self.precision, "engine": self.engine,
                 "transform": {"done": list(self.done), **self.details}}
 
 
@@ -244,20 +275,24 @@ FORMAT_STEPS: dict[str, Callable] = {"onnx": _onnx_format, "ort": _ort_format}
 
 # --- the registry -------------------------------------------------------------------------------
 
-#: ``(format, precision)`` -> function(fp32 model, options) -> :class:`CompiledArtifact`.
-ARTIFACTS: dict[tuple[str, str], Callable[[onnx.ModelProto, CompileOptions], CompiledArtifact]] = {}
+#: What every artifact maker is: function(source, options) -> :class:`CompiledArtifact`.
+Maker = Callable[[ExportSource, CompileOptions], CompiledArtifact]
+#: ``(format, precision)`` -> its :data:`Maker`.
+ARTIFACTS: dict[tuple[str, str], Maker] = {}
 
 
-def register_artifact(fmt: str, precision: str, make: Callable[[onnx.ModelProto, CompileOptions], CompiledArtifact]):
+def register_artifact(fmt: str, precision: str, make: Maker) -> None:
     """Add a way to make a ``(format, precision)`` artifact; refuses to replace one silently."""
+    if not callable(make):
+        raise TypeError(f"the artifact maker for ({fmt!r}, {precision!r}) must be callable as make(source, options)")
     if (fmt, precision) in ARTIFACTS:
         raise ValueError(f"an artifact maker for ({fmt!r}, {precision!r}) is already registered")
     ARTIFACTS[(fmt, precision)] = make
 
 
 def _compose(fmt: str, precision: str):
-    def make(model: onnx.ModelProto, options: CompileOptions) -> CompiledArtifact:
-        step = PRECISION_STEPS[precision]
+    def make(source: ExportSource, options: CompileOptions) -> CompiledArtifact:
+        step, model = PRECISION_STEPS[precision], source.onnx
         try:
             if precision == "int8":
                 reduced, done, details = step(model, options.calibration, calibration_rows=options.calibration_rows,
@@ -277,15 +312,15 @@ for _fmt in FORMAT_STEPS:
         register_artifact(_fmt, _precision, _compose(_fmt, _precision))
 
 
-def compile_artifact(model: onnx.ModelProto, fmt: str, precision: str,
+def compile_artifact(source: ExportSource, fmt: str, precision: str,
                      options: CompileOptions | None = None) -> CompiledArtifact:
-    """Make the ``(fmt, precision)`` artifact from the fp32 model; :class:`NotApplicable` when it cannot be."""
+    """Make the ``(fmt, precision)`` artifact from ``source``; :class:`NotApplicable` when it cannot be."""
     try:
         make = ARTIFACTS[(fmt, precision)]
     except KeyError:
         known = ", ".join(f"{f}/{p}" for f, p in ARTIFACTS)
         raise ExportError(f"no way to make a {fmt} {precision} artifact; edgeml makes {known}") from None
-    return make(model, options or CompileOptions())
+    return make(source, options or CompileOptions())
 
 
 def metric_drop(task: str, reference: Mapping[str, float], candidate: Mapping[str, float], budgets) -> dict:
@@ -365,6 +400,8 @@ __all__ = [
     "ARTIFACTS",
     "CompileOptions",
     "CompiledArtifact",
+    "ExportSource",
+    "Maker",
     "NotApplicable",
     "compile_artifact",
     "metric_drop",

@@ -1,0 +1,419 @@
+"""``manifest.json``, typed: one frozen dataclass per section, read strictly, written back as it was read.
+
+Every section is a :class:`Section`: its fields say which key each is, what
+kind of value it holds and whether the key may be left out. ``from_dict``
+refuses a missing required key, an unknown key and a value of the wrong
+kind, naming the section and the key (``manifest.json: artifacts[1].sha256
+is missing; rebuild the bundle``), so a manifest is validated once, here;
+``to_dict`` gives back the JSON the section was read from. The host builds
+manifests from the same classes (``edgeml.bundle.writer``), and
+``schemas/manifest.schema.json`` states the same layout as a JSON Schema.
+
+The layout is described key by key in docs/bundle.md. Two keys are left out
+only in the manifest the build writes while it verifies an artifact (a
+draft: the runtime must load the artifact to measure it): ``test_metrics``
+of that artifact, and ``metrics.test`` until ``model.onnx`` is measured. A
+bundle always has them; the JSON Schema requires them.
+
+Example:
+
+>>> d = {"artifact": "model.onnx", "rows": 20, "label_mismatches": 0, "ties": 0, "max_abs_diff": 0.0,
+...      "tolerance": 1e-4, "passed": True}
+>>> Verification.from_dict(d, "manifest.json: verification[0]").to_dict() == d
+True
+>>> Verification.from_dict({**d, "passed": "yes"}, "manifest.json: verification[0]")
+Traceback (most recent call last):
+...
+edgeml_runtime.errors.BundleError: manifest.json: verification[0].passed is 'yes', expected true or false; \
+rebuild the bundle
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .errors import BundleError
+from .schema import InputColumn, InputSchema
+from .sections import (
+    BOOL,
+    INT,
+    LABEL,
+    NUMBER,
+    OBJECT,
+    STR,
+    Kind,
+    Section,
+    key,
+    list_of,
+    mapping_of,
+    matching,
+    nullable,
+    one_of,
+    section,
+    wrong,
+)
+
+#: The manifest layout this runtime reads. Bumped on incompatible changes.
+FORMAT_VERSION = 1
+TASKS = ("classification", "regression")
+FORMATS = ("onnx", "ort", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
+SAMPLE_SOURCES = ("test", "synthetic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budgets(Section):
+    """``target.budgets``: what the target profile allows (see docs/targets.md); null is no limit."""
+
+    schema_name: ClassVar[str] = "budgets"
+    max_model_bytes: int | None = key(nullable(INT))
+    max_model_ram_mb: int | None = key(nullable(INT))
+    max_arena_bytes: int | None = key(nullable(INT))
+    latency_budget_ms: float | None = key(nullable(NUMBER))
+    speed_factor: float | None = key(nullable(NUMBER))
+    allowed_metric_drop: float = key(NUMBER)
+    max_accuracy_drop: float = key(NUMBER)
+    max_rmse_increase: float = key(NUMBER)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target(Section):
+    """``target``: the resolved hardware target profile the bundle was built for."""
+
+    schema_name: ClassVar[str] = "target"
+    name: str = key(STR)
+    description: str = key(STR)
+    arch: str = key(STR)
+    platform_tag: str = key(STR)
+    cpu: str = key(STR)
+    cores: int = key(INT)
+    ram_mb: int = key(INT)
+    formats: tuple[str, ...] = key(list_of(one_of(*FORMATS), min_items=1))
+    precisions: tuple[str, ...] = key(list_of(one_of(*PRECISIONS), min_items=1))
+    estimators: tuple[str, ...] = key(list_of(STR))
+    providers: tuple[str, ...] = key(list_of(STR))
+    ort_minimal: bool = key(BOOL)
+    ort_optimization: str = key(STR)
+    tflite_ops: str = key(STR)
+    budgets: Budgets = key(section(Budgets))
+    source: str = key(STR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropped(Section):
+    """One of ``dropped``: a column left out of the model, and why."""
+
+    schema_name: ClassVar[str] = "dropped"
+    name: str = key(STR)
+    reason: str = key(STR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricDrop(Section):
+    """What a reduced-precision artifact lost against fp32 on the test split, and whether that is allowed."""
+
+    schema_name: ClassVar[str] = "metric_drop"
+    metric: str = key(one_of("accuracy", "rmse"))
+    fp32: float = key(NUMBER)
+    value: float = key(NUMBER)
+    drop: float = key(NUMBER)
+    allowed: float = key(NUMBER)
+    within: bool = key(BOOL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transform(Section):
+    """``artifacts[i].transform``: how a derived artifact was made from the exported model."""
+
+    schema_name: ClassVar[str] = "transform"
+    done: tuple[str, ...] = key(list_of(STR, min_items=1))
+    family: str | None = key(STR, optional=True)
+    operators: tuple[str, ...] | None = key(list_of(STR), optional=True)
+    op_set: str | None = key(STR, optional=True)
+    planned_bytes: int | None = key(INT, optional=True)
+    bytes_fp32: int | None = key(INT, optional=True)
+    output_offset: float | None = key(NUMBER, optional=True)
+    quantization: dict | None = key(OBJECT, optional=True)
+    trees: dict | None = key(OBJECT, optional=True)
+    tflite_micro: dict | None = key(OBJECT, optional=True)
+    fp16_ops: tuple[str, ...] | None = key(list_of(STR), optional=True)
+    optimization: str | None = key(STR, optional=True)
+    ort_version: str | None = key(STR, optional=True)
+    required_operators: tuple[str, ...] | None = key(list_of(STR), optional=True)
+
+
+METRICS = mapping_of(nullable(NUMBER))
+SHA256 = matching(r"[0-9a-f]{64}", "a SHA-256 hex digest (64 characters 0-9a-f)")
+OUTPUTS = Kind("an object naming the label and probabilities outputs, or the value output",
+               lambda v, at: _outputs(v, at), dict, {"oneOf": [
+                   {"type": "object", "properties": {"label": STR.schema, "probabilities": STR.schema},
+                    "required": ["label", "probabilities"], "additionalProperties": False},
+                   {"type": "object", "properties": {"value": STR.schema}, "required": ["value"],
+                    "additionalProperties": False}]})
+
+
+def _outputs(v, where: str) -> dict:
+    if not (isinstance(v, dict) and set(v) in ({"label", "probabilities"}, {"value"})
+            and all(isinstance(x, str) for x in v.values())):
+        raise wrong(where, v, 'an object {"label": …, "probabilities": …} or {"value": …} of output names')
+    return dict(v)
+
+
+@dataclass(frozen=True)
+class Artifact(Section):
+    """One model file in a bundle, as ``artifacts[i]`` describes it; checked byte for byte on every load.
+
+    ``opset`` is the exported model's; ``transform`` and ``files`` belong to
+    derived artifacts, ``metric_drop`` to reduced-precision ones.
+    """
+
+    schema_name: ClassVar[str] = "artifact"
+    bundle_requires: ClassVar[tuple[str, ...]] = ("test_metrics",)
+    path: str = key(STR)
+    format: str = key(one_of(*FORMATS))
+    precision: str = key(one_of(*PRECISIONS))
+    bytes: int = key(INT)
+    sha256: str = key(SHA256)
+    engine: str = key(one_of("onnxruntime", "litert"), default="")
+    outputs: dict = key(OUTPUTS, factory=dict)
+    inputs: tuple[str, ...] = key(list_of(STR), default=())
+    opset: dict | None = key(mapping_of(INT), optional=True)
+    files: dict | None = key(mapping_of(STR), optional=True)
+    transform: Transform | None = key(section(Transform), optional=True)
+    test_metrics: dict | None = key(METRICS, optional=True)
+    metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotShipped(Section):
+    """One of ``not_shipped``: an artifact the target asked for that is not in the bundle, and why."""
+
+    schema_name: ClassVar[str] = "not_shipped"
+    format: str = key(one_of(*FORMATS))
+    precision: str = key(one_of(*PRECISIONS))
+    applicable: bool = key(BOOL)
+    reason: str = key(STR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification(Section):
+    """One of ``verification``: an artifact scored through the runtime on the test split against the host."""
+
+    schema_name: ClassVar[str] = "verification"
+    artifact: str = key(STR)
+    rows: int = key(INT)
+    label_mismatches: int = key(INT)
+    ties: int = key(INT)
+    max_abs_diff: float = key(NUMBER)
+    tolerance: float = key(NUMBER)
+    passed: bool = key(BOOL)
+    metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics(Section):
+    """``metrics``: ``test`` through the runtime on the exported artifact, ``valid`` by the host pipeline."""
+
+    schema_name: ClassVar[str] = "metrics"
+    bundle_requires: ClassVar[tuple[str, ...]] = ("test",)
+    test: dict | None = key(METRICS, optional=True)  # absent only in a draft (see the module docstring)
+    valid: dict = key(METRICS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reference(Section):
+    """``reference``: the drift reference; :mod:`edgeml_runtime.drift` reads ``columns`` and ``output``."""
+
+    schema_name: ClassVar[str] = "reference"
+    format: int = key(INT)
+    bins: str = key(STR)
+    rows: dict = key(mapping_of(INT))
+    columns: dict = key(mapping_of(OBJECT))
+    output: dict = key(OBJECT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Search(Section):
+    """``search``: the FLAML search that chose the model; trials and budgets are laid out by ``edgeml.search``."""
+
+    schema_name: ClassVar[str] = "search"
+    learners: tuple[str, ...] = key(list_of(STR))
+    metric: str = key(STR)
+    best_learner: str = key(STR)
+    best_config: dict = key(OBJECT)
+    best_valid_loss: float | None = key(nullable(NUMBER))
+    best_model_bytes: int | None = key(nullable(INT))
+    best_predicted_latency_ms: float | None = key(nullable(NUMBER))
+    budgets: dict = key(OBJECT)
+    trials: int = key(INT)
+    seconds: float = key(NUMBER)
+    trial_log: tuple[dict, ...] = key(list_of(OBJECT))
+    frontier: tuple[int, ...] = key(list_of(INT))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataProvenance(Section):
+    """``provenance.data``: the table the bundle was built from."""
+
+    schema_name: ClassVar[str] = "data_provenance"
+    source: str = key(STR)
+    format: str = key(STR)
+    sha256: str = key(SHA256)
+    rows: int = key(INT)
+    labelled_rows: int = key(INT)
+    split: dict = key(mapping_of(INT))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelProvenance(Section):
+    """``provenance.model``: the chosen learner, its estimator class and configuration."""
+
+    schema_name: ClassVar[str] = "model_provenance"
+    learner: str = key(STR)
+    estimator_class: str = key(STR, name="class")
+    config: dict = key(OBJECT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provenance(Section):
+    """``provenance``: what the bundle was made from, with which seed and package versions."""
+
+    schema_name: ClassVar[str] = "provenance"
+    data: DataProvenance = key(section(DataProvenance))
+    seed: int = key(INT)
+    model: ModelProvenance = key(section(ModelProvenance))
+    packages: dict = key(mapping_of(STR))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Samples(Section):
+    """``samples``: rows stored in the bundle with each artifact's expected outputs, for re-checks and self-tests."""
+
+    schema_name: ClassVar[str] = "samples"
+    path: str = key(STR)
+    bytes: int = key(INT)
+    sha256: str = key(SHA256)
+    rows: int = key(INT)
+    source: str = key(one_of(*SAMPLE_SOURCES))
+
+
+# --- inputs: the InputSchema of schema.py, read key by key --------------------------------------
+
+#: Each ``inputs[i]`` key and what it holds (all required: the host writes every one).
+INPUT_KEYS = {"name": STR, "kind": STR, "features": list_of(STR, min_items=1), "categories": list_of(STR),
+              "range": nullable(list_of(NUMBER, min_items=2)), "missing_rate": NUMBER, "dtype": STR}
+
+
+def _read_inputs(v, where: str) -> InputSchema:
+    if not isinstance(v, list):
+        raise wrong(where, v, "a list of input columns")
+    columns = []
+    for i, d in enumerate(v):
+        at = f"{where}[{i}]"
+        if not isinstance(d, dict):
+            raise wrong(at, d, "an object")
+        unknown = [k for k in d if k not in INPUT_KEYS]
+        if unknown:
+            raise BundleError(f"{at}.{unknown[0]} is not a key this edgeml-runtime knows (an input column takes "
+                              f"{', '.join(INPUT_KEYS)}); rebuild the bundle")
+        for name, kind in INPUT_KEYS.items():
+            if name not in d:
+                raise BundleError(f"{at}.{name} is missing; rebuild the bundle")
+            kind.read(d[name], f"{at}.{name}")
+        try:
+            columns.append(InputColumn.from_dict(d))
+        except BundleError as exc:
+            raise BundleError(f"{at}: {exc}") from None
+    return InputSchema(tuple(columns))
+
+
+INPUT_COLUMN_SCHEMA = {"type": "object", "description": "One raw input column and the model inputs it feeds.",
+                       "properties": {k: kind.schema for k, kind in INPUT_KEYS.items()},
+                       "required": list(INPUT_KEYS), "additionalProperties": False}
+INPUTS = Kind("a list of input columns", _read_inputs, lambda s: s.to_list(),
+              {"type": "array", "items": {"$ref": "#/$defs/input_column"}})
+#: ``classes`` is null for regression; in Python an empty tuple either way.
+CLASSES = Kind("a list of class labels or null", lambda v, at: () if v is None else list_of(LABEL).read(v, at),
+               lambda v: list(v) or None, nullable(list_of(LABEL)).schema)
+
+
+# --- the whole manifest -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Section):
+    """The whole of ``manifest.json``; :func:`edgeml_runtime.bundle.read_manifest` reads one from a bundle.
+
+    ``schema`` is the ``inputs`` section, ``classes`` an empty tuple for
+    regression. ``samples`` is optional: bundles built before it lack it.
+    """
+
+    schema_name: ClassVar[str] = "manifest"
+    format_version: int = key(INT, default=FORMAT_VERSION)
+    name: str = key(STR)
+    version: str = key(matching(r"[0-9]+", "a version number as a string, e.g. \"3\""))
+    created: str = key(matching(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "a UTC time such as 2024-05-01T12:00:00Z"))
+    target: Target = key(section(Target))
+    task: str = key(one_of(*TASKS))
+    label: str = key(STR)
+    schema: InputSchema = key(INPUTS, name="inputs")
+    dropped: tuple[Dropped, ...] = key(list_of(section(Dropped)))
+    classes: tuple = key(CLASSES)
+    artifacts: tuple[Artifact, ...] = key(list_of(section(Artifact), min_items=1))
+    metrics: Metrics = key(section(Metrics))
+    verification: tuple[Verification, ...] = key(list_of(section(Verification)))
+    not_shipped: tuple[NotShipped, ...] = key(list_of(section(NotShipped)))
+    reference: Reference = key(section(Reference))
+    search: Search = key(section(Search))
+    provenance: Provenance = key(section(Provenance))
+    samples: Samples | None = key(section(Samples), optional=True)
+
+    def __post_init__(self):
+        if self.task == "classification" and not self.classes:
+            raise BundleError("classes is empty, but a classification bundle lists its labels; rebuild the bundle")
+        paths = [a.path for a in self.artifacts]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise BundleError(f"artifacts lists {', '.join(twice)} more than once; rebuild the bundle")
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The target profile's formats, in its order of preference."""
+        return self.target.formats
+
+    @classmethod
+    def from_dict(cls, d, where: str = "manifest.json") -> Manifest:
+        """Read a whole manifest; ``where`` names it in messages (the file's path)."""
+        if not isinstance(d, dict):
+            raise BundleError(f"{where} does not hold a JSON object; rebuild the bundle")
+        if "format_version" not in d:
+            raise BundleError(f"{where}: format_version is missing; it was not written by edgeml build")
+        if d["format_version"] != FORMAT_VERSION:
+            raise BundleError(
+                f"{where} has format_version {d['format_version']!r}; this runtime reads "
+                f"{FORMAT_VERSION}. Install the edgeml-runtime release that matches the bundle"
+            )
+        try:
+            return super().from_dict(d, f"{where}: ")
+        except BundleError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise BundleError(f"{where}: {exc}") from None
+
+
+#: Every section, by its name in the JSON Schema's ``$defs``.
+SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
+    Manifest, Target, Budgets, Dropped, Artifact, Transform, MetricDrop, Metrics, Verification, NotShipped,
+    Reference, Search, Provenance, DataProvenance, ModelProvenance, Samples)}
+
+
+def json_schema() -> dict:
+    """``schemas/manifest.schema.json``, made from the sections (a test checks the file against this)."""
+    defs = {name: cls.json_schema() for name, cls in SECTIONS.items()}
+    defs["input_column"] = INPUT_COLUMN_SCHEMA
+    defs["manifest"]["properties"]["format_version"] = {"const": FORMAT_VERSION}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "edgeml bundle manifest",
+            "description": "manifest.json of an edgeml bundle, the contract between host and device. "
+                           "See docs/bundle.md.",
+            "$ref": "#/$defs/manifest", "$defs": defs}

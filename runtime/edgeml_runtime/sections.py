@@ -1,0 +1,225 @@
+"""Typed JSON sections: frozen dataclasses read strictly from JSON objects and written back as they were read.
+
+A :class:`Section` declares each field with :func:`key`: the JSON key, the
+:class:`Kind` of value it holds, and whether it may be absent.
+``from_dict`` refuses a missing key, an unknown key and a value of the wrong
+kind with a :class:`~edgeml_runtime.errors.BundleError` that names where
+(``manifest.json: artifacts[1].sha256 is missing; rebuild the bundle``).
+:mod:`edgeml_runtime.manifest` is made of them.
+
+Example:
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True, kw_only=True)
+... class Point(Section):
+...     x: int = key(INT)
+...     label: str | None = key(STR, optional=True)
+>>> Point.from_dict({"x": 1}, "p.json: ").to_dict()
+{'x': 1}
+>>> Point.from_dict({"x": 1, "y": 2}, "p.json: ")
+Traceback (most recent call last):
+...
+edgeml_runtime.errors.BundleError: p.json: y is not a key this edgeml-runtime knows (the section takes x, label); \
+rebuild the bundle, or install the runtime release that matches it
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import cache
+from typing import Any, ClassVar
+
+from .errors import BundleError
+
+# --- kinds of value -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a key holds: ``read(value, where)`` checks and converts a JSON value, ``write`` gives it back.
+
+    ``schema`` is the same rule as JSON Schema (for ``manifest.schema.json``).
+    """
+
+    what: str
+    read: Callable[[Any, str], Any]
+    write: Callable[[Any], Any] = lambda v: v
+    schema: dict = field(default_factory=dict)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def wrong(where: str, value, what: str) -> BundleError:
+    return BundleError(f"{where} is {_show(value)}, expected {what}; rebuild the bundle")
+
+
+def _scalar(what: str, json_type, *types: type) -> Kind:
+    def read(v, where):
+        if isinstance(v, types) and (bool in types or not isinstance(v, bool)):
+            return v
+        raise wrong(where, v, what)
+
+    return Kind(what, read, schema={"type": json_type})
+
+
+STR = _scalar("a string", "string", str)
+INT = _scalar("an integer", "integer", int)
+NUMBER = _scalar("a number", "number", int, float)
+BOOL = _scalar("true or false", "boolean", bool)
+LABEL = _scalar("a class label (string, number or boolean)", ["string", "number", "boolean"], str, int, float, bool)
+
+
+def nullable(kind: Kind) -> Kind:
+    return Kind(f"{kind.what} or null", lambda v, at: None if v is None else kind.read(v, at),
+                lambda v: None if v is None else kind.write(v), {"anyOf": [kind.schema, {"type": "null"}]})
+
+
+def one_of(*choices: str) -> Kind:
+    what = "one of " + ", ".join(choices)
+
+    def read(v, where):
+        if v in choices and isinstance(v, str):
+            return v
+        raise wrong(where, v, what)
+
+    return Kind(what, read, schema={"type": "string", "enum": list(choices)})
+
+
+def matching(pattern: str, what: str) -> Kind:
+    compiled = re.compile(pattern)
+
+    def read(v, where):
+        if isinstance(v, str) and compiled.fullmatch(v):
+            return v
+        raise wrong(where, v, what)
+
+    return Kind(what, read, schema={"type": "string", "pattern": f"^{pattern}$"})
+
+
+def list_of(kind: Kind, *, min_items: int = 0) -> Kind:
+    what = f"a list of {kind.what.removeprefix('a ').removeprefix('an ')}" + (
+        f" (at least {min_items})" if min_items else "")
+
+    def read(v, where):
+        if not isinstance(v, list) or len(v) < min_items:
+            raise wrong(where, v, what)
+        return tuple(kind.read(x, f"{where}[{i}]") for i, x in enumerate(v))
+
+    schema = {"type": "array", "items": kind.schema, **({"minItems": min_items} if min_items else {})}
+    return Kind(what, read, lambda v: [kind.write(x) for x in v], schema)
+
+
+def mapping_of(kind: Kind) -> Kind:
+    """A JSON object with free keys (names of packages, metrics, splits…) and values of one kind."""
+    what = f"an object of {kind.what.removeprefix('a ').removeprefix('an ')} values"
+
+    def read(v, where):
+        if not isinstance(v, dict):
+            raise wrong(where, v, what)
+        return {str(k): kind.read(x, f"{where}.{k}") for k, x in v.items()}
+
+    return Kind(what, read, lambda v: {k: kind.write(x) for k, x in v.items()},
+                {"type": "object", "additionalProperties": kind.schema})
+
+
+def _object(v, where):
+    if not isinstance(v, dict):
+        raise wrong(where, v, "an object")
+    return v
+
+
+#: An object whose inner layout another module owns (a learner's config, a trial, a transform's details).
+OBJECT = Kind("an object", _object, schema={"type": "object"})
+
+
+def section(cls: type[Section]) -> Kind:
+    return Kind("an object", cls.from_dict, lambda v: v.to_dict(), {"$ref": f"#/$defs/{cls.schema_name}"})
+
+
+def key(kind: Kind, *, name: str | None = None, optional: bool = False, default=None, factory=None):
+    """A section's field: ``name`` is its JSON key (the field's name by default); ``optional`` keys may be absent.
+
+    ``default``/``factory`` only make the dataclass easier to construct in
+    code; ``from_dict`` still requires every key that is not ``optional``.
+    """
+    meta = {"kind": kind, "key": name, "optional": optional}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta) if optional or default is not None else field(metadata=meta)
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def join(where: str, key_: str) -> str:
+    """``manifest.json: artifacts[1]`` + ``sha256`` -> ``manifest.json: artifacts[1].sha256``."""
+    return f"{where}{key_}" if where.endswith(": ") else f"{where}.{key_}"
+
+
+@dataclass(frozen=True)
+class _Key:
+    attr: str
+    key: str
+    kind: Kind
+    optional: bool
+
+
+class Section:
+    """A part of the manifest: read strictly from a JSON object, written back as one."""
+
+    #: The section's name in the JSON Schema's ``$defs``.
+    schema_name: ClassVar[str] = ""
+    #: Keys ``from_dict`` lets a draft leave out but a finished bundle has: the JSON Schema requires them.
+    bundle_requires: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def keys(cls) -> tuple[_Key, ...]:
+        return _keys(cls)
+
+    @classmethod
+    def from_dict(cls, d, where: str = ""):
+        where = where or cls.schema_name
+        if not isinstance(d, dict):
+            raise wrong(where, d, "an object")
+        spec = cls.keys()
+        names = [k.key for k in spec]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            raise BundleError(f"{join(where, str(unknown[0]))} is not a key this edgeml-runtime knows (the section "
+                              f"takes {', '.join(names)}); rebuild the bundle, or install the runtime release that "
+                              "matches it")
+        values = {}
+        for k in spec:
+            if k.key in d:
+                values[k.attr] = k.kind.read(d[k.key], join(where, k.key))
+            elif not k.optional:
+                raise BundleError(f"{join(where, k.key)} is missing; rebuild the bundle")
+        return cls(**values)
+
+    @classmethod
+    def json_schema(cls) -> dict:
+        """The section as a JSON Schema object (draft 2020-12): its keys, which are required, nothing else."""
+        spec = cls.keys()
+        required = [k.key for k in spec if not k.optional or k.key in cls.bundle_requires]
+        return {"type": "object", "description": " ".join((cls.__doc__ or "").split("\n\n")[0].split()),
+                "properties": {k.key: k.kind.schema for k in spec}, "required": required,
+                "additionalProperties": False}
+
+    def to_dict(self) -> dict:
+        out = {}
+        for k in self.keys():
+            value = getattr(self, k.attr)
+            if not (k.optional and value is None):
+                out[k.key] = k.kind.write(value)
+        return out
+
+
+@cache
+def _keys(cls) -> tuple[_Key, ...]:
+    return tuple(_Key(f.name, f.metadata["key"] or f.name, f.metadata["kind"], f.metadata["optional"])
+                 for f in fields(cls) if "kind" in f.metadata)

@@ -1,0 +1,78 @@
+"""TFLite artifacts, as makers in the one artifact registry (:data:`edgeml.export.quantize.ARTIFACTS`).
+
+A TFLite file is written from the fitted pipeline itself (no ONNX-to-TFLite
+conversion exists), so the makers read ``source.pipeline`` where the ONNX
+makers read ``source.onnx``. On a target with an operator set
+(``tflite_ops``) or TFLite budgets, a file that would not run there or not
+fit is not applicable, with the reason; on a target whose operator set is
+checked with TensorFlow Lite Micro, the file is run in TFLM on training rows
+first and the run is recorded under ``transform.tflite_micro``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from edgeml.errors import ExportError
+from edgeml.export.quantize import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
+from edgeml.export.tflite.pipeline import PRECISIONS, to_tflite
+
+
+def make_tflite(source: ExportSource, options: CompileOptions, precision: str) -> CompiledArtifact:
+    """``model[.<precision>].tflite`` for ``options.target``; :class:`NotApplicable` with the reason otherwise."""
+    from edgeml.targets.opsets import load_op_set, problems
+
+    target = options.target
+    if source.pipeline is None or target is None:
+        raise ExportError("a TFLite artifact is written from the fitted pipeline for a target profile; "
+                          "pass ExportSource(pipeline=…, schema=…) and CompileOptions.from_target(…)")
+    op_set = load_op_set(target.tflite_ops) if target.tflite_ops else None
+    try:
+        exp = to_tflite(source.pipeline, source.schema, source.task, source.classes, precision, options.calibration,
+                        static_batch=bool(op_set and op_set.static_batch))
+    except ExportError as exc:
+        raise NotApplicable("tflite", precision, str(exc)) from None
+    wrong = problems(exp.ops, exp.tensor_types, op_set) if op_set else []
+    budgets = target.budgets
+    if budgets.max_model_bytes is not None and len(exp.data) > budgets.max_model_bytes:
+        wrong.append(f"the file is {len(exp.data):,} bytes, over budgets.max_model_bytes {budgets.max_model_bytes:,}")
+    planned = exp.details["planned_bytes"]
+    if budgets.max_arena_bytes is not None and planned > budgets.max_arena_bytes:
+        wrong.append(f"its tensors need {planned:,} bytes for one row, over budgets.max_arena_bytes "
+                     f"{budgets.max_arena_bytes:,}")
+    if wrong:
+        raise NotApplicable("tflite", precision, f"not written for {target.name}: " + "; ".join(wrong))
+    done = (f"{exp.family} pipeline written as TFLite builtin ops ({', '.join(exp.ops)})",)
+    details = {"family": exp.family, **exp.details, "operators": list(exp.ops)}
+    if op_set is not None:
+        done += (f"every operator and tensor type is in the {op_set.name} set",)
+        details["op_set"] = op_set.name
+        if op_set.verify_with == "tflite-micro":
+            details["tflite_micro"] = _run_in_tflm(exp.data, precision, options, planned)
+    return CompiledArtifact(exp.data, "tflite", precision, done, details, engine="litert")
+
+
+def _run_in_tflm(data: bytes, precision: str, options: CompileOptions, planned_bytes: int) -> dict:
+    """TFLite Micro's run of the file on training rows (what the manifest records), or :class:`NotApplicable`."""
+    from edgeml.export.tflite import micro as tflm
+
+    with tempfile.TemporaryDirectory(prefix="edgeml-tflm-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(data)
+        try:
+            return tflm.check(path, options.calibration, options.target.budgets.max_arena_bytes, planned_bytes)
+        except ExportError as exc:
+            raise NotApplicable("tflite", precision, str(exc)) from None
+
+
+def _maker(precision: str):
+    def make(source: ExportSource, options: CompileOptions) -> CompiledArtifact:
+        return make_tflite(source, options, precision)
+
+    make.__name__ = f"make_tflite_{precision}"
+    return make
+
+
+for _precision in PRECISIONS:
+    register_artifact("tflite", _precision, _maker(_precision))
