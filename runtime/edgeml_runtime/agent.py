@@ -67,6 +67,12 @@ class Agent:
         self.bundle, self.settings = bundle, settings
         self.log = log or logging.getLogger("edgeml_runtime")
         self.stop = threading.Event()
+        self._scorer: StreamScorer | None = None
+
+    @property
+    def stats(self) -> RunStats:
+        """Rows read, scored and bad, and windows sent so far (updated while :meth:`run` runs)."""
+        return self._scorer.stats if self._scorer is not None else RunStats()
 
     def run(self) -> RunStats:
         s = self.settings
@@ -87,9 +93,10 @@ class Agent:
                 self.log.info("scoring %s with %s %s as %s/%s; drift windows of %d rows or %g s",
                               s.run.input_topic or s.run.input, model.manifest.name, model.manifest.version,
                               s.device.fleet, s.device.device_id, s.drift.window_rows, s.drift.window_seconds)
+                self._scorer = StreamScorer(model, telemetry, writer=writer, log=self.log,
+                                            publish_predictions=s.run.publish_predictions)
                 try:
-                    stats = StreamScorer(model, telemetry, writer=writer, log=self.log,
-                                         publish_predictions=s.run.publish_predictions).run(items, self.stop)
+                    stats = self._scorer.run(items, self.stop)
                 finally:
                     telemetry.stop()
         finally:
