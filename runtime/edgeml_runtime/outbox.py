@@ -115,7 +115,7 @@ class Outbox:
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES, *,
                  synchronous: str = "FULL"):
-        OutboxSettings(str(path), max_bytes)
+        self.settings = OutboxSettings(str(path), max_bytes)  # checks the bound
         if synchronous not in SYNCHRONOUS:
             raise OutboxError(f"outbox synchronous={synchronous!r}; use one of {', '.join(SYNCHRONOUS)}")
         self.path = Path(path)
