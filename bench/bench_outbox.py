@@ -1,6 +1,6 @@
 """How many drift windows per second the durable outbox sustains.
 
-The payload is the documented example window (``schemas/examples/drift.json``)
+The payload is the documented example window (``edgeml_runtime/schemas/examples/drift.json``)
 widened to twelve input columns: about 3 KB of compact JSON. For ``synchronous=FULL`` (the default: every
 put is fsynced, so a window survives a power cut) and ``NORMAL`` (survives a
 killed process, not a power cut), it measures:
@@ -42,7 +42,9 @@ TOPIC = "edgeml/plant-a/pi-07/drift"
 
 def _payload() -> bytes:
     """The documented example window (six input columns) widened to a twelve-column model: about 3 KB."""
-    doc = json.loads((ROOT / "schemas" / "examples" / "drift.json").read_text())
+    from edgeml_runtime.protocol import examples
+
+    doc = examples()["drift"]
     doc["columns"].update({f"{name} (line 2)": dict(c) for name, c in doc["columns"].items()})
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -91,7 +93,8 @@ def end_to_end(n: int, folder: Path) -> dict | None:
     from broker import Broker, mosquitto_path, wait_until
 
     from edgeml_runtime.mqtt import MqttSettings
-    from edgeml_runtime.telemetry import ENVELOPE_KEYS, Telemetry
+    from edgeml_runtime.protocol import ENVELOPE_KEYS
+    from edgeml_runtime.telemetry import Telemetry
 
     if mosquitto_path() is None:
         return None

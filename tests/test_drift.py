@@ -288,8 +288,15 @@ def test_statistics_registry_refuses_to_overwrite():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="window_rows must be at least 1.*psi_moderate ≤ psi_significant"):
+    from edgeml_runtime.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=r"^window_rows = 0: must be a whole number of rows, at least 1"):
         DriftSettings(window_rows=0, psi_moderate=0.3, psi_significant=0.2)
+    with pytest.raises(SettingsError, match=r"^psi_moderate = 0.3: must satisfy 0 < psi_moderate <= psi_significant, "
+                                            r"with psi_significant = 0.2;"):
+        DriftSettings(psi_moderate=0.3, psi_significant=0.2)
+    with pytest.raises(SettingsError, match=r"^psi_moderate = 0: must satisfy 0 < psi_moderate"):
+        DriftSettings(psi_moderate=0)  # the one bound, here as in the settings: 0 < psi_moderate
 
 
 def test_monitor_refuses_a_reference_it_cannot_read(ai4i):

@@ -13,7 +13,8 @@ import threading
 import pytest
 from broker import wait_until
 
-from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox, OutboxError
+from edgeml_runtime.errors import OutboxError, SettingsError
+from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
 
 TOPIC = "edgeml/plant-a/pi-07/drift"
 
@@ -96,7 +97,7 @@ def test_one_owner_at_a_time(path):
 
 
 def test_refuses_what_it_cannot_keep(path, tmp_path):
-    with pytest.raises(OutboxError, match="too small"):
+    with pytest.raises(SettingsError, match="max_bytes = 1000: is too small for an outbox; give at least 65536"):
         Outbox(path, max_bytes=1000)
     with pytest.raises(OutboxError, match="synchronous"):
         Outbox(path, synchronous="OFF")

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker, Subscriber, require_mosquitto, wait_until
-from conftest import AI4I_DROP, BIN, REPO, build_bundle, run_env
-
-SCHEMAS = REPO / "schemas"
+from conftest import AI4I_DROP, BIN, build_bundle, run_env
 
 
 def runtime_run(bundle, broker_url, outbox, *args, stdin=subprocess.PIPE, device="pi-07"):
@@ -31,8 +29,9 @@ def runtime_run(bundle, broker_url, outbox, *args, stdin=subprocess.PIPE, device
 def validate(kind: str, payload: dict) -> None:
     import jsonschema
 
-    schema = json.loads((SCHEMAS / f"{kind}.schema.json").read_text())
-    jsonschema.validate(payload, schema)
+    from edgeml_runtime.protocol import schema
+
+    jsonschema.validate(payload, schema(kind))
 
 
 def drift_windows(sub: Subscriber) -> list[dict]:

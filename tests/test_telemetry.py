@@ -1,6 +1,7 @@
 """MQTT telemetry against a real Mosquitto: fields, will, broker restarts, kill -9, ACL, passwords, TLS.
 
-Every message the subscriber receives is validated against ``schemas/``.
+Every message the subscriber receives is validated against the JSON Schemas shipped in the package
+(``edgeml_runtime/schemas/``, loaded with :mod:`edgeml_runtime.protocol.schemas`).
 Device processes that are killed run tests/device_process.py.
 """
 
@@ -21,15 +22,16 @@ from broker import Broker, Subscriber, wait_until
 from device_process import DeviceProcess
 from jsonschema import Draft202012Validator, FormatChecker
 
-from edgeml_runtime.mqtt import MqttSettings, TelemetryError
+from edgeml_runtime.errors import ProtocolError, SettingsError, TelemetryError
+from edgeml_runtime.mqtt import MqttSettings
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
-from edgeml_runtime.telemetry import ENVELOPE_KEYS, Telemetry
+from edgeml_runtime.protocol import ENVELOPE_KEYS, FORMAT_VERSION, examples, schema
+from edgeml_runtime.telemetry import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMAS = REPO / "schemas"
 FLEET = "plant-a"
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
-EXAMPLE = json.loads((SCHEMAS / "examples" / "drift.json").read_text())
+EXAMPLE = examples()["drift"]
 MODEL = EXAMPLE["model"]
 BIRTH = {"model": MODEL, "window": {"rows": 1000, "seconds": 300.0}}
 FAST = dict(reconnect_min=0.05, reconnect_max=0.2)  # reconnect quickly in tests
@@ -50,8 +52,7 @@ def index(msg: dict) -> int:
     return round((start - BASE).total_seconds() / 60)
 
 
-_VALIDATORS = {kind: Draft202012Validator(json.loads((SCHEMAS / f"{kind}.schema.json").read_text()),
-                                          format_checker=FormatChecker())
+_VALIDATORS = {kind: Draft202012Validator(schema(kind), format_checker=FormatChecker())
                for kind in ("birth", "drift", "death", "prediction")}
 
 
@@ -183,7 +184,7 @@ def test_real_drift_windows_go_through_unchanged_and_match_the_schema(broker, su
                                                                       demo_rows):
     from edgeml_runtime import Model
     from edgeml_runtime.drift import DriftSettings
-    from edgeml_runtime.telemetry import describe_model
+    from edgeml_runtime.protocol import bundle_sha256, describe_model
 
     model = Model.load(demo_bundle)
     model.monitor = model.drift_monitor(DriftSettings(window_rows=20, min_rows=10))
@@ -201,6 +202,8 @@ def test_real_drift_windows_go_through_unchanged_and_match_the_schema(broker, su
         t.stop()
     (birth,) = received(subscriber, "birth")
     assert birth["model"]["sha256"] == model.artifact.sha256
+    manifest = json.loads((demo_bundle / "manifest.json").read_text())
+    assert birth["model"]["bundle_sha256"] == bundle_sha256(manifest) and birth["format_version"] == FORMAT_VERSION
     got = [{k: v for k, v in w.items() if k not in ENVELOPE_KEYS} for w in received(subscriber, "drift")]
     assert got == json.loads(json.dumps(windows))
 
@@ -334,7 +337,7 @@ def test_records_from_an_input_topic_wait_for_an_offline_device(broker, tmp_path
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"url": "http://broker:1883"}, "must look like mqtt://host:1883"),
-    ({"url": "mqtt://user:pw@broker"}, "not in the URL"),
+    ({"url": "mqtt://user:pw@broker"}, "do not belong in the URL"),
     ({"url": "mqtt://broker", "ca_file": "ca.crt"}, "use mqtts://broker:8883"),
     ({"url": "mqtts://broker", "key_file": "k.pem"}, "without its certificate"),
     ({"url": "mqtt://broker", "password": "x"}, "without a user name"),
@@ -342,7 +345,7 @@ def test_records_from_an_input_topic_wait_for_an_offline_device(broker, tmp_path
     ({"url": "mqtt://broker", "reconnect_min": 5, "reconnect_max": 1}, "reconnect_min <= reconnect_max"),
 ])
 def test_settings_that_cannot_work_are_refused(kwargs, message):
-    with pytest.raises(TelemetryError, match=message):
+    with pytest.raises(SettingsError, match=message):
         MqttSettings(**kwargs)
 
 
@@ -358,12 +361,12 @@ def test_telemetry_refuses_bad_inputs(tmp_path):
         bad_pem.write_text("not a certificate")
         with pytest.raises(TelemetryError, match="cannot load the TLS files"):
             telemetry("mqtts://b", box, ca_file=str(bad_pem))
-        with pytest.raises(TelemetryError, match="device 'a/b' must be non-empty, without '/'"):
+        with pytest.raises(SettingsError, match=r"device_id = 'a/b': cannot contain '/', '\+' or '#'"):
             telemetry("mqtt://b", box, device="a/b")
         with pytest.raises(TelemetryError, match="needs 'model'"):
             Telemetry(MqttSettings("mqtt://b"), fleet=FLEET, device="d", birth={"window": {}}, outbox=box)
         t = telemetry("mqtt://b", box)
-        with pytest.raises(TelemetryError, match=r"may not set \['seq'\]"):
+        with pytest.raises(ProtocolError, match=r"may not set \['seq'\]"):
             t.send_drift(dict(window(0), seq=3))
 
 
@@ -393,9 +396,10 @@ def test_stop_returns_in_time_when_the_broker_is_down(tmp_path):
 def test_schemas_are_valid_and_the_documented_examples_match_them():
     for validator in _VALIDATORS.values():
         Draft202012Validator.check_schema(validator.schema)
-    for example in (SCHEMAS / "examples").glob("*.json"):
-        kind = example.stem.split("-")[0]
-        check(kind, json.loads(example.read_text()))
+    shipped = examples()
+    assert sorted(shipped) == ["birth", "death", "death-lost", "drift", "prediction"]
+    for name, example in shipped.items():
+        assert check(name.split("-")[0], example)["format_version"] == FORMAT_VERSION
 
 
 def test_the_payloads_in_the_docs_match_the_schemas():

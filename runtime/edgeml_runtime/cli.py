@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_parser(sub) -> None:
-    from .settings import SETTINGS, env_name, flag_name
+    from .settings import RUN, default_text, env_name, flag_name
 
     r = sub.add_parser(
         "run",
@@ -90,11 +90,12 @@ def _run_parser(sub) -> None:
     )
     r.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
     r.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [run] table)")
-    for key, (kind, default, text) in SETTINGS.items():
-        extra = ({"action": "store_const", "const": True} if kind is bool
-                 else {"type": kind, "metavar": key.split("_")[-1].upper()})
+    for key, (_, k) in RUN.keys.items():
+        extra = ({"action": "store_const", "const": True} if k.kind is bool
+                 else {"type": k.kind, "metavar": key.split("_")[-1].upper()})
+        default = default_text(RUN, key)
         shown = f" [default: {default}]" if default not in (None, False) else ""
-        r.add_argument(flag_name(key), dest=key, default=None, help=f"{text} (${env_name(key)}){shown}", **extra)
+        r.add_argument(flag_name(key), dest=key, default=None, help=f"{k.help} (${env_name(key)}){shown}", **extra)
 
 
 def main(argv=None) -> int:
@@ -160,74 +161,12 @@ def _score(args) -> int:
 
 
 def _run(args) -> int:
-    import logging
-    import queue
-    import threading
+    from .agent import run_device
+    from .settings import RUN, resolve_settings
 
-    from .run import StreamScorer, install_signal_handlers
-    from .settings import SETTINGS, resolve_settings
-    from .stream import FileSource
-
-    s = resolve_settings({k: getattr(args, k) for k in SETTINGS}, config=args.config)
-    logging.basicConfig(level=s["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    log = logging.getLogger("edgeml_runtime")
-    from .drift import DriftSettings
-    from .mqtt import MqttSettings
-    from .outbox import Outbox
-    from .telemetry import Telemetry, describe_model
-
-    model = Model.load(args.bundle, precision=s["precision"])
-    model.monitor = model.drift_monitor(DriftSettings(
-        window_rows=s["window_rows"], window_seconds=s["window_seconds"],
-        psi_moderate=s["psi_moderate"], psi_significant=s["psi_significant"],
-    ))
-    outbox = Outbox(s["outbox"] or _default_outbox(s["fleet"], s["device_id"]), max_bytes=s["outbox_max_bytes"])
-    monitor = model.monitor
-    birth = {
-        "model": describe_model(model),
-        "window": {"rows": monitor.settings.window_rows, "seconds": monitor.settings.window_seconds,
-                   "psi_moderate": monitor.settings.psi_moderate, "psi_significant": monitor.settings.psi_significant,
-                   "drifted_share": monitor.settings.drifted_share, "min_rows": monitor.settings.min_rows},
-    }
-    telemetry = Telemetry(
-        MqttSettings(url=s["broker"], username=s["mqtt_username"], password=s["mqtt_password"],
-                     ca_file=s["mqtt_ca_file"], cert_file=s["mqtt_cert_file"], key_file=s["mqtt_key_file"],
-                     protocol=s["mqtt_protocol"]),
-        fleet=s["fleet"], device=s["device_id"], birth=birth, outbox=outbox, log=log,
-    )
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    items: queue.Queue = queue.Queue(maxsize=10_000)
-    if s["input_topic"]:
-        telemetry.subscribe_records(s["input_topic"], items)
-    else:
-        FileSource(s["input"], s["format"], items, follow=s["follow"], stop=stop).start()
-    out = open_text(s["output"], "w") if s["output"] else None
-    writer = RecordWriter(out, s["format"], model.classes) if out is not None else None
-    telemetry.start()
-    log.info("scoring %s with %s %s as %s/%s; drift windows of %d rows or %g s", s["input_topic"] or s["input"],
-             model.manifest.name, model.manifest.version, s["fleet"], s["device_id"], s["window_rows"],
-             s["window_seconds"])
-    try:
-        stats = StreamScorer(model, telemetry, writer=writer, publish_predictions=s["publish_predictions"],
-                             log=log).run(items, stop)
-    finally:
-        telemetry.stop()
-        outbox.close()
-        if out is not None and s["output"] != "-":
-            out.close()
-    log.info("done: %d rows, %d scored, %d bad, %d drift windows",
-             stats.rows, stats.scored, stats.bad_rows, stats.windows)
+    settings = resolve_settings({k: getattr(args, k) for k in RUN.keys}, config=args.config)
+    run_device(args.bundle, settings)
     return 0
-
-
-def _default_outbox(fleet: str, device: str) -> str:
-    import os
-    from pathlib import Path
-
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edgeml"
-    state.mkdir(parents=True, exist_ok=True)
-    return str(state / f"{fleet}-{device}.outbox.db")
 
 
 def _info(args) -> int:

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from array import array
 from collections import deque
@@ -43,12 +44,11 @@ from .distributions import (  # noqa: F401  (STATISTICS, statistic, statistics_f
     BinCounter,
     CategoryCounter,
     IndexCounter,
-    compare,
-    expected_shares,
     statistic,
     statistics_from_counts,
 )
-from .errors import BundleError, RowError
+from .errors import BundleError, RowError, SettingsError
+from .protocol.verdict import judge_window
 from .schema import InputSchema
 
 #: The layout of ``manifest["reference"]`` this module reads.
@@ -69,7 +69,10 @@ class DriftSettings:
     verdict is ``drift`` when at least ``drifted_share`` of the monitored
     input columns are significant. Windows with fewer than ``min_rows`` scored
     rows get statistics but no status: their PSI is mostly sampling noise
-    (about (bins − 1) / rows for an unchanged distribution).
+    (about (bins − 1) / rows for an unchanged distribution). The rule itself is
+    :func:`edgeml_runtime.protocol.verdict.judge_window`. Each value is checked
+    here, once; a bad one raises :class:`~edgeml_runtime.errors.SettingsError`
+    naming it.
     """
 
     window_rows: int = 1000
@@ -81,23 +84,31 @@ class DriftSettings:
     min_rows: int = 100
 
     def __post_init__(self):
-        problems = []
-        if self.window_rows < 1:
-            problems.append(f"window_rows must be at least 1, not {self.window_rows!r}")
-        if not self.window_seconds > 0:
-            problems.append(f"window_seconds must be positive, not {self.window_seconds!r}")
-        if not 0 <= self.psi_moderate <= self.psi_significant:
-            problems.append(f"need 0 ≤ psi_moderate ≤ psi_significant, got {self.psi_moderate!r} and "
-                            f"{self.psi_significant!r}")
+        _at_least("window_rows", self.window_rows, 1, "rows")
+        if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
+            raise SettingsError(key="window_seconds", value=self.window_seconds,
+                                allowed="must be a finite number of seconds above 0", fix="e.g. 300")
+        for key in ("psi_moderate", "psi_significant"):
+            if not math.isfinite(getattr(self, key)):
+                raise SettingsError(key=key, value=getattr(self, key), allowed="must be a finite number",
+                                    fix="the usual thresholds are 0.1 (moderate) and 0.25 (significant)")
+        if not 0 < self.psi_moderate <= self.psi_significant:
+            raise SettingsError(key="psi_moderate", value=self.psi_moderate,
+                                allowed="must satisfy 0 < psi_moderate <= psi_significant",
+                                related={"psi_significant": self.psi_significant},
+                                fix="the usual thresholds are 0.1 (moderate) and 0.25 (significant)")
         if not 0 < self.drifted_share <= 1:
-            problems.append(f"drifted_share must be in (0, 1], not {self.drifted_share!r}")
-        if self.max_errors < 0 or self.min_rows < 0:
-            problems.append(f"max_errors and min_rows cannot be negative ({self.max_errors!r}, {self.min_rows!r})")
-        if problems:
-            raise ValueError("invalid drift settings: " + "; ".join(problems))
+            raise SettingsError(key="drifted_share", value=self.drifted_share,
+                                allowed="must be a share of the columns, above 0 and at most 1", fix="e.g. 0.3")
+        _at_least("max_errors", self.max_errors, 0, "errors kept per window")
+        _at_least("min_rows", self.min_rows, 0, "rows")
 
 
-# --- statistics -------------------------------------------------------------------------------
+def _at_least(key: str, value: int, low: int, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise SettingsError(key=key, value=value, allowed=f"must be a whole number of {what}, at least {low}",
+                            fix=f"give {key} = {max(low, 1)} or more")
+
 
 # --- the monitor ------------------------------------------------------------------------------
 
@@ -109,13 +120,11 @@ class _Tracked:
     feature: str | None
     entry: Mapping
     counter: BinCounter | CategoryCounter | IndexCounter = field(init=False)
-    expected: list[float] = field(init=False)
     pending: list | array = field(init=False)
 
     def __post_init__(self):
         kind = self.entry["kind"]
         self.counter = COUNTERS[kind](self.entry)
-        self.expected = expected_shares(self.entry)
         # Buffered single rows. Numbers go into typed arrays, not lists of float objects: a window's worth of
         # live floats made the allocator grow and shrink its arenas, and the page faults showed in the latency tail.
         self.pending = [] if kind == "categorical" else array("q" if kind == "classes" else "d")
@@ -283,21 +292,12 @@ class DriftMonitor:
 
     def _judge(self, window: dict) -> dict:
         """Add the statistics, statuses and verdict to a closed window: the JSON-ready payload."""
-        s, rows = self.settings, window["rows"]
-        judged = rows >= max(s.min_rows, 1)
-        for t in (*self._columns, self._output):
-            c = window["output"] if t.feature is None else window["columns"][t.name]
-            c.update(compare(t.expected, c["counts"] if t.feature is None else [*c["counts"], c["missing"]]))
-            c["status"] = _status(c["psi"], s) if judged else None
-        drifted = [name for name, c in window["columns"].items() if c["status"] == "significant"]
-        if not judged:
-            verdict = {"status": None, "drifted_columns": [], "share": None,
-                       "note": f"{rows} scored rows, fewer than min_rows={s.min_rows}: too few to judge"}
-        else:
-            share = round(len(drifted) / len(self._columns), 6) if self._columns else 0.0
-            verdict = {"status": "drift" if self._columns and share >= s.drifted_share else "ok",
-                       "drifted_columns": drifted, "share": share}
-        window["start"], window["end"], window["verdict"] = _iso(window["start"]), _iso(window["end"]), verdict
+        judged = judge_window(self.reference, window, self.settings)
+        for name, stats in judged["columns"].items():
+            window["columns"][name].update(stats)
+        window["output"].update(judged["output"])
+        window["start"], window["end"] = _iso(window["start"]), _iso(window["end"])
+        window["verdict"] = judged["verdict"]
         return window
 
 
@@ -309,12 +309,6 @@ def _counts(t: _Tracked) -> dict:
         if out["kind"] == "numeric":
             out["below_range"], out["above_range"] = c.below_range, c.above_range
     return out
-
-
-def _status(value: float | None, s: DriftSettings) -> str | None:
-    if value is None:
-        return None
-    return "significant" if value >= s.psi_significant else "moderate" if value >= s.psi_moderate else "ok"
 
 
 def _iso(t: float) -> str:

@@ -1,11 +1,36 @@
 """The project's error hierarchy, rooted in :class:`EdgeMLError`.
 
 It lives in the runtime so that the host toolchain and the device share one
-hierarchy: the host imports these and adds its own subclasses. Every message
-names what was wrong (file, column, row, key), the value seen, and the fix.
+hierarchy: the host imports these and adds its own subclasses (``DataError``,
+``ConfigError``, ``TargetError``, ``SearchError``, ``ExportError`` and
+``VerificationError``, drawn in ``edgeml/errors.py``). Every message names what
+was wrong (file, column, row, key), the value seen, and the fix.
+
+Every error class the runtime defines::
+
+    Exception
+    ├── EdgeMLError                 base of every error raised on purpose; the CLI prints it, exits 2
+    │   ├── BundleError             a bundle is missing, incomplete, tampered with, of an unknown format
+    │   ├── InputError              records do not match the bundle's input schema
+    │   │   └── RowError            one record could not be scored (``row``, ``column``, ``reason``)
+    │   ├── EngineError             an inference engine is missing or cannot run an artifact
+    │   ├── SettingsError           a setting or config file is unknown, missing, mistyped or out of bounds
+    │   ├── TelemetryError          MQTT cannot work as asked (paho missing, TLS files unreadable, misuse)
+    │   ├── OutboxError             the outbox file cannot be opened, is in use, or cannot take a message
+    │   └── ProtocolError           a topic or message breaks the device ↔ fleet protocol
+    └── ValueError
+        └── features.BadValue       internal: one value the encoder cannot read; becomes a RowError
+
+Example:
+
+>>> err = SettingsError(key="window_rows", value=0, allowed="must be at least 1", fix="give a number of rows")
+>>> print(err.located({}, {"window_rows": "flag --window-rows"}))
+window_rows = 0 (from flag --window-rows): must be at least 1; give a number of rows
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class EdgeMLError(Exception):
@@ -40,3 +65,62 @@ class RowError(InputError):
 
 class EngineError(EdgeMLError):
     """An inference engine is missing or cannot run an artifact."""
+
+
+class TelemetryError(EdgeMLError):
+    """MQTT telemetry cannot work as asked (never raised for a broker that is down)."""
+
+
+class OutboxError(EdgeMLError):
+    """The outbox file cannot be opened, is in use, or cannot take a message."""
+
+
+class ProtocolError(EdgeMLError):
+    """A topic or message does not follow the protocol between devices and the fleet controller."""
+
+
+_UNSET = object()
+
+
+class SettingsError(EdgeMLError):
+    """A setting is unknown, missing, of the wrong type or out of bounds, or a config file cannot be read.
+
+    Raised with a plain ``message``, or, for a refused value, with ``key``,
+    ``value``, ``allowed`` (what the value must be) and ``fix``; ``related``
+    names the other settings a bound involves (``{"psi_significant": 0.25}``).
+    The dataclass that owns a value raises it knowing only the value; the
+    settings resolver adds where each value came from with :meth:`located`.
+    """
+
+    def __init__(self, message: str | None = None, *, key: str | None = None, value=_UNSET,
+                 allowed: str = "", fix: str = "", related: Mapping[str, object] | None = None,
+                 sources: Mapping[str, str] | None = None):
+        self.key, self.value, self.allowed, self.fix = key, value, allowed, fix
+        self.related = dict(related or {})
+        self.sources = dict(sources or {})
+        self.message = message
+        super().__init__(message if message is not None else self._compose())
+
+    def located(self, names: Mapping[str, str], sources: Mapping[str, str]) -> SettingsError:
+        """This error with its keys renamed (``names``: dataclass field → setting key) and their sources named."""
+        if self.key is None:
+            return self
+        rename = lambda k: names.get(k, k)  # noqa: E731
+        return SettingsError(self.message, key=rename(self.key), value=self.value, allowed=self.allowed,
+                             fix=self.fix, related={rename(k): v for k, v in self.related.items()},
+                             sources=sources)
+
+    def _compose(self) -> str:
+        text = f"{self.key} = {_shown(self.key, self.value)}{self._source(self.key)}: {self.allowed}"
+        if self.related:
+            text += ", with " + ", ".join(f"{k} = {_shown(k, v)}{self._source(k)}" for k, v in self.related.items())
+        return text + (f"; {self.fix}" if self.fix else "")
+
+    def _source(self, key: str) -> str:
+        return f" (from {self.sources[key]})" if key in self.sources else ""
+
+
+def _shown(key: str, value) -> str:
+    if value is _UNSET:
+        return "?"
+    return "'***'" if "password" in key and value is not None else repr(value)

@@ -31,6 +31,7 @@ rebuild the bundle
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 from .errors import BundleError
@@ -381,6 +382,13 @@ class Manifest(Section):
     def formats(self) -> tuple[str, ...]:
         """The target profile's formats, in its order of preference."""
         return self.target.formats
+
+    @cached_property
+    def identity(self) -> str:
+        """The bundle's identity: a sha256 over this manifest's canonical form (:func:`.protocol.bundle_sha256`)."""
+        from .protocol.identity import bundle_sha256
+
+        return bundle_sha256(self.to_dict())
 
     @classmethod
     def from_dict(cls, d, where: str = "manifest.json") -> Manifest:

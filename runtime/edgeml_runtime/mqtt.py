@@ -1,5 +1,10 @@
 """How a device reaches its MQTT broker: the URL, credentials, TLS files and protocol, checked up front.
 
+Each value is checked here, once; a bad one raises
+:class:`~edgeml_runtime.errors.SettingsError` naming the field (the settings
+resolver renames it to its setting key, ``url`` → ``broker``, and says where
+it came from).
+
 Example:
 
 >>> MqttSettings("mqtts://broker.plant.local", ca_file=None).endpoint
@@ -13,13 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import EdgeMLError
+from .errors import SettingsError, TelemetryError
 
 PROTOCOLS = ("5", "3.1.1")
-
-
-class TelemetryError(EdgeMLError):
-    """MQTT settings or telemetry input that cannot work (never raised for a broker that is down)."""
+_URL = "must look like mqtt://host:1883, or mqtts://host:8883 for TLS"
 
 
 @dataclass(frozen=True)
@@ -44,20 +46,27 @@ class MqttSettings:
 
     def __post_init__(self):
         host, _, tls = self.endpoint
-        if not tls and (self.ca_file or self.cert_file or self.key_file):
-            raise TelemetryError(f"CA, certificate or key files were given for {self.url}, which is not TLS; "
-                                 f"use mqtts://{host}:8883")
+        for name in ("ca_file", "cert_file", "key_file"):
+            if not tls and getattr(self, name):
+                raise SettingsError(key=name, value=getattr(self, name), related={"url": self.url},
+                                    allowed="TLS files need a TLS broker URL", fix=f"use mqtts://{host}:8883")
         if self.key_file and not self.cert_file:
-            raise TelemetryError("a client key file was given without its certificate; set the certificate too")
+            raise SettingsError(key="cert_file", value=None, related={"key_file": self.key_file},
+                                allowed="a client key file was given without its certificate",
+                                fix="set the certificate too")
         if self.password is not None and self.username is None:
-            raise TelemetryError("an MQTT password was given without a user name; set the user name too")
+            raise SettingsError(key="username", value=None, allowed="an MQTT password was given without a user name",
+                                fix="set the user name too")
         if self.protocol not in PROTOCOLS:
-            raise TelemetryError(f"MQTT protocol {self.protocol!r} is not supported; use 5 or 3.1.1")
-        if self.keepalive < 5:
-            raise TelemetryError(f"MQTT keepalive {self.keepalive} s is too short; use 5 s or more (default 30)")
+            raise SettingsError(key="protocol", value=self.protocol, allowed="this MQTT protocol is not supported",
+                                fix="use 5 or 3.1.1")
+        if not isinstance(self.keepalive, int) or self.keepalive < 5:
+            raise SettingsError(key="keepalive", value=self.keepalive, allowed="is too short",
+                                fix="use 5 s or more (default 30)")
         if not 0 < self.reconnect_min <= self.reconnect_max:
-            raise TelemetryError(f"reconnect delays {self.reconnect_min}..{self.reconnect_max} s must satisfy "
-                                 "0 < reconnect_min <= reconnect_max")
+            raise SettingsError(key="reconnect_min", value=self.reconnect_min, related={"reconnect_max":
+                                self.reconnect_max}, allowed="must satisfy 0 < reconnect_min <= reconnect_max",
+                                fix="the defaults are 1 and 60 s")
 
     @property
     def endpoint(self) -> tuple[str, int, bool]:
@@ -66,16 +75,17 @@ class MqttSettings:
             parts = urlsplit(self.url)
             parts.hostname  # noqa: B018  (parses the host; raises ValueError for a broken IPv6 literal)
         except ValueError as exc:
-            raise TelemetryError(f"broker {self.url!r} is not a valid URL ({exc}); use mqtt://host:1883") from None
+            raise SettingsError(key="url", value=self.url, allowed=f"is not a valid URL ({exc})", fix=_URL) from None
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
-            raise TelemetryError(f"broker {self.url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+            raise SettingsError(key="url", value=self.url, allowed=_URL)
         if parts.username or parts.password:
-            raise TelemetryError(f"broker {parts.hostname}: give the user name and password as settings, not "
-                                 "in the URL (EDGEML_MQTT_USERNAME, EDGEML_MQTT_PASSWORD)")
+            raise SettingsError(key="url", value=f"{parts.scheme}://***@{parts.hostname}",
+                                allowed="holds a user name or password, which do not belong in the URL",
+                                fix="give them as settings (EDGEML_MQTT_USERNAME, EDGEML_MQTT_PASSWORD)")
         try:
             port = parts.port
         except ValueError:
-            raise TelemetryError(f"broker {self.url!r} has an invalid port") from None
+            raise SettingsError(key="url", value=self.url, allowed="has an invalid port", fix=_URL) from None
         tls = parts.scheme == "mqtts"
         return parts.hostname, port or (8883 if tls else 1883), tls
 

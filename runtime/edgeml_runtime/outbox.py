@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EdgeMLError
+from .errors import OutboxError, SettingsError
 
 try:
     import fcntl
@@ -79,8 +79,25 @@ INSERT OR IGNORE INTO counters VALUES ('session', 0), ('dropped', 0), ('dropped_
 """
 
 
-class OutboxError(EdgeMLError):
-    """The outbox file cannot be opened, is in use, or cannot take a message."""
+@dataclass(frozen=True)
+class OutboxSettings:
+    """Where the outbox lives (``path``; None lets the agent choose one per device) and its bound, checked once.
+
+    >>> OutboxSettings(max_bytes=1000)
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.errors.SettingsError: max_bytes = 1000: is too small for an outbox; give at least 65536 (64 KiB); \
+the default is 16777216 (16 MiB)
+    """
+
+    path: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def __post_init__(self):
+        if not isinstance(self.max_bytes, int) or isinstance(self.max_bytes, bool) or self.max_bytes < MIN_MAX_BYTES:
+            raise SettingsError(key="max_bytes", value=self.max_bytes, allowed="is too small for an outbox",
+                                fix=f"give at least {MIN_MAX_BYTES} (64 KiB); the default is {DEFAULT_MAX_BYTES} "
+                                    "(16 MiB)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +115,7 @@ class Outbox:
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES, *,
                  synchronous: str = "FULL"):
-        if max_bytes < MIN_MAX_BYTES:
-            raise OutboxError(f"outbox max_bytes {max_bytes} is too small; give at least {MIN_MAX_BYTES} "
-                              "(64 KiB), the default is 16 MiB")
+        self.settings = OutboxSettings(str(path), max_bytes)  # checks the bound
         if synchronous not in SYNCHRONOUS:
             raise OutboxError(f"outbox synchronous={synchronous!r}; use one of {', '.join(SYNCHRONOUS)}")
         self.path = Path(path)

@@ -1,19 +1,19 @@
-"""``edgeml-runtime run``: score a stream, watch it for drift, report to the fleet over MQTT.
+"""The scoring loop of ``edgeml-runtime run``: score a stream, watch it for drift, report to the fleet.
 
-A reader thread puts input rows on a queue (:mod:`.stream`); this loop takes
-them in small batches, scores them (the model's drift monitor counts every
-scored row), hands each closed drift window to :class:`~.telemetry.Telemetry`
-(which writes it to the durable outbox before sending), and closes windows on
-time even while no row arrives. Bad rows are counted and logged; they never
-stop the loop. SIGTERM or SIGINT end it cleanly: the open window is closed and
-sent, and the death message published.
+:mod:`.agent` wires it (model, monitor, telemetry, reader). A reader thread
+puts input rows on a queue (:mod:`.stream`); this loop takes them in small
+batches, scores them (the model's drift monitor counts every scored row),
+hands each closed drift window to :class:`~.telemetry.Telemetry` (which
+writes it to the durable outbox before sending), and closes windows on time
+even while no row arrives. Bad rows are counted and logged; they never stop
+the loop. SIGTERM or SIGINT end it cleanly: the open window is closed and
+sent, and the death message published (the handlers are in :mod:`.agent`).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 from dataclasses import dataclass, field
 
@@ -127,11 +127,3 @@ class StreamScorer:
                 self.log.warning("more bad rows: counting them in the drift windows, not logging each")
             self.stats.errors_logged += 1
 
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT ask the loop to finish its window and shut down cleanly."""
-    def handler(signum, frame):
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)

@@ -1,65 +1,170 @@
-"""Settings for the long-running ``edgeml-runtime run``: flags, then a config file, then the environment.
+"""Settings of the device process: one frozen value per command, each part validated by the dataclass that owns it.
 
-Every setting has one key (``window_rows``). It can be given as a flag
-(``--window-rows``), in a TOML config file under ``[run]`` (``window_rows =
-500``), or as an environment variable (``EDGEML_WINDOW_ROWS=500``); a flag
-wins over the file, the file over the environment, the environment over the
-default. Unknown keys in the file are errors that name the file and the key.
+A command's settings are a table of keys (``[run]`` for ``edgeml-runtime
+run``). Every key can be given as a flag (``--window-rows``), in a TOML config
+file under the command's table (``window_rows = 500``), or as an environment
+variable (``EDGEML_WINDOW_ROWS=500``); a flag wins over the file, the file over
+the environment, the environment over the default. Each key fills one field of
+one dataclass, the one that owns and checks it: ``DeviceTopics`` (fleet and
+device id), ``MqttSettings``, ``DriftSettings``, ``OutboxSettings`` and
+:class:`RunSettings`. A value they refuse raises a
+:class:`~edgeml_runtime.errors.SettingsError` that names the key, where it
+came from, what is allowed and the fix. Unknown keys and tables in the file
+are errors that name the file and the key.
+
+Commands register their table in :data:`TABLES` (:func:`register_table`); a
+``[serve]`` or ``[update]`` table is one more registration, with its own
+composite dataclass.
 
 Example:
 
 >>> env = {"EDGEML_FLEET": "plant-a", "EDGEML_BROKER": "mqtt://gw:1883", "EDGEML_WINDOW_ROWS": "50"}
 >>> s = resolve_settings({"device_id": "pi-07", "window_rows": 20}, environ=env)
->>> s["device_id"], s["fleet"], s["window_rows"]
-('pi-07', 'plant-a', 20)
+>>> s.device.device_id, s.device.fleet, s.drift.window_rows, s.mqtt.endpoint
+('pi-07', 'plant-a', 20, ('gw', 1883, False))
+>>> resolve_settings({"psi_moderate": 0.0}, environ=dict(env, EDGEML_DEVICE_ID="pi-07"))
+Traceback (most recent call last):
+...
+edgeml_runtime.errors.SettingsError: psi_moderate = 0.0 (from flag --psi-moderate): must satisfy 0 < psi_moderate \
+<= psi_significant, with psi_significant = 0.25 (from the default); the usual thresholds are 0.1 (moderate) and 0.25 \
+(significant)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EdgeMLError
-
-
-class SettingsError(EdgeMLError):
-    """A runtime setting is unknown, missing or has a value of the wrong type."""
-
-
-#: key -> (type, default, help). The flag is --key-with-dashes; the variable EDGEML_KEY.
-SETTINGS: dict[str, tuple[type, object, str]] = {
-    "device_id": (str, None, "this device's id, unique in the fleet (MQTT topic level)"),
-    "fleet": (str, None, "fleet name (MQTT topic level)"),
-    "broker": (str, None, "MQTT broker, mqtt://host:1883 or mqtts://host:8883 for TLS"),
-    "mqtt_username": (str, None, "MQTT user name"),
-    "mqtt_password": (str, None, "MQTT password (prefer the environment variable over a flag)"),
-    "mqtt_ca_file": (str, None, "CA certificate (PEM) that signed the broker's certificate"),
-    "mqtt_cert_file": (str, None, "client certificate (PEM), for brokers that authenticate devices by certificate"),
-    "mqtt_key_file": (str, None, "client private key (PEM)"),
-    "mqtt_protocol": (str, "5", "MQTT protocol version: 5 or 3.1.1"),
-    "input": (str, "-", "records to score: a file, or - for stdin"),
-    "format": (str, "jsonl", "input format: jsonl or csv"),
-    "follow": (bool, False, "keep reading a file as it grows (like tail -f)"),
-    "input_topic": (str, None, "read records from this MQTT topic instead of --input"),
-    "output": (str, None, "also write scored records here (a file, or - for stdout)"),
-    "publish_predictions": (bool, False, "publish each prediction to edgeml/<fleet>/<device>/predictions (QoS 0)"),
-    "window_rows": (int, 1000, "a drift window closes after this many rows..."),
-    "window_seconds": (float, 300.0, "...or after this many seconds, whichever comes first"),
-    "psi_moderate": (float, 0.1, "PSI at or above which a column has moderate drift"),
-    "psi_significant": (float, 0.25, "PSI at or above which a column has significant drift"),
-    "outbox": (str, None, "SQLite file that keeps drift windows until the broker acknowledges them"),
-    "outbox_max_bytes": (int, 16 * 2**20, "outbox bound; when full the oldest windows are dropped (and counted)"),
-    "precision": (str, None,
-                  "run the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best here)"),
-    "log_level": (str, "info", "debug, info, warning or error"),
-}
+from .drift import DriftSettings
+from .errors import SettingsError
+from .mqtt import MqttSettings
+from .outbox import OutboxSettings
+from .protocol.topics import DeviceTopics
+from .records import FORMATS
+from .tomlfile import read_toml
 
 CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
+PRECISIONS = ("fp32", "fp16", "int8")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_KINDS = {str: "a text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The ``run`` command's own keys: where records come from and go, which artifact, how much to log."""
+
+    input: str = "-"
+    format: str = "jsonl"
+    follow: bool = False
+    input_topic: str | None = None
+    output: str | None = None
+    publish_predictions: bool = False
+    precision: str | None = None
+    log_level: str = "info"
+
+    def __post_init__(self):
+        for key, allowed in (("format", FORMATS), ("precision", (None, *PRECISIONS)), ("log_level", LOG_LEVELS)):
+            if getattr(self, key) not in allowed:
+                names = ", ".join(a for a in allowed if a is not None)
+                raise SettingsError(key=key, value=getattr(self, key), allowed=f"must be one of {names}",
+                                    fix=f"give one of {names}")
+        if self.input_topic is not None and (not self.input_topic.strip() or "#" in self.input_topic[:-1]):
+            raise SettingsError(key="input_topic", value=self.input_topic, allowed="is not an MQTT topic",
+                                fix="give a topic such as sensors/pi-07/readings")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything a device process (``edgeml-runtime run``) needs: the ``[run]`` table, one part per owner."""
+
+    device: DeviceTopics
+    mqtt: MqttSettings
+    drift: DriftSettings
+    outbox: OutboxSettings
+    run: RunSettings
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its key (flag ``--key``, variable ``EDGEML_KEY``), the dataclass ``field`` it fills, its type."""
+
+    name: str
+    kind: type
+    help: str
+    field: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "field", self.field or self.name)
+
+
+@dataclass(frozen=True)
+class Section:
+    """The keys one dataclass owns; its defaults are the settings' defaults, its checks the settings' checks."""
+
+    owner: type
+    keys: tuple[Key, ...]
+
+    def default(self, key: Key):
+        f = {f.name: f for f in dataclasses.fields(self.owner)}[key.field]
+        return None if f.default is dataclasses.MISSING else f.default
+
+    def required(self, key: Key) -> bool:
+        f = {f.name: f for f in dataclasses.fields(self.owner)}[key.field]
+        return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class Table:
+    """A command's table: the composite dataclass it builds (``settings``), one :class:`Section` per field."""
+
+    name: str
+    settings: type
+    sections: Mapping[str, Section]
+
+    @property
+    def keys(self) -> dict[str, tuple[Section, Key]]:
+        return {k.name: (section, k) for section in self.sections.values() for k in section.keys}
+
+    def build(self, given: Mapping[str, tuple[object, str]]) -> object:
+        """The composite settings from ``given`` (key → (value, source)); the owners validate each part."""
+        parts = {}
+        for attr, section in self.sections.items():
+            for k in section.keys:
+                if section.required(k) and k.name not in given:
+                    raise SettingsError(f"no {k.name.replace('_', ' ')} given: pass {flag_name(k.name)}, set "
+                                        f"{env_name(k.name)}, or put {k.name} in the [{self.name}] table of the "
+                                        "config file")
+            values = {k.field: given[k.name][0] for k in section.keys if k.name in given}
+            try:
+                parts[attr] = section.owner(**values)
+            except SettingsError as exc:
+                names = {k.field: k.name for k in section.keys}
+                sources = {k.name: given[k.name][1] if k.name in given else "the default" for k in section.keys}
+                raise exc.located(names, sources) from None
+        return self.settings(**parts)
+
+
+#: Command name -> its table; the TOML config file has one table per command.
+TABLES: dict[str, Table] = {}
+
+
+def register_table(table: Table) -> Table:
+    """Add a command's table; a name already taken, or a key twice in one table, is refused."""
+    if table.name in TABLES:
+        raise ValueError(f"settings table [{table.name}] is already registered; register the new one under "
+                         "another name")
+    names = [k.name for s in table.sections.values() for k in s.keys]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"settings table [{table.name}] has the key(s) {twice} in more than one section")
+    TABLES[table.name] = table
+    return table
 
 
 def env_name(key: str) -> str:
@@ -70,98 +175,130 @@ def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def read_config(path: Path) -> dict:
-    import tomllib
+def default_text(table: Table, key: str):
+    """The default of ``key``, as the help text shows it."""
+    section, k = table.keys[key]
+    return section.default(k)
 
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise SettingsError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path} is not valid TOML: {exc}") from None
-    other = [k for k in doc if k != "run"]
-    if other:
-        raise SettingsError(f"{path}: unknown table or key {other[0]!r}; settings go in a [run] table")
+
+def read_config(path: Path, command: str = "run") -> dict[str, tuple[object, str]]:
+    """The ``[command]`` table of a config file: key -> (value, source); every registered table is checked."""
+    doc = read_toml(path, SettingsError, "runtime config file")
+    for name, body in doc.items():
+        if name not in TABLES:
+            near = difflib.get_close_matches(name, TABLES, n=1)
+            hint = f"did you mean [{near[0]}]? " if near else ""
+            raise SettingsError(f"{path}: unknown table or key {name!r}; {hint}settings go in a table per command: "
+                                f"{', '.join(f'[{t}]' for t in TABLES)}")
+        if not isinstance(body, dict):
+            raise SettingsError(f"{path}: {name} = {body!r} is not a table; write [{name}] and its keys below it")
+        for key in body:
+            _known(TABLES[name], key, f"file {path}, [{name}]")
+    table = TABLES[command]
     out = {}
-    for key, value in doc.get("run", {}).items():
-        out[key] = _check(key, value, f"{path}: [run] {key}")
+    for key, value in doc.get(command, {}).items():
+        source = f"file {path}, [{command}] {key}"
+        out[key] = (_typed(table, key, value, source), source)
     return out
 
 
-def _check(key: str, value, where: str):
-    if key not in SETTINGS:
-        near = difflib.get_close_matches(key, SETTINGS, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+def _known(table: Table, key: str, where: str) -> None:
+    if key not in table.keys:
+        near = difflib.get_close_matches(key, table.keys, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; the keys are {', '.join(table.keys)}"
         raise SettingsError(f"{where}: unknown setting {key!r}{hint}")
-    kind = SETTINGS[key][0]
+
+
+def _typed(table: Table, key: str, value, source: str):
+    """``value`` as the key's type (an int is a float where a float is wanted); refused with its source."""
+    _known(table, key, source)
+    kind = table.keys[key][1].kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise SettingsError(f"{where} = {value!r} has the wrong type; expected {kind.__name__}")
+        raise SettingsError(key=key, value=value, allowed=f"has the wrong type; expected {_KINDS[kind]}",
+                            fix=f"give {key} as {_KINDS[kind]}", sources={key: source})
     return value
 
 
-def _from_env(environ: Mapping[str, str]) -> dict:
+def _from_env(table: Table, environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
     out = {}
-    for key, (kind, _, _) in SETTINGS.items():
+    for key, (_, k) in table.keys.items():
         name = env_name(key)
         if name not in environ:
             continue
-        raw = environ[name]
+        raw, source = environ[name], f"environment variable {name}"
         try:
-            if kind is bool:
+            if k.kind is bool:
                 if raw.strip().lower() not in _TRUE | _FALSE:
                     raise ValueError
                 value = raw.strip().lower() in _TRUE
             else:
-                value = kind(raw)
+                value = k.kind(raw)
         except ValueError:
-            raise SettingsError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
-        out[key] = value
+            raise SettingsError(key=key, value=raw, allowed=f"is not {_KINDS[k.kind]}",
+                                fix=f"set {name} to {_KINDS[k.kind]}", sources={key: source}) from None
+        out[key] = (value, source)
     return out
 
 
 def resolve_settings(flags: Mapping, config: str | os.PathLike | None = None,
-                     environ: Mapping[str, str] | None = None) -> dict:
-    """Defaults < environment < config file < flags. ``flags`` holds only what was given (None = not given)."""
+                     environ: Mapping[str, str] | None = None, *, command: str = "run"):
+    """Defaults < environment < config file < flags, built into the command's settings (``AgentSettings`` for run).
+
+    ``flags`` holds only what was given (None = not given). ``config`` is the
+    config file, else ``$EDGEML_RUNTIME_CONFIG``, else none.
+    """
+    table = TABLES[command]
     environ = os.environ if environ is None else environ
-    settings = {key: default for key, (_, default, _) in SETTINGS.items()}
-    settings.update(_from_env(environ))
+    given = _from_env(table, environ)
     path = config or environ.get(CONFIG_ENV)
     if path:
-        settings.update(read_config(Path(path)))
+        given.update(read_config(Path(path), command))
     for key, value in flags.items():
         if value is not None:
-            settings[key] = _check(key, value, flag_name(key))
-    _validate(settings)
-    return settings
+            source = f"flag {flag_name(key)}"
+            given[key] = (_typed(table, key, value, source), source)
+    return table.build(given)
 
 
-def _validate(s: dict) -> None:
-    for key in ("device_id", "fleet", "broker"):
-        if not s[key]:
-            raise SettingsError(
-                f"no {key.replace('_', ' ')} given: pass {flag_name(key)}, set {env_name(key)}, "
-                f"or put {key} in the [run] table of the config file"
-            )
-    for key in ("device_id", "fleet"):
-        if any(c in s[key] for c in "/+#") or not s[key].strip():
-            raise SettingsError(f"{key} {s[key]!r} cannot contain '/', '+' or '#' (it is an MQTT topic level)")
-    if not s["broker"].startswith(("mqtt://", "mqtts://")):
-        raise SettingsError(f"broker {s['broker']!r} must look like mqtt://host:1883 or mqtts://host:8883")
-    if s["mqtt_protocol"] not in ("5", "3.1.1"):
-        raise SettingsError(f"mqtt_protocol {s['mqtt_protocol']!r} must be 5 or 3.1.1")
-    if s["format"] not in ("jsonl", "csv"):
-        raise SettingsError(f"format {s['format']!r} must be jsonl or csv")
-    for key in ("window_seconds", "psi_moderate", "psi_significant"):
-        if not math.isfinite(s[key]):
-            raise SettingsError(f"{key} must be a finite number, not {s[key]!r}")
-    if s["window_rows"] < 1 or s["window_seconds"] <= 0:
-        raise SettingsError("window_rows must be at least 1 and window_seconds positive")
-    if not 0 < s["psi_moderate"] <= s["psi_significant"]:
-        raise SettingsError("psi thresholds must satisfy 0 < psi_moderate <= psi_significant")
-    if s["precision"] not in (None, "fp32", "fp16", "int8"):
-        raise SettingsError(f"precision {s['precision']!r} must be fp32, fp16 or int8")
-    if s["log_level"] not in ("debug", "info", "warning", "error"):
-        raise SettingsError(f"log_level {s['log_level']!r} must be debug, info, warning or error")
+RUN = register_table(Table("run", AgentSettings, {
+    "device": Section(DeviceTopics, (
+        Key("device_id", str, "this device's id, unique in the fleet (MQTT topic level)"),
+        Key("fleet", str, "fleet name (MQTT topic level)"),
+    )),
+    "mqtt": Section(MqttSettings, (
+        Key("broker", str, "MQTT broker, mqtt://host:1883 or mqtts://host:8883 for TLS", "url"),
+        Key("mqtt_username", str, "MQTT user name", "username"),
+        Key("mqtt_password", str, "MQTT password (prefer the environment variable over a flag)", "password"),
+        Key("mqtt_ca_file", str, "CA certificate (PEM) that signed the broker's certificate", "ca_file"),
+        Key("mqtt_cert_file", str, "client certificate (PEM), for brokers that authenticate devices by certificate",
+            "cert_file"),
+        Key("mqtt_key_file", str, "client private key (PEM)", "key_file"),
+        Key("mqtt_protocol", str, "MQTT protocol version: 5 or 3.1.1", "protocol"),
+    )),
+    "run": Section(RunSettings, (
+        Key("input", str, "records to score: a file, or - for stdin"),
+        Key("format", str, "input format: jsonl or csv"),
+        Key("follow", bool, "keep reading a file as it grows (like tail -f)"),
+        Key("input_topic", str, "read records from this MQTT topic instead of --input"),
+        Key("output", str, "also write scored records here (a file, or - for stdout)"),
+        Key("publish_predictions", bool, "publish each prediction to edgeml/<fleet>/<device>/predictions (QoS 0)"),
+        Key("precision", str, "run the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best "
+            "here)"),
+        Key("log_level", str, "debug, info, warning or error"),
+    )),
+    "drift": Section(DriftSettings, (
+        Key("window_rows", int, "a drift window closes after this many rows..."),
+        Key("window_seconds", float, "...or after this many seconds, whichever comes first"),
+        Key("psi_moderate", float, "PSI at or above which a column has moderate drift"),
+        Key("psi_significant", float, "PSI at or above which a column has significant drift"),
+        Key("drifted_share", float, "the window has drifted when at least this share of its columns are significant"),
+        Key("min_rows", int, "windows with fewer scored rows get statistics but no verdict"),
+    )),
+    "outbox": Section(OutboxSettings, (
+        Key("outbox", str, "SQLite file that keeps drift windows until the broker acknowledges them", "path"),
+        Key("outbox_max_bytes", int, "outbox bound; when full the oldest windows are dropped (and counted)",
+            "max_bytes"),
+    )),
+}))

@@ -1,6 +1,8 @@
 """Drift telemetry over MQTT (paho-mqtt 2.x; MQTT 5 or 3.1.1): birth, drift windows, death.
 
-Topics, for fleet ``F`` and device ``D`` (payloads are JSON, described by
+Topics, for fleet ``F`` and device ``D``, come from
+:class:`~.protocol.topics.DeviceTopics`; payloads are built by
+:mod:`.protocol.envelopes` (JSON, described by the package's
 ``schemas/*.schema.json`` and ``docs/telemetry.md``):
 
 * ``edgeml/F/D/birth``: retained, QoS 1, published on every connect: the
@@ -39,12 +41,13 @@ import threading
 import time
 from collections import deque
 
-from .mqtt import MqttSettings, TelemetryError
+from .errors import TelemetryError
+from .mqtt import MqttSettings
 from .outbox import Outbox
 from .payloads import dumps, utc_now
+from .protocol import envelopes
+from .protocol.topics import DeviceTopics
 
-#: Version of the payload layout, in every message as ``format_version``.
-FORMAT_VERSION = 1
 #: Drift messages in flight (sent, not yet acknowledged) at once.
 IN_FLIGHT = 20
 #: How long paho's loop waits for network traffic before the thread looks at the outbox again.
@@ -55,23 +58,18 @@ PREDICTION_QUEUE = 1000
 PREDICTION_BATCH = 200
 #: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
 SESSION_EXPIRY = 7 * 24 * 3600
-#: Keys :meth:`Telemetry.send_drift` adds to a window; a window may not use them.
-ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
-_BIRTH_KEYS = ("format_version", "device", "fleet", "bdSeq", "time", "runtime")
-
-
-def describe_model(model) -> dict:
-    """The ``model`` object of birth and drift messages, from a loaded :class:`~.model.Model`."""
-    return {"name": model.manifest.name, "version": model.manifest.version, "artifact": model.artifact.path,
-            "sha256": model.artifact.sha256}
+#: What the ``model`` of a birth must say (see :func:`~.protocol.envelopes.describe_model`).
+MODEL_KEYS = ("name", "version", "bundle_sha256", "artifact", "sha256")
 
 
 class Telemetry:
     """Publishes one device's birth, drift windows and death; see the module docstring.
 
-    ``birth`` must hold ``model`` (``name``, ``version``, ``sha256``: see
-    :func:`describe_model`) and ``window`` (the window settings); any other
-    keys are published in the birth message as they are.
+    ``birth`` must hold ``model`` (:data:`MODEL_KEYS`: see
+    :func:`~.protocol.envelopes.describe_model`) and ``window`` (the window
+    settings); any other keys are published in the birth message as they are.
+    ``fleet`` and ``device`` are checked as topic levels by
+    :class:`~.protocol.topics.DeviceTopics`.
     """
 
     def __init__(self, settings: MqttSettings, *, fleet: str, device: str, birth: dict, outbox: Outbox,
@@ -82,24 +80,18 @@ class Telemetry:
             raise TelemetryError("paho-mqtt is not installed; install the runtime with its MQTT extra: "
                                  "pip install 'edgeml-runtime[mqtt]'") from None
         self._mqtt = mqtt
-        for name, value in (("fleet", fleet), ("device", device)):
-            if not value or any(c in value for c in "/+#"):
-                raise TelemetryError(f"{name} {value!r} must be non-empty, without '/', '+' or '#' "
-                                     "(it is an MQTT topic level)")
+        self.topics = DeviceTopics(fleet, device)
         model = birth.get("model")
-        if not isinstance(model, dict) or not {"name", "version", "sha256"} <= model.keys() or "window" not in birth:
-            raise TelemetryError("the birth information needs 'model' (with name, version, sha256) and 'window'; "
+        if not isinstance(model, dict) or not set(MODEL_KEYS) <= model.keys() or "window" not in birth:
+            raise TelemetryError(f"the birth information needs 'model' (with {', '.join(MODEL_KEYS)}) and 'window'; "
                                  f"got keys {sorted(birth)}")
-        clash = sorted(set(birth) & set(_BIRTH_KEYS))
-        if clash:
-            raise TelemetryError(f"the birth information may not set {clash}: telemetry fills them in")
+        envelopes.check_description(birth)
         self.settings, self.fleet, self.device, self.outbox = settings, fleet, device, outbox
         self.log = log or logging.getLogger("edgeml_runtime.telemetry")
         self._birth, self._model = dict(birth), dict(model)
         self._ssl = settings.ssl_context()
         self._host, self._port, _ = settings.endpoint
         self._client_id = settings.client_id or f"edgeml-{fleet}-{device}"
-        self.topics = {k: f"edgeml/{fleet}/{device}/{k}" for k in ("birth", "drift", "death", "predictions")}
 
         self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
         self._session = outbox.next_session()
@@ -151,15 +143,11 @@ class Telemetry:
         It is sent by the MQTT thread as soon as it is connected. Raises
         :class:`~.outbox.OutboxError` when the outbox cannot be written.
         """
-        clash = sorted(set(window) & set(ENVELOPE_KEYS))
-        if clash:
-            raise TelemetryError(f"a drift window may not set {clash}: telemetry fills them in")
         with self._lock:
             dropped = self.outbox.dropped
-            message = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
-                       "session": self._session, "seq": self._seq, "model": self._model,
-                       "outbox_dropped": dropped, **window}
-            self.outbox.put(self.topics["drift"], dumps(message), reports_dropped=dropped)
+            message = envelopes.drift(self.topics, session=self._session, seq=self._seq, model=self._model,
+                                      outbox_dropped=dropped, window=window)
+            self.outbox.put(self.topics.drift, dumps(message), reports_dropped=dropped)
             self._seq += 1
             return message["seq"]
 
@@ -169,7 +157,7 @@ class Telemetry:
             with self._lock:
                 self._counts["predictions_dropped"] += 1
             return
-        message = {"device": self.device, "fleet": self.fleet, "session": self._session, "time": utc_now(), **payload}
+        message = envelopes.prediction(self.topics, session=self._session, time=utc_now(), body=payload)
         self._predictions.append(dumps(message))
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -290,7 +278,7 @@ class Telemetry:
             client.username_pw_set(self.settings.username, self.settings.password)
         if self._ssl is not None:
             client.tls_set_context(self._ssl)
-        client.will_set(self.topics["death"], self._death_payload("lost"), qos=1, retain=True)
+        client.will_set(self.topics.death, self._death_payload("lost"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -300,16 +288,16 @@ class Telemetry:
         self._inflight.clear()
         self._cursor = 0
         self._live_from = self.outbox.last_id
-        birth = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
-                 "bdSeq": self._session, "time": utc_now(),
-                 "runtime": {"version": _runtime_version(), "mqtt_protocol": self.settings.protocol},
-                 **self._birth}
-        client.publish(self.topics["birth"], dumps(birth), qos=1, retain=True)
-        if self._records is not None:
-            client.subscribe(self._records[0], qos=1)
+        # Connected before the birth goes out: a consumer that sees the birth may already expect predictions.
+        # They are only handed to paho in _serve, after the birth, so none can overtake it.
         with self._lock:
             self._connected = True
             self._last_error = None
+        birth = envelopes.birth(self.topics, bd_seq=self._session, time=utc_now(), description=self._birth,
+                                runtime={"version": _runtime_version(), "mqtt_protocol": self.settings.protocol})
+        client.publish(self.topics.birth, dumps(birth), qos=1, retain=True)
+        if self._records is not None:
+            client.subscribe(self._records[0], qos=1)
         self.log.info("MQTT: connected to %s as %s (MQTT %s, session %d); %d window(s) waiting", self.settings.url,
                       self._client_id, self.settings.protocol, self._session, len(self.outbox))
 
@@ -351,7 +339,7 @@ class Telemetry:
                 return
         self._publish_predictions(client, limit=len(self._predictions))
         self._death_acked = False
-        self._death_mid = client.publish(self.topics["death"], self._death_payload("shutdown"), qos=1,
+        self._death_mid = client.publish(self.topics.death, self._death_payload("shutdown"), qos=1,
                                          retain=True).mid
         while not self._death_acked and time.monotonic() < self._stop_deadline:
             if client.loop(POLL_SECONDS) != ok:
@@ -367,18 +355,15 @@ class Telemetry:
         """Hand paho up to ``limit`` waiting predictions (QoS 0); its next loop writes them out."""
         sent = 0
         while self._predictions and sent < limit:
-            client.publish(self.topics["predictions"], self._predictions.popleft(), qos=0)
+            client.publish(self.topics.predictions, self._predictions.popleft(), qos=0)
             sent += 1
         if sent:
             with self._lock:
                 self._counts["predictions_sent"] += sent
 
     def _death_payload(self, reason: str) -> bytes:
-        death = {"format_version": FORMAT_VERSION, "device": self.device, "fleet": self.fleet,
-                 "bdSeq": self._session, "reason": reason}
-        if reason == "shutdown":
-            death["time"] = utc_now()
-        return dumps(death)
+        return dumps(envelopes.death(self.topics, bd_seq=self._session, reason=reason,
+                                     time=utc_now() if reason == "shutdown" else None))
 
     def _failed(self, message: str) -> None:
         with self._lock:
@@ -400,7 +385,7 @@ class Telemetry:
                 self._death_acked = True
             if reason_code.is_failure:
                 self.log.error("MQTT: the broker refused a message (%s); check the ACL allows %s",
-                               reason_code, self.topics["birth"].rsplit("/", 1)[0] + "/#")
+                               reason_code, self.topics.all)
             return
         if reason_code.is_failure:  # MQTT 5 only; 3.1.1 brokers acknowledge and discard
             with self._lock:
@@ -408,12 +393,11 @@ class Telemetry:
                 self._last_error = f"the broker refused drift message {msg_id}: {reason_code}"
             self.log.error("MQTT: the broker refused drift window %d (%s); it stays in the outbox and is sent "
                            "again after the next reconnect. Check the ACL allows %s", msg_id, reason_code,
-                           self.topics["drift"])
+                           self.topics.drift)
             return
         self.outbox.ack(msg_id)
         with self._lock:
             self._counts["acked"] += 1
-
 
     def _on_message(self, client, userdata, message) -> None:
         _, items, parser = self._records

@@ -8,11 +8,11 @@ values of the wrong type are errors that name the file and the key.
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from edgeml.errors import ConfigError
+from edgeml_runtime.tomlfile import read_toml
 
 CONFIG_FILE = "edgeml.toml"
 TASKS = ("classification", "regression")
@@ -57,13 +57,7 @@ _TYPES = {
 
 def read_config_file(path: Path) -> dict:
     """The ``[build]`` settings of a config file, checked for unknown keys and types."""
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    doc = read_toml(path, ConfigError, "config file")
     extra = [k for k in doc if k != "build"]
     if extra:
         raise ConfigError(f"{path}: unknown table or key {extra[0]!r}; settings go in a [build] table")

@@ -21,12 +21,12 @@ Example:
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import dataclass
 from functools import cache
 
 from edgeml.errors import TargetError
 from edgeml.targets.files import targets_dir
+from edgeml_runtime.tomlfile import read_toml
 
 OP_SETS_FILE = "_tflite_op_sets.toml"
 #: Tensor types an integer-only set accepts (int32 holds biases and shapes).
@@ -50,13 +50,7 @@ class OpSet:
 def _load(path_text: str) -> dict[str, OpSet]:
     import tflite
 
-    try:
-        with open(path_text, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TargetError(f"{path_text}: cannot read the TFLite operator sets ({exc}); fix the file") from None
+    raw = read_toml(path_text, TargetError, "file of TFLite operator sets", missing_ok=True)
     sets = {}
     for name, table in raw.items():
         where = f"{path_text}: [{name}]"

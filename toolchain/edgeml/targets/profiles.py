@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 from edgeml.errors import TargetError
 from edgeml.targets.files import DEFAULTS_FILE, targets_dir
 from edgeml.targets.opsets import load_op_set
+from edgeml_runtime.tomlfile import read_toml
 
 ARCHES = ("aarch64", "armv7l", "x86_64", "xtensa", "armv7em")
 FORMATS = ("onnx", "ort", "tflite")
@@ -231,13 +231,7 @@ def _validate(raw: dict, where: str, *, shared: bool = False) -> dict:
 
 
 def _read(path: Path, *, shared: bool = False) -> dict:
-    try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    except OSError as exc:
-        raise TargetError(f"{path}: cannot read target profile ({exc.strerror}); check the path") from None
+    raw = read_toml(path, TargetError, "target profile")
     data = _validate(raw, str(path), shared=shared)
     if not shared and data.get("name") != path.stem:
         seen = f"name = {data['name']!r} does not match the file name" if "name" in data else "missing key 'name'"

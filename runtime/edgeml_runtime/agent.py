@@ -1,0 +1,138 @@
+"""The composition root of a device process: one settings value in, a running device out.
+
+:class:`Agent` wires what ``edgeml-runtime run`` runs from one
+:class:`~.settings.AgentSettings`: the model and its drift monitor, the
+durable outbox, MQTT telemetry (birth with the bundle identity, drift windows,
+death), the record source (a file or stdin on a thread, or an MQTT topic),
+the optional output file, and the scoring loop (:class:`~.run.StreamScorer`).
+:func:`run_device` adds what a process needs around it: logging and the
+SIGTERM/SIGINT handlers that end it cleanly. Nothing here validates a
+setting: the settings arrive checked.
+
+Example: the ``window`` a device states in its birth message.
+
+>>> window_description(DriftSettings(window_rows=500))
+{'rows': 500, 'seconds': 300.0, 'psi_moderate': 0.1, 'psi_significant': 0.25, 'drifted_share': 0.3, 'min_rows': 100}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .drift import DriftSettings
+from .model import Model
+from .outbox import Outbox
+from .protocol.envelopes import describe_model
+from .protocol.topics import DeviceTopics
+from .records import RecordWriter, open_text
+from .run import RunStats, StreamScorer
+from .settings import AgentSettings
+from .stream import FileSource
+from .telemetry import Telemetry
+
+#: Input rows that may wait between the reader and the scoring loop.
+QUEUE_ROWS = 10_000
+
+
+def window_description(settings: DriftSettings) -> dict:
+    """The ``window`` object of the birth message: how this device closes and judges its windows."""
+    return {"rows": settings.window_rows, "seconds": settings.window_seconds,
+            "psi_moderate": settings.psi_moderate, "psi_significant": settings.psi_significant,
+            "drifted_share": settings.drifted_share, "min_rows": settings.min_rows}
+
+
+def default_outbox_path(device: DeviceTopics) -> Path:
+    """``$XDG_STATE_HOME/edgeml/<fleet>-<device>.outbox.db`` (``~/.local/state`` without the variable)."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edgeml"
+    state.mkdir(parents=True, exist_ok=True)
+    return state / f"{device.fleet}-{device.device_id}.outbox.db"
+
+
+class Agent:
+    """One device process: scores ``bundle``'s records and reports drift, as ``settings`` say.
+
+    :meth:`run` returns when the input ends or :attr:`stop` is set (a
+    signal, or another thread): the open window is closed and sent, and the
+    death message published.
+    """
+
+    def __init__(self, bundle: str | os.PathLike, settings: AgentSettings, *, log: logging.Logger | None = None):
+        self.bundle, self.settings = bundle, settings
+        self.log = log or logging.getLogger("edgeml_runtime")
+        self.stop = threading.Event()
+        self._scorer: StreamScorer | None = None
+
+    @property
+    def stats(self) -> RunStats:
+        """Rows read, scored and bad, and windows sent so far (updated while :meth:`run` runs)."""
+        return self._scorer.stats if self._scorer is not None else RunStats()
+
+    def run(self) -> RunStats:
+        s = self.settings
+        model = Model.load(self.bundle, precision=s.run.precision)
+        model.monitor = model.drift_monitor(s.drift)
+        outbox = Outbox(s.outbox.path or default_outbox_path(s.device), max_bytes=s.outbox.max_bytes)
+        try:
+            telemetry = Telemetry(s.mqtt, fleet=s.device.fleet, device=s.device.device_id, outbox=outbox,
+                                  birth={"model": describe_model(model), "window": window_description(s.drift)},
+                                  log=self.log)
+            items: queue.Queue = queue.Queue(maxsize=QUEUE_ROWS)
+            if s.run.input_topic:
+                telemetry.subscribe_records(s.run.input_topic, items)
+            else:
+                FileSource(s.run.input, s.run.format, items, follow=s.run.follow, stop=self.stop).start()
+            with self._writer(model) as writer:
+                telemetry.start()
+                self.log.info("scoring %s with %s %s as %s/%s; drift windows of %d rows or %g s",
+                              s.run.input_topic or s.run.input, model.manifest.name, model.manifest.version,
+                              s.device.fleet, s.device.device_id, s.drift.window_rows, s.drift.window_seconds)
+                self._scorer = StreamScorer(model, telemetry, writer=writer, log=self.log,
+                                            publish_predictions=s.run.publish_predictions)
+                try:
+                    stats = self._scorer.run(items, self.stop)
+                finally:
+                    telemetry.stop()
+        finally:
+            outbox.close()
+        self.log.info("done: %d rows, %d scored, %d bad, %d drift windows",
+                      stats.rows, stats.scored, stats.bad_rows, stats.windows)
+        return stats
+
+    @contextlib.contextmanager
+    def _writer(self, model: Model):
+        """The writer of scored records (``output``), or None; the file is closed after the run (not stdout)."""
+        path = self.settings.run.output
+        if not path:
+            yield None
+            return
+        out = open_text(path, "w")
+        try:
+            yield RecordWriter(out, self.settings.run.format, model.classes)
+        finally:
+            if path != "-":
+                out.close()
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the loop to finish its window and shut down cleanly."""
+    def handler(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def run_device(bundle: str | os.PathLike, settings: AgentSettings) -> RunStats:
+    """``edgeml-runtime run``: logging to stderr at ``log_level``, signal handlers, then :meth:`Agent.run`."""
+    logging.basicConfig(level=settings.run.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    agent = Agent(bundle, settings)
+    install_signal_handlers(agent.stop)
+    return agent.run()

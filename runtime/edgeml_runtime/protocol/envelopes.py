@@ -1,0 +1,105 @@
+"""The messages a device publishes, as the fleet controller reads them: one builder per kind, one version.
+
+Every payload is a JSON object carrying ``format_version``: the version of
+this whole protocol (topics, envelopes, the window verdict), one number for
+every kind of message, so a consumer checks one thing. It changes whenever a
+payload's layout or meaning does; a consumer refuses versions it does not
+know (:func:`decode` does). Version 1 had no ``format_version`` in
+predictions and no bundle identity; version 2 adds both. The JSON Schemas of
+each kind (:mod:`.schemas`) say ``"format_version": {"const": 2}``.
+
+Example:
+
+>>> from edgeml_runtime.protocol.topics import DeviceTopics
+>>> death(DeviceTopics("plant-a", "pi-07"), bd_seq=12, reason="lost")
+{'format_version': 2, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
+>>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 2, "bdSeq": 12}')
+>>> topic.kind, payload["bdSeq"]
+('death', 12)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from ..errors import ProtocolError
+from .topics import DeviceTopics, Topic, parse_topic
+
+#: The protocol version every payload states as ``format_version``.
+FORMAT_VERSION = 2
+#: The envelope a drift message wraps around a closed window (``historical`` is added as it is sent).
+ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
+#: What the birth message fills in itself; the rest of a birth is the device's description.
+BIRTH_KEYS = ("format_version", "device", "fleet", "bdSeq", "time", "runtime")
+#: Death reasons: the Last Will (``lost``), a clean stop (``shutdown``).
+DEATH_REASONS = ("lost", "shutdown")
+
+
+def describe_model(model) -> dict:
+    """The ``model`` object of birth and drift messages, from a loaded :class:`~edgeml_runtime.model.Model`.
+
+    ``bundle_sha256`` is the bundle's identity (:func:`.identity.bundle_sha256`);
+    ``artifact`` and ``sha256`` name the artifact of the bundle this device runs.
+    """
+    return {"name": model.manifest.name, "version": model.manifest.version,
+            "bundle_sha256": model.manifest.identity, "artifact": model.artifact.path,
+            "sha256": model.artifact.sha256}
+
+
+def _head(device: DeviceTopics) -> dict:
+    return {"format_version": FORMAT_VERSION, "device": device.device_id, "fleet": device.fleet}
+
+
+def check_description(description: Mapping) -> None:
+    """Refuse a birth description that sets what the envelope fills in."""
+    clash = sorted(set(description) & set(BIRTH_KEYS))
+    if clash:
+        raise ProtocolError(f"a birth description may not set {clash}: the envelope fills them in")
+
+
+def birth(device: DeviceTopics, *, bd_seq: int, time: str, runtime: Mapping, description: Mapping) -> dict:
+    """The birth message: the envelope, then ``description`` (``model``, ``window`` and anything else)."""
+    check_description(description)
+    return {**_head(device), "bdSeq": bd_seq, "time": time, "runtime": dict(runtime), **description}
+
+
+def death(device: DeviceTopics, *, bd_seq: int, reason: str, time: str | None = None) -> dict:
+    """The death message; ``time`` only for a clean ``shutdown`` (a will is written before it is needed)."""
+    if reason not in DEATH_REASONS:
+        raise ProtocolError(f"death reason {reason!r} is not one of {', '.join(DEATH_REASONS)}")
+    message = {**_head(device), "bdSeq": bd_seq, "reason": reason}
+    if time is not None:
+        message["time"] = time
+    return message
+
+
+def drift(device: DeviceTopics, *, session: int, seq: int, model: Mapping, outbox_dropped: int,
+          window: Mapping) -> dict:
+    """A closed window inside its envelope (``historical`` is appended when it is sent)."""
+    clash = sorted(set(window) & set(ENVELOPE_KEYS))
+    if clash:
+        raise ProtocolError(f"a drift window may not set {clash}: the envelope fills them in")
+    return {**_head(device), "session": session, "seq": seq, "model": dict(model),
+            "outbox_dropped": outbox_dropped, **window}
+
+
+def prediction(device: DeviceTopics, *, session: int, time: str, body: Mapping) -> dict:
+    """One prediction (``body``: ``row``, ``prediction``, ``probabilities``) in its envelope."""
+    return {**_head(device), "session": session, "time": time, **body}
+
+
+def decode(topic: str, payload: bytes | str) -> tuple[Topic, dict]:
+    """A received message: its parsed topic and JSON object, refused if it is not this protocol version."""
+    where = parse_topic(topic)
+    try:
+        message = json.loads(payload)
+    except ValueError as exc:
+        raise ProtocolError(f"{topic}: the payload is not JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{topic}: the payload is a JSON {type(message).__name__}, not an object")
+    version = message.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ProtocolError(f"{topic}: format_version {version!r} is not {FORMAT_VERSION}, the version this "
+                            "runtime reads; update the controller or the device so both speak the same version")
+    return where, message

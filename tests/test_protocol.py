@@ -1,0 +1,263 @@
+"""The device ↔ fleet protocol: topics, envelopes, bundle identity, schemas as package data, the window verdict.
+
+The verdict tests follow river's drift tests: fixed count vectors (here, fixed
+rows counted by real monitors), exact expected statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeml_runtime.drift import DriftMonitor, DriftSettings
+from edgeml_runtime.errors import BundleError, ProtocolError, SettingsError
+from edgeml_runtime.protocol import (
+    FORMAT_VERSION,
+    KINDS,
+    DeviceTopics,
+    Topic,
+    add_counts,
+    bundle_sha256,
+    canonical_json,
+    decode,
+    envelopes,
+    examples,
+    judge_window,
+    parse_topic,
+    schema,
+    subscription,
+)
+from edgeml_runtime.schema import InputColumn, InputSchema
+
+RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
+
+
+# -- topics --------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_topic_parses_back_into_who_sent_what(kind):
+    device = DeviceTopics("plant-a", "pi-07")
+    assert device.topic(kind) == f"edgeml/plant-a/pi-07/{kind}"
+    assert parse_topic(device.topic(kind)) == Topic("plant-a", "pi-07", kind)
+
+
+@pytest.mark.parametrize("topic,message", [
+    ("edgeml/plant-a/birth", "has 3 levels; a device topic is edgeml/<fleet>/<device>/<kind>"),
+    ("edgeml/plant-a/pi-07/drift/extra", "has 5 levels"),
+    ("fleet/plant-a/pi-07/drift", "starts with 'fleet', not 'edgeml'"),
+    ("edgeml/plant-a/pi-07/status", "ends in 'status', which is not a message kind"),
+    ("edgeml//pi-07/drift", "the fleet level '' must be a non-empty text"),
+    ("edgeml/plant-a/+/drift", r"the device level '\+' cannot contain '/', '\+' or '#'"),
+])
+def test_malformed_topics_are_refused_with_what_is_wrong(topic, message):
+    with pytest.raises(ProtocolError, match=message):
+        parse_topic(topic)
+
+
+def test_device_topics_validate_their_levels_once():
+    with pytest.raises(SettingsError, match=r"^device_id = 'pi/07': cannot contain '/'"):
+        DeviceTopics("plant-a", "pi/07")
+    with pytest.raises(SettingsError, match=r"^fleet = '': must be a non-empty text"):
+        DeviceTopics("", "pi-07")
+    with pytest.raises(ProtocolError, match="'status' is not part of the protocol"):
+        DeviceTopics("plant-a", "pi-07").topic("status")
+    assert DeviceTopics("plant-a", "pi-07").all == "edgeml/plant-a/pi-07/#"
+    assert subscription("plant-a") == "edgeml/plant-a/+/+" and subscription() == "edgeml/+/+/+"
+
+
+# -- envelopes -----------------------------------------------------------------
+
+def test_every_message_states_the_protocol_version_and_matches_its_schema():
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    device = DeviceTopics("plant-a", "pi-07")
+    drift_example = examples()["drift"]
+    model = drift_example["model"]
+    window = {k: v for k, v in drift_example.items() if k not in envelopes.ENVELOPE_KEYS}
+    built = {
+        "birth": envelopes.birth(device, bd_seq=3, time="2026-01-01T00:00:00.000Z",
+                                 runtime={"version": "0.1.0", "mqtt_protocol": "5"},
+                                 description={"model": model, "window": {"rows": 1000}}),
+        "drift": dict(envelopes.drift(device, session=3, seq=0, model=model, outbox_dropped=0, window=window),
+                      historical=False),
+        "death": envelopes.death(device, bd_seq=3, reason="shutdown", time="2026-01-01T00:00:00.000Z"),
+        "prediction": envelopes.prediction(device, session=3, time="2026-01-01T00:00:00.000Z",
+                                           body={"row": 1, "prediction": 0}),
+    }
+    for kind, message in built.items():
+        assert message["format_version"] == FORMAT_VERSION == 2
+        Draft202012Validator(schema(kind), format_checker=FormatChecker()).validate(message)
+    with pytest.raises(ProtocolError, match=r"may not set \['bdSeq'\]"):
+        envelopes.birth(device, bd_seq=1, time="", runtime={}, description={"bdSeq": 9})
+    with pytest.raises(ProtocolError, match="death reason 'gone' is not one of lost, shutdown"):
+        envelopes.death(device, bd_seq=1, reason="gone")
+
+
+@pytest.mark.parametrize("payload,message", [
+    (b'{"format_version": 1, "bdSeq": 1}', "format_version 1 is not 2, the version this runtime reads"),
+    (b'{"bdSeq": 1}', "format_version None is not 2"),
+    (b"[1, 2]", "the payload is a JSON list, not an object"),
+    (b"{", "the payload is not JSON"),
+])
+def test_decode_refuses_what_this_version_cannot_read(payload, message):
+    with pytest.raises(ProtocolError, match=message):
+        decode("edgeml/plant-a/pi-07/death", payload)
+
+
+# -- bundle identity -----------------------------------------------------------
+
+def test_bundle_identity_ignores_layout_and_follows_content(demo_bundle):
+    text = (demo_bundle / "manifest.json").read_text()
+    manifest = json.loads(text)
+    identity = bundle_sha256(manifest)
+    assert len(identity) == 64 and int(identity, 16) >= 0
+    reordered = json.loads(json.dumps(dict(reversed(list(manifest.items()))), indent=7))
+    assert bundle_sha256(reordered) == identity  # key order and whitespace do not matter
+    assert canonical_json(manifest) == canonical_json(reordered)
+    canonical = canonical_json(manifest)
+    assert b"\n" not in canonical and canonical.startswith(b'{"artifacts":[{"') and json.loads(canonical) == manifest
+    tampered = json.loads(text)
+    tampered["artifacts"][0]["sha256"] = "0" * 64
+    assert bundle_sha256(tampered) != identity  # the manifest hashes every artifact, so the identity covers them
+    assert bundle_sha256({"name": "é"}) == bundle_sha256(json.loads('{"name": "\\u00e9"}'))
+    with pytest.raises(BundleError, match="finite numbers"):
+        bundle_sha256({"x": float("nan")})
+
+
+def test_the_typed_manifest_has_the_identity_of_the_file_it_was_read_from(demo_bundle):
+    from edgeml_runtime.bundle import read_manifest
+
+    raw = json.loads((demo_bundle / "manifest.json").read_text())
+    assert read_manifest(demo_bundle).identity == bundle_sha256(raw)
+
+
+def test_a_loaded_model_reports_its_bundle_identity_beside_its_artifact(demo_bundle):
+    from edgeml_runtime import Model
+
+    model = Model.load(demo_bundle)
+    described = envelopes.describe_model(model)
+    assert described["bundle_sha256"] == bundle_sha256(json.loads((demo_bundle / "manifest.json").read_text()))
+    assert described["artifact"] == model.artifact.path and described["sha256"] == model.artifact.sha256
+
+
+# -- schemas as package data -----------------------------------------------------
+
+def test_the_schemas_ship_in_the_package_and_pyproject_declares_them():
+    folder = RUNTIME / "edgeml_runtime" / "schemas"
+    declared = tomllib.loads((RUNTIME / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert declared["edgeml_runtime"] == ["schemas/*.json", "schemas/examples/*.json"]
+    shipped = {p.relative_to(folder.parent).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert shipped and all(p.endswith(".json") and p.count("/") <= 2 for p in shipped)
+    assert not (RUNTIME.parent / "schemas").exists()  # moved, not copied
+    for kind in ("birth", "death", "drift", "prediction"):
+        assert schema(kind)["properties"]["format_version"] == {"const": FORMAT_VERSION}
+    assert schema("death")["additionalProperties"] is False
+    with pytest.raises(ProtocolError, match="no JSON Schema for 'status'"):
+        schema("status")
+
+
+# -- the window verdict over counts ---------------------------------------------
+
+REFERENCE = {
+    "format": 1, "bins": "right-closed",
+    "columns": {
+        "temp": {"kind": "numeric", "edges": [10.0, 20.0], "shares": [0.25, 0.5, 0.25], "missing_rate": 0.0,
+                 "range": [0.0, 30.0]},
+        "rpm": {"kind": "numeric", "edges": [1000.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
+                "range": [0.0, 2000.0]},
+        "type": {"kind": "categorical", "categories": ["H", "L"], "shares": [0.5, 0.5, 0.0], "missing_rate": 0.0},
+    },
+    "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
+}
+SCHEMA = InputSchema((InputColumn("temp", "numeric", ("temp",)), InputColumn("rpm", "numeric", ("rpm",)),
+                      InputColumn("type", "categorical", ("type",), categories=("H", "L"))))
+SETTINGS = DriftSettings(window_rows=1000, min_rows=30)
+T = [5.0] * 5 + [15.0] * 10 + [25.0] * 5  # temp exactly as in the reference: 5 / 10 / 5
+
+
+def rows(temp, rpm, types, outputs):
+    return ({"temp": np.array(temp, dtype=np.float32).reshape(-1, 1),
+             "rpm": np.array(rpm, dtype=np.float32).reshape(-1, 1),
+             "type": np.array(types, dtype=object).reshape(-1, 1)}, np.array(outputs))
+
+
+def device_window(*batches, settings=SETTINGS) -> dict:
+    monitor = DriftMonitor(REFERENCE, SCHEMA, settings, clock=lambda: 0.0)
+    for feeds, outputs in batches:
+        monitor.update(feeds, outputs)
+    return monitor.flush()
+
+
+# Three devices of 20 rows each, and the statuses and verdict of all 60 rows.
+FLEETS = {
+    # Each device alone drifts (rpm all high on one, all low on another; a new category on the third), but
+    # together the fleet looks like the reference.
+    "offsetting": ([rows(T, [1500.0] * 20, ["H"] * 10 + ["L"] * 10, [0, 1] * 10),
+                    rows(T, [500.0] * 20, ["H"] * 10 + ["L"] * 10, [0, 1] * 10),
+                    rows(T, [500.0] * 10 + [1500.0] * 10, ["H"] * 10 + ["L"] * 9 + ["X"], [0] * 12 + [1] * 8)],
+                   ["drift", "drift", "drift"],
+                   {"temp": "ok", "rpm": "ok", "type": "ok"}, "ok", [], 0.0),
+    # rpm runs high everywhere, one device runs hot, two see a new category now and then.
+    "drifting": ([rows(T, [1500.0] * 20, ["H"] * 10 + ["L"] * 10, [0] * 20),
+                  rows(T, [1500.0] * 15 + [500.0] * 5, ["H"] * 10 + ["L"] * 9 + ["X"], [0, 1] * 10),
+                  rows([25.0] * 20, [1500.0] * 20, ["H"] * 9 + ["L"] * 10 + ["X"], [1] * 20)],
+                 ["drift", "drift", "drift"],
+                 {"temp": "significant", "rpm": "significant", "type": "moderate"}, "drift", ["temp", "rpm"],
+                 0.666667),
+}
+
+
+@pytest.mark.parametrize("name", FLEETS)
+def test_summed_device_windows_reach_the_verdict_of_one_device_on_all_rows(name):
+    batches, alone, statuses, verdict, drifted, share = FLEETS[name]
+    windows = [device_window(b) for b in batches]
+    # 20 rows each: below min_rows, no device can judge its own window...
+    assert [w["verdict"]["status"] for w in windows] == [None, None, None]
+    # ...though each, judged on its own with min_rows=1, would say:
+    assert [judge_window(REFERENCE, w, DriftSettings(min_rows=1))["verdict"]["status"] for w in windows] == alone
+    fleet = judge_window(REFERENCE, add_counts(windows), SETTINGS)
+    assert {n: c["status"] for n, c in fleet["columns"].items()} == statuses
+    assert fleet["verdict"] == {"status": verdict, "drifted_columns": drifted, "share": share}
+    single = device_window(*batches)  # one device that saw all 60 rows
+    assert single["rows"] == add_counts(windows)["rows"] == 60
+    assert fleet["verdict"] == single["verdict"]
+    for n, c in fleet["columns"].items():
+        assert c == {k: single["columns"][n][k] for k in ("psi", "js", "status")}
+    assert fleet["output"] == {k: single["output"][k] for k in ("psi", "js", "status")}
+
+
+def test_a_device_window_is_exactly_what_the_public_verdict_says():
+    window = device_window(rows(T, [1500.0] * 20, ["H"] * 10 + ["L"] * 10, [0, 1] * 10),
+                           settings=DriftSettings(min_rows=1))
+    judged = judge_window(REFERENCE, window, DriftSettings(min_rows=1))
+    assert window["verdict"] == judged["verdict"] == {"status": "drift", "drifted_columns": ["rpm"],
+                                                      "share": 0.333333}
+    assert window["columns"]["rpm"]["counts"] == [0, 20] and window["columns"]["rpm"]["status"] == "significant"
+    assert window["columns"]["temp"]["psi"] == 0.0 and window["columns"]["temp"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("psi,status", [(0.0999, "ok"), (0.1, "moderate"), (0.2499, "moderate"),
+                                        (0.25, "significant"), (3.0, "significant"), (None, None)])
+def test_column_status_thresholds_are_inclusive_from_below(psi, status):
+    from edgeml_runtime.protocol import status as column_status
+
+    assert column_status(psi, DriftSettings()) == status
+
+
+def test_counts_that_do_not_fit_the_reference_are_refused():
+    window = device_window(rows(T, [1500.0] * 20, ["H"] * 20, [0] * 20))
+    other = {**window, "columns": {k: v for k, v in window["columns"].items() if k != "type"}}
+    with pytest.raises(ProtocolError, match=r"\['type'\] are missing"):
+        judge_window(REFERENCE, other, SETTINGS)
+    bad = json.loads(json.dumps(window))
+    bad["columns"]["rpm"]["counts"] = [1, 2, 3]
+    with pytest.raises(ProtocolError, match="rpm: 3 counts"):
+        judge_window(REFERENCE, bad, SETTINGS)
+    with pytest.raises(ProtocolError, match="cannot be added"):
+        add_counts([window, bad])
+    with pytest.raises(ProtocolError, match="no windows to add"):
+        add_counts([])
