@@ -30,7 +30,7 @@ from edgeml.errors import ExportError
 from edgeml.export.onnx import align_thresholds
 from edgeml.export.tflite.pipeline import to_tflite
 from edgeml.export.tflite.trees import float32_below
-from edgeml.models.learners import (
+from edgeml.models.estimators import (
     StandardizedElasticNet,
     StandardizedLogisticRegression,
     StandardizedMLPClassifier,
