@@ -146,7 +146,8 @@ def measure(folder: Path, profile, calls: int) -> list[dict]:
     import pandas as pd
 
     from edgeml.export.quantize import metric_drop
-    from edgeml.search.costmodel import Structure, load_cost_model
+    from edgeml.models.structure import Structure
+    from edgeml.search.costmodel import load_cost_model
     from edgeml.verify.metrics import classification_metrics, regression_metrics
     from edgeml_runtime import Model
 
