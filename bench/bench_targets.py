@@ -106,6 +106,9 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
         for precision in profile.precisions:
             if (fmt, precision) == ("onnx", "fp32") and profile.ort_optimization == "none":
                 continue  # model.onnx is that artifact
+            if fmt == "tflite":  # written from the pipeline, not compiled from ONNX: bench_tflite.py measures it
+                skipped.append({"format": fmt, "precision": precision, "reason": "measured by bench_tflite.py"})
+                continue
             try:
                 art = compile_artifact(fp32, fmt, precision, options)
             except NotApplicable as exc:

@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
-OUT = ROOT / "toolchain" / "edgeml" / "data" / "cost_model.json"
+OUT = ROOT / "toolchain" / "edgeml" / "search" / "cost_model.json"
 REPORT = ROOT / "bench" / "results" / "cost_model.md"
 POINTS = ROOT / "bench" / "results" / "cost_model_points.json"
 
