@@ -69,15 +69,16 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
     from edgeml.data.prepare import prepare
     from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
     from edgeml.export.quantize import CompileOptions, NotApplicable, compile_artifact
-    from edgeml.models.learners import model_steps
-    from edgeml.search.automl import HardwareBudget, SearchSettings, run_search, usable_learners
+    from edgeml.models.estimators import model_steps
+    from edgeml.search.automl import SearchSettings, run_search, usable_learners
+    from edgeml.targets.measure import TrialMeasure, target_budget
 
     file, label, drop = DATA[data_name]
     data = prepare(read_table(DATASETS / file).frame, label, drop=drop, seed=seed)
     schema, inputs, pre, X, y, classes = data.schema, data.inputs, data.preprocessor, data.X, data.y, data.classes
     chosen = usable_learners(learners or profile.estimators, schema.task)
     if mlp_layers:
-        from edgeml.models.learners import StandardizedMLPClassifier, StandardizedMLPRegressor
+        from edgeml.models.estimators import StandardizedMLPClassifier, StandardizedMLPRegressor
 
         cls = StandardizedMLPClassifier if classes else StandardizedMLPRegressor
         model = cls(hidden_layer_sizes=tuple(int(w) for w in mlp_layers.split("x")), max_iter=60,
@@ -85,8 +86,9 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
         search = {"learners": ["mlp"], "best_learner": f"mlp {mlp_layers}", "trials": [], "frontier": []}
     else:
         settings = SearchSettings(task=schema.task, learners=chosen, max_iter=max_iter, seed=seed)
-        budget = HardwareBudget.from_target(profile, n_inputs=len(inputs.features))
-        result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, budgets=budget)
+        budget = target_budget(profile, data)
+        result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, budgets=budget,
+                            measure=TrialMeasure.from_budget(budget, schema.task, X["train"]))
         model = result.model
         search = {"learners": list(chosen), "best_learner": result.learner, "best_config": result.config,
                   "metric": result.metric, "trials": [t.to_dict() for t in result.trials],
@@ -104,6 +106,9 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
         for precision in profile.precisions:
             if (fmt, precision) == ("onnx", "fp32") and profile.ort_optimization == "none":
                 continue  # model.onnx is that artifact
+            if fmt == "tflite":  # written from the pipeline, not compiled from ONNX: bench_tflite.py measures it
+                skipped.append({"format": fmt, "precision": precision, "reason": "measured by bench_tflite.py"})
+                continue
             try:
                 art = compile_artifact(fp32, fmt, precision, options)
             except NotApplicable as exc:
@@ -144,7 +149,8 @@ def measure(folder: Path, profile, calls: int) -> list[dict]:
     import pandas as pd
 
     from edgeml.export.quantize import metric_drop
-    from edgeml.search.costmodel import Structure, load_cost_model
+    from edgeml.models.structure import Structure
+    from edgeml.search.costmodel import load_cost_model
     from edgeml.verify.metrics import classification_metrics, regression_metrics
     from edgeml_runtime import Model
 

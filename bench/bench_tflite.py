@@ -37,7 +37,7 @@ def models(task: str) -> dict:
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from xgboost import XGBClassifier, XGBRegressor
 
-    from edgeml.models.learners import (
+    from edgeml.models.estimators import (
         StandardizedLogisticRegression,
         StandardizedMLPClassifier,
         StandardizedMLPRegressor,
@@ -57,7 +57,7 @@ def models(task: str) -> dict:
     if c:
         out["logistic"] = StandardizedLogisticRegression(C=1.0, max_iter=500)
     else:
-        from edgeml.models.learners import StandardizedElasticNet
+        from edgeml.models.estimators import StandardizedElasticNet
 
         out["enet"] = StandardizedElasticNet(alpha=0.01, l1_ratio=0.5)
     return out
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     from edgeml.errors import ExportError
     from edgeml.export.onnx import align_thresholds, to_onnx
     from edgeml.export.tflite.pipeline import to_tflite
-    from edgeml.models.learners import model_steps
+    from edgeml.models.estimators import model_steps
     from edgeml.verify.metrics import classification_metrics, regression_metrics
     from edgeml_runtime.engines import OnnxEngine
     from edgeml_runtime.litert import TfliteEngine

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         traversal_arrays,
         traversal_bytes,
     )
-    from edgeml.export.tflite.trees import FORESTS
+    from edgeml.export.tflite.trees import read_forest
 
     rows = []
     for key in ("ai4i", "ccpp"):
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         for name, model in models(task).items():
             model.fit(pre.transform(features["train"]), y["train"])
             host = model.predict_proba(Z) if task == "classification" else model.predict(Z)[:, None]
-            forest = FORESTS[type(model).__name__](model, task)
+            forest = read_forest(model, task)
             arrays = traversal_arrays(forest)
             result = {"key": key, "model": name, "nodes": arrays.nodes, "depth": arrays.depth}
             for form, predict in (("gemm", gemm_bytes), ("traversal", traversal_bytes)):

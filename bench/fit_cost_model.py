@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
-OUT = ROOT / "toolchain" / "edgeml" / "data" / "cost_model.json"
+OUT = ROOT / "toolchain" / "edgeml" / "search" / "cost_model.json"
 REPORT = ROOT / "bench" / "results" / "cost_model.md"
 POINTS = ROOT / "bench" / "results" / "cost_model_points.json"
 
@@ -73,7 +73,7 @@ def candidates(task: str, quick: bool):
     )
     from xgboost import XGBClassifier, XGBRegressor
 
-    from edgeml.models.learners import (
+    from edgeml.models.estimators import (
         StandardizedElasticNet,
         StandardizedLogisticRegression,
         StandardizedMLPClassifier,
@@ -125,9 +125,9 @@ def measure(data: dict, family: str, what: str, estimator, work: Path, args) -> 
     from sklearn.pipeline import Pipeline
 
     from edgeml.bundle import writer as bundle
-    from edgeml.export.onnx import align_thresholds, output_names, to_onnx
-    from edgeml.models.learners import model_steps
-    from edgeml.search.costmodel import exported_bytes, structure_of
+    from edgeml.export.onnx import align_thresholds, estimator_bytes, output_names, to_onnx
+    from edgeml.models.estimators import model_steps
+    from edgeml.search.costmodel import structure_of
     from edgeml_runtime import Model
 
     with warnings.catch_warnings():
@@ -148,7 +148,7 @@ def measure(data: dict, family: str, what: str, estimator, work: Path, args) -> 
     s = structure_of(estimator)
     return {"family": family, "what": what, "n_inputs": len(data["inputs"].features), "structure": s.to_dict(),
             "latency_us": latency, "artifact_bytes": artifact["bytes"],
-            "estimator_bytes": exported_bytes(estimator, data["X"].shape[1], data["task"])}
+            "estimator_bytes": estimator_bytes(estimator, data["X"].shape[1], data["task"])}
 
 
 def fit(points: list[dict], seed: int = 0) -> dict:

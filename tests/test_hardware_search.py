@@ -15,6 +15,7 @@ from conftest import AI4I_DROP, DATASETS
 from edgeml.errors import SearchError
 from edgeml.search.automl import (
     INFEASIBLE,
+    Cost,
     HardwareBudget,
     SearchSettings,
     Trial,
@@ -22,6 +23,7 @@ from edgeml.search.automl import (
     infeasible_message,
     run_search,
 )
+from edgeml.targets.measure import TrialMeasure
 from edgeml.targets.profiles import load_target
 
 CASES = {
@@ -44,10 +46,13 @@ def prepared(name: str) -> dict:
     }
 
 
-def search(data, learners, budgets=None, max_iter=4):
+def search(data, learners, budgets=None, max_iter=4, progress=None):
+    """The search as ``edgeml build`` runs it: every trial measured for ``budgets`` (none: on this machine)."""
     X, y = data["X"], data["y"]
     settings = SearchSettings(task=data["task"], learners=learners, max_iter=max_iter, seed=0, n_jobs=1)
-    return run_search(X["train"], y["train"], X["valid"], y["valid"], settings, budgets=budgets)
+    measure = TrialMeasure.from_budget(budgets or HardwareBudget(), data["task"], X["train"])
+    return run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=progress, budgets=budgets,
+                      measure=measure)
 
 
 # --- trials and budgets on real data ---------------------------------------------------------------
@@ -109,12 +114,70 @@ def test_a_latency_budget_nothing_meets_names_latency(datasets):
         search(data, ("enet",), budget, max_iter=2)
 
 
+def test_the_trial_log_is_every_metric_call_in_order(datasets):
+    data = prepared("ai4i2020")
+    budget = HardwareBudget.from_target(load_target("rpi-zero-2w"), n_inputs=len(data["inputs"].features))
+    real = TrialMeasure.from_budget(budget, data["task"], data["X"]["train"])
+    calls, seen = [], []
+
+    def measure(model):  # the real measure, counting its calls
+        calls.append(real(model))
+        return calls[-1]
+
+    X, y = data["X"], data["y"]
+    settings = SearchSettings(task=data["task"], learners=("lgbm", "lrl2"), max_iter=6, seed=0, n_jobs=1)
+    result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=seen.append,
+                        budgets=budget, measure=measure)
+    trials = result.trials
+    # One trial per metric call (the judge measures once per call), then the refitted model once more.
+    assert len(trials) == settings.max_iter == len(calls) - 1 and list(trials) == seen
+    assert [t.iteration for t in trials] == list(range(len(trials)))
+    assert [(t.model_bytes, t.latency_ms) for t in trials] == [(c.model_bytes, c.latency_ms) for c in calls[:-1]]
+    assert result.cost == calls[-1] and result.model_bytes == calls[-1].model_bytes
+    assert all(a.elapsed <= b.elapsed for a, b in zip(trials, trials[1:], strict=False))
+    assert {t.learner for t in trials} == {"lgbm", "lrl2"}
+    for i, t in enumerate(trials):
+        fits = [u for u in trials[:i + 1] if u.feasible]
+        best = min(fits, key=lambda u: u.loss) if fits else None
+        assert (t.best_loss, t.best_learner) == ((best.loss, best.learner) if best else (None, None))
+    losses = [t.best_loss for t in trials if t.best_loss is not None]
+    assert losses and all(a >= b for a, b in zip(losses, losses[1:], strict=False))  # best so far never rises
+
+
+def test_the_trial_log_does_not_depend_on_flamls_log(datasets):
+    import logging
+
+    data = prepared("ccpp")
+    logged = [t.to_dict() for t in search(data, ("lgbm", "enet"), max_iter=5).trials]
+    flaml_logger = logging.getLogger("flaml.automl.logger")
+    flaml_logger.disabled = True  # FLAML's log lines go nowhere: no handler, no filter sees them
+    try:
+        silent = [t.to_dict() for t in search(data, ("lgbm", "enet"), max_iter=5).trials]
+    finally:
+        flaml_logger.disabled = False
+    assert len(silent) == 5
+    for a, b in zip(logged, silent, strict=True):
+        assert {**a, "elapsed": None} == {**b, "elapsed": None}
+
+
+def test_budgets_need_a_measure():
+    data = prepared("ccpp")
+    X, y = data["X"], data["y"]
+    settings = SearchSettings(task="regression", learners=("enet",), max_iter=2, seed=0, n_jobs=1)
+    with pytest.raises(SearchError, match=r"the budgets max_model_bytes can only be judged on measured trials; "
+                                          r"pass measure="):
+        run_search(X["train"], y["train"], X["valid"], y["valid"], settings, budgets=HardwareBudget(max_model_bytes=9))
+    result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings)
+    assert [(t.model_bytes, t.latency_ms, t.feasible) for t in result.trials] == [(None, None, True)] * 2
+    assert result.cost is None and result.model_bytes is None
+
+
 def test_mlp_learner_trains_and_exports_with_parity(datasets):
     import onnxruntime as ort
     from sklearn.pipeline import Pipeline
 
     from edgeml.export.onnx import to_onnx
-    from edgeml.models.learners import model_steps
+    from edgeml.models.estimators import model_steps
 
     for name in ("ai4i2020", "ccpp"):
         data = prepared(name)
@@ -178,10 +241,40 @@ def test_infeasible_message_counts_each_budget_and_says_what_to_relax():
     assert "raise several budgets" in both
 
 
+B = HardwareBudget(max_model_bytes=1_000, latency_budget_ms=2.0, max_arena_bytes=4_000, tflite_ops="tflite-micro")
+
+
+@pytest.mark.parametrize(("cost", "broken", "excess"), [
+    (Cost(1_000, 2.0, 4_000), (), 0.0),                                  # every budget met exactly
+    (Cost(1_500, 1.0), ("max_model_bytes",), 0.5),                       # no arena measured: not judged
+    (Cost(500, 3.0, 1_000), ("latency_budget_ms",), 0.5),
+    (Cost(500, 1.0, 6_000), ("max_arena_bytes",), 0.5),
+    (Cost(500, 1.0, 1_000, ("operator(s) SELECT are not in the tflite-micro set",)), ("tflite_ops",), 1.0),
+    (Cost(3_000, 4.0, 8_000, ("GATHER",)), ("max_model_bytes", "latency_budget_ms", "max_arena_bytes", "tflite_ops"),
+     2.0 + 1.0 + 1.0 + 1.0),
+])
+def test_a_budget_judges_a_cost(cost, broken, excess):
+    assert B.broken(cost) == broken
+    assert B.excess(cost) == pytest.approx(excess)
+    assert HardwareBudget().broken(cost) == (("tflite_ops",) if cost.unmapped else ())
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"model_bytes": -1, "latency_ms": 1.0}, "Cost.model_bytes must be a whole number of bytes >= 0, got -1"),
+    ({"model_bytes": 1.5, "latency_ms": 1.0}, "Cost.model_bytes must be a whole number of bytes >= 0, got 1.5"),
+    ({"model_bytes": 1, "latency_ms": float("nan")}, "Cost.latency_ms must be a finite number"),
+    ({"model_bytes": 1, "latency_ms": 1.0, "arena_bytes": -5}, "Cost.arena_bytes must be None or a whole number"),
+    ({"model_bytes": 1, "latency_ms": 1.0, "unmapped": ["x"]}, "Cost.unmapped must be a tuple of reasons"),
+])
+def test_a_cost_is_validated_once(fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Cost(**fields)
+
+
 def test_hardware_budget_from_each_profile():
     b = HardwareBudget.from_target(load_target("jetson-nano"), n_inputs=7)
     assert (b.max_model_bytes, b.latency_budget_ms, b.speed_factor, b.n_inputs) == (50_000_000, 5.0, 8.0, 7)
-    assert b.broken(60_000_000, 6.0) == ("max_model_bytes", "latency_budget_ms")
-    assert b.excess(100_000_000, 5.0) == pytest.approx(1.0) and b.excess(1, 1.0) == 0.0
-    assert HardwareBudget().broken(10**12, 10**6) == ()
+    assert b.broken(Cost(60_000_000, 6.0)) == ("max_model_bytes", "latency_budget_ms")
+    assert b.excess(Cost(100_000_000, 5.0)) == pytest.approx(1.0) and b.excess(Cost(1, 1.0)) == 0.0
+    assert HardwareBudget().broken(Cost(10**12, 10**6)) == ()
     assert INFEASIBLE > 1e9  # beyond any validation loss FLAML computes

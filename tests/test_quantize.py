@@ -37,7 +37,7 @@ def exported(name: str, family: str) -> dict:
     from lightgbm import LGBMClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from edgeml.models.learners import StandardizedMLPClassifier, StandardizedMLPRegressor, model_steps
+    from edgeml.models.estimators import StandardizedMLPClassifier, StandardizedMLPRegressor, model_steps
 
     data = prepared(name)
     clf = data["task"] == "classification"

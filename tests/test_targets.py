@@ -152,10 +152,12 @@ def test_int8_server_prefers_int8():
     assert p.arch == "x86_64" and p.precisions[0] == "int8" and "mlp" in p.estimators
 
 
-def test_known_estimators_are_registered_learners():
+def test_known_estimators_are_every_registered_learner(tdir):
     from edgeml.models.learners import LEARNERS
 
-    assert set(KNOWN_ESTIMATORS) <= set(LEARNERS)
+    assert KNOWN_ESTIMATORS == tuple(LEARNERS) and "xgb_limitdepth" in KNOWN_ESTIMATORS
+    write(tdir, "deep", VALID.format(name="deep") + 'estimators = ["xgb_limitdepth", "lgbm"]\n')
+    assert load_target("deep").estimators == ("xgb_limitdepth", "lgbm")
 
 
 def test_ort_minimal_needs_the_ort_format(tdir):
@@ -216,7 +218,7 @@ def test_extends_chain_and_defaults_resolve(tdir):
 def test_defaults_fill_a_standalone_profile(tdir):
     p = load_target(write(tdir, "board", VALID.format(name="board")))
     assert p.formats == ("onnx",) and p.precisions == ("fp32",)
-    assert p.estimators == tuple(e for e in KNOWN_ESTIMATORS if e != "mlp")  # the MLP is opt-in
+    assert p.estimators == ("lgbm", "xgboost", "rf", "extra_tree", "lrl1", "lrl2", "enet")  # the MLP is opt-in
     assert (p.providers, p.ort_minimal, p.ort_optimization) == (("CPUExecutionProvider",), False, "none")
     assert p.budgets == Budgets(allowed_metric_drop=0.01, max_accuracy_drop=0.01, max_rmse_increase=0.02)
 

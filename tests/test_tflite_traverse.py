@@ -36,7 +36,7 @@ from edgeml.export.tflite.traverse import (
     traversal_arrays,
     traversal_bytes,
 )
-from edgeml.export.tflite.trees import FORESTS, Forest, Node, pack_forest
+from edgeml.export.tflite.trees import Forest, Node, pack_forest, read_forest
 
 
 def _lgbm(kind, **params):
@@ -78,7 +78,7 @@ def case(name: str) -> Case:
     _, task, _, pre, features, y, _ = prepared(key)
     model = make().fit(pre.transform(features["train"]), y["train"])
     Z = np.asarray(pre.transform(features["test"]), np.float32)
-    return Case(model, FORESTS[type(model).__name__](model, task), Z, task)
+    return Case(model, read_forest(model, task), Z, task)
 
 
 def tflite_file(forest: Forest, width: int, form: str = "traversal", precision: str = "fp32") -> bytes:

@@ -11,7 +11,7 @@ import hashlib
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,11 @@ from edgeml.errors import BundleError, ConfigError, DataError, ExportError
 from edgeml.export.artifacts import TestSplit, make_artifacts, task_metrics
 from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
 from edgeml.export.quantize import ExportSource
-from edgeml.models.learners import LEARNERS, model_steps
+from edgeml.models.estimators import model_steps
+from edgeml.models.learners import LEARNERS
 from edgeml.search.automl import SearchSettings, Trial, run_search, usable_learners
 from edgeml.search.trials import HardwareBudget
+from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml.verify.metrics import classification_metrics, regression_metrics
 from edgeml.verify.parity import require_parity, verify_artifact
@@ -109,17 +111,10 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     budget = f"{config.max_iter} trials" if config.max_iter else f"{config.time_budget:g} s"
     metric = config.metric if config.metric != "auto" else f"auto ({_AUTO_METRIC[data.task]})"
     report.stage("search", f"{', '.join(learners)} · metric {metric} · budget {budget}")
-    budgets = HardwareBudget.from_target(target, n_inputs=len(data.inputs.features))
-    if budgets.tflite_precisions:  # trials are measured alone; the file also holds the preprocessing and metadata
-        from edgeml.export.tflite.pipeline import overhead_bytes
-
-        # fp16 keeps the preprocessing in float32, so it adds what it adds to fp32.
-        extra = {p: overhead_bytes(data.preprocessor, data.inputs, data.task, data.classes,
-                                   "int8" if p == "int8" else "fp32", data.calibration)
-                 for p in budgets.tflite_precisions}
-        budgets = replace(budgets, tflite_overhead_bytes=tuple(extra.items()))
+    budgets = target_budget(target, data)
+    measure = TrialMeasure.from_budget(budgets, data.task, data.X["train"])
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,
-                        progress=report.trial, budgets=budgets)
+                        progress=report.trial, budgets=budgets, measure=measure)
     report.frontier(result.frontier, budgets)
     return result, budgets
 

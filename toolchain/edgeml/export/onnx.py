@@ -3,11 +3,14 @@
 The model takes every raw feature as its own named input (float for numbers,
 string for categories, NaN allowed for missing numbers) and returns the class
 index and the probabilities, or the predicted value. LightGBM and XGBoost are
-converted by onnxmltools, registered with skl2onnx once, here.
+converted by onnxmltools, registered with skl2onnx once, here, as their model
+families say (:func:`register_converters`). :func:`estimator_bytes` measures a
+fitted estimator's export alone, as the search measures each trial.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from functools import cache
 
@@ -16,6 +19,7 @@ import onnx
 from sklearn.pipeline import Pipeline
 
 from edgeml.errors import ExportError
+from edgeml.models.families import FAMILIES, find_family
 from edgeml_runtime.schema import InputSchema
 
 #: The default ONNX opsets: what onnxmltools' tree converters accept and onnxruntime ≥ 1.17 runs.
@@ -23,28 +27,33 @@ OPSET = {"": 15, "ai.onnx.ml": 3}
 
 
 @cache
-def _register_tree_converters() -> None:
-    """Teach skl2onnx about LightGBM and XGBoost models (onnxmltools does the conversion)."""
-    from lightgbm import LGBMClassifier, LGBMRegressor
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+def register_converters() -> None:
+    """Teach skl2onnx every model family that names its own converter (LightGBM, XGBoost: onnxmltools).
+
+    The families (:mod:`edgeml.models.families`) say which converter and alias; each of their classes is
+    registered with the classifier or regressor shape calculator and options.
+    """
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
-    from xgboost import XGBClassifier, XGBRegressor
+    from sklearn.base import ClassifierMixin
 
-    clf_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    for cls, alias, shape, conv, options in (
-        (LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes, convert_lightgbm,
-         clf_options),
-        (LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm, None),
-        (XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes, convert_xgboost,
-         clf_options),
-        (XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost, None),
-    ):
-        update_registered_converter(cls, alias, shape, conv, options=options)
+    for family in FAMILIES.values():
+        if not family.onnx_converter:
+            continue  # skl2onnx converts it itself
+        module, _, name = family.onnx_converter.partition(":")
+        convert = getattr(importlib.import_module(module), name)
+        for cls in family.estimator_classes():
+            if issubclass(cls, ClassifierMixin):
+                shape, options = calculate_linear_classifier_output_shapes, _CLASSIFIER_OPTIONS
+            else:
+                shape, options = calculate_linear_regressor_output_shapes, None
+            update_registered_converter(cls, family.onnx_alias + cls.__name__, shape, convert, options=options)
+
+
+_CLASSIFIER_OPTIONS = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
 
 
 def align_thresholds(pipeline: Pipeline) -> Pipeline:
@@ -58,10 +67,11 @@ def align_thresholds(pipeline: Pipeline) -> Pipeline:
     above ``t``). The host model's predictions on float32 inputs — what the
     host pipeline is fed, through the runtime's encoder — do not change.
     """
-    from lightgbm import Booster, LGBMModel
+    from lightgbm import Booster
 
     estimator = pipeline.steps[-1][1]
-    if not isinstance(estimator, LGBMModel):
+    family = find_family(estimator)
+    if family is None or family.name != "lightgbm":
         return pipeline
     # "tree_sizes=" gives each tree's byte length; without it LightGBM parses trees in sequence.
     lines = [x for x in estimator.booster_.model_to_string().split("\n") if not x.startswith("tree_sizes=")]
@@ -91,7 +101,7 @@ def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
     """Convert ``pipeline`` to a checked ONNX model; an unsupported model is an :class:`ExportError`."""
     from skl2onnx import convert_sklearn
 
-    _register_tree_converters()
+    register_converters()
     opset = dict(opset or OPSET)
     estimator = pipeline.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if task == "classification" else None
@@ -113,6 +123,33 @@ def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
     return model
 
 
+def estimator_bytes(estimator, n_features: int, task: str) -> int:
+    """The size of ``estimator`` exported alone to ONNX (one float input of width ``n_features``).
+
+    This is what the model adds to an artifact; the preprocessing in front of
+    it (imputation, one-hot encoding) adds a few hundred bytes to a few KiB,
+    depending on the number of categories. ``estimator`` may be one of edgeml's
+    standardising wrappers (its scaler is exported with it).
+    """
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    from edgeml.models.estimators import model_steps
+
+    register_converters()
+    pipeline = Pipeline(model_steps(estimator))
+    last = pipeline.steps[-1][1]
+    options = {id(last): {"zipmap": False}} if task == "classification" else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = convert_sklearn(pipeline, name="size", initial_types=[("X", FloatTensorType([None, n_features]))],
+                                    target_opset=dict(OPSET), options=options)
+    except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
+        raise ExportError(f"cannot export {type(last).__name__} to ONNX to measure its size: {exc}") from exc
+    return model.ByteSize()
+
+
 def output_names(model: onnx.ModelProto, task: str) -> dict[str, str]:
     """Which graph output holds what: ``label`` and ``probabilities``, or ``value``."""
     names = [o.name for o in model.graph.output]
@@ -127,4 +164,5 @@ def opset_of(model: onnx.ModelProto) -> dict[str, int]:
     return {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
 
 
-__all__ = ["OPSET", "align_thresholds", "initial_types", "opset_of", "output_names", "to_onnx"]
+__all__ = ["OPSET", "align_thresholds", "estimator_bytes", "initial_types", "opset_of", "output_names",
+           "register_converters", "to_onnx"]

@@ -1,180 +1,79 @@
-"""The learners edgeml searches over, keyed by FLAML's names.
+"""The learners edgeml searches over, keyed by FLAML's names, each with the model family it fits.
 
-Tree ensembles use FLAML's own learners. Linear models are replaced by
-variants that standardise their inputs first (FLAML's fit them on raw scales,
-where the saga solver barely converges); the scaler becomes part of the
-exported model. The small neural net (``mlp``, scikit-learn's multi-layer
-perceptron) is edgeml's own FLAML learner, standardised the same way, with a
-small declarative search space so that one trial stays quick. A learner is
-added here, once, with the task it serves.
+A learner is registered here, once, with the tasks it serves and its family
+(:mod:`edgeml.models.families`). Its FLAML class is named as
+``"module:Class"`` and imported when the search asks for it, so that reading
+the registry (the target profiles' allowed estimators are its names) does
+not import FLAML.
+
+Example:
+
+>>> LEARNERS["xgb_limitdepth"].family, LEARNERS["lrl1"].tasks
+('xgboost', ('classification',))
+>>> LEARNERS["lgbm"].flaml_class.__name__
+'LGBMEstimator'
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
-import numpy as np
-from flaml import tune
-from flaml.automl.model import (
-    ElasticNetEstimator,
-    ExtraTreesEstimator,
-    LGBMEstimator,
-    LRL1Classifier,
-    LRL2Classifier,
-    RandomForestEstimator,
-    SKLearnEstimator,
-    XGBoostLimitDepthEstimator,
-    XGBoostSklearnEstimator,
-)
-from sklearn.linear_model import ElasticNet, LogisticRegression
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from edgeml.models.families import FAMILIES
 
-
-class StandardizedModel(Pipeline):
-    """``StandardScaler`` followed by one linear model, constructed from the model's parameters."""
-
-    model_class = None
-
-    def __init__(self, **params):
-        self.model_params = params
-        super().__init__([("scale", StandardScaler()), ("model", self.model_class(**params))])
-
-    def get_params(self, deep=True):
-        return dict(self.model_params)
-
-
-class StandardizedLogisticRegression(StandardizedModel):
-    model_class = LogisticRegression
-
-
-class StandardizedElasticNet(StandardizedModel):
-    model_class = ElasticNet
-
-
-class StandardizedMLPClassifier(StandardizedModel):
-    model_class = MLPClassifier
-
-
-class StandardizedMLPRegressor(StandardizedModel):
-    """Standardises the target too, then folds its scale into the output layer: the fitted net predicts ``y``.
-
-    An MLP starting from small weights needs many epochs to reach a target
-    in the hundreds; scaling it keeps a trial short, and folding the scale
-    back (the output layer is linear) leaves a plain ``MLPRegressor`` to export.
-    """
-
-    model_class = MLPRegressor
-
-    def fit(self, X, y, **params):
-        y = np.asarray(y, dtype=np.float64)
-        mean, std = float(y.mean()), float(y.std()) or 1.0
-        super().fit(X, (y - mean) / std, **params)
-        mlp = self.named_steps["model"]
-        mlp.coefs_[-1] = mlp.coefs_[-1] * std
-        mlp.intercepts_[-1] = mlp.intercepts_[-1] * std + mean
-        return self
-
-
-#: Hidden layers the MLP search chooses from: one or two ReLU layers, narrow to moderate.
-MLP_LAYERS = ("16", "32", "64", "32x16", "64x32", "128x64")
-
-
-class MLPEstimator(SKLearnEstimator):
-    """FLAML learner for a small standardised MLP (ReLU, Adam), searched over a few layer shapes.
-
-    The search space is declarative, like FLAML's own learners':
-
-    >>> sorted(MLPEstimator.search_space(data_size=(1000, 8), task="binary"))
-    ['alpha', 'hidden', 'learning_rate_init', 'max_iter']
-    >>> MLPEstimator(task="binary", hidden="64x32", alpha=1e-4, learning_rate_init=1e-3,
-    ...              max_iter=100).params["hidden_layer_sizes"]
-    (64, 32)
-    """
-
-    @classmethod
-    def search_space(cls, data_size, task, **params):
-        return {
-            # Layer widths as text ("64x32"): FLAML's search state and the manifest keep it readable.
-            "hidden": {"domain": tune.choice(list(MLP_LAYERS)), "init_value": "16", "low_cost_init_value": "16"},
-            "alpha": {"domain": tune.loguniform(lower=1e-6, upper=1e-1), "init_value": 1e-4},
-            "learning_rate_init": {"domain": tune.loguniform(lower=1e-4, upper=3e-2), "init_value": 1e-3},
-            # Epochs; training stops earlier when the loss stops improving.
-            "max_iter": {"domain": tune.lograndint(lower=20, upper=200), "init_value": 50, "low_cost_init_value": 20},
-        }
-
-    @classmethod
-    def cost_relative2lgbm(cls):
-        return 3
-
-    def config2params(self, config: dict) -> dict:
-        params = super().config2params(config)
-        params.pop("n_jobs", None)
-        hidden = params.pop("hidden", "16")
-        params["hidden_layer_sizes"] = tuple(int(w) for w in str(hidden).split("x"))
-        # Stop when the training loss stops improving; early stopping on a held-out 10% scores accuracy,
-        # which saturates at once on imbalanced labels.
-        params.setdefault("n_iter_no_change", 5)
-        params.setdefault("random_state", 0)
-        return params
-
-    def __init__(self, task="binary", **config):
-        super().__init__(task, **config)
-        self.estimator_class = (
-            StandardizedMLPClassifier if self._task.is_classification() else StandardizedMLPRegressor
-        )
-
-
-def _standardized(flaml_class, model_class):
-    class Learner(flaml_class):
-        def __init__(self, task="binary", **config):
-            super().__init__(task, **config)
-            self.estimator_class = model_class
-
-    Learner.__name__ = Learner.__qualname__ = f"Standardized{flaml_class.__name__}"
-    return Learner
+TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class Learner:
+    """One FLAML learner: ``flaml`` names its class as ``"module:Class"``; ``family`` is a registered family."""
+
     name: str
-    flaml_class: type
+    flaml: str
     tasks: tuple[str, ...]
     family: str
     description: str
 
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"learner {self.name!r}: unknown model family {self.family!r}; "
+                             f"register it in edgeml/models/families.py (known: {', '.join(FAMILIES)})")
+        if not self.tasks or set(self.tasks) - set(TASKS):
+            raise ValueError(f"learner {self.name!r}: tasks {self.tasks!r} must be drawn from {', '.join(TASKS)}")
 
-_BOTH = ("classification", "regression")
+    @property
+    def flaml_class(self) -> type:
+        """The FLAML estimator class, imported."""
+        module, _, name = self.flaml.partition(":")
+        return getattr(importlib.import_module(module), name)
+
 
 LEARNERS: dict[str, Learner] = {}
 
 
-def register_learner(learner: Learner) -> None:
+def register_learner(learner: Learner) -> Learner:
+    """Add ``learner``; a name that is already registered raises ``ValueError`` (never overwritten)."""
     if learner.name in LEARNERS:
         raise ValueError(f"learner {learner.name!r} is already registered")
     LEARNERS[learner.name] = learner
+    return learner
 
 
+_FLAML = "flaml.automl.model"
+_OWN = "edgeml.models.estimators"
 for _learner in (
-    Learner("lgbm", LGBMEstimator, _BOTH, "gradient-boosted trees", "LightGBM"),
-    Learner("xgboost", XGBoostSklearnEstimator, _BOTH, "gradient-boosted trees", "XGBoost, leaf-wise"),
-    Learner("xgb_limitdepth", XGBoostLimitDepthEstimator, _BOTH, "gradient-boosted trees", "XGBoost, depth-limited"),
-    Learner("rf", RandomForestEstimator, _BOTH, "random forest", "scikit-learn random forest"),
-    Learner("extra_tree", ExtraTreesEstimator, _BOTH, "random forest", "scikit-learn extra trees"),
-    Learner("lrl1", _standardized(LRL1Classifier, StandardizedLogisticRegression), ("classification",),
-            "linear", "standardised L1 logistic regression"),
-    Learner("lrl2", _standardized(LRL2Classifier, StandardizedLogisticRegression), ("classification",),
-            "linear", "standardised L2 logistic regression"),
-    Learner("enet", _standardized(ElasticNetEstimator, StandardizedElasticNet), ("regression",),
-            "linear", "standardised elastic net"),
-    Learner("mlp", MLPEstimator, _BOTH, "neural network", "standardised scikit-learn MLP, 1-2 hidden layers"),
+    Learner("lgbm", f"{_FLAML}:LGBMEstimator", TASKS, "lightgbm", "LightGBM"),
+    Learner("xgboost", f"{_FLAML}:XGBoostSklearnEstimator", TASKS, "xgboost", "XGBoost, leaf-wise"),
+    Learner("xgb_limitdepth", f"{_FLAML}:XGBoostLimitDepthEstimator", TASKS, "xgboost", "XGBoost, depth-limited"),
+    Learner("rf", f"{_FLAML}:RandomForestEstimator", TASKS, "forest", "scikit-learn random forest"),
+    Learner("extra_tree", f"{_FLAML}:ExtraTreesEstimator", TASKS, "forest", "scikit-learn extra trees"),
+    Learner("lrl1", f"{_OWN}:StandardizedLRL1Classifier", ("classification",), "linear",
+            "standardised L1 logistic regression"),
+    Learner("lrl2", f"{_OWN}:StandardizedLRL2Classifier", ("classification",), "linear",
+            "standardised L2 logistic regression"),
+    Learner("enet", f"{_OWN}:StandardizedElasticNetEstimator", ("regression",), "linear", "standardised elastic net"),
+    Learner("mlp", f"{_OWN}:MLPEstimator", TASKS, "mlp", "standardised scikit-learn MLP, 1-2 hidden layers"),
 ):
     register_learner(_learner)
 
-
-def model_steps(model) -> list[tuple[str, object]]:
-    """The fitted steps of a searched model, as plain scikit-learn objects for a Pipeline."""
-    if isinstance(model, StandardizedModel):
-        return [("scale", model.named_steps["scale"]), ("model", model.named_steps["model"])]
-    return [("model", model)]
+__all__ = ["LEARNERS", "TASKS", "Learner", "register_learner"]

@@ -1,6 +1,8 @@
-"""The search stage: FLAML over the target's learners, every trial judged on the target's budgets."""
+"""The search stage: FLAML over the target's learners, every trial measured by the caller's function and judged on
+the target's budgets."""
 
-from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
-from edgeml.search.trials import HardwareBudget, Trial
+from edgeml.search.automl import Measure, SearchResult, SearchSettings, run_search, usable_learners
+from edgeml.search.trials import Cost, HardwareBudget, Trial
 
-__all__ = ["HardwareBudget", "SearchResult", "SearchSettings", "Trial", "run_search", "usable_learners"]
+__all__ = ["Cost", "HardwareBudget", "Measure", "SearchResult", "SearchSettings", "Trial", "run_search",
+           "usable_learners"]

@@ -11,9 +11,11 @@ in ``edgeml/search/cost_model.json`` with the fit's quality; nothing here times
 anything.
 
 The latency on a device is the prediction for this machine times the target
-profile's ``speed_factor``. The size of a model is best measured: see
-:func:`exported_bytes`; :meth:`CostModel.predict_bytes` estimates it without
-exporting.
+profile's ``speed_factor``. The size of a model is best measured (the ONNX
+exporter's :func:`edgeml.export.onnx.estimator_bytes`, as a trial is measured
+in :mod:`edgeml.targets.measure`); :meth:`CostModel.predict_bytes` estimates
+it without exporting. What a fitted estimator is made of
+(:class:`~edgeml.models.structure.Structure`) is read by its model family.
 
 Example:
 
@@ -31,15 +33,15 @@ True
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
 import numpy as np
 
 from edgeml.errors import ExportError
-
-FAMILIES = ("trees", "linear", "mlp")
+from edgeml.models.families import family_of, find_family
+from edgeml.models.structure import Structure
 
 #: The latency model's terms, in order: each is a number computed from a :class:`Structure` and the input count.
 LATENCY_TERMS = ("base", "inputs", "trees", "tree_count", "class_trees", "tree_paths", "cold_paths", "tree_nodes_k",
@@ -50,29 +52,6 @@ WARM_NODES = 100_000
 SIZE_TERMS = ("base", "tree_nodes", "leaf_values", "trees", "weights", "inputs")
 
 DATA_FILE = "cost_model.json"
-
-
-@dataclass(frozen=True)
-class Structure:
-    """What a fitted estimator is made of, as far as running it costs.
-
-    ``path_length`` is the number of comparisons one row makes: the sum over
-    trees of the mean depth of their leaves. ``n_weights`` counts linear
-    coefficients and intercepts, or an MLP's weights and biases.
-    """
-
-    family: str
-    n_features: int
-    n_outputs: int = 1
-    n_trees: int = 0
-    n_nodes: int = 0
-    n_leaves: int = 0
-    max_depth: int = 0
-    path_length: float = 0.0
-    n_weights: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _terms(s: Structure, n_inputs: int) -> dict[str, float]:
@@ -172,146 +151,21 @@ def fit_nonnegative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def structure_of(estimator) -> Structure:
-    """The :class:`Structure` of a fitted estimator (a searched model, or the last step of a pipeline)."""
-    from sklearn.pipeline import Pipeline
+    """The :class:`Structure` of a fitted estimator (a searched model, or a pipeline ending in one).
 
-    if isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
-    for kind, read in _READERS:
-        if _is(estimator, kind):
-            return read(estimator)
-    raise ExportError(
-        f"edgeml has no cost model for {type(estimator).__name__}; "
-        f"it knows LightGBM, XGBoost, scikit-learn forests, linear models and MLPs"
-    )
-
-
-def _is(estimator, names: tuple[str, ...]) -> bool:
-    return any(c.__name__ in names for c in type(estimator).__mro__)
-
-
-def _n_outputs(estimator) -> int:
-    classes = getattr(estimator, "classes_", None)
-    return 1 if classes is None else len(classes)
-
-
-def _lgbm(est) -> Structure:
-    trees = est.booster_.dump_model()["tree_info"]
-    children = lambda node: [node[k] for k in ("left_child", "right_child") if k in node]  # noqa: E731
-    return _tree_structure(est, [_leaf_depths(t["tree_structure"], children) for t in trees])
-
-
-def _xgboost(est) -> Structure:
-    dumps = est.get_booster().get_dump(dump_format="json")
-    return _tree_structure(est, [_leaf_depths(json.loads(d), lambda node: node.get("children", [])) for d in dumps])
-
-
-def _forest(est) -> Structure:
-    depths = []
-    for tree in est.estimators_:
-        t = tree.tree_
-        left, right = t.children_left, t.children_right
-        depth = np.zeros(t.node_count, dtype=np.int64)
-        for node in range(t.node_count):  # sklearn numbers children after their parent
-            if left[node] >= 0:
-                depth[left[node]] = depth[right[node]] = depth[node] + 1
-        depths.append(depth[left < 0].tolist())
-    return _tree_structure(est, depths)
-
-
-def _leaf_depths(root: dict, children) -> list[int]:
-    """Depths of the leaves of one dumped tree (LightGBM or XGBoost JSON), without recursion."""
-    out, stack = [], [(root, 0)]
-    while stack:
-        node, depth = stack.pop()
-        below = children(node)
-        if below:
-            stack.extend((c, depth + 1) for c in below)
-        else:
-            out.append(depth)
-    return out
-
-
-def _tree_structure(est, depths: list[list[int]]) -> Structure:
-    leaves = sum(len(d) for d in depths)
-    return Structure(
-        family="trees",
-        n_features=int(est.n_features_in_),
-        n_outputs=_n_outputs(est),
-        n_trees=len(depths),
-        n_nodes=sum(2 * len(d) - 1 for d in depths),
-        n_leaves=leaves,
-        max_depth=max((max(d) for d in depths if d), default=0),
-        path_length=float(sum(np.mean(d) for d in depths if d)),
-    )
-
-
-def _linear(est) -> Structure:
-    coef = np.atleast_2d(est.coef_)
-    return Structure(family="linear", n_features=int(coef.shape[1]), n_outputs=_n_outputs(est),
-                     n_weights=int(coef.size + np.size(est.intercept_)))
-
-
-def _mlp(est) -> Structure:
-    weights = sum(w.size for w in est.coefs_) + sum(b.size for b in est.intercepts_)
-    return Structure(family="mlp", n_features=int(est.coefs_[0].shape[0]), n_outputs=_n_outputs(est),
-                     n_weights=int(weights), max_depth=len(est.coefs_))
-
-
-def _standardized(est) -> Structure:
-    return structure_of(est.named_steps["model"])
-
-
-_READERS = (
-    (("StandardizedModel",), _standardized),
-    (("LGBMModel",), _lgbm),
-    (("XGBModel",), _xgboost),
-    (("BaseForest",), _forest),
-    (("BaseMultilayerPerceptron",), _mlp),
-    (("LinearClassifierMixin", "LinearModel"), _linear),
-)
-
-
-# --- the real size ------------------------------------------------------------------------------
-
-
-def exported_bytes(estimator, n_features: int, task: str) -> int:
-    """The size of ``estimator`` exported alone to ONNX (one float input of width ``n_features``).
-
-    This is what the model adds to an artifact; the preprocessing in front of
-    it (imputation, one-hot encoding) adds a few hundred bytes to a few KiB,
-    depending on the number of categories.
+    Read by the estimator's family (:func:`edgeml.models.families.family_of`); an estimator no family
+    covers is an :class:`ExportError` naming its class and the known families.
     """
-    import warnings
-
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-    from sklearn.pipeline import Pipeline
-
-    from edgeml.export.onnx import OPSET, _register_tree_converters
-    from edgeml.models.learners import model_steps
-
-    _register_tree_converters()
-    pipeline = Pipeline(model_steps(estimator))
-    last = pipeline.steps[-1][1]
-    options = {id(last): {"zipmap": False}} if task == "classification" else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = convert_sklearn(pipeline, name="size", initial_types=[("X", FloatTensorType([None, n_features]))],
-                                    target_opset=dict(OPSET), options=options)
-    except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
-        raise ExportError(f"cannot export {type(last).__name__} to ONNX to measure its size: {exc}") from exc
-    return model.ByteSize()
+    steps = getattr(estimator, "steps", None)
+    if steps is not None and find_family(estimator) is None:  # a plain Pipeline: its model is the last step
+        estimator = steps[-1][1]
+    return family_of(estimator).structure(estimator)
 
 
 __all__ = [
     "CostModel",
-    "FAMILIES",
     "LATENCY_TERMS",
     "SIZE_TERMS",
-    "Structure",
-    "exported_bytes",
     "fit_nonnegative",
     "latency_features",
     "load_cost_model",

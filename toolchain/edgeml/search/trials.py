@@ -1,11 +1,14 @@
-"""The trials of a hardware-aware search: budgets, what each trial cost, the frontier, and why nothing fit.
+"""The trials of a hardware-aware search: what a trial costs, the budgets that judge it, the frontier, why nothing fit.
 
-Plain values only: :mod:`edgeml.search.automl` fills them in while FLAML runs; the
-build stores them in the manifest and prints the frontier.
+Plain values only: a measuring function (:mod:`edgeml.targets.measure`) turns
+each trial's model into a :class:`Cost`, a :class:`HardwareBudget` judges it,
+:mod:`edgeml.search.automl` records a :class:`Trial` per judged model; the build
+stores them in the manifest and prints the frontier.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +21,42 @@ INFEASIBLE = 1e12
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What one model costs on the target, as measured: its size, predicted one-row latency, tensor memory, and
+    what keeps it off the target's operator set.
+
+    ``arena_bytes`` is ``None`` where nothing was measured (a target that does
+    not run TFLite); ``unmapped`` is empty when the model maps.
+
+    >>> Cost(model_bytes=1200, latency_ms=0.25)
+    Cost(model_bytes=1200, latency_ms=0.25, arena_bytes=None, unmapped=())
+    >>> Cost(model_bytes=-1, latency_ms=0.25)
+    Traceback (most recent call last):
+    ...
+    ValueError: Cost.model_bytes must be a whole number of bytes >= 0, got -1
+    """
+
+    model_bytes: int
+    latency_ms: float
+    arena_bytes: int | None = None
+    unmapped: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.model_bytes, bool) or not isinstance(self.model_bytes, (int, np.integer)) \
+                or self.model_bytes < 0:
+            raise ValueError(f"Cost.model_bytes must be a whole number of bytes >= 0, got {self.model_bytes!r}")
+        if not isinstance(self.latency_ms, (int, float, np.floating)) or not math.isfinite(self.latency_ms) \
+                or self.latency_ms < 0:
+            raise ValueError(f"Cost.latency_ms must be a finite number of milliseconds >= 0, got {self.latency_ms!r}")
+        if self.arena_bytes is not None and (not isinstance(self.arena_bytes, (int, np.integer))
+                                             or self.arena_bytes < 0):
+            raise ValueError(f"Cost.arena_bytes must be None or a whole number of bytes >= 0, got "
+                             f"{self.arena_bytes!r}")
+        if not isinstance(self.unmapped, tuple) or not all(isinstance(u, str) for u in self.unmapped):
+            raise ValueError(f"Cost.unmapped must be a tuple of reasons (strings), got {self.unmapped!r}")
+
+
+@dataclass(frozen=True)
 class HardwareBudget:
     """What every trial's model must fit in on the target, and how fast the target is compared with this machine.
 
@@ -26,8 +65,10 @@ class HardwareBudget:
     of the training matrix.
 
     >>> b = HardwareBudget(max_model_bytes=1000, latency_budget_ms=1.0)
-    >>> b.broken(model_bytes=1500, latency_ms=0.5)
+    >>> b.broken(Cost(model_bytes=1500, latency_ms=0.5))
     ('max_model_bytes',)
+    >>> b.excess(Cost(model_bytes=1500, latency_ms=0.5))
+    0.5
     """
 
     max_model_bytes: int | None = None
@@ -50,43 +91,52 @@ class HardwareBudget:
         return cls(b.max_model_bytes, b.latency_budget_ms, b.speed_factor or 1.0, n_inputs, b.max_arena_bytes,
                    tuple(target.precisions) if tflite else (), target.tflite_ops if tflite else "")
 
-    def broken(self, model_bytes: int, latency_ms: float, arena_bytes: int | None = None,
-               unmapped: tuple[str, ...] = ()) -> tuple[str, ...]:
-        """The budgets a model of this size, predicted latency, tensor memory and unmapped operators breaks."""
+    @property
+    def limits(self) -> tuple[str, ...]:
+        """The budgets that limit something (:data:`BUDGETS` that are set)."""
+        set_ = {"max_model_bytes": self.max_model_bytes, "latency_budget_ms": self.latency_budget_ms,
+                "max_arena_bytes": self.max_arena_bytes, "tflite_ops": self.tflite_ops or None}
+        return tuple(k for k in BUDGETS if set_[k] is not None)
+
+    def broken(self, cost: Cost) -> tuple[str, ...]:
+        """The budgets a model of this :class:`Cost` breaks, in the order of :data:`BUDGETS`."""
         out = []
-        if self.max_model_bytes is not None and model_bytes > self.max_model_bytes:
+        if self.max_model_bytes is not None and cost.model_bytes > self.max_model_bytes:
             out.append("max_model_bytes")
-        if self.latency_budget_ms is not None and latency_ms > self.latency_budget_ms:
+        if self.latency_budget_ms is not None and cost.latency_ms > self.latency_budget_ms:
             out.append("latency_budget_ms")
-        if self.max_arena_bytes is not None and arena_bytes is not None and arena_bytes > self.max_arena_bytes:
+        if self.max_arena_bytes is not None and cost.arena_bytes is not None \
+                and cost.arena_bytes > self.max_arena_bytes:
             out.append("max_arena_bytes")
-        if unmapped:
+        if cost.unmapped:
             out.append("tflite_ops")
         return tuple(out)
 
-    def excess(self, model_bytes: int, latency_ms: float, arena_bytes: int | None = None,
-               unmapped: tuple[str, ...] = ()) -> float:
-        """How far over its budgets a model is, as the sum of the relative overruns (0 when it fits)."""
+    def excess(self, cost: Cost) -> float:
+        """How far over its budgets a model of this :class:`Cost` is: the sum of the relative overruns, plus 1
+        when it does not map to the operator set (0 when it fits)."""
         over = 0.0
         if self.max_model_bytes is not None:
-            over += max(0.0, model_bytes / self.max_model_bytes - 1)
+            over += max(0.0, cost.model_bytes / self.max_model_bytes - 1)
         if self.latency_budget_ms is not None:
-            over += max(0.0, latency_ms / self.latency_budget_ms - 1)
-        if self.max_arena_bytes is not None and arena_bytes is not None:
-            over += max(0.0, arena_bytes / self.max_arena_bytes - 1)
-        return over + (1.0 if unmapped else 0.0)
+            over += max(0.0, cost.latency_ms / self.latency_budget_ms - 1)
+        if self.max_arena_bytes is not None and cost.arena_bytes is not None:
+            over += max(0.0, cost.arena_bytes / self.max_arena_bytes - 1)
+        return over + (1.0 if cost.unmapped else 0.0)
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One step of the search: what FLAML logged, and what this trial's model costs on the target.
+    """One step of the search, recorded by the search's own judge when FLAML had it score a fitted model.
 
-    ``best_loss`` and ``best_learner`` are the best validation loss among the
-    trials so far that fit the budgets (``None`` until one does). ``loss`` is
-    this trial's own validation loss (FLAML's, lower is better),
-    ``model_bytes`` the size of its estimator exported to ONNX alone,
-    ``latency_ms`` its predicted one-row latency on the target, ``broken`` the
-    budgets it breaks and ``feasible`` whether it breaks none.
+    ``iteration`` counts the judged models from 0; ``elapsed`` is the wall-clock
+    time since the search began. ``best_loss`` and ``best_learner`` are the best
+    validation loss among the trials so far that fit the budgets (``None``
+    until one does). ``loss`` is this trial's own validation loss (FLAML's,
+    lower is better); ``model_bytes``, ``latency_ms``, ``arena_bytes`` and
+    ``unmapped`` its :class:`Cost` on the target (``None`` when the search had
+    no measuring function), ``broken`` the budgets it breaks and ``feasible``
+    whether it breaks none.
     """
 
     iteration: int
@@ -202,4 +252,4 @@ def _plain(config):
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
-__all__ = ["BUDGETS", "INFEASIBLE", "HardwareBudget", "Trial", "frontier", "infeasible_message"]
+__all__ = ["BUDGETS", "INFEASIBLE", "Cost", "HardwareBudget", "Trial", "frontier", "infeasible_message"]

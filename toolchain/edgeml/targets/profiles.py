@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import TargetError
+from edgeml.models.learners import LEARNERS
 from edgeml.targets.files import DEFAULTS_FILE, targets_dir
 from edgeml.targets.opsets import load_op_set
 from edgeml_runtime.tomlfile import read_toml
@@ -36,9 +37,8 @@ from edgeml_runtime.tomlfile import read_toml
 ARCHES = ("aarch64", "armv7l", "x86_64", "xtensa", "armv7em")
 FORMATS = ("onnx", "ort", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: FLAML learner names a profile may allow (``edgeml.models.learners.LEARNERS`` holds the classes;
-#: a test keeps the two in step).
-KNOWN_ESTIMATORS = ("lgbm", "xgboost", "rf", "extra_tree", "lrl1", "lrl2", "enet", "mlp")
+#: FLAML learner names a profile may allow: every registered learner (:data:`edgeml.models.learners.LEARNERS`).
+KNOWN_ESTIMATORS = tuple(LEARNERS)
 #: onnxruntime execution providers a profile may name, as onnxruntime spells them.
 PROVIDERS = (
     "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider",

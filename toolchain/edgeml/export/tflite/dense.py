@@ -30,6 +30,7 @@ import numpy as np
 
 from edgeml.errors import ExportError
 from edgeml.export.tflite.graph import ACTIVATIONS, Graph, Quant, Tensor
+from edgeml.models.families import family_of
 from edgeml_runtime.litert import Encoding
 
 
@@ -43,15 +44,26 @@ class Dense:
 
 
 def read_dense(est, task: str) -> tuple[list[Dense], str]:
-    """Linear models and MLPs as fully connected layers, and the output head."""
+    """Linear models and MLPs as fully connected layers, and the output head (read as the model family says)."""
+    family = family_of(est)
+    reader = _DENSE_READERS.get(family.kind)
+    if reader is None:
+        raise ExportError(f"{type(est).__name__} ({family.title}) is not a linear model or an MLP; "
+                          "the TFLite exporter writes it another way")
+    return reader(est, task)
+
+
+def _read_mlp(est, task: str) -> tuple[list[Dense], str]:
+    act = {"relu": "relu", "tanh": "tanh", "logistic": "logistic", "identity": "identity"}[est.activation]
+    layers = [Dense(w.T.astype(np.float32), b.astype(np.float32), act)
+              for w, b in zip(est.coefs_, est.intercepts_, strict=False)]
+    layers[-1] = Dense(layers[-1].weight, layers[-1].bias, "identity")
+    head = {"logistic": "sigmoid2", "softmax": "softmax", "identity": "identity"}[est.out_activation_]
+    return layers, head
+
+
+def _read_linear(est, task: str) -> tuple[list[Dense], str]:
     kind = type(est).__name__
-    if kind in ("MLPClassifier", "MLPRegressor"):
-        act = {"relu": "relu", "tanh": "tanh", "logistic": "logistic", "identity": "identity"}[est.activation]
-        layers = [Dense(w.T.astype(np.float32), b.astype(np.float32), act)
-                  for w, b in zip(est.coefs_, est.intercepts_, strict=False)]
-        layers[-1] = Dense(layers[-1].weight, layers[-1].bias, "identity")
-        head = {"logistic": "sigmoid2", "softmax": "softmax", "identity": "identity"}[est.out_activation_]
-        return layers, head
     coef = np.atleast_2d(np.asarray(est.coef_, np.float64))
     bias = np.atleast_1d(np.asarray(est.intercept_, np.float64))
     if task == "classification":
@@ -64,6 +76,10 @@ def read_dense(est, task: str) -> tuple[list[Dense], str]:
     else:
         head = "identity"
     return [Dense(coef.astype(np.float32), bias.astype(np.float32), "identity")], head
+
+
+#: Family kind -> how a fitted model of that kind becomes layers.
+_DENSE_READERS = {"mlp": _read_mlp, "linear": _read_linear}
 
 
 def emit_dense(g: Graph, z: Tensor, layers: list[Dense], weights) -> Tensor:

@@ -13,10 +13,10 @@ Everything is builtin TFLite operators: median imputation
 against each column's codes, ``CAST``), scaling (``SUB``, ``MUL``), then
 linear and logistic models and MLPs (``FULLY_CONNECTED`` and activations)
 or tree ensembles, in whichever of two forms is expected to answer sooner
-(:func:`.tflite_traverse.preferred_form`): the GEMM formulation
-(:mod:`.tflite_trees`: ``GATHER``, ``LESS_EQUAL``/``LESS``,
+(:func:`.traverse.preferred_form`): the GEMM formulation
+(:mod:`.trees`: ``GATHER``, ``LESS_EQUAL``/``LESS``,
 ``BATCH_MATMUL``, ``EQUAL``, ``FULLY_CONNECTED``), for trees with few nodes
-but long paths, or a level-by-level walk of node tables (:mod:`.tflite_traverse`:
+but long paths, or a level-by-level walk of node tables (:mod:`.traverse`:
 ``GATHER``, ``GREATER``, ``ADD``, ``SUM``), whose size grows with the node
 count instead of its square. The input names, the code tables and the outputs'
 meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
@@ -31,8 +31,9 @@ run. A NaN has no int8 value, so an int8 model takes the *encoded* inputs
 (imputed, one-hot, each scaled to [-1, 1] by its calibrated range, see
 :class:`edgeml_runtime.litert.Encoding`) and the metadata carries the
 encoding; the per-feature ranges are folded into the first layer, so every
-feature gets all 255 levels (:mod:`.tflite_dense`). Tree ensembles are refused in int8, see
-:data:`TREES_NOT_INT8`.
+feature gets all 255 levels (:mod:`.dense`). Which precisions a model is written
+at is its model family's (:data:`edgeml.models.families.TREES_NOT_INT8` says why tree
+ensembles are refused in int8).
 
 Example::
 
@@ -62,16 +63,12 @@ from edgeml.export.tflite.dense import (
 )
 from edgeml.export.tflite.graph import Graph, Quant, Tensor
 from edgeml.export.tflite.traverse import emit_traversal, preferred_form, traversal_arrays
-from edgeml.export.tflite.trees import FORESTS, Ensemble, pack_forest
+from edgeml.export.tflite.trees import Ensemble, pack_forest, read_forest
+from edgeml.models.families import TFLITE_PRECISIONS, family_of
 from edgeml_runtime.litert import METADATA_KEY, Encoding, feeds_to_matrix
 from edgeml_runtime.schema import InputSchema
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TREES_NOT_INT8 = (
-    "tree ensembles are not exported in int8: each split compares an input with a threshold, and quantizing inputs "
-    "and thresholds to 256 levels moves rows across splits, so most rows would reach other leaves than in the host "
-    "model; use fp32 (exact) or fp16 (float16 leaf values, float32 thresholds, exact decisions)"
-)
+PRECISIONS = TFLITE_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -152,18 +149,6 @@ def _estimator(pipeline: Pipeline):
         raise ExportError("the pipeline's last step is itself a Pipeline; "
                           "flatten it with edgeml.models.learners.model_steps")
     return est
-
-
-def family_of(est) -> str:
-    kind = type(est).__name__
-    if kind in FORESTS:
-        return "trees"
-    if kind.startswith("MLP"):
-        return "mlp"
-    if hasattr(est, "coef_") and hasattr(est, "intercept_"):
-        return "linear"
-    raise ExportError(f"{kind} is not supported by the TFLite exporter; it takes LogisticRegression, linear "
-                      f"regressors, MLPs and tree ensembles ({', '.join(sorted(FORESTS))})")
 
 
 # --- graph emission ---------------------------------------------------------------------------------
@@ -247,52 +232,69 @@ def emit_head(g: Graph, raw: Tensor, head: str) -> Tensor:
 
 def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarray | None,
                   n_inputs: int) -> tuple[Graph, Encoding | None, dict]:
-    """The graph of ``pre`` then ``est`` at ``precision``; for int8 also the encoding the caller must apply."""
+    """The graph of ``pre`` then ``est`` at ``precision``; for int8 also the encoding the caller must apply.
+
+    What is written is the model family's (:func:`edgeml.models.families.family_of`): its kind picks the
+    graph (trees, or dense layers for linear models and MLPs), its precisions what may be written.
+    """
     if precision not in PRECISIONS:
         raise ExportError(f"TFLite precision {precision!r} is unknown; the exporter writes {', '.join(PRECISIONS)}")
     family = family_of(est)
-    if family == "trees" and precision == "int8":
-        raise ExportError(TREES_NOT_INT8)
+    if precision not in family.tflite_precisions:
+        raise ExportError(family.tflite_refusal or f"{family.title} models are not exported to TFLite {precision}")
     g = Graph()
-    details: dict = {"family": family}
+    details: dict = {"family": family.kind}
     if precision == "int8":
-        if X_cal is None or not len(X_cal):
-            raise ExportError("int8 TFLite needs calibration rows: pass feeds from the training split "
-                              "(calibration=encode_frame(split.train, schema, ...))")
-        layers, head = read_dense(est, task)
-        enc = int8_encoding(pre, X_cal)
-        layers = fold_encoding(layers, pre, enc)
-        if head == "sigmoid2":
-            layers, head = two_logits(layers), "softmax"
-        x = g.input("features", (enc.width,), np.int8, quant=INPUT_QUANT)
-        Zq = np.clip(np.round(enc.apply(X_cal) * 127), -128, 127) / 127  # what the int8 input can hold
-        if head == "identity":
-            layers, details["output_offset"] = centre_output(layers, Zq)
-        out, details["quantization"] = emit_dense_int8(g, x, layers, head, Zq)
-        g.output(out, "probabilities" if task == "classification" else "value")
+        enc = _emit_int8(g, pre, est, task, X_cal, details)
         return g, enc, details
     x = g.input("features", (n_inputs,))
     z = emit_preprocess(g, x, pre)
-    weights = _Weights(g, precision)
-    if family == "trees":
-        forest = FORESTS[type(est).__name__](est, task)
-        form = preferred_form(forest)
-        if form == "traversal":
-            arrays = traversal_arrays(forest)
-            raw, head = emit_traversal(g, z, arrays, weights), arrays.head
-            details["trees"] = {"form": form, "trees": arrays.trees, "nodes": arrays.nodes, "depth": arrays.depth,
-                                "compare": arrays.compare}
-        else:
-            ensemble = pack_forest(forest)
-            raw, head = emit_trees(g, z, ensemble, weights), ensemble.head
-            details["trees"] = {"form": form, "trees": ensemble.trees,
-                                "max_internal_nodes": int(ensemble.feature.shape[1]),
-                                "max_leaves": int(ensemble.lefts.shape[1]), "compare": ensemble.compare}
-    else:
-        layers, head = read_dense(est, task)
-        raw = emit_dense(g, z, layers, weights)
+    raw, head = _MODEL_EMITTERS[family.kind](g, z, est, task, _Weights(g, precision), details)
     g.output(emit_head(g, raw, head), "probabilities" if task == "classification" else "value")
     return g, None, details
+
+
+def _emit_int8(g: Graph, pre: Encoding, est, task: str, X_cal: np.ndarray | None, details: dict) -> Encoding:
+    """A full-integer dense model on the encoded inputs; the encoding the caller must apply."""
+    if X_cal is None or not len(X_cal):
+        raise ExportError("int8 TFLite needs calibration rows: pass feeds from the training split "
+                          "(calibration=encode_frame(split.train, schema, ...))")
+    layers, head = read_dense(est, task)
+    enc = int8_encoding(pre, X_cal)
+    layers = fold_encoding(layers, pre, enc)
+    if head == "sigmoid2":
+        layers, head = two_logits(layers), "softmax"
+    x = g.input("features", (enc.width,), np.int8, quant=INPUT_QUANT)
+    Zq = np.clip(np.round(enc.apply(X_cal) * 127), -128, 127) / 127  # what the int8 input can hold
+    if head == "identity":
+        layers, details["output_offset"] = centre_output(layers, Zq)
+    out, details["quantization"] = emit_dense_int8(g, x, layers, head, Zq)
+    g.output(out, "probabilities" if task == "classification" else "value")
+    return enc
+
+
+def _emit_forest(g: Graph, z: Tensor, est, task: str, weights: _Weights, details: dict) -> tuple[Tensor, str]:
+    """A tree ensemble, in whichever form is expected to answer sooner (:func:`.traverse.preferred_form`)."""
+    forest = read_forest(est, task)
+    form = preferred_form(forest)
+    if form == "traversal":
+        arrays = traversal_arrays(forest)
+        details["trees"] = {"form": form, "trees": arrays.trees, "nodes": arrays.nodes, "depth": arrays.depth,
+                            "compare": arrays.compare}
+        return emit_traversal(g, z, arrays, weights), arrays.head
+    ensemble = pack_forest(forest)
+    details["trees"] = {"form": form, "trees": ensemble.trees, "max_internal_nodes": int(ensemble.feature.shape[1]),
+                        "max_leaves": int(ensemble.lefts.shape[1]), "compare": ensemble.compare}
+    return emit_trees(g, z, ensemble, weights), ensemble.head
+
+
+def _emit_dense_model(g: Graph, z: Tensor, est, task: str, weights: _Weights, details: dict) -> tuple[Tensor, str]:
+    layers, head = read_dense(est, task)
+    return emit_dense(g, z, layers, weights), head
+
+
+#: Family kind -> what writes a model of that kind after the preprocessing (float precisions).
+_MODEL_EMITTERS = {"trees": _emit_forest, "linear": _emit_dense_model, "mlp": _emit_dense_model}
 
 
 def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), precision: str = "fp32",
@@ -418,5 +420,5 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
     }
 
 
-__all__ = ["CALIBRATION_ROWS", "PRECISIONS", "TREES_NOT_INT8", "TfliteExport", "compile_graph", "describe",
+__all__ = ["CALIBRATION_ROWS", "PRECISIONS", "TfliteExport", "compile_graph", "describe",
            "estimator_tflite", "overhead_bytes", "read_preprocess", "read_scaler", "schema_tables", "to_tflite"]

@@ -1,6 +1,6 @@
 """Tree ensembles as node tables walked by gathers (the tree-traversal strategy of Hummingbird), in TFLite builtin ops.
 
-The GEMM form of :mod:`.tflite_trees` pads every tree to the largest one and
+The GEMM form of :mod:`.trees` pads every tree to the largest one and
 stores a [internal nodes × leaves] path matrix per tree, so its size grows
 with the square of a tree's size: a depth-10 random forest of 50 trees is
 ~23 MB. Here every node of every tree is stored once, in four flat tables,
@@ -96,7 +96,7 @@ def traversal_arrays(forest: Forest) -> Traversal:
 
     Breadth-first numbering puts the two children of a node next to each
     other. Single-leaf trees are constants and go into ``bias``, as in
-    :func:`.tflite_trees.pack`.
+    :func:`.trees.pack`.
     """
     kept, bias = split_trees(forest.trees, forest.k, forest.bias)
     feature, threshold, left, values, roots = [], [], [], [], []

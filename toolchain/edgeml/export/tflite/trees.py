@@ -20,9 +20,9 @@ Thresholds for ``<=`` are made exact for float32 inputs (the largest
 float32 not above the threshold), as :func:`edgeml.export.onnx.align_thresholds`
 does for LightGBM.
 
-The per-library readers (:data:`FORESTS`) read a fitted model once into a
+The per-family readers (:data:`FOREST_READERS`, :func:`read_forest`) read a fitted model once into a
 :class:`Forest` (its trees as node lists); :func:`pack` turns that into the
-GEMM arrays here, and :mod:`.tflite_traverse` into node tables for a
+GEMM arrays here, and :mod:`.traverse` into node tables for a
 gather-based traversal, whose size grows with the node count instead.
 """
 
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeml.errors import ExportError
+from edgeml.models.families import family_of
 
 
 @dataclass(frozen=True)
@@ -288,17 +289,31 @@ def _spread(node: Node, column: int, k: int, scale: float) -> Node:
     return Node(value=tuple(v))
 
 
-#: Estimator class name -> the function that reads it into a :class:`Forest` (the one place models are parsed).
-FORESTS = {
-    "RandomForestClassifier": read_sklearn_forest,
-    "RandomForestRegressor": read_sklearn_forest,
-    "ExtraTreesClassifier": read_sklearn_forest,
-    "ExtraTreesRegressor": read_sklearn_forest,
-    "LGBMClassifier": read_lightgbm,
-    "LGBMRegressor": read_lightgbm,
-    "XGBClassifier": read_xgboost,
-    "XGBRegressor": read_xgboost,
+#: Model family name (:mod:`edgeml.models.families`, kind ``trees``) -> the function that reads a fitted model of
+#: that family into a :class:`Forest` (the one place tree models are parsed).
+FOREST_READERS = {
+    "forest": read_sklearn_forest,
+    "lightgbm": read_lightgbm,
+    "xgboost": read_xgboost,
 }
 
-__all__ = ["FORESTS", "Ensemble", "Forest", "Node", "exact_thresholds", "float32_below", "pack",
-           "pack_forest", "split_trees"]
+
+def read_forest(est, task: str) -> Forest:
+    """The fitted tree ensemble ``est`` as a :class:`Forest`, read as its model family says.
+
+    >>> read_forest(object(), "regression")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ExportError: edgeml has no model family for object (builtins.object); it knows ...
+    """
+    family = family_of(est)
+    reader = FOREST_READERS.get(family.name)
+    if reader is None:
+        trees = ", ".join(sorted(FOREST_READERS))
+        raise ExportError(f"{type(est).__name__} ({family.title}) is not a tree ensemble the TFLite exporter reads; "
+                          f"it reads the {trees} families")
+    return reader(est, task)
+
+
+__all__ = ["FOREST_READERS", "Ensemble", "Forest", "Node", "exact_thresholds", "float32_below", "pack",
+           "pack_forest", "read_forest", "split_trees"]

@@ -1,0 +1,152 @@
+"""Measuring a trial on a target: what one fitted model costs there, as a :class:`~edgeml.search.trials.Cost`.
+
+The search (:func:`edgeml.search.automl.run_search`) takes a measuring
+function and knows nothing of exporters; this module builds one from a target
+profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
+
+* the one-row latency the cost model (:mod:`edgeml.search.costmodel`) predicts
+  for this machine, times the profile's ``speed_factor``;
+* the size of the model exported alone to ONNX (:func:`edgeml.export.onnx.estimator_bytes`),
+  or, for a target whose preferred format is TFLite, of its TFLite file at the
+  first of the target's precisions it maps at, plus what the data set's
+  preprocessing adds (:func:`target_budget` measures that once); the cost
+  model's estimate where the model cannot be exported at all;
+* for TFLite, the tensor memory the graph plans and what keeps it off the
+  target's operator set (:func:`edgeml.targets.opsets.problems`); where the
+  set says ``verify_with = "tflite-micro"``, the file is run once in TFLite
+  Micro's own interpreter, whose measured arena replaces the plan.
+
+Example::
+
+    budget = target_budget(load_target("rpi4"), data)
+    measure = TrialMeasure.from_budget(budget, data.task, data.X["train"])
+    run_search(..., budgets=budget, measure=measure)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgeml.errors import ExportError
+from edgeml.search.trials import Cost, HardwareBudget
+
+
+@dataclass(frozen=True, eq=False)
+class TrialMeasure:
+    """A measuring function for the search: ``measure(model) -> Cost``.
+
+    ``n_features`` is the width of the matrix the model is fitted on;
+    ``n_inputs`` the raw inputs the exported graph takes (the runtime pays per
+    input; ``None``: ``n_features``). ``calibration`` holds training rows for
+    int8 TFLite. The TFLite fields are as in
+    :class:`~edgeml.search.trials.HardwareBudget`; with no precisions the size
+    is the ONNX export's. ``max_arena_bytes`` only spares TFLite Micro a run
+    for a model already over it.
+    """
+
+    task: str
+    n_features: int
+    n_inputs: int | None = None
+    speed_factor: float = 1.0
+    tflite_precisions: tuple[str, ...] = ()
+    tflite_ops: str = ""
+    max_arena_bytes: int | None = None
+    tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
+    calibration: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"TrialMeasure.task must be classification or regression, got {self.task!r}")
+        if not self.speed_factor > 0:
+            raise ValueError(f"TrialMeasure.speed_factor must be > 0, got {self.speed_factor!r}")
+
+    @classmethod
+    def from_budget(cls, budget: HardwareBudget, task: str, X_train: np.ndarray) -> TrialMeasure:
+        """The measure for trials judged on ``budget`` (from :func:`target_budget`, or made by hand)."""
+        return cls(task, int(X_train.shape[1]), budget.n_inputs, budget.speed_factor, budget.tflite_precisions,
+                   budget.tflite_ops, budget.max_arena_bytes, budget.tflite_overhead_bytes,
+                   X_train if budget.tflite_precisions else None)
+
+    def __call__(self, model) -> Cost:
+        from edgeml.search.costmodel import load_cost_model, structure_of
+
+        costs = load_cost_model()
+        structure = structure_of(model)
+        latency = costs.predict_ms(structure, self.n_inputs or self.n_features, self.speed_factor)
+        if self.tflite_precisions:
+            cost, refusals = self._tflite(model, latency)
+            return cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals)
+        from edgeml.export.onnx import estimator_bytes
+
+        try:
+            size = estimator_bytes(model, self.n_features, self.task)
+        except ExportError:
+            size = costs.predict_bytes(structure)
+        return Cost(size, latency)
+
+    def _tflite(self, model, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
+        """The cost at the first precision the model maps at, else at the first it exports at (``None`` when it
+        exports at none), and why it exports at none, one reason per precision."""
+        from edgeml.export.tflite.pipeline import estimator_tflite
+        from edgeml.models.estimators import model_steps
+        from edgeml.targets.opsets import load_op_set, problems
+
+        reasons, first = [], None
+        overhead = dict(self.tflite_overhead_bytes)
+        for precision in self.tflite_precisions:
+            try:
+                exp = estimator_tflite(model_steps(model), self.n_features, self.task, precision, self.calibration)
+            except ExportError as exc:
+                reasons.append(f"{precision}: {exc}")
+                continue
+            unmapped, arena = (), exp.details["planned_bytes"]
+            if self.tflite_ops:
+                op_set = load_op_set(self.tflite_ops)
+                unmapped = tuple(problems(exp.ops, exp.tensor_types, op_set))
+                over = self.max_arena_bytes is not None and arena > self.max_arena_bytes
+                if not unmapped and not over and op_set.verify_with == "tflite-micro":  # over: refused anyway
+                    unmapped, arena = _tflm_cost(exp, arena)
+            cost = Cost(len(exp.data) + overhead.get(precision, 0), latency, arena, unmapped)
+            if not unmapped:
+                return cost, ()
+            first = first or cost  # the next precision may map
+        return first, tuple(reasons)
+
+
+def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
+    """Why TFLite Micro's own interpreter cannot run the trial's file (empty when it can), and the arena it needs.
+
+    The arena is TFLM's measured head and tail; where the package does not
+    import, the planned tensor memory stands in.
+    """
+    from edgeml.export.tflite import micro as tflm
+
+    if not tflm.available():
+        return (), planned
+    width = exp.details["input_width"]
+    try:
+        used = tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32), planned)
+    except ExportError as exc:
+        return (str(exc),), planned
+    return (), used.arena_bytes
+
+
+def target_budget(target, data) -> HardwareBudget:
+    """The budgets of ``target`` (a :class:`~edgeml.targets.profiles.TargetProfile`) for ``data``
+    (:class:`~edgeml.data.prepare.Prepared`): the profile's, with what the data set's preprocessing and
+    metadata add to every TFLite file at each of the target's precisions (trials are measured alone)."""
+    budget = HardwareBudget.from_target(target, n_inputs=len(data.inputs.features))
+    if not budget.tflite_precisions:
+        return budget
+    from edgeml.export.tflite.pipeline import overhead_bytes
+
+    # fp16 keeps the preprocessing in float32, so it adds what it adds to fp32.
+    extra = {p: overhead_bytes(data.preprocessor, data.inputs, data.task, data.classes,
+                               "int8" if p == "int8" else "fp32", data.calibration)
+             for p in budget.tflite_precisions}
+    return replace(budget, tflite_overhead_bytes=tuple(extra.items()))
+
+
+__all__ = ["TrialMeasure", "target_budget"]
