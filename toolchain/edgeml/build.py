@@ -32,6 +32,7 @@ from edgeml.search.trials import HardwareBudget
 from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml.verify.metrics import classification_metrics, regression_metrics
 from edgeml.verify.parity import require_parity, verify_artifact
+from edgeml.verify.samples import store_samples
 from edgeml_runtime.bundle import read_manifest
 
 #: What FLAML optimises for metric "auto".
@@ -75,6 +76,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     try:
         manifest = _export(stage, pipeline, data, target, budgets, name, version, report)
         _complete(manifest, data, pipeline, result, budgets, config, table)
+        manifest["samples"] = store_samples(stage, manifest, data, seed=config.seed, synthetic=config.synthetic_samples)
         bundles.write_manifest(stage, manifest)
         archive = bundles.finish(stage, out)
     except BaseException:

@@ -52,6 +52,9 @@ def main():
 @click.option("--name", help="Bundle name. [default: the data file's name, or 'demo']")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Bundle folder. [default: dist/<name>-<version>]")
 @click.option("--force", is_flag=True, default=None, help="Replace an existing --out folder.")
+@click.option("--synthetic-samples", is_flag=True, default=None,
+              help="Draw the bundle's sample rows (samples.json) from the drift reference instead of the test split, "
+                   "for data that must not leave the workstation.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")

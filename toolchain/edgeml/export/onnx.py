@@ -106,11 +106,19 @@ def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
             f"cannot export the {type(estimator).__name__} pipeline to ONNX: {exc}. "
             "Exclude this estimator from the target's 'estimators' and build again"
         ) from exc
+    _sort_opset_imports(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {exc}") from exc
     return model
+
+
+def _sort_opset_imports(model: onnx.ModelProto) -> None:
+    """Put the opset imports in domain order: skl2onnx collects them in a set, whose order changes from run to run."""
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in imports)
 
 
 def output_names(model: onnx.ModelProto, task: str) -> dict[str, str]:
