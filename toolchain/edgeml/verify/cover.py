@@ -1,6 +1,7 @@
 """Pick a few rows that cover a table: every class, every category, missing values, both ends of each range.
 
-A row *covers* a requirement such as "column ``Contract`` is ``Two year``",
+A row *covers* a requirement such as "column ``Contract`` is ``Two year``"
+(each category the model knows, and one it does not when there is one),
 "``TotalCharges`` is missing" or "``tenure`` is at its smallest value". The
 requirements come from the rows themselves, read as a device reads them
 (:mod:`edgeml_runtime.features`: ``" "`` is a missing number, ``"Yes"`` a
@@ -12,7 +13,8 @@ returns their positions in table order.
 Example:
 
 >>> from edgeml_runtime.schema import InputColumn, InputSchema
->>> schema = InputSchema((InputColumn("t", "numeric", ("t",)), InputColumn("k", "categorical", ("k",))))
+>>> schema = InputSchema((InputColumn("t", "numeric", ("t",)),
+...                       InputColumn("k", "categorical", ("k",), categories=("a", "b"))))
 >>> columns = {"t": [1, 5, " ", 3, 9], "k": ["a", "a", "b", "a", "a"]}
 >>> [r.key for r in requirements(columns, schema, labels=[0, 0, 0, 1, 0])]
 [('t', 'missing'), ('t', 'min'), ('t', 'max'), ('k', '=a'), ('k', '=b'), ('class', '=0'), ('class', '=1')]
@@ -73,9 +75,13 @@ def _boolean(column: InputColumn, values: list) -> list[Requirement]:
 
 
 def _categorical(column: InputColumn, values: list) -> list[Requirement]:
+    """Each category the model knows, one it does not (any), and missing: at most 64 + 2 requirements."""
     text = np.array(["" if v is None else v for v in values], dtype=object)
+    known = set(column.categories)
+    unknown = np.array([t != "" and t not in known for t in text], dtype=bool)
     out = [Requirement(column.name, "missing", text == "")] if (text == "").any() else []
-    return out + [Requirement(column.name, f"={c}", text == c) for c in sorted({t for t in text if t != ""})]
+    out += [Requirement(column.name, f"={c}", text == c) for c in column.categories if (text == c).any()]
+    return out + ([Requirement(column.name, "unknown", unknown)] if unknown.any() else [])
 
 
 def _datetime(column: InputColumn, values: list) -> list[Requirement]:
@@ -113,12 +119,14 @@ def pick_rows(columns: Mapping[str, Sequence], schema: InputSchema, labels: Sequ
         return list(range(n))
     matrix = np.stack([r.rows for r in needs], axis=1) if needs else np.zeros((n, 0), dtype=bool)
     open_ = np.ones(matrix.shape[1], dtype=bool)
+    gains = matrix.sum(axis=1, dtype=np.int64)  # open requirements each row meets, kept up to date
     chosen: list[int] = []
     while open_.any():
-        gains = matrix[:, open_].sum(axis=1)
         best = int(np.argmax(gains))  # the first row among those that cover the most
         chosen.append(best)
-        open_ &= ~matrix[best]
+        newly = np.flatnonzero(open_ & matrix[best])
+        open_[newly] = False
+        gains -= matrix[:, newly].sum(axis=1, dtype=np.int64)
     rest = np.setdiff1d(np.arange(n), chosen)
     fill = max(0, rows - len(chosen))
     extra = np.random.default_rng(seed).choice(rest, size=min(fill, rest.size), replace=False)

@@ -37,7 +37,8 @@ UNKNOWN_CATEGORY = "<unknown>"
 
 
 def _float32(values) -> list[float]:
-    return [float(v) for v in np.asarray(values, dtype=np.float32)]
+    """float32 values in their shortest decimal form (what a device reads back is the same float32)."""
+    return [float(str(v)) for v in np.asarray(values, dtype=np.float32)]
 
 
 def _missing(ref: dict, values: list, rng: np.random.Generator) -> list:
