@@ -36,6 +36,7 @@ from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml.verify.metrics import classification_metrics, regression_metrics
 from edgeml.verify.parity import require_parity, verify_artifact
+from edgeml.verify.samples import store_samples
 from edgeml_runtime.bundle import read_manifest
 from edgeml_runtime.manifest import Artifact, Manifest, NotShipped
 
@@ -83,7 +84,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
         _record(writer, data, pipeline, result, budgets, config, table)
         _export(writer, pipeline, data, target, budgets, report)
-        manifest = writer.write()
+        manifest = _samples(writer, stage, data, config)
         archive = bundles.finish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -150,6 +151,14 @@ def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: Ta
     if not runs_onnx and not more.artifacts:
         raise ExportError(_nothing_runs(target, more.not_shipped))
     _report_artifacts(report, more.artifacts)
+
+
+def _samples(writer: BundleWriter, stage: Path, data: Prepared, config: BuildConfig) -> Manifest:
+    """Store the sample rows with every shipped artifact's outputs on them; the finished manifest."""
+    shipped = writer.write()  # every verified artifact on disk, so that the rows can be scored through each
+    writer.record("samples", store_samples(stage, shipped.to_dict(), data, seed=config.seed,
+                                           synthetic=config.synthetic_samples))
+    return writer.write()
 
 
 def _nothing_runs(target: TargetProfile, not_shipped: tuple[NotShipped, ...]) -> str:

@@ -52,6 +52,9 @@ def main():
 @click.option("--name", help="Bundle name. [default: the data file's name, or 'demo']")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Bundle folder. [default: dist/<name>-<version>]")
 @click.option("--force", is_flag=True, default=None, help="Replace an existing --out folder.")
+@click.option("--synthetic-samples", is_flag=True, default=None,
+              help="Draw the bundle's sample rows (samples.json) from the drift reference instead of the test split, "
+                   "for data that must not leave the workstation.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")
@@ -141,6 +144,29 @@ def demo_data(rows, seed, output, no_label):
     except EdgeMLError as exc:
         _fail(exc)
     click.echo(f"wrote {rows} rows to {path}", err=True)
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify(bundle, as_json):
+    """Re-check a bundle (folder or .tar.gz) as a CI job would: file hashes, manifest schema, parity.
+
+    \b
+    file    every file's size and sha256 against the manifest; no unlisted files
+    schema  the manifest against edgeml_runtime's manifest.schema.json (skipped if the runtime has none)
+    parity  every artifact scores the bundle's sample rows (samples.json) as it did at build time
+
+    Exits 0 when every check passes, 1 when one fails, 2 when the bundle cannot be read.
+    """
+    from edgeml.verify.bundle_check import check_bundle, render
+
+    try:
+        report = check_bundle(bundle)
+    except EdgeMLError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render(report))
+    sys.exit(0 if report.passed else 1)
 
 
 @main.command()

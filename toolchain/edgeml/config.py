@@ -37,6 +37,7 @@ class BuildConfig:
     time_column: str | None = None
     query: str | None = None
     force: bool = False
+    synthetic_samples: bool = False  #: draw the bundle's sample rows from the drift reference, not the test split
 
     def __post_init__(self):
         if self.task is not None and self.task not in TASKS:
@@ -51,7 +52,7 @@ _TYPES = {
     "data": str, "label": str, "target": str, "task": str, "time_budget": (int, float), "max_iter": int,
     "max_trials": int,
     "metric": str, "drop": (list, str), "estimators": (list, str), "seed": int, "out": str, "name": str,
-    "time_column": str, "query": str, "force": bool,
+    "time_column": str, "query": str, "force": bool, "synthetic_samples": bool,
 }
 
 

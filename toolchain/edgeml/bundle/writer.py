@@ -7,6 +7,7 @@ leaves a half-written bundle where a device or a rollout could pick it up.
 
 from __future__ import annotations
 
+import gzip
 import json
 import platform
 import re
@@ -244,10 +245,38 @@ def finish(stage: Path, out: Path) -> Path:
     stage.rename(out)
     archive = out.parent / f"{out.name}.tar.gz"
     tmp = archive.with_name(archive.name + ".partial")
-    with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(out, arcname=out.name)
+    _write_archive(out, tmp)
     tmp.replace(archive)
     return archive
+
+
+def _write_archive(folder: Path, dest: Path) -> None:
+    """``folder`` as a reproducible ``.tar.gz``: the same files give the same bytes, whoever packs them, whenever.
+
+    Members are sorted, with a fixed time, owner and mode; the gzip header
+    has time 0 and no file name.
+    """
+    paths = sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix())
+    with open(dest, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_member(folder.name, directory=True))
+        for path in paths:
+            name = f"{folder.name}/{path.relative_to(folder).as_posix()}"
+            if path.is_dir():
+                tar.addfile(_member(name, directory=True))
+            else:
+                with open(path, "rb") as f:
+                    tar.addfile(_member(name, size=path.stat().st_size), f)
+
+
+def _member(name: str, *, directory: bool = False, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.size, info.mtime = size, 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
 
 
 def now_utc() -> str:

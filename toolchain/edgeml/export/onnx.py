@@ -116,6 +116,7 @@ def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
             f"cannot export the {type(estimator).__name__} pipeline to ONNX: {exc}. "
             "Exclude this estimator from the target's 'estimators' and build again"
         ) from exc
+    _sort_opset_imports(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -148,6 +149,13 @@ def estimator_bytes(estimator, n_features: int, task: str) -> int:
     except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
         raise ExportError(f"cannot export {type(last).__name__} to ONNX to measure its size: {exc}") from exc
     return model.ByteSize()
+
+
+def _sort_opset_imports(model: onnx.ModelProto) -> None:
+    """Put the opset imports in domain order: skl2onnx collects them in a set, whose order changes from run to run."""
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in imports)
 
 
 def output_names(model: onnx.ModelProto, task: str) -> dict[str, str]:
