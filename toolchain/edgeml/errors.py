@@ -6,21 +6,22 @@ a clean message and a non-zero exit code. A message names the file, column,
 key or value at fault and says how to fix it. The whole tree, host and device
 (a test checks that every subclass is drawn here)::
 
-    EdgeMLError                      edgeml_runtime.errors
-    ├── BundleError                  a bundle is missing, incomplete, tampered with or of an unknown format
-    ├── InputError                   records for scoring do not match the bundle's inputs
-    │   └── RowError                 one record cannot be scored (its row and column)
-    ├── EngineError                  an inference engine is missing or cannot run an artifact
-    ├── SettingsError                edgeml_runtime: a device setting is unknown or invalid
-    ├── OutboxError                  edgeml_runtime.outbox: the durable outbox cannot be used
-    ├── TelemetryError               edgeml_runtime: the MQTT connection cannot be set up
-    ├── DataError                    edgeml.errors: the training data cannot be read or used as asked
-    ├── ConfigError                  a build setting (edgeml.toml, a flag) is unknown or invalid
-    ├── TargetError                  a hardware target profile is unknown or invalid
-    ├── SearchError                  the model search could not produce a usable model
-    ├── ExportError                  a fitted pipeline cannot become the artifact a target asks for
-    │   └── NotApplicable            edgeml.export.quantize: an artifact that cannot be made honestly
-    └── VerificationError            an artifact does not compute what the host pipeline computes
+    EdgeMLError                  edgeml_runtime.errors: the device's classes, drawn there too
+    ├── BundleError              a bundle is missing, incomplete, tampered with or of an unknown format
+    ├── InputError               records for scoring do not match the bundle's inputs
+    │   └── RowError             one record cannot be scored (its row and column)
+    ├── EngineError              an inference engine is missing or cannot run an artifact
+    ├── SettingsError            a device setting or config file is unknown, missing or out of bounds
+    ├── TelemetryError           MQTT cannot work as asked
+    ├── OutboxError              the durable outbox cannot be opened or cannot take a message
+    ├── ProtocolError            a topic or message breaks the device-fleet protocol
+    ├── DataError                edgeml.errors: the training data cannot be read or used as asked
+    ├── ConfigError              a build setting (edgeml.toml, a flag) is unknown or invalid
+    ├── TargetError              a hardware target profile is unknown or invalid
+    ├── SearchError              the model search could not produce a usable model
+    ├── ExportError              a fitted pipeline cannot become the artifact a target asks for
+    │   └── NotApplicable        edgeml.export.quantize: an artifact that cannot be made honestly
+    └── VerificationError        an artifact does not compute what the host pipeline computes
 """
 
 from edgeml_runtime.errors import BundleError, EdgeMLError, EngineError, InputError, RowError

@@ -190,13 +190,20 @@ def _parts(meta: dict, transform: dict) -> tuple[list[str], list[str]]:
         head += ["", "/* A float32 model: the input tensor takes the float row itself (NAN for a missing number),",
                  "   and the output tensor holds the probabilities or the value. */"]
         return head, body
+    more_head, more_body = _int8_encoder(meta, features)
+    return head + more_head, body + more_body
+
+
+def _int8_encoder(meta: dict, features: list[str]) -> tuple[list[str], list[str]]:
+    """The int8 model's encoder (a float row to the int8 input tensor) and output decoder, as C."""
+    outputs = meta["outputs"]
     enc = Encoding.from_metadata(meta["input"]["encoding"], features)
     q = meta["input"]["quantization"]
     slope, offset = enc.affine(float(q["scale"]), int(q["zero_point"]))
     take, fill, n_numeric, codes = enc.layout
     code = np.concatenate([np.zeros(n_numeric, np.float32), codes])
     added = float((outputs.get("value") or {}).get("offset", 0.0))
-    head += [
+    head = [
         "",
         f"#define EDGEML_N_INPUTS {enc.width}  /* the int8 input tensor: imputed numbers, then one-hot categories */",
         "/* A float row (NAN for a missing number, categories as codes) -> the int8 input tensor, exactly as the",
@@ -206,7 +213,7 @@ def _parts(meta: dict, transform: dict) -> tuple[list[str], list[str]]:
         "   probabilities come in steps of 1/256: divide by their sum if they must add up to exactly 1. */",
         "float edgeml_output(int8_t q, float scale, int32_t zero_point);",
     ]
-    body += [
+    body = [
         _array("uint16_t", "edgeml_take", (str(int(t)) for t in take), 16, internal=True),
         _array("float", "edgeml_fill", (c_float(v) for v in fill), 4, internal=True),
         _array("float", "edgeml_code", (c_float(v) for v in code), 4, internal=True),
