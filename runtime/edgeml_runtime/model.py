@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -183,10 +184,7 @@ class Model:
             return records, (lengths.pop() if lengths else 0), ignored
         if not isinstance(records, list):
             records = list(records)
-        columns = {name: [r.get(name, ABSENT) for r in records] for name in self.manifest.schema.names}
-        if len(records) > 1:  # a column no record has is the input's fault; in one record, that record's
-            absent_everywhere = [name for name, vals in columns.items() if all(v is ABSENT for v in vals)]
-            columns = {k: v for k, v in columns.items() if k not in absent_everywhere}
+        columns = _values_by_column(records, self.manifest.schema.names)
         ignored = tuple(k for k in (records[0] if records else ()) if k not in self._input_names)
         return columns, len(records), ignored
 
@@ -246,6 +244,30 @@ class Model:
         value = out[first].ravel()
         self._monitor.update(feeds, value, errors)
         return (self._class_array[value], out[second]) if second is not None else (value, None)
+
+
+def _values_by_column(records: list, names: Sequence[str]) -> dict[str, list]:
+    """Each column's values in the records, :data:`ABSENT` where a record lacks the key.
+
+    A column no record has is left out (then the encoder names it as missing), unless there is at most one
+    record: then it is that record's error. Plain dicts are read with ``itemgetter`` at C speed, a column at a time.
+    """
+    columns = {}
+    exact = set(map(type, records)) == _DICT  # a dict subclass may have __missing__: ask it with .get
+    for name in names:
+        if exact:
+            try:
+                columns[name] = list(map(itemgetter(name), records))
+                continue
+            except KeyError:
+                pass
+        values = [r.get(name, ABSENT) for r in records]
+        if len(records) <= 1 or not all(v is ABSENT for v in values):
+            columns[name] = values
+    return columns
+
+
+_DICT = {dict}
 
 
 def _is_scalar(v) -> bool:
