@@ -79,6 +79,7 @@ class Model:
         else:
             self._out = (names.index(artifact.outputs["value"]), None)
         self._input_names = set(manifest.schema.names)
+        _check_feeds(self.encoder.schema, artifact, engine)
         self._local = threading.local()
         self._monitor: DriftMonitor | None = None
 
@@ -210,8 +211,12 @@ class Model:
             return None
         if len(record) == len(plan):
             ignored = ()
-        else:
-            ignored = tuple(k for k in record if k not in self._input_names)
+        else:  # the keys of a stream's records repeat: remember the last answer
+            keys = tuple(record)
+            last = getattr(self._local, "ignored", None)
+            if last is None or last[0] != keys:
+                last = self._local.ignored = (keys, tuple(k for k in keys if k not in self._input_names))
+            ignored = last[1]
         labels, proba = self._run(feeds, 1)
         return Predictions(labels, proba, self.classes, _ONE_ROW, (), ignored)
 
@@ -244,6 +249,17 @@ class Model:
         value = out[first].ravel()
         self._monitor.update(feeds, value, errors)
         return (self._class_array[value], out[second]) if second is not None else (value, None)
+
+
+def _check_feeds(schema, artifact: Artifact, engine) -> None:
+    """Refuse, at load, an artifact taking an input the schema does not produce (engines do not check per call)."""
+    produced = set(schema.features)
+    missing = [name for name in engine.input_names if name not in produced]
+    if missing:
+        raise BundleError(
+            f"artifact {artifact.path} takes input(s) {', '.join(map(repr, missing))} that the manifest's inputs "
+            f"do not produce (they produce {', '.join(map(repr, schema.features))}); rebuild the bundle"
+        )
 
 
 def _values_by_column(records: list, names: Sequence[str]) -> dict[str, list]:
