@@ -62,18 +62,22 @@ BATCH_GOAL = 1.5
 ONE_ROW_GOAL = 1.25
 
 
-def timed(fn, items, iterations: int) -> list[float]:
-    """Per-call wall time in microseconds, cycling through ``items``; after a warm-up."""
-    for item in items[:50]:
-        fn(item)
-    out = []
-    n = len(items)
+def timed(scorers: dict, iterations: int) -> dict[str, list[float]]:
+    """Per-call wall times in microseconds of ``{name: (fn, items)}``, cycling through the items after a warm-up.
+
+    The scorers take turns call by call, so that a busy machine slows them alike.
+    """
+    for fn, items in scorers.values():
+        for item in items[:50]:
+            fn(item)
+    out = {name: [] for name in scorers}
     clock = time.perf_counter_ns
     for i in range(iterations):
-        item = items[i % n]
-        t = clock()
-        fn(item)
-        out.append((clock() - t) / 1000)
+        for name, (fn, items) in scorers.items():
+            item = items[i % len(items)]
+            t = clock()
+            fn(item)
+            out[name].append((clock() - t) / 1000)
     return out
 
 
@@ -100,11 +104,11 @@ def main() -> int:
     ap.add_argument("--estimators", default="xgboost,lgbm,rf,lrl2,mlp",
                     help="one bundle per learner, comma-separated; 'auto' lets the search pick (default: %(default)s)")
     ap.add_argument("--iterations", type=int, default=None, help="one-row calls per scorer (default 3000)")
-    ap.add_argument("--rounds", type=int, default=None, help="batch rounds (default 7)")
+    ap.add_argument("--rounds", type=int, default=None, help="batch rounds (default 15)")
     ap.add_argument("--batch-rows", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    for name, full, quick in (("time_budget", 20, 2), ("iterations", 3000, 300), ("rounds", 7, 2)):
+    for name, full, quick in (("time_budget", 20, 2), ("iterations", 3000, 300), ("rounds", 15, 2)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     args.cold_runs = 2 if args.quick else 5
@@ -123,7 +127,8 @@ def main() -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {ort.__version__}; one inference "
         f"thread for edgeml_runtime and the bare session. Batch times are the best of {args.rounds} rounds (each "
         f"round runs every scorer once, in turn); one-row latency is the median (p99) over {args.iterations:,} "
-        f"calls on raw records. Search budget {args.time_budget:g} s per model"
+        "calls on raw records, taking turns with the bare session call by call. Search budget "
+        f"{args.time_budget:g} s per model"
         f"{' (a --quick run: too few rounds and calls for firm numbers)' if args.quick else ''}. "
         "Produced by `make bench`.",
         "",
@@ -295,14 +300,12 @@ def one_row_section(model, pipeline, inputs: Inputs, out: Path, args) -> tuple[l
     one_records = [[r] for r in inputs.text[:500]]
     one_frames = [inputs.frame.iloc[i : i + 1] for i in range(500)]
     one_feeds = [{k: v[i : i + 1] for k, v in inputs.feeds.items()} for i in range(500)]
-    it, few = args.iterations, max(args.iterations // 10, 100)
-    scorers = {
-        "edgeml_runtime `Model.predict`": (model.predict, one_records, it),
-        "scikit-learn pipeline `predict_proba`": (pipeline.predict_proba, one_frames, few),
-        "scikit-learn pipeline, `n_jobs=1`": (single.predict_proba, one_frames, few),
-        "bare onnxruntime session": (lambda f: session.run(None, f), one_feeds, it),
-    }
-    lat = {name: timed(fn, items, n) for name, (fn, items, n) in scorers.items()}
+    ours_and_bare = timed({"edgeml_runtime `Model.predict`": (model.predict, one_records),
+                           "bare onnxruntime session": (lambda f: session.run(None, f), one_feeds)}, args.iterations)
+    sklearn = timed({"scikit-learn pipeline `predict_proba`": (pipeline.predict_proba, one_frames),
+                     "scikit-learn pipeline, `n_jobs=1`": (single.predict_proba, one_frames)},
+                    max(args.iterations // 10, 100))
+    lat = {**ours_and_bare, **sklearn}
     med = {name: statistics.median(v) for name, v in lat.items()}
     ours, base = med["edgeml_runtime `Model.predict`"], med["bare onnxruntime session"]
     skl, skl1 = med["scikit-learn pipeline `predict_proba`"], med["scikit-learn pipeline, `n_jobs=1`"]

@@ -108,11 +108,14 @@ def column(draw, kind: str, n: int):
         "numeric": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**62), 2**62)),
         "categorical": st.text(max_size=3),
         "boolean": st.booleans(),
-        "datetime": st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
+        "datetime": st.one_of(st.datetimes(), st.none()),  # years 1 to 9999, or NaT
     }[kind]
     if draw(st.integers(0, 3)) == 0:  # NumPy's own dtype: float64 or int64, text, bool, datetime64
         values = draw(st.lists(typed, min_size=n, max_size=n))
-        return np.array(values, dtype="datetime64[us]" if kind == "datetime" else None)
+        if kind != "datetime":
+            return np.array(values)
+        unit = draw(st.sampled_from(["us", "ms", "s", "m", "h", "D", "M"]))
+        return np.array(values, dtype="datetime64[us]").astype(f"datetime64[{unit}]")
     values = draw(st.lists(VALUES[kind], min_size=n, max_size=n))
     return draw(st.sampled_from([list, tuple, objects]))(values)
 
@@ -143,6 +146,19 @@ def test_conversion_agrees_across_real_block_edges():
     assert fast == outcome(lambda: FeatureEncoder(SCHEMA, careful=True).encode(columns, n))
     assert sorted(fast[1]) == [0, BLOCK_ROWS - 1, 2 * BLOCK_ROWS + 5]
     assert fast[1][BLOCK_ROWS - 1] == (BLOCK_ROWS, "n", "'1e39' is not a finite 32-bit number")
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "s", "m", "h", "D", "M", "Y"])
+def test_datetime64_columns_agree_at_the_ends_of_the_calendar(unit):
+    for values in (["1969-12-31T23:59:59.999999", "1970-01-01", "1900-02-28T01:02", "2000-02-29T23:59", "NaT"],
+                   ["0001-01-01T00:00", "9999-12-31T23:59:59"], ["10000-01-01"], ["-0001-01-01"]):
+        try:
+            column = np.array(values, dtype=f"datetime64[{unit}]")
+        except (ValueError, OverflowError):  # e.g. year 1 in nanoseconds
+            continue
+        columns = {"n": [1] * len(column), "c": ["L"] * len(column), "b": [True] * len(column), "t": column}
+        fast = outcome(lambda: FeatureEncoder(SCHEMA).encode(columns, len(column)))  # noqa: B023
+        assert fast == outcome(lambda: FeatureEncoder(SCHEMA, careful=True).encode(columns, len(column)))  # noqa: B023
 
 
 # The same matrix on a real bundle: each form of input against the careful path, for every engine.

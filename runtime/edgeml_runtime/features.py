@@ -350,7 +350,41 @@ def _fast_categorical(col: InputColumn, values, bad):
     return {col.features[0]: _fast_categories(_rows(values), bad).reshape(-1, 1)}
 
 
-_FAST = {"numeric": _fast_numeric, "boolean": _fast_boolean, "categorical": _fast_categorical, "datetime": _datetime}
+def _fast_datetime(col: InputColumn, values, bad):
+    parts = None
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M" and values.ndim == 1:
+        parts = datetime64_parts(values)
+    if parts is None:
+        return _datetime(col, values, bad)
+    return {name: parts[:, j : j + 1] for j, name in enumerate(col.features)}
+
+
+_US_PER_DAY = 86_400_000_000
+
+
+def datetime64_parts(values: np.ndarray) -> np.ndarray | None:
+    """:data:`DATETIME_PARTS` of a datetime64 array as float32 columns (NaN for NaT), as :func:`datetime_parts`
+    gives them; None when a year is outside 1…9999, which only the careful path knows how to refuse.
+
+    >>> datetime64_parts(np.array(["2024-03-01T12:30", "NaT"], dtype="datetime64[m]")).tolist()
+    [[3.0, 1.0, 4.0, 12.0, 30.0], [nan, nan, nan, nan, nan]]
+    """
+    us = values.astype("datetime64[us]")
+    nat = np.isnat(us)
+    days, time_of_day = np.divmod(us.view(np.int64), _US_PER_DAY)
+    months = days.astype("datetime64[D]").astype("datetime64[M]").view(np.int64)
+    years = months[~nat] // 12 + 1970
+    if years.size and (years.min() < 1 or years.max() > 9999):
+        return None
+    first_of_month = months.astype("datetime64[M]").astype("datetime64[D]").view(np.int64)
+    parts = np.stack([months % 12 + 1, days - first_of_month + 1, (days + 3) % 7,  # 1970-01-01 was a Thursday
+                      time_of_day // 3_600_000_000, time_of_day // 60_000_000 % 60], axis=1).astype(np.float32)
+    parts[nat] = _NAN
+    return parts
+
+
+_FAST = {"numeric": _fast_numeric, "boolean": _fast_boolean, "categorical": _fast_categorical,
+         "datetime": _fast_datetime}
 
 
 def _few(names, limit: int = 5) -> str:
