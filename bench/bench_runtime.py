@@ -160,15 +160,18 @@ def summary_table(summary: list[dict]) -> list[str]:
     lines = [
         "## Against the floors",
         "",
-        f"Goals: a batch at most {BATCH_GOAL:g}× its floor, one row at most {ONE_ROW_GOAL:g}× the bare session.",
+        f"Goals: a batch at most {BATCH_GOAL:g}× its floor, one row at most {ONE_ROW_GOAL:g}× the bare session. "
+        "A list of dicts is measured against the extract-and-convert loop alone (the goal as set) and against the "
+        "loop plus the bare session, which is what scoring it cannot do without: where the model itself takes "
+        "more than half the loop's time (the random forest), the first goal is out of reach of any runtime.",
         "",
-        "| model | NumPy columns ÷ bare session | CSV-text dicts ÷ extract loop | typed dicts ÷ extract loop "
-        "| one row ÷ bare session |",
-        "|---|---:|---:|---:|---:|",
+        "| model | NumPy columns ÷ bare session | CSV-text dicts ÷ loop | ÷ (loop + session) | typed dicts ÷ loop "
+        "| ÷ (loop + session) | one row ÷ bare session |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summary:
-        lines.append(f"| {s['model']} | {_verdict(s['columns'], BATCH_GOAL)} | {_verdict(s['text'], BATCH_GOAL)} | "
-                     f"{_verdict(s['typed'], BATCH_GOAL)} | {_verdict(s['one'], ONE_ROW_GOAL)} |")
+        cells = [_verdict(s[k], BATCH_GOAL) for k in ("columns", "text", "text+", "typed", "typed+")]
+        lines.append(f"| {s['model']} | {' | '.join(cells)} | {_verdict(s['one'], ONE_ROW_GOAL)} |")
     return [*lines, ""]
 
 
@@ -238,13 +241,14 @@ def _numpy_column(kind: str, values: pd.Series) -> np.ndarray:
 
 def extract_and_convert(records: list[dict], plan) -> list[list]:
     """The floor for a list of dicts: for each record, for each input, ``r.get(name)`` → float or category text
-    into preallocated lists (datetimes parsed by ``datetime.fromisoformat``). Nothing else: no checks, no arrays."""
+    into preallocated lists (datetimes parsed by ``datetime.fromisoformat``, booleans kept as they come). Nothing
+    else: no checks, no arrays."""
     n = len(records)
     kinds = [(name, kind, [None] * n) for name, kind in plan]
     for i, r in enumerate(records):
         for name, kind, out in kinds:
             v = r.get(name)
-            out[i] = v if kind == "categorical" else datetime.fromisoformat(v) if kind == "datetime" else float(v)
+            out[i] = float(v) if kind == "numeric" else datetime.fromisoformat(v) if kind == "datetime" else v
     return [out for _, _, out in kinds]
 
 
@@ -262,8 +266,10 @@ def batch_section(model, pipeline, inputs: Inputs, out: Path, args) -> dict:
         "sklearn1": lambda: single.predict_proba(inputs.frame),
     }
     t = best_of_rounds(scorers, args.rounds)
-    ratios = {"columns": t["columns"] / t["bare"], "text": t["text"] / t["text loop"],
-              "typed": t["typed"] / t["typed loop"]}
+    ratios = {"columns": t["columns"] / t["bare"]}
+    for kind in ("text", "typed"):
+        ratios[kind] = t[kind] / t[f"{kind} loop"]
+        ratios[f"{kind}+"] = t[kind] / (t[f"{kind} loop"] + t["bare"])
     n = len(inputs.text)
 
     def row(what, scorer, key, against=""):
@@ -279,10 +285,11 @@ def batch_section(model, pipeline, inputs: Inputs, out: Path, args) -> dict:
             f"{_verdict(ratios['columns'], BATCH_GOAL)} (bare session)"),
         row("list of dicts, CSV text", "extract-and-convert loop", "text loop", "floor"),
         row("list of dicts, CSV text", "edgeml_runtime `Model.predict`", "text",
-            f"{_verdict(ratios['text'], BATCH_GOAL)} (loop)"),
+            f"{_verdict(ratios['text'], BATCH_GOAL)} (loop); {_verdict(ratios['text+'], BATCH_GOAL)} (loop + session)"),
         row("list of dicts, typed (JSON)", "extract-and-convert loop", "typed loop", "floor"),
         row("list of dicts, typed (JSON)", "edgeml_runtime `Model.predict`", "typed",
-            f"{_verdict(ratios['typed'], BATCH_GOAL)} (loop)"),
+            f"{_verdict(ratios['typed'], BATCH_GOAL)} (loop); {_verdict(ratios['typed+'], BATCH_GOAL)} "
+            "(loop + session)"),
         row("feature DataFrame", "scikit-learn pipeline `predict_proba`", "sklearn"),
         row("feature DataFrame", "scikit-learn pipeline, `n_jobs=1`", "sklearn1"),
         "",
