@@ -134,3 +134,13 @@ def test_loads_from_the_tarball(demo_bundle, records):
     archive = demo_bundle.parent / f"{demo_bundle.name}.tar.gz"
     a, b = Model.load(archive).predict(records), Model.load(demo_bundle).predict(records)
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
+
+
+def test_artifact_taking_an_input_the_schema_does_not_produce_is_refused_at_load(demo_bundle, tmp_path):
+    copy = shutil.copytree(demo_bundle, tmp_path / "b")
+    m = json.loads((copy / "manifest.json").read_text())
+    rpm = next(c for c in m["inputs"] if c["name"] == "rpm")
+    rpm["features"] = ["rpm_renamed"]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"model.onnx takes input\(s\) 'rpm' that the manifest's inputs do not"):
+        Model.load(copy, artifact="model.onnx")

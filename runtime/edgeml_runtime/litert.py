@@ -31,6 +31,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def feeds_to_matrix(feeds: Mapping[str, np.ndarray], tables: Mapping[str, Sequen
         if f in tables:
             table = tables[f]
             get = (table if isinstance(table, dict) else {c: float(i) for i, c in enumerate(table)}).get
-            columns.append(np.fromiter((get(s, -1.0) for s in v.tolist()), dtype=np.float32, count=len(v)))
+            columns.append(np.fromiter(map(get, v.tolist(), repeat(-1.0)), dtype=np.float32, count=len(v)))
         else:
             columns.append(v.astype(np.float32, copy=False))
     if not columns:
