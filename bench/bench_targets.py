@@ -20,6 +20,7 @@ profile cannot have (no model fits its budgets, nothing it runs can be made)
 is reported with the build's own reason.
 
     .venv/bin/python bench/bench_targets.py [--max-iter 12] [--targets rpi4,jetson-nano] [--calls 2000]
+    .venv/bin/python bench/bench_targets.py --max-iter 3 --targets rpi4 --calls 50 --results /tmp/t  # smoke
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from common import DATASETS, model_config, publish, trained_directly
+from common import DATASETS, RESULTS_DIR, model_config, publish, trained_directly
 
 DATA = {
     "ai4i2020": ("ai4i2020.csv", "Machine failure", ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")),
@@ -153,6 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=2000, help="one-row calls per artifact (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mlp-layers", default="128x64", help="the directly trained MLP's hidden layers (default 128x64)")
+    ap.add_argument("--results", type=Path, default=RESULTS_DIR, help="where targets.md goes (default: %(default)s)")
+    ap.add_argument("--work", type=Path, help="where the bundles are built (default: a new temporary folder)")
     args = ap.parse_args(argv)
     missing = [f for f, _, _ in DATA.values() if not (DATASETS / f).is_file()]
     if missing:
@@ -166,7 +169,7 @@ def main(argv=None) -> int:
     from edgeml.targets.profiles import list_targets, load_target
 
     profiles = [load_target(n) for n in args.targets.split(",")] if args.targets else list_targets()
-    work = Path(tempfile.mkdtemp(prefix="edgeml-targets-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgeml-targets-"))
     q = load_cost_model().quality["latency"]
     lines = [
         "# Per-target artifacts",
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
     ]
     for profile in profiles:
         lines += profile_section(profile, work / profile.name, args)
-    publish("targets", "\n".join(lines))
+    publish("targets", "\n".join(lines), args.results)
     return 0
 
 

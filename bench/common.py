@@ -1,7 +1,9 @@
-"""What the benchmarks share: the data they run on and where their Markdown results go.
+"""What the benchmarks share: the data they run on, where their Markdown results go, and the ``search``
+section of a bundle whose model a benchmark fitted itself.
 
 Each benchmark is a script (``python bench/<name>.py``) that measures side by
-side in one run and writes ``bench/results/<name>.md``.
+side in one run and writes ``bench/results/<name>.md``. Importing one runs
+nothing (``tests/test_benchmarks_run.py`` imports them all).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ def classification_data(work: Path, seed: int = 0) -> tuple[str, str, tuple[str,
     return str(write_demo_csv(work / "demo.csv", rows=12_000, seed=seed)), DEMO_LABEL, ()
 
 
-def publish(name: str, text: str) -> Path:
-    """Write ``bench/results/<name>.md`` and print it."""
-    path = RESULTS_DIR / f"{name}.md"
+def publish(name: str, text: str, directory: Path = RESULTS_DIR) -> Path:
+    """Write ``<directory>/<name>.md`` (``bench/results`` unless told) and print it."""
+    path = Path(directory) / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text if text.endswith("\n") else text + "\n")
     print(text, file=sys.stdout)
