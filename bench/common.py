@@ -1,12 +1,16 @@
-"""What the benchmarks share: the data they run on and where their Markdown results go.
+"""What the benchmarks share: the data they run on, where their Markdown results go, and the ``search``
+section of a bundle whose model a benchmark fitted itself.
 
 Each benchmark is a script (``python bench/<name>.py``) that measures side by
-side in one run and writes ``bench/results/<name>.md``.
+side in one run and writes ``bench/results/<name>.md``. Importing one runs
+nothing (``tests/test_benchmarks_run.py`` imports them all).
 """
 
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +28,34 @@ def classification_data(work: Path, seed: int = 0) -> tuple[str, str, tuple[str,
     return str(write_demo_csv(work / "demo.csv", rows=12_000, seed=seed)), DEMO_LABEL, ()
 
 
-def publish(name: str, text: str) -> Path:
-    """Write ``bench/results/<name>.md`` and print it."""
-    path = RESULTS_DIR / f"{name}.md"
+def publish(name: str, text: str, directory: Path = RESULTS_DIR) -> Path:
+    """Write ``<directory>/<name>.md`` (``bench/results`` unless told) and print it."""
+    path = Path(directory) / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text if text.endswith("\n") else text + "\n")
     print(text, file=sys.stdout)
     return path
+
+
+def trained_directly(learner: str, model, data, target, seconds: float) -> dict:
+    """The manifest's ``search`` section for a ``model`` a benchmark fitted itself, without a search.
+
+    ``data`` is the :class:`~edgeml.data.prepare.Prepared` table it was fitted
+    on and ``target`` the profile the bundle is for (its budgets are recorded
+    as a build records them); no trial was run, so the log is empty.
+    """
+    from edgeml.targets.measure import target_budget
+
+    return {"learners": [learner], "metric": "none (trained directly, not searched)", "best_learner": learner,
+            "best_config": model_config(model), "best_valid_loss": None, "best_model_bytes": None,
+            "best_predicted_latency_ms": None, "budgets": asdict(target_budget(target, data)), "trials": 0,
+            "seconds": round(seconds, 2), "trial_log": [], "frontier": []}
+
+
+def model_config(model) -> dict:
+    """A fitted estimator's own parameters that JSON holds exactly (numbers, strings, flags, tuples of them)."""
+    def plain(v):
+        return v is None or isinstance(v, str | bool | int) or isinstance(v, float) and math.isfinite(v)
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(model.get_params(deep=False).items())
+            if plain(v) or isinstance(v, tuple) and all(plain(x) for x in v)}

@@ -3,20 +3,24 @@
 For each data set (ai4i2020, ccpp and telco-churn from ../shared/datasets when
 present, else the built-in demo data) it trains a spread of models of every
 family — LightGBM, XGBoost, random forest, extra trees, linear, MLP — from one
-tree to hundreds and from a handful of weights to tens of thousands, exports
-each whole pipeline to ONNX exactly as ``edgeml build`` does, loads it with
-``edgeml_runtime.Model`` and measures the median one-row latency of
-``Model.predict([record])`` on raw records (one inference thread). It also
-exports each estimator alone to measure the bytes it adds.
+tree to hundreds and from a handful of weights to tens of thousands, bundles
+each whole pipeline exactly as ``edgeml build`` does
+(:func:`edgeml.build.write_bundle`: exported to ONNX and verified through the
+runtime, for a profile of this machine that asks for the fp32 ONNX model
+only), loads it with ``edgeml_runtime.Model`` and measures the median
+one-row latency of ``Model.predict([record])`` on raw records (one inference
+thread). It also exports each estimator alone to measure the bytes it adds.
 
 Then it fits the latency and size models of ``edgeml.search.costmodel`` (non-negative
 least squares on relative error) on three quarters of the points, reports
 R² and the relative errors on the held-out quarter, and writes the fitted
 coefficients and that fit quality to ``toolchain/edgeml/search/cost_model.json``
 (committed; tests load it and never time anything) and the points to
-``bench/results/cost_model.md``.
+``bench/results/cost_model.md`` and ``cost_model_points.json``; with ``--out``
+elsewhere, all three go there instead (a smoke run leaves the committed ones alone).
 
     .venv/bin/python bench/fit_cost_model.py [--rounds 3] [--calls 600] [--quick]
+    .venv/bin/python bench/fit_cost_model.py --quick --rounds 1 --calls 30 --out /tmp/cost/cost_model.json
     .venv/bin/python bench/fit_cost_model.py --refit     # refit on the saved measurements, timing nothing
 """
 
@@ -30,12 +34,12 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import DATASETS, ROOT, model_config, trained_directly
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
 OUT = ROOT / "toolchain" / "edgeml" / "search" / "cost_model.json"
 REPORT = ROOT / "bench" / "results" / "cost_model.md"
 POINTS = ROOT / "bench" / "results" / "cost_model_points.json"
@@ -48,18 +52,44 @@ DATA = (
 )
 
 
-def prepared(path, label, drop, seed=0):
-    """Split and preprocess one data set the way ``edgeml build`` does; returns what the models need."""
+#: The profile every model is bundled for: the fp32 ONNX model alone, the artifact the cost model is fitted on.
+HOST_PROFILE = """\
+name = "cost-model-host"
+extends = "x86-64"
+description = "the build machine, fp32 ONNX only: what the cost model is fitted on"
+formats = ["onnx"]
+precisions = ["fp32"]
+"""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One table prepared as ``edgeml build`` prepares it, and raw test records to time one-row predictions on."""
+
+    table: object  #: the :class:`~edgeml.data.ingest.Table` read
+    data: object  #: its :class:`~edgeml.data.prepare.Prepared` split and preprocessing
+    records: list[dict]
+
+
+def prepared(path, label, drop, seed=0) -> DataSet:
+    """Split and preprocess one data set the way ``edgeml build`` does."""
     from edgeml.data.ingest import read_table
     from edgeml.data.prepare import prepare
 
-    data = prepare(read_table(path).frame, label, drop=drop, seed=seed)
-    inputs, pre, train, y, classes, split = (data.inputs, data.preprocessor, data.features["train"], data.y["train"],
-                                             data.classes, data.split)
-    schema = data.schema
-    records = split.test[list(inputs.names)].astype(object).where(split.test[list(inputs.names)].notna(), None)
-    return dict(task=schema.task, inputs=inputs, pre=pre, train=train, y=y, classes=classes,
-                records=records.to_dict("records")[:300], X=pre.transform(train))
+    table = read_table(path)
+    data = prepare(table.frame, label, drop=drop, seed=seed)
+    test = data.split.test[list(data.inputs.names)]
+    records = test.astype(object).where(test.notna(), None).to_dict("records")[:300]
+    return DataSet(table, data, records)
+
+
+def host_profile(work: Path):
+    """:data:`HOST_PROFILE`, written into ``work`` and loaded as any user's profile is."""
+    from edgeml.targets.profiles import load_target
+
+    path = work / "cost-model-host.toml"
+    path.write_text(HOST_PROFILE)
+    return load_target(path)
 
 
 def candidates(task: str, quick: bool):
@@ -119,36 +149,32 @@ def one_row_us(model, records, rounds: int, calls: int) -> float:
     return min(medians)
 
 
-def measure(data: dict, family: str, what: str, estimator, work: Path, args) -> dict:
+def measure(ds: DataSet, family: str, what: str, estimator, work: Path, target, args) -> dict:
+    """Fit ``estimator``, bundle it as a build does, and time its one-row prediction through the runtime."""
     import warnings
 
-    from sklearn.pipeline import Pipeline
-
-    from edgeml.bundle import writer as bundle
-    from edgeml.export.onnx import align_thresholds, estimator_bytes, output_names, to_onnx
-    from edgeml.models.estimators import model_steps
+    from edgeml.build import host_pipeline, provenance_record, write_bundle
+    from edgeml.export.onnx import estimator_bytes
     from edgeml.search.costmodel import structure_of
     from edgeml_runtime import Model
 
+    data = ds.data
+    started = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimator.fit(data["X"], data["y"])
-    pipeline = align_thresholds(Pipeline([("pre", data["pre"]), *model_steps(estimator)]))
-    onnx_model = to_onnx(pipeline, data["inputs"], data["task"], name="cost")
-    folder = work / "bundle"
-    folder.mkdir(exist_ok=True)
-    (folder / "model.onnx").write_bytes(onnx_model.SerializeToString())
-    artifact = bundle.describe_artifact(folder, "model.onnx", "onnx", "fp32",
-                                        outputs=output_names(onnx_model, data["task"]))
-    bundle.write_manifest(folder, {"name": "cost", "version": "1", "task": data["task"], "label": "y",
-                                   "inputs": data["inputs"].to_list(), "classes": list(data["classes"]) or None,
-                                   "artifacts": [artifact]})
+        estimator.fit(data.X["train"], data.y["train"])
+    seconds = time.monotonic() - started
+    folder = work / "bundle"  # each model's bundle replaces the one before
+    made = write_bundle(folder, host_pipeline(data, estimator), data, target, name="cost", version="1",
+                        search=trained_directly(family, estimator, data, target, seconds),
+                        provenance=provenance_record(ds.table, data, 0, family, estimator, model_config(estimator)),
+                        force=True)
     model = Model.load(folder)
-    latency = one_row_us(model, data["records"], args.rounds, args.calls)
-    s = structure_of(estimator)
-    return {"family": family, "what": what, "n_inputs": len(data["inputs"].features), "structure": s.to_dict(),
-            "latency_us": latency, "artifact_bytes": artifact["bytes"],
-            "estimator_bytes": estimator_bytes(estimator, data["X"].shape[1], data["task"])}
+    latency = one_row_us(model, ds.records, args.rounds, args.calls)
+    return {"family": family, "what": what, "n_inputs": len(data.inputs.features),
+            "structure": structure_of(estimator).to_dict(), "latency_us": latency,
+            "artifact_bytes": made.manifest.artifacts[0].bytes,
+            "estimator_bytes": estimator_bytes(estimator, data.X["train"].shape[1], data.task)}
 
 
 def fit(points: list[dict], seed: int = 0) -> dict:
@@ -193,17 +219,20 @@ def _quality(y, pred) -> dict:
             "max_relative_error": round(float(rel.max()), 4)}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=600)
     ap.add_argument("--quick", action="store_true", help="half the models per family (for a smoke run)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=OUT,
+                    help="where the fitted model goes; elsewhere than the default, the points and the report go "
+                         "beside it, leaving bench/results alone (default: %(default)s)")
     ap.add_argument("--refit", action="store_true", help=f"refit on the measurements saved in {POINTS.name}")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
+    points_path = _results(args.out)[0]
     if args.refit:
-        saved = json.loads(POINTS.read_text())
+        saved = json.loads((points_path if points_path.is_file() else POINTS).read_text())
         return _write(args, saved["points"], saved["machine"])
     work = Path(tempfile.mkdtemp(prefix="edgeml-cost-"))
     sets = [(DATASETS / f, label, drop) for f, label, drop in DATA if (DATASETS / f).is_file()]
@@ -212,10 +241,11 @@ def main() -> int:
 
         sets = [(write_demo_csv(work / "demo.csv", rows=5000, seed=0), DEMO_LABEL, ())]
     points = []
+    target = host_profile(work)
     for path, label, drop in sets:
-        data = prepared(path, label, drop)
-        for family, what, estimator in candidates(data["task"], args.quick):
-            p = measure(data, family, what, estimator, work, args)
+        ds = prepared(path, label, drop)
+        for family, what, estimator in candidates(ds.data.task, args.quick):
+            p = measure(ds, family, what, estimator, work, target, args)
             p["data"] = Path(path).name
             points.append(p)
             print(f"{p['data']:16} {family:10} {what:24} {p['latency_us']:9.1f} µs {p['artifact_bytes']:>11,} B",
@@ -229,9 +259,16 @@ def main() -> int:
                     f"least of {args.rounds} rounds of {args.calls} calls",
         "measured_on": time.strftime("%Y-%m-%d"),
     }
-    POINTS.parent.mkdir(parents=True, exist_ok=True)
-    POINTS.write_text(json.dumps({"machine": machine, "points": points}, indent=1) + "\n")
+    points_path.parent.mkdir(parents=True, exist_ok=True)
+    points_path.write_text(json.dumps({"machine": machine, "points": points}, indent=1) + "\n")
     return _write(args, points, machine)
+
+
+def _results(out: Path) -> tuple[Path, Path]:
+    """Where the measured points and the report go: bench/results for the committed model, else beside ``out``."""
+    if out.resolve() == OUT.resolve():
+        return POINTS, REPORT
+    return out.with_name(POINTS.name), out.with_name(REPORT.name)
 
 
 def _write(args, points: list[dict], machine: dict) -> int:
@@ -239,8 +276,9 @@ def _write(args, points: list[dict], machine: dict) -> int:
     fitted["machine"] = machine
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(fitted, indent=2) + "\n")
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(_report(fitted, points))
+    report = _results(args.out)[1]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(_report(fitted, points))
     print(json.dumps(fitted["quality"], indent=2))
     return 0
 

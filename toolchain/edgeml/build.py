@@ -3,6 +3,9 @@
 One function, :func:`build`, runs the stages in order — ingest, schema,
 split and preprocessing, search, export, verify, bundle — each a call into its
 own module with plain values. Progress goes to a :class:`Reporter`.
+:func:`write_bundle` is the part after the search — export, verify, bundle —
+for a pipeline already fitted: a benchmark that trains its own models writes
+their bundles exactly as a build does.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
 from edgeml.export.quantize import ExportSource
 from edgeml.models.estimators import model_steps
 from edgeml.models.learners import LEARNERS
-from edgeml.search.automl import SearchSettings, Trial, run_search, usable_learners
+from edgeml.search.automl import SearchResult, SearchSettings, Trial, run_search, usable_learners
 from edgeml.search.trials import HardwareBudget
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
@@ -74,23 +77,64 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                    seed=config.seed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
-    pipeline = align_thresholds(Pipeline([("pre", data.preprocessor), *model_steps(result.model)]))
+    pipeline = host_pipeline(data, result.model)
     name = config.name or _default_name(config, table)
     out, version = _destination(config, name)
-    stage = bundles.staging_dir(out, config.force)
+    made = write_bundle(out, pipeline, data, target, name=name, version=version,
+                        search=search_record(result, budgets),
+                        provenance=provenance_record(table, data, config.seed, result.learner, result.model,
+                                                     result.config),
+                        seed=config.seed, synthetic_samples=config.synthetic_samples, force=config.force,
+                        reporter=report)
+    report.stage("bundle", f"{out}/ and {made.archive.name}")
+    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
+
+
+def host_pipeline(data: Prepared, model) -> Pipeline:
+    """``data``'s fitted preprocessor followed by a fitted ``model``'s steps: what the artifacts are exported from
+    and verified against (thresholds aligned with float32 inputs, :func:`~edgeml.export.onnx.align_thresholds`)."""
+    return align_thresholds(Pipeline([("pre", data.preprocessor), *model_steps(model)]))
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_bundle` put in place: the finished manifest and the ``.tar.gz`` beside the folder."""
+
+    manifest: Manifest
+    archive: Path
+
+
+def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, *, name: str, version: str,
+                 search: dict, provenance: dict, seed: int = 0, synthetic_samples: bool = False,
+                 force: bool = False, reporter: Reporter | None = None) -> Written:
+    """Export, verify and bundle an already-fitted ``pipeline`` for ``target``: the stages after the search.
+
+    ``pipeline`` is ``data``'s preprocessor followed by the model's steps
+    (:func:`host_pipeline`); ``search`` and
+    ``provenance`` are the manifest's sections saying how the model was chosen
+    and from what (:func:`search_record`, :func:`provenance_record`). Every
+    artifact ``target`` asks for is made and verified through
+    ``edgeml_runtime``, the sample rows are stored, and the folder is moved to
+    ``out`` (replacing a bundle there only with ``force``) beside its
+    ``.tar.gz``. :func:`build` runs the search and then this; a benchmark
+    that trains its own model calls it directly.
+    """
+    report = reporter or Reporter()
+    stage = bundles.staging_dir(Path(out), force)
     try:
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
-        _record(writer, data, pipeline, result, budgets, config, table)
-        _export(writer, pipeline, data, target, budgets, report)
-        manifest = _samples(writer, stage, data, config)
-        archive = bundles.finish(stage, out)
+        _record(writer, data, pipeline)
+        writer.record("search", search)
+        writer.record("provenance", provenance)
+        _export(writer, pipeline, data, target, report)
+        manifest = _samples(writer, stage, data, seed, synthetic_samples)
+        archive = bundles.finish(stage, Path(out))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    report.stage("bundle", f"{out}/ and {archive.name}")
-    return BuildResult(out, archive, manifest, time.monotonic() - started, pipeline)
+    return Written(manifest, archive)
 
 
 def _report_data(report: Reporter, data: Prepared) -> None:
@@ -121,7 +165,7 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
 
 
 def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: TargetProfile,
-            budgets: HardwareBudget, report: Reporter) -> None:
+            report: Reporter) -> None:
     """Write model.onnx and verify it, then every artifact the target asks for, handing each to ``writer``."""
     model = to_onnx(pipeline, data.inputs, data.task, name=writer.name)
     entry = writer.add_artifact("model.onnx", model.SerializeToString(), format="onnx", precision="fp32",
@@ -130,10 +174,11 @@ def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: Ta
     opsets = ", ".join(f"{d} {v}" for d, v in sorted(entry.opset.items()))
     report.stage("export", f"model.onnx {entry.bytes / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
     runs_onnx = bool({"onnx", "ort"} & set(target.formats))  # else model.onnx is the reference only
-    if runs_onnx and budgets.max_model_bytes is not None and entry.bytes > budgets.max_model_bytes:
+    limit = target.budgets.max_model_bytes
+    if runs_onnx and limit is not None and entry.bytes > limit:
         raise ExportError(
             f"model.onnx is {entry.bytes:,} bytes, over target {target.name}'s max_model_bytes "
-            f"{budgets.max_model_bytes:,} once preprocessing is included; raise the budget in a profile "
+            f"{limit:,} once preprocessing is included; raise the budget in a profile "
             "that extends this one, or drop high-cardinality categorical columns"
         )
     writer.draft(entry)
@@ -153,11 +198,10 @@ def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: Ta
     _report_artifacts(report, more.artifacts)
 
 
-def _samples(writer: BundleWriter, stage: Path, data: Prepared, config: BuildConfig) -> Manifest:
+def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synthetic: bool) -> Manifest:
     """Store the sample rows with every shipped artifact's outputs on them; the finished manifest."""
     shipped = writer.write()  # every verified artifact on disk, so that the rows can be scored through each
-    writer.record("samples", store_samples(stage, shipped.to_dict(), data, seed=config.seed,
-                                           synthetic=config.synthetic_samples))
+    writer.record("samples", store_samples(stage, shipped.to_dict(), data, seed=seed, synthetic=synthetic))
     return writer.write()
 
 
@@ -181,9 +225,8 @@ def _report_artifacts(report: Reporter, artifacts: tuple[Artifact, ...]) -> None
                                f"through edgeml_runtime: {how}")
 
 
-def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, result, budgets: HardwareBudget,
-            config: BuildConfig, table: Table) -> None:
-    """Hand the validation metrics, drift reference, search record and provenance to the bundle writer."""
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline) -> None:
+    """Hand the validation metrics and the drift reference to the bundle writer."""
     valid_output = _host_output(pipeline, data.features["valid"], data.task)
     if data.task == "classification":
         predicted = np.argmax(valid_output, axis=1)
@@ -193,7 +236,11 @@ def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, result, bu
         writer.record("valid_metrics", regression_metrics(data.y["valid"], predicted))
     writer.record("reference", build_reference(data.features["train"], data.inputs, predicted, data.task,
                                                data.classes))
-    writer.record("search", {
+
+
+def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
+    """The manifest's ``search`` section for a model chosen by :func:`~edgeml.search.automl.run_search`."""
+    return {
         "learners": list(result.learners),
         "metric": result.metric,
         "best_learner": result.learner,
@@ -206,14 +253,19 @@ def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, result, bu
         "seconds": round(result.seconds, 2),
         "trial_log": [t.to_dict() for t in result.trials],
         "frontier": [t.iteration for t in result.frontier],
-    })
-    writer.record("provenance", {
+    }
+
+
+def provenance_record(table: Table, data: Prepared, seed: int, learner: str, model, config: dict) -> dict:
+    """The manifest's ``provenance`` section: the table, the seed, the model (``learner``, its class and
+    ``config``) and the package versions."""
+    return {
         "data": {"source": table.source, "format": table.format, "sha256": table.sha256,
                  "rows": table.rows, "labelled_rows": len(data.frame), "split": data.split.sizes},
-        "seed": config.seed,
-        "model": {"learner": result.learner, "class": type(result.model).__name__, "config": result.config},
+        "seed": seed,
+        "model": {"learner": learner, "class": type(model).__name__, "config": config},
         "packages": bundles.package_versions(),
-    })
+    }
 
 
 def _host_output(pipeline: Pipeline, features: pd.DataFrame, task: str) -> np.ndarray:
@@ -277,4 +329,5 @@ def _destination(config: BuildConfig, name: str) -> tuple[Path, str]:
         return out, "1"
 
 
-__all__ = ["BuildResult", "LEARNERS", "Reporter", "STAGES", "build"]
+__all__ = ["BuildResult", "LEARNERS", "Reporter", "STAGES", "Written", "build", "host_pipeline",
+           "provenance_record", "search_record", "write_bundle"]
