@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import platform
 import re
 import shutil
@@ -280,4 +281,19 @@ def _member(name: str, *, directory: bool = False, size: int = 0) -> tarfile.Tar
 
 
 def now_utc() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    """The manifest's ``created``: now, or ``$SOURCE_DATE_EPOCH`` when set (reproducible builds' convention).
+
+    >>> import os; os.environ["SOURCE_DATE_EPOCH"] = "1700000000"; now_utc()
+    '2023-11-14T22:13:20Z'
+    >>> del os.environ["SOURCE_DATE_EPOCH"]
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        when = datetime.now(UTC)
+    else:
+        try:
+            when = datetime.fromtimestamp(int(epoch), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise ConfigError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since 1970; "
+                              "set it to one (e.g. $(git log -1 --format=%ct)) or unset it") from None
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
