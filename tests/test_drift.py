@@ -23,6 +23,7 @@ from edgeml_runtime.drift import (
     statistic,
     statistics_from_counts,
 )
+from edgeml_runtime.protocol import VerdictRule
 
 T0 = 1_700_000_000.0
 
@@ -56,8 +57,8 @@ def ai4i_rows(datasets):
     return _rows(datasets / "ai4i2020.csv", 3000, seed=1)
 
 
-def _monitor(model, clock=None, **settings):
-    return model.drift_monitor(DriftSettings(**settings), clock=clock or Clock())
+def _monitor(model, clock=None, min_rows=100, **settings):
+    return model.drift_monitor(DriftSettings(rule=VerdictRule(min_rows=min_rows), **settings), clock=clock or Clock())
 
 
 def _window(model, rows, **settings):
@@ -291,12 +292,16 @@ def test_settings_are_checked():
     from edgeml_runtime.errors import SettingsError
 
     with pytest.raises(SettingsError, match=r"^window_rows = 0: must be a whole number of rows, at least 1"):
-        DriftSettings(window_rows=0, psi_moderate=0.3, psi_significant=0.2)
+        DriftSettings(window_rows=0)
+    with pytest.raises(SettingsError, match=r"^window_seconds = inf: must be a finite number of seconds above 0"):
+        DriftSettings(window_seconds=float("inf"))
     with pytest.raises(SettingsError, match=r"^psi_moderate = 0.3: must satisfy 0 < psi_moderate <= psi_significant, "
                                             r"with psi_significant = 0.2;"):
-        DriftSettings(psi_moderate=0.3, psi_significant=0.2)
+        DriftSettings(rule=VerdictRule(psi_moderate=0.3, psi_significant=0.2))
     with pytest.raises(SettingsError, match=r"^psi_moderate = 0: must satisfy 0 < psi_moderate"):
-        DriftSettings(psi_moderate=0)  # the one bound, here as in the settings: 0 < psi_moderate
+        VerdictRule(psi_moderate=0)  # the one bound, here as in the settings: 0 < psi_moderate
+    with pytest.raises(SettingsError, match=r"^rule = \{'min_rows': 1\}: must be a VerdictRule"):
+        DriftSettings(rule={"min_rows": 1})
 
 
 def test_monitor_refuses_a_reference_it_cannot_read(ai4i):
