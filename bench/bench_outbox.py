@@ -93,7 +93,7 @@ def end_to_end(n: int, folder: Path) -> dict | None:
     from broker import Broker, mosquitto_path, wait_until
 
     from edgeml_runtime.mqtt import MqttSettings
-    from edgeml_runtime.protocol import ENVELOPE_KEYS
+    from edgeml_runtime.protocol import ENVELOPE_KEYS, DeviceTopics, VerdictRule, describe_window
     from edgeml_runtime.telemetry import Telemetry
 
     if mosquitto_path() is None:
@@ -101,8 +101,8 @@ def end_to_end(n: int, folder: Path) -> dict | None:
     example = json.loads(PAYLOAD)
     window = {k: v for k, v in example.items() if k not in ENVELOPE_KEYS}
     with Broker(folder / "mosquitto") as broker, Outbox(folder / "e2e.db") as box:
-        t = Telemetry(MqttSettings(broker.url), fleet="plant-a", device="pi-07",
-                      birth={"model": example["model"], "window": {}}, outbox=box)
+        t = Telemetry(MqttSettings(broker.url), DeviceTopics("plant-a", "pi-07"), outbox=box,
+                      birth={"model": example["model"], "window": describe_window(1000, 300.0, VerdictRule())})
         t.start()
         wait_until(lambda: t.stats["connected"], what="the connection")
         began = time.perf_counter()

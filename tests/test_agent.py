@@ -15,9 +15,9 @@ import pytest
 from broker import wait_until
 from jsonschema import Draft202012Validator, FormatChecker
 
-from edgeml_runtime.agent import Agent, window_description
+from edgeml_runtime.agent import Agent, birth_description
 from edgeml_runtime.outbox import Outbox
-from edgeml_runtime.protocol import FORMAT_VERSION, bundle_sha256, parse_topic, schema
+from edgeml_runtime.protocol import FORMAT_VERSION, VerdictRule, bundle_sha256, parse_topic, schema
 from edgeml_runtime.settings import resolve_settings
 
 NOWHERE = "mqtt://127.0.0.1:9"  # the discard port: nothing listens
@@ -74,15 +74,28 @@ def test_the_stop_event_ends_a_followed_input_and_sends_the_open_window(demo_bun
 
 def test_the_birth_states_how_windows_are_judged(tmp_path):
     s = settings(tmp_path, window_rows=500, psi_moderate=0.05, drifted_share=0.5)
-    assert window_description(s.drift) == {"rows": 500, "seconds": 300.0, "psi_moderate": 0.05,
-                                           "psi_significant": 0.25, "drifted_share": 0.5, "min_rows": 100}
+    window = birth_description({"name": "demo"}, s.drift)["window"]
+    assert window == {"rows": 500, "seconds": 300.0, "rule": {"psi_moderate": 0.05, "psi_significant": 0.25,
+                                                              "drifted_share": 0.5, "min_rows": 100}}
+    assert VerdictRule.from_dict(window["rule"]) == s.drift.rule
+    Draft202012Validator(schema("birth")["$defs"]["rule"]).validate(window["rule"])
 
 
-def test_settings_problems_surface_before_anything_starts(demo_bundle, tmp_path):
+def test_settings_problems_surface_before_anything_starts(tmp_path):
+    from edgeml_runtime.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=r"^mqtt_ca_file = '.*missing.pem' \(from flag --mqtt-ca-file\): does "
+                                            "not exist; give the path of the PEM certificate of the CA"):
+        settings(tmp_path, broker="mqtts://127.0.0.1:8883", mqtt_ca_file=str(tmp_path / "missing.pem"))
+
+
+def test_an_unloadable_tls_file_is_named_and_the_outbox_closed_again(demo_bundle, tmp_path):
     from edgeml_runtime.errors import TelemetryError
 
-    s = settings(tmp_path, broker="mqtts://127.0.0.1:8883", mqtt_ca_file=str(tmp_path / "missing.pem"))
-    with pytest.raises(TelemetryError, match="ca file .*missing.pem does not exist"):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    s = settings(tmp_path, broker="mqtts://127.0.0.1:8883", mqtt_ca_file=str(bad))
+    with pytest.raises(TelemetryError, match=r"^mqtt_ca_file = '.*bad.pem': cannot be loaded for TLS"):
         Agent(demo_bundle, s).run()
     with Outbox(tmp_path / "outbox.db") as box:  # the outbox was closed again: it can be reopened
         assert len(box) == 0

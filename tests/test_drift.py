@@ -23,6 +23,7 @@ from edgeml_runtime.drift import (
     statistic,
     statistics_from_counts,
 )
+from edgeml_runtime.protocol import VerdictRule
 
 T0 = 1_700_000_000.0
 
@@ -56,8 +57,8 @@ def ai4i_rows(datasets):
     return _rows(datasets / "ai4i2020.csv", 3000, seed=1)
 
 
-def _monitor(model, clock=None, **settings):
-    return model.drift_monitor(DriftSettings(**settings), clock=clock or Clock())
+def _monitor(model, clock=None, min_rows=100, **settings):
+    return model.drift_monitor(DriftSettings(rule=VerdictRule(min_rows=min_rows), **settings), clock=clock or Clock())
 
 
 def _window(model, rows, **settings):
@@ -291,12 +292,16 @@ def test_settings_are_checked():
     from edgeml_runtime.errors import SettingsError
 
     with pytest.raises(SettingsError, match=r"^window_rows = 0: must be a whole number of rows, at least 1"):
-        DriftSettings(window_rows=0, psi_moderate=0.3, psi_significant=0.2)
+        DriftSettings(window_rows=0)
+    with pytest.raises(SettingsError, match=r"^window_seconds = inf: must be a finite number of seconds above 0"):
+        DriftSettings(window_seconds=float("inf"))
     with pytest.raises(SettingsError, match=r"^psi_moderate = 0.3: must satisfy 0 < psi_moderate <= psi_significant, "
                                             r"with psi_significant = 0.2;"):
-        DriftSettings(psi_moderate=0.3, psi_significant=0.2)
+        DriftSettings(rule=VerdictRule(psi_moderate=0.3, psi_significant=0.2))
     with pytest.raises(SettingsError, match=r"^psi_moderate = 0: must satisfy 0 < psi_moderate"):
-        DriftSettings(psi_moderate=0)  # the one bound, here as in the settings: 0 < psi_moderate
+        VerdictRule(psi_moderate=0)  # the one bound, here as in the settings: 0 < psi_moderate
+    with pytest.raises(SettingsError, match=r"^rule = \{'min_rows': 1\}: must be a VerdictRule"):
+        DriftSettings(rule={"min_rows": 1})
 
 
 def test_monitor_refuses_a_reference_it_cannot_read(ai4i):
@@ -317,3 +322,45 @@ def test_monitoring_keeps_the_runtime_light(demo_bundle, demo_rows):
                        text=True, env=run_env(), timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == []
+
+
+def test_the_fleet_recipe_in_the_docs_reaches_the_verdict_of_one_device(ai4i, ai4i_rows):
+    """docs/drift.md's fleet recipe, run as written on a birth built by the device's own builders."""
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from edgeml_runtime.agent import birth_description
+    from edgeml_runtime.payloads import dumps
+    from edgeml_runtime.protocol import DeviceTopics, describe_model, envelopes
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "drift.md").read_text()
+    (recipe,) = re.findall(r"<!-- tested: tests/test_drift.py::test_the_fleet_recipe[^>]*-->\n```python\n(.*?)```",
+                           doc, re.S)
+    rows = ai4i_rows[:900]
+    settings = DriftSettings(window_rows=300, rule=VerdictRule(psi_significant=0.2, min_rows=500))
+    device = DeviceTopics("plant-a", "pi-07")
+    birth = envelopes.birth(device, bd_seq=1, time="2026-01-01T00:00:00.000Z", runtime={"version": "0"},
+                            description=birth_description(describe_model(ai4i), settings))
+    ai4i.monitor = ai4i.drift_monitor(settings, clock=Clock())
+    try:
+        ai4i.predict(rows, on_error="skip")
+        windows = json.loads(json.dumps(ai4i.monitor.poll()))  # as a controller receives them
+    finally:
+        ai4i.monitor = None
+    assert [w["rows"] for w in windows] == [300, 300, 300]
+    assert [w["verdict"]["status"] for w in windows] == [None] * 3  # each below min_rows: no device can judge
+
+    space = {"message": SimpleNamespace(topic=device.birth, payload=dumps(birth)), "windows": windows,
+             "manifest": {"reference": ai4i.manifest.reference.to_dict()}}
+    exec(recipe, space)
+    assert space["rule"] == settings.rule
+    ai4i.monitor = ai4i.drift_monitor(DriftSettings(window_rows=len(rows) + 1, rule=settings.rule), clock=Clock())
+    try:
+        ai4i.predict(rows, on_error="skip")
+        single = ai4i.monitor.flush()  # one device that saw all 900 rows
+    finally:
+        ai4i.monitor = None
+    judged = space["judged"]
+    assert judged["verdict"]["status"] is not None and judged["verdict"] == single["verdict"]
+    assert judged["columns"] == {n: {k: c[k] for k in ("psi", "js", "status")} for n, c in single["columns"].items()}

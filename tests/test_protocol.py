@@ -20,6 +20,7 @@ from edgeml_runtime.protocol import (
     KINDS,
     DeviceTopics,
     Topic,
+    VerdictRule,
     add_counts,
     bundle_sha256,
     canonical_json,
@@ -81,7 +82,8 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
     built = {
         "birth": envelopes.birth(device, bd_seq=3, time="2026-01-01T00:00:00.000Z",
                                  runtime={"version": "0.1.0", "mqtt_protocol": "5"},
-                                 description={"model": model, "window": {"rows": 1000}}),
+                                 description={"model": model,
+                                              "window": envelopes.describe_window(1000, 300.0, VerdictRule())}),
         "drift": dict(envelopes.drift(device, session=3, seq=0, model=model, outbox_dropped=0, window=window),
                       historical=False),
         "death": envelopes.death(device, bd_seq=3, reason="shutdown", time="2026-01-01T00:00:00.000Z"),
@@ -89,7 +91,7 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
                                            body={"row": 1, "prediction": 0}),
     }
     for kind, message in built.items():
-        assert message["format_version"] == FORMAT_VERSION == 2
+        assert message["format_version"] == FORMAT_VERSION == 3
         Draft202012Validator(schema(kind), format_checker=FormatChecker()).validate(message)
     with pytest.raises(ProtocolError, match=r"may not set \['bdSeq'\]"):
         envelopes.birth(device, bd_seq=1, time="", runtime={}, description={"bdSeq": 9})
@@ -98,8 +100,8 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
 
 
 @pytest.mark.parametrize("payload,message", [
-    (b'{"format_version": 1, "bdSeq": 1}', "format_version 1 is not 2, the version this runtime reads"),
-    (b'{"bdSeq": 1}', "format_version None is not 2"),
+    (b'{"format_version": 2, "bdSeq": 1}', "format_version 2 is not 3, the version this runtime reads"),
+    (b'{"bdSeq": 1}', "format_version None is not 3"),
     (b"[1, 2]", "the payload is a JSON list, not an object"),
     (b"{", "the payload is not JSON"),
 ])
@@ -175,7 +177,8 @@ REFERENCE = {
 }
 SCHEMA = InputSchema((InputColumn("temp", "numeric", ("temp",)), InputColumn("rpm", "numeric", ("rpm",)),
                       InputColumn("type", "categorical", ("type",), categories=("H", "L"))))
-SETTINGS = DriftSettings(window_rows=1000, min_rows=30)
+SETTINGS = DriftSettings(window_rows=1000, rule=VerdictRule(min_rows=30))
+RULE = SETTINGS.rule
 T = [5.0] * 5 + [15.0] * 10 + [25.0] * 5  # temp exactly as in the reference: 5 / 10 / 5
 
 
@@ -218,8 +221,8 @@ def test_summed_device_windows_reach_the_verdict_of_one_device_on_all_rows(name)
     # 20 rows each: below min_rows, no device can judge its own window...
     assert [w["verdict"]["status"] for w in windows] == [None, None, None]
     # ...though each, judged on its own with min_rows=1, would say:
-    assert [judge_window(REFERENCE, w, DriftSettings(min_rows=1))["verdict"]["status"] for w in windows] == alone
-    fleet = judge_window(REFERENCE, add_counts(windows), SETTINGS)
+    assert [judge_window(REFERENCE, w, VerdictRule(min_rows=1))["verdict"]["status"] for w in windows] == alone
+    fleet = judge_window(REFERENCE, add_counts(windows), RULE)
     assert {n: c["status"] for n, c in fleet["columns"].items()} == statuses
     assert fleet["verdict"] == {"status": verdict, "drifted_columns": drifted, "share": share}
     single = device_window(*batches)  # one device that saw all 60 rows
@@ -232,8 +235,8 @@ def test_summed_device_windows_reach_the_verdict_of_one_device_on_all_rows(name)
 
 def test_a_device_window_is_exactly_what_the_public_verdict_says():
     window = device_window(rows(T, [1500.0] * 20, ["H"] * 10 + ["L"] * 10, [0, 1] * 10),
-                           settings=DriftSettings(min_rows=1))
-    judged = judge_window(REFERENCE, window, DriftSettings(min_rows=1))
+                           settings=DriftSettings(rule=VerdictRule(min_rows=1)))
+    judged = judge_window(REFERENCE, window, VerdictRule(min_rows=1))
     assert window["verdict"] == judged["verdict"] == {"status": "drift", "drifted_columns": ["rpm"],
                                                       "share": 0.333333}
     assert window["columns"]["rpm"]["counts"] == [0, 20] and window["columns"]["rpm"]["status"] == "significant"
@@ -243,21 +246,63 @@ def test_a_device_window_is_exactly_what_the_public_verdict_says():
 @pytest.mark.parametrize("psi,status", [(0.0999, "ok"), (0.1, "moderate"), (0.2499, "moderate"),
                                         (0.25, "significant"), (3.0, "significant"), (None, None)])
 def test_column_status_thresholds_are_inclusive_from_below(psi, status):
-    from edgeml_runtime.protocol import status as column_status
-
-    assert column_status(psi, DriftSettings()) == status
+    assert VerdictRule().status(psi) == status
 
 
 def test_counts_that_do_not_fit_the_reference_are_refused():
     window = device_window(rows(T, [1500.0] * 20, ["H"] * 20, [0] * 20))
     other = {**window, "columns": {k: v for k, v in window["columns"].items() if k != "type"}}
-    with pytest.raises(ProtocolError, match=r"\['type'\] are missing"):
-        judge_window(REFERENCE, other, SETTINGS)
+    with pytest.raises(ProtocolError, match=r"fit the reference: the counts lack its column\(s\) 'type'; judge"):
+        judge_window(REFERENCE, other, RULE)
     bad = json.loads(json.dumps(window))
     bad["columns"]["rpm"]["counts"] = [1, 2, 3]
     with pytest.raises(ProtocolError, match="rpm: 3 counts"):
-        judge_window(REFERENCE, bad, SETTINGS)
+        judge_window(REFERENCE, bad, RULE)
     with pytest.raises(ProtocolError, match="cannot be added"):
         add_counts([window, bad])
+    with pytest.raises(ProtocolError, match="one has none that the first lacks and lacks 'type'"):
+        add_counts([window, other])
+    with pytest.raises(ProtocolError, match="judge_window takes a VerdictRule, not DriftSettings"):
+        judge_window(REFERENCE, window, SETTINGS)
     with pytest.raises(ProtocolError, match="no windows to add"):
         add_counts([])
+
+
+def test_a_column_mismatch_names_five_columns_then_a_count():
+    window = device_window(rows(T, [1500.0] * 20, ["H"] * 20, [0] * 20))
+    extra = {**window, "columns": {**window["columns"], **{f"c{i}": window["columns"]["rpm"] for i in range(8)}}}
+    with pytest.raises(ProtocolError, match=r"it does not monitor the counted column\(s\) 'c0', 'c1', 'c2', 'c3', "
+                                            r"'c4' and 3 more; judge"):
+        judge_window(REFERENCE, extra, RULE)
+
+
+# -- the verdict rule --------------------------------------------------------------
+
+def test_the_rule_round_trips_through_its_dict_and_is_checked_once():
+    rule = VerdictRule(psi_moderate=0.05, psi_significant=0.2, drifted_share=0.5, min_rows=10)
+    assert rule.to_dict() == {"psi_moderate": 0.05, "psi_significant": 0.2, "drifted_share": 0.5, "min_rows": 10}
+    assert VerdictRule.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
+    Draft = pytest.importorskip("jsonschema").Draft202012Validator
+    Draft(schema("birth")["$defs"]["rule"]).validate(rule.to_dict())
+    # one bound check, whoever builds the rule: the device's settings, or a controller reading a birth
+    with pytest.raises(SettingsError, match=r"^psi_moderate = 0.3: must satisfy 0 < psi_moderate <= psi_significant"):
+        DriftSettings(rule=VerdictRule(psi_moderate=0.3))
+    with pytest.raises(SettingsError, match=r"^drifted_share = 1.5: must be a share of the columns"):
+        VerdictRule(drifted_share=1.5)
+    with pytest.raises(SettingsError, match=r"^psi_significant = '0.25': must be a finite number"):
+        VerdictRule(psi_significant="0.25")
+    with pytest.raises(SettingsError, match=r"^min_rows = 2.5: must be a whole number of rows"):
+        VerdictRule(min_rows=2.5)
+    with pytest.raises(ProtocolError, match=r"the verdict rule .* is not valid: min_rows = -1: must be a whole"):
+        VerdictRule.from_dict({**rule.to_dict(), "min_rows": -1})
+    with pytest.raises(ProtocolError, match=r"exactly the keys psi_moderate, psi_significant, drifted_share, "
+                                            r"min_rows; got \['min_rows', 'psi_moderate', 'rows'\]"):
+        VerdictRule.from_dict({"psi_moderate": 0.1, "min_rows": 1, "rows": 3})
+    with pytest.raises(ProtocolError, match="got list"):
+        VerdictRule.from_dict([0.1, 0.25, 0.3, 100])
+
+
+def test_the_documented_example_birth_states_a_rule_a_controller_can_judge_with():
+    birth = examples()["birth"]
+    rule = VerdictRule.from_dict(birth["window"]["rule"])
+    assert rule == VerdictRule() and set(birth["window"]) == set(envelopes.WINDOW_KEYS)

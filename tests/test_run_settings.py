@@ -25,7 +25,7 @@ def test_flags_beat_file_beat_environment_beat_defaults(tmp_path):
     assert s.mqtt.protocol == "3.1.1"  # file over environment
     assert s.device.device_id == "env-dev" and s.run.publish_predictions is True  # environment
     assert s.outbox.max_bytes == 70000 and s.mqtt.url == "mqtt://env:1883"  # environment, renamed fields
-    assert s.drift.psi_significant == 0.25 and s.run.format == "jsonl" and s.outbox.path is None  # defaults
+    assert s.drift.rule.psi_significant == 0.25 and s.run.format == "jsonl" and s.outbox.path is None  # defaults
 
 
 def test_config_file_from_environment_variable(tmp_path):
@@ -172,7 +172,41 @@ def test_every_key_has_a_flag_an_env_variable_and_an_owner_field():
     import dataclasses
 
     for key, (section, k) in RUN.keys.items():
-        assert k.field in {f.name for f in dataclasses.fields(section.owner)}, key
+        owner, name = section.owner, k.field
+        if "." in name:  # a field of a part the owner holds: DriftSettings.rule.min_rows
+            part, name = name.split(".")
+            owner = type({f.name: f for f in dataclasses.fields(owner)}[part].default)
+        assert name in {f.name for f in dataclasses.fields(owner)}, key
+
+
+def test_the_verdict_keys_fill_the_rule_the_drift_settings_hold(tmp_path):
+    from edgeml_runtime.protocol import VerdictRule
+
+    s = resolve_settings({"min_rows": 7, "psi_significant": 0.4}, environ=dict(BASE_ENV, EDGEML_DRIFTED_SHARE="0.5"))
+    assert s.drift.rule == VerdictRule(psi_significant=0.4, drifted_share=0.5, min_rows=7)
+    with pytest.raises(SettingsError, match=r"^min_rows = -1 \(from environment variable EDGEML_MIN_ROWS\): must "
+                                            "be a whole number of rows, at least 0"):
+        resolve_settings({}, environ=dict(BASE_ENV, EDGEML_MIN_ROWS="-1"))
+
+
+@pytest.mark.parametrize("where", ["flag", "env", "file"])
+def test_a_missing_tls_file_names_its_key_and_source(tmp_path, where):
+    missing = str(tmp_path / "ca.pem")
+    given = {"broker": "mqtts://gw:8883"}
+    environ = dict(BASE_ENV)
+    config = None
+    if where == "flag":
+        given["mqtt_ca_file"], source = missing, "flag --mqtt-ca-file"
+    elif where == "env":
+        environ["EDGEML_MQTT_CA_FILE"], source = missing, "environment variable EDGEML_MQTT_CA_FILE"
+    else:
+        config = tmp_path / "edgeml.toml"
+        config.write_text(f'[run]\nmqtt_ca_file = "{missing}"\n')
+        source = f"file {config}, [run] mqtt_ca_file"
+    with pytest.raises(SettingsError) as err:
+        resolve_settings(given, config, environ)
+    assert str(err.value) == (f"mqtt_ca_file = {missing!r} (from {source}): does not exist; give the path of the PEM "
+                              "certificate of the CA that signed the broker's certificate")
 
 
 def test_tables_are_a_registry_that_refuses_overwrites():

@@ -25,7 +25,15 @@ from jsonschema import Draft202012Validator, FormatChecker
 from edgeml_runtime.errors import ProtocolError, SettingsError, TelemetryError
 from edgeml_runtime.mqtt import MqttSettings
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
-from edgeml_runtime.protocol import ENVELOPE_KEYS, FORMAT_VERSION, examples, schema
+from edgeml_runtime.protocol import (
+    ENVELOPE_KEYS,
+    FORMAT_VERSION,
+    DeviceTopics,
+    VerdictRule,
+    describe_window,
+    examples,
+    schema,
+)
 from edgeml_runtime.telemetry import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +41,7 @@ FLEET = "plant-a"
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 EXAMPLE = examples()["drift"]
 MODEL = EXAMPLE["model"]
-BIRTH = {"model": MODEL, "window": {"rows": 1000, "seconds": 300.0}}
+BIRTH = {"model": MODEL, "window": describe_window(1000, 300.0, VerdictRule())}
 FAST = dict(reconnect_min=0.05, reconnect_max=0.2)  # reconnect quickly in tests
 
 
@@ -113,7 +121,7 @@ def device_process():
 
 
 def telemetry(url: str, box: Outbox, device: str = "pi-07", **settings) -> Telemetry:
-    return Telemetry(MqttSettings(url, **{**FAST, **settings}), fleet=FLEET, device=device, birth=BIRTH,
+    return Telemetry(MqttSettings(url, **{**FAST, **settings}), DeviceTopics(FLEET, device), birth=BIRTH,
                      outbox=box, log=logging.getLogger(f"test.telemetry.{device}"))
 
 
@@ -125,7 +133,7 @@ def online(url: str, box: Outbox, **kwargs) -> Telemetry:
     """A started :class:`Telemetry`, once it is connected."""
     t = telemetry(url, box, **kwargs)
     t.start()
-    wait_until(lambda: connected(t), what=f"{t.device}'s connection")
+    wait_until(lambda: connected(t), what=f"{t.topics.device_id}'s connection")
     return t
 
 
@@ -183,18 +191,20 @@ def test_death_is_the_last_will_when_the_process_is_killed(broker, subscriber, t
 def test_real_drift_windows_go_through_unchanged_and_match_the_schema(broker, subscriber, tmp_path, demo_bundle,
                                                                       demo_rows):
     from edgeml_runtime import Model
+    from edgeml_runtime.agent import birth_description
     from edgeml_runtime.drift import DriftSettings
-    from edgeml_runtime.protocol import bundle_sha256, describe_model
+    from edgeml_runtime.protocol import add_counts, bundle_sha256, decode, describe_model, judge_window
 
     model = Model.load(demo_bundle)
-    model.monitor = model.drift_monitor(DriftSettings(window_rows=20, min_rows=10))
+    drift = DriftSettings(window_rows=20, rule=VerdictRule(psi_moderate=0.05, psi_significant=0.2, min_rows=10))
+    model.monitor = model.drift_monitor(drift)
     with open(demo_rows, newline="") as f:
         model.predict(list(csv.DictReader(f)), on_error="skip")
     windows = [*model.monitor.poll(), model.monitor.flush()]
     assert len(windows) == 3
     with Outbox(tmp_path / "outbox.db") as box:
-        t = Telemetry(MqttSettings(broker.url, **FAST), fleet=FLEET, device="pi-07", outbox=box,
-                      birth={"model": describe_model(model), "window": {"rows": 20, "seconds": 300.0}})
+        t = Telemetry(MqttSettings(broker.url, **FAST), DeviceTopics(FLEET, "pi-07"), outbox=box,
+                      birth=birth_description(describe_model(model), drift))
         t.start()
         for w in windows:
             t.send_drift(w)
@@ -206,6 +216,22 @@ def test_real_drift_windows_go_through_unchanged_and_match_the_schema(broker, su
     assert birth["model"]["bundle_sha256"] == bundle_sha256(manifest) and birth["format_version"] == FORMAT_VERSION
     got = [{k: v for k, v in w.items() if k not in ENVELOPE_KEYS} for w in received(subscriber, "drift")]
     assert got == json.loads(json.dumps(windows))
+
+    # A fleet controller rebuilds the device's rule from the birth it received and reaches the device's verdicts.
+    (message, _), = subscriber.on("birth")
+    topic, decoded = decode(message.topic, message.payload)
+    assert topic.kind == "birth" and decoded["window"]["rows"] == 20
+    rule = VerdictRule.from_dict(decoded["window"]["rule"])
+    assert rule == drift.rule and VerdictRule.from_dict(rule.to_dict()) == rule
+    reference = manifest["reference"]
+    for w in got:
+        judged = judge_window(reference, w, rule)
+        assert judged["verdict"] == w["verdict"] and judged["verdict"]["status"] is not None
+        assert {n: c["status"] for n, c in judged["columns"].items()} == {n: c["status"] for n, c in
+                                                                           w["columns"].items()}
+        assert judge_window(reference, w, VerdictRule())["verdict"]["status"] is None  # 20 rows < the default 100
+    fleet = judge_window(reference, add_counts(got), rule)
+    assert fleet["verdict"]["status"] in ("ok", "drift")
 
 
 # -- nothing is lost -----------------------------------------------------------
@@ -355,16 +381,27 @@ def test_password_is_not_in_the_settings_repr():
 
 def test_telemetry_refuses_bad_inputs(tmp_path):
     with Outbox(tmp_path / "o.db") as box:
-        with pytest.raises(TelemetryError, match="ca file .*missing.pem does not exist"):
+        with pytest.raises(SettingsError, match=r"^ca_file = '.*missing.pem': does not exist; give the path of the "
+                                                "PEM certificate of the CA"):
             telemetry("mqtts://b", box, ca_file=str(tmp_path / "missing.pem"))
+        with pytest.raises(SettingsError, match=r"^cert_file = '.*': is a folder, not a file"):
+            telemetry("mqtts://b", box, cert_file=str(tmp_path))
         bad_pem = tmp_path / "bad.pem"
         bad_pem.write_text("not a certificate")
-        with pytest.raises(TelemetryError, match="cannot load the TLS files"):
+        with pytest.raises(TelemetryError, match=r"^mqtt_ca_file = '.*bad.pem': cannot be loaded for TLS \(.*\); "
+                                                 "give the PEM certificate of the CA"):
             telemetry("mqtts://b", box, ca_file=str(bad_pem))
+        with pytest.raises(TelemetryError, match=r"^mqtt_cert_file = '.*bad.pem', mqtt_key_file = '.*bad.pem': "
+                                                 "cannot be loaded for TLS"):
+            telemetry("mqtts://b", box, cert_file=str(bad_pem), key_file=str(bad_pem))
         with pytest.raises(SettingsError, match=r"device_id = 'a/b': cannot contain '/', '\+' or '#'"):
             telemetry("mqtt://b", box, device="a/b")
-        with pytest.raises(TelemetryError, match="needs 'model'"):
-            Telemetry(MqttSettings("mqtt://b"), fleet=FLEET, device="d", birth={"window": {}}, outbox=box)
+        with pytest.raises(ProtocolError, match="needs 'model' with name, version, bundle_sha256, artifact, sha256 "
+                                                r"\(got keys None\); build it with describe_model\(\)"):
+            Telemetry(MqttSettings("mqtt://b"), DeviceTopics(FLEET, "d"), birth={"window": {}}, outbox=box)
+        with pytest.raises(ProtocolError, match=r"needs 'window' with rows, seconds, rule \(got keys \['rows'\]\)"):
+            Telemetry(MqttSettings("mqtt://b"), DeviceTopics(FLEET, "d"), birth={"model": MODEL, "window": {"rows": 1}},
+                      outbox=box)
         t = telemetry("mqtt://b", box)
         with pytest.raises(ProtocolError, match=r"may not set \['seq'\]"):
             t.send_drift(dict(window(0), seq=3))

@@ -9,10 +9,11 @@ the optional output file, and the scoring loop (:class:`~.run.StreamScorer`).
 SIGTERM/SIGINT handlers that end it cleanly. Nothing here validates a
 setting: the settings arrive checked.
 
-Example: the ``window`` a device states in its birth message.
+Example: the description a device states in its birth message, beside the envelope.
 
->>> window_description(DriftSettings(window_rows=500))
-{'rows': 500, 'seconds': 300.0, 'psi_moderate': 0.1, 'psi_significant': 0.25, 'drifted_share': 0.3, 'min_rows': 100}
+>>> birth_description({"name": "demo"}, DriftSettings(window_rows=500))["window"]
+{'rows': 500, 'seconds': 300.0, 'rule': {'psi_moderate': 0.1, 'psi_significant': 0.25, 'drifted_share': 0.3, \
+'min_rows': 100}}
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from .drift import DriftSettings
 from .model import Model
 from .outbox import Outbox
-from .protocol.envelopes import describe_model
+from .protocol.envelopes import describe_model, describe_window
 from .protocol.topics import DeviceTopics
 from .records import RecordWriter, open_text
 from .run import RunStats, StreamScorer
@@ -41,11 +42,9 @@ from .telemetry import Telemetry
 QUEUE_ROWS = 10_000
 
 
-def window_description(settings: DriftSettings) -> dict:
-    """The ``window`` object of the birth message: how this device closes and judges its windows."""
-    return {"rows": settings.window_rows, "seconds": settings.window_seconds,
-            "psi_moderate": settings.psi_moderate, "psi_significant": settings.psi_significant,
-            "drifted_share": settings.drifted_share, "min_rows": settings.min_rows}
+def birth_description(model: dict, drift: DriftSettings) -> dict:
+    """What the birth message says beyond its envelope: the ``model`` (:func:`describe_model`) and the ``window``."""
+    return {"model": model, "window": describe_window(drift.window_rows, drift.window_seconds, drift.rule)}
 
 
 def default_outbox_path(device: DeviceTopics) -> Path:
@@ -80,9 +79,8 @@ class Agent:
         model.monitor = model.drift_monitor(s.drift)
         outbox = Outbox(s.outbox.path or default_outbox_path(s.device), max_bytes=s.outbox.max_bytes)
         try:
-            telemetry = Telemetry(s.mqtt, fleet=s.device.fleet, device=s.device.device_id, outbox=outbox,
-                                  birth={"model": describe_model(model), "window": window_description(s.drift)},
-                                  log=self.log)
+            telemetry = Telemetry(s.mqtt, s.device, outbox=outbox,
+                                  birth=birth_description(describe_model(model), s.drift), log=self.log)
             items: queue.Queue = queue.Queue(maxsize=QUEUE_ROWS)
             if s.run.input_topic:
                 telemetry.subscribe_records(s.run.input_topic, items)

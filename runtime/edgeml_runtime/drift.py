@@ -18,7 +18,8 @@ Example:
 ...              "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
 ...              "columns": {"temp": {"kind": "numeric", "edges": [20.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
 ...                                   "range": [10.0, 30.0]}}}
->>> monitor = DriftMonitor(reference, schema, DriftSettings(window_rows=4, min_rows=1), clock=lambda: 0.0)
+>>> settings = DriftSettings(window_rows=4, rule=VerdictRule(min_rows=1))
+>>> monitor = DriftMonitor(reference, schema, settings, clock=lambda: 0.0)
 >>> feeds = {"temp": np.array([[25.0], [26.0], [27.0], [40.0]], dtype=np.float32)}
 >>> [window] = monitor.update(feeds, np.array([1, 1, 1, 0])).poll()
 >>> temp = window["columns"]["temp"]
@@ -47,8 +48,8 @@ from .distributions import (  # noqa: F401  (STATISTICS, statistic, statistics_f
     statistic,
     statistics_from_counts,
 )
-from .errors import BundleError, RowError, SettingsError
-from .protocol.verdict import judge_window
+from .errors import BundleError, RowError, SettingsError, check_count
+from .protocol.verdict import VerdictRule, judge_window
 from .schema import InputSchema
 
 #: The layout of ``manifest["reference"]`` this module reads.
@@ -61,53 +62,35 @@ MAX_UNPOLLED = 1000
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """When a window closes and how its statistics are judged.
+    """When a window closes, and the :class:`~.protocol.verdict.VerdictRule` that judges it.
 
     A window closes after ``window_rows`` scored rows or ``window_seconds``
-    seconds, whichever comes first. A column is ``moderate`` from
-    ``psi_moderate`` and ``significant`` from ``psi_significant``; the window's
-    verdict is ``drift`` when at least ``drifted_share`` of the monitored
-    input columns are significant. Windows with fewer than ``min_rows`` scored
-    rows get statistics but no status: their PSI is mostly sampling noise
-    (about (bins − 1) / rows for an unchanged distribution). The rule itself is
-    :func:`edgeml_runtime.protocol.verdict.judge_window`. Each value is checked
-    here, once; a bad one raises :class:`~edgeml_runtime.errors.SettingsError`
-    naming it.
+    seconds, whichever comes first; at most ``max_errors`` row errors are
+    kept in it. ``rule`` (thresholds and ``min_rows``) is part of the
+    protocol: the device states it in its birth message, and the fleet
+    controller judges summed windows with it. Each value is checked by the
+    dataclass that owns it, once; a bad one raises
+    :class:`~edgeml_runtime.errors.SettingsError` naming it.
+
+    >>> DriftSettings(window_rows=500, rule=VerdictRule(min_rows=10)).rule.min_rows
+    10
     """
 
     window_rows: int = 1000
     window_seconds: float = 300.0
-    psi_moderate: float = 0.1
-    psi_significant: float = 0.25
-    drifted_share: float = 0.3
     max_errors: int = 5
-    min_rows: int = 100
+    rule: VerdictRule = VerdictRule()
 
     def __post_init__(self):
-        _at_least("window_rows", self.window_rows, 1, "rows")
-        if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
+        check_count("window_rows", self.window_rows, 1, "rows")
+        if isinstance(self.window_seconds, bool) or not isinstance(self.window_seconds, int | float) or \
+                not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
             raise SettingsError(key="window_seconds", value=self.window_seconds,
                                 allowed="must be a finite number of seconds above 0", fix="e.g. 300")
-        for key in ("psi_moderate", "psi_significant"):
-            if not math.isfinite(getattr(self, key)):
-                raise SettingsError(key=key, value=getattr(self, key), allowed="must be a finite number",
-                                    fix="the usual thresholds are 0.1 (moderate) and 0.25 (significant)")
-        if not 0 < self.psi_moderate <= self.psi_significant:
-            raise SettingsError(key="psi_moderate", value=self.psi_moderate,
-                                allowed="must satisfy 0 < psi_moderate <= psi_significant",
-                                related={"psi_significant": self.psi_significant},
-                                fix="the usual thresholds are 0.1 (moderate) and 0.25 (significant)")
-        if not 0 < self.drifted_share <= 1:
-            raise SettingsError(key="drifted_share", value=self.drifted_share,
-                                allowed="must be a share of the columns, above 0 and at most 1", fix="e.g. 0.3")
-        _at_least("max_errors", self.max_errors, 0, "errors kept per window")
-        _at_least("min_rows", self.min_rows, 0, "rows")
-
-
-def _at_least(key: str, value: int, low: int, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise SettingsError(key=key, value=value, allowed=f"must be a whole number of {what}, at least {low}",
-                            fix=f"give {key} = {max(low, 1)} or more")
+        check_count("max_errors", self.max_errors, 0, "errors kept per window")
+        if not isinstance(self.rule, VerdictRule):
+            raise SettingsError(key="rule", value=self.rule, allowed="must be a VerdictRule",
+                                fix="give rule=VerdictRule(psi_moderate=..., ...)")
 
 
 # --- the monitor ------------------------------------------------------------------------------
@@ -292,7 +275,7 @@ class DriftMonitor:
 
     def _judge(self, window: dict) -> dict:
         """Add the statistics, statuses and verdict to a closed window: the JSON-ready payload."""
-        judged = judge_window(self.reference, window, self.settings)
+        judged = judge_window(self.reference, window, self.settings.rule)
         for name, stats in judged["columns"].items():
             window["columns"][name].update(stats)
         window["output"].update(judged["output"])

@@ -105,7 +105,10 @@ class SettingsError(EdgeMLError):
         """This error with its keys renamed (``names``: dataclass field → setting key) and their sources named."""
         if self.key is None:
             return self
-        rename = lambda k: names.get(k, k)  # noqa: E731
+
+        def rename(k: str) -> str:
+            return names.get(k, k)
+
         return SettingsError(self.message, key=rename(self.key), value=self.value, allowed=self.allowed,
                              fix=self.fix, related={rename(k): v for k, v in self.related.items()},
                              sources=sources)
@@ -118,6 +121,35 @@ class SettingsError(EdgeMLError):
 
     def _source(self, key: str) -> str:
         return f" (from {self.sources[key]})" if key in self.sources else ""
+
+
+def few(names, limit: int = 5) -> str:
+    """At most ``limit`` names, quoted, then how many more: for messages about long lists of columns or keys.
+
+    >>> few(["a", "b", "c", "d", "e", "f", "g", "h"])
+    "'a', 'b', 'c', 'd', 'e' and 3 more"
+    >>> few(["a", "b"]), few([])
+    ("'a', 'b'", 'none')
+    """
+    names = list(names)
+    if not names:
+        return "none"
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_count(key: str, value, low: int, what: str) -> None:
+    """Refuse ``value`` for ``key`` unless it is a whole number (not a bool) of ``what``, at least ``low``.
+
+    >>> check_count("min_rows", -1, 0, "rows")
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.errors.SettingsError: min_rows = -1: must be a whole number of rows, at least 0; give min_rows = 1 \
+or more
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise SettingsError(key=key, value=value, allowed=f"must be a whole number of {what}, at least {low}",
+                            fix=f"give {key} = {max(low, 1)} or more")
 
 
 def _shown(key: str, value) -> str:

@@ -267,7 +267,7 @@ class TfliteEngine:
         self.output_names = list(CLASSIFIER_OUTPUTS if self.task == "classification" else REGRESSOR_OUTPUTS)
         try:
             self.interpreter = Interpreter(model_content=data, num_threads=threads)
-        except Exception as exc:  # noqa: BLE001 (the interpreters raise ValueError/RuntimeError with their own text)
+        except Exception as exc:  # the interpreters raise ValueError/RuntimeError with their own text
             raise EngineError(f"the TFLite interpreter cannot load {path}: {exc}") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self._input, self._output = inp["index"], out["index"]

@@ -3,7 +3,8 @@
 Each value is checked here, once; a bad one raises
 :class:`~edgeml_runtime.errors.SettingsError` naming the field (the settings
 resolver renames it to its setting key, ``url`` → ``broker``, and says where
-it came from).
+it came from). TLS files must exist when the settings are made; whether they
+hold usable PEM is known when :meth:`MqttSettings.ssl_context` loads them.
 
 Example:
 
@@ -21,6 +22,10 @@ from urllib.parse import urlsplit
 from .errors import SettingsError, TelemetryError
 
 PROTOCOLS = ("5", "3.1.1")
+#: The TLS files, by field, with what each must be. Their setting keys are ``mqtt_`` + the field.
+TLS_FILES = {"ca_file": "the PEM certificate of the CA that signed the broker's certificate",
+             "cert_file": "this device's PEM client certificate",
+             "key_file": "the PEM private key of that certificate"}
 _URL = "must look like mqtt://host:1883, or mqtts://host:8883 for TLS"
 
 
@@ -46,14 +51,19 @@ class MqttSettings:
 
     def __post_init__(self):
         host, _, tls = self.endpoint
-        for name in ("ca_file", "cert_file", "key_file"):
-            if not tls and getattr(self, name):
+        for name in TLS_FILES:
+            if getattr(self, name) and not tls:
                 raise SettingsError(key=name, value=getattr(self, name), related={"url": self.url},
                                     allowed="TLS files need a TLS broker URL", fix=f"use mqtts://{host}:8883")
         if self.key_file and not self.cert_file:
             raise SettingsError(key="cert_file", value=None, related={"key_file": self.key_file},
                                 allowed="a client key file was given without its certificate",
                                 fix="set the certificate too")
+        for name, what in TLS_FILES.items():
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                problem = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+                raise SettingsError(key=name, value=path, allowed=problem, fix=f"give the path of {what}")
         if self.password is not None and self.username is None:
             raise SettingsError(key="username", value=None, allowed="an MQTT password was given without a user name",
                                 fix="set the user name too")
@@ -90,18 +100,25 @@ class MqttSettings:
         return parts.hostname, port or (8883 if tls else 1883), tls
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for an ``mqtts://`` URL (system CAs unless :attr:`ca_file`), checked now."""
+        """The TLS context for an ``mqtts://`` URL (system CAs unless :attr:`ca_file`), with its files loaded now.
+
+        The files exist (:meth:`__post_init__` checked); one that is not a
+        usable PEM file raises :class:`TelemetryError` naming its setting.
+        """
         if not self.endpoint[2]:
             return None
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path and not Path(path).is_file():
-                raise TelemetryError(f"MQTT {name.replace('_', ' ')} {path} does not exist")
         try:
             ctx = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
-                ctx.load_cert_chain(self.cert_file, self.key_file)
         except (ssl.SSLError, OSError) as exc:
-            raise TelemetryError(f"cannot load the TLS files (CA {self.ca_file}, certificate {self.cert_file}, "
-                                 f"key {self.key_file}): {exc}; they must be PEM files") from None
+            raise self._unloadable(("ca_file",), exc) from None
+        if self.cert_file:
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise self._unloadable(("cert_file", "key_file") if self.key_file else ("cert_file",), exc) from None
         return ctx
+
+    def _unloadable(self, names: tuple[str, ...], exc: Exception) -> TelemetryError:
+        given = ", ".join(f"mqtt_{n} = {getattr(self, n)!r}" for n in names)
+        return TelemetryError(f"{given}: cannot be loaded for TLS ({exc}); give "
+                              + " with ".join(TLS_FILES[n] for n in names))

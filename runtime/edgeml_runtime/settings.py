@@ -92,7 +92,11 @@ class AgentSettings:
 
 @dataclass(frozen=True)
 class Key:
-    """One setting: its key (flag ``--key``, variable ``EDGEML_KEY``), the dataclass ``field`` it fills, its type."""
+    """One setting: its key (flag ``--key``, variable ``EDGEML_KEY``), the dataclass ``field`` it fills, its type.
+
+    A dotted ``field`` (``rule.min_rows``) fills a field of a dataclass the
+    owner holds (``DriftSettings.rule``, a ``VerdictRule``).
+    """
 
     name: str
     kind: type
@@ -110,13 +114,32 @@ class Section:
     owner: type
     keys: tuple[Key, ...]
 
+    def _field(self, name: str) -> dataclasses.Field:
+        return {f.name: f for f in dataclasses.fields(self.owner)}[name]
+
     def default(self, key: Key):
-        f = {f.name: f for f in dataclasses.fields(self.owner)}[key.field]
+        part, _, name = key.field.rpartition(".")
+        if part:
+            return getattr(self._field(part).default, name)
+        f = self._field(name)
         return None if f.default is dataclasses.MISSING else f.default
 
     def required(self, key: Key) -> bool:
-        f = {f.name: f for f in dataclasses.fields(self.owner)}[key.field]
+        if "." in key.field:
+            return False
+        f = self._field(key.field)
         return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+    def build(self, values: Mapping[str, object]):
+        """The owner from ``values`` (field → value); dotted fields are gathered into the part they name."""
+        flat: dict = {}
+        parts: dict[str, dict] = {}
+        for name, value in values.items():
+            part, _, sub = name.rpartition(".")
+            (parts.setdefault(part, {}) if part else flat)[sub] = value
+        for part, sub in parts.items():
+            flat[part] = type(self._field(part).default)(**sub)
+        return self.owner(**flat)
 
 
 @dataclass(frozen=True)
@@ -140,11 +163,11 @@ class Table:
                     raise SettingsError(f"no {k.name.replace('_', ' ')} given: pass {flag_name(k.name)}, set "
                                         f"{env_name(k.name)}, or put {k.name} in the [{self.name}] table of the "
                                         "config file")
-            values = {k.field: given[k.name][0] for k in section.keys if k.name in given}
             try:
-                parts[attr] = section.owner(**values)
+                parts[attr] = section.build({k.field: given[k.name][0] for k in section.keys if k.name in given})
             except SettingsError as exc:
-                names = {k.field: k.name for k in section.keys}
+                # an owner names its own field; a part's field is named without the part (``min_rows``)
+                names = {k.field.rpartition(".")[2]: k.name for k in section.keys}
                 sources = {k.name: given[k.name][1] if k.name in given else "the default" for k in section.keys}
                 raise exc.located(names, sources) from None
         return self.settings(**parts)
@@ -291,10 +314,11 @@ RUN = register_table(Table("run", AgentSettings, {
     "drift": Section(DriftSettings, (
         Key("window_rows", int, "a drift window closes after this many rows..."),
         Key("window_seconds", float, "...or after this many seconds, whichever comes first"),
-        Key("psi_moderate", float, "PSI at or above which a column has moderate drift"),
-        Key("psi_significant", float, "PSI at or above which a column has significant drift"),
-        Key("drifted_share", float, "the window has drifted when at least this share of its columns are significant"),
-        Key("min_rows", int, "windows with fewer scored rows get statistics but no verdict"),
+        Key("psi_moderate", float, "PSI at or above which a column has moderate drift", "rule.psi_moderate"),
+        Key("psi_significant", float, "PSI at or above which a column has significant drift", "rule.psi_significant"),
+        Key("drifted_share", float, "the window has drifted when at least this share of its columns are significant",
+            "rule.drifted_share"),
+        Key("min_rows", int, "windows with fewer scored rows get statistics but no verdict", "rule.min_rows"),
     )),
     "outbox": Section(OutboxSettings, (
         Key("outbox", str, "SQLite file that keeps drift windows until the broker acknowledges them", "path"),

@@ -58,21 +58,19 @@ PREDICTION_QUEUE = 1000
 PREDICTION_BATCH = 200
 #: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
 SESSION_EXPIRY = 7 * 24 * 3600
-#: What the ``model`` of a birth must say (see :func:`~.protocol.envelopes.describe_model`).
-MODEL_KEYS = ("name", "version", "bundle_sha256", "artifact", "sha256")
 
 
 class Telemetry:
     """Publishes one device's birth, drift windows and death; see the module docstring.
 
-    ``birth`` must hold ``model`` (:data:`MODEL_KEYS`: see
-    :func:`~.protocol.envelopes.describe_model`) and ``window`` (the window
-    settings); any other keys are published in the birth message as they are.
-    ``fleet`` and ``device`` are checked as topic levels by
-    :class:`~.protocol.topics.DeviceTopics`.
+    ``device`` says who publishes, and where (the settings' ``device``).
+    ``birth`` must hold ``model`` and ``window``, as
+    :func:`~.protocol.envelopes.describe_model` and
+    :func:`~.protocol.envelopes.describe_window` build them; any other keys are
+    published in the birth message as they are.
     """
 
-    def __init__(self, settings: MqttSettings, *, fleet: str, device: str, birth: dict, outbox: Outbox,
+    def __init__(self, settings: MqttSettings, device: DeviceTopics, *, birth: dict, outbox: Outbox,
                  log: logging.Logger | None = None):
         try:
             import paho.mqtt.client as mqtt
@@ -80,18 +78,13 @@ class Telemetry:
             raise TelemetryError("paho-mqtt is not installed; install the runtime with its MQTT extra: "
                                  "pip install 'edgeml-runtime[mqtt]'") from None
         self._mqtt = mqtt
-        self.topics = DeviceTopics(fleet, device)
-        model = birth.get("model")
-        if not isinstance(model, dict) or not set(MODEL_KEYS) <= model.keys() or "window" not in birth:
-            raise TelemetryError(f"the birth information needs 'model' (with {', '.join(MODEL_KEYS)}) and 'window'; "
-                                 f"got keys {sorted(birth)}")
         envelopes.check_description(birth)
-        self.settings, self.fleet, self.device, self.outbox = settings, fleet, device, outbox
+        self.settings, self.topics, self.outbox = settings, device, outbox
         self.log = log or logging.getLogger("edgeml_runtime.telemetry")
-        self._birth, self._model = dict(birth), dict(model)
+        self._birth, self._model = dict(birth), dict(birth["model"])
         self._ssl = settings.ssl_context()
         self._host, self._port, _ = settings.endpoint
-        self._client_id = settings.client_id or f"edgeml-{fleet}-{device}"
+        self._client_id = settings.client_id or f"edgeml-{device.fleet}-{device.device_id}"
 
         self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
         self._session = outbox.next_session()
@@ -118,7 +111,7 @@ class Telemetry:
     def start(self) -> None:
         """Start the MQTT thread; returns at once. A broker that is down is retried, never raised."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"edgeml-mqtt-{self.device}", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"edgeml-mqtt-{self.topics.device_id}", daemon=True)
             self._thread.start()
 
     def subscribe_records(self, topic: str, items: queue.Queue) -> None:

@@ -2,17 +2,27 @@
 
 Everything a consumer of device messages needs, and nothing more: the device
 package builds its messages with it, and ``edgeml.fleet`` will read them with
-it. The window verdict is recomputed by :func:`judge_window` from counts.
+it. The window verdict is recomputed by :func:`judge_window` from counts, with
+the :class:`VerdictRule` a device states in its birth message.
 """
 
-from .envelopes import BIRTH_KEYS, ENVELOPE_KEYS, FORMAT_VERSION, decode, describe_model
+from .envelopes import (
+    BIRTH_KEYS,
+    ENVELOPE_KEYS,
+    FORMAT_VERSION,
+    MODEL_KEYS,
+    WINDOW_KEYS,
+    decode,
+    describe_model,
+    describe_window,
+)
 from .identity import bundle_sha256, canonical_json
 from .schemas import examples, schema
 from .topics import KINDS, DeviceTopics, Topic, parse_topic, subscription
-from .verdict import add_counts, judge_window, status
+from .verdict import VerdictRule, add_counts, judge_window
 
 __all__ = [
-    "BIRTH_KEYS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "DeviceTopics", "Topic", "add_counts",
-    "bundle_sha256", "canonical_json", "decode", "describe_model", "examples", "judge_window", "parse_topic",
-    "schema", "status", "subscription",
+    "BIRTH_KEYS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "MODEL_KEYS", "WINDOW_KEYS", "DeviceTopics", "Topic",
+    "VerdictRule", "add_counts", "bundle_sha256", "canonical_json", "decode", "describe_model", "describe_window",
+    "examples", "judge_window", "parse_topic", "schema", "subscription",
 ]

@@ -5,15 +5,17 @@ this whole protocol (topics, envelopes, the window verdict), one number for
 every kind of message, so a consumer checks one thing. It changes whenever a
 payload's layout or meaning does; a consumer refuses versions it does not
 know (:func:`decode` does). Version 1 had no ``format_version`` in
-predictions and no bundle identity; version 2 adds both. The JSON Schemas of
-each kind (:mod:`.schemas`) say ``"format_version": {"const": 2}``.
+predictions and no bundle identity; version 2 added both; version 3 puts the
+verdict thresholds of the birth's ``window`` in ``window.rule`` (a
+:class:`~.verdict.VerdictRule`). The JSON Schemas of each kind
+(:mod:`.schemas`) say ``"format_version": {"const": 3}``.
 
 Example:
 
 >>> from edgeml_runtime.protocol.topics import DeviceTopics
 >>> death(DeviceTopics("plant-a", "pi-07"), bd_seq=12, reason="lost")
-{'format_version': 2, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
->>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 2, "bdSeq": 12}')
+{'format_version': 3, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
+>>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 3, "bdSeq": 12}')
 >>> topic.kind, payload["bdSeq"]
 ('death', 12)
 """
@@ -25,15 +27,20 @@ from collections.abc import Mapping
 
 from ..errors import ProtocolError
 from .topics import DeviceTopics, Topic, parse_topic
+from .verdict import VerdictRule
 
 #: The protocol version every payload states as ``format_version``.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The envelope a drift message wraps around a closed window (``historical`` is added as it is sent).
 ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
 #: What the birth message fills in itself; the rest of a birth is the device's description.
 BIRTH_KEYS = ("format_version", "device", "fleet", "bdSeq", "time", "runtime")
 #: Death reasons: the Last Will (``lost``), a clean stop (``shutdown``).
 DEATH_REASONS = ("lost", "shutdown")
+#: The ``model`` object of birth and drift messages (:func:`describe_model`).
+MODEL_KEYS = ("name", "version", "bundle_sha256", "artifact", "sha256")
+#: The ``window`` object of the birth message (:func:`describe_window`).
+WINDOW_KEYS = ("rows", "seconds", "rule")
 
 
 def describe_model(model) -> dict:
@@ -42,9 +49,19 @@ def describe_model(model) -> dict:
     ``bundle_sha256`` is the bundle's identity (:func:`.identity.bundle_sha256`);
     ``artifact`` and ``sha256`` name the artifact of the bundle this device runs.
     """
-    return {"name": model.manifest.name, "version": model.manifest.version,
-            "bundle_sha256": model.manifest.identity, "artifact": model.artifact.path,
-            "sha256": model.artifact.sha256}
+    values = (model.manifest.name, model.manifest.version, model.manifest.identity, model.artifact.path,
+              model.artifact.sha256)
+    return dict(zip(MODEL_KEYS, values, strict=True))
+
+
+def describe_window(rows: int, seconds: float, rule: VerdictRule) -> dict:
+    """The ``window`` object of the birth message: when the device closes a window and how it judges it.
+
+    >>> describe_window(500, 300.0, VerdictRule(min_rows=10))
+    {'rows': 500, 'seconds': 300.0, 'rule': {'psi_moderate': 0.1, 'psi_significant': 0.25, 'drifted_share': 0.3, \
+'min_rows': 10}}
+    """
+    return dict(zip(WINDOW_KEYS, (rows, seconds, rule.to_dict()), strict=True))
 
 
 def _head(device: DeviceTopics) -> dict:
@@ -52,10 +69,15 @@ def _head(device: DeviceTopics) -> dict:
 
 
 def check_description(description: Mapping) -> None:
-    """Refuse a birth description that sets what the envelope fills in."""
+    """Refuse a birth description without ``model`` and ``window``, or that sets what the envelope fills in."""
     clash = sorted(set(description) & set(BIRTH_KEYS))
     if clash:
         raise ProtocolError(f"a birth description may not set {clash}: the envelope fills them in")
+    for key, keys, builder in (("model", MODEL_KEYS, "describe_model"), ("window", WINDOW_KEYS, "describe_window")):
+        part = description.get(key)
+        if not isinstance(part, Mapping) or not set(keys) <= part.keys():
+            raise ProtocolError(f"a birth description needs {key!r} with {', '.join(keys)} (got keys "
+                                f"{sorted(part) if isinstance(part, Mapping) else None}); build it with {builder}()")
 
 
 def birth(device: DeviceTopics, *, bd_seq: int, time: str, runtime: Mapping, description: Mapping) -> dict:

@@ -8,7 +8,7 @@ need ``jsonschema`` on the device); the tests and the fleet controller do.
 Example:
 
 >>> schema("birth")["properties"]["format_version"]
-{'const': 2}
+{'const': 3}
 >>> sorted(examples())
 ['birth', 'death', 'death-lost', 'drift', 'prediction']
 """

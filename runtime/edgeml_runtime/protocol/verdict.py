@@ -7,48 +7,108 @@ verdict, by the same rule the device applies (``DriftMonitor`` calls this
 very function), so a fleet controller that sums the counts of many windows
 reaches the verdict one device would reach on all those rows.
 
-The rule (protocol ``format_version`` 2): a column is ``significant`` when its
-PSI is at least ``psi_significant``, ``moderate`` from ``psi_moderate``,
-else ``ok``; the window is ``drift`` when at least ``drifted_share`` of the
-monitored input columns are significant. Fewer than ``min_rows`` scored rows
-get statistics but no status and no verdict. A calibrated rule will replace
-this one under a new ``format_version``.
+The rule (protocol ``format_version`` 3) is a :class:`VerdictRule`: a column
+is ``significant`` when its PSI is at least ``psi_significant``, ``moderate``
+from ``psi_moderate``, else ``ok``; the window is ``drift`` when at least
+``drifted_share`` of the monitored input columns are significant. Fewer than
+``min_rows`` scored rows get statistics but no status and no verdict. A device
+states its rule in its birth message (``window.rule``, :meth:`VerdictRule.to_dict`),
+so a controller judges with :meth:`VerdictRule.from_dict` exactly as the device
+does. A calibrated rule will replace this one under a new ``format_version``.
 
 Example: one numeric column with two reference bins, 20 rows all in the upper bin.
 
->>> from edgeml_runtime.drift import DriftSettings
 >>> reference = {"columns": {"temp": {"kind": "numeric", "edges": [20.0], "shares": [0.5, 0.5],
 ...                                   "missing_rate": 0.0}},
 ...              "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]}}
 >>> counts = {"rows": 20, "columns": {"temp": {"counts": [0, 20], "missing": 0}}, "output": {"counts": [10, 10]}}
->>> judged = judge_window(reference, counts, DriftSettings(min_rows=10))
+>>> judged = judge_window(reference, counts, VerdictRule(min_rows=10))
 >>> judged["columns"]["temp"]["status"], judged["output"]["status"], judged["verdict"]
 ('significant', 'ok', {'status': 'drift', 'drifted_columns': ['temp'], 'share': 1.0})
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from ..distributions import statistics_from_counts
-from ..errors import ProtocolError
-
-if TYPE_CHECKING:
-    from ..drift import DriftSettings
+from ..errors import ProtocolError, SettingsError, check_count, few
 
 #: Per-column counters that add up across windows (``kind`` is carried, not added).
 ADDITIVE = ("missing", "below_range", "above_range")
+_USUAL = "the usual thresholds are 0.1 (moderate) and 0.25 (significant)"
 
 
-def status(psi: float | None, settings: DriftSettings) -> str | None:
-    """``significant``, ``moderate`` or ``ok`` for a PSI; None when there is no PSI (no rows)."""
-    if psi is None:
-        return None
-    return "significant" if psi >= settings.psi_significant else "moderate" if psi >= settings.psi_moderate else "ok"
+@dataclass(frozen=True)
+class VerdictRule:
+    """How a window's statistics are judged: the thresholds of the column statuses and of the verdict.
+
+    Each value is checked here, once; a bad one raises
+    :class:`~edgeml_runtime.errors.SettingsError` naming it (the settings keys
+    have the same names).
+
+    >>> rule = VerdictRule(psi_moderate=0.05)
+    >>> VerdictRule.from_dict(rule.to_dict()) == rule, rule.to_dict()["min_rows"]
+    (True, 100)
+    >>> VerdictRule(psi_moderate=0.3)
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.errors.SettingsError: psi_moderate = 0.3: must satisfy 0 < psi_moderate <= psi_significant, \
+with psi_significant = 0.25; the usual thresholds are 0.1 (moderate) and 0.25 (significant)
+    """
+
+    psi_moderate: float = 0.1
+    psi_significant: float = 0.25
+    drifted_share: float = 0.3
+    min_rows: int = 100
+
+    def __post_init__(self):
+        for key in ("psi_moderate", "psi_significant", "drifted_share"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise SettingsError(key=key, value=value, allowed="must be a finite number",
+                                    fix=_USUAL if key.startswith("psi") else "e.g. 0.3")
+        if not 0 < self.psi_moderate <= self.psi_significant:
+            raise SettingsError(key="psi_moderate", value=self.psi_moderate,
+                                allowed="must satisfy 0 < psi_moderate <= psi_significant",
+                                related={"psi_significant": self.psi_significant}, fix=_USUAL)
+        if not 0 < self.drifted_share <= 1:
+            raise SettingsError(key="drifted_share", value=self.drifted_share,
+                                allowed="must be a share of the columns, above 0 and at most 1", fix="e.g. 0.3")
+        check_count("min_rows", self.min_rows, 0, "rows")
+
+    def to_dict(self) -> dict:
+        """The rule as the birth message states it (``window.rule``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> VerdictRule:
+        """The rule a message states (``birth["window"]["rule"]``); :class:`ProtocolError` if it is not one."""
+        keys = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, Mapping) or set(data) != set(keys):
+            found = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+            raise ProtocolError(f"a verdict rule has exactly the keys {', '.join(keys)}; got {found}: read it from "
+                                "a birth message of the same format_version")
+        try:
+            return cls(**data)
+        except SettingsError as exc:
+            raise ProtocolError(f"the verdict rule {dict(data)} is not valid: {exc}") from None
+
+    def status(self, psi: float | None) -> str | None:
+        """``significant``, ``moderate`` or ``ok`` for a PSI; None when there is no PSI (no rows).
+
+        >>> VerdictRule().status(0.3), VerdictRule().status(0.1), VerdictRule().status(None)
+        ('significant', 'moderate', None)
+        """
+        if psi is None:
+            return None
+        return "significant" if psi >= self.psi_significant else "moderate" if psi >= self.psi_moderate else "ok"
 
 
-def judge_window(reference: Mapping, counts: Mapping, settings: DriftSettings) -> dict:
+def judge_window(reference: Mapping, counts: Mapping, rule: VerdictRule) -> dict:
     """Statistics, statuses and verdict for one window's counts against a bundle's ``reference``.
 
     ``counts`` is shaped like a window of the drift payload (a received one
@@ -60,20 +120,23 @@ def judge_window(reference: Mapping, counts: Mapping, settings: DriftSettings) -
     columns = counts.get("columns") or {}
     _check_columns(reference, columns)
     rows = counts.get("rows", 0)
-    judged = rows >= max(settings.min_rows, 1)
+    if not isinstance(rule, VerdictRule):
+        raise ProtocolError(f"judge_window takes a VerdictRule, not {type(rule).__name__}; build one with "
+                            "VerdictRule.from_dict(birth['window']['rule']) or VerdictRule(...)")
+    judged = rows >= max(rule.min_rows, 1)
     out: dict = {"columns": {}}
     for name, c in columns.items():
         stats = _statistics(reference["columns"][name], c.get("counts", []), c.get("missing", 0), name)
-        out["columns"][name] = {**stats, "status": status(stats["psi"], settings) if judged else None}
+        out["columns"][name] = {**stats, "status": rule.status(stats["psi"]) if judged else None}
     stats = _statistics(reference["output"], counts["output"].get("counts", []), 0, "output")
-    out["output"] = {**stats, "status": status(stats["psi"], settings) if judged else None}
+    out["output"] = {**stats, "status": rule.status(stats["psi"]) if judged else None}
     drifted = [name for name, c in out["columns"].items() if c["status"] == "significant"]
     if not judged:
         out["verdict"] = {"status": None, "drifted_columns": [], "share": None,
-                          "note": f"{rows} scored rows, fewer than min_rows={settings.min_rows}: too few to judge"}
+                          "note": f"{rows} scored rows, fewer than min_rows={rule.min_rows}: too few to judge"}
     else:
         share = round(len(drifted) / len(columns), 6) if columns else 0.0
-        out["verdict"] = {"status": "drift" if columns and share >= settings.drifted_share else "ok",
+        out["verdict"] = {"status": "drift" if columns and share >= rule.drifted_share else "ok",
                           "drifted_columns": drifted, "share": share}
     return out
 
@@ -94,8 +157,10 @@ def add_counts(windows: Iterable[Mapping]) -> dict:
             total = {"rows": 0, "bad_rows": 0, "columns": {n: _zero(c) for n, c in w["columns"].items()},
                      "output": _zero(w["output"])}
         if set(w["columns"]) != set(total["columns"]):
-            raise ProtocolError(f"windows with columns {sorted(w['columns'])} and {sorted(total['columns'])} "
-                                "cannot be added: add only windows of the same bundle")
+            extra = sorted(set(w["columns"]) - set(total["columns"]))
+            lacking = sorted(set(total["columns"]) - set(w["columns"]))
+            raise ProtocolError(f"windows with different columns cannot be added: one has {few(extra)} that the "
+                                f"first lacks and lacks {few(lacking)}; add only windows of the same bundle")
         total["rows"] += w.get("rows", 0)
         total["bad_rows"] += w.get("bad_rows", 0)
         for name, c in w["columns"].items():
@@ -125,10 +190,13 @@ def _check_columns(reference: Mapping, columns: Mapping) -> None:
     monitored = [n for n, e in entries.items() if e.get("monitored", True)]
     unknown = [n for n in columns if n not in monitored]
     absent = [n for n in monitored if n not in columns]
-    if unknown or absent or "output" not in reference:
-        raise ProtocolError(f"the counts do not fit the reference: columns {unknown} are not monitored in it, "
-                            f"{absent} are missing{'' if 'output' in reference else ', and it has no output'}; "
-                            "judge a window only against the reference of the bundle that counted it")
+    problems = [f"{what} {few(names)}" for what, names in (("it does not monitor the counted column(s)", unknown),
+                                                           ("the counts lack its column(s)", absent)) if names]
+    if "output" not in reference:
+        problems.append("it has no output")
+    if problems:
+        raise ProtocolError(f"the counts do not fit the reference: {'; '.join(problems)}; judge a window only "
+                            "against the reference of the bundle that counted it")
 
 
 def _statistics(entry: Mapping, counts, missing: int, name: str) -> dict:
