@@ -54,16 +54,16 @@ def models(task: str) -> dict:
 
 def build(forest, width: int, form: str) -> bytes:
     from edgeml.export.tflite.graph import Graph
-    from edgeml.export.tflite.pipeline import _Weights, emit_head, emit_trees
+    from edgeml.export.tflite.pipeline import Weights, emit_head, emit_trees
     from edgeml.export.tflite.traverse import emit_traversal, traversal_arrays
     from edgeml.export.tflite.trees import pack_forest
 
     g = Graph()
     z = g.input("features", (width,))
     if form == "traversal":
-        raw = emit_traversal(g, z, traversal_arrays(forest), _Weights(g, "fp32"))
+        raw = emit_traversal(g, z, traversal_arrays(forest), Weights(g, "fp32"))
     else:
-        raw = emit_trees(g, z, pack_forest(forest), _Weights(g, "fp32"))
+        raw = emit_trees(g, z, pack_forest(forest), Weights(g, "fp32"))
     g.output(emit_head(g, raw, forest.head), "output")
     return g.serialize()
 

@@ -48,7 +48,7 @@ def trained_directly(learner: str, model, data, target, seconds: float) -> dict:
 
     return {"learners": [learner], "metric": "none (trained directly, not searched)", "best_learner": learner,
             "best_config": model_config(model), "best_valid_loss": None, "best_model_bytes": None,
-            "best_predicted_latency_ms": None, "budgets": asdict(target_budget(target, data)), "trials": 0,
+            "best_predicted_latency_ms": None, "budgets": asdict(target_budget(target)), "trials": 0,
             "seconds": round(seconds, 2), "trial_log": [], "frontier": []}
 
 

@@ -119,3 +119,28 @@ def test_help_teaches(runner):
     assert r.exit_code == 0
     for text in ("Examples:", "--time-budget", "edgeml.toml", "--drop"):
         assert text in r.output
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"task": "regression", "metric": "accuracy"},
+     r"metric 'accuracy' does not apply to regression; use one of auto, r2, rmse, mae, mse, mape \(set it with the "
+     r"--metric flag or metric in edgeml.toml's \[build\] table\)"),
+    ({"metric": "acuracy"}, r"metric 'acuracy' is unknown; use one of accuracy, ap, auto, "),
+    ({"estimators": ("lgbm", "xgbost")}, r"estimators: 'xgbost' is not a registered learner \(did you mean "
+                                         r"'xgboost'\?\); use names from lgbm, xgboost, "),
+    ({"time_budget": "60"}, r"time_budget = '60' has the wrong type; expected a number \(set it with the "
+                            r"--time-budget flag"),
+    ({"max_iter": True}, r"max_iter = True has the wrong type; expected an integer \(set it with the --max-trials"),
+    ({"drop": ["a"]}, r"drop = \['a'\] has the wrong type; expected a list of names"),
+])
+def test_build_settings_are_checked_once_in_build_config(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        BuildConfig(**settings)
+    assert BuildConfig(task="regression", metric="rmse", estimators=("enet", "lgbm"), time_budget=5).metric == "rmse"
+
+
+def test_a_metric_for_the_wrong_given_task_fails_before_the_data_is_read(runner, tmp_path):
+    r = runner.invoke(main, ["build", "--data", str(tmp_path / "missing.csv"), "--label", "y", "--task", "regression",
+                             "--metric", "accuracy", "--max-trials", "1"])
+    assert r.exit_code == 2 and "metric 'accuracy' does not apply to regression" in r.output
+    assert "missing.csv" not in r.output  # refused before the table was looked for

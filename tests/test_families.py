@@ -94,9 +94,11 @@ def test_an_unknown_estimator_is_named_with_the_known_families():
 
 
 def test_every_family_is_wired_into_the_exporters():
-    from edgeml.export.tflite.pipeline import _MODEL_EMITTERS
+    from edgeml.export.tflite.dense import DENSE_READERS
+    from edgeml.export.tflite.pipeline import MODEL_EMITTERS
 
-    assert set(_MODEL_EMITTERS) == set(KINDS)
+    assert set(MODEL_EMITTERS) == set(KINDS)
+    assert set(DENSE_READERS) == set(KINDS) - {"trees"}
     trees = {name for name, f in FAMILIES.items() if f.kind == "trees"}
     assert trees == set(FOREST_READERS)
     for family in FAMILIES.values():

@@ -13,17 +13,10 @@ import pytest
 from conftest import AI4I_DROP, DATASETS
 
 from edgeml.errors import SearchError
-from edgeml.search.automl import (
-    INFEASIBLE,
-    Cost,
-    HardwareBudget,
-    SearchSettings,
-    Trial,
-    frontier,
-    infeasible_message,
-    run_search,
-)
-from edgeml.targets.measure import TrialMeasure
+from edgeml.models.learners import Learner, register_learner, unregister_learner
+from edgeml.search.automl import SearchSettings, run_search
+from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, frontier, infeasible_message, small_learners
+from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import load_target
 
 CASES = {
@@ -46,11 +39,17 @@ def prepared(name: str) -> dict:
     }
 
 
-def search(data, learners, budgets=None, max_iter=4, progress=None):
-    """The search as ``edgeml build`` runs it: every trial measured for ``budgets`` (none: on this machine)."""
+def measure_of(data, speed_factor=1.0):
+    """The measure ``edgeml build`` gives the search for a target that runs ONNX this many times slower."""
+    return TrialMeasure(data["task"], data["X"]["train"].shape[1], len(data["inputs"].features), speed_factor)
+
+
+def search(data, learners, budgets=None, max_iter=4, progress=None, speed_factor=1.0):
+    """The search as ``edgeml build`` runs it: every trial measured (on this machine, or ``speed_factor`` times
+    slower) and judged on ``budgets``."""
     X, y = data["X"], data["y"]
     settings = SearchSettings(task=data["task"], learners=learners, max_iter=max_iter, seed=0, n_jobs=1)
-    measure = TrialMeasure.from_budget(budgets or HardwareBudget(), data["task"], X["train"])
+    measure = measure_of(data, speed_factor)
     return run_search(X["train"], y["train"], X["valid"], y["valid"], settings, progress=progress, budgets=budgets,
                       measure=measure)
 
@@ -60,36 +59,39 @@ def search(data, learners, budgets=None, max_iter=4, progress=None):
 
 def test_every_trial_carries_its_size_latency_and_verdict(datasets):
     data = prepared("ai4i2020")
-    budget = HardwareBudget.from_target(load_target("rpi-zero-2w"), n_inputs=len(data["inputs"].features))
-    result = search(data, ("lgbm", "lrl2"), budget, max_iter=5)
+    zero = load_target("rpi-zero-2w")
+    budget = target_budget(zero)
+    result = search(data, ("lgbm", "lrl2"), budget, max_iter=5, speed_factor=zero.budgets.speed_factor)
 
     assert len(result.trials) == 5
     for t in result.trials:
         assert t.config and t.learner in ("lgbm", "lrl2")
-        assert 0 <= t.loss < 1 and t.model_bytes > 100 and 0 < t.latency_ms < 1
-        assert t.feasible == (t.model_bytes <= budget.max_model_bytes and t.latency_ms <= budget.latency_budget_ms)
+        assert 0 <= t.loss < 1 and t.cost.model_bytes > 100 and 0 < t.cost.latency_ms < 1
+        assert t.feasible == (t.cost.model_bytes <= budget.max_model_bytes
+                              and t.cost.latency_ms <= budget.latency_budget_ms)
         assert t.feasible == (not t.broken)
+        d = t.to_dict()  # the manifest keeps the cost's fields flat
+        assert (d["model_bytes"], d["latency_ms"]) == (t.cost.model_bytes, round(t.cost.latency_ms, 6))
     json.dumps([t.to_dict() for t in result.trials])  # goes into the manifest as is
     assert result.metric == "roc_auc"  # metric "auto" keeps FLAML's meaning
-    assert result.model_bytes and result.latency_ms  # the refitted model, measured the same way
+    assert result.cost.model_bytes and result.cost.latency_ms  # the refitted model, measured the same way
     # The latency is the cost model's prediction for this machine times the profile's speed factor.
-    host = HardwareBudget(n_inputs=budget.n_inputs)
-    again = search(data, ("lgbm", "lrl2"), host, max_iter=5)
+    again = search(data, ("lgbm", "lrl2"), HardwareBudget(), max_iter=5)
     for a, b in zip(result.trials, again.trials, strict=False):
-        assert a.latency_ms == pytest.approx(b.latency_ms * 18.0)
+        assert a.cost.latency_ms == pytest.approx(b.cost.latency_ms * 18.0)
 
 
 def test_the_chosen_model_fits_even_when_better_ones_do_not(datasets):
     data = prepared("ai4i2020")
     unlimited = search(data, ("lgbm",), HardwareBudget(), max_iter=8)
     winner = min(unlimited.trials, key=lambda t: t.loss)
-    cap = winner.model_bytes - 1  # the unconstrained winner breaks it
-    assert any(t.model_bytes <= cap for t in unlimited.trials)
+    cap = winner.cost.model_bytes - 1  # the unconstrained winner breaks it
+    assert any(t.cost.model_bytes <= cap for t in unlimited.trials)
 
     capped = search(data, ("lgbm",), HardwareBudget(max_model_bytes=cap), max_iter=8)
     feasible = [t for t in capped.trials if t.feasible]
-    assert feasible and all(t.model_bytes <= cap for t in feasible)
-    assert all("max_model_bytes" in t.broken for t in capped.trials if t.model_bytes > cap)
+    assert feasible and all(t.cost.model_bytes <= cap for t in feasible)
+    assert all("max_model_bytes" in t.broken for t in capped.trials if t.cost.model_bytes > cap)
     assert capped.best_loss == min(t.loss for t in feasible) >= winner.loss
     assert capped.trials[-1].best_loss == capped.best_loss  # progress reports the best model that fits
     assert capped.config != winner.config
@@ -108,16 +110,16 @@ def test_a_budget_nothing_meets_fails_with_counts_per_budget(datasets):
 
 def test_a_latency_budget_nothing_meets_names_latency(datasets):
     data = prepared("ccpp")
-    budget = HardwareBudget(latency_budget_ms=0.001, speed_factor=18.0)
+    budget = HardwareBudget(latency_budget_ms=0.001)
     with pytest.raises(SearchError, match=r"budgets.latency_budget_ms = 0.001: broken by 2 trial\(s\); the fastest"
-                                          r" was [\d.]+ ms \(predicted at speed_factor 18\)"):
-        search(data, ("enet",), budget, max_iter=2)
+                                          r" was [\d.]+ ms \(predicted on the target\)"):
+        search(data, ("enet",), budget, max_iter=2, speed_factor=18.0)
 
 
 def test_the_trial_log_is_every_metric_call_in_order(datasets):
     data = prepared("ai4i2020")
-    budget = HardwareBudget.from_target(load_target("rpi-zero-2w"), n_inputs=len(data["inputs"].features))
-    real = TrialMeasure.from_budget(budget, data["task"], data["X"]["train"])
+    zero = load_target("rpi-zero-2w")
+    budget, real = target_budget(zero), measure_of(data, zero.budgets.speed_factor)
     calls, seen = [], []
 
     def measure(model):  # the real measure, counting its calls
@@ -132,8 +134,8 @@ def test_the_trial_log_is_every_metric_call_in_order(datasets):
     # One trial per metric call (the judge measures once per call), then the refitted model once more.
     assert len(trials) == settings.max_iter == len(calls) - 1 and list(trials) == seen
     assert [t.iteration for t in trials] == list(range(len(trials)))
-    assert [(t.model_bytes, t.latency_ms) for t in trials] == [(c.model_bytes, c.latency_ms) for c in calls[:-1]]
-    assert result.cost == calls[-1] and result.model_bytes == calls[-1].model_bytes
+    assert [t.cost for t in trials] == calls[:-1]
+    assert result.cost == calls[-1]
     assert all(a.elapsed <= b.elapsed for a, b in zip(trials, trials[1:], strict=False))
     assert {t.learner for t in trials} == {"lgbm", "lrl2"}
     for i, t in enumerate(trials):
@@ -168,8 +170,9 @@ def test_budgets_need_a_measure():
                                           r"pass measure="):
         run_search(X["train"], y["train"], X["valid"], y["valid"], settings, budgets=HardwareBudget(max_model_bytes=9))
     result = run_search(X["train"], y["train"], X["valid"], y["valid"], settings)
-    assert [(t.model_bytes, t.latency_ms, t.feasible) for t in result.trials] == [(None, None, True)] * 2
-    assert result.cost is None and result.model_bytes is None
+    assert [(t.cost, t.feasible) for t in result.trials] == [(None, True)] * 2
+    assert result.cost is None
+    assert [(d["model_bytes"], d["latency_ms"]) for d in (t.to_dict() for t in result.trials)] == [(None, None)] * 2
 
 
 def test_mlp_learner_trains_and_exports_with_parity(datasets):
@@ -201,7 +204,7 @@ def test_mlp_learner_trains_and_exports_with_parity(datasets):
 
 
 def trial(i, loss, size, ms, broken=(), learner="lgbm"):
-    return Trial(i, learner, float(i), None, None, config={"i": i}, loss=loss, model_bytes=size, latency_ms=ms,
+    return Trial(i, learner, float(i), None, None, config={"i": i}, loss=loss, cost=Cost(size, ms),
                  feasible=not broken, broken=tuple(broken))
 
 
@@ -224,7 +227,7 @@ def test_frontier_keeps_the_best_loss_at_each_size_and_latency():
 
 
 def test_infeasible_message_counts_each_budget_and_says_what_to_relax():
-    budget = HardwareBudget(max_model_bytes=10_000, latency_budget_ms=1.0, speed_factor=6.0)
+    budget = HardwareBudget(max_model_bytes=10_000, latency_budget_ms=1.0)
     trials = [
         trial(0, 0.2, 12_000, 0.5, ["max_model_bytes"]),
         trial(1, 0.1, 30_000, 2.0, ["max_model_bytes", "latency_budget_ms"]),
@@ -239,6 +242,25 @@ def test_infeasible_message_counts_each_budget_and_says_what_to_relax():
 
     both = infeasible_message([trials[1]], budget)
     assert "raise several budgets" in both
+    assert "estimators (lrl1, lrl2, enet, mlp)" in both
+
+
+@pytest.fixture
+def extra_learner():
+    """A learner of the linear family registered for one test, unregistered after it."""
+    learner = register_learner(Learner("lr_extra", "edgeml.models.estimators:StandardizedLRL2Classifier",
+                                       ("classification",), "linear", "a learner registered by a test"))
+    yield learner.name
+    unregister_learner(learner.name)
+
+
+def test_the_small_families_suggested_are_read_from_the_registries(extra_learner):
+    unmapped = Trial(0, "lgbm", 0.0, None, None, loss=0.1, cost=Cost(500, 0.1, unmapped=("GATHER is not in it",)),
+                     feasible=False, broken=("tflite_ops",))
+    msg = infeasible_message([unmapped], HardwareBudget(tflite_ops="tflite-micro"))
+    assert small_learners() == ("lrl1", "lrl2", "enet", "mlp", extra_learner)
+    assert f"map to the operator set (lrl1, lrl2, enet, mlp, {extra_learner})" in msg
+    assert "tflite_ops = 'tflite-micro': 1 trial(s) (lgbm) cannot be written for it: GATHER is not in it" in msg
 
 
 B = HardwareBudget(max_model_bytes=1_000, latency_budget_ms=2.0, max_arena_bytes=4_000, tflite_ops="tflite-micro")
@@ -272,8 +294,8 @@ def test_a_cost_is_validated_once(fields, message):
 
 
 def test_hardware_budget_from_each_profile():
-    b = HardwareBudget.from_target(load_target("jetson-nano"), n_inputs=7)
-    assert (b.max_model_bytes, b.latency_budget_ms, b.speed_factor, b.n_inputs) == (50_000_000, 5.0, 8.0, 7)
+    b = target_budget(load_target("jetson-nano"))
+    assert (b.max_model_bytes, b.latency_budget_ms, b.max_arena_bytes, b.tflite_ops) == (50_000_000, 5.0, None, "")
     assert b.broken(Cost(60_000_000, 6.0)) == ("max_model_bytes", "latency_budget_ms")
     assert b.excess(Cost(100_000_000, 5.0)) == pytest.approx(1.0) and b.excess(Cost(1, 1.0)) == 0.0
     assert HardwareBudget().broken(Cost(10**12, 10**6)) == ()

@@ -77,8 +77,8 @@ def by_hand(target_name: str, model) -> Cost:
 @pytest.mark.parametrize("model_name", ["lgbm", "rf", "linear", "mlp"])
 def test_the_measure_of_a_target_is_what_the_pieces_give(datasets, target_name, model_name):
     d, target = data(), load_target(target_name)
-    budget = target_budget(target, d)
-    measure = TrialMeasure.from_budget(budget, d.task, d.X["train"])
+    budget = target_budget(target)
+    measure = TrialMeasure.for_target(target, d)
     model = models()[model_name]
     cost = measure(model)
     if target_name == "coral-edgetpu" and model_name in ("lgbm", "rf"):  # int8 only: trees cannot be written
@@ -94,11 +94,22 @@ def test_the_measure_of_a_target_is_what_the_pieces_give(datasets, target_name, 
 
 def test_the_measure_takes_the_target_speed_factor_and_inputs(datasets):
     d = data()
-    rpi4, zero = (target_budget(load_target(n), d) for n in ("rpi4", "rpi-zero-2w"))
+    rpi4, zero = (TrialMeasure.for_target(load_target(n), d) for n in ("rpi4", "rpi-zero-2w"))
     model = models()["lgbm"]
-    fast, slow = (TrialMeasure.from_budget(b, d.task, d.X["train"])(model) for b in (rpi4, zero))
+    fast, slow = rpi4(model), zero(model)
     assert slow.model_bytes == fast.model_bytes
     assert slow.latency_ms == pytest.approx(fast.latency_ms * zero.speed_factor / rpi4.speed_factor)
-    assert rpi4.n_inputs == len(d.inputs.features) and rpi4.tflite_overhead_bytes == ()
-    cortex = target_budget(load_target("cortex-m7"), d)
-    assert [p for p, _ in cortex.tflite_overhead_bytes] == list(load_target("cortex-m7").precisions)
+    assert rpi4.n_inputs == len(d.inputs.features) and rpi4.tflite_overhead_bytes == () and rpi4.calibration is None
+    cortex_m7 = load_target("cortex-m7")
+    cortex = TrialMeasure.for_target(cortex_m7, d)
+    assert [p for p, _ in cortex.tflite_overhead_bytes] == list(cortex_m7.precisions) == list(cortex.tflite_precisions)
+    assert cortex.tflite_ops == cortex_m7.tflite_ops and cortex.max_arena_bytes == cortex_m7.budgets.max_arena_bytes
+
+
+def test_the_budget_of_a_target_holds_its_limits_only():
+    cortex_m7 = load_target("cortex-m7")
+    b = target_budget(cortex_m7)
+    assert (b.max_model_bytes, b.latency_budget_ms, b.max_arena_bytes, b.tflite_ops) == (
+        cortex_m7.budgets.max_model_bytes, cortex_m7.budgets.latency_budget_ms, cortex_m7.budgets.max_arena_bytes,
+        cortex_m7.tflite_ops)
+    assert target_budget(load_target("rpi4")).tflite_ops == ""  # runs ONNX: no operator set to map to

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from edgeml.errors import TargetError
+from edgeml.models.learners import LEARNERS, Learner, register_learner, unregister_learner
 from edgeml.targets.profiles import (
     ARCHES,
     FORMATS,
-    KNOWN_ESTIMATORS,
     PRECISIONS,
     Budgets,
-    TargetProfile,
     list_targets,
     load_target,
     render_profile,
@@ -72,11 +71,11 @@ def test_ships_at_least_rpi4_and_x86_64():
 def test_shipped_profile_loads_and_is_valid(name):
     p = load_target(name)
     assert p.name == name and p.description
-    assert Path(p.source) == REPO_TARGETS / f"{name}.toml"
+    assert p.source == f"targets/{name}.toml"  # the same in every checkout: the manifest records it
     assert p.arch in ARCHES and p.cores >= 1 and p.ram_mb > 0
     assert p.formats and set(p.formats) <= set(FORMATS)
     assert p.precisions and set(p.precisions) <= set(PRECISIONS)
-    assert p.estimators and set(p.estimators) <= set(KNOWN_ESTIMATORS)
+    assert p.estimators and set(p.estimators) <= set(LEARNERS)
     # A latency budget needs a speed factor to judge it by; accelerators and MCUs, whose latency the cost model
     # (fitted on CPUs running onnxruntime) cannot predict, have neither.
     if p.budgets.latency_budget_ms is not None:
@@ -91,7 +90,7 @@ def test_to_dict_is_json_ready_and_round_trips(name):
     p = load_target(name)
     d = json.loads(json.dumps(p.to_dict()))
     assert d["name"] == name and isinstance(d["formats"], list) and "budgets" in d
-    assert TargetProfile.from_dict(d) == p
+    assert d["source"] == f"targets/{name}.toml" and str(REPO_TARGETS) not in json.dumps(d)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -153,11 +152,35 @@ def test_int8_server_prefers_int8():
 
 
 def test_known_estimators_are_every_registered_learner(tdir):
-    from edgeml.models.learners import LEARNERS
-
-    assert KNOWN_ESTIMATORS == tuple(LEARNERS) and "xgb_limitdepth" in KNOWN_ESTIMATORS
     write(tdir, "deep", VALID.format(name="deep") + 'estimators = ["xgb_limitdepth", "lgbm"]\n')
     assert load_target("deep").estimators == ("xgb_limitdepth", "lgbm")
+
+
+@pytest.fixture
+def extra_learner():
+    """A learner registered for one test (fitting the linear family), unregistered after it."""
+    learner = register_learner(Learner("lr_extra", "edgeml.models.estimators:StandardizedLRL2Classifier",
+                                       ("classification",), "linear", "a learner registered by a test"))
+    yield learner.name
+    unregister_learner(learner.name)
+
+
+def test_a_learner_registered_later_is_allowed_at_once(tdir, extra_learner):
+    write(tdir, "later", VALID.format(name="later") + f'estimators = ["{extra_learner}", "lgbm"]\n')
+    assert load_target("later").estimators == (extra_learner, "lgbm")
+
+
+def test_an_unregistered_learner_is_refused_again(tdir, extra_learner):
+    unregister_learner(extra_learner)
+    try:
+        write(tdir, "gone", VALID.format(name="gone") + f'estimators = ["{extra_learner}"]\n')
+        with pytest.raises(TargetError, match=r"estimators = \['lr_extra'\] is not allowed.*drawn from lgbm, "):
+            load_target("gone")
+        with pytest.raises(ValueError, match="no learner 'lr_extra' is registered"):
+            unregister_learner(extra_learner)
+    finally:
+        register_learner(Learner("lr_extra", "edgeml.models.estimators:StandardizedLRL2Classifier",
+                                 ("classification",), "linear", "a learner registered by a test"))
 
 
 def test_ort_minimal_needs_the_ort_format(tdir):
@@ -212,7 +235,8 @@ def test_extends_chain_and_defaults_resolve(tdir):
     assert b.budgets.latency_budget_ms == 3.0 and isinstance(b.budgets.latency_budget_ms, float)
     assert b.budgets.speed_factor == rpi4.budgets.speed_factor  # [budgets] merges key by key
     assert b.budgets.allowed_metric_drop == 0.02  # from _defaults.toml, through two levels
-    assert b.source == str(tdir / "pi-b.toml")
+    assert b.source == "targets/pi-b.toml"  # a built-in (in the targets folder): relative to it
+    assert load_target(tdir / "pi-b.toml").source == "targets/pi-b.toml"  # however it is named
 
 
 def test_defaults_fill_a_standalone_profile(tdir):
@@ -394,10 +418,9 @@ def test_missing_profile_file_says_so(tmp_path):
         load_target(str(tmp_path / "ghost.toml"))
 
 
-def test_from_dict_validates_like_a_file():
-    d = load_target("rpi4").to_dict()
-    d["ram"] = 1
-    with pytest.raises(TargetError, match="unknown key 'ram'; did you mean 'ram_mb'"):
-        TargetProfile.from_dict(d)
-    with pytest.raises(TargetError, match="must be a table"):
-        TargetProfile.from_dict(["rpi4"])
+def test_a_users_profile_records_its_path_as_given(tmp_path, monkeypatch):
+    write(tmp_path, "my-board", VALID.format(name="my-board"))
+    monkeypatch.chdir(tmp_path)
+    p = load_target("my-board.toml")
+    assert p.source == "my-board.toml" and p.to_dict()["source"] == "my-board.toml"
+    assert render_profile(p).startswith("# my-board, resolved from my-board.toml")

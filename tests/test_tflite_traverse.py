@@ -28,7 +28,7 @@ from test_tflite import prepared
 
 from edgeml.errors import ExportError
 from edgeml.export.tflite.graph import Graph
-from edgeml.export.tflite.pipeline import _Weights, emit_head, emit_trees
+from edgeml.export.tflite.pipeline import Weights, emit_head, emit_trees
 from edgeml.export.tflite.traverse import (
     emit_traversal,
     gemm_bytes,
@@ -85,7 +85,7 @@ def tflite_file(forest: Forest, width: int, form: str = "traversal", precision: 
     """features [n, width] -> the trees in ``form`` -> head -> output, as a .tflite file."""
     g = Graph()
     z = g.input("features", (width,))
-    weights = _Weights(g, precision)
+    weights = Weights(g, precision)
     if form == "traversal":
         arrays = traversal_arrays(forest)
         raw = emit_traversal(g, z, arrays, weights)
@@ -127,7 +127,7 @@ def test_numpy_references_of_both_forms_agree_with_the_graph(datasets, name):
     raw = arrays.raw(Z)
     np.testing.assert_allclose(raw, pack_forest(forest).raw(Z), rtol=1e-5, atol=1e-6)
     g = Graph()
-    g.output(emit_traversal(g, g.input("features", (Z.shape[1],)), arrays, _Weights(g, "fp32")), "raw")
+    g.output(emit_traversal(g, g.input("features", (Z.shape[1],)), arrays, Weights(g, "fp32")), "raw")
     np.testing.assert_allclose(run(g.serialize(), Z), raw, rtol=1e-6, atol=1e-6)
 
 

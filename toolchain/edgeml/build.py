@@ -32,9 +32,9 @@ from edgeml.export.artifacts import TestSplit, make_artifacts, task_metrics
 from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
 from edgeml.export.quantize import ExportSource
 from edgeml.models.estimators import model_steps
-from edgeml.models.learners import LEARNERS
-from edgeml.search.automl import SearchResult, SearchSettings, Trial, run_search, usable_learners
-from edgeml.search.trials import HardwareBudget
+from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
+from edgeml.search.metrics import describe_metric
+from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml.verify.metrics import classification_metrics, regression_metrics
@@ -42,9 +42,6 @@ from edgeml.verify.parity import require_parity, verify_artifact
 from edgeml.verify.samples import store_samples
 from edgeml_runtime.bundle import read_manifest
 from edgeml_runtime.manifest import Artifact, Manifest, NotShipped
-
-#: What FLAML optimises for metric "auto".
-_AUTO_METRIC = {"classification": "roc_auc for two classes, log_loss for more", "regression": "r2"}
 
 STAGES = ("ingest", "schema", "split", "search", "export", "verify", "bundle")
 
@@ -154,10 +151,10 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     settings = SearchSettings(task=data.task, learners=learners, metric=config.metric, time_budget=config.time_budget,
                               max_iter=config.max_iter, seed=config.seed)
     budget = f"{config.max_iter} trials" if config.max_iter else f"{config.time_budget:g} s"
-    metric = config.metric if config.metric != "auto" else f"auto ({_AUTO_METRIC[data.task]})"
-    report.stage("search", f"{', '.join(learners)} · metric {metric} · budget {budget}")
-    budgets = target_budget(target, data)
-    measure = TrialMeasure.from_budget(budgets, data.task, data.X["train"])
+    report.stage("search", f"{', '.join(learners)} · metric {describe_metric(data.task, config.metric)} · "
+                           f"budget {budget}")
+    budgets = target_budget(target)
+    measure = TrialMeasure.for_target(target, data)
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,
                         progress=report.trial, budgets=budgets, measure=measure)
     report.frontier(result.frontier, budgets)
@@ -246,8 +243,8 @@ def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
         "best_learner": result.learner,
         "best_config": result.config,
         "best_valid_loss": result.best_loss,
-        "best_model_bytes": result.model_bytes,
-        "best_predicted_latency_ms": result.latency_ms,
+        "best_model_bytes": None if result.cost is None else result.cost.model_bytes,
+        "best_predicted_latency_ms": None if result.cost is None else result.cost.latency_ms,
         "budgets": asdict(budgets),
         "trials": len(result.trials),
         "seconds": round(result.seconds, 2),
@@ -329,5 +326,5 @@ def _destination(config: BuildConfig, name: str) -> tuple[Path, str]:
         return out, "1"
 
 
-__all__ = ["BuildResult", "LEARNERS", "Reporter", "STAGES", "Written", "build", "host_pipeline",
+__all__ = ["BuildResult", "Reporter", "STAGES", "Written", "build", "host_pipeline",
            "provenance_record", "search_record", "write_bundle"]

@@ -8,19 +8,31 @@ values of the wrong type are errors that name the file and the key.
 from __future__ import annotations
 
 import difflib
+import types
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from edgeml.errors import ConfigError
+from edgeml.models.learners import LEARNERS
+from edgeml.search.metrics import METRICS, check_metric
 from edgeml_runtime.tomlfile import read_toml
 
 CONFIG_FILE = "edgeml.toml"
-TASKS = ("classification", "regression")
+TASKS = tuple(METRICS)
+#: Where a setting is given, for the fix in a message.
+_GIVEN = "the --{flag} flag or {key} in edgeml.toml's [build] table"
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything ``edgeml build`` needs; the CLI and ``edgeml.toml`` both fill one of these."""
+    """Everything ``edgeml build`` needs; the CLI and ``edgeml.toml`` both fill one of these, checked here once.
+
+    >>> BuildConfig(task="regression", metric="accuracy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ConfigError: metric 'accuracy' does not apply to regression; use one of auto, r2, ... (set it ...)
+    """
 
     data: str | None = None
     label: str | None = None
@@ -40,20 +52,72 @@ class BuildConfig:
     synthetic_samples: bool = False  #: draw the bundle's sample rows from the drift reference, not the test split
 
     def __post_init__(self):
+        for key, want in _types().items():
+            value = getattr(self, key)
+            if not (value is None and _optional(key)) and not _is(value, want):
+                raise ConfigError(f"{key} = {value!r} has the wrong type; expected {_type_name(want)} "
+                                  f"(set it with {_given(key)})")
         if self.task is not None and self.task not in TASKS:
-            raise ConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+            raise ConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)} (set it with {_given('task')})")
         if self.time_budget <= 0:
-            raise ConfigError(f"time_budget must be positive seconds, not {self.time_budget!r}")
+            raise ConfigError(f"time_budget = {self.time_budget!r} is not allowed; give a positive number of seconds "
+                              f"(set it with {_given('time_budget')})")
         if self.max_iter is not None and self.max_iter < 1:
-            raise ConfigError(f"max_iter must be at least 1, not {self.max_iter!r}")
+            raise ConfigError(f"max_iter = {self.max_iter!r} is not allowed; give at least 1 trial "
+                              f"(set it with {_given('max_iter')})")
+        self._check_choices()
+
+    def _check_choices(self) -> None:
+        """The metric (for the task, where it is given; else for some task) and the estimators (the learners
+        registered now)."""
+        tasks = (self.task,) if self.task else TASKS
+        if all(check_metric(t, self.metric) for t in tasks):
+            allowed = sorted({m for t in tasks for m in METRICS[t]}) if len(tasks) > 1 else METRICS[tasks[0]]
+            problem = (check_metric(self.task, self.metric) if self.task else
+                       f"metric {self.metric!r} is unknown; use one of {', '.join(allowed)}")
+            raise ConfigError(f"{problem} (set it with {_given('metric')})")
+        unknown = [e for e in self.estimators if e not in LEARNERS]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], LEARNERS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"estimators: {unknown[0]!r} is not a registered learner{hint}; use names from "
+                              f"{', '.join(LEARNERS)} (set them with {_given('estimators')})")
 
 
-_TYPES = {
-    "data": str, "label": str, "target": str, "task": str, "time_budget": (int, float), "max_iter": int,
-    "max_trials": int,
-    "metric": str, "drop": (list, str), "estimators": (list, str), "seed": int, "out": str, "name": str,
-    "time_column": str, "query": str, "force": bool, "synthetic_samples": bool,
-}
+def _given(key: str) -> str:
+    return _GIVEN.format(flag="max-trials" if key == "max_iter" else key.replace("_", "-"), key=key)
+
+
+def _types() -> dict[str, type]:
+    """Each :class:`BuildConfig` field's type, read from the dataclass (``X | None`` as ``X``)."""
+    hints = typing.get_type_hints(BuildConfig)
+    out = {}
+    for f in fields(BuildConfig):
+        hint = hints[f.name]
+        if isinstance(hint, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        out[f.name] = typing.get_origin(hint) or hint
+    return out
+
+
+def _optional(key: str) -> bool:
+    hint = typing.get_type_hints(BuildConfig)[key]
+    return isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _is(value, want: type) -> bool:
+    """``value`` is of the field type ``want``: a number for a float, never a bool for a number."""
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want is tuple:
+        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    return isinstance(value, want)
+
+
+#: What edgeml.toml may hold for a field of each type (a list of names may be a "a,b" string too).
+_FILE_TYPES = {float: (int, float), tuple: (list, str)}
 
 
 def read_config_file(path: Path) -> dict:
@@ -63,15 +127,16 @@ def read_config_file(path: Path) -> dict:
     if extra:
         raise ConfigError(f"{path}: unknown table or key {extra[0]!r}; settings go in a [build] table")
     table = doc.get("build", {})
+    known = {**_types(), "max_trials": int}
     out = {}
     for key, value in table.items():
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{path}: unknown key {key!r} in [build]{hint}")
         if key == "max_trials":  # the CLI's --max-trials; BuildConfig calls it max_iter, as FLAML does
             key = "max_iter"
-        if key not in _TYPES:
-            near = difflib.get_close_matches(key, _TYPES, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(_TYPES)}"
-            raise ConfigError(f"{path}: unknown key {key!r} in [build]{hint}")
-        want = _TYPES[key]
+        want = _FILE_TYPES.get(known[key], known[key])
         if isinstance(value, bool) and want is not bool or not isinstance(value, want):
             raise ConfigError(f"{path}: [build] {key} = {value!r} has the wrong type; expected {_type_name(want)}")
         if key in ("drop", "estimators"):
@@ -90,8 +155,9 @@ def split_list(value) -> tuple[str, ...]:
 
 def _type_name(t) -> str:
     ts = t if isinstance(t, tuple) else (t,)
-    return " or ".join({int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true/false"}[x]
-                       for x in ts)
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true/false",
+             tuple: "a list of names"}
+    return " or ".join(names[x] for x in ts)
 
 
 def resolve(cli: dict, config_path: str | None = None, cwd: Path | None = None) -> BuildConfig:
@@ -104,3 +170,6 @@ def resolve(cli: dict, config_path: str | None = None, cwd: Path | None = None) 
     settings.update({k: v for k, v in cli.items() if v is not None and v != ()})
     known = {f.name for f in fields(BuildConfig)}
     return replace(BuildConfig(), **{k: v for k, v in settings.items() if k in known})
+
+
+__all__ = ["CONFIG_FILE", "TASKS", "BuildConfig", "read_config_file", "resolve", "split_list"]

@@ -8,7 +8,7 @@ import time
 import click
 
 from edgeml.build import STAGES, BuildResult, Reporter
-from edgeml.search.automl import Trial
+from edgeml.search.trials import Trial
 from edgeml.verify.metrics import HEADLINE
 
 
@@ -61,8 +61,8 @@ class ConsoleReporter(Reporter):
         self._echo(f"        frontier: the best validation loss at each size and predicted target latency ({shown}):")
         for t in trials[:FRONTIER_ROWS]:
             over = f"  over budget: {', '.join(t.broken)}" if t.broken else ""
-            self._echo(f"          {t.learner:<14} loss {t.loss:.4f}  {t.model_bytes / 1024:9.1f} KiB  "
-                       f"{t.latency_ms:8.3f} ms{over}")
+            self._echo(f"          {t.learner:<14} loss {t.loss:.4f}  {t.cost.model_bytes / 1024:9.1f} KiB  "
+                       f"{t.cost.latency_ms:8.3f} ms{over}")
         if len(trials) > FRONTIER_ROWS:
             self._echo(f"          … {len(trials) - FRONTIER_ROWS} more in the manifest (search.trial_log)")
 

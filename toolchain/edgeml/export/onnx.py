@@ -10,7 +10,6 @@ fitted estimator's export alone, as the search measures each trial.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from functools import cache
 
@@ -19,7 +18,7 @@ import onnx
 from sklearn.pipeline import Pipeline
 
 from edgeml.errors import ExportError
-from edgeml.models.families import FAMILIES, find_family
+from edgeml.models.families import FAMILIES, find_family, import_named
 from edgeml_runtime.schema import InputSchema
 
 #: The default ONNX opsets: what onnxmltools' tree converters accept and onnxruntime ≥ 1.17 runs.
@@ -43,8 +42,7 @@ def register_converters() -> None:
     for family in FAMILIES.values():
         if not family.onnx_converter:
             continue  # skl2onnx converts it itself
-        module, _, name = family.onnx_converter.partition(":")
-        convert = getattr(importlib.import_module(module), name)
+        convert = import_named(family.onnx_converter, f"the ONNX converter of model family {family.name!r}")
         for cls in family.estimator_classes():
             if issubclass(cls, ClassifierMixin):
                 shape, options = calculate_linear_classifier_output_shapes, _CLASSIFIER_OPTIONS
@@ -99,23 +97,10 @@ def initial_types(schema: InputSchema):
 def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
             opset: dict | None = None) -> onnx.ModelProto:
     """Convert ``pipeline`` to a checked ONNX model; an unsupported model is an :class:`ExportError`."""
-    from skl2onnx import convert_sklearn
-
-    register_converters()
-    opset = dict(opset or OPSET)
     estimator = pipeline.steps[-1][1]
-    options = {id(estimator): {"zipmap": False}} if task == "classification" else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = convert_sklearn(
-                pipeline, name=name, initial_types=initial_types(schema), target_opset=opset, options=options
-            )
-    except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
-        raise ExportError(
-            f"cannot export the {type(estimator).__name__} pipeline to ONNX: {exc}. "
-            "Exclude this estimator from the target's 'estimators' and build again"
-        ) from exc
+    model = _convert(pipeline, task, name, initial_types(schema), dict(opset or OPSET),
+                     f"cannot export the {type(estimator).__name__} pipeline to ONNX",
+                     "Exclude this estimator from the target's 'estimators' and build again")
     _sort_opset_imports(model)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -132,23 +117,31 @@ def estimator_bytes(estimator, n_features: int, task: str) -> int:
     depending on the number of categories. ``estimator`` may be one of edgeml's
     standardising wrappers (its scaler is exported with it).
     """
-    from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
     from edgeml.models.estimators import model_steps
 
-    register_converters()
     pipeline = Pipeline(model_steps(estimator))
+    model = _convert(pipeline, task, "size", [("X", FloatTensorType([None, n_features]))], dict(OPSET),
+                     f"cannot export {type(pipeline.steps[-1][1]).__name__} to ONNX to measure its size")
+    return model.ByteSize()
+
+
+def _convert(pipeline: Pipeline, task: str, name: str, inputs: list, opset: dict, failed: str,
+             fix: str = "") -> onnx.ModelProto:
+    """skl2onnx's conversion of ``pipeline`` (every family's converter registered, probabilities as a plain
+    tensor, skl2onnx's warnings silenced); an :class:`ExportError` saying ``failed``, why, and ``fix``."""
+    from skl2onnx import convert_sklearn
+
+    register_converters()
     last = pipeline.steps[-1][1]
     options = {id(last): {"zipmap": False}} if task == "classification" else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = convert_sklearn(pipeline, name="size", initial_types=[("X", FloatTensorType([None, n_features]))],
-                                    target_opset=dict(OPSET), options=options)
+            return convert_sklearn(pipeline, name=name, initial_types=inputs, target_opset=opset, options=options)
     except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
-        raise ExportError(f"cannot export {type(last).__name__} to ONNX to measure its size: {exc}") from exc
-    return model.ByteSize()
+        raise ExportError(f"{failed}: {exc}" + (f". {fix}" if fix else "")) from exc
 
 
 def _sort_opset_imports(model: onnx.ModelProto) -> None:

@@ -13,7 +13,11 @@ subclasses); an estimator no family covers is an :class:`ExportError` that
 names its class and the known families. Classes are named as
 ``"module:Class"`` and imported at the first lookup, so importing this
 module costs nothing. A family is added with :func:`register_family` at the
-bottom of this file; registering a name or a class twice raises.
+bottom of this file; registering a name or a class twice raises. A new family
+is also wired into the exporters, by its ``kind`` or name: a new kind needs an
+emitter in :data:`edgeml.export.tflite.pipeline.MODEL_EMITTERS` (and, for a
+dense kind, a reader in ``DENSE_READERS`` of :mod:`edgeml.export.tflite.dense`);
+a new tree family a reader in :data:`edgeml.export.tflite.trees.FOREST_READERS`.
 
 Example:
 
@@ -33,7 +37,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgeml.errors import ExportError
+from edgeml.errors import EdgeMLError, ExportError
 from edgeml.models.structure import (
     Structure,
     forest_structure,
@@ -89,7 +93,7 @@ class Family:
 
     def estimator_classes(self) -> tuple[type, ...]:
         """The classes of :attr:`classes`, imported."""
-        return tuple(_import(path) for path in self.classes)
+        return tuple(import_named(path, "model family class") for path in self.classes)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -133,12 +137,21 @@ def family_of(estimator) -> Family:
     return family
 
 
-def _import(path: str) -> type:
+def import_named(path: str, what: str, error: type[EdgeMLError] = ExportError):
+    """The object a ``"module:Name"`` path names, imported; ``error`` (naming ``what`` it is) if it does not import.
+
+    >>> import_named("sklearn.ensemble:RandomForestClassifier", "model family class").__name__
+    'RandomForestClassifier'
+    >>> import_named("sklearn.ensemble:NoSuchForest", "model family class")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ExportError: model family class sklearn.ensemble:NoSuchForest cannot be imported (...); ...
+    """
     module, _, name = path.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise ExportError(f"model family class {path} cannot be imported ({exc}); reinstall edgeml") from exc
+        raise error(f"{what} {path} cannot be imported ({exc}); reinstall edgeml and its dependencies") from exc
 
 
 register_family(Family(
@@ -174,4 +187,4 @@ register_family(Family(
 ))
 
 __all__ = ["FAMILIES", "KINDS", "TFLITE_PRECISIONS", "TREES_NOT_INT8", "Family", "family_of", "find_family",
-           "register_family"]
+           "import_named", "register_family"]

@@ -16,10 +16,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
-from edgeml.models.families import FAMILIES
+from edgeml.errors import SearchError
+from edgeml.models.families import FAMILIES, import_named
 
 TASKS = ("classification", "regression")
 
@@ -43,9 +43,8 @@ class Learner:
 
     @property
     def flaml_class(self) -> type:
-        """The FLAML estimator class, imported."""
-        module, _, name = self.flaml.partition(":")
-        return getattr(importlib.import_module(module), name)
+        """The FLAML estimator class, imported (a :class:`SearchError` if it does not import)."""
+        return import_named(self.flaml, f"the FLAML class of learner {self.name!r}", SearchError)
 
 
 LEARNERS: dict[str, Learner] = {}
@@ -57,6 +56,14 @@ def register_learner(learner: Learner) -> Learner:
         raise ValueError(f"learner {learner.name!r} is already registered")
     LEARNERS[learner.name] = learner
     return learner
+
+
+def unregister_learner(name: str) -> Learner:
+    """Remove the learner registered as ``name`` and return it (a ``ValueError`` if there is none): what undoes
+    :func:`register_learner`, for a plugin or a test that registered its own."""
+    if name not in LEARNERS:
+        raise ValueError(f"no learner {name!r} is registered (registered: {', '.join(LEARNERS)})")
+    return LEARNERS.pop(name)
 
 
 _FLAML = "flaml.automl.model"
@@ -76,4 +83,4 @@ for _learner in (
 ):
     register_learner(_learner)
 
-__all__ = ["LEARNERS", "TASKS", "Learner", "register_learner"]
+__all__ = ["LEARNERS", "TASKS", "Learner", "register_learner", "unregister_learner"]

@@ -56,10 +56,14 @@ def _inner(estimator):
     return estimator if steps is None else steps["model"]
 
 
+def _lightgbm_children(node: dict) -> list[dict]:
+    """The children of one node of a LightGBM JSON dump (none for a leaf)."""
+    return [node[k] for k in ("left_child", "right_child") if k in node]
+
+
 def lightgbm_structure(est) -> Structure:
     trees = est.booster_.dump_model()["tree_info"]
-    children = lambda node: [node[k] for k in ("left_child", "right_child") if k in node]  # noqa: E731
-    return _tree_structure(est, [_leaf_depths(t["tree_structure"], children) for t in trees])
+    return _tree_structure(est, [_leaf_depths(t["tree_structure"], _lightgbm_children) for t in trees])
 
 
 def xgboost_structure(est) -> Structure:

@@ -42,16 +42,11 @@ import numpy as np
 
 from edgeml.errors import SearchError
 from edgeml.models.learners import LEARNERS
-from edgeml.search.trials import BUDGETS, INFEASIBLE, Cost, HardwareBudget, Trial, frontier, infeasible_message
+from edgeml.search.metrics import METRICS, check_metric
+from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, frontier, infeasible_message
 
 #: What the search is given to measure a trial's fitted model on the target (see :mod:`edgeml.targets.measure`).
 Measure = Callable[[object], Cost]
-
-METRICS = {
-    "classification": ("auto", "accuracy", "roc_auc", "roc_auc_ovr", "f1", "log_loss", "ap", "micro_f1", "macro_f1"),
-    "regression": ("auto", "r2", "rmse", "mae", "mse", "mape"),
-}
-
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -63,10 +58,8 @@ class SearchResult:
     trials: tuple[Trial, ...]
     seconds: float
     budget: HardwareBudget = HardwareBudget()
-    model_bytes: int | None = None  # the refitted best model's, measured like a trial's (None: no measure)
-    latency_ms: float | None = None
     learners: tuple[str, ...] = ()  #: the learners searched
-    cost: Cost | None = None  #: the refitted best model's whole cost
+    cost: Cost | None = None  #: the refitted best model's, measured like a trial's (None: no measure)
 
     @property
     def frontier(self) -> list[Trial]:
@@ -75,6 +68,14 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchSettings:
+    """What to search: the task, the learners (registered ones that serve it), the metric and how long.
+
+    >>> SearchSettings("regression", ("enet",), metric="accuracy")
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.SearchError: metric 'accuracy' does not apply to regression; use one of auto, r2, rmse, mae, mse, mape
+    """
+
     task: str
     learners: tuple[str, ...]
     metric: str = "auto"
@@ -83,18 +84,28 @@ class SearchSettings:
     seed: int = 0
     n_jobs: int = -1
 
+    def __post_init__(self):
+        if self.task not in METRICS:
+            raise SearchError(f"task {self.task!r} is not one of {', '.join(METRICS)}")
+        if problem := check_metric(self.task, self.metric):
+            raise SearchError(problem)
+        unfit = [n for n in self.learners if n not in LEARNERS or self.task not in LEARNERS[n].tasks]
+        if unfit or not self.learners:
+            raise SearchError(f"learner(s) {', '.join(unfit) or '(none)'} cannot search for {self.task}; use "
+                              f"registered learners that serve it ({', '.join(_serving(self.task))})")
+
+
+def _serving(task: str) -> tuple[str, ...]:
+    return tuple(n for n, learner in LEARNERS.items() if task in learner.tasks)
+
 
 def usable_learners(names, task: str) -> tuple[str, ...]:
-    """The learners among ``names`` that serve ``task``, in the given order."""
-    unknown = [n for n in names if n not in LEARNERS]
-    if unknown:
-        raise SearchError(f"unknown learner(s) {', '.join(unknown)}; edgeml knows {', '.join(LEARNERS)}")
+    """The learners among ``names`` (registered ones, as a target profile or the build settings checked) that
+    serve ``task``, in the given order."""
     usable = tuple(n for n in names if task in LEARNERS[n].tasks)
     if not usable:
-        raise SearchError(
-            f"none of the learners {', '.join(names)} can do {task}; add one of "
-            f"{', '.join(n for n, learner in LEARNERS.items() if task in learner.tasks)} to the target's estimators"
-        )
+        raise SearchError(f"none of the learners {', '.join(names)} can do {task}; add one of "
+                          f"{', '.join(_serving(task))} to the target's estimators")
     return usable
 
 
@@ -111,11 +122,6 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     """
     from flaml import AutoML
 
-    if settings.metric not in METRICS[settings.task]:
-        raise SearchError(
-            f"metric {settings.metric!r} does not apply to {settings.task}; "
-            f"use one of {', '.join(METRICS[settings.task])}"
-        )
     budget = budgets or HardwareBudget()
     if measure is None and budget.limits:
         raise SearchError(f"the budgets {', '.join(budget.limits)} can only be judged on measured trials; pass "
@@ -175,8 +181,6 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
         trials=trials,
         seconds=judge.elapsed(),
         budget=budget,
-        model_bytes=None if cost is None else cost.model_bytes,
-        latency_ms=None if cost is None else cost.latency_ms,
         learners=tuple(settings.learners),
         cost=cost,
     )
@@ -251,9 +255,7 @@ class _TrialJudge:
             self.best = (loss, learner)
         best_loss, best_learner = self.best if self.best is not None else (None, None)
         trial = Trial(len(self.trials), learner, self.elapsed(), best_loss, best_learner, config=config, loss=loss,
-                      feasible=feasible, broken=broken, **({} if cost is None else {
-                          "model_bytes": cost.model_bytes, "latency_ms": cost.latency_ms,
-                          "arena_bytes": cost.arena_bytes, "unmapped": cost.unmapped}))
+                      cost=cost, feasible=feasible, broken=broken)
         self.trials.append(trial)
         if self.progress is not None:
             self.progress(trial)
@@ -277,7 +279,4 @@ def _quiet_flaml():
             logger.setLevel(level)
 
 
-__all__ = [
-    "BUDGETS", "INFEASIBLE", "METRICS", "Cost", "HardwareBudget", "Measure", "SearchResult", "SearchSettings",
-    "Trial", "frontier", "infeasible_message", "run_search", "usable_learners",
-]
+__all__ = ["Measure", "SearchResult", "SearchSettings", "run_search", "usable_learners"]

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeml.models.families import FAMILIES
+from edgeml.models.learners import LEARNERS
+
 #: The budgets a trial is judged on, as named in a target profile's ``[budgets]`` table (``tflite_ops``: the
 #: profile's operator set, for a target that runs TFLite).
 BUDGETS = ("max_model_bytes", "latency_budget_ms", "max_arena_bytes", "tflite_ops")
@@ -58,11 +61,11 @@ class Cost:
 
 @dataclass(frozen=True)
 class HardwareBudget:
-    """What every trial's model must fit in on the target, and how fast the target is compared with this machine.
+    """What every trial's model must fit in on the target: limits only, ``None`` (or ``""``) meaning no limit.
 
-    ``None`` means no limit. ``n_inputs`` is the number of raw inputs the
-    exported graph takes (the runtime pays per input); by default the width
-    of the training matrix.
+    ``tflite_ops`` names the operator set a TFLite model must map to. How a
+    model is measured (the target's speed, its TFLite precisions) is the
+    measuring function's business (:class:`edgeml.targets.measure.TrialMeasure`).
 
     >>> b = HardwareBudget(max_model_bytes=1000, latency_budget_ms=1.0)
     >>> b.broken(Cost(model_bytes=1500, latency_ms=0.5))
@@ -73,23 +76,8 @@ class HardwareBudget:
 
     max_model_bytes: int | None = None
     latency_budget_ms: float | None = None
-    speed_factor: float = 1.0
-    n_inputs: int | None = None
     max_arena_bytes: int | None = None
-    #: For a target whose preferred format is TFLite: the precisions to measure a trial at, in order (the first
-    #: one the model exports at counts), and the operator set it must map to ("" for every builtin).
-    tflite_precisions: tuple[str, ...] = ()
     tflite_ops: str = ""
-    #: (precision, bytes) pairs: what the data set's preprocessing and metadata add to every model's TFLite file.
-    tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
-
-    @classmethod
-    def from_target(cls, target, n_inputs: int | None = None) -> HardwareBudget:
-        """The budgets of a :class:`~edgeml.targets.profiles.TargetProfile`."""
-        b = target.budgets
-        tflite = target.formats[0] == "tflite"
-        return cls(b.max_model_bytes, b.latency_budget_ms, b.speed_factor or 1.0, n_inputs, b.max_arena_bytes,
-                   tuple(target.precisions) if tflite else (), target.tflite_ops if tflite else "")
 
     @property
     def limits(self) -> tuple[str, ...]:
@@ -133,10 +121,13 @@ class Trial:
     time since the search began. ``best_loss`` and ``best_learner`` are the best
     validation loss among the trials so far that fit the budgets (``None``
     until one does). ``loss`` is this trial's own validation loss (FLAML's,
-    lower is better); ``model_bytes``, ``latency_ms``, ``arena_bytes`` and
-    ``unmapped`` its :class:`Cost` on the target (``None`` when the search had
-    no measuring function), ``broken`` the budgets it breaks and ``feasible``
-    whether it breaks none.
+    lower is better); ``cost`` its :class:`Cost` on the target (``None`` when
+    the search had no measuring function), ``broken`` the budgets it breaks
+    and ``feasible`` whether it breaks none.
+
+    >>> t = Trial(0, "lgbm", 0.5, 0.1, "lgbm", loss=0.1, cost=Cost(1200, 0.25), feasible=True)
+    >>> {k: t.to_dict()[k] for k in ("model_bytes", "latency_ms", "broken")}
+    {'model_bytes': 1200, 'latency_ms': 0.25, 'broken': []}
     """
 
     iteration: int
@@ -146,25 +137,24 @@ class Trial:
     best_learner: str | None
     config: dict | None = None
     loss: float | None = None
-    model_bytes: int | None = None
-    latency_ms: float | None = None
+    cost: Cost | None = None
     feasible: bool | None = None
     broken: tuple[str, ...] = ()
-    arena_bytes: int | None = None
-    unmapped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        """JSON-ready, for the bundle's manifest."""
+        """JSON-ready, for the bundle's manifest: the cost's fields flat beside the trial's own."""
+        cost = self.cost
         d = {
             "iteration": self.iteration, "learner": self.learner, "elapsed": round(self.elapsed, 3),
-            "config": _plain(self.config), "loss": _finite(self.loss), "model_bytes": self.model_bytes,
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 6),
+            "config": _plain(self.config), "loss": _finite(self.loss),
+            "model_bytes": None if cost is None else cost.model_bytes,
+            "latency_ms": None if cost is None else round(cost.latency_ms, 6),
             "feasible": self.feasible, "broken": list(self.broken),
         }
-        if self.arena_bytes is not None:
-            d["arena_bytes"] = self.arena_bytes
-        if self.unmapped:
-            d["unmapped"] = list(self.unmapped)
+        if cost is not None and cost.arena_bytes is not None:
+            d["arena_bytes"] = cost.arena_bytes
+        if cost is not None and cost.unmapped:
+            d["unmapped"] = list(cost.unmapped)
         return d
 
 
@@ -176,63 +166,77 @@ def frontier(trials) -> list[Trial]:
     there is. Sorted by size, then latency. Infeasible trials are included
     (marked as such): they show what a bigger device would gain.
 
-    >>> t = lambda i, loss, size, ms: Trial(i, "lgbm", 0.0, None, None, loss=loss, model_bytes=size, latency_ms=ms)
+    >>> def t(i, loss, size, ms):
+    ...     return Trial(i, "lgbm", 0.0, None, None, loss=loss, cost=Cost(size, ms))
     >>> [x.iteration for x in frontier([t(0, 0.10, 100, 1.0), t(1, 0.20, 200, 1.0), t(2, 0.05, 300, 2.0)])]
     [0, 2]
     """
-    measured = [t for t in trials if t.loss is not None and np.isfinite(t.loss) and t.model_bytes is not None
-                and t.latency_ms is not None]
+    measured = [t for t in trials if t.loss is not None and np.isfinite(t.loss) and t.cost is not None]
+
+    def key(t: Trial) -> tuple[float, int, float]:
+        return t.loss, t.cost.model_bytes, t.cost.latency_ms
 
     def beats(a: Trial, b: Trial) -> bool:
-        key_a, key_b = (a.loss, a.model_bytes, a.latency_ms), (b.loss, b.model_bytes, b.latency_ms)
-        return all(x <= y for x, y in zip(key_a, key_b, strict=False)) and key_a != key_b
+        return all(x <= y for x, y in zip(key(a), key(b), strict=True)) and key(a) != key(b)
 
     front, seen = [], set()
     for t in measured:
-        key = (t.loss, t.model_bytes, t.latency_ms)
-        if key not in seen and not any(beats(o, t) for o in measured):
+        if key(t) not in seen and not any(beats(o, t) for o in measured):
             front.append(t)
-            seen.add(key)
-    return sorted(front, key=lambda t: (t.model_bytes, t.latency_ms, t.loss))
+            seen.add(key(t))
+    return sorted(front, key=lambda t: (t.cost.model_bytes, t.cost.latency_ms, t.loss))
+
+
+def small_learners() -> tuple[str, ...]:
+    """The registered learners whose family is linear or a small neural net: the ones that fit small devices and
+    map to integer-only operator sets (read from the registries when asked, so a learner added later counts).
+
+    >>> small_learners()
+    ('lrl1', 'lrl2', 'enet', 'mlp')
+    """
+    return tuple(name for name, learner in LEARNERS.items() if FAMILIES[learner.family].kind in SMALL_KINDS)
+
+
+#: Model-family kinds (:data:`edgeml.models.families.KINDS`) that are small enough to suggest when nothing fits.
+SMALL_KINDS = ("linear", "mlp")
+_COST_OF = {"max_model_bytes": lambda c: c.model_bytes, "latency_budget_ms": lambda c: c.latency_ms,
+            "max_arena_bytes": lambda c: c.arena_bytes}
+_UNIT = {"max_model_bytes": lambda v: f"{v:,} bytes", "latency_budget_ms": lambda v: f"{v:.3g} ms",
+         "max_arena_bytes": lambda v: f"{v:,} bytes"}
 
 
 def infeasible_message(trials, budget: HardwareBudget) -> str:
     """Which budget every trial broke, and the least change to a budget that would admit one of them."""
-    measured = [t for t in trials if t.model_bytes is not None]
+    measured = [t for t in trials if t.cost is not None]
     lines = [f"no model fits the target's budgets: all {len(measured)} trial(s) broke at least one"]
     unmapped = [t for t in measured if "tflite_ops" in t.broken]
     if unmapped:
         by_learner = sorted({t.learner for t in unmapped})
         lines.append(f"  tflite_ops = {budget.tflite_ops or 'all builtins'!r}: {len(unmapped)} trial(s) "
-                     f"({', '.join(by_learner)}) cannot be written for it: {unmapped[0].unmapped[0]}")
-    limits = {"max_model_bytes": budget.max_model_bytes, "latency_budget_ms": budget.latency_budget_ms,
-              "max_arena_bytes": budget.max_arena_bytes}
-    value = {"max_model_bytes": lambda t: t.model_bytes, "latency_budget_ms": lambda t: t.latency_ms,
-             "max_arena_bytes": lambda t: t.arena_bytes}
-    unit = {"max_model_bytes": lambda v: f"{v:,} bytes", "latency_budget_ms": lambda v: f"{v:.3g} ms",
-            "max_arena_bytes": lambda v: f"{v:,} bytes"}
-    for name in limits:
+                     f"({', '.join(by_learner)}) cannot be written for it: {unmapped[0].cost.unmapped[0]}")
+    limits = {name: getattr(budget, name) for name in _COST_OF}
+    for name, value in _COST_OF.items():
         broke = [t for t in measured if name in t.broken]
         if broke:
-            best = min(value[name](t) for t in broke)
+            best = min(value(t.cost) for t in broke)
             lines.append(f"  budgets.{name} = {limits[name]:,}: broken by {len(broke)} trial(s); "
-                         f"the {'fastest' if name == 'latency_budget_ms' else 'smallest'} was {unit[name](best)}"
-                         + (f" (predicted at speed_factor {budget.speed_factor:g})"
-                            if name == "latency_budget_ms" else ""))
+                         f"the {'fastest' if name == 'latency_budget_ms' else 'smallest'} was {_UNIT[name](best)}"
+                         + (" (predicted on the target)" if name == "latency_budget_ms" else ""))
     fixes = []
-    for name in limits:
-        others = [t for t in measured if name in t.broken and set(t.broken) == {name}]
-        if others:
-            t = min(others, key=lambda t: value[name](t))
-            new = value[name](t)
+    for name, value in _COST_OF.items():
+        alone = [t for t in measured if set(t.broken) == {name}]
+        if alone:
+            t = min(alone, key=lambda t: value(t.cost))
+            new = value(t.cost)
             shown = _round_up(new) if name == "latency_budget_ms" else f"{int(new):_}"
             fixes.append(f"raise budgets.{name} to {shown} (admits {t.learner}, validation loss {t.loss:.4g})")
+    small = ", ".join(small_learners())
     if not fixes and unmapped:
-        fixes.append("allow only model families that map to the operator set (lrl1, lrl2, enet, mlp)")
+        fixes.append(f"allow only model families that map to the operator set ({small})")
     if not fixes:
         fixes.append("raise several budgets: no trial fits with one alone")
     lines.append("To relax: " + "; or ".join(fixes) + ". Or allow smaller model families in the profile's "
-                 "estimators (lrl1, lrl2, enet, mlp), or a lower speed_factor if it was measured on the device.")
+                 f"estimators ({small}), or a lower speed_factor if it was measured on the device.")
     return "\n".join(lines)
 
 
@@ -252,4 +256,5 @@ def _plain(config):
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
-__all__ = ["BUDGETS", "INFEASIBLE", "Cost", "HardwareBudget", "Trial", "frontier", "infeasible_message"]
+__all__ = ["BUDGETS", "INFEASIBLE", "SMALL_KINDS", "Cost", "HardwareBudget", "Trial", "frontier", "infeasible_message",
+           "small_learners"]

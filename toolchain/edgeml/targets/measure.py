@@ -9,8 +9,8 @@ profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
 * the size of the model exported alone to ONNX (:func:`edgeml.export.onnx.estimator_bytes`),
   or, for a target whose preferred format is TFLite, of its TFLite file at the
   first of the target's precisions it maps at, plus what the data set's
-  preprocessing adds (:func:`target_budget` measures that once); the cost
-  model's estimate where the model cannot be exported at all;
+  preprocessing adds (:meth:`TrialMeasure.for_target` measures that once);
+  the cost model's estimate where the model cannot be exported at all;
 * for TFLite, the tensor memory the graph plans and what keeps it off the
   target's operator set (:func:`edgeml.targets.opsets.problems`); where the
   set says ``verify_with = "tflite-micro"``, the file is run once in TFLite
@@ -18,9 +18,8 @@ profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
 
 Example::
 
-    budget = target_budget(load_target("rpi4"), data)
-    measure = TrialMeasure.from_budget(budget, data.task, data.X["train"])
-    run_search(..., budgets=budget, measure=measure)
+    target = load_target("rpi4")
+    run_search(..., budgets=target_budget(target), measure=TrialMeasure.for_target(target, data))
 """
 
 from __future__ import annotations
@@ -40,10 +39,14 @@ class TrialMeasure:
     ``n_features`` is the width of the matrix the model is fitted on;
     ``n_inputs`` the raw inputs the exported graph takes (the runtime pays per
     input; ``None``: ``n_features``). ``calibration`` holds training rows for
-    int8 TFLite. The TFLite fields are as in
-    :class:`~edgeml.search.trials.HardwareBudget`; with no precisions the size
-    is the ONNX export's. ``max_arena_bytes`` only spares TFLite Micro a run
-    for a model already over it.
+    int8 TFLite. ``speed_factor`` is how many times slower than this machine
+    the target runs. ``tflite_precisions`` are the precisions to measure a
+    trial at, in order (the first one the model maps at counts; none: the size
+    is the ONNX export's), ``tflite_ops`` the operator set it must map to
+    (``""``: every builtin), ``tflite_overhead_bytes`` (precision, bytes) pairs:
+    what the data set's preprocessing and metadata add to every model's TFLite
+    file. ``max_arena_bytes`` only spares TFLite Micro a run for a model
+    already over it.
     """
 
     task: str
@@ -63,11 +66,25 @@ class TrialMeasure:
             raise ValueError(f"TrialMeasure.speed_factor must be > 0, got {self.speed_factor!r}")
 
     @classmethod
-    def from_budget(cls, budget: HardwareBudget, task: str, X_train: np.ndarray) -> TrialMeasure:
-        """The measure for trials judged on ``budget`` (from :func:`target_budget`, or made by hand)."""
-        return cls(task, int(X_train.shape[1]), budget.n_inputs, budget.speed_factor, budget.tflite_precisions,
-                   budget.tflite_ops, budget.max_arena_bytes, budget.tflite_overhead_bytes,
-                   X_train if budget.tflite_precisions else None)
+    def for_target(cls, target, data) -> TrialMeasure:
+        """The measure of trials fitted on ``data`` (:class:`~edgeml.data.prepare.Prepared`) for ``target`` (a
+        :class:`~edgeml.targets.profiles.TargetProfile`): its speed factor and, for a target whose preferred
+        format is TFLite, its precisions and operator set, with what the data set's preprocessing and metadata
+        add to every TFLite file at each precision (trials are measured alone)."""
+        X = data.X["train"]
+        b = target.budgets
+        measure = cls(data.task, int(X.shape[1]), len(data.inputs.features), b.speed_factor or 1.0,
+                      max_arena_bytes=b.max_arena_bytes)
+        if target.formats[0] != "tflite":
+            return measure
+        from edgeml.export.tflite.pipeline import overhead_bytes
+
+        # fp16 keeps the preprocessing in float32, so it adds what it adds to fp32.
+        extra = {p: overhead_bytes(data.preprocessor, data.inputs, data.task, data.classes,
+                                   "int8" if p == "int8" else "fp32", data.calibration)
+                 for p in target.precisions}
+        return replace(measure, tflite_precisions=tuple(target.precisions), tflite_ops=target.tflite_ops,
+                       tflite_overhead_bytes=tuple(extra.items()), calibration=X)
 
     def __call__(self, model) -> Cost:
         from edgeml.search.costmodel import load_cost_model, structure_of
@@ -133,20 +150,17 @@ def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
     return (), used.arena_bytes
 
 
-def target_budget(target, data) -> HardwareBudget:
-    """The budgets of ``target`` (a :class:`~edgeml.targets.profiles.TargetProfile`) for ``data``
-    (:class:`~edgeml.data.prepare.Prepared`): the profile's, with what the data set's preprocessing and
-    metadata add to every TFLite file at each of the target's precisions (trials are measured alone)."""
-    budget = HardwareBudget.from_target(target, n_inputs=len(data.inputs.features))
-    if not budget.tflite_precisions:
-        return budget
-    from edgeml.export.tflite.pipeline import overhead_bytes
+def target_budget(target) -> HardwareBudget:
+    """The limits every trial's model must fit in on ``target`` (a :class:`~edgeml.targets.profiles.TargetProfile`):
+    its budgets, and the operator set where it prefers TFLite.
 
-    # fp16 keeps the preprocessing in float32, so it adds what it adds to fp32.
-    extra = {p: overhead_bytes(data.preprocessor, data.inputs, data.task, data.classes,
-                               "int8" if p == "int8" else "fp32", data.calibration)
-             for p in budget.tflite_precisions}
-    return replace(budget, tflite_overhead_bytes=tuple(extra.items()))
+    >>> from edgeml.targets.profiles import load_target
+    >>> target_budget(load_target("jetson-nano"))
+    HardwareBudget(max_model_bytes=50000000, latency_budget_ms=5.0, max_arena_bytes=None, tflite_ops='')
+    """
+    b = target.budgets
+    tflite_ops = target.tflite_ops if target.formats[0] == "tflite" else ""
+    return HardwareBudget(b.max_model_bytes, b.latency_budget_ms, b.max_arena_bytes, tflite_ops)
 
 
 __all__ = ["TrialMeasure", "target_budget"]

@@ -37,8 +37,6 @@ from edgeml_runtime.tomlfile import read_toml
 ARCHES = ("aarch64", "armv7l", "x86_64", "xtensa", "armv7em")
 FORMATS = ("onnx", "ort", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: FLAML learner names a profile may allow: every registered learner (:data:`edgeml.models.learners.LEARNERS`).
-KNOWN_ESTIMATORS = tuple(LEARNERS)
 #: onnxruntime execution providers a profile may name, as onnxruntime spells them.
 PROVIDERS = (
     "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider",
@@ -95,6 +93,8 @@ class TargetProfile:
     ort_optimization: str = "none"
     tflite_ops: str = ""
     budgets: Budgets = field(default_factory=Budgets)
+    #: Where it was read from, the same on every machine: ``targets/<name>.toml`` for a built-in profile (relative
+    #: to :func:`targets_dir`), else the path to the user's own file as it was given.
     source: str = ""
 
     def to_dict(self) -> dict:
@@ -103,21 +103,6 @@ class TargetProfile:
         for key in ("formats", "precisions", "estimators", "providers"):
             d[key] = list(d[key])
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TargetProfile:
-        """Read back :meth:`to_dict` output, validated like a file.
-
-        >>> p = load_target("rpi4")
-        >>> TargetProfile.from_dict(p.to_dict()) == p
-        True
-        """
-        if not isinstance(d, dict):
-            raise TargetError(f"target profile data must be a table, got {d!r}; rebuild the bundle")
-        data = dict(d)
-        source = str(data.pop("source", ""))
-        data["budgets"] = {k: v for k, v in (data.get("budgets") or {}).items() if v is not None}
-        return _build(_validate(data, source or "target profile data"), source)
 
 
 @dataclass(frozen=True)
@@ -156,7 +141,7 @@ _COUNT = _Rule("an integer >= 1", lambda v: type(v) is int and v >= 1)
 _SHARE = _Rule("a finite number >= 0", lambda v: _real(v) and v >= 0, float)
 _POSITIVE = _Rule("a finite number > 0", lambda v: _real(v) and v > 0, float)
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-_RULES = {
+_RULES: dict[str, _Rule | None] = {
     "name": _text(_NAME, "the file name without .toml (letters, digits, '.', '_', '-')"),
     "extends": _text(r".+", "the name of another profile, or a path to its .toml file"),
     "description": _text(),
@@ -167,14 +152,14 @@ _RULES = {
     "ram_mb": _COUNT,
     "formats": _some_of(FORMATS),
     "precisions": _some_of(PRECISIONS),
-    "estimators": _some_of(KNOWN_ESTIMATORS),
+    "estimators": None,  # drawn from the learners registered when a profile is read: see _rules()
     "providers": _providers(),
     "ort_minimal": _Rule("true or false", lambda v: type(v) is bool),
     "ort_optimization": _Rule("one of " + ", ".join(OPTIMIZATIONS), lambda v: v in OPTIMIZATIONS,
                               options=OPTIMIZATIONS),
     "tflite_ops": _text(r"[A-Za-z0-9._-]*", 'the name of a TFLite operator set in _tflite_op_sets.toml, or "" for all'),
 }
-_BUDGET_RULES = {
+_BUDGET_RULES: dict[str, _Rule | None] = {
     "max_model_bytes": _COUNT,
     "max_model_ram_mb": _COUNT,
     "max_arena_bytes": _COUNT,
@@ -217,12 +202,18 @@ def _check_table(where: str, table: dict, rules: dict[str, _Rule], prefix: str =
     return out
 
 
+def _rules() -> dict[str, _Rule]:
+    """The rules of a profile's keys; ``estimators`` are drawn from the learners registered now
+    (:data:`edgeml.models.learners.LEARNERS`), so a learner registered after import is allowed at once."""
+    return {**_RULES, "estimators": _some_of(tuple(LEARNERS))}
+
+
 def _validate(raw: dict, where: str, *, shared: bool = False) -> dict:
-    """Check every key and value of one file (or manifest table); return the values to keep."""
+    """Check every key and value of one file; return the values to keep."""
     budgets = raw.get("budgets", {})
     if not isinstance(budgets, dict):
         raise TargetError(f"{where}: budgets = {budgets!r} is not allowed; write the budgets as a [budgets] table")
-    out = _check_table(where, {k: v for k, v in raw.items() if k != "budgets"}, _RULES)
+    out = _check_table(where, {k: v for k, v in raw.items() if k != "budgets"}, _rules())
     if shared and (own := [k for k in _NOT_INHERITED if k in out]):
         raise TargetError(f"{where}: {own[0]!r} cannot be set in shared defaults (it is never inherited); remove it")
     if budgets:
@@ -280,7 +271,8 @@ def _resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def _build(data: dict, source: str | Path) -> TargetProfile:
+def _build(data: dict, source: Path, recorded: str) -> TargetProfile:
+    """The profile of resolved ``data`` read from ``source`` (named in errors), recording ``recorded``."""
     missing = [k for k in ("name", *_REQUIRED) if k not in data]
     if missing:
         where = f"this profile, the profile it extends, or {DEFAULTS_FILE}"
@@ -304,8 +296,24 @@ def _build(data: dict, source: str | Path) -> TargetProfile:
     return TargetProfile(
         name=data["name"], description=data.get("description", ""), **{k: data[k] for k in _REQUIRED},
         **{k: data[k] for k in _OPTIONAL if k in data},
-        budgets=Budgets(**data.get("budgets", {})), source=str(source),
+        budgets=Budgets(**data.get("budgets", {})), source=recorded,
     )
+
+
+def _recorded_source(path: Path, given: str) -> str:
+    """``targets/<file>`` for a file in :func:`targets_dir`, else ``given``: what a manifest records, the same in
+    every checkout.
+
+    >>> _recorded_source(targets_dir() / "rpi4.toml", "/anywhere/rpi4.toml")
+    'targets/rpi4.toml'
+    >>> _recorded_source(Path("boards/mine.toml"), "boards/mine.toml")
+    'boards/mine.toml'
+    """
+    try:
+        inside = path.resolve().relative_to(targets_dir().resolve())
+    except ValueError:
+        return given
+    return f"targets/{inside.as_posix()}"
 
 
 def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
@@ -326,7 +334,7 @@ def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
             raise TargetError(f"{path}: no such target profile file; check the path, or use a built-in target: {names}")
     else:
         path = _builtin(text)
-    return _build(_resolve(path), path)
+    return _build(_resolve(path), path, _recorded_source(path, text))
 
 
 def list_targets() -> list[TargetProfile]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from sklearn.base import is_classifier
 
 from edgeml.errors import ExportError
 from edgeml.export.tflite.graph import ACTIVATIONS, Graph, Quant, Tensor
@@ -46,7 +47,7 @@ class Dense:
 def read_dense(est, task: str) -> tuple[list[Dense], str]:
     """Linear models and MLPs as fully connected layers, and the output head (read as the model family says)."""
     family = family_of(est)
-    reader = _DENSE_READERS.get(family.kind)
+    reader = DENSE_READERS.get(family.kind)
     if reader is None:
         raise ExportError(f"{type(est).__name__} ({family.title}) is not a linear model or an MLP; "
                           "the TFLite exporter writes it another way")
@@ -63,12 +64,14 @@ def _read_mlp(est, task: str) -> tuple[list[Dense], str]:
 
 
 def _read_linear(est, task: str) -> tuple[list[Dense], str]:
-    kind = type(est).__name__
     coef = np.atleast_2d(np.asarray(est.coef_, np.float64))
     bias = np.atleast_1d(np.asarray(est.intercept_, np.float64))
     if task == "classification":
-        if kind != "LogisticRegression":
-            raise ExportError(f"{kind} has no probabilities the TFLite exporter can compute; use LogisticRegression")
+        # The linear family's one classifier is LogisticRegression: its probabilities are the sigmoid / softmax of
+        # the linear scores. A regressor has none.
+        if not is_classifier(est):
+            raise ExportError(f"{type(est).__name__} is a regressor: it has no class probabilities the TFLite "
+                              "exporter can compute; use LogisticRegression for classification")
         if len(est.classes_) > 2 and (getattr(est, "multi_class", "auto") == "ovr" or est.solver == "liblinear"):
             raise ExportError("one-vs-rest multiclass LogisticRegression is not supported by the TFLite exporter; "
                               "use a multinomial solver (lbfgs, saga)")
@@ -79,7 +82,7 @@ def _read_linear(est, task: str) -> tuple[list[Dense], str]:
 
 
 #: Family kind -> how a fitted model of that kind becomes layers.
-_DENSE_READERS = {"mlp": _read_mlp, "linear": _read_linear}
+DENSE_READERS = {"mlp": _read_mlp, "linear": _read_linear}
 
 
 def emit_dense(g: Graph, z: Tensor, layers: list[Dense], weights) -> Tensor:
@@ -191,5 +194,5 @@ def emit_dense_int8(g: Graph, x: Tensor, layers: list[Dense], head: str, Zcal: n
 
 
 
-__all__ = ["Dense", "INPUT_QUANT", "PROBABILITY_QUANT", "TANH_QUANT", "centre_output", "emit_dense", "emit_dense_int8",
-           "fold_encoding", "int8_encoding", "read_dense", "two_logits"]
+__all__ = ["DENSE_READERS", "Dense", "INPUT_QUANT", "PROBABILITY_QUANT", "TANH_QUANT", "centre_output", "emit_dense",
+           "emit_dense_int8", "fold_encoding", "int8_encoding", "read_dense", "two_logits"]

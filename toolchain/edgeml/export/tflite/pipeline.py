@@ -22,7 +22,7 @@ count instead of its square. The input names, the code tables and the outputs'
 meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
 C++ or Android consumer needs nothing else.
 
-Precisions (:data:`PRECISIONS`): ``fp32``; ``fp16`` (weights stored as
+Precisions (:data:`edgeml.models.families.TFLITE_PRECISIONS`): ``fp32``; ``fp16`` (weights stored as
 float16 and widened by ``DEQUANTIZE``; tree thresholds stay float32, as a
 rounded threshold would flip decisions); ``int8``, full-integer, for linear
 models and MLPs: int8 input, weights, activations and output, int32 biases,
@@ -68,6 +68,8 @@ from edgeml.models.families import TFLITE_PRECISIONS, family_of
 from edgeml_runtime.litert import METADATA_KEY, Encoding, feeds_to_matrix
 from edgeml_runtime.schema import InputSchema
 
+#: Kept only for edgeml.export.tflite.artifact (not this change's to edit), which should import TFLITE_PRECISIONS
+#: from edgeml.models.families instead; delete this line then.
 PRECISIONS = TFLITE_PRECISIONS
 
 
@@ -147,14 +149,14 @@ def _estimator(pipeline: Pipeline):
     est = pipeline.steps[-1][1]
     if isinstance(est, Pipeline):  # a StandardizedModel left wrapped
         raise ExportError("the pipeline's last step is itself a Pipeline; "
-                          "flatten it with edgeml.models.learners.model_steps")
+                          "flatten it with edgeml.models.estimators.model_steps")
     return est
 
 
 # --- graph emission ---------------------------------------------------------------------------------
 
 
-class _Weights:
+class Weights:
     """Makes weight constants at one precision: fp32 as is, fp16 stored half and widened by DEQUANTIZE."""
 
     def __init__(self, g: Graph, precision: str):
@@ -197,7 +199,7 @@ def emit_preprocess(g: Graph, x: Tensor, pre: Encoding) -> Tensor:
     return z
 
 
-def emit_trees(g: Graph, z: Tensor, e: Ensemble, weights: _Weights) -> Tensor:
+def emit_trees(g: Graph, z: Tensor, e: Ensemble, weights: Weights) -> Tensor:
     t, n_int = e.feature.shape
     n_leaf, k = e.values.shape[1], e.values.shape[2]
     picked = g.op("GATHER", [z, g.const("tree_features", e.feature.ravel())], (t * n_int,), name="tree_inputs", axis=1)
@@ -237,8 +239,9 @@ def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarr
     What is written is the model family's (:func:`edgeml.models.families.family_of`): its kind picks the
     graph (trees, or dense layers for linear models and MLPs), its precisions what may be written.
     """
-    if precision not in PRECISIONS:
-        raise ExportError(f"TFLite precision {precision!r} is unknown; the exporter writes {', '.join(PRECISIONS)}")
+    if precision not in TFLITE_PRECISIONS:
+        raise ExportError(f"TFLite precision {precision!r} is unknown; the exporter writes "
+                          f"{', '.join(TFLITE_PRECISIONS)}")
     family = family_of(est)
     if precision not in family.tflite_precisions:
         raise ExportError(family.tflite_refusal or f"{family.title} models are not exported to TFLite {precision}")
@@ -249,7 +252,7 @@ def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarr
         return g, enc, details
     x = g.input("features", (n_inputs,))
     z = emit_preprocess(g, x, pre)
-    raw, head = _MODEL_EMITTERS[family.kind](g, z, est, task, _Weights(g, precision), details)
+    raw, head = MODEL_EMITTERS[family.kind](g, z, est, task, Weights(g, precision), details)
     g.output(emit_head(g, raw, head), "probabilities" if task == "classification" else "value")
     return g, None, details
 
@@ -273,7 +276,7 @@ def _emit_int8(g: Graph, pre: Encoding, est, task: str, X_cal: np.ndarray | None
     return enc
 
 
-def _emit_forest(g: Graph, z: Tensor, est, task: str, weights: _Weights, details: dict) -> tuple[Tensor, str]:
+def _emit_forest(g: Graph, z: Tensor, est, task: str, weights: Weights, details: dict) -> tuple[Tensor, str]:
     """A tree ensemble, in whichever form is expected to answer sooner (:func:`.traverse.preferred_form`)."""
     forest = read_forest(est, task)
     form = preferred_form(forest)
@@ -288,13 +291,13 @@ def _emit_forest(g: Graph, z: Tensor, est, task: str, weights: _Weights, details
     return emit_trees(g, z, ensemble, weights), ensemble.head
 
 
-def _emit_dense_model(g: Graph, z: Tensor, est, task: str, weights: _Weights, details: dict) -> tuple[Tensor, str]:
+def _emit_dense_model(g: Graph, z: Tensor, est, task: str, weights: Weights, details: dict) -> tuple[Tensor, str]:
     layers, head = read_dense(est, task)
     return emit_dense(g, z, layers, weights), head
 
 
 #: Family kind -> what writes a model of that kind after the preprocessing (float precisions).
-_MODEL_EMITTERS = {"trees": _emit_forest, "linear": _emit_dense_model, "mlp": _emit_dense_model}
+MODEL_EMITTERS = {"trees": _emit_forest, "linear": _emit_dense_model, "mlp": _emit_dense_model}
 
 
 def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), precision: str = "fp32",
@@ -420,5 +423,6 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
     }
 
 
-__all__ = ["CALIBRATION_ROWS", "PRECISIONS", "TfliteExport", "compile_graph", "describe",
-           "estimator_tflite", "overhead_bytes", "read_preprocess", "read_scaler", "schema_tables", "to_tflite"]
+__all__ = ["CALIBRATION_ROWS", "MODEL_EMITTERS", "TfliteExport", "Weights", "compile_graph", "describe",
+           "emit_head", "emit_preprocess", "emit_trees", "estimator_tflite", "overhead_bytes", "read_preprocess",
+           "read_scaler", "schema_tables", "to_tflite"]
