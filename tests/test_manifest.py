@@ -26,6 +26,7 @@ QUANTIZATION = {"method": "static", "ops": ["Gemm", "MatMul"], "weight_type": "i
                 "activation_type": "uint8", "calibration_rows": 1000, "bytes_fp32": 5000, "bytes_int8": 2000}
 TFLITE_MICRO = {"interpreter": "tflite-micro", "ran": True, "rows": 300, "max_diff": 0.0, "arena_head": 400,
                 "arena_tail": 2928, "arena_bytes": 3328}
+TFLITE_MICRO_SKIPPED = {"interpreter": "tflite-micro", "ran": False, "why": "tflite-micro does not import here"}
 GEMM_TREES = {"form": "gemm", "trees": 9, "max_internal_nodes": 7, "max_leaves": 8, "compare": "LESS_EQUAL"}
 BOOLEAN_INPUT = {"name": "door_open", "kind": "boolean", "features": ["door_open"], "categories": [], "range": None,
                  "missing_rate": 0.0, "dtype": "bool"}
@@ -38,7 +39,7 @@ def full(demo_bundle) -> dict:
     d = json.loads((demo_bundle / "manifest.json").read_text())
     d["dropped"] = [{"name": "UDI", "reason": "identifier"}]
     d["artifacts"][1]["metric_drop"] = dict(METRIC_DROP)
-    d["artifacts"][1]["transform"]["trees"] = dict(GEMM_TREES)
+    d["artifacts"][1]["transform"] |= {"trees": dict(GEMM_TREES), "tflite_micro": dict(TFLITE_MICRO_SKIPPED)}
     d["artifacts"][2]["transform"] |= {"quantization": dict(QUANTIZATION), "tflite_micro": dict(TFLITE_MICRO)}
     d["verification"][1]["metric_drop"] = dict(METRIC_DROP)
     d["samples"] = dict(SAMPLES)
@@ -70,7 +71,8 @@ PLACES = [
     ("gemm_trees", "artifacts[1].transform.trees", ("artifacts", 1, "transform", "trees")),
     ("traversal_trees", "artifacts[2].transform.trees", ("artifacts", 2, "transform", "trees")),
     ("quantization", "artifacts[2].transform.quantization", ("artifacts", 2, "transform", "quantization")),
-    ("tflite_micro", "artifacts[2].transform.tflite_micro", ("artifacts", 2, "transform", "tflite_micro")),
+    ("tflite_micro_run", "artifacts[2].transform.tflite_micro", ("artifacts", 2, "transform", "tflite_micro")),
+    ("tflite_micro_skipped", "artifacts[1].transform.tflite_micro", ("artifacts", 1, "transform", "tflite_micro")),
     ("metric_drop", "artifacts[1].metric_drop", ("artifacts", 1, "metric_drop")),
     ("metrics", "metrics", ("metrics",)),
     ("verification", "verification[1]", ("verification", 1)),
@@ -114,6 +116,7 @@ def test_a_built_manifest_reads_and_writes_back_unchanged(demo_bundle):
     assert m.formats == tuple(d["target"]["formats"]) and m.classes == tuple(d["classes"])
     assert m.artifacts[2].transform.trees.depth == d["artifacts"][2]["transform"]["trees"]["depth"]
     assert m.artifacts[1].transform.trees.max_leaves == 8 and m.artifacts[2].transform.tflite_micro.arena_bytes == 3328
+    assert not m.artifacts[1].transform.tflite_micro.ran
     assert m.reference.columns["rpm"].edges == tuple(d["reference"]["columns"]["rpm"]["edges"])
     assert m.reference.columns["door_open"].shares == (0.4, 0.6) and not m.reference.columns["timestamp"].monitored
     assert m.search.trial_log[0].unmapped == ("GATHER_ND",)

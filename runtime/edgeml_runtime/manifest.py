@@ -47,10 +47,10 @@ from .manifest_details import (
     INPUTS,
     OUTPUT,
     PRECISIONS,
+    TFLITE_MICRO,
     TREES,
     Quantization,
     SearchBudgets,
-    TfliteMicro,
     Trial,
 )
 from .schema import InputSchema
@@ -152,7 +152,7 @@ class Transform(Section):
     output_offset: float | None = key(NUMBER, optional=True)
     quantization: Quantization | None = key(section(Quantization), optional=True)
     trees: Section | None = key(TREES, optional=True)
-    tflite_micro: TfliteMicro | None = key(section(TfliteMicro), optional=True)
+    tflite_micro: Section | None = key(TFLITE_MICRO, optional=True)
     fp16_ops: tuple[str, ...] | None = key(list_of(STR), optional=True)
     optimization: str | None = key(STR, optional=True)
     ort_version: str | None = key(STR, optional=True)

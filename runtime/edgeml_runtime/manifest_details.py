@@ -320,12 +320,12 @@ TREES = tagged("form", {"traversal": TraversalTrees, "gemm": GemmTrees})
 
 
 @dataclass(frozen=True, kw_only=True)
-class TfliteMicro(Section):
+class TfliteMicroRun(Section):
     """``transform.tflite_micro``: TensorFlow Lite Micro's run of the file on training rows, and its arena."""
 
-    schema_name: ClassVar[str] = "tflite_micro"
+    schema_name: ClassVar[str] = "tflite_micro_run"
     interpreter: str = key(STR)
-    ran: bool = key(BOOL)
+    ran: bool = key(exactly(True))
     rows: int = key(INT)
     max_diff: float = key(NUMBER)
     arena_head: int = key(INT)
@@ -333,6 +333,20 @@ class TfliteMicro(Section):
     arena_bytes: int = key(INT)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TfliteMicroSkipped(Section):
+    """``transform.tflite_micro`` when TensorFlow Lite Micro could not run here: why (the operators were checked)."""
+
+    schema_name: ClassVar[str] = "tflite_micro_skipped"
+    interpreter: str = key(STR)
+    ran: bool = key(exactly(False))
+    why: str = key(STR)
+
+
+TFLITE_MICRO = tagged("ran", {True: TfliteMicroRun, False: TfliteMicroSkipped})
+
+
 #: The sections of this module, for the JSON Schema's ``$defs``.
 DETAILS = (NumericReference, BooleanReference, CategoricalReference, UnmonitoredReference, ClassesOutput,
-           NumericOutput, SearchBudgets, Trial, Quantization, TraversalTrees, GemmTrees, TfliteMicro)
+           NumericOutput, SearchBudgets, Trial, Quantization, TraversalTrees, GemmTrees,
+           TfliteMicroRun, TfliteMicroSkipped)

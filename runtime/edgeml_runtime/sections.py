@@ -174,22 +174,23 @@ def section(cls: type[Section]) -> Kind:
     return Kind("an object", cls.from_dict, lambda v: v.to_dict(), {"$ref": f"#/$defs/{cls.schema_name}"})
 
 
-def tagged(tag: str, choices: dict[str, type[Section]]) -> Kind:
-    """An object that is one of several sections, chosen by the value of its ``tag`` key.
+def tagged(tag: str, choices: dict[str | bool, type[Section]]) -> Kind:
+    """An object that is one of several sections, chosen by the value of its ``tag`` key (a string or a bool).
 
     Each section in ``choices`` holds its tag as :func:`exactly` its key here,
     so the JSON Schema's ``oneOf`` picks the same one.
     """
-    what = f"one of {', '.join(map(repr, choices))}"
+    what = "one of " + ", ".join(exactly(t).what for t in choices)
 
     def read(v, where):
         if not isinstance(v, dict):
             raise wrong(where, v, "an object")
         if tag not in v:
             raise BundleError(f"{join(where, tag)} is missing; rebuild the bundle")
-        if not isinstance(v[tag], str) or v[tag] not in choices:
+        chosen = [cls for t, cls in choices.items() if v[tag] == t and type(v[tag]) is type(t)]
+        if not chosen:
             raise wrong(join(where, tag), v[tag], what)
-        return choices[v[tag]].from_dict(v, where)
+        return chosen[0].from_dict(v, where)
 
     return Kind("an object", read, lambda v: v.to_dict(),
                 {"oneOf": [{"$ref": f"#/$defs/{cls.schema_name}"} for cls in choices.values()]})
