@@ -15,12 +15,19 @@ BIN = Path(sys.executable).parent
 AI4I_DROP = ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
 
 
+#: The bundles :func:`build_bundle` built in this session (each must be among those the schema check read).
+BUILT: list[Path] = []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def every_built_bundle_validates(tmp_path_factory):
     """After the session: the manifest of every bundle the tests built validates against manifest.schema.json.
 
     A built bundle is a folder with its ``.tar.gz`` beside it; the manifest is
     read from the archive, as built (tests may alter copies of the folder).
+    An archive holding a ``manifest.json`` elsewhere than ``<name>/`` is a
+    problem, not a skip, and so is a session that built bundles of which this
+    read none: the check never passes for having looked at nothing.
     """
     yield
     import json
@@ -31,19 +38,30 @@ def every_built_bundle_validates(tmp_path_factory):
 
     schema = json.loads(resources.files("edgeml_runtime").joinpath("schemas/manifest.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    problems, checked = [], 0
+    problems, checked = [], []
     for archive in tmp_path_factory.getbasetemp().rglob("*.tar.gz"):
         name = archive.name.removesuffix(".tar.gz")
         with tarfile.open(archive) as tar:
-            try:
-                member = tar.extractfile(f"{name}/manifest.json")
-            except KeyError:
+            manifests = [m for m in tar.getnames() if m.rsplit("/", 1)[-1] == "manifest.json"]
+            if not manifests:
                 continue  # not a bundle archive
-            manifest = json.load(member)
-        checked += 1
+            if f"{name}/manifest.json" not in manifests:
+                problems.append(f"{archive}: holds {manifests[0]}, not {name}/manifest.json as a bundle does")
+                continue
+            manifest = json.load(tar.extractfile(f"{name}/manifest.json"))
+        checked.append(archive)
         problems += [f"{archive}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
                      for e in validator.iter_errors(manifest)]
-    assert not problems, f"{len(problems)} schema violations in {checked} built bundles:\n" + "\n".join(problems[:20])
+    # pytest loads this file as tests.conftest; the tests import it (and call build_bundle) as conftest.
+    from conftest import BUILT as built_here
+
+    built = {out.parent / f"{out.name}.tar.gz": out for out in built_here if out.is_dir()}  # failed builds left none
+    unread = sorted(str(a) for a in set(built) - set(checked) if a.exists())
+    assert not unread, f"the schema check did not read these built bundles: {', '.join(unread)}"
+    assert not built or set(built) & set(checked), \
+        f"{len(built)} bundles were built, but the schema check found the archive of none of them"
+    assert not problems, (f"{len(problems)} schema violations in {len(checked)} built bundles:\n"
+                          + "\n".join(problems[:20]))
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +77,7 @@ def build_bundle(out: Path, **settings):
 
     settings.setdefault("max_iter", 3)
     settings.setdefault("seed", 0)
+    BUILT.append(Path(out))
     return build(BuildConfig(out=str(out), **settings))
 
 

@@ -9,11 +9,14 @@ is missing; rebuild the bundle``), so a manifest is validated once, here;
 manifests from the same classes (``edgeml.bundle.writer``), and
 ``schemas/manifest.schema.json`` states the same layout as a JSON Schema.
 
-The layout is described key by key in docs/bundle.md. Two keys are left out
-only in the manifest the build writes while it verifies an artifact (a
+The layout is described key by key in docs/bundle.md; the records inside
+sections (input columns, drift reference entries, trials, a transform's
+details) are in :mod:`edgeml_runtime.manifest_details`. Three keys are left
+out only in the manifest the build writes while it verifies an artifact (a
 draft: the runtime must load the artifact to measure it): ``test_metrics``
-of that artifact, and ``metrics.test`` until ``model.onnx`` is measured. A
-bundle always has them; the JSON Schema requires them.
+of that artifact, ``metrics.test`` until ``model.onnx`` is measured, and
+``samples`` until every artifact is verified. A bundle always has them;
+the JSON Schema requires them.
 
 Example:
 
@@ -35,13 +38,26 @@ from functools import cached_property
 from typing import ClassVar
 
 from .errors import BundleError
-from .schema import InputColumn, InputSchema
+from .manifest_details import (
+    CLASSES,
+    COLUMN,
+    CONFIG,
+    DETAILS,
+    INPUT_COLUMN_SCHEMA,
+    INPUTS,
+    OUTPUT,
+    PRECISIONS,
+    TFLITE_MICRO,
+    TREES,
+    Quantization,
+    SearchBudgets,
+    Trial,
+)
+from .schema import InputSchema
 from .sections import (
     BOOL,
     INT,
-    LABEL,
     NUMBER,
-    OBJECT,
     STR,
     Kind,
     Section,
@@ -56,10 +72,9 @@ from .sections import (
 )
 
 #: The manifest layout this runtime reads. Bumped on incompatible changes.
-FORMAT_VERSION = 1
+MANIFEST_FORMAT = 1
 TASKS = ("classification", "regression")
 FORMATS = ("onnx", "ort", "tflite")
-PRECISIONS = ("fp32", "fp16", "int8")
 SAMPLE_SOURCES = ("test", "synthetic")
 
 
@@ -135,9 +150,9 @@ class Transform(Section):
     planned_bytes: int | None = key(INT, optional=True)
     bytes_fp32: int | None = key(INT, optional=True)
     output_offset: float | None = key(NUMBER, optional=True)
-    quantization: dict | None = key(OBJECT, optional=True)
-    trees: dict | None = key(OBJECT, optional=True)
-    tflite_micro: dict | None = key(OBJECT, optional=True)
+    quantization: Quantization | None = key(section(Quantization), optional=True)
+    trees: Section | None = key(TREES, optional=True)
+    tflite_micro: Section | None = key(TFLITE_MICRO, optional=True)
     fp16_ops: tuple[str, ...] | None = key(list_of(STR), optional=True)
     optimization: str | None = key(STR, optional=True)
     ort_version: str | None = key(STR, optional=True)
@@ -224,32 +239,39 @@ class Metrics(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class Reference(Section):
-    """``reference``: the drift reference; :mod:`edgeml_runtime.drift` reads ``columns`` and ``output``."""
+    """``reference``: the drift reference, one entry per input column and one for the output.
+
+    :mod:`edgeml_runtime.drift` reads it as the plain mapping ``to_dict()``
+    gives, valid because it was read here.
+    """
 
     schema_name: ClassVar[str] = "reference"
     format: int = key(INT)
     bins: str = key(STR)
     rows: dict = key(mapping_of(INT))
-    columns: dict = key(mapping_of(OBJECT))
-    output: dict = key(OBJECT)
+    columns: dict[str, Section] = key(mapping_of(COLUMN))
+    output: Section = key(OUTPUT)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Search(Section):
-    """``search``: the FLAML search that chose the model; trials and budgets are laid out by ``edgeml.search``."""
+    """``search``: the FLAML search that chose the model, its budgets and every trial it judged.
+
+    ``best_config`` is the learner's hyperparameters: free names, JSON scalars.
+    """
 
     schema_name: ClassVar[str] = "search"
     learners: tuple[str, ...] = key(list_of(STR))
     metric: str = key(STR)
     best_learner: str = key(STR)
-    best_config: dict = key(OBJECT)
+    best_config: dict = key(CONFIG)
     best_valid_loss: float | None = key(nullable(NUMBER))
     best_model_bytes: int | None = key(nullable(INT))
     best_predicted_latency_ms: float | None = key(nullable(NUMBER))
-    budgets: dict = key(OBJECT)
+    budgets: SearchBudgets = key(section(SearchBudgets))
     trials: int = key(INT)
     seconds: float = key(NUMBER)
-    trial_log: tuple[dict, ...] = key(list_of(OBJECT))
+    trial_log: tuple[Trial, ...] = key(list_of(section(Trial)))
     frontier: tuple[int, ...] = key(list_of(INT))
 
 
@@ -273,7 +295,7 @@ class ModelProvenance(Section):
     schema_name: ClassVar[str] = "model_provenance"
     learner: str = key(STR)
     estimator_class: str = key(STR, name="class")
-    config: dict = key(OBJECT)
+    config: dict = key(CONFIG)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,45 +321,6 @@ class Samples(Section):
     source: str = key(one_of(*SAMPLE_SOURCES))
 
 
-# --- inputs: the InputSchema of schema.py, read key by key --------------------------------------
-
-#: Each ``inputs[i]`` key and what it holds (all required: the host writes every one).
-INPUT_KEYS = {"name": STR, "kind": STR, "features": list_of(STR, min_items=1), "categories": list_of(STR),
-              "range": nullable(list_of(NUMBER, min_items=2)), "missing_rate": NUMBER, "dtype": STR}
-
-
-def _read_inputs(v, where: str) -> InputSchema:
-    if not isinstance(v, list):
-        raise wrong(where, v, "a list of input columns")
-    columns = []
-    for i, d in enumerate(v):
-        at = f"{where}[{i}]"
-        if not isinstance(d, dict):
-            raise wrong(at, d, "an object")
-        unknown = [k for k in d if k not in INPUT_KEYS]
-        if unknown:
-            raise BundleError(f"{at}.{unknown[0]} is not a key this edgeml-runtime knows (an input column takes "
-                              f"{', '.join(INPUT_KEYS)}); rebuild the bundle")
-        for name, kind in INPUT_KEYS.items():
-            if name not in d:
-                raise BundleError(f"{at}.{name} is missing; rebuild the bundle")
-            kind.read(d[name], f"{at}.{name}")
-        try:
-            columns.append(InputColumn.from_dict(d))
-        except BundleError as exc:
-            raise BundleError(f"{at}: {exc}") from None
-    return InputSchema(tuple(columns))
-
-
-INPUT_COLUMN_SCHEMA = {"type": "object", "description": "One raw input column and the model inputs it feeds.",
-                       "properties": {k: kind.schema for k, kind in INPUT_KEYS.items()},
-                       "required": list(INPUT_KEYS), "additionalProperties": False}
-INPUTS = Kind("a list of input columns", _read_inputs, lambda s: s.to_list(),
-              {"type": "array", "items": {"$ref": "#/$defs/input_column"}})
-#: ``classes`` is null for regression; in Python an empty tuple either way.
-CLASSES = Kind("a list of class labels or null", lambda v, at: () if v is None else list_of(LABEL).read(v, at),
-               lambda v: list(v) or None, nullable(list_of(LABEL)).schema)
-
 
 # --- the whole manifest -------------------------------------------------------------------------
 
@@ -347,11 +330,13 @@ class Manifest(Section):
     """The whole of ``manifest.json``; :func:`edgeml_runtime.bundle.read_manifest` reads one from a bundle.
 
     ``schema`` is the ``inputs`` section, ``classes`` an empty tuple for
-    regression. ``samples`` is optional: bundles built before it lack it.
+    regression. ``samples`` is left out only in a draft (the build stores the
+    samples after verifying every artifact); a bundle always has them.
     """
 
     schema_name: ClassVar[str] = "manifest"
-    format_version: int = key(INT, default=FORMAT_VERSION)
+    bundle_requires: ClassVar[tuple[str, ...]] = ("samples",)
+    format_version: int = key(INT, default=MANIFEST_FORMAT)
     name: str = key(STR)
     version: str = key(matching(r"[0-9]+", "a version number as a string, e.g. \"3\""))
     created: str = key(matching(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "a UTC time such as 2024-05-01T12:00:00Z"))
@@ -368,7 +353,7 @@ class Manifest(Section):
     reference: Reference = key(section(Reference))
     search: Search = key(section(Search))
     provenance: Provenance = key(section(Provenance))
-    samples: Samples | None = key(section(Samples), optional=True)
+    samples: Samples | None = key(section(Samples), optional=True)  # absent only in a draft
 
     def __post_init__(self):
         if self.task == "classification" and not self.classes:
@@ -377,6 +362,26 @@ class Manifest(Section):
         twice = sorted({p for p in paths if paths.count(p) > 1})
         if twice:
             raise BundleError(f"artifacts lists {', '.join(twice)} more than once; rebuild the bundle")
+        self._check_reference()
+
+    def _check_reference(self) -> None:
+        """The drift reference describes each input column as ``inputs`` does, and the output as ``task`` does."""
+        columns, inputs = self.reference.columns, self.schema.columns
+        if list(columns) != [c.name for c in inputs]:
+            raise BundleError(f"reference.columns describes {', '.join(columns) or 'no columns'}, but inputs are "
+                              f"{', '.join(c.name for c in inputs)}: one entry per input column, in order; "
+                              "rebuild the bundle")
+        for c in inputs:
+            if columns[c.name].kind != c.kind:
+                raise BundleError(f"reference.columns[{c.name!r}].kind is {columns[c.name].kind!r}, but inputs "
+                                  f"has {c.name!r} as a {c.kind} column; rebuild the bundle")
+        output, kind = self.reference.output, "classes" if self.task == "classification" else "numeric"
+        if output.kind != kind:
+            raise BundleError(f"reference.output.kind is {output.kind!r}, but a {self.task} bundle's output is "
+                              f"{kind!r}; rebuild the bundle")
+        if kind == "classes" and tuple(output.classes) != tuple(self.classes):
+            raise BundleError(f"reference.output.classes is {list(output.classes)!r}, but classes is "
+                              f"{list(self.classes)!r}; rebuild the bundle")
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -397,10 +402,10 @@ class Manifest(Section):
             raise BundleError(f"{where} does not hold a JSON object; rebuild the bundle")
         if "format_version" not in d:
             raise BundleError(f"{where}: format_version is missing; it was not written by edgeml build")
-        if d["format_version"] != FORMAT_VERSION:
+        if d["format_version"] != MANIFEST_FORMAT:
             raise BundleError(
                 f"{where} has format_version {d['format_version']!r}; this runtime reads "
-                f"{FORMAT_VERSION}. Install the edgeml-runtime release that matches the bundle"
+                f"{MANIFEST_FORMAT}. Install the edgeml-runtime release that matches the bundle"
             )
         try:
             return super().from_dict(d, f"{where}: ")
@@ -413,14 +418,14 @@ class Manifest(Section):
 #: Every section, by its name in the JSON Schema's ``$defs``.
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
     Manifest, Target, Budgets, Dropped, Artifact, Transform, MetricDrop, Metrics, Verification, NotShipped,
-    Reference, Search, Provenance, DataProvenance, ModelProvenance, Samples)}
+    Reference, Search, Provenance, DataProvenance, ModelProvenance, Samples, *DETAILS)}
 
 
 def json_schema() -> dict:
     """``schemas/manifest.schema.json``, made from the sections (a test checks the file against this)."""
     defs = {name: cls.json_schema() for name, cls in SECTIONS.items()}
     defs["input_column"] = INPUT_COLUMN_SCHEMA
-    defs["manifest"]["properties"]["format_version"] = {"const": FORMAT_VERSION}
+    defs["manifest"]["properties"]["format_version"] = {"const": MANIFEST_FORMAT}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "edgeml bundle manifest",
             "description": "manifest.json of an edgeml bundle, the contract between host and device. "
                            "See docs/bundle.md.",

@@ -72,6 +72,7 @@ INT = _scalar("an integer", "integer", int)
 NUMBER = _scalar("a number", "number", int, float)
 BOOL = _scalar("true or false", "boolean", bool)
 LABEL = _scalar("a class label (string, number or boolean)", ["string", "number", "boolean"], str, int, float, bool)
+SCALAR = _scalar("a string, number or boolean", ["string", "number", "boolean"], str, int, float, bool)
 
 
 def nullable(kind: Kind) -> Kind:
@@ -115,30 +116,84 @@ def list_of(kind: Kind, *, min_items: int = 0) -> Kind:
 
 
 def mapping_of(kind: Kind) -> Kind:
-    """A JSON object with free keys (names of packages, metrics, splits…) and values of one kind."""
+    """A JSON object with free keys (names of columns, packages, metrics…) and values of one kind.
+
+    A value is named by its key in brackets, as a key may hold dots or spaces:
+    ``reference.columns['Machine failure'].edges``.
+    """
     what = f"an object of {kind.what.removeprefix('a ').removeprefix('an ')} values"
 
     def read(v, where):
         if not isinstance(v, dict):
             raise wrong(where, v, what)
-        return {str(k): kind.read(x, f"{where}.{k}") for k, x in v.items()}
+        return {str(k): kind.read(x, f"{where}[{str(k)!r}]") for k, x in v.items()}
 
     return Kind(what, read, lambda v: {k: kind.write(x) for k, x in v.items()},
                 {"type": "object", "additionalProperties": kind.schema})
 
 
-def _object(v, where):
-    if not isinstance(v, dict):
-        raise wrong(where, v, "an object")
-    return v
+def exactly(value) -> Kind:
+    """The one value a key may hold (a section's tag, such as ``"kind": "numeric"``)."""
+    what = repr(value).lower() if isinstance(value, bool) else repr(value)
+
+    def read(v, where):
+        if v == value and type(v) is type(value):
+            return v
+        raise wrong(where, v, what)
+
+    return Kind(what, read, schema={"const": value})
 
 
-#: An object whose inner layout another module owns (a learner's config, a trial, a transform's details).
-OBJECT = Kind("an object", _object, schema={"type": "object"})
+def between(low: float, high: float) -> Kind:
+    """A number from ``low`` to ``high``, both included (a share, a rate)."""
+    what = f"a number from {low:g} to {high:g}"
+
+    def read(v, where):
+        if isinstance(v, int | float) and not isinstance(v, bool) and low <= v <= high:
+            return v
+        raise wrong(where, v, what)
+
+    return Kind(what, read, schema={"type": "number", "minimum": low, "maximum": high})
+
+
+def pair(first: Kind, second: Kind) -> Kind:
+    """A two-item JSON list, ``[first, second]``; a tuple in Python."""
+    what = f"a pair [{first.what}, {second.what}]"
+
+    def read(v, where):
+        if not isinstance(v, list) or len(v) != 2:
+            raise wrong(where, v, what)
+        return first.read(v[0], f"{where}[0]"), second.read(v[1], f"{where}[1]")
+
+    return Kind(what, read, lambda v: [first.write(v[0]), second.write(v[1])],
+                {"type": "array", "prefixItems": [first.schema, second.schema], "items": False,
+                 "minItems": 2, "maxItems": 2})
 
 
 def section(cls: type[Section]) -> Kind:
     return Kind("an object", cls.from_dict, lambda v: v.to_dict(), {"$ref": f"#/$defs/{cls.schema_name}"})
+
+
+def tagged(tag: str, choices: dict[str | bool, type[Section]]) -> Kind:
+    """An object that is one of several sections, chosen by the value of its ``tag`` key (a string or a bool).
+
+    Each section in ``choices`` holds its tag as :func:`exactly` its key here,
+    so the JSON Schema's ``oneOf`` picks the same one.
+    """
+    what = "one of " + ", ".join(exactly(t).what for t in choices)
+
+    def read(v, where):
+        if not isinstance(v, dict):
+            raise wrong(where, v, "an object")
+        if tag not in v:
+            raise BundleError(f"{join(where, tag)} is missing; rebuild the bundle")
+        chosen = [cls for t, cls in choices.items() if v[tag] == t and type(v[tag]) is type(t)]
+        if not chosen:
+            raise wrong(join(where, tag), v[tag], what)
+        return chosen[0].from_dict(v, where)
+
+    return Kind("an object", read, lambda v: v.to_dict(),
+                {"oneOf": [{"$ref": f"#/$defs/{cls.schema_name}"} for cls in choices.values()]})
 
 
 def key(kind: Kind, *, name: str | None = None, optional: bool = False, default=None, factory=None):
@@ -170,7 +225,13 @@ class _Key:
 
 
 class Section:
-    """A part of the manifest: read strictly from a JSON object, written back as one."""
+    """A part of the manifest: read strictly from a JSON object, written back as one.
+
+    A rule across keys goes in ``__post_init__``, raising a
+    :class:`~edgeml_runtime.errors.BundleError` whose message starts with the
+    key it is about (``"shares has 3 values, …"``): ``from_dict`` puts where
+    the section is in front of it.
+    """
 
     #: The section's name in the JSON Schema's ``$defs``.
     schema_name: ClassVar[str] = ""
@@ -199,7 +260,10 @@ class Section:
                 values[k.attr] = k.kind.read(d[k.key], join(where, k.key))
             elif not k.optional:
                 raise BundleError(f"{join(where, k.key)} is missing; rebuild the bundle")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except BundleError as exc:  # a rule across keys (__post_init__), its message starting with the key
+            raise BundleError(join(where, str(exc))) from None
 
     @classmethod
     def json_schema(cls) -> dict:
