@@ -244,7 +244,7 @@ def _note(made: Made, data_name: str, tag: str) -> str:
     manifest = read_manifest(made.folder)
     search = manifest.search
     how = ("trained directly (no search)" if tag == "mlp-fixed" else
-           f"{sum(t['feasible'] for t in search.trial_log)} of {search.trials} trials fit the budgets; "
+           f"{sum(t.feasible for t in search.trial_log)} of {search.trials} trials fit the budgets; "
            f"frontier of {len(search.frontier)} models")
     skipped = "; ".join(f"{s.format} {s.precision} ({_short(s.reason)})" for s in manifest.not_shipped)
     return (f"{data_name}, {made.label}{' (MLP-only search)' if tag == 'mlp' else ''}: {how}. "

@@ -74,7 +74,7 @@ def test_a_directly_trained_mlp_is_bundled_as_a_build_bundles(bench_path, datase
     # ccpp has 4 inputs: weights and biases of 4 -> 24 -> 12 -> 1
     assert made.label == "mlp 24x12" and made.structure.n_weights == (4 + 1) * 24 + (24 + 1) * 12 + (12 + 1)
     manifest = read_manifest(made.folder)
-    assert manifest.search.trials == 0 and manifest.provenance.model.config["hidden_layer_sizes"] == [24, 12]
+    assert manifest.search.trials == 0 and manifest.provenance.model.config["hidden_layer_sizes"] == (24, 12)
     rows = bench_targets.measure(made, rpi4, calls=20)
     assert [r["artifact"] for r in rows] == [a.path for a in manifest.artifacts]
     assert all(r["within"] for r in rows) and rows[0]["value"] == pytest.approx(manifest.metrics.test["rmse"])

@@ -56,9 +56,27 @@ SPLITS = ("train", "valid", "test")
 PRECISIONS = ("fp32", "fp16", "int8")
 FRACTION = between(0.0, 1.0)
 SHARES = list_of(FRACTION, min_items=1)
-#: A learner's hyperparameters as FLAML chose them: free names, each a JSON scalar (FLAML's search spaces
-#: are numbers, strings and booleans; null for a parameter left at the learner's default).
-CONFIG = mapping_of(nullable(SCALAR))
+def _scalar_or_scalars() -> Kind:
+    """A JSON scalar, null, or a list of scalars (a layer shape such as ``[24, 12]``)."""
+    one, many = nullable(SCALAR), list_of(SCALAR)
+    what = "a string, number, boolean, null or a list of them"
+
+    def read(v, where):
+        if isinstance(v, list):
+            return many.read(v, where)
+        try:
+            return one.read(v, where)
+        except BundleError:
+            raise wrong(where, v, what) from None
+
+    return Kind(what, read, lambda v: many.write(v) if isinstance(v, tuple | list) else v,
+                {"anyOf": [one.schema, many.schema]})
+
+
+#: A learner's hyperparameters: free names, each a JSON scalar (FLAML's search spaces are numbers, strings and
+#: booleans; null for a parameter left at the learner's default) or a list of them (a model trained directly, as
+#: a benchmark does, records its layer sizes).
+CONFIG = mapping_of(_scalar_or_scalars())
 
 
 def _fits(shares: tuple, bins: int, why: str) -> None:
