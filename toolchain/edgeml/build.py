@@ -201,7 +201,7 @@ def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: Ta
 def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synthetic: bool) -> Manifest:
     """Store the sample rows with every shipped artifact's outputs on them; the finished manifest."""
     shipped = writer.write()  # every verified artifact on disk, so that the rows can be scored through each
-    writer.record("samples", store_samples(stage, shipped.to_dict(), data, seed=seed, synthetic=synthetic))
+    writer.record("samples", store_samples(stage, shipped, data, seed=seed, synthetic=synthetic))
     return writer.write()
 
 
