@@ -245,7 +245,7 @@ def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
         "metric": result.metric,
         "best_learner": result.learner,
         "best_config": result.config,
-        "best_valid_loss": result.best_loss,
+        "best_valid_loss": result.best_loss if abs(result.best_loss) < float("inf") else None,  # JSON: no inf/NaN
         "best_model_bytes": result.model_bytes,
         "best_predicted_latency_ms": result.latency_ms,
         "budgets": asdict(budgets),
