@@ -14,9 +14,11 @@ from conftest import build_bundle
 
 from edgeml.cli import main
 from edgeml.config import resolve
-from edgeml.verify.bundle_check import SCHEMA, check_bundle
+from edgeml.verify import pick_samples
+from edgeml.verify.bundle_check import check_bundle
 from edgeml.verify.samples import SAMPLE_ROWS
-from edgeml_runtime.features import to_boolean, to_category, to_number
+from edgeml_runtime.features import to_boolean, to_category, to_datetime, to_number
+from edgeml_runtime.protocol import bundle_sha256
 
 pytest_plugins = ["twin_builds"]
 
@@ -53,6 +55,7 @@ def test_verify_passes_on_a_fresh_build(twins, target):
     for path in artifacts:
         assert any(line.startswith("ok    parity") and f" {path} " in line for line in result.output.splitlines())
     assert manifest["samples"]["rows"] >= SAMPLE_ROWS and manifest["samples"]["source"] == "test"
+    assert result.output.splitlines()[0] == f"identity  {bundle_sha256(manifest)}"
     assert "passed (" in result.output.splitlines()[-1]
 
 
@@ -61,6 +64,8 @@ def test_verify_reads_the_archive_and_prints_json(twins):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["passed"] is True and report["counts"]["fail"] == 0
+    manifest = json.loads((twins["rpi4"].bundles[0] / "manifest.json").read_text())
+    assert report["identity"] == bundle_sha256(manifest)
     kinds = {c["kind"] for c in report["checks"]}
     assert kinds == {"file", "schema", "parity"}
 
@@ -112,24 +117,23 @@ def _with_unknown_key(twins, tmp_path):
 def test_an_unknown_manifest_key_fails_a_strict_schema(twins, tmp_path):
     """Against a strict schema written here: every key a fresh manifest has, no other."""
     fresh = json.loads((twins["cortex-m7"].bundles[0] / "manifest.json").read_text())
-    schema = tmp_path / "manifest.schema.json"
-    schema.write_text(json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-                                  "additionalProperties": False, "properties": {k: {} for k in fresh}}))
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+              "additionalProperties": False, "properties": {k: {} for k in fresh}}
     check = next(c for c in check_bundle(twins["cortex-m7"].bundles[0], schema=schema).checks if c.kind == "schema")
     assert check.status == "pass"
     bundle, _ = _with_unknown_key(twins, tmp_path)
     check = next(c for c in check_bundle(bundle, schema=schema).checks if c.kind == "schema")
     assert check.status == "fail" and "'surprise'" in check.detail
-    missing = next(c for c in check_bundle(bundle, schema=tmp_path / "absent.json").checks if c.kind == "schema")
-    assert missing.status == "skip" and "no manifest schema" in missing.detail
 
 
-@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"the runtime has no {SCHEMA.name} yet")
 def test_an_unknown_manifest_key_fails_the_runtime_schema(twins, tmp_path):
     assert _verify(twins["cortex-m7"].bundles[0]).exit_code == 0
     bundle, _ = _with_unknown_key(twins, tmp_path)
     result = _verify(bundle)
     assert result.exit_code == 1 and "FAIL  schema" in result.output and "surprise" in result.output
+    refused = [line for line in result.output.splitlines() if line.startswith("FAIL  manifest")]
+    assert len(refused) == 1 and "surprise" in refused[0]  # the runtime refuses the unknown key too
+    assert "identity  (none" in result.output and "parity" not in result.output
 
 
 def test_an_unreadable_bundle_is_a_usage_error(tmp_path):
@@ -146,15 +150,60 @@ def test_synthetic_samples_setting_is_read_from_edgeml_toml(tmp_path):
     assert resolve({}, cwd=tmp_path / "elsewhere").synthetic_samples is False
 
 
-# --- the rows on a real data set ------------------------------------------------------------------
+# --- the rows: every class, category, missing value and range end ---------------------------------
 
 
 def _device(kind: str, value):
     """A raw value as the device reads it; None for missing."""
     if kind == "categorical":
         return to_category(value) or None
+    if kind == "datetime":
+        return to_datetime(value)
     v = (to_boolean if kind == "boolean" else to_number)(value)
     return None if math.isnan(v) else v
+
+
+def _assert_rows_cover(rows: list[dict], test, kinds: dict[str, str], label: str, classes: set) -> None:
+    """``rows`` are test rows, with every class, every category and boolean value, a missing value wherever the
+    test split has one, and both ends of each numeric range (as a device reads the values)."""
+    assert len(rows) >= SAMPLE_ROWS
+
+    def key(r):
+        return tuple(json.dumps(None if _device(kinds[n], r[n]) is None else r[n], default=str) for n in kinds)
+
+    true_label = {key(r): r[label] for r in test.to_dict("records")}
+    assert all(key(r) in true_label for r in rows), "a sample row is not a test row"
+    assert {true_label[key(r)] for r in rows} == classes
+    for name, kind in kinds.items():
+        in_test = [_device(kind, v) for v in test[name].tolist()]
+        in_rows = [_device(kind, r[name]) for r in rows]
+        if None in in_test:
+            assert None in in_rows, f"no sample row misses {name}"
+        present = [v for v in in_test if v is not None]
+        if kind in ("categorical", "boolean"):
+            assert set(present) <= set(in_rows), f"{name}: categories {set(present) - set(in_rows)} not sampled"
+        elif kind == "numeric":
+            assert min(present) in in_rows and max(present) in in_rows, f"{name}: a range end is not sampled"
+
+
+def test_sample_rows_of_a_seeded_frame_cover_every_class_category_missing_value_and_range_end():
+    """The demo data with values blanked in every column and a boolean column, through the build's picking."""
+    from edgeml.data.demo import DEMO_LABEL, demo_frame
+    from edgeml.data.prepare import prepare
+
+    rng = np.random.default_rng(11)
+    frame = demo_frame(rows=1200, seed=4).astype(object)
+    frame["serviced"] = rng.choice(np.array(["yes", "no"], dtype=object), len(frame))
+    for name in frame.columns.drop(DEMO_LABEL):
+        frame.loc[rng.random(len(frame)) < 0.03, name] = None
+    data = prepare(frame, DEMO_LABEL, seed=3)
+    kinds = {c.name: c.kind for c in data.inputs.columns}
+    assert set(kinds.values()) == {"numeric", "categorical", "boolean", "datetime"}, kinds
+    test = data.split.test
+    assert all(test[name].isna().any() for name in kinds), "every input column should miss a value in the test split"
+    rows = list(pick_samples(data, seed=3))
+    assert rows == list(pick_samples(data, seed=3))
+    _assert_rows_cover(rows, test, kinds, DEMO_LABEL, set(data.classes))
 
 
 @pytest.fixture(scope="module")
@@ -177,28 +226,13 @@ def test_sample_rows_cover_every_class_category_missing_value_and_range_end(telc
     manifest = result.manifest.to_dict()
     samples = json.loads((result.bundle_dir / "samples.json").read_text())
     data = prepare(read_table(manifest["provenance"]["data"]["source"]).frame, "Churn", drop=TELCO_DROP, seed=3)
-    test, rows = data.split.test, samples["rows"]
-    assert len(rows) >= SAMPLE_ROWS and manifest["samples"]["rows"] == len(rows)
+    assert manifest["samples"]["rows"] == len(samples["rows"])
     assert set(samples["expected"]) == {a["path"] for a in manifest["artifacts"]}
     assert set(samples["expected"]["model.onnx"]["labels"]) == {"No", "Yes"}
     kinds = {c["name"]: c["kind"] for c in manifest["inputs"]}
-    raw_test = {tuple(json.dumps(r[n]) for n in kinds) for r in test.to_dict("records")}
-    assert all(tuple(json.dumps(r[n]) for n in kinds) in raw_test for r in rows), "a sample row is not a test row"
-    true_label = {tuple(json.dumps(r[n]) for n in kinds): r["Churn"] for r in test.to_dict("records")}
-    assert {true_label[tuple(json.dumps(r[n]) for n in kinds)] for r in rows} == {"No", "Yes"}
-    missing_somewhere = False
-    for name, kind in kinds.items():
-        in_test = [_device(kind, v) for v in test[name].tolist()]
-        in_rows = [_device(kind, r[name]) for r in rows]
-        if None in in_test:
-            missing_somewhere = True
-            assert None in in_rows, f"no sample row misses {name}"
-        present = [v for v in in_test if v is not None]
-        if kind in ("categorical", "boolean"):
-            assert set(present) <= set(in_rows), f"{name}: categories {set(present) - set(in_rows)} not sampled"
-        else:
-            assert min(present) in in_rows and max(present) in in_rows, f"{name}: a range end is not sampled"
-    assert missing_somewhere, "the telco test split should hold a missing TotalCharges"
+    assert data.split.test["TotalCharges"].map(lambda v: _device("numeric", v) is None).any(), \
+        "the telco test split should hold a missing TotalCharges"
+    _assert_rows_cover(samples["rows"], data.split.test, kinds, "Churn", {"No", "Yes"})
 
 
 def test_synthetic_sample_rows_hold_no_training_row_and_verify(telco):

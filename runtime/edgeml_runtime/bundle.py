@@ -32,20 +32,30 @@ def sha256_file(path: os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_manifest(bundle: os.PathLike) -> Manifest:
-    """The bundle's ``manifest.json``, validated key by key (:class:`~edgeml_runtime.manifest.Manifest`)."""
+def read_manifest_json(bundle: os.PathLike) -> dict:
+    """The bundle's ``manifest.json`` as plain JSON, unknown keys included: a :class:`BundleError` if the file is
+    missing, not JSON, or not an object."""
     path = Path(bundle) / MANIFEST
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BundleError(
-            f"{bundle} is not a bundle: it has no {MANIFEST}. Pass the folder that `edgeml build` wrote"
+            f"{bundle} is not a bundle: it has no {MANIFEST}. Pass the folder that `edgeml build` wrote, or its .tar.gz"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} cannot be read as text ({exc}); the bundle is damaged, copy it again") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged, copy it again") from None
-    return Manifest.from_dict(data, where=str(path))
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} does not hold a JSON object; rebuild the bundle")
+    return data
+
+
+def read_manifest(bundle: os.PathLike) -> Manifest:
+    """The bundle's ``manifest.json``, validated key by key (:class:`~edgeml_runtime.manifest.Manifest`)."""
+    return Manifest.from_dict(read_manifest_json(bundle), where=str(Path(bundle) / MANIFEST))
 
 
 def verify_artifact(bundle: os.PathLike, artifact: Artifact) -> Path:

@@ -178,6 +178,7 @@ def _info(args) -> int:
         print(json.dumps(m.to_dict(), indent=2))
         return 0
     print(f"{m.name} {m.version}  ({m.task}, label {m.label!r}, target {m.target.name})")
+    print(f"identity: {m.identity}")
     if m.classes:
         print(f"classes: {', '.join(map(str, m.classes))}")
     print("inputs:")

@@ -199,8 +199,8 @@ class FeatureEncoder:
         missing = self.missing_columns(columns)
         if missing:
             raise InputError(
-                f"input is missing column(s) {_few(missing)} that the model needs; "
-                f"expected columns: {_few(self.schema.names)}"
+                f"input is missing column(s) {few(missing)} that the model needs; "
+                f"expected columns: {few(self.schema.names)}"
             )
         feeds: dict[str, np.ndarray] = {}
         errors: dict[int, RowError] = {}
@@ -390,6 +390,13 @@ _FAST = {"numeric": _fast_numeric, "boolean": _fast_boolean, "categorical": _fas
          "datetime": _fast_datetime}
 
 
-def _few(names, limit: int = 5) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+def few(items: Sequence, limit: int = 5, *, quote: bool = True, sep: str = ", ") -> str:
+    """The first ``limit`` items (their repr when ``quote``), then a count of the rest.
+
+    >>> few(["a", "b", "c", "d"], 2)
+    "'a', 'b' and 2 more"
+    >>> few(["x is 1", "y is 2"], 3, quote=False, sep="; ")
+    'x is 1; y is 2'
+    """
+    shown = sep.join(repr(n) if quote else str(n) for n in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -198,7 +198,7 @@ def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: Ta
 def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synthetic: bool) -> Manifest:
     """Store the sample rows with every shipped artifact's outputs on them; the finished manifest."""
     shipped = writer.write()  # every verified artifact on disk, so that the rows can be scored through each
-    writer.record("samples", store_samples(stage, shipped.to_dict(), data, seed=seed, synthetic=synthetic))
+    writer.record("samples", store_samples(stage, shipped, data, seed=seed, synthetic=synthetic))
     return writer.write()
 
 
@@ -242,7 +242,7 @@ def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
         "metric": result.metric,
         "best_learner": result.learner,
         "best_config": result.config,
-        "best_valid_loss": result.best_loss,
+        "best_valid_loss": result.best_loss if abs(result.best_loss) < float("inf") else None,  # JSON: no inf/NaN
         "best_model_bytes": None if result.cost is None else result.cost.model_bytes,
         "best_predicted_latency_ms": None if result.cost is None else result.cost.latency_ms,
         "budgets": asdict(budgets),

@@ -153,11 +153,15 @@ def verify(bundle, as_json):
     """Re-check a bundle (folder or .tar.gz) as a CI job would: file hashes, manifest schema, parity.
 
     \b
-    file    every file's size and sha256 against the manifest; no unlisted files
-    schema  the manifest against edgeml_runtime's manifest.schema.json (skipped if the runtime has none)
-    parity  every artifact scores the bundle's sample rows (samples.json) as it did at build time
+    file      every file's size and sha256 against the manifest; no unlisted files
+    schema    the manifest against the manifest.schema.json edgeml_runtime ships
+    manifest  fails when edgeml_runtime refuses the manifest (then nothing is scored)
+    parity    every artifact scores the bundle's sample rows (samples.json) as it did at build time
 
-    Exits 0 when every check passes, 1 when one fails, 2 when the bundle cannot be read.
+    The first line (and "identity" in --json) is the bundle's identity: the
+    sha256 of its manifest, which devices report in their birth and drift
+    messages. Exits 0 when every check passes, 1 when one fails, 2 when the
+    bundle cannot be read.
     """
     from edgeml.verify.bundle_check import check_bundle, render
 

@@ -71,7 +71,7 @@ FRONTIER_ROWS = 8
 
 
 def summary(result: BuildResult) -> str:
-    """The closing lines of a build: model, test metrics, artifacts, where the bundle is."""
+    """The closing lines of a build: model, test metrics, artifacts, where the bundle is and its identity."""
     m = result.manifest
     test = m.metrics.test or {}
     headline = " · ".join(f"{k} {test[k]:.4g}" for k in HEADLINE[m.task] if k in test)
@@ -84,6 +84,7 @@ def summary(result: BuildResult) -> str:
     for a in m.artifacts:
         rows.append(("artifact", f"{a.path}  {a.bytes / 1024:.1f} KiB  {a.format} {a.precision}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
+    rows.append(("identity", f"{m.identity}  (sha256 of the manifest; devices report it)"))
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
     title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",
                         bold=True)

@@ -1,38 +1,45 @@
 """``edgeml verify BUNDLE``: re-check a bundle as a CI job would, from nothing but the bundle.
 
-Three kinds of check, each a :class:`Check` with a status:
+Four kinds of check, each a :class:`Check` with a status:
 
 * ``file``: every file the manifest lists (artifacts, ``samples.json``) has
   the size and SHA-256 recorded there; a file in the folder that the
   manifest does not mention fails, one it mentions without a hash (an
   ``.ort`` file's operators config) is reported as not checked;
-* ``schema``: the manifest against the runtime's JSON Schema
-  (``edgeml_runtime/schemas/manifest.schema.json``), skipped with a note
-  when the installed runtime has none;
+* ``schema``: the manifest, as the file holds it, against the JSON Schema the
+  runtime ships (``edgeml_runtime/schemas/manifest.schema.json``);
+* ``manifest``: fails when the runtime itself refuses the manifest
+  (:func:`edgeml_runtime.bundle.read_manifest`), so that nothing can be
+  scored; there is no such check when it reads;
 * ``parity``: every artifact scores the stored sample rows through
-  ``edgeml_runtime`` as it did at build time: labels equal (a near-tie
-  excepted, as in the build's parity check), probabilities or values within
-  the tolerance the manifest's ``verification`` records for that artifact.
-  A reduced-precision artifact is compared with its own outputs.
+  ``edgeml_runtime`` as it did at build time, compared by the runtime's rule
+  (:func:`edgeml_runtime.samples.compare`, the one a device's self-test and
+  the build's parity check apply): labels equal (a near-tie excepted),
+  probabilities or values within the tolerance the manifest's
+  ``verification`` records for that artifact. A reduced-precision artifact
+  is compared with its own outputs.
 
-A bundle that cannot be read at all is a :class:`~edgeml.errors.BundleError`.
+The report also carries the bundle's identity (:attr:`Manifest.identity
+<edgeml_runtime.manifest.Manifest.identity>`), the one devices report. A
+bundle that cannot be read at all is a :class:`~edgeml.errors.BundleError`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
-import numpy as np
+import jsonschema
 
-import edgeml_runtime
-from edgeml.errors import BundleError, EdgeMLError, VerificationError
-from edgeml.verify.samples import Samples, read_samples, score_rows
-from edgeml_runtime.bundle import MANIFEST, Manifest, open_bundle, read_manifest, sha256_file
+from edgeml.errors import BundleError, EdgeMLError
+from edgeml_runtime.bundle import MANIFEST, Manifest, open_bundle, read_manifest, read_manifest_json, sha256_file
+from edgeml_runtime.features import few
+from edgeml_runtime.samples import check_artifact, read_samples
 
-#: Where the runtime package keeps the manifest's JSON Schema.
-SCHEMA = Path(edgeml_runtime.__file__).parent / "schemas" / "manifest.schema.json"
+#: The manifest's JSON Schema, as the runtime package ships it.
+SCHEMA_NAME = "manifest.schema.json"
 STATUSES = ("pass", "fail", "skip")
 #: Problems shown per failed check before "and N more".
 _SHOWN = 3
@@ -40,7 +47,7 @@ _SHOWN = 3
 
 @dataclass(frozen=True)
 class Check:
-    kind: str  #: "file", "schema" or "parity"
+    kind: str  #: "file", "schema", "manifest" or "parity"
     subject: str  #: the file or artifact checked
     status: str  #: one of STATUSES
     detail: str
@@ -54,6 +61,7 @@ class Check:
 class BundleReport:
     bundle: str
     checks: tuple[Check, ...]
+    identity: str | None = None  #: the manifest's sha256 (Manifest.identity); None when the runtime refuses it
 
     @property
     def passed(self) -> bool:
@@ -63,44 +71,34 @@ class BundleReport:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
     def to_dict(self) -> dict:
-        return {"bundle": self.bundle, "passed": self.passed, "counts": self.counts(),
+        return {"bundle": self.bundle, "identity": self.identity, "passed": self.passed, "counts": self.counts(),
                 "checks": [asdict(c) for c in self.checks]}
 
 
-def check_bundle(bundle, schema: Path | None = None) -> BundleReport:
-    """Every check on ``bundle`` (a folder or ``.tar.gz``); ``schema`` overrides :data:`SCHEMA`."""
+def manifest_schema() -> dict:
+    """The manifest's JSON Schema shipped inside ``edgeml_runtime`` (package data)."""
+    return json.loads((resources.files("edgeml_runtime") / "schemas" / SCHEMA_NAME).read_text(encoding="utf-8"))
+
+
+def check_bundle(bundle, schema: dict | None = None) -> BundleReport:
+    """Every check on ``bundle`` (a folder or ``.tar.gz``); ``schema`` overrides :func:`manifest_schema`."""
     with open_bundle(bundle) as folder:
-        raw = _raw_manifest(folder)
-        checks = [*_file_checks(folder, raw), _schema_check(raw, schema or SCHEMA)]
+        raw = read_manifest_json(folder)
+        checks = [*_file_checks(folder, raw), _schema_check(raw, manifest_schema() if schema is None else schema)]
         try:
             manifest = read_manifest(folder)
         except BundleError as exc:  # the runtime would refuse it: nothing can be scored
-            checks.append(Check("manifest", MANIFEST, "fail", str(exc)))
-        else:
-            checks.extend(_parity_checks(folder, manifest))
-    return BundleReport(str(bundle), tuple(checks))
-
-
-def _raw_manifest(folder: Path) -> dict:
-    """``manifest.json`` as plain JSON, for the checks that must see what the file holds, unknown keys included."""
-    path = folder / MANIFEST
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{folder} is not a bundle: it has no {MANIFEST}. Pass the folder that `edgeml build` "
-                          "wrote, or its .tar.gz") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path} cannot be read as JSON ({exc}); the bundle is damaged, copy it again") from None
-    if not isinstance(raw, dict):
-        raise BundleError(f"{path} does not hold a JSON object; rebuild the bundle")
-    return raw
+            return BundleReport(str(bundle), (*checks, Check("manifest", MANIFEST, "fail", str(exc))))
+        checks.extend(_parity_checks(folder, manifest))
+    return BundleReport(str(bundle), tuple(checks), manifest.identity)
 
 
 def render(report: BundleReport) -> str:
     """One line per check, then a summary line."""
     width = max((len(c.subject) for c in report.checks), default=0)
     mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}
-    lines = [f"{mark[c.status]}  {c.kind:<6}  {c.subject:<{width}}  {c.detail}" for c in report.checks]
+    lines = [f"identity  {report.identity or '(none: the manifest cannot be read)'}"]
+    lines += [f"{mark[c.status]}  {c.kind:<6}  {c.subject:<{width}}  {c.detail}" for c in report.checks]
     n = report.counts()
     verdict = "passed" if report.passed else "FAILED"
     lines.append(f"{report.bundle}: {verdict} ({len(report.checks)} checks: {n['pass']} passed, {n['fail']} failed, "
@@ -146,98 +144,42 @@ def _file_check(folder: Path, path: str, size, digest) -> Check:
 # --- schema -----------------------------------------------------------------------------------------
 
 
-def _schema_check(manifest: dict, schema: Path) -> Check:
-    if not schema.is_file():
-        return Check("schema", MANIFEST, "skip",
-                     f"note: this edgeml_runtime has no manifest schema ({schema.name} not found); not checked")
-    import jsonschema
-
-    doc = json.loads(schema.read_text(encoding="utf-8"))
-    validator = jsonschema.validators.validator_for(doc)(doc)
+def _schema_check(manifest: dict, schema: dict) -> Check:
+    validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
-        return Check("schema", MANIFEST, "pass", f"valid against {schema.name}")
+        return Check("schema", MANIFEST, "pass", f"valid against {SCHEMA_NAME}")
     problems = [f"at {'/'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}" for e in errors]
-    return Check("schema", MANIFEST, "fail", _few(problems) + f" (checked against {schema.name})")
+    return Check("schema", MANIFEST, "fail", _few(problems) + f" (checked against {SCHEMA_NAME})")
 
 
 def _few(problems: list[str]) -> str:
-    more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
-    return "; ".join(problems[:_SHOWN]) + more
+    return few(problems, _SHOWN, quote=False, sep="; ")
 
 
 # --- parity -----------------------------------------------------------------------------------------
 
 
 def _parity_checks(folder: Path, manifest: Manifest) -> list[Check]:
-    section = manifest.samples
-    if section is None:
-        return [Check("parity", MANIFEST, "fail", "the manifest has no 'samples' section, so there are no rows to "
-                                                  "score; rebuild the bundle with this edgeml")]
     try:
-        samples = read_samples(folder, section.to_dict())
-    except VerificationError as exc:
-        return [Check("parity", section.path, "fail", str(exc))]
-    tolerances = {v.artifact: v.tolerance for v in manifest.verification}
-    return [_parity_check(folder, manifest, samples, a.path, tolerances.get(a.path)) for a in manifest.artifacts]
+        samples = read_samples(folder, manifest)
+    except BundleError as exc:
+        return [Check("parity", manifest.samples.path if manifest.samples else MANIFEST, "fail", str(exc))]
+    return [_parity_check(folder, manifest, samples, a.path) for a in manifest.artifacts]
 
 
-def _parity_check(folder: Path, manifest: Manifest, samples: Samples, artifact: str, tolerance) -> Check:
-    expected = samples.expected.get(artifact)
-    if expected is None:
-        return Check("parity", artifact, "fail", f"samples.json holds no expected outputs for {artifact}; "
-                                                 "rebuild the bundle")
-    if not isinstance(tolerance, (int, float)):
-        return Check("parity", artifact, "fail", f"the manifest's 'verification' records no tolerance for {artifact}")
+def _parity_check(folder: Path, manifest: Manifest, samples, artifact: str) -> Check:
     try:
-        got = score_rows(folder, artifact, samples.rows, samples.columns)
+        found = check_artifact(folder, manifest, samples, artifact)
     except EdgeMLError as exc:
-        return Check("parity", artifact, "fail", f"could not score the sample rows: {exc}")
-    try:
-        problems, largest = compare_outputs(expected, got, float(tolerance), manifest.classes)
-    except (KeyError, TypeError, ValueError) as exc:
-        return Check("parity", artifact, "fail", f"samples.json's expected outputs are malformed ({exc!r})")
-    n = len(samples.rows)
-    if problems:
-        return Check("parity", artifact, "fail", f"{len(problems)} difference(s) on {n} {samples.source} sample rows: "
-                                                 + _few(problems))
+        return Check("parity", artifact, "fail", str(exc))
+    n = f"{found.rows} {samples.source} sample rows"
+    if not found.passed:
+        return Check("parity", artifact, "fail", f"{len(found.differences)} difference(s) on {n}: "
+                                                 + _few([str(d) for d in found.differences]))
     what = "labels equal, probabilities" if manifest.classes else "values"
-    return Check("parity", artifact, "pass", f"{n} {samples.source} sample rows: {what} within {tolerance:g} "
-                                             f"(largest difference {largest:.2g})")
+    return Check("parity", artifact, "pass", f"{n}: {what} within {found.tolerance:g} "
+                                             f"(largest difference {found.largest:.2g})")
 
 
-def compare_outputs(expected: dict, got: dict, tolerance: float, classes: tuple) -> tuple[list[str], float]:
-    """What differs between stored and fresh outputs (one message per row and output), and the largest difference.
-
-    >>> compare_outputs({"values": [1.0, 2.0]}, {"values": [1.0, 2.5]}, 1e-4, ())
-    (['rows[1] value: 2.5 where samples.json expects 2 (allowed relative difference 0.0001)'], 0.25)
-    """
-    if "values" in expected:
-        want, have = np.asarray(expected["values"], np.float64), np.asarray(got["values"], np.float64)
-        _same_length(want, have)
-        rel = np.abs(have - want) / np.maximum(1.0, np.abs(want))
-        problems = [f"rows[{i}] value: {have[i]:.6g} where samples.json expects {want[i]:.6g} "
-                    f"(allowed relative difference {tolerance:g})" for i in np.flatnonzero(rel > tolerance)]
-        return problems, float(rel.max(initial=0.0))
-    want, have = np.asarray(expected["probabilities"], np.float64), np.asarray(got["probabilities"], np.float64)
-    _same_length(want, have)
-    if want.shape != have.shape:
-        raise ValueError(f"expected probabilities of shape {want.shape}, the artifact gives {have.shape}")
-    top2 = np.sort(want, axis=1)[:, -2:]
-    tie = (top2[:, 1] - top2[:, 0]) <= tolerance if want.shape[1] > 1 else np.zeros(len(want), bool)
-    problems = [f"rows[{i}] label: {got['labels'][i]!r} where samples.json expects {expected['labels'][i]!r}"
-                for i in range(len(want)) if got["labels"][i] != expected["labels"][i] and not tie[i]]
-    diff = np.abs(have - want)
-    for i, j in zip(*np.nonzero(diff > tolerance), strict=True):
-        name = f" (class {classes[j]!r})" if j < len(classes) else ""
-        problems.append(f"rows[{i}] probabilities[{j}]{name}: {have[i, j]:.6g} where samples.json expects "
-                        f"{want[i, j]:.6g} (allowed difference {tolerance:g})")
-    return problems, float(diff.max(initial=0.0))
-
-
-def _same_length(want: np.ndarray, have: np.ndarray) -> None:
-    if len(want) != len(have):
-        raise ValueError(f"samples.json holds outputs for {len(want)} rows, the artifact scored {len(have)}")
-
-
-__all__ = ["SCHEMA", "BundleReport", "Check", "check_bundle", "compare_outputs", "render"]
+__all__ = ["SCHEMA_NAME", "BundleReport", "Check", "check_bundle", "manifest_schema", "render"]

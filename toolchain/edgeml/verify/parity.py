@@ -1,10 +1,12 @@
 """Check that an exported artifact computes what the host pipeline computes.
 
 The artifact is scored through ``edgeml_runtime`` — the code a device runs,
-raw values in — on the test split, and compared with the host pipeline:
-labels must be identical and probabilities (or regression values) within a
-stated tolerance. A row whose two most likely classes are closer than the
-tolerance is a tie, not a mismatch: float32 arithmetic may break it either way.
+raw values in — on the test split, and compared with the host pipeline by
+the runtime's own rule (:func:`edgeml_runtime.samples.compare`, the one a
+device's self-test and ``edgeml verify`` apply): labels must be identical and
+probabilities (or regression values) within a stated tolerance. A row whose
+two most likely classes are closer than the tolerance is a tie, not a
+mismatch: float32 arithmetic may break it either way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from edgeml.errors import VerificationError
-from edgeml_runtime import Model
+from edgeml_runtime.samples import Outputs, compare, score_rows
 
 #: Largest allowed |probability difference| between artifact and host pipeline.
 PROBA_TOLERANCE = 1e-4
@@ -54,27 +56,20 @@ def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, hos
     ``host_output`` is the host pipeline's ``predict_proba`` (classification)
     or ``predict`` (regression) on the same rows.
     """
-    model = Model.load(bundle_dir, artifact=artifact)
-    columns = {name: raw_test[name].tolist() for name in model.manifest.schema.names}
-    result = model.predict(columns)
+    got = score_rows(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns})
+    if task == "classification":
+        host = np.asarray(host_output, dtype=np.float64)
+        expected = Outputs(labels=tuple(classes[i] for i in np.argmax(host, axis=1)), probabilities=host)
+        tolerance = PROBA_TOLERANCE
+    else:
+        expected = Outputs(values=np.asarray(host_output, dtype=np.float64))
+        tolerance = VALUE_TOLERANCE
+    found = compare(expected, got, tolerance, classes, artifact=artifact)
+    parity = Parity(artifact, found.rows, found.label_mismatches, found.ties, found.largest, tolerance, found.passed)
     if task == "classification":
         index = {c: i for i, c in enumerate(classes)}
-        got = np.array([index[v] for v in result.labels])
-        want = np.argmax(host_output, axis=1)
-        diff = np.abs(result.probabilities - host_output)
-        top2 = np.sort(host_output, axis=1)[:, -2:]
-        tie = (top2[:, 1] - top2[:, 0]) <= PROBA_TOLERANCE
-        mismatch = (got != want) & ~tie
-        max_diff = float(diff.max()) if diff.size else 0.0
-        parity = Parity(artifact, len(got), int(mismatch.sum()), int(((got != want) & tie).sum()), max_diff,
-                        PROBA_TOLERANCE, not mismatch.any() and max_diff <= PROBA_TOLERANCE)
-        return ArtifactScores(parity, got, result.probabilities)
-    values = np.asarray(result.labels, dtype=np.float64)
-    host = np.asarray(host_output, dtype=np.float64).ravel()
-    rel = np.abs(values - host) / np.maximum(1.0, np.abs(host))
-    max_rel = float(rel.max()) if rel.size else 0.0
-    parity = Parity(artifact, len(values), 0, 0, max_rel, VALUE_TOLERANCE, max_rel <= VALUE_TOLERANCE)
-    return ArtifactScores(parity, values, None)
+        return ArtifactScores(parity, np.array([index[v] for v in got.labels]), got.probabilities)
+    return ArtifactScores(parity, got.values, None)
 
 
 def require_parity(parity: Parity) -> None:

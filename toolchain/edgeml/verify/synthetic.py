@@ -1,6 +1,6 @@
 """Rows drawn from a bundle's drift reference instead of the data, for data that must not leave the workstation.
 
-The reference (``manifest["reference"]``, see docs/drift.md) holds, per input
+The reference (the manifest's ``reference`` section, see docs/drift.md) holds, per input
 column, the bins and shares of the training split, its range and its missing
 rate. :func:`synthetic_columns` draws each column independently from those:
 a bin by its share, then a value uniformly inside it; a category by its share
@@ -16,8 +16,9 @@ Example:
 
 >>> from edgeml_runtime.schema import InputColumn, InputSchema
 >>> schema = InputSchema((InputColumn("rpm", "numeric", ("rpm",)),))
->>> reference = {"columns": {"rpm": {"kind": "numeric", "monitored": True, "edges": [1500.0], "shares": [0.5, 0.5],
-...                                  "missing_rate": 0.0, "range": [1000.0, 2000.0]}}}
+>>> rpm = {"kind": "numeric", "monitored": True, "edges": [1500.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
+...        "range": [1000.0, 2000.0]}
+>>> reference = Reference(format=1, bins="quantile", rows={"train": 100}, columns={"rpm": rpm}, output={})
 >>> rows = synthetic_columns(reference, schema, 4, seed=0)["rpm"]
 >>> rows[:2], all(1000.0 <= v <= 2000.0 for v in rows)
 ([1000.0, 2000.0], True)
@@ -30,15 +31,12 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeml.errors import BundleError
+from edgeml_runtime.manifest import Reference
+from edgeml_runtime.samples import float32_values
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 #: The category synthetic rows use for the reference's "other" share: one the model does not know.
 UNKNOWN_CATEGORY = "<unknown>"
-
-
-def _float32(values) -> list[float]:
-    """float32 values in their shortest decimal form (what a device reads back is the same float32)."""
-    return [float(str(v)) for v in np.asarray(values, dtype=np.float32)]
 
 
 def _missing(ref: dict, values: list, rng: np.random.Generator) -> list:
@@ -54,7 +52,7 @@ def _numeric(ref: dict, size: int, rng: np.random.Generator) -> tuple[list, list
     which = rng.choice(len(shares), size=size, p=shares / shares.sum())
     values = rng.uniform(np.take(bounds, which), np.take(bounds, which + 1))
     specials = [lo, hi] + ([None] if ref.get("missing_rate") else [])
-    return specials, _missing(ref, _float32(values), rng)
+    return specials, _missing(ref, float32_values(values), rng)
 
 
 def _boolean(ref: dict, size: int, rng: np.random.Generator) -> tuple[list, list]:
@@ -82,16 +80,15 @@ _DRAW: dict[str, Callable[[dict, int, np.random.Generator], tuple[list, list]]] 
 }
 
 
-def _reference_of(reference: dict, column: InputColumn) -> dict:
-    try:
-        ref = reference["columns"][column.name]
-    except (KeyError, TypeError):
+def _reference_of(reference: Reference, column: InputColumn) -> dict:
+    ref = reference.columns.get(column.name)
+    if not isinstance(ref, dict):
         raise BundleError(f"the manifest's reference does not describe input column {column.name!r}; rebuild "
-                          "the bundle, or build without --synthetic-samples") from None
+                          "the bundle, or build without --synthetic-samples")
     return ref
 
 
-def synthetic_columns(reference: dict, schema: InputSchema, rows: int, seed: int) -> dict[str, list]:
+def synthetic_columns(reference: Reference, schema: InputSchema, rows: int, seed: int) -> dict[str, list]:
     """Raw values per input column: first one row per special value of each column, then ``rows`` random rows."""
     rng = np.random.default_rng(seed)
     drawn = {}
