@@ -73,7 +73,8 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
     With ``mlp_layers`` (e.g. ``"128x64"``) the model is that MLP, trained
     directly instead of searched, and bundled by the build's own stages.
     """
-    from edgeml.build import build, host_pipeline, provenance_record, write_bundle
+    from edgeml.build import build, host_pipeline, write_bundle
+    from edgeml.bundle import provenance_record
     from edgeml.config import BuildConfig
     from edgeml.search.costmodel import structure_of
 
@@ -100,9 +101,8 @@ def make_bundle(profile, data_name: str, learners: tuple[str, ...] | None, out: 
 
 def measure(made: Made, profile, calls: int) -> list[dict]:
     """Each artifact of the bundle timed and scored through ``edgeml_runtime.Model`` on the test split."""
-    from edgeml.export.quantize import metric_drop
     from edgeml.search.costmodel import load_cost_model
-    from edgeml.verify.metrics import classification_metrics, regression_metrics
+    from edgeml.verify.metrics import classification_metrics, metric_drop, regression_metrics
     from edgeml_runtime import Model
     from edgeml_runtime.bundle import read_manifest
 

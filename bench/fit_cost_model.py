@@ -153,7 +153,8 @@ def measure(ds: DataSet, family: str, what: str, estimator, work: Path, target, 
     """Fit ``estimator``, bundle it as a build does, and time its one-row prediction through the runtime."""
     import warnings
 
-    from edgeml.build import host_pipeline, provenance_record, write_bundle
+    from edgeml.build import host_pipeline, write_bundle
+    from edgeml.bundle import provenance_record
     from edgeml.export.onnx import estimator_bytes
     from edgeml.search.costmodel import structure_of
     from edgeml_runtime import Model

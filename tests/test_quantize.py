@@ -16,18 +16,17 @@ from test_hardware_search import prepared
 
 from edgeml.errors import ExportError
 from edgeml.export.onnx import to_onnx
-from edgeml.export.quantize import (
+from edgeml.export.quantize import TREES_STAY_FP32
+from edgeml.export.registry import (
     ARTIFACTS,
-    TREES_STAY_FP32,
     CompileOptions,
     ExportSource,
     NotApplicable,
     compile_artifact,
-    metric_drop,
     register_artifact,
 )
 from edgeml.targets.profiles import list_targets, load_target
-from edgeml.verify.metrics import classification_metrics, regression_metrics
+from edgeml.verify.metrics import classification_metrics, metric_drop, regression_metrics
 from edgeml_runtime.engines import OnnxEngine
 
 

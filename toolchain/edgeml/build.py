@@ -10,38 +10,32 @@ their bundles exactly as a build does.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from edgeml.bundle import writer as bundles
-from edgeml.bundle.reference import build_reference
+from edgeml import bundle
 from edgeml.bundle.writer import BundleWriter
 from edgeml.config import BuildConfig
-from edgeml.data.ingest import Table, read_table
+from edgeml.data.ingest import read_input
 from edgeml.data.prepare import Prepared, prepare
-from edgeml.errors import BundleError, ConfigError, DataError, ExportError
-from edgeml.export.artifacts import TestSplit, make_artifacts, task_metrics
-from edgeml.export.onnx import align_thresholds, opset_of, output_names, to_onnx
-from edgeml.export.quantize import ExportSource
+from edgeml.errors import ConfigError
+from edgeml.export.artifacts import Exported, make_artifacts
+from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
 from edgeml.search.metrics import describe_metric
 from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
-from edgeml.verify.metrics import classification_metrics, regression_metrics
-from edgeml.verify.parity import require_parity, verify_artifact
+from edgeml.verify.metrics import host_output, labels_of, task_metrics
 from edgeml.verify.samples import store_samples
-from edgeml_runtime.bundle import read_manifest
-from edgeml_runtime.manifest import Artifact, Manifest, NotShipped
+from edgeml.verify.ship import Evidence, Outcome, require_something_runs, ship
+from edgeml_runtime.manifest import Manifest
 
 STAGES = ("ingest", "schema", "split", "search", "export", "verify", "bundle")
 
@@ -68,19 +62,19 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     report = reporter or Reporter()
     started = time.monotonic()
     target = load_target(config.target)
-    table, label = _ingest(config)
+    table, label = read_input(config.data, config.label, query=config.query, seed=config.seed)
     report.stage("ingest", f"{table.rows:,} rows × {table.frame.shape[1]} columns from {table.source} ({table.format})")
     data = prepare(table.frame, label, task=config.task, drop=config.drop, time_column=config.time_column,
                    seed=config.seed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
     pipeline = host_pipeline(data, result.model)
-    name = config.name or _default_name(config, table)
-    out, version = _destination(config, name)
+    name = config.name or bundle.default_name(config.data)
+    out, version = bundle.destination(config.out, name)
     made = write_bundle(out, pipeline, data, target, name=name, version=version,
                         search=search_record(result, budgets),
-                        provenance=provenance_record(table, data, config.seed, result.learner, result.model,
-                                                     result.config),
+                        provenance=bundle.provenance_record(table, data, config.seed, result.learner,
+                                                            result.model, result.config),
                         seed=config.seed, synthetic_samples=config.synthetic_samples, force=config.force,
                         reporter=report)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
@@ -109,7 +103,7 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
     ``pipeline`` is ``data``'s preprocessor followed by the model's steps
     (:func:`host_pipeline`); ``search`` and
     ``provenance`` are the manifest's sections saying how the model was chosen
-    and from what (:func:`search_record`, :func:`provenance_record`). Every
+    and from what (:func:`search_record`, :func:`edgeml.bundle.provenance_record`). Every
     artifact ``target`` asks for is made and verified through
     ``edgeml_runtime``, the sample rows are stored, and the folder is moved to
     ``out`` (replacing a bundle there only with ``force``) beside its
@@ -117,7 +111,7 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
     that trains its own model calls it directly.
     """
     report = reporter or Reporter()
-    stage = bundles.staging_dir(Path(out), force)
+    stage = bundle.staging_dir(Path(out), force)
     try:
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
@@ -125,9 +119,17 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
         _record(writer, data, pipeline)
         writer.record("search", search)
         writer.record("provenance", provenance)
-        _export(writer, pipeline, data, target, report)
+        exported = make_artifacts(pipeline, data.inputs, data.task, data.classes, target, data.calibration,
+                                  name=name)
+        _report_export(report, exported)
+        evidence = Evidence(data.split.test, host_output(pipeline, data.features["test"], data.task),
+                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration)
+        outcomes = [ship(writer, made, evidence, inputs=exported.inputs, outputs=exported.outputs)
+                    for made in exported.made]
+        _report_verified(report, outcomes)
+        require_something_runs(target, outcomes)
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
-        archive = bundles.finish(stage, Path(out))
+        archive = bundle.finish(stage, Path(out))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -161,38 +163,29 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     return result, budgets
 
 
-def _export(writer: BundleWriter, pipeline: Pipeline, data: Prepared, target: TargetProfile,
-            report: Reporter) -> None:
-    """Write model.onnx and verify it, then every artifact the target asks for, handing each to ``writer``."""
-    model = to_onnx(pipeline, data.inputs, data.task, name=writer.name)
-    entry = writer.add_artifact("model.onnx", model.SerializeToString(), format="onnx", precision="fp32",
-                                engine="onnxruntime", opset=opset_of(model), outputs=output_names(model, data.task),
-                                inputs=data.inputs.features)
-    opsets = ", ".join(f"{d} {v}" for d, v in sorted(entry.opset.items()))
-    report.stage("export", f"model.onnx {entry.bytes / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
-    runs_onnx = bool({"onnx", "ort"} & set(target.formats))  # else model.onnx is the reference only
-    limit = target.budgets.max_model_bytes
-    if runs_onnx and limit is not None and entry.bytes > limit:
-        raise ExportError(
-            f"model.onnx is {entry.bytes:,} bytes, over target {target.name}'s max_model_bytes "
-            f"{limit:,} once preprocessing is included; raise the budget in a profile "
-            "that extends this one, or drop high-cardinality categorical columns"
-        )
-    writer.draft(entry)
-    host_test = _host_output(pipeline, data.features["test"], data.task)
-    scores = verify_artifact(writer.stage, "model.onnx", data.split.test, host_test, data.task, data.classes)
-    require_parity(scores.parity)
-    test_metrics = task_metrics(data.task, data.y["test"], scores.labels, scores.probabilities)
-    p = scores.parity
-    report.stage("verify", f"{p.rows:,} test rows through edgeml_runtime: {p.label_mismatches} label mismatches, "
-                           f"max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
-    writer.ship(entry, test_metrics=test_metrics, verification=p.to_dict())
-    source = ExportSource(model, pipeline, data.inputs, data.task, tuple(data.classes or ()))
-    more = make_artifacts(writer, source, target, data.calibration,
-                          TestSplit(data.split.test, host_test, data.y["test"], test_metrics), report.notice)
-    if not runs_onnx and not more.artifacts:
-        raise ExportError(_nothing_runs(target, more.not_shipped))
-    _report_artifacts(report, more.artifacts)
+def _report_export(report: Reporter, exported: Exported) -> None:
+    model = exported.model
+    opsets = ", ".join(f"{d} {v}" for d, v in sorted(model.opset.items()))
+    report.stage("export", f"model.onnx {len(model.data) / 1024:.1f} KiB (ONNX fp32; opsets {opsets})")
+
+
+def _report_verified(report: Reporter, outcomes: list[Outcome]) -> None:
+    """What became of every artifact: model.onnx's parity, what was not shipped and why, then the others."""
+    p = outcomes[0].parity
+    if p is not None:
+        report.stage("verify", f"{p.rows:,} test rows through edgeml_runtime: {p.label_mismatches} label "
+                               f"mismatches, max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
+    by_reason: dict[str, list[str]] = {}
+    for n in (o.not_shipped for o in outcomes[1:] if o.not_shipped):
+        by_reason.setdefault(n.reason, []).append(f"{n.format} {n.precision}")
+    for reason, which in by_reason.items():
+        report.notice(f"not shipped: {', '.join(which)}: {reason}")
+    for a in (o.artifact for o in outcomes[1:] if o.artifact):
+        d = a.metric_drop
+        how = (f"{d.metric} {d.value:.4g} vs {d.fp32:.4g} in fp32 (drop {d.drop:.3g}, allowed "
+               f"{d.allowed:.3g})" if d else "identical to the host pipeline")
+        report.stage("verify", f"{a.path} {a.bytes / 1024:.1f} KiB ({a.format} {a.precision}) "
+                               f"through edgeml_runtime: {how}")
 
 
 def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synthetic: bool) -> Manifest:
@@ -202,37 +195,12 @@ def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synth
     return writer.write()
 
 
-def _nothing_runs(target: TargetProfile, not_shipped: tuple[NotShipped, ...]) -> str:
-    reasons = "; ".join(f"{n.format} {n.precision}: {n.reason}" for n in not_shipped)
-    if all(n.applicable for n in not_shipped):  # made, but lost too much in reduced precision
-        fix = ("raise budgets.max_accuracy_drop / max_rmse_increase in a profile that extends this one, "
-               "or give the search more trials (--max-trials) to find a model that quantizes better")
-    else:
-        fix = (f"allow only model families this target takes with --estimators (its profile lists "
-               f"{', '.join(target.estimators)}), or build for a target with more room")
-    return f"nothing target {target.name} runs could be made ({reasons}). To fix: {fix}"
-
-
-def _report_artifacts(report: Reporter, artifacts: tuple[Artifact, ...]) -> None:
-    for a in artifacts:
-        d = a.metric_drop
-        how = (f"{d.metric} {d.value:.4g} vs {d.fp32:.4g} in fp32 (drop {d.drop:.3g}, allowed "
-               f"{d.allowed:.3g})" if d else "identical to the host pipeline")
-        report.stage("verify", f"{a.path} {a.bytes / 1024:.1f} KiB ({a.format} {a.precision}) "
-                               f"through edgeml_runtime: {how}")
-
-
 def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline) -> None:
     """Hand the validation metrics and the drift reference to the bundle writer."""
-    valid_output = _host_output(pipeline, data.features["valid"], data.task)
-    if data.task == "classification":
-        predicted = np.argmax(valid_output, axis=1)
-        writer.record("valid_metrics", classification_metrics(data.y["valid"], predicted, valid_output))
-    else:
-        predicted = valid_output
-        writer.record("valid_metrics", regression_metrics(data.y["valid"], predicted))
-    writer.record("reference", build_reference(data.features["train"], data.inputs, predicted, data.task,
-                                               data.classes))
+    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task))
+    writer.record("valid_metrics", task_metrics(data.task, data.y["valid"], predicted, probabilities))
+    writer.record("reference", bundle.build_reference(data.features["train"], data.inputs, predicted, data.task,
+                                                      data.classes))
 
 
 def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
@@ -253,39 +221,6 @@ def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
     }
 
 
-def provenance_record(table: Table, data: Prepared, seed: int, learner: str, model, config: dict) -> dict:
-    """The manifest's ``provenance`` section: the table, the seed, the model (``learner``, its class and
-    ``config``) and the package versions."""
-    return {
-        "data": {"source": table.source, "format": table.format, "sha256": table.sha256,
-                 "rows": table.rows, "labelled_rows": len(data.frame), "split": data.split.sizes},
-        "seed": seed,
-        "model": {"learner": learner, "class": type(model).__name__, "config": config},
-        "packages": bundles.package_versions(),
-    }
-
-
-def _host_output(pipeline: Pipeline, features: pd.DataFrame, task: str) -> np.ndarray:
-    """The host pipeline's probabilities (classification) or values (regression)."""
-    return pipeline.predict_proba(features) if task == "classification" else pipeline.predict(features)
-
-
-def _ingest(config: BuildConfig) -> tuple[Table, str]:
-    if config.data is None:
-        from edgeml.data.demo import DEMO_LABEL, demo_frame
-
-        if config.label not in (None, DEMO_LABEL):
-            raise DataError(f"--label {config.label!r} was given without --data; "
-                            f"the built-in demo data's label is {DEMO_LABEL!r}")
-        frame = demo_frame(seed=config.seed)
-        digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-        return (Table(frame=frame, source="built-in demo data", format="demo", sha256=digest, rows=len(frame)),
-                DEMO_LABEL)
-    if not config.label:
-        raise DataError(f"--label is required with --data {config.data}: name the column to predict")
-    return read_table(config.data, query=config.query), config.label
-
-
 def _learners(config: BuildConfig, target: TargetProfile, task: str) -> tuple[str, ...]:
     allowed = target.estimators
     if config.estimators:
@@ -299,32 +234,4 @@ def _learners(config: BuildConfig, target: TargetProfile, task: str) -> tuple[st
     return usable_learners(allowed, task)
 
 
-def _default_name(config: BuildConfig, table: Table) -> str:
-    if config.data is None:
-        return "demo"
-    stem = Path(str(config.data).split("?")[0]).stem
-    return re.sub(r"[^0-9A-Za-z_.-]+", "-", stem).strip("-.").lower() or "model"
-
-
-def _destination(config: BuildConfig, name: str) -> tuple[Path, str]:
-    """The bundle folder and its version: ``dist/<name>-<N>`` with N one past the last, or ``--out``.
-
-    With ``--out`` the version comes from the folder name (``…-7``), else one
-    past the version of the bundle being replaced there, else 1.
-    """
-    if not config.out:
-        version = bundles.next_version(Path("dist"), name)
-        return Path("dist") / f"{name}-{version}", version
-    out = Path(config.out)
-    m = re.fullmatch(rf"{re.escape(name)}-(\d+)", out.name)
-    if m:
-        return out, m.group(1)
-    try:
-        previous = read_manifest(out).version
-        return out, str(int(previous) + 1)
-    except (BundleError, ValueError):
-        return out, "1"
-
-
-__all__ = ["BuildResult", "Reporter", "STAGES", "Written", "build", "host_pipeline",
-           "provenance_record", "search_record", "write_bundle"]
+__all__ = ["BuildResult", "Reporter", "STAGES", "Written", "build", "host_pipeline", "search_record", "write_bundle"]

@@ -20,7 +20,7 @@ key or value at fault and says how to fix it. The whole tree, host and device
     ├── TargetError              a hardware target profile is unknown or invalid
     ├── SearchError              the model search could not produce a usable model
     ├── ExportError              a fitted pipeline cannot become the artifact a target asks for
-    │   └── NotApplicable        edgeml.export.quantize: an artifact that cannot be made honestly
+    │   └── NotApplicable        edgeml.export.registry: an artifact that cannot be made honestly
     └── VerificationError        an artifact does not compute what the host pipeline computes
 """
 

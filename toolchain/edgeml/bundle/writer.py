@@ -10,13 +10,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import platform
-import re
 import shutil
 import tarfile
 from dataclasses import replace
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 from edgeml.errors import BundleError, ConfigError
@@ -37,30 +34,6 @@ from edgeml_runtime.manifest import (
     Verification,
 )
 from edgeml_runtime.schema import InputSchema
-
-#: Packages whose versions go into every manifest's provenance.
-PROVENANCE_PACKAGES = (
-    "edgeml", "edgeml-runtime", "flaml", "scikit-learn", "lightgbm", "xgboost", "onnx", "skl2onnx",
-    "onnxmltools", "onnxruntime", "numpy", "pandas",
-)
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def next_version(parent: Path, name: str) -> str:
-    """One more than the highest ``<name>-<N>`` bundle already in ``parent`` (1 for the first)."""
-    pattern = re.compile(rf"^{re.escape(name)}-(\d+)(?:\.tar\.gz)?$")
-    taken = ([int(m.group(1)) for p in parent.glob(f"{name}-*") if (m := pattern.match(p.name))]
-             if parent.is_dir() else [])
-    return str(max(taken, default=0) + 1)
 
 
 def staging_dir(out: Path, force: bool) -> Path:

@@ -22,11 +22,13 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from edgeml.data.ingest import Table
 from edgeml.errors import ConfigError
 
 DEMO_LABEL = "failure"
@@ -133,6 +135,17 @@ def summarize_scored(path: str | Path) -> str:
             f"{int((truth & predicted).sum())} of them real; {real} real failures in all.\n"
             f"The {real} rows the model ranks most at risk hold {hit} of them; a random pick would hold about "
             f"{real * real / max(len(frame), 1):.1f}.")
+
+
+def demo_table(seed: int = 0) -> Table:
+    """:func:`demo_frame` as the :class:`~edgeml.data.ingest.Table` a build reads, its sha256 over its CSV text.
+
+    >>> demo_table(seed=1).format, demo_table(seed=1).sha256 == demo_table(seed=1).sha256
+    ('demo', True)
+    """
+    frame = demo_frame(seed=seed)
+    digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    return Table(frame=frame, source="built-in demo data", format="demo", sha256=digest, rows=len(frame))
 
 
 def write_demo_csv(path: str | Path, rows: int = 3000, seed: int = 0, *, label: bool = True) -> Path:

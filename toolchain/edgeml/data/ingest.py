@@ -35,7 +35,7 @@ import pandas as pd
 
 from edgeml.errors import DataError
 
-__all__ = ["EXTENSIONS", "FORMATS", "Table", "read_table"]
+__all__ = ["EXTENSIONS", "FORMATS", "Table", "read_input", "read_table"]
 
 #: The formats :func:`read_table` understands.
 FORMATS = ("csv", "parquet", "jsonl", "sqlite")
@@ -74,6 +74,23 @@ class Table:
     format: str  #: one of :data:`FORMATS`
     sha256: str  #: of the source file's bytes (the ``.db`` file for SQLite)
     rows: int
+
+
+def read_input(data: str | os.PathLike | None, label: str | None, *, query: str | None = None,
+               seed: int = 0) -> tuple[Table, str]:
+    """What a build reads, and the label column: the table at ``data`` (``--data``, with ``--query``), or without
+    one the built-in demo data for ``seed`` (:func:`edgeml.data.demo.demo_table`); :class:`DataError` if the label
+    is missing or, for the demo data, not its own."""
+    if data is None:
+        from edgeml.data.demo import DEMO_LABEL, demo_table  # demo.py builds a Table: imported when it is wanted
+
+        if label not in (None, DEMO_LABEL):
+            raise DataError(f"--label {label!r} was given without --data; "
+                            f"the built-in demo data's label is {DEMO_LABEL!r}")
+        return demo_table(seed), DEMO_LABEL
+    if not label:
+        raise DataError(f"--label is required with --data {data}: name the column to predict")
+    return read_table(data, query=query), label
 
 
 def read_table(source: str | os.PathLike, *, query: str | None = None, table: str | None = None) -> Table:

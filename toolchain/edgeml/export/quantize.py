@@ -1,25 +1,9 @@
-"""The artifact registry, and the artifacts made from the fp32 ONNX model: reduced precisions, ``.ort``.
+"""The artifacts made from the fp32 ONNX model — reduced precisions, ``.ort``, offline-optimised ONNX — as makers
+in the one registry (:mod:`edgeml.export.registry`), registered at the bottom of this module.
 
-One registry, :data:`ARTIFACTS`, keyed by ``(format, precision)`` as a target
-profile names them, so a build loops over what its profile asks for::
-
-    source = ExportSource(fp32_model, pipeline, schema, task, classes)
-    for fmt in target.formats:
-        for precision in target.precisions:
-            try:
-                artifact = compile_artifact(source, fmt, precision, CompileOptions.from_target(target, feeds))
-            except NotApplicable as skipped:
-                notes.append(skipped.to_dict())      # say in the manifest what was not made, and why
-
-Every maker has one signature, ``make(source, options) -> CompiledArtifact``:
-it takes an :class:`ExportSource` (the verified fp32 ``onnx.ModelProto`` and
-the fitted pipeline it came from) and returns the file's bytes plus what the
-manifest records (format, precision, engine, what was done, the details).
-The ONNX and ``.ort`` makers are registered at the bottom of this module, the
-TFLite ones (written from the pipeline) at the bottom of
-:mod:`edgeml.export.tflite.artifact`; importing :mod:`edgeml.export` loads
-both. What cannot honestly be made raises :class:`NotApplicable` instead of
-writing a file that would not help or would not run:
+Each maker is a precision step followed by a format step. What cannot
+honestly be made raises :class:`~edgeml.export.registry.NotApplicable`
+instead of writing a file that would not help or would not run:
 
 * **fp16** (``onnxconverter-common``, inputs and outputs kept fp32) converts
   the graph's numeric core — MatMul, Add, activations: an MLP's weights —
@@ -42,28 +26,23 @@ writing a file that would not help or would not run:
 * **onnx** is the model itself, optimized offline when the profile asks
   (``ort_optimization``).
 
-A reduced-precision artifact may score differently from fp32:
-:func:`metric_drop` compares their test metrics with the profile's
-``max_accuracy_drop`` / ``max_rmse_increase``.
+A reduced-precision artifact may score differently from fp32: the verify
+stage compares their test metrics (:func:`edgeml.verify.metrics.metric_drop`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import platform
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
-from edgeml.errors import ExportError
 from edgeml.export.ort import optimize_offline, quiet_logs, to_ort
-from edgeml_runtime.schema import InputSchema
+from edgeml.export.registry import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
 
 #: Operators whose float weights and activations fp16 converts (the "numeric core"); everything else stays fp32.
 FP16_OPS = frozenset({"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Softmax", "Identity"})
@@ -82,93 +61,6 @@ ML_MODEL_OPS = {
 TREES_STAY_FP32 = ("tree ensembles stay fp32: the ai.onnx.ml TreeEnsemble operators (opset <= 3) hold thresholds "
                    "and leaf values as float32, and onnxruntime quantizes neither; their size is reduced through the "
                    "search instead (fewer, shallower trees under the profile's max_model_bytes)")
-
-
-class NotApplicable(ExportError):
-    """An artifact a profile asks for that cannot honestly be made for this model; says why.
-
-    Not a failure of the build: the manifest records it (:meth:`to_dict`)
-    and the artifacts that could be made are shipped.
-    """
-
-    def __init__(self, fmt: str, precision: str, reason: str):
-        super().__init__(f"{fmt} {precision}: not applicable: {reason}")
-        self.format, self.precision, self.reason = fmt, precision, reason
-
-    def to_dict(self) -> dict:
-        return {"format": self.format, "precision": self.precision, "applicable": False, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class ExportSource:
-    """What artifacts are made from: the verified fp32 ONNX model, and the fitted pipeline it was exported from.
-
-    The ONNX makers need only ``onnx``; the TFLite makers write the file from
-    ``pipeline`` (a fitted scikit-learn ``Pipeline``) with its input
-    ``schema``, ``task`` and ``classes``.
-    """
-
-    onnx: onnx.ModelProto
-    pipeline: Any = None
-    schema: InputSchema | None = None
-    task: str = ""
-    classes: tuple = ()
-
-
-@dataclass(frozen=True)
-class CompileOptions:
-    """What a compile step may need besides the fp32 model.
-
-    ``calibration`` holds feeds from the training split — a dict of feature
-    name to an ``(n, 1)`` array, as ``FeatureEncoder.encode`` returns — for
-    static int8 quantization (without it, int8 is dynamic).
-    ``optimization`` is the profile's ``ort_optimization``; ``arch`` the
-    target's CPU architecture; ``target`` the whole profile (its operator
-    set and budgets decide what a TFLite file may hold).
-    """
-
-    calibration: Mapping[str, np.ndarray] | None = None
-    optimization: str = "none"
-    arch: str = field(default_factory=platform.machine)
-    calibration_rows: int = 1000
-    calibration_batch: int = 100
-    target: Any = None
-
-    @classmethod
-    def from_target(cls, target, calibration: Mapping[str, np.ndarray] | None = None) -> CompileOptions:
-        return cls(calibration=calibration, optimization=target.ort_optimization, arch=target.arch, target=target)
-
-
-@dataclass(frozen=True)
-class CompiledArtifact:
-    """One artifact's bytes and what the manifest should say about it."""
-
-    data: bytes
-    format: str
-    precision: str
-    done: tuple[str, ...]
-    details: dict
-    extra_files: dict[str, bytes] = field(default_factory=dict)
-    engine: str = "onnxruntime"
-
-    @property
-    def suffix(self) -> str:
-        return {"ort": ".ort", "tflite": ".tflite"}.get(self.format, ".onnx")
-
-    def file_name(self, stem: str = "model") -> str:
-        """``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``model.ort``, ``model.int8.ort``…
-
-        The fp32 ONNX artifact (``model.onnx`` optimized offline) is
-        ``model.opt.onnx``: ``model.onnx`` is the exported model itself.
-        """
-        if (self.format, self.precision) == ("onnx", "fp32"):
-            stem = f"{stem}.opt"
-        return f"{stem}{'' if self.precision == 'fp32' else '.' + self.precision}{self.suffix}"
-
-    def manifest_fields(self) -> dict:
-        """Entries for the artifact's manifest record (beside path, bytes, sha256 and outputs)."""
-        return {"format": self.format, "precision": self.precision, "engine": self.engine,
-                "transform": {"done": list(self.done), **self.details}}
 
 
 # --- precisions ---------------------------------------------------------------------------------
@@ -273,23 +165,6 @@ def _ort_format(model, precision, done, details, options: CompileOptions) -> Com
 FORMAT_STEPS: dict[str, Callable] = {"onnx": _onnx_format, "ort": _ort_format}
 
 
-# --- the registry -------------------------------------------------------------------------------
-
-#: What every artifact maker is: function(source, options) -> :class:`CompiledArtifact`.
-Maker = Callable[[ExportSource, CompileOptions], CompiledArtifact]
-#: ``(format, precision)`` -> its :data:`Maker`.
-ARTIFACTS: dict[tuple[str, str], Maker] = {}
-
-
-def register_artifact(fmt: str, precision: str, make: Maker) -> None:
-    """Add a way to make a ``(format, precision)`` artifact; refuses to replace one silently."""
-    if not callable(make):
-        raise TypeError(f"the artifact maker for ({fmt!r}, {precision!r}) must be callable as make(source, options)")
-    if (fmt, precision) in ARTIFACTS:
-        raise ValueError(f"an artifact maker for ({fmt!r}, {precision!r}) is already registered")
-    ARTIFACTS[(fmt, precision)] = make
-
-
 def _compose(fmt: str, precision: str):
     def make(source: ExportSource, options: CompileOptions) -> CompiledArtifact:
         step, model = PRECISION_STEPS[precision], source.onnx
@@ -305,45 +180,6 @@ def _compose(fmt: str, precision: str):
 
     make.__name__ = f"make_{fmt}_{precision}"
     return make
-
-
-for _fmt in FORMAT_STEPS:
-    for _precision in PRECISION_STEPS:
-        register_artifact(_fmt, _precision, _compose(_fmt, _precision))
-
-
-def compile_artifact(source: ExportSource, fmt: str, precision: str,
-                     options: CompileOptions | None = None) -> CompiledArtifact:
-    """Make the ``(fmt, precision)`` artifact from ``source``; :class:`NotApplicable` when it cannot be."""
-    try:
-        make = ARTIFACTS[(fmt, precision)]
-    except KeyError:
-        known = ", ".join(f"{f}/{p}" for f, p in ARTIFACTS)
-        raise ExportError(f"no way to make a {fmt} {precision} artifact; edgeml makes {known}") from None
-    return make(source, options or CompileOptions())
-
-
-def metric_drop(task: str, reference: Mapping[str, float], candidate: Mapping[str, float], budgets) -> dict:
-    """How much a reduced-precision artifact loses against fp32 on the test split, and whether that is allowed.
-
-    Classification compares accuracy (absolute points, ``max_accuracy_drop``);
-    regression compares RMSE (relative increase, ``max_rmse_increase``).
-
-    >>> from edgeml.targets.profiles import Budgets
-    >>> metric_drop("classification", {"accuracy": 0.97}, {"accuracy": 0.965}, Budgets())["within"]
-    True
-    >>> metric_drop("regression", {"rmse": 4.0}, {"rmse": 4.2}, Budgets())["within"]
-    False
-    """
-    if task == "classification":
-        drop = float(reference["accuracy"]) - float(candidate["accuracy"])
-        allowed = budgets.max_accuracy_drop
-        return {"metric": "accuracy", "fp32": float(reference["accuracy"]), "value": float(candidate["accuracy"]),
-                "drop": drop, "allowed": allowed, "within": drop <= allowed + 1e-12}
-    increase = float(candidate["rmse"]) / float(reference["rmse"]) - 1 if reference["rmse"] else 0.0
-    allowed = budgets.max_rmse_increase
-    return {"metric": "rmse", "fp32": float(reference["rmse"]), "value": float(candidate["rmse"]),
-            "drop": increase, "allowed": allowed, "within": increase <= allowed + 1e-12}
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -396,18 +232,9 @@ def _quiet():
         yield
 
 
-__all__ = [
-    "ARTIFACTS",
-    "CompileOptions",
-    "CompiledArtifact",
-    "ExportSource",
-    "Maker",
-    "NotApplicable",
-    "compile_artifact",
-    "metric_drop",
-    "optimize_offline",
-    "register_artifact",
-    "to_fp16",
-    "to_int8",
-    "to_ort",
-]
+__all__ = ["FP16_OPS", "INT8_OPS", "TREES_STAY_FP32", "to_fp16", "to_int8"]
+
+
+for _fmt in FORMAT_STEPS:
+    for _precision in PRECISION_STEPS:
+        register_artifact(_fmt, _precision, _compose(_fmt, _precision))

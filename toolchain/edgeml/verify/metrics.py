@@ -1,8 +1,12 @@
-"""Test and validation metrics, computed the same way for the host pipeline and for artifacts."""
+"""Test and validation metrics, computed the same way for the host pipeline and for artifacts, and the rule that
+judges what a reduced-precision artifact may lose against fp32."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
 
@@ -33,3 +37,53 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 #: The headline metric shown in summaries, per task.
 HEADLINE = {"classification": ("accuracy", "f1", "roc_auc"), "regression": ("rmse", "mae", "r2")}
+
+
+def task_metrics(task: str, y: np.ndarray, labels: np.ndarray, probabilities: np.ndarray | None) -> dict[str, float]:
+    """:func:`classification_metrics` (class indices and probabilities) or :func:`regression_metrics` (values).
+
+    >>> task_metrics("regression", np.array([1.0, 3.0]), np.array([1.0, 2.0]), None)["mae"]
+    0.5
+    """
+    if task == "classification":
+        return classification_metrics(y, labels, probabilities)
+    return regression_metrics(y, labels)
+
+
+def host_output(pipeline, features: pd.DataFrame, task: str) -> np.ndarray:
+    """The host pipeline's probabilities (classification) or values (regression) on ``features``."""
+    return pipeline.predict_proba(features) if task == "classification" else pipeline.predict(features)
+
+
+def labels_of(task: str, output: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A host output's labels (class indices, or the values themselves) and probabilities (``None`` for regression).
+
+    >>> labels_of("classification", np.array([[0.2, 0.8], [0.9, 0.1]]))[0].tolist()
+    [1, 0]
+    """
+    if task == "classification":
+        return np.argmax(output, axis=1), output
+    return output, None
+
+
+def metric_drop(task: str, reference: Mapping[str, float], candidate: Mapping[str, float], budgets) -> dict:
+    """How much a reduced-precision artifact loses against fp32 on the test split, and whether that is allowed.
+
+    Classification compares accuracy (absolute points, ``max_accuracy_drop``);
+    regression compares RMSE (relative increase, ``max_rmse_increase``).
+
+    >>> from edgeml.targets.profiles import Budgets
+    >>> metric_drop("classification", {"accuracy": 0.97}, {"accuracy": 0.965}, Budgets())["within"]
+    True
+    >>> metric_drop("regression", {"rmse": 4.0}, {"rmse": 4.2}, Budgets())["within"]
+    False
+    """
+    if task == "classification":
+        drop = float(reference["accuracy"]) - float(candidate["accuracy"])
+        allowed = budgets.max_accuracy_drop
+        return {"metric": "accuracy", "fp32": float(reference["accuracy"]), "value": float(candidate["accuracy"]),
+                "drop": drop, "allowed": allowed, "within": drop <= allowed + 1e-12}
+    increase = float(candidate["rmse"]) / float(reference["rmse"]) - 1 if reference["rmse"] else 0.0
+    allowed = budgets.max_rmse_increase
+    return {"metric": "rmse", "fp32": float(reference["rmse"]), "value": float(candidate["rmse"]),
+            "drop": increase, "allowed": allowed, "within": increase <= allowed + 1e-12}

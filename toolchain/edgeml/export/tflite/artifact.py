@@ -1,21 +1,19 @@
-"""TFLite artifacts, as makers in the one artifact registry (:data:`edgeml.export.quantize.ARTIFACTS`).
+"""TFLite artifacts, as makers in the one artifact registry (:data:`edgeml.export.registry.ARTIFACTS`).
 
 A TFLite file is written from the fitted pipeline itself (no ONNX-to-TFLite
 conversion exists), so the makers read ``source.pipeline`` where the ONNX
 makers read ``source.onnx``. On a target with an operator set
-(``tflite_ops``) or TFLite budgets, a file that would not run there or not
-fit is not applicable, with the reason; on a target whose operator set is
-checked with TensorFlow Lite Micro, the file is run in TFLM on training rows
-first and the run is recorded under ``transform.tflite_micro``.
+(``tflite_ops``) or a tensor-arena budget, a file that would not run there
+or whose tensors would not fit is not applicable, with the reason. Whether
+the file fits ``max_model_bytes``, and whether TensorFlow Lite Micro runs it
+where the operator set says so, is checked by the verify stage
+(:mod:`edgeml.verify.ship`) as for every artifact.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from edgeml.errors import ExportError
-from edgeml.export.quantize import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
+from edgeml.export.registry import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
 from edgeml.export.tflite.pipeline import PRECISIONS, to_tflite
 
 
@@ -35,8 +33,6 @@ def make_tflite(source: ExportSource, options: CompileOptions, precision: str) -
         raise NotApplicable("tflite", precision, str(exc)) from None
     wrong = problems(exp.ops, exp.tensor_types, op_set) if op_set else []
     budgets = target.budgets
-    if budgets.max_model_bytes is not None and len(exp.data) > budgets.max_model_bytes:
-        wrong.append(f"the file is {len(exp.data):,} bytes, over budgets.max_model_bytes {budgets.max_model_bytes:,}")
     planned = exp.details["planned_bytes"]
     if budgets.max_arena_bytes is not None and planned > budgets.max_arena_bytes:
         wrong.append(f"its tensors need {planned:,} bytes for one row, over budgets.max_arena_bytes "
@@ -48,22 +44,7 @@ def make_tflite(source: ExportSource, options: CompileOptions, precision: str) -
     if op_set is not None:
         done += (f"every operator and tensor type is in the {op_set.name} set",)
         details["op_set"] = op_set.name
-        if op_set.verify_with == "tflite-micro":
-            details["tflite_micro"] = _run_in_tflm(exp.data, precision, options, planned)
     return CompiledArtifact(exp.data, "tflite", precision, done, details, engine="litert")
-
-
-def _run_in_tflm(data: bytes, precision: str, options: CompileOptions, planned_bytes: int) -> dict:
-    """TFLite Micro's run of the file on training rows (what the manifest records), or :class:`NotApplicable`."""
-    from edgeml.export.tflite import micro as tflm
-
-    with tempfile.TemporaryDirectory(prefix="edgeml-tflm-") as tmp:
-        path = Path(tmp) / "model.tflite"
-        path.write_bytes(data)
-        try:
-            return tflm.check(path, options.calibration, options.target.budgets.max_arena_bytes, planned_bytes)
-        except ExportError as exc:
-            raise NotApplicable("tflite", precision, str(exc)) from None
 
 
 def _maker(precision: str):
