@@ -51,7 +51,9 @@ def bundled(tmp_path, target):
     table, data, mlp, pipeline = fitted()
     search = {"learners": ["mlp"], "metric": "none (trained directly, not searched)", "best_learner": "mlp",
               "best_config": {}, "best_valid_loss": None, "best_model_bytes": None,
-              "best_predicted_latency_ms": None, "budgets": {}, "trials": 0, "seconds": 0.0, "trial_log": [],
+              "best_predicted_latency_ms": None,
+              "budgets": {"max_model_bytes": None, "latency_budget_ms": None, "max_arena_bytes": None},
+              "trials": 0, "seconds": 0.0, "trial_log": [],
               "frontier": []}
     out = tmp_path / target.name
     write_bundle(out, pipeline, data, target, name="ship", version="1", search=search,

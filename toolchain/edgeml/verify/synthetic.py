@@ -30,10 +30,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeml.errors import BundleError
 from edgeml_runtime.manifest import Reference
 from edgeml_runtime.samples import float32_values
-from edgeml_runtime.schema import InputColumn, InputSchema
+from edgeml_runtime.schema import InputSchema
 
 #: The category synthetic rows use for the reference's "other" share: one the model does not know.
 UNKNOWN_CATEGORY = "<unknown>"
@@ -80,20 +79,13 @@ _DRAW: dict[str, Callable[[dict, int, np.random.Generator], tuple[list, list]]] 
 }
 
 
-def _reference_of(reference: Reference, column: InputColumn) -> dict:
-    ref = reference.columns.get(column.name)
-    if not isinstance(ref, dict):
-        raise BundleError(f"the manifest's reference does not describe input column {column.name!r}; rebuild "
-                          "the bundle, or build without --synthetic-samples")
-    return ref
-
-
 def synthetic_columns(reference: Reference, schema: InputSchema, rows: int, seed: int) -> dict[str, list]:
     """Raw values per input column: first one row per special value of each column, then ``rows`` random rows."""
     rng = np.random.default_rng(seed)
+    described = reference.to_dict()["columns"]  # one entry per input: the manifest checks that on reading
     drawn = {}
     for column in schema.columns:
-        ref = _reference_of(reference, column)
+        ref = described[column.name]
         draw = _DRAW.get(column.kind) if ref.get("monitored", False) else None
         drawn[column.name] = (draw or _unmonitored)(ref, rows, rng)
     specials = [(name, value) for name, (values, _) in drawn.items() for value in values]
