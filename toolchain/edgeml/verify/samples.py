@@ -80,7 +80,8 @@ def _device_rows(columns: dict, schema: InputSchema) -> list[tuple]:
 def _synthetic(stage: Path, manifest: Manifest, data: Prepared, seed: int) -> tuple[dict, list]:
     """Rows drawn from the reference, none equal to a training row; the labels the first artifact gives them."""
     schema = data.inputs
-    drawn = synthetic_columns(manifest.reference, schema, SYNTHETIC_POOL, seed)
+    # The reference has one entry per input (the manifest checks that on reading), as plain JSON.
+    drawn = synthetic_columns(manifest.reference.to_dict()["columns"], schema, SYNTHETIC_POOL, seed)
     train = data.split.train
     seen = set(_device_rows({n: [json_value(v) for v in train[n].tolist()] for n in schema.names}, schema))
     keep = [i for i, row in enumerate(_device_rows(drawn, schema)) if row not in seen]

@@ -18,19 +18,17 @@ Example:
 >>> schema = InputSchema((InputColumn("rpm", "numeric", ("rpm",)),))
 >>> rpm = {"kind": "numeric", "monitored": True, "edges": [1500.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
 ...        "range": [1000.0, 2000.0]}
->>> reference = Reference(format=1, bins="quantile", rows={"train": 100}, columns={"rpm": rpm}, output={})
->>> rows = synthetic_columns(reference, schema, 4, seed=0)["rpm"]
+>>> rows = synthetic_columns({"rpm": rpm}, schema, 4, seed=0)["rpm"]
 >>> rows[:2], all(1000.0 <= v <= 2000.0 for v in rows)
 ([1000.0, 2000.0], True)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from edgeml_runtime.manifest import Reference
 from edgeml_runtime.samples import float32_values
 from edgeml_runtime.schema import InputSchema
 
@@ -79,10 +77,9 @@ _DRAW: dict[str, Callable[[dict, int, np.random.Generator], tuple[list, list]]] 
 }
 
 
-def synthetic_columns(reference: Reference, schema: InputSchema, rows: int, seed: int) -> dict[str, list]:
+def synthetic_columns(described: Mapping[str, dict], schema: InputSchema, rows: int, seed: int) -> dict[str, list]:
     """Raw values per input column: first one row per special value of each column, then ``rows`` random rows."""
     rng = np.random.default_rng(seed)
-    described = reference.to_dict()["columns"]  # one entry per input: the manifest checks that on reading
     drawn = {}
     for column in schema.columns:
         ref = described[column.name]
