@@ -111,3 +111,14 @@ def run_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture
+def extra_learner():
+    """A learner of the linear family registered for one test, unregistered after it."""
+    from edgeml.models.learners import Learner, register_learner, unregister_learner
+
+    learner = register_learner(Learner("lr_extra", "edgeml.models.estimators:StandardizedLRL2Classifier",
+                                       ("classification",), "linear", "a learner registered by a test"))
+    yield learner.name
+    unregister_learner(learner.name)

@@ -13,7 +13,6 @@ import pytest
 from conftest import AI4I_DROP, DATASETS
 
 from edgeml.errors import SearchError
-from edgeml.models.learners import Learner, register_learner, unregister_learner
 from edgeml.search.automl import SearchSettings, run_search
 from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, frontier, infeasible_message, small_learners
 from edgeml.targets.measure import TrialMeasure, target_budget
@@ -243,15 +242,6 @@ def test_infeasible_message_counts_each_budget_and_says_what_to_relax():
     both = infeasible_message([trials[1]], budget)
     assert "raise several budgets" in both
     assert "estimators (lrl1, lrl2, enet, mlp)" in both
-
-
-@pytest.fixture
-def extra_learner():
-    """A learner of the linear family registered for one test, unregistered after it."""
-    learner = register_learner(Learner("lr_extra", "edgeml.models.estimators:StandardizedLRL2Classifier",
-                                       ("classification",), "linear", "a learner registered by a test"))
-    yield learner.name
-    unregister_learner(learner.name)
 
 
 def test_the_small_families_suggested_are_read_from_the_registries(extra_learner):

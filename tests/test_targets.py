@@ -156,15 +156,6 @@ def test_known_estimators_are_every_registered_learner(tdir):
     assert load_target("deep").estimators == ("xgb_limitdepth", "lgbm")
 
 
-@pytest.fixture
-def extra_learner():
-    """A learner registered for one test (fitting the linear family), unregistered after it."""
-    learner = register_learner(Learner("lr_extra", "edgeml.models.estimators:StandardizedLRL2Classifier",
-                                       ("classification",), "linear", "a learner registered by a test"))
-    yield learner.name
-    unregister_learner(learner.name)
-
-
 def test_a_learner_registered_later_is_allowed_at_once(tdir, extra_learner):
     write(tdir, "later", VALID.format(name="later") + f'estimators = ["{extra_learner}", "lgbm"]\n')
     assert load_target("later").estimators == (extra_learner, "lgbm")
