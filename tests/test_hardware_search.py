@@ -161,7 +161,7 @@ def test_the_trial_log_does_not_depend_on_flamls_log(datasets):
         assert {**a, "elapsed": None} == {**b, "elapsed": None}
 
 
-def test_budgets_need_a_measure():
+def test_budgets_need_a_measure(datasets):
     data = prepared("ccpp")
     X, y = data["X"], data["y"]
     settings = SearchSettings(task="regression", learners=("enet",), max_iter=2, seed=0, n_jobs=1)

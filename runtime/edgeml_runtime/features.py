@@ -230,7 +230,8 @@ def _convert_scalar(fn, fill, values, bad):
 
 def _numeric(col: InputColumn, values, bad):
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        arr = values.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported as a row error just below
+            arr = values.astype(np.float32)
         if values.dtype.kind == "f":
             for i in np.flatnonzero(np.isinf(arr)):
                 bad[int(i)] = f"{values[i]!r} is not a finite number"
