@@ -70,8 +70,8 @@ def main() -> int:
     for _ in range(args.rounds):
         for mode, mon in modes.items():
             model.monitor = mon
-            one[mode] += timed(model.predict, one_records, args.iterations // args.rounds)
-            batch[mode] += timed(model.predict, [records], 1)
+            one[mode] += timed({mode: (model.predict, one_records)}, args.iterations // args.rounds)[mode]
+            batch[mode] += timed({mode: (model.predict, [records])}, 1)[mode]
             started = time.perf_counter()
             windows += len(monitor.poll())
             polls.append(time.perf_counter() - started)
