@@ -71,8 +71,9 @@ from .sections import (
     wrong,
 )
 
-#: The manifest layout this runtime reads. Bumped on incompatible changes.
-MANIFEST_FORMAT = 1
+#: The manifest layout this runtime reads. Bumped on incompatible changes: 2 made every section strict and
+#: the sample rows required.
+MANIFEST_FORMAT = 2
 TASKS = ("classification", "regression")
 FORMATS = ("onnx", "ort", "tflite")
 SAMPLE_SOURCES = ("test", "synthetic")
