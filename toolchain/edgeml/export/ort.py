@@ -198,21 +198,20 @@ def _write_resolver(builder: flatbuffers.Builder, entries: tuple) -> int:
                 builder.PrependUint32Slot(1, index, 0)
                 builder.PrependInt8Slot(0, arg_type, 0)
                 arg_tables.append(builder.EndObject())
-            args_vector = _vector(builder, arg_tables)
-            name = builder.CreateString(type_str)
-            builder.StartObject(2)
-            builder.PrependUOffsetTRelativeSlot(1, args_vector, 0)
-            builder.PrependUOffsetTRelativeSlot(0, name, 0)
-            tables.append(builder.EndObject())
-        strs_vector = _vector(builder, tables)
-        name = builder.CreateString(op_id)
-        builder.StartObject(2)
-        builder.PrependUOffsetTRelativeSlot(1, strs_vector, 0)
-        builder.PrependUOffsetTRelativeSlot(0, name, 0)
-        ops.append(builder.EndObject())
+            tables.append(_keyed(builder, type_str, _vector(builder, arg_tables)))
+        ops.append(_keyed(builder, op_id, _vector(builder, tables)))
     ops_vector = _vector(builder, ops)
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, ops_vector, 0)
+    return builder.EndObject()
+
+
+def _keyed(builder: flatbuffers.Builder, key, vector: int) -> int:
+    """A table of a key (slot 0, a string) and a vector (slot 1): both levels of the resolver are written so."""
+    name = builder.CreateString(key)
+    builder.StartObject(2)
+    builder.PrependUOffsetTRelativeSlot(1, vector, 0)
+    builder.PrependUOffsetTRelativeSlot(0, name, 0)
     return builder.EndObject()
 
 
