@@ -27,6 +27,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .deadletter import DeadLetters
 from .drift import DriftSettings
 from .model import Model
 from .outbox import Outbox
@@ -77,9 +78,11 @@ class Agent:
         s = self.settings
         model = Model.load(self.bundle, precision=s.run.precision)
         model.monitor = model.drift_monitor(s.drift)
-        outbox = Outbox(s.outbox.path or default_outbox_path(s.device), max_bytes=s.outbox.max_bytes)
+        path = Path(s.outbox.path or default_outbox_path(s.device))
+        outbox = Outbox(path, max_bytes=s.outbox.max_bytes, recover=True)
+        letters = DeadLetters(path.with_name(path.name + ".deadletter.jsonl"), s.outbox.dead_letter_max_bytes)
         try:
-            telemetry = Telemetry(s.mqtt, s.device, outbox=outbox,
+            telemetry = Telemetry(s.mqtt, s.device, outbox=outbox, dead_letters=letters,
                                   birth=birth_description(describe_model(model), s.drift), log=self.log)
             items: queue.Queue = queue.Queue(maxsize=QUEUE_ROWS)
             if s.run.input_topic:
@@ -97,11 +100,21 @@ class Agent:
                     stats = self._scorer.run(items, self.stop)
                 finally:
                     telemetry.stop()
+                    sent = telemetry.stats
         finally:
             outbox.close()
         self.log.info("done: %d rows, %d scored, %d bad, %d drift windows",
                       stats.rows, stats.scored, stats.bad_rows, stats.windows)
+        self._report(sent, letters)
         return stats
+
+    def _report(self, sent: dict, letters: DeadLetters) -> None:
+        """What telemetry could not deliver or keep, and the input it refused: said once at the end."""
+        lost = {k: sent[k] for k in ("unkept", "quarantined", "trimmed", "messages_refused", "records_dropped")
+                if sent.get(k)}
+        if lost or letters.count:
+            self.log.warning("telemetry: %s; %d dead letter(s) in %s", ", ".join(f"{v} {k.replace('_', ' ')}"
+                             for k, v in lost.items()) or "nothing lost", letters.count, letters.path)
 
     @contextlib.contextmanager
     def _writer(self, model: Model):

@@ -48,7 +48,7 @@ from .distributions import (  # noqa: F401  (STATISTICS, statistic, statistics_f
     statistic,
     statistics_from_counts,
 )
-from .errors import BundleError, RowError, SettingsError, check_count
+from .errors import BundleError, RowError, SettingsError, check_count, shorten
 from .protocol.verdict import VerdictRule, judge_window
 from .schema import InputSchema
 
@@ -56,6 +56,10 @@ from .schema import InputSchema
 REFERENCE_FORMAT = 1
 #: Single rows are buffered (numbers in typed arrays, text in lists) and binned together this many at a time.
 CHUNK_ROWS = 1024
+#: The longest error message kept in a window (a window keeps at most ``max_errors`` of them).
+ERROR_CHARS = 300
+#: The most error messages a window may keep (``DriftSettings.max_errors``); bad rows are counted all the same.
+MAX_ERRORS = 100
 #: Closed windows kept until :meth:`DriftMonitor.poll`; beyond this the oldest are dropped (and counted).
 MAX_UNPOLLED = 1000
 
@@ -65,8 +69,9 @@ class DriftSettings:
     """When a window closes, and the :class:`~.protocol.verdict.VerdictRule` that judges it.
 
     A window closes after ``window_rows`` scored rows or ``window_seconds``
-    seconds, whichever comes first; at most ``max_errors`` row errors are
-    kept in it. ``rule`` (thresholds and ``min_rows``) is part of the
+    seconds, whichever comes first; at most ``max_errors`` row errors (up to
+    :data:`MAX_ERRORS`) are kept in it, each cut to :data:`ERROR_CHARS`
+    characters, so bad input cannot grow a window. ``rule`` (thresholds and ``min_rows``) is part of the
     protocol: the device states it in its birth message, and the fleet
     controller judges summed windows with it. Each value is checked by the
     dataclass that owns it, once; a bad one raises
@@ -88,6 +93,9 @@ class DriftSettings:
             raise SettingsError(key="window_seconds", value=self.window_seconds,
                                 allowed="must be a finite number of seconds above 0", fix="e.g. 300")
         check_count("max_errors", self.max_errors, 0, "errors kept per window")
+        if self.max_errors > MAX_ERRORS:
+            raise SettingsError(key="max_errors", value=self.max_errors, allowed=f"must be at most {MAX_ERRORS}",
+                                fix="bad rows are counted in every window anyway; keep a few messages (default 5)")
         if not isinstance(self.rule, VerdictRule):
             raise SettingsError(key="rule", value=self.rule, allowed="must be a VerdictRule",
                                 fix="give rule=VerdictRule(psi_moderate=..., ...)")
@@ -177,7 +185,7 @@ class DriftMonitor:
         if errors:
             self._bad_rows += len(errors)
             room = self.settings.max_errors - len(self._errors)
-            self._errors += [str(e) for e in errors[:room]] if room > 0 else []
+            self._errors += [shorten(str(e), ERROR_CHARS) for e in errors[:room]] if room > 0 else []
         if outputs is None:
             return self
         if type(outputs) is not np.ndarray:

@@ -58,7 +58,7 @@ class RowError(InputError):
     def __init__(self, row: int, column: str | None, message: str):
         self.row = row
         self.column = column
-        self.reason = message
+        self.reason = message = shorten(message, MESSAGE_CHARS)
         where = f"row {row}" + (f", column {column!r}" if column is not None else "")
         super().__init__(f"{where}: {message}")
 
@@ -121,6 +121,26 @@ class SettingsError(EdgeMLError):
 
     def _source(self, key: str) -> str:
         return f" (from {self.sources[key]})" if key in self.sources else ""
+
+
+#: The longest row-error reason kept: a message quotes the value it refused, and a value may be megabytes long.
+MESSAGE_CHARS = 1000
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was cut: for messages that quote input.
+
+    A 17 MiB value copied whole into an error would travel into logs, drift
+    windows and the outbox; a prefix and the count are enough to find it.
+
+    >>> shorten("x" * 50, 20)
+    'xxxxxxxxxxxxxxxxxxxx… (30 more characters)'
+    >>> shorten("short", 20)
+    'short'
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def few(names, limit: int = 5) -> str:

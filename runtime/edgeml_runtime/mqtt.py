@@ -48,6 +48,8 @@ class MqttSettings:
     client_id: str | None = None
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    #: The largest input-topic message read; a larger one is refused and kept as a dead letter (64 B .. 256 MiB).
+    input_max_bytes: int = 2**20
 
     def __post_init__(self):
         host, _, tls = self.endpoint
@@ -73,6 +75,11 @@ class MqttSettings:
         if not isinstance(self.keepalive, int) or self.keepalive < 5:
             raise SettingsError(key="keepalive", value=self.keepalive, allowed="is too short",
                                 fix="use 5 s or more (default 30)")
+        if isinstance(self.input_max_bytes, bool) or not isinstance(self.input_max_bytes, int) or \
+                not 64 <= self.input_max_bytes <= 2**28:
+            raise SettingsError(key="input_max_bytes", value=self.input_max_bytes,
+                                allowed="must be a whole number of bytes from 64 to 268435456 (MQTT's limit)",
+                                fix="the default is 1048576 (1 MiB)")
         if not 0 < self.reconnect_min <= self.reconnect_max:
             raise SettingsError(key="reconnect_min", value=self.reconnect_min, related={"reconnect_max":
                                 self.reconnect_max}, allowed="must satisfy 0 < reconnect_min <= reconnect_max",

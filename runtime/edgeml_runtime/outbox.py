@@ -20,6 +20,18 @@ companions); only the standard library is needed.
   commit with ``synchronous=NORMAL``: a power cut may forget the last acks,
   which only means those windows are sent again and de-duplicated by the
   consumer. ``bench/bench_outbox.py`` measures both settings.
+* **Degrades, never stops scoring**: a message that cannot be decoded or
+  sent (:meth:`Outbox.quarantine`) is moved to the ``quarantine`` table
+  (bounded) and counted as dropped, so one poison row cannot block the rows
+  behind it. A file that is not a database or fails SQLite's integrity check
+  is renamed aside (``<name>.corrupt-<UTC time>``) and a new outbox started,
+  with ``recover=True`` (what the agent uses); an outbox that cannot be
+  created or written at all (a full disk) is kept in memory instead, and
+  said so (:attr:`Outbox.durable` is False).
+* **Sessions survive the outbox**: the session counter (the MQTT ``bdSeq``)
+  is also kept in ``<name>.session``, written atomically, and the next
+  session is one above the larger of the two; a quarantined or deleted
+  outbox does not restart it at 1 (consumers de-duplicate on it).
 * **One owner**: a second :class:`Outbox` on the same file (in this or another
   process) is refused, since two senders would send every window twice.
 
@@ -40,14 +52,17 @@ True
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutboxError, SettingsError
+from .statefile import quarantine_files, read_counter, write_counter
 
 try:
     import fcntl
@@ -61,6 +76,9 @@ MIN_MAX_BYTES = 64 * 1024
 #: The layout this module writes, kept in SQLite's ``user_version``.
 LAYOUT = 1
 SYNCHRONOUS = ("FULL", "NORMAL")
+#: Messages kept in the quarantine table (the oldest go first), and the bytes of each payload kept there.
+QUARANTINE_ROWS, QUARANTINE_PAYLOAD = 100, 64 * 1024
+log = logging.getLogger("edgeml_runtime.outbox")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -75,7 +93,14 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO counters VALUES ('session', 0), ('dropped', 0), ('dropped_total', 0);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id      INTEGER PRIMARY KEY,
+    topic   BLOB,
+    payload BLOB,
+    reason  TEXT    NOT NULL,
+    moved   REAL    NOT NULL
+);
+INSERT OR IGNORE INTO counters VALUES ('session', 0), ('dropped', 0), ('dropped_total', 0), ('quarantined', 0);
 """
 
 
@@ -92,12 +117,19 @@ the default is 16777216 (16 MiB)
 
     path: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: The bound of the dead-letter files beside the outbox (:mod:`.deadletter`).
+    dead_letter_max_bytes: int = 4 * 2**20
 
     def __post_init__(self):
         if not isinstance(self.max_bytes, int) or isinstance(self.max_bytes, bool) or self.max_bytes < MIN_MAX_BYTES:
             raise SettingsError(key="max_bytes", value=self.max_bytes, allowed="is too small for an outbox",
                                 fix=f"give at least {MIN_MAX_BYTES} (64 KiB); the default is {DEFAULT_MAX_BYTES} "
                                     "(16 MiB)")
+        if isinstance(self.dead_letter_max_bytes, bool) or not isinstance(self.dead_letter_max_bytes, int) or \
+                self.dead_letter_max_bytes < MIN_MAX_BYTES:
+            raise SettingsError(key="dead_letter_max_bytes", value=self.dead_letter_max_bytes,
+                                allowed="is too small for the dead-letter files",
+                                fix=f"give at least {MIN_MAX_BYTES} (64 KiB); the default is 4194304 (4 MiB)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,52 +143,98 @@ class Message:
 
 
 class Outbox:
-    """Messages waiting for the broker, on disk; thread-safe (one lock around one connection)."""
+    """Messages waiting for the broker, on disk; thread-safe (one lock around one connection).
+
+    ``recover=True`` quarantines a corrupt file and falls back to memory when
+    the file cannot be created or written (see the module docstring); without
+    it both raise :class:`OutboxError`.
+    """
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES, *,
-                 synchronous: str = "FULL"):
+                 synchronous: str = "FULL", recover: bool = False):
         self.settings = OutboxSettings(str(path), max_bytes)  # checks the bound
         if synchronous not in SYNCHRONOUS:
             raise OutboxError(f"outbox synchronous={synchronous!r}; use one of {', '.join(SYNCHRONOUS)}")
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.durable = True
         self._sync = synchronous
         self._lock = threading.Lock()
         self._sync_now = None
-        self._lockfile = self._claim()
+        self._db = None
+        self._session = 0                     # the last session given, in case neither file can be written
+        self._session_file = self.path.with_name(self.path.name + ".session")
+        self._lockfile = self._claim(recover)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-            self._open()
-        except sqlite3.Error as exc:
-            self._release()
-            raise OutboxError(f"cannot open the outbox {self.path}: {exc}. Check its folder is writable; if the "
-                              "file is not an outbox, point the outbox setting at another file") from None
+            self._connect(self.path)
+        except sqlite3.OperationalError as exc:  # cannot create, read or write it: a full disk, a read-only folder
+            self._close_db()
+            if not recover:
+                self._release()
+                raise OutboxError(f"cannot open the outbox {self.path}: {exc}. Check its folder is writable and "
+                                  "the disk has room") from None
+            self._in_memory(exc)
+        except sqlite3.DatabaseError as exc:     # not a database, or a damaged one
+            self._close_db()
+            if not recover:
+                self._release()
+                raise OutboxError(f"cannot open the outbox {self.path}: {exc}. If the file is not an outbox, "
+                                  "point the outbox setting at another file") from None
+            aside = quarantine_files(self.path)
+            log.error("outbox %s is damaged (%s): moved aside to %s; starting a new outbox (the windows it held "
+                      "are lost; its session numbers are not)", self.path, exc, aside)
+            try:
+                self._connect(self.path)
+            except sqlite3.Error as again:
+                self._close_db()
+                self._in_memory(again)
         except OutboxError:
+            self._close_db()
             self._release()
             raise
 
     # -- writing ---------------------------------------------------------
-    def put(self, topic: str, payload: bytes, *, reports_dropped: int = 0) -> int:
+    def put(self, topic: str, payload: bytes | Callable[[int], bytes], *, reports_dropped: int = 0,
+            unkept: int = 0) -> int:
         """Store a message durably and return its id, dropping the oldest ones if the bound needs it.
 
-        ``reports_dropped`` is how many earlier drops ``payload`` reports (read
-        from :attr:`dropped` just before); it is taken off the count in the same
+        ``payload`` is the message, or a function that makes it from the
+        number of drops it reports: then it is called inside the transaction
+        with :attr:`dropped` plus ``unkept`` (messages that were never stored,
+        counted by the caller) plus the drops this put causes, so a drop is
+        reported by the very message that caused it. With bytes,
+        ``reports_dropped`` is how many earlier drops they report (read from
+        :attr:`dropped` just before); it is taken off the count in the same
         transaction.
         """
-        size = len(payload) + len(topic.encode())
-        if size > self.max_bytes:
-            raise OutboxError(f"a {size}-byte message on {topic} does not fit in the outbox bound "
-                              f"({self.max_bytes} bytes); raise outbox_max_bytes")
+        build = payload if callable(payload) else None
         with self._lock:
             with self._transaction(self._sync):
-                excess = self._bytes + size - self.max_bytes
-                freed, removed = self._drop_oldest(excess) if excess > 0 else (0, 0)
+                before = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0]
+                reports = before + unkept if build else reports_dropped
+                freed = removed = carried = 0
+                for _ in range(8):  # a longer count may need one more drop; it settles at once in practice
+                    data = build(reports) if build else payload
+                    size = len(data) + len(topic.encode())
+                    if size > self.max_bytes:
+                        raise OutboxError(f"a {size}-byte message on {topic} does not fit in the outbox bound "
+                                          f"({self.max_bytes} bytes); raise outbox_max_bytes")
+                    excess = self._bytes - freed + size - self.max_bytes
+                    if excess <= 0:
+                        break
+                    f, r, c = self._drop_oldest(excess)
+                    freed, removed, carried = freed + f, removed + r, carried + c
+                    if not build or not r:
+                        break
+                    reports = before + unkept + removed + carried
                 cur = self._db.execute(
                     "INSERT INTO messages (topic, payload, size, reports_dropped, enqueued) VALUES (?, ?, ?, ?, ?)",
-                    (topic, payload, size, reports_dropped, time.time()))
-                if reports_dropped:
-                    self._db.execute("UPDATE counters SET value = MAX(value - ?, 0) WHERE name = 'dropped'",
-                                     (reports_dropped,))
+                    (topic, data, size, reports, time.time()))
+                stored = min(reports - unkept, before + removed + carried) if build else reports
+                self._db.execute("UPDATE counters SET value = MAX(value + ?, 0) WHERE name = 'dropped'",
+                                 (removed + carried - stored,))
+                if removed:
+                    self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped_total'", (removed,))
             self._bytes += size - freed
             self._count += 1 - removed
             return cur.lastrowid
@@ -174,20 +252,86 @@ class Outbox:
             self._count -= 1
             return True
 
+    def quarantine(self, msg_id: int, reason: str) -> bool:
+        """Move a message that cannot be decoded or sent to the quarantine table; it counts as dropped.
+
+        The drops it was reporting are unreported again. The table keeps the
+        last :data:`QUARANTINE_ROWS` (payloads cut to :data:`QUARANTINE_PAYLOAD`
+        bytes) for a person to look at. False if the message was already gone.
+        """
+        with self._lock:
+            with self._transaction(self._sync):
+                row = self._db.execute("SELECT size, reports_dropped, topic, substr(payload, 1, ?) FROM messages "
+                                       "WHERE id = ?", (QUARANTINE_PAYLOAD, msg_id)).fetchone()
+                if row is None:
+                    return False
+                size, carried, topic, head = row
+                self._db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
+                self._db.execute("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)",
+                                 (msg_id, topic, head, reason, time.time()))
+                self._db.execute("DELETE FROM quarantine WHERE id NOT IN (SELECT id FROM quarantine ORDER BY id "
+                                 "DESC LIMIT ?)", (QUARANTINE_ROWS,))
+                for name, n in (("dropped", 1 + (carried if isinstance(carried, int) else 0)), ("dropped_total", 1),
+                                ("quarantined", 1)):
+                    self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
+            self._bytes -= size if isinstance(size, int) else 0
+            self._count -= 1
+        log.error("outbox %s: message %d moved to quarantine and counted as dropped: %s", self.path, msg_id, reason)
+        return True
+
     def next_session(self) -> int:
-        """Increment and return the persisted session counter (the MQTT ``bdSeq``): 1, 2, 3, …"""
-        with self._lock, self._transaction("FULL"):
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'session'")
-            return self._db.execute("SELECT value FROM counters WHERE name = 'session'").fetchone()[0]
+        """Increment and return the session counter (the MQTT ``bdSeq``): 1, 2, 3, …; never raises.
+
+        The next session is one above the largest of the outbox's counter, the
+        ``.session`` file and the last one given; both are written (the file
+        atomically). If neither can be written (a full disk), the number is
+        still one above the last, and a warning says a restart may repeat it.
+        """
+        with self._lock:
+            try:
+                stored = self._conn().execute("SELECT value FROM counters WHERE name = 'session'").fetchone()[0]
+            except (sqlite3.Error, OutboxError):
+                stored = 0
+            value = max(stored, read_counter(self._session_file), self._session) + 1
+            self._session = value
+            kept = []
+            try:
+                with self._transaction("FULL"):
+                    self._db.execute("UPDATE counters SET value = ? WHERE name = 'session'", (value,))
+                kept.append("outbox")
+            except OutboxError:
+                pass
+            try:
+                write_counter(self._session_file, value)
+                kept.append("file")
+            except OSError as exc:
+                log.warning("cannot write the session file %s (%s)", self._session_file, exc.strerror)
+            if not kept or not self.durable and kept == ["outbox"]:
+                log.warning("session %d is not stored anywhere durable: after a restart it may be used again, "
+                            "and consumers may take that session's windows for duplicates", value)
+            return value
 
     # -- reading ---------------------------------------------------------
     def pending(self, limit: int = 100, after: int = 0) -> list[Message]:
-        """Up to ``limit`` waiting messages with an id above ``after``, oldest first."""
+        """Up to ``limit`` waiting messages with an id above ``after``, oldest first.
+
+        A row that is not a text topic and a byte payload (written by
+        something else, or damaged) is quarantined, not returned.
+        """
         with self._lock:
             rows = self._conn().execute(
                 "SELECT id, topic, payload, enqueued FROM messages WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit)).fetchall()
-        return [Message(i, t, bytes(p), e) for i, t, p, e in rows]
+        out, poison = [], []
+        for i, t, p, e in rows:
+            if isinstance(t, str) and isinstance(p, bytes) and isinstance(e, int | float):
+                out.append(Message(i, t, p, float(e)))
+            else:
+                poison.append((i, f"a stored row of types topic {type(t).__name__}, payload {type(p).__name__}"))
+                break  # keep the order: the rows after it come with the next call
+        for i, why in poison:
+            self.quarantine(i, f"cannot be decoded ({why})")
+        return out
 
     @property
     def dropped(self) -> int:
@@ -196,8 +340,13 @@ class Outbox:
 
     @property
     def dropped_total(self) -> int:
-        """Messages ever dropped from this outbox."""
+        """Messages ever dropped from this outbox (quarantined ones included)."""
         return self._counter("dropped_total")
+
+    @property
+    def quarantined(self) -> int:
+        """Messages ever moved to the quarantine table because they could not be decoded or sent."""
+        return self._counter("quarantined")
 
     @property
     def last_id(self) -> int:
@@ -220,9 +369,7 @@ class Outbox:
     # -- lifetime --------------------------------------------------------
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            self._close_db()
             self._release()
 
     def __enter__(self) -> Outbox:
@@ -232,6 +379,24 @@ class Outbox:
         self.close()
 
     # -- internals -------------------------------------------------------
+    def _connect(self, target: Path | str) -> None:
+        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._open()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _in_memory(self, exc: Exception) -> None:
+        """The fallback when no file can be used: the same outbox in memory, lost at exit, and said so."""
+        self.durable = False
+        log.error("outbox %s cannot be used (%s): keeping drift windows in memory only; they are lost if the "
+                  "process stops before the broker has them. Free space or fix the folder, then restart", self.path,
+                  exc)
+        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._open()
+
     def _open(self) -> None:
         db = self._db
         layout = db.execute("PRAGMA user_version").fetchone()[0]
@@ -239,7 +404,10 @@ class Outbox:
         if layout not in (0, LAYOUT) or (layout == 0 and tables):
             raise OutboxError(f"{self.path} is not an outbox this runtime can read (layout {layout}, tables "
                               f"{', '.join(sorted(tables)) or 'none'}); point outbox at another file")
-        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() not in ("wal", "memory"):
             raise OutboxError(f"{self.path}: SQLite cannot use WAL mode on this file system; put the outbox "
                               "on a local disk")
         db.executescript(_SCHEMA + f"PRAGMA user_version = {LAYOUT};")
@@ -257,8 +425,13 @@ class Outbox:
             self._sync_now = synchronous
         return _Transaction(self._db, self.path)
 
-    def _drop_oldest(self, excess: int) -> tuple[int, int]:
-        """Delete the oldest messages until ``excess`` bytes are freed; (bytes freed, rows deleted)."""
+    def _drop_oldest(self, excess: int) -> tuple[int, int, int]:
+        """Delete the oldest messages until ``excess`` bytes are freed.
+
+        Returns (bytes freed, rows deleted, the drops those rows were
+        reporting); the caller counts them, since the message it stores may
+        report them itself.
+        """
         freed = removed = reported = 0
         last = 0
         while freed < excess:
@@ -274,17 +447,18 @@ class Outbox:
                 if freed >= excess:
                     break
         self._db.execute("DELETE FROM messages WHERE id <= ?", (last,))
-        # The drops the deleted messages were reporting are unreported again.
-        self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (removed + reported,))
-        self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped_total'", (removed,))
-        return freed, removed
+        return freed, removed, reported
 
     def _counter(self, name: str) -> int:
         with self._lock:
             return self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
-    def _claim(self):
-        """Hold an exclusive lock on ``<path>.lock`` while open; the OS releases it if the process dies."""
+    def _claim(self, recover: bool = False):
+        """Hold an exclusive lock on ``<path>.lock`` while open; the OS releases it if the process dies.
+
+        The lock file only needs to exist: with ``recover``, a pid that cannot
+        be written (a full disk) is not an error.
+        """
         if fcntl is None:
             return None
         lock_path = self.path.with_name(self.path.name + ".lock")
@@ -302,14 +476,23 @@ class Outbox:
             f.close()
             raise OutboxError(f"the outbox {self.path} is in use by another process (pid {owner}); give each "
                               "runtime its own outbox file") from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
+        try:
+            f.truncate(0)
+            f.write(str(os.getpid()))
+            f.flush()
+        except OSError as exc:
+            if not recover:
+                f.close()
+                raise OutboxError(f"cannot write the outbox lock {lock_path}: {exc.strerror}; check the disk "
+                                  "has room") from None
         return f
 
     def _release(self) -> None:
         if self._lockfile is not None:
-            self._lockfile.close()  # closing the file releases the flock
+            try:
+                self._lockfile.close()  # closing the file releases the flock
+            except OSError:
+                pass  # the pid could not be flushed (a full disk); the lock is released all the same
             self._lockfile = None
 
 

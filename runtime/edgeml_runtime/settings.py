@@ -299,6 +299,8 @@ RUN = register_table(Table("run", AgentSettings, {
             "cert_file"),
         Key("mqtt_key_file", str, "client private key (PEM)", "key_file"),
         Key("mqtt_protocol", str, "MQTT protocol version: 5 or 3.1.1", "protocol"),
+        Key("input_max_bytes", int, "largest --input-topic message read; larger ones are refused and kept in the "
+            "dead-letter file", "input_max_bytes"),
     )),
     "run": Section(RunSettings, (
         Key("input", str, "records to score: a file, or - for stdin"),
@@ -324,5 +326,7 @@ RUN = register_table(Table("run", AgentSettings, {
         Key("outbox", str, "SQLite file that keeps drift windows until the broker acknowledges them", "path"),
         Key("outbox_max_bytes", int, "outbox bound; when full the oldest windows are dropped (and counted)",
             "max_bytes"),
+        Key("dead_letter_max_bytes", int, "bound of the dead-letter files (refused input, beside the outbox)",
+            "dead_letter_max_bytes"),
     )),
 }))

@@ -19,7 +19,7 @@ It can also read the records to score from a topic
 (:meth:`Telemetry.subscribe_records`).
 
 ``bdSeq`` comes from :meth:`Outbox.next_session`, so it never repeats, not
-even across restarts. A drift message carries the ``session`` (the bdSeq of the
+even across restarts, nor when the outbox is replaced. A drift message carries the ``session`` (the bdSeq of the
 connection it is sent on or will be, when the window closed) and ``seq`` (0, 1,
 2, … within the session): consumers de-duplicate on (device, session, seq).
 ``historical`` is true for a window enqueued before the current connection was
@@ -29,10 +29,20 @@ One thread (started by :meth:`Telemetry.start`) owns the MQTT client: it
 connects with exponential backoff and jitter, publishes, and runs paho's loop;
 the caller's thread only writes to the outbox. A new client is made for each
 connection, so nothing is ever queued in paho's memory: the outbox is the queue.
+
+Nothing stored or received can stop it: a window the outbox cannot keep (a
+full disk) is counted (``unkept``) and reported as dropped by the next window
+that is kept; a stored message that cannot be sent is quarantined and counted
+as dropped; a window larger than the broker's Maximum Packet Size (MQTT 5
+CONNACK) has its error sample trimmed, or is quarantined if even that is not
+enough (a broker that closes the connection each time one message is sent is
+treated alike after :data:`STRIKES` tries); input-topic messages are handled
+by :class:`~.inbox.TopicRecords`, which never raises, so each is acknowledged.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -41,10 +51,12 @@ import threading
 import time
 from collections import deque
 
-from .errors import TelemetryError
+from .deadletter import DeadLetters
+from .errors import OutboxError, TelemetryError
+from .inbox import TopicRecords
 from .mqtt import MqttSettings
 from .outbox import Outbox
-from .payloads import dumps, utc_now
+from .payloads import dumps, publish_size, trim_errors, utc_now
 from .protocol import envelopes
 from .protocol.topics import DeviceTopics
 
@@ -58,6 +70,11 @@ PREDICTION_QUEUE = 1000
 PREDICTION_BATCH = 200
 #: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
 SESSION_EXPIRY = 7 * 24 * 3600
+#: Connections in a row lost while the same window was in flight and nothing was acknowledged, before that
+#: window is taken for one the broker cannot take (MQTT 3.1.1 brokers close the connection without a reason).
+STRIKES = 5
+#: PUBACK reasons (MQTT 5) that sending again cannot cure: packet too large, quota exceeded, payload format invalid.
+HOPELESS = {0x95, 0x97, 0x99}
 
 
 class Telemetry:
@@ -71,7 +88,7 @@ class Telemetry:
     """
 
     def __init__(self, settings: MqttSettings, device: DeviceTopics, *, birth: dict, outbox: Outbox,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, dead_letters: DeadLetters | None = None):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -89,9 +106,11 @@ class Telemetry:
         self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
         self._session = outbox.next_session()
         self._seq = 0
-        self._counts = dict(sent=0, acked=0, refused=0, predictions_sent=0, predictions_dropped=0, records_received=0,
-                            records_dropped=0)
-        self._records = None                     # (topic, queue, parser) once subscribe_records() is called
+        self._counts = dict(sent=0, acked=0, refused=0, predictions_sent=0, predictions_dropped=0, unkept=0,
+                            trimmed=0)
+        self._unkept = 0                         # windows not stored and not yet reported as dropped
+        self._dead_letters = dead_letters
+        self._records: TopicRecords | None = None  # once subscribe_records() is called
         self._connected = False
         self._last_error: str | None = None
         self._predictions: deque[bytes] = deque()
@@ -104,6 +123,9 @@ class Telemetry:
         self._live_from = 0                      # outbox ids up to this one are historical
         self._connack = None
         self._window = IN_FLIGHT
+        self._max_packet: int | None = None      # the broker's Maximum Packet Size (MQTT 5 CONNACK)
+        self._acked_here = 0                     # windows acknowledged on this connection
+        self._strikes: tuple[int | None, int] = (None, 0)
         self._death_mid: int | None = None
         self._death_acked = False
 
@@ -121,28 +143,45 @@ class Telemetry:
         is not a JSON object becomes an Item with its error. Subscribed at
         QoS 1 on every connection, with a session the broker keeps for
         :data:`SESSION_EXPIRY` seconds, so records published while the device
-        is offline wait for it. Call before :meth:`start`. If ``items`` stays
-        full for a second, the record is dropped and counted.
+        is offline wait for it. Call before :meth:`start`. A message over the
+        settings' ``input_max_bytes`` is refused; if ``items`` stays full for
+        a second, the record is dropped; both are counted and kept in the
+        dead-letter file (:class:`~.inbox.TopicRecords`).
         """
         if self._thread is not None:
             raise TelemetryError("subscribe_records() must be called before start()")
-        from .stream import LineParser
-
-        self._records = (topic, items, LineParser("jsonl"))
+        self._records = TopicRecords(topic, items, max_bytes=self.settings.input_max_bytes,
+                                     dead_letters=self._dead_letters, log=self.log)
 
     def send_drift(self, window: dict) -> int:
         """Add the envelope to a closed window, store it in the outbox, and return its ``seq``.
 
-        It is sent by the MQTT thread as soon as it is connected. Raises
-        :class:`~.outbox.OutboxError` when the outbox cannot be written.
+        It is sent by the MQTT thread as soon as it is connected. Its
+        ``outbox_dropped`` counts every window dropped before it and not yet
+        reported, those its own put drops included. A window the outbox cannot
+        keep (a full disk, a window over the bound) is counted in ``unkept``,
+        logged, and reported as dropped by the next window that is kept:
+        scoring goes on. Never raises for the outbox.
         """
         with self._lock:
-            dropped = self.outbox.dropped
-            message = envelopes.drift(self.topics, session=self._session, seq=self._seq, model=self._model,
-                                      outbox_dropped=dropped, window=window)
-            self.outbox.put(self.topics.drift, dumps(message), reports_dropped=dropped)
+            seq = self._seq
             self._seq += 1
-            return message["seq"]
+
+            def build(dropped: int) -> bytes:
+                return dumps(envelopes.drift(self.topics, session=self._session, seq=seq, model=self._model,
+                                             outbox_dropped=dropped, window=window))
+
+            try:
+                self.outbox.put(self.topics.drift, build, unkept=self._unkept)
+                self._unkept = 0
+            except OutboxError as exc:
+                self._unkept += 1
+                self._counts["unkept"] += 1
+                level = logging.ERROR if self._counts["unkept"] in (1, 10, 100) or \
+                    not self._counts["unkept"] % 1000 else logging.DEBUG
+                self.log.log(level, "drift window %d of session %d could not be kept (%s); %d so far, reported as "
+                             "dropped in the next window kept", seq, self._session, exc, self._counts["unkept"])
+            return seq
 
     def send_prediction(self, payload: dict) -> None:
         """Publish one prediction at QoS 0 if connected; otherwise (or when too many wait) it is dropped."""
@@ -173,14 +212,24 @@ class Telemetry:
 
         ``sent`` drift publishes (resends included), ``acked`` and ``refused``
         (MQTT 5 only) by the broker since start; ``pending`` windows in the
-        outbox; ``dropped`` windows the outbox ever dropped; ``connected``;
-        ``session`` (the current bdSeq) and ``seq`` (the next window's);
-        ``predictions_sent`` / ``predictions_dropped``; ``records_received`` /
-        ``records_dropped`` (input topic); ``last_error`` (the last
-        connection or refusal problem, None once connected).
+        outbox; ``dropped`` windows the outbox ever dropped; ``unkept``
+        windows the outbox could not store; ``trimmed`` windows whose error
+        sample was cut to fit the broker's packet size; ``quarantined``
+        stored messages moved aside because they could not be sent;
+        ``connected``; ``session`` (the current bdSeq) and ``seq`` (the next
+        window's); ``predictions_sent`` / ``predictions_dropped``; for an input
+        topic ``records_received`` (rows queued, bad ones included),
+        ``row_errors`` (of those), ``records_dropped`` (no room in the queue),
+        ``messages_refused`` (too large, or unreadable) and ``dead_letters``
+        (kept in the dead-letter file); ``last_error`` (the last connection or
+        refusal problem, None once connected).
         """
+        inbox = dict(self._records.counts) if self._records is not None else \
+            dict(records_received=0, records_dropped=0, messages_refused=0, row_errors=0)
+        letters = self._dead_letters.count if self._dead_letters is not None else 0
         with self._lock:
-            return dict(self._counts, pending=len(self.outbox), dropped=self.outbox.dropped_total,
+            return dict(self._counts, **inbox, pending=len(self.outbox), dropped=self.outbox.dropped_total,
+                        quarantined=self.outbox.quarantined, dead_letters=letters,
                         connected=self._connected, session=self._session, seq=self._seq,
                         last_error=self._last_error)
 
@@ -279,6 +328,7 @@ class Telemetry:
 
     def _established(self, client) -> None:
         self._inflight.clear()
+        self._acked_here = 0
         self._cursor = 0
         self._live_from = self.outbox.last_id
         # Connected before the birth goes out: a consumer that sees the birth may already expect predictions.
@@ -290,7 +340,7 @@ class Telemetry:
                                 runtime={"version": _runtime_version(), "mqtt_protocol": self.settings.protocol})
         client.publish(self.topics.birth, dumps(birth), qos=1, retain=True)
         if self._records is not None:
-            client.subscribe(self._records[0], qos=1)
+            client.subscribe(self._records.topic, qos=1)
         self.log.info("MQTT: connected to %s as %s (MQTT %s, session %d); %d window(s) waiting", self.settings.url,
                       self._client_id, self.settings.protocol, self._session, len(self.outbox))
 
@@ -303,6 +353,7 @@ class Telemetry:
             if rc != ok:
                 self.log.warning("MQTT: connection to %s lost (%s); %d window(s) wait in the outbox",
                                  self.settings.url, self._mqtt.error_string(rc), len(self.outbox))
+                self._lost_while_sending()
                 return
         self._shutdown(client)
 
@@ -313,14 +364,71 @@ class Telemetry:
         if room <= 0:
             return
         for msg in self.outbox.pending(limit=room, after=self._cursor):
-            payload = _with_historical(msg.payload, msg.id <= self._live_from)
-            info = client.publish(msg.topic, payload, qos=1)
+            payload = self._sendable(msg)
+            if payload is None:
+                self._cursor = msg.id
+                continue
+            try:
+                info = client.publish(msg.topic, payload, qos=1)
+            except (ValueError, TypeError) as exc:  # a topic or payload paho refuses
+                self._quarantine(msg.id, f"paho refuses to publish it ({exc})")
+                self._cursor = msg.id
+                continue
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
                 return  # the connection just dropped; the loop reports it
             self._inflight[info.mid] = msg.id
             self._cursor = msg.id
             with self._lock:
                 self._counts["sent"] += 1
+
+    def _sendable(self, msg) -> bytes | None:
+        """The bytes to publish for a stored window, trimmed to the broker's packet size; None if it cannot be sent
+        (then it is quarantined and counted as dropped, so the windows behind it go on)."""
+        if msg.topic != self.topics.drift:
+            return self._quarantine(msg.id, f"its topic {msg.topic!r} is not this device's drift topic "
+                                            f"{self.topics.drift}")
+        try:
+            message = json.loads(msg.payload)
+        except (ValueError, RecursionError):
+            message = None
+        if not isinstance(message, dict):
+            return self._quarantine(msg.id, "its payload is not a JSON object")
+        stored = msg.payload if msg.payload.endswith(b"}") else dumps(message)
+        payload = _with_historical(stored, msg.id <= self._live_from)
+        limit, mqtt5 = self._max_packet, self.settings.protocol == "5"
+        if limit is None or publish_size(msg.topic, len(payload), mqtt5) <= limit:
+            return payload
+        trimmed = trim_errors(payload, lambda b: publish_size(msg.topic, len(b), mqtt5) <= limit)
+        if trimmed is None:
+            return self._quarantine(msg.id, f"a {publish_size(msg.topic, len(payload), mqtt5)}-byte packet is over "
+                                            f"the broker's maximum packet size ({limit} bytes), even without its "
+                                            "error messages; raise max_packet_size on the broker")
+        with self._lock:
+            self._counts["trimmed"] += 1
+        self.log.warning("MQTT: drift window %d was %d bytes, over the broker's maximum packet size (%d); sent "
+                         "with its error messages trimmed (its counts are whole)", msg.id, len(payload), limit)
+        return trimmed
+
+    def _quarantine(self, msg_id: int, reason: str) -> None:
+        try:
+            self.outbox.quarantine(msg_id, reason)
+        except OutboxError as exc:
+            self.log.error("MQTT: window %d cannot be sent (%s) nor moved aside (%s); skipped on this connection",
+                           msg_id, reason, exc)
+        return None
+
+    def _lost_while_sending(self) -> None:
+        """Count connections lost with the same oldest window in flight and no ack; quarantine it after STRIKES."""
+        if not self._inflight or self._acked_here:
+            self._strikes = (None, 0)
+            return
+        oldest = min(self._inflight.values())
+        strikes = self._strikes[1] + 1 if self._strikes[0] == oldest else 1
+        self._strikes = (oldest, strikes)
+        if strikes >= STRIKES:
+            self._strikes = (None, 0)
+            self._quarantine(oldest, f"the broker closed the connection each of the {strikes} times it was sent "
+                                     "and acknowledged nothing (over its maximum packet size?)")
 
     def _shutdown(self, client) -> None:
         ok = self._mqtt.MQTT_ERR_SUCCESS
@@ -370,6 +478,9 @@ class Telemetry:
         # An MQTT 5 broker may take fewer unacknowledged messages than IN_FLIGHT; one stays for birth or death.
         limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         self._window = IN_FLIGHT if limit is None else max(1, min(IN_FLIGHT, limit - 1))
+        # ... and packets up to a size: a larger one makes it close the connection, every time.
+        size = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
+        self._max_packet = size if isinstance(size, int) and size > 0 else None
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         msg_id = self._inflight.pop(mid, None)
@@ -380,6 +491,11 @@ class Telemetry:
                 self.log.error("MQTT: the broker refused a message (%s); check the ACL allows %s",
                                reason_code, self.topics.all)
             return
+        if reason_code.is_failure and reason_code.value in HOPELESS:  # sending it again cannot help
+            with self._lock:
+                self._counts["refused"] += 1
+            self._quarantine(msg_id, f"the broker refused it ({reason_code})")
+            return
         if reason_code.is_failure:  # MQTT 5 only; 3.1.1 brokers acknowledge and discard
             with self._lock:
                 self._counts["refused"] += 1
@@ -388,24 +504,16 @@ class Telemetry:
                            "again after the next reconnect. Check the ACL allows %s", msg_id, reason_code,
                            self.topics.drift)
             return
-        self.outbox.ack(msg_id)
+        self._acked_here += 1
+        try:
+            self.outbox.ack(msg_id)
+        except OutboxError as exc:  # a full disk: it is sent again after a reconnect, and de-duplicated
+            self.log.error("MQTT: cannot forget acknowledged window %d (%s); it will be sent again", msg_id, exc)
         with self._lock:
             self._counts["acked"] += 1
 
     def _on_message(self, client, userdata, message) -> None:
-        _, items, parser = self._records
-        for line in message.payload.decode("utf-8", errors="replace").splitlines():
-            item = parser.parse(line)
-            if item is None:
-                continue
-            try:
-                items.put(item, timeout=1.0)
-                counter = "records_received"
-            except queue.Full:
-                counter = "records_dropped"
-                self.log.warning("input queue full: dropped record %d from %s", item.row, message.topic)
-            with self._lock:
-                self._counts[counter] += 1
+        self._records.on_message(client, userdata, message)  # never raises: paho acknowledges every message
 
 
 class _DebugOnly(logging.LoggerAdapter):

@@ -1,0 +1,86 @@
+"""Small files beside the outbox: the session counter, written atomically, and moving a damaged outbox aside.
+
+The session counter (the MQTT ``bdSeq``) must never go back: consumers
+de-duplicate drift windows on (device, session, seq), so a session number
+used twice makes them discard real windows. The outbox keeps it too, but an
+outbox can be lost (a damaged file moved aside, a deleted file); this file,
+one decimal number, survives that. It is replaced atomically (written to a
+temporary file in the same folder, fsynced, renamed, the folder fsynced), so
+a crash leaves the old number or the new one, never half of one.
+
+Example:
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "o.db.session")
+>>> read_counter(path), write_counter(path, 7), read_counter(path)
+(0, None, 7)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+#: The companions SQLite keeps beside an outbox file; they are moved aside with it.
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def read_counter(path: str | os.PathLike) -> int:
+    """The number in ``path``; 0 if the file is missing, unreadable or not a number (nothing to recover)."""
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
+def write_counter(path: str | os.PathLike, value: int) -> None:
+    """Replace ``path`` with ``value`` atomically and durably; raises OSError (e.g. a full disk)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{value}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_folder(path.parent)
+
+
+def quarantine_files(path: str | os.PathLike) -> Path:
+    """Rename a damaged outbox (and its SQLite companions) to ``<name>.corrupt-<UTC time>``; the new name."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, aside)
+    for suffix in COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.replace(companion, aside.with_name(aside.name + suffix))
+    _fsync_folder(path.parent)
+    return aside
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
