@@ -41,6 +41,8 @@ DEFAULT_MAX_BYTES = 1 * 2**20
 PUT_SECONDS = 1.0
 #: Refusals logged one by one; after that they are counted only.
 LOGGED = 20
+#: The deepest nesting of a value a record may hold (a reading is flat; deeper lists exhaust the stack later).
+MAX_DEPTH = 32
 
 
 class TopicRecords:
@@ -96,9 +98,9 @@ class TopicRecords:
             self.parser.rows += 1
             row = self.parser.rows
             return Item(row, None, RowError(row, None, f"could not be read ({type(exc).__name__})"))
-        if item is not None and item.record is not None and not _encodable(item.record):
-            return Item(item.row, None, RowError(item.row, None, "holds text that is not valid Unicode (a lone "
-                                                                 "surrogate such as \\ud800)"))
+        problem = _problem(item.record) if item is not None and item.record is not None else None
+        if problem:
+            return Item(item.row, None, RowError(item.row, None, problem))
         return item
 
     def _refuse(self, message, payload: bytes, reason: str) -> None:
@@ -129,13 +131,29 @@ def _topic(message) -> str | None:
         return None
 
 
-def _encodable(record: dict) -> bool:
-    """False if a key or text value of ``record`` cannot be encoded as UTF-8 (a lone surrogate)."""
-    try:
-        for key, value in record.items():
+def _problem(record: dict) -> str | None:
+    """Why ``record`` cannot be scored safely, or None: text that cannot be UTF-8 (a lone surrogate), or a value
+    nested deeper than :data:`MAX_DEPTH` (its repr in an error message would exhaust the stack)."""
+    for key, value in record.items():
+        try:
             key.encode("utf-8")
             if isinstance(value, str):
                 value.encode("utf-8")
-    except (UnicodeEncodeError, AttributeError):
-        return False
-    return True
+        except (UnicodeEncodeError, AttributeError):
+            return "holds text that is not valid Unicode (a lone surrogate such as \\ud800)"
+        if isinstance(value, list | dict) and _depth(value) > MAX_DEPTH:
+            return f"column {key!r} holds a value nested more than {MAX_DEPTH} levels deep"
+    return None
+
+
+def _depth(value) -> int:
+    """How deep lists and objects nest in ``value``, counted without recursion (stops past MAX_DEPTH)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            break
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, d + 1) for c in children if isinstance(c, list | dict))
+    return deepest
