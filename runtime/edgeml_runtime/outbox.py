@@ -62,12 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutboxError, SettingsError
-from .statefile import quarantine_files, read_counter, write_counter
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no cross-process guard, the rest works
-    fcntl = None
+from .statefile import LockHeld, claim_lock, quarantine_files, read_counter, release_lock, write_counter
 
 #: The default bound: 16 MiB of waiting messages (about 5,000 windows of 3 KB).
 DEFAULT_MAX_BYTES = 16 * 2**20
@@ -454,46 +449,18 @@ class Outbox:
             return self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
     def _claim(self, recover: bool = False):
-        """Hold an exclusive lock on ``<path>.lock`` while open; the OS releases it if the process dies.
-
-        The lock file only needs to exist: with ``recover``, a pid that cannot
-        be written (a full disk) is not an error.
-        """
-        if fcntl is None:
-            return None
-        lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(lock_path, "a+")
+            return claim_lock(self.path, tolerate_full_disk=recover)
         except OSError as exc:
-            raise OutboxError(f"cannot create the outbox {self.path}: {exc.strerror}; check the folder "
-                              "exists and is writable") from None
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "?"
-            f.close()
-            raise OutboxError(f"the outbox {self.path} is in use by another process (pid {owner}); give each "
+            raise OutboxError(f"cannot create the outbox {self.path}: {exc.strerror}; check the folder exists, is "
+                              "writable and has room") from None
+        except LockHeld as exc:
+            raise OutboxError(f"the outbox {self.path} is in use by another process (pid {exc.owner}); give each "
                               "runtime its own outbox file") from None
-        try:
-            f.truncate(0)
-            f.write(str(os.getpid()))
-            f.flush()
-        except OSError as exc:
-            if not recover:
-                f.close()
-                raise OutboxError(f"cannot write the outbox lock {lock_path}: {exc.strerror}; check the disk "
-                                  "has room") from None
-        return f
 
     def _release(self) -> None:
-        if self._lockfile is not None:
-            try:
-                self._lockfile.close()  # closing the file releases the flock
-            except OSError:
-                pass  # the pid could not be flushed (a full disk); the lock is released all the same
-            self._lockfile = None
+        release_lock(self._lockfile)
+        self._lockfile = None
 
 
 class _Transaction:

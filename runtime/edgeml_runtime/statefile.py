@@ -1,4 +1,8 @@
-"""Small files beside the outbox: the session counter, written atomically, and moving a damaged outbox aside.
+"""Small files beside the outbox: its lock, the session counter (written atomically), moving a damaged one aside.
+
+One process owns an outbox: it holds an exclusive ``flock`` on
+``<name>.lock`` while it has it open, and the OS releases the lock if the
+process dies (:func:`claim_lock`).
 
 The session counter (the MQTT ``bdSeq``) must never go back: consumers
 de-duplicate drift windows on (device, session, seq), so a session number
@@ -22,6 +26,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process guard, the rest works
+    fcntl = None
 
 #: The companions SQLite keeps beside an outbox file; they are moved aside with it.
 COMPANIONS = ("-wal", "-shm", "-journal")
@@ -71,6 +80,52 @@ def quarantine_files(path: str | os.PathLike) -> Path:
             os.replace(companion, aside.with_name(aside.name + suffix))
     _fsync_folder(path.parent)
     return aside
+
+
+class LockHeld(Exception):
+    """Another process holds the outbox's lock; ``owner`` is the pid it wrote (or ``?``)."""
+
+    def __init__(self, owner: str):
+        super().__init__(f"held by pid {owner}")
+        self.owner = owner
+
+
+def claim_lock(path: Path, *, tolerate_full_disk: bool = False):
+    """Lock ``<path>.lock`` exclusively and write our pid in it; the open file (None without ``fcntl``).
+
+    Raises :class:`LockHeld` if another process has it, OSError if the file
+    cannot be created. The lock needs only the file: with
+    ``tolerate_full_disk`` a pid that cannot be written is not an error.
+    """
+    if fcntl is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path.with_name(path.name + ".lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "?"
+        f.close()
+        raise LockHeld(owner) from None
+    try:
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+    except OSError:
+        if not tolerate_full_disk:
+            release_lock(f)
+            raise
+    return f
+
+
+def release_lock(f) -> None:
+    """Close the lock file, which releases the lock (also when its pid could not be flushed)."""
+    if f is not None:
+        try:
+            f.close()
+        except OSError:
+            pass
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -36,13 +36,12 @@ that is kept; a stored message that cannot be sent is quarantined and counted
 as dropped; a window larger than the broker's Maximum Packet Size (MQTT 5
 CONNACK) has its error sample trimmed, or is quarantined if even that is not
 enough (a broker that closes the connection each time one message is sent is
-treated alike after :data:`STRIKES` tries); input-topic messages are handled
+treated alike after :data:`~.delivery.STRIKES` tries: :mod:`.delivery`); input-topic messages are handled
 by :class:`~.inbox.TopicRecords`, which never raises, so each is acknowledged.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -52,11 +51,12 @@ import time
 from collections import deque
 
 from .deadletter import DeadLetters
+from .delivery import Delivery
 from .errors import OutboxError, TelemetryError
 from .inbox import TopicRecords
 from .mqtt import MqttSettings
 from .outbox import Outbox
-from .payloads import dumps, publish_size, trim_errors, utc_now
+from .payloads import dumps, utc_now
 from .protocol import envelopes
 from .protocol.topics import DeviceTopics
 
@@ -70,11 +70,6 @@ PREDICTION_QUEUE = 1000
 PREDICTION_BATCH = 200
 #: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
 SESSION_EXPIRY = 7 * 24 * 3600
-#: Connections in a row lost while the same window was in flight and nothing was acknowledged, before that
-#: window is taken for one the broker cannot take (MQTT 3.1.1 brokers close the connection without a reason).
-STRIKES = 5
-#: PUBACK reasons (MQTT 5) that sending again cannot cure: packet too large, quota exceeded, payload format invalid.
-HOPELESS = {0x95, 0x97, 0x99}
 
 
 class Telemetry:
@@ -106,8 +101,7 @@ class Telemetry:
         self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
         self._session = outbox.next_session()
         self._seq = 0
-        self._counts = dict(sent=0, acked=0, refused=0, predictions_sent=0, predictions_dropped=0, unkept=0,
-                            trimmed=0)
+        self._counts = dict(sent=0, acked=0, refused=0, predictions_sent=0, predictions_dropped=0, unkept=0)
         self._unkept = 0                         # windows not stored and not yet reported as dropped
         self._dead_letters = dead_letters
         self._records: TopicRecords | None = None  # once subscribe_records() is called
@@ -123,9 +117,8 @@ class Telemetry:
         self._live_from = 0                      # outbox ids up to this one are historical
         self._connack = None
         self._window = IN_FLIGHT
-        self._max_packet: int | None = None      # the broker's Maximum Packet Size (MQTT 5 CONNACK)
+        self._delivery = Delivery(outbox, device.drift, mqtt5=settings.protocol == "5", log=self.log)
         self._acked_here = 0                     # windows acknowledged on this connection
-        self._strikes: tuple[int | None, int] = (None, 0)
         self._death_mid: int | None = None
         self._death_acked = False
 
@@ -228,7 +221,8 @@ class Telemetry:
             dict(records_received=0, records_dropped=0, messages_refused=0, row_errors=0)
         letters = self._dead_letters.count if self._dead_letters is not None else 0
         with self._lock:
-            return dict(self._counts, **inbox, pending=len(self.outbox), dropped=self.outbox.dropped_total,
+            return dict(self._counts, **inbox, trimmed=self._delivery.trimmed, pending=len(self.outbox),
+                        dropped=self.outbox.dropped_total,
                         quarantined=self.outbox.quarantined, dead_letters=letters,
                         connected=self._connected, session=self._session, seq=self._seq,
                         last_error=self._last_error)
@@ -353,7 +347,7 @@ class Telemetry:
             if rc != ok:
                 self.log.warning("MQTT: connection to %s lost (%s); %d window(s) wait in the outbox",
                                  self.settings.url, self._mqtt.error_string(rc), len(self.outbox))
-                self._lost_while_sending()
+                self._delivery.lost(self._inflight, self._acked_here)
                 return
         self._shutdown(client)
 
@@ -364,14 +358,14 @@ class Telemetry:
         if room <= 0:
             return
         for msg in self.outbox.pending(limit=room, after=self._cursor):
-            payload = self._sendable(msg)
+            payload = self._delivery.payload(msg, historical=msg.id <= self._live_from)
             if payload is None:
                 self._cursor = msg.id
                 continue
             try:
                 info = client.publish(msg.topic, payload, qos=1)
             except (ValueError, TypeError) as exc:  # a topic or payload paho refuses
-                self._quarantine(msg.id, f"paho refuses to publish it ({exc})")
+                self._delivery.set_aside(msg.id, f"paho refuses to publish it ({exc})")
                 self._cursor = msg.id
                 continue
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
@@ -380,55 +374,6 @@ class Telemetry:
             self._cursor = msg.id
             with self._lock:
                 self._counts["sent"] += 1
-
-    def _sendable(self, msg) -> bytes | None:
-        """The bytes to publish for a stored window, trimmed to the broker's packet size; None if it cannot be sent
-        (then it is quarantined and counted as dropped, so the windows behind it go on)."""
-        if msg.topic != self.topics.drift:
-            return self._quarantine(msg.id, f"its topic {msg.topic!r} is not this device's drift topic "
-                                            f"{self.topics.drift}")
-        try:
-            message = json.loads(msg.payload)
-        except (ValueError, RecursionError):
-            message = None
-        if not isinstance(message, dict):
-            return self._quarantine(msg.id, "its payload is not a JSON object")
-        stored = msg.payload if msg.payload.endswith(b"}") else dumps(message)
-        payload = _with_historical(stored, msg.id <= self._live_from)
-        limit, mqtt5 = self._max_packet, self.settings.protocol == "5"
-        if limit is None or publish_size(msg.topic, len(payload), mqtt5) <= limit:
-            return payload
-        trimmed = trim_errors(payload, lambda b: publish_size(msg.topic, len(b), mqtt5) <= limit)
-        if trimmed is None:
-            return self._quarantine(msg.id, f"a {publish_size(msg.topic, len(payload), mqtt5)}-byte packet is over "
-                                            f"the broker's maximum packet size ({limit} bytes), even without its "
-                                            "error messages; raise max_packet_size on the broker")
-        with self._lock:
-            self._counts["trimmed"] += 1
-        self.log.warning("MQTT: drift window %d was %d bytes, over the broker's maximum packet size (%d); sent "
-                         "with its error messages trimmed (its counts are whole)", msg.id, len(payload), limit)
-        return trimmed
-
-    def _quarantine(self, msg_id: int, reason: str) -> None:
-        try:
-            self.outbox.quarantine(msg_id, reason)
-        except OutboxError as exc:
-            self.log.error("MQTT: window %d cannot be sent (%s) nor moved aside (%s); skipped on this connection",
-                           msg_id, reason, exc)
-        return None
-
-    def _lost_while_sending(self) -> None:
-        """Count connections lost with the same oldest window in flight and no ack; quarantine it after STRIKES."""
-        if not self._inflight or self._acked_here:
-            self._strikes = (None, 0)
-            return
-        oldest = min(self._inflight.values())
-        strikes = self._strikes[1] + 1 if self._strikes[0] == oldest else 1
-        self._strikes = (oldest, strikes)
-        if strikes >= STRIKES:
-            self._strikes = (None, 0)
-            self._quarantine(oldest, f"the broker closed the connection each of the {strikes} times it was sent "
-                                     "and acknowledged nothing (over its maximum packet size?)")
 
     def _shutdown(self, client) -> None:
         ok = self._mqtt.MQTT_ERR_SUCCESS
@@ -479,8 +424,7 @@ class Telemetry:
         limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         self._window = IN_FLIGHT if limit is None else max(1, min(IN_FLIGHT, limit - 1))
         # ... and packets up to a size: a larger one makes it close the connection, every time.
-        size = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
-        self._max_packet = size if isinstance(size, int) and size > 0 else None
+        self._delivery.connected(properties)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         msg_id = self._inflight.pop(mid, None)
@@ -491,10 +435,9 @@ class Telemetry:
                 self.log.error("MQTT: the broker refused a message (%s); check the ACL allows %s",
                                reason_code, self.topics.all)
             return
-        if reason_code.is_failure and reason_code.value in HOPELESS:  # sending it again cannot help
+        if reason_code.is_failure and self._delivery.refused(msg_id, reason_code):  # sending again cannot help
             with self._lock:
                 self._counts["refused"] += 1
-            self._quarantine(msg_id, f"the broker refused it ({reason_code})")
             return
         if reason_code.is_failure:  # MQTT 5 only; 3.1.1 brokers acknowledge and discard
             with self._lock:
@@ -521,11 +464,6 @@ class _DebugOnly(logging.LoggerAdapter):
 
     def log(self, level, msg, *args, **kwargs):
         super().log(logging.DEBUG, msg, *args, **kwargs)
-
-
-def _with_historical(payload: bytes, historical: bool) -> bytes:
-    """The stored envelope (a JSON object) with ``historical`` appended as its last key."""
-    return payload[:-1] + (b',"historical":true}' if historical else b',"historical":false}')
 
 
 def _runtime_version() -> str:
