@@ -52,6 +52,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -314,9 +315,12 @@ class Outbox:
         something else, or damaged) is quarantined, not returned.
         """
         with self._lock:
-            rows = self._conn().execute(
-                "SELECT id, topic, payload, enqueued FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                (after, limit)).fetchall()
+            try:
+                rows = self._conn().execute(
+                    "SELECT id, topic, payload, enqueued FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit)).fetchall()
+            except sqlite3.Error as exc:  # damaged while open: the caller waits and tries again, it never crashes
+                raise OutboxError(f"the outbox {self.path} cannot be read: {exc}") from None
         out, poison = [], []
         for i, t, p, e in rows:
             if isinstance(t, str) and isinstance(p, bytes) and isinstance(e, int | float):
@@ -452,6 +456,9 @@ class Outbox:
         try:
             return claim_lock(self.path, tolerate_full_disk=recover)
         except OSError as exc:
+            if recover and exc.errno == errno.ENOSPC:  # not even an empty lock file fits: go on unlocked, in memory
+                log.error("cannot create the outbox lock beside %s (%s)", self.path, exc.strerror)
+                return None
             raise OutboxError(f"cannot create the outbox {self.path}: {exc.strerror}; check the folder exists, is "
                               "writable and has room") from None
         except LockHeld as exc:

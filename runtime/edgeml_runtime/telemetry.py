@@ -357,7 +357,12 @@ class Telemetry:
         room = self._window - len(self._inflight)
         if room <= 0:
             return
-        for msg in self.outbox.pending(limit=room, after=self._cursor):
+        try:
+            waiting = self.outbox.pending(limit=room, after=self._cursor)
+        except OutboxError as exc:  # the file was damaged under us: keep the connection, say it once
+            self._failed(str(exc))
+            return
+        for msg in waiting:
             payload = self._delivery.payload(msg, historical=msg.id <= self._live_from)
             if payload is None:
                 self._cursor = msg.id
