@@ -71,6 +71,7 @@ def test_a_window_over_the_brokers_packet_size_is_trimmed_or_set_aside_never_loo
         wait_until(lambda: t.stats["quarantined"], what="the hopeless window set aside")
         t.send_drift(window(3))                        # the next window put reports the one set aside
         got = sub.wait_for(lambda s: len(received(s, "drift")) == 3 and received(s, "drift"), what="3 windows")
+        wait_until(lambda: t.stats["pending"] == 0, what="the last PUBACK")
         stats = t.stats
         t.stop()
     assert [index(w) for w in got] == [0, 2, 3] and [w["outbox_dropped"] for w in got] == [0, 0, 1]
