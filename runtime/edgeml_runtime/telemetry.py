@@ -21,7 +21,8 @@ It can also read the records to score from a topic
 ``bdSeq`` comes from :meth:`Outbox.next_session`, so it never repeats, not
 even across restarts. A drift message carries the ``session`` (the bdSeq of the
 connection it is sent on or will be, when the window closed) and ``seq`` (0, 1,
-2, … within the session): consumers de-duplicate on (device, session, seq).
+2, … within the session): consumers de-duplicate on (fleet, device, session, seq)
+(:func:`~.protocol.envelopes.window_key`).
 ``historical`` is true for a window enqueued before the current connection was
 established (while offline, or by an earlier run).
 
