@@ -114,3 +114,10 @@ def test_a_payload_naming_another_fleet_or_device_than_its_topic_is_refused():
         window_key(*decode("edgeml/plant-a/pi-07/birth", b'{"format_version": 3}'))
     with pytest.raises(ProtocolError, match="session '4' and seq 0 must be whole numbers"):
         window_key(*decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 3, "session": "4", "seq": 0}'))
+
+
+def test_no_two_devices_share_a_client_id():
+    """With '-' as separator, plant + a-pi-07 and plant-a + pi-07 had one client id and took over each other."""
+    a, b = DeviceTopics("plant", "a-pi-07"), DeviceTopics("plant-a", "pi-07")
+    assert a.client_id == "edgeml:plant:a-pi-07" and b.client_id == "edgeml:plant-a:pi-07"
+    assert a.client_id != b.client_id

@@ -164,6 +164,9 @@ def _run(args) -> int:
     from .agent import run_device
     from .settings import RUN, resolve_settings
 
+    if args.mqtt_password is not None:
+        print("edgeml-runtime: warning: --mqtt-password shows in ps to every user of this machine; use "
+              "--mqtt-password-file, a systemd credential mqtt_password, or EDGEML_MQTT_PASSWORD", file=sys.stderr)
     settings = resolve_settings({k: getattr(args, k) for k in RUN.keys}, config=args.config)
     run_device(args.bundle, settings)
     return 0

@@ -155,4 +155,5 @@ or more
 def _shown(key: str, value) -> str:
     if value is _UNSET:
         return "?"
-    return "'***'" if "password" in key and value is not None else repr(value)
+    secret = "password" in key and not key.endswith("_file")
+    return "'***'" if secret and value is not None else repr(value)

@@ -12,6 +12,13 @@ device id), ``MqttSettings``, ``DriftSettings``, ``OutboxSettings`` and
 came from, what is allowed and the fix. Unknown keys and tables in the file
 are errors that name the file and the key.
 
+A config file that holds ``mqtt_password`` and that every user of the
+machine may read is refused (:func:`~edgeml_runtime.tomlfile.exposure`); so
+is a ``mqtt_password_file`` that every user may read. Without either setting
+(or ``EDGEML_MQTT_PASSWORD``), a systemd credential ``mqtt_password``
+(``LoadCredential=mqtt_password:/etc/edgeml/mqtt_password``, found in
+``$CREDENTIALS_DIRECTORY``) is the password file.
+
 Commands register their table in :data:`TABLES` (:func:`register_table`); a
 ``[serve]`` or ``[update]`` table is one more registration, with its own
 composite dataclass.
@@ -45,9 +52,13 @@ from .mqtt import MqttSettings
 from .outbox import OutboxSettings
 from .protocol.topics import DeviceTopics
 from .records import FORMATS
-from .tomlfile import read_toml
+from .tomlfile import exposure, read_toml
 
 CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
+#: The systemd credential that holds the MQTT password (in ``$CREDENTIALS_DIRECTORY``).
+PASSWORD_CREDENTIAL = "mqtt_password"
+#: Keys whose value is a secret: a config file holding one must not be readable by every user.
+SECRET_KEYS = ("mqtt_password",)
 PRECISIONS = ("fp32", "fp16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = {"1", "true", "yes", "on"}
@@ -207,6 +218,11 @@ def default_text(table: Table, key: str):
 def read_config(path: Path, command: str = "run") -> dict[str, tuple[object, str]]:
     """The ``[command]`` table of a config file: key -> (value, source); every registered table is checked."""
     doc = read_toml(path, SettingsError, "runtime config file")
+    secret = next((f"[{t}] {k}" for t, body in doc.items() if isinstance(body, dict) for k in body
+                   if k in SECRET_KEYS), None)
+    if secret and exposure(path):
+        raise SettingsError(f"{path}: holds {secret} and {exposure(path)}; or move the password to a file of its "
+                            "own (mqtt_password_file) or a systemd credential")
     for name, body in doc.items():
         if name not in TABLES:
             near = difflib.get_close_matches(name, TABLES, n=1)
@@ -282,6 +298,10 @@ def resolve_settings(flags: Mapping, config: str | os.PathLike | None = None,
         if value is not None:
             source = f"flag {flag_name(key)}"
             given[key] = (_typed(table, key, value, source), source)
+    credential = Path(environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent") / PASSWORD_CREDENTIAL
+    if "mqtt_password_file" in table.keys and not {"mqtt_password", "mqtt_password_file"} & set(given) \
+            and credential.is_file():
+        given["mqtt_password_file"] = (str(credential), f"systemd credential {PASSWORD_CREDENTIAL}")
     return table.build(given)
 
 
@@ -293,7 +313,10 @@ RUN = register_table(Table("run", AgentSettings, {
     "mqtt": Section(MqttSettings, (
         Key("broker", str, "MQTT broker, mqtt://host:1883 or mqtts://host:8883 for TLS", "url"),
         Key("mqtt_username", str, "MQTT user name", "username"),
-        Key("mqtt_password", str, "MQTT password (prefer the environment variable over a flag)", "password"),
+        Key("mqtt_password", str, "MQTT password; as a flag it shows in ps: prefer --mqtt-password-file, a systemd "
+            "credential mqtt_password, or the environment variable", "password"),
+        Key("mqtt_password_file", str, "file holding the MQTT password (not readable by every user)",
+            "password_file"),
         Key("mqtt_ca_file", str, "CA certificate (PEM) that signed the broker's certificate", "ca_file"),
         Key("mqtt_cert_file", str, "client certificate (PEM), for brokers that authenticate devices by certificate",
             "cert_file"),

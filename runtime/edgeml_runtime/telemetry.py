@@ -85,7 +85,7 @@ class Telemetry:
         self._birth, self._model = dict(birth), dict(birth["model"])
         self._ssl = settings.ssl_context()
         self._host, self._port, _ = settings.endpoint
-        self._client_id = settings.client_id or f"edgeml-{device.fleet}-{device.device_id}"
+        self._client_id = settings.client_id or device.client_id
 
         self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
         self._session = outbox.next_session()

@@ -21,7 +21,8 @@ key or value at fault and says how to fix it. The whole tree, host and device
     ├── SearchError              the model search could not produce a usable model
     ├── ExportError              a fitted pipeline cannot become the artifact a target asks for
     │   └── NotApplicable        edgeml.export.registry: an artifact that cannot be made honestly
-    └── VerificationError        an artifact does not compute what the host pipeline computes
+    ├── VerificationError        an artifact does not compute what the host pipeline computes
+    └── FleetError               edgeml.fleet: a device list or the broker credentials made from it are invalid
 """
 
 from edgeml_runtime.errors import BundleError, EdgeMLError, EngineError, InputError, RowError
@@ -33,6 +34,7 @@ __all__ = [
     "EdgeMLError",
     "EngineError",
     "ExportError",
+    "FleetError",
     "InputError",
     "RowError",
     "SearchError",
@@ -63,3 +65,7 @@ class ExportError(EdgeMLError):
 
 class VerificationError(EdgeMLError):
     """An exported artifact does not compute what the host pipeline computes."""
+
+
+class FleetError(EdgeMLError):
+    """A fleet's device list, or the broker credentials made from it, cannot be used as asked."""

@@ -113,6 +113,16 @@ class DeviceTopics:
     predictions = property(lambda self: self.topic("predictions"))
 
     @property
+    def client_id(self) -> str:
+        """The MQTT client id: ``edgeml:<fleet>:<device>``, unique per device of every fleet.
+
+        ``:`` is in neither name, so no two devices share one (with ``-``,
+        ``plant`` + ``a-pi-07`` and ``plant-a`` + ``pi-07`` did, and the broker
+        let each connection take the other's over).
+        """
+        return f"{ROOT}:{self.fleet}:{self.device_id}"
+
+    @property
     def all(self) -> str:
         """The filter matching every topic of this device (what its ACL must let it write)."""
         return f"{ROOT}/{self.fleet}/{self.device_id}/#"
