@@ -11,11 +11,20 @@ import json
 import sys
 
 from . import __version__
-from .errors import EdgeMLError, InputError, RowError
+from .errors import EdgeMLError, InputError, RowError, SettingsError, check_threads, max_threads
 from .model import Model
 from .records import FORMATS, RecordWriter, guess_format, open_text, output_file, read_chunks
 
 SHOW_ERRORS = 10
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a whole number from 1 to :func:`~edgeml_runtime.errors.max_threads`, else a usage error."""
+    try:
+        return check_threads(int(text))
+    except (ValueError, SettingsError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of threads from 1 to {max_threads()} (4 per CPU "
+                                         "of this machine); give 1 (the default) up to the number of CPUs") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="which artifact in the bundle to run (default: the first this device can)")
     s.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="run the bundle's artifact of this precision (default: the best for this device)")
-    s.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    s.add_argument("--threads", type=_threads, default=1, metavar="N",
+                   help=f"inference threads, 1 to {max_threads()} here (default 1)")
 
     _run_parser(sub)
 

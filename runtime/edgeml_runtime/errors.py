@@ -30,6 +30,7 @@ window_rows = 0 (from flag --window-rows): must be at least 1; give a number of 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 
@@ -150,6 +151,26 @@ or more
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise SettingsError(key=key, value=value, allowed=f"must be a whole number of {what}, at least {low}",
                             fix=f"give {key} = {max(low, 1)} or more")
+
+
+def max_threads() -> int:
+    """The most inference threads allowed: 4 per CPU of this machine (more only time-slice and eat memory)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(value, key: str = "threads") -> int:
+    """``value`` if it is a whole number of inference threads from 1 to :func:`max_threads`, else a SettingsError.
+
+    >>> check_threads(100_000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.errors.SettingsError: threads = 100000: must be a whole number from 1 to ...
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= max_threads():
+        raise SettingsError(key=key, value=value, allowed=f"must be a whole number from 1 to {max_threads()} "
+                            "(4 per CPU of this machine)", fix=f"give {key} = 1 (the default) or up to the number "
+                            "of CPUs")
+    return value
 
 
 def _shown(key: str, value) -> str:
