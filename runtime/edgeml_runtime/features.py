@@ -55,17 +55,32 @@ def _absent() -> BadValue:
 def to_number(v) -> float:
     """A numeric cell as a float, NaN for a missing value.
 
+    Text follows one number grammar, the same on the host (which decides a
+    column's kind with it, :func:`read_numbers`) and on the device: Python's
+    ``float()`` restricted to ASCII and without ``_``: an optional sign,
+    digits with an optional ``.``, an optional exponent (``1.5e-3``),
+    surrounding spaces allowed; ``nan`` is missing, like :data:`NA_TOKENS`.
+    ``float()`` alone would also read ``1_551`` (a Python literal's digit
+    separator) and non-ASCII digits such as ``١٢``: a CSV writer means
+    neither as a number, so both are refused.
+
     >>> to_number(" 3.5 "), to_number(7), math.isnan(to_number(""))
     (3.5, 7.0, True)
+    >>> to_number("1_551")
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.features.BadValue: could not read '1_551' as a number (write numbers with ASCII digits, without '_')
     """
     t = type(v)
     if t is str:
         try:
+            if not v.isascii() or "_" in v:
+                raise ValueError(v)
             f = float(v)
         except ValueError:
             if v.strip().lower() in NA_TOKENS:
                 return _NAN
-            raise BadValue(f"could not read {v!r} as a number") from None
+            raise BadValue(f"could not read {v!r} as a number{_grammar_hint(v)}") from None
         if not -_F32_MAX <= f <= _F32_MAX and f == f:
             raise BadValue(f"{v!r} is not a finite 32-bit number")
         return f
@@ -87,6 +102,15 @@ def to_number(v) -> float:
     if isinstance(v, (int, float, np.integer, np.floating)):
         return to_number(float(v))
     raise BadValue(f"expected a number, got {type(v).__name__} {v!r}")
+
+
+def _grammar_hint(v: str) -> str:
+    """Why text that Python's ``float()`` reads is no number here (empty when ``float()`` refuses it too)."""
+    try:
+        float(v)
+    except ValueError:
+        return ""
+    return " (write numbers with ASCII digits, without '_')"
 
 
 def to_category(v) -> str:
@@ -283,18 +307,36 @@ def _rows(values) -> Sequence:
     return values if isinstance(values, (list, tuple, np.ndarray)) else list(values)
 
 
-def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
-    """A numeric column as float32, row errors into ``bad``: exactly what ``to_number`` on each value gives.
+def read_numbers(values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
+    """Each value as a device reads it in a numeric column, as float64 (NaN if missing or unreadable), and why
+    each unreadable one is, by position: the host decides a column's kind with this (one number grammar).
 
-    A block of plain values (text, Python or NumPy numbers) is one ``float`` per value at C speed; the
-    rare results outside the float32 range go back through ``to_number`` for their error message.
+    >>> x, bad = read_numbers(["1.5", "1_551", "na", 7])
+    >>> x.tolist()[0], x.tolist()[3], bad
+    (1.5, 7.0, {1: "could not read '1_551' as a number (write numbers with ASCII digits, without '_')"})
+    """
+    bad: dict[int, str] = {}
+    return _numbers64(_rows(values), bad), bad
+
+
+def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
+    """A numeric column as float32, row errors into ``bad``: exactly what ``to_number`` on each value gives."""
+    return _numbers64(values, bad).astype(np.float32)
+
+
+def _numbers64(values: Sequence, bad: dict) -> np.ndarray:
+    """:func:`_fast_numbers` before the cast to float32.
+
+    A block of plain values (text, Python or NumPy numbers) is one ``float`` per value at C speed, once its
+    text is known to be ASCII without ``_`` (one ``join``); the rare results outside the float32 range go
+    back through ``to_number`` for their error message.
     """
     n = len(values)
     x = np.empty(n)
     for start in range(0, n, BLOCK_ROWS):
         part = values[start : start + BLOCK_ROWS]
         types = set(map(type, part))
-        if types <= _FLOATABLE:
+        if types <= _FLOATABLE and _plain_text(part, types):
             try:  # NumPy reads Python floats and ints exactly as float() does, and faster
                 x[start : start + len(part)] = (np.array(part, np.float64) if types <= _PYTHON_NUMBERS
                                                 else np.fromiter(map(float, part), np.float64, len(part)))
@@ -309,7 +351,15 @@ def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
             x[i] = to_number(values[i])
         except BadValue as exc:
             bad[i], x[i] = str(exc), _NAN
-    return x.astype(np.float32)
+    return x
+
+
+def _plain_text(part: Sequence, types: set) -> bool:
+    """Whether the text in a block is all ASCII without ``_`` (what ``float()`` reads as :func:`to_number` does)."""
+    if str not in types:
+        return True
+    joined = "".join(part) if len(types) == 1 else "".join(v for v in part if type(v) is str)
+    return joined.isascii() and "_" not in joined
 
 
 def _fast_categories(values: Sequence, bad: dict) -> np.ndarray:
