@@ -55,14 +55,11 @@ def _absent() -> BadValue:
 def to_number(v) -> float:
     """A numeric cell as a float, NaN for a missing value.
 
-    Text follows one number grammar, the same on the host (which decides a
-    column's kind with it, :func:`read_numbers`) and on the device: Python's
-    ``float()`` restricted to ASCII and without ``_``: an optional sign,
-    digits with an optional ``.``, an optional exponent (``1.5e-3``),
-    surrounding spaces allowed; ``nan`` is missing, like :data:`NA_TOKENS`.
-    ``float()`` alone would also read ``1_551`` (a Python literal's digit
-    separator) and non-ASCII digits such as ``١٢``: a CSV writer means
-    neither as a number, so both are refused.
+    Text follows one number grammar, on the device and on the host (which
+    decides column kinds with :func:`read_numbers`): Python's ``float()`` in
+    ASCII without ``_`` (sign, digits, ``.``, exponent, spaces around). Alone,
+    ``float()`` also reads ``1_551`` and non-ASCII digits (``١٢``), which a
+    CSV writer never means as numbers.
 
     >>> to_number(" 3.5 "), to_number(7), math.isnan(to_number(""))
     (3.5, 7.0, True)
