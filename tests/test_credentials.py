@@ -206,3 +206,12 @@ def test_the_password_flag_warns_that_it_shows_in_ps(tmp_path):
                            "--mqtt-password", "visible"], capture_output=True, text=True, timeout=60)
     assert "warning: --mqtt-password shows in ps" in done.stderr and "--mqtt-password-file" in done.stderr
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_the_shipped_acl_is_what_the_command_writes_for_the_shipped_device_list(tmp_path):
+    from conftest import REPO
+
+    docs = REPO / "docs" / "mosquitto"
+    write_credentials(docs / "devices.toml", tmp_path)
+    assert (tmp_path / "acl").read_text() == (docs / "acl").read_text(), \
+        "regenerate docs/mosquitto/acl: edgeml fleet credentials --devices docs/mosquitto/devices.toml --out DIR"
