@@ -7,23 +7,25 @@ ended in its traceback. Both are refused up front, naming the setting.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
-from conftest import BIN
+from click.testing import CliRunner
 
+from edgeml.cli import main
 from edgeml.config import SEED_MAX, BuildConfig, resolve
 from edgeml.errors import ConfigError
+from edgeml_runtime.cli import main as runtime_main
 from edgeml_runtime.errors import SettingsError, max_threads
 from edgeml_runtime.model import Model
 
 
 @pytest.mark.parametrize("threads", ["100000", "0", "-1", "two"])
-def test_score_refuses_threads_out_of_bounds(demo_bundle, demo_rows, threads):
-    done = subprocess.run([str(BIN / "edgeml-runtime"), "score", str(demo_bundle), "--input", str(demo_rows),
-                           "--threads", threads], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"argument --threads: {threads!r} is not a number of threads from 1 to {max_threads()}" in done.stderr
+def test_score_refuses_threads_out_of_bounds(demo_bundle, demo_rows, threads, capsys):
+    with pytest.raises(SystemExit) as exited:
+        runtime_main(["score", str(demo_bundle), "--input", str(demo_rows), "--threads", threads])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert f"argument --threads: {threads!r} is not a number of threads from 1 to {max_threads()}" in err
 
 
 def test_the_library_refuses_them_too(demo_bundle):
@@ -45,9 +47,9 @@ def test_seeds_out_of_range_are_a_clean_error(tmp_path, seed):
     assert BuildConfig(seed=SEED_MAX).seed == SEED_MAX
 
 
-def test_build_seed_flag_gives_no_traceback(tmp_path):
-    done = subprocess.run([str(BIN / "edgeml"), "build", "--seed", "-3", "--max-trials", "1", "-o",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "seed = -3 is out of range; give a whole number from 0 to 4294967295" in done.stderr
+def test_build_seed_flag_gives_no_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["build", "--seed", "-3", "--max-trials", "1", "-o", str(tmp_path / "out")])
+    assert done.exit_code == 2 and (done.exception is None or isinstance(done.exception, SystemExit))
+    assert "seed = -3 is out of range; give a whole number from 0 to 4294967295" in done.output
     assert not (tmp_path / "out").exists()

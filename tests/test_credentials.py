@@ -136,7 +136,7 @@ def test_the_cli_writes_the_files_and_reports_errors_cleanly(tmp_path):
     bad = runner.invoke(main, ["fleet", "credentials", "--devices", str(devices_file(tmp_path, "[fleets.\"$x\"]\n")),
                                "--out", str(tmp_path / "out2")])
     assert bad.exit_code == 2 and "error: " in bad.output and "reserved" in bad.output
-    assert bad.exception is None or isinstance(bad.exception, SystemExit)
+    assert bad.exception is None or isinstance(bad.exception, SystemExit)  # _fail exits: no traceback
 
 
 # -- the device's side: where its password lives -------------------------------------------------------------

@@ -58,10 +58,10 @@ def reference(text: str):
     return f if -F32_MAX <= f <= F32_MAX else "bad"
 
 
-@settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=700, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(TEXTS)
 def test_host_device_and_the_grammar_agree_on_every_string(text):
-    """1,000 strings: the device, the host and the reference grammar read each one the same way."""
+    """700 strings: the device, the host and the reference grammar read each one the same way."""
     assert device(text) == host(text) == reference(text), text
 
 
