@@ -130,7 +130,8 @@ class Agent:
         if s.mqtt is not None:
             waiting = (f"; {stats.backlog} window(s) wait in the outbox for the broker (sent after the next start)"
                        if stats.backlog else "; the outbox is empty")
-            waiting += f"; the outbox dropped {stats.outbox_dropped} window(s) when full" if stats.outbox_dropped else ""
+            if stats.outbox_dropped:
+                waiting += f"; the outbox dropped {stats.outbox_dropped} window(s) when full"
         counts = (f"{stats.rows} rows, {stats.scored} scored, {stats.bad_rows} bad, {stats.windows} drift windows"
                   f"{waiting}")
         if source is not None and source.error is not None:

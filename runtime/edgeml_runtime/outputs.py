@@ -63,8 +63,8 @@ def _target(path: str, link: os.stat_result | None) -> os.stat_result | None:
                              "give a file path that is not a link") from None
         if not (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
             raise InputError(f"--output {path} is a symbolic link (to {os.path.realpath(path)}); scored records "
-                             "are not written through links: give the target itself, or remove the link (for standard output: "
-                             "--output -)")
+                             "are not written through links: give the target itself, or remove the link (for "
+                             "standard output: --output -)")
     if stat.S_ISDIR(target.st_mode):
         raise InputError(f"--output {path} is a folder; give the path of a file to write, e.g. "
                          f"{os.path.join(path, 'scored.csv')}")

@@ -1,4 +1,5 @@
-"""From raw bytes to records, within limits: the reader core under ``score`` (:mod:`.records`) and ``run`` (:mod:`.stream`).
+"""From raw bytes to records, within limits: the reader core under ``score`` (:mod:`.records`) and ``run``
+(:mod:`.stream`).
 
 Both commands read bytes, never a decoded text stream, so one byte that is
 not UTF-8 spoils one row, not the file. Lines end at ``\\n``, ``\\r\\n`` or a
@@ -79,6 +80,10 @@ max_depth = 1 or more
             raise SettingsError(key="max_line_bytes", value=self.max_line_bytes,
                                 allowed=f"must be at most {LINE_BYTES_CEILING:,} (64 MiB)",
                                 fix="records that long do not belong in a line-oriented file")
+
+
+#: The limits a reader applies when given none.
+DEFAULT_LIMITS = ReadLimits()
 
 
 class _Overlong:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
 from .parsing import (
+    DEFAULT_LIMITS,
     LINE_BYTES_CEILING,
     OVERLONG,
     CsvReader,
@@ -89,7 +90,7 @@ def open_text(path: str, mode: str = "r"):
         raise InputError(f"cannot open {path}: {exc.strerror}") from None
 
 
-def read_chunks(stream, fmt: str, chunk_rows: int = CHUNK_ROWS, limits: ReadLimits = ReadLimits()) -> Iterator[Chunk]:
+def read_chunks(stream, fmt: str, chunk_rows: int = CHUNK_ROWS, limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[Chunk]:
     """Records from a binary ``stream`` in chunks; CSV values stay text, JSON values keep their types.
 
     Every row is a record or a :class:`RowError` in its chunk, none is lost.
@@ -216,7 +217,7 @@ class ScoreReport:
     ignored_columns: tuple[str, ...] = ()
 
 
-def score_stream(model, src, dst, fmt: str, *, on_error: str = "fail", limits: ReadLimits = ReadLimits(),
+def score_stream(model, src, dst, fmt: str, *, on_error: str = "fail", limits: ReadLimits = DEFAULT_LIMITS,
                  chunk_rows: int = CHUNK_ROWS, keep_errors: int = 10, name: str = "the input") -> ScoreReport:
     """Score every record of the binary stream ``src`` with ``model`` and write them to the text stream ``dst``.
 

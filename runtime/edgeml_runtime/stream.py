@@ -19,7 +19,16 @@ import threading
 from dataclasses import dataclass
 
 from .errors import InputError, RowError
-from .parsing import OVERLONG, READ_BYTES, LineSplitter, ReadLimits, decode, overlong_reason, parse_json
+from .parsing import (
+    DEFAULT_LIMITS,
+    OVERLONG,
+    READ_BYTES,
+    LineSplitter,
+    ReadLimits,
+    decode,
+    overlong_reason,
+    parse_json,
+)
 
 log = logging.getLogger("edgeml_runtime.stream")
 
@@ -54,7 +63,7 @@ class LineParser:
     (None, {'a': '1', 'b': '2'}, 'opens a quoted value that is not')
     """
 
-    def __init__(self, fmt: str, limits: ReadLimits = ReadLimits()):
+    def __init__(self, fmt: str, limits: ReadLimits = DEFAULT_LIMITS):
         self.fmt, self.limits = fmt, limits
         self.header: list[str] | None = None
         self.header_problem: str | None = None
@@ -195,7 +204,7 @@ class FileSource(threading.Thread):
     """
 
     def __init__(self, path: str, fmt: str, out: queue.Queue, *, follow: bool, stop: threading.Event,
-                 limits: ReadLimits = ReadLimits()):
+                 limits: ReadLimits = DEFAULT_LIMITS):
         super().__init__(name="edgeml-input", daemon=True)
         self.path, self.out, self.follow, self.stop = path, out, follow, stop
         self.parser = LineParser(fmt, limits)
