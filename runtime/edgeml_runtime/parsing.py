@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import accumulate
 
-from .errors import InputError, check_count
+from .errors import InputError, SettingsError, check_count
 
 #: Bytes read from a file or stdin at once (``read1``: what is there, at most this).
 READ_BYTES = 64 * 1024
@@ -75,8 +75,6 @@ max_depth = 1 or more
         check_count("max_depth", self.max_depth, 1, "levels")
         check_count("max_record_lines", self.max_record_lines, 1, "lines")
         if self.max_line_bytes > LINE_BYTES_CEILING:
-            from .errors import SettingsError
-
             raise SettingsError(key="max_line_bytes", value=self.max_line_bytes,
                                 allowed=f"must be at most {LINE_BYTES_CEILING:,} (64 MiB)",
                                 fix="records that long do not belong in a line-oriented file")
