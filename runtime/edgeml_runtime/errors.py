@@ -12,7 +12,8 @@ Every error class the runtime defines::
     ├── EdgeMLError                 base of every error raised on purpose; the CLI prints it, exits 2
     │   ├── BundleError             a bundle is missing, incomplete, tampered with, of an unknown format
     │   ├── InputError              records do not match the bundle's input schema
-    │   │   └── RowError            one record could not be scored (``row``, ``column``, ``reason``)
+    │   │   ├── RowError            one record could not be scored (``row``, ``column``, ``reason``)
+    │   │   └── SourceError         the reader of ``run`` died (an I/O error, a bug): the run ends, exit 1
     │   ├── EngineError             an inference engine is missing or cannot run an artifact
     │   ├── SettingsError           a setting or config file is unknown, missing, mistyped or out of bounds
     │   ├── TelemetryError          MQTT cannot work as asked (paho missing, TLS files unreadable, misuse)
@@ -62,6 +63,12 @@ class RowError(InputError):
         self.reason = message
         where = f"row {row}" + (f", column {column!r}" if column is not None else "")
         super().__init__(f"{where}: {message}")
+
+
+class SourceError(InputError):
+    """Reading the records of ``run`` failed part way: the rest of the input was not read, so the run fails."""
+
+    exit_code = 1
 
 
 class EngineError(EdgeMLError):

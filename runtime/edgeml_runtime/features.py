@@ -115,8 +115,14 @@ def to_category(v) -> str:
 
     >>> to_category("L"), to_category(None), to_category(3)
     ('L', '', '3')
+    >>> to_category("\\ud800")
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.features.BadValue: '\\ud800' holds a lone UTF-16 surrogate, which is not text (no engine can take it)
     """
     if type(v) is str:
+        if not _is_text(v):
+            raise BadValue(f"{v[:40]!r} holds a lone UTF-16 surrogate, which is not text (no engine can take it)")
         return v if v.strip() else ""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -125,6 +131,17 @@ def to_category(v) -> str:
     if isinstance(v, (dict, list, tuple, set)):
         raise BadValue(f"expected a category (text), got {type(v).__name__} {v!r}")
     return str(v)
+
+
+def _is_text(v: str) -> bool:
+    """False for text an engine cannot take: a lone surrogate (JSON ``"\\ud800"``) has no UTF-8 form."""
+    if v.isascii():
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_boolean(v) -> float:
@@ -367,7 +384,7 @@ def _fast_categories(values: Sequence, bad: dict) -> np.ndarray:
     out = np.fromiter(values, dtype=object, count=n)
     for start in range(0, n, BLOCK_ROWS):
         part = values[start : start + BLOCK_ROWS]
-        if set(map(type, part)) == _TEXT:
+        if set(map(type, part)) == _TEXT and _is_text("".join(part)):
             blank = {v for v in set(part) if not v.strip()}
             if blank:
                 out[start : start + len(part)] = ["" if v in blank else v for v in part]

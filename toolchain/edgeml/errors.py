@@ -9,7 +9,8 @@ key or value at fault and says how to fix it. The whole tree, host and device
     EdgeMLError                  edgeml_runtime.errors: the device's classes, drawn there too
     ├── BundleError              a bundle is missing, incomplete, tampered with or of an unknown format
     ├── InputError               records for scoring do not match the bundle's inputs
-    │   └── RowError             one record cannot be scored (its row and column)
+    │   ├── RowError             one record cannot be scored (its row and column)
+    │   └── SourceError          the reader of `edgeml-runtime run` died part way (exit 1)
     ├── EngineError              an inference engine is missing or cannot run an artifact
     ├── SettingsError            a device setting or config file is unknown, missing or out of bounds
     ├── TelemetryError           MQTT cannot work as asked
