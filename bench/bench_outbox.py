@@ -151,7 +151,7 @@ def main(argv=None) -> int:
               "costs nothing that matters and the default stays FULL. On an SD card an fsync takes milliseconds: "
               "expect tens to hundreds of windows per second, still far above the need.",
               "* Acks always commit with synchronous=NORMAL: a power cut can forget the last acks, which only "
-              "resends those windows (consumers de-duplicate on device, session, seq)."]
+              "resends those windows (consumers de-duplicate on fleet, device, session, seq)."]
     if e2e is None:
         lines.append("* Mosquitto is not installed here: the end-to-end row is missing.")
     publish("outbox", "\n".join(lines))

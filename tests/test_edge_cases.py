@@ -161,8 +161,13 @@ def test_config_accepts_max_trials(tmp_path):
     assert read_config_file(f) == {"max_iter": 3}
 
 
-def test_input_error_for_non_utf8_file(demo_bundle, tmp_path):
+def test_one_non_utf8_byte_is_one_bad_row(demo_bundle, demo_rows, tmp_path):
+    lines = demo_rows.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b",L,", ",é,".encode("latin-1"), 1).replace(b",M,", ",é,".encode("latin-1"), 1)
     f = tmp_path / "latin1.csv"
-    f.write_bytes(b"machine_type,rpm\n" + "é,1\n".encode("latin-1"))
+    f.write_bytes(b"".join(lines))
     r = runtime("score", demo_bundle, "--input", f)
-    assert r.returncode == 2 and "not UTF-8" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "row 3: is not UTF-8" in r.stderr and "Traceback" not in r.stderr
+    skipped = runtime("score", demo_bundle, "--input", f, "--on-error", "skip")
+    assert skipped.returncode == 0 and "scored 49 row(s), skipped 1" in skipped.stderr
+    assert len(skipped.stdout.splitlines()) == 1 + 49

@@ -155,3 +155,74 @@ def test_c_strings_are_safe_for_any_name():
     from edgeml.export.tflite.firmware import c_string
 
     assert c_string("Temp ??/ [°C]\n\x01") == '"Temp \\?\\?/ [\\302\\260C]\\012\\001"'
+
+
+#: Names a bundle someone else wrote may hold: each would inject code if written into a comment as it is.
+HOSTILE = ["x */ int edgeml_injected_name = 1; /*", "v1\n#error injected\n", "temp ??/\nint edgeml_trigraph;",
+           "température [°C] ü", "*/ */ /* //", "\\", "?" * 5]
+
+
+def _compilers() -> list[list[str]]:
+    found = [[CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-Wtrigraphs", "-Wcomment"]]
+    arm = shutil.which("arm-none-eabi-gcc")
+    if arm:
+        found.append([arm, "-std=c99", "-O2", "-mcpu=cortex-m7", "-mthumb", "-Wall", "-Wextra", "-Werror",
+                      "-Wtrigraphs", "-Wcomment"])
+    return found
+
+
+@needs_cc
+def test_nothing_from_the_bundle_is_injected_into_the_sources(m7_bundle, tmp_path):
+    """Bundle name, version, column names, categories and classes with */, newlines, ??/ and non-ASCII: the C
+    compiles cleanly (every warning an error), defines no symbol of its own, and gives each name back byte for byte."""
+    import dataclasses
+
+    from edgeml.export.tflite.firmware import firmware_sources, pick_artifact
+    from edgeml_runtime.bundle import read_manifest
+    from edgeml_runtime.litert import read_metadata
+
+    manifest = read_manifest(m7_bundle)
+    art = pick_artifact(manifest, None)
+    data = (m7_bundle / art.path).read_bytes()
+    meta = json.loads(read_metadata(data))
+    renamed = {c["feature"]: f"{HOSTILE[i % len(HOSTILE)]}{i}" for i, c in enumerate(meta["input"]["columns"])}
+    encoding = meta["input"]["encoding"]
+    for entry in [*meta["input"]["columns"], *encoding["numeric"], *encoding["onehot"]]:
+        entry["feature"] = renamed[entry["feature"]]
+    coded = next(c for c in meta["input"]["columns"] if "codes" in c)
+    coded["codes"] = HOSTILE[:len(coded["codes"])]
+    meta["outputs"]["probabilities"]["classes"] = HOSTILE[:2]
+    header, source = firmware_sources(HOSTILE[0], HOSTILE[1], art, data, meta)
+    (tmp_path / HEADER).write_text(header)
+    (tmp_path / SOURCE).write_text(source)
+    assert header.isascii() and source.isascii()
+    assert not any(line.lstrip().startswith(("#error injected", "int edgeml_"))
+                   for line in (header + source).splitlines())
+
+    for compiler in _compilers():
+        obj = tmp_path / "edgeml_model.o"
+        subprocess.run([*compiler, "-c", str(tmp_path / SOURCE), "-o", str(obj)], check=True, capture_output=True,
+                       text=True)
+        symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout
+        assert "injected" not in symbols and "trigraph" not in symbols
+    main = ('#include <stdio.h>\n#include "edgeml_model.h"\nint main(void) {\n'
+            '  for (int i = 0; i < EDGEML_N_FEATURES; i++) printf("%s\\x1e", edgeml_feature_names[i]);\n'
+            '  printf("%s\\x1e%s\\x1e%s", edgeml_classes[0], edgeml_classes[1], edgeml_codes_0[0]);\n'
+            "  return 0;\n}\n")
+    exe = _compile(tmp_path, main)
+    names = subprocess.run([str(exe)], capture_output=True, check=True).stdout.decode("utf-8").split("\x1e")
+    assert names == [*renamed.values(), HOSTILE[0], HOSTILE[1], coded["codes"][0]]
+
+    bad = dataclasses.replace(art.transform, operators=("FULLY_CONNECTED(); system(\"rm -rf /\")",))
+    with pytest.raises(ExportError, match=r"is not a TFLite builtin operator name"):
+        firmware_sources("demo", "1", dataclasses.replace(art, transform=bad), data, meta)
+
+
+def test_comments_keep_only_safe_text():
+    from edgeml.export.tflite.firmware import c_comment
+
+    for text in HOSTILE:
+        safe = c_comment(text)
+        assert safe.isascii() and safe.isprintable() and "\\" not in safe
+        assert "*/" not in safe and "/*" not in safe and "??" not in safe
+    assert c_comment("Air temperature [K]") == "Air temperature [K]"

@@ -105,7 +105,7 @@ def test_poison_messages_are_acknowledged_kept_aside_and_not_redelivered(broker,
     assert [i.record for i in got if i.record is not None] == [{"rpm": 1500}, {"rpm": 1510}, {"rpm": 1520}]
     reasons = [str(i.error) for i in got if i.error is not None]
     assert len(reasons) == 4
-    assert "lone surrogate" in " ".join(reasons) and "not UTF-8" in " ".join(reasons)
+    assert "surrogate" in " ".join(reasons) and "UTF-8" in " ".join(reasons)
     lines = [json.loads(x) for x in (tmp_path / "o.db.deadletter.jsonl").read_text().splitlines()]
     refused = [x for x in lines if x["kind"] == "message"]
     assert len(refused) == 1 and refused[0]["bytes"] == 300_001 and "input_max_bytes" in refused[0]["reason"]
@@ -142,6 +142,6 @@ def test_a_device_reading_a_topic_scores_on_past_poison_and_surrogates(broker, d
     (_, window), = watcher.wait_for(lambda w: w.on("drift"), what="the drift window")
     watcher.stop()
     assert (window["rows"], window["bad_rows"]) == (stats.scored, 2)
-    assert "lone surrogate" in " ".join(window["errors"])
+    assert "surrogate" in " ".join(window["errors"])
     letters = (tmp_path / "outbox.db.deadletter.jsonl").read_text().splitlines()
     assert [json.loads(x)["kind"] for x in letters] == ["row", "row", "message"]

@@ -18,6 +18,8 @@ import pytest
 from broker import Broker, Subscriber, require_mosquitto, wait_until
 from conftest import AI4I_DROP, BIN, build_bundle, run_env
 
+from edgeml_runtime.protocol import decode, window_key
+
 
 def runtime_run(bundle, broker_url, outbox, *args, stdin=subprocess.PIPE, device="pi-07"):
     cmd = [str(BIN / "edgeml-runtime"), "run", str(bundle), "--device-id", device, "--fleet", "plant-a",
@@ -35,10 +37,10 @@ def validate(kind: str, payload: dict) -> None:
 
 
 def drift_windows(sub: Subscriber) -> list[dict]:
-    """Drift payloads de-duplicated by (device, session, seq), in arrival order."""
+    """Drift payloads de-duplicated by (fleet, device, session, seq), in arrival order."""
     seen, out = set(), []
-    for _, p in sub.on("drift"):
-        key = (p["device"], p["session"], p["seq"])
+    for m, p in sub.on("drift"):
+        key = window_key(*decode(m.topic, m.payload))
         if key not in seen:
             seen.add(key)
             out.append(p)

@@ -87,7 +87,7 @@ def test_unparsable_json_line_is_a_row_error(demo_bundle, demo_rows, tmp_path):
     f.write_text(json.dumps(rows[0]) + "\n{not json\n" + json.dumps(rows[1]) + "\n")
     r = runtime("score", demo_bundle, "--input", f, "--on-error", "skip")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
-    assert "row 2: is not a JSON object" in r.stderr
+    assert "row 2: is not valid JSON" in r.stderr
 
 
 def test_tampered_bundle_exits_2_naming_the_file(demo_bundle, demo_rows, tmp_path):

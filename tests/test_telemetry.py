@@ -30,9 +30,11 @@ from edgeml_runtime.protocol import (
     FORMAT_VERSION,
     DeviceTopics,
     VerdictRule,
+    decode,
     describe_window,
     examples,
     schema,
+    window_key,
 )
 from edgeml_runtime.telemetry import Telemetry
 
@@ -75,10 +77,11 @@ def received(sub: Subscriber, kind: str) -> list[dict]:
 
 
 def unique_windows(sub: Subscriber) -> list[dict]:
-    """Drift windows de-duplicated by (device, session, seq), in order of first arrival."""
+    """Drift windows de-duplicated by (fleet, device, session, seq) (:func:`window_key`), in order of first arrival."""
     seen, out = set(), []
-    for j in received(sub, "drift"):
-        key = (j["device"], j["session"], j["seq"])
+    for m, j in sub.on("drift"):
+        key = window_key(*decode(m.topic, m.payload))
+        check("drift", j)
         if key not in seen:
             seen.add(key)
             out.append(j)

@@ -138,4 +138,22 @@ def test_a_17_mib_bad_value_keeps_the_window_small(demo_bundle, tmp_path):
         (msg,) = box.pending()
     w = json.loads(msg.payload)
     assert w["bad_rows"] == 1 and len(msg.payload) < 8000
-    assert "more characters" in w["errors"][0] or "too long" in w["errors"][0]
+    assert w["errors"][0].startswith("row 4") and len(w["errors"][0]) <= 400
+
+
+def test_a_huge_quoted_value_is_cut_in_the_row_error_and_in_the_window():
+    """Whatever limit a reader has, an error that quotes a value cannot carry megabytes into a window."""
+    from edgeml_runtime.drift import ERROR_CHARS, DriftMonitor, DriftSettings
+    from edgeml_runtime.errors import MESSAGE_CHARS, RowError
+    from edgeml_runtime.schema import InputColumn, InputSchema
+
+    error = RowError(4, "rpm", f"could not read {'9' * (17 * 2**20)!r} as a number")
+    assert len(error.reason) < MESSAGE_CHARS + 40 and error.reason.endswith("more characters)")
+    reference = {"format": 1, "bins": "right-closed", "output": {"kind": "classes", "classes": [0, 1],
+                                                                 "shares": [0.5, 0.5]},
+                 "columns": {"rpm": {"kind": "numeric", "edges": [1.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
+                                     "range": [0.0, 2.0]}}}
+    monitor = DriftMonitor(reference, InputSchema((InputColumn("rpm", "numeric", ("rpm",)),)), DriftSettings())
+    window = monitor.update({}, None, [error] * 10).flush()
+    assert window["bad_rows"] == 10 and len(window["errors"]) == 5
+    assert all(len(e) <= ERROR_CHARS + 40 for e in window["errors"])

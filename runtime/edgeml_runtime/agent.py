@@ -4,7 +4,11 @@
 :class:`~.settings.AgentSettings`: the model and its drift monitor, the
 durable outbox, MQTT telemetry (birth with the bundle identity, drift windows,
 death), the record source (a file or stdin on a thread, or an MQTT topic),
-the optional output file, and the scoring loop (:class:`~.run.StreamScorer`).
+the optional output files (scored records; drift windows as JSON Lines, which
+is all a run without a broker reports), and the scoring loop
+(:class:`~.run.StreamScorer`). The last log line says what was read, scored
+and sent and how many windows still wait in the outbox; a reader that died
+ends the run with a :class:`~.errors.SourceError` (a non-zero exit), never "done".
 :func:`run_device` adds what a process needs around it: logging and the
 SIGTERM/SIGINT handlers that end it cleanly. Nothing here validates a
 setting: the settings arrive checked.
@@ -29,16 +33,21 @@ from pathlib import Path
 
 from .deadletter import DeadLetters
 from .drift import DriftSettings
+from .errors import SourceError
 from .model import Model
 from .outbox import Outbox
 from .protocol.envelopes import describe_model, describe_window
 from .protocol.topics import DeviceTopics
 from .records import RecordWriter, open_text
-from .run import RunStats, StreamScorer
+from .run import RunStats, StreamScorer, WindowFile
 from .settings import AgentSettings
 from .stream import FileSource
 from .telemetry import Telemetry
 
+#: Telemetry counts the last log line names when they are not 0 (telemetry.stats key -> what it counts).
+_LOST = {"unkept": "window(s) the outbox could not keep", "quarantined": "window(s) set aside as unsendable",
+         "trimmed": "window(s) sent with their error sample trimmed",
+         "messages_refused": "input message(s) refused", "records_dropped": "input record(s) dropped (queue full)"}
 #: Input rows that may wait between the reader and the scoring loop.
 QUEUE_ROWS = 10_000
 
@@ -75,46 +84,75 @@ class Agent:
         return self._scorer.stats if self._scorer is not None else RunStats()
 
     def run(self) -> RunStats:
+        """Score until the input ends or :attr:`stop` is set; a reader that failed raises :class:`SourceError`."""
         s = self.settings
         model = Model.load(self.bundle, precision=s.run.precision)
         model.monitor = model.drift_monitor(s.drift)
-        path = Path(s.outbox.path or default_outbox_path(s.device))
-        outbox = Outbox(path, max_bytes=s.outbox.max_bytes, recover=True)
-        letters = DeadLetters(path.with_name(path.name + ".deadletter.jsonl"), s.outbox.dead_letter_max_bytes)
+        outbox = letters = None
+        if s.mqtt is not None:  # an outbox that cannot be used degrades (memory, a damaged file set aside)
+            path = Path(s.outbox.path or default_outbox_path(s.device))
+            outbox = Outbox(path, max_bytes=s.outbox.max_bytes, recover=True)
+            letters = DeadLetters(path.with_name(path.name + ".deadletter.jsonl"), s.outbox.dead_letter_max_bytes)
+        telemetry = source = None
+        sent: dict = {}
         try:
-            telemetry = Telemetry(s.mqtt, s.device, outbox=outbox, dead_letters=letters,
-                                  birth=birth_description(describe_model(model), s.drift), log=self.log)
+            if s.mqtt is not None:
+                telemetry = Telemetry(s.mqtt, s.device, outbox=outbox, dead_letters=letters,
+                                      birth=birth_description(describe_model(model), s.drift), log=self.log)
             items: queue.Queue = queue.Queue(maxsize=QUEUE_ROWS)
             if s.run.input_topic:
                 telemetry.subscribe_records(s.run.input_topic, items)
             else:
-                FileSource(s.run.input, s.run.format, items, follow=s.run.follow, stop=self.stop).start()
+                source = FileSource(s.run.input, s.run.format, items, follow=s.run.follow, stop=self.stop,
+                                    limits=s.run.limits)
+                source.start()
+            windows = WindowFile(s.run.drift_output, describe_model(model), self.log) if s.run.drift_output else None
             with self._writer(model) as writer:
-                telemetry.start()
-                self.log.info("scoring %s with %s %s as %s/%s; drift windows of %d rows or %g s",
-                              s.run.input_topic or s.run.input, model.manifest.name, model.manifest.version,
-                              s.device.fleet, s.device.device_id, s.drift.window_rows, s.drift.window_seconds)
-                self._scorer = StreamScorer(model, telemetry, writer=writer, log=self.log,
+                if telemetry is not None:
+                    telemetry.start()
+                self.log.info("scoring %s (%s) with %s %s as %s/%s; drift windows of %d rows or %g s",
+                              s.run.input_topic or s.run.input, s.run.format, model.manifest.name,
+                              model.manifest.version, s.device.fleet, s.device.device_id, s.drift.window_rows,
+                              s.drift.window_seconds)
+                self._scorer = StreamScorer(model, telemetry, writer=writer, log=self.log, window_file=windows,
                                             publish_predictions=s.run.publish_predictions)
                 try:
                     stats = self._scorer.run(items, self.stop)
                 finally:
-                    telemetry.stop()
-                    sent = telemetry.stats
+                    if telemetry is not None:
+                        telemetry.stop()
+                    if windows is not None:
+                        windows.close()
+            if telemetry is not None:
+                sent = telemetry.stats
+                stats.backlog, stats.outbox_dropped = sent["pending"], sent["dropped"]
         finally:
-            outbox.close()
-        self.log.info("done: %d rows, %d scored, %d bad, %d drift windows",
-                      stats.rows, stats.scored, stats.bad_rows, stats.windows)
-        self._report(sent, letters)
+            if outbox is not None:
+                outbox.close()
+        self._report(stats, source, sent, letters)
         return stats
 
-    def _report(self, sent: dict, letters: DeadLetters) -> None:
-        """What telemetry could not deliver or keep, and the input it refused: said once at the end."""
-        lost = {k: sent[k] for k in ("unkept", "quarantined", "trimmed", "messages_refused", "records_dropped")
-                if sent.get(k)}
-        if lost or letters.count:
-            self.log.warning("telemetry: %s; %d dead letter(s) in %s", ", ".join(f"{v} {k.replace('_', ' ')}"
-                             for k, v in lost.items()) or "nothing lost", letters.count, letters.path)
+    def _report(self, stats: RunStats, source: FileSource | None, sent: dict, letters: DeadLetters | None) -> None:
+        """The last log line: what was read, scored and sent, and what still waits; or why reading stopped."""
+        s = self.settings
+        waiting = ""
+        if s.mqtt is not None:
+            waiting = (f"; {stats.backlog} window(s) wait in the outbox for the broker (sent after the next start)"
+                       if stats.backlog else "; the outbox is empty")
+            if stats.outbox_dropped:
+                waiting += f"; the outbox dropped {stats.outbox_dropped} window(s) when full or set aside"
+            lost = [f"{sent[k]} {what}" for k, what in _LOST.items() if sent.get(k)]
+            if lost:
+                waiting += "; " + ", ".join(lost)
+            if letters is not None and letters.count:
+                waiting += f"; {letters.count} dead letter(s) kept in {letters.path}"
+        counts = (f"{stats.rows} rows, {stats.scored} scored, {stats.bad_rows} bad, {stats.windows} drift windows"
+                  f"{waiting}")
+        if source is not None and source.error is not None:
+            exc = source.error
+            raise SourceError(f"reading {s.run.input} failed after {source.parser.rows} rows ({type(exc).__name__}: "
+                              f"{exc}); the rest of the input was not read. Until then: {counts}")
+        self.log.info("done: %s", counts)
 
     @contextlib.contextmanager
     def _writer(self, model: Model):

@@ -11,11 +11,27 @@ import json
 import sys
 
 from . import __version__
-from .errors import EdgeMLError, InputError, RowError
+from .errors import EdgeMLError, RowError, SettingsError, check_threads, max_threads
 from .model import Model
-from .records import FORMATS, RecordWriter, guess_format, open_text, output_file, read_chunks
+from .records import FORMATS, guess_format, open_input, score_stream
 
 SHOW_ERRORS = 10
+#: The flags of ``score`` that set a :class:`~.parsing.ReadLimits` field of the same name.
+LIMIT_FLAGS = {
+    "max_line_bytes": "a line (or CSV record) longer than this many bytes is a row error",
+    "max_value_chars": "a text value longer than this many characters is a row error",
+    "max_depth": "JSON nested deeper than this is a row error",
+    "max_record_lines": "a quoted CSV value spanning more lines than this counts as an unclosed quote",
+}
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a whole number from 1 to :func:`~edgeml_runtime.errors.max_threads`, else a usage error."""
+    try:
+        return check_threads(int(text))
+    except (ValueError, SettingsError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of threads from 1 to {max_threads()} (4 per CPU "
+                                         "of this machine); give 1 (the default) up to the number of CPUs") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
             "Examples:\n"
             "  edgeml-runtime score dist/demo-1 --input rows.csv --output scored.csv\n"
             "  cat rows.jsonl | edgeml-runtime score dist/demo-1 --input - --format jsonl --on-error skip\n"
-            "\nExit status: 0 when every row was scored (or skipped with --on-error skip), 2 on bad input."
+            "\nEvery row read is either scored or reported: an unreadable line, an unclosed quote, a value past a "
+            "limit is an error for its row, and with --on-error skip the rest are scored.\n"
+            "Exit status: 0 when every row was scored (or skipped with --on-error skip), 2 on bad input, on an "
+            "empty input, and when no row could be scored."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,7 +75,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="which artifact in the bundle to run (default: the first this device can)")
     s.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="run the bundle's artifact of this precision (default: the best for this device)")
-    s.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    s.add_argument("--threads", type=_threads, default=1, metavar="N",
+                   help=f"inference threads, 1 to {max_threads()} here (default 1)")
+    from .parsing import ReadLimits
+
+    for key, text in LIMIT_FLAGS.items():
+        s.add_argument("--" + key.replace("_", "-"), type=int, metavar="N",
+                       help=f"{text} (default {getattr(ReadLimits(), key):,})")
 
     _run_parser(sub)
 
@@ -84,7 +109,11 @@ def _run_parser(sub) -> None:
             "file over the environment.\n\nExamples:\n"
             "  sensor-reader | edgeml-runtime run dist/demo-1 --device-id pi-07 --fleet plant-a --broker mqtt://gw:1883\n"
             "  edgeml-runtime run dist/demo-1 --input /var/log/readings.csv --format csv --follow "
-            "--config /etc/edgeml/runtime.toml"
+            "--config /etc/edgeml/runtime.toml\n"
+            "  edgeml-runtime run dist/demo-1 --input readings.csv --device-id pi-07 --fleet plant-a "
+            "--drift-output windows.jsonl   (no broker)\n"
+            "\nExit status: 0 when the input ended or a signal stopped the run; 1 when reading the input failed part "
+            "way (the rest was not read); 2 on bad settings, or when no row read could be scored."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -116,47 +145,34 @@ def main(argv=None) -> int:
 
 
 def _score(args) -> int:
+    from .errors import SettingsError
+    from .outputs import output_file
+    from .parsing import ReadLimits
+
+    given = {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k) is not None}
+    try:
+        limits = ReadLimits(**given)
+    except SettingsError as exc:
+        raise exc.located({}, {k: "flag --" + k.replace("_", "-") for k in given}) from None
     model = Model.load(args.bundle, artifact=args.artifact, precision=args.precision, threads=args.threads)
     fmt = guess_format(args.input, args.format)
-    skipped: list[RowError] = []
-    scored = 0
-    noted_ignored = False
-    try:
-        with open_text(args.input) as src, output_file(args.output, args.input) as dst:
-            writer = RecordWriter(dst, fmt, model.classes)
-            for chunk in read_chunks(src, fmt):
-                if chunk.columns is not None:
-                    missing = model.encoder.missing_columns(chunk.columns)
-                    if missing:
-                        raise InputError(
-                            f"{args.input} has no column(s) {', '.join(map(repr, missing))}; the model needs "
-                            f"{', '.join(map(repr, model.manifest.schema.names))}"
-                        )
-                    writer.columns = chunk.columns
-                rows = [chunk.first_row + j for j, r in enumerate(chunk.records) if r is not None]
-                records = [r for r in chunk.records if r is not None]
-                result = model.predict(records, on_error="skip", row_numbers=rows)
-                errors = chunk.errors + list(result.errors)
-                errors.sort(key=lambda e: e.row)
-                if errors and args.on_error == "fail":
-                    raise errors[0]
-                skipped.extend(errors)
-                if result.ignored_columns and not noted_ignored:
-                    print(f"edgeml-runtime: note: column(s) {', '.join(map(repr, result.ignored_columns))} are "
-                          "not model inputs; passed through unchanged", file=sys.stderr)
-                    noted_ignored = True
-                writer.write([records[i] for i in result.rows], result.labels, result.probabilities)
-                scored += len(result)
-            writer.finish()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{args.input} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                         "re-save it as UTF-8") from None
-    if skipped:
-        print(f"edgeml-runtime: scored {scored} row(s), skipped {len(skipped)}:", file=sys.stderr)
-        for e in skipped[:SHOW_ERRORS]:
+    with open_input(args.input) as src, output_file(args.output, args.input) as dst:
+        report = score_stream(model, src, dst, fmt, on_error=args.on_error, limits=limits, keep_errors=SHOW_ERRORS,
+                              name=args.input)
+    if report.ignored_columns:
+        print(f"edgeml-runtime: note: column(s) {', '.join(map(repr, report.ignored_columns))} are "
+              "not model inputs; passed through unchanged", file=sys.stderr)
+    if report.bad:
+        print(f"edgeml-runtime: read {report.rows} row(s): scored {report.scored} row(s), skipped {report.bad}:",
+              file=sys.stderr)
+        for e in report.errors:
             print(f"  {e}", file=sys.stderr)
-        if len(skipped) > SHOW_ERRORS:
-            print(f"  … and {len(skipped) - SHOW_ERRORS} more", file=sys.stderr)
+        if report.bad > len(report.errors):
+            print(f"  … and {report.bad - len(report.errors)} more", file=sys.stderr)
+    if report.rows and not report.scored:
+        print(f"edgeml-runtime: error: {args.input}: none of its {report.rows} row(s) could be scored",
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -164,8 +180,15 @@ def _run(args) -> int:
     from .agent import run_device
     from .settings import RUN, resolve_settings
 
+    if args.mqtt_password is not None:
+        print("edgeml-runtime: warning: --mqtt-password shows in ps to every user of this machine; use "
+              "--mqtt-password-file, a systemd credential mqtt_password, or EDGEML_MQTT_PASSWORD", file=sys.stderr)
     settings = resolve_settings({k: getattr(args, k) for k in RUN.keys}, config=args.config)
-    run_device(args.bundle, settings)
+    stats = run_device(args.bundle, settings)
+    if stats.rows and not stats.scored:
+        print(f"edgeml-runtime: error: none of the {stats.rows} row(s) read could be scored (the log above names "
+              "the first bad rows); check the input's format (--format) and columns", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EngineError
+from .errors import EngineError, check_threads
 from .litert import TfliteEngine
 
 
@@ -22,6 +22,7 @@ class OnnxEngine:
     extra = "onnx"
 
     def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
+        check_threads(threads)
         try:
             import onnxruntime as ort
         except ImportError:

@@ -12,7 +12,8 @@ Every error class the runtime defines::
     ├── EdgeMLError                 base of every error raised on purpose; the CLI prints it, exits 2
     │   ├── BundleError             a bundle is missing, incomplete, tampered with, of an unknown format
     │   ├── InputError              records do not match the bundle's input schema
-    │   │   └── RowError            one record could not be scored (``row``, ``column``, ``reason``)
+    │   │   ├── RowError            one record could not be scored (``row``, ``column``, ``reason``)
+    │   │   └── SourceError         the reader of ``run`` died (an I/O error, a bug): the run ends, exit 1
     │   ├── EngineError             an inference engine is missing or cannot run an artifact
     │   ├── SettingsError           a setting or config file is unknown, missing, mistyped or out of bounds
     │   ├── TelemetryError          MQTT cannot work as asked (paho missing, TLS files unreadable, misuse)
@@ -30,6 +31,7 @@ window_rows = 0 (from flag --window-rows): must be at least 1; give a number of 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 
@@ -61,6 +63,12 @@ class RowError(InputError):
         self.reason = message = shorten(message, MESSAGE_CHARS)
         where = f"row {row}" + (f", column {column!r}" if column is not None else "")
         super().__init__(f"{where}: {message}")
+
+
+class SourceError(InputError):
+    """Reading the records of ``run`` failed part way: the rest of the input was not read, so the run fails."""
+
+    exit_code = 1
 
 
 class EngineError(EdgeMLError):
@@ -172,7 +180,28 @@ or more
                             fix=f"give {key} = {max(low, 1)} or more")
 
 
+def max_threads() -> int:
+    """The most inference threads allowed: 4 per CPU of this machine (more only time-slice and eat memory)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(value, key: str = "threads") -> int:
+    """``value`` if it is a whole number of inference threads from 1 to :func:`max_threads`, else a SettingsError.
+
+    >>> check_threads(100_000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.errors.SettingsError: threads = 100000: must be a whole number from 1 to ...
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= max_threads():
+        raise SettingsError(key=key, value=value, allowed=f"must be a whole number from 1 to {max_threads()} "
+                            "(4 per CPU of this machine)", fix=f"give {key} = 1 (the default) or up to the number "
+                            "of CPUs")
+    return value
+
+
 def _shown(key: str, value) -> str:
     if value is _UNSET:
         return "?"
-    return "'***'" if "password" in key and value is not None else repr(value)
+    secret = "password" in key and not key.endswith("_file")
+    return "'***'" if secret and value is not None else repr(value)

@@ -55,17 +55,29 @@ def _absent() -> BadValue:
 def to_number(v) -> float:
     """A numeric cell as a float, NaN for a missing value.
 
+    Text follows one number grammar, on the device and on the host (which
+    decides column kinds with :func:`read_numbers`): Python's ``float()`` in
+    ASCII without ``_`` (sign, digits, ``.``, exponent, spaces around). Alone,
+    ``float()`` also reads ``1_551`` and non-ASCII digits (``١٢``), which a
+    CSV writer never means as numbers.
+
     >>> to_number(" 3.5 "), to_number(7), math.isnan(to_number(""))
     (3.5, 7.0, True)
+    >>> to_number("1_551")
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.features.BadValue: could not read '1_551' as a number (write numbers with ASCII digits, without '_')
     """
     t = type(v)
     if t is str:
         try:
+            if not v.isascii() or "_" in v:
+                raise ValueError(v)
             f = float(v)
         except ValueError:
             if v.strip().lower() in NA_TOKENS:
                 return _NAN
-            raise BadValue(f"could not read {v!r} as a number") from None
+            raise BadValue(f"could not read {v!r} as a number{_grammar_hint(v)}") from None
         if not -_F32_MAX <= f <= _F32_MAX and f == f:
             raise BadValue(f"{v!r} is not a finite 32-bit number")
         return f
@@ -89,13 +101,28 @@ def to_number(v) -> float:
     raise BadValue(f"expected a number, got {type(v).__name__} {v!r}")
 
 
+def _grammar_hint(v: str) -> str:
+    """Why text that Python's ``float()`` reads is no number here (empty when ``float()`` refuses it too)."""
+    try:
+        float(v)
+    except ValueError:
+        return ""
+    return " (write numbers with ASCII digits, without '_')"
+
+
 def to_category(v) -> str:
     """A categorical cell as text; a missing value is the empty string.
 
     >>> to_category("L"), to_category(None), to_category(3)
     ('L', '', '3')
+    >>> to_category("\\ud800")
+    Traceback (most recent call last):
+    ...
+    edgeml_runtime.features.BadValue: '\\ud800' holds a lone UTF-16 surrogate, which is not text (no engine can take it)
     """
     if type(v) is str:
+        if not _is_text(v):
+            raise BadValue(f"{v[:40]!r} holds a lone UTF-16 surrogate, which is not text (no engine can take it)")
         return v if v.strip() else ""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -104,6 +131,17 @@ def to_category(v) -> str:
     if isinstance(v, (dict, list, tuple, set)):
         raise BadValue(f"expected a category (text), got {type(v).__name__} {v!r}")
     return str(v)
+
+
+def _is_text(v: str) -> bool:
+    """False for text an engine cannot take: a lone surrogate (JSON ``"\\ud800"``) has no UTF-8 form."""
+    if v.isascii():
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_boolean(v) -> float:
@@ -283,18 +321,36 @@ def _rows(values) -> Sequence:
     return values if isinstance(values, (list, tuple, np.ndarray)) else list(values)
 
 
-def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
-    """A numeric column as float32, row errors into ``bad``: exactly what ``to_number`` on each value gives.
+def read_numbers(values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
+    """Each value as a device reads it in a numeric column, as float64 (NaN if missing or unreadable), and why
+    each unreadable one is, by position: the host decides a column's kind with this (one number grammar).
 
-    A block of plain values (text, Python or NumPy numbers) is one ``float`` per value at C speed; the
-    rare results outside the float32 range go back through ``to_number`` for their error message.
+    >>> x, bad = read_numbers(["1.5", "1_551", "na", 7])
+    >>> x.tolist()[0], x.tolist()[3], bad
+    (1.5, 7.0, {1: "could not read '1_551' as a number (write numbers with ASCII digits, without '_')"})
+    """
+    bad: dict[int, str] = {}
+    return _numbers64(_rows(values), bad), bad
+
+
+def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
+    """A numeric column as float32, row errors into ``bad``: exactly what ``to_number`` on each value gives."""
+    return _numbers64(values, bad).astype(np.float32)
+
+
+def _numbers64(values: Sequence, bad: dict) -> np.ndarray:
+    """:func:`_fast_numbers` before the cast to float32.
+
+    A block of plain values (text, Python or NumPy numbers) is one ``float`` per value at C speed, once its
+    text is known to be ASCII without ``_`` (one ``join``); the rare results outside the float32 range go
+    back through ``to_number`` for their error message.
     """
     n = len(values)
     x = np.empty(n)
     for start in range(0, n, BLOCK_ROWS):
         part = values[start : start + BLOCK_ROWS]
         types = set(map(type, part))
-        if types <= _FLOATABLE:
+        if types <= _FLOATABLE and _plain_text(part, types):
             try:  # NumPy reads Python floats and ints exactly as float() does, and faster
                 x[start : start + len(part)] = (np.array(part, np.float64) if types <= _PYTHON_NUMBERS
                                                 else np.fromiter(map(float, part), np.float64, len(part)))
@@ -309,7 +365,15 @@ def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
             x[i] = to_number(values[i])
         except BadValue as exc:
             bad[i], x[i] = str(exc), _NAN
-    return x.astype(np.float32)
+    return x
+
+
+def _plain_text(part: Sequence, types: set) -> bool:
+    """Whether the text in a block is all ASCII without ``_`` (what ``float()`` reads as :func:`to_number` does)."""
+    if str not in types:
+        return True
+    joined = "".join(part) if len(types) == 1 else "".join(v for v in part if type(v) is str)
+    return joined.isascii() and "_" not in joined
 
 
 def _fast_categories(values: Sequence, bad: dict) -> np.ndarray:
@@ -320,7 +384,7 @@ def _fast_categories(values: Sequence, bad: dict) -> np.ndarray:
     out = np.fromiter(values, dtype=object, count=n)
     for start in range(0, n, BLOCK_ROWS):
         part = values[start : start + BLOCK_ROWS]
-        if set(map(type, part)) == _TEXT:
+        if set(map(type, part)) == _TEXT and _is_text("".join(part)):
             blank = {v for v in set(part) if not v.strip()}
             if blank:
                 out[start : start + len(part)] = ["" if v in blank else v for v in part]

@@ -6,9 +6,11 @@ and the broker redelivers the message on every reconnect: one poison message
 stops the device for good. So :meth:`TopicRecords.on_message` never raises.
 Each message ends one of three ways, each counted:
 
-* **read**: each non-blank line becomes an :class:`~.stream.Item` on the
-  queue, a record or its :class:`~.errors.RowError` (the window counts that
-  row as bad; the line is also kept as a ``row`` dead letter);
+* **read**: each non-blank line (cut as a file's lines are) becomes an
+  :class:`~.stream.Item` on the queue, a record or its
+  :class:`~.errors.RowError` from :meth:`~.stream.LineParser.parse`, which
+  bounds each line (the window counts that row as bad; the line is also kept
+  as a ``row`` dead letter);
 * **refused** whole, kept as a ``message`` dead letter: larger than
   ``max_bytes``, or its handling failed in a way nobody foresaw;
 * **dropped**: a line that found the queue full for a second (the scorer
@@ -33,12 +35,15 @@ import threading
 
 from .deadletter import DeadLetters
 from .errors import RowError, shorten
+from .parsing import OVERLONG, LineSplitter
 from .stream import Item, LineParser
 
 #: The default size limit of one input message.
 DEFAULT_MAX_BYTES = 1 * 2**20
 #: How long a line waits for room in the queue before it is dropped.
 PUT_SECONDS = 1.0
+#: What a dead letter keeps of a line too long to be one (the start of its message).
+PREVIEW = 4096
 #: Refusals logged one by one; after that they are counted only.
 LOGGED = 20
 #: The deepest nesting of a value a record may hold (a reading is flat; deeper lists exhaust the stack later).
@@ -74,8 +79,10 @@ class TopicRecords:
             self._refuse(message, payload, f"is {len(payload)} bytes; input messages of at most {self.max_bytes} "
                                            "bytes are read (setting input_max_bytes)")
             return
-        for line in payload.split(b"\n"):
+        splitter = LineSplitter(self.parser.limits.max_line_bytes)  # lines cut as a file's are (\n, \r\n, \r)
+        for line in [*splitter.feed(payload), *splitter.finish()]:
             item = self._parse(line)
+            line = payload[:PREVIEW] if line is OVERLONG else line
             if item is None:
                 continue
             if item.error is not None:
@@ -93,7 +100,7 @@ class TopicRecords:
     def _parse(self, line: bytes) -> Item | None:
         """One line as an Item; the parser should never raise, and if it does the line is a row error."""
         try:
-            item = self.parser.parse(line.rstrip(b"\r"))
+            item = self.parser.parse(line)
         except Exception as exc:  # noqa: BLE001  (e.g. RecursionError for JSON nested too deep)
             self.parser.rows += 1
             row = self.parser.rows

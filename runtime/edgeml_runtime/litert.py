@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EngineError
+from .errors import EngineError, check_threads
 
 #: The name of the flatbuffer metadata entry that holds edgeml's JSON description.
 METADATA_KEY = "edgeml"
@@ -247,6 +247,7 @@ class TfliteEngine:
 
     def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None,
                  tables: Mapping[str, Sequence[str]] | None = None):
+        check_threads(threads)
         Interpreter = _interpreter_class()
         data = Path(path).read_bytes()
         raw = read_metadata(data)

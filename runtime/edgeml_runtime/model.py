@@ -161,7 +161,7 @@ class Model:
             result = self._predict_one(records[0])
             if result is not None:
                 return result
-        columns, n, ignored = self._columns(records)
+        columns, n, ignored = self._columns(records, every_key=on_error == "skip")
         feeds, errors = self.encoder.encode(columns, n, first_row=first_row)
         if row_numbers is not None and errors:
             errors = {i: RowError(row_numbers[i], e.column, e.reason) for i, e in errors.items()}
@@ -177,7 +177,7 @@ class Model:
         labels, proba = self._run(feeds, len(rows), errors)
         return Predictions(labels, proba, self.classes, rows, errors, ignored)
 
-    def _columns(self, records):
+    def _columns(self, records, every_key: bool = False):
         if isinstance(records, Mapping):
             lengths = {len(v) for v in records.values()}
             if len(lengths) > 1:
@@ -186,7 +186,7 @@ class Model:
             return records, (lengths.pop() if lengths else 0), ignored
         if not isinstance(records, list):
             records = list(records)
-        columns = _values_by_column(records, self.manifest.schema.names)
+        columns = _values_by_column(records, self.manifest.schema.names, every_key)
         ignored = tuple(k for k in (records[0] if records else ()) if k not in self._input_names)
         return columns, len(records), ignored
 
@@ -263,11 +263,12 @@ def _check_feeds(schema, artifact: Artifact, engine) -> None:
         )
 
 
-def _values_by_column(records: list, names: Sequence[str]) -> dict[str, list]:
+def _values_by_column(records: list, names: Sequence[str], every_key: bool = False) -> dict[str, list]:
     """Each column's values in the records, :data:`ABSENT` where a record lacks the key.
 
     A column no record has is left out (then the encoder names it as missing), unless there is at most one
-    record: then it is that record's error. Plain dicts are read with ``itemgetter`` at C speed, a column at a time.
+    record or ``every_key`` (``on_error="skip"``): then it is each record's error, and the other records of a
+    stream still score. Plain dicts are read with ``itemgetter`` at C speed, a column at a time.
     """
     columns = {}
     exact = set(map(type, records)) == _DICT  # a dict subclass may have __missing__: ask it with .get
@@ -279,7 +280,7 @@ def _values_by_column(records: list, names: Sequence[str]) -> dict[str, list]:
             except KeyError:
                 pass
         values = [r.get(name, ABSENT) for r in records]
-        if len(records) <= 1 or not all(v is ABSENT for v in values):
+        if every_key or len(records) <= 1 or not all(v is ABSENT for v in values):
             columns[name] = values
     return columns
 

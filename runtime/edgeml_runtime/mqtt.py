@@ -6,6 +6,12 @@ resolver renames it to its setting key, ``url`` → ``broker``, and says where
 it came from). TLS files must exist when the settings are made; whether they
 hold usable PEM is known when :meth:`MqttSettings.ssl_context` loads them.
 
+The password can be given in a file (``password_file``: the setting
+``mqtt_password_file``, or the systemd credential ``mqtt_password``), read
+here, once; a file every user may read is refused, as ssh refuses such a key.
+A password sent over plain ``mqtt://`` to a host that is not this machine's
+loopback is logged as a warning: anyone on the path can read it.
+
 Example:
 
 >>> MqttSettings("mqtts://broker.plant.local", ca_file=None).endpoint
@@ -14,12 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import SettingsError, TelemetryError
+from .tomlfile import exposure
 
 PROTOCOLS = ("5", "3.1.1")
 #: The TLS files, by field, with what each must be. Their setting keys are ``mqtt_`` + the field.
@@ -40,6 +49,7 @@ class MqttSettings:
     url: str
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -66,6 +76,8 @@ class MqttSettings:
             if path and not Path(path).is_file():
                 problem = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
                 raise SettingsError(key=name, value=path, allowed=problem, fix=f"give the path of {what}")
+        if self.password_file is not None:
+            object.__setattr__(self, "password", self._read_password())
         if self.password is not None and self.username is None:
             raise SettingsError(key="username", value=None, allowed="an MQTT password was given without a user name",
                                 fix="set the user name too")
@@ -84,6 +96,33 @@ class MqttSettings:
             raise SettingsError(key="reconnect_min", value=self.reconnect_min, related={"reconnect_max":
                                 self.reconnect_max}, allowed="must satisfy 0 < reconnect_min <= reconnect_max",
                                 fix="the defaults are 1 and 60 s")
+        if self.password is not None and not tls and not _loopback(host):
+            logging.getLogger("edgeml_runtime").warning(
+                "the MQTT password goes to %s over plain mqtt://, readable by anyone on the network path: use "
+                "mqtts://%s:8883 (TLS)", host, host)
+
+    def _read_password(self) -> str:
+        """The password in :attr:`password_file`: its text without the final newline; refused if exposed."""
+        path = Path(self.password_file)
+        try:
+            problem = exposure(path)
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise SettingsError(key="password_file", value=self.password_file, allowed=f"cannot be read ({reason})",
+                                fix="give the path of a UTF-8 file holding the MQTT password") from None
+        if problem:
+            raise SettingsError(key="password_file", value=self.password_file, allowed=problem,
+                                fix="a password file must be readable by its owner (and group) only")
+        password = text.removesuffix("\n").removesuffix("\r")
+        if not password or "\n" in password:
+            raise SettingsError(key="password_file", value=self.password_file,
+                                allowed="is empty" if not password else "holds more than one line",
+                                fix="put the password alone on the first line")
+        if self.password is not None and self.password != password:  # the same one: a copy (dataclasses.replace)
+            raise SettingsError(key="password_file", value=self.password_file, related={"password": "***"},
+                                allowed="a password and a password file were both given", fix="give only one")
+        return password
 
     @property
     def endpoint(self) -> tuple[str, int, bool]:
@@ -129,3 +168,13 @@ class MqttSettings:
         given = ", ".join(f"mqtt_{n} = {getattr(self, n)!r}" for n in names)
         return TelemetryError(f"{given}: cannot be loaded for TLS ({exc}); give "
                               + " with ".join(TLS_FILES[n] for n in names))
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address (names are not resolved)."""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -7,20 +7,30 @@ A JSON line that does not parse is a row error like any other bad value.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
+from .parsing import (
+    DEFAULT_LIMITS,
+    LINE_BYTES_CEILING,
+    OVERLONG,
+    CsvReader,
+    ReadLimits,
+    decode,
+    overlong_reason,
+    parse_json,
+    read_lines,
+)
 
 FORMATS = ("csv", "jsonl")
 CHUNK_ROWS = 4096
-csv.field_size_limit(64 * 2**20)  # a 64 MiB field, not the 128 KiB default, before csv calls a row broken
+csv.field_size_limit(LINE_BYTES_CEILING)  # csv's own bound: ReadLimits.max_line_bytes stays below it
 
 
 @dataclass
@@ -37,7 +47,14 @@ class Chunk:
     columns: list[str] | None = None
 
 
-def guess_format(path: str, fmt: str | None) -> str:
+def guess_format(path: str, fmt: str | None, *, stdin: str | None = None) -> str:
+    """``fmt`` if given, else from the file name: ``.jsonl``, ``.ndjson`` and ``.json`` are JSON Lines, the rest CSV.
+
+    Standard input (``-``) has no name: ``stdin`` is its format, or an error asks for one.
+
+    >>> guess_format("readings.csv", None), guess_format("log.ndjson", None), guess_format("-", None, stdin="jsonl")
+    ('csv', 'jsonl', 'jsonl')
+    """
     if fmt:
         if fmt not in FORMATS:
             raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -45,8 +62,20 @@ def guess_format(path: str, fmt: str | None) -> str:
     if path.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     if path == "-":
+        if stdin:
+            return stdin
         raise InputError("reading from standard input needs --format csv or --format jsonl")
     return "csv"
+
+
+def open_input(path: str):
+    """The input as a binary stream (stdin's for ``-``): lines are cut and decoded one by one (:mod:`.parsing`)."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot open {path}: {exc.strerror}") from None
 
 
 def open_text(path: str, mode: str = "r"):
@@ -61,36 +90,36 @@ def open_text(path: str, mode: str = "r"):
         raise InputError(f"cannot open {path}: {exc.strerror}") from None
 
 
-def read_chunks(stream, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
-    """Records from ``stream`` in chunks; CSV values stay text, JSON values keep their types."""
-    return _csv_chunks(stream, chunk_rows) if fmt == "csv" else _jsonl_chunks(stream, chunk_rows)
+def read_chunks(stream, fmt: str, chunk_rows: int = CHUNK_ROWS, limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[Chunk]:
+    """Records from a binary ``stream`` in chunks; CSV values stay text, JSON values keep their types.
+
+    Every row is a record or a :class:`RowError` in its chunk, none is lost.
+    An input without a single non-blank line is an :class:`InputError` in
+    both formats; a CSV header with no rows gives one empty chunk (so that
+    the output gets its header).
+    """
+    lines = read_lines(stream, limits)
+    return _csv_chunks(lines, chunk_rows, limits) if fmt == "csv" else _jsonl_chunks(lines, chunk_rows, limits)
 
 
-def _csv_chunks(stream, chunk_rows):
-    head = stream.read(64 * 1024)
-    if not head.strip():
-        raise InputError("the input is empty: expected a header line and at least one row")
-    try:
-        dialect = csv.Sniffer().sniff(head.splitlines()[0], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(_chain(head, stream), delimiter=dialect.delimiter, quotechar='"')
-    header = next(reader)
-    if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        raise InputError(f"the CSV header repeats column(s) {', '.join(map(repr, dupes))}")
-    width = len(header)
+def _empty() -> InputError:
+    return InputError("the input is empty: expected at least one record (and, for CSV, a header line before it)")
+
+
+def _csv_chunks(lines, chunk_rows, limits):
+    reader = CsvReader(lines, limits)
+    if reader.header is None:
+        raise _empty()
+    header = reader.header
     chunk = Chunk([], 1, columns=header)
     i = 0
-    for row in reader:
-        if not row:
-            continue  # blank lines are not rows: they do not count in row numbers either
+    for values, reason in reader.rows():
         i += 1
-        if len(row) != width:
-            chunk.errors.append(RowError(i, None, f"has {len(row)} fields, the header has {width}"))
+        if reason is not None:
+            chunk.errors.append(RowError(i, None, reason))
             chunk.records.append(None)
         else:
-            chunk.records.append(dict(zip(header, row, strict=False)))
+            chunk.records.append(dict(zip(header, values, strict=True)))
         if len(chunk.records) >= chunk_rows:
             yield chunk
             chunk = Chunk([], i + 1, columns=header)
@@ -98,73 +127,58 @@ def _csv_chunks(stream, chunk_rows):
         yield chunk
 
 
-def _jsonl_chunks(stream, chunk_rows):
+def _jsonl_chunks(lines, chunk_rows, limits):
     chunk = Chunk([], 1)
     n = 0
-    for line in stream:
-        if not line.strip():
-            continue
+    for raw in lines:
+        if raw is OVERLONG:
+            record, reason = None, overlong_reason(limits)
+        else:
+            text, reason = decode(raw)
+            if not text.strip():
+                continue
+            if reason is None:
+                record, reason = parse_json(text, limits)
+            else:
+                record = None
         n += 1
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-        except ValueError as exc:
-            chunk.errors.append(RowError(n, None, f"is not a JSON object ({exc})"))
-            record = None
+        if reason is not None:
+            chunk.errors.append(RowError(n, None, reason))
         chunk.records.append(record)
         if len(chunk.records) >= chunk_rows:
             yield chunk
             chunk = Chunk([], n + 1)
-    if chunk.records or n == 0:
+    if n == 0:
+        raise _empty()
+    if chunk.records:
         yield chunk
 
 
-def _chain(head: str, rest):
-    """Lines of ``head`` followed by the rest of the stream, without reading it all."""
-    buf = io.StringIO(head)
-    pending = ""
-    for line in buf:
-        if not line.endswith("\n"):
-            pending = line
-            break
-        yield line
-    for line in rest:
-        if pending:
-            line, pending = pending + line, ""
-        yield line
-    if pending:
-        yield pending
-
-
-@contextmanager
-def output_file(path: str, source: str):
-    """A text stream for the scored records: stdout for ``-``; otherwise a temporary file beside ``path``
-    that replaces it only when scoring succeeds, so a failure never leaves a half-written or emptied file."""
-    if path == "-":
-        with open_text("-", "w") as out:
-            yield out
-        return
-    if source != "-" and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
-        raise InputError(f"--output {path} is the input file; write the scored records to another file")
-    tmp = f"{path}.partial"
-    try:
-        with open_text(tmp, "w") as out:
-            yield out
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class RecordWriter:
-    """Writes each scored record back with ``prediction`` and, for classifiers, ``proba_<class>`` columns."""
+    """Writes each scored record back with ``prediction`` and, for classifiers, ``proba_<class>`` columns.
+
+    Those names are the writer's: an input column of the same name would be
+    overwritten, so :meth:`check_columns` refuses it (rename it in the input).
+    """
 
     def __init__(self, stream, fmt: str, classes: tuple):
         self.stream, self.fmt, self.classes = stream, fmt, classes
         self.proba_names = [f"proba_{c}" for c in classes]
+        self.added = frozenset(["prediction", *self.proba_names])
         self.columns: list[str] | None = None  # the CSV header, so an input with no rows still gets one
         self._csv = None
+
+    def clashes(self, names) -> list[str]:
+        """The input column names among those the writer adds, in input order."""
+        return [n for n in names if n in self.added]
+
+    def check_columns(self, names, where: str) -> None:
+        """Refuse input columns named like the output's own (``where`` says which input or row has them)."""
+        clash = self.clashes(names)
+        if clash:
+            raise InputError(f"{where} has column(s) {', '.join(map(repr, clash))}, which the scored output adds "
+                             f"itself ({', '.join(sorted(self.added))}); rename them in the input (e.g. "
+                             f"{clash[0] + '_input'!r}) so that nothing is overwritten")
 
     def finish(self) -> None:
         """Write the CSV header if no row was written (an input with a header and no rows)."""
@@ -186,3 +200,59 @@ class RecordWriter:
                     self._csv = csv.DictWriter(self.stream, fieldnames=list(out), extrasaction="ignore")
                     self._csv.writeheader()
                 self._csv.writerow(out)
+
+
+@dataclass
+class ScoreReport:
+    """What :func:`score_stream` did: ``rows`` read = ``scored`` + ``bad`` (rows reported as errors).
+
+    ``errors`` holds the first ``keep_errors`` of them, in row order;
+    ``ignored_columns`` the input columns that are not model inputs.
+    """
+
+    rows: int = 0
+    scored: int = 0
+    bad: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    ignored_columns: tuple[str, ...] = ()
+
+
+def score_stream(model, src, dst, fmt: str, *, on_error: str = "fail", limits: ReadLimits = DEFAULT_LIMITS,
+                 chunk_rows: int = CHUNK_ROWS, keep_errors: int = 10, name: str = "the input") -> ScoreReport:
+    """Score every record of the binary stream ``src`` with ``model`` and write them to the text stream ``dst``.
+
+    ``on_error="fail"`` raises the first :class:`RowError`; ``"skip"``
+    scores the other rows and reports the bad ones. Nothing is lost
+    silently: every row read is either written with its prediction or
+    counted in :attr:`ScoreReport.bad`. Input columns that clash with the
+    output's, and CSV inputs lacking a model column, are an
+    :class:`InputError` before anything is scored (``name`` names the input).
+    """
+    report = ScoreReport()
+    writer = RecordWriter(dst, fmt, model.classes)
+    for chunk in read_chunks(src, fmt, chunk_rows, limits):
+        if chunk.columns is not None and writer.columns is None:
+            missing = model.encoder.missing_columns(chunk.columns)
+            if missing:
+                raise InputError(f"{name} has no column(s) {', '.join(map(repr, missing))}; the model needs "
+                                 f"{', '.join(map(repr, model.manifest.schema.names))}")
+            writer.check_columns(chunk.columns, name)
+            writer.columns = chunk.columns
+        rows = [chunk.first_row + j for j, r in enumerate(chunk.records) if r is not None]
+        records = [r for r in chunk.records if r is not None]
+        if fmt == "jsonl":
+            for row, record in zip(rows, records, strict=True):
+                if not writer.added.isdisjoint(record):
+                    writer.check_columns(record, f"{name}, row {row},")
+        result = model.predict(records, on_error="skip", row_numbers=rows)
+        errors = sorted(chunk.errors + list(result.errors), key=lambda e: e.row)
+        if errors and on_error == "fail":
+            raise errors[0]
+        report.rows += len(chunk.records)
+        report.bad += len(errors)
+        report.errors += errors[: max(0, keep_errors - len(report.errors))]
+        report.ignored_columns = report.ignored_columns or result.ignored_columns
+        writer.write([records[i] for i in result.rows], result.labels, result.probabilities)
+        report.scored += len(result)
+    writer.finish()
+    return report

@@ -6,19 +6,25 @@ batches, scores them (the model's drift monitor counts every scored row),
 hands each closed drift window to :class:`~.telemetry.Telemetry` (which
 writes it to the durable outbox before sending), and closes windows on time
 even while no row arrives. Bad rows are counted and logged; they never stop
-the loop. SIGTERM or SIGINT end it cleanly: the open window is closed and
-sent, and the death message published (the handlers are in :mod:`.agent`).
+the loop, and every row read is either scored or counted bad, in the
+window and in :class:`RunStats` alike. Each closed window goes to the
+telemetry (when there is a broker) and to a :class:`WindowFile` (when
+``drift_output`` is set). SIGTERM or SIGINT end it cleanly: the open window
+is closed and sent, and the death message published (the handlers are in
+:mod:`.agent`).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
 from .model import Model
+from .payloads import dumps
 from .stream import END, Item
 
 BATCH_ROWS = 256
@@ -28,21 +34,56 @@ LOGGED_ERRORS = 20
 
 @dataclass
 class RunStats:
+    """Rows read (= ``scored`` + ``bad_rows``) and windows closed; at the end, the windows still waiting in the
+    outbox (``backlog``) and those it ever dropped when full."""
+
     rows: int = 0
     scored: int = 0
     bad_rows: int = 0
     windows: int = 0
+    backlog: int = 0
+    outbox_dropped: int = 0
     errors_logged: int = field(default=0, repr=False)
+
+
+class WindowFile:
+    """Drift windows as JSON Lines, appended to ``path`` or written to stdout (``-``): for a device without a
+    broker, or beside one. Each line is a window as the drift message carries it, with ``seq`` (0, 1, … in this
+    run) and the ``model`` that scored it in front. A window that cannot be written is logged and counted."""
+
+    def __init__(self, path: str, model: dict, log: logging.Logger):
+        self.path, self.model, self.log = path, model, log
+        try:
+            self._out = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write drift windows to {path}: {exc.strerror}") from None
+        self.seq = self.failed = 0
+
+    def write(self, window: dict) -> None:
+        line = dumps({"seq": self.seq, "model": self.model, **window}).decode() + "\n"
+        self.seq += 1
+        try:
+            self._out.write(line)
+            self._out.flush()
+        except OSError as exc:
+            self.failed += 1
+            self.log.error("cannot write drift window %d to %s (%s); %d window(s) lost so far", self.seq - 1,
+                           self.path, exc.strerror, self.failed)
+
+    def close(self) -> None:
+        if self._out is not sys.stdout:
+            self._out.close()
 
 
 class StreamScorer:
     """The loop: queue in, predictions and drift windows out."""
 
     def __init__(self, model: Model, telemetry, *, writer=None, publish_predictions: bool = False,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, window_file: WindowFile | None = None):
         self.model = model
         self.monitor = model.monitor
-        self.telemetry = telemetry
+        self.telemetry = telemetry  # None without a broker
+        self.window_file = window_file
         self.writer = writer
         self.publish_predictions = publish_predictions
         self.log = log or logging.getLogger("edgeml_runtime.run")
@@ -81,23 +122,26 @@ class StreamScorer:
         self.stats.rows += len(batch)
         unreadable = [i.error for i in batch if i.error is not None]
         readable = [i for i in batch if i.error is None]
+        if self.writer is not None and readable:
+            readable = self._without_clashes(readable, unreadable)
         if unreadable:
             self.monitor.update({}, None, unreadable)
             self._log_errors(unreadable)
+            self.stats.bad_rows += len(unreadable)
         if not readable:
             return
         try:
             result = self.model.predict([i.record for i in readable], on_error="skip",
                                         row_numbers=[i.row for i in readable])
-        except InputError as exc:  # e.g. a column no record of the batch has: every row of it is bad, not the stream
+        except InputError as exc:  # not expected with on_error="skip"; if it comes, every row of the batch is bad
             errors = [RowError(i.row, None, str(exc)) for i in readable]
             self.monitor.update({}, None, errors)
             self._log_errors(errors)
-            self.stats.bad_rows += len(unreadable) + len(errors)
+            self.stats.bad_rows += len(errors)
             return
         errors = list(result.errors)
         self._log_errors(errors)
-        self.stats.bad_rows += len(unreadable) + len(errors)
+        self.stats.bad_rows += len(errors)
         self.stats.scored += len(result)
         if self.writer is not None:
             self.writer.write([readable[i].record for i in result.rows], result.labels, result.probabilities)
@@ -109,11 +153,33 @@ class StreamScorer:
                                                         strict=False))
                 self.telemetry.send_prediction(payload)
 
+    def _without_clashes(self, readable: list[Item], unreadable: list[RowError]) -> list[Item]:
+        """Records with a key the output adds (``prediction``, ``proba_<class>``) become row errors, not overwrites."""
+        added = self.writer.added
+        kept = []
+        for item in readable:
+            if added.isdisjoint(item.record):
+                kept.append(item)
+                continue
+            clash = ", ".join(map(repr, self.writer.clashes(item.record)))
+            unreadable.append(RowError(item.row, None, f"has column(s) {clash}, which the scored output adds itself; "
+                                                       "rename them in the input"))
+        return kept
+
     def _send(self, windows: list[dict]) -> None:
         for window in windows:
-            self.telemetry.send_drift(window)
+            if self.telemetry is not None:
+                self.telemetry.send_drift(window)
+            if self.window_file is not None:
+                self.window_file.write(window)
             self.stats.windows += 1
             verdict = window.get("verdict") or {}
+            if verdict.get("status") is None:
+                self.log.info("drift window %s..%s: %d rows, %d bad, no verdict: fewer scored rows than min_rows = %d "
+                              "(lower --min-rows, or raise --window-seconds, to judge such windows)",
+                              window.get("start"), window.get("end"), window.get("rows", 0), window.get("bad_rows", 0),
+                              self.monitor.settings.rule.min_rows)
+                continue
             self.log.info("drift window %s..%s: %d rows, %d bad, verdict %s%s", window.get("start"), window.get("end"),
                           window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"),
                           f" ({', '.join(verdict.get('drifted_columns') or [])})"

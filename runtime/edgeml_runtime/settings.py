@@ -12,6 +12,13 @@ device id), ``MqttSettings``, ``DriftSettings``, ``OutboxSettings`` and
 came from, what is allowed and the fix. Unknown keys and tables in the file
 are errors that name the file and the key.
 
+A config file that holds ``mqtt_password`` and that every user of the
+machine may read is refused (:func:`~edgeml_runtime.tomlfile.exposure`); so
+is a ``mqtt_password_file`` that every user may read. Without either setting
+(or ``EDGEML_MQTT_PASSWORD``), a systemd credential ``mqtt_password``
+(``LoadCredential=mqtt_password:/etc/edgeml/mqtt_password``, found in
+``$CREDENTIALS_DIRECTORY``) is the password file.
+
 Commands register their table in :data:`TABLES` (:func:`register_table`); a
 ``[serve]`` or ``[update]`` table is one more registration, with its own
 composite dataclass.
@@ -43,11 +50,16 @@ from .drift import DriftSettings
 from .errors import SettingsError
 from .mqtt import MqttSettings
 from .outbox import OutboxSettings
+from .parsing import ReadLimits
 from .protocol.topics import DeviceTopics
-from .records import FORMATS
-from .tomlfile import read_toml
+from .records import FORMATS, guess_format
+from .tomlfile import exposure, read_toml
 
 CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
+#: The systemd credential that holds the MQTT password (in ``$CREDENTIALS_DIRECTORY``).
+PASSWORD_CREDENTIAL = "mqtt_password"
+#: Keys whose value is a secret: a config file holding one must not be readable by every user.
+SECRET_KEYS = ("mqtt_password",)
 PRECISIONS = ("fp32", "fp16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = {"1", "true", "yes", "on"}
@@ -57,19 +69,29 @@ _KINDS = {str: "a text", int: "a whole number", float: "a number", bool: "true o
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The ``run`` command's own keys: where records come from and go, which artifact, how much to log."""
+    """The ``run`` command's own keys: where records come from and go, which artifact, how much to log.
+
+    ``format`` left out is taken from the input's name as ``score`` takes it
+    (``.csv`` is CSV, ``.jsonl``/``.ndjson``/``.json`` JSON Lines; stdin and
+    an input topic are JSON Lines). ``drift_output`` also writes every drift
+    window as a JSON line to a file (appended) or stdout (``-``); with it, a
+    broker is optional. ``limits`` bound each input row (:class:`~.parsing.ReadLimits`).
+    """
 
     input: str = "-"
-    format: str = "jsonl"
+    format: str | None = None
     follow: bool = False
     input_topic: str | None = None
     output: str | None = None
+    drift_output: str | None = None
     publish_predictions: bool = False
     precision: str | None = None
     log_level: str = "info"
+    limits: ReadLimits = ReadLimits()
 
     def __post_init__(self):
-        for key, allowed in (("format", FORMATS), ("precision", (None, *PRECISIONS)), ("log_level", LOG_LEVELS)):
+        for key, allowed in (("format", (None, *FORMATS)), ("precision", (None, *PRECISIONS)),
+                             ("log_level", LOG_LEVELS)):
             if getattr(self, key) not in allowed:
                 names = ", ".join(a for a in allowed if a is not None)
                 raise SettingsError(key=key, value=getattr(self, key), allowed=f"must be one of {names}",
@@ -77,17 +99,39 @@ class RunSettings:
         if self.input_topic is not None and (not self.input_topic.strip() or "#" in self.input_topic[:-1]):
             raise SettingsError(key="input_topic", value=self.input_topic, allowed="is not an MQTT topic",
                                 fix="give a topic such as sensors/pi-07/readings")
+        source = "-" if self.input_topic else self.input
+        object.__setattr__(self, "format", guess_format(source, self.format, stdin="jsonl"))
+        if self.output == "-" and self.drift_output == "-":
+            raise SettingsError(key="drift_output", value="-", related={"output": "-"},
+                                allowed="cannot share stdout with the scored records",
+                                fix="write one of them to a file")
 
 
 @dataclass(frozen=True)
 class AgentSettings:
-    """Everything a device process (``edgeml-runtime run``) needs: the ``[run]`` table, one part per owner."""
+    """Everything a device process (``edgeml-runtime run``) needs: the ``[run]`` table, one part per owner.
+
+    ``mqtt`` is None when no broker is given: then drift windows go to
+    ``run.drift_output`` only, and nothing else may need the broker.
+    """
 
     device: DeviceTopics
-    mqtt: MqttSettings
+    mqtt: MqttSettings | None
     drift: DriftSettings
     outbox: OutboxSettings
     run: RunSettings
+
+    def __post_init__(self):
+        if self.mqtt is not None:
+            return
+        if self.run.drift_output is None:
+            raise SettingsError(f"no broker given: pass {flag_name('broker')}, set {env_name('broker')}, or put "
+                                "broker in the [run] table of the config file; to run without a broker, write the "
+                                f"drift windows to a file with {flag_name('drift_output')} FILE (- for stdout)")
+        for key in ("input_topic", "publish_predictions"):
+            if getattr(self.run, key):
+                raise SettingsError(f"{key} = {getattr(self.run, key)!r} needs a broker: pass "
+                                    f"{flag_name('broker')} (or set {env_name('broker')})")
 
 
 @dataclass(frozen=True)
@@ -113,6 +157,8 @@ class Section:
 
     owner: type
     keys: tuple[Key, ...]
+    #: When none of its keys is given, the part is None rather than the owner's defaults (MQTT without a broker).
+    optional: bool = False
 
     def _field(self, name: str) -> dataclasses.Field:
         return {f.name: f for f in dataclasses.fields(self.owner)}[name]
@@ -158,6 +204,9 @@ class Table:
         """The composite settings from ``given`` (key → (value, source)); the owners validate each part."""
         parts = {}
         for attr, section in self.sections.items():
+            if section.optional and not any(k.name in given for k in section.keys):
+                parts[attr] = None
+                continue
             for k in section.keys:
                 if section.required(k) and k.name not in given:
                     raise SettingsError(f"no {k.name.replace('_', ' ')} given: pass {flag_name(k.name)}, set "
@@ -207,6 +256,11 @@ def default_text(table: Table, key: str):
 def read_config(path: Path, command: str = "run") -> dict[str, tuple[object, str]]:
     """The ``[command]`` table of a config file: key -> (value, source); every registered table is checked."""
     doc = read_toml(path, SettingsError, "runtime config file")
+    secret = next((f"[{t}] {k}" for t, body in doc.items() if isinstance(body, dict) for k in body
+                   if k in SECRET_KEYS), None)
+    if secret and exposure(path):
+        raise SettingsError(f"{path}: holds {secret} and {exposure(path)}; or move the password to a file of its "
+                            "own (mqtt_password_file) or a systemd credential")
     for name, body in doc.items():
         if name not in TABLES:
             near = difflib.get_close_matches(name, TABLES, n=1)
@@ -282,6 +336,10 @@ def resolve_settings(flags: Mapping, config: str | os.PathLike | None = None,
         if value is not None:
             source = f"flag {flag_name(key)}"
             given[key] = (_typed(table, key, value, source), source)
+    credential = Path(environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent") / PASSWORD_CREDENTIAL
+    if "mqtt_password_file" in table.keys and not {"mqtt_password", "mqtt_password_file"} & set(given) \
+            and credential.is_file():
+        given["mqtt_password_file"] = (str(credential), f"systemd credential {PASSWORD_CREDENTIAL}")
     return table.build(given)
 
 
@@ -293,7 +351,10 @@ RUN = register_table(Table("run", AgentSettings, {
     "mqtt": Section(MqttSettings, (
         Key("broker", str, "MQTT broker, mqtt://host:1883 or mqtts://host:8883 for TLS", "url"),
         Key("mqtt_username", str, "MQTT user name", "username"),
-        Key("mqtt_password", str, "MQTT password (prefer the environment variable over a flag)", "password"),
+        Key("mqtt_password", str, "MQTT password; as a flag it shows in ps: prefer --mqtt-password-file, a systemd "
+            "credential mqtt_password, or the environment variable", "password"),
+        Key("mqtt_password_file", str, "file holding the MQTT password (not readable by every user)",
+            "password_file"),
         Key("mqtt_ca_file", str, "CA certificate (PEM) that signed the broker's certificate", "ca_file"),
         Key("mqtt_cert_file", str, "client certificate (PEM), for brokers that authenticate devices by certificate",
             "cert_file"),
@@ -301,17 +362,24 @@ RUN = register_table(Table("run", AgentSettings, {
         Key("mqtt_protocol", str, "MQTT protocol version: 5 or 3.1.1", "protocol"),
         Key("input_max_bytes", int, "largest --input-topic message read; larger ones are refused and kept in the "
             "dead-letter file", "input_max_bytes"),
-    )),
+    ), optional=True),
     "run": Section(RunSettings, (
         Key("input", str, "records to score: a file, or - for stdin"),
-        Key("format", str, "input format: jsonl or csv"),
+        Key("format", str, "input format: jsonl or csv (default: from the file name as score takes it; stdin "
+            "and --input-topic are jsonl)"),
         Key("follow", bool, "keep reading a file as it grows (like tail -f)"),
         Key("input_topic", str, "read records from this MQTT topic instead of --input"),
         Key("output", str, "also write scored records here (a file, or - for stdout)"),
+        Key("drift_output", str, "also write each drift window as a JSON line here (a file, appended, or - for "
+            "stdout); with it no broker is needed"),
         Key("publish_predictions", bool, "publish each prediction to edgeml/<fleet>/<device>/predictions (QoS 0)"),
         Key("precision", str, "run the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best "
             "here)"),
         Key("log_level", str, "debug, info, warning or error"),
+        Key("max_line_bytes", int, "an input line longer than this is a row error", "limits.max_line_bytes"),
+        Key("max_value_chars", int, "an input text value longer than this is a row error",
+            "limits.max_value_chars"),
+        Key("max_depth", int, "input JSON nested deeper than this is a row error", "limits.max_depth"),
     )),
     "drift": Section(DriftSettings, (
         Key("window_rows", int, "a drift window closes after this many rows..."),

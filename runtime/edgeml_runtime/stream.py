@@ -3,13 +3,14 @@ grows), read on a thread into a queue, so the scoring loop can close drift windo
 even while no record arrives.
 
 Each queued :class:`Item` is one input row: its 1-based number and either the record or
-the :class:`RowError` that made it unreadable. :data:`END` marks the end of the input.
+the :class:`RowError` that made it unreadable. :data:`END` marks the end of the input. A
+reader that fails (an I/O error, or a bug) keeps the exception in :attr:`FileSource.error`
+before it puts :data:`END`, so the run ends non-zero saying so, never with a clean "done".
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import queue
@@ -18,6 +19,16 @@ import threading
 from dataclasses import dataclass
 
 from .errors import InputError, RowError
+from .parsing import (
+    DEFAULT_LIMITS,
+    OVERLONG,
+    READ_BYTES,
+    LineSplitter,
+    ReadLimits,
+    decode,
+    overlong_reason,
+    parse_json,
+)
 
 log = logging.getLogger("edgeml_runtime.stream")
 
@@ -33,87 +44,208 @@ class Item:
 
 
 class LineParser:
-    """Turns input lines into records: JSON objects, or CSV rows under the first line's header."""
+    """Turns input lines into records: JSON objects, or CSV rows under the first line's header.
 
-    def __init__(self, fmt: str):
-        self.fmt = fmt
+    The contract, which the MQTT input relies on: :meth:`parse` never
+    raises, whatever it is given. It returns None for a line that is no row
+    (blank, or the CSV header) and otherwise an :class:`Item`: the record, or
+    a :class:`RowError` saying why the line is not one. The bounds of
+    :class:`~.parsing.ReadLimits` are each a row error: a line over
+    ``max_line_bytes`` (bytes; characters for text), text that is not UTF-8
+    or holds a lone surrogate, JSON nested deeper than ``max_depth``, a text
+    value over ``max_value_chars``. In CSV a record is one line: a quote
+    still open at its end is a row error (``run`` reads no value across
+    lines), and a header that cannot be read makes every row an error that
+    names the header's problem.
+
+    >>> p = LineParser("csv")
+    >>> p.parse(b"a,b\\n"), p.parse(b"1,2\\n").record, p.parse(b'3,"4\\n').error.reason[:32]
+    (None, {'a': '1', 'b': '2'}, 'opens a quoted value that is not')
+    """
+
+    def __init__(self, fmt: str, limits: ReadLimits = DEFAULT_LIMITS):
+        self.fmt, self.limits = fmt, limits
         self.header: list[str] | None = None
+        self.header_problem: str | None = None
         self.delimiter = ","
         self.rows = 0
 
-    def parse(self, raw: bytes | str) -> Item | None:
-        if isinstance(raw, bytes):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                if not raw.strip():
-                    return None
-                self.rows += 1
-                return Item(self.rows, None,
-                            RowError(self.rows, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})"))
-        else:
-            line = raw
+    def parse(self, raw) -> Item | None:
+        """One line (bytes, text, or :data:`~.parsing.OVERLONG`) as an Item, or None for a blank or header line."""
+        try:
+            return self._parse(raw)
+        except Exception as exc:  # the contract: a bug in here costs one row, never the stream
+            log.debug("parsing a line failed", exc_info=True)
+            return self._bad(f"could not be read ({type(exc).__name__}: {exc})")
+
+    def parse_all(self, data: bytes) -> list[Item]:
+        """The Items of a payload of one or more lines (an MQTT message), cut as a file's lines are; never raises."""
+        try:
+            splitter = LineSplitter(self.limits.max_line_bytes)
+            lines = [*splitter.feed(bytes(data)), *splitter.finish()]
+        except Exception as exc:  # not bytes-like
+            return [self._bad(f"could not be read ({type(exc).__name__}: {exc})")]
+        return [item for item in map(self.parse, lines) if item is not None]
+
+    def reset(self) -> None:
+        """A new CSV file starts with its header again (row numbers go on)."""
+        self.header, self.header_problem = None, None
+
+    def _parse(self, raw) -> Item | None:
+        line = self._text(raw)
+        if not isinstance(line, str):
+            return line  # the Item of an unreadable line, or None for a blank one
         line = line.lstrip("\ufeff")
         if not line.strip():
             return None
-        if self.fmt == "csv" and self.header is None:
-            try:
-                self.delimiter = csv.Sniffer().sniff(line, delimiters=",;\t|").delimiter
-            except csv.Error:
-                self.delimiter = ","
-            self.header = next(csv.reader([line], delimiter=self.delimiter))
-            return None
-        self.rows += 1
         if self.fmt == "csv":
-            values = next(csv.reader([line], delimiter=self.delimiter))
-            if len(values) != len(self.header):
-                return Item(self.rows, None,
-                            RowError(self.rows, None, f"has {len(values)} fields, the header has {len(self.header)}"))
-            return Item(self.rows, dict(zip(self.header, values, strict=False)))
+            return self._csv(line)
+        record, reason = parse_json(line, self.limits)
+        return self._bad(reason) if reason is not None else self._ok(record)
+
+    def _text(self, raw) -> str | Item | None:
+        if raw is OVERLONG:
+            return self._bad(overlong_reason(self.limits))
+        if isinstance(raw, str):
+            if len(raw) > self.limits.max_line_bytes:
+                return self._bad(overlong_reason(self.limits))
+            try:
+                raw.encode("utf-8")
+            except UnicodeEncodeError:
+                return self._bad("holds a lone UTF-16 surrogate (\\ud800…\\udfff), which is not text")
+            return raw
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            return self._bad(f"is a {type(raw).__name__}, not bytes or text")
+        raw = bytes(raw)
+        if len(raw) > self.limits.max_line_bytes:
+            return self._bad(overlong_reason(self.limits))
+        text, problem = decode(raw)
+        if problem is None:
+            return text
+        if self.fmt == "csv" and self.header is None:
+            self.header, self.header_problem = [], problem
+            return None
+        return self._bad(problem)
+
+    def _csv(self, line: str) -> Item | None:
+        if self.header is None:
+            self._read_header(line)
+            return None
+        if self.header_problem is not None:
+            return self._bad(f"cannot be read: the CSV header (its first line) {self.header_problem}; fix the header")
+        values, reason = self._values(line)
+        if reason is None and not values:
+            return None  # csv reads some lines of blanks as no fields: not a row, as in score
+        if reason is None and len(values) != len(self.header):
+            reason = f"has {len(values)} fields, the header has {len(self.header)}"
+        if reason is None and len(line) > self.limits.max_value_chars:
+            longest = max(values, key=len)
+            if len(longest) > self.limits.max_value_chars:
+                reason = (f"value of {self.header[values.index(longest)]!r:.60} is {len(longest):,} characters "
+                          f"long, more than the limit of {self.limits.max_value_chars:,} (max_value_chars)")
+        return self._bad(reason) if reason is not None else self._ok(dict(zip(self.header, values, strict=True)))
+
+    def _read_header(self, line: str) -> None:
         try:
-            record = json.loads(line)
-        except ValueError as exc:
-            return Item(self.rows, None, RowError(self.rows, None, f"is not valid JSON ({exc})"))
-        if not isinstance(record, dict):
-            return Item(self.rows, None, RowError(self.rows, None, f"is a JSON {type(record).__name__}, not an object"))
+            self.delimiter = csv.Sniffer().sniff(line, delimiters=",;\t|").delimiter
+        except csv.Error:
+            self.delimiter = ","
+        values, reason = self._values(line)
+        if reason is None and len(set(values)) != len(values):
+            dupes = sorted({h for h in values if values.count(h) > 1})
+            reason = f"repeats column(s) {', '.join(map(repr, dupes))}"
+        self.header, self.header_problem = (values, None) if reason is None else ([], reason)
+
+    def _values(self, line: str) -> tuple[list[str], str | None]:
+        one = _OneLine(line)
+        try:
+            values = next(csv.reader(one, delimiter=self.delimiter, quotechar='"'), [])
+        except csv.Error as exc:
+            return [], f"is not valid CSV ({exc})"
+        if one.wanted_more:
+            return [], ("opens a quoted value that is not closed on its line; run reads each CSV record from one "
+                        'line: close the quote (a quote inside a quoted value is written twice: "")')
+        return values, None
+
+    def _ok(self, record: dict) -> Item:
+        self.rows += 1
         return Item(self.rows, record)
+
+    def _bad(self, reason: str) -> Item:
+        self.rows += 1
+        return Item(self.rows, None, RowError(self.rows, None, reason))
+
+
+class _OneLine:
+    """An iterator of one line for csv's reader; notes whether the reader wanted another (a quote left open)."""
+
+    def __init__(self, line: str):
+        self.line, self.wanted_more = line, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.line is None:
+            self.wanted_more = True
+            raise StopIteration
+        line, self.line = self.line, None
+        return line
 
 
 class FileSource(threading.Thread):
-    """Reads ``path`` (or stdin for ``-``) line by line into ``out``.
+    """Reads ``path`` (or stdin for ``-``) line by line into ``out``, as :class:`LineParser` Items.
 
     With ``follow``, waits at the end of a file for more lines instead of
-    ending, and reopens the file when it is truncated or replaced (log rotation).
+    ending, and reopens the file when it is truncated or replaced (log
+    rotation). Lines are cut as :class:`~.parsing.LineSplitter` cuts them
+    (``\\n``, ``\\r\\n`` or a lone ``\\r``; at most ``max_line_bytes`` held).
+    If reading fails, :attr:`error` holds why, and :data:`END` still follows.
     """
 
-    def __init__(self, path: str, fmt: str, out: queue.Queue, *, follow: bool, stop: threading.Event):
+    def __init__(self, path: str, fmt: str, out: queue.Queue, *, follow: bool, stop: threading.Event,
+                 limits: ReadLimits = DEFAULT_LIMITS):
         super().__init__(name="edgeml-input", daemon=True)
         self.path, self.out, self.follow, self.stop = path, out, follow, stop
-        self.parser = LineParser(fmt)
+        self.parser = LineParser(fmt, limits)
+        self.error: BaseException | None = None
         if path != "-" and not os.path.exists(path) and not follow:
             raise InputError(f"input file {path} does not exist")
 
     def run(self) -> None:
         try:
             if self.path == "-":
-                self._pump(sys.stdin.buffer, follow=False)
+                self._pump(sys.stdin.buffer)
             else:
                 self._read_file()
-        except Exception:  # never die silently: the scoring loop would just see the input end
-            log.exception("reading %s failed; no more records will be read", self.path)
+        except Exception as exc:  # never end quietly: the scoring loop would take it for the end of the input
+            self.error = exc
+            log.error("reading %s failed after %d rows (%s: %s); no more records will be read", self.path,
+                      self.parser.rows, type(exc).__name__, exc)
+            log.debug("the reader's traceback", exc_info=True)
         finally:
             self.out.put(END)
 
-    def _emit(self, line: str) -> None:
-        item = self.parser.parse(line)
-        if item is not None:
-            self.out.put(item)
+    def _emit(self, lines) -> None:
+        for line in lines:
+            item = self.parser.parse(line)
+            if item is not None:
+                self.out.put(item)
 
-    def _pump(self, stream, follow: bool) -> None:
-        for line in stream:
-            if self.stop.is_set():
-                return
-            self._emit(line)
+    def _splitter(self) -> LineSplitter:
+        return LineSplitter(self.parser.limits.max_line_bytes)
+
+    def _pump(self, stream) -> None:
+        splitter = self._splitter()
+        read = getattr(stream, "read1", stream.read)
+        while not self.stop.is_set():
+            data = read(READ_BYTES)
+            if not data:
+                break
+            self._emit(splitter.feed(data))
+        else:
+            return
+        self._emit(splitter.finish())
 
     def _read_file(self) -> None:
         while not os.path.exists(self.path):
@@ -121,20 +253,15 @@ class FileSource(threading.Thread):
                 return
         f = open(self.path, "rb")
         inode = os.fstat(f.fileno()).st_ino
-        partial = b""
+        splitter = self._splitter()
         try:
             while not self.stop.is_set():
-                line = f.readline()
-                if line:
-                    if not line.endswith(b"\n"):
-                        partial += line
-                        continue
-                    self._emit(partial + line)
-                    partial = b""
+                data = f.read1(READ_BYTES)
+                if data:
+                    self._emit(splitter.feed(data))
                     continue
                 if not self.follow:
-                    if partial:
-                        self._emit(partial)
+                    self._emit(splitter.finish())
                     return
                 if self.stop.wait(POLL_SECONDS):
                     return
@@ -143,9 +270,10 @@ class FileSource(threading.Thread):
                 except FileNotFoundError:
                     continue
                 if st.st_ino != inode or st.st_size < f.tell():
+                    self._emit(splitter.finish())  # the old file's last line, even without its line ending
                     f.close()
                     f = open(self.path, "rb")
-                    inode, partial = os.fstat(f.fileno()).st_ino, b""
-                    self.parser.header = None  # a new CSV file starts with its header again
+                    inode, splitter = os.fstat(f.fileno()).st_ino, self._splitter()
+                    self.parser.reset()
         finally:
             f.close()

@@ -21,7 +21,8 @@ It can also read the records to score from a topic
 ``bdSeq`` comes from :meth:`Outbox.next_session`, so it never repeats, not
 even across restarts, nor when the outbox is replaced. A drift message carries the ``session`` (the bdSeq of the
 connection it is sent on or will be, when the window closed) and ``seq`` (0, 1,
-2, … within the session): consumers de-duplicate on (device, session, seq).
+2, … within the session): consumers de-duplicate on (fleet, device, session, seq)
+(:func:`~.protocol.envelopes.window_key`).
 ``historical`` is true for a window enqueued before the current connection was
 established (while offline, or by an earlier run).
 
@@ -96,7 +97,7 @@ class Telemetry:
         self._birth, self._model = dict(birth), dict(birth["model"])
         self._ssl = settings.ssl_context()
         self._host, self._port, _ = settings.endpoint
-        self._client_id = settings.client_id or f"edgeml-{device.fleet}-{device.device_id}"
+        self._client_id = settings.client_id or device.client_id
 
         self._lock = threading.Lock()            # session, seq, counters: shared with the caller's thread
         self._session = outbox.next_session()

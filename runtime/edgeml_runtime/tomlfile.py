@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 
 
@@ -44,3 +45,20 @@ def read_toml(path: str | os.PathLike, error: type[Exception], what: str, *, mis
         raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save this {what} as UTF-8") from None
     except OSError as exc:
         raise error(f"{path}: cannot read this {what} ({exc.strerror}); check the path and its permissions") from None
+
+
+def exposure(path: str | os.PathLike) -> str | None:
+    """Why a file holding a secret is too open (None if it is not): every user may read or write it.
+
+    As ssh does for private keys, but letting the group read: a service's
+    config is often ``root:edgeml`` with mode 0640. On systems without POSIX
+    modes nothing is refused.
+    """
+    if os.name != "posix":
+        return None
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o006:
+        what = "read" if mode & 0o004 else "changed"
+        return (f"can be {what} by every user on this machine (mode {mode:04o}); run chmod o-rwx {path} "
+                "(or chmod 600)")
+    return None

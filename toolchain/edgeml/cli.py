@@ -202,5 +202,40 @@ def firmware(bundle, out, artifact):
         click.echo(f"wrote {path}", err=True)
 
 
+@main.group()
+def fleet():
+    """Make what a fleet of devices needs (today: the broker's credentials)."""
+
+
+@fleet.command("credentials")
+@click.option("--devices", "devices", type=click.Path(dir_okay=False), required=True,
+              help="The device list (TOML): [fleets.<name>] devices = [...], optional [consumers.<name>].")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Folder for acl, passwd and passwords/ (created; rerunning keeps generated passwords).")
+def fleet_credentials(devices, out):
+    """Write a Mosquitto ACL and password file binding each device to edgeml/<its fleet>/<its id>/#.
+
+    \b
+    acl          acl_file: each device may write below its own topics only;
+                 consumers read their fleets (every fleet by default)
+    passwd       password_file: PBKDF2-SHA512 ($7$, as mosquitto_passwd), mode 0600
+    passwords/   each password in clear (mode 0600): passwords/<fleet>/<device>,
+                 for the device's mqtt_password_file or a systemd credential
+
+    \b
+    Example:
+      edgeml fleet credentials --devices devices.toml --out broker/
+      sudo install -o mosquitto -m 600 broker/passwd /etc/mosquitto/edgeml.passwd
+      sudo install -o mosquitto -m 644 broker/acl /etc/mosquitto/edgeml.acl
+    """
+    from edgeml.fleet.credentials import write_credentials
+
+    try:
+        written = write_credentials(devices, out)
+    except EdgeMLError as exc:
+        _fail(exc)
+    click.echo(written.summary(), err=True)
+
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,8 @@ from edgeml.search.metrics import METRICS, check_metric
 from edgeml_runtime.tomlfile import read_toml
 
 CONFIG_FILE = "edgeml.toml"
+#: The largest seed: scikit-learn, NumPy's legacy generator and FLAML take 0 to 2**32 - 1.
+SEED_MAX = 2**32 - 1
 TASKS = tuple(METRICS)
 #: Where a setting is given, for the fix in a message.
 _GIVEN = "the --{flag} flag or {key} in edgeml.toml's [build] table"
@@ -62,6 +64,9 @@ class BuildConfig:
         if self.time_budget <= 0:
             raise ConfigError(f"time_budget = {self.time_budget!r} is not allowed; give a positive number of seconds "
                               f"(set it with {_given('time_budget')})")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"seed = {self.seed!r} is out of range; give a whole number from 0 to {SEED_MAX} "
+                              f"(set it with {_given('seed')})")
         if self.max_iter is not None and self.max_iter < 1:
             raise ConfigError(f"max_iter = {self.max_iter!r} is not allowed; give at least 1 trial "
                               f"(set it with {_given('max_iter')})")

@@ -9,7 +9,8 @@ key or value at fault and says how to fix it. The whole tree, host and device
     EdgeMLError                  edgeml_runtime.errors: the device's classes, drawn there too
     ├── BundleError              a bundle is missing, incomplete, tampered with or of an unknown format
     ├── InputError               records for scoring do not match the bundle's inputs
-    │   └── RowError             one record cannot be scored (its row and column)
+    │   ├── RowError             one record cannot be scored (its row and column)
+    │   └── SourceError          the reader of `edgeml-runtime run` died part way (exit 1)
     ├── EngineError              an inference engine is missing or cannot run an artifact
     ├── SettingsError            a device setting or config file is unknown, missing or out of bounds
     ├── TelemetryError           MQTT cannot work as asked
@@ -21,7 +22,8 @@ key or value at fault and says how to fix it. The whole tree, host and device
     ├── SearchError              the model search could not produce a usable model
     ├── ExportError              a fitted pipeline cannot become the artifact a target asks for
     │   └── NotApplicable        edgeml.export.registry: an artifact that cannot be made honestly
-    └── VerificationError        an artifact does not compute what the host pipeline computes
+    ├── VerificationError        an artifact does not compute what the host pipeline computes
+    └── FleetError               edgeml.fleet: a device list or the broker credentials made from it are invalid
 """
 
 from edgeml_runtime.errors import BundleError, EdgeMLError, EngineError, InputError, RowError
@@ -33,6 +35,7 @@ __all__ = [
     "EdgeMLError",
     "EngineError",
     "ExportError",
+    "FleetError",
     "InputError",
     "RowError",
     "SearchError",
@@ -63,3 +66,7 @@ class ExportError(EdgeMLError):
 
 class VerificationError(EdgeMLError):
     """An exported artifact does not compute what the host pipeline computes."""
+
+
+class FleetError(EdgeMLError):
+    """A fleet's device list, or the broker credentials made from it, cannot be used as asked."""

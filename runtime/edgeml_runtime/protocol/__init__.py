@@ -15,6 +15,7 @@ from .envelopes import (
     decode,
     describe_model,
     describe_window,
+    window_key,
 )
 from .identity import bundle_sha256, canonical_json
 from .schemas import examples, schema
@@ -24,5 +25,5 @@ from .verdict import VerdictRule, add_counts, judge_window
 __all__ = [
     "BIRTH_KEYS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "MODEL_KEYS", "WINDOW_KEYS", "DeviceTopics", "Topic",
     "VerdictRule", "add_counts", "bundle_sha256", "canonical_json", "decode", "describe_model", "describe_window",
-    "examples", "judge_window", "parse_topic", "schema", "subscription",
+    "examples", "judge_window", "parse_topic", "schema", "subscription", "window_key",
 ]

@@ -124,4 +124,31 @@ def decode(topic: str, payload: bytes | str) -> tuple[Topic, dict]:
     if version != FORMAT_VERSION:
         raise ProtocolError(f"{topic}: format_version {version!r} is not {FORMAT_VERSION}, the version this "
                             "runtime reads; update the controller or the device so both speak the same version")
+    for key, level in (("fleet", where.fleet), ("device", where.device)):
+        if key in message and message[key] != level:
+            raise ProtocolError(f"{topic}: the payload says {key} {message[key]!r} but was published as "
+                                f"{level!r}; the broker's ACL vouches only for the topic, so the message is refused")
     return where, message
+
+
+def window_key(topic: Topic, message: Mapping) -> tuple[str, str, int, int]:
+    """What consumers de-duplicate drift windows on: (fleet, device, session, seq).
+
+    The fleet is part of it: ``pi-07`` of ``plant-a`` and ``pi-07`` of
+    ``plant-b`` are two devices whose sessions and sequence numbers are
+    unrelated. Fleet and device come from the topic, the only part of a
+    message the broker's ACL vouches for (:func:`decode` refuses a payload
+    that names another).
+
+    >>> where, w = decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 3, "session": 4, "seq": 0}')
+    >>> window_key(where, w)
+    ('plant-a', 'pi-07', 4, 0)
+    """
+    if topic.kind != "drift":
+        raise ProtocolError(f"only drift windows are de-duplicated by (fleet, device, session, seq), not "
+                            f"{topic.kind} messages")
+    session, seq = message.get("session"), message.get("seq")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (session, seq)):
+        raise ProtocolError(f"edgeml/{topic.fleet}/{topic.device}/drift: session {session!r} and seq {seq!r} "
+                            "must be whole numbers")
+    return topic.fleet, topic.device, session, seq

@@ -11,7 +11,10 @@ neither missing nor blank (empty or whitespace-only text):
    (case-insensitive, stripped). A 0/1 integer column stays numeric.
 4. **datetime**: a datetime64 dtype.
 5. **numeric**: a numeric dtype, or text of which at least :data:`NUMERIC_SHARE`
-   parses as numbers (blanks there become missing values, not a category). An
+   parses as numbers (blanks there become missing values, not a category), by
+   the device's own number grammar (:func:`edgeml_runtime.features.read_numbers`:
+   ASCII digits, no ``_``), so that a column is numeric exactly when a device
+   reads its values as numbers. An
    integer-valued one may still be an *identifier* (rule 7); a column with
    fractional values never is.
 6. **datetime**: text of which at least :data:`DATETIME_SHARE` of a sample
@@ -34,12 +37,13 @@ import pandas as pd
 from pandas.api import types
 
 from edgeml.errors import DataError
-from edgeml_runtime.features import NA_TOKENS
+from edgeml_runtime.features import read_numbers
 
 __all__ = [
     "Dropped",
     "classify_column",
     "constant_reason",
+    "device_numbers",
     "identifier_reason",
     "is_blank",
     "is_boolean",
@@ -180,9 +184,10 @@ def parse_numbers(present: pd.Series, share: float = NUMERIC_SHARE) -> pd.Series
         return None
     if _share_of_numbers(_sample(present)) < 0.5:
         return None  # plainly text (half of an evenly spaced sample fails): skip parsing every row
-    text = present.astype(str).str.strip()
-    text = text[~text.str.lower().isin(NA_TOKENS)]  # what the runtime reads as a missing number
-    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    x, bad = read_numbers(present.astype(str).tolist())
+    counted = ~np.isnan(x)  # numbers, and below the unreadable; the rest the device reads as missing (NA, nan)
+    counted[list(bad)] = True
+    parsed = pd.Series(x, index=present.index, dtype="float64")[counted]
     if parsed.empty or parsed.notna().mean() < share:
         return None
     return parsed.dropna()
@@ -204,7 +209,7 @@ def is_datetime_text(present: pd.Series) -> bool:
         dates = pd.to_datetime(sample, format="ISO8601", errors="coerce", utc=True).notna()
     except (ValueError, TypeError, OverflowError):
         return False
-    plain_numbers = pd.to_numeric(sample, errors="coerce").notna()
+    plain_numbers = device_numbers(sample).notna()
     return bool((dates & ~plain_numbers).mean() >= DATETIME_SHARE)
 
 
@@ -263,8 +268,18 @@ def _sample(values: pd.Series, size: int = DATETIME_SAMPLE) -> pd.Series:
 
 
 def _share_of_numbers(values: pd.Series) -> float:
-    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+    parsed = device_numbers(values.astype(str))
     return float(parsed.notna().mean()) if len(values) else 0.0
+
+
+def device_numbers(text: pd.Series) -> pd.Series:
+    """Text values as float64 the way a device reads them (NaN where it reads no number, or a missing one).
+
+    >>> import pandas as pd
+    >>> device_numbers(pd.Series([" 2.5", "1_551", "١٢", "1e3"])).tolist()
+    [2.5, nan, nan, 1000.0]
+    """
+    return pd.Series(read_numbers(text.tolist())[0], index=text.index, dtype="float64")
 
 
 def integer_valued(values: np.ndarray) -> bool:
