@@ -25,6 +25,7 @@ rebuild the bundle, or install the runtime release that matches it
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -50,7 +51,10 @@ class Kind:
 
 
 def _show(value) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past Python's digit limit; nesting deeper than repr goes
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -60,16 +64,41 @@ def wrong(where: str, value, what: str) -> BundleError:
 
 def _scalar(what: str, json_type, *types: type) -> Kind:
     def read(v, where):
-        if isinstance(v, types) and (bool in types or not isinstance(v, bool)):
+        if isinstance(v, types) and (bool in types or not isinstance(v, bool)) and not (
+                isinstance(v, float) and not math.isfinite(v)):
             return v
         raise wrong(where, v, what)
 
     return Kind(what, read, schema={"type": json_type})
 
 
+#: The largest magnitude an integer may have: what fits in int64, as NumPy and the engines hold counts and sizes.
+INT_LIMIT = 2**63 - 1
+
 STR = _scalar("a string", "string", str)
-INT = _scalar("an integer", "integer", int)
-NUMBER = _scalar("a number", "number", int, float)
+
+
+def _int(v, where):
+    if isinstance(v, int) and not isinstance(v, bool) and -INT_LIMIT <= v <= INT_LIMIT:
+        return v
+    raise wrong(where, v, "an integer" + (" that fits in 64 bits" if isinstance(v, int) and
+                                          not isinstance(v, bool) else ""))
+
+
+def _number(v, where):
+    """A finite number: JSON's ``1e400`` reads as infinity in Python, and an int past float64 cannot be one."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        try:
+            if math.isfinite(float(v)):
+                return v
+        except OverflowError:
+            pass
+        raise wrong(where, v, "a finite number")
+    raise wrong(where, v, "a number")
+
+
+INT = Kind("an integer", _int, schema={"type": "integer"})
+NUMBER = Kind("a number", _number, schema={"type": "number"})
 BOOL = _scalar("true or false", "boolean", bool)
 LABEL = _scalar("a class label (string, number or boolean)", ["string", "number", "boolean"], str, int, float, bool)
 SCALAR = _scalar("a string, number or boolean", ["string", "number", "boolean"], str, int, float, bool)
@@ -151,7 +180,7 @@ def between(low: float, high: float) -> Kind:
     def read(v, where):
         if isinstance(v, int | float) and not isinstance(v, bool) and low <= v <= high:
             return v
-        raise wrong(where, v, what)
+        raise wrong(where, v, what)  # NaN compares false: refused too
 
     return Kind(what, read, schema={"type": "number", "minimum": low, "maximum": high})
 

@@ -69,7 +69,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
     pipeline = host_pipeline(data, result.model)
-    name = config.name or bundle.default_name(config.data)
+    name = bundle.check_name(config.name or bundle.default_name(config.data))
     out, version = bundle.destination(config.out, name)
     made = write_bundle(out, pipeline, data, target, name=name, version=version,
                         search=search_record(result, budgets),
@@ -111,7 +111,17 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
     that trains its own model calls it directly.
     """
     report = reporter or Reporter()
-    stage = bundle.staging_dir(Path(out), force)
+    bundle.check_name(name)
+    with bundle.locked(Path(out)):
+        return _write_locked(Path(out), pipeline, data, target, name, version, search, provenance, seed,
+                             synthetic_samples, force, report)
+
+
+def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, name: str, version: str,
+                  search: dict, provenance: dict, seed: int, synthetic_samples: bool, force: bool,
+                  report: Reporter) -> Written:
+    """:func:`write_bundle`'s work, holding the lock on ``out``: stage, verify, put in place."""
+    stage = bundle.staging_dir(out, force)
     try:
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
@@ -129,7 +139,7 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
         _report_verified(report, outcomes)
         require_something_runs(target, outcomes)
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
-        archive = bundle.finish(stage, Path(out))
+        archive = bundle.finish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

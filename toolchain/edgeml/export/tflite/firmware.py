@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.errors import ExportError
-from edgeml_runtime.bundle import open_bundle, read_manifest, verify_artifact
+from edgeml_runtime.bundle import open_bundle, read_manifest
 from edgeml_runtime.litert import Encoding, read_metadata
 
 HEADER, SOURCE = "edgeml_model.h", "edgeml_model.c"
@@ -114,7 +114,7 @@ def write_firmware(bundle, out, artifact: str | None = None) -> list[Path]:
     with open_bundle(bundle) as folder:
         manifest = read_manifest(folder)
         art = pick_artifact(manifest, artifact)
-        data = verify_artifact(folder, art).read_bytes()
+        data = folder.artifact(art)
     raw = read_metadata(data)
     if raw is None:
         raise ExportError(f"{art.path} has no edgeml metadata; rebuild the bundle")
