@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BundleError
-from .manifest import FILE_NAME, Artifact, Manifest
+from .manifest import Artifact, Manifest
+from .sections import FILE_NAME
 
 MANIFEST = "manifest.json"
 #: A build's staging folder (``edgeml.bundle.writer``): never a bundle, whatever it holds.
@@ -114,7 +115,10 @@ class Bundle:
         return data
 
     def artifact(self, artifact: Artifact) -> bytes:
-        """An artifact's bytes, checked against the manifest: what its engine is handed."""
+        """An artifact's bytes, checked against the manifest: what its engine is handed. Its side files (an
+        ``.ort`` file's operators config) are checked too, though no engine reads them."""
+        for side in (artifact.files or {}).values():
+            self.read(side.path, size=side.bytes, sha256=side.sha256, what=f" (a side file of {artifact.path})")
         return self.read(artifact.path, size=artifact.bytes, sha256=artifact.sha256)
 
     def manifest_json(self) -> dict:

@@ -33,7 +33,6 @@ rebuild the bundle
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -50,6 +49,7 @@ from .manifest_details import (
     PRECISIONS,
     TFLITE_MICRO,
     TREES,
+    FileRef,
     Quantization,
     SearchBudgets,
     Trial,
@@ -57,8 +57,11 @@ from .manifest_details import (
 from .schema import InputSchema
 from .sections import (
     BOOL,
+    BUNDLE_NAME,
+    FILE_NAME,
     INT,
     NUMBER,
+    SHA256,
     STR,
     Kind,
     Section,
@@ -163,35 +166,6 @@ class Transform(Section):
 
 
 METRICS = mapping_of(nullable(NUMBER))
-SHA256 = matching(r"[0-9a-f]{64}", "a SHA-256 hex digest (64 characters 0-9a-f)")
-#: A file of the bundle: a plain name in its folder, never a path. No ``/``, so no ``..`` and nothing absolute;
-#: no leading dot, so never the manifest's temporary file; the loader opens it without following a link.
-FILE_NAME = Kind("a plain file name in the bundle folder (letters, digits, '_', '-', '.'; not starting with '.')",
-                 lambda v, at: _file_name(v, at),
-                 schema={"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
-                         "not": {"const": "manifest.json"}})
-#: A bundle's name: it names folders and archives (``dist/<name>-<N>``), so a safe charset, no path.
-BUNDLE_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
-                       "a name of letters, digits, '_', '-' and '.', starting with a letter or digit (at most 100)")
-
-
-_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
-def _file_name(v, where: str) -> str:
-    if isinstance(v, str) and _FILE_NAME.fullmatch(v) and v != "manifest.json":
-        return v
-    raise wrong(where, v, FILE_NAME.what if v != "manifest.json" else "the name of a file other than the manifest")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FileRef(Section):
-    """One of ``artifacts[i].files``: a side file of an artifact (an ``.ort`` file's operators config), hashed."""
-
-    schema_name: ClassVar[str] = "file"
-    path: str = key(FILE_NAME)
-    bytes: int = key(INT)
-    sha256: str = key(SHA256)
 OUTPUTS = Kind("an object naming the label and probabilities outputs, or the value output",
                lambda v, at: _outputs(v, at), dict, {"oneOf": [
                    {"type": "object", "properties": {"label": STR.schema, "probabilities": STR.schema},

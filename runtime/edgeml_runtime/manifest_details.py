@@ -31,10 +31,12 @@ from .errors import BundleError
 from .schema import InputColumn, InputSchema
 from .sections import (
     BOOL,
+    FILE_NAME,
     INT,
     LABEL,
     NUMBER,
     SCALAR,
+    SHA256,
     STR,
     Kind,
     Section,
@@ -127,6 +129,16 @@ INPUTS = Kind("a list of input columns", _read_inputs, lambda s: s.to_list(),
 #: ``classes`` is null for regression; in Python an empty tuple either way.
 CLASSES = Kind("a list of class labels or null", lambda v, at: () if v is None else list_of(LABEL).read(v, at),
                lambda v: list(v) or None, nullable(list_of(LABEL)).schema)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRef(Section):
+    """One of ``artifacts[i].files``: a side file of an artifact (an ``.ort`` file's operators config), hashed."""
+
+    schema_name: ClassVar[str] = "file"
+    path: str = key(FILE_NAME)
+    bytes: int = key(INT)
+    sha256: str = key(SHA256)
 
 
 # --- the drift reference --------------------------------------------------------------------------
@@ -365,6 +377,6 @@ TFLITE_MICRO = tagged("ran", {True: TfliteMicroRun, False: TfliteMicroSkipped})
 
 
 #: The sections of this module, for the JSON Schema's ``$defs``.
-DETAILS = (NumericReference, BooleanReference, CategoricalReference, UnmonitoredReference, ClassesOutput,
+DETAILS = (FileRef, NumericReference, BooleanReference, CategoricalReference, UnmonitoredReference, ClassesOutput,
            NumericOutput, SearchBudgets, Trial, Quantization, TraversalTrees, GemmTrees,
            TfliteMicroRun, TfliteMicroSkipped)

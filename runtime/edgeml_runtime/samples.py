@@ -316,5 +316,5 @@ def check_loaded(bundle: Bundle, model: Model) -> Comparison:
     return found
 
 
-__all__ = ["SAMPLES", "SAMPLES_FORMAT", "Comparison", "Difference", "Outputs", "Samples", "check_artifact", "check_loaded",
-           "compare", "float32_values", "read_samples", "score_rows", "self_test"]
+__all__ = ["SAMPLES", "SAMPLES_FORMAT", "Comparison", "Difference", "Outputs", "Samples", "check_artifact",
+           "check_loaded", "compare", "float32_values", "read_samples", "score_rows", "self_test"]

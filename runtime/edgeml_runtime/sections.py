@@ -199,6 +199,27 @@ def pair(first: Kind, second: Kind) -> Kind:
                  "minItems": 2, "maxItems": 2})
 
 
+SHA256 = matching(r"[0-9a-f]{64}", "a SHA-256 hex digest (64 characters 0-9a-f)")
+#: A file of the bundle: a plain name in its folder, never a path. No ``/``, so no ``..`` and nothing absolute;
+#: no leading dot, so never the manifest's temporary file; the loader opens it without following a link.
+FILE_NAME = Kind("a plain file name in the bundle folder (letters, digits, '_', '-', '.'; not starting with '.')",
+                 lambda v, at: _file_name(v, at),
+                 schema={"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+                         "not": {"const": "manifest.json"}})
+#: A bundle's name: it names folders and archives (``dist/<name>-<N>``), so a safe charset, no path.
+BUNDLE_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
+                       "a name of letters, digits, '_', '-' and '.', starting with a letter or digit (at most 100)")
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _file_name(v, where: str) -> str:
+    if isinstance(v, str) and _FILE_NAME.fullmatch(v) and v != "manifest.json":
+        return v
+    raise wrong(where, v, FILE_NAME.what if v != "manifest.json" else "the name of a file other than the manifest")
+
+
 def section(cls: type[Section]) -> Kind:
     return Kind("an object", cls.from_dict, lambda v: v.to_dict(), {"$ref": f"#/$defs/{cls.schema_name}"})
 

@@ -59,8 +59,17 @@ class BuildResult:
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
+    """Run every stage; the output is locked from the start, so a second build to it stops at once."""
     report = reporter or Reporter()
     started = time.monotonic()
+    name = bundle.check_name(config.name or bundle.default_name(config.data))
+    out, version = bundle.destination(config.out, name)
+    with bundle.locked(out):
+        return _build(config, report, started, name, out, version)
+
+
+def _build(config: BuildConfig, report: Reporter, started: float, name: str, out: Path,
+           version: str) -> BuildResult:
     target = load_target(config.target)
     table, label = read_input(config.data, config.label, query=config.query, seed=config.seed)
     report.stage("ingest", f"{table.rows:,} rows × {table.frame.shape[1]} columns from {table.source} ({table.format})")
@@ -69,14 +78,10 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
     pipeline = host_pipeline(data, result.model)
-    name = bundle.check_name(config.name or bundle.default_name(config.data))
-    out, version = bundle.destination(config.out, name)
-    made = write_bundle(out, pipeline, data, target, name=name, version=version,
-                        search=search_record(result, budgets),
-                        provenance=bundle.provenance_record(table, data, config.seed, result.learner,
-                                                            result.model, result.config),
-                        seed=config.seed, synthetic_samples=config.synthetic_samples, force=config.force,
-                        reporter=report)
+    made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets),
+                         bundle.provenance_record(table, data, config.seed, result.learner, result.model,
+                                                  result.config),
+                         config.seed, config.synthetic_samples, config.force, report)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
     return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
 

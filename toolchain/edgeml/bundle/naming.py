@@ -32,7 +32,8 @@ def check_name(name: str) -> str:
     Traceback (most recent call last):
     ...
     edgeml.errors.ConfigError: --name '../../../x' is not a bundle name: a bundle's name must be a name of letters, \
-digits, '_', '-' and '.', starting with a letter or digit (at most 100). It names the bundle's folder; choose such a name
+digits, '_', '-' and '.', starting with a letter or digit (at most 100). It names the bundle's folder; choose such \
+a name
     """
     try:
         BUNDLE_NAME.read(name, "name")
