@@ -51,6 +51,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import BundleError
 from .manifest import Artifact, Manifest
 from .sections import FILE_NAME
@@ -108,7 +110,10 @@ class Bundle:
         if size > self.limits.file_bytes:
             raise BundleError(f"{where}: the manifest says it is {size:,} bytes, more than a bundle's file may be "
                               f"({self.limits.file_bytes:,}); rebuild the bundle")
-        data = self._files.read(name, size, where)
+        try:
+            data = self._files.read(name, size, where)
+        except _SizeDiffers:
+            data = b""  # not read: the size alone tells
         if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
             raise BundleError(f"{where}{what} does not match the manifest (expected {size:,} bytes, sha256 "
                               f"{sha256[:12]}…): it was changed or damaged after the build; copy the bundle again")
@@ -135,7 +140,7 @@ class Bundle:
                               "levels. Rebuild the bundle") from None
         except ValueError as exc:
             raise BundleError(f"{where} is not valid JSON ({exc}); the bundle is damaged, copy it again") from None
-        _check_tree(data, where, self.limits.depth)
+        _check_tree(data, text, where, self.limits.depth)
         if not isinstance(data, dict):
             raise BundleError(f"{where} does not hold a JSON object; rebuild the bundle")
         return data
@@ -207,24 +212,31 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _check_tree(data, where: str, depth: int) -> None:
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_tree(data, text: bytes, where: str, depth: int) -> None:
     """Refuse nesting deeper than ``depth`` and text that is not Unicode (a lone surrogate such as ``"\\ud800"``
-    cannot be printed or encoded), walking without recursion."""
-    stack = [(data, 1)]
+    cannot be printed or encoded). ``text`` is the JSON ``data`` was parsed from: both checks read it at C speed
+    (its brackets outside strings; its escapes), so a manifest is not walked value by value."""
+    brackets = np.frombuffer(_STRING.sub(b"", text), dtype=np.uint8)
+    steps = (np.isin(brackets, (0x5B, 0x7B)).astype(np.int8) - np.isin(brackets, (0x5D, 0x7D)))
+    if len(steps) and int(np.cumsum(steps, dtype=np.int64).max()) > depth:
+        raise BundleError(f"{where} nests more than {depth} levels deep, the most a manifest may; rebuild the "
+                          "bundle")
+    if not _SURROGATE.search(text):
+        return  # no escaped surrogate, and UTF-8 decoding lets none through
+    stack = [data]
     while stack:
-        value, level = stack.pop()
+        value = stack.pop()
         if isinstance(value, dict):
-            items = [*value.keys(), *value.values()]
+            stack.extend(value.keys())
+            stack.extend(value.values())
         elif isinstance(value, list):
-            items = value
-        else:
-            if isinstance(value, str) and not value.isascii():
-                _check_text(value, where)
-            continue
-        if level > depth:
-            raise BundleError(f"{where} nests more than {depth} levels deep, the most a manifest may; rebuild the "
-                              "bundle")
-        stack.extend((v, level + 1) for v in items)
+            stack.extend(value)
+        elif isinstance(value, str):
+            _check_text(value, where)
 
 
 def _check_text(value: str, where: str) -> None:
@@ -282,14 +294,18 @@ class _Folder:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise BundleError(f"{where} is not a regular file; a bundle holds regular files only")
-            if info.st_size > limit or (exact and info.st_size != limit):
+            if exact and info.st_size != limit:
+                raise _SizeDiffers(name)
+            if info.st_size > limit:
                 raise BundleError(f"{where} is larger than {limit:,} bytes, the most a manifest may be; rebuild "
-                                  "the bundle" if not exact else
-                                  f"{where} does not match the manifest (expected {limit:,} bytes): it was changed "
-                                  "or damaged after the build; copy the bundle again")
+                                  "the bundle")
             return _read_fd(fd, limit)
         finally:
             os.close(fd)
+
+
+class _SizeDiffers(Exception):
+    """Internal: a file is not the size the manifest says (the caller words the refusal)."""
 
 
 def _read_fd(fd: int, limit: int) -> bytes:
@@ -338,8 +354,8 @@ class _Bounded:
     """A file object that refuses to give more than ``limit`` bytes: the decompressed stream of an archive,
     so that no header (a tar pax header may claim any size) makes the reader take more."""
 
-    def __init__(self, raw, limit: int, path: Path):
-        self.raw, self.left, self.limit, self.path = raw, limit, limit, path
+    def __init__(self, raw, budget: int, limit: int, path: Path):
+        self.raw, self.left, self.limit, self.path = raw, budget, limit, path
 
     def read(self, n: int = -1) -> bytes:
         want = self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
@@ -354,33 +370,40 @@ class _Bounded:
 def _read_archive(path: Path, limits: Limits) -> dict[str, bytes]:
     """Every regular file of the archive by name: members checked from their headers before their data is read."""
     files: dict[str, bytes] = {}
-    folders: set[str] = set()  # where the files are: "" at the top, else the one folder's name
-    total = members = 0
     # Headers are 512-byte blocks, pax records too: allow for them beyond the members' data.
     budget = limits.archive_bytes + 1024 * (limits.members + 2) + (64 << 10)
-    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz, \
-            tarfile.open(fileobj=_Bounded(gz, budget, path), mode="r|") as tar:
-        for member in tar:
-            members += 1
-            if members > limits.members:
-                raise BundleError(f"{path} holds more than {limits.members} members; a bundle holds about ten")
-            parts = _member_parts(path, member)
-            if member.isdir():
-                continue
-            if member.size > limits.file_bytes or total + member.size > limits.archive_bytes:
-                raise BundleError(f"{path} unpacks to more than {min(limits.file_bytes, limits.archive_bytes):,} "
-                                  "bytes, the most a bundle archive may; it is not a bundle edgeml wrote")
-            total += member.size
-            folders.add(parts[0] if len(parts) == 2 else "")
-            if len(folders) > 1:
-                raise BundleError(f"{path} holds files in more than one folder; a bundle archive holds one")
-            if parts[-1] in files:
-                raise BundleError(f"{path} holds {parts[-1]} twice; it is not a bundle edgeml wrote")
-            data = tar.extractfile(member).read()
-            if len(data) != member.size:
-                raise EOFError(f"{member.name} ends early")
-            files[parts[-1]] = data
+    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        stream = _Bounded(gz, budget, limits.archive_bytes, path)
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            _read_members(path, tar, limits, files)
+        while stream.read(1 << 16):  # to the end of the gzip stream, so that its checksum is checked too
+            pass
     return files
+
+
+def _read_members(path: Path, tar: tarfile.TarFile, limits: Limits, files: dict[str, bytes]) -> None:
+    folders: set[str] = set()  # where the files are: "" at the top, else the one folder's name
+    total = members = 0
+    for member in tar:
+        members += 1
+        if members > limits.members:
+            raise BundleError(f"{path} holds more than {limits.members} members; a bundle holds about ten")
+        parts = _member_parts(path, member)
+        if member.isdir():
+            continue
+        if member.size > limits.file_bytes or total + member.size > limits.archive_bytes:
+            raise BundleError(f"{path} unpacks to more than {min(limits.file_bytes, limits.archive_bytes):,} "
+                              "bytes, the most a bundle archive may; it is not a bundle edgeml wrote")
+        total += member.size
+        folders.add(parts[0] if len(parts) == 2 else "")
+        if len(folders) > 1:
+            raise BundleError(f"{path} holds files in more than one folder; a bundle archive holds one")
+        if parts[-1] in files:
+            raise BundleError(f"{path} holds {parts[-1]} twice; it is not a bundle edgeml wrote")
+        data = tar.extractfile(member).read()
+        if len(data) != member.size:
+            raise EOFError(f"{member.name} ends early")
+        files[parts[-1]] = data
 
 
 def _member_parts(path: Path, member: tarfile.TarInfo) -> list[str]:

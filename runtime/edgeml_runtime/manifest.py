@@ -65,6 +65,7 @@ from .sections import (
     STR,
     Kind,
     Section,
+    _show,
     key,
     list_of,
     mapping_of,
@@ -432,7 +433,7 @@ class Manifest(Section):
             raise BundleError(f"{where}: format_version is missing; it was not written by edgeml build")
         if d["format_version"] != MANIFEST_FORMAT:
             raise BundleError(
-                f"{where} has format_version {d['format_version']!r}; this runtime reads "
+                f"{where} has format_version {_show(d['format_version'])}; this runtime reads "
                 f"{MANIFEST_FORMAT}. Install the edgeml-runtime release that matches the bundle"
             )
         try:

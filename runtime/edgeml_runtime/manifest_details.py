@@ -48,6 +48,7 @@ from .sections import (
     nullable,
     one_of,
     pair,
+    shown_key,
     tagged,
     wrong,
 )
@@ -108,8 +109,8 @@ def _read_inputs(v, where: str) -> InputSchema:
             raise wrong(at, d, "an object")
         unknown = [k for k in d if k not in INPUT_KEYS]
         if unknown:
-            raise BundleError(f"{at}.{unknown[0]} is not a key this edgeml-runtime knows (an input column takes "
-                              f"{', '.join(INPUT_KEYS)}); rebuild the bundle")
+            raise BundleError(f"{at}.{shown_key(unknown[0])} is not a key this edgeml-runtime knows (an input "
+                              f"column takes {', '.join(INPUT_KEYS)}); rebuild the bundle")
         for name, kind in INPUT_KEYS.items():
             if name not in d:
                 raise BundleError(f"{at}.{name} is missing; rebuild the bundle")

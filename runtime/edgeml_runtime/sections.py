@@ -58,6 +58,12 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def shown_key(key) -> str:
+    """A JSON key as a message names it: as it is, unless it is long or holds what a terminal would act on."""
+    key = str(key)
+    return key if len(key) <= 60 and key.isprintable() else _show(key)
+
+
 def wrong(where: str, value, what: str) -> BundleError:
     return BundleError(f"{where} is {_show(value)}, expected {what}; rebuild the bundle")
 
@@ -155,7 +161,7 @@ def mapping_of(kind: Kind) -> Kind:
     def read(v, where):
         if not isinstance(v, dict):
             raise wrong(where, v, what)
-        return {str(k): kind.read(x, f"{where}[{str(k)!r}]") for k, x in v.items()}
+        return {str(k): kind.read(x, f"{where}[{_show(str(k))}]") for k, x in v.items()}
 
     return Kind(what, read, lambda v: {k: kind.write(x) for k, x in v.items()},
                 {"type": "object", "additionalProperties": kind.schema})
@@ -301,9 +307,9 @@ class Section:
         names = [k.key for k in spec]
         unknown = [k for k in d if k not in names]
         if unknown:
-            raise BundleError(f"{join(where, str(unknown[0]))} is not a key this edgeml-runtime knows (the section "
-                              f"takes {', '.join(names)}); rebuild the bundle, or install the runtime release that "
-                              "matches it")
+            raise BundleError(f"{join(where, shown_key(unknown[0]))} is not a key this edgeml-runtime knows (the "
+                              f"section takes {', '.join(names)}); rebuild the bundle, or install the runtime release "
+                              "that matches it")
         values = {}
         for k in spec:
             if k.key in d:
