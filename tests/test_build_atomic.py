@@ -150,9 +150,10 @@ def test_a_recovered_archive_is_the_one_the_build_wrote(demo_bundle, tmp_path):
 
 def test_a_held_lock_names_its_holder(tmp_path):
     out = tmp_path / "demo-1"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom edgeml.bundle import locked\n"
-                               "from pathlib import Path\nwith locked(Path(sys.argv[1])):\n    print('held', flush=True)"
-                               "\n    time.sleep(60)", str(out)], env=run_env(), stdout=subprocess.PIPE, text=True)
+    script = ("import sys, time\nfrom pathlib import Path\nfrom edgeml.bundle import locked\n"
+              "with locked(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(out)], env=run_env(), stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(BundleError, match=rf"another build is writing {out} \(pid {holder.pid}\)"):
