@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 
-from edgeml.bundle import writer as bundles
+from edgeml.bundle import place as bundles
 from edgeml.export.ort import canonical_ort
 
 pytest_plugins = ["twin_builds"]

@@ -54,6 +54,8 @@ def regression(demo_bundle) -> dict:
     d = full(demo_bundle)
     d |= {"task": "regression", "classes": None}
     d["reference"]["output"] = dict(NUMERIC_OUTPUT)
+    for a in d["artifacts"]:
+        a["outputs"] = {"value": "variable"}
     return d
 
 
@@ -67,6 +69,8 @@ PLACES = [
     ("input_column", "inputs[0]", ("inputs", 0)),
     ("dropped", "dropped[0]", ("dropped", 0)),
     ("artifact", "artifacts[1]", ("artifacts", 1)),
+    ("file", "artifacts[1].files['required_operators.config']",
+     ("artifacts", 1, "files", "required_operators.config")),
     ("transform", "artifacts[1].transform", ("artifacts", 1, "transform")),
     ("gemm_trees", "artifacts[1].transform.trees", ("artifacts", 1, "transform", "trees")),
     ("traversal_trees", "artifacts[2].transform.trees", ("artifacts", 2, "transform", "trees")),
@@ -200,8 +204,12 @@ def test_a_draft_may_lack_only_what_verification_measures(demo_bundle):
     """While the build verifies an artifact, the runtime loads a manifest without its test metrics (or samples) yet."""
     d = full(demo_bundle)
     del d["artifacts"][2]["test_metrics"], d["metrics"]["test"], d["samples"]
-    m = Manifest.from_dict(d)
+    m = Manifest.from_dict(d, draft=True)
     assert m.artifacts[2].test_metrics is None and m.samples is None
+    with pytest.raises(BundleError, match=r"manifest.json is a draft: it lacks samples, metrics.test, "
+                                          r"artifacts\[2\].test_metrics, which a build writes only once every "
+                                          "artifact is verified"):
+        Manifest.from_dict(d)  # a device never scores with one
     assert not jsonschema.Draft202012Validator(SCHEMA).is_valid(d)  # a bundle always has them
     assert {"samples", "inputs"} <= set(SCHEMA["$defs"]["manifest"]["required"])
 

@@ -1,18 +1,24 @@
 """Inference engines, looked up by artifact format in one registry.
 
-An engine wraps one artifact file and runs it on named feeds, returning named
-outputs. Only ONNX (onnxruntime) ships today; a new engine is one class and
-one :func:`register_engine` call here.
+An engine wraps one artifact and runs it on named feeds, returning named
+outputs. It takes the artifact's bytes — those the bundle loader hashed
+(:meth:`edgeml_runtime.bundle.Bundle.artifact`) — so that nothing is read
+from disk between the check and the load, and an ONNX model cannot pull in
+files of its own (external data has no path to resolve against). A path is
+accepted too, for tools and tests outside a bundle. Besides its input and
+output names an engine tells what kind each input takes (``"number"`` or
+``"text"``) and how wide each output is, so the loader can hold them against
+the manifest. A new engine is one class and one :func:`register_engine` call.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import numpy as np
 
 from .errors import EngineError, check_threads
-from .litert import TfliteEngine
+from .litert import TfliteEngine, model_bytes
 
 
 class OnnxEngine:
@@ -21,8 +27,10 @@ class OnnxEngine:
     format = "onnx"
     extra = "onnx"
 
-    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
+    def __init__(self, model: bytes | os.PathLike, threads: int = 1, providers: list[str] | None = None, *,
+                 name: str | None = None):
         check_threads(threads)
+        data, name = model_bytes(model, name)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -37,11 +45,17 @@ class OnnxEngine:
         self.configure(options)
         self.providers = list(providers or ["CPUExecutionProvider"])
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+            self.session = ort.InferenceSession(data, options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise EngineError(f"onnxruntime cannot load {path}: {exc}") from None
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+            hint = (" (it refers to external data files, which a bundle never holds: rebuild it)"
+                    if "external" in str(exc).lower() or "model_path" in str(exc) else "")
+            raise EngineError(f"onnxruntime cannot load {name}{hint}: {str(exc)[:300]}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in outputs]
+        self.input_kinds = {i.name: "text" if i.type == "tensor(string)" else "number" for i in inputs}
+        self.output_widths = {o.name: o.shape[-1] if o.shape and isinstance(o.shape[-1], int) else None
+                              for o in outputs}
         self._run = self.session.run
         core = getattr(self.session, "_sess", None)
         if self.session.get_providers() == ["CPUExecutionProvider"] and callable(getattr(core, "run", None)):

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -215,6 +216,16 @@ def read_metadata(data: bytes, key: str = METADATA_KEY) -> bytes | None:
     return None
 
 
+def model_bytes(model: bytes | os.PathLike, name: str | None) -> tuple[bytes, str]:
+    """An engine's model as bytes, and what to call it in messages (the bundle hands over bytes, tools a path)."""
+    if isinstance(model, bytes | bytearray | memoryview):
+        return bytes(model), name or "the artifact"
+    try:
+        return Path(model).read_bytes(), name or str(model)
+    except OSError as exc:
+        raise EngineError(f"{model} cannot be read ({exc.strerror})") from None
+
+
 def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -245,11 +256,11 @@ class TfliteEngine:
     format = "tflite"
     extra = "tflite"
 
-    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None,
-                 tables: Mapping[str, Sequence[str]] | None = None):
+    def __init__(self, model: bytes | os.PathLike, threads: int = 1, providers: list[str] | None = None,
+                 tables: Mapping[str, Sequence[str]] | None = None, *, name: str | None = None):
         check_threads(threads)
         Interpreter = _interpreter_class()
-        data = Path(path).read_bytes()
+        data, path = model_bytes(model, name)
         raw = read_metadata(data)
         if raw is None:
             raise EngineError(f"{path} has no '{METADATA_KEY}' metadata: it was not written by edgeml's TFLite "
@@ -266,12 +277,16 @@ class TfliteEngine:
                        else {c["feature"]: c["codes"] for c in columns if "codes" in c})
         self._codes = {f: {c: float(i) for i, c in enumerate(t)} for f, t in self.tables.items()}
         self.output_names = list(CLASSIFIER_OUTPUTS if self.task == "classification" else REGRESSOR_OUTPUTS)
+        self.input_kinds = {f: "text" if f in self.tables else "number" for f in self.input_names}
         try:
             self.interpreter = Interpreter(model_content=data, num_threads=threads)
         except Exception as exc:  # the interpreters raise ValueError/RuntimeError with their own text
             raise EngineError(f"the TFLite interpreter cannot load {path}: {exc}") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self._input, self._output = inp["index"], out["index"]
+        width = int(out["shape"][-1]) if len(out["shape"]) else None
+        self.output_widths = ({"label": None, "probabilities": width} if self.task == "classification"
+                              else {"variable": 1})
         self._rows = -1
         self.encoding: Encoding | None = None
         self._in_quant = self._out_quant = None

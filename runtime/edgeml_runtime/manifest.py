@@ -49,6 +49,7 @@ from .manifest_details import (
     PRECISIONS,
     TFLITE_MICRO,
     TREES,
+    FileRef,
     Quantization,
     SearchBudgets,
     Trial,
@@ -56,11 +57,15 @@ from .manifest_details import (
 from .schema import InputSchema
 from .sections import (
     BOOL,
+    BUNDLE_NAME,
+    FILE_NAME,
     INT,
     NUMBER,
+    SHA256,
     STR,
     Kind,
     Section,
+    _show,
     key,
     list_of,
     mapping_of,
@@ -72,8 +77,9 @@ from .sections import (
 )
 
 #: The manifest layout this runtime reads. Bumped on incompatible changes: 2 made every section strict and
-#: the sample rows required.
-MANIFEST_FORMAT = 2
+#: the sample rows required; 3 hashed an artifact's side files (``files``) and confined every path to a plain
+#: file name in the bundle.
+MANIFEST_FORMAT = 3
 TASKS = ("classification", "regression")
 FORMATS = ("onnx", "ort", "tflite")
 SAMPLE_SOURCES = ("test", "synthetic")
@@ -161,7 +167,6 @@ class Transform(Section):
 
 
 METRICS = mapping_of(nullable(NUMBER))
-SHA256 = matching(r"[0-9a-f]{64}", "a SHA-256 hex digest (64 characters 0-9a-f)")
 OUTPUTS = Kind("an object naming the label and probabilities outputs, or the value output",
                lambda v, at: _outputs(v, at), dict, {"oneOf": [
                    {"type": "object", "properties": {"label": STR.schema, "probabilities": STR.schema},
@@ -187,7 +192,7 @@ class Artifact(Section):
 
     schema_name: ClassVar[str] = "artifact"
     bundle_requires: ClassVar[tuple[str, ...]] = ("test_metrics",)
-    path: str = key(STR)
+    path: str = key(FILE_NAME)
     format: str = key(one_of(*FORMATS))
     precision: str = key(one_of(*PRECISIONS))
     bytes: int = key(INT)
@@ -196,7 +201,7 @@ class Artifact(Section):
     outputs: dict = key(OUTPUTS, factory=dict)
     inputs: tuple[str, ...] = key(list_of(STR), default=())
     opset: dict | None = key(mapping_of(INT), optional=True)
-    files: dict | None = key(mapping_of(STR), optional=True)
+    files: dict[str, FileRef] | None = key(mapping_of(section(FileRef)), optional=True)
     transform: Transform | None = key(section(Transform), optional=True)
     test_metrics: dict | None = key(METRICS, optional=True)
     metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
@@ -315,7 +320,7 @@ class Samples(Section):
     """``samples``: rows stored in the bundle with each artifact's expected outputs, for re-checks and self-tests."""
 
     schema_name: ClassVar[str] = "samples"
-    path: str = key(STR)
+    path: str = key(FILE_NAME)
     bytes: int = key(INT)
     sha256: str = key(SHA256)
     rows: int = key(INT)
@@ -338,7 +343,7 @@ class Manifest(Section):
     schema_name: ClassVar[str] = "manifest"
     bundle_requires: ClassVar[tuple[str, ...]] = ("samples",)
     format_version: int = key(INT, default=MANIFEST_FORMAT)
-    name: str = key(STR)
+    name: str = key(BUNDLE_NAME)
     version: str = key(matching(r"[0-9]+", "a version number as a string, e.g. \"3\""))
     created: str = key(matching(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "a UTC time such as 2024-05-01T12:00:00Z"))
     target: Target = key(section(Target))
@@ -359,11 +364,28 @@ class Manifest(Section):
     def __post_init__(self):
         if self.task == "classification" and not self.classes:
             raise BundleError("classes is empty, but a classification bundle lists its labels; rebuild the bundle")
-        paths = [a.path for a in self.artifacts]
+        paths = self.files()
         twice = sorted({p for p in paths if paths.count(p) > 1})
         if twice:
             raise BundleError(f"artifacts lists {', '.join(twice)} more than once; rebuild the bundle")
+        want = {"label", "probabilities"} if self.task == "classification" else {"value"}
+        for i, a in enumerate(self.artifacts):
+            if set(a.outputs) != want:
+                raise BundleError(f"artifacts[{i}].outputs names {', '.join(a.outputs)}, but the artifact of a "
+                                  f"{self.task} bundle gives {' and '.join(sorted(want))}; rebuild the bundle")
         self._check_reference()
+
+    def files(self) -> list[str]:
+        """Every file the manifest lists besides itself: artifacts, their side files, the sample rows."""
+        paths = [p for a in self.artifacts for p in (a.path, *(f.path for f in (a.files or {}).values()))]
+        return paths + ([self.samples.path] if self.samples is not None else [])
+
+    def unfinished(self) -> list[str]:
+        """The keys a draft leaves out that this manifest lacks: none for a bundle a build finished."""
+        missing = ["samples"] if self.samples is None else []
+        missing += ["metrics.test"] if self.metrics.test is None else []
+        return missing + [f"artifacts[{i}].test_metrics" for i, a in enumerate(self.artifacts)
+                          if a.test_metrics is None]
 
     def _check_reference(self) -> None:
         """The drift reference describes each input column as ``inputs`` does, and the output as ``task`` does."""
@@ -397,28 +419,40 @@ class Manifest(Section):
         return bundle_sha256(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d, where: str = "manifest.json") -> Manifest:
-        """Read a whole manifest; ``where`` names it in messages (the file's path)."""
+    def from_dict(cls, d, where: str = "manifest.json", *, draft: bool = False) -> Manifest:
+        """Read a whole manifest; ``where`` names it in messages (the file's path).
+
+        A draft (the manifest a build writes while it verifies artifacts) is
+        refused unless ``draft``: it describes a bundle that is not finished,
+        whose artifacts may not be verified yet. Only the build, loading its own
+        staging folder, reads drafts.
+        """
         if not isinstance(d, dict):
             raise BundleError(f"{where} does not hold a JSON object; rebuild the bundle")
         if "format_version" not in d:
             raise BundleError(f"{where}: format_version is missing; it was not written by edgeml build")
         if d["format_version"] != MANIFEST_FORMAT:
             raise BundleError(
-                f"{where} has format_version {d['format_version']!r}; this runtime reads "
+                f"{where} has format_version {_show(d['format_version'])}; this runtime reads "
                 f"{MANIFEST_FORMAT}. Install the edgeml-runtime release that matches the bundle"
             )
         try:
-            return super().from_dict(d, f"{where}: ")
+            manifest = super().from_dict(d, f"{where}: ")
         except BundleError as exc:
             if str(exc).startswith(where):
                 raise
             raise BundleError(f"{where}: {exc}") from None
+        missing = [] if draft else manifest.unfinished()
+        if missing:
+            raise BundleError(f"{where} is a draft: it lacks {', '.join(missing)}, which a build writes only once "
+                              "every artifact is verified. The build that wrote it did not finish; rebuild the "
+                              "bundle, or use the one the build moved into place")
+        return manifest
 
 
 #: Every section, by its name in the JSON Schema's ``$defs``.
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
-    Manifest, Target, Budgets, Dropped, Artifact, Transform, MetricDrop, Metrics, Verification, NotShipped,
+    Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification, NotShipped,
     Reference, Search, Provenance, DataProvenance, ModelProvenance, Samples, *DETAILS)}
 
 

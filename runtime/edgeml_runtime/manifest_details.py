@@ -31,10 +31,12 @@ from .errors import BundleError
 from .schema import InputColumn, InputSchema
 from .sections import (
     BOOL,
+    FILE_NAME,
     INT,
     LABEL,
     NUMBER,
     SCALAR,
+    SHA256,
     STR,
     Kind,
     Section,
@@ -46,6 +48,7 @@ from .sections import (
     nullable,
     one_of,
     pair,
+    shown_key,
     tagged,
     wrong,
 )
@@ -106,8 +109,8 @@ def _read_inputs(v, where: str) -> InputSchema:
             raise wrong(at, d, "an object")
         unknown = [k for k in d if k not in INPUT_KEYS]
         if unknown:
-            raise BundleError(f"{at}.{unknown[0]} is not a key this edgeml-runtime knows (an input column takes "
-                              f"{', '.join(INPUT_KEYS)}); rebuild the bundle")
+            raise BundleError(f"{at}.{shown_key(unknown[0])} is not a key this edgeml-runtime knows (an input "
+                              f"column takes {', '.join(INPUT_KEYS)}); rebuild the bundle")
         for name, kind in INPUT_KEYS.items():
             if name not in d:
                 raise BundleError(f"{at}.{name} is missing; rebuild the bundle")
@@ -127,6 +130,16 @@ INPUTS = Kind("a list of input columns", _read_inputs, lambda s: s.to_list(),
 #: ``classes`` is null for regression; in Python an empty tuple either way.
 CLASSES = Kind("a list of class labels or null", lambda v, at: () if v is None else list_of(LABEL).read(v, at),
                lambda v: list(v) or None, nullable(list_of(LABEL)).schema)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRef(Section):
+    """One of ``artifacts[i].files``: a side file of an artifact (an ``.ort`` file's operators config), hashed."""
+
+    schema_name: ClassVar[str] = "file"
+    path: str = key(FILE_NAME)
+    bytes: int = key(INT)
+    sha256: str = key(SHA256)
 
 
 # --- the drift reference --------------------------------------------------------------------------
@@ -365,6 +378,6 @@ TFLITE_MICRO = tagged("ran", {True: TfliteMicroRun, False: TfliteMicroSkipped})
 
 
 #: The sections of this module, for the JSON Schema's ``$defs``.
-DETAILS = (NumericReference, BooleanReference, CategoricalReference, UnmonitoredReference, ClassesOutput,
+DETAILS = (FileRef, NumericReference, BooleanReference, CategoricalReference, UnmonitoredReference, ClassesOutput,
            NumericOutput, SearchBudgets, Trial, Quantization, TraversalTrees, GemmTrees,
            TfliteMicroRun, TfliteMicroSkipped)

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from . import device
-from .bundle import open_bundle, read_manifest, verify_artifact
+from .bundle import Bundle, open_bundle
 from .drift import DriftMonitor, DriftSettings
 from .engines import engine_for
 from .errors import BundleError, EngineError, InputError, RowError
-from .features import ABSENT, SCALAR, BadValue, FeatureEncoder
+from .features import ABSENT, SCALAR, BadValue, FeatureEncoder, few
 from .manifest import Artifact, Manifest
 
 ON_ERROR = ("fail", "skip")
@@ -74,27 +74,36 @@ class Model:
         self.encoder = FeatureEncoder(manifest.schema)
         self.classes = manifest.classes
         self._class_array = np.array(self.classes, dtype=object) if self.classes else None
+        _check_engine(manifest, artifact, engine)
         names = engine.output_names
         if self.classes:
             self._out = (names.index(artifact.outputs["label"]), names.index(artifact.outputs["probabilities"]))
         else:
             self._out = (names.index(artifact.outputs["value"]), None)
         self._input_names = set(manifest.schema.names)
-        _check_feeds(self.encoder.schema, artifact, engine)
         self._local = threading.local()
         self._monitor: DriftMonitor | None = None
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike, *, artifact: str | None = None, precision: str | None = None,
-             threads: int = 1) -> Model:
+    def load(cls, bundle: str | os.PathLike | Bundle, *, artifact: str | None = None, precision: str | None = None,
+             threads: int = 1, self_test: bool = True, draft: bool = False) -> Model:
         """Open a bundle folder or ``.tar.gz``, verify its artifacts, and start an engine.
 
         ``artifact`` picks one by its path in the manifest, ``precision`` one
         of that precision; by default the best for this device is used
         (:mod:`edgeml_runtime.device`), falling back to the next that runs.
+        The engine gets the very bytes that were hashed. It must take the
+        manifest's inputs and give its outputs, one probability per class;
+        then it scores the bundle's sample rows, which must come out as they
+        did at build time (:func:`edgeml_runtime.samples.check_loaded`): a
+        manifest edited so that the model's outputs mean something else
+        (``classes`` reordered, a category renamed) is refused here.
+        ``self_test=False`` leaves that check to the caller (``edgeml verify``
+        reports the differences instead); ``draft`` is for the build alone,
+        verifying its staging folder before the sample rows exist.
         """
-        with open_bundle(bundle) as folder:
-            manifest = read_manifest(folder)
+        with open_bundle(bundle, draft=draft) as folder:
+            manifest = folder.manifest(draft=draft)
             caps = device.detect()
             if artifact is not None:
                 candidates = [a for a in manifest.artifacts if a.path == artifact]
@@ -107,13 +116,19 @@ class Model:
                 candidates = device.rank(manifest.artifacts, caps, precision, manifest.formats)
             problems = []
             for a in candidates:
-                path = verify_artifact(folder, a)
+                data = folder.artifact(a)
                 try:
-                    engine = engine_for(a.format)(path, threads=threads, providers=device.providers_for(a, caps))
+                    engine = engine_for(a.format)(data, threads=threads, providers=device.providers_for(a, caps),
+                                                  name=f"{folder.source}: {a.path}")
                 except EngineError as exc:
                     problems.append(f"{a.path}: {exc}")
                     continue
-                return cls(Path(bundle), manifest, a, engine)
+                model = cls(Path(folder.source), manifest, a, engine)
+                if self_test and not draft:
+                    from .samples import check_loaded
+
+                    check_loaded(folder, model)
+                return model
             raise EngineError("no artifact in the bundle can run here:\n  " + "\n  ".join(problems))
 
     @property
@@ -252,15 +267,32 @@ class Model:
         return (self._class_array[value], out[second]) if second is not None else (value, None)
 
 
-def _check_feeds(schema, artifact: Artifact, engine) -> None:
-    """Refuse, at load, an artifact taking an input the schema does not produce (engines do not check per call)."""
-    produced = set(schema.features)
-    missing = [name for name in engine.input_names if name not in produced]
-    if missing:
-        raise BundleError(
-            f"artifact {artifact.path} takes input(s) {', '.join(map(repr, missing))} that the manifest's inputs "
-            f"do not produce (they produce {', '.join(map(repr, schema.features))}); rebuild the bundle"
-        )
+def _check_engine(manifest: Manifest, artifact: Artifact, engine) -> None:
+    """Refuse, at load, an artifact that does not take the manifest's inputs or give its outputs (engines do not
+    check per call): the same inputs, each of the kind its column gives, and one probability per class."""
+    where = f"artifact {artifact.path}"
+    taken, features = list(engine.input_names), manifest.schema.features
+    for names, listed in ((features, "the manifest's inputs"), (artifact.inputs or taken, "its artifacts[].inputs")):
+        unknown, unused = [n for n in taken if n not in names], [n for n in names if n not in taken]
+        if unknown or unused:
+            what = (f"{where} takes input(s) {few(unknown)} that {listed} do not produce" if unknown else
+                    f"{listed} produce {few(unused)} that {where} does not take")
+            raise BundleError(what + "; the manifest and the artifact do not belong together: rebuild the bundle")
+    text = {f for c in manifest.schema.columns if c.kind == "categorical" for f in c.features}
+    kinds = getattr(engine, "input_kinds", {})
+    odd = [f for f in taken if f in kinds and kinds[f] != ("text" if f in text else "number")]
+    if odd:
+        raise BundleError(f"{where} takes {odd[0]!r} as {kinds[odd[0]]}, but the manifest's inputs give it as "
+                          f"{'text' if odd[0] in text else 'a number'}; rebuild the bundle")
+    absent = [n for n in artifact.outputs.values() if n not in engine.output_names]
+    if absent:
+        raise BundleError(f"{where} has no output {absent[0]!r} (its outputs are {few(engine.output_names)}); "
+                          "the manifest's outputs do not fit the artifact: rebuild the bundle")
+    if manifest.classes:
+        width = getattr(engine, "output_widths", {}).get(artifact.outputs["probabilities"])
+        if width is not None and width != len(manifest.classes):
+            raise BundleError(f"classes lists {len(manifest.classes)} labels, but {where} gives {width} "
+                              "probabilities; the manifest does not fit the artifact: rebuild the bundle")
 
 
 def _values_by_column(records: list, names: Sequence[str], every_key: bool = False) -> dict[str, list]:

@@ -30,12 +30,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .bundle import sha256_file
-from .errors import BundleError
+from .bundle import Bundle, open_bundle
+from .errors import BundleError, EngineError, InputError
 from .features import few
 from .manifest import Manifest
 from .model import Model, Predictions
@@ -160,29 +159,29 @@ class Samples:
         return cls(source, columns, rows, outputs, seed)
 
 
-def read_samples(folder: os.PathLike, manifest: Manifest) -> Samples:
+def read_samples(folder: os.PathLike | Bundle, manifest: Manifest) -> Samples:
     """The bundle's samples file, as the manifest's ``samples`` section names it, checked against its hash."""
     section = manifest.samples
     if section is None:
         raise BundleError("the manifest has no 'samples' section, so there are no rows to score; rebuild the "
                           "bundle with a newer edgeml")
-    path = Path(folder) / section.path
-    if not path.is_file():
-        raise BundleError(f"{path} is listed in the manifest but missing; copy the whole bundle again")
-    size, digest = path.stat().st_size, sha256_file(path)
-    if size != section.bytes or digest != section.sha256:
-        raise BundleError(f"{path} does not match the manifest (expected {section.bytes} bytes, sha256 "
-                          f"{section.sha256[:12]}…; found {size} bytes, sha256 {digest[:12]}…); copy it again")
+    with open_bundle(folder) as bundle:
+        data = bundle.read(section.path, size=section.bytes, sha256=section.sha256)
+        where = f"{bundle.source}/{section.path}"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path} cannot be read as JSON ({exc}); copy the bundle again") from None
-    return Samples.from_dict(doc, where=str(path))
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BundleError(f"{where} cannot be read as JSON ({exc}); copy the bundle again") from None
+    return Samples.from_dict(doc, where=where)
 
 
-def score_rows(folder: os.PathLike, artifact: str, rows: Iterable[Mapping] | Mapping[str, Sequence]) -> Outputs:
-    """What ``artifact`` computes on ``rows`` (records, or columns by name; other columns are ignored)."""
-    model = Model.load(folder, artifact=artifact)
+def score_rows(folder: os.PathLike | Bundle, artifact: str, rows: Iterable[Mapping] | Mapping[str, Sequence], *,
+               draft: bool = False) -> Outputs:
+    """What ``artifact`` computes on ``rows`` (records, or columns by name; other columns are ignored).
+
+    ``draft`` is for the build, scoring through the bundle it is still verifying.
+    """
+    model = Model.load(folder, artifact=artifact, self_test=False, draft=draft)
     return Outputs.of(model.predict(rows if isinstance(rows, Mapping) else list(rows)))
 
 
@@ -280,11 +279,42 @@ def check_artifact(folder: os.PathLike, manifest: Manifest, samples: Samples, ar
     return compare(expected, got, tolerances[artifact], manifest.classes, artifact=artifact)
 
 
-def self_test(folder: os.PathLike, manifest: Manifest) -> tuple[Comparison, ...]:
+def self_test(folder: os.PathLike | Bundle, manifest: Manifest) -> tuple[Comparison, ...]:
     """Every artifact of the bundle in ``folder`` against its stored outputs on the sample rows."""
-    samples = read_samples(folder, manifest)
-    return tuple(check_artifact(folder, manifest, samples, a.path) for a in manifest.artifacts)
+    with open_bundle(folder) as bundle:
+        samples = read_samples(bundle, manifest)
+        return tuple(check_artifact(bundle, manifest, samples, a.path) for a in manifest.artifacts)
+
+
+def check_loaded(bundle: Bundle, model: Model) -> Comparison:
+    """A just-loaded model against its stored outputs on the sample rows: :meth:`Model.load` refuses it unless
+    they agree (by :func:`compare`, at the tolerance the build verified it with).
+
+    The sample rows and their outputs are hashed in the manifest, the model's
+    bytes too; what the manifest says *around* them (``classes``, the
+    inputs' categories and ranges) is not. Scoring the rows through the
+    manifest as it now reads is what shows that it still means what it meant
+    when they were stored: ``classes`` edited to ``[1, 0]`` inverts every
+    label, and fails here.
+    """
+    manifest, artifact = model.manifest, model.artifact.path
+    samples = read_samples(bundle, manifest)
+    tolerances = {v.artifact: v.tolerance for v in manifest.verification}
+    if artifact not in tolerances:
+        raise BundleError(f"the manifest's 'verification' records no tolerance for {artifact}; rebuild the bundle")
+    rows = [{name: r[name] for name in samples.columns} for r in samples.rows]
+    try:
+        got = Outputs.of(model.predict(rows))
+    except (InputError, EngineError, IndexError, ValueError) as exc:
+        raise BundleError(f"{bundle.source}: {artifact} cannot score the bundle's own sample rows ({exc}); the "
+                          "manifest does not fit the artifact: copy the bundle again, or rebuild it") from None
+    found = compare(samples.outputs_for(artifact), got, tolerances[artifact], manifest.classes, artifact=artifact)
+    if not found.passed:
+        raise BundleError(f"{bundle.source}: {artifact} does not score the bundle's sample rows as it did at build "
+                          f"time ({found}). The manifest or the samples were changed after the build: copy the "
+                          "bundle again, or rebuild it")
+    return found
 
 
 __all__ = ["SAMPLES", "SAMPLES_FORMAT", "Comparison", "Difference", "Outputs", "Samples", "check_artifact",
-           "compare", "float32_values", "read_samples", "score_rows", "self_test"]
+           "check_loaded", "compare", "float32_values", "read_samples", "score_rows", "self_test"]

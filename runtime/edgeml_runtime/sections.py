@@ -25,6 +25,7 @@ rebuild the bundle, or install the runtime release that matches it
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -50,8 +51,17 @@ class Kind:
 
 
 def _show(value) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past Python's digit limit; nesting deeper than repr goes
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shown_key(key) -> str:
+    """A JSON key as a message names it: as it is, unless it is long or holds what a terminal would act on."""
+    key = str(key)
+    return key if len(key) <= 60 and key.isprintable() else _show(key)
 
 
 def wrong(where: str, value, what: str) -> BundleError:
@@ -60,16 +70,41 @@ def wrong(where: str, value, what: str) -> BundleError:
 
 def _scalar(what: str, json_type, *types: type) -> Kind:
     def read(v, where):
-        if isinstance(v, types) and (bool in types or not isinstance(v, bool)):
+        if isinstance(v, types) and (bool in types or not isinstance(v, bool)) and not (
+                isinstance(v, float) and not math.isfinite(v)):
             return v
         raise wrong(where, v, what)
 
     return Kind(what, read, schema={"type": json_type})
 
 
+#: The largest magnitude an integer may have: what fits in int64, as NumPy and the engines hold counts and sizes.
+INT_LIMIT = 2**63 - 1
+
 STR = _scalar("a string", "string", str)
-INT = _scalar("an integer", "integer", int)
-NUMBER = _scalar("a number", "number", int, float)
+
+
+def _int(v, where):
+    if isinstance(v, int) and not isinstance(v, bool) and -INT_LIMIT <= v <= INT_LIMIT:
+        return v
+    raise wrong(where, v, "an integer" + (" that fits in 64 bits" if isinstance(v, int) and
+                                          not isinstance(v, bool) else ""))
+
+
+def _number(v, where):
+    """A finite number: JSON's ``1e400`` reads as infinity in Python, and an int past float64 cannot be one."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        try:
+            if math.isfinite(float(v)):
+                return v
+        except OverflowError:
+            pass
+        raise wrong(where, v, "a finite number")
+    raise wrong(where, v, "a number")
+
+
+INT = Kind("an integer", _int, schema={"type": "integer"})
+NUMBER = Kind("a number", _number, schema={"type": "number"})
 BOOL = _scalar("true or false", "boolean", bool)
 LABEL = _scalar("a class label (string, number or boolean)", ["string", "number", "boolean"], str, int, float, bool)
 SCALAR = _scalar("a string, number or boolean", ["string", "number", "boolean"], str, int, float, bool)
@@ -126,7 +161,7 @@ def mapping_of(kind: Kind) -> Kind:
     def read(v, where):
         if not isinstance(v, dict):
             raise wrong(where, v, what)
-        return {str(k): kind.read(x, f"{where}[{str(k)!r}]") for k, x in v.items()}
+        return {str(k): kind.read(x, f"{where}[{_show(str(k))}]") for k, x in v.items()}
 
     return Kind(what, read, lambda v: {k: kind.write(x) for k, x in v.items()},
                 {"type": "object", "additionalProperties": kind.schema})
@@ -151,7 +186,7 @@ def between(low: float, high: float) -> Kind:
     def read(v, where):
         if isinstance(v, int | float) and not isinstance(v, bool) and low <= v <= high:
             return v
-        raise wrong(where, v, what)
+        raise wrong(where, v, what)  # NaN compares false: refused too
 
     return Kind(what, read, schema={"type": "number", "minimum": low, "maximum": high})
 
@@ -168,6 +203,27 @@ def pair(first: Kind, second: Kind) -> Kind:
     return Kind(what, read, lambda v: [first.write(v[0]), second.write(v[1])],
                 {"type": "array", "prefixItems": [first.schema, second.schema], "items": False,
                  "minItems": 2, "maxItems": 2})
+
+
+SHA256 = matching(r"[0-9a-f]{64}", "a SHA-256 hex digest (64 characters 0-9a-f)")
+#: A file of the bundle: a plain name in its folder, never a path. No ``/``, so no ``..`` and nothing absolute;
+#: no leading dot, so never the manifest's temporary file; the loader opens it without following a link.
+FILE_NAME = Kind("a plain file name in the bundle folder (letters, digits, '_', '-', '.'; not starting with '.')",
+                 lambda v, at: _file_name(v, at),
+                 schema={"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+                         "not": {"const": "manifest.json"}})
+#: A bundle's name: it names folders and archives (``dist/<name>-<N>``), so a safe charset, no path.
+BUNDLE_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
+                       "a name of letters, digits, '_', '-' and '.', starting with a letter or digit (at most 100)")
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _file_name(v, where: str) -> str:
+    if isinstance(v, str) and _FILE_NAME.fullmatch(v) and v != "manifest.json":
+        return v
+    raise wrong(where, v, FILE_NAME.what if v != "manifest.json" else "the name of a file other than the manifest")
 
 
 def section(cls: type[Section]) -> Kind:
@@ -251,9 +307,9 @@ class Section:
         names = [k.key for k in spec]
         unknown = [k for k in d if k not in names]
         if unknown:
-            raise BundleError(f"{join(where, str(unknown[0]))} is not a key this edgeml-runtime knows (the section "
-                              f"takes {', '.join(names)}); rebuild the bundle, or install the runtime release that "
-                              "matches it")
+            raise BundleError(f"{join(where, shown_key(unknown[0]))} is not a key this edgeml-runtime knows (the "
+                              f"section takes {', '.join(names)}); rebuild the bundle, or install the runtime release "
+                              "that matches it")
         values = {}
         for k in spec:
             if k.key in d:

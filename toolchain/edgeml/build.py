@@ -59,8 +59,17 @@ class BuildResult:
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
+    """Run every stage; the output is locked from the start, so a second build to it stops at once."""
     report = reporter or Reporter()
     started = time.monotonic()
+    name = bundle.check_name(config.name or bundle.default_name(config.data))
+    out, version = bundle.destination(config.out, name)
+    with bundle.locked(out):
+        return _build(config, report, started, name, out, version)
+
+
+def _build(config: BuildConfig, report: Reporter, started: float, name: str, out: Path,
+           version: str) -> BuildResult:
     target = load_target(config.target)
     table, label = read_input(config.data, config.label, query=config.query, seed=config.seed)
     report.stage("ingest", f"{table.rows:,} rows × {table.frame.shape[1]} columns from {table.source} ({table.format})")
@@ -69,14 +78,10 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
     pipeline = host_pipeline(data, result.model)
-    name = config.name or bundle.default_name(config.data)
-    out, version = bundle.destination(config.out, name)
-    made = write_bundle(out, pipeline, data, target, name=name, version=version,
-                        search=search_record(result, budgets),
-                        provenance=bundle.provenance_record(table, data, config.seed, result.learner,
-                                                            result.model, result.config),
-                        seed=config.seed, synthetic_samples=config.synthetic_samples, force=config.force,
-                        reporter=report)
+    made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets),
+                         bundle.provenance_record(table, data, config.seed, result.learner, result.model,
+                                                  result.config),
+                         config.seed, config.synthetic_samples, config.force, report)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
     return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
 
@@ -111,7 +116,17 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
     that trains its own model calls it directly.
     """
     report = reporter or Reporter()
-    stage = bundle.staging_dir(Path(out), force)
+    bundle.check_name(name)
+    with bundle.locked(Path(out)):
+        return _write_locked(Path(out), pipeline, data, target, name, version, search, provenance, seed,
+                             synthetic_samples, force, report)
+
+
+def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, name: str, version: str,
+                  search: dict, provenance: dict, seed: int, synthetic_samples: bool, force: bool,
+                  report: Reporter) -> Written:
+    """:func:`write_bundle`'s work, holding the lock on ``out``: stage, verify, put in place."""
+    stage = bundle.staging_dir(out, force)
     try:
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
@@ -129,7 +144,7 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
         _report_verified(report, outcomes)
         require_something_runs(target, outcomes)
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
-        archive = bundle.finish(stage, Path(out))
+        archive = bundle.finish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgeml.errors import BundleError
+from edgeml.errors import BundleError, ConfigError
 from edgeml_runtime.bundle import read_manifest
+from edgeml_runtime.manifest import BUNDLE_NAME
 
 #: Where bundles go when no folder is asked for.
 DIST = Path("dist")
@@ -22,6 +23,24 @@ def default_name(data: str | None) -> str:
         return "demo"
     stem = Path(str(data).split("?")[0]).stem
     return re.sub(r"[^0-9A-Za-z_.-]+", "-", stem).strip("-.").lower() or "model"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a bundle name (the manifest's rule: it names a folder, so no path); else a ConfigError.
+
+    >>> check_name("../../../x")
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ConfigError: --name '../../../x' is not a bundle name: a bundle's name must be a name of letters, \
+digits, '_', '-' and '.', starting with a letter or digit (at most 100). It names the bundle's folder; choose such \
+a name
+    """
+    try:
+        BUNDLE_NAME.read(name, "name")
+    except BundleError:
+        raise ConfigError(f"--name {name!r} is not a bundle name: a bundle's name must be {BUNDLE_NAME.what}. It "
+                          "names the bundle's folder; choose such a name") from None
+    return name
 
 
 def next_version(parent: Path, name: str) -> str:
@@ -52,4 +71,4 @@ def destination(out: str | Path | None, name: str) -> tuple[Path, str]:
         return out, "1"
 
 
-__all__ = ["DIST", "default_name", "destination", "next_version"]
+__all__ = ["DIST", "check_name", "default_name", "destination", "next_version"]

@@ -1,23 +1,26 @@
-"""Write a bundle: artifacts plus ``manifest.json`` in a folder (:class:`BundleWriter`), and a ``.tar.gz`` of it.
+"""Write a bundle: artifacts plus ``manifest.json`` in a staging folder (:class:`BundleWriter`).
 
 The folder is assembled under a temporary name beside its destination and
-moved into place only when the build has verified it, so a failed build never
-leaves a half-written bundle where a device or a rollout could pick it up.
+moved into place (:mod:`edgeml.bundle.place`) only when the build has
+verified it, so a failed build never leaves a half-written bundle where a
+device or a rollout could pick it up. Every file the writer puts in the
+folder is listed in the manifest with its size and SHA-256, side files
+included; an ONNX artifact must hold all its weights (external data would be
+a file the manifest cannot vouch for, and the runtime loads models from
+bytes, which cannot reach one).
 """
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import json
 import os
-import shutil
-import tarfile
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from edgeml.errors import BundleError, ConfigError
-from edgeml_runtime.bundle import MANIFEST, sha256_file
+from edgeml_runtime.bundle import MANIFEST
 from edgeml_runtime.manifest import (
     METRICS,
     Artifact,
@@ -34,21 +37,6 @@ from edgeml_runtime.manifest import (
     Verification,
 )
 from edgeml_runtime.schema import InputSchema
-
-
-def staging_dir(out: Path, force: bool) -> Path:
-    """A fresh temporary folder beside ``out``; refuses an existing ``out`` unless ``force``."""
-    if out.exists() and not force:
-        raise ConfigError(f"{out} already exists; choose another --out, or pass --force to replace it")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise ConfigError(f"{out} exists and is not an edgeml bundle (it has no {MANIFEST}); --force only replaces "
-                          "a bundle. Choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    return stage
 
 
 class BundleWriter:
@@ -97,12 +85,15 @@ class BundleWriter:
         The artifact is a candidate: :meth:`draft` to verify it, then
         :meth:`ship` or :meth:`reject` it.
         """
+        if format == "onnx":
+            _refuse_external_data(path, data)
         written = {}
         for suffix, blob in (files or {}).items():
-            written[suffix] = self._put(f"{Path(path).stem}.{suffix}", blob)
+            name = self._put(f"{Path(path).stem}.{suffix}", blob)
+            written[suffix] = {"path": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
         self._put(path, data)
         entry = {"path": path, "format": format, "precision": precision, "bytes": len(data),
-                 "sha256": sha256_file(self.stage / path), "engine": engine, "outputs": outputs, "inputs": inputs,
+                 "sha256": hashlib.sha256(data).hexdigest(), "engine": engine, "outputs": outputs, "inputs": inputs,
                  "opset": opset, "files": written if files is not None else None, "transform": transform}
         return Artifact.from_dict(_plain({k: v for k, v in entry.items() if v is not None}), _at(path))
 
@@ -120,7 +111,7 @@ class BundleWriter:
 
     def reject(self, candidate: Artifact, not_shipped: dict, verification: dict | None = None) -> None:
         """Take a candidate's files back out of the folder, and record why it is not shipped."""
-        for path in (candidate.path, *(candidate.files or {}).values()):
+        for path in (candidate.path, *(f.path for f in (candidate.files or {}).values())):
             (self.stage / path).unlink()
         if verification is not None:
             self._add_verification(verification)
@@ -212,45 +203,28 @@ def _json_default(v):
     raise TypeError(f"cannot write {type(v).__name__} to a manifest")
 
 
-def finish(stage: Path, out: Path) -> Path:
-    """Move the verified bundle into place and pack ``<out>.tar.gz`` beside it; returns the archive."""
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
-    archive = out.parent / f"{out.name}.tar.gz"
-    tmp = archive.with_name(archive.name + ".partial")
-    _write_archive(out, tmp)
-    tmp.replace(archive)
-    return archive
+def _refuse_external_data(path: str, data: bytes) -> None:
+    """An ONNX model whose tensors live in other files is not one a bundle can carry (module docstring)."""
+    import onnx
+
+    model = onnx.load_from_string(data)  # from bytes: external data is never loaded, only described
+    external = [t.name or "(unnamed)" for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise BundleError(f"{path} keeps tensor(s) {', '.join(external[:3])} in external data files; a bundle holds "
+                          "every weight inside its artifact. Export the model without external data")
 
 
-def _write_archive(folder: Path, dest: Path) -> None:
-    """``folder`` as a reproducible ``.tar.gz``: the same files give the same bytes, whoever packs them, whenever.
-
-    Members are sorted, with a fixed time, owner and mode; the gzip header
-    has time 0 and no file name.
-    """
-    paths = sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix())
-    with open(dest, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_member(folder.name, directory=True))
-        for path in paths:
-            name = f"{folder.name}/{path.relative_to(folder).as_posix()}"
-            if path.is_dir():
-                tar.addfile(_member(name, directory=True))
-            else:
-                with open(path, "rb") as f:
-                    tar.addfile(_member(name, size=path.stat().st_size), f)
-
-
-def _member(name: str, *, directory: bool = False, size: int = 0) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.mode = 0o755 if directory else 0o644
-    info.size, info.mtime = size, 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
+def _tensors(graph):
+    """Every tensor of an ONNX graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    yield from (s.values for s in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def now_utc() -> str:

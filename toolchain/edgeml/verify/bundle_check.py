@@ -2,10 +2,11 @@
 
 Four kinds of check, each a :class:`Check` with a status:
 
-* ``file``: every file the manifest lists (artifacts, ``samples.json``) has
-  the size and SHA-256 recorded there; a file in the folder that the
-  manifest does not mention fails, one it mentions without a hash (an
-  ``.ort`` file's operators config) is reported as not checked;
+* ``file``: every file the manifest lists (artifacts, their side files such
+  as an ``.ort`` file's operators config, ``samples.json``) has the size and
+  SHA-256 recorded there, read as the runtime reads it (inside the bundle,
+  never through a link); a file in the bundle that the manifest does not
+  mention fails;
 * ``schema``: the manifest, as the file holds it, against the JSON Schema the
   runtime ships (``edgeml_runtime/schemas/manifest.schema.json``);
 * ``manifest``: fails when the runtime itself refuses the manifest
@@ -34,7 +35,7 @@ from pathlib import Path
 import jsonschema
 
 from edgeml.errors import BundleError, EdgeMLError
-from edgeml_runtime.bundle import MANIFEST, Manifest, open_bundle, read_manifest, read_manifest_json, sha256_file
+from edgeml_runtime.bundle import MANIFEST, Bundle, Manifest, open_bundle
 from edgeml_runtime.features import few
 from edgeml_runtime.samples import check_artifact, read_samples
 
@@ -83,10 +84,10 @@ def manifest_schema() -> dict:
 def check_bundle(bundle, schema: dict | None = None) -> BundleReport:
     """Every check on ``bundle`` (a folder or ``.tar.gz``); ``schema`` overrides :func:`manifest_schema`."""
     with open_bundle(bundle) as folder:
-        raw = read_manifest_json(folder)
+        raw = folder.manifest_json()
         checks = [*_file_checks(folder, raw), _schema_check(raw, manifest_schema() if schema is None else schema)]
         try:
-            manifest = read_manifest(folder)
+            manifest = Manifest.from_dict(raw, f"{folder.source}/{MANIFEST}")
         except BundleError as exc:  # the runtime would refuse it: nothing can be scored
             return BundleReport(str(bundle), (*checks, Check("manifest", MANIFEST, "fail", str(exc))))
         checks.extend(_parity_checks(folder, manifest))
@@ -109,36 +110,40 @@ def render(report: BundleReport) -> str:
 # --- files ------------------------------------------------------------------------------------------
 
 
-def _file_checks(folder: Path, manifest: dict) -> list[Check]:
-    hashed = [(a["path"], a.get("bytes"), a.get("sha256")) for a in manifest.get("artifacts", [])]
-    if isinstance(manifest.get("samples"), dict):
-        s = manifest["samples"]
-        hashed.append((s.get("path"), s.get("bytes"), s.get("sha256")))
-    checks = [_file_check(folder, path, size, digest) for path, size, digest in hashed]
-    unhashed = [p for a in manifest.get("artifacts", []) for p in (a.get("files") or {}).values()]
-    for path in unhashed:
-        present = (folder / path).is_file()
-        checks.append(Check("file", path, "skip" if present else "fail",
-                            "present; the manifest records no size or hash for it" if present
-                            else "listed under an artifact's files but missing; copy the whole bundle again"))
-    known = {MANIFEST, *(p for p, _, _ in hashed), *unhashed}
-    for path in sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()):
+def _file_checks(folder: Bundle, manifest: dict) -> list[Check]:
+    """Every file the manifest lists, by size and hash; then every file in the bundle it does not list.
+
+    The manifest is read as plain JSON here (the ``schema`` check judges its
+    layout), so a malformed entry is passed over rather than trusted.
+    """
+    listed = []
+    for a in _objects(manifest.get("artifacts")):
+        listed.append(a)
+        listed += _objects(list(a["files"].values()) if isinstance(a.get("files"), dict) else [])
+    listed += _objects([manifest.get("samples")])
+    checks = [_file_check(folder, entry) for entry in listed]
+    known = {MANIFEST, *(str(e.get("path")) for e in listed)}
+    for path in folder.names():
         if path not in known:
             checks.append(Check("file", path, "fail", "not listed in the manifest: it was added after the build; "
                                                       "remove it or rebuild the bundle"))
     return checks
 
 
-def _file_check(folder: Path, path: str, size, digest) -> Check:
-    file = folder / path
-    if not file.is_file():
-        return Check("file", path, "fail", "listed in the manifest but missing; copy the whole bundle again")
-    found_size, found = file.stat().st_size, sha256_file(file)
-    if found_size != size or found != digest:
-        return Check("file", path, "fail",
-                     f"does not match the manifest: expected {size} bytes, sha256 {str(digest)[:12]}…; found "
-                     f"{found_size} bytes, sha256 {found[:12]}…. It was changed after the build: copy it again")
-    return Check("file", path, "pass", f"{size:,} bytes, sha256 {found[:12]}…")
+def _objects(items) -> list[dict]:
+    return [x for x in items if isinstance(x, dict)] if isinstance(items, list) else []
+
+
+def _file_check(folder: Bundle, entry: dict) -> Check:
+    path, size, digest = entry.get("path"), entry.get("bytes"), entry.get("sha256")
+    if not (isinstance(path, str) and isinstance(size, int) and isinstance(digest, str)):
+        return Check("file", str(path), "fail", "the manifest does not give this file's path, bytes and sha256 "
+                                                "(see the schema check)")
+    try:
+        folder.read(path, size=size, sha256=digest)
+    except BundleError as exc:
+        return Check("file", path, "fail", str(exc))
+    return Check("file", path, "pass", f"{size:,} bytes, sha256 {digest[:12]}…")
 
 
 # --- schema -----------------------------------------------------------------------------------------

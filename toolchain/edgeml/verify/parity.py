@@ -56,7 +56,8 @@ def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, hos
     ``host_output`` is the host pipeline's ``predict_proba`` (classification)
     or ``predict`` (regression) on the same rows.
     """
-    got = score_rows(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns})
+    got = score_rows(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns},
+                     draft=True)
     if task == "classification":
         host = np.asarray(host_output, dtype=np.float64)
         expected = Outputs(labels=tuple(classes[i] for i in np.argmax(host, axis=1)), probabilities=host)

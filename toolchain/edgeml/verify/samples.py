@@ -88,7 +88,7 @@ def _synthetic(stage: Path, manifest: Manifest, data: Prepared, seed: int) -> tu
     columns = {name: [values[i] for i in keep] for name, values in drawn.items()}
     if data.task != "classification":
         return columns, None
-    return columns, list(score_rows(stage, manifest.artifacts[0].path, columns).labels)
+    return columns, list(score_rows(stage, manifest.artifacts[0].path, columns, draft=True).labels)
 
 
 def _test_columns(data: Prepared) -> tuple[dict, list | None]:
@@ -113,7 +113,7 @@ def store_samples(stage: Path, manifest: Manifest, data: Prepared, *, seed: int,
     """Pick the sample rows, score them with every artifact, write :data:`SAMPLES`; the manifest's section."""
     columns, labels = _synthetic(stage, manifest, data, seed) if synthetic else _test_columns(data)
     rows = _pick(data, columns, labels, seed)
-    expected = {a.path: score_rows(stage, a.path, rows) for a in manifest.artifacts}
+    expected = {a.path: score_rows(stage, a.path, rows, draft=True) for a in manifest.artifacts}
     samples = Samples("synthetic" if synthetic else "test", tuple(data.inputs.names), rows, expected, seed)
     path = stage / SAMPLES
     path.write_text(_dumps(samples.to_dict()), encoding="utf-8")

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.errors import ExportError
-from edgeml_runtime.bundle import open_bundle, read_manifest, verify_artifact
+from edgeml_runtime.bundle import open_bundle, read_manifest
 from edgeml_runtime.litert import Encoding, read_metadata
 
 HEADER, SOURCE = "edgeml_model.h", "edgeml_model.c"
@@ -152,7 +152,7 @@ def write_firmware(bundle, out, artifact: str | None = None) -> list[Path]:
     with open_bundle(bundle) as folder:
         manifest = read_manifest(folder)
         art = pick_artifact(manifest, artifact)
-        data = verify_artifact(folder, art).read_bytes()
+        data = folder.artifact(art)
     header, source = firmware_sources(manifest.name, manifest.version, art, data)
     out.mkdir(parents=True, exist_ok=True)
     (out / HEADER).write_text(header, encoding="ascii")
