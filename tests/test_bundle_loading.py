@@ -229,8 +229,11 @@ def _bomb(path: Path, claimed: int) -> Path:
     return path
 
 
-def test_an_archive_that_unpacks_huge_is_refused_from_its_header(tmp_path, capsys):
+def test_an_archive_that_unpacks_huge_is_refused_from_its_header(tmp_path, capsys, monkeypatch):
     archive = _bomb(tmp_path / "bomb.tgz", 2 << 30)
+    private = tmp_path / "tmp"  # a temporary folder of this test's own: others' files come and go in /tmp
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     before = set(Path(tempfile.gettempdir()).iterdir())
     with pytest.raises(BundleError, match=r"bomb.tgz unpacks to more than 1,073,741,824 bytes"):
         Model.load(archive)

@@ -214,6 +214,8 @@ def parse_json(text: str, limits: ReadLimits) -> tuple[dict | None, str | None]:
         return None, f"is not valid JSON ({exc})"
     if not isinstance(record, dict):
         return None, f"is a JSON {type(record).__name__}, not an object"
+    if len(text) <= limits.max_value_chars and text.isascii() and "\\u" not in text:
+        return record, None  # no value is longer than its line; ASCII without a \u escape holds no surrogate
     problem = value_problem(record, limits, escapes="\\u" in text)
     return (None, problem) if problem else (record, None)
 
