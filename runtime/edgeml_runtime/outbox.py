@@ -27,7 +27,8 @@ companions); only the standard library is needed.
   is renamed aside (``<name>.corrupt-<UTC time>``) and a new outbox started,
   with ``recover=True`` (what the agent uses); an outbox that cannot be
   created or written at all (a full disk) is kept in memory instead, and
-  said so (:attr:`Outbox.durable` is False).
+  said so (:attr:`Outbox.durable` is False). The file's layout, those checks
+  and that recovery are :mod:`.outboxfile`'s.
 * **Sessions survive the outbox**: the session counter (the MQTT ``bdSeq``)
   is also kept in ``<name>.session``, written atomically, and the next
   session is one above the larger of the two; a quarantined or deleted
@@ -52,7 +53,6 @@ True
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sqlite3
@@ -63,42 +63,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutboxError, SettingsError
-from .statefile import LockHeld, claim_lock, quarantine_files, read_counter, release_lock, write_counter
+from .outboxfile import Transaction, claim, open_database
+from .statefile import read_counter, release_lock, write_counter
 
 #: The default bound: 16 MiB of waiting messages (about 5,000 windows of 3 KB).
 DEFAULT_MAX_BYTES = 16 * 2**20
 #: The smallest bound accepted: room for a few windows.
 MIN_MAX_BYTES = 64 * 1024
-#: The layout this module writes, kept in SQLite's ``user_version``.
-LAYOUT = 1
 SYNCHRONOUS = ("FULL", "NORMAL")
 #: Messages kept in the quarantine table (the oldest go first), and the bytes of each payload kept there.
 QUARANTINE_ROWS, QUARANTINE_PAYLOAD = 100, 64 * 1024
 log = logging.getLogger("edgeml_runtime.outbox")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic           TEXT    NOT NULL,
-    payload         BLOB    NOT NULL,
-    size            INTEGER NOT NULL,
-    reports_dropped INTEGER NOT NULL DEFAULT 0,
-    enqueued        REAL    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id      INTEGER PRIMARY KEY,
-    topic   BLOB,
-    payload BLOB,
-    reason  TEXT    NOT NULL,
-    moved   REAL    NOT NULL
-);
-INSERT OR IGNORE INTO counters VALUES ('session', 0), ('dropped', 0), ('dropped_total', 0), ('quarantined', 0);
-"""
-
 
 @dataclass(frozen=True)
 class OutboxSettings:
@@ -142,7 +117,7 @@ class Outbox:
     """Messages waiting for the broker, on disk; thread-safe (one lock around one connection).
 
     ``recover=True`` quarantines a corrupt file and falls back to memory when
-    the file cannot be created or written (see the module docstring); without
+    the file cannot be created or written (see :mod:`.outboxfile`); without
     it both raise :class:`OutboxError`.
     """
 
@@ -160,34 +135,13 @@ class Outbox:
         self._db = None
         self._session = 0                     # the last session given, in case neither file can be written
         self._session_file = self.path.with_name(self.path.name + ".session")
-        self._lockfile = self._claim(recover)
+        self._lockfile = claim(self.path, recover)
         try:
-            self._connect(self.path)
-        except sqlite3.OperationalError as exc:  # cannot create, read or write it: a full disk, a read-only folder
-            self._close_db()
-            if not recover:
-                self._release()
-                raise OutboxError(f"cannot open the outbox {self.path}: {exc}. Check its folder is writable and "
-                                  "the disk has room") from None
-            self._in_memory(exc)
-        except sqlite3.DatabaseError as exc:     # not a database, or a damaged one
-            self._close_db()
-            if not recover:
-                self._release()
-                raise OutboxError(f"cannot open the outbox {self.path}: {exc}. If the file is not an outbox, "
-                                  "point the outbox setting at another file") from None
-            aside = quarantine_files(self.path)
-            log.error("outbox %s is damaged (%s): moved aside to %s; starting a new outbox (the windows it held "
-                      "are lost; its session numbers are not)", self.path, exc, aside)
-            try:
-                self._connect(self.path)
-            except sqlite3.Error as again:
-                self._close_db()
-                self._in_memory(again)
+            opened = open_database(self.path, recover=recover)
         except OutboxError:
-            self._close_db()
             self._release()
             raise
+        self._db, self.durable, self._bytes, self._count = opened.db, opened.durable, opened.bytes, opened.count
 
     # -- writing ---------------------------------------------------------
     def put(self, topic: str, payload: bytes | Callable[[int], bytes], *, reports_dropped: int = 0,
@@ -378,39 +332,10 @@ class Outbox:
         self.close()
 
     # -- internals -------------------------------------------------------
-    def _connect(self, target: Path | str) -> None:
-        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=5.0)
-        self._open()
-
     def _close_db(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
-
-    def _in_memory(self, exc: Exception) -> None:
-        """The fallback when no file can be used: the same outbox in memory, lost at exit, and said so."""
-        self.durable = False
-        log.error("outbox %s cannot be used (%s): keeping drift windows in memory only; they are lost if the "
-                  "process stops before the broker has them. Free space or fix the folder, then restart", self.path,
-                  exc)
-        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._open()
-
-    def _open(self) -> None:
-        db = self._db
-        layout = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if layout not in (0, LAYOUT) or (layout == 0 and tables):
-            raise OutboxError(f"{self.path} is not an outbox this runtime can read (layout {layout}, tables "
-                              f"{', '.join(sorted(tables)) or 'none'}); point outbox at another file")
-        check = db.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() not in ("wal", "memory"):
-            raise OutboxError(f"{self.path}: SQLite cannot use WAL mode on this file system; put the outbox "
-                              "on a local disk")
-        db.executescript(_SCHEMA + f"PRAGMA user_version = {LAYOUT};")
-        self._bytes, self._count = db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM messages").fetchone()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -422,7 +347,7 @@ class Outbox:
         if synchronous != self._sync_now:
             self._db.execute(f"PRAGMA synchronous = {synchronous}")
             self._sync_now = synchronous
-        return _Transaction(self._db, self.path)
+        return Transaction(self._db, self.path)
 
     def _drop_oldest(self, excess: int) -> tuple[int, int, int]:
         """Delete the oldest messages until ``excess`` bytes are freed.
@@ -452,44 +377,6 @@ class Outbox:
         with self._lock:
             return self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
-    def _claim(self, recover: bool = False):
-        try:
-            return claim_lock(self.path, tolerate_full_disk=recover)
-        except OSError as exc:
-            if recover and exc.errno == errno.ENOSPC:  # not even an empty lock file fits: go on unlocked, in memory
-                log.error("cannot create the outbox lock beside %s (%s)", self.path, exc.strerror)
-                return None
-            raise OutboxError(f"cannot create the outbox {self.path}: {exc.strerror}; check the folder exists, is "
-                              "writable and has room") from None
-        except LockHeld as exc:
-            raise OutboxError(f"the outbox {self.path} is in use by another process (pid {exc.owner}); give each "
-                              "runtime its own outbox file") from None
-
     def _release(self) -> None:
         release_lock(self._lockfile)
         self._lockfile = None
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any error (then raised as :class:`OutboxError`)."""
-
-    def __init__(self, db: sqlite3.Connection, path: Path):
-        self.db, self.path = db, path
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, exc, tb):
-        if kind is None:
-            try:
-                self.db.execute("COMMIT")
-                return False
-            except sqlite3.Error as e:
-                exc = e
-        try:
-            self.db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the failed COMMIT already ended the transaction
-        if isinstance(exc, sqlite3.Error):
-            raise OutboxError(f"the outbox {self.path} cannot be written: {exc}; check the disk has room") from exc
-        return False

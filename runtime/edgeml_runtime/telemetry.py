@@ -30,6 +30,8 @@ One thread (started by :meth:`Telemetry.start`) owns the MQTT client: it
 connects with exponential backoff and jitter, publishes, and runs paho's loop;
 the caller's thread only writes to the outbox. A new client is made for each
 connection, so nothing is ever queued in paho's memory: the outbox is the queue.
+Connecting and reconnecting are :class:`~.connection.Connection`'s (this
+class's base); what is sent on a connection is this module's.
 
 Nothing stored or received can stop it: a window the outbox cannot keep (a
 full disk) is counted (``unkept``) and reported as dropped by the next window
@@ -46,11 +48,11 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import random
 import threading
 import time
 from collections import deque
 
+from .connection import IN_FLIGHT, POLL_SECONDS, Connection
 from .deadletter import DeadLetters
 from .delivery import Delivery
 from .errors import OutboxError, TelemetryError
@@ -61,19 +63,12 @@ from .payloads import dumps, utc_now
 from .protocol import envelopes
 from .protocol.topics import DeviceTopics
 
-#: Drift messages in flight (sent, not yet acknowledged) at once.
-IN_FLIGHT = 20
-#: How long paho's loop waits for network traffic before the thread looks at the outbox again.
-POLL_SECONDS = 0.05
-CONNACK_TIMEOUT = 10.0
 PREDICTION_QUEUE = 1000
 #: Predictions handed to paho per pass of the loop (each pass also sends drift windows and reads the socket).
 PREDICTION_BATCH = 200
-#: How long the broker keeps the session (and queued input records) of a device that reads an input topic.
-SESSION_EXPIRY = 7 * 24 * 3600
 
 
-class Telemetry:
+class Telemetry(Connection):
     """Publishes one device's birth, drift windows and death; see the module docstring.
 
     ``device`` says who publishes, and where (the settings' ``device``).
@@ -136,7 +131,7 @@ class Telemetry:
         Each message is one JSON object, or several as JSON Lines; a line that
         is not a JSON object becomes an Item with its error. Subscribed at
         QoS 1 on every connection, with a session the broker keeps for
-        :data:`SESSION_EXPIRY` seconds, so records published while the device
+        :data:`~.connection.SESSION_EXPIRY` seconds, so records published while the device
         is offline wait for it. Call before :meth:`start`. A message over the
         settings' ``input_max_bytes`` is refused; if ``items`` stays full for
         a second, the record is dropped; both are counted and kept in the
@@ -235,92 +230,7 @@ class Telemetry:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # -- the MQTT thread -----------------------------------------------------
-    def _run(self) -> None:
-        delay = self.settings.reconnect_min
-        while not self._stopping.is_set():
-            try:
-                established = self._connection()
-            except Exception:  # a bug or an unexpected library error must not end telemetry
-                self.log.exception("MQTT: unexpected error; reconnecting")
-                established = False
-            if self._stopping.is_set():
-                break
-            if established:
-                with self._lock:  # windows from now on belong to the next connection
-                    self._session = self.outbox.next_session()
-                    self._seq = 0
-                delay = self.settings.reconnect_min
-            self._stopping.wait(delay * random.uniform(0.5, 1.0))
-            if not established:
-                delay = min(delay * 2, self.settings.reconnect_max)
-
-    def _connection(self) -> bool:
-        """One connection from CONNECT to its end; True if the broker accepted it."""
-        mqtt = self._mqtt
-        client = self._new_client()
-        try:
-            client.connect(self._host, self._port, self.settings.keepalive, **self._session_options())
-        except OSError as exc:  # refused, unreachable, DNS, TLS handshake, certificate
-            self._failed(f"cannot connect to {self.settings.url}: {exc}")
-            return False
-        self._connack = None
-        give_up = time.monotonic() + CONNACK_TIMEOUT
-        while self._connack is None:
-            rc = client.loop(POLL_SECONDS)
-            if self._connack is not None:
-                break
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                self._failed(f"{self.settings.url} closed the connection before accepting it")
-                return False
-            if time.monotonic() > min(give_up, self._stop_deadline):
-                client.disconnect()
-                self._failed(f"{self.settings.url} did not answer the CONNECT in time")
-                return False
-        if self._connack.is_failure:
-            client.disconnect()
-            self._failed(f"{self.settings.url} refused the connection: {self._connack} (check the user name, "
-                         "password, client certificate and ACL)")
-            return False
-        self._established(client)
-        try:
-            self._serve(client)
-        finally:
-            with self._lock:
-                self._connected = False
-        return True
-
-    def _session_options(self) -> dict:
-        """A clean session, unless the broker must keep an input-topic subscription (and its records) for us."""
-        if self.settings.protocol != "5":
-            return {}
-        if self._records is None:
-            return {"clean_start": True}
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = SESSION_EXPIRY
-        return {"clean_start": False, "properties": properties}
-
-    def _new_client(self):
-        mqtt = self._mqtt
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             protocol=mqtt.MQTTv5 if self.settings.protocol == "5" else mqtt.MQTTv311,
-                             **({} if self.settings.protocol == "5" else {"clean_session": self._records is None}))
-        client.enable_logger(_DebugOnly(self.log.getChild("paho"), {}))
-        client.max_inflight_messages_set(IN_FLIGHT + 2)   # + birth and death: paho never queues
-        client.max_queued_messages_set(IN_FLIGHT + 2)
-        if self.settings.username is not None:
-            client.username_pw_set(self.settings.username, self.settings.password)
-        if self._ssl is not None:
-            client.tls_set_context(self._ssl)
-        client.will_set(self.topics.death, self._death_payload("lost"), qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
-
+    # -- the MQTT thread: what it sends on a connection (connecting is Connection's) --------
     def _established(self, client) -> None:
         self._inflight.clear()
         self._acked_here = 0
@@ -353,7 +263,7 @@ class Telemetry:
         self._shutdown(client)
 
     def _pump(self, client) -> None:
-        """Hand paho the next waiting windows, in outbox order, up to :data:`IN_FLIGHT` unacknowledged
+        """Hand paho the next waiting windows, in outbox order, up to :data:`~.connection.IN_FLIGHT` unacknowledged
         (fewer if the broker's Receive Maximum says so)."""
         room = self._window - len(self._inflight)
         if room <= 0:
@@ -417,21 +327,7 @@ class Telemetry:
         return dumps(envelopes.death(self.topics, bd_seq=self._session, reason=reason,
                                      time=utc_now() if reason == "shutdown" else None))
 
-    def _failed(self, message: str) -> None:
-        with self._lock:
-            repeated = message == self._last_error
-            self._last_error = message
-        self.log.log(logging.DEBUG if repeated else logging.WARNING, "MQTT: %s; retrying", message)
-
-    # paho callbacks: called by client.loop(), on the MQTT thread
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connack = reason_code
-        # An MQTT 5 broker may take fewer unacknowledged messages than IN_FLIGHT; one stays for birth or death.
-        limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
-        self._window = IN_FLIGHT if limit is None else max(1, min(IN_FLIGHT, limit - 1))
-        # ... and packets up to a size: a larger one makes it close the connection, every time.
-        self._delivery.connected(properties)
-
+    # paho callbacks: called by client.loop(), on the MQTT thread (on_connect is Connection's)
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         msg_id = self._inflight.pop(mid, None)
         if msg_id is None:
@@ -463,13 +359,6 @@ class Telemetry:
 
     def _on_message(self, client, userdata, message) -> None:
         self._records.on_message(client, userdata, message)  # never raises: paho acknowledges every message
-
-
-class _DebugOnly(logging.LoggerAdapter):
-    """paho's own log lines, all at DEBUG: the telemetry logs connection changes itself, once."""
-
-    def log(self, level, msg, *args, **kwargs):
-        super().log(logging.DEBUG, msg, *args, **kwargs)
 
 
 def _runtime_version() -> str:
