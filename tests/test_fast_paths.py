@@ -2,7 +2,7 @@
 predictions, the same row errors (row, column and message), the same drift counts.
 
 The careful path (``FeatureEncoder(schema, careful=True)``) takes every value through the scalar
-functions of :mod:`edgeml_runtime.features`; it is the reference. The fast paths convert a column a block
+functions of :mod:`edgeml_runtime.cells`; it is the reference. The fast paths convert a column a block
 of rows at a time, read lists of dicts a column at a time, and score one record on its own buffers.
 """
 
@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from edgeml_runtime import Model, RowError
 from edgeml_runtime import features as features_module
+from edgeml_runtime.cells import ABSENT
 from edgeml_runtime.errors import InputError
-from edgeml_runtime.features import ABSENT, BLOCK_ROWS, FeatureEncoder
+from edgeml_runtime.features import BLOCK_ROWS, FeatureEncoder
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 SCHEMA = InputSchema((

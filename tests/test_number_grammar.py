@@ -3,7 +3,7 @@
 Python's ``float()`` reads ``1_551`` and Arabic-Indic ``١٢``; pandas does not.
 The device used ``float()``, the host's column-kind rules pandas, so one text
 was a number on one side and text on the other. Now both read text with
-:func:`edgeml_runtime.features.to_number` (ASCII digits, no ``_``), and the
+:func:`edgeml_runtime.cells.to_number` (ASCII digits, no ``_``), and the
 hypothesis tests hold host and device, scalar and block paths, and a reference
 regular expression to the same answer for every generated string.
 """
@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeml.data.kinds import classify_column, parse_numbers
-from edgeml_runtime.features import BadValue, FeatureEncoder, read_numbers, to_number
+from edgeml_runtime.cells import BadValue, to_number
+from edgeml_runtime.features import FeatureEncoder, read_numbers
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 F32_MAX = float(np.finfo(np.float32).max)

@@ -17,7 +17,7 @@ from edgeml.config import resolve
 from edgeml.verify import pick_samples
 from edgeml.verify.bundle_check import check_bundle
 from edgeml.verify.samples import SAMPLE_ROWS
-from edgeml_runtime.features import to_boolean, to_category, to_datetime, to_number
+from edgeml_runtime.cells import to_boolean, to_category, to_datetime, to_number
 from edgeml_runtime.protocol import bundle_sha256
 
 pytest_plugins = ["twin_builds"]

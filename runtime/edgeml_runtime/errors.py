@@ -20,7 +20,7 @@ Every error class the runtime defines::
     │   ├── OutboxError             the outbox file cannot be opened, is in use, or cannot take a message
     │   └── ProtocolError           a topic or message breaks the device ↔ fleet protocol
     └── ValueError
-        └── features.BadValue       internal: one value the encoder cannot read; becomes a RowError
+        └── cells.BadValue          internal: one value the encoder cannot read; becomes a RowError
 
 Example:
 

@@ -9,14 +9,16 @@ is missing; rebuild the bundle``), so a manifest is validated once, here;
 manifests from the same classes (``edgeml.bundle.writer``), and
 ``schemas/manifest.schema.json`` states the same layout as a JSON Schema.
 
-The layout is described key by key in docs/bundle.md; the records inside
-sections (input columns, drift reference entries, trials, a transform's
-details) are in :mod:`edgeml_runtime.manifest_details`. Three keys are left
-out only in the manifest the build writes while it verifies an artifact (a
-draft: the runtime must load the artifact to measure it): ``test_metrics``
-of that artifact, ``metrics.test`` until ``model.onnx`` is measured, and
-``samples`` until every artifact is verified. A bundle always has them;
-the JSON Schema requires them.
+The layout is described key by key in docs/bundle.md. The artifact sections
+(``artifacts``, ``verification``, ``not_shipped`` and their parts) are in
+:mod:`edgeml_runtime.manifest_artifacts` and importable from here too; the
+records inside sections (input columns, drift reference entries, trials, a
+transform's details) are in :mod:`edgeml_runtime.manifest_details`. Three
+keys are left out only in the manifest the build writes while it verifies an
+artifact (a draft: the runtime must load the artifact to measure it):
+``test_metrics`` of that artifact, ``metrics.test`` until ``model.onnx`` is
+measured, and ``samples`` until every artifact is verified. A bundle always
+has them; the JSON Schema requires them.
 
 Example:
 
@@ -38,6 +40,15 @@ from functools import cached_property
 from typing import ClassVar
 
 from .errors import BundleError
+from .manifest_artifacts import (
+    FORMATS,
+    METRICS,
+    Artifact,
+    MetricDrop,
+    NotShipped,
+    Transform,
+    Verification,
+)
 from .manifest_details import (
     CLASSES,
     COLUMN,
@@ -47,10 +58,7 @@ from .manifest_details import (
     INPUTS,
     OUTPUT,
     PRECISIONS,
-    TFLITE_MICRO,
-    TREES,
     FileRef,
-    Quantization,
     SearchBudgets,
     Trial,
 )
@@ -63,7 +71,6 @@ from .sections import (
     NUMBER,
     SHA256,
     STR,
-    Kind,
     Section,
     _show,
     key,
@@ -73,7 +80,6 @@ from .sections import (
     nullable,
     one_of,
     section,
-    wrong,
 )
 
 #: The manifest layout this runtime reads. Bumped on incompatible changes: 2 made every section strict and
@@ -81,7 +87,6 @@ from .sections import (
 #: file name in the bundle.
 MANIFEST_FORMAT = 3
 TASKS = ("classification", "regression")
-FORMATS = ("onnx", "ort", "tflite")
 SAMPLE_SOURCES = ("test", "synthetic")
 
 
@@ -130,107 +135,6 @@ class Dropped(Section):
     schema_name: ClassVar[str] = "dropped"
     name: str = key(STR)
     reason: str = key(STR)
-
-
-@dataclass(frozen=True, kw_only=True)
-class MetricDrop(Section):
-    """What a reduced-precision artifact lost against fp32 on the test split, and whether that is allowed."""
-
-    schema_name: ClassVar[str] = "metric_drop"
-    metric: str = key(one_of("accuracy", "rmse"))
-    fp32: float = key(NUMBER)
-    value: float = key(NUMBER)
-    drop: float = key(NUMBER)
-    allowed: float = key(NUMBER)
-    within: bool = key(BOOL)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Transform(Section):
-    """``artifacts[i].transform``: how a derived artifact was made from the exported model."""
-
-    schema_name: ClassVar[str] = "transform"
-    done: tuple[str, ...] = key(list_of(STR, min_items=1))
-    family: str | None = key(STR, optional=True)
-    operators: tuple[str, ...] | None = key(list_of(STR), optional=True)
-    op_set: str | None = key(STR, optional=True)
-    planned_bytes: int | None = key(INT, optional=True)
-    bytes_fp32: int | None = key(INT, optional=True)
-    output_offset: float | None = key(NUMBER, optional=True)
-    quantization: Quantization | None = key(section(Quantization), optional=True)
-    trees: Section | None = key(TREES, optional=True)
-    tflite_micro: Section | None = key(TFLITE_MICRO, optional=True)
-    fp16_ops: tuple[str, ...] | None = key(list_of(STR), optional=True)
-    optimization: str | None = key(STR, optional=True)
-    ort_version: str | None = key(STR, optional=True)
-    required_operators: tuple[str, ...] | None = key(list_of(STR), optional=True)
-
-
-METRICS = mapping_of(nullable(NUMBER))
-OUTPUTS = Kind("an object naming the label and probabilities outputs, or the value output",
-               lambda v, at: _outputs(v, at), dict, {"oneOf": [
-                   {"type": "object", "properties": {"label": STR.schema, "probabilities": STR.schema},
-                    "required": ["label", "probabilities"], "additionalProperties": False},
-                   {"type": "object", "properties": {"value": STR.schema}, "required": ["value"],
-                    "additionalProperties": False}]})
-
-
-def _outputs(v, where: str) -> dict:
-    if not (isinstance(v, dict) and set(v) in ({"label", "probabilities"}, {"value"})
-            and all(isinstance(x, str) for x in v.values())):
-        raise wrong(where, v, 'an object {"label": …, "probabilities": …} or {"value": …} of output names')
-    return dict(v)
-
-
-@dataclass(frozen=True)
-class Artifact(Section):
-    """One model file in a bundle, as ``artifacts[i]`` describes it; checked byte for byte on every load.
-
-    ``opset`` is the exported model's; ``transform`` and ``files`` belong to
-    derived artifacts, ``metric_drop`` to reduced-precision ones.
-    """
-
-    schema_name: ClassVar[str] = "artifact"
-    bundle_requires: ClassVar[tuple[str, ...]] = ("test_metrics",)
-    path: str = key(FILE_NAME)
-    format: str = key(one_of(*FORMATS))
-    precision: str = key(one_of(*PRECISIONS))
-    bytes: int = key(INT)
-    sha256: str = key(SHA256)
-    engine: str = key(one_of("onnxruntime", "litert"), default="")
-    outputs: dict = key(OUTPUTS, factory=dict)
-    inputs: tuple[str, ...] = key(list_of(STR), default=())
-    opset: dict | None = key(mapping_of(INT), optional=True)
-    files: dict[str, FileRef] | None = key(mapping_of(section(FileRef)), optional=True)
-    transform: Transform | None = key(section(Transform), optional=True)
-    test_metrics: dict | None = key(METRICS, optional=True)
-    metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
-
-
-@dataclass(frozen=True, kw_only=True)
-class NotShipped(Section):
-    """One of ``not_shipped``: an artifact the target asked for that is not in the bundle, and why."""
-
-    schema_name: ClassVar[str] = "not_shipped"
-    format: str = key(one_of(*FORMATS))
-    precision: str = key(one_of(*PRECISIONS))
-    applicable: bool = key(BOOL)
-    reason: str = key(STR)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Verification(Section):
-    """One of ``verification``: an artifact scored through the runtime on the test split against the host."""
-
-    schema_name: ClassVar[str] = "verification"
-    artifact: str = key(STR)
-    rows: int = key(INT)
-    label_mismatches: int = key(INT)
-    ties: int = key(INT)
-    max_abs_diff: float = key(NUMBER)
-    tolerance: float = key(NUMBER)
-    passed: bool = key(BOOL)
-    metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,10 +22,11 @@ import numpy as np
 
 from . import device
 from .bundle import Bundle, open_bundle
+from .cells import ABSENT, SCALAR, BadValue
 from .drift import DriftMonitor, DriftSettings
 from .engines import engine_for
 from .errors import BundleError, EngineError, InputError, RowError
-from .features import ABSENT, SCALAR, BadValue, FeatureEncoder, few
+from .features import FeatureEncoder, few
 from .manifest import Artifact, Manifest
 
 ON_ERROR = ("fail", "skip")

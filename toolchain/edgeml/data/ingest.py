@@ -216,7 +216,7 @@ def _read_csv(path: Path, shown: str) -> pd.DataFrame:
             encoding="utf-8-sig",
             low_memory=False,  # one dtype per column, not one per chunk
             # Only empty fields are missing here. Text such as "NA", "None" or "#N/A" stays text, as a
-            # device reading the same file sees it; edgeml_runtime.features decides what it means per
+            # device reading the same file sees it; edgeml_runtime.cells decides what it means per
             # column kind (missing for numbers, a category of its own for categoricals).
             keep_default_na=False,
             na_values=[""],

@@ -4,7 +4,7 @@ A row *covers* a requirement such as "column ``Contract`` is ``Two year``"
 (each category the model knows, and one it does not when there is one),
 "``TotalCharges`` is missing" or "``tenure`` is at its smallest value". The
 requirements come from the rows themselves, read as a device reads them
-(:mod:`edgeml_runtime.features`: ``" "`` is a missing number, ``"Yes"`` a
+(:mod:`edgeml_runtime.cells`: ``" "`` is a missing number, ``"Yes"`` a
 true boolean). :func:`pick_rows` takes rows greedily — each time the one that
 covers the most requirements not yet covered, the first such row on a tie —
 then fills up to the wanted number with rows drawn at random (seeded), and
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeml_runtime.features import SCALAR, BadValue
+from edgeml_runtime.cells import SCALAR, BadValue
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 

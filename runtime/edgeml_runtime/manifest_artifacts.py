@@ -1,0 +1,153 @@
+"""The artifact sections of ``manifest.json``: each model file, how it was derived, verified or left out.
+
+An :class:`Artifact` (``artifacts[i]``) is one model file a device may load,
+checked byte for byte on every load, with the :class:`Transform` that derived
+it from the exported model and, at reduced precision, its
+:class:`MetricDrop`. A :class:`Verification` (``verification[i]``) is an
+artifact scored through the runtime against the host; a :class:`NotShipped`
+(``not_shipped[i]``) one the target asked for that the bundle lacks, and why.
+They are sections of :class:`~edgeml_runtime.manifest.Manifest`, read as
+strictly (:mod:`edgeml_runtime.sections`), and importable from
+:mod:`edgeml_runtime.manifest` too; a transform's details are in
+:mod:`edgeml_runtime.manifest_details`.
+
+Example:
+
+>>> a = {"path": "model.onnx", "format": "onnx", "precision": "fp32", "bytes": 1024, "sha256": "0" * 64,
+...      "engine": "onnxruntime", "outputs": {"value": "variable"}, "inputs": ["temp"]}
+>>> Artifact.from_dict(a, "manifest.json: artifacts[0]").to_dict() == a
+True
+>>> Artifact.from_dict({**a, "path": "../model.onnx"}, "manifest.json: artifacts[0]")
+Traceback (most recent call last):
+...
+edgeml_runtime.errors.BundleError: manifest.json: artifacts[0].path is '../model.onnx', expected a plain file \
+name in the bundle folder (letters, digits, '_', '-', '.'; not starting with '.'); rebuild the bundle
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .manifest_details import PRECISIONS, TFLITE_MICRO, TREES, FileRef, Quantization
+from .sections import (
+    BOOL,
+    FILE_NAME,
+    INT,
+    NUMBER,
+    SHA256,
+    STR,
+    Kind,
+    Section,
+    key,
+    list_of,
+    mapping_of,
+    nullable,
+    one_of,
+    section,
+    wrong,
+)
+
+#: The artifact formats a bundle may ship (a target profile lists some of them, in its order of preference).
+FORMATS = ("onnx", "ort", "tflite")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricDrop(Section):
+    """What a reduced-precision artifact lost against fp32 on the test split, and whether that is allowed."""
+
+    schema_name: ClassVar[str] = "metric_drop"
+    metric: str = key(one_of("accuracy", "rmse"))
+    fp32: float = key(NUMBER)
+    value: float = key(NUMBER)
+    drop: float = key(NUMBER)
+    allowed: float = key(NUMBER)
+    within: bool = key(BOOL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transform(Section):
+    """``artifacts[i].transform``: how a derived artifact was made from the exported model."""
+
+    schema_name: ClassVar[str] = "transform"
+    done: tuple[str, ...] = key(list_of(STR, min_items=1))
+    family: str | None = key(STR, optional=True)
+    operators: tuple[str, ...] | None = key(list_of(STR), optional=True)
+    op_set: str | None = key(STR, optional=True)
+    planned_bytes: int | None = key(INT, optional=True)
+    bytes_fp32: int | None = key(INT, optional=True)
+    output_offset: float | None = key(NUMBER, optional=True)
+    quantization: Quantization | None = key(section(Quantization), optional=True)
+    trees: Section | None = key(TREES, optional=True)
+    tflite_micro: Section | None = key(TFLITE_MICRO, optional=True)
+    fp16_ops: tuple[str, ...] | None = key(list_of(STR), optional=True)
+    optimization: str | None = key(STR, optional=True)
+    ort_version: str | None = key(STR, optional=True)
+    required_operators: tuple[str, ...] | None = key(list_of(STR), optional=True)
+
+
+METRICS = mapping_of(nullable(NUMBER))
+OUTPUTS = Kind("an object naming the label and probabilities outputs, or the value output",
+               lambda v, at: _outputs(v, at), dict, {"oneOf": [
+                   {"type": "object", "properties": {"label": STR.schema, "probabilities": STR.schema},
+                    "required": ["label", "probabilities"], "additionalProperties": False},
+                   {"type": "object", "properties": {"value": STR.schema}, "required": ["value"],
+                    "additionalProperties": False}]})
+
+
+def _outputs(v, where: str) -> dict:
+    if not (isinstance(v, dict) and set(v) in ({"label", "probabilities"}, {"value"})
+            and all(isinstance(x, str) for x in v.values())):
+        raise wrong(where, v, 'an object {"label": …, "probabilities": …} or {"value": …} of output names')
+    return dict(v)
+
+
+@dataclass(frozen=True)
+class Artifact(Section):
+    """One model file in a bundle, as ``artifacts[i]`` describes it; checked byte for byte on every load.
+
+    ``opset`` is the exported model's; ``transform`` and ``files`` belong to
+    derived artifacts, ``metric_drop`` to reduced-precision ones.
+    """
+
+    schema_name: ClassVar[str] = "artifact"
+    bundle_requires: ClassVar[tuple[str, ...]] = ("test_metrics",)
+    path: str = key(FILE_NAME)
+    format: str = key(one_of(*FORMATS))
+    precision: str = key(one_of(*PRECISIONS))
+    bytes: int = key(INT)
+    sha256: str = key(SHA256)
+    engine: str = key(one_of("onnxruntime", "litert"), default="")
+    outputs: dict = key(OUTPUTS, factory=dict)
+    inputs: tuple[str, ...] = key(list_of(STR), default=())
+    opset: dict | None = key(mapping_of(INT), optional=True)
+    files: dict[str, FileRef] | None = key(mapping_of(section(FileRef)), optional=True)
+    transform: Transform | None = key(section(Transform), optional=True)
+    test_metrics: dict | None = key(METRICS, optional=True)
+    metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotShipped(Section):
+    """One of ``not_shipped``: an artifact the target asked for that is not in the bundle, and why."""
+
+    schema_name: ClassVar[str] = "not_shipped"
+    format: str = key(one_of(*FORMATS))
+    precision: str = key(one_of(*PRECISIONS))
+    applicable: bool = key(BOOL)
+    reason: str = key(STR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification(Section):
+    """One of ``verification``: an artifact scored through the runtime on the test split against the host."""
+
+    schema_name: ClassVar[str] = "verification"
+    artifact: str = key(STR)
+    rows: int = key(INT)
+    label_mismatches: int = key(INT)
+    ties: int = key(INT)
+    max_abs_diff: float = key(NUMBER)
+    tolerance: float = key(NUMBER)
+    passed: bool = key(BOOL)
+    metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
