@@ -122,3 +122,18 @@ def extra_learner():
                                        ("classification",), "linear", "a learner registered by a test"))
     yield learner.name
     unregister_learner(learner.name)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A Mosquitto of this test's own, with persistence (sessions and queued messages survive its restarts).
+
+    Its log is printed at the end, which pytest shows when the test fails.
+    """
+    from broker import Broker
+
+    b = Broker(tmp_path / "mosquitto", persistence=True)
+    b.start()
+    yield b
+    b.stop()
+    print(b.log())

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from broker import Broker, Subscriber, wait_until
+from broker import Subscriber, wait_until
 
 from edgeml_runtime.agent import Agent
 from edgeml_runtime.deadletter import DeadLetters
@@ -29,15 +29,6 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
 SURROGATE = b'{"machine_type": "\\ud800", "rpm": 1500}'
 READING = {"timestamp": "2024-01-01T00:00:53", "machine_id": "M-0008", "machine_type": "L", "air_temp_c": 19.6,
            "process_temp_c": 29.4, "rpm": 1657, "torque_nm": 31.3, "vibration_mm_s": 4.11, "tool_wear_min": 195}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "mosquitto", persistence=True)
-    b.start()
-    yield b
-    b.stop()
-    print(b.log())  # shown when the test fails
 
 
 def publisher(broker):

@@ -47,13 +47,6 @@ def drift_windows(sub: Subscriber) -> list[dict]:
     return out
 
 
-@pytest.fixture
-def broker(tmp_path):
-    require_mosquitto()
-    with Broker(tmp_path / "broker", persistence=True) as b:
-        yield b
-
-
 @pytest.fixture(scope="module")
 def demo_records(demo_rows) -> list[dict]:
     with open(demo_rows, newline="") as f:

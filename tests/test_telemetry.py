@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from broker import Broker, Subscriber, wait_until
+from broker import Subscriber, wait_until
 from device_process import DeviceProcess
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -92,15 +92,6 @@ def assert_in_order(windows: list[dict]) -> None:
     assert [index(w) for w in windows] == sorted(index(w) for w in windows)
     keys = [(w["session"], w["seq"]) for w in windows]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "mosquitto", persistence=True)
-    b.start()
-    yield b
-    b.stop()
-    print(b.log())  # shown when the test fails
 
 
 @pytest.fixture

@@ -12,20 +12,10 @@ import json
 import logging
 import sqlite3
 
-import pytest
 from broker import Broker, Subscriber, wait_until
 from test_telemetry import index, received, telemetry, unique_windows, window
 
 from edgeml_runtime.outbox import MIN_MAX_BYTES, Outbox
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "mosquitto", persistence=True)
-    b.start()
-    yield b
-    b.stop()
-    print(b.log())  # shown when the test fails
 
 
 def small_broker(tmp_path, max_packet: int) -> Broker:
