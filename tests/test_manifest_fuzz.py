@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from edgeml_runtime.bundle import read_manifest
 from edgeml_runtime.errors import BundleError
 
-#: Generated cases (about 10 ms each: some 20 s on a quiet machine).
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 2000))
+#: Generated cases (about 10 ms each: some 30 s on a quiet machine).
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 3000))
 ODD_TEXT = ["", "\ud800", "\udfff", "\x00", "../../etc/shadow", "/etc/shadow", "manifest.json", ".hidden",
             "\u202e\u0301", "\U0001f600", "x" * 5000, "1e400", "NaN", "\n\r\t"]
 

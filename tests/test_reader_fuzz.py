@@ -129,7 +129,7 @@ def render_csv(header, real_rows, spec) -> tuple[bytes, int, set[int]]:
     return b"".join(parts), len(rows), flawed
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=750)
 @given(spec=csv_input(9))
 def test_csv_rows_built_one_by_one_are_each_scored_or_reported(model, demo, spec):
     header, real_rows = demo
@@ -139,7 +139,7 @@ def test_csv_rows_built_one_by_one_are_each_scored_or_reported(model, demo, spec
     assert flawed <= {e.row for e in report.errors}
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=450)
 @given(spec=csv_input(9, multiline=False))
 def test_line_parser_reads_one_line_csv_rows_one_by_one(model, demo, spec):
     header, real_rows = demo
@@ -208,7 +208,7 @@ def demo_records(demo) -> list[dict]:
     return [dict(zip(header, r, strict=True)) for r in rows]
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=750)
 @given(lines=JSONL)
 def test_jsonl_lines_are_each_scored_or_reported(model, demo_records, lines):
     data, n, flawed = render_jsonl(demo_records, _copy(lines))
@@ -232,7 +232,7 @@ PIECES = st.sampled_from([b'"', b'""', b",", b";", b"\t", b"\r", b"\n", b"\r\n",
                           b"M-0001", b"2024-01-01T00:00:00", b"L"])
 
 
-@settings(FUZZ, max_examples=700)
+@settings(FUZZ, max_examples=1050)
 @given(body=st.lists(st.one_of(PIECES, st.binary(max_size=6)), max_size=60), fmt=st.sampled_from(["csv", "jsonl"]),
        with_header=st.booleans())
 def test_random_bytes_never_crash_a_reader_nor_lose_a_row(model, demo, body, fmt, with_header):
