@@ -15,9 +15,9 @@ import pytest
 from broker import wait_until
 from jsonschema import Draft202012Validator, FormatChecker
 
-from edgeml_runtime.agent import Agent, birth_description
+from edgeml_runtime.agent import Agent, birth_description, default_outbox_path
 from edgeml_runtime.outbox import Outbox
-from edgeml_runtime.protocol import FORMAT_VERSION, VerdictRule, bundle_sha256, parse_topic, schema
+from edgeml_runtime.protocol import FORMAT_VERSION, DeviceTopics, VerdictRule, bundle_sha256, parse_topic, schema
 from edgeml_runtime.settings import resolve_settings
 
 NOWHERE = "mqtt://127.0.0.1:9"  # the discard port: nothing listens
@@ -99,3 +99,16 @@ def test_an_unloadable_tls_file_is_named_and_the_outbox_closed_again(demo_bundle
         Agent(demo_bundle, s).run()
     with Outbox(tmp_path / "outbox.db") as box:  # the outbox was closed again: it can be reopened
         assert len(box) == 0
+
+
+def test_devices_whose_ids_join_alike_keep_their_own_outbox(tmp_path, monkeypatch):
+    """``plant`` + ``a-pi-07`` and ``plant-a`` + ``pi-07`` shared ``plant-a-pi-07.outbox.db``; an outbox of that
+    old name, once there, is still the one used, so the windows waiting in it are sent after the upgrade."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    one, other = DeviceTopics("plant", "a-pi-07"), DeviceTopics("plant-a", "pi-07")
+    assert default_outbox_path(one) != default_outbox_path(other)
+    assert default_outbox_path(other) == tmp_path / "edgeml" / "plant-a" / "pi-07.outbox.db"
+    legacy = tmp_path / "edgeml" / "plant-a-pi-07.outbox.db"
+    with Outbox(legacy) as box:
+        box.put("edgeml/plant-a/pi-07/drift", b"{}")
+    assert default_outbox_path(other) == legacy

@@ -58,10 +58,21 @@ def birth_description(model: dict, drift: DriftSettings) -> dict:
 
 
 def default_outbox_path(device: DeviceTopics) -> Path:
-    """``$XDG_STATE_HOME/edgeml/<fleet>-<device>.outbox.db`` (``~/.local/state`` without the variable)."""
+    """``$XDG_STATE_HOME/edgeml/<fleet>/<device>.outbox.db`` (``~/.local/state`` without the variable).
+
+    One folder per fleet: ids may hold ``-``, so the earlier name,
+    ``<fleet>-<device>.outbox.db``, was one file for fleet ``plant`` with
+    device ``a-pi-07`` and for fleet ``plant-a`` with device ``pi-07``. Where
+    a file of that old name exists (and none of the new), it is still used,
+    so that no window waiting in it is lost to the upgrade.
+    """
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edgeml"
-    state.mkdir(parents=True, exist_ok=True)
-    return state / f"{device.fleet}-{device.device_id}.outbox.db"
+    path = state / device.fleet / f"{device.device_id}.outbox.db"
+    legacy = state / f"{device.fleet}-{device.device_id}.outbox.db"
+    if legacy.exists() and not path.exists():
+        return legacy
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class Agent:
