@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_outbox.py
+	$(BIN)/python bench/bench_readers.py
 
 clean:
 	rm -rf $(VENV) dist bench/out
