@@ -330,3 +330,31 @@ def test_settings_without_a_broker_refuse_what_needs_one(tmp_path):
     assert settings(tmp_path, drift_output="-", max_depth=4).run.limits.max_depth == 4
     with pytest.raises(SettingsError, match=r"max_line_bytes = 8 \(from flag --max-line-bytes\)"):
         settings(tmp_path, drift_output="-", max_line_bytes=8)
+
+
+def test_runs_streaming_outputs_follow_no_link_and_keep_the_mode(demo_bundle, demo_rows, tmp_path):
+    """``run`` writes scored records and drift windows as it goes (no rename at the end), yet a link planted at
+    either path is not written through, an existing file keeps its mode, and the input is not overwritten."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "scored.csv").symlink_to(victim)
+    with pytest.raises(InputError, match="--output .*scored.csv is a symbolic link"):
+        Agent(demo_bundle, settings(tmp_path, input=str(demo_rows), output=str(tmp_path / "scored.csv"),
+                                    drift_output=str(tmp_path / "w.jsonl"))).run()
+    (tmp_path / "planted.jsonl").symlink_to(victim)
+    with pytest.raises(InputError, match="--drift-output .*planted.jsonl is a symbolic link"):
+        Agent(demo_bundle, settings(tmp_path, input=str(demo_rows), drift_output=str(tmp_path / "planted.jsonl"))).run()
+    with pytest.raises(InputError, match="is the input file"):
+        Agent(demo_bundle, settings(tmp_path, input=str(demo_rows), output=str(demo_rows),
+                                    drift_output=str(tmp_path / "w2.jsonl"))).run()
+    assert victim.read_text() == "precious\n" and demo_rows.read_text().count("\n") == 51
+    out, windows = tmp_path / "out.csv", tmp_path / "windows.jsonl"
+    out.write_text("old\n")
+    out.chmod(0o600)
+    windows.write_text('{"kept": true}\n')
+    windows.chmod(0o640)
+    stats = Agent(demo_bundle, settings(tmp_path, input=str(demo_rows), output=str(out),
+                                        drift_output=str(windows))).run()
+    assert stats.scored == 50 and out.read_text().count("\n") == 51 and "old" not in out.read_text()
+    assert windows.read_text().startswith('{"kept": true}\n') and windows.read_text().count("\n") == 2
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and stat.S_IMODE(windows.stat().st_mode) == 0o640

@@ -36,9 +36,10 @@ from .drift import DriftSettings
 from .errors import SourceError
 from .model import Model
 from .outbox import Outbox
+from .outputs import stream_file
 from .protocol.envelopes import describe_model, describe_window
 from .protocol.topics import DeviceTopics
-from .records import RecordWriter, open_text
+from .records import RecordWriter
 from .run import RunStats, StreamScorer, WindowFile
 from .settings import AgentSettings
 from .stream import FileSource
@@ -172,12 +173,9 @@ class Agent:
         if not path:
             yield None
             return
-        out = open_text(path, "w")
-        try:
+        source = self.settings.run.input or "-"
+        with stream_file(path, source=source) as out:
             yield RecordWriter(out, self.settings.run.format, model.classes)
-        finally:
-            if path != "-":
-                out.close()
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

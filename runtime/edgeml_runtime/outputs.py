@@ -10,6 +10,11 @@ file as it was. A character device or a FIFO (``/dev/null``, a named pipe,
 opened and written directly. Anything else is refused with the fix: a
 folder, a block device or socket, and a symbolic link to a regular file
 (whose target the rename would not touch; give the target itself).
+
+``run`` writes as it scores, so its outputs (``--output``, ``--drift-output``)
+cannot wait for a rename at the end: :func:`stream_file` opens them in place,
+with the same refusals, without following a link (``O_NOFOLLOW``), keeping an
+existing file's mode, and truncating (``--output``) or appending (windows).
 """
 
 from __future__ import annotations
@@ -33,15 +38,7 @@ def output_file(path: str, source: str):
         with open_text("-", "w") as out:
             yield out
         return
-    try:
-        link = os.lstat(path)
-    except FileNotFoundError:
-        link = None
-    except OSError as exc:
-        raise InputError(f"--output {path}: {exc.strerror}") from None
-    target = _target(path, link)
-    if target is not None and source != "-" and os.path.exists(source) and os.path.samefile(source, path):
-        raise InputError(f"--output {path} is the input file; write the scored records to another file")
+    target = _checked(path, source)
     if target is not None and (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
         with _open_direct(path) as out:
             yield out
@@ -50,7 +47,41 @@ def output_file(path: str, source: str):
         yield out
 
 
-def _target(path: str, link: os.stat_result | None) -> os.stat_result | None:
+@contextlib.contextmanager
+def stream_file(path: str, *, source: str = "-", append: bool = False, flag: str = "--output"):
+    """A text stream ``run`` writes to as it goes (``-``: stdout, left open); see the module docstring."""
+    if path == "-":
+        yield open_text("-", "w")
+        return
+    target = _checked(path, source, flag)
+    if target is not None and (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
+        with _open_direct(path, "a" if append else "w") as out:
+            yield out
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, NEW_FILE_MODE)  # an existing file keeps its mode; a link planted since: ELOOP
+    except OSError as exc:
+        raise InputError(f"cannot write to {path} ({flag}): {exc.strerror}") from None
+    with open(fd, "w", encoding="utf-8", newline="", closefd=True) as out:
+        yield out
+
+
+def _checked(path: str, source: str, flag: str = "--output") -> os.stat_result | None:
+    """What ``path`` is now (None: nothing yet), refusing what cannot take records and the input file itself."""
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        link = None
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: {exc.strerror}") from None
+    target = _target(path, link, flag)
+    if target is not None and source != "-" and os.path.exists(source) and os.path.samefile(source, path):
+        raise InputError(f"{flag} {path} is the input file; write the scored records to another file")
+    return target
+
+
+def _target(path: str, link: os.stat_result | None, flag: str = "--output") -> os.stat_result | None:
     """What ``path`` is (None: nothing yet); refuses what cannot take scored records."""
     if link is None:
         return None
@@ -59,25 +90,25 @@ def _target(path: str, link: os.stat_result | None) -> os.stat_result | None:
         try:
             target = os.stat(path)
         except OSError:
-            raise InputError(f"--output {path} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
+            raise InputError(f"{flag} {path} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
                              "give a file path that is not a link") from None
         if not (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
-            raise InputError(f"--output {path} is a symbolic link (to {os.path.realpath(path)}); scored records "
+            raise InputError(f"{flag} {path} is a symbolic link (to {os.path.realpath(path)}); scored records "
                              "are not written through links: give the target itself, or remove the link (for "
                              "standard output: --output -)")
     if stat.S_ISDIR(target.st_mode):
-        raise InputError(f"--output {path} is a folder; give the path of a file to write, e.g. "
+        raise InputError(f"{flag} {path} is a folder; give the path of a file to write, e.g. "
                          f"{os.path.join(path, 'scored.csv')}")
     if not (stat.S_ISREG(target.st_mode) or stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
-        raise InputError(f"--output {path} is neither a regular file, a character device nor a FIFO; give a file "
+        raise InputError(f"{flag} {path} is neither a regular file, a character device nor a FIFO; give a file "
                          "path")
     return target
 
 
 @contextlib.contextmanager
-def _open_direct(path: str):
+def _open_direct(path: str, mode: str = "w"):
     try:
-        out = open(path, "w", encoding="utf-8", newline="")
+        out = open(path, mode, encoding="utf-8", newline="")
     except OSError as exc:
         raise InputError(f"cannot write to {path}: {exc.strerror}") from None
     with out:

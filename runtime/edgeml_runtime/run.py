@@ -16,14 +16,15 @@ is closed and sent, and the death message published (the handlers are in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
-import sys
 import threading
 from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
 from .model import Model
+from .outputs import stream_file
 from .payloads import dumps
 from .stream import END, Item
 
@@ -53,10 +54,8 @@ class WindowFile:
 
     def __init__(self, path: str, model: dict, log: logging.Logger):
         self.path, self.model, self.log = path, model, log
-        try:
-            self._out = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write drift windows to {path}: {exc.strerror}") from None
+        self._files = contextlib.ExitStack()
+        self._out = self._files.enter_context(stream_file(path, append=True, flag="--drift-output"))
         self.seq = self.failed = 0
 
     def write(self, window: dict) -> None:
@@ -71,8 +70,7 @@ class WindowFile:
                            self.path, exc.strerror, self.failed)
 
     def close(self) -> None:
-        if self._out is not sys.stdout:
-            self._out.close()
+        self._files.close()
 
 
 class StreamScorer:
