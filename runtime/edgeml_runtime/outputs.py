@@ -51,7 +51,12 @@ def output_file(path: str, source: str):
 def stream_file(path: str, *, source: str = "-", append: bool = False, flag: str = "--output"):
     """A text stream ``run`` writes to as it goes (``-``: stdout, left open); see the module docstring."""
     if path == "-":
-        yield open_text("-", "w")
+        out = open_text("-", "w")
+        try:
+            yield out
+        finally:
+            out.flush()
+            out.detach()  # stdout stays open for whoever writes next, also when this wrapper is collected
         return
     target = _checked(path, source, flag)
     if target is not None and (stat.S_ISCHR(target.st_mode) or stat.S_ISFIFO(target.st_mode)):
