@@ -29,7 +29,7 @@ TFLITE_MICRO = {"interpreter": "tflite-micro", "ran": True, "rows": 300, "max_di
 TFLITE_MICRO_SKIPPED = {"interpreter": "tflite-micro", "ran": False, "why": "tflite-micro does not import here"}
 GEMM_TREES = {"form": "gemm", "trees": 9, "max_internal_nodes": 7, "max_leaves": 8, "compare": "LESS_EQUAL"}
 BOOLEAN_INPUT = {"name": "door_open", "kind": "boolean", "features": ["door_open"], "categories": [], "range": None,
-                 "missing_rate": 0.0, "dtype": "bool"}
+                 "missing_rate": 0.0, "dtype": "bool", "number_format": None, "date_order": None, "parts": []}
 BOOLEAN_REFERENCE = {"kind": "boolean", "monitored": True, "shares": [0.4, 0.6], "missing_rate": 0.05}
 NUMERIC_OUTPUT = {"kind": "numeric", "edges": [440.5, 452.0], "shares": [0.3, 0.4, 0.3], "split": "valid"}
 

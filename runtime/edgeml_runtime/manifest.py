@@ -84,8 +84,8 @@ from .sections import (
 
 #: The manifest layout this runtime reads. Bumped on incompatible changes: 2 made every section strict and
 #: the sample rows required; 3 hashed an artifact's side files (``files``) and confined every path to a plain
-#: file name in the bundle.
-MANIFEST_FORMAT = 3
+#: file name in the bundle; 4 gave input columns a number format, a date order and their datetime parts.
+MANIFEST_FORMAT = 4
 TASKS = ("classification", "regression")
 SAMPLE_SOURCES = ("test", "synthetic")
 

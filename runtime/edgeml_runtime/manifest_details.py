@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .errors import BundleError
-from .schema import InputColumn, InputSchema
+from .schema import DATE_ORDERS, DATETIME_PARTS, DECIMAL_MARKS, GROUPINGS, InputColumn, InputSchema
 from .sections import (
     BOOL,
     FILE_NAME,
@@ -95,8 +95,26 @@ def _increasing(edges: tuple) -> None:
 # --- inputs: the InputSchema of schema.py, read key by key --------------------------------------
 
 #: Each ``inputs[i]`` key and what it holds (all required: the host writes every one).
+def _number_format() -> Kind:
+    """``inputs[i].number_format``: an object with exactly ``decimal`` and ``grouping``."""
+    fields = {"decimal": one_of(*DECIMAL_MARKS), "grouping": one_of(*GROUPINGS)}
+    what = "an object with decimal and grouping"
+
+    def read(v, where):
+        if not isinstance(v, dict) or set(v) != set(fields):
+            raise wrong(where, v, what)
+        for name, kind in fields.items():
+            kind.read(v[name], f"{where}.{name}")
+        return v
+
+    return Kind(what, read, schema={"type": "object", "properties": {k: f.schema for k, f in fields.items()},
+                                    "required": list(fields), "additionalProperties": False})
+
+
 INPUT_KEYS = {"name": STR, "kind": STR, "features": list_of(STR, min_items=1), "categories": list_of(STR),
-              "range": nullable(list_of(NUMBER, min_items=2)), "missing_rate": NUMBER, "dtype": STR}
+              "range": nullable(list_of(NUMBER, min_items=2)), "missing_rate": NUMBER, "dtype": STR,
+              "number_format": nullable(_number_format()), "date_order": nullable(one_of(*DATE_ORDERS)),
+              "parts": list_of(one_of(*DATETIME_PARTS))}
 
 
 def _read_inputs(v, where: str) -> InputSchema:

@@ -22,8 +22,46 @@ from .errors import BundleError
 #: The kinds of column a model can take as input.
 KINDS = ("numeric", "categorical", "boolean", "datetime")
 
-#: What a datetime column is expanded into, in this order.
+#: The parts a datetime column can be expanded into (an input column lists the ones it uses in ``parts``).
 DATETIME_PARTS = ("month", "day", "dayofweek", "hour", "minute")
+
+#: How a datetime column writes a date that is not ISO 8601: day, month and year in this order.
+DATE_ORDERS = ("dmy", "mdy", "ymd")
+
+#: A number format's decimal marks, and its digit-group separators ("" for none).
+DECIMAL_MARKS = (".", ",")
+GROUPINGS = ("", ",", ".", " ", "'")
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How a numeric column writes numbers as text, when it is not the plain grammar of
+    :func:`edgeml_runtime.cells.to_number`: the decimal mark and the digit-group separator.
+
+    A column with a number format reads text with units, percent signs, currency, ranges and the like
+    (see :mod:`edgeml_runtime.textnumbers`), and text that is no number there is a missing value, as it
+    was in the training data; a column without one reads only plain numbers, anything else a row error.
+
+    >>> NumberFormat(decimal=",", grouping=".").to_dict()
+    {'decimal': ',', 'grouping': '.'}
+    """
+
+    decimal: str = "."
+    grouping: str = ""
+
+    def __post_init__(self):
+        if self.decimal not in DECIMAL_MARKS:
+            raise BundleError(f"number format decimal {self.decimal!r}: expected one of {DECIMAL_MARKS}")
+        if self.grouping not in GROUPINGS or self.grouping == self.decimal:
+            raise BundleError(f"number format grouping {self.grouping!r}: expected one of {GROUPINGS}, "
+                              "other than the decimal mark")
+
+    def to_dict(self) -> dict:
+        return {"decimal": self.decimal, "grouping": self.grouping}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NumberFormat:
+        return cls(decimal=d["decimal"], grouping=d["grouping"])
 
 
 @dataclass(frozen=True)
@@ -35,6 +73,10 @@ class InputColumn:
     :data:`DATETIME_PARTS` for datetimes. ``categories`` are the categories
     the model knows (others score as "unknown", never as an error).
     ``range`` and ``missing_rate`` describe the training split.
+    ``number_format`` (numeric columns only) says how numbers are written as
+    text when not plainly; ``date_order`` (datetime columns only) how a date
+    that is not ISO 8601 orders day, month and year, and ``parts`` which
+    :data:`DATETIME_PARTS` the column's ``features`` are, one each.
     """
 
     name: str
@@ -44,18 +86,37 @@ class InputColumn:
     range: tuple[float, float] | None = None
     missing_rate: float = 0.0
     dtype: str = ""
+    number_format: NumberFormat | None = None
+    date_order: str | None = None
+    parts: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise BundleError(
                 f"input column {self.name!r} has kind {self.kind!r}; expected one of {', '.join(KINDS)}"
             )
+        if self.number_format is not None and self.kind != "numeric":
+            raise BundleError(f"input column {self.name!r} is {self.kind}, but has a number format")
+        if self.date_order is not None and (self.kind != "datetime" or self.date_order not in DATE_ORDERS):
+            raise BundleError(f"input column {self.name!r}: date_order {self.date_order!r} needs a datetime "
+                              f"column and one of {', '.join(DATE_ORDERS)}")
+        if self.kind == "datetime":
+            if not self.parts:  # the parts every datetime column had before columns chose theirs
+                object.__setattr__(self, "parts", DATETIME_PARTS[: len(self.features)])
+            unknown = [p for p in self.parts if p not in DATETIME_PARTS]
+            if unknown or len(self.parts) != len(self.features):
+                raise BundleError(f"input column {self.name!r}: parts {list(self.parts)!r} must be one of "
+                                  f"{', '.join(DATETIME_PARTS)} per feature ({len(self.features)})")
+        elif self.parts:
+            raise BundleError(f"input column {self.name!r} is {self.kind}, but lists datetime parts")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["features"] = list(self.features)
         d["categories"] = list(self.categories)
         d["range"] = list(self.range) if self.range is not None else None
+        d["number_format"] = self.number_format.to_dict() if self.number_format is not None else None
+        d["parts"] = list(self.parts)
         return d
 
     @classmethod
@@ -69,6 +130,9 @@ class InputColumn:
                 range=tuple(d["range"]) if d.get("range") is not None else None,
                 missing_rate=float(d.get("missing_rate", 0.0)),
                 dtype=d.get("dtype", ""),
+                number_format=NumberFormat.from_dict(d["number_format"]) if d.get("number_format") else None,
+                date_order=d.get("date_order"),
+                parts=tuple(d.get("parts") or ()),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest input {d!r} is malformed ({exc}); rebuild the bundle") from exc

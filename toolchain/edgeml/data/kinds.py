@@ -38,10 +38,13 @@ from pandas.api import types
 
 from edgeml.errors import DataError
 from edgeml_runtime.features import read_numbers
+from edgeml_runtime.schema import NumberFormat
 
 __all__ = [
     "Dropped",
+    "Judged",
     "classify_column",
+    "judge_column",
     "constant_reason",
     "device_numbers",
     "identifier_reason",
@@ -80,11 +83,22 @@ class Dropped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A column the model will take: its kind, how its text is written, and what the user should be told."""
+
+    kind: str
+    number_format: NumberFormat | None = None  #: numeric text not in the plain grammar (see InputColumn)
+    date_order: str | None = None  #: datetime text not in ISO 8601 (see InputColumn)
+    notes: tuple[str, ...] = ()  #: one line each, naming the column
+
+
 # -- the rules, one small function each -----------------------------------------------------
 
 
 def classify_column(series: pd.Series) -> str | Dropped:
-    """The kind of ``series`` (one of ``KINDS``), or a :class:`Dropped` saying why it is unusable.
+    """The kind of ``series`` (one of ``KINDS``), or a :class:`Dropped` saying why it is unusable
+    (:func:`judge_column` without the formats and notes).
 
     >>> import pandas as pd
     >>> classify_column(pd.Series(["Yes", "No", "no"], name="Partner"))
@@ -94,6 +108,17 @@ def classify_column(series: pd.Series) -> str | Dropped:
     >>> classify_column(pd.Series([None, None], name="notes", dtype=object))
     Dropped(name='notes', reason='empty: no values')
     """
+    judged = judge_column(series)
+    return judged if isinstance(judged, Dropped) else judged.kind
+
+
+def judge_column(series: pd.Series) -> Judged | Dropped:
+    """What ``series`` is as a model input (the rules of this module, in order), or why it is unusable.
+
+    >>> import pandas as pd
+    >>> judge_column(pd.Series(["29.85", " ", "1889.5"], name="TotalCharges"))
+    Judged(kind='numeric', number_format=None, date_order=None, notes=())
+    """
     name = str(series.name)
     present = present_values(series)
     if present.empty:
@@ -102,17 +127,17 @@ def classify_column(series: pd.Series) -> str | Dropped:
     if reason := constant_reason(present, missing=len(series) - len(present)):
         return Dropped(name, reason)
     if is_boolean(present):
-        return "boolean"
+        return Judged("boolean")
     if types.is_datetime64_any_dtype(present.dtype):
-        return "datetime"
+        return Judged("datetime")
     numbers = parse_numbers(present)
     if numbers is not None:
         reason = identifier_reason(numbers)
-        return Dropped(name, reason) if reason else "numeric"
+        return Dropped(name, reason) if reason else Judged("numeric")
     if is_datetime_text(present):
-        return "datetime"
+        return Judged("datetime")
     reason = identifier_reason(present)
-    return Dropped(name, reason) if reason else "categorical"
+    return Dropped(name, reason) if reason else Judged("categorical")
 
 
 def is_blank(series: pd.Series) -> pd.Series:

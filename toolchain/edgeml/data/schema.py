@@ -39,11 +39,12 @@ from pandas.api import types
 
 from edgeml.data.kinds import (
     Dropped,
-    classify_column,
+    Judged,
     integer_valued,
     is_blank,
     is_boolean,
     is_datetime_text,
+    judge_column,
     parse_numbers,
     present_values,
     show_value,
@@ -108,11 +109,11 @@ def infer_schema(
     if time_column is not None:
         _check_time_column(frame[time_column])
     task = infer_task(frame[label], task)
-    columns, dropped = _judge_columns(frame, [n for n in names if n != label], drop)
+    columns, dropped, notes = _judge_columns(frame, [n for n in names if n != label], drop)
     if not columns:
         reasons = "; ".join(f"{d.name!r}: {d.reason}" for d in dropped) or "the label is the only column"
         raise DataError(f"no column is left to learn {label!r} from ({reasons}); add input columns to the data")
-    notices = [f"dropped column {d.name!r} ({d.reason})" for d in dropped]
+    notices = [f"dropped column {d.name!r} ({d.reason})" for d in dropped] + notes
     if n := int(missing.sum()):
         notices.insert(0, f"dropped {n} row{'s' if n != 1 else ''} with no value for label {label!r}")
     return InferredSchema(label, task, columns, dropped, tuple(notices), time_column=time_column)
@@ -183,6 +184,16 @@ def column_features(name: str, kind: str, taken: set[str]) -> tuple[str, ...]:
     return (feature_name(name, taken),)
 
 
+def input_column(series: pd.Series, judged: Judged, taken: set[str]) -> tuple[InputColumn, tuple[str, ...]]:
+    """The input column for ``series`` as judged, with unique feature names, and the notes to show about it."""
+    name = str(series.name)
+    features = column_features(name, judged.kind, taken)
+    parts = DATETIME_PARTS[: len(features)] if judged.kind == "datetime" else ()
+    column = InputColumn(name=name, kind=judged.kind, features=features, dtype=str(series.dtype),
+                         number_format=judged.number_format, date_order=judged.date_order, parts=parts)
+    return column, judged.notes
+
+
 # -- checks and messages ----------------------------------------------------------------------
 
 
@@ -203,19 +214,21 @@ def _check_classes(label: pd.Series) -> None:
 
 def _judge_columns(
     frame: pd.DataFrame, names: list[str], drop: list[str]
-) -> tuple[tuple[InputColumn, ...], tuple[Dropped, ...]]:
-    """The input columns (with unique feature names, in frame order) and the dropped ones."""
+) -> tuple[tuple[InputColumn, ...], tuple[Dropped, ...], list[str]]:
+    """The input columns (with unique feature names, in frame order), the dropped ones, and notes about them."""
     columns: list[InputColumn] = []
     dropped: list[Dropped] = []
+    notes: list[str] = []
     taken: set[str] = set()
     for name in names:
-        verdict = Dropped(name, "dropped by --drop") if name in drop else classify_column(frame[name])
+        verdict = Dropped(name, "dropped by --drop") if name in drop else judge_column(frame[name])
         if isinstance(verdict, Dropped):
             dropped.append(verdict)
         else:
-            features = column_features(name, verdict, taken)
-            columns.append(InputColumn(name=name, kind=verdict, features=features, dtype=str(frame[name].dtype)))
-    return tuple(columns), tuple(dropped)
+            column, said = input_column(frame[name], verdict, taken)
+            columns.append(column)
+            notes.extend(said)
+    return tuple(columns), tuple(dropped), notes
 
 
 def _check_options(names: list[str], label: str, drop: list[str], time_column: str | None) -> None:
