@@ -31,6 +31,7 @@ import numpy as np
 from .cells import (
     _F32_MAX,
     _NAN,
+    SCALAR,
     BadValue,
     _is_text,
     datetime_parts,
@@ -40,7 +41,8 @@ from .cells import (
     to_number,
 )
 from .errors import InputError, RowError
-from .schema import DATETIME_PARTS, InputColumn, InputSchema
+from .schema import DATETIME_PARTS, InputColumn, InputSchema, NumberFormat
+from .textnumbers import text_reader
 
 Converter = Callable[[Sequence, dict], dict]
 
@@ -104,6 +106,23 @@ def _convert_scalar(fn, fill, values, bad):
     return out
 
 
+def number_reader(fmt: NumberFormat | None) -> Callable:
+    """How one value of a numeric column is read: :func:`~edgeml_runtime.cells.to_number` (the plain
+    grammar, unreadable text a row error), or with a number format the text grammar of
+    :mod:`edgeml_runtime.textnumbers` (unreadable text a missing value).
+
+    >>> number_reader(None)("3.5"), number_reader(NumberFormat(",", "."))("1.200,5 €")
+    (3.5, 1200.5)
+    """
+    return to_number if fmt is None else text_reader(fmt)
+
+
+def scalar_reader(col: InputColumn) -> Callable:
+    """The function from one raw value of ``col`` to its feature value(s): :data:`~edgeml_runtime.cells.SCALAR`
+    for its kind, with its number format when it has one (what a one-record path must use)."""
+    return number_reader(col.number_format) if col.kind == "numeric" else SCALAR[col.kind]
+
+
 def _numeric(col: InputColumn, values, bad):
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported as a row error just below
@@ -112,7 +131,7 @@ def _numeric(col: InputColumn, values, bad):
             for i in np.flatnonzero(np.isinf(arr)):
                 bad[int(i)] = f"{values[i]!r} is not a finite number"
     else:
-        arr = np.array(_convert_scalar(to_number, _NAN, values, bad), dtype=np.float32)
+        arr = np.array(_convert_scalar(number_reader(col.number_format), _NAN, values, bad), dtype=np.float32)
     return {col.features[0]: arr.reshape(-1, 1)}
 
 
@@ -151,51 +170,98 @@ def _rows(values) -> Sequence:
     return values if isinstance(values, (list, tuple, np.ndarray)) else list(values)
 
 
-def read_numbers(values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
-    """Each value as a device reads it in a numeric column, as float64 (NaN if missing or unreadable), and why
-    each unreadable one is, by position: the host decides a column's kind with this (one number grammar).
+def read_numbers(values: Sequence, number_format: NumberFormat | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """Each value as a device reads it in a numeric column (with ``number_format``, if it has one), as float64
+    (NaN if missing or unreadable), and why each unreadable one is, by position: the host decides a column's
+    kind with this (one number grammar). With a number format, unreadable text is missing, never in ``bad``.
 
     >>> x, bad = read_numbers(["1.5", "1_551", "na", 7])
     >>> x.tolist()[0], x.tolist()[3], bad
     (1.5, 7.0, {1: "could not read '1_551' as a number (write numbers with ASCII digits, without '_')"})
+    >>> read_numbers(["1,5", "2 - 3", "less than year"], NumberFormat(",", ""))[0].tolist()
+    [1.5, 2.5, nan]
     """
     bad: dict[int, str] = {}
-    return _numbers64(_rows(values), bad), bad
+    return _numbers64(_rows(values), bad, number_format), bad
 
 
-def _fast_numbers(values: Sequence, bad: dict) -> np.ndarray:
-    """A numeric column as float32, row errors into ``bad``: exactly what ``to_number`` on each value gives."""
-    return _numbers64(values, bad).astype(np.float32)
+def _fast_numbers(values: Sequence, bad: dict, fmt: NumberFormat | None = None) -> np.ndarray:
+    """A numeric column as float32, row errors into ``bad``: exactly what :func:`number_reader` on each value
+    gives."""
+    return _numbers64(values, bad, fmt).astype(np.float32)
 
 
-def _numbers64(values: Sequence, bad: dict) -> np.ndarray:
+def _numbers64(values: Sequence, bad: dict, fmt: NumberFormat | None = None) -> np.ndarray:
     """:func:`_fast_numbers` before the cast to float32.
 
     A block of plain values (text, Python or NumPy numbers) is one ``float`` per value at C speed, once its
-    text is known to be ASCII without ``_`` (one ``join``); the rare results outside the float32 range go
-    back through ``to_number`` for their error message.
+    text is known to be ASCII without ``_`` (one ``join``; see :func:`_block_floats` for a number format);
+    other blocks go value by value, and the rare results outside the float32 range go back through the
+    column's reader for their error message (or, text with a number format, their missing value).
     """
+    read = number_reader(fmt)
     n = len(values)
     x = np.empty(n)
     for start in range(0, n, BLOCK_ROWS):
         part = values[start : start + BLOCK_ROWS]
         types = set(map(type, part))
         if types <= _FLOATABLE and _plain_text(part, types):
-            try:  # NumPy reads Python floats and ints exactly as float() does, and faster
-                x[start : start + len(part)] = (np.array(part, np.float64) if types <= _PYTHON_NUMBERS
-                                                else np.fromiter(map(float, part), np.float64, len(part)))
+            floats = _block_floats(part, types, fmt)
+            if floats is not None:
+                x[start : start + len(part)] = floats
                 continue
-            except (ValueError, OverflowError):  # NA text, text that is no number, an int beyond float
-                pass
         local: dict[int, str] = {}
-        x[start : start + len(part)] = _convert_scalar(to_number, _NAN, part, local)
+        x[start : start + len(part)] = (_convert_scalar(read, _NAN, part, local) if fmt is None
+                                        else _read_text_block(read, part, local))
         bad.update((start + i, reason) for i, reason in local.items())
     for i in np.flatnonzero(np.abs(x) > _F32_MAX).tolist():
         try:
-            x[i] = to_number(values[i])
+            x[i] = read(values[i])
         except BadValue as exc:
             bad[i], x[i] = str(exc), _NAN
     return x
+
+
+def _block_floats(part: Sequence, types: set, fmt: NumberFormat | None) -> np.ndarray | None:
+    """A block of plain values (see :func:`_plain_text`) as float64 by ``float()``, or None when one of them
+    needs the value-by-value reader.
+
+    Where ``float()`` reads ASCII text, it reads what the plain grammar and, with decimal ".", every number
+    format read (inf and NaN aside, which the callers check); with a decimal comma, a block of text without
+    "." reads the same once "," is ".".
+    """
+    try:
+        if fmt is None or fmt.decimal == ".":  # NumPy reads Python floats and ints exactly as float() does
+            return (np.array(part, np.float64) if types <= _PYTHON_NUMBERS
+                    else np.fromiter(map(float, part), np.float64, len(part)))
+        if types == _TEXT:
+            joined = "\x1f".join(part)
+            if "." not in joined and joined.count("\x1f") == len(part) - 1:
+                return np.fromiter(map(float, joined.replace(",", ".").split("\x1f")), np.float64, len(part))
+    except (ValueError, OverflowError):  # NA text, text that is no number, an int beyond float
+        pass
+    return None
+
+
+def _read_text_block(read: Callable, part: Sequence, bad: dict) -> list:
+    """:func:`_convert_scalar` for a column with a number format, reading each distinct text once (text never
+    fails there: it is a number or missing)."""
+    seen: dict[str, float] = {}
+    out = []
+    append = out.append
+    for i, v in enumerate(part):
+        if type(v) is str:
+            f = seen.get(v)
+            if f is None:
+                f = seen[v] = read(v)
+            append(f)
+            continue
+        try:
+            append(read(v))
+        except BadValue as exc:
+            bad[i] = str(exc)
+            append(_NAN)
+    return out
 
 
 def _plain_text(part: Sequence, types: set) -> bool:
@@ -233,7 +299,7 @@ def _plain(values) -> bool:
 def _fast_numeric(col: InputColumn, values, bad):
     if not _plain(values) or (isinstance(values, np.ndarray) and values.dtype.kind in "fiu"):
         return _numeric(col, values, bad)
-    return {col.features[0]: _fast_numbers(_rows(values), bad).reshape(-1, 1)}
+    return {col.features[0]: _fast_numbers(_rows(values), bad, col.number_format).reshape(-1, 1)}
 
 
 def _fast_boolean(col: InputColumn, values, bad):
