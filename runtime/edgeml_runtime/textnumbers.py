@@ -21,8 +21,9 @@ The grammar, around one number (spaces between the parts are free unless said):
   no sign and no leading zero and the first is not above the second, so that ``2011-05-09``,
   ``2011-05`` and ``12-05`` are never ranges;
 - an approximation or a bound: ``~25``, ``≈25``, ``about 25``, ``ca. 25``, ``approx. 25``, ``23+``,
-  ``>5``, ``<5``, ``>=5``, ``≤5``: the number given (the bound is the nearest value the text states;
-  a missing value would throw away that the value is small or large).
+  ``>5``, ``<5``, ``>=5``, ``≤5``, ``up to 10``, ``more than 3``: the number given (the bound is the
+  nearest value the text states; a missing value would throw away that the value is small or large,
+  and size buckets such as ``up to 10``, ``11-50``, ``1000+`` keep their order).
 
 Never a date or a time (``17:00``, ``09-05-2011``: no ``:`` and no third part), never a code with a
 letter before the number (``A12``, ``Type 2``). Text outside the 32-bit float range is missing too,
@@ -42,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .cells import _F32_MAX, _NAN, to_number
@@ -52,7 +54,8 @@ __all__ = ["TextNumber", "parse_text_number", "read_text_number", "text_reader"]
 _CURRENCY_SYMBOLS = "$€£¥₹₽₩₺₪₫฿₴₦₱"
 _CURRENCY_CODES = ("USD", "EUR", "GBP", "CHF", "JPY", "CNY", "INR", "RUB", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK",
                    "PLN", "CZK", "HUF", "RON", "BGN", "UAH", "TRY", "BRL", "MXN", "ZAR", "KRW", "SGD", "HKD", "ILS")
-_APPROX = r"~|≈|≃|ca\.?|circa|about|around|approx\.?|approximately|<=|>=|≤|≥|<|>"
+_APPROX = (r"~|≈|≃|ca\.?|circa|about|around|approx\.?|approximately|<=|>=|≤|≥|<|>"
+           r"|up\s+to|less\s+than|more\s+than|at\s+least|at\s+most|over|under|below|above")
 _ORDINALS = frozenset({"st", "nd", "rd", "th"})
 #: What each grouping separator may be written as (a space also as a no-break or narrow no-break space).
 _GROUP_CHARS = {",": ",", ".": r"\.", " ": "[ \u00a0\u202f]", "'": "['’]"}
@@ -96,23 +99,78 @@ def _pattern(fmt: NumberFormat) -> re.Pattern:
     )
 
 
-_PATTERNS: dict[NumberFormat, re.Pattern] = {}
-_LEADING_ZERO = re.compile(r"0[0-9]")
+_LEADING_ZERO = re.compile(r"0[0-9]").match
+_UNIT_WORD = re.compile(r"[^\W\d_]+").match
+#: The characters each grouping separator may be written as (see _GROUP_CHARS).
+_GROUP_LITERALS = {",": ",", ".": ".", " ": " \u00a0\u202f", "'": "'’"}
 
 
-def _compiled(fmt: NumberFormat) -> re.Pattern:
-    """The grammar's one regular expression for ``fmt``, compiled once per format."""
-    pattern = _PATTERNS.get(fmt)
-    if pattern is None:
-        pattern = _PATTERNS[fmt] = _pattern(fmt)
-    return pattern
+class _Grammar:
+    """The grammar for one number format: its one regular expression, compiled once, and how a matched
+    number becomes a float."""
+
+    def __init__(self, fmt: NumberFormat):
+        self.fmt = fmt
+        self.match = _pattern(fmt).fullmatch
+        if fmt.grouping:
+            table: dict = dict.fromkeys(_GROUP_LITERALS[fmt.grouping])
+            table[fmt.decimal] = "."
+        else:  # without grouping, the one mark a number holds is its decimal mark
+            table = {",": "."}
+        self.table = str.maketrans(table)
+        self.point = fmt.decimal == "."
+
+    def parse(self, text: str) -> tuple[float, str] | None:
+        """The value and unit of ``text``, or None when it is no number (the regular expression alone)."""
+        m = self.match(text)
+        if m is None:
+            return None
+        _, sign, _, sign2, a, _, b, plus, gap, unit = m.groups()
+        if unit and not gap and unit[0].isalpha():
+            first = _UNIT_WORD(unit)[0]
+            if len(first) < 2 or first.lower() in _ORDINALS:
+                return None  # 1st, 12A: an ordinal or a code, not a number with a unit
+        if b is not None:
+            if sign or sign2 or plus or _LEADING_ZERO(a) or _LEADING_ZERO(b):
+                return None
+            low, high = float(a.translate(self.table)), float(b.translate(self.table))
+            if low > high:
+                return None  # 2011-5, 5-2: a date or a code rather than a range
+            value = (low + high) / 2
+        else:
+            if sign and sign2:
+                return None
+            value = float(a.translate(self.table))
+            if (sign or sign2 or "").strip() in ("-", "−"):
+                value = -value
+        if not -_F32_MAX <= value <= _F32_MAX:
+            return None
+        return value, (unit or "").strip().lower()
+
+    def read(self, value) -> float:
+        """:func:`read_text_number` in this format."""
+        if type(value) is not str:
+            return to_number(value)
+        if value.isascii() and "_" not in value and (self.point or "." not in value):
+            try:  # float() first: where it reads a 32-bit number, parse reads the same
+                f = float(value if self.point else value.replace(",", "."))
+            except ValueError:
+                pass
+            else:
+                if -_F32_MAX <= f <= _F32_MAX:
+                    return f
+        got = self.parse(value)
+        return _NAN if got is None else got[0]
 
 
-def _value(text: str, fmt: NumberFormat) -> float:
-    """An unsigned number matched by :func:`_number` as a float."""
-    if fmt.grouping:
-        return float(re.sub(_GROUP_CHARS[fmt.grouping], "", text).replace(fmt.decimal, "."))
-    return float(text.replace(",", "."))  # without grouping, the one mark it holds is the decimal mark
+_GRAMMARS: dict[NumberFormat, _Grammar] = {}
+
+
+def _grammar(fmt: NumberFormat) -> _Grammar:
+    grammar = _GRAMMARS.get(fmt)
+    if grammar is None:
+        grammar = _GRAMMARS[fmt] = _Grammar(fmt)
+    return grammar
 
 
 def parse_text_number(text: str, fmt: NumberFormat) -> TextNumber | None:
@@ -124,30 +182,8 @@ def parse_text_number(text: str, fmt: NumberFormat) -> TextNumber | None:
     >>> parse_text_number("1st", NumberFormat()) is None, parse_text_number("2011-05-09", NumberFormat()) is None
     (True, True)
     """
-    m = _compiled(fmt).fullmatch(text)
-    if m is None:
-        return None
-    a, b, unit = m["a"], m["b"], m["unit"] or ""
-    if unit and not m["gap"] and unit[0].isalpha():
-        first = re.match(r"[^\W\d_]+", unit)[0]
-        if len(first) < 2 or first.lower() in _ORDINALS:
-            return None  # 1st, 12A: an ordinal or a code, not a number with a unit
-    if b is not None:
-        if m["sign"] or m["sign2"] or m["plus"] or _LEADING_ZERO.match(a) or _LEADING_ZERO.match(b):
-            return None
-        low, high = _value(a, fmt), _value(b, fmt)
-        if low > high:
-            return None  # 2011-5, 5-2: a date or a code rather than a range
-        value = (low + high) / 2
-    else:
-        if m["sign"] and m["sign2"]:
-            return None
-        value = _value(a, fmt)
-        if (m["sign"] or m["sign2"] or "").strip() in ("-", "−"):
-            value = -value
-    if not -_F32_MAX <= value <= _F32_MAX:
-        return None
-    return TextNumber(value, unit.strip().lower())
+    got = _grammar(fmt).parse(text)
+    return None if got is None else TextNumber(*got)
 
 
 def read_text_number(value, fmt: NumberFormat) -> float:
@@ -160,20 +196,9 @@ def read_text_number(value, fmt: NumberFormat) -> float:
     >>> read_text_number(7, NumberFormat()), read_text_number("n/a-ish", NumberFormat())
     (7.0, nan)
     """
-    if type(value) is not str:
-        return to_number(value)
-    read = parse_text_number(value, fmt)
-    return _NAN if read is None else read.value
+    return _grammar(fmt).read(value)
 
 
-def text_reader(fmt: NumberFormat):
-    """``read_text_number`` for one format, as a one-argument function (what the encoder's paths take)."""
-
-    def read(value) -> float:
-        if type(value) is not str:
-            return to_number(value)
-        read = parse_text_number(value, fmt)
-        return _NAN if read is None else read.value
-
-    return read
-
+def text_reader(fmt: NumberFormat) -> Callable:
+    """:func:`read_text_number` for one format, as a one-argument function (what the encoder's paths take)."""
+    return _grammar(fmt).read

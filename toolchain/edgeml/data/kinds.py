@@ -14,11 +14,18 @@ neither missing nor blank (empty or whitespace-only text):
    parses as numbers (blanks there become missing values, not a category), by
    the device's own number grammar (:func:`edgeml_runtime.features.read_numbers`:
    ASCII digits, no ``_``), so that a column is numeric exactly when a device
-   reads its values as numbers. An
+   reads its values as numbers. If some of its values are not plain numbers,
+   the column gets a number format and those values are read as numbers
+   written as text, or become missing values, with a note
+   (:func:`edgeml.data.numbers.read_plain`). An
    integer-valued one may still be an *identifier* (rule 7); a column with
    fractional values never is.
 6. **datetime**: text of which at least :data:`DATETIME_SHARE` of a sample
    parses as an ISO-8601 date or datetime and is not a plain number.
+6b. **numeric**: text of which at least :data:`~edgeml.data.numbers.TEXT_NUMBER_SHARE`
+   reads as numbers written as text (``1.200,5``, ``$30``, ``2 BHK``, ``1200 - 1500``)
+   in one number format chosen from the values (:func:`edgeml.data.numbers.read_text`);
+   the rest become missing values, with a note. Then rule 7 as for rule 5.
 7. **identifier**: text or integer-valued numbers whose distinct values are at
    least :data:`IDENTIFIER_SHARE` of at least :data:`IDENTIFIER_MIN_ROWS`
    present rows, or integers counting up by exactly 1 row after row. Dropped.
@@ -36,6 +43,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
+from edgeml.data.numbers import ReadNumbers, read_plain, read_text
 from edgeml.errors import DataError
 from edgeml_runtime.features import read_numbers
 from edgeml_runtime.schema import NumberFormat
@@ -130,14 +138,22 @@ def judge_column(series: pd.Series) -> Judged | Dropped:
         return Judged("boolean")
     if types.is_datetime64_any_dtype(present.dtype):
         return Judged("datetime")
-    numbers = parse_numbers(present)
+    numbers = read_plain(present, NUMERIC_SHARE)
     if numbers is not None:
-        reason = identifier_reason(numbers)
-        return Dropped(name, reason) if reason else Judged("numeric")
+        return _numeric_verdict(name, numbers)
     if is_datetime_text(present):
         return Judged("datetime")
+    numbers = read_text(present)
+    if numbers is not None:
+        return _numeric_verdict(name, numbers)
     reason = identifier_reason(present)
     return Dropped(name, reason) if reason else Judged("categorical")
+
+
+def _numeric_verdict(name: str, read: ReadNumbers) -> Judged | Dropped:
+    """A column read as numbers: numeric with its number format and notes, unless its numbers identify rows."""
+    reason = identifier_reason(read.numbers)
+    return Dropped(name, reason) if reason else Judged("numeric", read.number_format, notes=read.notes)
 
 
 def is_blank(series: pd.Series) -> pd.Series:
@@ -201,21 +217,8 @@ def parse_numbers(present: pd.Series, share: float = NUMERIC_SHARE) -> pd.Series
     >>> parse_numbers(pd.Series(["1", "x"])) is None
     True
     """
-    if types.is_bool_dtype(present.dtype) or types.is_datetime64_any_dtype(present.dtype):
-        return None
-    if types.is_numeric_dtype(present.dtype):
-        return present.astype("float64")
-    if not _is_text(present.dtype) or present.empty:
-        return None
-    if _share_of_numbers(_sample(present)) < 0.5:
-        return None  # plainly text (half of an evenly spaced sample fails): skip parsing every row
-    x, bad = read_numbers(present.astype(str).tolist())
-    counted = ~np.isnan(x)  # numbers, and below the unreadable; the rest the device reads as missing (NA, nan)
-    counted[list(bad)] = True
-    parsed = pd.Series(x, index=present.index, dtype="float64")[counted]
-    if parsed.empty or parsed.notna().mean() < share:
-        return None
-    return parsed.dropna()
+    read = read_plain(present, share)
+    return None if read is None else read.numbers
 
 
 def is_datetime_text(present: pd.Series) -> bool:
