@@ -92,7 +92,7 @@ def _pattern(fmt: NumberFormat) -> re.Pattern:
         rf"""\s*(?P<approx>(?:{_APPROX})\s*)?
         (?P<sign>[+\-−]\s*)?(?P<pre>(?:{currency})\s*)?(?P<sign2>[+\-−])?
         (?P<a>{num})
-        (?:(?P<to>\s*[-–—]\s*|\s+to\s+)(?P<b>{num}))?
+        (?:(?P<to>\s*[-–—]\s*|\s+to\s+)(?:{currency})?\s*(?P<b>{num}))?
         (?P<plus>\+)?
         (?P<gap>\s*)(?P<unit>{unit})?\s*""",
         re.IGNORECASE | re.VERBOSE,

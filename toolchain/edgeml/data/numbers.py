@@ -153,10 +153,11 @@ def choose_format(texts: Sequence[str], decimal: str | None = None) -> tuple[Num
 
     A value with both marks ends with its decimal mark (``1.200,5``); a mark that repeats groups digits
     (``1,234,567``); one mark followed by other than three digits is a decimal mark (``3,5``); one mark
-    followed by exactly three digits (``1,200``) is ambiguous. The decimal mark is the one with more
-    evidence ("." on a tie, or ``decimal`` when given); the grouping the separator seen grouping, else the
-    other mark if ambiguous values show it: as grouping "," (with a note) when nothing says the decimal
-    mark is ",", as the decimal mark's partner otherwise.
+    followed by exactly three digits (``1,200``) is ambiguous. The decimal mark is ``decimal`` when given,
+    else the one more values show (on a tie "," if more values group with dots than with commas, else ".").
+    The grouping is the separator values show grouping, else the other mark when ambiguous values hold
+    it: ``1,200`` is 1200 when nothing shows a decimal comma (with a note, as it was a guess), and
+    ``1.200`` is 1200 beside decimal commas.
 
     >>> choose_format(["1,200", "3,5"])[0], choose_format(["1.200", "1.200,5"])[0]
     (NumberFormat(decimal=',', grouping=''), NumberFormat(decimal=',', grouping='.'))
@@ -173,8 +174,8 @@ def choose_format(texts: Sequence[str], decimal: str | None = None) -> tuple[Num
         for kind, mark in _evidence(m[0]):
             {"decimal": decimals, "grouping": groupings, "ambiguous": ambiguous}[kind][mark] += 1
             examples.setdefault(mark, text)
-    if decimal is None:
-        decimal = "," if decimals[","] > decimals["."] else "."
+    if decimal is None:  # more decimal commas than points, or as many and more dots grouping (1.234.567)
+        decimal = "," if (decimals[","] - decimals["."], groupings["."] - groupings[","]) > (0, 0) else "."
     other = "," if decimal == "." else "."
     grouping = next((g for g, _ in groupings.most_common() if g != decimal), "")
     notes: tuple[str, ...] = ()
