@@ -4,7 +4,8 @@ This is the one place raw values become model inputs. The host builds its
 training matrix with it too, so a device computes exactly the features the
 model was trained on. Values are converted per column, each value as
 :mod:`edgeml_runtime.cells` reads one (the number grammar, categories,
-booleans, datetimes); a value that cannot be converted becomes a
+booleans, datetimes; numbers written as text, in a column with a number
+format, as :mod:`edgeml_runtime.textnumbers` reads them); a value that cannot be converted becomes a
 :class:`~edgeml_runtime.errors.RowError` for its row, and the rows without
 errors are still scored.
 
