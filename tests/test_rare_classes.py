@@ -114,7 +114,7 @@ def test_a_build_that_gave_zero_trials_now_gives_a_model(heart, tmp_path):
 
 
 def test_when_every_trial_fails_the_error_is_the_first_failure(datasets, tmp_path):
-    """A label in the wrong unit (power in 10^298 W): forests predict values whose r2 overflows, XGBoost refuses
+    """A label in the wrong unit (power in 10^298 W): forests predict values whose r2 is not a number, XGBoost refuses
     the labels outright."""
     frame = pd.read_csv(datasets / "ccpp.csv").iloc[:300]
     frame["PE"] = frame["PE"] * 1e298

@@ -304,8 +304,7 @@ class _TrialJudge:
             return float("inf"), f"its {self.metric_name} could not be computed: {_said(exc)}"
         if not np.isfinite(loss):
             shown = ", ".join(f"{v:.3g}" for v in np.ravel(y_pred)[:3])
-            return float("inf"), (f"its validation {self.metric_name} loss is {loss} (predictions begin {shown}); "
-                                  "values this far out overflow")
+            return float("inf"), f"its validation {self.metric_name} loss is {loss} (predictions begin {shown})"
         return loss, None
 
     def _full_columns(self, y_pred, estimator):
