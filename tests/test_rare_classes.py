@@ -140,3 +140,20 @@ def test_test_metrics_leave_out_a_class_the_test_split_lacks():
     recall = [np.mean(proba.argmax(axis=1)[y == c] == c) for c in (0, 1)]
     assert m["balanced_accuracy"] == round(float(np.mean(recall)), 6)
     assert "roc_auc" not in classification_metrics(np.zeros(5, int), proba[:5].argmax(axis=1), proba[:5])
+
+
+def test_seven_classes_one_of_five_rows_are_all_learned(datasets):
+    """The issue's first table: 4,898 rows in 7 classes, one of 5 rows (the shape of white-wine quality), here the
+    power plant's output cut into classes of those sizes."""
+    frame = pd.read_csv(datasets / "ccpp.csv").iloc[:4898]
+    sizes = {3: 20, 4: 163, 5: 1457, 6: 2198, 7: 880, 8: 175, 9: 5}
+    rank = frame["PE"].rank(method="first").to_numpy() - 1
+    frame["quality"] = np.searchsorted(np.cumsum(list(sizes.values())), rank, side="right") + 3
+    frame = frame.drop(columns="PE")
+    assert frame["quality"].value_counts().to_dict() == sizes
+    data = prepare(frame, "quality")
+    assert data.split.notes[0].startswith("class 9 (5 rows) is too rare for a stratified split")
+    result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"],
+                        SearchSettings("classification", ("lgbm",), max_iter=2, n_jobs=1))
+    assert all(t.failure is None and np.isfinite(t.loss) for t in result.trials)
+    assert result.model.predict_proba(data.X["test"]).shape[1] == 7
