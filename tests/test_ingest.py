@@ -318,10 +318,14 @@ def test_unclosed_quote(tmp_path):
         read_table(path)
 
 
-def test_duplicate_csv_header(tmp_path):
+def test_duplicate_csv_header_cells_are_numbered(tmp_path):
+    """A CSV header's repeated names are numbered by the runtime's header rule, as a device numbers them."""
     path = write(tmp_path / "dupes.csv", "a,b,a,b,c\n1,2,3,4,5\n")
-    with pytest.raises(DataError, match=r"dupes\.csv.*duplicate column names 'a', 'b'"):
-        read_table(path)
+    table = read_table(path)
+    assert list(table.frame.columns) == ["a", "b", "a_2", "b_2", "c"]
+    assert table.frame.iloc[0].tolist() == [1, 2, 3, 4, 5]
+    assert table.notes == ("header cell 3 repeats 'a' (cell 1): the column is named 'a_2'",
+                           "header cell 4 repeats 'b' (cell 2): the column is named 'b_2'")
 
 
 def test_not_utf8(tmp_path):

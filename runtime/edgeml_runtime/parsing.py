@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from .errors import InputError, SettingsError, check_count
+from .headers import read_header
 
 #: Bytes read from a file or stdin at once (``read1``: what is there, at most this).
 READ_BYTES = 64 * 1024
@@ -328,13 +329,17 @@ class CsvReader:
     A quoted value may span lines (up to ``max_record_lines``). :meth:`rows`
     yields ``(values, None)`` for a readable row and ``(None, reason)`` for
     one that is not; blank lines are not rows. A header that cannot be read
-    is an :class:`~.errors.InputError` for the whole input.
+    is an :class:`~.errors.InputError` for the whole input. The header's cells
+    are named by :func:`~.headers.read_header` (empty and repeated cells
+    named, whitespace tidied, as the host names them); ``header_notes`` says
+    what was renamed.
     """
 
     def __init__(self, lines, limits: ReadLimits):
         self.limits = limits
         self._lines = _RecordLines(lines, limits)
         self.header: list[str] | None = None
+        self.header_notes: tuple[str, ...] = ()
         self.delimiter = ","
         first = self._lines.take()
         while first is not None and first is not OVERLONG and not first.strip():
@@ -351,11 +356,9 @@ class CsvReader:
         values, reason = self._record()
         if reason is not None:
             raise InputError(f"the CSV header (the first line) {reason}; fix the header line")
-        if len(set(values)) != len(values):
-            dupes = sorted({h for h in values if values.count(h) > 1})
-            raise InputError(f"the CSV header repeats column(s) {', '.join(map(repr, dupes))}; give each column "
-                             "its own name")
-        self.header = values
+        named = read_header(values)  # the names the host gave the same header line
+        self.header = list(named.names)
+        self.header_notes = named.notes
 
     def rows(self):
         """``(values, None)`` or ``(None, reason)`` per row, to the end of the input."""

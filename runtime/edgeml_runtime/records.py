@@ -38,7 +38,10 @@ class Chunk:
     """Up to :data:`CHUNK_ROWS` records; ``first_row`` is the 1-based number of the first.
 
     A row that could not be parsed at all is ``None`` in ``records`` and has
-    its :class:`RowError` in ``errors``. ``columns`` is the CSV header.
+    its :class:`RowError` in ``errors``. ``columns`` is the CSV header, its
+    cells named by :func:`~.headers.read_header` as the host named them when
+    it read the training file (an empty cell is ``column_<position>``, a
+    repeated name ``<name>_2``); JSON records keep their keys exactly.
     """
 
     records: list[dict | None]

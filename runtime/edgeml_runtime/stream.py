@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from .errors import InputError, RowError
+from .headers import read_header
 from .parsing import (
     DEFAULT_LIMITS,
     OVERLONG,
@@ -151,10 +152,8 @@ class LineParser:
         except csv.Error:
             self.delimiter = ","
         values, reason = self._values(line)
-        if reason is None and len(set(values)) != len(values):
-            dupes = sorted({h for h in values if values.count(h) > 1})
-            reason = f"repeats column(s) {', '.join(map(repr, dupes))}"
-        self.header, self.header_problem = (values, None) if reason is None else ([], reason)
+        names = list(read_header(values).names)  # named as the host named the same header line
+        self.header, self.header_problem = (names, None) if reason is None else ([], reason)
 
     def _values(self, line: str) -> tuple[list[str], str | None]:
         one = _OneLine(line)

@@ -73,8 +73,10 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
     target = load_target(config.target)
     table, label = read_input(config.data, config.label, query=config.query, seed=config.seed)
     report.stage("ingest", f"{table.rows:,} rows × {table.frame.shape[1]} columns from {table.source} ({table.format})")
+    for text in table.notes:
+        report.notice(text)
     data = prepare(table.frame, label, task=config.task, drop=config.drop, time_column=config.time_column,
-                   seed=config.seed)
+                   seed=config.seed, unnamed=table.unnamed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
     pipeline = host_pipeline(data, result.model)
@@ -161,6 +163,8 @@ def _report_data(report: Reporter, data: Prepared) -> None:
     how = "in time order" if schema.time_column else ("stratified" if schema.task == "classification" else "shuffled")
     report.stage("split", " · ".join(f"{k} {v:,}" for k, v in data.split.sizes.items())
                  + f" ({how}); {data.X['train'].shape[1]} model features")
+    for text in data.split.notes:
+        report.notice(text)
 
 
 def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: Reporter):
@@ -174,6 +178,8 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     measure = TrialMeasure.for_target(target, data)
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,
                         progress=report.trial, budgets=budgets, measure=measure)
+    for text in result.notes:
+        report.notice(text)
     report.frontier(result.frontier, budgets)
     return result, budgets
 

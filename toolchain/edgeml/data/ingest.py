@@ -1,9 +1,17 @@
 """Read the user's table (CSV, Parquet, JSON Lines or SQLite) into a :class:`Table`.
 
 This is the first stage of a build: it turns what the user named on the
-command line into a DataFrame whose columns are named exactly as in the source
-(spaces, brackets and all), plus the facts a bundle records about where the
+command line into a DataFrame, plus the facts a bundle records about where the
 data came from. It does not judge the columns; :mod:`edgeml.data.schema` does.
+
+A CSV header's cells are named by the runtime's own rule
+(:func:`edgeml_runtime.headers.read_header`), the one a device applies to the
+same header line: surrounding whitespace removed and inner runs of it made one
+space, an empty cell named ``column_<position>`` (from 1), a repeated name
+numbered ``<name>_2``. Brackets, inner spaces and case are kept. What was
+renamed is in :attr:`Table.notes`; the names given to empty cells in
+:attr:`Table.unnamed`. Parquet, JSON Lines and SQLite names are kept exactly
+(a device reads JSON keys exactly), and a name given twice there is refused.
 
 The format is looked up by file extension in :data:`EXTENSIONS`; a file with an
 unknown extension is recognised by its first bytes (Parquet and SQLite magic
@@ -17,6 +25,10 @@ Example:
 >>> table = read_table(path)
 >>> table.format, table.rows, list(table.frame.columns)
 ('csv', 2, ['temp [C]', 'ok'])
+>>> _ = path.write_text(",temp [C] ,temp [C]\\n0,21.5,yes\\n1,22.0,no\\n")
+>>> table = read_table(path)
+>>> list(table.frame.columns), table.unnamed
+(['column_1', 'temp [C]', 'temp [C]_2'], ('column_1',))
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 
 from edgeml.errors import DataError
+from edgeml_runtime.headers import Header, read_header
 
 __all__ = ["EXTENSIONS", "FORMATS", "Table", "read_input", "read_table"]
 
@@ -69,11 +82,13 @@ _SQLITE_SCHEME = "sqlite:///"
 class Table:
     """A table as read from the user's source, before any judgement about its columns."""
 
-    frame: pd.DataFrame  #: columns named exactly as in the source
+    frame: pd.DataFrame  #: columns named as in the source (a CSV header's by the runtime's rule)
     source: str  #: what the user gave (path or ``sqlite:///`` URL)
     format: str  #: one of :data:`FORMATS`
     sha256: str  #: of the source file's bytes (the ``.db`` file for SQLite)
     rows: int
+    notes: tuple[str, ...] = ()  #: what the header rule renamed, one line each, to show the user
+    unnamed: tuple[str, ...] = ()  #: the names given to empty CSV header cells
 
 
 def read_input(data: str | os.PathLike | None, label: str | None, *, query: str | None = None,
@@ -121,18 +136,20 @@ def read_table(source: str | os.PathLike, *, query: str | None = None, table: st
         path = Path(shown)
         _check_file(path, shown)
         fmt = _detect_format(path, shown)
+    header = None  # a CSV file's, as read_header named it
     if fmt == "sqlite":
         frame = _read_sqlite(path, shown, table=table, query=query)
     elif table is not None or query is not None:
         option = "--table" if table is not None else "--query"
         raise DataError(f"{shown}: {option} applies to SQLite databases only, and this is a {fmt} file; leave it out")
     else:
-        frame = _READERS[fmt](path, shown)
+        frame, header = _READERS[fmt](path, shown)
     _refuse_duplicates([str(c) for c in frame.columns], shown)
     if len(frame) == 0:
         what = "a header but no data rows" if fmt == "csv" else "no rows"
         raise DataError(f"{shown}: the data has {what}; give a file with at least one row of data")
-    return Table(frame=frame, source=shown, format=fmt, sha256=_sha256(path), rows=len(frame))
+    return Table(frame=frame, source=shown, format=fmt, sha256=_sha256(path), rows=len(frame),
+                 notes=header.notes if header else (), unnamed=header.unnamed if header else ())
 
 
 # -- locating and recognising the file ------------------------------------------------------
@@ -201,17 +218,19 @@ def _refuse_duplicates(names: list[str], shown: str) -> None:
 # -- readers, one per format ------------------------------------------------------------------
 
 
-def _read_csv(path: Path, shown: str) -> pd.DataFrame:
+def _read_csv(path: Path, shown: str) -> tuple[pd.DataFrame, Header]:
     head = _head(path)
     if not head.decode("utf-8-sig", errors="replace").strip():
         raise DataError(f"{shown}: the file is empty; give a file with a header and at least one row")
     default = "\t" if path.suffix.lower() == ".tsv" else ","
     sep = _sniff_delimiter(head) or default
     try:
-        _refuse_duplicates(_csv_header(path, sep), shown)  # pandas would rename them "a.1"
-        return pd.read_csv(
+        header = read_header(_csv_header(path, sep))  # pandas would say "Unnamed: 0" and "a.1"
+        frame = pd.read_csv(
             path,
             sep=sep,
+            header=0,
+            names=list(header.names),
             engine="c",
             encoding="utf-8-sig",
             low_memory=False,  # one dtype per column, not one per chunk
@@ -229,6 +248,7 @@ def _read_csv(path: Path, shown: str) -> pd.DataFrame:
             f"{shown}: cannot be parsed as delimited text with delimiter {sep!r} ({reason}); "
             "check that every row has as many fields as the header and that quotes are closed"
         ) from exc
+    return frame, header
 
 
 def _csv_header(path: Path, sep: str) -> list[str]:
@@ -239,7 +259,7 @@ def _csv_header(path: Path, sep: str) -> list[str]:
     return []
 
 
-def _read_parquet(path: Path, shown: str) -> pd.DataFrame:
+def _read_parquet(path: Path, shown: str) -> tuple[pd.DataFrame, None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -250,14 +270,14 @@ def _read_parquet(path: Path, shown: str) -> pd.DataFrame:
             f"{shown}: cannot be read as Parquet ({exc}); check the file is a complete Parquet file"
         ) from exc
     _refuse_duplicates(arrow.column_names, shown)
-    return arrow.to_pandas()
+    return arrow.to_pandas(), None
 
 
-def _read_jsonl(path: Path, shown: str) -> pd.DataFrame:
+def _read_jsonl(path: Path, shown: str) -> tuple[pd.DataFrame, None]:
     _check_line_delimited(path, shown)
     try:
         # dtype=False: keep "007" a string and dates as text; the schema step decides.
-        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
+        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig"), None
     except UnicodeDecodeError as exc:
         raise DataError(f"{shown}: is not UTF-8 text ({exc.reason}); re-save it as UTF-8") from exc
     except ValueError as exc:
@@ -371,7 +391,8 @@ def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-_READERS: dict[str, Callable[[Path, str], pd.DataFrame]] = {
+#: Format -> reader: the frame, and for CSV the :class:`~edgeml_runtime.headers.Header` its columns were named by.
+_READERS: dict[str, Callable[[Path, str], tuple[pd.DataFrame, Header | None]]] = {
     "csv": _read_csv,
     "parquet": _read_parquet,
     "jsonl": _read_jsonl,

@@ -73,9 +73,15 @@ class Prepared:
 
 
 def prepare(frame: pd.DataFrame, label: str, *, task: str | None = None, drop: Iterable[str] = (),
-            time_column: str | None = None, seed: int = 0) -> Prepared:
-    """Infer the schema, split, describe the inputs and fit the preprocessing, in the order a build does."""
-    schema = infer_schema(frame, label, task=task, drop=list(drop), time_column=time_column)
+            time_column: str | None = None, seed: int = 0, unnamed: Iterable[str] = ()) -> Prepared:
+    """Infer the schema, split, describe the inputs and fit the preprocessing, in the order a build does.
+
+    ``label``, ``drop`` and ``time_column`` may name a column as the header rule reads it
+    (:func:`~edgeml.data.schema.infer_schema`); ``unnamed`` are the columns whose CSV header cell was empty
+    (:attr:`edgeml.data.ingest.Table.unnamed`).
+    """
+    schema = infer_schema(frame, label, task=task, drop=list(drop), time_column=time_column, unnamed=tuple(unnamed))
+    label = schema.label  # as the frame names it
     frame = clean_labels(frame, schema)
     split = split_frame(frame, label, schema.task, seed=seed, time_column=schema.time_column)
     inputs = describe_inputs(schema.columns, split.train)

@@ -17,6 +17,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder
 
+from edgeml.data.kinds import show_value
+from edgeml.data.schema import HOLDOUT_SHARE, rare_classes, rare_note
 from edgeml.errors import DataError
 from edgeml_runtime.features import FeatureEncoder
 from edgeml_runtime.schema import InputColumn, InputSchema
@@ -30,6 +32,7 @@ class Split:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    notes: tuple[str, ...] = ()  #: what the split did with classes too rare to stratify, one line each
 
     @property
     def sizes(self) -> dict:
@@ -37,23 +40,68 @@ class Split:
 
 
 def split_frame(frame: pd.DataFrame, label: str, task: str, *, seed: int, time_column: str | None = None,
-                test_size: float = 0.15, valid_size: float = 0.15) -> Split:
-    """Train / validation / test split: stratified for classification, or in time order."""
+                test_size: float = HOLDOUT_SHARE, valid_size: float = HOLDOUT_SHARE) -> Split:
+    """Train / validation / test split: stratified for classification, or in time order.
+
+    Every class has rows in training: a class too rare to stratify
+    (:func:`edgeml.data.schema.rare_classes`: fewer rows than give validation
+    and test one each on average) has all its rows there, and the rest is
+    stratified; in time order, a class that only appears after the training
+    period has its rows moved into training. :attr:`Split.notes` names those
+    classes and their counts.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"x": range(105), "y": ["a"] * 50 + ["b"] * 50 + ["c"] * 5})
+    >>> split = split_frame(frame, "y", "classification", seed=0)
+    >>> split.sizes, sorted(set(split.valid["y"]) | set(split.test["y"])), int((split.train["y"] == "c").sum())
+    ({'train': 74, 'valid': 16, 'test': 15}, ['a', 'b'], 5)
+    >>> print(split.notes[0])
+    class 'c' (5 rows) is too rare for a stratified split (fewer than 7 rows): its rows are all used for \
+training, none to validate or test on, so the test metrics do not measure it
+    """
     if len(frame) < 30:
         raise DataError(f"only {len(frame)} labelled rows; edgeml needs at least 30 to train, validate and test")
     if time_column is not None:
-        order = pd.to_datetime(frame[time_column], errors="coerce", format="ISO8601").argsort(kind="stable")
-        ordered = frame.iloc[np.asarray(order)]
-        n_test = int(round(len(frame) * test_size))
-        n_valid = int(round(len(frame) * valid_size))
-        n_train = len(frame) - n_test - n_valid
-        return Split(ordered.iloc[:n_train], ordered.iloc[n_train : n_train + n_valid],
-                     ordered.iloc[n_train + n_valid :])
-    stratify = frame[label] if task == "classification" else None
-    rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
-    stratify = rest[label] if task == "classification" else None
-    train, valid = train_test_split(rest, test_size=valid_size / (1 - test_size), random_state=seed, stratify=stratify)
-    return Split(train, valid, test)
+        split = _in_time_order(frame, time_column, test_size, valid_size)
+        return _train_every_class(split, label) if task == "classification" else split
+    if task != "classification":
+        rest, test = train_test_split(frame, test_size=test_size, random_state=seed)
+        train, valid = train_test_split(rest, test_size=valid_size / (1 - test_size), random_state=seed)
+        return Split(train, valid, test)
+    rare = rare_classes(frame[label], min(test_size, valid_size))
+    common = frame[~frame[label].isin(rare.index)]
+    rest, test = train_test_split(common, test_size=test_size, random_state=seed, stratify=common[label])
+    train, valid = train_test_split(rest, test_size=valid_size / (1 - test_size), random_state=seed,
+                                    stratify=rest[label])
+    if rare.empty:
+        return Split(train, valid, test)
+    kept = frame[frame[label].isin(rare.index)]
+    return Split(pd.concat([train, kept]), valid, test, notes=(rare_note(rare, min(test_size, valid_size)),))
+
+
+def _in_time_order(frame: pd.DataFrame, time_column: str, test_size: float, valid_size: float) -> Split:
+    order = pd.to_datetime(frame[time_column], errors="coerce", format="ISO8601").argsort(kind="stable")
+    ordered = frame.iloc[np.asarray(order)]
+    n_test = int(round(len(frame) * test_size))
+    n_valid = int(round(len(frame) * valid_size))
+    n_train = len(frame) - n_test - n_valid
+    return Split(ordered.iloc[:n_train], ordered.iloc[n_train : n_train + n_valid],
+                 ordered.iloc[n_train + n_valid :])
+
+
+def _train_every_class(split: Split, label: str) -> Split:
+    """``split`` with the validation and test rows of classes the training rows lack moved into training."""
+    known = set(split.train[label])
+    late = [part[~part[label].isin(known)] for part in (split.valid, split.test)]
+    if not any(len(rows) for rows in late):
+        return split
+    counts = pd.concat(late)[label].value_counts()
+    shown = ", ".join(f"{show_value(v)} ({n} row{'s' if n != 1 else ''})" for v, n in counts.iloc[:5].items())
+    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+    note = (f"class(es) {shown}{more} first appear after the training period: their rows are moved into training "
+            "so that the model knows them, and the test metrics do not measure them")
+    return Split(pd.concat([split.train, *late]), split.valid[split.valid[label].isin(known)],
+                 split.test[split.test[label].isin(known)], notes=(*split.notes, note))
 
 
 def describe_inputs(columns: tuple[InputColumn, ...], train: pd.DataFrame) -> InputSchema:

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ from edgeml.data.kinds import (
     show_value,
 )
 from edgeml.errors import DataError
+from edgeml_runtime.headers import clean_name
 from edgeml_runtime.schema import DATETIME_PARTS, InputColumn, feature_name
 
 __all__ = [
@@ -58,6 +60,9 @@ __all__ = [
     "clean_labels",
     "infer_schema",
     "infer_task",
+    "rare_classes",
+    "rare_note",
+    "tidy_labels",
 ]
 
 #: The tasks a model can be searched for.
@@ -65,6 +70,8 @@ TASKS = ("classification", "regression")
 
 #: An integer-valued label with at most this many distinct values is a class label.
 MAX_INTEGER_CLASSES = 20
+#: The share of the labelled rows held out for validation, and again for testing (the split's default).
+HOLDOUT_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,18 @@ def infer_schema(
     task: str | None = None,
     drop: Sequence[str] = (),
     time_column: str | None = None,
+    unnamed: Sequence[str] = (),
 ) -> InferredSchema:
     """Decide the task and the kind of every column; rows without a label are left out of the judgement.
 
     ``task`` overrides the inferred task; ``drop`` names columns to leave out;
     ``time_column`` (kept in the schema for a time-ordered split) must hold
-    dates or numbers. Raises :class:`DataError` naming the column and the fix.
+    dates or numbers. ``label``, ``drop`` and ``time_column`` name a column
+    exactly or as the header rule reads it (:func:`edgeml_runtime.headers.clean_name`:
+    ``"Position "`` finds ``Position``). ``unnamed`` are the columns whose
+    header cell was empty (:attr:`edgeml.data.ingest.Table.unnamed`): a
+    dropped one says so. Text labels are stripped of surrounding whitespace
+    (:func:`tidy_labels`). Raises :class:`DataError` naming the column and the fix.
 
     >>> import pandas as pd
     >>> frame = pd.DataFrame({"id": range(1, 31), "x": [i / 7 for i in range(30)], "y": [i % 3 for i in range(30)]})
@@ -101,34 +114,90 @@ def infer_schema(
     """
     names = _column_names(frame)
     drop = [drop] if isinstance(drop, str) else list(dict.fromkeys(drop))
-    _check_options(names, label, drop, time_column)
+    label, drop, time_column = _check_options(names, label, drop, time_column)
     missing = label_missing(frame[label])
     frame = frame[~missing]
     if frame.empty:
         raise DataError(f"label {label!r} has no values in any row; choose a label column that is filled in")
+    labels, label_notes = tidy_labels(frame[label])
+    frame = frame.assign(**{label: labels}) if label_notes else frame
     if time_column is not None:
         _check_time_column(frame[time_column])
     task = infer_task(frame[label], task)
     columns, dropped, notes = _judge_columns(frame, [n for n in names if n != label], drop)
+    dropped = tuple(_say_unnamed(d) if d.name in unnamed else d for d in dropped)
     if not columns:
         reasons = "; ".join(f"{d.name!r}: {d.reason}" for d in dropped) or "the label is the only column"
         raise DataError(f"no column is left to learn {label!r} from ({reasons}); add input columns to the data")
     notices = [f"dropped column {d.name!r} ({d.reason})" for d in dropped] + notes
     if n := int(missing.sum()):
         notices.insert(0, f"dropped {n} row{'s' if n != 1 else ''} with no value for label {label!r}")
+    notices[:0] = label_notes
     return InferredSchema(label, task, columns, dropped, tuple(notices), time_column=time_column)
 
 
 def clean_labels(frame: pd.DataFrame, schema: InferredSchema) -> pd.DataFrame:
-    """``frame`` without the rows whose label is missing or blank (the original index is kept).
+    """``frame`` without the rows whose label is missing or blank (the original index is kept), its text labels
+    stripped of surrounding whitespace as :func:`infer_schema` judged them (:func:`tidy_labels`).
 
     >>> import pandas as pd
-    >>> frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", None, " ", "b"]})
+    >>> frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", None, " ", "b\t"]})
     >>> schema = InferredSchema(label="y", task="classification", columns=(), dropped=(), notices=())
-    >>> clean_labels(frame, schema).index.tolist()
-    [0, 3]
+    >>> clean = clean_labels(frame, schema)
+    >>> clean.index.tolist(), clean["y"].tolist()
+    ([0, 3], ['a', 'b'])
     """
-    return frame[~label_missing(frame[schema.label])]
+    frame = frame[~label_missing(frame[schema.label])]
+    labels, changed = tidy_labels(frame[schema.label])
+    return frame.assign(**{schema.label: labels}) if changed else frame
+
+
+def tidy_labels(labels: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Text labels without surrounding whitespace, and a note on what that changed (none when nothing did).
+
+    ``"positive"`` and ``"positive\\t"`` (a stray tab) are one class, never two.
+
+    >>> import pandas as pd
+    >>> tidy, notes = tidy_labels(pd.Series(["positive", "negative", "positive\\t", "positive"], name="target"))
+    >>> tidy.tolist()
+    ['positive', 'negative', 'positive', 'positive']
+    >>> print(notes[0])
+    label 'target': 'positive\\t' (1 row) is class 'positive': surrounding whitespace is not part of a label
+    """
+    if labels.dtype != object and not isinstance(labels.dtype, pd.StringDtype):
+        return labels, []
+    spellings = pd.unique(labels)
+    stripped = {v: v.strip() for v in spellings if isinstance(v, str) and v != v.strip()}
+    if not stripped:
+        return labels, []
+    tidy = labels.map(lambda v: stripped.get(v, v) if isinstance(v, str) else v)
+    counts = labels.value_counts()
+    kept = set(spellings) - set(stripped)
+    merged = [f"{v!r} ({_rows(counts[v])}) is class {s!r}" for v, s in stripped.items() if s in kept]
+    alone = [v for v, s in stripped.items() if s not in kept]
+    notes = []
+    if merged:
+        more = f" and {len(merged) - 5} more" if len(merged) > 5 else ""
+        notes.append(f"label {labels.name!r}: {', '.join(merged[:5])}{more}: surrounding whitespace is not part "
+                     "of a label")
+    if alone:
+        notes.append(f"label {labels.name!r}: surrounding whitespace removed from {len(alone)} class name(s), "
+                     f"e.g. {alone[0]!r} is {stripped[alone[0]]!r}")
+    return tidy, notes
+
+
+def rare_classes(labels: pd.Series, share: float = HOLDOUT_SHARE) -> pd.Series:
+    """The row counts of the classes too rare for a stratified split, rarest first: those with fewer rows than
+    it takes to give the validation and the test split (``share`` of the rows each) one row of theirs on average.
+
+    The split keeps all their rows in training (:func:`edgeml.data.preprocess.split_frame`), with a note.
+
+    >>> import pandas as pd
+    >>> rare_classes(pd.Series(["a"] * 40 + ["b"] * 7 + ["c"] * 6 + ["d"] * 2)).to_dict()
+    {'d': 2, 'c': 6}
+    """
+    counts = labels.value_counts(sort=False)
+    return counts[counts * share < 1].sort_values(kind="stable")
 
 
 def label_missing(series: pd.Series) -> pd.Series:
@@ -198,18 +267,51 @@ def input_column(series: pd.Series, judged: Judged, taken: set[str]) -> tuple[In
 
 
 def _check_classes(label: pd.Series) -> None:
+    """Refuse a label most of whose classes have a single row: a measurement (or free text), not classes.
+
+    A few rare classes are fine: their rows stay in training (:func:`rare_classes`, with a note).
+    """
     counts = label.value_counts()
-    rare = counts[counts < 2]
-    if rare.empty:
+    single = counts[counts < 2]
+    if len(single) * 2 <= len(counts):
         return
-    shown = ", ".join(show_value(v) for v in rare.index[:5])
-    more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
-    which = f"class {shown} has" if len(rare) == 1 else f"classes {shown}{more} have"
+    shown = ", ".join(show_value(v) for v in single.index[:5])
+    more = f" and {len(single) - 5} more" if len(single) > 5 else ""
     raise DataError(
-        f"label {label.name!r}: {which} only 1 row; every class needs at least 2 rows "
-        "to be split into training and test data; remove or relabel those rows, "
-        "or use --task regression if the label is a measurement"
+        f"label {label.name!r}: classes {shown}{more} have only 1 row, {len(single)} of the {len(counts)} classes: "
+        "a class needs rows to learn from and to test on; use --task regression if the label is a measurement, "
+        "or merge the rare classes"
     )
+
+
+def rare_note(rare: pd.Series, share: float = HOLDOUT_SHARE) -> str:
+    """The note for the classes of :func:`rare_classes` that the split kept in training.
+
+    >>> import pandas as pd
+    >>> rare_note(pd.Series({9: 5}))
+    'class 9 (5 rows) is too rare for a stratified split (fewer than 7 rows): its rows are all used for training, \
+none to validate or test on, so the test metrics do not measure it'
+    """
+    shown = ", ".join(f"{show_value(v)} ({_rows(n)})" for v, n in rare.iloc[:5].items())
+    more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+    one = len(rare) == 1
+    return (f"class{'' if one else 'es'} {shown}{more} {'is' if one else 'are'} too rare for a stratified split "
+            f"(fewer than {_fewest(share)} rows): {'its' if one else 'their'} rows are all used for training, "
+            f"none to validate or test on, so the test metrics do not measure {'it' if one else 'them'}")
+
+
+def _fewest(share: float = HOLDOUT_SHARE) -> int:
+    """The fewest rows a class needs not to be rare (:func:`rare_classes`)."""
+    return math.ceil(1 / share)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row{'s' if n != 1 else ''}"
+
+
+def _say_unnamed(dropped: Dropped) -> Dropped:
+    """``dropped`` saying that its header cell was empty (most often a DataFrame's index written out)."""
+    return Dropped(dropped.name, f"unnamed in the header, most likely a saved row index; {dropped.reason}")
 
 
 def _judge_columns(
@@ -231,14 +333,16 @@ def _judge_columns(
     return tuple(columns), tuple(dropped), notes
 
 
-def _check_options(names: list[str], label: str, drop: list[str], time_column: str | None) -> None:
-    _require_column(label, names, "label", "--label")
-    for name in drop:
-        _require_column(name, names, "column to drop", "--drop")
+def _check_options(names: list[str], label: str, drop: list[str],
+                   time_column: str | None) -> tuple[str, list[str], str | None]:
+    """The columns ``--label``, ``--drop`` and ``--time-column`` name, as the frame names them."""
+    label = _require_column(label, names, "label", "--label")
+    drop = list(dict.fromkeys(_require_column(name, names, "column to drop", "--drop") for name in drop))
     if label in drop:
         raise DataError(f"label {label!r} is also given to --drop; the label cannot be dropped, remove it from --drop")
     if time_column is not None:
-        _require_column(time_column, names, "time column", "--time-column")
+        time_column = _require_column(time_column, names, "time column", "--time-column")
+    return label, drop, time_column
 
 
 def _check_time_column(series: pd.Series) -> None:
@@ -268,9 +372,17 @@ def _column_names(frame: pd.DataFrame) -> list[str]:
     return names
 
 
-def _require_column(name: str, names: list[str], what: str, option: str) -> None:
+def _require_column(name: str, names: list[str], what: str, option: str) -> str:
+    """The column ``name`` is: the one spelled so, else the one spelled so after the header rule on both sides
+    (``"Water  (kg)"`` finds ``Water (kg)``); else a :class:`DataError` with the closest names."""
     if name in names:
-        return
+        return name
+    same = [n for n in names if clean_name(n) == clean_name(name)]
+    if len(same) == 1:
+        return same[0]
+    if same:
+        raise DataError(f"{what} {name!r} could be any of {', '.join(map(repr, same))}; give one of them exactly "
+                        f"to {option}")
     by_fold = {n.casefold(): n for n in names}
     close = [by_fold[m] for m in difflib.get_close_matches(name.casefold(), list(by_fold), n=3, cutoff=0.6)]
     close += [n for n in names if name.casefold() in n.casefold() and n not in close]

@@ -42,8 +42,9 @@ import numpy as np
 
 from edgeml.errors import SearchError
 from edgeml.models.learners import LEARNERS
+from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.metrics import METRICS, check_metric
-from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, frontier, infeasible_message
+from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, failure_message, frontier, infeasible_message
 
 #: What the search is given to measure a trial's fitted model on the target (see :mod:`edgeml.targets.measure`).
 Measure = Callable[[object], Cost]
@@ -60,6 +61,7 @@ class SearchResult:
     budget: HardwareBudget = HardwareBudget()
     learners: tuple[str, ...] = ()  #: the learners searched
     cost: Cost | None = None  #: the refitted best model's, measured like a trial's (None: no measure)
+    notes: tuple[str, ...] = ()  #: what the user should know about how the search went, one line each
 
     @property
     def frontier(self) -> list[Trial]:
@@ -119,6 +121,13 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     none is refused; with no measure, trials carry no cost and budgets that
     limit something are refused. If no trial fits, a :class:`SearchError`
     says which budget each trial broke and what to relax.
+
+    A trial whose learner cannot fit the data, or whose model cannot be scored
+    (its loss is not a finite number), is recorded with its failure and the
+    search goes on; when every trial failed, the :class:`SearchError` carries
+    the first failure. For classification, every validation class must have
+    training rows; the validation rows may lack some training classes
+    (:mod:`edgeml.search.loss`).
     """
     from flaml import AutoML
 
@@ -126,10 +135,14 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     if measure is None and budget.limits:
         raise SearchError(f"the budgets {', '.join(budget.limits)} can only be judged on measured trials; pass "
                           "measure= (edgeml.targets.measure.TrialMeasure) to run_search")
+    if settings.task == "classification" and (unseen := np.setdiff1d(y_valid, y_train)).size:
+        raise SearchError(f"the validation split holds class(es) {', '.join(map(str, unseen[:5]))} that the "
+                          "training split lacks, which no model can learn; split so that every class has training "
+                          "rows (edgeml.data.preprocess.split_frame does)")
     automl = AutoML()
     for name in settings.learners:
-        automl.add_learner(name, LEARNERS[name].flaml_class)
-    judge = _TrialJudge(settings, budget, measure, y_train, progress)
+        automl.add_learner(name, _failing_softly(LEARNERS[name].flaml_class))
+    judge = _TrialJudge(settings, budget, measure, y_train, progress, y_valid=y_valid)
     constraints = [("pred_time", "<=", budget.latency_budget_ms / 1000.0)] if budget.latency_budget_ms else []
     if budget.max_model_bytes:
         constraints.append(("model_bytes", "<=", budget.max_model_bytes))
@@ -161,13 +174,19 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
 def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: HardwareBudget,
             measure: Measure | None) -> SearchResult:
     trials = tuple(judge.trials)
-    if trials and not any(t.feasible for t in trials):
-        raise SearchError(infeasible_message(trials, budget))
+    scored = [t for t in trials if t.failure is None]
+    if trials and not scored:
+        raise SearchError(failure_message(trials))
+    if scored and not any(t.feasible for t in scored):
+        raise SearchError(infeasible_message(scored, budget))
     if automl.model is None:
         raise SearchError(
-            "the search finished without a model; give it more time with --time-budget "
-            "or allow more estimators in the target profile"
+            "the search finished without a model: no trial was judged in the time given; give it more time "
+            "with --time-budget, or allow more estimators in the target profile"
         )
+    if getattr(automl.model, "failure", None) is not None:
+        raise SearchError(f"refitting the best model ({automl.best_estimator}) on the training split failed: "
+                          f"{automl.model.failure}")
     model = automl.model.estimator
     best = min((t for t in trials if t.feasible and t.learner == automl.best_estimator and t.loss is not None),
                key=lambda t: t.loss, default=None)
@@ -183,7 +202,27 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
         budget=budget,
         learners=tuple(settings.learners),
         cost=cost,
+        notes=judge.notes(),
     )
+
+
+def _failing_softly(flaml_class: type) -> type:
+    """``flaml_class`` whose ``fit`` keeps an exception as the estimator's ``failure`` instead of raising it.
+
+    FLAML lets an exception in one trial's fit end the whole search; kept,
+    it makes that trial a failed one (:class:`_TrialJudge` scores it ``inf``
+    and records it) while the search goes on with other configurations.
+    """
+    def fit(self, *args, **kwargs):
+        self.failure = None
+        try:
+            return flaml_class.fit(self, *args, **kwargs)
+        except Exception as exc:  # a learner that cannot fit these data: a failed trial, recorded
+            self.failure = _said(exc)
+            return 0.0
+
+    return type(flaml_class.__name__, (flaml_class,), {"fit": fit, "__module__": flaml_class.__module__,
+                                                       "__doc__": flaml_class.__doc__})
 
 
 class _TrialJudge:
@@ -199,15 +238,21 @@ class _TrialJudge:
     """
 
     def __init__(self, settings: SearchSettings, budget: HardwareBudget, measure: Measure | None, y_train,
-                 progress: Callable[[Trial], None] | None = None):
+                 progress: Callable[[Trial], None] | None = None, *, y_valid=None):
         from flaml.automl.task.factory import task_factory
 
+        labels = np.unique(y_train)
         if settings.task == "classification":
-            name = "binary" if len(np.unique(y_train)) == 2 else "multiclass"
+            name = "binary" if len(labels) == 2 else "multiclass"
         else:
             name = "regression"
         self.flaml_task = task_factory(name, None, y_train)
         self.metric_name = self.flaml_task.default_metric(settings.metric)
+        self.metric_note = None
+        if settings.task == "classification" and y_valid is not None:
+            self.metric_name, self.metric_note = metric_for(self.metric_name, y_valid)
+        #: the classes as FLAML encodes them (0..k-1 in sorted order): a classifier's probability columns
+        self.labels = np.arange(len(labels)) if settings.task == "classification" else None
         self.budget = budget
         self.measure = measure
         self.progress = progress
@@ -223,23 +268,52 @@ class _TrialJudge:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def notes(self) -> tuple[str, ...]:
+        """The metric actually minimised, when it is not the one asked for, and the trials that failed."""
+        failed = [t for t in self.trials if t.failure is not None]
+        notes = [self.metric_note] if self.metric_note else []
+        if failed:
+            first = failed[0]
+            notes.append(f"{len(failed)} of {len(self.trials)} trials failed and were left out; the first, trial "
+                         f"{first.iteration + 1} ({first.learner}): {first.failure}")
+        return tuple(notes)
+
     def __call__(self, X_val, y_val, estimator, labels, X_train, y_train, weight_val=None, weight_train=None,
                  config=None, *args):
-        from flaml.automl.ml import get_y_pred, metric_loss_score
-
-        y_pred = get_y_pred(estimator, X_val, self.metric_name, self.flaml_task)
-        try:
-            loss = float(metric_loss_score(self.metric_name, y_pred, y_val, labels, weight_val))
-        except ValueError:  # a model that predicts inf or NaN, as FLAML treats it
-            loss = float("inf")
-        cost = None if self.measure is None else self.measure(estimator.estimator)
+        learner = self.learner_of(estimator)
+        loss, failure = self._loss(estimator, X_val, y_val)
+        cost = None if self.measure is None or failure else self.measure(estimator.estimator)
         broken = () if cost is None else self.budget.broken(cost)
         objective = INFEASIBLE * (1 + self.budget.excess(cost)) + loss if broken else loss
-        self._record(self.learner_of(estimator), dict(config or {}), loss, cost, broken)
+        self._record(learner, dict(config or {}), loss, cost, broken, failure)
         logged = {"val_loss": loss, "feasible": not broken}
         if cost is not None:
             logged.update(pred_time=cost.latency_ms / 1000.0, model_bytes=cost.model_bytes, latency_ms=cost.latency_ms)
         return objective, logged
+
+    def _loss(self, estimator, X_val, y_val) -> tuple[float, str | None]:
+        """The trial's validation loss, and why it failed (None when it is a finite number)."""
+        from flaml.automl.ml import get_y_pred
+
+        if getattr(estimator, "failure", None) is not None:
+            return float("inf"), f"fitting raised {estimator.failure}"
+        try:
+            y_pred = self._full_columns(get_y_pred(estimator, X_val, self.metric_name, self.flaml_task), estimator)
+            loss = validation_loss(self.metric_name, y_pred, y_val, self.labels)
+        except (ValueError, IndexError, FloatingPointError) as exc:  # FLAML scores such a model inf too
+            return float("inf"), f"its {self.metric_name} could not be computed: {_said(exc)}"
+        if not np.isfinite(loss):
+            shown = ", ".join(f"{v:.3g}" for v in np.ravel(y_pred)[:3])
+            return float("inf"), f"its validation {self.metric_name} loss is {loss} (predictions begin {shown})"
+        return loss, None
+
+    def _full_columns(self, y_pred, estimator):
+        """Probabilities with one column per class, where the trial's model saw fewer (a sample lacking a class)."""
+        if self.labels is None or np.ndim(y_pred) != 2 or y_pred.shape[1] == len(self.labels):
+            return y_pred
+        full = np.zeros((len(y_pred), len(self.labels)))
+        full[:, np.asarray(estimator.classes_, dtype=int)] = y_pred
+        return full
 
     def learner_of(self, estimator) -> str:
         """The searched learner whose FLAML class fitted ``estimator`` (along its MRO)."""
@@ -249,16 +323,29 @@ class _TrialJudge:
         raise SearchError(f"FLAML scored a {type(estimator).__name__}, which none of the learners "
                           f"{', '.join(self.learners.values())} fits")
 
-    def _record(self, learner: str, config: dict, loss: float, cost: Cost | None, broken: tuple[str, ...]):
+    def _record(self, learner: str, config: dict, loss: float, cost: Cost | None, broken: tuple[str, ...],
+                failure: str | None = None):
         feasible = not broken
         if feasible and np.isfinite(loss) and (self.best is None or loss < self.best[0]):
             self.best = (loss, learner)
         best_loss, best_learner = self.best if self.best is not None else (None, None)
         trial = Trial(len(self.trials), learner, self.elapsed(), best_loss, best_learner, config=config, loss=loss,
-                      cost=cost, feasible=feasible, broken=broken)
+                      cost=cost, feasible=feasible, broken=broken, failure=failure)
         self.trials.append(trial)
         if self.progress is not None:
             self.progress(trial)
+
+
+def _said(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of a message: its type and the first line of what it says (no native stack).
+
+    >>> _said(ValueError("Label contains NaN.\\nStack trace:\\n  [bt] (0) libxgboost.so"))
+    'ValueError: Label contains NaN.'
+    """
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager

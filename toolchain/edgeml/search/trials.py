@@ -123,7 +123,9 @@ class Trial:
     until one does). ``loss`` is this trial's own validation loss (FLAML's,
     lower is better); ``cost`` its :class:`Cost` on the target (``None`` when
     the search had no measuring function), ``broken`` the budgets it breaks
-    and ``feasible`` whether it breaks none.
+    and ``feasible`` whether it breaks none. ``failure`` says why a trial
+    has no loss (its learner could not fit the data, or its model could not
+    be scored): such a trial is never chosen, and is not measured.
 
     >>> t = Trial(0, "lgbm", 0.5, 0.1, "lgbm", loss=0.1, cost=Cost(1200, 0.25), feasible=True)
     >>> {k: t.to_dict()[k] for k in ("model_bytes", "latency_ms", "broken")}
@@ -140,6 +142,7 @@ class Trial:
     cost: Cost | None = None
     feasible: bool | None = None
     broken: tuple[str, ...] = ()
+    failure: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready, for the bundle's manifest: the cost's fields flat beside the trial's own."""
@@ -205,6 +208,22 @@ _UNIT = {"max_model_bytes": lambda v: f"{v:,} bytes", "latency_budget_ms": lambd
          "max_arena_bytes": lambda v: f"{v:,} bytes"}
 
 
+def failure_message(trials) -> str:
+    """Why a search in which every trial failed has no model: the first failure, which the rest most likely share.
+
+    >>> print(failure_message([Trial(0, "enet", 0.1, None, None, failure="fitting raised ValueError: bad y")]))
+    no model: all 1 trial(s) failed; the first, trial 1 (enet): fitting raised ValueError: bad y. Fix what it names \
+in the data, or allow other learners (--estimators or the target profile's estimators)
+    """
+    failed = [t for t in trials if t.failure is not None]
+    first = failed[0]
+    learners = sorted({t.learner for t in failed})
+    also = f" ({', '.join(learners)} all failed)" if len(learners) > 1 else ""
+    return (f"no model: all {len(failed)} trial(s) failed{also}; the first, trial {first.iteration + 1} "
+            f"({first.learner}): {first.failure.rstrip('.')}. Fix what it names in the data, or allow other learners "
+            "(--estimators or the target profile's estimators)")
+
+
 def infeasible_message(trials, budget: HardwareBudget) -> str:
     """Which budget every trial broke, and the least change to a budget that would admit one of them."""
     measured = [t for t in trials if t.cost is not None]
@@ -256,5 +275,5 @@ def _plain(config):
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
-__all__ = ["BUDGETS", "INFEASIBLE", "SMALL_KINDS", "Cost", "HardwareBudget", "Trial", "frontier", "infeasible_message",
-           "small_learners"]
+__all__ = ["BUDGETS", "INFEASIBLE", "SMALL_KINDS", "Cost", "HardwareBudget", "Trial", "failure_message", "frontier",
+           "infeasible_message", "small_learners"]

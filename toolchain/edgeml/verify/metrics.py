@@ -9,19 +9,33 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from edgeml.search.loss import ovr_roc_auc
+
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Metrics for class indices ``y_true``/``y_pred`` and an ``(n, k)`` probability matrix."""
+    """Metrics for class indices ``y_true``/``y_pred`` and an ``(n, k)`` probability matrix.
+
+    A class the rows lack (one too rare to be tested, kept in training) is
+    left out where it has no meaning: balanced accuracy averages the recall
+    of the classes present, ROC AUC is one-vs-rest over them
+    (:func:`edgeml.search.loss.ovr_roc_auc`; absent with fewer than two).
+
+    >>> y, p = np.array([0, 1, 1, 0]), np.array([[.9, .05, .05], [.2, .7, .1], [.3, .6, .1], [.2, .3, .5]])
+    >>> m = classification_metrics(y, p.argmax(axis=1), p)
+    >>> m["accuracy"], m["balanced_accuracy"], m["roc_auc"]
+    (0.75, 0.75, 0.8125)
+    """
     k = proba.shape[1]
     binary = k == 2
+    labels = np.arange(k)
+    present = np.unique(y_true)
     out = {
         "accuracy": skm.accuracy_score(y_true, y_pred),
-        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0),
         "f1": skm.f1_score(y_true, y_pred, average="binary" if binary else "macro", zero_division=0),
     }
-    labels = np.arange(k)
-    if len(np.unique(y_true)) == k:
-        out["roc_auc"] = skm.roc_auc_score(y_true, proba[:, 1] if binary else proba, multi_class="ovr", labels=labels)
+    if len(present) >= 2:
+        out["roc_auc"] = ovr_roc_auc(y_true, proba, labels)
     out["log_loss"] = skm.log_loss(y_true, np.clip(proba, 1e-7, 1), labels=labels)
     return {name: round(float(v), 6) for name, v in out.items()}
 
