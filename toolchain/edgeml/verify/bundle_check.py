@@ -183,7 +183,7 @@ def _parity_check(folder: Path, manifest: Manifest, samples, artifact: str) -> C
         return Check("parity", artifact, "fail", f"{len(found.differences)} difference(s) on {n}: "
                                                  + _few([str(d) for d in found.differences]))
     what = "labels equal, probabilities" if manifest.classes else "values"
-    return Check("parity", artifact, "pass", f"{n}: {what} within {found.tolerance:g} "
+    return Check("parity", artifact, "pass", f"{n}: {what} within {found.tolerance} "
                                              f"(largest difference {found.largest:.2g})")
 
 
