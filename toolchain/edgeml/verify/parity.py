@@ -42,10 +42,11 @@ from edgeml_runtime.samples import Outputs, compare, score_rows
 PROBA_TOLERANCE = AbsoluteTolerance(atol=1e-4)
 #: float32's machine epsilon, 2**-23: the relative spacing of float32 numbers.
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
-#: How many float32 epsilons of the output's scale a regression value may be off by. Measured on tree
-#: ensembles (LightGBM up to 2,000 trees, XGBoost, random forests, extra trees), elastic nets and MLPs, on
-#: derived tables from 0.001 to 10,000 in scale, through ONNX, ORT and TFLite: at most ~40 epsilons
-#: (docs/bundle.md, "Parity"); 256 leaves a margin of six, while a changed leaf or weight still shows.
+#: How many float32 epsilons of the output's scale a regression value may be off by. Measured on derived
+#: tables of scale 0.08 to 90,000 (counts from ccpp, mostly 0; concrete's strength / 1000; ccpp's PE) with
+#: LightGBM (60 to 1,000 trees), XGBoost, random forests, extra trees, elastic nets and MLPs through ONNX,
+#: ORT and TFLite (both tree forms): at most 22 epsilons, most under 10 (docs/bundle.md, "Parity"). 256
+#: leaves a margin of ten for ensembles larger than those, while a leaf moved by 1e-4 of the scale fails.
 VALUE_EPSILONS = 256
 #: The relative tolerance of regression values: :data:`VALUE_EPSILONS` float32 epsilons, about 3.05e-5.
 VALUE_RTOL = VALUE_EPSILONS * FLOAT32_EPS
