@@ -7,7 +7,7 @@ through the real exporters (ONNX, TFLite fp32 and fp16). The old rule,
 carries the rounding of leaves in the tens of thousands). The tolerance a
 build applies is recorded in the manifest, and the device's self-test and
 ``edgeml verify`` apply the recorded one: a leaf moved beyond it fails, a
-tighter recorded tolerance refuses outputs the build's accepted.
+tighter recorded tolerance refuses outputs the recorded one accepts.
 """
 
 from __future__ import annotations
