@@ -32,6 +32,7 @@ BOOLEAN_INPUT = {"name": "door_open", "kind": "boolean", "features": ["door_open
                  "missing_rate": 0.0, "dtype": "bool", "number_format": None, "date_order": None, "parts": []}
 BOOLEAN_REFERENCE = {"kind": "boolean", "monitored": True, "shares": [0.4, 0.6], "missing_rate": 0.05}
 NUMERIC_OUTPUT = {"kind": "numeric", "edges": [440.5, 452.0], "shares": [0.3, 0.4, 0.3], "split": "valid"}
+RELATIVE_TOLERANCE = {"kind": "relative", "rtol": 3.0517578125e-05, "scale": 495.5}
 
 
 def full(demo_bundle) -> dict:
@@ -56,12 +57,14 @@ def regression(demo_bundle) -> dict:
     d["reference"]["output"] = dict(NUMERIC_OUTPUT)
     for a in d["artifacts"]:
         a["outputs"] = {"value": "variable"}
+    for v in d["verification"]:
+        v["tolerance"] = dict(RELATIVE_TOLERANCE)
     return d
 
 
 #: Where each section sits in a manifest, as (name in $defs, path in messages, path as keys and indices), in the
 #: manifest of :func:`full` (of :func:`regression` for the sections in ``REGRESSION``).
-REGRESSION = {"numeric_output"}
+REGRESSION = {"numeric_output", "relative_tolerance"}
 PLACES = [
     ("manifest", "", ()),
     ("target", "target", ("target",)),
@@ -80,6 +83,8 @@ PLACES = [
     ("metric_drop", "artifacts[1].metric_drop", ("artifacts", 1, "metric_drop")),
     ("metrics", "metrics", ("metrics",)),
     ("verification", "verification[1]", ("verification", 1)),
+    ("absolute_tolerance", "verification[1].tolerance", ("verification", 1, "tolerance")),
+    ("relative_tolerance", "verification[1].tolerance", ("verification", 1, "tolerance")),
     ("not_shipped", "not_shipped[0]", ("not_shipped", 0)),
     ("reference", "reference", ("reference",)),
     ("numeric_reference", "reference.columns['rpm']", ("reference", "columns", "rpm")),
@@ -193,6 +198,19 @@ def test_semantic_rules_beyond_the_keys(demo_bundle):
     d = full(demo_bundle)
     d["artifacts"].append(d["artifacts"][0])
     with pytest.raises(BundleError, match="artifacts lists model.onnx more than once"):
+        Manifest.from_dict(d)
+    d = regression(demo_bundle)
+    d["verification"][1]["tolerance"] = {"kind": "absolute", "atol": 1e-4}
+    with pytest.raises(BundleError, match=r"manifest.json: verification\[1\].tolerance is 'absolute', but a "
+                                          "regression bundle's outputs are held to relative tolerances"):
+        Manifest.from_dict(d)
+    d = full(demo_bundle)
+    d["verification"][0]["tolerance"] = dict(RELATIVE_TOLERANCE)
+    with pytest.raises(BundleError, match=r"verification\[0\].tolerance is 'relative', but a classification "
+                                          "bundle's outputs are held to absolute tolerances"):
+        Manifest.from_dict(d)
+    d["verification"][0]["tolerance"] = {"kind": "absolute", "atol": 0}
+    with pytest.raises(BundleError, match=r"verification\[0\].tolerance.atol is 0, expected a positive finite"):
         Manifest.from_dict(d)
     d = full(demo_bundle)
     d["artifacts"][0]["sha256"] = "ABC"

@@ -14,6 +14,7 @@ from conftest import run_env
 
 from edgeml_runtime.bundle import read_manifest
 from edgeml_runtime.errors import BundleError
+from edgeml_runtime.manifest_artifacts import AbsoluteTolerance, RelativeTolerance
 from edgeml_runtime.samples import Outputs, Samples, compare, read_samples, score_rows, self_test
 
 
@@ -121,6 +122,9 @@ def test_a_malformed_samples_file_is_a_bundle_error_naming_what(demo_bundle, tmp
 # --- the comparison, on fixed outputs -----------------------------------------------------------------
 
 
+PROBA = AbsoluteTolerance(atol=1e-4)
+
+
 def _two_class(labels, probabilities):
     return Outputs(labels=tuple(labels), probabilities=np.array(probabilities, dtype=np.float64))
 
@@ -128,7 +132,7 @@ def _two_class(labels, probabilities):
 def test_a_near_tie_is_accepted_within_the_tolerance():
     expected = _two_class(["a", "b"], [[0.50003, 0.49997], [0.2, 0.8]])  # row 0: top-2 gap 6e-5 <= 1e-4
     flipped = _two_class(["b", "b"], [[0.49999, 0.50001], [0.2, 0.8]])  # each probability within 4e-5
-    result = compare(expected, flipped, 1e-4, ("a", "b"), artifact="model.onnx")
+    result = compare(expected, flipped, PROBA, ("a", "b"), artifact="model.onnx")
     assert result.passed and result.ties == 1 and result.label_mismatches == 0
     assert result.largest == pytest.approx(4e-5)
     assert str(result) == "model.onnx: 2 rows within 0.0001 (largest difference 4e-05)"
@@ -137,7 +141,7 @@ def test_a_near_tie_is_accepted_within_the_tolerance():
 def test_the_same_flip_is_a_difference_when_the_gap_exceeds_the_tolerance():
     expected = _two_class(["a", "b"], [[0.5002, 0.4998], [0.2, 0.8]])  # gap 4e-4 > 1e-4: not a tie
     flipped = _two_class(["b", "b"], [[0.4999, 0.5001], [0.2, 0.8]])
-    result = compare(expected, flipped, 1e-4, ("a", "b"), artifact="m.tflite")
+    result = compare(expected, flipped, PROBA, ("a", "b"), artifact="m.tflite")
     assert not result.passed and result.ties == 0 and result.label_mismatches == 1
     assert [(d.row, d.output) for d in result.differences] == [(0, "label"), (0, "probabilities[0]"),
                                                                (0, "probabilities[1]")]
@@ -146,18 +150,36 @@ def test_the_same_flip_is_a_difference_when_the_gap_exceeds_the_tolerance():
         in str(result)
 
 
-def test_regression_values_are_compared_relative_to_their_size():
-    expected = Outputs(values=np.array([0.5, 2000.0, 3.0]))
-    got = Outputs(values=np.array([0.50009, 2000.15, 3.001]))  # 9e-5 absolute; 7.5e-5 and 3.3e-4 relative
-    result = compare(expected, got, 1e-4, artifact="model.onnx")
-    assert [(d.row, d.output) for d in result.differences] == [(2, "value")]
-    assert result.largest == pytest.approx(0.001 / 3)
-    assert "rows[2] value: got 3.001, expected 3 (allowed relative difference 0.0001)" in str(result)
+def test_regression_values_are_compared_relative_to_the_outputs_scale():
+    """rtol x scale either way, whatever the row's own value: near 0 as near 2000."""
+    expected = Outputs(values=np.array([0.5, 2000.0, 3.0, 0.0]))
+    got = Outputs(values=np.array([0.55, 2000.07, 3.07, 0.0601]))  # 0.05, 0.07, 0.07 and 0.0601 off
+    tolerance = RelativeTolerance(rtol=3e-5, scale=2000.0)  # 0.06 allowed
+    result = compare(expected, got, tolerance, artifact="model.onnx")
+    assert [(d.row, d.output) for d in result.differences] == [(1, "value"), (2, "value"), (3, "value")]
+    assert result.largest == pytest.approx(0.07)
+    assert "rows[3] value: got 0.0601, expected 0 (allowed difference 0.06 = 3e-05 of the scale 2000)" \
+        in str(result)
+    assert compare(expected, got, RelativeTolerance(rtol=3e-5, scale=3000.0)).passed  # 0.09 allowed
+
+
+def test_a_value_that_is_not_a_number_is_a_difference():
+    result = compare(Outputs(values=np.array([1.0, 2.0])), Outputs(values=np.array([1.0, np.nan])),
+                     RelativeTolerance(rtol=1e-4, scale=2.0))
+    assert [(d.row, d.output) for d in result.differences] == [(1, "value")] and result.largest == np.inf
+
+
+def test_a_tolerance_of_the_other_kind_is_refused():
+    values = Outputs(values=np.array([1.0]))
+    with pytest.raises(TypeError, match="values are compared with RelativeTolerance"):
+        compare(values, values, PROBA)
+    with pytest.raises(TypeError, match="2 class probabilities are compared with AbsoluteTolerance"):
+        compare(_two_class(["a"], [[1, 0]]), _two_class(["a"], [[1, 0]]), RelativeTolerance(rtol=1, scale=1))
 
 
 def test_outputs_of_another_shape_are_refused_naming_the_artifact():
     with pytest.raises(BundleError, match="model.int8.tflite gives values for 2 rows"):
-        compare(_two_class(["a", "b"], [[1, 0], [0, 1]]), Outputs(values=np.zeros(2)), 1e-4,
+        compare(_two_class(["a", "b"], [[1, 0], [0, 1]]), Outputs(values=np.zeros(2)), PROBA,
                 artifact="model.int8.tflite")
     with pytest.raises(ValueError, match="either labels and probabilities"):
         Outputs(labels=("a",), values=np.zeros(1))

@@ -23,7 +23,7 @@ has them; the JSON Schema requires them.
 Example:
 
 >>> d = {"artifact": "model.onnx", "rows": 20, "label_mismatches": 0, "ties": 0, "max_abs_diff": 0.0,
-...      "tolerance": 1e-4, "passed": True}
+...      "tolerance": {"kind": "absolute", "atol": 1e-4}, "passed": True}
 >>> Verification.from_dict(d, "manifest.json: verification[0]").to_dict() == d
 True
 >>> Verification.from_dict({**d, "passed": "yes"}, "manifest.json: verification[0]")
@@ -43,9 +43,12 @@ from .errors import BundleError
 from .manifest_artifacts import (
     FORMATS,
     METRICS,
+    TASK_TOLERANCES,
+    AbsoluteTolerance,
     Artifact,
     MetricDrop,
     NotShipped,
+    RelativeTolerance,
     Transform,
     Verification,
 )
@@ -84,7 +87,8 @@ from .sections import (
 
 #: The manifest layout this runtime reads. Bumped on incompatible changes: 2 made every section strict and
 #: the sample rows required; 3 hashed an artifact's side files (``files``) and confined every path to a plain
-#: file name in the bundle; 4 gave input columns a number format, a date order and their datetime parts.
+#: file name in the bundle; 4 gave input columns a number format, a date order and their datetime parts, and
+#: each verification its tolerance's rule (absolute, or relative to the output's scale).
 MANIFEST_FORMAT = 4
 TASKS = ("classification", "regression")
 SAMPLE_SOURCES = ("test", "synthetic")
@@ -277,7 +281,16 @@ class Manifest(Section):
             if set(a.outputs) != want:
                 raise BundleError(f"artifacts[{i}].outputs names {', '.join(a.outputs)}, but the artifact of a "
                                   f"{self.task} bundle gives {' and '.join(sorted(want))}; rebuild the bundle")
+        self._check_tolerances()
         self._check_reference()
+
+    def _check_tolerances(self) -> None:
+        """A classifier's artifacts are verified with an absolute tolerance, a regressor's with a relative one."""
+        want = TASK_TOLERANCES[self.task]
+        for i, v in enumerate(self.verification):
+            if not isinstance(v.tolerance, want):
+                raise BundleError(f"verification[{i}].tolerance is {v.tolerance.kind!r}, but a {self.task} bundle's "
+                                  f"outputs are held to {want.schema_name.replace('_', ' ')}s; rebuild the bundle")
 
     def files(self) -> list[str]:
         """Every file the manifest lists besides itself: artifacts, their side files, the sample rows."""
@@ -356,8 +369,9 @@ class Manifest(Section):
 
 #: Every section, by its name in the JSON Schema's ``$defs``.
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
-    Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification, NotShipped,
-    Reference, Search, Provenance, DataProvenance, ModelProvenance, Samples, *DETAILS)}
+    Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification,
+    AbsoluteTolerance, RelativeTolerance, NotShipped, Reference, Search, Provenance, DataProvenance,
+    ModelProvenance, Samples, *DETAILS)}
 
 
 def json_schema() -> dict:

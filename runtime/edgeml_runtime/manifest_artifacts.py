@@ -4,8 +4,12 @@ An :class:`Artifact` (``artifacts[i]``) is one model file a device may load,
 checked byte for byte on every load, with the :class:`Transform` that derived
 it from the exported model and, at reduced precision, its
 :class:`MetricDrop`. A :class:`Verification` (``verification[i]``) is an
-artifact scored through the runtime against the host; a :class:`NotShipped`
-(``not_shipped[i]``) one the target asked for that the bundle lacks, and why.
+artifact scored through the runtime against the host, with the tolerance it
+was held to: an :class:`AbsoluteTolerance` for a classifier's probabilities,
+a :class:`RelativeTolerance` (a share of the output's scale) for a
+regressor's values; a device's self-test and ``edgeml verify`` apply the same
+one. A :class:`NotShipped` (``not_shipped[i]``) is an artifact the target
+asked for that the bundle lacks, and why.
 They are sections of :class:`~edgeml_runtime.manifest.Manifest`, read as
 strictly (:mod:`edgeml_runtime.sections`), and importable from
 :mod:`edgeml_runtime.manifest` too; a transform's details are in
@@ -22,6 +26,9 @@ Traceback (most recent call last):
 ...
 edgeml_runtime.errors.BundleError: manifest.json: artifacts[0].path is '../model.onnx', expected a plain file \
 name in the bundle folder (letters, digits, '_', '-', '.'; not starting with '.'); rebuild the bundle
+>>> tolerance = TOLERANCE.read({"kind": "relative", "rtol": 3.0517578125e-05, "scale": 1000.0}, "tolerance")
+>>> print(tolerance, tolerance.allowed)
+0.0305 = 3.05e-05 of the scale 1000 0.030517578125
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ from .sections import (
     STR,
     Kind,
     Section,
+    exactly,
     key,
     list_of,
     mapping_of,
     nullable,
     one_of,
     section,
+    tagged,
     wrong,
 )
 
@@ -138,9 +147,73 @@ class NotShipped(Section):
     reason: str = key(STR)
 
 
+def _positive(v, where: str):
+    if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf"):
+        return v
+    raise wrong(where, v, "a positive finite number")  # NaN compares false: refused too
+
+
+POSITIVE = Kind("a positive finite number", _positive, schema={"type": "number", "exclusiveMinimum": 0})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbsoluteTolerance(Section):
+    """``verification[i].tolerance`` of a classifier's artifact: each probability within ``atol`` of the
+    expected one, and the labels equal unless the expected two most likely classes are within ``atol`` (a tie)."""
+
+    schema_name: ClassVar[str] = "absolute_tolerance"
+    kind: str = key(exactly("absolute"), default="absolute")
+    atol: float = key(POSITIVE)
+
+    @property
+    def allowed(self) -> float:
+        """The largest difference allowed, in the output's units."""
+        return self.atol
+
+    def __str__(self) -> str:
+        return f"{self.atol:g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelativeTolerance(Section):
+    """``verification[i].tolerance`` of a regressor's artifact: each value within ``rtol`` times ``scale`` of
+    the expected one, ``scale`` being the largest |value| the host pipeline gave on the rows the build compared.
+
+    float32 keeps about 7 significant digits of what it adds up (the leaves of
+    hundreds of trees, the terms of a dot product), so its error follows the
+    size of those terms, the output's scale, and not each row's own value: a
+    count near 0 summed from leaves in the hundreds carries the rounding of
+    the hundreds.
+    """
+
+    schema_name: ClassVar[str] = "relative_tolerance"
+    kind: str = key(exactly("relative"), default="relative")
+    rtol: float = key(POSITIVE)
+    scale: float = key(POSITIVE)
+
+    @property
+    def allowed(self) -> float:
+        """The largest difference allowed, in the output's units: ``rtol × scale``."""
+        return self.rtol * self.scale
+
+    def __str__(self) -> str:
+        return f"{self.allowed:.3g} = {self.rtol:.3g} of the scale {self.scale:.6g}"
+
+
+#: A verification's ``tolerance``: by ``kind``, absolute (classification) or relative to a scale (regression).
+TOLERANCE = tagged("kind", {"absolute": AbsoluteTolerance, "relative": RelativeTolerance})
+Tolerance = AbsoluteTolerance | RelativeTolerance
+#: The kind of tolerance each task's artifacts are verified with.
+TASK_TOLERANCES: dict[str, type[Section]] = {"classification": AbsoluteTolerance, "regression": RelativeTolerance}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Verification(Section):
-    """One of ``verification``: an artifact scored through the runtime on the test split against the host."""
+    """One of ``verification``: an artifact scored through the runtime on the test split against the host.
+
+    ``max_abs_diff`` is the largest |difference| of a probability or value,
+    in the output's units; ``tolerance`` says how much was allowed.
+    """
 
     schema_name: ClassVar[str] = "verification"
     artifact: str = key(STR)
@@ -148,6 +221,6 @@ class Verification(Section):
     label_mismatches: int = key(INT)
     ties: int = key(INT)
     max_abs_diff: float = key(NUMBER)
-    tolerance: float = key(NUMBER)
+    tolerance: Tolerance = key(TOLERANCE)
     passed: bool = key(BOOL)
     metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)

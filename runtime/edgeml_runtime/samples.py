@@ -10,18 +10,25 @@ uses the same two functions, at build time against its own pipeline and in
 * labels equal, unless the row is a near tie: its two most likely expected
   classes are within the tolerance of each other, and float32 arithmetic may
   break it either way;
-* probabilities within the tolerance;
-* regression values within the tolerance relative to max(1, |expected|).
+* probabilities within the (absolute) tolerance;
+* regression values within ``rtol × scale`` of the expected ones: a
+  :class:`~edgeml_runtime.manifest_artifacts.RelativeTolerance`, its scale
+  being the output's (float32 rounds a sum to the size of its terms, not of
+  each row's result).
+
+The tolerance is the one the manifest's ``verification`` records for the
+artifact, so that a device holds it to what the build did.
 
 Example:
 
 >>> want = Outputs(labels=("no", "yes"), probabilities=np.array([[0.9, 0.1], [0.50002, 0.49998]]))
 >>> got = Outputs(labels=("no", "no"), probabilities=np.array([[0.9, 0.1], [0.49999, 0.50001]]))
->>> result = compare(want, got, 1e-4, ("no", "yes"), artifact="model.onnx")
+>>> result = compare(want, got, AbsoluteTolerance(atol=1e-4), ("no", "yes"), artifact="model.onnx")
 >>> result.passed, result.ties, result.label_mismatches
 (True, 1, 0)
->>> print(compare(Outputs(values=np.array([1.0, 2.0])), Outputs(values=np.array([1.0, 2.5])), 1e-4))
-1 difference(s) on 2 rows: rows[1] value: got 2.5, expected 2 (allowed relative difference 0.0001)
+>>> scaled = RelativeTolerance(rtol=3e-5, scale=1000.0)  # 0.03 either way, near 0 as near 1000
+>>> print(compare(Outputs(values=np.array([0.0, 990.0])), Outputs(values=np.array([0.02, 990.5])), scaled))
+1 difference(s) on 2 rows: rows[1] value: got 990.5, expected 990 (allowed difference 0.03 = 3e-05 of the scale 1000)
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from .bundle import Bundle, open_bundle
 from .errors import BundleError, EngineError, InputError
 from .features import few
 from .manifest import Manifest
+from .manifest_artifacts import AbsoluteTolerance, RelativeTolerance, Tolerance
 from .model import Model, Predictions
 
 SAMPLES = "samples.json"
@@ -214,8 +222,8 @@ class Comparison:
     rows: int
     differences: tuple[Difference, ...]
     ties: int  #: rows whose labels differ inside a near tie (not differences)
-    largest: float  #: largest |probability difference|, or relative value difference
-    tolerance: float
+    largest: float  #: largest |probability difference| or |value difference|, in the output's units
+    tolerance: Tolerance
     artifact: str = ""
 
     @property
@@ -229,39 +237,50 @@ class Comparison:
     def __str__(self) -> str:
         where = f"{self.artifact}: " if self.artifact else ""
         if self.passed:
-            return f"{where}{self.rows} rows within {self.tolerance:g} (largest difference {self.largest:.2g})"
+            return f"{where}{self.rows} rows within {self.tolerance} (largest difference {self.largest:.2g})"
         return f"{where}{len(self.differences)} difference(s) on {self.rows} rows: " + few(
             [str(d) for d in self.differences], SHOWN, quote=False, sep="; ")
 
 
-def compare(expected: Outputs, got: Outputs, tolerance: float, classes: Sequence = (), *,
+def compare(expected: Outputs, got: Outputs, tolerance: Tolerance, classes: Sequence = (), *,
             artifact: str = "") -> Comparison:
-    """Hold fresh outputs against expected ones, one :class:`Difference` per row and output that differs."""
+    """Hold fresh outputs against expected ones, one :class:`Difference` per row and output that differs.
+
+    ``tolerance`` is an :class:`~edgeml_runtime.manifest_artifacts.AbsoluteTolerance` for labels and
+    probabilities, a :class:`~edgeml_runtime.manifest_artifacts.RelativeTolerance` for values. A value that is
+    not a number (NaN) differs from every other.
+    """
     if len(expected) != len(got) or (expected.labels is None) != (got.labels is None):
         raise BundleError(f"{artifact or 'the artifact'} gives {_kind(got)} for {len(got)} rows where "
                           f"{_kind(expected)} for {len(expected)} rows are expected; rebuild the bundle")
+    want_kind = AbsoluteTolerance if expected.labels is not None else RelativeTolerance
+    if not isinstance(tolerance, want_kind):
+        raise TypeError(f"{_kind(expected)} are compared with {want_kind.__name__}, not {tolerance!r}")
+    limit, allowed = tolerance.allowed, f"allowed difference {tolerance}"
     if expected.labels is None:
-        rel = np.abs(got.values - expected.values) / np.maximum(1.0, np.abs(expected.values))
-        allowed = f"allowed relative difference {tolerance:g}"
+        diff = np.abs(got.values - expected.values)
         found = tuple(Difference(int(i), "value", float(got.values[i]), float(expected.values[i]), allowed)
-                      for i in np.flatnonzero(rel > tolerance))
-        return Comparison(len(got), found, 0, float(rel.max(initial=0.0)), tolerance, artifact)
+                      for i in np.flatnonzero(~(diff <= limit)))
+        return Comparison(len(got), found, 0, _largest(diff), tolerance, artifact)
     want, have = expected.probabilities, got.probabilities
     if want.shape != have.shape:
         raise BundleError(f"{artifact or 'the artifact'} gives probabilities of shape {have.shape} where "
                           f"{want.shape} are expected; rebuild the bundle")
     top2 = np.sort(want, axis=1)[:, -2:]
-    tie = (top2[:, 1] - top2[:, 0]) <= tolerance if want.shape[1] > 1 else np.zeros(len(want), dtype=bool)
+    tie = (top2[:, 1] - top2[:, 0]) <= limit if want.shape[1] > 1 else np.zeros(len(want), dtype=bool)
     differ = np.array([g != e for g, e in zip(got.labels, expected.labels, strict=True)], dtype=bool)
     found = [Difference(int(i), "label", got.labels[i], expected.labels[i]) for i in np.flatnonzero(differ & ~tie)]
     diff = np.abs(have - want)
-    allowed = f"allowed difference {tolerance:g}"
-    for i, j in zip(*np.nonzero(diff > tolerance), strict=True):
+    for i, j in zip(*np.nonzero(~(diff <= limit)), strict=True):
         name = f" (class {classes[j]!r})" if j < len(classes) else ""
         found.append(Difference(int(i), f"probabilities[{j}]", float(have[i, j]), float(want[i, j]), allowed, name))
     found.sort(key=lambda d: d.row)
-    return Comparison(len(got), tuple(found), int((differ & tie).sum()), float(diff.max(initial=0.0)), tolerance,
-                      artifact)
+    return Comparison(len(got), tuple(found), int((differ & tie).sum()), _largest(diff), tolerance, artifact)
+
+
+def _largest(diff: np.ndarray) -> float:
+    """The largest difference, or infinity when one is not a number (NaN would hide in a maximum's record)."""
+    return float("inf") if np.isnan(diff).any() else float(diff.max(initial=0.0))
 
 
 def _kind(outputs: Outputs) -> str:

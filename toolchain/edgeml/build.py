@@ -195,7 +195,7 @@ def _report_verified(report: Reporter, outcomes: list[Outcome]) -> None:
     p = outcomes[0].parity
     if p is not None:
         report.stage("verify", f"{p.rows:,} test rows through edgeml_runtime: {p.label_mismatches} label "
-                               f"mismatches, max difference {p.max_abs_diff:.2g} (allowed {p.tolerance:g})")
+                               f"mismatches, max difference {p.max_abs_diff:.2g} (allowed {p.tolerance})")
     by_reason: dict[str, list[str]] = {}
     for n in (o.not_shipped for o in outcomes[1:] if o.not_shipped):
         by_reason.setdefault(n.reason, []).append(f"{n.format} {n.precision}")

@@ -17,8 +17,9 @@ Four kinds of check, each a :class:`Check` with a status:
   (:func:`edgeml_runtime.samples.compare`, the one a device's self-test and
   the build's parity check apply): labels equal (a near-tie excepted),
   probabilities or values within the tolerance the manifest's
-  ``verification`` records for that artifact. A reduced-precision artifact
-  is compared with its own outputs.
+  ``verification`` records for that artifact (absolute for probabilities,
+  ``rtol`` of the recorded output scale for values). A reduced-precision
+  artifact is compared with its own outputs.
 
 The report also carries the bundle's identity (:attr:`Manifest.identity
 <edgeml_runtime.manifest.Manifest.identity>`), the one devices report. A
@@ -183,7 +184,7 @@ def _parity_check(folder: Path, manifest: Manifest, samples, artifact: str) -> C
         return Check("parity", artifact, "fail", f"{len(found.differences)} difference(s) on {n}: "
                                                  + _few([str(d) for d in found.differences]))
     what = "labels equal, probabilities" if manifest.classes else "values"
-    return Check("parity", artifact, "pass", f"{n}: {what} within {found.tolerance:g} "
+    return Check("parity", artifact, "pass", f"{n}: {what} within {found.tolerance} "
                                              f"(largest difference {found.largest:.2g})")
 
 

@@ -13,12 +13,16 @@ not be made — and hands it to the :class:`~edgeml.bundle.writer.BundleWriter`:
    on training rows first (``transform.tflite_micro``); one it cannot run is
    not applicable;
 4. the file is written, scored through ``edgeml_runtime`` on the test split
-   and compared with the host pipeline: fp32 must match it exactly
-   (:func:`~edgeml.verify.parity.require_parity`, else
+   and compared with the host pipeline: fp32 must match it within the parity
+   tolerance (:mod:`edgeml.verify.parity`: 1e-4 for probabilities, float32's
+   rounding of the output's scale for values;
+   :func:`~edgeml.verify.parity.require_parity`, else
    :class:`~edgeml.errors.VerificationError`); a reduced precision may lose
    at most the profile's allowed metric drop against the exported model
    (:func:`~edgeml.verify.metrics.metric_drop`), else it is taken back out
-   and the manifest says why.
+   and the manifest says why. Either way the verification record keeps the
+   tolerance, which the device's self-test applies to the artifact's own
+   outputs on the sample rows.
 """
 
 from __future__ import annotations
