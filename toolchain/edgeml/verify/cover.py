@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeml_runtime.cells import SCALAR, BadValue
+from edgeml_runtime.cells import BadValue, column_reader
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 
@@ -49,7 +49,7 @@ class Requirement:
 
 def device_values(column: InputColumn, values: Sequence) -> list:
     """The values as a device reads them: float (NaN if missing), text ("" if missing), or None (unreadable)."""
-    convert = SCALAR[column.kind]
+    convert = column_reader(column)
     out = []
     for v in values:
         try:
