@@ -17,6 +17,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder
 
+from edgeml.data.dates import time_order
 from edgeml.errors import DataError
 from edgeml_runtime.features import FeatureEncoder
 from edgeml_runtime.schema import InputColumn, InputSchema
@@ -42,8 +43,7 @@ def split_frame(frame: pd.DataFrame, label: str, task: str, *, seed: int, time_c
     if len(frame) < 30:
         raise DataError(f"only {len(frame)} labelled rows; edgeml needs at least 30 to train, validate and test")
     if time_column is not None:
-        order = pd.to_datetime(frame[time_column], errors="coerce", format="ISO8601").argsort(kind="stable")
-        ordered = frame.iloc[np.asarray(order)]
+        ordered = frame.iloc[time_order(frame[time_column])]  # dates read as a device reads them, or numbers
         n_test = int(round(len(frame) * test_size))
         n_valid = int(round(len(frame) * valid_size))
         n_train = len(frame) - n_test - n_valid
