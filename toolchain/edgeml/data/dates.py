@@ -97,11 +97,12 @@ def read_dates(present: pd.Series, share: float = 0.97, sample: int = 1000) -> D
     else:
         order, note = _by_convention(name, readers)
         notes.append(note)
-    unread = [t for t, r in readers.items() if order not in r]
+    unread = sorted(t for t, r in readers.items() if order not in r)
     if unread:
         k = sum(counts[t] for t in unread)
-        notes.append(f"column {name!r}: {k} value{'s' if k != 1 else ''} of {n} do not read as dates "
-                     f"({few(unread, 3)}); they are missing values, in training and on the device")
+        what = "is no date" if k == 1 else "are no dates"
+        notes.append(f"column {name!r}: {k} of {n} values {what} ({few(unread, 3)}); they are missing values, in "
+                     "training and on the device")
     return DateReading(order, tuple(notes))
 
 
