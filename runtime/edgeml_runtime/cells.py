@@ -233,6 +233,15 @@ PART_TABLES: dict[str, tuple[int, np.ndarray | None]] = {
 _PLANS: dict[tuple[str, ...], tuple] = {}
 
 
+def datetime_reader(order: str | None, parts: tuple[str, ...]) -> Callable:
+    """The function from one raw value of a datetime column, read with its date ``order``, to its ``parts``.
+
+    >>> datetime_reader("dmy", ("month", "day"))("09-05-2011")
+    (5.0, 9.0)
+    """
+    return lambda v: datetime_parts(to_datetime(v, order), parts)
+
+
 def datetime_fields(d: datetime) -> tuple[int, int, int, int, int, int, int]:
     """Month, day, day of week (Monday 0), hour, minute, year and day of year (1 January is 1) of ``d``."""
     return d.month, d.day, d.weekday(), d.hour, d.minute, d.year, d.timetuple().tm_yday
@@ -261,11 +270,3 @@ SCALAR = {
     "datetime": lambda v: datetime_parts(to_datetime(v)),
 }
 
-
-def column_reader(column) -> Callable:
-    """The function from one raw value of ``column`` (an :class:`~edgeml_runtime.schema.InputColumn`) to the
-    value(s) of its feature(s): :data:`SCALAR` for its kind, with the column's date order and parts."""
-    if column.kind == "datetime":
-        order, parts = column.date_order, column.parts
-        return lambda v: datetime_parts(to_datetime(v, order), parts)
-    return SCALAR[column.kind]

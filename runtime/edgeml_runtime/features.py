@@ -32,9 +32,11 @@ from .cells import (
     _F32_MAX,
     _NAN,
     PART_TABLES,
+    SCALAR,
     BadValue,
     _is_text,
     datetime_parts,
+    datetime_reader,
     to_boolean,
     to_category,
     to_datetime,
@@ -103,6 +105,14 @@ def _convert_scalar(fn, fill, values, bad):
             bad[i] = str(exc)
             append(fill)
     return out
+
+
+def scalar_reader(col: InputColumn) -> Callable:
+    """The function from one raw value of ``col`` to its feature value(s): :data:`~edgeml_runtime.cells.SCALAR`
+    for its kind, with its date order and parts for a datetime (what a one-record path must use)."""
+    if col.kind == "datetime":
+        return datetime_reader(col.date_order, col.parts)
+    return SCALAR[col.kind]
 
 
 def _numeric(col: InputColumn, values, bad):

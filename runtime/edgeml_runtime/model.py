@@ -22,11 +22,11 @@ import numpy as np
 
 from . import device
 from .bundle import Bundle, open_bundle
-from .cells import ABSENT, BadValue, column_reader
+from .cells import ABSENT, BadValue
 from .drift import DriftMonitor, DriftSettings
 from .engines import engine_for
 from .errors import BundleError, EngineError, InputError, RowError
-from .features import FeatureEncoder, few
+from .features import FeatureEncoder, few, scalar_reader
 from .manifest import Artifact, Manifest
 
 ON_ERROR = ("fail", "skip")
@@ -242,7 +242,7 @@ class Model:
         for col in self.manifest.schema.columns:
             dtype = object if col.kind == "categorical" else np.float32
             buffers = [feeds.setdefault(f, np.zeros((1, 1), dtype=dtype)) for f in col.features]
-            plan.append((col.name, column_reader(col), buffers))
+            plan.append((col.name, scalar_reader(col), buffers))
         return plan, feeds
 
     def _run(self, feeds, n, errors=()):

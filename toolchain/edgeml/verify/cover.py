@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeml_runtime.cells import BadValue, column_reader
+from edgeml_runtime.cells import BadValue
+from edgeml_runtime.features import scalar_reader
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 
@@ -49,7 +50,7 @@ class Requirement:
 
 def device_values(column: InputColumn, values: Sequence) -> list:
     """The values as a device reads them: float (NaN if missing), text ("" if missing), or None (unreadable)."""
-    convert = column_reader(column)
+    convert = scalar_reader(column)
     out = []
     for v in values:
         try:
