@@ -331,3 +331,24 @@ def test_prepare_turns_a_day_first_column_into_parts():
     day_of_week = p.features["train"]["dteday__dayofweek"].to_numpy()
     truth = [datetime.strptime(t, "%d-%m-%Y").weekday() for t in p.split.train["dteday"]]
     assert day_of_week.tolist() == truth
+
+
+def outcome(text, order, shown=None):
+    """What parse_date gives, or its message with the value shown as ``shown``."""
+    try:
+        return parse_date(text, order)
+    except BadValue as exc:
+        return str(exc).replace(repr(text), repr(shown or text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.sampled_from(["2024-03-01", "2024-03-01T12:30", "1999-12-31 23:59:59"]),
+       edits=st.lists(st.tuples(st.integers(0, 18), st.sampled_from("0123456789-:Tt +Z.,/a")), max_size=3),
+       order=st.sampled_from(ORDERS))
+def test_the_iso_shortcut_reads_as_the_expression_does(shape, edits, order):
+    """parse_date hands the commonest ISO 8601 shapes to datetime.fromisoformat; a leading space bypasses that."""
+    text = list(shape)
+    for i, ch in edits:
+        text[i % len(text)] = ch
+    text = "".join(text)
+    assert outcome(text, order) == outcome(" " + text, order, shown=text)

@@ -40,8 +40,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
 
-__all__ = ["ORDERS", "date_orders", "parse_date"]
+__all__ = ["ORDERS", "date_orders", "orders_reading", "parse_date", "reads"]
 
 #: Every date order, ``None`` (ISO 8601 only) first; :data:`edgeml_runtime.schema.DATE_ORDERS` are the others.
 ORDERS = (None, "ymd", "dmy", "mdy")
@@ -65,6 +66,7 @@ _DATE = re.compile(
     re.ASCII | re.IGNORECASE | re.VERBOSE,
 )
 
+_ALL, _NOT_ISO = frozenset(ORDERS), frozenset(ORDERS[1:])
 _MONTHS = {name: i for i, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
 
@@ -110,6 +112,8 @@ def parse_date(text: str, order: str | None = None) -> datetime | None:
     if order is None and not (iso and _iso_time(ts, hh, ap, zs, zone)):
         return _unread(text, order)
     try:
+        if hh is None:
+            return datetime(int(year), int(month), int(day))
         d = datetime(int(year), int(month), int(day), *_clock(hh, mm, ss, frac, ap))
         return d if zone is None else _to_utc(d, zone)
     except (ValueError, OverflowError) as exc:
@@ -122,12 +126,24 @@ def date_orders(texts: Iterable[str]) -> tuple[str | None, ...]:
     >>> date_orders(["05/06/2020"]), date_orders(["05/06/2020", "06/13/2020"]), date_orders(["2020-06-13"])
     (('dmy', 'mdy'), ('mdy',), (None, 'ymd', 'dmy', 'mdy'))
     """
-    left = list(ORDERS)
+    left = set(ORDERS)
     for text in texts:
-        left = [order for order in left if reads(text, order)]
+        left &= orders_reading(text)
         if not left:
             break
-    return tuple(left)
+    return tuple(o for o in ORDERS if o in left)
+
+
+def orders_reading(text: str) -> frozenset:
+    """The orders that read ``text``, in two or three readings: what ISO 8601 (``None``) reads every order
+    reads, and what ``"ymd"`` reads (year first, month names) ``"dmy"`` and ``"mdy"`` read too.
+
+    >>> sorted(orders_reading("13/06/2020")), sorted(orders_reading("5 Sep 2011")), orders_reading("soon")
+    (['dmy'], ['dmy', 'mdy', 'ymd'], frozenset())
+    """
+    if reads(text, "ymd"):
+        return _ALL if reads(text, None) else _NOT_ISO
+    return frozenset(o for o in ("dmy", "mdy") if reads(text, o))
 
 
 def reads(text: str, order: str | None) -> bool:
@@ -148,9 +164,7 @@ def _iso_time(sep, hour, ampm, zone_space, zone) -> bool:
 
 
 def _clock(hh, mm, ss, frac, ampm) -> tuple[int, int, int, int]:
-    """Hour, minute, second and microsecond of a match's time (midnight when there is none)."""
-    if hh is None:
-        return 0, 0, 0, 0
+    """Hour, minute, second and microsecond of a match's time."""
     hour = int(hh)
     if ampm is not None:
         if not 1 <= hour <= 12:
@@ -171,11 +185,18 @@ def _to_utc(d: datetime, zone: str) -> datetime:
     return d  # Z, UTC, GMT
 
 
+@cache
+def _cells():
+    """:mod:`edgeml_runtime.cells`, for its missing-value words and :class:`BadValue`: imported on first use,
+    since it imports this module."""
+    from . import cells
+
+    return cells
+
+
 def _unread(text: str, order: str | None, why: str = "") -> None:
     """None for a missing value; otherwise the error saying that ``text`` is no date with ``order``."""
-    from .cells import NA_TOKENS  # imported here, on the rare path: cells imports this module
-
-    if text.strip().lower() in NA_TOKENS:
+    if text.strip().lower() in _cells().NA_TOKENS:
         return None
     if order is None:
         raise _bad(f"could not read {text!r} as an ISO 8601 date or datetime")
@@ -188,6 +209,4 @@ _ORDER_HINT = {"ymd": " (year first, ISO 8601, or with a month name)",
 
 
 def _bad(message: str) -> ValueError:
-    from .cells import BadValue  # see _unread
-
-    return BadValue(message)
+    return _cells().BadValue(message)

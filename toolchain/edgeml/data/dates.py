@@ -34,7 +34,7 @@ import pandas as pd
 from pandas.api import types
 
 from edgeml_runtime.cells import NA_TOKENS, BadValue, datetime_fields, to_datetime
-from edgeml_runtime.dates import ORDERS, reads
+from edgeml_runtime.dates import ORDERS, orders_reading
 from edgeml_runtime.features import few, read_numbers
 from edgeml_runtime.schema import DATETIME_PARTS
 
@@ -180,7 +180,7 @@ def _counts(values: pd.Series) -> dict[str, int]:
 
 def _readers(counts: dict[str, int]) -> dict[str, frozenset]:
     """For each distinct text, the orders that read it."""
-    return {t: frozenset(o for o in ORDERS if reads(t, o)) for t in counts}
+    return {t: orders_reading(t) for t in counts}
 
 
 def _best_share(counts: dict[str, int]) -> float:
