@@ -165,6 +165,19 @@ def test_an_iso_column_with_a_few_unreadable_values_reads_leniently():
     assert strict.date_order is None and strict.notes == ()
 
 
+@pytest.mark.parametrize("garbage", [[], ["soon"], ["soon", "later", "13/13/2020"]])
+def test_an_order_decided_on_part_of_a_long_column_reads_the_rest_alike(garbage, monkeypatch):
+    import edgeml.data.dates as host_dates
+
+    days = [datetime(2020, 1, 1) + timedelta(days=d) for d in range(120)]
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        values = series([d.strftime(fmt) for d in days[:60]] + garbage + [d.strftime(fmt) for d in days[60:]])
+        whole = read_dates(values)
+        monkeypatch.setattr(host_dates, "EVIDENCE_VALUES", 7)
+        assert read_dates(values) == whole and (whole.order is None) == (fmt == "%Y-%m-%d" and not garbage)
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("values", [["2024", "2021", "2026"], ["20240101", "20230102"], ["1.5", "2.5"]])
 def test_plain_numbers_are_never_dates(values):
     assert read_dates(series(values)) is None

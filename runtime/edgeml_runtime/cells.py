@@ -231,6 +231,7 @@ PART_TABLES: dict[str, tuple[int, np.ndarray | None]] = {
     "hour_sin": (3, _HOUR_SIN), "hour_cos": (3, _HOUR_COS),
 }
 _PLANS: dict[tuple[str, ...], tuple] = {}
+_DAYS_BEFORE = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)  #: in a common year, before each month
 
 
 def datetime_reader(order: str | None, parts: tuple[str, ...]) -> Callable:
@@ -244,7 +245,9 @@ def datetime_reader(order: str | None, parts: tuple[str, ...]) -> Callable:
 
 def datetime_fields(d: datetime) -> tuple[int, int, int, int, int, int, int]:
     """Month, day, day of week (Monday 0), hour, minute, year and day of year (1 January is 1) of ``d``."""
-    return d.month, d.day, d.weekday(), d.hour, d.minute, d.year, d.timetuple().tm_yday
+    month, year = d.month, d.year
+    leap = month > 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return month, d.day, d.weekday(), d.hour, d.minute, year, _DAYS_BEFORE[month] + d.day + leap
 
 
 def datetime_parts(d: datetime | None, parts: tuple[str, ...] = DATETIME_PARTS) -> tuple[float, ...]:

@@ -34,7 +34,7 @@ import pandas as pd
 from pandas.api import types
 
 from edgeml_runtime.cells import NA_TOKENS, BadValue, datetime_fields, to_datetime
-from edgeml_runtime.dates import ORDERS, orders_reading
+from edgeml_runtime.dates import ORDERS, orders_reading, reads
 from edgeml_runtime.features import few, read_numbers
 from edgeml_runtime.schema import DATETIME_PARTS
 
@@ -44,6 +44,8 @@ __all__ = ["ChosenParts", "DateReading", "choose_parts", "read_dates", "time_ord
 _SAID = {"dmy": "day-first (dd/mm/yyyy)", "mdy": "month-first (mm/dd/yyyy)"}
 #: The order a separator's convention gives dates with the year last that no value decides.
 _CONVENTION = {"/": "mdy", ".": "dmy", "-": "dmy"}
+#: How many distinct values, at most, the date order is decided on (the rest are then read with that order).
+EVIDENCE_VALUES = 20_000
 #: The calendar fields of :func:`edgeml_runtime.cells.datetime_fields`, in its order.
 _FIELDS = ("month", "day", "dayofweek", "hour", "minute", "year", "dayofyear")
 
@@ -81,28 +83,21 @@ def read_dates(present: pd.Series, share: float = 0.97, sample: int = 1000) -> D
     if _best_share(_counts(present.iloc[::step].iloc[:sample])) < share:
         return None  # most are not dates: the whole column need not be read
     counts = _counts(present)
-    readers = _readers(counts)
-    n = sum(counts.values())
-    reading = {order: sum(counts[t] for t, r in readers.items() if order in r) for order in ORDERS}
-    if reading[None] == n:
-        return DateReading(None)
-    best = max(reading[o] for o in ORDERS[1:])
-    if best < share * n:
+    readers = _readers(_spread(counts, EVIDENCE_VALUES))
+    decided = _decide(present.name, {t: counts[t] for t in readers}, readers, share)
+    if decided is None:
         return None
-    name, notes = present.name, []
-    if reading["ymd"] == best:
-        order = "ymd"
-    elif reading["dmy"] != reading["mdy"]:
-        order = "dmy" if reading["dmy"] > reading["mdy"] else "mdy"
-    else:
-        order, note = _by_convention(name, readers)
-        notes.append(note)
-    unread = sorted(t for t, r in readers.items() if order not in r)
+    order, notes = decided
+    unread = _unread(counts, readers, order)
+    if order is None and unread:  # beyond the evidence, text ISO 8601 does not read: read leniently
+        order, unread = "ymd", _unread(counts, readers, "ymd")
+    n, k = sum(counts.values()), sum(counts[t] for t in unread)
+    if k > (1 - share) * n:
+        return None
     if unread:
-        k = sum(counts[t] for t in unread)
         what = "is no date" if k == 1 else "are no dates"
-        notes.append(f"column {name!r}: {k} of {n} values {what} ({few(unread, 3)}); they are missing values, in "
-                     "training and on the device")
+        notes.append(f"column {present.name!r}: {k} of {n} values {what} ({few(unread, 3)}); they are missing "
+                     "values, in training and on the device")
     return DateReading(order, tuple(notes))
 
 
@@ -176,6 +171,37 @@ def _counts(values: pd.Series) -> dict[str, int]:
     """How often each distinct text occurs, missing values (``NA``, ``null``...) left out."""
     counts = values.astype(str).value_counts(sort=False)
     return {t: int(c) for t, c in counts.items() if t.strip().lower() not in NA_TOKENS}
+
+
+def _decide(name, counts: dict[str, int], readers: dict[str, frozenset], share: float):
+    """The order that reads the most of the values (ISO 8601 only if it reads them all), and the notes; None
+    when no order reads ``share`` of them."""
+    n = sum(counts.values())
+    reading = {order: sum(counts[t] for t, r in readers.items() if order in r) for order in ORDERS}
+    best = max(reading[o] for o in ORDERS[1:])
+    if reading[None] == n:
+        return None, []
+    if best < share * n:
+        return None
+    if reading["ymd"] == best:
+        return "ymd", []
+    if reading["dmy"] != reading["mdy"]:
+        return ("dmy" if reading["dmy"] > reading["mdy"] else "mdy"), []
+    order, note = _by_convention(name, readers)
+    return order, [note]
+
+
+def _unread(counts: dict[str, int], readers: dict[str, frozenset], order: str | None) -> list[str]:
+    """The distinct texts that ``order`` does not read (those beyond the evidence read once, with it)."""
+    return sorted(t for t in counts if (order not in readers[t] if t in readers else not reads(t, order)))
+
+
+def _spread(counts: dict[str, int], size: int) -> dict[str, int]:
+    """At most ``size`` of the distinct texts, evenly spaced (all of them when there are no more)."""
+    if len(counts) <= size:
+        return counts
+    keys = list(counts)
+    return {t: counts[t] for t in keys[:: len(keys) // size + 1]}
 
 
 def _readers(counts: dict[str, int]) -> dict[str, frozenset]:
