@@ -199,7 +199,7 @@ def to_datetime(v, order: str | None = None) -> datetime | None:
             return None
         d = datetime.fromisoformat(str(v.astype("datetime64[us]")))
     else:
-        raise BadValue(f"expected an ISO 8601 date or datetime, got {type(v).__name__} {v!r}")
+        raise BadValue(f"expected a date as text or a datetime, got {type(v).__name__} {v!r}")
     if d.tzinfo is not None:
         d = d.astimezone(UTC).replace(tzinfo=None)
     return d

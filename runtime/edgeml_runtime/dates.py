@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import cache
 
 __all__ = ["ORDERS", "date_orders", "orders_reading", "parse_date", "reads"]
@@ -175,14 +175,13 @@ def _clock(hh, mm, ss, frac, ampm) -> tuple[int, int, int, int]:
 
 
 def _to_utc(d: datetime, zone: str) -> datetime:
-    if zone[0] in "+-":
-        digits = zone[1:].replace(":", "")
-        minutes = int(digits[:2]) * 60 + int(digits[2:] or 0)
-        if minutes >= 24 * 60:
-            raise ValueError(f"offset {zone} is a day or more")
-        d = d.replace(tzinfo=timezone(timedelta(minutes=-minutes if zone[0] == "-" else minutes)))
-        return d.astimezone(UTC).replace(tzinfo=None)
-    return d  # Z, UTC, GMT
+    """``d``, written in ``zone`` (``Z``, ``UTC``, ``GMT`` or an offset), in UTC."""
+    if zone[0] not in "+-":
+        return d
+    minutes = int(zone[1:3]) * 60 + int(zone[-2:] if len(zone) > 3 else 0)
+    if minutes >= 24 * 60:
+        raise ValueError(f"offset {zone} is a day or more")
+    return d - timedelta(minutes=-minutes if zone[0] == "-" else minutes)
 
 
 @cache

@@ -270,13 +270,23 @@ def _fast_datetime(col: InputColumn, values, bad):
     else:
         order = col.date_order
         dates = _convert_scalar(lambda v: to_datetime(v, order), None, _rows(values), bad)
-        parts = datetime64_parts(np.array(dates, dtype="datetime64[us]"), col.parts)
+        parts = datetime64_parts(_datetime64(dates), col.parts)
     if parts is None:
         return _datetime(col, values, bad)
     return {name: parts[:, j : j + 1] for j, name in enumerate(col.features)}
 
 
 _US_PER_DAY = 86_400_000_000
+_EPOCH_DAY = 719_163  # datetime(1970, 1, 1).toordinal()
+_NAT = np.iinfo(np.int64).min
+
+
+def _datetime64(dates: list) -> np.ndarray:
+    """Datetimes (None for missing) as datetime64[us], by their day and time: NumPy's own conversion of
+    datetime objects is ten times slower."""
+    us = np.fromiter((_NAT if d is None else (d.toordinal() - _EPOCH_DAY) * _US_PER_DAY + d.microsecond
+                      + (d.hour * 3600 + d.minute * 60 + d.second) * 1_000_000 for d in dates), np.int64, len(dates))
+    return us.view("datetime64[us]")
 
 
 def datetime64_parts(values: np.ndarray, parts: tuple[str, ...] = DATETIME_PARTS) -> np.ndarray | None:
