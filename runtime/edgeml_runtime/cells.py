@@ -22,10 +22,12 @@ edgeml_runtime.cells.BadValue: could not read 'hot' as a number
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 
 import numpy as np
 
+from .dates import parse_date
 from .schema import DATETIME_PARTS
 
 #: Marks a key that a record does not have at all (as opposed to a null value).
@@ -163,42 +165,104 @@ def to_boolean(v) -> float:
     raise BadValue(f"could not read {v!r} as a boolean (expected yes/no, true/false or 1/0)")
 
 
-def to_datetime(v) -> datetime | None:
+def to_datetime(v, order: str | None = None) -> datetime | None:
     """A datetime cell as a naive UTC datetime, None for a missing value.
 
-    >>> to_datetime("2024-03-01T12:30:00+01:00")
-    datetime.datetime(2024, 3, 1, 11, 30)
+    Text is read by :func:`edgeml_runtime.dates.parse_date` with the column's date ``order``. A column
+    without one (ISO 8601 only) refuses other text; a column with one (its dates written as people type
+    them) reads text that is no date as a missing value, as the host read its training data.
+
+    >>> to_datetime("2024-03-01T12:30:00+01:00"), to_datetime("09-05-2011 14:00", "dmy")
+    (datetime.datetime(2024, 3, 1, 11, 30), datetime.datetime(2011, 5, 9, 14, 0))
+    >>> to_datetime("soon", "dmy") is None
+    True
     """
+    if isinstance(v, str):
+        if order is None:
+            return parse_date(v, None)
+        try:
+            return parse_date(v, order)
+        except BadValue:
+            return None
     if isinstance(v, datetime):
+        if v != v:  # pandas' NaT is a datetime too
+            return None
         d = v
+    elif isinstance(v, date):
+        return datetime(v.year, v.month, v.day)
     elif v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     elif v is ABSENT:
         raise _absent()
-    elif isinstance(v, str):
-        s = v.strip()
-        if s.lower() in NA_TOKENS:
-            return None
-        try:
-            d = datetime.fromisoformat(s)
-        except ValueError:
-            raise BadValue(f"could not read {v!r} as an ISO 8601 date or datetime") from None
     elif isinstance(v, np.datetime64):
         if np.isnat(v):
             return None
         d = datetime.fromisoformat(str(v.astype("datetime64[us]")))
     else:
-        raise BadValue(f"expected an ISO 8601 date or datetime, got {type(v).__name__} {v!r}")
+        raise BadValue(f"expected a date as text or a datetime, got {type(v).__name__} {v!r}")
     if d.tzinfo is not None:
         d = d.astimezone(UTC).replace(tzinfo=None)
     return d
 
 
-def datetime_parts(d: datetime | None) -> tuple[float, ...]:
-    """The parts in :data:`DATETIME_PARTS` of a datetime, as floats (NaN when missing)."""
+def _cycle(period: float, first: int, n: int) -> list[float]:
+    """sin and cos tables, as float32 values, of ``k - first`` turns in ``period``, for k in 0..n-1 (NaN below
+    ``first``): what both the careful and the fast paths look the cyclic parts up in, so that they agree."""
+    turns = 2 * np.pi * (np.arange(n) - first) / period
+    tables = np.stack([np.sin(turns), np.cos(turns)]).astype(np.float32)
+    tables[:, :first] = np.nan
+    return list(tables)
+
+
+#: Per part of :data:`DATETIME_PARTS`: which field of :func:`datetime_fields` it is, and the float32 table it
+#: is looked up in (None: the field itself). Cyclic parts put the last value of a cycle next to the first
+#: (December by January, Sunday by Monday, 23:00 by midnight), which linear models and networks cannot see
+#: in the plain numbers; day of year turns in 365.25 days, so that every year's 1 January is at 0.
+_MONTH_SIN, _MONTH_COS = _cycle(12, 1, 13)
+_DOY_SIN, _DOY_COS = _cycle(365.25, 1, 367)
+_DOW_SIN, _DOW_COS = _cycle(7, 0, 7)
+_HOUR_SIN, _HOUR_COS = _cycle(24, 0, 24)
+PART_TABLES: dict[str, tuple[int, np.ndarray | None]] = {
+    "month": (0, None), "day": (1, None), "dayofweek": (2, None), "hour": (3, None), "minute": (4, None),
+    "year": (5, None), "dayofyear": (6, None),
+    "month_sin": (0, _MONTH_SIN), "month_cos": (0, _MONTH_COS),
+    "dayofyear_sin": (6, _DOY_SIN), "dayofyear_cos": (6, _DOY_COS),
+    "dayofweek_sin": (2, _DOW_SIN), "dayofweek_cos": (2, _DOW_COS),
+    "hour_sin": (3, _HOUR_SIN), "hour_cos": (3, _HOUR_COS),
+}
+_PLANS: dict[tuple[str, ...], tuple] = {}
+_DAYS_BEFORE = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)  #: in a common year, before each month
+
+
+def datetime_reader(order: str | None, parts: tuple[str, ...]) -> Callable:
+    """The function from one raw value of a datetime column, read with its date ``order``, to its ``parts``.
+
+    >>> datetime_reader("dmy", ("month", "day"))("09-05-2011")
+    (5.0, 9.0)
+    """
+    return lambda v: datetime_parts(to_datetime(v, order), parts)
+
+
+def datetime_fields(d: datetime) -> tuple[int, int, int, int, int, int, int]:
+    """Month, day, day of week (Monday 0), hour, minute, year and day of year (1 January is 1) of ``d``."""
+    month, year = d.month, d.year
+    leap = month > 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return month, d.day, d.weekday(), d.hour, d.minute, year, _DAYS_BEFORE[month] + d.day + leap
+
+
+def datetime_parts(d: datetime | None, parts: tuple[str, ...] = DATETIME_PARTS) -> tuple[float, ...]:
+    """The ``parts`` (of :data:`DATETIME_PARTS`, in that order) of a datetime, as floats (NaN when missing).
+
+    >>> datetime_parts(datetime(2024, 12, 31, 23, 5), ("year", "dayofweek", "hour", "hour_cos"))
+    (2024.0, 1.0, 23.0, 0.9659258127212524)
+    """
     if d is None:
-        return (_NAN,) * len(DATETIME_PARTS)
-    return (float(d.month), float(d.day), float(d.weekday()), float(d.hour), float(d.minute))
+        return (_NAN,) * len(parts)
+    plan = _PLANS.get(parts)
+    if plan is None:
+        plan = _PLANS[parts] = tuple((i, None if t is None else t.tolist()) for i, t in map(PART_TABLES.get, parts))
+    fields = datetime_fields(d)
+    return tuple(float(fields[i]) if table is None else table[fields[i]] for i, table in plan)
 
 
 #: Per kind, the function from one raw value to the value(s) of its feature(s).
@@ -208,3 +272,4 @@ SCALAR = {
     "categorical": to_category,
     "datetime": lambda v: datetime_parts(to_datetime(v)),
 }
+

@@ -22,8 +22,14 @@ from .errors import BundleError
 #: The kinds of column a model can take as input.
 KINDS = ("numeric", "categorical", "boolean", "datetime")
 
-#: The parts a datetime column can be expanded into (an input column lists the ones it uses in ``parts``).
-DATETIME_PARTS = ("month", "day", "dayofweek", "hour", "minute")
+#: The parts a datetime column can be expanded into (an input column lists the ones it uses in ``parts``, in
+#: its own order): the calendar fields (day of week 0 for Monday; day of year 1 for 1 January), then the
+#: cyclic ones, sin and cos of the position in the year (by month, or by day of year), the week and the day
+#: (by hour), so that December sits by January, Sunday by Monday and 23:00 by midnight. The first five are
+#: what every datetime column had before columns chose their parts.
+DATETIME_PARTS = ("month", "day", "dayofweek", "hour", "minute", "year", "dayofyear",
+                  "month_sin", "month_cos", "dayofyear_sin", "dayofyear_cos",
+                  "dayofweek_sin", "dayofweek_cos", "hour_sin", "hour_cos")
 
 #: How a datetime column writes a date that is not ISO 8601: day, month and year in this order.
 DATE_ORDERS = ("dmy", "mdy", "ymd")
@@ -69,8 +75,8 @@ class InputColumn:
     """One raw input column and the model tensors it feeds.
 
     ``features`` are the names of the model's inputs this column becomes: one
-    for numeric, boolean and categorical columns, one per part in
-    :data:`DATETIME_PARTS` for datetimes. ``categories`` are the categories
+    for numeric, boolean and categorical columns, one per part it lists in
+    ``parts`` (of :data:`DATETIME_PARTS`) for datetimes. ``categories`` are the categories
     the model knows (others score as "unknown", never as an error).
     ``range`` and ``missing_rate`` describe the training split.
     ``number_format`` (numeric columns only) says how numbers are written as

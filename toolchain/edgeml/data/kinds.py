@@ -20,8 +20,13 @@ neither missing nor blank (empty or whitespace-only text):
    (:func:`edgeml.data.numbers.read_plain`). An
    integer-valued one may still be an *identifier* (rule 7); a column with
    fractional values never is.
-6. **datetime**: text of which at least :data:`DATETIME_SHARE` of a sample
-   parses as an ISO-8601 date or datetime and is not a plain number.
+6. **datetime**: text of which at least :data:`DATETIME_SHARE` of a sample,
+   and of the whole column, reads as dates with one date order, by the
+   device's own date grammar (:mod:`edgeml_runtime.dates`: ISO 8601,
+   ``dd-mm-yyyy``, ``mm/dd/yyyy``, month names; never plain numbers); the
+   order, and the parts the model gets, are decided from the values
+   (:mod:`edgeml.data.dates`). A datetime column whose dates leave no part
+   that varies (only an ever-increasing year) is dropped.
 6b. **numeric**: text of which at least :data:`~edgeml.data.numbers.TEXT_NUMBER_SHARE`
    reads as numbers written as text (``1.200,5``, ``$30``, ``2 BHK``, ``1200 - 1500``)
    in one number format chosen from the values (:func:`edgeml.data.numbers.read_text`);
@@ -43,6 +48,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
+from edgeml.data.dates import choose_parts, read_dates
 from edgeml.data.numbers import ReadNumbers, read_plain, read_text
 from edgeml.errors import DataError
 from edgeml_runtime.features import read_numbers
@@ -65,7 +71,7 @@ __all__ = [
 
 #: Share of a text column's present values that must parse as numbers for it to be numeric.
 NUMERIC_SHARE = 0.97
-#: Share of a text column's sampled present values that must parse as ISO-8601 dates.
+#: Share of a text column's sampled (and of all its) present values that must read as dates with one order.
 DATETIME_SHARE = 0.97
 #: How many present values the datetime test looks at (evenly spaced through the column).
 DATETIME_SAMPLE = 1000
@@ -137,12 +143,12 @@ def judge_column(series: pd.Series) -> Judged | Dropped:
     if is_boolean(present):
         return Judged("boolean")
     if types.is_datetime64_any_dtype(present.dtype):
-        return Judged("datetime")
+        return _dates_judged(present, None)
     numbers = read_plain(present, NUMERIC_SHARE)
     if numbers is not None:
         return _numeric_verdict(name, numbers)
-    if is_datetime_text(present):
-        return Judged("datetime")
+    if (reading := read_dates(present, DATETIME_SHARE, DATETIME_SAMPLE)) is not None:
+        return _dates_judged(present, reading.order, reading.notes)
     numbers = read_text(present)
     if numbers is not None:
         return _numeric_verdict(name, numbers)
@@ -222,23 +228,23 @@ def parse_numbers(present: pd.Series, share: float = NUMERIC_SHARE) -> pd.Series
 
 
 def is_datetime_text(present: pd.Series) -> bool:
-    """True when a sample of text values parses as ISO-8601 dates and they are not plain numbers.
+    """True when text values read as dates with one date order (see rule 6); plain numbers never do.
 
     >>> import pandas as pd
     >>> is_datetime_text(pd.Series(["2024-03-01", "2024-03-02T10:15:00+01:00"]))
     True
-    >>> is_datetime_text(pd.Series(["2024", "2025"]))
-    False
+    >>> is_datetime_text(pd.Series(["13/06/2020", "06/13/2020"])), is_datetime_text(pd.Series(["2024", "2025"]))
+    (False, False)
     """
-    if not _is_text(present.dtype) or present.empty:
-        return False
-    sample = _sample(present).astype(str).str.strip()
-    try:
-        dates = pd.to_datetime(sample, format="ISO8601", errors="coerce", utc=True).notna()
-    except (ValueError, TypeError, OverflowError):
-        return False
-    plain_numbers = device_numbers(sample).notna()
-    return bool((dates & ~plain_numbers).mean() >= DATETIME_SHARE)
+    return read_dates(present, DATETIME_SHARE, DATETIME_SAMPLE) is not None
+
+
+def _dates_judged(present: pd.Series, order: str | None, notes: tuple[str, ...] = ()) -> Judged | Dropped:
+    """A datetime column with its date order and notes, or dropped when no part of its dates varies usefully."""
+    chosen = choose_parts(present, order)
+    if not chosen.parts:
+        return Dropped(str(present.name), chosen.reason)
+    return Judged("datetime", date_order=order, notes=notes + chosen.notes)
 
 
 def identifier_reason(present: pd.Series) -> str | None:

@@ -17,6 +17,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder
 
+from edgeml.data.dates import time_order
 from edgeml.data.kinds import show_value
 from edgeml.data.schema import HOLDOUT_SHARE, rare_classes, rare_note
 from edgeml.errors import DataError
@@ -80,8 +81,7 @@ training, none to validate or test on, so the test metrics do not measure it
 
 
 def _in_time_order(frame: pd.DataFrame, time_column: str, test_size: float, valid_size: float) -> Split:
-    order = pd.to_datetime(frame[time_column], errors="coerce", format="ISO8601").argsort(kind="stable")
-    ordered = frame.iloc[np.asarray(order)]
+    ordered = frame.iloc[time_order(frame[time_column])]  # dates read as a device reads them, or numbers
     n_test = int(round(len(frame) * test_size))
     n_valid = int(round(len(frame) * valid_size))
     n_train = len(frame) - n_test - n_valid

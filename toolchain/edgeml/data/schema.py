@@ -22,8 +22,8 @@ Example:
 >>> schema = infer_schema(frame, "alarm")
 >>> schema.task, [(c.name, c.kind) for c in schema.columns]
 ('classification', [('when', 'datetime'), ('temp [C]', 'numeric'), ('site', 'categorical')])
->>> schema.columns[0].features
-('when__month', 'when__day', 'when__dayofweek', 'when__hour', 'when__minute')
+>>> schema.columns[0].features  # the parts of its dates that vary (see edgeml.data.dates)
+('when__hour', 'when__hour_sin', 'when__hour_cos')
 >>> schema.notices
 ("dropped column 'fw' (constant: every value is '1.2')",)
 """
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import pandas as pd
 from pandas.api import types
 
+from edgeml.data.dates import choose_parts
 from edgeml.data.kinds import (
     Dropped,
     Judged,
@@ -242,22 +243,28 @@ def infer_task(label: pd.Series, task: str | None = None) -> str:
     return task
 
 
-def column_features(name: str, kind: str, taken: set[str]) -> tuple[str, ...]:
-    """The model input names for column ``name``: one, or one per datetime part.
+def column_features(name: str, kind: str, taken: set[str], parts: Sequence[str] = DATETIME_PARTS) -> tuple[str, ...]:
+    """The model input names for column ``name``: one, or one per datetime part in ``parts``.
 
     >>> column_features("Air temperature [K]", "numeric", set())
     ('Air_temperature_K',)
+    >>> column_features("when", "datetime", set(), ("month", "hour_sin"))
+    ('when__month', 'when__hour_sin')
     """
     if kind == "datetime":
-        return tuple(feature_name(name, taken, suffix=part) for part in DATETIME_PARTS)
+        return tuple(feature_name(name, taken, suffix=part) for part in parts)
     return (feature_name(name, taken),)
 
 
 def input_column(series: pd.Series, judged: Judged, taken: set[str]) -> tuple[InputColumn, tuple[str, ...]]:
-    """The input column for ``series`` as judged, with unique feature names, and the notes to show about it."""
+    """The input column for ``series`` as judged, with unique feature names, and the notes to show about it.
+
+    A datetime column gets the parts of its dates that vary in ``series``
+    (:func:`edgeml.data.dates.choose_parts`).
+    """
     name = str(series.name)
-    features = column_features(name, judged.kind, taken)
-    parts = DATETIME_PARTS[: len(features)] if judged.kind == "datetime" else ()
+    parts = choose_parts(series, judged.date_order).parts if judged.kind == "datetime" else ()
+    features = column_features(name, judged.kind, taken, parts)
     column = InputColumn(name=name, kind=judged.kind, features=features, dtype=str(series.dtype),
                          number_format=judged.number_format, date_order=judged.date_order, parts=parts)
     return column, judged.notes
@@ -353,7 +360,8 @@ def _check_time_column(series: pd.Series) -> None:
         return
     if parse_numbers(present, share=1.0) is None:
         raise DataError(
-            f"time column {series.name!r} holds neither ISO-8601 dates nor numbers "
+            f"time column {series.name!r} holds neither dates (ISO 8601, dd-mm-yyyy, mm/dd/yyyy, 5 Sep 2011...) "
+            "nor numbers "
             f"(e.g. {show_value(present.iloc[0])}); "
             "choose a column of timestamps, or leave --time-column out"
         )
