@@ -68,15 +68,16 @@ def _run(line: bytes) -> list[str]:
 
 @pytest.mark.parametrize("header", [
     b",a,b", b"a,a,b", b"\xef\xbb\xbf,x,x_2,x", b" a , a ,b", b"a;;a", b"a\t\tb", b'"a\tb",""," c "',
-    b'"Total years of\nexperience",b,', b'"x\r\n",x,"x_2"',
+    b'"Total years of\nexperience",b,', b'"x\r\n",x,"x_2"', b'a;b;Strength(MPa, megapascals)',
+    b'temp, C\tok\tsite, name',
 ])
 def test_host_and_device_name_the_same_header_line_alike(tmp_path, header):
-    sep = b";" if b";" in header else (b"\t" if header.count(b"\t") > 1 else b",")
+    sep = b";" if b";" in header else (b"\t" if header.count(b"\t") > 1 or b", C" in header else b",")
     width = len(next(csv.reader(io.StringIO(header.decode("utf-8-sig")), delimiter=sep.decode())))
     path = tmp_path / "rows.csv"
     path.write_bytes(header + b"\n" + sep.join([b"1"] * width) + b"\n" + sep.join([b"2"] * width) + b"\n")
     host = _host(path)
-    assert host == _device(path)
+    assert host == _device(path) and len(host) == width  # the same delimiter, decided from the header alone
     assert len(set(host)) == len(host) and all(n and n == clean_name(n) for n in host)
     if b"\n" not in header:  # run reads a record from one line
         assert _run(header + b"\n") == host

@@ -44,7 +44,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Header", "clean_name", "read_header"]
+__all__ = ["DELIMITERS", "Header", "clean_name", "delimiter", "read_header"]
+
+#: The delimiters a CSV header may use, in the order that breaks a tie (a comma last: names hold commas).
+DELIMITERS = ("\t", ";", "|", ",")
 
 #: Characters that count as whitespace in a name besides those :meth:`str.split` splits on.
 _INVISIBLE = str.maketrans({"\ufeff": " ", "\u200b": " ", "\u2060": " "})
@@ -62,6 +65,31 @@ class Header:
     names: tuple[str, ...]
     notes: tuple[str, ...] = ()
     unnamed: tuple[str, ...] = ()
+
+
+def delimiter(text: str) -> str:
+    r"""The delimiter of a CSV whose header line starts ``text``: the one of :data:`DELIMITERS` found most
+    often outside quotes before the first line break outside quotes; on a tie the first in that order;
+    ``,`` when none is found (one column). Host and device both decide by this, from the header alone,
+    so that a device streaming records decides as the build did, before its first record.
+
+    >>> delimiter('Cement (kg);Water;"Strength(MPa, megapascals)"\n1;2;3')
+    ';'
+    >>> delimiter("temp, C\tok\tsite, name"), delimiter("a,b,c"), delimiter("only")
+    ('\t', ',', ',')
+    """
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted:
+            if ch in counts:
+                counts[ch] += 1
+            elif ch in "\r\n":
+                break
+    best = max(DELIMITERS, key=lambda d: counts[d])  # max keeps the first of equals: the tie order
+    return best if counts[best] else ","
 
 
 def clean_name(text: str) -> str:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from .errors import InputError, SettingsError, check_count
-from .headers import read_header
+from .headers import delimiter, read_header
 
 #: Bytes read from a file or stdin at once (``read1``: what is there, at most this).
 READ_BYTES = 64 * 1024
@@ -347,10 +347,7 @@ class CsvReader:
         if first is None:
             return
         if first is not OVERLONG:
-            try:
-                self.delimiter = csv.Sniffer().sniff(decode(first)[0], delimiters=",;\t|").delimiter
-            except csv.Error:
-                pass
+            self.delimiter = delimiter(decode(first)[0])  # decided as the host decides it, from the header
         self._lines.push(first)
         self._reader = csv.reader(self._lines, delimiter=self.delimiter, quotechar='"')
         values, reason = self._record()

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from .errors import InputError, RowError
-from .headers import read_header
+from .headers import delimiter, read_header
 from .parsing import (
     DEFAULT_LIMITS,
     OVERLONG,
@@ -147,10 +147,7 @@ class LineParser:
         return self._bad(reason) if reason is not None else self._ok(dict(zip(self.header, values, strict=True)))
 
     def _read_header(self, line: str) -> None:
-        try:
-            self.delimiter = csv.Sniffer().sniff(line, delimiters=",;\t|").delimiter
-        except csv.Error:
-            self.delimiter = ","
+        self.delimiter = delimiter(line)  # decided as the host decides it, from the header
         values, reason = self._values(line)
         names = list(read_header(values).names)  # named as the host named the same header line
         self.header, self.header_problem = (names, None) if reason is None else ([], reason)

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 
 from edgeml.errors import DataError
-from edgeml_runtime.headers import Header, read_header
+from edgeml_runtime.headers import Header, delimiter, read_header
 
 __all__ = ["EXTENSIONS", "FORMATS", "Table", "read_input", "read_table"]
 
@@ -222,8 +222,7 @@ def _read_csv(path: Path, shown: str) -> tuple[pd.DataFrame, Header]:
     head = _head(path)
     if not head.decode("utf-8-sig", errors="replace").strip():
         raise DataError(f"{shown}: the file is empty; give a file with a header and at least one row")
-    default = "\t" if path.suffix.lower() == ".tsv" else ","
-    sep = _sniff_delimiter(head) or default
+    sep = delimiter(_from_header(head.decode("utf-8-sig", errors="replace")))  # as a device decides it
     try:
         header = read_header(_csv_header(path, sep))  # pandas would say "Unnamed: 0" and "a.1"
         frame = pd.read_csv(
@@ -249,6 +248,16 @@ def _read_csv(path: Path, shown: str) -> tuple[pd.DataFrame, Header]:
             "check that every row has as many fields as the header and that quotes are closed"
         ) from exc
     return frame, header
+
+
+def _from_header(text: str) -> str:
+    """``text`` from its first line that is not blank, as a device skips blank lines before the header."""
+    start = 0
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            break
+        start += len(line)
+    return text[start:]
 
 
 def _csv_header(path: Path, sep: str) -> list[str]:

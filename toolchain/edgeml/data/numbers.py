@@ -188,6 +188,44 @@ def choose_format(texts: Sequence[str], decimal: str | None = None) -> tuple[Num
     return NumberFormat(decimal, grouping), notes
 
 
+def read_label(labels: pd.Series) -> ReadNumbers | None:
+    """A text label written as numbers the way :func:`read_text` reads an input column (``31,875``,
+    ``1.200,5``, ``$30``), as float64, NaN where a value is no number; None when it is not such a label
+    (plain numbers, which the task inference reads as they are, or text that is not numbers).
+
+    A European spreadsheet writes its target with decimal commas like every other column; such a label is a
+    measurement to regress on, not hundreds of one-row classes.
+
+    >>> import pandas as pd
+    >>> read = read_label(pd.Series(["31,875", "36,64", "n/a", "40,5"] * 10, name="strength"))
+    >>> read.number_format, read.values.tolist()[:4]
+    (NumberFormat(decimal=',', grouping=''), [31.875, 36.64, nan, 40.5])
+    >>> read_label(pd.Series(["1.5", "2"])) is None, read_label(pd.Series(["red", "blue"] * 20)) is None
+    (True, True)
+    """
+    present = labels.dropna()
+    if not _is_text(present.dtype) or present.empty or read_plain(present, 1.0) is not None:
+        return None
+    read = read_text(present, name=str(labels.name))
+    if read is None or read.number_format is None:
+        return None
+    unread = read.values.isna()
+    note = f"label {labels.name!r}: read as numbers written as text ({describe(read.number_format)})"
+    if unread.any():
+        note += (f"; {_rows_dropped(int(unread.sum()))} whose label is no number, such as "
+                 f"{present[unread].iloc[0]!r}, left out")
+    return ReadNumbers(read.number_format, read.values.reindex(labels.index), (note,))
+
+
+def _rows_dropped(n: int) -> str:
+    return f"{n} row{_s(n)}"
+
+
+def read_label_as(labels: pd.Series, fmt: NumberFormat) -> pd.Series:
+    """``labels`` read in ``fmt`` (what :func:`read_label` chose), float64, NaN where a value is no number."""
+    return pd.Series(read_numbers(labels.astype(str).tolist(), fmt)[0], index=labels.index, dtype="float64")
+
+
 def describe(fmt: NumberFormat) -> str:
     """A number format in words.
 

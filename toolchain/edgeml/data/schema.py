@@ -51,9 +51,10 @@ from edgeml.data.kinds import (
     present_values,
     show_value,
 )
+from edgeml.data.numbers import read_label, read_label_as
 from edgeml.errors import DataError
 from edgeml_runtime.headers import clean_name
-from edgeml_runtime.schema import DATETIME_PARTS, InputColumn, feature_name
+from edgeml_runtime.schema import DATETIME_PARTS, InputColumn, NumberFormat, feature_name
 
 __all__ = [
     "TASKS",
@@ -85,6 +86,7 @@ class InferredSchema:
     dropped: tuple[Dropped, ...]
     notices: tuple[str, ...]  #: one line each, to show the user
     time_column: str | None = None
+    label_format: NumberFormat | None = None  #: a regression label written as text numbers (decimal commas...)
 
 
 def infer_schema(
@@ -122,6 +124,10 @@ def infer_schema(
         raise DataError(f"label {label!r} has no values in any row; choose a label column that is filled in")
     labels, label_notes = tidy_labels(frame[label])
     frame = frame.assign(**{label: labels}) if label_notes else frame
+    numbers = read_label(frame[label]) if task != "classification" else None
+    if numbers is not None:  # a label such as "31,875": a measurement, the rows whose label is no number left out
+        frame = frame.assign(**{label: numbers.values})[numbers.values.notna()]
+        label_notes += list(numbers.notes)
     if time_column is not None:
         _check_time_column(frame[time_column])
     task = infer_task(frame[label], task)
@@ -134,7 +140,8 @@ def infer_schema(
     if n := int(missing.sum()):
         notices.insert(0, f"dropped {n} row{'s' if n != 1 else ''} with no value for label {label!r}")
     notices[:0] = label_notes
-    return InferredSchema(label, task, columns, dropped, tuple(notices), time_column=time_column)
+    return InferredSchema(label, task, columns, dropped, tuple(notices), time_column=time_column,
+                          label_format=numbers.number_format if numbers is not None else None)
 
 
 def clean_labels(frame: pd.DataFrame, schema: InferredSchema) -> pd.DataFrame:
@@ -149,6 +156,9 @@ def clean_labels(frame: pd.DataFrame, schema: InferredSchema) -> pd.DataFrame:
     ([0, 3], ['a', 'b'])
     """
     frame = frame[~label_missing(frame[schema.label])]
+    if schema.label_format is not None:
+        values = read_label_as(frame[schema.label], schema.label_format)
+        return frame.assign(**{schema.label: values})[values.notna()]
     labels, changed = tidy_labels(frame[schema.label])
     return frame.assign(**{schema.label: labels}) if changed else frame
 
