@@ -117,16 +117,16 @@ def index_and_dates(rows: Rows, rng: np.random.Generator) -> tuple[list[str], Ro
 
 
 def units_and_commas(rows: Rows, rng: np.random.Generator) -> tuple[None, Rows]:
-    """concrete as a European spreadsheet writes it: ``;`` between fields, decimal commas, units after the
-    numbers, a few ages given as ranges and a few cells not filled in with a number."""
+    """concrete as a European spreadsheet writes it: ``;`` between fields, decimal commas (the label's too),
+    units after the numbers, a few ages among plain numbers given as ranges (the housing table's area
+    column), and a few cells not filled in with a number."""
     for row in rows:
         row[CEMENT] = _comma(row[CEMENT]) + " kg"
         row[WATER] = _comma(row[WATER])
         row[STRENGTH] = _comma(row[STRENGTH])
-        row[AGE] = f"{row[AGE]} days"
     picked = rng.choice(len(rows), size=24, replace=False)
     for i in picked[:16]:
-        age = int(rows[i][AGE].split()[0])
+        age = int(rows[i][AGE])
         rows[i][AGE] = f"{max(1, age - 3)} - {age + 3}"
     for i in picked[16:]:
         rows[i][WATER] = "unknown"

@@ -53,7 +53,7 @@ _WEEKDAY = r"mon(?:day)?|tue(?:s(?:day)?)?|wed(?:nesday)?|thu(?:r(?:s(?:day)?)?)
 _S = r"[-/.,]?\s*"  # between the fields of a date with a month name: 05-Sep-2011, 5 Sep 2011, Sep 5, 2011, 05SEP2011
 _TH = r"(?:st|nd|rd|th)?"
 
-_DATE = re.compile(
+_DATE_PATTERN = (
     rf"""\s*(?:(?P<wd>{_WEEKDAY})\.?,?\s+)?
     (?:(?P<y1>\d{{4}})(?P<s1>[-/.])(?P<m1>\d{{1,2}})(?P=s1)(?P<d1>\d{{1,2}})             # 2024-03-01, 2024/3/1
       |(?P<a>\d{{1,2}})(?P<s2>[-/.])(?P<b>\d{{1,2}})(?P=s2)(?P<y2>\d{{4}})               # 09-05-2011, 1/22/2020
@@ -62,9 +62,14 @@ _DATE = re.compile(
     (?:(?P<ts>[T ]|\s+|,\s*)(?P<H>\d{{1,2}}):(?P<M>\d\d)(?::(?P<S>\d\d)(?:[.,](?P<F>\d{{1,9}}))?)?
       (?:\s*(?P<ap>[ap])\.?m\.?)?
       (?P<zs>\s*)(?P<z>z|utc|gmt|[+-]\d\d(?::?\d\d)?)?)?
-    \s*""",
-    re.ASCII | re.IGNORECASE | re.VERBOSE,
+    \s*"""
 )
+
+
+@cache
+def _date() -> re.Pattern:
+    """The date grammar, compiled when first used: a bundle without a datetime column never pays for it."""
+    return re.compile(_DATE_PATTERN, re.ASCII | re.IGNORECASE | re.VERBOSE)
 
 _ALL, _NOT_ISO = frozenset(ORDERS), frozenset(ORDERS[1:])
 _MONTHS = {name: i for i, name in enumerate(
@@ -91,7 +96,7 @@ def parse_date(text: str, order: str | None = None) -> datetime | None:
             return datetime.fromisoformat(text)
         except ValueError:
             pass
-    m = _DATE.fullmatch(text)
+    m = _date().fullmatch(text)
     if m is None:
         return _unread(text, order)
     wd, y1, s1, m1, d1, a, _, b, y2, d3, n3, y3, n4, d4, y4, ts, hh, mm, ss, frac, ap, zs, zone = m.groups()

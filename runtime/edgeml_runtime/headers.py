@@ -21,6 +21,10 @@ A name made by rule 2 or 3 never takes one that another cell of the header
 spells: with cells ``x, x, x_2`` the second ``x`` becomes ``x_3``. Every
 renamed cell gets a note, one line each, that the host prints.
 
+The delimiter is decided from the header line too (:func:`delimiter`), by a
+rule rather than a guess over many lines, so that a device streaming records
+decides it as the build did before it has read a record.
+
 The rule applies to CSV headers only. Parquet, SQLite and JSON names are
 identifiers a program wrote, read exactly on both sides (a JSON record's keys
 are matched exactly on the device).

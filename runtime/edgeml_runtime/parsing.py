@@ -325,7 +325,7 @@ class _RecordLines:
 class CsvReader:
     """CSV records from lines as :class:`LineSplitter` cuts them: the header, then one entry per row.
 
-    The delimiter is sniffed from the header line (``,`` ``;`` tab ``|``).
+    The delimiter is decided from the header line as the host decides it (:func:`~.headers.delimiter`).
     A quoted value may span lines (up to ``max_record_lines``). :meth:`rows`
     yields ``(values, None)`` for a readable row and ``(None, reason)`` for
     one that is not; blank lines are not rows. A header that cannot be read

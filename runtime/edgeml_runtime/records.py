@@ -1,7 +1,8 @@
 """Read records to score and write them back with their predictions.
 
-CSV (delimiter sniffed, UTF-8 byte-order mark tolerated) and JSON Lines, from
-a file or standard input, in chunks so that a large file never sits in memory.
+CSV (delimiter decided from the header line by :func:`edgeml_runtime.headers.delimiter`, UTF-8
+byte-order mark tolerated) and JSON Lines, from a file or standard input, in chunks so that a
+large file never sits in memory.
 A JSON line that does not parse is a row error like any other bad value.
 """
 
