@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_outbox.py
 	$(BIN)/python bench/bench_readers.py
+	$(BIN)/python bench/bench_cells.py
 
 clean:
 	rm -rf $(VENV) dist bench/out

@@ -37,7 +37,7 @@ def _written(folder: Path) -> dict[str, int]:
 
 def test_there_are_benchmarks_to_check():
     assert {"bench_targets", "fit_cost_model", "bench_runtime", "bench_drift", "bench_outbox", "bench_tflite",
-            "bench_tflite_traverse"} <= set(MODULES)
+            "bench_tflite_traverse", "bench_cells"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
