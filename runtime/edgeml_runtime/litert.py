@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EngineError, check_threads
+from .native_stderr import LITERT_CHATTER, without_lines
 
 #: The name of the flatbuffer metadata entry that holds edgeml's JSON description.
 METADATA_KEY = "edgeml"
@@ -317,7 +318,11 @@ class TfliteEngine:
         n = X.shape[0]
         if n != self._rows:
             self.interpreter.resize_tensor_input(self._input, [n, self._width], strict=False)
-            self.interpreter.allocate_tensors()
+            if self._rows < 0:  # the first allocation applies the CPU delegate, which LiteRT announces on fd 2
+                with without_lines(*LITERT_CHATTER):
+                    self.interpreter.allocate_tensors()
+            else:
+                self.interpreter.allocate_tensors()
             self._rows = n
         self.interpreter.set_tensor(self._input, X)
         self.interpreter.invoke()

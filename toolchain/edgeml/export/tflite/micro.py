@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.errors import ExportError
+from edgeml_runtime.native_stderr import LITERT_CHATTER, without_lines
 
 #: The arena handed to the interpreter beyond the tensors the exporter planned: generous, as an arena TFLM
 #: finds too small can crash the process instead of raising.
@@ -139,7 +140,8 @@ def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: 
     builtin = Interpreter(model_content=data,
                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     builtin.resize_tensor_input(builtin.get_input_details()[0]["index"], list(X.shape), strict=False)
-    builtin.allocate_tensors()
+    with without_lines(*LITERT_CHATTER):
+        builtin.allocate_tensors()
     builtin.set_tensor(builtin.get_input_details()[0]["index"], X)
     builtin.invoke()
     want = builtin.get_tensor(builtin.get_output_details()[0]["index"]).astype(np.float64)
