@@ -45,6 +45,7 @@ from edgeml.models.learners import LEARNERS
 from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.metrics import METRICS, check_metric
 from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, failure_message, frontier, infeasible_message
+from edgeml.search.validation import Validation, choose_validation
 
 #: What the search is given to measure a trial's fitted model on the target (see :mod:`edgeml.targets.measure`).
 Measure = Callable[[object], Cost]
@@ -62,6 +63,8 @@ class SearchResult:
     learners: tuple[str, ...] = ()  #: the learners searched
     cost: Cost | None = None  #: the refitted best model's, measured like a trial's (None: no measure)
     notes: tuple[str, ...] = ()  #: what the user should know about how the search went, one line each
+    validation: Validation | None = None  #: how the trials were scored
+    fitted_rows: int = 0  #: the rows the returned model was refitted on (train+validation)
 
     @property
     def frontier(self) -> list[Trial]:
@@ -113,14 +116,23 @@ def usable_learners(names, task: str) -> tuple[str, ...]:
 
 def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray,
                settings: SearchSettings, progress: Callable[[Trial], None] | None = None,
-               budgets: HardwareBudget | None = None, measure: Measure | None = None) -> SearchResult:
-    """Run FLAML AutoML with a holdout on the given validation split and return the refitted best model.
+               budgets: HardwareBudget | None = None, measure: Measure | None = None,
+               validation: Validation | None = None) -> SearchResult:
+    """Run FLAML AutoML, validating as ``validation`` says, and return the best model refitted on train+validation.
+
+    ``validation`` defaults to edgeml's rule (:func:`~edgeml.search.validation.choose_validation`):
+    cross-validation over the training and validation rows together for a
+    small table, a holdout on the validation split for a large one. Either
+    way the chosen configuration is refitted on train+validation
+    (:attr:`SearchResult.fitted_rows` says how many rows).
 
     Every trial's model is measured by ``measure`` and judged on ``budgets``
     as well as on the metric; with no budgets, trials are still measured but
     none is refused; with no measure, trials carry no cost and budgets that
     limit something are refused. If no trial fits, a :class:`SearchError`
-    says which budget each trial broke and what to relax.
+    says which budget each trial broke and what to relax. Under
+    cross-validation a trial is its configuration scored on every fold: one
+    record, its loss the folds' mean, its cost measured once.
 
     A trial whose learner cannot fit the data, or whose model cannot be scored
     (its loss is not a finite number), is recorded with its failure and the
@@ -139,55 +151,87 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
         raise SearchError(f"the validation split holds class(es) {', '.join(map(str, unseen[:5]))} that the "
                           "training split lacks, which no model can learn; split so that every class has training "
                           "rows (edgeml.data.preprocess.split_frame does)")
+    X_all, y_all = np.concatenate([X_train, X_valid]), np.concatenate([y_train, y_valid])
+    validation = validation or choose_validation(len(y_all), settings.task, valid_rows=len(y_valid))
     automl = AutoML()
     for name in settings.learners:
         automl.add_learner(name, _failing_softly(LEARNERS[name].flaml_class))
-    judge = _TrialJudge(settings, budget, measure, y_train, progress, y_valid=y_valid)
-    constraints = [("pred_time", "<=", budget.latency_budget_ms / 1000.0)] if budget.latency_budget_ms else []
-    if budget.max_model_bytes:
-        constraints.append(("model_bytes", "<=", budget.max_model_bytes))
-    kwargs = dict(
-        task=settings.task,
-        estimator_list=list(settings.learners),
-        metric=judge,
-        metric_constraints=constraints,
-        time_budget=settings.time_budget if settings.max_iter is None else -1,
-        eval_method="holdout",
-        seed=settings.seed,
-        n_jobs=settings.n_jobs,
-        verbose=0,
-        log_file_name="",
-        retrain_full=True,
-        keep_search_state=False,
-    )
-    if settings.max_iter is not None:
-        kwargs["max_iter"] = settings.max_iter
+    judge = _TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
+                        folds=validation.folds if validation.is_cv else 0)
     with _quiet_flaml():
         judge.start()
         try:
-            automl.fit(X_train, y_train, X_val=X_valid, y_val=y_valid, **kwargs)
+            if validation.is_cv:
+                automl.fit(X_all, y_all, **_flaml_kwargs(settings, budget, judge), eval_method="cv",
+                           n_splits=validation.folds, cv_score_agg_func=judge.aggregate,
+                           split_type="stratified" if validation.stratified else "uniform")
+            else:
+                automl.fit(X_train, y_train, X_val=X_valid, y_val=y_valid, **_flaml_kwargs(settings, budget, judge),
+                           eval_method="holdout")
         except (ValueError, TypeError) as exc:
             raise SearchError(f"the model search failed: {exc}") from exc
-    return _result(automl, judge, settings, budget, measure)
+        return _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings))
+
+
+def _flaml_kwargs(settings: SearchSettings, budget: HardwareBudget, judge: _TrialJudge) -> dict:
+    """What every search hands FLAML whatever the validation: the judge as metric, the budgets, time or trials."""
+    constraints = [("pred_time", "<=", budget.latency_budget_ms / 1000.0)] if budget.latency_budget_ms else []
+    if budget.max_model_bytes:
+        constraints.append(("model_bytes", "<=", budget.max_model_bytes))
+    kwargs = dict(task=settings.task, estimator_list=list(settings.learners), metric=judge,
+                  metric_constraints=constraints,
+                  time_budget=settings.time_budget if settings.max_iter is None else -1, seed=settings.seed,
+                  n_jobs=settings.n_jobs, verbose=0, log_file_name="", retrain_full=False, keep_search_state=False)
+    if settings.max_iter is not None:
+        kwargs["max_iter"] = settings.max_iter
+    return kwargs
+
+
+def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n_jobs: int = -1):
+    """A fresh FLAML estimator of ``learner`` with ``config`` fitted on ``X``, ``y``: how the shipped model is
+    trained on train+validation (and on every row under ``--refit-all``); its fitted model is ``.estimator``.
+
+    >>> import numpy as np
+    >>> X = np.arange(40.0).reshape(20, 2); y = X[:, 0] * 2.0
+    >>> model = refit("enet", {"alpha": 1e-4, "l1_ratio": 0.5}, X, y, "regression")
+    >>> model.estimator.n_features_in_
+    2
+    """
+    from flaml.automl.task.factory import task_factory
+
+    if task == "classification":
+        name = "binary" if len(np.unique(y)) == 2 else "multiclass"
+    else:
+        name = "regression"
+    flaml_class = _failing_softly(LEARNERS[learner].flaml_class)
+    model = flaml_class(**dict(config), task=task_factory(name, None, y), n_jobs=n_jobs)
+    model.fit(X, y)
+    if model.failure is not None:
+        raise SearchError(f"refitting the best model ({learner}) on {len(y):,} rows failed: {model.failure}")
+    return model
+
+
+def _refit(automl, X: np.ndarray, y: np.ndarray, settings: SearchSettings):
+    """The search's best configuration refitted on ``X``, ``y`` (train+validation); None when nothing was chosen."""
+    if automl.best_estimator is None or automl.best_config is None:
+        return None
+    return refit(automl.best_estimator, automl.best_config, X, y, settings.task, settings.n_jobs)
 
 
 def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: HardwareBudget,
-            measure: Measure | None) -> SearchResult:
+            measure: Measure | None, validation: Validation, refitted) -> SearchResult:
     trials = tuple(judge.trials)
     scored = [t for t in trials if t.failure is None]
     if trials and not scored:
         raise SearchError(failure_message(trials))
     if scored and not any(t.feasible for t in scored):
         raise SearchError(infeasible_message(scored, budget))
-    if automl.model is None:
+    if refitted is None:
         raise SearchError(
             "the search finished without a model: no trial was judged in the time given; give it more time "
             "with --time-budget, or allow more estimators in the target profile"
         )
-    if getattr(automl.model, "failure", None) is not None:
-        raise SearchError(f"refitting the best model ({automl.best_estimator}) on the training split failed: "
-                          f"{automl.model.failure}")
-    model = automl.model.estimator
+    model = refitted.estimator
     best = min((t for t in trials if t.feasible and t.learner == automl.best_estimator and t.loss is not None),
                key=lambda t: t.loss, default=None)
     cost = measure(model) if measure is not None else None
@@ -203,6 +247,8 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
         learners=tuple(settings.learners),
         cost=cost,
         notes=judge.notes(),
+        validation=validation,
+        fitted_rows=judge.rows,
     )
 
 
@@ -238,7 +284,7 @@ class _TrialJudge:
     """
 
     def __init__(self, settings: SearchSettings, budget: HardwareBudget, measure: Measure | None, y_train,
-                 progress: Callable[[Trial], None] | None = None, *, y_valid=None):
+                 progress: Callable[[Trial], None] | None = None, *, y_valid=None, folds: int = 0):
         from flaml.automl.task.factory import task_factory
 
         labels = np.unique(y_train)
@@ -260,6 +306,10 @@ class _TrialJudge:
         self.trials: list[Trial] = []
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
+        self.rows = len(y_train)
+        #: under cross-validation (``folds`` > 0): the current trial's folds, (loss, failure, cost, learner, config)
+        self.folds = folds
+        self.pending: list[tuple] = []
 
     def start(self) -> None:
         """Start the clock of the trials' elapsed times."""
@@ -282,14 +332,33 @@ class _TrialJudge:
                  config=None, *args):
         learner = self.learner_of(estimator)
         loss, failure = self._loss(estimator, X_val, y_val)
-        cost = None if self.measure is None or failure else self.measure(estimator.estimator)
+        if self.folds and self.pending:  # a later fold of the same configuration: measured on its first fold
+            cost = self.pending[0][2]
+        else:
+            cost = None if self.measure is None or failure else self.measure(estimator.estimator)
         broken = () if cost is None else self.budget.broken(cost)
         objective = INFEASIBLE * (1 + self.budget.excess(cost)) + loss if broken else loss
-        self._record(learner, dict(config or {}), loss, cost, broken, failure)
+        if self.folds:
+            self.pending.append((loss, failure, cost, learner, dict(config or {})))
+        else:
+            self._record(learner, dict(config or {}), loss, cost, broken, failure)
         logged = {"val_loss": loss, "feasible": not broken}
         if cost is not None:
             logged.update(pred_time=cost.latency_ms / 1000.0, model_bytes=cost.model_bytes, latency_ms=cost.latency_ms)
         return objective, logged
+
+    def aggregate(self, val_loss_folds, log_metrics_folds):
+        """FLAML's ``cv_score_agg_func``, called once per trial after its folds: records the trial (its loss the
+        folds' mean, its first failure) and gives FLAML the mean objective and logged values."""
+        from flaml.automl.ml import default_cv_score_agg_func
+
+        folds, self.pending = self.pending, []
+        if folds:
+            failure = next((f[1] for f in folds if f[1] is not None), None)
+            loss = float("inf") if failure else float(np.mean([f[0] for f in folds]))
+            cost, learner, config = folds[0][2], folds[0][3], folds[0][4]
+            self._record(learner, config, loss, cost, () if cost is None else self.budget.broken(cost), failure)
+        return default_cv_score_agg_func(val_loss_folds, log_metrics_folds)
 
     def _loss(self, estimator, X_val, y_val) -> tuple[float, str | None]:
         """The trial's validation loss, and why it failed (None when it is a finite number)."""
