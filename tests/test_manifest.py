@@ -95,6 +95,8 @@ PLACES = [
     ("numeric_output", "reference.output", ("reference", "output")),
     ("search", "search", ("search",)),
     ("search_budgets", "search.budgets", ("search", "budgets")),
+    ("search_validation", "search.validation", ("search", "validation")),
+    ("search_refit", "search.refit", ("search", "refit")),
     ("trial", "search.trial_log[0]", ("search", "trial_log", 0)),
     ("provenance", "provenance", ("provenance",)),
     ("data_provenance", "provenance.data", ("provenance", "data")),

@@ -168,6 +168,30 @@ class Reference(Section):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SearchValidation(Section):
+    """``search.validation``: how trials were scored, ``cv`` (``folds`` folds over ``rows`` train+validation rows)
+    or ``holdout`` (``rows`` validation rows, ``folds`` 1); edgeml's rule is in docs/search.md."""
+
+    schema_name: ClassVar[str] = "search_validation"
+    method: str = key(one_of("cv", "holdout"))
+    folds: int = key(INT)
+    rows: int = key(INT)
+    stratified: bool = key(BOOL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchRefit(Section):
+    """``search.refit``: the rows the shipped model was fitted on; with ``all_rows`` (``--refit-all``) the test
+    rows too, after evaluation, and ``test_metrics_before_refit`` the honest test metrics, measured before it."""
+
+    schema_name: ClassVar[str] = "search_refit"
+    all_rows: bool = key(BOOL)
+    rows: int = key(INT)
+    metrics_measured_before_refit: bool = key(BOOL)
+    test_metrics_before_refit: dict | None = key(nullable(METRICS))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Search(Section):
     """``search``: the FLAML search that chose the model, its budgets and every trial it judged.
 
@@ -187,6 +211,9 @@ class Search(Section):
     seconds: float = key(NUMBER)
     trial_log: tuple[Trial, ...] = key(list_of(section(Trial)))
     frontier: tuple[int, ...] = key(list_of(INT))
+    validation: SearchValidation | None = key(section(SearchValidation), optional=True)  # absent before #12
+    fitted_rows: int | None = key(INT, optional=True)  #: the rows the search's chosen model was refitted on
+    refit: SearchRefit | None = key(section(SearchRefit), optional=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,7 +398,8 @@ class Manifest(Section):
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
     Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification,
     AbsoluteTolerance, RelativeTolerance, NotShipped, Reference, Search, Provenance, DataProvenance,
-    ModelProvenance, Samples, *DETAILS)}
+    ModelProvenance, Samples, *DETAILS,
+    SearchValidation, SearchRefit)}
 
 
 def json_schema() -> dict:

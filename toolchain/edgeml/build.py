@@ -29,7 +29,9 @@ from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
 from edgeml.search.metrics import describe_metric
+from edgeml.search.refit import held_out_predictions, refit
 from edgeml.search.trials import HardwareBudget, Trial
+from edgeml.search.validation import choose_validation
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml.verify.metrics import host_output, labels_of, task_metrics
@@ -79,11 +81,12 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                    seed=config.seed, unnamed=table.unnamed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
-    pipeline = host_pipeline(data, result.model)
-    made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets),
-                         bundle.provenance_record(table, data, config.seed, result.learner, result.model,
+    model, refit = _refit_all(config, data, result, report) if config.refit_all else (result.model, None)
+    pipeline = host_pipeline(data, model)
+    made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets, refit),
+                         bundle.provenance_record(table, data, config.seed, result.learner, model,
                                                   result.config),
-                         config.seed, config.synthetic_samples, config.force, report)
+                         config.seed, config.synthetic_samples, config.force, report, _held_out(data, result, config))
     report.stage("bundle", f"{out}/ and {made.archive.name}")
     return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
 
@@ -126,14 +129,14 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
 
 def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, name: str, version: str,
                   search: dict, provenance: dict, seed: int, synthetic_samples: bool, force: bool,
-                  report: Reporter) -> Written:
+                  report: Reporter, held_out: tuple | None = None) -> Written:
     """:func:`write_bundle`'s work, holding the lock on ``out``: stage, verify, put in place."""
     stage = bundle.staging_dir(out, force)
     try:
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
-        _record(writer, data, pipeline)
+        _record(writer, data, pipeline, held_out)
         writer.record("search", search)
         writer.record("provenance", provenance)
         exported = make_artifacts(pipeline, data.inputs, data.task, data.classes, target, data.calibration,
@@ -176,8 +179,12 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
                            f"budget {budget}")
     budgets = target_budget(target)
     measure = TrialMeasure.for_target(target, data)
+    validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,
+                                   valid_rows=len(data.y["valid"]), in_time_order=data.schema.time_column is not None)
+    report.stage("search", f"validation: {validation.describe()}; the shipped model is refitted on all "
+                           f"{validation.rows if validation.is_cv else len(data.fit_rows):,} train+validation rows")
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,
-                        progress=report.trial, budgets=budgets, measure=measure)
+                        progress=report.trial, budgets=budgets, measure=measure, validation=validation)
     for text in result.notes:
         report.notice(text)
     report.frontier(result.frontier, budgets)
@@ -216,17 +223,50 @@ def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synth
     return writer.write()
 
 
-def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline) -> None:
-    """Hand the validation metrics and the drift reference to the bundle writer."""
-    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task))
-    writer.record("valid_metrics", task_metrics(data.task, data.y["valid"], predicted, probabilities))
-    writer.record("reference", bundle.build_reference(data.features["train"], data.inputs, predicted, data.task,
+def _held_out(data: Prepared, result: SearchResult, config: BuildConfig) -> tuple:
+    """The chosen configuration's predictions on rows it was not fitted on (out-of-fold under cross-validation,
+    the validation split under a holdout) and their labels: the shipped model has seen every train+validation
+    row, so the validation metrics come from these."""
+    output = held_out_predictions(result.learner, result.config, data.X["train"], data.y["train"], data.X["valid"],
+                                  data.y["valid"], result.validation, data.task, seed=config.seed)
+    y = data.fit_matrix()[1] if result.validation.is_cv else data.y["valid"]
+    return output, y
+
+
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, held_out: tuple | None = None) -> None:
+    """Hand the validation metrics (of ``held_out``'s predictions and labels, else of ``pipeline`` on the
+    validation split) and the drift reference to the bundle writer."""
+    output, y = held_out or (host_output(pipeline, data.features["valid"], data.task), data.y["valid"])
+    predicted, probabilities = labels_of(data.task, output)
+    writer.record("valid_metrics", task_metrics(data.task, y, predicted, probabilities))
+    writer.record("reference", bundle.build_reference(data.fit_features(), data.inputs, predicted, data.task,
                                                       data.classes))
 
 
-def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
-    """The manifest's ``search`` section for a model chosen by :func:`~edgeml.search.automl.run_search`."""
+def _refit_all(config: BuildConfig, data: Prepared, result: SearchResult, report: Reporter):
+    """``--refit-all``: the chosen model's test metrics as they are now, then its configuration refitted on every
+    labelled row (train, validation and test; the preprocessing stays the one fitted on train+validation)."""
+    pipeline = host_pipeline(data, result.model)
+    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["test"], data.task))
+    before = task_metrics(data.task, data.y["test"], predicted, probabilities)
+    X, y = data.fit_matrix(with_test=True)
+    model = refit(result.learner, result.config, X, y, data.task).estimator
+    report.notice(f"--refit-all: the model is refitted on all {len(y):,} labelled rows after evaluation; the test "
+                  "metrics in search.refit were measured before that refit, those of the artifacts after it (on "
+                  "rows the model has seen: they judge only the reduced precisions' drops)")
+    return model, {"all_rows": True, "rows": len(y), "metrics_measured_before_refit": True,
+                   "test_metrics_before_refit": before}
+
+
+def search_record(result: SearchResult, budgets: HardwareBudget, refit: dict | None = None) -> dict:
+    """The manifest's ``search`` section for a model chosen by :func:`~edgeml.search.automl.run_search`
+    (``refit``: what ``--refit-all`` did, see :func:`_refit_all`)."""
+    validation = result.validation.to_dict() if result.validation else None
     return {
+        "validation": validation,
+        "fitted_rows": result.fitted_rows,
+        "refit": refit or {"all_rows": False, "rows": result.fitted_rows, "metrics_measured_before_refit": False,
+                           "test_metrics_before_refit": None},
         "learners": list(result.learners),
         "metric": result.metric,
         "best_learner": result.learner,

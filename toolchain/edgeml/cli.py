@@ -55,6 +55,9 @@ def main():
 @click.option("--synthetic-samples", is_flag=True, default=None,
               help="Draw the bundle's sample rows (samples.json) from the drift reference instead of the test split, "
                    "for data that must not leave the workstation.")
+@click.option("--refit-all", is_flag=True, default=None,
+              help="After evaluation on the test split, refit the model on every labelled row (test rows too); "
+                   "the manifest's search.refit keeps the test metrics measured before that refit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")

@@ -52,6 +52,7 @@ class BuildConfig:
     query: str | None = None
     force: bool = False
     synthetic_samples: bool = False  #: draw the bundle's sample rows from the drift reference, not the test split
+    refit_all: bool = False  #: after evaluation, refit the model on every labelled row, the test split's too
 
     def __post_init__(self):
         for key, want in _types().items():

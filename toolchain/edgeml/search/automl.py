@@ -44,6 +44,7 @@ from edgeml.errors import SearchError
 from edgeml.models.learners import LEARNERS
 from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.metrics import METRICS, check_metric
+from edgeml.search.refit import failing_softly, refit, said
 from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, failure_message, frontier, infeasible_message
 from edgeml.search.validation import Validation, choose_validation
 
@@ -155,7 +156,7 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     validation = validation or choose_validation(len(y_all), settings.task, valid_rows=len(y_valid))
     automl = AutoML()
     for name in settings.learners:
-        automl.add_learner(name, _failing_softly(LEARNERS[name].flaml_class))
+        automl.add_learner(name, failing_softly(LEARNERS[name].flaml_class))
     judge = _TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
                         folds=validation.folds if validation.is_cv else 0)
     with _quiet_flaml():
@@ -185,30 +186,6 @@ def _flaml_kwargs(settings: SearchSettings, budget: HardwareBudget, judge: _Tria
     if settings.max_iter is not None:
         kwargs["max_iter"] = settings.max_iter
     return kwargs
-
-
-def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n_jobs: int = -1):
-    """A fresh FLAML estimator of ``learner`` with ``config`` fitted on ``X``, ``y``: how the shipped model is
-    trained on train+validation (and on every row under ``--refit-all``); its fitted model is ``.estimator``.
-
-    >>> import numpy as np
-    >>> X = np.arange(40.0).reshape(20, 2); y = X[:, 0] * 2.0
-    >>> model = refit("enet", {"alpha": 1e-4, "l1_ratio": 0.5}, X, y, "regression")
-    >>> model.estimator.n_features_in_
-    2
-    """
-    from flaml.automl.task.factory import task_factory
-
-    if task == "classification":
-        name = "binary" if len(np.unique(y)) == 2 else "multiclass"
-    else:
-        name = "regression"
-    flaml_class = _failing_softly(LEARNERS[learner].flaml_class)
-    model = flaml_class(**dict(config), task=task_factory(name, None, y), n_jobs=n_jobs)
-    model.fit(X, y)
-    if model.failure is not None:
-        raise SearchError(f"refitting the best model ({learner}) on {len(y):,} rows failed: {model.failure}")
-    return model
 
 
 def _refit(automl, X: np.ndarray, y: np.ndarray, settings: SearchSettings):
@@ -250,25 +227,6 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
         validation=validation,
         fitted_rows=judge.rows,
     )
-
-
-def _failing_softly(flaml_class: type) -> type:
-    """``flaml_class`` whose ``fit`` keeps an exception as the estimator's ``failure`` instead of raising it.
-
-    FLAML lets an exception in one trial's fit end the whole search; kept,
-    it makes that trial a failed one (:class:`_TrialJudge` scores it ``inf``
-    and records it) while the search goes on with other configurations.
-    """
-    def fit(self, *args, **kwargs):
-        self.failure = None
-        try:
-            return flaml_class.fit(self, *args, **kwargs)
-        except Exception as exc:  # a learner that cannot fit these data: a failed trial, recorded
-            self.failure = _said(exc)
-            return 0.0
-
-    return type(flaml_class.__name__, (flaml_class,), {"fit": fit, "__module__": flaml_class.__module__,
-                                                       "__doc__": flaml_class.__doc__})
 
 
 class _TrialJudge:
@@ -370,7 +328,7 @@ class _TrialJudge:
             y_pred = self._full_columns(get_y_pred(estimator, X_val, self.metric_name, self.flaml_task), estimator)
             loss = validation_loss(self.metric_name, y_pred, y_val, self.labels)
         except (ValueError, IndexError, FloatingPointError) as exc:  # FLAML scores such a model inf too
-            return float("inf"), f"its {self.metric_name} could not be computed: {_said(exc)}"
+            return float("inf"), f"its {self.metric_name} could not be computed: {said(exc)}"
         if not np.isfinite(loss):
             shown = ", ".join(f"{v:.3g}" for v in np.ravel(y_pred)[:3])
             return float("inf"), f"its validation {self.metric_name} loss is {loss} (predictions begin {shown})"
@@ -403,18 +361,6 @@ class _TrialJudge:
         self.trials.append(trial)
         if self.progress is not None:
             self.progress(trial)
-
-
-def _said(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one line of a message: its type and the first line of what it says (no native stack).
-
-    >>> _said(ValueError("Label contains NaN.\\nStack trace:\\n  [bt] (0) libxgboost.so"))
-    'ValueError: Label contains NaN.'
-    """
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager
