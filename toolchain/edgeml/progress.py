@@ -81,6 +81,7 @@ def summary(result: BuildResult) -> str:
                   f"{search.trials} trials in {_secs(search.seconds)}, metric {search.metric}"),
         ("test", f"{headline}  ({m.provenance.data.split['test']:,} rows, scored by edgeml_runtime)"),
     ]
+    rows[1:1] = _validated(search)
     for a in m.artifacts:
         rows.append(("artifact", f"{a.path}  {a.bytes / 1024:.1f} KiB  {a.format} {a.precision}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
@@ -89,6 +90,20 @@ def summary(result: BuildResult) -> str:
     title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",
                         bold=True)
     return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows])
+
+
+def _validated(search) -> list[tuple[str, str]]:
+    """The summary's line on how trials were validated and what the shipped model was fitted on (none for a
+    manifest from before edgeml recorded it)."""
+    v, refit = search.validation, search.refit
+    if v is None or refit is None:
+        return []
+    how = (f"{v.folds}-fold {'stratified ' if v.stratified else ''}cross-validation over {v.rows:,} rows"
+           if v.method == "cv" else f"holdout of {v.rows:,} rows")
+    fitted = (f"refitted on all {refit.rows:,} labelled rows after evaluation (--refit-all; the test metrics "
+              "below are the refitted model's, search.refit holds those measured before)" if refit.all_rows
+              else f"shipped model fitted on {refit.rows:,} train+validation rows")
+    return [("validated", f"{how}; {fitted}")]
 
 
 def _secs(seconds: float) -> str:

@@ -97,11 +97,11 @@ def _predict(model, X: np.ndarray, classes: int) -> np.ndarray:
     if not classes:
         return np.asarray(model.predict(X), dtype=np.float64)
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
-    if proba.shape[1] == classes:
-        return proba
-    full = np.zeros((len(X), classes))
-    full[:, np.asarray(model.estimator.classes_, dtype=int)] = proba
-    return full
+    if proba.shape[1] != classes:
+        full = np.zeros((len(X), classes))
+        full[:, np.asarray(model.estimator.classes_, dtype=int)] = proba
+        proba = full
+    return proba / np.maximum(proba.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)  # float32 sums off 1
 
 
 def said(exc: BaseException, limit: int = 300) -> str:
