@@ -234,13 +234,23 @@ def _held_out(data: Prepared, result: SearchResult, config: BuildConfig) -> tupl
 
 
 def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, held_out: tuple | None = None) -> None:
-    """Hand the validation metrics (of ``held_out``'s predictions and labels, else of ``pipeline`` on the
-    validation split) and the drift reference to the bundle writer."""
-    output, y = held_out or (host_output(pipeline, data.features["valid"], data.task), data.y["valid"])
+    """Hand the validation metrics and the drift reference to the bundle writer.
+
+    With ``held_out`` (predictions of the chosen configuration on rows it was not fitted on, and their labels)
+    the validation metrics are those, and the reference's output is the shipped pipeline on the test split,
+    rows it has not seen (under ``--refit-all`` it has); without, both come from ``pipeline`` on the
+    validation split (a pipeline fitted on the training split alone, as a benchmark may hand in)."""
+    if held_out is None:
+        output, y = host_output(pipeline, data.features["valid"], data.task), data.y["valid"]
+        shipped, split = output, "valid"
+    else:
+        (output, y), split = held_out, "test"
+        shipped = host_output(pipeline, data.features["test"], data.task)
     predicted, probabilities = labels_of(data.task, output)
     writer.record("valid_metrics", task_metrics(data.task, y, predicted, probabilities))
-    writer.record("reference", bundle.build_reference(data.fit_features(), data.inputs, predicted, data.task,
-                                                      data.classes))
+    writer.record("reference", bundle.build_reference(data.fit_features(), data.inputs,
+                                                      labels_of(data.task, shipped)[0], data.task, data.classes,
+                                                      output_split=split))
 
 
 def _refit_all(config: BuildConfig, data: Prepared, result: SearchResult, report: Reporter):
