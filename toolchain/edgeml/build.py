@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
@@ -29,6 +30,7 @@ from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
 from edgeml.search.metrics import describe_metric
+from edgeml.search.threshold import decision_for
 from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
@@ -133,14 +135,16 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
-        _record(writer, data, pipeline)
+        threshold = _decide(writer, data, pipeline, search["metric"])
+        _record(writer, data, pipeline, threshold)
         writer.record("search", search)
         writer.record("provenance", provenance)
         exported = make_artifacts(pipeline, data.inputs, data.task, data.classes, target, data.calibration,
                                   name=name)
         _report_export(report, exported)
         evidence = Evidence(data.split.test, host_output(pipeline, data.features["test"], data.task),
-                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration)
+                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration,
+                            threshold)
         outcomes = [ship(writer, made, evidence, inputs=exported.inputs, outputs=exported.outputs)
                     for made in exported.made]
         _report_verified(report, outcomes)
@@ -216,9 +220,22 @@ def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synth
     return writer.write()
 
 
-def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline) -> None:
+def _decide(writer: BundleWriter, data: Prepared, pipeline: Pipeline, metric: str) -> float | None:
+    """A binary classifier's decision threshold, tuned on the validation predictions and handed to the writer
+    (:mod:`edgeml.search.threshold`); ``None`` for other tasks, whose labels are argmax."""
+    if data.task != "classification" or len(data.classes or ()) != 2:
+        return None
+    labelled = [data.y["train"], data.y["valid"]]
+    decision = decision_for(host_output(pipeline, data.features["valid"], data.task), data.y["valid"],
+                            np.concatenate(labelled), metric)
+    writer.record("decision", decision.to_dict())
+    return decision.threshold
+
+
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, threshold: float | None = None) -> None:
     """Hand the validation metrics and the drift reference to the bundle writer."""
-    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task))
+    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task),
+                                         threshold)
     writer.record("valid_metrics", task_metrics(data.task, data.y["valid"], predicted, probabilities))
     writer.record("reference", bundle.build_reference(data.features["train"], data.inputs, predicted, data.task,
                                                       data.classes))
