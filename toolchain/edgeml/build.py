@@ -34,6 +34,7 @@ from edgeml.search.threshold import decision_for
 from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
+from edgeml.verify.baseline import SplitReport, report_split
 from edgeml.verify.metrics import host_output, labels_of, task_metrics
 from edgeml.verify.samples import store_samples
 from edgeml.verify.ship import Evidence, Outcome, require_something_runs, ship
@@ -58,6 +59,7 @@ class BuildResult:
     manifest: Manifest
     seconds: float
     pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
+    test_split: SplitReport | None = None  # a classifier's baseline and confusion matrix on the test split
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
@@ -87,7 +89,17 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                                                   result.config),
                          config.seed, config.synthetic_samples, config.force, report)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
-    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
+    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline,
+                       _split_report(data, pipeline, made.manifest))
+
+
+def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | None:
+    """A classifier's test split whole (:mod:`edgeml.verify.baseline`), labelled as the bundle labels."""
+    if data.task != "classification":
+        return None
+    threshold = manifest.decision.threshold if manifest.decision is not None else None
+    predicted, _ = labels_of(data.task, host_output(pipeline, data.features["test"], data.task), threshold)
+    return report_split(data.y["test"], predicted, data.y["train"], tuple(data.classes))
 
 
 def host_pipeline(data: Prepared, model) -> Pipeline:
