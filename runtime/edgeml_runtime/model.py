@@ -42,7 +42,8 @@ class Predictions:
     with ``on_error="skip"`` the others are described in ``errors``.
     ``labels`` are class labels as in the training data (classification) or
     predicted values (regression); ``probabilities`` has one column per
-    entry of ``classes``.
+    entry of ``classes``. A binary bundle's labels follow its manifest's
+    ``decision`` threshold (``classes[1]`` above it), whatever the artifact.
     """
 
     labels: np.ndarray
