@@ -20,8 +20,9 @@ from edgeml_runtime.bundle import sha256_file
 
 CASES = [
     # data set, label, drop, estimator, headline metric, floor
-    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "lgbm", "accuracy", 0.96),
-    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "xgboost", "accuracy", 0.96),
+    # 3.4 % failures: accuracy 0.966 is the majority class's; F1 at the tuned threshold is the honest floor
+    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "lgbm", "f1", 0.45),
+    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "xgboost", "f1", 0.45),
     ("telco-churn.csv", "Churn", (), "rf", "accuracy", 0.72),
     ("telco-churn.csv", "Churn", (), "extra_tree", "accuracy", 0.72),
     ("telco-churn.csv", "Churn", (), "lrl1", "accuracy", 0.75),
