@@ -15,6 +15,7 @@ import pytest
 from conftest import AI4I_DROP, build_bundle
 
 from edgeml.data.preprocess import feature_frame
+from edgeml.verify.metrics import labels_of
 from edgeml_runtime import Model
 from edgeml_runtime.bundle import sha256_file
 
@@ -63,7 +64,9 @@ def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop,
     host_in = feature_frame(frame, model.manifest.schema, "rows")
     if m["task"] == "classification":
         np.testing.assert_allclose(got.probabilities, result.pipeline.predict_proba(host_in), atol=1e-4)
-        assert list(got.labels) == [m["classes"][i] for i in result.pipeline.predict(host_in)]
+        threshold = (m.get("decision") or {}).get("threshold")  # a binary bundle's labels follow it
+        want = labels_of("classification", result.pipeline.predict_proba(host_in), threshold)[0]
+        assert list(got.labels) == [m["classes"][i] for i in want]
     else:
         np.testing.assert_allclose(got.labels, result.pipeline.predict(host_in), rtol=1e-4)
 
