@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
@@ -29,9 +30,11 @@ from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
 from edgeml.search.metrics import describe_metric
+from edgeml.search.threshold import decision_for
 from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
+from edgeml.verify.baseline import SplitReport, report_split
 from edgeml.verify.metrics import host_output, labels_of, task_metrics
 from edgeml.verify.samples import store_samples
 from edgeml.verify.ship import Evidence, Outcome, require_something_runs, ship
@@ -56,6 +59,7 @@ class BuildResult:
     manifest: Manifest
     seconds: float
     pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
+    test_split: SplitReport | None = None  # a classifier's baseline and confusion matrix on the test split
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
@@ -85,7 +89,17 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                                                   result.config),
                          config.seed, config.synthetic_samples, config.force, report)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
-    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
+    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline,
+                       _split_report(data, pipeline, made.manifest))
+
+
+def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | None:
+    """A classifier's test split whole (:mod:`edgeml.verify.baseline`), labelled as the bundle labels."""
+    if data.task != "classification":
+        return None
+    threshold = manifest.decision.threshold if manifest.decision is not None else None
+    predicted, _ = labels_of(data.task, host_output(pipeline, data.features["test"], data.task), threshold)
+    return report_split(data.y["test"], predicted, data.y["train"], tuple(data.classes))
 
 
 def host_pipeline(data: Prepared, model) -> Pipeline:
@@ -133,14 +147,16 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
-        _record(writer, data, pipeline)
+        threshold = _decide(writer, data, pipeline, search["metric"])
+        _record(writer, data, pipeline, threshold)
         writer.record("search", search)
         writer.record("provenance", provenance)
         exported = make_artifacts(pipeline, data.inputs, data.task, data.classes, target, data.calibration,
                                   name=name)
         _report_export(report, exported)
         evidence = Evidence(data.split.test, host_output(pipeline, data.features["test"], data.task),
-                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration)
+                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration,
+                            threshold)
         outcomes = [ship(writer, made, evidence, inputs=exported.inputs, outputs=exported.outputs)
                     for made in exported.made]
         _report_verified(report, outcomes)
@@ -216,9 +232,22 @@ def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synth
     return writer.write()
 
 
-def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline) -> None:
+def _decide(writer: BundleWriter, data: Prepared, pipeline: Pipeline, metric: str) -> float | None:
+    """A binary classifier's decision threshold, tuned on the validation predictions and handed to the writer
+    (:mod:`edgeml.search.threshold`); ``None`` for other tasks, whose labels are argmax."""
+    if data.task != "classification" or len(data.classes or ()) != 2:
+        return None
+    labelled = [data.y["train"], data.y["valid"]]
+    decision = decision_for(host_output(pipeline, data.features["valid"], data.task), data.y["valid"],
+                            np.concatenate(labelled), metric)
+    writer.record("decision", decision.to_dict())
+    return decision.threshold
+
+
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, threshold: float | None = None) -> None:
     """Hand the validation metrics and the drift reference to the bundle writer."""
-    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task))
+    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task),
+                                         threshold)
     writer.record("valid_metrics", task_metrics(data.task, data.y["valid"], predicted, probabilities))
     writer.record("reference", bundle.build_reference(data.features["train"], data.inputs, predicted, data.task,
                                                       data.classes))
