@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_outbox.py
 	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_cells.py
+	$(BIN)/python bench/bench_quality.py
 
 clean:
 	rm -rf $(VENV) dist bench/out

@@ -37,7 +37,7 @@ def _written(folder: Path) -> dict[str, int]:
 
 def test_there_are_benchmarks_to_check():
     assert {"bench_targets", "fit_cost_model", "bench_runtime", "bench_drift", "bench_outbox", "bench_tflite",
-            "bench_tflite_traverse", "bench_cells"} <= set(MODULES)
+            "bench_tflite_traverse", "bench_cells", "bench_quality"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -96,3 +96,17 @@ def test_a_cost_model_point_is_timed_on_a_verified_bundle(bench_path, datasets, 
     assert point["artifact_bytes"] == (folder / "model.onnx").stat().st_size
     assert [p.name for p in folder.glob("model*")] == ["model.onnx"]  # the profile asks for fp32 ONNX alone
     assert point["structure"]["n_trees"] == 5 and point["latency_us"] > 0 and point["estimator_bytes"] > 0
+
+
+def test_quality_benchmark_scores_both_tools_on_the_same_rows(bench_path, datasets, tmp_path):
+    bench_quality = importlib.import_module("bench_quality")
+    rc = bench_quality.main(["--sets", "wine", "--max-iter", "2", "--splits", "1", "--results", str(tmp_path),
+                             "--work", str(tmp_path / "work")])
+    assert rc == 0
+    table = (tmp_path / "quality.md").read_text()
+    rows = {r.split(" | ")[3]: r.split(" | ") for r in table.splitlines() if r.startswith("| wine | 178 | 1 |")}
+    assert set(rows) == {"accuracy", "balanced accuracy", "F1"}, table
+    for cells in rows.values():  # both tools scored the 36 held-out rows: scores in [0, 1], Δ their difference
+        edge, plain, delta = float(cells[4]), float(cells[5]), float(cells[6])
+        assert 0 <= edge <= 1 and 0 <= plain <= 1 and delta == pytest.approx(edge - plain, abs=2e-3)
+    assert "| wine |  | 2 |" in table and table.rstrip().endswith(".")  # edgeml ran the 2 trials it was given

@@ -15,13 +15,15 @@ import pytest
 from conftest import AI4I_DROP, build_bundle
 
 from edgeml.data.preprocess import feature_frame
+from edgeml.verify.metrics import labels_of
 from edgeml_runtime import Model
 from edgeml_runtime.bundle import sha256_file
 
 CASES = [
     # data set, label, drop, estimator, headline metric, floor
-    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "lgbm", "accuracy", 0.96),
-    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "xgboost", "accuracy", 0.96),
+    # 3.4 % failures: accuracy 0.966 is the majority class's; F1 at the tuned threshold is the honest floor
+    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "lgbm", "f1", 0.45),
+    ("ai4i2020.csv", "Machine failure", AI4I_DROP[2:], "xgboost", "f1", 0.45),
     ("telco-churn.csv", "Churn", (), "rf", "accuracy", 0.72),
     ("telco-churn.csv", "Churn", (), "extra_tree", "accuracy", 0.72),
     ("telco-churn.csv", "Churn", (), "lrl1", "accuracy", 0.75),
@@ -62,7 +64,9 @@ def test_every_family_exports_with_parity(datasets, tmp_path, data, label, drop,
     host_in = feature_frame(frame, model.manifest.schema, "rows")
     if m["task"] == "classification":
         np.testing.assert_allclose(got.probabilities, result.pipeline.predict_proba(host_in), atol=1e-4)
-        assert list(got.labels) == [m["classes"][i] for i in result.pipeline.predict(host_in)]
+        threshold = (m.get("decision") or {}).get("threshold")  # a binary bundle's labels follow it
+        want = labels_of("classification", result.pipeline.predict_proba(host_in), threshold)[0]
+        assert list(got.labels) == [m["classes"][i] for i in want]
     else:
         np.testing.assert_allclose(got.labels, result.pipeline.predict(host_in), rtol=1e-4)
 

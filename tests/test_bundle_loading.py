@@ -332,6 +332,7 @@ def test_more_classes_than_the_model_gives_are_refused(demo_bundle, tmp_path):
     def widen(m):
         m["classes"] = [0, 1, 2]
         m["reference"]["output"] |= {"classes": [0, 1, 2], "shares": [0.5, 0.3, 0.2]}
+        m.pop("decision", None)  # a binary threshold would be refused first
     bundle = _edit(_copy(demo_bundle, tmp_path), widen)
     for artifact in ("model.onnx", "model.ort", "model.tflite"):
         with pytest.raises(BundleError, match=rf"classes lists 3 labels, but artifact {artifact} gives 2 "

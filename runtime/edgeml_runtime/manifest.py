@@ -46,6 +46,7 @@ from .manifest_artifacts import (
     TASK_TOLERANCES,
     AbsoluteTolerance,
     Artifact,
+    Decision,
     MetricDrop,
     NotShipped,
     RelativeTolerance,
@@ -295,6 +296,7 @@ class Manifest(Section):
     search: Search = key(section(Search))
     provenance: Provenance = key(section(Provenance))
     samples: Samples | None = key(section(Samples), optional=True)  # absent only in a draft
+    decision: Decision | None = key(section(Decision), optional=True)  # binary classification only
 
     def __post_init__(self):
         if self.task == "classification" and not self.classes:
@@ -310,6 +312,9 @@ class Manifest(Section):
                                   f"{self.task} bundle gives {' and '.join(sorted(want))}; rebuild the bundle")
         self._check_tolerances()
         self._check_reference()
+        if self.decision is not None and len(self.classes) != 2:
+            raise BundleError(f"decision sets a threshold, but the bundle's {self.task} model has "
+                              f"{len(self.classes)} classes: a threshold is for two classes only; rebuild the bundle")
 
     def _check_tolerances(self) -> None:
         """A classifier's artifacts are verified with an absolute tolerance, a regressor's with a relative one."""
@@ -398,7 +403,7 @@ class Manifest(Section):
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
     Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification,
     AbsoluteTolerance, RelativeTolerance, NotShipped, Reference, Search, Provenance, DataProvenance,
-    ModelProvenance, Samples, *DETAILS,
+    ModelProvenance, Samples, Decision, *DETAILS,
     SearchValidation, SearchRefit)}
 
 

@@ -224,3 +224,41 @@ class Verification(Section):
     tolerance: Tolerance = key(TOLERANCE)
     passed: bool = key(BOOL)
     metric_drop: MetricDrop | None = key(section(MetricDrop), optional=True)
+
+
+def _unit_open(v, where: str):
+    if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1:
+        return v
+    raise wrong(where, v, "a number from 0 up to (not including) 1")  # NaN compares false: refused too
+
+
+UNIT_OPEN = Kind("a number from 0 up to (not including) 1", _unit_open,
+                 schema={"type": "number", "minimum": 0, "exclusiveMaximum": 1})
+#: The metrics a decision threshold is tuned for (``edgeml.search.threshold``).
+THRESHOLD_METRICS = ("accuracy", "f1", "balanced_accuracy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision(Section):
+    """``decision``: how a binary classifier's label follows from its probabilities, for every artifact.
+
+    The label is ``classes[1]`` when that class's probability is above
+    ``threshold`` (equal is ``classes[0]``); 0.5 is argmax. ``metric`` is
+    what the threshold was tuned for on ``rows`` validation predictions with
+    ``positives`` positive rows (null: not tuned, ``reason`` says why);
+    ``valid`` and ``argmax`` that metric there at the threshold and at 0.5.
+    The probabilities are the artifact's own, unchanged.
+    """
+
+    schema_name: ClassVar[str] = "decision"
+    threshold: float = key(UNIT_OPEN)
+    metric: str | None = key(nullable(one_of(*THRESHOLD_METRICS)))
+    reason: str = key(STR)
+    positives: int = key(INT)
+    rows: int = key(INT)
+    valid: float | None = key(nullable(NUMBER))
+    argmax: float | None = key(nullable(NUMBER))
+
+    def labels(self, probabilities):
+        """Class indices (0 or 1) for an ``(n, 2)`` probability matrix (NumPy), by :attr:`threshold`."""
+        return (probabilities[:, 1] > self.threshold).astype("int64")

@@ -42,7 +42,8 @@ class Predictions:
     with ``on_error="skip"`` the others are described in ``errors``.
     ``labels`` are class labels as in the training data (classification) or
     predicted values (regression); ``probabilities`` has one column per
-    entry of ``classes``.
+    entry of ``classes``. A binary bundle's labels follow its manifest's
+    ``decision`` threshold (``classes[1]`` above it), whatever the artifact.
     """
 
     labels: np.ndarray
@@ -81,6 +82,7 @@ class Model:
             self._out = (names.index(artifact.outputs["label"]), names.index(artifact.outputs["probabilities"]))
         else:
             self._out = (names.index(artifact.outputs["value"]), None)
+        self._decision = manifest.decision  # a binary threshold: labels follow it, probabilities stay as they are
         self._input_names = set(manifest.schema.names)
         self._local = threading.local()
         self._monitor: DriftMonitor | None = None
@@ -253,8 +255,16 @@ class Model:
         out = self.engine.run(feeds)
         first, second = self._out
         if second is not None:
-            return self._class_array[out[first].ravel()], out[second]
+            return self._class_array[self._indices(out)], out[second]
         return out[first].ravel(), None
+
+    def _indices(self, out) -> np.ndarray:
+        """The class indices of an engine's outputs: the artifact's label, or the manifest's threshold on the
+        positive probability (``decision``) when it sets one."""
+        first, second = self._out
+        if self._decision is None:
+            return out[first].ravel()
+        return self._decision.labels(np.asarray(out[second]))
 
     def _run_monitored(self, feeds, n, errors=()):
         if n == 0:
@@ -263,7 +273,7 @@ class Model:
             return type(self)._run(self, feeds, n)
         out = self.engine.run(feeds)
         first, second = self._out
-        value = out[first].ravel()
+        value = self._indices(out) if second is not None else out[first].ravel()
         self._monitor.update(feeds, value, errors)
         return (self._class_array[value], out[second]) if second is not None else (value, None)
 

@@ -243,10 +243,13 @@ class Comparison:
 
 
 def compare(expected: Outputs, got: Outputs, tolerance: Tolerance, classes: Sequence = (), *,
-            artifact: str = "") -> Comparison:
+            artifact: str = "", threshold: float | None = None) -> Comparison:
     """Hold fresh outputs against expected ones, one :class:`Difference` per row and output that differs.
 
-    ``tolerance`` is an :class:`~edgeml_runtime.manifest_artifacts.AbsoluteTolerance` for labels and
+    ``threshold`` is a binary bundle's decision threshold (the manifest's
+    ``decision``): a near tie is then a positive probability within the
+    tolerance of the threshold, not of the other class's. ``tolerance`` is an
+    :class:`~edgeml_runtime.manifest_artifacts.AbsoluteTolerance` for labels and
     probabilities, a :class:`~edgeml_runtime.manifest_artifacts.RelativeTolerance` for values. A value that is
     not a number (NaN) differs from every other.
     """
@@ -266,8 +269,7 @@ def compare(expected: Outputs, got: Outputs, tolerance: Tolerance, classes: Sequ
     if want.shape != have.shape:
         raise BundleError(f"{artifact or 'the artifact'} gives probabilities of shape {have.shape} where "
                           f"{want.shape} are expected; rebuild the bundle")
-    top2 = np.sort(want, axis=1)[:, -2:]
-    tie = (top2[:, 1] - top2[:, 0]) <= limit if want.shape[1] > 1 else np.zeros(len(want), dtype=bool)
+    tie = _near_ties(want, limit, threshold)
     differ = np.array([g != e for g, e in zip(got.labels, expected.labels, strict=True)], dtype=bool)
     found = [Difference(int(i), "label", got.labels[i], expected.labels[i]) for i in np.flatnonzero(differ & ~tie)]
     diff = np.abs(have - want)
@@ -276,6 +278,21 @@ def compare(expected: Outputs, got: Outputs, tolerance: Tolerance, classes: Sequ
         found.append(Difference(int(i), f"probabilities[{j}]", float(have[i, j]), float(want[i, j]), allowed, name))
     found.sort(key=lambda d: d.row)
     return Comparison(len(got), tuple(found), int((differ & tie).sum()), _largest(diff), tolerance, artifact)
+
+
+def _near_ties(want: np.ndarray, limit: float, threshold: float | None) -> np.ndarray:
+    """Rows whose expected label float32 arithmetic may flip: the two most likely classes within ``limit`` of
+    each other, or (with a binary ``threshold``) the positive probability within ``limit`` of the threshold.
+
+    >>> _near_ties(np.array([[0.5, 0.5], [0.7, 0.3], [0.8, 0.2]]), 1e-4, 0.3).tolist()
+    [False, True, False]
+    """
+    if threshold is not None and want.shape[1] == 2:
+        return np.abs(want[:, 1] - threshold) <= limit
+    if want.shape[1] < 2:
+        return np.zeros(len(want), dtype=bool)
+    top2 = np.sort(want, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) <= limit
 
 
 def _largest(diff: np.ndarray) -> float:
@@ -287,6 +304,11 @@ def _kind(outputs: Outputs) -> str:
     return "values" if outputs.labels is None else f"{outputs.probabilities.shape[1]} class probabilities"
 
 
+def threshold_of(manifest: Manifest) -> float | None:
+    """The manifest's binary decision threshold, or ``None`` when its labels are argmax."""
+    return None if manifest.decision is None else manifest.decision.threshold
+
+
 def check_artifact(folder: os.PathLike, manifest: Manifest, samples: Samples, artifact: str) -> Comparison:
     """Score the sample rows with ``artifact`` and compare with its stored outputs, at the tolerance the
     manifest's ``verification`` records for it (a reduced-precision artifact is held to its own outputs)."""
@@ -295,7 +317,8 @@ def check_artifact(folder: os.PathLike, manifest: Manifest, samples: Samples, ar
         raise BundleError(f"the manifest's 'verification' records no tolerance for {artifact}; rebuild the bundle")
     expected = samples.outputs_for(artifact)
     got = score_rows(folder, artifact, [{name: r[name] for name in samples.columns} for r in samples.rows])
-    return compare(expected, got, tolerances[artifact], manifest.classes, artifact=artifact)
+    return compare(expected, got, tolerances[artifact], manifest.classes, artifact=artifact,
+                   threshold=threshold_of(manifest))
 
 
 def self_test(folder: os.PathLike | Bundle, manifest: Manifest) -> tuple[Comparison, ...]:
@@ -327,7 +350,8 @@ def check_loaded(bundle: Bundle, model: Model) -> Comparison:
     except (InputError, EngineError, IndexError, ValueError) as exc:
         raise BundleError(f"{bundle.source}: {artifact} cannot score the bundle's own sample rows ({exc}); the "
                           "manifest does not fit the artifact: copy the bundle again, or rebuild it") from None
-    found = compare(samples.outputs_for(artifact), got, tolerances[artifact], manifest.classes, artifact=artifact)
+    found = compare(samples.outputs_for(artifact), got, tolerances[artifact], manifest.classes, artifact=artifact,
+                    threshold=threshold_of(manifest))
     if not found.passed:
         raise BundleError(f"{bundle.source}: {artifact} does not score the bundle's sample rows as it did at build "
                           f"time ({found}). The manifest or the samples were changed after the build: copy the "
@@ -336,4 +360,4 @@ def check_loaded(bundle: Bundle, model: Model) -> Comparison:
 
 
 __all__ = ["SAMPLES", "SAMPLES_FORMAT", "Comparison", "Difference", "Outputs", "Samples", "check_artifact",
-           "check_loaded", "compare", "float32_values", "read_samples", "score_rows", "self_test"]
+           "check_loaded", "compare", "float32_values", "read_samples", "score_rows", "self_test", "threshold_of"]

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
@@ -30,10 +31,12 @@ from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
 from edgeml.search.metrics import describe_metric
 from edgeml.search.refit import held_out_predictions, refit
+from edgeml.search.threshold import decision_for
 from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.search.validation import choose_validation
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
+from edgeml.verify.baseline import SplitReport, report_split
 from edgeml.verify.metrics import host_output, labels_of, task_metrics
 from edgeml.verify.samples import store_samples
 from edgeml.verify.ship import Evidence, Outcome, require_something_runs, ship
@@ -58,6 +61,7 @@ class BuildResult:
     manifest: Manifest
     seconds: float
     pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
+    test_split: SplitReport | None = None  # a classifier's baseline and confusion matrix on the test split
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
@@ -81,14 +85,26 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                    seed=config.seed, unnamed=table.unnamed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
-    model, refit = _refit_all(config, data, result, report) if config.refit_all else (result.model, None)
+    held_out = _held_out(data, result, config)
+    model, refit = (_refit_all(config, data, result, report, held_out) if config.refit_all
+                    else (result.model, None))
     pipeline = host_pipeline(data, model)
     made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets, refit),
                          bundle.provenance_record(table, data, config.seed, result.learner, model,
                                                   result.config),
-                         config.seed, config.synthetic_samples, config.force, report, _held_out(data, result, config))
+                         config.seed, config.synthetic_samples, config.force, report, held_out)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
-    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline)
+    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline,
+                       _split_report(data, pipeline, made.manifest))
+
+
+def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | None:
+    """A classifier's test split whole (:mod:`edgeml.verify.baseline`), labelled as the bundle labels."""
+    if data.task != "classification":
+        return None
+    threshold = manifest.decision.threshold if manifest.decision is not None else None
+    predicted, _ = labels_of(data.task, host_output(pipeline, data.features["test"], data.task), threshold)
+    return report_split(data.y["test"], predicted, data.y["train"], tuple(data.classes))
 
 
 def host_pipeline(data: Prepared, model) -> Pipeline:
@@ -136,14 +152,16 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
-        _record(writer, data, pipeline, held_out)
+        threshold = _decide(writer, data, pipeline, search["metric"], held_out)
+        _record(writer, data, pipeline, held_out, threshold)
         writer.record("search", search)
         writer.record("provenance", provenance)
         exported = make_artifacts(pipeline, data.inputs, data.task, data.classes, target, data.calibration,
                                   name=name)
         _report_export(report, exported)
         evidence = Evidence(data.split.test, host_output(pipeline, data.features["test"], data.task),
-                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration)
+                            data.y["test"], data.task, tuple(data.classes or ()), target, data.calibration,
+                            threshold)
         outcomes = [ship(writer, made, evidence, inputs=exported.inputs, outputs=exported.outputs)
                     for made in exported.made]
         _report_verified(report, outcomes)
@@ -233,7 +251,29 @@ def _held_out(data: Prepared, result: SearchResult, config: BuildConfig) -> tupl
     return output, y
 
 
-def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, held_out: tuple | None = None) -> None:
+def _decide(writer: BundleWriter, data: Prepared, pipeline: Pipeline, metric: str,
+            held_out: tuple | None = None) -> float | None:
+    """A binary classifier's decision threshold (:func:`_decision`) handed to the writer; ``None`` for other
+    tasks, whose labels are argmax."""
+    decision = _decision(data, pipeline, metric, held_out)
+    if decision is None:
+        return None
+    writer.record("decision", decision.to_dict())
+    return decision.threshold
+
+
+def _decision(data: Prepared, pipeline: Pipeline, metric: str, held_out: tuple | None = None):
+    """A binary classifier's :class:`~edgeml.search.threshold.Decision`, tuned on held-out predictions
+    (out-of-fold under cross-validation; ``pipeline`` on the validation split without ``held_out``)."""
+    if data.task != "classification" or len(data.classes or ()) != 2:
+        return None
+    output, y = held_out if held_out is not None else (host_output(pipeline, data.features["valid"], data.task),
+                                                       data.y["valid"])
+    return decision_for(output, y, np.concatenate([data.y["train"], data.y["valid"]]), metric)
+
+
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, held_out: tuple | None = None,
+            threshold: float | None = None) -> None:
     """Hand the validation metrics and the drift reference to the bundle writer.
 
     With ``held_out`` (predictions of the chosen configuration on rows it was not fitted on, and their labels)
@@ -246,18 +286,21 @@ def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, held_out: 
     else:
         (output, y), split = held_out, "test"
         shipped = host_output(pipeline, data.features["test"], data.task)
-    predicted, probabilities = labels_of(data.task, output)
+    predicted, probabilities = labels_of(data.task, output, threshold)
     writer.record("valid_metrics", task_metrics(data.task, y, predicted, probabilities))
     writer.record("reference", bundle.build_reference(data.fit_features(), data.inputs,
-                                                      labels_of(data.task, shipped)[0], data.task, data.classes,
-                                                      output_split=split))
+                                                      labels_of(data.task, shipped, threshold)[0], data.task,
+                                                      data.classes, output_split=split))
 
 
-def _refit_all(config: BuildConfig, data: Prepared, result: SearchResult, report: Reporter):
-    """``--refit-all``: the chosen model's test metrics as they are now, then its configuration refitted on every
-    labelled row (train, validation and test; the preprocessing stays the one fitted on train+validation)."""
+def _refit_all(config: BuildConfig, data: Prepared, result: SearchResult, report: Reporter, held_out: tuple):
+    """``--refit-all``: the chosen model's test metrics as they are now (at the decision threshold the bundle will
+    carry), then its configuration refitted on every labelled row (train, validation and test; the preprocessing
+    stays the one fitted on train+validation)."""
     pipeline = host_pipeline(data, result.model)
-    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["test"], data.task))
+    decision = _decision(data, pipeline, result.metric, held_out)
+    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["test"], data.task),
+                                         decision.threshold if decision is not None else None)
     before = task_metrics(data.task, data.y["test"], predicted, probabilities)
     X, y = data.fit_matrix(with_test=True)
     model = refit(result.learner, result.config, X, y, data.task).estimator

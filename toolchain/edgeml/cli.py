@@ -41,7 +41,8 @@ def main():
 @click.option("--max-trials", "max_iter", type=int,
               help="Stop the search after this many trials (reproducible; overrides --time-budget).")
 @click.option("--metric",
-              help="What the search optimises: e.g. roc_auc, accuracy, f1, log_loss; r2, rmse, mae. [default: auto]")
+              help="What the search optimises: e.g. roc_auc, f1, recall, balanced_accuracy, accuracy, log_loss; "
+                   "r2, rmse, mae. A binary build tunes its decision threshold for it. [default: auto]")
 @click.option("--drop", multiple=True, metavar="COL[,COL...]",
               help="Columns to leave out (e.g. ones that leak the label). Repeatable.")
 @click.option("--estimators", metavar="NAME[,NAME...]",

@@ -9,6 +9,7 @@ import click
 
 from edgeml.build import STAGES, BuildResult, Reporter
 from edgeml.search.trials import Trial
+from edgeml.verify.baseline import describe
 from edgeml.verify.metrics import HEADLINE
 
 
@@ -82,6 +83,12 @@ def summary(result: BuildResult) -> str:
         ("test", f"{headline}  ({m.provenance.data.split['test']:,} rows, scored by edgeml_runtime)"),
     ]
     rows[1:1] = _validated(search)
+    if m.decision is not None:
+        d = m.decision
+        tuned = f"tuned for {d.metric} (validation {d.valid:.4g}, at 0.5 {d.argmax:.4g})" if d.metric else d.reason
+        rows.append(("threshold", f"{m.classes[1]!r} when its probability is above {d.threshold:.4g}: {tuned}"))
+    split = result.test_split
+    rows += [("", line) for line in (describe(split) if split is not None else [])]
     for a in m.artifacts:
         rows.append(("artifact", f"{a.path}  {a.bytes / 1024:.1f} KiB  {a.format} {a.precision}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
@@ -89,7 +96,10 @@ def summary(result: BuildResult) -> str:
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
     title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",
                         bold=True)
-    return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows])
+    warn = [] if split is None or split.one_class is None else [click.style("  warning: ", fg="yellow") + (
+        f"the model predicts {split.one_class!r} for every test row: it has learned no rule beyond the majority "
+        "class; try --metric f1 or balanced_accuracy, more rows or a longer search")]
+    return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows] + warn)
 
 
 def _validated(search) -> list[tuple[str, str]]:

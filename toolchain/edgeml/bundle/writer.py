@@ -24,6 +24,7 @@ from edgeml_runtime.bundle import MANIFEST
 from edgeml_runtime.manifest import (
     METRICS,
     Artifact,
+    Decision,
     Dropped,
     Manifest,
     MetricDrop,
@@ -155,7 +156,7 @@ class BundleWriter:
         return Manifest(**self._header, artifacts=artifacts, metrics=metrics, verification=tuple(self._verification),
                         not_shipped=tuple(self._not_shipped), reference=self._records["reference"],
                         search=self._records["search"], provenance=self._records["provenance"],
-                        samples=self._records.get("samples"))
+                        samples=self._records.get("samples"), decision=self._records.get("decision"))
 
     def _write(self, manifest: Manifest) -> None:
         text = json.dumps(manifest.to_dict(), indent=2) + "\n"
@@ -183,6 +184,7 @@ _RECORDS = {
     "search": Search.from_dict,
     "provenance": Provenance.from_dict,
     "samples": Samples.from_dict,
+    "decision": Decision.from_dict,
 }
 
 

@@ -29,10 +29,10 @@ log_loss instead')
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import f1_score, log_loss, recall_score, roc_auc_score
 
 #: Metrics that compare classes (ranking or balancing them): undefined on validation rows of one class.
-NEEDS_TWO_CLASSES = ("roc_auc", "roc_auc_ovr", "ap", "f1")
+NEEDS_TWO_CLASSES = ("roc_auc", "roc_auc_ovr", "ap", "f1", "recall")
 
 
 def metric_for(metric: str, y_valid: np.ndarray) -> tuple[str, str | None]:
@@ -57,6 +57,8 @@ def validation_loss(metric: str, y_pred: np.ndarray, y_true: np.ndarray, labels:
     ``ValueError`` where the metric cannot be computed (predictions that are
     not finite, say).
     """
+    if labels is not None and metric in LABEL_METRICS and np.ndim(y_pred) == 1:
+        return 1.0 - label_metric(metric, y_true, y_pred, labels)
     if labels is not None and np.ndim(y_pred) == 2:
         if metric == "log_loss":
             return float(log_loss(y_true, y_pred, labels=labels))
@@ -65,6 +67,28 @@ def validation_loss(metric: str, y_pred: np.ndarray, y_true: np.ndarray, labels:
     from flaml.automl.ml import sklearn_metric_loss_score
 
     return float(sklearn_metric_loss_score(metric, y_pred, y_true, labels))
+
+
+#: Metrics on predicted labels that edgeml computes itself: FLAML lacks ``recall`` and ``balanced_accuracy``,
+#: and its ``f1`` is the binary one, refused for more than two classes.
+LABEL_METRICS = ("recall", "balanced_accuracy", "f1")
+
+
+def label_metric(metric: str, y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray) -> float:
+    """``recall`` (of the positive class, ``labels[1]``; macro over classes for more than two),
+    ``balanced_accuracy`` (recall averaged over the classes ``y_true`` holds) or ``f1`` (binary, else macro).
+
+    >>> y, p = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0])
+    >>> label_metric("recall", y, p, np.arange(2)), label_metric("balanced_accuracy", y, p, np.arange(2))
+    (0.5, 0.5)
+    """
+    binary = len(labels) == 2
+    if metric == "balanced_accuracy":
+        return float(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
+    score = recall_score if metric == "recall" else f1_score
+    if binary:
+        return float(score(y_true, y_pred, pos_label=labels[1], average="binary", zero_division=0))
+    return float(score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
 def ovr_roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float:
@@ -86,4 +110,4 @@ def ovr_roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> fl
     return float(np.mean([roc_auc_score(y_true == c, proba[:, labels.index(c)]) for c in present]))
 
 
-__all__ = ["NEEDS_TWO_CLASSES", "metric_for", "ovr_roc_auc", "validation_loss"]
+__all__ = ["LABEL_METRICS", "NEEDS_TWO_CLASSES", "label_metric", "metric_for", "ovr_roc_auc", "validation_loss"]

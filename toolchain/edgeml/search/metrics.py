@@ -13,9 +13,13 @@ metric 'accuracy' does not apply to regression; use one of auto, r2, rmse, mae, 
 
 from __future__ import annotations
 
-#: The metrics FLAML optimises for each task ("auto": FLAML's own choice, :data:`AUTO_METRIC`).
+#: The metrics the search optimises for each task ("auto": FLAML's own choice, :data:`AUTO_METRIC`). ``f1`` and
+#: ``recall`` are the positive class's for two classes (macro-averaged for more), ``balanced_accuracy`` the mean
+#: recall over the classes (:func:`edgeml.search.loss.label_metric`); a binary build then tunes its decision
+#: threshold for the metric (:mod:`edgeml.search.threshold`).
 METRICS = {
-    "classification": ("auto", "accuracy", "roc_auc", "roc_auc_ovr", "f1", "log_loss", "ap", "micro_f1", "macro_f1"),
+    "classification": ("auto", "accuracy", "balanced_accuracy", "f1", "recall", "roc_auc", "roc_auc_ovr", "log_loss",
+                       "ap", "micro_f1", "macro_f1"),
     "regression": ("auto", "r2", "rmse", "mae", "mse", "mape"),
 }
 #: What FLAML optimises for metric "auto".

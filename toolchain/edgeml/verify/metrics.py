@@ -69,12 +69,19 @@ def host_output(pipeline, features: pd.DataFrame, task: str) -> np.ndarray:
     return pipeline.predict_proba(features) if task == "classification" else pipeline.predict(features)
 
 
-def labels_of(task: str, output: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def labels_of(task: str, output: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A host output's labels (class indices, or the values themselves) and probabilities (``None`` for regression).
+
+    ``threshold`` is a binary bundle's decision threshold (the manifest's ``decision``): class 1 where its
+    probability is above it, as the runtime labels; without one, argmax.
 
     >>> labels_of("classification", np.array([[0.2, 0.8], [0.9, 0.1]]))[0].tolist()
     [1, 0]
+    >>> labels_of("classification", np.array([[0.7, 0.3], [0.9, 0.1]]), threshold=0.25)[0].tolist()
+    [1, 0]
     """
+    if task == "classification" and threshold is not None and output.shape[1] == 2:
+        return (output[:, 1] > threshold).astype(np.int64), output
     if task == "classification":
         return np.argmax(output, axis=1), output
     return output, None

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from edgeml.errors import VerificationError
+from edgeml.verify.metrics import labels_of
 from edgeml_runtime.manifest_artifacts import AbsoluteTolerance, RelativeTolerance, Tolerance
 from edgeml_runtime.samples import Outputs, compare, score_rows
 
@@ -87,22 +88,24 @@ class ArtifactScores:
 
 
 def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, host_output: np.ndarray,
-                    task: str, classes: tuple) -> ArtifactScores:
+                    task: str, classes: tuple, threshold: float | None = None) -> ArtifactScores:
     """Score ``raw_test`` with the artifact through the runtime and compare with ``host_output``.
 
     ``host_output`` is the host pipeline's ``predict_proba`` (classification)
-    or ``predict`` (regression) on the same rows.
+    or ``predict`` (regression) on the same rows; ``threshold`` a binary
+    bundle's decision threshold, which the expected labels follow.
     """
     got = score_rows(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns},
                      draft=True)
     host = np.asarray(host_output, dtype=np.float64)
     if task == "classification":
-        expected = Outputs(labels=tuple(classes[i] for i in np.argmax(host, axis=1)), probabilities=host)
+        indices = labels_of(task, host, threshold)[0]
+        expected = Outputs(labels=tuple(classes[i] for i in indices), probabilities=host)
         tolerance = PROBA_TOLERANCE
     else:
         expected = Outputs(values=host)
         tolerance = value_tolerance(expected.values)
-    found = compare(expected, got, tolerance, classes, artifact=artifact)
+    found = compare(expected, got, tolerance, classes, artifact=artifact, threshold=threshold)
     parity = Parity(artifact, found.rows, found.label_mismatches, found.ties, found.largest, tolerance, found.passed)
     if task == "classification":
         index = {c: i for i, c in enumerate(classes)}

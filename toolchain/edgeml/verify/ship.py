@@ -57,6 +57,7 @@ class Evidence:
     classes: tuple
     target: TargetProfile
     calibration: Mapping[str, np.ndarray]
+    threshold: float | None = None  # a binary bundle's decision threshold (the manifest's ``decision``)
 
     @property
     def runs_onnx(self) -> bool:
@@ -92,7 +93,7 @@ def ship(writer: BundleWriter, made: CompiledArtifact | NotApplicable, evidence:
                                 inputs=list(inputs))
     writer.draft(entry)
     scores = verify_artifact(writer.stage, entry.path, evidence.raw, evidence.host_output, evidence.task,
-                             evidence.classes)
+                             evidence.classes, evidence.threshold)
     metrics = task_metrics(evidence.task, evidence.y, scores.labels, scores.probabilities)
     record = scores.parity.to_dict()
     if entry.precision == "fp32":
