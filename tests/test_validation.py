@@ -85,7 +85,8 @@ def test_refit_all_trains_on_every_row_and_the_manifest_says_the_metrics_came_fi
     config = tmp_path / "edgeml.toml"
     config.write_text("[build]\nrefit_all = true\n")
     assert resolve({}, str(config)).refit_all and not resolve({}, cwd=tmp_path / "nowhere").refit_all
-    built = build_bundle(tmp_path / "all-1", estimators=("lrl2",), max_iter=2, refit_all=True)
+    built = build_bundle(tmp_path / "all-1", estimators=("lrl2",), max_iter=2, refit_all=True,
+                         validation="auto")
     search = json.loads((built.bundle_dir / "manifest.json").read_text())["search"]
     table, label = read_input(None, None, seed=0)
     data = prepare(table.frame, label, seed=0)
@@ -126,11 +127,29 @@ def test_on_a_small_shared_table_the_rule_is_not_worse_than_the_old_holdout(data
     new, old = [], []
     for seed in range(3):
         p = prepare(frame, frame.columns[-1], task=task, seed=seed)
-        ours = _search(p, learners, max_iter=6, seed=seed)
-        held = _search(p, learners, max_iter=6, seed=seed, validation=Validation("holdout", 1, len(p.y["valid"])))
+        ours = _search(p, learners, max_iter=4, seed=seed)
+        held = _search(p, learners, max_iter=4, seed=seed, validation=Validation("holdout", 1, len(p.y["valid"])))
         before = refit(held.learner, held.config, p.X["train"], p.y["train"], task).estimator
         new.append(_test_score(p, ours.model))
         old.append(_test_score(p, before))
     print(f"{name}: new {np.round(new, 4).tolist()} mean {np.mean(new):.4f}; "
           f"old {np.round(old, 4).tolist()} mean {np.mean(old):.4f}")
     assert np.mean(new) >= np.mean(old) - 0.035
+
+
+def test_validation_and_folds_are_settings_with_clear_errors(tmp_path):
+    from edgeml.config import BuildConfig
+    from edgeml.errors import ConfigError
+
+    config = tmp_path / "edgeml.toml"
+    config.write_text('[build]\nvalidation = "cv"\nfolds = 3\n')
+    settings = resolve({}, str(config))
+    assert (settings.validation, settings.folds) == ("cv", 3)
+    assert resolve({"validation": "holdout"}, str(config)).validation == "holdout"  # a flag wins over the file
+    with pytest.raises(ConfigError, match=r"validation = 'kfold' is not one of auto, cv, holdout \(set it with"):
+        BuildConfig(validation="kfold")
+    with pytest.raises(ConfigError, match="folds = 1 is not allowed; give 2 to 20 folds"):
+        BuildConfig(folds=1)
+    forced = choose_validation(CV_BELOW_ROWS * 3, "regression", folds=3, method="cv")
+    assert forced == Validation("cv", 3, CV_BELOW_ROWS * 3) and choose_validation(100, "regression",
+                                                                                 method="holdout").folds == 1

@@ -198,7 +198,8 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     budgets = target_budget(target)
     measure = TrialMeasure.for_target(target, data)
     validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,
-                                   valid_rows=len(data.y["valid"]), in_time_order=data.schema.time_column is not None)
+                                   valid_rows=len(data.y["valid"]), in_time_order=data.schema.time_column is not None,
+                                   folds=config.folds, method=config.validation)
     report.stage("search", f"validation: {validation.describe()}; the shipped model is refitted on all "
                            f"{validation.rows if validation.is_cv else len(data.fit_rows):,} train+validation rows")
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,

@@ -19,6 +19,10 @@ for judging the reduced-precision artifacts:
 * a table split in time order (``--time-column``) always uses the holdout:
   the validation rows come after the training rows, as the future does.
 
+``--validation cv`` or ``holdout`` (``[build] validation``) overrides the
+rule, ``--folds`` the number of folds: a long search on a table just under the
+threshold may prefer the holdout's five times more trials.
+
 The rule is the same under ``--max-trials`` and under ``--time-budget``
 (FLAML's own rule depends on the time budget and always picks
 cross-validation under ``max_iter``): a build's validation depends on its data
@@ -34,6 +38,8 @@ Validation(method='cv', folds=5, rows=2604, stratified=True)
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from edgeml.errors import ConfigError
 
 #: Tables with fewer labelled train+validation rows than this are cross-validated.
 CV_BELOW_ROWS = 10_000
@@ -79,8 +85,9 @@ class Validation:
 
 
 def choose_validation(rows: int, task: str, *, valid_rows: int | None = None, in_time_order: bool = False,
-                      folds: int = FOLDS, cv_below: int = CV_BELOW_ROWS) -> Validation:
-    """edgeml's rule for ``rows`` labelled train+validation rows (see the module's docstring).
+                      folds: int = FOLDS, cv_below: int = CV_BELOW_ROWS, method: str = "auto") -> Validation:
+    """edgeml's rule for ``rows`` labelled train+validation rows (see the module's docstring), or the ``method``
+    the user asked for (``--validation cv`` or ``holdout``; ``auto`` is the rule).
 
     ``valid_rows`` is the validation split's size, the holdout's rows (15/85 of
     ``rows`` when not given).
@@ -89,8 +96,19 @@ def choose_validation(rows: int, task: str, *, valid_rows: int | None = None, in
     Validation(method='cv', folds=5, rows=500, stratified=False)
     >>> choose_validation(500, "regression", valid_rows=88, in_time_order=True).describe()
     'holdout of 88 rows'
+    >>> choose_validation(50_000, "classification", folds=3, method="cv").describe()
+    '3-fold stratified cross-validation over 50,000 rows'
+    >>> choose_validation(500, "regression", in_time_order=True, method="cv")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ConfigError: validation = 'cv' cannot score a table split in time order (--time-column): ...
     """
-    if rows < cv_below and not in_time_order:
+    if method not in ("auto", *METHODS):
+        raise ConfigError(f"validation = {method!r} is not one of auto, {', '.join(METHODS)}")
+    if method == "cv" and in_time_order:
+        raise ConfigError("validation = 'cv' cannot score a table split in time order (--time-column): shuffled "
+                          "folds would train on rows after the ones they score; use --validation holdout or auto")
+    if method == "cv" or (method == "auto" and rows < cv_below and not in_time_order):
         return Validation("cv", folds, rows, stratified=task == "classification")
     held = valid_rows if valid_rows is not None else round(rows * 15 / 85)
     return Validation("holdout", 1, held)
