@@ -144,6 +144,8 @@ def test_every_artifact_outputs_the_label_within_the_recorded_tolerance(bundles,
 
 
 def test_every_graph_ends_with_the_inverse(bundles):
+    made = {a.path for a in read_manifest(bundles[("mlp", "x86-64")][0]).artifacts}
+    assert made >= {"model.int8.onnx", "model.int8.ort", "model.int8.tflite"}  # every int8 path is exercised
     for (learner, name), (out, _) in bundles.items():
         manifest = read_manifest(out)
         for art in manifest.artifacts:
@@ -225,18 +227,22 @@ def test_the_cortex_m7_firmware_registers_exp(bundles, tmp_path):
                 assert subprocess.run([str(folder / "exe")]).returncode == 0
 
 
-def _without_inverse(src, dest):
-    """A copy of the bundle whose model.onnx stops before the inverse (it outputs z, the log), re-hashed as a
-    rebuilt artifact would be."""
+def _replaced(src, dest, path: str, data: bytes):
+    """A copy of the bundle with artifact ``path`` replaced by ``data``, re-hashed as a rebuilt artifact would be."""
     copy = shutil.copytree(src, dest)
-    model, inverse = detach_onnx(onnx.load(copy / "model.onnx"))
-    assert inverse == ("log1p", 0.0)
-    data = model.SerializeToString()
-    (copy / "model.onnx").write_bytes(data)
+    (copy / path).write_bytes(data)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["artifacts"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    entry = next(a for a in manifest["artifacts"] if a["path"] == path)
+    entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return copy
+
+
+def _without_inverse(src, dest):
+    """A copy of the bundle whose model.onnx stops before the inverse: it outputs z, the log."""
+    model, inverse = detach_onnx(onnx.load(src / "model.onnx"))
+    assert inverse == ("log1p", 0.0)
+    return _replaced(src, dest, "model.onnx", model.SerializeToString())
 
 
 def test_an_artifact_missing_the_inverse_fails_verification(bundles, salaries, tmp_path):
@@ -256,6 +262,23 @@ def test_an_artifact_missing_the_inverse_fails_verification(bundles, salaries, t
     shifted = verify_artifact(out, "model.onnx", data.split.test, host + 1000.0, "regression", (),
                               inverse=("log1p", 0.0)).parity
     assert not shifted.passed and shifted.max_abs_diff == pytest.approx(1000.0, rel=1e-3)
+
+
+def test_a_tflite_file_missing_the_inverse_fails_verification(bundles, salaries, tmp_path):
+    from sklearn.pipeline import Pipeline
+
+    from edgeml.export.tflite.pipeline import to_tflite
+
+    _, data = salaries
+    out, pipeline = bundles[("enet", "android-arm64")]
+    host = host_output(pipeline, data.features["test"], "regression")
+    *before, (name, last) = pipeline.steps
+    bare = to_tflite(Pipeline([*before, (name, last.regressor_)]), data.inputs, "regression")
+    assert "EXP" not in bare.ops
+    broken = _replaced(out, tmp_path / "broken", "model.tflite", bare.data)
+    parity = verify_artifact(broken, "model.tflite", data.split.test, host, "regression", (),
+                             inverse=("log1p", 0.0)).parity
+    assert not parity.passed and parity.max_abs_diff > 0.5 * float(np.max(host))
 
 
 def test_the_tolerance_follows_what_exp_amplifies():
