@@ -301,3 +301,17 @@ def test_the_search_measures_a_log_target_with_its_inverse(salaries, models):
     assert "EXP" in exp.ops and "DEQUANTIZE" in exp.ops
     assert "EXP" not in estimator_tflite(model_steps(plain), X.shape[1], "regression", "int8", X[:200]).ops
     assert estimator_bytes(model, X.shape[1], "regression") > estimator_bytes(plain, X.shape[1], "regression")
+
+
+def test_the_edge_tpu_says_why_a_log_target_is_not_made(salaries, models):
+    """The Edge TPU runs integer tensors and has no EXP: the int8 file is not made, and the reason says why."""
+    from edgeml.export.onnx import to_onnx
+    from edgeml.export.registry import CompileOptions, ExportSource, NotApplicable, compile_artifact
+
+    _, data = salaries
+    pipeline = host_pipeline(data, models["enet"])
+    source = ExportSource(to_onnx(pipeline, data.inputs, "regression", name="salary"), pipeline, data.inputs,
+                          "regression")
+    options = CompileOptions.from_target(load_target("coral-edgetpu"), data.calibration)
+    with pytest.raises(NotApplicable, match=r"EXP.* not in the edgetpu set.*learnt on a log scale"):
+        compile_artifact(source, "tflite", "int8", options)
