@@ -18,7 +18,10 @@ or tree ensembles, in whichever of two forms is expected to answer sooner
 ``BATCH_MATMUL``, ``EQUAL``, ``FULLY_CONNECTED``), for trees with few nodes
 but long paths, or a level-by-level walk of node tables (:mod:`.traverse`:
 ``GATHER``, ``GREATER``, ``ADD``, ``SUM``), whose size grows with the node
-count instead of its square. The input names, the code tables and the outputs'
+count instead of its square. A regressor of a label learnt on a log scale
+ends with the inverse, ``EXP``, ``SUB`` and ``ADD`` in float32
+(:mod:`edgeml.export.inverse`; at int8 after a ``DEQUANTIZE``), so every
+file outputs the label. The input names, the code tables and the outputs'
 meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
 C++ or Android consumer needs nothing else.
 
