@@ -130,10 +130,10 @@ class Offer:
 def offer(task: str, y: np.ndarray, names: tuple[str, ...] | None = None) -> tuple[Offer, ...]:
     """The dimensions a search of ``task`` on labels ``y`` offers: by their rules, or exactly ``names``.
 
-    >>> offer("regression", np.arange(10.0), names=("class_weight",))
+    >>> offer("regression", np.arange(10.0), names=("class_weight",))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    edgeml.errors.SearchError: search dimension 'class_weight' serves classification, not regression; use target_transform
+    edgeml.errors.SearchError: search dimension 'class_weight' serves classification, not regression; use ...
     """
     if names is None:
         found = ((d.name, d.reason(y)) for d in DIMENSIONS.values() if d.task == task)
