@@ -133,6 +133,12 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     way the chosen configuration is refitted on train+validation
     (:attr:`SearchResult.fitted_rows` says how many rows).
 
+    Every learner's space also holds edgeml's search dimensions whose rule the
+    train+validation labels meet (or ``settings.dimensions``):
+    ``target_transform`` for a skewed regression label, ``class_weight`` for
+    imbalanced classes (:mod:`edgeml.models.dimensions`); the notes say which
+    and why, :attr:`SearchResult.dimensions` names them.
+
     Every trial's model is measured by ``measure`` and judged on ``budgets``
     as well as on the metric; with no budgets, trials are still measured but
     none is refused; with no measure, trials carry no cost and budgets that
