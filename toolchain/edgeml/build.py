@@ -36,7 +36,7 @@ from edgeml.search.trials import HardwareBudget, Trial
 from edgeml.search.validation import choose_validation
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
-from edgeml.verify.baseline import SplitReport, report_split
+from edgeml.verify.baseline import RegressionReport, SplitReport, report_regression, report_split
 from edgeml.verify.metrics import host_output, labels_of, task_metrics
 from edgeml.verify.samples import store_samples
 from edgeml.verify.ship import Evidence, Outcome, require_something_runs, ship
@@ -61,7 +61,7 @@ class BuildResult:
     manifest: Manifest
     seconds: float
     pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
-    test_split: SplitReport | None = None  # a classifier's baseline and confusion matrix on the test split
+    test_split: SplitReport | RegressionReport | None = None  # the test split's baseline (and confusion matrix)
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
@@ -98,10 +98,12 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                        _split_report(data, pipeline, made.manifest))
 
 
-def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | None:
-    """A classifier's test split whole (:mod:`edgeml.verify.baseline`), labelled as the bundle labels."""
+def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | RegressionReport:
+    """The test split whole (:mod:`edgeml.verify.baseline`): a classifier's labelled as the bundle labels, a
+    regressor's against the median of the labels it learnt from."""
     if data.task != "classification":
-        return None
+        return report_regression(data.y["test"], host_output(pipeline, data.features["test"], data.task),
+                                 data.fit_matrix()[1])
     threshold = manifest.decision.threshold if manifest.decision is not None else None
     predicted, _ = labels_of(data.task, host_output(pipeline, data.features["test"], data.task), threshold)
     return report_split(data.y["test"], predicted, data.y["train"], tuple(data.classes))

@@ -33,6 +33,13 @@ class StandardizedModel(Pipeline):
     def get_params(self, deep=True):
         return dict(self.model_params)
 
+    def fit(self, X, y=None, sample_weight=None, **params):
+        """Fit the scaler, then the model; ``sample_weight`` weights the model's rows (not the scaling), so that
+        class weights (:mod:`edgeml.models.dimensions`) work for these learners as for trees."""
+        if sample_weight is not None:
+            params["model__sample_weight"] = sample_weight
+        return super().fit(X, y, **params)
+
 
 class StandardizedLogisticRegression(StandardizedModel):
     model_class = LogisticRegression

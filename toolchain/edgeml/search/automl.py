@@ -36,15 +36,16 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from edgeml.errors import SearchError
+from edgeml.models.dimensions import offer
 from edgeml.models.learners import LEARNERS
 from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.metrics import METRICS, check_metric
-from edgeml.search.refit import failing_softly, refit, said
+from edgeml.search.refit import learner_class, refit, said
 from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, failure_message, frontier, infeasible_message
 from edgeml.search.validation import Validation, choose_validation
 
@@ -66,6 +67,7 @@ class SearchResult:
     notes: tuple[str, ...] = ()  #: what the user should know about how the search went, one line each
     validation: Validation | None = None  #: how the trials were scored
     fitted_rows: int = 0  #: the rows the returned model was refitted on (train+validation)
+    dimensions: tuple[str, ...] = ()  #: edgeml's search dimensions offered (:mod:`edgeml.models.dimensions`)
 
     @property
     def frontier(self) -> list[Trial]:
@@ -75,6 +77,9 @@ class SearchResult:
 @dataclass(frozen=True)
 class SearchSettings:
     """What to search: the task, the learners (registered ones that serve it), the metric and how long.
+
+    ``dimensions``: edgeml's search dimensions (:mod:`edgeml.models.dimensions`) to add to every learner's
+    space; ``None`` offers those whose rule the labels meet, ``()`` none (FLAML's own spaces).
 
     >>> SearchSettings("regression", ("enet",), metric="accuracy")
     Traceback (most recent call last):
@@ -89,6 +94,7 @@ class SearchSettings:
     max_iter: int | None = None
     seed: int = 0
     n_jobs: int = -1
+    dimensions: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.task not in METRICS:
@@ -127,6 +133,12 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     way the chosen configuration is refitted on train+validation
     (:attr:`SearchResult.fitted_rows` says how many rows).
 
+    Every learner's space also holds edgeml's search dimensions whose rule the
+    train+validation labels meet (or ``settings.dimensions``):
+    ``target_transform`` for a skewed regression label, ``class_weight`` for
+    imbalanced classes (:mod:`edgeml.models.dimensions`); the notes say which
+    and why, :attr:`SearchResult.dimensions` names them.
+
     Every trial's model is measured by ``measure`` and judged on ``budgets``
     as well as on the metric; with no budgets, trials are still measured but
     none is refused; with no measure, trials carry no cost and budgets that
@@ -154,9 +166,10 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
                           "rows (edgeml.data.preprocess.split_frame does)")
     X_all, y_all = np.concatenate([X_train, X_valid]), np.concatenate([y_train, y_valid])
     validation = validation or choose_validation(len(y_all), settings.task, valid_rows=len(y_valid))
+    offers = offer(settings.task, y_all, settings.dimensions)
     automl = AutoML()
     for name in settings.learners:
-        automl.add_learner(name, failing_softly(LEARNERS[name].flaml_class))
+        automl.add_learner(name, learner_class(name, tuple(o.name for o in offers)))
     judge = _TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
                         folds=validation.folds if validation.is_cv else 0)
     with _quiet_flaml():
@@ -171,7 +184,9 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
                            eval_method="holdout")
         except (ValueError, TypeError) as exc:
             raise SearchError(f"the model search failed: {exc}") from exc
-        return _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings))
+        result = _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings))
+    return replace(result, dimensions=tuple(o.name for o in offers),
+                   notes=tuple(o.reason for o in offers) + result.notes)
 
 
 def _flaml_kwargs(settings: SearchSettings, budget: HardwareBudget, judge: _TrialJudge) -> dict:

@@ -2,7 +2,11 @@
 ``--refit-all``, and fold by fold for the held-out predictions the validation metrics are computed from.
 
 A FLAML estimator class is wrapped by :func:`failing_softly` so that a
-learner that cannot fit the data fails one trial, not the whole search.
+learner that cannot fit the data fails one trial, not the whole search, and
+knows edgeml's search dimensions (:mod:`edgeml.models.dimensions`): a config
+holding ``target_transform`` ``"log1p"`` refits as a
+:class:`~edgeml.models.target.LogTarget`, one holding ``class_weight``
+``"balanced"`` with balanced sample weights.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ def failing_softly(flaml_class: type) -> type:
                                                        "__doc__": flaml_class.__doc__})
 
 
+def learner_class(learner: str, dimensions: tuple[str, ...] = ()) -> type:
+    """The FLAML class the search hands FLAML for ``learner`` and refits with: its search space holds the search
+    ``dimensions`` offered, its estimators understand every dimension's config key, and its fit fails softly."""
+    return failing_softly(LEARNERS[learner].searched_class(dimensions))
+
+
 def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n_jobs: int = -1):
     """A fresh FLAML estimator of ``learner`` with ``config`` fitted on ``X``, ``y``: how the shipped model is
     trained on train+validation (and on every row under ``--refit-all``); its fitted model is ``.estimator``.
@@ -42,6 +52,9 @@ def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n
     >>> model = refit("enet", {"alpha": 1e-4, "l1_ratio": 0.5}, X, y, "regression")
     >>> model.estimator.n_features_in_
     2
+    >>> refit("enet", {"alpha": 1e-4, "l1_ratio": 0.5, "target_transform": "log1p"}, X, y + 1.0,
+    ...       "regression").estimator.__class__.__name__
+    'LogTarget'
     """
     from flaml.automl.task.factory import task_factory
 
@@ -49,7 +62,7 @@ def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n
         name = "binary" if len(np.unique(y)) == 2 else "multiclass"
     else:
         name = "regression"
-    flaml_class = failing_softly(LEARNERS[learner].flaml_class)
+    flaml_class = learner_class(learner)
     model = flaml_class(**dict(config), task=task_factory(name, None, y), n_jobs=n_jobs)
     model.fit(X, y)
     if model.failure is not None:
@@ -116,4 +129,4 @@ def said(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["failing_softly", "held_out_predictions", "refit", "said"]
+__all__ = ["failing_softly", "held_out_predictions", "learner_class", "refit", "said"]
