@@ -59,6 +59,10 @@ def main():
 @click.option("--refit-all", is_flag=True, default=None,
               help="After evaluation on the test split, refit the model on every labelled row (test rows too); "
                    "the manifest's search.refit keeps the test metrics measured before that refit.")
+@click.option("--select-inputs/--all-inputs", "select_inputs", default=None,
+              help="Drop the input columns that do not help the validation metric (permutation importance), so "
+                   "the device reads fewer sensors; the manifest's dropped list says why. "
+                   "[default: on for microcontroller targets, off for the others]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")

@@ -53,6 +53,9 @@ class BuildConfig:
     force: bool = False
     synthetic_samples: bool = False  #: draw the bundle's sample rows from the drift reference, not the test split
     refit_all: bool = False  #: after evaluation, refit the model on every labelled row, the test split's too
+    #: drop the inputs that do not help the validation metric (:mod:`edgeml.search.inputs`); None: the target's
+    #: default (on for microcontroller targets, off for the others)
+    select_inputs: bool | None = None
 
     def __post_init__(self):
         for key, want in _types().items():
