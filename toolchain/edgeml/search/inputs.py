@@ -19,9 +19,17 @@ The rule (:func:`select`), for the configuration the search chose:
    unused or noise column moves the loss by chance only, as often down as
    up); the others are the columns to drop, but never every input: when none
    helps, the most important one stays;
-4. the configuration is fitted again without them (same folds) and kept only
-   when its held-out loss is not worse than the full one's by more than
-   :data:`REDUCED_TOLERANCE`; otherwise every input stays and the build says why.
+4. the configuration is fitted again without them (same folds) and the drop
+   is kept only when the reduced model is not worse on the held-out rows
+   (:func:`no_worse`): its loss, fold by fold against the full model's on the
+   same folds, higher on average by no more than the larger of
+   :data:`REDUCED_TOLERANCE` and :data:`NOISE_SDS` standard errors of those
+   paired differences (a refit without unused columns still moves by chance:
+   a learner that samples columns samples others). Otherwise fewer of them
+   go: the largest number of them, least important first (0 ± 0 first),
+   whose removal passes that check, found by bisection (:func:`largest_drop`:
+   ``1 + log2(n)`` refits at most); the build says which ones stayed and why
+   (columns that help only together, two readings of one temperature, say).
 
 Tolerances are on the loss's own scale for metrics that are shares
 (``1 - roc_auc``, ``1 - r2``, ``1 - f1``, ...) and relative to the full
@@ -48,6 +56,7 @@ does not help the validation roc_auc: permu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -67,6 +76,9 @@ NOISE_SDS = 2.0
 IMPORTANCE_TOLERANCE = 0.001
 #: The model without the dropped columns may lose at most this much held-out loss against the full one.
 REDUCED_TOLERANCE = 0.005
+#: Threads per fit: the fold models are small and many, and LightGBM's all-core default is many times slower
+#: for them on a busy machine.
+N_JOBS = 1
 #: Metrics whose loss is not a share (label units, log loss): tolerances are relative to the full model's loss.
 RELATIVE_METRICS = ("rmse", "mae", "mse", "mape", "log_loss")
 #: Metrics computed on probabilities (the others on labels, or on values for regression).
@@ -150,7 +162,7 @@ def fit_held_out(learner: str, config: dict, data: Prepared, validation: Validat
     classes = len(data.classes) if data.task == "classification" else 0
     if validation is None or not validation.is_cv:
         n = len(data.y["train"])
-        model = refit(learner, config, X[:n], y[:n], data.task)
+        model = refit(learner, config, X[:n], y[:n], data.task, n_jobs=N_JOBS)
         return HeldOut(X, y, ((model, np.arange(n, len(y))),), classes)
     kind = StratifiedKFold if validation.stratified else KFold
     splits = kind(n_splits=validation.folds, shuffle=True, random_state=seed).split(X, y)
@@ -158,7 +170,7 @@ def fit_held_out(learner: str, config: dict, data: Prepared, validation: Validat
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a class with fewer rows than folds: some folds lack it
-        folds = tuple((refit(learner, config, X[fit], y[fit], data.task), held) for fit, held in splits)
+        folds = tuple((refit(learner, config, X[fit], y[fit], data.task, n_jobs=N_JOBS), held) for fit, held in splits)
     return HeldOut(X, y, folds, classes)
 
 
@@ -208,13 +220,48 @@ def metric_value(metric: str, loss: float) -> float:
     return loss if metric in RELATIVE_METRICS else 1.0 - loss
 
 
-def _held_out_loss(held: HeldOut, metric: str) -> tuple[float, Callable[[np.ndarray], float]]:
-    """The held-out loss with every column as it is, and the loss function (at the decision threshold the
-    bundle would carry for these predictions, :func:`~edgeml.search.threshold.decision_for`)."""
+@dataclass(frozen=True)
+class Scored:
+    """A configuration's held-out loss: over every held-out row (``pooled``) and fold by fold (``folds``)."""
+
+    pooled: float
+    folds: np.ndarray
+
+
+def score_held_out(held: HeldOut, metric: str) -> tuple[Scored, Callable[[np.ndarray], float]]:
+    """``held``'s held-out loss with every column as it is, and the loss function of its rows (at the decision
+    threshold the bundle would carry for these predictions, :func:`~edgeml.search.threshold.decision_for`)."""
     y, output = held.y[held.rows], held.predict()
     decision = decision_for(output, y, held.y, metric) if held.classes == 2 else None
-    loss = loss_function(metric, y, held.classes, decision.threshold if decision is not None else None)
-    return loss(output), loss
+    threshold = decision.threshold if decision is not None else None
+    folds, start = [], 0
+    for _, rows in held.folds:
+        part = slice(start, start + len(rows))
+        start += len(rows)
+        try:
+            folds.append(loss_function(metric, y[part], held.classes, threshold)(output[part]))
+        except ValueError:  # a fold whose rows hold one class: no ROC AUC there
+            continue
+    loss = loss_function(metric, y, held.classes, threshold)
+    return Scored(loss(output), np.asarray(folds, dtype=np.float64)), loss
+
+
+def no_worse(full: np.ndarray, reduced: np.ndarray, tolerance: float) -> tuple[bool, float, float]:
+    """Whether the reduced model's fold losses are not worse than the full model's on the same folds beyond
+    the larger of ``tolerance`` and :data:`NOISE_SDS` standard errors of the paired differences; the mean
+    difference and that bound. One fold (a holdout): ``tolerance`` alone.
+
+    >>> no_worse(np.array([0.10, 0.12, 0.11]), np.array([0.10, 0.121, 0.11]), 0.005)[0]
+    True
+    >>> no_worse(np.array([0.10, 0.12, 0.11]), np.array([0.13, 0.15, 0.14]), 0.005)[0]
+    False
+    """
+    d = np.asarray(reduced, dtype=np.float64) - np.asarray(full, dtype=np.float64)
+    if not len(d):
+        return False, float("nan"), tolerance
+    noise = NOISE_SDS * float(np.std(d, ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+    bound = max(tolerance, noise)
+    return bool(d.mean() <= bound), float(d.mean()), bound
 
 
 def feature_columns(data: Prepared) -> dict[str, np.ndarray]:
@@ -267,26 +314,59 @@ def select(data: Prepared, learner: str, config: dict, metric: str, validation: 
     """Which raw inputs of ``data`` to drop for ``learner`` with ``config`` under the build's ``metric`` and
     ``validation`` (the rule in the module docstring); :meth:`Selection.describe` says what was decided."""
     held = fit_held_out(learner, config, data, validation, seed=seed)
-    base, loss = _held_out_loss(held, metric)
-    scale = max(abs(base), 1e-12) if metric in RELATIVE_METRICS else 1.0
-    importances = permutation_importances(held, feature_columns(data), loss, base, repeats=repeats, seed=seed)
+    full, loss = score_held_out(held, metric)
+    scale = max(abs(full.pooled), 1e-12) if metric in RELATIVE_METRICS else 1.0
+    tolerance = IMPORTANCE_TOLERANCE * scale
+    importances = permutation_importances(held, feature_columns(data), loss, full.pooled, repeats=repeats,
+                                          seed=seed)
     where = "validation" if len(held.folds) == 1 else "out-of-fold"
-    chosen = Selection(metric, len(held.rows), where, importances, metric_value(metric, base))
-    unhelpful = [i for i in importances if not i.helps(IMPORTANCE_TOLERANCE * scale)]
+    chosen = Selection(metric, len(held.rows), where, importances, metric_value(metric, full.pooled))
+    # the least important first: by the bound a column would have to beat (0 ± 0, never used, comes first)
+    unhelpful = sorted((i for i in importances if not i.helps(tolerance)), key=lambda i: (i.mean + NOISE_SDS * i.sd,
+                                                                                           i.mean))
     if len(unhelpful) == len(importances):  # never every input: the most important one stays
-        unhelpful.remove(max(importances, key=lambda i: i.mean))
+        unhelpful.pop()
     if not unhelpful:
         return chosen
-    reasons = {i.column: _reason(i, metric, IMPORTANCE_TOLERANCE * scale, chosen) for i in unhelpful}
-    reduced_loss, _ = _held_out_loss(fit_held_out(learner, config, without_inputs(data, reasons), validation,
-                                                  seed=seed), metric)
-    chosen = replace(chosen, reduced=metric_value(metric, reduced_loss))
-    if reduced_loss <= base + REDUCED_TOLERANCE * scale:
-        return replace(chosen, dropped=reasons)
+    reasons = {i.column: _reason(i, metric, tolerance, chosen) for i in unhelpful}
+    names = list(reasons)
+
+    @functools.cache
+    def without(k: int) -> tuple[Scored, tuple]:  # held-out loss without the k least important, and the check
+        reduced = without_inputs(data, {n: reasons[n] for n in names[:k]})
+        scored = score_held_out(fit_held_out(learner, config, reduced, validation, seed=seed), metric)[0]
+        return scored, no_worse(full.folds, scored.folds, REDUCED_TOLERANCE * scale)
+
+    k = largest_drop(len(names), lambda k: without(k)[1][0])
+    chosen = replace(chosen, dropped={n: reasons[n] for n in names[:k]},
+                     reduced=metric_value(metric, without(k)[0].pooled) if k else None)
+    if k == len(names):
+        return chosen
+    failed, (_, worse, bound) = without(k + 1)
     return replace(chosen, note=(
-        f"{', '.join(reasons)} did not help the validation {metric} one by one, but the model without them "
-        f"scores {chosen.reduced:.4f} against {chosen.full:.4f} with every input (worse by more than the "
-        f"{REDUCED_TOLERANCE:g}{' relative' if scale != 1.0 else ''} allowed): every input is kept"))
+        f"{', '.join(names[k:])} did not help the validation {metric} one by one, but the model without "
+        f"{names[k]}{' as well' if k else ''} scores "
+        f"{metric_value(metric, failed.pooled):.4f} against {chosen.full:.4f} with every input (its "
+        f"{where} loss higher by {worse:.4f} on average over {len(full.folds)} fold(s), more than the "
+        f"{bound:.4f} allowed): {'they are' if len(names) - k > 1 else 'it is'} kept"))
+
+
+def largest_drop(n: int, passes: Callable[[int], bool]) -> int:
+    """The most candidates (in order, least important first) whose removal ``passes`` (``passes(k)``: without the
+    first ``k``), found by bisection: ``passes(n)`` first, then halving (``passes(0)``, every input, is taken as
+    true). A few refits at most: ``1 + log2(n)``.
+
+    >>> ok = {1: True, 2: True, 3: False, 4: False, 5: False}
+    >>> largest_drop(5, ok.get), largest_drop(2, ok.get), largest_drop(1, {1: False}.get)
+    (2, 2, 0)
+    """
+    if passes(n):
+        return n
+    lo, hi = 0, n  # lo passes, hi fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    return lo
 
 
 def _reason(i: Importance, metric: str, tolerance: float, s: Selection) -> str:
@@ -325,6 +405,7 @@ def select_inputs_stage(config, target, data: Prepared, result, report) -> tuple
     return reduced, replace(result, model=model, cost=cost)
 
 
-__all__ = ["IMPORTANCE_TOLERANCE", "NOISE_SDS", "REDUCED_TOLERANCE", "REPEATS", "HeldOut", "Importance",
-           "Selection", "feature_columns", "fit_held_out", "loss_function", "metric_value",
-           "permutation_importances", "select", "select_inputs_stage", "selects_by_default"]
+__all__ = ["IMPORTANCE_TOLERANCE", "N_JOBS", "NOISE_SDS", "REDUCED_TOLERANCE", "REPEATS", "HeldOut", "Importance",
+           "Scored", "Selection", "feature_columns", "fit_held_out", "largest_drop", "loss_function", "metric_value",
+           "no_worse", "permutation_importances", "score_held_out", "select", "select_inputs_stage",
+           "selects_by_default"]
