@@ -13,12 +13,16 @@ The rule (:func:`select`), for the configuration the search chose:
 2. each raw input is shuffled among the held-out rows of each fold,
    :data:`REPEATS` times, and the build's metric is computed on the held-out
    predictions: the column's **permutation importance** is how much the
-   metric's loss rises, mean ± sd over the repeats (:func:`permutation_importances`);
+   metric's loss rises (:func:`permutation_importances`), measured fold by
+   fold (under a holdout, on :data:`PARTS` parts of the validation rows) and
+   given as mean ± sd over the folds. The spread over folds, not over the
+   shuffles, is the noise to beat: it holds the luck of the held-out rows
+   themselves, which shuffles of one set of rows cannot show;
 3. a column **helps** when that mean is above both :data:`IMPORTANCE_TOLERANCE`
-   and :data:`NOISE_SDS` standard deviations of the repeats (shuffling an
-   unused or noise column moves the loss by chance only, as often down as
-   up); the others are the columns to drop, but never every input: when none
-   helps, the most important one stays;
+   and :data:`NOISE_SDS` standard deviations (shuffling an unused or noise
+   column moves the loss by chance only, as often down as up); the others
+   are the columns to drop, but never every input: when none helps, the
+   most important one stays;
 4. the configuration is fitted again without them (same folds) and the drop
    is kept only when the reduced model is not worse on the held-out rows
    (:func:`no_worse`): its loss, fold by fold against the full model's on the
@@ -70,6 +74,8 @@ from edgeml.search.validation import Validation
 
 #: How many times each column is shuffled.
 REPEATS = 5
+#: Under a holdout, the validation rows are cut in this many parts to measure the spread over (folds under CV).
+PARTS = 5
 #: A column helps only when its mean importance is above this many standard deviations of its repeats.
 NOISE_SDS = 2.0
 #: ... and above this (on the loss's scale, see the module docstring).
@@ -87,11 +93,13 @@ PROBABILITY_METRICS = ("roc_auc", "roc_auc_ovr", "log_loss", "ap")
 
 @dataclass(frozen=True)
 class Importance:
-    """How much ``column``'s shuffling raised the held-out loss: ``mean`` ± ``sd`` over ``repeats``."""
+    """How much shuffling ``column`` raised the held-out loss: ``mean`` ± ``sd`` over ``parts`` parts of the
+    held-out rows (each part's rise averaged over ``repeats`` shuffles)."""
 
     column: str
     mean: float
     sd: float
+    parts: int
     repeats: int
 
     def bound(self, tolerance: float) -> float:
@@ -100,7 +108,7 @@ class Importance:
 
     def helps(self, tolerance: float) -> bool:
         """
-        >>> Importance("x", 0.02, 0.004, 5).helps(0.001), Importance("n", 0.0004, 0.0003, 5).helps(0.001)
+        >>> Importance("x", 0.02, 0.004, 5, 5).helps(0.001), Importance("n", 0.0004, 0.0003, 5, 5).helps(0.001)
         (True, False)
         """
         return self.mean > self.bound(tolerance)
@@ -115,9 +123,9 @@ class Selection:
     where: str  #: "out-of-fold" or "validation"
     importances: tuple[Importance, ...]
     full: float  #: the held-out value of ``metric`` with every input
-    reduced: float | None = None  #: ... without the unhelpful columns (None: nothing to drop)
+    reduced: float | None = None  #: ... without the dropped columns (None: nothing dropped)
     dropped: Mapping[str, str] = field(default_factory=dict)
-    note: str | None = None  #: why every input stays although some did not help
+    note: str | None = None  #: why some columns that did not help one by one are kept
 
     @property
     def kept(self) -> tuple[str, ...]:
@@ -135,12 +143,14 @@ class Selection:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Models fitted as the validation fits them, and the rows of ``X`` each one did not see."""
+    """Models fitted as the validation fits them, the rows of ``X`` each one did not see, and the parts of
+    their output the spread is measured over (the folds under cross-validation)."""
 
     X: np.ndarray  #: train+validation, in that order
     y: np.ndarray
     folds: tuple[tuple[object, np.ndarray], ...]  #: (fitted model, the rows of X it is scored on)
     classes: int  #: probability columns (0 for regression)
+    parts: tuple[np.ndarray, ...]  #: positions in :meth:`predict`'s output
 
     @property
     def rows(self) -> np.ndarray:
@@ -154,24 +164,36 @@ class HeldOut:
 
 def fit_held_out(learner: str, config: dict, data: Prepared, validation: Validation | None, *,
                  seed: int = 0) -> HeldOut:
-    """``learner`` with ``config`` fitted fold by fold on ``data`` (cross-validation) or on its training split
-    (a holdout, also when ``validation`` is ``None``), as the search's validation does."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
+    """``learner`` with ``config`` fitted fold by fold on ``data`` (cross-validation, the folds of
+    :func:`~edgeml.search.refit.held_out_predictions`) or on its training split (a holdout, also when
+    ``validation`` is ``None``: its validation rows cut in :data:`PARTS` parts), as the search validates."""
     X, y = data.fit_matrix()
     classes = len(data.classes) if data.task == "classification" else 0
     if validation is None or not validation.is_cv:
         n = len(data.y["train"])
         model = refit(learner, config, X[:n], y[:n], data.task, n_jobs=N_JOBS)
-        return HeldOut(X, y, ((model, np.arange(n, len(y))),), classes)
-    kind = StratifiedKFold if validation.stratified else KFold
-    splits = kind(n_splits=validation.folds, shuffle=True, random_state=seed).split(X, y)
+        parts = tuple(held for _, held in _folds(y[n:], PARTS, classes > 0, seed))
+        return HeldOut(X, y, ((model, np.arange(n, len(y))),), classes, parts)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a class with fewer rows than folds: some folds lack it
-        folds = tuple((refit(learner, config, X[fit], y[fit], data.task, n_jobs=N_JOBS), held) for fit, held in splits)
-    return HeldOut(X, y, folds, classes)
+        folds = tuple((refit(learner, config, X[fit], y[fit], data.task, n_jobs=N_JOBS), held)
+                      for fit, held in _folds(y, validation.folds, validation.stratified, seed))
+    ends = np.cumsum([len(held) for _, held in folds])
+    return HeldOut(X, y, folds, classes, tuple(np.arange(e - len(h), e) for e, (_, h) in zip(ends, folds, strict=True)))
+
+
+def _folds(y: np.ndarray, k: int, stratified: bool, seed: int):
+    """Shuffled (stratified) k-fold splits of ``len(y)`` rows, as the search's cross-validation draws them."""
+    import warnings
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    kind = StratifiedKFold if stratified and np.bincount(y.astype(int)).max() >= k else KFold
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(kind(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
 def _output(model, X: np.ndarray, classes: int) -> np.ndarray:
@@ -222,34 +244,38 @@ def metric_value(metric: str, loss: float) -> float:
 
 @dataclass(frozen=True)
 class Scored:
-    """A configuration's held-out loss: over every held-out row (``pooled``) and fold by fold (``folds``)."""
+    """A configuration's held-out loss: over every held-out row (``pooled``) and part by part (``parts``; NaN
+    where it cannot be computed, a part whose rows hold one class for ROC AUC, say)."""
 
     pooled: float
-    folds: np.ndarray
+    parts: np.ndarray
 
 
-def score_held_out(held: HeldOut, metric: str) -> tuple[Scored, Callable[[np.ndarray], float]]:
-    """``held``'s held-out loss with every column as it is, and the loss function of its rows (at the decision
-    threshold the bundle would carry for these predictions, :func:`~edgeml.search.threshold.decision_for`)."""
+def scorer(held: HeldOut, metric: str) -> Callable[[np.ndarray], Scored]:
+    """The :class:`Scored` of an output of ``held`` (as :meth:`HeldOut.predict` gives it), labels at the decision
+    threshold the bundle would carry for ``held``'s own predictions (:func:`~edgeml.search.threshold.decision_for`)."""
     y, output = held.y[held.rows], held.predict()
     decision = decision_for(output, y, held.y, metric) if held.classes == 2 else None
     threshold = decision.threshold if decision is not None else None
-    folds, start = [], 0
-    for _, rows in held.folds:
-        part = slice(start, start + len(rows))
-        start += len(rows)
-        try:
-            folds.append(loss_function(metric, y[part], held.classes, threshold)(output[part]))
-        except ValueError:  # a fold whose rows hold one class: no ROC AUC there
-            continue
-    loss = loss_function(metric, y, held.classes, threshold)
-    return Scored(loss(output), np.asarray(folds, dtype=np.float64)), loss
+    pooled = loss_function(metric, y, held.classes, threshold)
+    each = [(p, loss_function(metric, y[p], held.classes, threshold)) for p in held.parts]
+
+    def score(out: np.ndarray) -> Scored:
+        values = []
+        for p, loss in each:
+            try:
+                values.append(loss(out[p]))
+            except ValueError:
+                values.append(np.nan)
+        return Scored(pooled(out), np.asarray(values, dtype=np.float64))
+
+    return score
 
 
 def no_worse(full: np.ndarray, reduced: np.ndarray, tolerance: float) -> tuple[bool, float, float]:
-    """Whether the reduced model's fold losses are not worse than the full model's on the same folds beyond
+    """Whether the reduced model's part losses are not worse than the full model's on the same parts beyond
     the larger of ``tolerance`` and :data:`NOISE_SDS` standard errors of the paired differences; the mean
-    difference and that bound. One fold (a holdout): ``tolerance`` alone.
+    difference and that bound.
 
     >>> no_worse(np.array([0.10, 0.12, 0.11]), np.array([0.10, 0.121, 0.11]), 0.005)[0]
     True
@@ -257,6 +283,7 @@ def no_worse(full: np.ndarray, reduced: np.ndarray, tolerance: float) -> tuple[b
     False
     """
     d = np.asarray(reduced, dtype=np.float64) - np.asarray(full, dtype=np.float64)
+    d = d[np.isfinite(d)]
     if not len(d):
         return False, float("nan"), tolerance
     noise = NOISE_SDS * float(np.std(d, ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else 0.0
@@ -291,11 +318,13 @@ def feature_columns(data: Prepared) -> dict[str, np.ndarray]:
     return {name: np.asarray(cols, dtype=int) for name, cols in groups.items()}
 
 
-def permutation_importances(held: HeldOut, groups: Mapping[str, np.ndarray], loss: Callable[[np.ndarray], float],
-                            base: float, *, repeats: int = REPEATS, seed: int = 0) -> tuple[Importance, ...]:
-    """Each group's :class:`Importance`: the rise of ``loss`` over ``base`` when its columns are shuffled
-    together among each fold's held-out rows, ``repeats`` times (a group without columns: 0 ± 0)."""
+def permutation_importances(held: HeldOut, groups: Mapping[str, np.ndarray], score: Callable[[np.ndarray], Scored],
+                            *, repeats: int = REPEATS, seed: int = 0) -> tuple[Importance, ...]:
+    """Each group's :class:`Importance`: the rise of the loss on each part of the held-out rows when the group's
+    columns are shuffled together among each fold's held-out rows, averaged over ``repeats`` shuffles, then
+    mean ± sd over the parts (a group without columns: 0 ± 0)."""
     rng = np.random.default_rng(seed)
+    base = score(held.predict()).parts
     out = []
     for name, cols in groups.items():
         rises = []
@@ -303,27 +332,31 @@ def permutation_importances(held: HeldOut, groups: Mapping[str, np.ndarray], los
             X = held.X.copy()
             for _, rows in held.folds:
                 X[np.ix_(rows, cols)] = held.X[np.ix_(rng.permutation(rows), cols)]
-            rises.append(loss(held.predict(X)) - base)
-        mean, sd = (float(np.mean(rises)), float(np.std(rises, ddof=1))) if len(rises) > 1 else (0.0, 0.0)
-        out.append(Importance(name, mean, sd, repeats))
+            rises.append(score(held.predict(X)).parts - base)
+        per_part = np.nanmean(rises, axis=0) if rises else np.zeros(0)
+        per_part = per_part[np.isfinite(per_part)]
+        mean = float(per_part.mean()) if len(per_part) else 0.0
+        sd = float(per_part.std(ddof=1)) if len(per_part) > 1 else 0.0
+        out.append(Importance(name, mean, sd, len(per_part), repeats))
     return tuple(out)
 
 
 def select(data: Prepared, learner: str, config: dict, metric: str, validation: Validation | None, *,
-           seed: int = 0, repeats: int = REPEATS) -> Selection:
+           seed: int = 0, repeats: int = REPEATS, tolerance: float = IMPORTANCE_TOLERANCE) -> Selection:
     """Which raw inputs of ``data`` to drop for ``learner`` with ``config`` under the build's ``metric`` and
-    ``validation`` (the rule in the module docstring); :meth:`Selection.describe` says what was decided."""
+    ``validation`` (the rule in the module docstring, ``tolerance`` the importance a column must beat on the
+    loss's scale); :meth:`Selection.describe` says what was decided."""
     held = fit_held_out(learner, config, data, validation, seed=seed)
-    full, loss = score_held_out(held, metric)
+    score = scorer(held, metric)
+    full = score(held.predict())
     scale = max(abs(full.pooled), 1e-12) if metric in RELATIVE_METRICS else 1.0
-    tolerance = IMPORTANCE_TOLERANCE * scale
-    importances = permutation_importances(held, feature_columns(data), loss, full.pooled, repeats=repeats,
-                                          seed=seed)
-    where = "validation" if len(held.folds) == 1 else "out-of-fold"
+    tolerance = tolerance * scale
+    importances = permutation_importances(held, feature_columns(data), score, repeats=repeats, seed=seed)
+    where = "out-of-fold" if len(held.folds) > 1 else "validation"
     chosen = Selection(metric, len(held.rows), where, importances, metric_value(metric, full.pooled))
     # the least important first: by the bound a column would have to beat (0 ± 0, never used, comes first)
-    unhelpful = sorted((i for i in importances if not i.helps(tolerance)), key=lambda i: (i.mean + NOISE_SDS * i.sd,
-                                                                                           i.mean))
+    unhelpful = sorted((i for i in importances if not i.helps(tolerance)),
+                       key=lambda i: (i.mean + NOISE_SDS * i.sd, i.mean))
     if len(unhelpful) == len(importances):  # never every input: the most important one stays
         unhelpful.pop()
     if not unhelpful:
@@ -334,8 +367,9 @@ def select(data: Prepared, learner: str, config: dict, metric: str, validation: 
     @functools.cache
     def without(k: int) -> tuple[Scored, tuple]:  # held-out loss without the k least important, and the check
         reduced = without_inputs(data, {n: reasons[n] for n in names[:k]})
-        scored = score_held_out(fit_held_out(learner, config, reduced, validation, seed=seed), metric)[0]
-        return scored, no_worse(full.folds, scored.folds, REDUCED_TOLERANCE * scale)
+        refitted = fit_held_out(learner, config, reduced, validation, seed=seed)
+        scored = scorer(refitted, metric)(refitted.predict())
+        return scored, no_worse(full.parts, scored.parts, REDUCED_TOLERANCE * scale)
 
     k = largest_drop(len(names), lambda k: without(k)[1][0])
     chosen = replace(chosen, dropped={n: reasons[n] for n in names[:k]},
@@ -345,10 +379,10 @@ def select(data: Prepared, learner: str, config: dict, metric: str, validation: 
     failed, (_, worse, bound) = without(k + 1)
     return replace(chosen, note=(
         f"{', '.join(names[k:])} did not help the validation {metric} one by one, but the model without "
-        f"{names[k]}{' as well' if k else ''} scores "
-        f"{metric_value(metric, failed.pooled):.4f} against {chosen.full:.4f} with every input (its "
-        f"{where} loss higher by {worse:.4f} on average over {len(full.folds)} fold(s), more than the "
-        f"{bound:.4f} allowed): {'they are' if len(names) - k > 1 else 'it is'} kept"))
+        f"{names[k]}{' as well' if k else ''} scores {metric_value(metric, failed.pooled):.4f} against "
+        f"{chosen.full:.4f} with every input (its {where} loss higher by {worse:.4f} on average over "
+        f"{len(full.parts)} parts, more than the {bound:.4f} allowed): {'they are' if len(names) - k > 1 else 'it is'} "
+        "kept"))
 
 
 def largest_drop(n: int, passes: Callable[[int], bool]) -> int:
@@ -372,9 +406,11 @@ def largest_drop(n: int, passes: Callable[[int], bool]) -> int:
 def _reason(i: Importance, metric: str, tolerance: float, s: Selection) -> str:
     """The manifest's ``dropped`` reason for a column that does not help."""
     mean = round(i.mean, 4) + 0.0  # no "-0.0000"
-    return (f"does not help the validation {metric}: permutation importance {mean:.4f} ± {i.sd:.4f} over "
-            f"{i.repeats} repeats on {s.rows:,} {s.where} rows, not above {i.bound(tolerance):.4f} (the larger "
-            f"of {tolerance:.4g} and {NOISE_SDS:g} sd); the model without it was refitted and checked")
+    parts = f"{i.parts} folds" if s.where == "out-of-fold" else f"{i.parts} parts of the validation rows"
+    return (f"does not help the validation {metric}: permutation importance {mean:.4f} ± {i.sd:.4f} (mean ± sd "
+            f"over {parts}, {i.repeats} shuffles each, {s.rows:,} {s.where} rows), not above "
+            f"{i.bound(tolerance):.4f} (the larger of {tolerance:.4g} and {NOISE_SDS:g} sd); the model without "
+            "it was refitted and checked")
 
 
 def selects_by_default(target) -> bool:
@@ -405,7 +441,7 @@ def select_inputs_stage(config, target, data: Prepared, result, report) -> tuple
     return reduced, replace(result, model=model, cost=cost)
 
 
-__all__ = ["IMPORTANCE_TOLERANCE", "N_JOBS", "NOISE_SDS", "REDUCED_TOLERANCE", "REPEATS", "HeldOut", "Importance",
-           "Scored", "Selection", "feature_columns", "fit_held_out", "largest_drop", "loss_function", "metric_value",
-           "no_worse", "permutation_importances", "score_held_out", "select", "select_inputs_stage",
+__all__ = ["IMPORTANCE_TOLERANCE", "N_JOBS", "NOISE_SDS", "PARTS", "REDUCED_TOLERANCE", "REPEATS", "HeldOut",
+           "Importance", "Scored", "Selection", "feature_columns", "fit_held_out", "largest_drop", "loss_function",
+           "metric_value", "no_worse", "permutation_importances", "scorer", "select", "select_inputs_stage",
            "selects_by_default"]
