@@ -17,10 +17,9 @@ from conftest import AI4I_DROP, build_bundle
 from edgeml.config import BuildConfig, read_config_file, resolve
 from edgeml.data.prepare import prepare, without_inputs
 from edgeml.errors import DataError
+from edgeml.search.importance import Importance, feature_columns
 from edgeml.search.inputs import (
     REDUCED_TOLERANCE,
-    Importance,
-    feature_columns,
     largest_drop,
     no_worse,
     select,
@@ -126,6 +125,16 @@ def test_regression_noise_goes_with_a_tolerance_relative_to_the_error():
     s = select(data, "enet", {"alpha": 1e-4, "l1_ratio": 0.5}, "rmse", _cv(data))
     assert s.kept == ("a",) and "does not help the validation rmse" in s.dropped["noise"]
     assert 40 < s.full < 60 and s.reduced <= s.full * (1 + REDUCED_TOLERANCE)
+
+
+def test_under_a_holdout_the_spread_is_over_parts_of_the_validation_rows():
+    frame = _table(800, 9, a=lambda r, n: r.normal(size=n), noise=lambda r, n: r.normal(size=n))
+    frame["y"] = (frame["a"] + np.random.default_rng(10).normal(scale=0.5, size=800) > 0).astype(int)
+    data = prepare(frame, "y")
+    s = select(data, "lgbm", {"n_estimators": 20, "num_leaves": 8}, "f1",
+               choose_validation(680, "classification", valid_rows=len(data.y["valid"]), in_time_order=True))
+    assert (s.where, s.rows, s.kept) == ("validation", len(data.y["valid"]), ("a",))
+    assert f"over 5 parts of the validation rows, 5 shuffles each, {s.rows} validation rows" in s.dropped["noise"]
 
 
 def test_never_every_input_the_most_important_stays():
