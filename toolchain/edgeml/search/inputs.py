@@ -217,7 +217,8 @@ def selects_by_default(target) -> bool:
 def select_inputs_stage(config, target, data: Prepared, result, report) -> tuple[Prepared, object]:
     """The build's stage after the search: ``data`` without the inputs :func:`select` drops and ``result``
     with its model refitted on them (and measured again for ``target``); both unchanged when the stage is off
-    (``config.select_inputs``, default :func:`selects_by_default`), there is one input, or nothing is dropped."""
+    (``config.select_inputs``, default :func:`selects_by_default`), there is one input, nothing is dropped, or
+    the refitted model breaks a budget of ``target`` that the full one met."""
     wanted = config.select_inputs if config.select_inputs is not None else selects_by_default(target)
     if not wanted or len(data.inputs.columns) < 2:
         return data, result
@@ -232,6 +233,10 @@ def select_inputs_stage(config, target, data: Prepared, result, report) -> tuple
     reduced = without_inputs(data, chosen.dropped)
     model = refit(result.learner, result.config, *reduced.fit_matrix(), reduced.task).estimator
     cost = TrialMeasure.for_target(target, reduced)(model) if result.cost is not None else None
+    if cost is not None and (broken := result.budget.broken(cost)):  # the same configuration, grown otherwise
+        report.notice(f"inputs: the model without {', '.join(chosen.dropped)} breaks {', '.join(broken)} of "
+                      f"{target.name}: every input is kept")
+        return data, result
     return reduced, replace(result, model=model, cost=cost)
 
 
