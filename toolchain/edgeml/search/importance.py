@@ -23,6 +23,7 @@ parts. :mod:`edgeml.search.inputs` decides from that which inputs to drop.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -105,8 +106,6 @@ def fit_held_out(learner: str, config: dict, data: Prepared, validation: Validat
         model = refit(learner, config, X[:n], y[:n], data.task, n_jobs=N_JOBS)
         parts = tuple(held for _, held in _folds(y[n:], PARTS, classes > 0, seed))
         return HeldOut(X, y, ((model, np.arange(n, len(y))),), classes, parts)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a class with fewer rows than folds: some folds lack it
         folds = tuple((refit(learner, config, X[fit], y[fit], data.task, n_jobs=N_JOBS), held)
@@ -117,8 +116,6 @@ def fit_held_out(learner: str, config: dict, data: Prepared, validation: Validat
 
 def _folds(y: np.ndarray, k: int, stratified: bool, seed: int):
     """Shuffled (stratified) k-fold splits of ``len(y)`` rows, as the search's cross-validation draws them."""
-    import warnings
-
     from sklearn.model_selection import KFold, StratifiedKFold
 
     kind = StratifiedKFold if stratified and np.bincount(y.astype(int)).max() >= k else KFold
@@ -245,12 +242,15 @@ def permutation_importances(held: HeldOut, groups: Mapping[str, np.ndarray], sco
             for _, rows in held.folds:
                 X[np.ix_(rows, cols)] = held.X[np.ix_(rng.permutation(rows), cols)]
             rises.append(score(held.predict(X)).parts - base)
-        per_part = np.nanmean(rises, axis=0) if rises else np.zeros(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a part no loss could be computed on: NaN, left out
+            per_part = np.nanmean(rises, axis=0) if rises else np.zeros(0)
         per_part = per_part[np.isfinite(per_part)]
         mean = float(per_part.mean()) if len(per_part) else 0.0
         sd = float(per_part.std(ddof=1)) if len(per_part) > 1 else 0.0
         out.append(Importance(name, mean, sd, len(per_part), repeats))
     return tuple(out)
+
 
 __all__ = ["N_JOBS", "NOISE_SDS", "PARTS", "PROBABILITY_METRICS", "RELATIVE_METRICS", "REPEATS", "HeldOut",
            "Importance", "Scored", "feature_columns", "fit_held_out", "loss_function", "metric_value",

@@ -175,8 +175,8 @@ def select(data: Prepared, learner: str, config: dict, metric: str, validation: 
         f"{', '.join(names[k:])} did not help the validation {metric} one by one, but the model without "
         f"{names[k]}{' as well' if k else ''} scores {metric_value(metric, failed.pooled):.4f} against "
         f"{chosen.full:.4f} with every input (its {where} loss higher by {worse:.4f} on average over "
-        f"{len(full.parts)} parts, more than the {bound:.4f} allowed): {'they are' if len(names) - k > 1 else 'it is'} "
-        "kept"))
+        f"{len(full.parts)} {'folds' if where == 'out-of-fold' else 'parts of the validation rows'}, more than the "
+        f"{bound:.4f} allowed): {'they are' if len(names) - k > 1 else 'it is'} kept"))
 
 
 def largest_drop(n: int, passes: Callable[[int], bool]) -> int:
