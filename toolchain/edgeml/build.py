@@ -29,6 +29,7 @@ from edgeml.export.artifacts import Exported, make_artifacts
 from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
+from edgeml.search.inputs import select_inputs_stage
 from edgeml.search.metrics import describe_metric
 from edgeml.search.refit import held_out_predictions, refit
 from edgeml.search.threshold import decision_for
@@ -85,6 +86,7 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                    seed=config.seed, unnamed=table.unnamed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
+    data, result = select_inputs_stage(config, target, data, result, report)  # fewer inputs (microcontrollers)
     held_out = _held_out(data, result, config)
     model, refit = (_refit_all(config, data, result, report, held_out) if config.refit_all
                     else (result.model, None))

@@ -63,6 +63,10 @@ def main():
               help="How trials are scored: auto is 5-fold cross-validation under 10,000 train+validation rows and a "
                    "holdout from there (or with --time-column); cv or holdout force one. [default: auto]")
 @click.option("--folds", type=int, help="Cross-validation folds (2-20). [default: 5]")
+@click.option("--select-inputs/--all-inputs", "select_inputs", default=None,
+              help="Drop the input columns that do not help the validation metric (permutation importance), so "
+                   "the device reads fewer sensors; the manifest's dropped list says why. "
+                   "[default: on for microcontroller targets, off for the others]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")

@@ -56,6 +56,9 @@ class BuildConfig:
     refit_all: bool = False  #: after evaluation, refit the model on every labelled row, the test split's too
     validation: str = "auto"  #: how trials are scored: edgeml's rule (auto), cross-validation (cv) or a holdout
     folds: int = 5  #: cross-validation folds
+    #: drop the inputs that do not help the validation metric (:mod:`edgeml.search.inputs`); None: the target's
+    #: default (on for microcontroller targets, off for the others)
+    select_inputs: bool | None = None
 
     def __post_init__(self):
         for key, want in _types().items():

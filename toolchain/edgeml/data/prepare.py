@@ -17,13 +17,14 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 
+from edgeml.data.kinds import Dropped
 from edgeml.data.preprocess import (
     Split,
     describe_inputs,
@@ -35,6 +36,7 @@ from edgeml.data.preprocess import (
     split_frame,
 )
 from edgeml.data.schema import InferredSchema, clean_labels, infer_schema
+from edgeml.errors import DataError
 from edgeml_runtime.schema import InputSchema
 
 PARTS = ("train", "valid", "test")
@@ -122,3 +124,32 @@ def prepare(frame: pd.DataFrame, label: str, *, task: str | None = None, drop: I
         classes = ()
         y = {part: pd.to_numeric(getattr(split, part)[label]).to_numpy(np.float64) for part in PARTS}
     return Prepared(schema, frame, split, inputs, pre, features, X, y, classes)
+
+
+def without_inputs(data: Prepared, reasons: Mapping[str, str]) -> Prepared:
+    """``data`` without the input columns named in ``reasons`` (name: why), each recorded in ``schema.dropped``
+    with its reason (the manifest's ``dropped`` list); the split, the labels and the other inputs' categories
+    and ranges stay as they are, the preprocessing is refitted on the same train+validation rows.
+
+    >>> from edgeml.data.demo import demo_frame
+    >>> p = prepare(demo_frame(rows=300, seed=0), "failure")
+    >>> q = without_inputs(p, {"machine_type": "not needed here"})
+    >>> "machine_type" in q.inputs.names, q.schema.dropped[-1].reason, q.split.sizes == p.split.sizes
+    (False, 'not needed here', True)
+    >>> q.X["train"].shape[1] < p.X["train"].shape[1]
+    True
+    """
+    unknown = [n for n in reasons if n not in data.inputs.names]
+    if unknown:
+        raise DataError(f"cannot drop {', '.join(map(repr, unknown))}: not among the inputs "
+                        f"({', '.join(map(repr, data.inputs.names))}); name input columns")
+    kept = tuple(c for c in data.inputs.columns if c.name not in reasons)
+    if not kept:
+        raise DataError(f"dropping {', '.join(map(repr, reasons))} would leave no input; keep at least one")
+    inputs = InputSchema(kept)
+    schema = replace(data.schema, columns=tuple(c for c in data.schema.columns if c.name not in reasons),
+                     dropped=(*data.schema.dropped, *(Dropped(n, r) for n, r in reasons.items())))
+    features = {part: frame[inputs.features] for part, frame in data.features.items()}
+    pre = make_preprocessor(inputs).fit(pd.concat([features["train"], features["valid"]]))
+    X = {part: pre.transform(f) for part, f in features.items()}
+    return replace(data, schema=schema, inputs=inputs, preprocessor=pre, features=features, X=X)
