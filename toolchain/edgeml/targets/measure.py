@@ -164,7 +164,8 @@ class TrialMeasure:
             if self.tflite_ops:
                 op_set = load_op_set(self.tflite_ops)
                 unmapped = tuple(problems(p.ops, p.tensor_types, op_set))
-                if op_set.verify_with == "tflite-micro" and tflm.available():
+                over = self.max_arena_bytes is not None and arena > self.max_arena_bytes  # as _tflite: no TFLM
+                if not unmapped and not over and op_set.verify_with == "tflite-micro" and tflm.available():
                     arena = tflm_arena(p)
             cost = Cost(p.model_bytes + overhead.get(precision, 0), latency, arena, unmapped)
             if not unmapped:
