@@ -150,7 +150,7 @@ class TrialMeasure:
         is exported and TFLite Micro does not run (its arena is the fitted estimate of what it would report)."""
         from edgeml.export.tflite import micro as tflm
         from edgeml.targets.opsets import load_op_set, problems
-        from edgeml.targets.predict import predict_tflite, tflm_arena
+        from edgeml.targets.predict import predict_tflite, tflm_arena, tflm_problems
 
         reasons, first = [], None
         overhead = dict(self.tflite_overhead_bytes)
@@ -166,7 +166,7 @@ class TrialMeasure:
                 unmapped = tuple(problems(p.ops, p.tensor_types, op_set))
                 over = self.max_arena_bytes is not None and arena > self.max_arena_bytes  # as _tflite: no TFLM
                 if not unmapped and not over and op_set.verify_with == "tflite-micro" and tflm.available():
-                    arena = tflm_arena(p)
+                    unmapped, arena = tuple(tflm_problems(p)), tflm_arena(p)
             cost = Cost(p.model_bytes + overhead.get(precision, 0), latency, arena, unmapped)
             if not unmapped:
                 return cost, ()

@@ -190,6 +190,17 @@ def gemm_bytes(t: int, n_int: int, n_leaf: int, k: int) -> int:
 TFLM_TAIL = {"base": 800, "tensor": 52, "operator": 55, "matmul_rhs": 1.0}
 
 
+#: Tensor types TFLite Micro's kernels refuse although the operator list has their operators, and what it says: its
+#: DEQUANTIZE widens int8 only (tests/test_tflite_targets.py runs it on an fp16 file).
+TFLM_REFUSED_TYPES = {"float16": "TensorFlow Lite Micro cannot run it (predicted): its DEQUANTIZE takes no float16 "
+                                 "input, which fp16 weights need"}
+
+
+def tflm_problems(p: PredictedTflite) -> list[str]:
+    """What TFLite Micro would refuse in the file ``p`` predicts, beyond its operator list (empty when nothing)."""
+    return [why for kind, why in TFLM_REFUSED_TYPES.items() if kind in p.tensor_types]
+
+
 def tflm_arena(p: PredictedTflite) -> int:
     """The arena TFLite Micro would report for the file ``p`` predicts (head and tail), in bytes."""
     tail = (TFLM_TAIL["base"] + TFLM_TAIL["tensor"] * p.tensors + TFLM_TAIL["operator"] * p.operators
@@ -197,4 +208,5 @@ def tflm_arena(p: PredictedTflite) -> int:
     return int(round(p.planned_bytes + p.planner_slack + tail))
 
 
-__all__ = ["PredictedTflite", "TFLM_TAIL", "gemm_bytes", "predict_tflite", "preferred_form", "tflm_arena"]
+__all__ = ["PredictedTflite", "TFLM_REFUSED_TYPES", "TFLM_TAIL", "gemm_bytes", "predict_tflite", "preferred_form",
+           "tflm_arena", "tflm_problems"]
