@@ -230,7 +230,9 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
     cost, check, notes = None, None, judge.notes()
     if measure is not None and best is not None and rows is not None:
         check, model = _check_frontier(best, model, trials, budget, measure, settings, rows)
-        best, cost, notes = check.shipped.trial, check.shipped.measured, (*notes, check.summary())
+        best, cost = check.shipped.trial, check.shipped.measured
+        if check.trial_costs == "predicted" or check.fallback:  # an ONNX target's trials were measured: no news
+            notes = (*notes, check.summary())
         learner, config = best.learner, (config if best is check.candidates[0].trial else dict(best.config or {}))
     elif measure is not None:
         cost = measure(model)
