@@ -27,6 +27,14 @@ The judge records every trial itself, as FLAML has it score one
 loss, cost, feasible, the best so far); nothing is read from FLAML's log.
 :func:`~edgeml.search.trials.frontier` picks the trials no other trial beats on
 loss, size and latency together.
+
+After the trials, :func:`_check_frontier` refits FLAML's choice on
+train+validation and measures it with the measure's ``exact`` (a measure that
+*predicts* trial costs, as :class:`edgeml.targets.measure.TrialMeasure` does
+for TFLite targets, exports it for real there); if it breaks a budget, the
+next frontier candidate by loss is refitted and measured, until one fits:
+that one is returned, with the record (:class:`~edgeml.search.trials.FrontierCheck`)
+in :attr:`SearchResult.check`.
 """
 
 from __future__ import annotations
