@@ -200,7 +200,7 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     report.stage("search", f"{', '.join(learners)} · metric {describe_metric(data.task, config.metric)} · "
                            f"budget {budget}")
     budgets = target_budget(target)
-    measure = TrialMeasure.for_target(target, data)
+    measure = TrialMeasure.for_target(target, data, predict=True)  # TFLite trials predicted, the frontier exported
     validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,
                                    valid_rows=len(data.y["valid"]), in_time_order=data.schema.time_column is not None,
                                    folds=config.folds, method=config.validation)
@@ -337,6 +337,7 @@ def search_record(result: SearchResult, budgets: HardwareBudget, refit: dict | N
         "seconds": round(result.seconds, 2),
         "trial_log": [t.to_dict() for t in result.trials],
         "frontier": [t.iteration for t in result.frontier],
+        **({"frontier_check": result.check.to_dict()} if result.check is not None else {}),
     }
 
 

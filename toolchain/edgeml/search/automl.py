@@ -27,6 +27,14 @@ The judge records every trial itself, as FLAML has it score one
 loss, cost, feasible, the best so far); nothing is read from FLAML's log.
 :func:`~edgeml.search.trials.frontier` picks the trials no other trial beats on
 loss, size and latency together.
+
+After the trials, :func:`_check_frontier` refits FLAML's choice on
+train+validation and measures it with the measure's ``exact`` (a measure that
+*predicts* trial costs, as :class:`edgeml.targets.measure.TrialMeasure` does
+for TFLite targets, exports it for real there); if it breaks a budget, the
+next frontier candidate by loss is refitted and measured, until one fits:
+that one is returned, with the record (:class:`~edgeml.search.trials.FrontierCheck`)
+in :attr:`SearchResult.check`.
 """
 
 from __future__ import annotations
@@ -46,11 +54,25 @@ from edgeml.models.learners import LEARNERS
 from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.metrics import METRICS, check_metric
 from edgeml.search.refit import learner_class, refit, said
-from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, failure_message, frontier, infeasible_message
+from edgeml.search.trials import (
+    INFEASIBLE,
+    Candidate,
+    Cost,
+    FrontierCheck,
+    HardwareBudget,
+    Trial,
+    candidates,
+    failure_message,
+    frontier,
+    infeasible_message,
+)
 from edgeml.search.validation import Validation, choose_validation
 
 #: What the search is given to measure a trial's fitted model on the target (see :mod:`edgeml.targets.measure`).
+#: A measure whose ``predicts`` is true predicts the trials' costs; its ``exact`` exports the candidates for real.
 Measure = Callable[[object], Cost]
+#: The most frontier candidates exported for real after a search before it gives up (:func:`_check_frontier`).
+MAX_CANDIDATES = 10
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -68,6 +90,7 @@ class SearchResult:
     validation: Validation | None = None  #: how the trials were scored
     fitted_rows: int = 0  #: the rows the returned model was refitted on (train+validation)
     dimensions: tuple[str, ...] = ()  #: edgeml's search dimensions offered (:mod:`edgeml.models.dimensions`)
+    check: FrontierCheck | None = None  #: the frontier candidates exported for real before one shipped
 
     @property
     def frontier(self) -> list[Trial]:
@@ -184,7 +207,8 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
                            eval_method="holdout")
         except (ValueError, TypeError) as exc:
             raise SearchError(f"the model search failed: {exc}") from exc
-        result = _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings))
+        result = _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings),
+                         (X_all, y_all))
     return replace(result, dimensions=tuple(o.name for o in offers),
                    notes=tuple(o.reason for o in offers) + result.notes)
 
@@ -211,7 +235,7 @@ def _refit(automl, X: np.ndarray, y: np.ndarray, settings: SearchSettings):
 
 
 def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: HardwareBudget,
-            measure: Measure | None, validation: Validation, refitted) -> SearchResult:
+            measure: Measure | None, validation: Validation, refitted, rows=None) -> SearchResult:
     trials = tuple(judge.trials)
     scored = [t for t in trials if t.failure is None]
     if trials and not scored:
@@ -223,13 +247,21 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
             "the search finished without a model: no trial was judged in the time given; give it more time "
             "with --time-budget, or allow more estimators in the target profile"
         )
-    model = refitted.estimator
+    model, learner, config = refitted.estimator, automl.best_estimator, dict(automl.best_config)
     best = min((t for t in trials if t.feasible and t.learner == automl.best_estimator and t.loss is not None),
                key=lambda t: t.loss, default=None)
-    cost = measure(model) if measure is not None else None
+    cost, check, notes = None, None, judge.notes()
+    if measure is not None and best is not None and rows is not None:
+        check, model = _check_frontier(best, model, trials, budget, measure, settings, rows)
+        best, cost = check.shipped.trial, check.shipped.measured
+        if check.trial_costs == "predicted" or check.fallback:  # an ONNX target's trials were measured: no news
+            notes = (*notes, check.summary())
+        learner, config = best.learner, (config if best is check.candidates[0].trial else dict(best.config or {}))
+    elif measure is not None:
+        cost = measure(model)
     return SearchResult(
-        learner=automl.best_estimator,
-        config=dict(automl.best_config),
+        learner=learner,
+        config=config,
         model=model,
         metric=judge.metric_name,
         best_loss=best.loss if best is not None else float(automl.best_loss),
@@ -238,10 +270,39 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
         budget=budget,
         learners=tuple(settings.learners),
         cost=cost,
-        notes=judge.notes(),
+        notes=notes,
         validation=validation,
         fitted_rows=judge.rows,
+        check=check,
     )
+
+
+def _check_frontier(best: Trial, model, trials, budget: HardwareBudget, measure: Measure, settings: SearchSettings,
+                    rows) -> tuple[FrontierCheck, object]:
+    """Export the frontier candidates for real, best first, until one fits every budget: the one that ships.
+
+    ``best`` is FLAML's choice, ``model`` its configuration refitted on train+validation (``rows``); each other
+    candidate (:func:`~edgeml.search.trials.candidates`) is refitted the same way when its turn comes. Each is
+    measured by the measure's ``exact`` (the measure itself when it has none) and, when the measure predicts, also
+    predicted: the two are the predictor's error on the frontier. Returns the check and the refitted model that
+    ships; no candidate fitting is a :class:`SearchError`.
+    """
+    exact, predicts = getattr(measure, "exact", measure), bool(getattr(measure, "predicts", False))
+    order = [best, *(t for t in candidates(trials) if t is not best)][:MAX_CANDIDATES]
+    checked = []
+    for trial in order:
+        fitted = model if trial is best else refit(trial.learner, dict(trial.config or {}), *rows, settings.task,
+                                                    settings.n_jobs).estimator
+        measured = exact(fitted)
+        checked.append(Candidate(trial, measured, measure(fitted) if predicts else None, budget.broken(measured)))
+        if not checked[-1].broken:
+            return FrontierCheck("predicted" if predicts else "measured", tuple(checked)), fitted
+    broke = "; ".join(f"trial {c.trial.iteration + 1} ({c.trial.learner}) {c.measured.model_bytes:,} bytes"
+                      + (f", arena {c.measured.arena_bytes:,}" if c.measured.arena_bytes is not None else "")
+                      + f": {', '.join(c.broken)}" for c in checked)
+    raise SearchError(f"no model fits the target's budgets once exported: the {len(checked)} best candidate(s) of "
+                      f"the frontier, refitted on train+validation, all break one ({broke}); relax that budget, or "
+                      "give the search more time (--time-budget) so that it finds smaller models")
 
 
 class _TrialJudge:
