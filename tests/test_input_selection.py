@@ -59,7 +59,7 @@ def test_ai4i_plus_noise_for_cortex_m7_drops_the_noise_and_says_why(ai4i_noisy, 
     path, frame = ai4i_noisy
     out = tmp_path / "noisy-1"
     build_bundle(out, data=str(path), label=LABEL, drop=AI4I_DROP[2:], target="cortex-m7",
-                          estimators=("lgbm",), max_iter=1)
+                          estimators=("lgbm",), max_iter=1, validation="auto")
     m = json.loads((out / "manifest.json").read_text())
     inputs = [c["name"] for c in m["inputs"]]
     reasons = {d["name"]: d["reason"] for d in m["dropped"]}
