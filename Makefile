@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_cells.py
 	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_search.py
 
 clean:
 	rm -rf $(VENV) dist bench/out

@@ -22,6 +22,7 @@ from edgeml.data.prepare import prepare
 from edgeml.data.preprocess import split_frame
 from edgeml.errors import SearchError
 from edgeml.search.automl import SearchSettings, run_search
+from edgeml.search.validation import Validation
 from edgeml.verify.metrics import classification_metrics
 
 
@@ -94,7 +95,8 @@ def test_a_validation_split_of_one_class_falls_back_to_log_loss(heart):
     data = prepare(heart, "target")
     keep = data.y["valid"] == 1  # as if the other class were kept in training
     result = run_search(data.X["train"], data.y["train"], data.X["valid"][keep], data.y["valid"][keep],
-                        SearchSettings("classification", ("lgbm",), max_iter=2, n_jobs=1))
+                        SearchSettings("classification", ("lgbm",), max_iter=2, n_jobs=1),
+                        validation=Validation("holdout", 1, int(keep.sum())))  # only a holdout can lack a class
     assert result.metric == "log_loss" and all(np.isfinite(t.loss) for t in result.trials)
     assert result.notes == ("the validation split holds one class only (1), so roc_auc cannot be computed; the "
                             "search minimises log_loss instead",)

@@ -17,7 +17,7 @@ from edgeml_runtime.schema import InputSchema
 
 def _training(path, label, drop=()):
     data = prepare(read_table(path).frame, label, drop=drop)
-    return data.inputs, data.calibration, data.split.train
+    return data.inputs, data.calibration, data.fit_rows  # the inputs are described on train+validation
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,9 @@ def test_build_writes_the_reference_into_the_manifest(demo_bundle):
     m = json.loads((demo_bundle / "manifest.json").read_text())
     ref = m["reference"]
     assert ref["format"] == 1 and ref["bins"] == "right-closed"
-    assert ref["rows"] == {"train": m["provenance"]["data"]["split"]["train"],
-                           "valid": m["provenance"]["data"]["split"]["valid"]}
+    split = m["provenance"]["data"]["split"]  # inputs on train+validation, the shipped model's output on test
+    assert ref["rows"] == {"train": split["train"] + split["valid"], "test": split["test"]}
+    assert ref["output"]["split"] == "test"
     assert list(ref["columns"]) == [c["name"] for c in m["inputs"]]
     assert ref["columns"]["timestamp"]["kind"] == "datetime" and ref["columns"]["timestamp"]["monitored"] is False
     assert ref["output"]["kind"] == "classes" and ref["output"]["classes"] == m["classes"]

@@ -10,6 +10,8 @@ import sys
 import pytest
 from conftest import BIN, run_env, write_csv
 
+from edgeml_runtime.bundle import read_manifest
+
 
 def runtime(*args, stdin: str | None = None):
     return subprocess.run([str(BIN / "edgeml-runtime"), *map(str, args)], input=stdin, capture_output=True,
@@ -25,10 +27,12 @@ def test_scores_csv_with_prediction_and_probability_columns(demo_bundle, demo_ro
     source_header = next(csv.reader(demo_rows.open()))
     assert header == source_header + ["prediction", "proba_0", "proba_1"]
     assert len(rows) == 50
+    decision = read_manifest(demo_bundle).decision  # the bundle's threshold on proba_1 (none: the likelier class)
+    cut = decision.threshold if decision is not None else 0.5
     for row in rows:
         p0, p1 = float(row["proba_0"]), float(row["proba_1"])
         assert abs(p0 + p1 - 1) < 1e-5
-        assert row["prediction"] == ("1" if p1 > p0 else "0")
+        assert row["prediction"] == ("1" if p1 > cut else "0")
 
 
 def test_scores_jsonl_from_stdin(demo_bundle, demo_rows):

@@ -30,8 +30,10 @@ def test_predicts_every_record_with_probabilities_that_sum_to_one(model, records
     assert set(result.labels) <= set(model.classes)
     assert result.probabilities.shape == (len(records), len(model.classes))
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)
-    # the label is the most probable class
-    assert [model.classes[i] for i in result.probabilities.argmax(axis=1)] == list(result.labels)
+    # the label is the most probable class, or for a binary bundle with a decision threshold, classes[1] above it
+    cut = model.manifest.decision.threshold if model.manifest.decision is not None else None
+    chosen = result.probabilities.argmax(axis=1) if cut is None else (result.probabilities[:, 1] > cut).astype(int)
+    assert [model.classes[i] for i in chosen] == list(result.labels)
 
 
 def test_column_mapping_and_records_agree(model, records):

@@ -29,12 +29,15 @@ from edgeml.export.artifacts import Exported, make_artifacts
 from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
+from edgeml.search.inputs import select_inputs_stage
 from edgeml.search.metrics import describe_metric
+from edgeml.search.refit import held_out_predictions, refit
 from edgeml.search.threshold import decision_for
 from edgeml.search.trials import HardwareBudget, Trial
+from edgeml.search.validation import choose_validation
 from edgeml.targets.measure import TrialMeasure, target_budget
 from edgeml.targets.profiles import TargetProfile, load_target
-from edgeml.verify.baseline import SplitReport, report_split
+from edgeml.verify.baseline import RegressionReport, SplitReport, report_regression, report_split
 from edgeml.verify.metrics import host_output, labels_of, task_metrics
 from edgeml.verify.samples import store_samples
 from edgeml.verify.ship import Evidence, Outcome, require_something_runs, ship
@@ -59,7 +62,7 @@ class BuildResult:
     manifest: Manifest
     seconds: float
     pipeline: Pipeline  # the host pipeline the artifacts were verified against (not persisted)
-    test_split: SplitReport | None = None  # a classifier's baseline and confusion matrix on the test split
+    test_split: SplitReport | RegressionReport | None = None  # the test split's baseline (and confusion matrix)
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
@@ -83,20 +86,26 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                    seed=config.seed, unnamed=table.unnamed)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
-    pipeline = host_pipeline(data, result.model)
-    made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets),
-                         bundle.provenance_record(table, data, config.seed, result.learner, result.model,
+    data, result = select_inputs_stage(config, target, data, result, report)  # fewer inputs (microcontrollers)
+    held_out = _held_out(data, result, config)
+    model, refit = (_refit_all(config, data, result, report, held_out) if config.refit_all
+                    else (result.model, None))
+    pipeline = host_pipeline(data, model)
+    made = _write_locked(out, pipeline, data, target, name, version, search_record(result, budgets, refit),
+                         bundle.provenance_record(table, data, config.seed, result.learner, model,
                                                   result.config),
-                         config.seed, config.synthetic_samples, config.force, report)
+                         config.seed, config.synthetic_samples, config.force, report, held_out)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
     return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline,
                        _split_report(data, pipeline, made.manifest))
 
 
-def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | None:
-    """A classifier's test split whole (:mod:`edgeml.verify.baseline`), labelled as the bundle labels."""
+def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | RegressionReport:
+    """The test split whole (:mod:`edgeml.verify.baseline`): a classifier's labelled as the bundle labels, a
+    regressor's against the median of the labels it learnt from."""
     if data.task != "classification":
-        return None
+        return report_regression(data.y["test"], host_output(pipeline, data.features["test"], data.task),
+                                 data.fit_matrix()[1])
     threshold = manifest.decision.threshold if manifest.decision is not None else None
     predicted, _ = labels_of(data.task, host_output(pipeline, data.features["test"], data.task), threshold)
     return report_split(data.y["test"], predicted, data.y["train"], tuple(data.classes))
@@ -140,15 +149,15 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
 
 def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, name: str, version: str,
                   search: dict, provenance: dict, seed: int, synthetic_samples: bool, force: bool,
-                  report: Reporter) -> Written:
+                  report: Reporter, held_out: tuple | None = None) -> Written:
     """:func:`write_bundle`'s work, holding the lock on ``out``: stage, verify, put in place."""
     stage = bundle.staging_dir(out, force)
     try:
         writer = BundleWriter(stage, name=name, version=version, target=target.to_dict(), task=data.task,
                               label=data.label, schema=data.inputs, classes=tuple(data.classes or ()),
                               dropped=[{"name": d.name, "reason": d.reason} for d in data.schema.dropped])
-        threshold = _decide(writer, data, pipeline, search["metric"])
-        _record(writer, data, pipeline, threshold)
+        threshold = _decide(writer, data, pipeline, search["metric"], held_out)
+        _record(writer, data, pipeline, held_out, threshold)
         writer.record("search", search)
         writer.record("provenance", provenance)
         exported = make_artifacts(pipeline, data.inputs, data.task, data.classes, target, data.calibration,
@@ -191,9 +200,14 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     report.stage("search", f"{', '.join(learners)} · metric {describe_metric(data.task, config.metric)} · "
                            f"budget {budget}")
     budgets = target_budget(target)
-    measure = TrialMeasure.for_target(target, data)
+    measure = TrialMeasure.for_target(target, data, predict=True)  # TFLite trials predicted, the frontier exported
+    validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,
+                                   valid_rows=len(data.y["valid"]), in_time_order=data.schema.time_column is not None,
+                                   folds=config.folds, method=config.validation)
+    report.stage("search", f"validation: {validation.describe()}; the shipped model is refitted on all "
+                           f"{validation.rows if validation.is_cv else len(data.fit_rows):,} train+validation rows")
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,
-                        progress=report.trial, budgets=budgets, measure=measure)
+                        progress=report.trial, budgets=budgets, measure=measure, validation=validation)
     for text in result.notes:
         report.notice(text)
     report.frontier(result.frontier, budgets)
@@ -232,30 +246,85 @@ def _samples(writer: BundleWriter, stage: Path, data: Prepared, seed: int, synth
     return writer.write()
 
 
-def _decide(writer: BundleWriter, data: Prepared, pipeline: Pipeline, metric: str) -> float | None:
-    """A binary classifier's decision threshold, tuned on the validation predictions and handed to the writer
-    (:mod:`edgeml.search.threshold`); ``None`` for other tasks, whose labels are argmax."""
-    if data.task != "classification" or len(data.classes or ()) != 2:
+def _held_out(data: Prepared, result: SearchResult, config: BuildConfig) -> tuple:
+    """The chosen configuration's predictions on rows it was not fitted on (out-of-fold under cross-validation,
+    the validation split under a holdout) and their labels: the shipped model has seen every train+validation
+    row, so the validation metrics come from these."""
+    output = held_out_predictions(result.learner, result.config, data.X["train"], data.y["train"], data.X["valid"],
+                                  data.y["valid"], result.validation, data.task, seed=config.seed)
+    y = data.fit_matrix()[1] if result.validation.is_cv else data.y["valid"]
+    return output, y
+
+
+def _decide(writer: BundleWriter, data: Prepared, pipeline: Pipeline, metric: str,
+            held_out: tuple | None = None) -> float | None:
+    """A binary classifier's decision threshold (:func:`_decision`) handed to the writer; ``None`` for other
+    tasks, whose labels are argmax."""
+    decision = _decision(data, pipeline, metric, held_out)
+    if decision is None:
         return None
-    labelled = [data.y["train"], data.y["valid"]]
-    decision = decision_for(host_output(pipeline, data.features["valid"], data.task), data.y["valid"],
-                            np.concatenate(labelled), metric)
     writer.record("decision", decision.to_dict())
     return decision.threshold
 
 
-def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, threshold: float | None = None) -> None:
-    """Hand the validation metrics and the drift reference to the bundle writer."""
-    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["valid"], data.task),
-                                         threshold)
-    writer.record("valid_metrics", task_metrics(data.task, data.y["valid"], predicted, probabilities))
-    writer.record("reference", bundle.build_reference(data.features["train"], data.inputs, predicted, data.task,
-                                                      data.classes))
+def _decision(data: Prepared, pipeline: Pipeline, metric: str, held_out: tuple | None = None):
+    """A binary classifier's :class:`~edgeml.search.threshold.Decision`, tuned on held-out predictions
+    (out-of-fold under cross-validation; ``pipeline`` on the validation split without ``held_out``)."""
+    if data.task != "classification" or len(data.classes or ()) != 2:
+        return None
+    output, y = held_out if held_out is not None else (host_output(pipeline, data.features["valid"], data.task),
+                                                       data.y["valid"])
+    return decision_for(output, y, np.concatenate([data.y["train"], data.y["valid"]]), metric)
 
 
-def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
-    """The manifest's ``search`` section for a model chosen by :func:`~edgeml.search.automl.run_search`."""
+def _record(writer: BundleWriter, data: Prepared, pipeline: Pipeline, held_out: tuple | None = None,
+            threshold: float | None = None) -> None:
+    """Hand the validation metrics and the drift reference to the bundle writer.
+
+    With ``held_out`` (predictions of the chosen configuration on rows it was not fitted on, and their labels)
+    the validation metrics are those, and the reference's output is the shipped pipeline on the test split,
+    rows it has not seen (under ``--refit-all`` it has); without, both come from ``pipeline`` on the
+    validation split (a pipeline fitted on the training split alone, as a benchmark may hand in)."""
+    if held_out is None:
+        output, y = host_output(pipeline, data.features["valid"], data.task), data.y["valid"]
+        shipped, split = output, "valid"
+    else:
+        (output, y), split = held_out, "test"
+        shipped = host_output(pipeline, data.features["test"], data.task)
+    predicted, probabilities = labels_of(data.task, output, threshold)
+    writer.record("valid_metrics", task_metrics(data.task, y, predicted, probabilities))
+    writer.record("reference", bundle.build_reference(data.fit_features(), data.inputs,
+                                                      labels_of(data.task, shipped, threshold)[0], data.task,
+                                                      data.classes, output_split=split))
+
+
+def _refit_all(config: BuildConfig, data: Prepared, result: SearchResult, report: Reporter, held_out: tuple):
+    """``--refit-all``: the chosen model's test metrics as they are now (at the decision threshold the bundle will
+    carry), then its configuration refitted on every labelled row (train, validation and test; the preprocessing
+    stays the one fitted on train+validation)."""
+    pipeline = host_pipeline(data, result.model)
+    decision = _decision(data, pipeline, result.metric, held_out)
+    predicted, probabilities = labels_of(data.task, host_output(pipeline, data.features["test"], data.task),
+                                         decision.threshold if decision is not None else None)
+    before = task_metrics(data.task, data.y["test"], predicted, probabilities)
+    X, y = data.fit_matrix(with_test=True)
+    model = refit(result.learner, result.config, X, y, data.task).estimator
+    report.notice(f"--refit-all: the model is refitted on all {len(y):,} labelled rows after evaluation; the test "
+                  "metrics in search.refit were measured before that refit, those of the artifacts after it (on "
+                  "rows the model has seen: they judge only the reduced precisions' drops)")
+    return model, {"all_rows": True, "rows": len(y), "metrics_measured_before_refit": True,
+                   "test_metrics_before_refit": before}
+
+
+def search_record(result: SearchResult, budgets: HardwareBudget, refit: dict | None = None) -> dict:
+    """The manifest's ``search`` section for a model chosen by :func:`~edgeml.search.automl.run_search`
+    (``refit``: what ``--refit-all`` did, see :func:`_refit_all`)."""
+    validation = result.validation.to_dict() if result.validation else None
     return {
+        "validation": validation,
+        "fitted_rows": result.fitted_rows,
+        "refit": refit or {"all_rows": False, "rows": result.fitted_rows, "metrics_measured_before_refit": False,
+                           "test_metrics_before_refit": None},
         "learners": list(result.learners),
         "metric": result.metric,
         "best_learner": result.learner,
@@ -268,6 +337,7 @@ def search_record(result: SearchResult, budgets: HardwareBudget) -> dict:
         "seconds": round(result.seconds, 2),
         "trial_log": [t.to_dict() for t in result.trials],
         "frontier": [t.iteration for t in result.frontier],
+        **({"frontier_check": result.check.to_dict()} if result.check is not None else {}),
     }
 
 

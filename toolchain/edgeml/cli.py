@@ -56,6 +56,17 @@ def main():
 @click.option("--synthetic-samples", is_flag=True, default=None,
               help="Draw the bundle's sample rows (samples.json) from the drift reference instead of the test split, "
                    "for data that must not leave the workstation.")
+@click.option("--refit-all", is_flag=True, default=None,
+              help="After evaluation on the test split, refit the model on every labelled row (test rows too); "
+                   "the manifest's search.refit keeps the test metrics measured before that refit.")
+@click.option("--validation", type=click.Choice(["auto", "cv", "holdout"]),
+              help="How trials are scored: auto is 5-fold cross-validation under 10,000 train+validation rows and a "
+                   "holdout from there (or with --time-column); cv or holdout force one. [default: auto]")
+@click.option("--folds", type=int, help="Cross-validation folds (2-20). [default: 5]")
+@click.option("--select-inputs/--all-inputs", "select_inputs", default=None,
+              help="Drop the input columns that do not help the validation metric (permutation importance), so "
+                   "the device reads fewer sensors; the manifest's dropped list says why. "
+                   "[default: on for microcontroller targets, off for the others]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")

@@ -22,6 +22,7 @@ CONFIG_FILE = "edgeml.toml"
 #: The largest seed: scikit-learn, NumPy's legacy generator and FLAML take 0 to 2**32 - 1.
 SEED_MAX = 2**32 - 1
 TASKS = tuple(METRICS)
+VALIDATIONS = ("auto", "cv", "holdout")
 #: Where a setting is given, for the fix in a message.
 _GIVEN = "the --{flag} flag or {key} in edgeml.toml's [build] table"
 
@@ -52,6 +53,12 @@ class BuildConfig:
     query: str | None = None
     force: bool = False
     synthetic_samples: bool = False  #: draw the bundle's sample rows from the drift reference, not the test split
+    refit_all: bool = False  #: after evaluation, refit the model on every labelled row, the test split's too
+    validation: str = "auto"  #: how trials are scored: edgeml's rule (auto), cross-validation (cv) or a holdout
+    folds: int = 5  #: cross-validation folds
+    #: drop the inputs that do not help the validation metric (:mod:`edgeml.search.inputs`); None: the target's
+    #: default (on for microcontroller targets, off for the others)
+    select_inputs: bool | None = None
 
     def __post_init__(self):
         for key, want in _types().items():
@@ -70,6 +77,12 @@ class BuildConfig:
         if self.max_iter is not None and self.max_iter < 1:
             raise ConfigError(f"max_iter = {self.max_iter!r} is not allowed; give at least 1 trial "
                               f"(set it with {_given('max_iter')})")
+        if self.validation not in VALIDATIONS:
+            raise ConfigError(f"validation = {self.validation!r} is not one of {', '.join(VALIDATIONS)} "
+                              f"(set it with {_given('validation')})")
+        if not 2 <= self.folds <= 20:
+            raise ConfigError(f"folds = {self.folds!r} is not allowed; give 2 to 20 folds (set it with "
+                              f"{_given('folds')})")
         self._check_choices()
 
     def _check_choices(self) -> None:

@@ -82,6 +82,7 @@ def summary(result: BuildResult) -> str:
                   f"{search.trials} trials in {_secs(search.seconds)}, metric {search.metric}"),
         ("test", f"{headline}  ({m.provenance.data.split['test']:,} rows, scored by edgeml_runtime)"),
     ]
+    rows[1:1] = _validated(search) + _dimensions(search.best_config)
     if m.decision is not None:
         d = m.decision
         tuned = f"tuned for {d.metric} (validation {d.valid:.4g}, at 0.5 {d.argmax:.4g})" if d.metric else d.reason
@@ -95,10 +96,40 @@ def summary(result: BuildResult) -> str:
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
     title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",
                         bold=True)
-    warn = [] if split is None or split.one_class is None else [click.style("  warning: ", fg="yellow") + (
+    warn = [] if getattr(split, "one_class", None) is None else [click.style("  warning: ", fg="yellow") + (
         f"the model predicts {split.one_class!r} for every test row: it has learned no rule beyond the majority "
         "class; try --metric f1 or balanced_accuracy, more rows or a longer search")]
     return "\n".join([title] + [f"  {k:<9} {v}" for k, v in rows] + warn)
+
+
+def _validated(search) -> list[tuple[str, str]]:
+    """The summary's line on how trials were validated and what the shipped model was fitted on (none for a
+    manifest from before edgeml recorded it)."""
+    v, refit = search.validation, search.refit
+    if v is None or refit is None:
+        return []
+    how = (f"{v.folds}-fold {'stratified ' if v.stratified else ''}cross-validation over {v.rows:,} rows"
+           if v.method == "cv" else f"holdout of {v.rows:,} rows")
+    fitted = (f"refitted on all {refit.rows:,} labelled rows after evaluation (--refit-all; the test metrics "
+              "below are the refitted model's, search.refit holds those measured before)" if refit.all_rows
+              else f"shipped model fitted on {refit.rows:,} train+validation rows")
+    return [("validated", f"{how}; {fitted}")]
+
+
+def _dimensions(config: dict) -> list[tuple[str, str]]:
+    """The summary's lines on edgeml's search dimensions (:mod:`edgeml.models.dimensions`) the chosen model used.
+
+    >>> _dimensions({"target_transform": "log1p", "class_weight": "none"})[0][1][:38]
+    'learnt on a log scale: log1p(label), m'
+    """
+    rows = []
+    if config.get("target_transform") == "log1p":
+        rows.append(("scale", "learnt on a log scale: log1p(label), mapped back with expm1 in every artifact "
+                              "(search dimension target_transform)"))
+    if config.get("class_weight") == "balanced":
+        rows.append(("weights", "fitted with balanced class weights (search dimension class_weight; they change "
+                                "the fit only, not the model)"))
+    return rows
 
 
 def _secs(seconds: float) -> str:

@@ -39,7 +39,7 @@ QUANTILES = tuple(i / 10 for i in range(1, 10))
 
 
 def build_reference(train_feeds: Mapping, schema: InputSchema, valid_outputs: Sequence, task: str,
-                    classes: Sequence = ()) -> dict:
+                    classes: Sequence = (), output_split: str = "valid") -> dict:
     """``manifest["reference"]``: per input column, bins and shares from the training split; same for the output.
 
     ``train_feeds`` maps each feature name to its values on the training
@@ -56,8 +56,8 @@ def build_reference(train_feeds: Mapping, schema: InputSchema, valid_outputs: Se
         # The device's regression output is float32: bin what it will see.
         output = {"kind": "numeric", **_bins(outputs.astype(np.float32))}
     rows = len(np.asarray(train_feeds[schema.columns[0].features[0]])) if schema.columns else 0
-    return {"format": REFERENCE_FORMAT, "bins": "right-closed", "rows": {"train": rows, "valid": len(outputs)},
-            "columns": columns, "output": {**output, "split": "valid"}}
+    return {"format": REFERENCE_FORMAT, "bins": "right-closed", "rows": {"train": rows, output_split: len(outputs)},
+            "columns": columns, "output": {**output, "split": output_split}}
 
 
 def _numeric(column: InputColumn, values: np.ndarray) -> dict:

@@ -16,11 +16,12 @@ and ships it into the bundle or says why not.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from edgeml.export.inverse import describe, split
 from edgeml.export.onnx import opset_of, output_names, to_onnx
 from edgeml.export.registry import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, compile_artifact
 from edgeml.targets.profiles import TargetProfile
@@ -61,13 +62,23 @@ def make_artifacts(pipeline: Pipeline, schema: InputSchema, task: str, classes: 
     TFLite's integer ranges); ``name`` is the bundle's, recorded in the model.
     """
     model = to_onnx(pipeline, schema, task, name=name)
-    exported = CompiledArtifact(model.SerializeToString(), "onnx", "fp32", (), {}, opset=opset_of(model))
+    inverse = split(pipeline.steps[-1][1])[1]
+    exported = CompiledArtifact(model.SerializeToString(), "onnx", "fp32", (), {}, opset=opset_of(model),
+                                inverse=inverse)
     source = ExportSource(model, pipeline, schema, task, tuple(classes or ()))
     options = CompileOptions.from_target(target, calibration)
     made: list[CompiledArtifact | NotApplicable] = [exported]
     for fmt, precision in wanted(target):
         try:
-            made.append(compile_artifact(source, fmt, precision, options))
+            made.append(_inverted(compile_artifact(source, fmt, precision, options), inverse))
         except NotApplicable as exc:
             made.append(exc)
     return Exported(tuple(made), tuple(schema.features), output_names(model, task))
+
+
+def _inverted(artifact: CompiledArtifact, inverse: tuple[str, float] | None) -> CompiledArtifact:
+    """``artifact`` saying that its graph ends with the label transform's inverse (every maker appends it: the
+    ONNX ones inherit it from ``model.onnx``, the TFLite ones write it, :mod:`edgeml.export.inverse`)."""
+    if inverse is None:
+        return artifact
+    return replace(artifact, done=(*artifact.done, describe(inverse)), inverse=inverse)

@@ -2,7 +2,10 @@
 
 The model takes every raw feature as its own named input (float for numbers,
 string for categories, NaN allowed for missing numbers) and returns the class
-index and the probabilities, or the predicted value. LightGBM and XGBoost are
+index and the probabilities, or the predicted value — the label itself: a
+regressor that learnt a log-scale label (:class:`~edgeml.models.target.LogTarget`)
+is converted without its wrapper and the inverse is appended to the graph
+(:mod:`edgeml.export.inverse`). LightGBM and XGBoost are
 converted by onnxmltools, registered with skl2onnx once, here, as their model
 families say (:func:`register_converters`). :func:`estimator_bytes` measures a
 fitted estimator's export alone, as the search measures each trial.
@@ -18,6 +21,7 @@ import onnx
 from sklearn.pipeline import Pipeline
 
 from edgeml.errors import ExportError
+from edgeml.export.inverse import append_onnx, split
 from edgeml.models.families import FAMILIES, find_family, import_named
 from edgeml_runtime.schema import InputSchema
 
@@ -67,7 +71,7 @@ def align_thresholds(pipeline: Pipeline) -> Pipeline:
     """
     from lightgbm import Booster
 
-    estimator = pipeline.steps[-1][1]
+    estimator = split(pipeline.steps[-1][1])[0]  # a LogTarget's regressor is what compares the thresholds
     family = find_family(estimator)
     if family is None or family.name != "lightgbm":
         return pipeline
@@ -97,7 +101,7 @@ def initial_types(schema: InputSchema):
 def to_onnx(pipeline: Pipeline, schema: InputSchema, task: str, *, name: str,
             opset: dict | None = None) -> onnx.ModelProto:
     """Convert ``pipeline`` to a checked ONNX model; an unsupported model is an :class:`ExportError`."""
-    estimator = pipeline.steps[-1][1]
+    estimator = split(pipeline.steps[-1][1])[0]
     model = _convert(pipeline, task, name, initial_types(schema), dict(opset or OPSET),
                      f"cannot export the {type(estimator).__name__} pipeline to ONNX",
                      "Exclude this estimator from the target's 'estimators' and build again")
@@ -130,18 +134,23 @@ def estimator_bytes(estimator, n_features: int, task: str) -> int:
 def _convert(pipeline: Pipeline, task: str, name: str, inputs: list, opset: dict, failed: str,
              fix: str = "") -> onnx.ModelProto:
     """skl2onnx's conversion of ``pipeline`` (every family's converter registered, probabilities as a plain
-    tensor, skl2onnx's warnings silenced); an :class:`ExportError` saying ``failed``, why, and ``fix``."""
+    tensor, skl2onnx's warnings silenced), a label transform's inverse appended; an :class:`ExportError` saying
+    ``failed``, why, and ``fix``."""
     from skl2onnx import convert_sklearn
 
     register_converters()
-    last = pipeline.steps[-1][1]
+    (name_last, wrapped), before = pipeline.steps[-1], pipeline.steps[:-1]
+    last, inverse = split(wrapped)
+    if inverse is not None:
+        pipeline = Pipeline([*before, (name_last, last)])
     options = {id(last): {"zipmap": False}} if task == "classification" else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return convert_sklearn(pipeline, name=name, initial_types=inputs, target_opset=opset, options=options)
+            model = convert_sklearn(pipeline, name=name, initial_types=inputs, target_opset=opset, options=options)
     except Exception as exc:  # converters raise RuntimeError, NotImplementedError, MissingShapeCalculator…
         raise ExportError(f"{failed}: {exc}" + (f". {fix}" if fix else "")) from exc
+    return model if inverse is None else append_onnx(model, inverse)
 
 
 def _sort_opset_imports(model: onnx.ModelProto) -> None:

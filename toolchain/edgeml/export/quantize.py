@@ -11,15 +11,19 @@ instead of writing a file that would not help or would not run:
   operators in fp32, which they must be: ``TreeEnsembleClassifier`` and
   ``TreeEnsembleRegressor`` (ai.onnx.ml opset ≤ 3) hold their thresholds as
   float32 attributes, and ``LinearClassifier`` its coefficients. A model
-  with no numeric core (trees, linear models) is not applicable.
+  with no numeric core (trees, linear models) is not applicable. The inverse
+  of a log-scale label (``Exp``, ``Sub``, ``Add``: :mod:`edgeml.export.inverse`)
+  is taken off before the conversion and appended after it, in fp32.
 * **int8** uses onnxruntime's quantizer on MatMul/Gemm weights: static QDQ
   quantization (weights per channel, activations calibrated on feeds from
   the training split) when calibration feeds are given, dynamic otherwise.
   onnxruntime cannot quantize tree ensembles nor the ``ai.onnx.ml`` linear
   operators: not applicable. Tree ensembles stay fp32; their size is
   reduced through the search (fewer, shallower trees under the profile's
-  ``max_model_bytes``). An int8 model that would not be smaller than fp32
-  (a linear model's handful of weights) is not applicable either.
+  ``max_model_bytes``). Only MatMul and Gemm are quantized: a log-scale
+  label's inverse after them runs on float values. An int8 model that
+  would not be smaller than fp32 (a linear model's handful of weights) is
+  not applicable either.
 * **ort** is onnxruntime's own format, with the ``required_operators.config``
   a minimal onnxruntime build is compiled from, optimized offline at the
   profile's level (:mod:`edgeml.export.ort`).
@@ -41,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgeml.export.inverse import append_onnx, detach_onnx
 from edgeml.export.ort import optimize_offline, quiet_logs, to_ort
 from edgeml.export.registry import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
 
@@ -73,14 +78,34 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...], d
     core = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
     if not core:
         raise NotApplicable("onnx", "fp16", _no_core_reason(model, "fp16"))
+    # A label transform's inverse is taken off and appended to the converted model: it stays float32 (exp of
+    # fp16 values, labels over 65,504), and blocked nodes at the end of the graph would make its output fp16.
+    model, inverse = detach_onnx(model)
     # Blocking by node name, not op type: the converter walks nodes it adds, and would block its own Casts.
     keep = [n.name for n in model.graph.node if n.op_type not in FP16_OPS]
     with _quiet():
         half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=[], node_block_list=keep)
+    _outputs_fp32(half)
+    if inverse is not None:
+        half = append_onnx(half, inverse)
     onnx.checker.check_model(half)
     converted = sorted({n.op_type for n in model.graph.node if n.op_type in FP16_OPS})
     return half, (f"converted {', '.join(converted)} to fp16 with onnxconverter-common (inputs and outputs "
                   "stay fp32; preprocessing operators stay fp32)",), {"fp16_ops": converted}
+
+
+def _outputs_fp32(model: onnx.ModelProto) -> None:
+    """Cast every float16 graph output back to float32, in place. ``keep_io_types`` leaves an output fp16 when
+    the node before it is blocked (a regressor's final Reshape): a value over 65,504 would be infinite."""
+    half = [o for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16]
+    for out in half:
+        inner = f"{out.name}_fp16"
+        for node in model.graph.node:
+            node.output[:] = [inner if name == out.name else name for name in node.output]
+            node.input[:] = [inner if name == out.name else name for name in node.input]
+        model.graph.node.append(onnx.helper.make_node("Cast", [inner], [out.name], name=f"{out.name}_to_fp32",
+                                                      to=onnx.TensorProto.FLOAT))
+        out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
 
 
 def to_int8(model: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | None = None, *,

@@ -114,6 +114,9 @@ class CompiledArtifact:
     extra_files: dict[str, bytes] = field(default_factory=dict)
     engine: str = "onnxruntime"
     opset: dict[str, int] | None = None
+    #: The label transform the graph ends by inverting, ``("log1p", offset)``, or ``None``
+    #: (:mod:`edgeml.export.inverse`); the verify stage widens the parity tolerance by what ``exp`` amplifies.
+    inverse: tuple[str, float] | None = None
 
     @property
     def exported(self) -> bool:

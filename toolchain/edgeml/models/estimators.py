@@ -33,6 +33,13 @@ class StandardizedModel(Pipeline):
     def get_params(self, deep=True):
         return dict(self.model_params)
 
+    def fit(self, X, y=None, sample_weight=None, **params):
+        """Fit the scaler, then the model; ``sample_weight`` weights the model's rows (not the scaling), so that
+        class weights (:mod:`edgeml.models.dimensions`) work for these learners as for trees."""
+        if sample_weight is not None:
+            params["model__sample_weight"] = sample_weight
+        return super().fit(X, y, **params)
+
 
 class StandardizedLogisticRegression(StandardizedModel):
     model_class = LogisticRegression
@@ -132,7 +139,16 @@ StandardizedElasticNetEstimator = _standardized(ElasticNetEstimator, Standardize
 
 
 def model_steps(model) -> list[tuple[str, object]]:
-    """The fitted steps of a searched model, as plain scikit-learn objects for a Pipeline."""
+    """The fitted steps of a searched model, as plain scikit-learn objects for a Pipeline.
+
+    A :class:`~edgeml.models.target.LogTarget` stays the last step, around the
+    wrapped model's own last step (the scaler before it), so that the
+    pipeline's output is the label itself."""
+    from edgeml.models.target import LogTarget
+
+    if isinstance(model, LogTarget):
+        *before, (name, last) = model_steps(model.regressor_)
+        return [*before, (name, LogTarget.of(last, model.offset))]
     if isinstance(model, StandardizedModel):
         return [("scale", model.named_steps["scale"]), ("model", model.named_steps["model"])]
     return [("model", model)]

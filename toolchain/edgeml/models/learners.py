@@ -26,13 +26,18 @@ TASKS = ("classification", "regression")
 
 @dataclass(frozen=True)
 class Learner:
-    """One FLAML learner: ``flaml`` names its class as ``"module:Class"``; ``family`` is a registered family."""
+    """One FLAML learner: ``flaml`` names its class as ``"module:Class"``; ``family`` is a registered family.
+
+    ``weights``: its fit takes ``sample_weight``, so that the search can weight classes
+    (:mod:`edgeml.models.dimensions`); a learner whose fit does not is searched without class weights.
+    """
 
     name: str
     flaml: str
     tasks: tuple[str, ...]
     family: str
     description: str
+    weights: bool = True
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -45,6 +50,17 @@ class Learner:
     def flaml_class(self) -> type:
         """The FLAML estimator class, imported (a :class:`SearchError` if it does not import)."""
         return import_named(self.flaml, f"the FLAML class of learner {self.name!r}", SearchError)
+
+    def searched_class(self, dimensions: tuple[str, ...] = ()) -> type:
+        """:attr:`flaml_class` with edgeml's search ``dimensions`` in its search space, and whose estimators
+        understand every dimension's key in a config (:func:`edgeml.models.dimensions.with_dimensions`).
+
+        >>> LEARNERS["rf"].searched_class(("class_weight",)).dimensions
+        ('class_weight',)
+        """
+        from edgeml.models.dimensions import with_dimensions
+
+        return with_dimensions(self.flaml_class, dimensions, weights=self.weights)
 
 
 LEARNERS: dict[str, Learner] = {}

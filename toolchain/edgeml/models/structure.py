@@ -40,6 +40,7 @@ class Structure:
     max_depth: int = 0
     path_length: float = 0.0
     n_weights: int = 0
+    max_tree_leaves: int = 0  #: the leaves of the ensemble's largest tree (what the TFLite GEMM form pads to)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +109,7 @@ def _tree_structure(est, depths: list[list[int]]) -> Structure:
         n_leaves=leaves,
         max_depth=max((max(d) for d in depths if d), default=0),
         path_length=float(sum(np.mean(d) for d in depths if d)),
+        max_tree_leaves=max((len(d) for d in depths), default=0),
     )
 
 

@@ -27,6 +27,14 @@ The judge records every trial itself, as FLAML has it score one
 loss, cost, feasible, the best so far); nothing is read from FLAML's log.
 :func:`~edgeml.search.trials.frontier` picks the trials no other trial beats on
 loss, size and latency together.
+
+After the trials, :func:`_check_frontier` refits FLAML's choice on
+train+validation and measures it with the measure's ``exact`` (a measure that
+*predicts* trial costs, as :class:`edgeml.targets.measure.TrialMeasure` does
+for TFLite targets, exports it for real there); if it breaks a budget, the
+next frontier candidate by loss is refitted and measured, until one fits:
+that one is returned, with the record (:class:`~edgeml.search.trials.FrontierCheck`)
+in :attr:`SearchResult.check`.
 """
 
 from __future__ import annotations
@@ -36,18 +44,35 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from edgeml.errors import SearchError
+from edgeml.models.dimensions import offer
 from edgeml.models.learners import LEARNERS
 from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.metrics import METRICS, check_metric
-from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial, failure_message, frontier, infeasible_message
+from edgeml.search.refit import learner_class, refit, said
+from edgeml.search.trials import (
+    INFEASIBLE,
+    Candidate,
+    Cost,
+    FrontierCheck,
+    HardwareBudget,
+    Trial,
+    candidates,
+    failure_message,
+    frontier,
+    infeasible_message,
+)
+from edgeml.search.validation import Validation, choose_validation
 
 #: What the search is given to measure a trial's fitted model on the target (see :mod:`edgeml.targets.measure`).
+#: A measure whose ``predicts`` is true predicts the trials' costs; its ``exact`` exports the candidates for real.
 Measure = Callable[[object], Cost]
+#: The most frontier candidates exported for real after a search before it gives up (:func:`_check_frontier`).
+MAX_CANDIDATES = 10
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -62,6 +87,10 @@ class SearchResult:
     learners: tuple[str, ...] = ()  #: the learners searched
     cost: Cost | None = None  #: the refitted best model's, measured like a trial's (None: no measure)
     notes: tuple[str, ...] = ()  #: what the user should know about how the search went, one line each
+    validation: Validation | None = None  #: how the trials were scored
+    fitted_rows: int = 0  #: the rows the returned model was refitted on (train+validation)
+    dimensions: tuple[str, ...] = ()  #: edgeml's search dimensions offered (:mod:`edgeml.models.dimensions`)
+    check: FrontierCheck | None = None  #: the frontier candidates exported for real before one shipped
 
     @property
     def frontier(self) -> list[Trial]:
@@ -71,6 +100,9 @@ class SearchResult:
 @dataclass(frozen=True)
 class SearchSettings:
     """What to search: the task, the learners (registered ones that serve it), the metric and how long.
+
+    ``dimensions``: edgeml's search dimensions (:mod:`edgeml.models.dimensions`) to add to every learner's
+    space; ``None`` offers those whose rule the labels meet, ``()`` none (FLAML's own spaces).
 
     >>> SearchSettings("regression", ("enet",), metric="accuracy")
     Traceback (most recent call last):
@@ -85,6 +117,7 @@ class SearchSettings:
     max_iter: int | None = None
     seed: int = 0
     n_jobs: int = -1
+    dimensions: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.task not in METRICS:
@@ -113,14 +146,29 @@ def usable_learners(names, task: str) -> tuple[str, ...]:
 
 def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray,
                settings: SearchSettings, progress: Callable[[Trial], None] | None = None,
-               budgets: HardwareBudget | None = None, measure: Measure | None = None) -> SearchResult:
-    """Run FLAML AutoML with a holdout on the given validation split and return the refitted best model.
+               budgets: HardwareBudget | None = None, measure: Measure | None = None,
+               validation: Validation | None = None) -> SearchResult:
+    """Run FLAML AutoML, validating as ``validation`` says, and return the best model refitted on train+validation.
+
+    ``validation`` defaults to edgeml's rule (:func:`~edgeml.search.validation.choose_validation`):
+    cross-validation over the training and validation rows together for a
+    small table, a holdout on the validation split for a large one. Either
+    way the chosen configuration is refitted on train+validation
+    (:attr:`SearchResult.fitted_rows` says how many rows).
+
+    Every learner's space also holds edgeml's search dimensions whose rule the
+    train+validation labels meet (or ``settings.dimensions``):
+    ``target_transform`` for a skewed regression label, ``class_weight`` for
+    imbalanced classes (:mod:`edgeml.models.dimensions`); the notes say which
+    and why, :attr:`SearchResult.dimensions` names them.
 
     Every trial's model is measured by ``measure`` and judged on ``budgets``
     as well as on the metric; with no budgets, trials are still measured but
     none is refused; with no measure, trials carry no cost and budgets that
     limit something are refused. If no trial fits, a :class:`SearchError`
-    says which budget each trial broke and what to relax.
+    says which budget each trial broke and what to relax. Under
+    cross-validation a trial is its configuration scored on every fold: one
+    record, its loss the folds' mean, its cost measured once.
 
     A trial whose learner cannot fit the data, or whose model cannot be scored
     (its loss is not a finite number), is recorded with its failure and the
@@ -139,61 +187,81 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
         raise SearchError(f"the validation split holds class(es) {', '.join(map(str, unseen[:5]))} that the "
                           "training split lacks, which no model can learn; split so that every class has training "
                           "rows (edgeml.data.preprocess.split_frame does)")
+    X_all, y_all = np.concatenate([X_train, X_valid]), np.concatenate([y_train, y_valid])
+    validation = validation or choose_validation(len(y_all), settings.task, valid_rows=len(y_valid))
+    offers = offer(settings.task, y_all, settings.dimensions)
     automl = AutoML()
     for name in settings.learners:
-        automl.add_learner(name, _failing_softly(LEARNERS[name].flaml_class))
-    judge = _TrialJudge(settings, budget, measure, y_train, progress, y_valid=y_valid)
-    constraints = [("pred_time", "<=", budget.latency_budget_ms / 1000.0)] if budget.latency_budget_ms else []
-    if budget.max_model_bytes:
-        constraints.append(("model_bytes", "<=", budget.max_model_bytes))
-    kwargs = dict(
-        task=settings.task,
-        estimator_list=list(settings.learners),
-        metric=judge,
-        metric_constraints=constraints,
-        time_budget=settings.time_budget if settings.max_iter is None else -1,
-        eval_method="holdout",
-        seed=settings.seed,
-        n_jobs=settings.n_jobs,
-        verbose=0,
-        log_file_name="",
-        retrain_full=True,
-        keep_search_state=False,
-    )
-    if settings.max_iter is not None:
-        kwargs["max_iter"] = settings.max_iter
+        automl.add_learner(name, learner_class(name, tuple(o.name for o in offers)))
+    judge = _TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
+                        folds=validation.folds if validation.is_cv else 0)
     with _quiet_flaml():
         judge.start()
         try:
-            automl.fit(X_train, y_train, X_val=X_valid, y_val=y_valid, **kwargs)
+            if validation.is_cv:
+                automl.fit(X_all, y_all, **_flaml_kwargs(settings, budget, judge), eval_method="cv",
+                           n_splits=validation.folds, cv_score_agg_func=judge.aggregate,
+                           split_type="stratified" if validation.stratified else "uniform")
+            else:
+                automl.fit(X_train, y_train, X_val=X_valid, y_val=y_valid, **_flaml_kwargs(settings, budget, judge),
+                           eval_method="holdout")
         except (ValueError, TypeError) as exc:
             raise SearchError(f"the model search failed: {exc}") from exc
-    return _result(automl, judge, settings, budget, measure)
+        result = _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings),
+                         (X_all, y_all))
+    return replace(result, dimensions=tuple(o.name for o in offers),
+                   notes=tuple(o.reason for o in offers) + result.notes)
+
+
+def _flaml_kwargs(settings: SearchSettings, budget: HardwareBudget, judge: _TrialJudge) -> dict:
+    """What every search hands FLAML whatever the validation: the judge as metric, the budgets, time or trials."""
+    constraints = [("pred_time", "<=", budget.latency_budget_ms / 1000.0)] if budget.latency_budget_ms else []
+    if budget.max_model_bytes:
+        constraints.append(("model_bytes", "<=", budget.max_model_bytes))
+    kwargs = dict(task=settings.task, estimator_list=list(settings.learners), metric=judge,
+                  metric_constraints=constraints,
+                  time_budget=settings.time_budget if settings.max_iter is None else -1, seed=settings.seed,
+                  n_jobs=settings.n_jobs, verbose=0, log_file_name="", retrain_full=False, keep_search_state=False)
+    if settings.max_iter is not None:
+        kwargs["max_iter"] = settings.max_iter
+    return kwargs
+
+
+def _refit(automl, X: np.ndarray, y: np.ndarray, settings: SearchSettings):
+    """The search's best configuration refitted on ``X``, ``y`` (train+validation); None when nothing was chosen."""
+    if automl.best_estimator is None or automl.best_config is None:
+        return None
+    return refit(automl.best_estimator, automl.best_config, X, y, settings.task, settings.n_jobs)
 
 
 def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: HardwareBudget,
-            measure: Measure | None) -> SearchResult:
+            measure: Measure | None, validation: Validation, refitted, rows=None) -> SearchResult:
     trials = tuple(judge.trials)
     scored = [t for t in trials if t.failure is None]
     if trials and not scored:
         raise SearchError(failure_message(trials))
     if scored and not any(t.feasible for t in scored):
         raise SearchError(infeasible_message(scored, budget))
-    if automl.model is None:
+    if refitted is None:
         raise SearchError(
             "the search finished without a model: no trial was judged in the time given; give it more time "
             "with --time-budget, or allow more estimators in the target profile"
         )
-    if getattr(automl.model, "failure", None) is not None:
-        raise SearchError(f"refitting the best model ({automl.best_estimator}) on the training split failed: "
-                          f"{automl.model.failure}")
-    model = automl.model.estimator
+    model, learner, config = refitted.estimator, automl.best_estimator, dict(automl.best_config)
     best = min((t for t in trials if t.feasible and t.learner == automl.best_estimator and t.loss is not None),
                key=lambda t: t.loss, default=None)
-    cost = measure(model) if measure is not None else None
+    cost, check, notes = None, None, judge.notes()
+    if measure is not None and best is not None and rows is not None:
+        check, model = _check_frontier(best, model, trials, budget, measure, settings, rows)
+        best, cost = check.shipped.trial, check.shipped.measured
+        if check.trial_costs == "predicted" or check.fallback:  # an ONNX target's trials were measured: no news
+            notes = (*notes, check.summary())
+        learner, config = best.learner, (config if best is check.candidates[0].trial else dict(best.config or {}))
+    elif measure is not None:
+        cost = measure(model)
     return SearchResult(
-        learner=automl.best_estimator,
-        config=dict(automl.best_config),
+        learner=learner,
+        config=config,
         model=model,
         metric=judge.metric_name,
         best_loss=best.loss if best is not None else float(automl.best_loss),
@@ -202,27 +270,39 @@ def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: Hardwa
         budget=budget,
         learners=tuple(settings.learners),
         cost=cost,
-        notes=judge.notes(),
+        notes=notes,
+        validation=validation,
+        fitted_rows=judge.rows,
+        check=check,
     )
 
 
-def _failing_softly(flaml_class: type) -> type:
-    """``flaml_class`` whose ``fit`` keeps an exception as the estimator's ``failure`` instead of raising it.
+def _check_frontier(best: Trial, model, trials, budget: HardwareBudget, measure: Measure, settings: SearchSettings,
+                    rows) -> tuple[FrontierCheck, object]:
+    """Export the frontier candidates for real, best first, until one fits every budget: the one that ships.
 
-    FLAML lets an exception in one trial's fit end the whole search; kept,
-    it makes that trial a failed one (:class:`_TrialJudge` scores it ``inf``
-    and records it) while the search goes on with other configurations.
+    ``best`` is FLAML's choice, ``model`` its configuration refitted on train+validation (``rows``); each other
+    candidate (:func:`~edgeml.search.trials.candidates`) is refitted the same way when its turn comes. Each is
+    measured by the measure's ``exact`` (the measure itself when it has none) and, when the measure predicts, also
+    predicted: the two are the predictor's error on the frontier. Returns the check and the refitted model that
+    ships; no candidate fitting is a :class:`SearchError`.
     """
-    def fit(self, *args, **kwargs):
-        self.failure = None
-        try:
-            return flaml_class.fit(self, *args, **kwargs)
-        except Exception as exc:  # a learner that cannot fit these data: a failed trial, recorded
-            self.failure = _said(exc)
-            return 0.0
-
-    return type(flaml_class.__name__, (flaml_class,), {"fit": fit, "__module__": flaml_class.__module__,
-                                                       "__doc__": flaml_class.__doc__})
+    exact, predicts = getattr(measure, "exact", measure), bool(getattr(measure, "predicts", False))
+    order = [best, *(t for t in candidates(trials) if t is not best)][:MAX_CANDIDATES]
+    checked = []
+    for trial in order:
+        fitted = model if trial is best else refit(trial.learner, dict(trial.config or {}), *rows, settings.task,
+                                                    settings.n_jobs).estimator
+        measured = exact(fitted)
+        checked.append(Candidate(trial, measured, measure(fitted) if predicts else None, budget.broken(measured)))
+        if not checked[-1].broken:
+            return FrontierCheck("predicted" if predicts else "measured", tuple(checked)), fitted
+    broke = "; ".join(f"trial {c.trial.iteration + 1} ({c.trial.learner}) {c.measured.model_bytes:,} bytes"
+                      + (f", arena {c.measured.arena_bytes:,}" if c.measured.arena_bytes is not None else "")
+                      + f": {', '.join(c.broken)}" for c in checked)
+    raise SearchError(f"no model fits the target's budgets once exported: the {len(checked)} best candidate(s) of "
+                      f"the frontier, refitted on train+validation, all break one ({broke}); relax that budget, or "
+                      "give the search more time (--time-budget) so that it finds smaller models")
 
 
 class _TrialJudge:
@@ -238,7 +318,7 @@ class _TrialJudge:
     """
 
     def __init__(self, settings: SearchSettings, budget: HardwareBudget, measure: Measure | None, y_train,
-                 progress: Callable[[Trial], None] | None = None, *, y_valid=None):
+                 progress: Callable[[Trial], None] | None = None, *, y_valid=None, folds: int = 0):
         from flaml.automl.task.factory import task_factory
 
         labels = np.unique(y_train)
@@ -260,6 +340,10 @@ class _TrialJudge:
         self.trials: list[Trial] = []
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
+        self.rows = len(y_train)
+        #: under cross-validation (``folds`` > 0): the current trial's folds, (loss, failure, cost, learner, config)
+        self.folds = folds
+        self.pending: list[tuple] = []
 
     def start(self) -> None:
         """Start the clock of the trials' elapsed times."""
@@ -282,14 +366,33 @@ class _TrialJudge:
                  config=None, *args):
         learner = self.learner_of(estimator)
         loss, failure = self._loss(estimator, X_val, y_val)
-        cost = None if self.measure is None or failure else self.measure(estimator.estimator)
+        if self.folds and self.pending:  # a later fold of the same configuration: measured on its first fold
+            cost = self.pending[0][2]
+        else:
+            cost = None if self.measure is None or failure else self.measure(estimator.estimator)
         broken = () if cost is None else self.budget.broken(cost)
         objective = INFEASIBLE * (1 + self.budget.excess(cost)) + loss if broken else loss
-        self._record(learner, dict(config or {}), loss, cost, broken, failure)
+        if self.folds:
+            self.pending.append((loss, failure, cost, learner, dict(config or {})))
+        else:
+            self._record(learner, dict(config or {}), loss, cost, broken, failure)
         logged = {"val_loss": loss, "feasible": not broken}
         if cost is not None:
             logged.update(pred_time=cost.latency_ms / 1000.0, model_bytes=cost.model_bytes, latency_ms=cost.latency_ms)
         return objective, logged
+
+    def aggregate(self, val_loss_folds, log_metrics_folds):
+        """FLAML's ``cv_score_agg_func``, called once per trial after its folds: records the trial (its loss the
+        folds' mean, its first failure) and gives FLAML the mean objective and logged values."""
+        from flaml.automl.ml import default_cv_score_agg_func
+
+        folds, self.pending = self.pending, []
+        if folds:
+            failure = next((f[1] for f in folds if f[1] is not None), None)
+            loss = float("inf") if failure else float(np.mean([f[0] for f in folds]))
+            cost, learner, config = folds[0][2], folds[0][3], folds[0][4]
+            self._record(learner, config, loss, cost, () if cost is None else self.budget.broken(cost), failure)
+        return default_cv_score_agg_func(val_loss_folds, log_metrics_folds)
 
     def _loss(self, estimator, X_val, y_val) -> tuple[float, str | None]:
         """The trial's validation loss, and why it failed (None when it is a finite number)."""
@@ -301,7 +404,7 @@ class _TrialJudge:
             y_pred = self._full_columns(get_y_pred(estimator, X_val, self.metric_name, self.flaml_task), estimator)
             loss = validation_loss(self.metric_name, y_pred, y_val, self.labels)
         except (ValueError, IndexError, FloatingPointError) as exc:  # FLAML scores such a model inf too
-            return float("inf"), f"its {self.metric_name} could not be computed: {_said(exc)}"
+            return float("inf"), f"its {self.metric_name} could not be computed: {said(exc)}"
         if not np.isfinite(loss):
             shown = ", ".join(f"{v:.3g}" for v in np.ravel(y_pred)[:3])
             return float("inf"), f"its validation {self.metric_name} loss is {loss} (predictions begin {shown})"
@@ -334,18 +437,6 @@ class _TrialJudge:
         self.trials.append(trial)
         if self.progress is not None:
             self.progress(trial)
-
-
-def _said(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one line of a message: its type and the first line of what it says (no native stack).
-
-    >>> _said(ValueError("Label contains NaN.\\nStack trace:\\n  [bt] (0) libxgboost.so"))
-    'ValueError: Label contains NaN.'
-    """
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager

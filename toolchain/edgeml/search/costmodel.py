@@ -156,6 +156,9 @@ def structure_of(estimator) -> Structure:
     Read by the estimator's family (:func:`edgeml.models.families.family_of`); an estimator no family
     covers is an :class:`ExportError` naming its class and the known families.
     """
+    from edgeml.models.target import unwrap_target
+
+    estimator = unwrap_target(estimator)  # a model of the label's log scale: its inverse is two element-wise ops
     steps = getattr(estimator, "steps", None)
     if steps is not None and find_family(estimator) is None:  # a plain Pipeline: its model is the last step
         estimator = steps[-1][1]

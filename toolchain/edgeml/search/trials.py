@@ -190,6 +190,110 @@ def frontier(trials) -> list[Trial]:
     return sorted(front, key=lambda t: (t.cost.model_bytes, t.cost.latency_ms, t.loss))
 
 
+def candidates(trials) -> list[Trial]:
+    """The trials a search may ship, best first: the frontier of the trials that fit (by the cost the search
+    saw), ordered by validation loss, then size.
+
+    >>> def t(i, loss, size, feasible=True):
+    ...     return Trial(i, "lgbm", 0.0, None, None, loss=loss, cost=Cost(size, 1.0), feasible=feasible)
+    >>> [x.iteration for x in candidates([t(0, 0.2, 100), t(1, 0.1, 300), t(2, 0.05, 50, False), t(3, 0.3, 200)])]
+    [1, 0]
+    """
+    return sorted(frontier([t for t in trials if t.feasible]), key=lambda t: (t.loss, t.cost.model_bytes))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A frontier candidate after the search: its trial, and its model refitted on train+validation, exported for
+    real (``measured``) and, where the search predicted costs, predicted the same way (``predicted``: the
+    predictor's error on the frontier is the difference). ``broken``: the budgets ``measured`` breaks."""
+
+    trial: Trial
+    measured: Cost
+    predicted: Cost | None = None
+    broken: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        def cost(c: Cost | None) -> dict | None:
+            return None if c is None else {"model_bytes": c.model_bytes, "arena_bytes": c.arena_bytes,
+                                           "unmapped": list(c.unmapped)}
+
+        return {"iteration": self.trial.iteration, "learner": self.trial.learner, "loss": _finite(self.trial.loss),
+                "predicted": cost(self.predicted), "measured": cost(self.measured), "broken": list(self.broken)}
+
+
+@dataclass(frozen=True)
+class FrontierCheck:
+    """What the search did after its trials: the candidates exported for real, best first, until one fit (the last
+    one, unless none did); ``trial_costs`` says whether the trials' costs were ``predicted`` or ``measured``.
+
+    >>> def cand(i, size, predicted, broken=()):
+    ...     trial = Trial(i, "rf", 0.0, None, None, loss=0.1 * (i + 1), cost=Cost(predicted, 1.0), feasible=True)
+    ...     return Candidate(trial, Cost(size, 1.0), Cost(predicted, 1.0), broken)
+    >>> check = FrontierCheck("predicted", (cand(4, 1100, 1000, ("max_model_bytes",)), cand(2, 900, 880)))
+    >>> check.fallback
+    'trial 5 (rf) broke max_model_bytes when exported (1,100 bytes; predicted 1,000); trial 3 (rf) ships instead'
+    >>> check.summary()
+    'frontier check: 2 candidate(s) exported (trial costs predicted), size error up to 9% (mean 5.7%); trial 5 \
+(rf) broke max_model_bytes when exported (1,100 bytes; predicted 1,000); trial 3 (rf) ships instead'
+    """
+
+    trial_costs: str
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def shipped(self) -> Candidate | None:
+        last = self.candidates[-1] if self.candidates else None
+        return last if last is not None and not last.broken else None
+
+    @property
+    def fallback(self) -> str | None:
+        """Why the best candidate does not ship (``None`` when it does)."""
+        if not self.candidates or self.candidates[0] is self.shipped:
+            return None
+        first = self.candidates[0]
+        shown = f"{first.measured.model_bytes:,} bytes"
+        if first.measured.arena_bytes is not None:
+            shown += f", arena {first.measured.arena_bytes:,}"
+        if first.predicted is not None:
+            shown += f"; predicted {first.predicted.model_bytes:,}"
+            if first.predicted.arena_bytes is not None and first.measured.arena_bytes is not None:
+                shown += f", arena {first.predicted.arena_bytes:,}"
+        then = (f"trial {self.shipped.trial.iteration + 1} ({self.shipped.trial.learner}) ships instead"
+                if self.shipped is not None else "no candidate fits")
+        return (f"trial {first.trial.iteration + 1} ({first.trial.learner}) broke {', '.join(first.broken)} when "
+                f"exported ({shown}); {then}")
+
+    def errors(self) -> dict[str, list[float]]:
+        """The predictor's relative errors on the candidates, ``(predicted - measured) / measured``, per cost."""
+        out: dict[str, list[float]] = {"model_bytes": [], "arena_bytes": []}
+        for c in self.candidates:
+            if c.predicted is None:
+                continue
+            for name in out:
+                p, m = getattr(c.predicted, name), getattr(c.measured, name)
+                if p is not None and m:
+                    out[name].append((p - m) / m)
+        return out
+
+    def summary(self) -> str:
+        """One line for the build's summary."""
+        size = self.errors()["model_bytes"]
+        error = (f", size error up to {max(map(abs, size)):.0%} (mean {np.mean(np.abs(size)):.1%})" if size else "")
+        arena = self.errors()["arena_bytes"]
+        if arena:
+            error += f", arena error up to {max(map(abs, arena)):.0%}"
+        line = (f"frontier check: {len(self.candidates)} candidate(s) exported (trial costs {self.trial_costs})"
+                + error)
+        return line + (f"; {self.fallback}" if self.fallback else "")
+
+    def to_dict(self) -> dict:
+        errors = {k: (round(float(max(v, key=abs)), 4) if v else None) for k, v in self.errors().items()}
+        return {"trial_costs": self.trial_costs, "candidates": [c.to_dict() for c in self.candidates],
+                "shipped": None if self.shipped is None else self.shipped.trial.iteration,
+                "fallback": self.fallback, "max_error": errors}
+
+
 def small_learners() -> tuple[str, ...]:
     """The registered learners whose family is linear or a small neural net: the ones that fit small devices and
     map to integer-only operator sets (read from the registries when asked, so a learner added later counts).
@@ -275,5 +379,5 @@ def _plain(config):
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
 
 
-__all__ = ["BUDGETS", "INFEASIBLE", "SMALL_KINDS", "Cost", "HardwareBudget", "Trial", "failure_message", "frontier",
-           "infeasible_message", "small_learners"]
+__all__ = ["BUDGETS", "INFEASIBLE", "SMALL_KINDS", "Candidate", "Cost", "FrontierCheck", "HardwareBudget", "Trial",
+           "candidates", "failure_message", "frontier", "infeasible_message", "small_learners"]

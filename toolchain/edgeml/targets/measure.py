@@ -16,20 +16,44 @@ profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
   set says ``verify_with = "tflite-micro"``, the file is run once in TFLite
   Micro's own interpreter, whose measured arena replaces the plan.
 
+With ``predict`` (what ``edgeml build`` asks for), a TFLite-first target's
+trials are not exported: :mod:`edgeml.targets.predict` builds the exporter's
+graph from the model's shape and reads the size, arena and operators off it
+(TFLite Micro's arena from its fitted tail), so a trial costs what its
+structure costs to read. :meth:`TrialMeasure.exact` is always the real
+export; the search exports its frontier candidates with it before one ships
+(:func:`edgeml.search.automl.run_search`). :attr:`TrialMeasure.exports`
+counts the calls into an exporter.
+
 Example::
 
-    target = load_target("rpi4")
-    run_search(..., budgets=target_budget(target), measure=TrialMeasure.for_target(target, data))
+    target = load_target("cortex-m7")
+    run_search(..., budgets=target_budget(target), measure=TrialMeasure.for_target(target, data, predict=True))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edgeml.errors import ExportError
 from edgeml.search.trials import Cost, HardwareBudget
+
+
+@dataclass
+class Exports:
+    """How many times a measure called an exporter (TFLite: once per precision tried; ONNX: once per model).
+
+    >>> e = Exports(); e.add().add().count
+    2
+    """
+
+    count: int = 0
+
+    def add(self) -> Exports:
+        self.count += 1
+        return self
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +70,8 @@ class TrialMeasure:
     (``""``: every builtin), ``tflite_overhead_bytes`` (precision, bytes) pairs:
     what the data set's preprocessing and metadata add to every model's TFLite
     file. ``max_arena_bytes`` only spares TFLite Micro a run for a model
-    already over it.
+    already over it. ``predict``: a TFLite measure predicts (see the module
+    docstring) instead of exporting; :meth:`exact` exports all the same.
     """
 
     task: str
@@ -58,6 +83,8 @@ class TrialMeasure:
     max_arena_bytes: int | None = None
     tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
     calibration: np.ndarray | None = None
+    predict: bool = False
+    exports: Exports = field(default_factory=Exports, repr=False)
 
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
@@ -66,15 +93,15 @@ class TrialMeasure:
             raise ValueError(f"TrialMeasure.speed_factor must be > 0, got {self.speed_factor!r}")
 
     @classmethod
-    def for_target(cls, target, data) -> TrialMeasure:
+    def for_target(cls, target, data, predict: bool = False) -> TrialMeasure:
         """The measure of trials fitted on ``data`` (:class:`~edgeml.data.prepare.Prepared`) for ``target`` (a
         :class:`~edgeml.targets.profiles.TargetProfile`): its speed factor and, for a target whose preferred
         format is TFLite, its precisions and operator set, with what the data set's preprocessing and metadata
-        add to every TFLite file at each precision (trials are measured alone)."""
+        add to every TFLite file at each precision (trials are measured alone); ``predict`` as the class says."""
         X = data.X["train"]
         b = target.budgets
         measure = cls(data.task, int(X.shape[1]), len(data.inputs.features), b.speed_factor or 1.0,
-                      max_arena_bytes=b.max_arena_bytes)
+                      max_arena_bytes=b.max_arena_bytes, predict=predict)
         if target.formats[0] != "tflite":
             return measure
         from edgeml.export.tflite.pipeline import overhead_bytes
@@ -86,22 +113,65 @@ class TrialMeasure:
         return replace(measure, tflite_precisions=tuple(target.precisions), tflite_ops=target.tflite_ops,
                        tflite_overhead_bytes=tuple(extra.items()), calibration=X)
 
+    @property
+    def predicts(self) -> bool:
+        """Whether calling the measure predicts (a TFLite measure asked to) rather than exports."""
+        return self.predict and bool(self.tflite_precisions)
+
     def __call__(self, model) -> Cost:
+        """The trial's cost: predicted when :attr:`predicts`, else :meth:`exact`."""
+        return self._cost(model, self.predicts)
+
+    def exact(self, model) -> Cost:
+        """The cost of ``model`` exported for real (and run in TFLite Micro where the operator set says so)."""
+        return self._cost(model, False)
+
+    def _cost(self, model, predicted: bool) -> Cost:
         from edgeml.search.costmodel import load_cost_model, structure_of
 
         costs = load_cost_model()
         structure = structure_of(model)
         latency = costs.predict_ms(structure, self.n_inputs or self.n_features, self.speed_factor)
         if self.tflite_precisions:
-            cost, refusals = self._tflite(model, latency)
+            cost, refusals = (self._predicted(model, structure, latency) if predicted
+                              else self._tflite(model, latency))
             return cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals)
         from edgeml.export.onnx import estimator_bytes
 
         try:
+            self.exports.add()
             size = estimator_bytes(model, self.n_features, self.task)
         except ExportError:
             size = costs.predict_bytes(structure)
         return Cost(size, latency)
+
+    def _predicted(self, model, structure, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
+        """:meth:`_tflite`'s answer predicted from the model's shape (:mod:`edgeml.targets.predict`): nothing
+        is exported and TFLite Micro does not run (its arena is the fitted estimate of what it would report)."""
+        from edgeml.export.tflite import micro as tflm
+        from edgeml.targets.opsets import load_op_set, problems
+        from edgeml.targets.predict import predict_tflite, tflm_arena, tflm_problems
+
+        reasons, first = [], None
+        overhead = dict(self.tflite_overhead_bytes)
+        for precision in self.tflite_precisions:
+            try:
+                p = predict_tflite(model, self.n_features, self.task, precision, structure)
+            except ExportError as exc:
+                reasons.append(f"{precision}: {exc}")
+                continue
+            unmapped, arena = (), p.planned_bytes
+            if self.tflite_ops:
+                op_set = load_op_set(self.tflite_ops)
+                unmapped = tuple(problems(p.ops, p.tensor_types, op_set))
+                over = self.max_arena_bytes is not None and arena > self.max_arena_bytes  # as _tflite: no TFLM
+                if not unmapped and not over and op_set.verify_with == "tflite-micro" and tflm.available():
+                    unmapped, arena = tuple(tflm_problems(p)), tflm_arena(p)
+            cost = Cost(p.model_bytes + overhead.get(precision, 0), latency, arena, unmapped)
+            if not unmapped:
+                return cost, ()
+            first = first or cost
+        return first, tuple(reasons)
 
     def _tflite(self, model, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
         """The cost at the first precision the model maps at, else at the first it exports at (``None`` when it
@@ -114,6 +184,7 @@ class TrialMeasure:
         overhead = dict(self.tflite_overhead_bytes)
         for precision in self.tflite_precisions:
             try:
+                self.exports.add()
                 exp = estimator_tflite(model_steps(model), self.n_features, self.task, precision, self.calibration)
             except ExportError as exc:
                 reasons.append(f"{precision}: {exc}")
@@ -163,4 +234,4 @@ def target_budget(target) -> HardwareBudget:
     return HardwareBudget(b.max_model_bytes, b.latency_budget_ms, b.max_arena_bytes, tflite_ops)
 
 
-__all__ = ["TrialMeasure", "target_budget"]
+__all__ = ["Exports", "TrialMeasure", "target_budget"]

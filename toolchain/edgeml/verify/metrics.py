@@ -36,7 +36,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
     }
     if len(present) >= 2:
         out["roc_auc"] = ovr_roc_auc(y_true, proba, labels)
-    out["log_loss"] = skm.log_loss(y_true, np.clip(proba, 1e-7, 1), labels=labels)
+    clipped = np.clip(np.asarray(proba, dtype=np.float64), 1e-7, 1)  # float32 rows sum to 1 only nearly
+    out["log_loss"] = skm.log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=labels)
     return {name: round(float(v), 6) for name, v in out.items()}
 
 

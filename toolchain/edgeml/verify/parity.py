@@ -17,7 +17,9 @@ the artifact to what the build did:
   what it adds up, and an ensemble's output is a sum of many leaves, so its
   error follows the size of the terms, not each row's own value: an hourly
   count near 0, summed from leaves in the hundreds, is off by the rounding
-  of the hundreds.
+  of the hundreds. A label learnt on a log scale (the artifact's graph ends
+  with ``expm1(z) + offset``) gets that tolerance widened by what ``exp``
+  amplifies (:func:`log_value_tolerance`).
 
 Example:
 
@@ -55,10 +57,39 @@ VALUE_RTOL = VALUE_EPSILONS * FLOAT32_EPS
 SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
 
 
-def value_tolerance(host_values: np.ndarray) -> RelativeTolerance:
-    """The tolerance of regression values: :data:`VALUE_RTOL` of the largest |host value| on the compared rows."""
+def value_tolerance(host_values: np.ndarray, inverse: tuple[str, float] | None = None) -> RelativeTolerance:
+    """The tolerance of regression values: :data:`VALUE_RTOL` of the largest |host value| on the compared rows
+    (widened by :func:`log_value_tolerance` for a label learnt as ``log1p(y - offset)``, ``inverse``)."""
+    if inverse is not None:
+        return log_value_tolerance(host_values, inverse[1])
     scale = float(np.max(np.abs(np.asarray(host_values, dtype=np.float64)), initial=0.0))
     return RelativeTolerance(rtol=VALUE_RTOL, scale=max(scale, SMALLEST_SCALE))
+
+
+def log_value_tolerance(host_values: np.ndarray, offset: float) -> RelativeTolerance:
+    """The tolerance of values ``y = expm1(z) + offset`` whose ``z`` the artifact computes in float32.
+
+    ``z`` (the wrapped regressor's output) is held to the rule of every
+    regressor: within ``VALUE_RTOL × Z``, ``Z`` its largest ``|z|`` on the
+    rows. ``exp`` turns that absolute error of ``z`` into a relative one of
+    ``y``: ``Δy ≈ (y - offset + 1) · Δz``; float32's own rounding of ``exp``
+    adds a few epsilons of ``y - offset + 1``. So a row may be off by
+    ``VALUE_RTOL × (1 + Z) × (Y + 1)``, ``Y`` the largest ``y - offset``:
+    recorded, as every regression tolerance, as an ``rtol`` of the scale
+    (the largest ``|y|``). A graph without the inverse, whose output is ``z``
+    itself, is off by ``Y - Z``: outside it for any label spread beyond a few
+    units.
+
+    >>> t = log_value_tolerance(np.array([10.0, 1000.0, 99999.0]), offset=0.0)
+    >>> t.scale, f"{t.rtol / VALUE_RTOL:.1f}", f"{t.allowed:.2f}"
+    (99999.0, '12.5', '38.19')
+    """
+    y = np.asarray(host_values, dtype=np.float64)
+    shifted = np.maximum(y - offset, -1 + FLOAT32_EPS) if y.size else np.zeros(1)
+    top = float(shifted.max())
+    z = float(np.max(np.abs(np.log1p(shifted))))
+    scale = max(float(np.max(np.abs(y), initial=0.0)), SMALLEST_SCALE)
+    return RelativeTolerance(rtol=VALUE_RTOL * (1 + z) * (top + 1) / scale, scale=scale)
 
 
 @dataclass(frozen=True)
@@ -88,12 +119,16 @@ class ArtifactScores:
 
 
 def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, host_output: np.ndarray,
-                    task: str, classes: tuple, threshold: float | None = None) -> ArtifactScores:
+                    task: str, classes: tuple, threshold: float | None = None,
+                    inverse: tuple[str, float] | None = None) -> ArtifactScores:
     """Score ``raw_test`` with the artifact through the runtime and compare with ``host_output``.
 
     ``host_output`` is the host pipeline's ``predict_proba`` (classification)
     or ``predict`` (regression) on the same rows; ``threshold`` a binary
-    bundle's decision threshold, which the expected labels follow.
+    bundle's decision threshold, which the expected labels follow;
+    ``inverse`` the label transform the artifact's graph inverts
+    (:attr:`edgeml.export.registry.CompiledArtifact.inverse`), which widens
+    the tolerance by what ``exp`` amplifies.
     """
     got = score_rows(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns},
                      draft=True)
@@ -104,7 +139,7 @@ def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, hos
         tolerance = PROBA_TOLERANCE
     else:
         expected = Outputs(values=host)
-        tolerance = value_tolerance(expected.values)
+        tolerance = value_tolerance(expected.values, inverse)
     found = compare(expected, got, tolerance, classes, artifact=artifact, threshold=threshold)
     parity = Parity(artifact, found.rows, found.label_mismatches, found.ties, found.largest, tolerance, found.passed)
     if task == "classification":

@@ -15,7 +15,8 @@ not be made — and hands it to the :class:`~edgeml.bundle.writer.BundleWriter`:
 4. the file is written, scored through ``edgeml_runtime`` on the test split
    and compared with the host pipeline: fp32 must match it within the parity
    tolerance (:mod:`edgeml.verify.parity`: 1e-4 for probabilities, float32's
-   rounding of the output's scale for values;
+   rounding of the output's scale for values, widened by what ``exp``
+   amplifies for a label learnt on a log scale;
    :func:`~edgeml.verify.parity.require_parity`, else
    :class:`~edgeml.errors.VerificationError`); a reduced precision may lose
    at most the profile's allowed metric drop against the exported model
@@ -93,7 +94,7 @@ def ship(writer: BundleWriter, made: CompiledArtifact | NotApplicable, evidence:
                                 inputs=list(inputs))
     writer.draft(entry)
     scores = verify_artifact(writer.stage, entry.path, evidence.raw, evidence.host_output, evidence.task,
-                             evidence.classes, evidence.threshold)
+                             evidence.classes, evidence.threshold, made.inverse)
     metrics = task_metrics(evidence.task, evidence.y, scores.labels, scores.probabilities)
     record = scores.parity.to_dict()
     if entry.precision == "fp32":

@@ -13,6 +13,7 @@ where the operator set says so, is checked by the verify stage
 from __future__ import annotations
 
 from edgeml.errors import ExportError
+from edgeml.export.inverse import split
 from edgeml.export.registry import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
 from edgeml.export.tflite.pipeline import PRECISIONS, to_tflite
 
@@ -37,6 +38,9 @@ def make_tflite(source: ExportSource, options: CompileOptions, precision: str) -
     if budgets.max_arena_bytes is not None and planned > budgets.max_arena_bytes:
         wrong.append(f"its tensors need {planned:,} bytes for one row, over budgets.max_arena_bytes "
                      f"{budgets.max_arena_bytes:,}")
+    if wrong and split(source.pipeline.steps[-1][1])[1] is not None and "EXP" not in (op_set.ops if op_set else ()):
+        wrong.append("a label learnt on a log scale is inverted inside the graph (EXP on float32 values), which "
+                     "this set cannot run: search this target without the log-scale label")
     if wrong:
         raise NotApplicable("tflite", precision, f"not written for {target.name}: " + "; ".join(wrong))
     done = (f"{exp.family} pipeline written as TFLite builtin ops ({', '.join(exp.ops)})",)

@@ -8,7 +8,9 @@
   ``tflite::MicroMutableOpResolver<EDGEML_N_OPS>``), the arena size TFLM
   measured at build time, and for a full-integer model ``edgeml_encode``
   (a float row to the int8 input tensor) and ``edgeml_output`` (an int8
-  output to its value).
+  output to its value; not written when the output tensor is float32, as
+  for a label learnt on a log scale, whose graph ends with ``DEQUANTIZE``
+  and the inverse: ``EXP`` is then among the operators registered).
 
 Nothing from the bundle enters the sources as it is: names, codes and
 classes become C string literals of escaped bytes (:func:`c_string`), text
@@ -226,6 +228,8 @@ def _parts(meta: dict, transform: dict, threshold: float | None = None) -> tuple
         f"#define EDGEML_N_FEATURES {len(features)}  /* the float row, in edgeml_feature_names order */",
         f"#define EDGEML_N_OUTPUTS {len(classes) or 1}  /* {'class probabilities' if classes else 'the value'} */",
         f"#define EDGEML_INT8 {1 if meta['input']['dtype'] == 'int8' else 0}",
+        f"#define EDGEML_OUTPUT_INT8 {1 if _int8_output(meta) else 0}  /* 0: the output tensor is float32 */",
+        *_inverse_note(outputs),
     ]
     if micro.get("ran"):
         head.append(f"#define EDGEML_ARENA_BYTES {int(micro['arena_bytes']) + 16}  /* measured in TFLite Micro at "
@@ -261,6 +265,23 @@ def _parts(meta: dict, transform: dict, threshold: float | None = None) -> tuple
     return head + more_head, body + more_body
 
 
+def _int8_output(meta: dict) -> bool:
+    """Whether the output tensor is int8: an int8 model's, unless its graph ends in float32 (a log-scale label's
+    inverse, ``outputs.value.dtype``)."""
+    return meta["input"]["dtype"] == "int8" and (meta["outputs"].get("value") or {}).get("dtype") != "float32"
+
+
+def _inverse_note(outputs: dict) -> list[str]:
+    """A comment saying that the value is the label itself although it was learnt on a log scale."""
+    inverse = (outputs.get("value") or {}).get("inverse")
+    if not inverse:
+        return []
+    offset = float(inverse["offset"])
+    return [f"/* The label was learnt as log1p(y - {c_comment(repr(offset))}); the graph ends with its inverse "
+            f"expm1(z) + {c_comment(repr(offset))} in float32 (EXP is among the operators): the output is the "
+            "label itself. */"]
+
+
 def _label_rule(k: int, threshold: float | None) -> tuple[list[str], list[str]]:
     """``edgeml_label``: the class index from the (dequantized) probabilities, as ``edgeml_runtime`` chooses it:
     above the manifest's decision threshold for two classes, else the first most likely class (argmax)."""
@@ -286,15 +307,23 @@ def _int8_encoder(meta: dict, features: list[str]) -> tuple[list[str], list[str]
     take, fill, n_numeric, codes = enc.layout
     code = np.concatenate([np.zeros(n_numeric, np.float32), codes])
     added = float((outputs.get("value") or {}).get("offset", 0.0))
+    if _int8_output(meta):
+        decode_head = [
+            "/* An int8 output -> its value, given the output tensor's params.scale and params.zero_point. Class",
+            "   probabilities come in steps of 1/256: divide by their sum if they must add up to exactly 1. */",
+            "float edgeml_output(int8_t q, float scale, int32_t zero_point);"]
+        decode_body = ["", "float edgeml_output(int8_t q, float scale, int32_t zero_point) {",
+                       f"    return scale * (float)(q - zero_point) + {c_float(added)};", "}"]
+    else:
+        decode_head = ["/* The output tensor is float32: the value itself (the graph dequantizes its int8 result). */"]
+        decode_body = []
     head = [
         "",
         f"#define EDGEML_N_INPUTS {enc.width}  /* the int8 input tensor: imputed numbers, then one-hot categories */",
         "/* A float row (NAN for a missing number, categories as codes) -> the int8 input tensor, exactly as the",
         "   build verified it (edgeml_model.c turns off fused multiply-adds and refuses fast-math). */",
         "void edgeml_encode(const float *x, int8_t *q);",
-        "/* An int8 output -> its value, given the output tensor's params.scale and params.zero_point. Class",
-        "   probabilities come in steps of 1/256: divide by their sum if they must add up to exactly 1. */",
-        "float edgeml_output(int8_t q, float scale, int32_t zero_point);",
+        *decode_head,
     ]
     body = [
         _array("uint16_t", "edgeml_take", (str(int(t)) for t in take), 16, internal=True),
@@ -316,10 +345,7 @@ def _int8_encoder(meta: dict, features: list[str]) -> tuple[list[str], list[str]
         "        q[j] = (int8_t)lrintf(r);",
         "    }",
         "}",
-        "",
-        "float edgeml_output(int8_t q, float scale, int32_t zero_point) {",
-        f"    return scale * (float)(q - zero_point) + {c_float(added)};",
-        "}",
+        *decode_body,
     ]
     return head, body
 

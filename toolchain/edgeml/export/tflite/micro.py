@@ -123,7 +123,8 @@ def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: 
     with its builtin kernels, without the XNNPACK delegate: those compute
     int8 exactly as TFLM does (XNNPACK rounds otherwise, by a few steps on a
     few outputs). The outputs must agree — exactly in int8, to float
-    rounding in float32 — and the arena TFLM needs (head and tail) must fit
+    rounding in float32 (an int8 model's float32 output too: a log-scale
+    label's ``EXP`` after its ``DEQUANTIZE``) — and the arena TFLM needs (head and tail) must fit
     ``max_arena_bytes``; otherwise an :class:`ExportError` says which.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -144,10 +145,11 @@ def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: 
         builtin.allocate_tensors()
     builtin.set_tensor(builtin.get_input_details()[0]["index"], X)
     builtin.invoke()
-    want = builtin.get_tensor(builtin.get_output_details()[0]["index"]).astype(np.float64)
+    raw = builtin.get_tensor(builtin.get_output_details()[0]["index"])
+    want = raw.astype(np.float64)
     got = run(data, X, planned_bytes)
     diff = float(np.abs(got.outputs.astype(np.float64) - want).max())
-    integer = X.dtype == np.int8
+    integer = raw.dtype == np.int8  # an int8 model of a log-scale label ends in float32 (EXP after DEQUANTIZE)
     allowed = 0.0 if integer else 1e-5 * max(1.0, float(np.abs(want).max()))
     if diff > allowed:
         raise ExportError(f"TensorFlow Lite Micro computes other outputs than LiteRT: max difference {diff:g}"

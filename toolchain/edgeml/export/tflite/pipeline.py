@@ -18,7 +18,10 @@ or tree ensembles, in whichever of two forms is expected to answer sooner
 ``BATCH_MATMUL``, ``EQUAL``, ``FULLY_CONNECTED``), for trees with few nodes
 but long paths, or a level-by-level walk of node tables (:mod:`.traverse`:
 ``GATHER``, ``GREATER``, ``ADD``, ``SUM``), whose size grows with the node
-count instead of its square. The input names, the code tables and the outputs'
+count instead of its square. A regressor of a label learnt on a log scale
+ends with the inverse, ``EXP``, ``SUB`` and ``ADD`` in float32
+(:mod:`edgeml.export.inverse`; at int8 after a ``DEQUANTIZE``), so every
+file outputs the label. The input names, the code tables and the outputs'
 meaning are written into the flatbuffer's metadata (``edgeml``, JSON), so a
 C++ or Android consumer needs nothing else.
 
@@ -51,6 +54,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from edgeml.errors import ExportError
+from edgeml.export.inverse import emit_tflite as emit_inverse
+from edgeml.export.inverse import split
 from edgeml.export.tflite.dense import (
     INPUT_QUANT,
     centre_output,
@@ -242,23 +247,31 @@ def compile_graph(pre: Encoding, est, task: str, precision: str, X_cal: np.ndarr
     if precision not in TFLITE_PRECISIONS:
         raise ExportError(f"TFLite precision {precision!r} is unknown; the exporter writes "
                           f"{', '.join(TFLITE_PRECISIONS)}")
+    est, inverse = split(est)
     family = family_of(est)
     if precision not in family.tflite_precisions:
         raise ExportError(family.tflite_refusal or f"{family.title} models are not exported to TFLite {precision}")
     g = Graph()
     details: dict = {"family": family.kind}
     if precision == "int8":
-        enc = _emit_int8(g, pre, est, task, X_cal, details)
+        enc = _emit_int8(g, pre, est, task, X_cal, details, inverse)
         return g, enc, details
     x = g.input("features", (n_inputs,))
     z = emit_preprocess(g, x, pre)
     raw, head = MODEL_EMITTERS[family.kind](g, z, est, task, Weights(g, precision), details)
-    g.output(emit_head(g, raw, head), "probabilities" if task == "classification" else "value")
+    out = emit_head(g, raw, head)
+    g.output(out if inverse is None else emit_inverse(g, out, inverse),
+             "probabilities" if task == "classification" else "value")
     return g, None, details
 
 
-def _emit_int8(g: Graph, pre: Encoding, est, task: str, X_cal: np.ndarray | None, details: dict) -> Encoding:
-    """A full-integer dense model on the encoded inputs; the encoding the caller must apply."""
+def _emit_int8(g: Graph, pre: Encoding, est, task: str, X_cal: np.ndarray | None, details: dict,
+               inverse: tuple[str, float] | None = None) -> Encoding:
+    """A full-integer dense model on the encoded inputs; the encoding the caller must apply.
+
+    With a label transform's ``inverse`` the int8 output is dequantized, its centring offset added back and the
+    inverse applied in float32 (``exp`` of int8 steps would be steps of the label's log): the output is float32.
+    """
     if X_cal is None or not len(X_cal):
         raise ExportError("int8 TFLite needs calibration rows: pass feeds from the training split "
                           "(calibration=encode_frame(split.train, schema, ...))")
@@ -272,6 +285,11 @@ def _emit_int8(g: Graph, pre: Encoding, est, task: str, X_cal: np.ndarray | None
     if head == "identity":
         layers, details["output_offset"] = centre_output(layers, Zq)
     out, details["quantization"] = emit_dense_int8(g, x, layers, head, Zq)
+    if inverse is not None:
+        z = g.op("DEQUANTIZE", [out], out.shape, name="log_value")
+        z = g.op("ADD", [z, g.const("output_offset", np.array([details.pop("output_offset")], np.float32))],
+                 out.shape, name="log_value_centred")
+        out = emit_inverse(g, z, inverse)
     g.output(out, "probabilities" if task == "classification" else "value")
     return enc
 
@@ -310,14 +328,15 @@ def to_tflite(pipeline: Pipeline, schema: InputSchema, task: str, classes=(), pr
     ``static_batch`` writes a batch of exactly one row (see :meth:`Graph.serialize`).
     """
     est = _estimator(pipeline)
+    inverse = split(est)[1]
     pre = read_preprocess(pipeline, schema)
     features = schema.features
     X_cal = None
     if calibration is not None and precision == "int8":
         X_cal = feeds_to_matrix(calibration, schema_tables(schema), features)[:CALIBRATION_ROWS]
     g, enc, details = compile_graph(pre, est, task, precision, X_cal, len(features))
-    metadata = describe(schema, task, classes, precision, details["family"], type(est).__name__, enc,
-                        details.get("output_offset"))
+    metadata = describe(schema, task, classes, precision, details["family"], type(split(est)[0]).__name__, enc,
+                        details.get("output_offset"), inverse)
     data = g.serialize({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}, static_batch=static_batch)
     details["planned_bytes"] = g.planned_bytes()
     if precision != "fp32":
@@ -390,8 +409,13 @@ def schema_tables(schema: InputSchema) -> dict[str, list[str]]:
 
 
 def describe(schema: InputSchema, task: str, classes, precision: str, family: str, estimator: str,
-             encoding: Encoding | None = None, output_offset: float | None = None) -> dict:
-    """The metadata written into the file: enough for a consumer without Python or the manifest."""
+             encoding: Encoding | None = None, output_offset: float | None = None,
+             inverse: tuple[str, float] | None = None) -> dict:
+    """The metadata written into the file: enough for a consumer without Python or the manifest.
+
+    A label learnt on a log scale (``inverse``) is inverted inside the graph: ``outputs.value.inverse`` says so
+    and the output tensor is float32, the label itself, at every precision.
+    """
     columns = []
     for c in schema.columns:
         for f in c.features:
@@ -403,6 +427,9 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
                if task == "classification" else {"value": {"tensor": "value"}})
     if output_offset is not None:
         outputs["value"]["offset"] = output_offset
+    if inverse is not None:
+        outputs["value"].update(dtype="float32", inverse={"learnt": inverse[0], "offset": inverse[1],
+                                                          "in_graph": True})
     inp = {"tensor": "features", "dtype": "float32", "columns": columns,
            "missing": "NaN for a missing number; a category's code is its position in 'codes', -1 if unknown"}
     if encoding is not None:
@@ -411,8 +438,10 @@ def describe(schema: InputSchema, task: str, classes, precision: str, family: st
                    steps=("build the float32 row of 'columns' as above; encode it: 'numeric' features with NaN "
                           "replaced by 'fill', then 1.0/0.0 per 'onehot' (feature, code) pair, then "
                           "(z - mean) * inv_scale; quantize: clamp(round(z / scale) + zero_point, -128, 127); "
-                          "dequantize the int8 output with its tensor's scale and zero point, then add "
-                                 "outputs.value.offset if there is one"))
+                          + ("the float32 output is the value itself (the graph dequantizes it and inverts the "
+                             "label's log scale)" if inverse is not None else
+                             "dequantize the int8 output with its tensor's scale and zero point, then add "
+                             "outputs.value.offset if there is one")))
     return {
         "format": "edgeml-tflite/1",
         "task": task,
