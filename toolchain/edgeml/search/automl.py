@@ -40,7 +40,6 @@ in :attr:`SearchResult.check`.
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -51,11 +50,10 @@ import numpy as np
 from edgeml.errors import SearchError
 from edgeml.models.dimensions import offer
 from edgeml.models.learners import LEARNERS
-from edgeml.search.loss import metric_for, validation_loss
+from edgeml.search.judge import Measure, TrialJudge
 from edgeml.search.metrics import METRICS, check_metric
-from edgeml.search.refit import learner_class, refit, said
+from edgeml.search.refit import learner_class, refit
 from edgeml.search.trials import (
-    INFEASIBLE,
     Candidate,
     Cost,
     FrontierCheck,
@@ -68,9 +66,6 @@ from edgeml.search.trials import (
 )
 from edgeml.search.validation import Validation, choose_validation
 
-#: What the search is given to measure a trial's fitted model on the target (see :mod:`edgeml.targets.measure`).
-#: A measure whose ``predicts`` is true predicts the trials' costs; its ``exact`` exports the candidates for real.
-Measure = Callable[[object], Cost]
 #: The most frontier candidates exported for real after a search before it gives up (:func:`_check_frontier`).
 MAX_CANDIDATES = 10
 
@@ -193,7 +188,7 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
     automl = AutoML()
     for name in settings.learners:
         automl.add_learner(name, learner_class(name, tuple(o.name for o in offers)))
-    judge = _TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
+    judge = TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
                         folds=validation.folds if validation.is_cv else 0)
     with _quiet_flaml():
         judge.start()
@@ -213,7 +208,7 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
                    notes=tuple(o.reason for o in offers) + result.notes)
 
 
-def _flaml_kwargs(settings: SearchSettings, budget: HardwareBudget, judge: _TrialJudge) -> dict:
+def _flaml_kwargs(settings: SearchSettings, budget: HardwareBudget, judge: TrialJudge) -> dict:
     """What every search hands FLAML whatever the validation: the judge as metric, the budgets, time or trials."""
     constraints = [("pred_time", "<=", budget.latency_budget_ms / 1000.0)] if budget.latency_budget_ms else []
     if budget.max_model_bytes:
@@ -234,7 +229,7 @@ def _refit(automl, X: np.ndarray, y: np.ndarray, settings: SearchSettings):
     return refit(automl.best_estimator, automl.best_config, X, y, settings.task, settings.n_jobs)
 
 
-def _result(automl, judge: _TrialJudge, settings: SearchSettings, budget: HardwareBudget,
+def _result(automl, judge: TrialJudge, settings: SearchSettings, budget: HardwareBudget,
             measure: Measure | None, validation: Validation, refitted, rows=None) -> SearchResult:
     trials = tuple(judge.trials)
     scored = [t for t in trials if t.failure is None]
@@ -303,140 +298,6 @@ def _check_frontier(best: Trial, model, trials, budget: HardwareBudget, measure:
     raise SearchError(f"no model fits the target's budgets once exported: the {len(checked)} best candidate(s) of "
                       f"the frontier, refitted on train+validation, all break one ({broke}); relax that budget, or "
                       "give the search more time (--time-budget) so that it finds smaller models")
-
-
-class _TrialJudge:
-    """FLAML's custom metric: the validation loss FLAML would compute, the model's cost, and the trial's record.
-
-    FLAML calls it once per trial with the trial's fitted estimator. It
-    returns FLAML's objective (the loss, or beyond every loss when a budget
-    is broken) and the values to log, among them ``pred_time`` (the predicted
-    device latency in seconds, which FLAML's ``metric_constraints`` can see),
-    and appends the trial to :attr:`trials` (and hands it to ``progress``):
-    the judge counts the iterations, knows the learner from the estimator's
-    class and keeps the best loss so far among the trials that fit.
-    """
-
-    def __init__(self, settings: SearchSettings, budget: HardwareBudget, measure: Measure | None, y_train,
-                 progress: Callable[[Trial], None] | None = None, *, y_valid=None, folds: int = 0):
-        from flaml.automl.task.factory import task_factory
-
-        labels = np.unique(y_train)
-        if settings.task == "classification":
-            name = "binary" if len(labels) == 2 else "multiclass"
-        else:
-            name = "regression"
-        self.flaml_task = task_factory(name, None, y_train)
-        self.metric_name = self.flaml_task.default_metric(settings.metric)
-        self.metric_note = None
-        if settings.task == "classification" and y_valid is not None:
-            self.metric_name, self.metric_note = metric_for(self.metric_name, y_valid)
-        #: the classes as FLAML encodes them (0..k-1 in sorted order): a classifier's probability columns
-        self.labels = np.arange(len(labels)) if settings.task == "classification" else None
-        self.budget = budget
-        self.measure = measure
-        self.progress = progress
-        self.learners = {LEARNERS[n].flaml_class: n for n in settings.learners}
-        self.trials: list[Trial] = []
-        self.best: tuple[float, str] | None = None
-        self.started = time.monotonic()
-        self.rows = len(y_train)
-        #: under cross-validation (``folds`` > 0): the current trial's folds, (loss, failure, cost, learner, config)
-        self.folds = folds
-        self.pending: list[tuple] = []
-
-    def start(self) -> None:
-        """Start the clock of the trials' elapsed times."""
-        self.started = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def notes(self) -> tuple[str, ...]:
-        """The metric actually minimised, when it is not the one asked for, and the trials that failed."""
-        failed = [t for t in self.trials if t.failure is not None]
-        notes = [self.metric_note] if self.metric_note else []
-        if failed:
-            first = failed[0]
-            notes.append(f"{len(failed)} of {len(self.trials)} trials failed and were left out; the first, trial "
-                         f"{first.iteration + 1} ({first.learner}): {first.failure}")
-        return tuple(notes)
-
-    def __call__(self, X_val, y_val, estimator, labels, X_train, y_train, weight_val=None, weight_train=None,
-                 config=None, *args):
-        learner = self.learner_of(estimator)
-        loss, failure = self._loss(estimator, X_val, y_val)
-        if self.folds and self.pending:  # a later fold of the same configuration: measured on its first fold
-            cost = self.pending[0][2]
-        else:
-            cost = None if self.measure is None or failure else self.measure(estimator.estimator)
-        broken = () if cost is None else self.budget.broken(cost)
-        objective = INFEASIBLE * (1 + self.budget.excess(cost)) + loss if broken else loss
-        if self.folds:
-            self.pending.append((loss, failure, cost, learner, dict(config or {})))
-        else:
-            self._record(learner, dict(config or {}), loss, cost, broken, failure)
-        logged = {"val_loss": loss, "feasible": not broken}
-        if cost is not None:
-            logged.update(pred_time=cost.latency_ms / 1000.0, model_bytes=cost.model_bytes, latency_ms=cost.latency_ms)
-        return objective, logged
-
-    def aggregate(self, val_loss_folds, log_metrics_folds):
-        """FLAML's ``cv_score_agg_func``, called once per trial after its folds: records the trial (its loss the
-        folds' mean, its first failure) and gives FLAML the mean objective and logged values."""
-        from flaml.automl.ml import default_cv_score_agg_func
-
-        folds, self.pending = self.pending, []
-        if folds:
-            failure = next((f[1] for f in folds if f[1] is not None), None)
-            loss = float("inf") if failure else float(np.mean([f[0] for f in folds]))
-            cost, learner, config = folds[0][2], folds[0][3], folds[0][4]
-            self._record(learner, config, loss, cost, () if cost is None else self.budget.broken(cost), failure)
-        return default_cv_score_agg_func(val_loss_folds, log_metrics_folds)
-
-    def _loss(self, estimator, X_val, y_val) -> tuple[float, str | None]:
-        """The trial's validation loss, and why it failed (None when it is a finite number)."""
-        from flaml.automl.ml import get_y_pred
-
-        if getattr(estimator, "failure", None) is not None:
-            return float("inf"), f"fitting raised {estimator.failure}"
-        try:
-            y_pred = self._full_columns(get_y_pred(estimator, X_val, self.metric_name, self.flaml_task), estimator)
-            loss = validation_loss(self.metric_name, y_pred, y_val, self.labels)
-        except (ValueError, IndexError, FloatingPointError) as exc:  # FLAML scores such a model inf too
-            return float("inf"), f"its {self.metric_name} could not be computed: {said(exc)}"
-        if not np.isfinite(loss):
-            shown = ", ".join(f"{v:.3g}" for v in np.ravel(y_pred)[:3])
-            return float("inf"), f"its validation {self.metric_name} loss is {loss} (predictions begin {shown})"
-        return loss, None
-
-    def _full_columns(self, y_pred, estimator):
-        """Probabilities with one column per class, where the trial's model saw fewer (a sample lacking a class)."""
-        if self.labels is None or np.ndim(y_pred) != 2 or y_pred.shape[1] == len(self.labels):
-            return y_pred
-        full = np.zeros((len(y_pred), len(self.labels)))
-        full[:, np.asarray(estimator.classes_, dtype=int)] = y_pred
-        return full
-
-    def learner_of(self, estimator) -> str:
-        """The searched learner whose FLAML class fitted ``estimator`` (along its MRO)."""
-        for cls in type(estimator).__mro__:
-            if cls in self.learners:
-                return self.learners[cls]
-        raise SearchError(f"FLAML scored a {type(estimator).__name__}, which none of the learners "
-                          f"{', '.join(self.learners.values())} fits")
-
-    def _record(self, learner: str, config: dict, loss: float, cost: Cost | None, broken: tuple[str, ...],
-                failure: str | None = None):
-        feasible = not broken
-        if feasible and np.isfinite(loss) and (self.best is None or loss < self.best[0]):
-            self.best = (loss, learner)
-        best_loss, best_learner = self.best if self.best is not None else (None, None)
-        trial = Trial(len(self.trials), learner, self.elapsed(), best_loss, best_learner, config=config, loss=loss,
-                      cost=cost, feasible=feasible, broken=broken, failure=failure)
-        self.trials.append(trial)
-        if self.progress is not None:
-            self.progress(trial)
 
 
 @contextmanager

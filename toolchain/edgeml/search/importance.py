@@ -31,7 +31,7 @@ import numpy as np
 
 from edgeml.data.prepare import Prepared
 from edgeml.search.loss import validation_loss
-from edgeml.search.refit import refit
+from edgeml.search.refit import predictions, refit
 from edgeml.search.threshold import decision_for, positive_labels
 from edgeml.search.validation import Validation
 
@@ -91,7 +91,7 @@ class HeldOut:
     def predict(self, X: np.ndarray | None = None) -> np.ndarray:
         """Each model's output on its own held-out rows of ``X`` (default: :attr:`X`), in :attr:`rows` order."""
         X = self.X if X is None else X
-        return np.concatenate([_output(model, X[rows], self.classes) for model, rows in self.folds])
+        return np.concatenate([predictions(model, X[rows], self.classes) for model, rows in self.folds])
 
 
 def fit_held_out(learner: str, config: dict, data: Prepared, validation: Validation | None, *,
@@ -122,18 +122,6 @@ def _folds(y: np.ndarray, k: int, stratified: bool, seed: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return list(kind(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-
-
-def _output(model, X: np.ndarray, classes: int) -> np.ndarray:
-    """A FLAML estimator's values, or probabilities with a column per class (0 for a class it did not see)."""
-    if not classes:
-        return np.asarray(model.predict(X), dtype=np.float64)
-    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
-    if proba.shape[1] != classes:
-        full = np.zeros((len(X), classes))
-        full[:, np.asarray(model.estimator.classes_, dtype=int)] = proba
-        proba = full
-    return proba / np.maximum(proba.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
 
 
 def loss_function(metric: str, y: np.ndarray, classes: int,

@@ -22,7 +22,7 @@ def failing_softly(flaml_class: type) -> type:
     """``flaml_class`` whose ``fit`` keeps an exception as the estimator's ``failure`` instead of raising it.
 
     FLAML lets an exception in one trial's fit end the whole search; kept,
-    it makes that trial a failed one (:class:`_TrialJudge` scores it ``inf``
+    it makes that trial a failed one (:class:`~edgeml.search.judge.TrialJudge` scores it ``inf``
     and records it) while the search goes on with other configurations.
     """
     def fit(self, *args, **kwargs):
@@ -91,7 +91,7 @@ def held_out_predictions(learner: str, config: dict, X_train: np.ndarray, y_trai
 
     classes = len(np.unique(np.concatenate([y_train, y_valid]))) if task == "classification" else 0
     if not validation.is_cv:
-        return _predict(refit(learner, config, X_train, y_train, task, n_jobs), X_valid, classes)
+        return predictions(refit(learner, config, X_train, y_train, task, n_jobs), X_valid, classes)
     X, y = np.concatenate([X_train, X_valid]), np.concatenate([y_train, y_valid])
     kind = StratifiedKFold if validation.stratified else KFold
     folds = kind(n_splits=validation.folds, shuffle=True, random_state=seed)
@@ -101,11 +101,11 @@ def held_out_predictions(learner: str, config: dict, X_train: np.ndarray, y_trai
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a class with fewer rows than folds: some folds lack it
         for fit_rows, held in folds.split(X, y):
-            out[held] = _predict(refit(learner, config, X[fit_rows], y[fit_rows], task, n_jobs), X[held], classes)
+            out[held] = predictions(refit(learner, config, X[fit_rows], y[fit_rows], task, n_jobs), X[held], classes)
     return out
 
 
-def _predict(model, X: np.ndarray, classes: int) -> np.ndarray:
+def predictions(model, X: np.ndarray, classes: int) -> np.ndarray:
     """``model``'s values, or probabilities with a column per class (0 for a class its rows lacked)."""
     if not classes:
         return np.asarray(model.predict(X), dtype=np.float64)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from edgeml.errors import ExportError
 from edgeml.export.inverse import split
 from edgeml.export.registry import CompiledArtifact, CompileOptions, ExportSource, NotApplicable, register_artifact
-from edgeml.export.tflite.pipeline import PRECISIONS, to_tflite
+from edgeml.export.tflite.pipeline import to_tflite
+from edgeml.models.families import TFLITE_PRECISIONS
 
 
 def make_tflite(source: ExportSource, options: CompileOptions, precision: str) -> CompiledArtifact:
@@ -59,5 +60,5 @@ def _maker(precision: str):
     return make
 
 
-for _precision in PRECISIONS:
+for _precision in TFLITE_PRECISIONS:
     register_artifact("tflite", _precision, _maker(_precision))

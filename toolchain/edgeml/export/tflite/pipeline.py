@@ -73,10 +73,6 @@ from edgeml.models.families import TFLITE_PRECISIONS, family_of
 from edgeml_runtime.litert import METADATA_KEY, Encoding, feeds_to_matrix
 from edgeml_runtime.schema import InputSchema
 
-#: Kept only for edgeml.export.tflite.artifact (not this change's to edit), which should import TFLITE_PRECISIONS
-#: from edgeml.models.families instead; delete this line then.
-PRECISIONS = TFLITE_PRECISIONS
-
 
 @dataclass(frozen=True)
 class TfliteExport:
