@@ -77,7 +77,8 @@ def search(data, target_name: str, predict: bool, time_budget: float, seed: int,
     learners = load_target(learners_of).estimators if learners_of else target.estimators
     settings = SearchSettings(data.task, usable_learners(learners, data.task), time_budget=time_budget, seed=seed)
     validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,
-                                   valid_rows=len(data.y["valid"]))
+                                   valid_rows=len(data.y["valid"]), columns=data.X["train"].shape[1],
+                                   time_budget=settings.seconds)
     started = time.perf_counter()
     result = run_search(data.X["train"], data.y["train"], data.X["valid"], data.y["valid"], settings,
                         budgets=target_budget(target), measure=measure, validation=validation)

@@ -47,6 +47,24 @@ def test_the_rule_cross_validates_a_small_table_and_holds_out_a_large_one(demo):
     assert result.fitted_rows == len(p.y["train"]) + len(p.y["valid"]) == 10_200
 
 
+def test_under_a_time_budget_a_table_too_big_for_five_fits_a_trial_is_held_out():
+    # ccpp's size: 8,133 rows of 4 columns need 36,147 cells against 22,222 for 8 s, 83,333 for 30 s
+    assert choose_validation(8133, "regression", columns=4, time_budget=8).method == "holdout"
+    assert choose_validation(8133, "regression", columns=4, time_budget=30).is_cv
+    assert choose_validation(8133, "regression", columns=4, time_budget=None).is_cv  # a trial count: rows decide
+    assert choose_validation(8133, "regression", columns=4, time_budget=8, method="cv").is_cv  # the user wins
+    # run_search weighs its own matrix against its settings' budget, and only without max_iter
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 12))
+    y = X @ rng.normal(size=12)
+    short = SearchSettings("regression", ("enet",), time_budget=2.0, seed=0)
+    assert short.seconds == 2.0 and SearchSettings("regression", ("enet",), max_iter=3).seconds is None
+    held = run_search(X[:2500], y[:2500], X[2500:], y[2500:], short)
+    assert held.validation == Validation("holdout", 1, 500)
+    counted = run_search(X[:2500], y[:2500], X[2500:], y[2500:], SearchSettings("regression", ("enet",), max_iter=2))
+    assert counted.validation == Validation("cv", 5, 3000)
+
+
 def test_the_shipped_model_is_the_chosen_configuration_fitted_on_train_and_validation(demo):
     result = _search(demo, ("lrl2",))
     X, y = demo.fit_matrix()

@@ -203,6 +203,7 @@ def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: 
     measure = TrialMeasure.for_target(target, data, predict=True)  # TFLite trials predicted, the frontier exported
     validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,
                                    valid_rows=len(data.y["valid"]), in_time_order=data.schema.time_column is not None,
+                                   columns=data.X["train"].shape[1], time_budget=settings.seconds,
                                    folds=config.folds, method=config.validation)
     report.stage("search", f"validation: {validation.describe()}; the shipped model is refitted on all "
                            f"{validation.rows if validation.is_cv else len(data.fit_rows):,} train+validation rows")

@@ -124,6 +124,11 @@ class SearchSettings:
             raise SearchError(f"learner(s) {', '.join(unfit) or '(none)'} cannot search for {self.task}; use "
                               f"registered learners that serve it ({', '.join(_serving(self.task))})")
 
+    @property
+    def seconds(self) -> float | None:
+        """The time budget the search runs under, ``None`` when a trial count (``max_iter``) bounds it."""
+        return self.time_budget if self.max_iter is None else None
+
 
 def _serving(task: str) -> tuple[str, ...]:
     return tuple(n for n, learner in LEARNERS.items() if task in learner.tasks)
@@ -183,7 +188,8 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
                           "training split lacks, which no model can learn; split so that every class has training "
                           "rows (edgeml.data.preprocess.split_frame does)")
     X_all, y_all = np.concatenate([X_train, X_valid]), np.concatenate([y_train, y_valid])
-    validation = validation or choose_validation(len(y_all), settings.task, valid_rows=len(y_valid))
+    validation = validation or choose_validation(len(y_all), settings.task, valid_rows=len(y_valid),
+                                                 columns=X_all.shape[1], time_budget=settings.seconds)
     offers = offer(settings.task, y_all, settings.dimensions)
     automl = AutoML()
     for name in settings.learners:
