@@ -8,6 +8,7 @@ five-fold trials are quick), real fitted models, the real exporter and TensorFlo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 
 import numpy as np
@@ -20,7 +21,7 @@ from xgboost import XGBClassifier
 from edgeml.export.tflite import micro as tflm
 from edgeml.models.estimators import StandardizedLogisticRegression, StandardizedMLPClassifier
 from edgeml.search.automl import SearchSettings, run_search, usable_learners
-from edgeml.targets.measure import TrialMeasure, target_budget
+from edgeml.targets.measure import EXPORT_NEAR, TrialMeasure, target_budget
 from edgeml.targets.profiles import load_target
 
 #: The predictor's stated error against the real export: the file's bytes and the planned tensors are the exporter's
@@ -119,15 +120,26 @@ def test_a_device_search_exports_its_candidates_not_its_trials(datasets, target_
     assert "frontier check: " in result.notes[-1] and "trial costs predicted" in result.notes[-1]
 
 
-def test_an_onnx_target_still_measures_every_trial(datasets):
+def test_an_onnx_target_predicts_sizes_far_inside_its_budget_and_exports_those_near_it(datasets):
     d = prepared("heart-disease")
     target = load_target("rpi4")
-    measure = TrialMeasure.for_target(target, d, predict=True)  # predict only applies to TFLite-first targets
+    measure = TrialMeasure.for_target(target, d, predict=True)
     settings = SearchSettings(d.task, ("lgbm",), max_iter=3, seed=0)
     result = run_search(d.X["train"], d.y["train"], d.X["valid"], d.y["valid"], settings,
                         budgets=target_budget(target), measure=measure)
-    assert not measure.predicts and result.check.trial_costs == "measured"
-    assert measure.exports.count == len(result.trials) + len(result.check.candidates)
+    # rpi4 allows 50 MB: no trial is near it, so none is exported; the shipped candidate is, and its size error is
+    # the predictor's on the frontier
+    assert measure.predicts and result.check.trial_costs == "predicted"
+    assert measure.exports.count == len(result.check.candidates) == 1
+    shipped = result.check.shipped
+    assert relative(shipped.predicted.model_bytes, shipped.measured.model_bytes) <= 1.0
+    assert result.cost == shipped.measured == measure.exact(result.model)
+    # a budget the trial's predicted size is near (at least EXPORT_NEAR of it) exports the trial for real
+    near = replace(measure, max_model_bytes=int(shipped.predicted.model_bytes / EXPORT_NEAR))
+    before = near.exports.count
+    assert near(result.model) == shipped.measured and near.exports.count == before + 1
+    far = replace(measure, max_model_bytes=int(shipped.predicted.model_bytes / EXPORT_NEAR) + 10)
+    assert far(result.model) == shipped.predicted and far.exports.count == before + 1
 
 
 def test_a_winner_over_budget_once_exported_gives_way_to_the_next_candidate(datasets, tmp_path):

@@ -21,7 +21,7 @@ from conftest import AI4I_DROP, build_bundle
 from edgeml.errors import ExportError, SearchError, TargetError
 from edgeml.export.tflite import micro as tflm
 from edgeml.export.tflite.graph import Graph
-from edgeml.export.tflite.pipeline import schema_tables
+from edgeml.export.tflite.metadata import schema_tables
 from edgeml.targets.opsets import load_op_set, op_sets, problems
 from edgeml.targets.profiles import load_target
 from edgeml_runtime import Model

@@ -20,7 +20,13 @@ With ``predict`` (what ``edgeml build`` asks for), a TFLite-first target's
 trials are not exported: :mod:`edgeml.targets.predict` builds the exporter's
 graph from the model's shape and reads the size, arena and operators off it
 (TFLite Micro's arena from its fitted tail), so a trial costs what its
-structure costs to read. :meth:`TrialMeasure.exact` is always the real
+structure costs to read. An ONNX-first target's trial takes the cost model's
+size (:meth:`~edgeml.search.costmodel.CostModel.predict_bytes`) and is exported
+only when that is at least :data:`EXPORT_NEAR` of ``max_model_bytes``: a size
+far inside the budget needs no exact figure (the ONNX export of a small
+linear model costs 40 ms, of a 100-tree forest 0.6 s, where FLAML fits
+either in a few; on ccpp at 8 s, exporting every trial left 36 trials of the
+97 an unmeasured search runs). :meth:`TrialMeasure.exact` is always the real
 export; the search exports its frontier candidates with it before one ships
 (:func:`edgeml.search.automl.run_search`). :attr:`TrialMeasure.exports`
 counts the calls into an exporter.
@@ -39,6 +45,10 @@ import numpy as np
 
 from edgeml.errors import ExportError
 from edgeml.search.trials import Cost, HardwareBudget
+
+#: Under ``predict``, an ONNX trial whose predicted size is at least this share of ``max_model_bytes`` is exported:
+#: the cost model's ONNX sizes are within a factor of two (a linear model's fixed overhead is its largest error).
+EXPORT_NEAR = 0.5
 
 
 @dataclass
@@ -70,8 +80,9 @@ class TrialMeasure:
     (``""``: every builtin), ``tflite_overhead_bytes`` (precision, bytes) pairs:
     what the data set's preprocessing and metadata add to every model's TFLite
     file. ``max_arena_bytes`` only spares TFLite Micro a run for a model
-    already over it. ``predict``: a TFLite measure predicts (see the module
-    docstring) instead of exporting; :meth:`exact` exports all the same.
+    already over it; ``max_model_bytes`` says which predicted ONNX sizes are
+    near enough the budget to export. ``predict``: predict trial costs (see
+    the module docstring) instead of exporting; :meth:`exact` exports all the same.
     """
 
     task: str
@@ -81,6 +92,7 @@ class TrialMeasure:
     tflite_precisions: tuple[str, ...] = ()
     tflite_ops: str = ""
     max_arena_bytes: int | None = None
+    max_model_bytes: int | None = None
     tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
     calibration: np.ndarray | None = None
     predict: bool = False
@@ -101,7 +113,7 @@ class TrialMeasure:
         X = data.X["train"]
         b = target.budgets
         measure = cls(data.task, int(X.shape[1]), len(data.inputs.features), b.speed_factor or 1.0,
-                      max_arena_bytes=b.max_arena_bytes, predict=predict)
+                      max_arena_bytes=b.max_arena_bytes, max_model_bytes=b.max_model_bytes, predict=predict)
         if target.formats[0] != "tflite":
             return measure
         from edgeml.export.tflite.pipeline import overhead_bytes
@@ -115,8 +127,8 @@ class TrialMeasure:
 
     @property
     def predicts(self) -> bool:
-        """Whether calling the measure predicts (a TFLite measure asked to) rather than exports."""
-        return self.predict and bool(self.tflite_precisions)
+        """Whether calling the measure predicts (as asked to) rather than exports."""
+        return self.predict
 
     def __call__(self, model) -> Cost:
         """The trial's cost: predicted when :attr:`predicts`, else :meth:`exact`."""
@@ -138,11 +150,14 @@ class TrialMeasure:
             return cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals)
         from edgeml.export.onnx import estimator_bytes
 
+        size = costs.predict_bytes(structure)
+        if predicted and (self.max_model_bytes is None or size < EXPORT_NEAR * self.max_model_bytes):
+            return Cost(size, latency)
         try:
             self.exports.add()
             size = estimator_bytes(model, self.n_features, self.task)
         except ExportError:
-            size = costs.predict_bytes(structure)
+            pass  # the cost model's size stands
         return Cost(size, latency)
 
     def _predicted(self, model, structure, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
@@ -234,4 +249,4 @@ def target_budget(target) -> HardwareBudget:
     return HardwareBudget(b.max_model_bytes, b.latency_budget_ms, b.max_arena_bytes, tflite_ops)
 
 
-__all__ = ["Exports", "TrialMeasure", "target_budget"]
+__all__ = ["EXPORT_NEAR", "Exports", "TrialMeasure", "target_budget"]

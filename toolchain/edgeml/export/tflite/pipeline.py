@@ -67,6 +67,7 @@ from edgeml.export.tflite.dense import (
     two_logits,
 )
 from edgeml.export.tflite.graph import Graph, Quant, Tensor
+from edgeml.export.tflite.metadata import describe, schema_tables
 from edgeml.export.tflite.traverse import emit_traversal, preferred_form, traversal_arrays
 from edgeml.export.tflite.trees import Ensemble, pack_forest, read_forest
 from edgeml.models.families import TFLITE_PRECISIONS, family_of
@@ -399,55 +400,6 @@ def overhead_bytes(pre, schema: InputSchema, task: str, classes, precision: str,
 CALIBRATION_ROWS = 2000
 
 
-def schema_tables(schema: InputSchema) -> dict[str, list[str]]:
-    """Per categorical feature, its code table: the value at position ``i`` has code ``i``."""
-    return {c.features[0]: list(c.categories) for c in schema.columns if c.kind == "categorical"}
-
-
-def describe(schema: InputSchema, task: str, classes, precision: str, family: str, estimator: str,
-             encoding: Encoding | None = None, output_offset: float | None = None,
-             inverse: tuple[str, float] | None = None) -> dict:
-    """The metadata written into the file: enough for a consumer without Python or the manifest.
-
-    A label learnt on a log scale (``inverse``) is inverted inside the graph: ``outputs.value.inverse`` says so
-    and the output tensor is float32, the label itself, at every precision.
-    """
-    columns = []
-    for c in schema.columns:
-        for f in c.features:
-            entry = {"feature": f, "column": c.name, "kind": c.kind}
-            if c.kind == "categorical":
-                entry["codes"] = list(c.categories)
-            columns.append(entry)
-    outputs = ({"probabilities": {"tensor": "probabilities", "classes": list(classes)}}
-               if task == "classification" else {"value": {"tensor": "value"}})
-    if output_offset is not None:
-        outputs["value"]["offset"] = output_offset
-    if inverse is not None:
-        outputs["value"].update(dtype="float32", inverse={"learnt": inverse[0], "offset": inverse[1],
-                                                          "in_graph": True})
-    inp = {"tensor": "features", "dtype": "float32", "columns": columns,
-           "missing": "NaN for a missing number; a category's code is its position in 'codes', -1 if unknown"}
-    if encoding is not None:
-        inp.update(dtype="int8", encoding=encoding.to_metadata(schema.features),
-                   quantization={"scale": float(INPUT_QUANT.scale[0]), "zero_point": 0},
-                   steps=("build the float32 row of 'columns' as above; encode it: 'numeric' features with NaN "
-                          "replaced by 'fill', then 1.0/0.0 per 'onehot' (feature, code) pair, then "
-                          "(z - mean) * inv_scale; quantize: clamp(round(z / scale) + zero_point, -128, 127); "
-                          + ("the float32 output is the value itself (the graph dequantizes it and inverts the "
-                             "label's log scale)" if inverse is not None else
-                             "dequantize the int8 output with its tensor's scale and zero point, then add "
-                             "outputs.value.offset if there is one")))
-    return {
-        "format": "edgeml-tflite/1",
-        "task": task,
-        "input": inp,
-        "outputs": outputs,
-        "precision": precision,
-        "model": {"family": family, "estimator": estimator},
-    }
-
-
-__all__ = ["CALIBRATION_ROWS", "MODEL_EMITTERS", "TfliteExport", "Weights", "compile_graph", "describe",
-           "emit_head", "emit_preprocess", "emit_trees", "estimator_tflite", "overhead_bytes", "read_preprocess",
-           "read_scaler", "schema_tables", "to_tflite"]
+__all__ = ["CALIBRATION_ROWS", "MODEL_EMITTERS", "TfliteExport", "Weights", "compile_graph", "emit_head",
+           "emit_preprocess", "emit_trees", "estimator_tflite", "overhead_bytes", "read_preprocess", "read_scaler",
+           "to_tflite"]
