@@ -28,6 +28,13 @@ loss, cost, feasible, the best so far); nothing is read from FLAML's log.
 :func:`~edgeml.search.trials.frontier` picks the trials no other trial beats on
 loss, size and latency together.
 
+The trials run in this process, or concurrently on a cluster engine FLAML
+drives (``settings.cluster``, :mod:`edgeml.search.cluster`: Spark or Ray);
+there the judge's :meth:`~edgeml.search.judge.TrialJudge.shipped` copy judges
+each trial in a worker and the record travels back in FLAML's training log,
+to be replayed on the driver in FLAML's order: the same trials, judged the
+same way, whichever backend ran them.
+
 After the trials, :func:`_check_frontier` refits FLAML's choice on
 train+validation and measures it with the measure's ``exact`` (a measure that
 *predicts* trial costs, as :class:`edgeml.targets.measure.TrialMeasure` does

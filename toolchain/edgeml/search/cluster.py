@@ -146,11 +146,6 @@ def _missing(module: str, backend: str, extra: str) -> SearchError:
 def _connect_spark(settings: ClusterSettings) -> dict:
     """Start or join the Spark session (see the module docstring for the address), quiet, its Python workers on
     this interpreter in local mode; FLAML's Spark arguments."""
-    for module in ("pyspark", "joblibspark"):
-        try:
-            __import__(module)
-        except ImportError:
-            raise _missing(module, "spark", "spark") from None
     address = settings.address or os.environ.get("MASTER")
     remote = f"SPARK_REMOTE={os.environ['SPARK_REMOTE']}" if os.environ.get("SPARK_REMOTE") else address
     if (remote or "").startswith(("sc://", "SPARK_REMOTE=")):
@@ -158,6 +153,11 @@ def _connect_spark(settings: ClusterSettings) -> dict:
                           "the search: FLAML's Spark path needs a classic driver; give a master URL (spark://host:"
                           "7077, yarn, local[4]) as address in edgeml.toml's [search] table or --cluster-address, "
                           "and unset SPARK_REMOTE")
+    for module in ("pyspark", "joblibspark"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise _missing(module, "spark", "spark") from None
     return {"use_spark": True, "n_jobs": spark_session(address)}
 
 
