@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt,tflite]"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,spark]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,11 +27,16 @@ demo: $(STAMP)
 	@head -n 6 dist/demo-scored.csv
 	@echo; $(BIN)/python -m edgeml.data.demo dist/demo-scored.csv
 
-# The tests start their own Mosquitto broker; install it where it is missing.
+# The tests start their own Mosquitto broker and a local Spark (tests/test_cluster_search.py, which needs a Java
+# runtime); install them where they are missing.
 system-deps:
 	@PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null || { \
 	  echo "installing mosquitto (the MQTT broker the tests start) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
+	@command -v java >/dev/null || { \
+	  echo "installing openjdk-17-jre-headless (the Java runtime of the local Spark the tests start) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    openjdk-17-jre-headless >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolchain runtime tests bench

@@ -29,6 +29,7 @@ from edgeml.export.artifacts import Exported, make_artifacts
 from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
+from edgeml.search.cluster import ClusterSettings
 from edgeml.search.inputs import select_inputs_stage
 from edgeml.search.metrics import describe_metric
 from edgeml.search.refit import held_out_predictions, refit
@@ -194,11 +195,14 @@ def _report_data(report: Reporter, data: Prepared) -> None:
 
 def _search(config: BuildConfig, target: TargetProfile, data: Prepared, report: Reporter):
     learners = _learners(config, target, data.task)
+    cluster = ClusterSettings(config.backend, config.cluster_address, config.concurrent_trials)
     settings = SearchSettings(task=data.task, learners=learners, metric=config.metric, time_budget=config.time_budget,
-                              max_iter=config.max_iter, seed=config.seed)
+                              max_iter=config.max_iter, seed=config.seed, cluster=cluster)
     budget = f"{config.max_iter} trials" if config.max_iter else f"{config.time_budget:g} s"
+    where = "" if cluster.is_local else (f" · {cluster.concurrent_trials} trials at once on {cluster.backend}"
+                                         f" ({cluster.address or 'its default master'})")
     report.stage("search", f"{', '.join(learners)} · metric {describe_metric(data.task, config.metric)} · "
-                           f"budget {budget}")
+                           f"budget {budget}{where}")
     budgets = target_budget(target)
     measure = TrialMeasure.for_target(target, data, predict=True)  # TFLite trials predicted, the frontier exported
     validation = choose_validation(len(data.y["train"]) + len(data.y["valid"]), data.task,

@@ -67,6 +67,12 @@ def main():
               help="Drop the input columns that do not help the validation metric (permutation importance), so "
                    "the device reads fewer sensors; the manifest's dropped list says why. "
                    "[default: on for microcontroller targets, off for the others]")
+@click.option("--backend", metavar="local|spark|ray",
+              help="Where the search's trials run: this process, or concurrently on a cluster (docs/cluster.md; "
+                   "spark needs pip install 'edgeml[spark]'). [default: local]")
+@click.option("--cluster-address", help="The cluster to run trials on (for spark a master URL: spark://host:7077, "
+                                        "yarn, local[4]). [default: the engine's own, e.g. MASTER]")
+@click.option("--concurrent-trials", type=int, help="Trials run at once on a cluster backend. [default: 2]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Settings file. [default: ./edgeml.toml if present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest as JSON on stdout when done.")
@@ -86,7 +92,8 @@ def build(config_path, as_json, quiet, drop, estimators, **flags):
       edgeml build -d plant.parquet -l PE --task regression --time-budget 300 --target x86-64
 
     Settings can also live in ./edgeml.toml under [build] (keys as the long
-    options, with underscores); flags win over the file.
+    options, with underscores) and [search] (backend, address,
+    concurrent_trials); flags win over the file.
     """
     from edgeml.build import build as run_build
     from edgeml.config import resolve, split_list

@@ -1,8 +1,13 @@
 """Build settings: defaults, then ``edgeml.toml``, then command-line flags.
 
 ``edgeml.toml`` holds a ``[build]`` table whose keys are the long option names
-of ``edgeml build`` with underscores (``time_budget = 120``). Unknown keys and
-values of the wrong type are errors that name the file and the key.
+of ``edgeml build`` with underscores (``time_budget = 120``), and a ``[search]``
+table for where the search's trials run (:data:`SEARCH_KEYS`: ``backend``,
+``address``, ``concurrent_trials``; the flags ``--backend``,
+``--cluster-address``, ``--concurrent-trials``). They have a table of their
+own because they say where the build runs, not what it builds: the bundle is
+the same whichever backend ran the trials. Unknown keys and values of the
+wrong type are errors that name the file, the table and the key.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from edgeml.errors import ConfigError
 from edgeml.models.learners import LEARNERS
+from edgeml.search.cluster import BACKENDS
 from edgeml.search.metrics import METRICS, check_metric
 from edgeml_runtime.tomlfile import read_toml
 
@@ -24,7 +30,9 @@ SEED_MAX = 2**32 - 1
 TASKS = tuple(METRICS)
 VALIDATIONS = ("auto", "cv", "holdout")
 #: Where a setting is given, for the fix in a message.
-_GIVEN = "the --{flag} flag or {key} in edgeml.toml's [build] table"
+_GIVEN = "the --{flag} flag or {key} in edgeml.toml's [{table}] table"
+#: The ``[search]`` table's keys and the :class:`BuildConfig` fields they set (the flags are the fields' names).
+SEARCH_KEYS = {"backend": "backend", "address": "cluster_address", "concurrent_trials": "concurrent_trials"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class BuildConfig:
     #: drop the inputs that do not help the validation metric (:mod:`edgeml.search.inputs`); None: the target's
     #: default (on for microcontroller targets, off for the others)
     select_inputs: bool | None = None
+    backend: str = "local"  #: where the search's trials run (:mod:`edgeml.search.cluster`)
+    cluster_address: str | None = None  #: the cluster's address; None: the engine's environment (MASTER)
+    concurrent_trials: int = 2  #: trials run at once on a cluster backend
 
     def __post_init__(self):
         for key, want in _types().items():
@@ -83,6 +94,12 @@ class BuildConfig:
         if not 2 <= self.folds <= 20:
             raise ConfigError(f"folds = {self.folds!r} is not allowed; give 2 to 20 folds (set it with "
                               f"{_given('folds')})")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend = {self.backend!r} is not one of {', '.join(BACKENDS)} (set it with "
+                              f"{_given('backend')})")
+        if self.concurrent_trials < 1:
+            raise ConfigError(f"concurrent_trials = {self.concurrent_trials!r} is not allowed; give at least 1 "
+                              f"(set it with {_given('concurrent_trials')})")
         self._check_choices()
 
     def _check_choices(self) -> None:
@@ -103,7 +120,9 @@ class BuildConfig:
 
 
 def _given(key: str) -> str:
-    return _GIVEN.format(flag="max-trials" if key == "max_iter" else key.replace("_", "-"), key=key)
+    table_key = next((k for k, field in SEARCH_KEYS.items() if field == key), None)
+    return _GIVEN.format(flag="max-trials" if key == "max_iter" else key.replace("_", "-"), key=table_key or key,
+                         table="search" if table_key else "build")
 
 
 def _types() -> dict[str, type]:
@@ -139,24 +158,48 @@ _FILE_TYPES = {float: (int, float), tuple: (list, str)}
 
 
 def read_config_file(path: Path) -> dict:
-    """The ``[build]`` settings of a config file, checked for unknown keys and types."""
+    """The ``[build]`` and ``[search]`` settings of a config file, checked for unknown keys and types.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "edgeml.toml"
+    >>> _ = p.write_text('[build]\\nmax_trials = 4\\n[search]\\nbackend = "spark"\\naddress = "local[2]"\\n')
+    >>> read_config_file(p)
+    {'max_iter': 4, 'backend': 'spark', 'cluster_address': 'local[2]'}
+    >>> _ = p.write_text('[search]\\nbackends = "spark"\\n')
+    >>> read_config_file(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ConfigError: ...edgeml.toml: unknown key 'backends' in [search]; did you mean 'backend'?
+    """
     doc = read_toml(path, ConfigError, "config file")
-    extra = [k for k in doc if k != "build"]
+    extra = [k for k in doc if k not in ("build", "search")]
     if extra:
-        raise ConfigError(f"{path}: unknown table or key {extra[0]!r}; settings go in a [build] table")
-    table = doc.get("build", {})
-    known = {**_types(), "max_trials": int}
+        raise ConfigError(f"{path}: unknown table or key {extra[0]!r}; settings go in a [build] or [search] table")
+    types = _types()
+    build_keys = {k: v for k, v in {**types, "max_trials": int}.items() if k not in SEARCH_KEYS.values()}
+    search_keys = {key: types[field] for key, field in SEARCH_KEYS.items()}
+    out = _read_table(path, "build", doc.get("build", {}), build_keys, {"max_trials": "max_iter"})
+    out.update(_read_table(path, "search", doc.get("search", {}), search_keys, SEARCH_KEYS))
+    return out
+
+
+def _read_table(path: Path, name: str, table: dict, known: dict, renamed: dict) -> dict:
+    """One table's settings, as :class:`BuildConfig` fields (``renamed`` maps a table key to its field)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {name} must be a [{name}] table, not {table!r}")
     out = {}
     for key, value in table.items():
         if key not in known:
+            elsewhere = "search" if key in SEARCH_KEYS.values() or key in SEARCH_KEYS else "build"
+            if elsewhere != name and (key in _types() or key in SEARCH_KEYS or key == "max_trials"):
+                raise ConfigError(f"{path}: {key!r} belongs in the [{elsewhere}] table, not [{name}]")
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"{path}: unknown key {key!r} in [build]{hint}")
-        if key == "max_trials":  # the CLI's --max-trials; BuildConfig calls it max_iter, as FLAML does
-            key = "max_iter"
+            raise ConfigError(f"{path}: unknown key {key!r} in [{name}]{hint}")
         want = _FILE_TYPES.get(known[key], known[key])
         if isinstance(value, bool) and want is not bool or not isinstance(value, want):
-            raise ConfigError(f"{path}: [build] {key} = {value!r} has the wrong type; expected {_type_name(want)}")
+            raise ConfigError(f"{path}: [{name}] {key} = {value!r} has the wrong type; expected {_type_name(want)}")
+        key = renamed.get(key, key)
         if key in ("drop", "estimators"):
             value = split_list(value)
         if key == "data" and not str(value).startswith("sqlite:"):
@@ -190,4 +233,4 @@ def resolve(cli: dict, config_path: str | None = None, cwd: Path | None = None) 
     return replace(BuildConfig(), **{k: v for k, v in settings.items() if k in known})
 
 
-__all__ = ["CONFIG_FILE", "TASKS", "BuildConfig", "read_config_file", "resolve", "split_list"]
+__all__ = ["CONFIG_FILE", "SEARCH_KEYS", "TASKS", "BuildConfig", "read_config_file", "resolve", "split_list"]

@@ -28,6 +28,13 @@ loss, cost, feasible, the best so far); nothing is read from FLAML's log.
 :func:`~edgeml.search.trials.frontier` picks the trials no other trial beats on
 loss, size and latency together.
 
+The trials run in this process, or concurrently on a cluster engine FLAML
+drives (``settings.cluster``, :mod:`edgeml.search.cluster`: Spark or Ray);
+there the judge's :meth:`~edgeml.search.judge.TrialJudge.shipped` copy judges
+each trial in a worker and the record travels back in FLAML's training log,
+to be replayed on the driver in FLAML's order: the same trials, judged the
+same way, whichever backend ran them.
+
 After the trials, :func:`_check_frontier` refits FLAML's choice on
 train+validation and measures it with the measure's ``exact`` (a measure that
 *predicts* trial costs, as :class:`edgeml.targets.measure.TrialMeasure` does
@@ -50,6 +57,7 @@ import numpy as np
 from edgeml.errors import SearchError
 from edgeml.models.dimensions import offer
 from edgeml.models.learners import LEARNERS
+from edgeml.search.cluster import ClusterSettings, cluster_fit, read_records
 from edgeml.search.judge import Measure, TrialJudge
 from edgeml.search.metrics import METRICS, check_metric
 from edgeml.search.refit import learner_class, refit
@@ -97,7 +105,8 @@ class SearchSettings:
     """What to search: the task, the learners (registered ones that serve it), the metric and how long.
 
     ``dimensions``: edgeml's search dimensions (:mod:`edgeml.models.dimensions`) to add to every learner's
-    space; ``None`` offers those whose rule the labels meet, ``()`` none (FLAML's own spaces).
+    space; ``None`` offers those whose rule the labels meet, ``()`` none (FLAML's own spaces). ``cluster``: where
+    the trials run (:mod:`edgeml.search.cluster`; in this process by default).
 
     >>> SearchSettings("regression", ("enet",), metric="accuracy")
     Traceback (most recent call last):
@@ -113,6 +122,7 @@ class SearchSettings:
     seed: int = 0
     n_jobs: int = -1
     dimensions: tuple[str, ...] | None = None
+    cluster: ClusterSettings = ClusterSettings()
 
     def __post_init__(self):
         if self.task not in METRICS:
@@ -196,18 +206,21 @@ def run_search(X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_
         automl.add_learner(name, learner_class(name, tuple(o.name for o in offers)))
     judge = TrialJudge(settings, budget, measure, y_all, progress, y_valid=y_all if validation.is_cv else y_valid,
                         folds=validation.folds if validation.is_cv else 0)
-    with _quiet_flaml():
+    metric = judge if settings.cluster.is_local else judge.shipped()
+    with _quiet_flaml(), cluster_fit(settings.cluster) as (where, log):
         judge.start()
+        kwargs = {**_flaml_kwargs(settings, budget, metric), **where}
         try:
             if validation.is_cv:
-                automl.fit(X_all, y_all, **_flaml_kwargs(settings, budget, judge), eval_method="cv",
-                           n_splits=validation.folds, cv_score_agg_func=judge.aggregate,
+                automl.fit(X_all, y_all, **kwargs, eval_method="cv", n_splits=validation.folds,
+                           cv_score_agg_func=metric.aggregate,
                            split_type="stratified" if validation.stratified else "uniform")
             else:
-                automl.fit(X_train, y_train, X_val=X_valid, y_val=y_valid, **_flaml_kwargs(settings, budget, judge),
-                           eval_method="holdout")
+                automl.fit(X_train, y_train, X_val=X_valid, y_val=y_valid, **kwargs, eval_method="holdout")
         except (ValueError, TypeError) as exc:
             raise SearchError(f"the model search failed: {exc}") from exc
+        if log is not None:  # the trials were judged on the cluster: their records came back in FLAML's log
+            judge.replay(read_records(log))
         result = _result(automl, judge, settings, budget, measure, validation, _refit(automl, X_all, y_all, settings),
                          (X_all, y_all))
     return replace(result, dimensions=tuple(o.name for o in offers),

@@ -2,10 +2,19 @@
 
 :func:`edgeml.search.automl.run_search` hands FLAML a :class:`TrialJudge` as
 its metric; see that module for how the judge's objective keeps every budget.
+
+On a cluster (:mod:`edgeml.search.cluster`) FLAML runs the metric in other
+processes, where appending to :attr:`TrialJudge.trials` is lost: there it runs
+the judge's :meth:`~TrialJudge.shipped` copy, which puts each trial's record
+(:meth:`TrialJudge.record_of`, plain JSON values) in the trial's logged
+metrics instead, and the driver's judge :meth:`~TrialJudge.replay` s them in
+FLAML's iteration order, numbering them, keeping the best so far and calling
+``progress`` as a local search would.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -14,6 +23,7 @@ import numpy as np
 
 from edgeml.errors import SearchError
 from edgeml.models.learners import LEARNERS
+from edgeml.search.cluster import RECORD_KEY
 from edgeml.search.loss import metric_for, validation_loss
 from edgeml.search.refit import said
 from edgeml.search.trials import INFEASIBLE, Cost, HardwareBudget, Trial
@@ -65,6 +75,26 @@ class TrialJudge:
         #: under cross-validation (``folds`` > 0): the current trial's folds, (loss, failure, cost, learner, config)
         self.folds = folds
         self.pending: list[tuple] = []
+        #: set on a :meth:`shipped` copy: the last trial's record, for its logged metrics, instead of :attr:`trials`
+        self.remote = False
+        self.last: dict | None = None
+
+    def shipped(self) -> TrialJudge:
+        """A copy to run in other processes (a cluster's workers): no ``progress``, no trials, and each trial's
+        record put in its logged metrics under :data:`~edgeml.search.cluster.RECORD_KEY`."""
+        remote = copy.copy(self)
+        remote.progress, remote.trials, remote.pending, remote.remote = None, [], [], True
+        return remote
+
+    def replay(self, records) -> None:
+        """Record the trials a :meth:`shipped` copy judged elsewhere: ``(record, wall-clock seconds)`` pairs, in
+        FLAML's iteration order (:func:`edgeml.search.cluster.read_records`)."""
+        for record, seconds in records:
+            cost = None if record["cost"] is None else Cost(**{**record["cost"],
+                                                                "unmapped": tuple(record["cost"]["unmapped"])})
+            loss = float("inf") if record["loss"] is None else float(record["loss"])
+            self._record(record["learner"], record["config"], loss, cost, tuple(record["broken"]),
+                         record["failure"], elapsed=seconds)
 
     def start(self) -> None:
         """Start the clock of the trials' elapsed times."""
@@ -100,6 +130,8 @@ class TrialJudge:
         logged = {"val_loss": loss, "feasible": not broken}
         if cost is not None:
             logged.update(pred_time=cost.latency_ms / 1000.0, model_bytes=cost.model_bytes, latency_ms=cost.latency_ms)
+        if self.last is not None:
+            logged[RECORD_KEY], self.last = self.last, None
         return objective, logged
 
     def aggregate(self, val_loss_folds, log_metrics_folds):
@@ -113,7 +145,11 @@ class TrialJudge:
             loss = float("inf") if failure else float(np.mean([f[0] for f in folds]))
             cost, learner, config = folds[0][2], folds[0][3], folds[0][4]
             self._record(learner, config, loss, cost, () if cost is None else self.budget.broken(cost), failure)
-        return default_cv_score_agg_func(val_loss_folds, log_metrics_folds)
+        objective, logged = default_cv_score_agg_func(val_loss_folds, log_metrics_folds)
+        if self.last is not None:  # after FLAML's mean over folds, which only adds numbers
+            logged = {**(logged or {}), RECORD_KEY: self.last}
+            self.last = None
+        return objective, logged
 
     def _loss(self, estimator, X_val, y_val) -> tuple[float, str | None]:
         """The trial's validation loss, and why it failed (None when it is a finite number)."""
@@ -147,13 +183,34 @@ class TrialJudge:
         raise SearchError(f"FLAML scored a {type(estimator).__name__}, which none of the learners "
                           f"{', '.join(self.learners.values())} fits")
 
+    @staticmethod
+    def record_of(learner: str, config: dict, loss: float, cost: Cost | None, broken: tuple[str, ...],
+                  failure: str | None) -> dict:
+        """A trial's record as plain JSON values (FLAML's training log is JSON), for :meth:`replay`.
+
+        >>> TrialJudge.record_of("rf", {"n_estimators": np.int64(4)}, float("inf"), Cost(np.int64(900), 0.5),
+        ...                      ("max_model_bytes",), None)["cost"]
+        {'model_bytes': 900, 'latency_ms': 0.5, 'arena_bytes': None, 'unmapped': []}
+        """
+        plain = None if cost is None else {
+            "model_bytes": int(cost.model_bytes), "latency_ms": float(cost.latency_ms),
+            "arena_bytes": None if cost.arena_bytes is None else int(cost.arena_bytes), "unmapped": list(cost.unmapped)}
+        config = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.items()}
+        return {"learner": learner, "config": config,
+                "loss": float(loss) if np.isfinite(loss) else None, "cost": plain, "broken": list(broken),
+                "failure": failure}
+
     def _record(self, learner: str, config: dict, loss: float, cost: Cost | None, broken: tuple[str, ...],
-                failure: str | None = None):
+                failure: str | None = None, elapsed: float | None = None):
+        if self.remote:
+            self.last = self.record_of(learner, config, loss, cost, broken, failure)
+            return
         feasible = not broken
         if feasible and np.isfinite(loss) and (self.best is None or loss < self.best[0]):
             self.best = (loss, learner)
         best_loss, best_learner = self.best if self.best is not None else (None, None)
-        trial = Trial(len(self.trials), learner, self.elapsed(), best_loss, best_learner, config=config, loss=loss,
+        elapsed = self.elapsed() if elapsed is None else elapsed
+        trial = Trial(len(self.trials), learner, elapsed, best_loss, best_learner, config=config, loss=loss,
                       cost=cost, feasible=feasible, broken=broken, failure=failure)
         self.trials.append(trial)
         if self.progress is not None:

@@ -11,6 +11,8 @@ holding ``target_transform`` ``"log1p"`` refits as a
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from edgeml.errors import SearchError
@@ -37,10 +39,29 @@ def failing_softly(flaml_class: type) -> type:
                                                        "__doc__": flaml_class.__doc__})
 
 
+@cache
 def learner_class(learner: str, dimensions: tuple[str, ...] = ()) -> type:
     """The FLAML class the search hands FLAML for ``learner`` and refits with: its search space holds the search
-    ``dimensions`` offered, its estimators understand every dimension's config key, and its fit fails softly."""
-    return failing_softly(LEARNERS[learner].searched_class(dimensions))
+    ``dimensions`` offered, its estimators understand every dimension's config key, and its fit fails softly.
+
+    One class per learner and dimensions, pickled by reference to this module (a cluster search ships FLAML's
+    state to other processes, which rebuild the class through :func:`__getattr__`):
+
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(learner_class("rf", ("class_weight",)))) is learner_class("rf", ("class_weight",))
+    True
+    """
+    cls = failing_softly(LEARNERS[learner].searched_class(tuple(dimensions)))
+    cls.__module__, cls.__qualname__ = __name__, "__".join(("searched", learner, *dimensions))
+    return cls
+
+
+def __getattr__(name: str) -> type:
+    """``searched__<learner>[__<dimension>...]``: :func:`learner_class`'s class, as pickle looks it up."""
+    parts = name.split("__")
+    if parts[0] != "searched" or len(parts) < 2 or parts[1] not in LEARNERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return learner_class(parts[1], tuple(parts[2:]))
 
 
 def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n_jobs: int = -1):
