@@ -96,26 +96,34 @@ def homogeneity_test(counts: Sequence[int], shares: Sequence[float], reference_r
     n, m = sum(counts), reference_rows
     if not n or not m:
         return 0.0, 0, 1.0
-    cells = [(c, s * m) for c, s in zip(counts, shares, strict=True) if c + s * m > 0]
-    cells = _pool_sparse(cells, min(n, m) / (n + m), min_expected)
+    cells = _cells(counts, shares, m, min_expected * (n + m) / min(n, m))
     if len(cells) < 2:
         return 0.0, 0, 1.0
-    statistic = sum((c * m - r * n) ** 2 / ((c + r) * n * m) for c, r in cells)
+    statistic = sum((c * m - r * n) ** 2 / (c + r) for c, r in cells) / (n * m)
     return statistic, len(cells) - 1, chi2_sf(statistic, len(cells) - 1)
 
 
-def _pool_sparse(cells: list[tuple[float, float]], scale: float, minimum: float) -> list[tuple[float, float]]:
-    """Cells (window count, reference count) whose smaller expected count, (c + r) · scale, is below ``minimum``
-    pooled into one; a pool still below it added to the smallest other cell (the first of equals)."""
-    dense = [cell for cell in cells if (cell[0] + cell[1]) * scale >= minimum]
-    sparse = [cell for cell in cells if (cell[0] + cell[1]) * scale < minimum]
+def _cells(counts: Sequence[int], shares: Sequence[float], m: int, least: float) -> list[tuple[float, float]]:
+    """The (window count, reference count) cells of the test: bins empty in both left out, bins of fewer than
+    ``least`` pooled values (an expected count below the minimum) pooled into one, and a pool of fewer than
+    ``least`` added to the smallest other cell (the first of equals)."""
+    dense: list[tuple[float, float]] = []
+    pool_c = pool_r = 0.0
+    sparse = False
+    for c, s in zip(counts, shares, strict=True):
+        r = s * m
+        if c + r <= 0:
+            continue
+        if c + r >= least:
+            dense.append((c, r))
+        else:
+            pool_c, pool_r, sparse = pool_c + c, pool_r + r, True
     if not sparse:
         return dense
-    pool = (sum(c for c, _ in sparse), sum(r for _, r in sparse))
-    if (pool[0] + pool[1]) * scale >= minimum or not dense:
-        return [*dense, pool]
+    if pool_c + pool_r >= least or not dense:
+        return [*dense, (pool_c, pool_r)]
     smallest = min(range(len(dense)), key=lambda i: dense[i][0] + dense[i][1])
-    dense[smallest] = (dense[smallest][0] + pool[0], dense[smallest][1] + pool[1])
+    dense[smallest] = (dense[smallest][0] + pool_c, dense[smallest][1] + pool_r)
     return dense
 
 
