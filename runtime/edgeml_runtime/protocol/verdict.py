@@ -168,13 +168,15 @@ def judge_window(reference: Mapping, counts: Mapping, rule: VerdictRule) -> dict
     tests = len(columns) + 1
     level = rule.level(tests)
     inputs, output = _reference_rows(reference) if rows else (0, 0)
-    out: dict = {"columns": {}}
-    for name, c in columns.items():
-        stats = _tested(reference["columns"][name], c.get("counts", []), c.get("missing", 0), inputs, name)
-        out["columns"][name] = {**stats, "status": rule.status(stats["psi"], stats["p_value"], level) if judged
-                                else None}
-    stats = _tested(reference["output"], counts["output"].get("counts", []), 0, output, "output")
-    out["output"] = {**stats, "status": rule.status(stats["psi"], stats["p_value"], level) if judged else None}
+
+    def judge(stats: dict) -> dict:
+        return {**stats, "status": rule.status(stats["psi"], stats["p_value"], level) if judged else None}
+
+    out: dict = {"columns": {name: judge(_tested(reference["columns"][name], c.get("counts", []),
+                                                 c.get("missing", 0), inputs, name))
+                             for name, c in columns.items()},
+                 "output": judge(_tested(reference["output"], counts["output"].get("counts", []), 0, output,
+                                         "output"))}
     drifted = [name for name, c in out["columns"].items() if c["status"] == "significant"]
     if not judged:
         out["verdict"] = {"status": None, "drifted_columns": [], "share": None, "tests": tests, "level": level,
