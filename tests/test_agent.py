@@ -76,7 +76,8 @@ def test_the_birth_states_how_windows_are_judged(tmp_path):
     s = settings(tmp_path, window_rows=500, psi_moderate=0.05, drifted_share=0.5)
     window = birth_description({"name": "demo"}, s.drift)["window"]
     assert window == {"rows": 500, "seconds": 300.0, "rule": {"psi_moderate": 0.05, "psi_significant": 0.25,
-                                                              "drifted_share": 0.5, "min_rows": 100}}
+                                                              "drifted_share": 0.5, "min_rows": 100,
+                                                              "alpha": 0.01}}
     assert VerdictRule.from_dict(window["rule"]) == s.drift.rule
     Draft202012Validator(schema("birth")["$defs"]["rule"]).validate(window["rule"])
 

@@ -77,9 +77,12 @@ def _shifted(rows, column, by):
 def test_unshifted_rows_are_not_flagged(ai4i, ai4i_rows):
     window = _window(ai4i, ai4i_rows[:1000])
     assert window["rows"] == 1000 and window["bad_rows"] == 0
-    assert window["verdict"] == {"status": "ok", "drifted_columns": [], "share": 0.0}
+    # six input columns and the output: seven tests at 0.01 / 7
+    assert window["verdict"] == {"status": "ok", "drifted_columns": [], "share": 0.0, "tests": 7,
+                                 "level": 0.00142857}
     for name, col in window["columns"].items():
         assert col["psi"] < 0.1 and col["status"] == "ok", (name, col)
+        assert 0 <= col["p_value"] <= 1
         assert sum(col["counts"]) + col["missing"] == 1000
     assert window["output"]["status"] in ("ok", "moderate") and sum(window["output"]["counts"]) == 1000
 
@@ -95,8 +98,9 @@ def test_a_shifted_column_is_significant_and_the_verdict_reflects_it(ai4i, ai4i_
     others = [c for name, c in window["columns"].items() if name != "Torque [Nm]"]
     assert all(c["status"] == "ok" for c in others)
     # one column of six: listed, but below the dataset-level share of 0.3
+    assert col["p_value"] < 1e-100  # 1,000 rows, most beyond the training range
     assert window["verdict"] == {"status": "ok", "drifted_columns": ["Torque [Nm]"],
-                                 "share": pytest.approx(1 / 6, abs=1e-6)}
+                                 "share": pytest.approx(1 / 6, abs=1e-6), "tests": 7, "level": 0.00142857}
 
     # A second one (every machine now of an unknown type): 2 of 6 columns, drift.
     both = [dict(r, Type="X") for r in shifted]
@@ -363,4 +367,5 @@ def test_the_fleet_recipe_in_the_docs_reaches_the_verdict_of_one_device(ai4i, ai
         ai4i.monitor = None
     judged = space["judged"]
     assert judged["verdict"]["status"] is not None and judged["verdict"] == single["verdict"]
-    assert judged["columns"] == {n: {k: c[k] for k in ("psi", "js", "status")} for n, c in single["columns"].items()}
+    assert judged["columns"] == {n: {k: c[k] for k in ("psi", "js", "p_value", "status")}
+                                 for n, c in single["columns"].items()}

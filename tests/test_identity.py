@@ -94,7 +94,7 @@ def test_code_and_schema_agree_on_every_id(value):
 # -- the fleet in every key ------------------------------------------------------------------------------------
 
 def _drift(fleet: str, device: str, session: int = 4, seq: int = 0) -> bytes:
-    return (f'{{"format_version": 3, "fleet": "{fleet}", "device": "{device}", "session": {session}, '
+    return (f'{{"format_version": 4, "fleet": "{fleet}", "device": "{device}", "session": {session}, '
             f'"seq": {seq}}}').encode()
 
 
@@ -111,9 +111,9 @@ def test_a_payload_naming_another_fleet_or_device_than_its_topic_is_refused():
     with pytest.raises(ProtocolError, match="the payload says device 'pi-08' but was published as 'pi-07'"):
         decode("edgeml/plant-a/pi-07/drift", _drift("plant-a", "pi-08"))
     with pytest.raises(ProtocolError, match="only drift windows are de-duplicated"):
-        window_key(*decode("edgeml/plant-a/pi-07/birth", b'{"format_version": 3}'))
+        window_key(*decode("edgeml/plant-a/pi-07/birth", b'{"format_version": 4}'))
     with pytest.raises(ProtocolError, match="session '4' and seq 0 must be whole numbers"):
-        window_key(*decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 3, "session": "4", "seq": 0}'))
+        window_key(*decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 4, "session": "4", "seq": 0}'))
 
 
 def test_no_two_devices_share_a_client_id():

@@ -91,7 +91,7 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
                                            body={"row": 1, "prediction": 0}),
     }
     for kind, message in built.items():
-        assert message["format_version"] == FORMAT_VERSION == 3
+        assert message["format_version"] == FORMAT_VERSION == 4
         Draft202012Validator(schema(kind), format_checker=FormatChecker()).validate(message)
     with pytest.raises(ProtocolError, match=r"may not set \['bdSeq'\]"):
         envelopes.birth(device, bd_seq=1, time="", runtime={}, description={"bdSeq": 9})
@@ -100,8 +100,8 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
 
 
 @pytest.mark.parametrize("payload,message", [
-    (b'{"format_version": 2, "bdSeq": 1}', "format_version 2 is not 3, the version this runtime reads"),
-    (b'{"bdSeq": 1}', "format_version None is not 3"),
+    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4, the version this runtime reads"),
+    (b'{"bdSeq": 1}', "format_version None is not 4"),
     (b"[1, 2]", "the payload is a JSON list, not an object"),
     (b"{", "the payload is not JSON"),
 ])
@@ -165,7 +165,7 @@ def test_the_schemas_ship_in_the_package_and_pyproject_declares_them():
 # -- the window verdict over counts ---------------------------------------------
 
 REFERENCE = {
-    "format": 1, "bins": "right-closed",
+    "format": 1, "bins": "right-closed", "rows": {"train": 1000, "valid": 200},
     "columns": {
         "temp": {"kind": "numeric", "edges": [10.0, 20.0], "shares": [0.25, 0.5, 0.25], "missing_rate": 0.0,
                  "range": [0.0, 30.0]},
@@ -173,7 +173,7 @@ REFERENCE = {
                 "range": [0.0, 2000.0]},
         "type": {"kind": "categorical", "categories": ["H", "L"], "shares": [0.5, 0.5, 0.0], "missing_rate": 0.0},
     },
-    "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
+    "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5], "split": "valid"},
 }
 SCHEMA = InputSchema((InputColumn("temp", "numeric", ("temp",)), InputColumn("rpm", "numeric", ("rpm",)),
                       InputColumn("type", "categorical", ("type",), categories=("H", "L"))))
@@ -195,21 +195,26 @@ def device_window(*batches, settings=SETTINGS) -> dict:
     return monitor.flush()
 
 
-# Three devices of 20 rows each, and the statuses and verdict of all 60 rows.
+# Three devices of 20 rows each, and the statuses and verdict of all 60 rows. Four tests per window (three
+# columns and the output) at the level 0.01 / 4 = 0.0025. With 20 rows against 1,000 reference rows, a bin is
+# tested on its own from about 255 pooled values: a category the reference never saw ("X") is pooled into the
+# smallest other cell, so one or two of them are no evidence (PSI 0.32 for one X in 20 rows: the old rule
+# called that significant).
 FLEETS = {
-    # Each device alone drifts (rpm all high on one, all low on another; a new category on the third), but
-    # together the fleet looks like the reference.
+    # The first two devices alone drift (rpm all high on one, all low on the other: p = 9.5e-06); the third's
+    # one X is no evidence. Together the fleet looks like the reference.
     "offsetting": ([rows(T, [1500.0] * 20, ["H"] * 10 + ["L"] * 10, [0, 1] * 10),
                     rows(T, [500.0] * 20, ["H"] * 10 + ["L"] * 10, [0, 1] * 10),
                     rows(T, [500.0] * 10 + [1500.0] * 10, ["H"] * 10 + ["L"] * 9 + ["X"], [0] * 12 + [1] * 8)],
-                   ["drift", "drift", "drift"],
+                   ["drift", "drift", "ok"],
                    {"temp": "ok", "rpm": "ok", "type": "ok"}, "ok", [], 0.0),
-    # rpm runs high everywhere, one device runs hot, two see a new category now and then.
+    # rpm runs high everywhere (15 of 20 on the second device: p = 0.027 alone, PSI 0.27), one device runs hot,
+    # two see a new category now and then (two X in 60 rows: no evidence; the old rule said moderate).
     "drifting": ([rows(T, [1500.0] * 20, ["H"] * 10 + ["L"] * 10, [0] * 20),
                   rows(T, [1500.0] * 15 + [500.0] * 5, ["H"] * 10 + ["L"] * 9 + ["X"], [0, 1] * 10),
                   rows([25.0] * 20, [1500.0] * 20, ["H"] * 9 + ["L"] * 10 + ["X"], [1] * 20)],
-                 ["drift", "drift", "drift"],
-                 {"temp": "significant", "rpm": "significant", "type": "moderate"}, "drift", ["temp", "rpm"],
+                 ["drift", "ok", "drift"],
+                 {"temp": "significant", "rpm": "significant", "type": "ok"}, "drift", ["temp", "rpm"],
                  0.666667),
 }
 
@@ -224,13 +229,14 @@ def test_summed_device_windows_reach_the_verdict_of_one_device_on_all_rows(name)
     assert [judge_window(REFERENCE, w, VerdictRule(min_rows=1))["verdict"]["status"] for w in windows] == alone
     fleet = judge_window(REFERENCE, add_counts(windows), RULE)
     assert {n: c["status"] for n, c in fleet["columns"].items()} == statuses
-    assert fleet["verdict"] == {"status": verdict, "drifted_columns": drifted, "share": share}
+    assert fleet["verdict"] == {"status": verdict, "drifted_columns": drifted, "share": share, "tests": 4,
+                                "level": 0.0025}
     single = device_window(*batches)  # one device that saw all 60 rows
     assert single["rows"] == add_counts(windows)["rows"] == 60
     assert fleet["verdict"] == single["verdict"]
     for n, c in fleet["columns"].items():
-        assert c == {k: single["columns"][n][k] for k in ("psi", "js", "status")}
-    assert fleet["output"] == {k: single["output"][k] for k in ("psi", "js", "status")}
+        assert c == {k: single["columns"][n][k] for k in ("psi", "js", "p_value", "status")}
+    assert fleet["output"] == {k: single["output"][k] for k in ("psi", "js", "p_value", "status")}
 
 
 def test_a_device_window_is_exactly_what_the_public_verdict_says():
@@ -238,15 +244,19 @@ def test_a_device_window_is_exactly_what_the_public_verdict_says():
                            settings=DriftSettings(rule=VerdictRule(min_rows=1)))
     judged = judge_window(REFERENCE, window, VerdictRule(min_rows=1))
     assert window["verdict"] == judged["verdict"] == {"status": "drift", "drifted_columns": ["rpm"],
-                                                      "share": 0.333333}
+                                                      "share": 0.333333, "tests": 4, "level": 0.0025}
+    # rpm: 20 of 20 rows in the upper bin against 500 of 1,000: X² = 10 + 9.615 on 1 df
     assert window["columns"]["rpm"]["counts"] == [0, 20] and window["columns"]["rpm"]["status"] == "significant"
-    assert window["columns"]["temp"]["psi"] == 0.0 and window["columns"]["temp"]["status"] == "ok"
+    assert window["columns"]["rpm"]["p_value"] == judged["columns"]["rpm"]["p_value"] == 9.47036e-06
+    assert window["columns"]["temp"]["psi"] == 0.0 and window["columns"]["temp"]["p_value"] == 1.0
+    assert window["columns"]["temp"]["status"] == "ok"
 
 
-@pytest.mark.parametrize("psi,status", [(0.0999, "ok"), (0.1, "moderate"), (0.2499, "moderate"),
-                                        (0.25, "significant"), (3.0, "significant"), (None, None)])
-def test_column_status_thresholds_are_inclusive_from_below(psi, status):
-    assert VerdictRule().status(psi) == status
+@pytest.mark.parametrize("psi,p_value,status", [
+    (0.0999, 1e-9, "ok"), (0.1, 1e-9, "moderate"), (0.2499, 1e-9, "moderate"), (0.25, 1e-9, "significant"),
+    (3.0, 0.001, "significant"), (3.0, 0.0010001, "ok"), (0.1, 0.5, "ok"), (None, None, None)])
+def test_a_status_needs_the_test_to_reject_and_the_psi_to_reach_its_threshold_both_inclusive(psi, p_value, status):
+    assert VerdictRule().status(psi, p_value, 0.001) == status
 
 
 def test_counts_that_do_not_fit_the_reference_are_refused():
@@ -266,6 +276,14 @@ def test_counts_that_do_not_fit_the_reference_are_refused():
         judge_window(REFERENCE, window, SETTINGS)
     with pytest.raises(ProtocolError, match="no windows to add"):
         add_counts([])
+    # the test needs the reference's rows: its counts are its shares × its rows
+    rowless = {k: v for k, v in REFERENCE.items() if k != "rows"}
+    with pytest.raises(ProtocolError, match=r"the reference states no rows for its inputs \(rows.train\) or for its "
+                                            r"output's split \(rows.valid\): got rows None; .* judge against the "
+                                            "manifest's reference"):
+        judge_window(rowless, window, RULE)
+    with pytest.raises(ProtocolError, match=r"got rows \{'train': 1000, 'valid': 0\}"):
+        judge_window({**REFERENCE, "rows": {"train": 1000, "valid": 0}}, window, RULE)
 
 
 def test_a_column_mismatch_names_five_columns_then_a_count():
@@ -279,8 +297,10 @@ def test_a_column_mismatch_names_five_columns_then_a_count():
 # -- the verdict rule --------------------------------------------------------------
 
 def test_the_rule_round_trips_through_its_dict_and_is_checked_once():
-    rule = VerdictRule(psi_moderate=0.05, psi_significant=0.2, drifted_share=0.5, min_rows=10)
-    assert rule.to_dict() == {"psi_moderate": 0.05, "psi_significant": 0.2, "drifted_share": 0.5, "min_rows": 10}
+    rule = VerdictRule(psi_moderate=0.05, psi_significant=0.2, drifted_share=0.5, min_rows=10, alpha=0.05)
+    assert rule.to_dict() == {"psi_moderate": 0.05, "psi_significant": 0.2, "drifted_share": 0.5, "min_rows": 10,
+                              "alpha": 0.05}
+    assert VerdictRule().alpha == 0.01 and rule.level(11) == 0.00454545 and VerdictRule().level(4) == 0.0025
     assert VerdictRule.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
     Draft = pytest.importorskip("jsonschema").Draft202012Validator
     Draft(schema("birth")["$defs"]["rule"]).validate(rule.to_dict())
@@ -293,13 +313,21 @@ def test_the_rule_round_trips_through_its_dict_and_is_checked_once():
         VerdictRule(psi_significant="0.25")
     with pytest.raises(SettingsError, match=r"^min_rows = 2.5: must be a whole number of rows"):
         VerdictRule(min_rows=2.5)
+    for alpha in (0, 1, 1.5, -0.01):
+        with pytest.raises(SettingsError, match=rf"^alpha = {alpha}: must be a probability above 0 and below 1; "
+                                                r"e.g. 0.01 \(the default"):
+            VerdictRule(alpha=alpha)
+    with pytest.raises(SettingsError, match=r"^alpha = nan: must be a finite number; e.g. 0.01"):
+        VerdictRule(alpha=float("nan"))
+    with pytest.raises(ProtocolError, match=r"the verdict rule .* is not valid: alpha = 0: must be a probability"):
+        VerdictRule.from_dict({**rule.to_dict(), "alpha": 0})
     with pytest.raises(ProtocolError, match=r"the verdict rule .* is not valid: min_rows = -1: must be a whole"):
         VerdictRule.from_dict({**rule.to_dict(), "min_rows": -1})
     with pytest.raises(ProtocolError, match=r"exactly the keys psi_moderate, psi_significant, drifted_share, "
-                                            r"min_rows; got \['min_rows', 'psi_moderate', 'rows'\]"):
+                                            r"min_rows, alpha; got \['min_rows', 'psi_moderate', 'rows'\]"):
         VerdictRule.from_dict({"psi_moderate": 0.1, "min_rows": 1, "rows": 3})
     with pytest.raises(ProtocolError, match="got list"):
-        VerdictRule.from_dict([0.1, 0.25, 0.3, 100])
+        VerdictRule.from_dict([0.1, 0.25, 0.3, 100, 0.01])
 
 
 def test_the_documented_example_birth_states_a_rule_a_controller_can_judge_with():

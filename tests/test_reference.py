@@ -94,8 +94,9 @@ def test_device_bins_the_training_split_exactly_as_the_reference(telco, telco_re
         entry = telco_reference["columns"][name]
         present = rows - col["missing"]
         assert [c / present for c in col["counts"]] == pytest.approx(entry["shares"], abs=1e-12), name
-        assert col["psi"] == pytest.approx(0, abs=1e-9) and col["status"] == "ok"
-    assert window["verdict"] == {"status": "ok", "drifted_columns": [], "share": 0.0}
+        assert col["psi"] == pytest.approx(0, abs=1e-9) and col["p_value"] == 1.0 and col["status"] == "ok"
+    assert window["verdict"] == {"status": "ok", "drifted_columns": [], "share": 0.0, "tests": 20,
+                                 "level": 0.0005}  # 19 input columns and the output, at 0.01 / 20
 
 
 def test_regression_output_reference_is_deciles_of_validation_predictions():

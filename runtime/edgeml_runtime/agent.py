@@ -17,7 +17,7 @@ Example: the description a device states in its birth message, beside the envelo
 
 >>> birth_description({"name": "demo"}, DriftSettings(window_rows=500))["window"]
 {'rows': 500, 'seconds': 300.0, 'rule': {'psi_moderate': 0.1, 'psi_significant': 0.25, 'drifted_share': 0.3, \
-'min_rows': 100}}
+'min_rows': 100, 'alpha': 0.01}}
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ column and for the model's output (see docs/drift.md). A
 window after ``window_rows`` rows or ``window_seconds`` seconds, and turns
 each closed window into a JSON-ready dict: the raw counts (which add up
 across windows and devices) and, per column, the statistics in
-:data:`STATISTICS` with a status. Bins are right-closed — ``(-inf, e1],
-(e1, e2], …, (ek, +inf)`` — which is ``np.searchsorted(edges, v,
-side="left")`` on the host and on the device alike.
+:data:`STATISTICS`, a p-value and a status
+(:func:`~.protocol.verdict.judge_window`). Bins are right-closed —
+``(-inf, e1], (e1, e2], …, (ek, +inf)`` — which is
+``np.searchsorted(edges, v, side="left")`` on the host and on the device
+alike.
 
-Example:
+Example: four rows far above the reference are too few to test (every expected count is below 5: the
+p-value is 1); forty are not.
 
 >>> from edgeml_runtime.schema import InputColumn, InputSchema
 >>> schema = InputSchema((InputColumn("temp", "numeric", ("temp",)),))
->>> reference = {"format": 1, "bins": "right-closed",
-...              "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
+>>> reference = {"format": 1, "bins": "right-closed", "rows": {"train": 1000, "valid": 200},
+...              "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5], "split": "valid"},
 ...              "columns": {"temp": {"kind": "numeric", "edges": [20.0], "shares": [0.5, 0.5], "missing_rate": 0.0,
 ...                                   "range": [10.0, 30.0]}}}
 >>> settings = DriftSettings(window_rows=4, rule=VerdictRule(min_rows=1))
@@ -23,8 +26,12 @@ Example:
 >>> feeds = {"temp": np.array([[25.0], [26.0], [27.0], [40.0]], dtype=np.float32)}
 >>> [window] = monitor.update(feeds, np.array([1, 1, 1, 0])).poll()
 >>> temp = window["columns"]["temp"]
->>> temp["counts"], temp["above_range"], temp["status"], window["verdict"]["status"]
-([0, 4], 1, 'significant', 'drift')
+>>> temp["counts"], temp["above_range"], temp["psi"], temp["p_value"], temp["status"], window["verdict"]["status"]
+([0, 4], 1, 4.603789, 1.0, 'ok', 'ok')
+>>> monitor = DriftMonitor(reference, schema, DriftSettings(window_rows=40, rule=VerdictRule(min_rows=1)))
+>>> [window] = monitor.update({"temp": np.full((40, 1), 25.0, dtype=np.float32)}, np.array([1, 0] * 20)).poll()
+>>> window["columns"]["temp"]["p_value"], window["columns"]["temp"]["status"], window["verdict"]["status"]
+(5.42366e-10, 'significant', 'drift')
 """
 
 from __future__ import annotations
@@ -71,8 +78,8 @@ class DriftSettings:
     A window closes after ``window_rows`` scored rows or ``window_seconds``
     seconds, whichever comes first; at most ``max_errors`` row errors (up to
     :data:`MAX_ERRORS`) are kept in it, each cut to :data:`ERROR_CHARS`
-    characters, so bad input cannot grow a window. ``rule`` (thresholds and ``min_rows``) is part of the
-    protocol: the device states it in its birth message, and the fleet
+    characters, so bad input cannot grow a window. ``rule`` (the test's ``alpha``, the PSI thresholds and
+    ``min_rows``) is part of the protocol: the device states it in its birth message, and the fleet
     controller judges summed windows with it. Each value is checked by the
     dataclass that owns it, once; a bad one raises
     :class:`~edgeml_runtime.errors.SettingsError` naming it.

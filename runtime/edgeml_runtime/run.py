@@ -179,9 +179,7 @@ class StreamScorer:
                               self.monitor.settings.rule.min_rows)
                 continue
             self.log.info("drift window %s..%s: %d rows, %d bad, verdict %s%s", window.get("start"), window.get("end"),
-                          window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"),
-                          f" ({', '.join(verdict.get('drifted_columns') or [])})"
-                          if verdict.get("drifted_columns") else "")
+                          window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"), _why(window))
 
     def _log_errors(self, errors: list[RowError]) -> None:
         for e in errors:
@@ -191,3 +189,12 @@ class StreamScorer:
                 self.log.warning("more bad rows: counting them in the drift windows, not logging each")
             self.stats.errors_logged += 1
 
+
+def _why(window: dict) -> str:
+    """The drifted columns with their PSI and p-value, and the level they were tested at (or nothing)."""
+    verdict, columns = window.get("verdict") or {}, window.get("columns") or {}
+    drifted = [(n, columns.get(n) or {}) for n in verdict.get("drifted_columns") or []]
+    if not drifted:
+        return ""
+    shown = ", ".join(f"{n} PSI {c.get('psi')} p {c.get('p_value')}" for n, c in drifted)
+    return f" ({shown}; p-values tested at level {verdict.get('level')} = alpha / {verdict.get('tests')} tests)"

@@ -384,8 +384,12 @@ RUN = register_table(Table("run", AgentSettings, {
     "drift": Section(DriftSettings, (
         Key("window_rows", int, "a drift window closes after this many rows..."),
         Key("window_seconds", float, "...or after this many seconds, whichever comes first"),
-        Key("psi_moderate", float, "PSI at or above which a column has moderate drift", "rule.psi_moderate"),
-        Key("psi_significant", float, "PSI at or above which a column has significant drift", "rule.psi_significant"),
+        Key("alpha", float, "significance level of a window's tests: at most this share of windows without drift "
+            "get a status other than ok (each column is tested at alpha / tests)", "rule.alpha"),
+        Key("psi_moderate", float, "PSI at or above which a column whose test rejects has moderate drift",
+            "rule.psi_moderate"),
+        Key("psi_significant", float, "PSI at or above which a column whose test rejects has significant drift",
+            "rule.psi_significant"),
         Key("drifted_share", float, "the window has drifted when at least this share of its columns are significant",
             "rule.drifted_share"),
         Key("min_rows", int, "windows with fewer scored rows get statistics but no verdict", "rule.min_rows"),

@@ -5,17 +5,20 @@ this whole protocol (topics, envelopes, the window verdict), one number for
 every kind of message, so a consumer checks one thing. It changes whenever a
 payload's layout or meaning does; a consumer refuses versions it does not
 know (:func:`decode` does). Version 1 had no ``format_version`` in
-predictions and no bundle identity; version 2 added both; version 3 puts the
+predictions and no bundle identity; version 2 added both; version 3 put the
 verdict thresholds of the birth's ``window`` in ``window.rule`` (a
-:class:`~.verdict.VerdictRule`). The JSON Schemas of each kind
-(:mod:`.schemas`) say ``"format_version": {"const": 3}``.
+:class:`~.verdict.VerdictRule`); version 4 calibrates the verdict: a
+significance test per column at ``rule.alpha`` (Bonferroni-corrected),
+together with the PSI thresholds, and every judged column carries its
+``p_value``, every verdict its ``tests`` and ``level``. The JSON Schemas of
+each kind (:mod:`.schemas`) say ``"format_version": {"const": 4}``.
 
 Example:
 
 >>> from edgeml_runtime.protocol.topics import DeviceTopics
 >>> death(DeviceTopics("plant-a", "pi-07"), bd_seq=12, reason="lost")
-{'format_version': 3, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
->>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 3, "bdSeq": 12}')
+{'format_version': 4, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
+>>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 4, "bdSeq": 12}')
 >>> topic.kind, payload["bdSeq"]
 ('death', 12)
 """
@@ -30,7 +33,7 @@ from .topics import DeviceTopics, Topic, parse_topic
 from .verdict import VerdictRule
 
 #: The protocol version every payload states as ``format_version``.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: The envelope a drift message wraps around a closed window (``historical`` is added as it is sent).
 ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
 #: What the birth message fills in itself; the rest of a birth is the device's description.
@@ -59,7 +62,7 @@ def describe_window(rows: int, seconds: float, rule: VerdictRule) -> dict:
 
     >>> describe_window(500, 300.0, VerdictRule(min_rows=10))
     {'rows': 500, 'seconds': 300.0, 'rule': {'psi_moderate': 0.1, 'psi_significant': 0.25, 'drifted_share': 0.3, \
-'min_rows': 10}}
+'min_rows': 10, 'alpha': 0.01}}
     """
     return dict(zip(WINDOW_KEYS, (rows, seconds, rule.to_dict()), strict=True))
 
@@ -140,7 +143,7 @@ def window_key(topic: Topic, message: Mapping) -> tuple[str, str, int, int]:
     message the broker's ACL vouches for (:func:`decode` refuses a payload
     that names another).
 
-    >>> where, w = decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 3, "session": 4, "seq": 0}')
+    >>> where, w = decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 4, "session": 4, "seq": 0}')
     >>> window_key(where, w)
     ('plant-a', 'pi-07', 4, 0)
     """
