@@ -47,6 +47,7 @@ test: $(STAMP) system-deps lint
 bench: $(STAMP)
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_drift.py
+	$(BIN)/python bench/bench_verdict.py
 	$(BIN)/python bench/bench_outbox.py
 	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_cells.py
