@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt,tflite]"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,fleet]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +32,10 @@ system-deps:
 	@PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null || { \
 	  echo "installing mosquitto (the MQTT broker the tests start) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
+	@# The fleet store's tests start their own PostgreSQL 15 (initdb, pg_ctl) as an unprivileged user.
+	@test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  echo "installing postgresql (the store tests start their own server) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolchain runtime tests bench
