@@ -45,13 +45,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 
 from edgeml_runtime.errors import ProtocolError
 from edgeml_runtime.protocol import window_key
 
-#: A JSON column: ``jsonb`` on PostgreSQL, JSON text on SQLite.
-JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+#: A JSON column: ``json`` on PostgreSQL (kept as sent, keys in their order: ``jsonb`` sorts them), JSON text on SQLite.
+JSON = sa.JSON()
 #: An autoincrementing 64-bit key (SQLite autoincrements only ``INTEGER PRIMARY KEY``).
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIME = sa.Float(precision=53)  # double precision: seconds since the epoch to the microsecond
@@ -151,8 +150,7 @@ rejected = sa.Table(
 
 #: The per-column values that add up across windows (kept in ``windows.counts``; the rest is ``statistics``).
 COUNT_KEYS = ("kind", "counts", "missing", "below_range", "above_range")
-#: The JSON columns of devices and windows.
-JSON_KEYS = ("window", "counts", "statistics", "verdict")
+_COUNTED = frozenset(COUNT_KEYS)
 _HEX = frozenset("0123456789abcdef")
 _INT64 = 2**63 - 1
 
@@ -170,17 +168,6 @@ def dumps(value) -> str:
     return text
 
 
-def check_json(row: dict, where: str) -> dict:
-    """``row`` if each of its JSON values can be stored (:func:`dumps`); ProtocolError naming the key if not."""
-    for key in JSON_KEYS:
-        if key in row:
-            try:
-                dumps(row[key])
-            except (ValueError, TypeError) as exc:
-                raise ProtocolError(f"{where}: {key} cannot be stored: {exc}") from None
-    return row
-
-
 def _where(topic) -> str:
     return f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}"
 
@@ -191,7 +178,7 @@ def text(value, key: str, where: str, *, optional: bool = False) -> str | None:
         return None
     if not isinstance(value, str):
         raise ProtocolError(f"{where}: {key} is {type(value).__name__} {value!r:.40}, not a text")
-    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+    if "\x00" in value or not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
         raise ProtocolError(f"{where}: {key} holds a NUL or an unpaired surrogate, which no store keeps as sent")
     return value
 
@@ -254,15 +241,20 @@ def death_row(topic, message: Mapping, received: float) -> dict:
 
 
 def _split(part: Mapping, name: str, where: str) -> tuple[dict, dict]:
+    """A column's (or the output's) counts and the rest of it, its counts checked: whole numbers from 0."""
     counts = part.get("counts")
     if not isinstance(counts, list) or not counts:
         raise ProtocolError(f"{where}: {name}.counts is {counts!r:.40}, not a non-empty list of counts")
-    for i, n in enumerate(counts):
-        whole(n, f"{name}.counts[{i}]", where)
+    if not (all(type(n) is int for n in counts) and 0 <= min(counts) and max(counts) <= _INT64):  # the fast path
+        for i, n in enumerate(counts):
+            whole(n, f"{name}.counts[{i}]", where)
+    kept, rest = {}, {}
+    for key, value in part.items():
+        (kept if key in _COUNTED else rest)[key] = value
     for key in COUNT_KEYS[2:]:
-        if key in part:
-            whole(part[key], f"{name}.{key}", where)
-    return ({k: part[k] for k in COUNT_KEYS if k in part}, {k: v for k, v in part.items() if k not in COUNT_KEYS})
+        if key in kept and not (type(kept[key]) is int and 0 <= kept[key] <= _INT64):
+            whole(kept[key], f"{name}.{key}", where)
+    return kept, rest
 
 
 def window_row(topic, message: Mapping, received: float) -> dict:

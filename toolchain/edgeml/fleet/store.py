@@ -138,13 +138,24 @@ class Store:
     @contextmanager
     def _write(self):
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on leaving."""
-        with self.engine.connect().execution_options(edgeml_write=True) as conn, conn.begin():
+        with self._failing(), self.engine.connect().execution_options(edgeml_write=True) as conn, conn.begin():
             yield conn
 
     @contextmanager
     def _read(self):
-        with self.engine.connect() as conn, conn.begin():
+        with self._failing(), self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _failing(self):
+        """A failure of the database itself as a FleetError naming the store (a refused value passes through)."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            if _refused_value(exc):
+                raise
+            raise FleetError(f"the fleet store {self.url} failed: {_first_line(exc.orig)}; nothing of this "
+                             "transaction was stored (acknowledge none of its messages)") from exc
 
     # -- messages ------------------------------------------------------------------------------------
 
@@ -166,8 +177,14 @@ class Store:
             m.reason = f"{m.topic} is a {m.kind or 'predictions'} topic, not a {kind} one"
         if m.reason is not None:
             raise ProtocolError(m.reason)
-        with self._write() as conn:
-            return self._apply(conn, [m])[0]
+        try:
+            with self._write() as conn:
+                return self._apply(conn, [m])[0]
+        except _MAYBE_REFUSED as exc:
+            if not _refused_value(exc):
+                raise
+            raise ProtocolError(f"{m.topic}: the database refused a value: "
+                                f"{_first_line(getattr(exc, 'orig', exc))}") from None
 
     def record_messages(self, messages: Iterable[tuple[str | Topic, Mapping]]) -> Batch:
         """Store many messages in one transaction; what became of each, in order (acknowledge them all after).
@@ -315,7 +332,7 @@ class Store:
         stmt = sa.insert(t.decisions).values(values)
         if lease is not None:
             ls = t.leases
-            held = sa.select(*(sa.literal(v) for v in values.values())).where(
+            held = sa.select(*(sa.literal(v, t.decisions.c[k].type) for k, v in values.items())).where(
                 ls.c.name == lease[0], ls.c.holder == lease[1], ls.c.expires > when)
             stmt = sa.insert(t.decisions).from_select(list(values), held)
         with self._write() as conn:
@@ -408,7 +425,7 @@ def _prepare(topic, message, received: float) -> _Message:
                 raise ProtocolError(f"{m.topic}: the message says {key} {message[key]!r:.70}, but was published "
                                     f"under {getattr(where, key)!r}")
         if where.kind in _KINDS:
-            m.kind, m.row = where.kind, t.check_json(_KINDS[where.kind](where, message, received), m.topic)
+            m.kind, m.row = where.kind, _KINDS[where.kind](where, message, received)
     except ProtocolError as exc:
         m.reason = str(exc)
     return m
