@@ -109,7 +109,7 @@ def connect(url: str) -> sa.Engine:
             pass
     except sa.exc.DBAPIError as exc:
         engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        reason = first_line(exc.orig)
         fix = ("check that the server runs and the host, port, user, password and database are right"
                if backend == "postgresql" else "check the path and its permissions")
         raise FleetError(f"cannot open the fleet store {shown}: {reason}; {fix}") from None
@@ -134,3 +134,29 @@ def _sqlite_events(engine: sa.Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("edgeml_write") else "BEGIN")
+
+
+#: What a statement raises when it may be a value the database refused (:func:`refused_value` tells).
+MAYBE_REFUSED = (sa.exc.StatementError, ValueError, OverflowError)
+
+
+def refused_value(exc: Exception) -> bool:
+    """Whether the database (or the driver) refused a value, not failed: a message to reject, not to retry.
+
+    A database that is unreachable, locked or out of space is an error of the
+    store: the batch must fail, so that none of it is acknowledged.
+    """
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return False
+    return isinstance(getattr(exc, "orig", exc), ValueError | OverflowError)
+
+
+def first_line(exc) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def safe_text(value: str) -> str:
+    """Text any database keeps: NUL and unpaired surrogates written as escapes."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")

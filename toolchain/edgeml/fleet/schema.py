@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from edgeml_runtime.errors import ProtocolError
-from edgeml_runtime.protocol import window_key
+from edgeml_runtime.protocol import Topic, parse_topic, window_key
 
 #: A JSON column: ``json`` on PostgreSQL (kept as sent, keys in their order: ``jsonb`` sorts them), JSON text on SQLite.
 JSON = sa.JSON()
@@ -377,3 +377,37 @@ class Rejected:
     topic: str
     reason: str
     payload: str
+
+
+# -- a received message, checked ---------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """A received message, checked: its kind and row, or why it cannot be stored (``reason``)."""
+
+    topic: str
+    message: object
+    kind: str = ""
+    row: dict = field(default_factory=dict)
+    reason: str | None = None
+
+
+_KINDS = {"birth": birth_row, "death": death_row, "drift": window_row}
+
+
+def prepare(topic, message, received: float) -> Prepared:
+    """A message checked and turned into its row; ``reason`` says why not."""
+    m = Prepared(topic if isinstance(topic, str) else f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}", message)
+    try:
+        where = topic if isinstance(topic, Topic) else parse_topic(topic)
+        if not isinstance(message, Mapping):
+            raise ProtocolError(f"{m.topic}: the message is a {type(message).__name__}, not a JSON object")
+        for key in ("fleet", "device"):
+            if key in message and message[key] != getattr(where, key):
+                raise ProtocolError(f"{m.topic}: the message says {key} {message[key]!r:.70}, but was published "
+                                    f"under {getattr(where, key)!r}")
+        if where.kind in _KINDS:
+            m.kind, m.row = where.kind, _KINDS[where.kind](where, message, received)
+    except ProtocolError as exc:
+        m.reason = str(exc)
+    return m

@@ -73,12 +73,11 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from edgeml.errors import FleetError
 from edgeml_runtime.errors import ProtocolError
-from edgeml_runtime.protocol import Topic, parse_topic
+from edgeml_runtime.protocol import Topic
 
 try:
     import sqlalchemy as sa
@@ -88,26 +87,14 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed 
                      "pip install 'edgeml[fleet]'") from None
 
 from . import schema as t
-from .database import connect, masked
+from .database import MAYBE_REFUSED, connect, first_line, masked, refused_value, safe_text
 from .migrations import HEAD, migrate
 from .schema import Batch, Decision, Device, Rejected, StoredWindow
 
 #: What a batch says of each message (see :class:`Batch`).
 OUTCOMES = ("stored", "duplicate", "stale", "ignored", "rejected")
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-_KINDS = {"birth": t.birth_row, "death": t.death_row, "drift": t.window_row}
 _KEY = ("fleet", "device", "session", "seq")
-#: What a statement raises when it may be a value the database refused (:func:`_refused_value` tells).
-_MAYBE_REFUSED = (sa.exc.StatementError, ValueError, OverflowError)
-
-
-@dataclass
-class _Message:
-    topic: str
-    message: object
-    kind: str = ""
-    row: dict = field(default_factory=dict)
-    reason: str | None = None
 
 
 class Store:
@@ -152,9 +139,9 @@ class Store:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            if _refused_value(exc):
+            if refused_value(exc):
                 raise
-            raise FleetError(f"the fleet store {self.url} failed: {_first_line(exc.orig)}; nothing of this "
+            raise FleetError(f"the fleet store {self.url} failed: {first_line(exc.orig)}; nothing of this "
                              "transaction was stored (acknowledge none of its messages)") from exc
 
     # -- messages ------------------------------------------------------------------------------------
@@ -172,7 +159,7 @@ class Store:
         return self._one(topic, message, "drift") == "stored"
 
     def _one(self, topic, message, kind: str) -> str:
-        m = _prepare(topic, message, time.time())
+        m = t.prepare(topic, message, time.time())
         if m.reason is None and m.kind != kind:
             m.reason = f"{m.topic} is a {m.kind or 'predictions'} topic, not a {kind} one"
         if m.reason is not None:
@@ -180,11 +167,11 @@ class Store:
         try:
             with self._write() as conn:
                 return self._apply(conn, [m])[0]
-        except _MAYBE_REFUSED as exc:
-            if not _refused_value(exc):
+        except MAYBE_REFUSED as exc:
+            if not refused_value(exc):
                 raise
             raise ProtocolError(f"{m.topic}: the database refused a value: "
-                                f"{_first_line(getattr(exc, 'orig', exc))}") from None
+                                f"{first_line(getattr(exc, 'orig', exc))}") from None
 
     def record_messages(self, messages: Iterable[tuple[str | Topic, Mapping]]) -> Batch:
         """Store many messages in one transaction; what became of each, in order (acknowledge them all after).
@@ -195,32 +182,32 @@ class Store:
         a savepoint, and only the refused ones are rejected.
         """
         received = time.time()
-        batch = [_prepare(topic, message, received) for topic, message in messages]
+        batch = [t.prepare(topic, message, received) for topic, message in messages]
         try:
             with self._write() as conn:
                 outcomes = self._apply(conn, batch)
                 self._reject(conn, [m for m in batch if m.reason is not None], received)
-        except _MAYBE_REFUSED as exc:
-            if not _refused_value(exc):
+        except MAYBE_REFUSED as exc:
+            if not refused_value(exc):
                 raise
             with self._write() as conn:
                 outcomes = [self._apply_alone(conn, m) for m in batch]
                 self._reject(conn, [m for m in batch if m.reason is not None], received)
         return Batch(tuple(outcomes), tuple(m.reason for m in batch))
 
-    def _apply_alone(self, conn: sa.Connection, m: _Message) -> str:
+    def _apply_alone(self, conn: sa.Connection, m: t.Prepared) -> str:
         if m.reason is not None:
             return "rejected"
         try:
             with conn.begin_nested():
                 return self._apply(conn, [m])[0]
-        except _MAYBE_REFUSED as exc:
-            if not _refused_value(exc):
+        except MAYBE_REFUSED as exc:
+            if not refused_value(exc):
                 raise
-            m.reason = f"{m.topic}: the database refused a value: {_first_line(getattr(exc, 'orig', exc))}"
+            m.reason = f"{m.topic}: the database refused a value: {first_line(getattr(exc, 'orig', exc))}"
             return "rejected"
 
-    def _apply(self, conn: sa.Connection, batch: list[_Message]) -> list[str]:
+    def _apply(self, conn: sa.Connection, batch: list[t.Prepared]) -> list[str]:
         outcomes = ["rejected" if m.reason else "ignored" for m in batch]
         for i, m in enumerate(batch):
             if m.reason is None and m.kind in ("birth", "death"):
@@ -239,7 +226,7 @@ class Store:
                 outcomes[fresh[tuple(key)]] = "stored"
         return outcomes
 
-    def _device_upsert(self, m: _Message):
+    def _device_upsert(self, m: t.Prepared):
         d = t.devices
         ins = self._insert(d).values(m.row)
         new = ins.excluded
@@ -255,10 +242,10 @@ class Store:
         return ins.on_conflict_do_update(index_elements=[d.c.fleet, d.c.device], set_=changed,
                                          where=newer).returning(d.c.online)
 
-    def _reject(self, conn: sa.Connection, refused: list[_Message], received: float) -> None:
+    def _reject(self, conn: sa.Connection, refused: list[t.Prepared], received: float) -> None:
         if refused:
             conn.execute(sa.insert(t.rejected), [
-                {"received": received, "topic": _safe(m.topic), "reason": _safe(m.reason),
+                {"received": received, "topic": safe_text(m.topic), "reason": safe_text(m.reason),
                  "payload": json.dumps(m.message, ensure_ascii=True, default=repr)[:4096]} for m in refused])
 
     # -- queries -------------------------------------------------------------------------------------
@@ -411,46 +398,6 @@ class Store:
         b = t.bundles
         with self._read() as conn:
             return conn.execute(sa.select(b.c.reference).where(b.c.bundle_sha256 == identity)).scalar()
-
-
-def _prepare(topic, message, received: float) -> _Message:
-    """A message checked and turned into its row; ``reason`` says why not."""
-    m = _Message(topic if isinstance(topic, str) else f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}", message)
-    try:
-        where = topic if isinstance(topic, Topic) else parse_topic(topic)
-        if not isinstance(message, Mapping):
-            raise ProtocolError(f"{m.topic}: the message is a {type(message).__name__}, not a JSON object")
-        for key in ("fleet", "device"):
-            if key in message and message[key] != getattr(where, key):
-                raise ProtocolError(f"{m.topic}: the message says {key} {message[key]!r:.70}, but was published "
-                                    f"under {getattr(where, key)!r}")
-        if where.kind in _KINDS:
-            m.kind, m.row = where.kind, _KINDS[where.kind](where, message, received)
-    except ProtocolError as exc:
-        m.reason = str(exc)
-    return m
-
-
-def _refused_value(exc: Exception) -> bool:
-    """Whether the database (or the driver) refused a value, not failed: a message to reject, not to retry.
-
-    A database that is unreachable, locked or out of space is an error of the
-    store: the batch must fail, so that none of it is acknowledged.
-    """
-    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        return False
-    return isinstance(getattr(exc, "orig", exc), ValueError | OverflowError)
-
-
-def _first_line(exc) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _safe(value: str) -> str:
-    """Text any database keeps: NUL and unpaired surrogates written as escapes."""
-    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _seconds(since) -> float:
