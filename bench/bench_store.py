@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sqlite3
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from pg import Postgres, missing
 
     template, size = _template()
+    load = os.getloadavg()[0]
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     results = {"SQLite (WAL, synchronous=FULL)": measure(f"sqlite:///{OUT}/fleet.db", template, args.windows)}
@@ -109,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     shutil.rmtree(OUT, ignore_errors=True)
-    publish("store", _table(results, size, why), args.results)
+    publish("store", _table(results, size, why, (load, os.getloadavg()[0])), args.results)
     return 0
 
 
-def _table(results: dict, size: int, why: str | None) -> str:
+def _table(results: dict, size: int, why: str | None, load: tuple[float, float]) -> str:
     import sqlalchemy
 
     lines = ["# Fleet store benchmark", "",
@@ -122,7 +124,9 @@ def _table(results: dict, size: int, why: str | None) -> str:
              f"Machine: {platform.machine()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
              f"SQLAlchemy {sqlalchemy.__version__}; the SQLite file on the project's disk (bench/out), PostgreSQL's "
              "data in /tmp, over TCP on 127.0.0.1. The disk of this virtual machine is noisy: read the fsync-bound "
-             "rows (batches of 1) as an order of magnitude. Produced by `make bench` (`bench/bench_store.py`).", "",
+             "rows (batches of 1) as an order of magnitude. Load average (1 min) at the start and the end: "
+             f"{load[0]:.1f} and {load[1]:.1f} on {os.cpu_count()} cores. Produced by "
+             "(`.venv/bin/python bench/bench_store.py`).", "",
              "| store | batch | windows | seconds | windows/s |", "|---|---:|---:|---:|---:|"]
     for name, rows in results.items():
         lines += [f"| {name} | {r['batch']:,} | {r['windows']:,} | {r['seconds']:.2f} | {r['per_second']:,.0f} |"
