@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt,tflite]"
-	$(BIN)/pip install --quiet -e ".[dev,spark]"
+	$(BIN)/pip install --quiet -e ".[dev,spark,fleet]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,8 +27,8 @@ demo: $(STAMP)
 	@head -n 6 dist/demo-scored.csv
 	@echo; $(BIN)/python -m edgeml.data.demo dist/demo-scored.csv
 
-# The tests start their own Mosquitto broker and a local Spark (tests/test_cluster_search.py, which needs a Java
-# runtime); install them where they are missing.
+# The tests start their own Mosquitto broker, a local Spark (tests/test_cluster_search.py, which needs a Java
+# runtime) and a PostgreSQL 15 server (tests/pg.py); install them where they are missing.
 system-deps:
 	@PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null || { \
 	  echo "installing mosquitto (the MQTT broker the tests start) with apt-get"; \
@@ -37,6 +37,9 @@ system-deps:
 	  echo "installing openjdk-17-jre-headless (the Java runtime of the local Spark the tests start) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    openjdk-17-jre-headless >/dev/null; }
+	@test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  echo "installing postgresql (the store tests start their own server) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolchain runtime tests bench
@@ -49,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_verdict.py
 	$(BIN)/python bench/bench_outbox.py
+	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_cells.py
 	$(BIN)/python bench/bench_quality.py

@@ -141,3 +141,19 @@ def broker(tmp_path):
     yield b
     b.stop()
     print(b.log())
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 server of this session's own (tests/pg.py), stopped and deleted at the end.
+
+    Tests create a database each on it (``postgres.create_database(name)``).
+    """
+    from pg import Postgres, missing
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    server = Postgres().start()
+    yield server
+    server.stop()

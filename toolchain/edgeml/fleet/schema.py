@@ -1,0 +1,413 @@
+"""The fleet store's tables as the code reads and writes them (SQLAlchemy Core): the schema at its newest version.
+
+:mod:`.migrations` creates and upgrades these tables, step by step; a test
+checks that a store migrated from nothing has exactly these tables and
+columns. Change a table here only together with a new migration step.
+
+Times the controller stamps (``received``, ``added``, a decision's ``time``,
+a lease's ``expires``) and a window's ``ended`` are seconds since the epoch
+(UTC), as floats: one representation on both databases, compared cheaply.
+What a device said about time (a birth's ``time``, a window's ``start`` and
+``end``) is also kept as the text it sent.
+
+* ``schema_version``: one row per applied migration step (the store's
+  version is the largest);
+* ``devices``: one row per (fleet, device): the latest birth and death
+  (``bdSeq``, time, when received), ``online``, the bundle the device runs
+  (``bundle_sha256``, model name and version), its runtime version and the
+  birth's ``window`` object (rows, seconds, verdict rule);
+* ``windows``: one row per drift window, unique on the de-duplication key
+  (fleet, device, session, seq) of :func:`edgeml_runtime.protocol.window_key`;
+  ``counts`` holds what adds up across windows (per column: kind, counts,
+  missing, below/above range; the output's kind and counts), ``statistics``
+  every other per-column value the device sent (PSI, JS, status...), and
+  ``verdict`` the device's verdict, as sent;
+* ``decisions``: what the controller decided, with its evidence, and
+  whether it was published;
+* ``leases``: who may decide (:meth:`.store.Store.acquire_lease`);
+* ``bundles``: the registry, one row per bundle identity, with its manifest
+  and drift reference;
+* ``rejected``: messages of a batch that could not be stored, with the reason.
+
+Whether a window's bundle is known is not stored: queries join ``bundles``,
+so adding a bundle later makes its windows known at once, with no race
+against windows being stored meanwhile.
+
+>>> sorted(METADATA.tables)
+['bundles', 'decisions', 'devices', 'leases', 'rejected', 'schema_version', 'windows']
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from edgeml_runtime.errors import ProtocolError
+from edgeml_runtime.protocol import Topic, parse_topic, window_key
+
+#: A JSON column: ``json`` on PostgreSQL (kept as sent, keys in their order: ``jsonb`` sorts them), JSON text on SQLite.
+JSON = sa.JSON()
+#: An autoincrementing 64-bit key (SQLite autoincrements only ``INTEGER PRIMARY KEY``).
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+TIME = sa.Float(precision=53)  # double precision: seconds since the epoch to the microsecond
+
+METADATA = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version", METADATA,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("applied", TIME, nullable=False),
+)
+
+devices = sa.Table(
+    "devices", METADATA,
+    sa.Column("fleet", sa.Text, primary_key=True),
+    sa.Column("device", sa.Text, primary_key=True),
+    sa.Column("online", sa.Boolean, nullable=False),
+    sa.Column("birth_seq", sa.BigInteger),
+    sa.Column("birth_time", sa.Text),
+    sa.Column("birth_received", TIME),
+    sa.Column("death_seq", sa.BigInteger),
+    sa.Column("death_reason", sa.Text),
+    sa.Column("death_time", sa.Text),
+    sa.Column("death_received", TIME),
+    sa.Column("bundle_sha256", sa.Text),
+    sa.Column("model_name", sa.Text),
+    sa.Column("model_version", sa.Text),
+    sa.Column("runtime_version", sa.Text),
+    sa.Column("window", JSON),
+)
+
+windows = sa.Table(
+    "windows", METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", sa.Text, nullable=False),
+    sa.Column("device", sa.Text, nullable=False),
+    sa.Column("session", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("bundle_sha256", sa.Text, nullable=False),
+    sa.Column("received", TIME, nullable=False),
+    sa.Column("start", sa.Text, nullable=False),
+    sa.Column("end", sa.Text, nullable=False),
+    sa.Column("ended", TIME, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("bad_rows", sa.BigInteger, nullable=False),
+    sa.Column("outbox_dropped", sa.BigInteger, nullable=False),
+    sa.Column("historical", sa.Boolean, nullable=False),
+    sa.Column("counts", JSON, nullable=False),
+    sa.Column("statistics", JSON, nullable=False),
+    sa.Column("verdict", JSON, nullable=False),
+    sa.UniqueConstraint("fleet", "device", "session", "seq", name="windows_key"),
+    sa.Index("windows_horizon", "fleet", "bundle_sha256", "ended"),
+)
+
+decisions = sa.Table(
+    "decisions", METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", sa.Text, nullable=False),
+    sa.Column("bundle_sha256", sa.Text),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("time", TIME, nullable=False),
+    sa.Column("evidence", JSON, nullable=False),
+    sa.Column("published", sa.Boolean, nullable=False),
+    sa.Index("decisions_fleet", "fleet", "time"),
+)
+
+leases = sa.Table(
+    "leases", METADATA,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires", TIME, nullable=False),
+)
+
+bundles = sa.Table(
+    "bundles", METADATA,
+    sa.Column("bundle_sha256", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("added", TIME, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("reference", JSON, nullable=False),
+    sa.Column("manifest", JSON, nullable=False),
+)
+
+rejected = sa.Table(
+    "rejected", METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("received", TIME, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
+
+# -- what a message becomes: one row of devices or windows ------------------------------------------
+
+#: The per-column values that add up across windows (kept in ``windows.counts``; the rest is ``statistics``).
+COUNT_KEYS = ("kind", "counts", "missing", "below_range", "above_range")
+_COUNTED = frozenset(COUNT_KEYS)
+_HEX = frozenset("0123456789abcdef")
+_INT64 = 2**63 - 1
+
+
+def dumps(value) -> str:
+    """JSON for the JSON columns: no NaN or infinity, and text both databases keep; ValueError if not.
+
+    >>> dumps({"psi": 0.5}), dumps(["caf\u00e9"])
+    ('{"psi":0.5}', '["caf\u00e9"]')
+    """
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    if "\\u0000" in text:
+        raise ValueError("a JSON text holds a NUL character, which PostgreSQL does not store")
+    text.encode("utf-8")  # an unpaired surrogate raises UnicodeEncodeError, a ValueError
+    return text
+
+
+def _where(topic) -> str:
+    return f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}"
+
+
+def text(value, key: str, where: str, *, optional: bool = False) -> str | None:
+    """``value`` if it is a text both databases store as sent (no NUL, valid UTF-8); ProtocolError if not."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"{where}: {key} is {type(value).__name__} {value!r:.40}, not a text")
+    if "\x00" in value or not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
+        raise ProtocolError(f"{where}: {key} holds a NUL or an unpaired surrogate, which no store keeps as sent")
+    return value
+
+
+def whole(value, key: str, where: str, minimum: int = 0) -> int:
+    """``value`` if it is a whole number from ``minimum`` that a 64-bit column holds; ProtocolError if not."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT64:
+        raise ProtocolError(f"{where}: {key} is {value!r:.40}; it must be a whole number from {minimum} "
+                            f"to {_INT64}")
+    return value
+
+
+def mapping(message: Mapping, key: str, where: str) -> Mapping:
+    value = message.get(key)
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"{where}: {key} is {type(value).__name__}, not a JSON object")
+    return value
+
+
+def bundle_of(message: Mapping, where: str) -> Mapping:
+    """The message's ``model``, with a ``bundle_sha256`` of 64 hex digits (the bundle identity)."""
+    model = mapping(message, "model", where)
+    sha = model.get("bundle_sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX):
+        raise ProtocolError(f"{where}: model.bundle_sha256 is {sha!r:.70}, not a bundle identity (64 lowercase "
+                            "hex digits); the device runs a runtime older than protocol version 2")
+    return model
+
+
+def epoch(value, key: str, where: str) -> float:
+    """An ISO 8601 time (``Z`` or an offset; UTC if neither) as seconds since the epoch."""
+    try:
+        moment = datetime.fromisoformat(text(value, key, where))
+    except ValueError:
+        raise ProtocolError(f"{where}: {key} is {value!r:.40}, not an ISO 8601 time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def birth_row(topic, message: Mapping, received: float) -> dict:
+    """The ``devices`` row a birth message sets (``online`` as if no later death were known)."""
+    where = _where(topic)
+    model, runtime = bundle_of(message, where), mapping(message, "runtime", where)
+    return {"fleet": topic.fleet, "device": topic.device, "online": True,
+            "birth_seq": whole(message.get("bdSeq"), "bdSeq", where, 1),
+            "birth_time": text(message.get("time"), "time", where), "birth_received": received,
+            "bundle_sha256": model["bundle_sha256"],
+            "model_name": text(model.get("name"), "model.name", where),
+            "model_version": text(model.get("version"), "model.version", where),
+            "runtime_version": text(runtime.get("version"), "runtime.version", where),
+            "window": dict(mapping(message, "window", where))}
+
+
+def death_row(topic, message: Mapping, received: float) -> dict:
+    """The ``devices`` row a death message sets (``online`` false)."""
+    where = _where(topic)
+    return {"fleet": topic.fleet, "device": topic.device, "online": False,
+            "death_seq": whole(message.get("bdSeq"), "bdSeq", where, 1),
+            "death_reason": text(message.get("reason"), "reason", where),
+            "death_time": text(message.get("time"), "time", where, optional=True), "death_received": received}
+
+
+def _split(part: Mapping, name: str, where: str) -> tuple[dict, dict]:
+    """A column's (or the output's) counts and the rest of it, its counts checked: whole numbers from 0."""
+    counts = part.get("counts")
+    if not isinstance(counts, list) or not counts:
+        raise ProtocolError(f"{where}: {name}.counts is {counts!r:.40}, not a non-empty list of counts")
+    if not (all(type(n) is int for n in counts) and 0 <= min(counts) and max(counts) <= _INT64):  # the fast path
+        for i, n in enumerate(counts):
+            whole(n, f"{name}.counts[{i}]", where)
+    kept, rest = {}, {}
+    for key, value in part.items():
+        (kept if key in _COUNTED else rest)[key] = value
+    for key in COUNT_KEYS[2:]:
+        if key in kept and not (type(kept[key]) is int and 0 <= kept[key] <= _INT64):
+            whole(kept[key], f"{name}.{key}", where)
+    return kept, rest
+
+
+def window_row(topic, message: Mapping, received: float) -> dict:
+    """The ``windows`` row of a drift message: its key, bundle, times, counts, statistics and verdict."""
+    where = _where(topic)
+    fleet, device, session, seq = window_key(topic, message)
+    model = bundle_of(message, where)
+    columns, counts, statistics = mapping(message, "columns", where), {}, {}
+    for name, column in columns.items():
+        if not isinstance(column, Mapping):
+            raise ProtocolError(f"{where}: columns[{name!r:.40}] is {type(column).__name__}, not a JSON object")
+        counts[name], statistics[name] = _split(column, f"columns[{name!r}]", where)
+    output_counts, output_statistics = _split(mapping(message, "output", where), "output", where)
+    historical = message.get("historical", False)
+    if not isinstance(historical, bool):
+        raise ProtocolError(f"{where}: historical is {historical!r:.40}, not true or false")
+    return {"fleet": fleet, "device": device, "session": whole(session, "session", where),
+            "seq": whole(seq, "seq", where), "bundle_sha256": model["bundle_sha256"], "received": received,
+            "start": text(message.get("start"), "start", where), "end": text(message.get("end"), "end", where),
+            "ended": epoch(message.get("end"), "end", where),
+            **{k: whole(message.get(k), k, where) for k in ("rows", "bad_rows", "outbox_dropped")},
+            "historical": historical, "counts": {"columns": counts, "output": output_counts},
+            "statistics": {"columns": statistics, "output": output_statistics},
+            "verdict": dict(mapping(message, "verdict", where))}
+
+
+# -- what a query returns --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Batch:
+    """What :meth:`.store.Store.record_messages` did with each message, in order, and why each was rejected.
+
+    ``outcomes[i]`` is ``stored`` (a new window; a birth or death kept),
+    ``duplicate`` (a window stored before), ``stale`` (a birth or death older
+    than the device's last of its kind), ``ignored`` (a prediction: the store
+    keeps none) or ``rejected`` (kept in the ``rejected`` table; ``reasons[i]``
+    says why). Every message of a committed batch may be acknowledged.
+    """
+
+    outcomes: tuple[str, ...]
+    reasons: tuple[str | None, ...]
+
+    def count(self, outcome: str) -> int:
+        return self.outcomes.count(outcome)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A ``devices`` row; ``known``: whether the registry holds the bundle of its last birth."""
+
+    fleet: str
+    device: str
+    online: bool
+    birth_seq: int | None
+    birth_time: str | None
+    birth_received: float | None
+    death_seq: int | None
+    death_reason: str | None
+    death_time: str | None
+    death_received: float | None
+    bundle_sha256: str | None
+    model_name: str | None
+    model_version: str | None
+    runtime_version: str | None
+    window: dict | None
+    known: bool
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    """A ``windows`` row; ``counts`` is shaped for :func:`edgeml_runtime.protocol.add_counts` and ``judge_window``
+    (``rows``, ``bad_rows``, ``columns``, ``output``), ``known`` says whether the registry holds its bundle."""
+
+    id: int
+    fleet: str
+    device: str
+    session: int
+    seq: int
+    bundle_sha256: str
+    received: float
+    start: str
+    end: str
+    ended: float
+    rows: int
+    bad_rows: int
+    outbox_dropped: int
+    historical: bool
+    counts: dict
+    statistics: dict
+    verdict: dict
+    known: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> StoredWindow:
+        values = dict(row)
+        values["counts"] = {"rows": row["rows"], "bad_rows": row["bad_rows"], **row["counts"]}
+        values["historical"], values["known"] = bool(row["historical"]), bool(row["known"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A ``decisions`` row."""
+
+    id: int
+    fleet: str
+    bundle_sha256: str | None
+    kind: str
+    time: float
+    evidence: dict
+    published: bool
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A ``rejected`` row: a message a batch could not store (its first 4 KiB, as ASCII JSON)."""
+
+    id: int
+    received: float
+    topic: str
+    reason: str
+    payload: str
+
+
+# -- a received message, checked ---------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """A received message, checked: its kind and row, or why it cannot be stored (``reason``)."""
+
+    topic: str
+    message: object
+    kind: str = ""
+    row: dict = field(default_factory=dict)
+    reason: str | None = None
+
+
+_KINDS = {"birth": birth_row, "death": death_row, "drift": window_row}
+
+
+def prepare(topic, message, received: float) -> Prepared:
+    """A message checked and turned into its row; ``reason`` says why not."""
+    m = Prepared(topic if isinstance(topic, str) else f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}", message)
+    try:
+        where = topic if isinstance(topic, Topic) else parse_topic(topic)
+        if not isinstance(message, Mapping):
+            raise ProtocolError(f"{m.topic}: the message is a {type(message).__name__}, not a JSON object")
+        for key in ("fleet", "device"):
+            if key in message and message[key] != getattr(where, key):
+                raise ProtocolError(f"{m.topic}: the message says {key} {message[key]!r:.70}, but was published "
+                                    f"under {getattr(where, key)!r}")
+        if where.kind in _KINDS:
+            m.kind, m.row = where.kind, _KINDS[where.kind](where, message, received)
+    except ProtocolError as exc:
+        m.reason = str(exc)
+    return m
