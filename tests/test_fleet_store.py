@@ -38,10 +38,10 @@ from edgeml_runtime.protocol.topics import DeviceTopics
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 REFERENCE = {
-    "format": 1, "bins": "right-closed",
+    "format": 1, "bins": "right-closed", "rows": {"train": 4000, "valid": 1000},
     "columns": {f"x{i}": {"kind": "numeric", "edges": [10.0, 20.0], "shares": [0.25, 0.5, 0.25],
                           "missing_rate": 0.0, "range": [0.0, 30.0]} for i in range(3)},
-    "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5]},
+    "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5], "split": "valid"},
 }
 SCHEMA = InputSchema(tuple(InputColumn(f"x{i}", "numeric", (f"x{i}",)) for i in range(3)))
 RULE = VerdictRule(min_rows=1)
