@@ -239,3 +239,16 @@ def test_a_scenario_on_postgresql(postgres):
             assert [json.loads(p)["decision"]["kind"] for _, _, p in outgoing(store)] == ["drift", "recovered"]
     finally:
         postgres.drop_database(name)
+
+
+def test_vectorised_p_values_equal_the_protocols_homogeneity_test_with_sparse_bins():
+    from edgeml.fleet.fastjudge import p_values
+    from edgeml_runtime.protocol.stats import homogeneity_test
+
+    rng = np.random.default_rng(11)
+    shares = np.array([0.0, 0.001, 0.004, 0.2, 0.3, 0.3, 0.195, 0.0])  # bins the reference never or rarely saw
+    for m in (50, 1000, 100_000):
+        counts = np.array([rng.multinomial(int(rng.integers(0, 400)), rng.dirichlet(np.ones(8))) for _ in range(300)])
+        fast = p_values(counts, shares, m)
+        slow = [homogeneity_test(c.tolist(), shares.tolist(), m)[2] for c in counts]
+        np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-300)

@@ -30,10 +30,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import sqlalchemy as sa
 
 from edgeml_runtime.protocol import judge_window
 from edgeml_runtime.protocol.stats import homogeneity_test
 
+from . import schema as t
 from .fastjudge import Layout, device_verdicts
 from .policy import Policy
 
@@ -75,7 +77,7 @@ def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, n
     """Judge ``fleet``'s windows of ``bundle`` over the horizon ending at the last complete slice before ``now``."""
     bounds = policy.bounds(now)
     start, end = bounds[0][0], bounds[-1][1]
-    windows = [w for w in store.windows(fleet, bundle, since=start) if w.ended < end]
+    windows = horizon_windows(store, fleet, bundle, start, end)
     a = Assessment(fleet, bundle, start, end, windows=len(windows))
     layout, rule = Layout(reference), policy.rule()
     matrix = layout.matrix([w.counts for w in windows])
@@ -107,6 +109,30 @@ def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, n
     a.drifting = changed and a.drifted_slices >= policy.drifted_slices
     a.recovered = a.drifted_slices <= policy.recover_slices
     return a
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What judging reads of a stored window: its key, end, rows and counts (shaped for ``judge_window``)."""
+
+    device: str
+    session: int
+    seq: int
+    ended: float
+    rows: int
+    counts: dict
+
+
+def horizon_windows(store, fleet: str, bundle: str, start: float, end: float) -> list[Counted]:
+    """The windows of ``fleet`` and ``bundle`` ended in [start, end), oldest first: only what judging reads (a
+    window's statistics and verdict are not decoded)."""
+    w = t.windows
+    q = (sa.select(w.c.device, w.c.session, w.c.seq, w.c.ended, w.c.rows, w.c.bad_rows, w.c.counts)
+         .where(w.c.fleet == fleet, w.c.bundle_sha256 == bundle, w.c.ended >= start, w.c.ended < end)
+         .order_by(w.c.ended, w.c.id))
+    with store.engine.connect() as conn:
+        return [Counted(r.device, r.session, r.seq, r.ended, r.rows,
+                        {"rows": r.rows, "bad_rows": r.bad_rows, **r.counts}) for r in conn.execute(q)]
 
 
 def _judge_slices(a: Assessment, layout: Layout, rule, matrix, windows, kept, bounds) -> None:

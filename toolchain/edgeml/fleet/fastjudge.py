@@ -10,12 +10,13 @@ numbers add exactly). :meth:`Layout.counts` turns a row back into the counts
 :func:`device_verdicts` gives the verdict status (``drift``, ``ok`` or None
 for too few rows) of many count rows, the same as
 ``judge_window(reference, counts, rule)["verdict"]["status"]`` for each, in
-a fraction of the time: PSI, which decides most columns, is computed for
-every row and column at once with numpy; a column whose PSI is below
-``psi_significant`` (with a margin far above rounding) cannot be significant,
-so a row with too few remaining columns is ``ok`` at once, and only the
-remaining columns of the remaining rows are judged by the protocol's own
-functions (the χ² test and :meth:`VerdictRule.status`), one by one.
+a fraction of the time: PSI and the χ² test's p-value (the same cells,
+pooled the same way, :func:`p_values`) are computed for every row and column
+at once with numpy and scipy; only a column whose PSI or p-value is within
+a margin of its threshold (:data:`MARGIN`, :data:`P_MARGIN`, far above the
+protocol's rounding and the two χ² functions' disagreement) is judged by the
+protocol's own functions (the χ² test and :meth:`VerdictRule.status`), one
+by one, so the verdicts are the protocol's exactly.
 
 >>> reference = {"rows": {"train": 1000, "valid": 200},
 ...              "columns": {"t": {"kind": "numeric", "edges": [20.0], "shares": [0.5, 0.5], "missing_rate": 0.0}},
@@ -39,11 +40,15 @@ import numpy as np
 from edgeml_runtime.distributions import EPSILON, expected_shares
 from edgeml_runtime.errors import ProtocolError
 from edgeml_runtime.protocol import VerdictRule
+from edgeml_runtime.protocol.stats import MIN_EXPECTED
 from edgeml_runtime.protocol.verdict import _reference_rows, _tested
 
 #: How far below ``psi_significant`` a PSI computed here may be and still be judged one by one (the protocol
 #: rounds PSI to 6 decimals; numpy's sums differ from Python's by a few ulps: 1e-5 is far above both).
 MARGIN = 1e-5
+#: How close to the level (relatively) a p-value computed here may be and still be judged one by one: the protocol
+#: rounds p-values to 6 significant digits (5e-7 relatively) and its χ² survival function agrees with scipy's to 1e-10.
+P_MARGIN = 1e-4
 
 
 class Layout:
@@ -130,24 +135,63 @@ def device_verdicts(layout: Layout, rows: np.ndarray, rule: VerdictRule,
     n_columns = len(layout.names)
     if not n_columns:
         return [None if s < max(rule.min_rows, 1) else "ok" for s in scored]
-    candidates = np.nan_to_num(psi_matrix(layout, rows), nan=-1.0) >= rule.psi_significant - MARGIN
+    psi = np.nan_to_num(psi_matrix(layout, rows), nan=-1.0)
     level = rule.level(n_columns + 1)
     inputs, _ = _reference_rows(layout.reference)
+    # Per row and column: 1 significant, 0 not, -1 too close to a threshold to tell here (judged one by one).
+    sure = np.where(psi >= rule.psi_significant + MARGIN, 1, np.where(psi < rule.psi_significant - MARGIN, 0, -1))
+    for j, name in enumerate(layout.names):
+        todo = np.flatnonzero(sure[:, j] != 0)
+        if todo.size:
+            p = p_values(rows[todo][:, layout.slices[name]], layout.expected[name], inputs)
+            test = np.where(p < level * (1 - P_MARGIN), 1, np.where(p > level * (1 + P_MARGIN), 0, -1))
+            sure[todo, j] = np.where(test == 0, 0, np.where((test == 1) & (sure[todo, j] == 1), 1, -1))
     out: list[str | None] = []
     for i in range(rows.shape[0]):
         if scored[i] < max(rule.min_rows, 1):
             out.append(None)
             continue
-        cols = np.flatnonzero(candidates[i])
-        if round(len(cols) / n_columns, 6) < rule.drifted_share:
-            out.append("ok")
-            continue
-        significant = 0
-        for j in cols:
-            name = layout.names[j]
-            cells = [int(x) for x in rows[i, layout.slices[name]]]
-            counts, missing = (cells[:-1], cells[-1]) if layout.missing[name] else (cells, 0)
-            stats = _tested(layout.reference["columns"][name], counts, missing, inputs, name)
-            significant += rule.status(stats["psi"], stats["p_value"], level) == "significant"
+        significant = int((sure[i] == 1).sum())
+        for j in np.flatnonzero(sure[i] == -1):
+            significant += _status(layout, rows[i], layout.names[j], inputs, rule, level) == "significant"
         out.append("drift" if round(significant / n_columns, 6) >= rule.drifted_share else "ok")
     return out
+
+
+def _status(layout: Layout, row: np.ndarray, name: str, inputs: int, rule: VerdictRule, level: float):
+    """One column's status by the protocol's own functions (for the columns too close to a threshold)."""
+    cells = [int(x) for x in row[layout.slices[name]]]
+    counts, missing = (cells[:-1], cells[-1]) if layout.missing[name] else (cells, 0)
+    stats = _tested(layout.reference["columns"][name], counts, missing, inputs, name)
+    return rule.status(stats["psi"], stats["p_value"], level)
+
+
+def p_values(counts: np.ndarray, shares: np.ndarray, m: int, min_expected: float = MIN_EXPECTED) -> np.ndarray:
+    """:func:`edgeml_runtime.protocol.stats.homogeneity_test`'s p-value for many rows of counts at once (the same
+    cells, pooled by Cochran's rule the same way; the χ² survival function from scipy)."""
+    from scipy.special import chdtrc
+
+    c = counts.astype(float)
+    n = c.sum(axis=1)
+    r = np.broadcast_to(shares * m, c.shape)
+    least = (min_expected * (n + m) / np.maximum(np.minimum(n, m), 1))[:, None]
+    total = c + r
+    dense, sparse = total >= least, (total > 0) & (total < least)
+    pool_c, pool_r = (c * sparse).sum(axis=1), (r * sparse).sum(axis=1)
+    has_sparse, n_dense = sparse.any(axis=1), dense.sum(axis=1)
+    separate = has_sparse & ((pool_c + pool_r >= least[:, 0]) | (n_dense == 0))
+    merge = has_sparse & ~separate
+    cc, rr = np.where(dense, c, 0.0), np.where(dense, r, 0.0)
+    smallest = np.argmin(np.where(dense, total, np.inf), axis=1)
+    at = np.flatnonzero(merge)
+    cc[at, smallest[at]] += pool_c[at]
+    rr[at, smallest[at]] += pool_r[at]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cells = np.where(dense, (cc * m - rr * n[:, None]) ** 2 / (cc + rr), 0.0).sum(axis=1)
+        cells += np.where(separate, (pool_c * m - pool_r * n) ** 2 / (pool_c + pool_r), 0.0)
+        statistic = cells / (n * m)
+    df = n_dense + separate - 1
+    p = np.ones(len(n))
+    tested = (df >= 1) & (n > 0)
+    p[tested] = chdtrc(df[tested], statistic[tested])
+    return p
