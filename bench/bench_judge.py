@@ -144,7 +144,7 @@ equal. Machine: {platform.machine()}, Python {platform.python_version()}, SQLite
 average (1 min) {load[0]:.1f} at the start and {load[1]:.1f} at the end on {os.cpu_count()} cores. Produced by
 `.venv/bin/python bench/bench_judge.py {' '.join(sys.argv[1:])}`.
 
-| case | devices | windows | drifted devices | fast s | fast cpu s | verdicts only s | naive s | naive cpu s | naive / fast |
+| case | devices | windows | drifted | fast s | fast cpu s | verdicts only s | naive s | naive cpu s | naive / fast |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 """ + "\n".join(lines) + "\n"
     publish("judge", text)
