@@ -65,7 +65,8 @@ def message(device: str, seq: int, ended: float, values: dict, bundle: str = BUN
     return decode(topics.drift, json.dumps({**sent, "historical": False}).encode())
 
 
-def stream(store, slices: range, shifts, *, rows: int = 200, seed: int = 0, devices=DEVICES, **kw) -> None:
+def stream(store, slices: range, shifts, *, rows: int = 200, seed: int = 0, devices=DEVICES, t0: float = T0,
+           **kw) -> None:
     """One window per device per slice, ended mid-slice; ``shifts(device, slice)`` says by how much it is off."""
     rng = np.random.default_rng(seed)
     batch = []
@@ -73,7 +74,7 @@ def stream(store, slices: range, shifts, *, rows: int = 200, seed: int = 0, devi
         for d in devices:
             shift = shifts(d, k)
             values = {c: rows_of(rng, rows, shift) for c in COLUMNS}
-            batch.append(message(d, k, T0 + SLICE * k + 30.0, values, **kw))
+            batch.append(message(d, k, t0 + SLICE * k + 30.0, values, **kw))
     store.record_messages(batch)
 
 
