@@ -106,47 +106,61 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--columns", type=int, default=50)
-    parser.add_argument("--windows", type=int, default=1, help="windows per device in the horizon")
+    parser.add_argument("--windows", default="1,5", help="windows per device in the horizon (a comma-separated list)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     ref = reference(args.columns)
-    policy = Policy(slice=SLICE, slices=max(args.windows, 1), drifted_slices=1, recover_slices=0)
-    now = T0 + SLICE * args.windows + 1
     load = [os.getloadavg()[0]]
     lines = []
-    for case, share in (("no drift", 0.0), ("shifted", 0.3)):
+    cases = [(w, case, share) for w in map(int, args.windows.split(",")) for case, share in
+             (("no drift", 0.0), ("shifted", 0.3))]
+    for per_device, case, share in cases:
+        policy = Policy(slice=SLICE, slices=per_device, drifted_slices=1, recover_slices=0)
+        now = T0 + SLICE * per_device + 1
         shutil.rmtree(OUT, ignore_errors=True)
         OUT.mkdir(parents=True)
         with Store.open(f"sqlite:///{OUT}/fleet.db") as store:
             store.add_bundle(BUNDLE, {"name": "bench", "version": "1", "reference": ref}, "bench")
-            fill(store, ref, args.devices, args.windows, share)
+            fill(store, ref, args.devices, per_device, share)
             fw, fc, a = timed(lambda: assess(store, policy, "plant-a", BUNDLE, ref, now), args.repeat)  # noqa: B023
             nw, nc, slow = timed(lambda: naive(store, ref, policy, now), args.repeat)  # noqa: B023
             assert [a.devices[d]["status"] for d in sorted(a.devices)] == slow, "the fast verdicts differ"
             windows = store.windows("plant-a", BUNDLE)
             layout = Layout(ref)
-            rows = layout.matrix([w.counts for w in windows])
+            rows = layout.matrix([add_counts([w.counts for w in windows if w.device == d])
+                                  for d in sorted(a.devices)]) if per_device > 1 else layout.matrix(
+                [w.counts for w in windows])
             vw, vc, _ = timed(lambda: device_verdicts(layout, rows, policy.rule()), args.repeat)  # noqa: B023
         drifted = len(a.drifted_devices)
-        lines.append(f"| {case} | {args.devices:,} | {len(windows):,} | {drifted:,} | {fw:.3f} | {fc:.3f} | "
+        lines.append(f"| {case} | {args.devices:,} | {per_device} | {len(windows):,} | {drifted:,} | {fw:.3f} | "
+                     f"{fc:.3f} | "
                      f"{vw:.3f} | {nw:.3f} | {nc:.3f} | {nw / fw:.1f}× |")
     load.append(os.getloadavg()[0])
     import sqlite3
 
     text = f"""# Fleet judging benchmark
 
-{args.devices:,} devices × {args.columns} numeric columns of {BINS} bins, {args.windows} window(s) of {ROWS} rows per
-device in the horizon, read from a SQLite store (WAL, bench/out/) and judged; in the `shifted` case 30 % of the devices
-count from shifted shares. Best of {args.repeat}; wall and CPU seconds of this process. `fast` is `assess()` (reading
-the windows included); `verdicts only` is `device_verdicts` on the counts already in a matrix; `naive` reads the same
-windows and calls `add_counts` + `judge_window` per device and per slice. The device verdicts of both are checked
-equal. Machine: {platform.machine()}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; load
-average (1 min) {load[0]:.1f} at the start and {load[1]:.1f} at the end on {os.cpu_count()} cores. Produced by
-`.venv/bin/python bench/bench_judge.py {' '.join(sys.argv[1:])}`.
+{args.devices:,} devices × {args.columns} numeric columns of {BINS} bins, 1 or 5 windows of {ROWS} rows per device in
+the horizon (one a slice), read from a SQLite store (WAL, bench/out/) and judged; in the `shifted` case 30 % of the
+devices count from shifted shares (PSI 0.45 in every column). Best of {args.repeat}; wall and CPU seconds of this
+process. `fast` is `assess()`, reading the windows included: device verdicts, anomaly tests, each slice and the
+horizon judged; `verdicts` is `device_verdicts` on the per-device counts already in a matrix; `naive` reads the
+same windows (`Store.windows`) and calls `add_counts` + `judge_window` per device and per slice (`ratio`: naive / fast,
+wall). The device verdicts
+of both are checked equal. Machine: {platform.machine()}, Python {platform.python_version()}, SQLite
+{sqlite3.sqlite_version}; load average (1 min) {load[0]:.1f} at the start and {load[1]:.1f} at the end on
+{os.cpu_count()} cores. Produced by `.venv/bin/python bench/bench_judge.py {' '.join(sys.argv[1:])}`.
 
-| case | devices | windows | drifted | fast s | fast cpu s | verdicts only s | naive s | naive cpu s | naive / fast |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-""" + "\n".join(lines) + "\n"
+| case | devices | per device | windows | drifted | fast s | fast cpu | verdicts s | naive s | naive cpu | ratio |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+""" + "\n".join(lines) + """
+
+* What is left of `fast` is mostly reading: decoding each window's counts (JSON, 50 columns) from the store and
+  laying them out as a matrix; the verdicts themselves take a few hundredths of a second for 1,000 devices.
+* `shifted` is the fast path's worst case: every column of 300 devices passes the PSI screen, so their χ² tests run
+  (vectorised, scipy's survival function); only a column within 1e-4 (relative) of the level, or within 1e-5 of a
+  PSI threshold, is judged one by one by the protocol's own functions.
+"""
     publish("judge", text)
 
 

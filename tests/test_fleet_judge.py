@@ -4,7 +4,9 @@ DriftMonitor and stored in a real SQLite store (and one scenario on the real Pos
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,6 +187,10 @@ def test_unknown_bundles_are_reported_once_and_status_payloads_validate(store):
 
 def test_the_status_example_validates_and_no_device_takes_the_controller_level():
     STATUS.validate(examples()["status"])
+    doc = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text()
+    blocks = re.findall(r"<!-- schema: status -->\n```json\n(.*?)```", doc, re.S)
+    assert len(blocks) == 1
+    STATUS.validate(json.loads(blocks[0]))
     with pytest.raises(Exception, match="reserved for the fleet's own topics"):
         DeviceTopics("plant-a", "_controller")
     with pytest.raises(ProtocolError, match="fleet 'a/b' cannot contain"):
