@@ -259,3 +259,17 @@ def test_vectorised_p_values_equal_the_protocols_homogeneity_test_with_sparse_bi
         fast = p_values(counts, shares, m)
         slow = [homogeneity_test(c.tolist(), shares.tolist(), m)[2] for c in counts]
         np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-300)
+
+
+def test_windows_that_do_not_fit_the_reference_are_reported_not_judged(store):
+    stream(store, range(5), lambda d, k: 0.0)
+    topic, bad = message("pi-7", 4, T0 + SLICE * 4 + 30.0, {c: rows_of(np.random.default_rng(1), 200, 0.0)
+                                                             for c in COLUMNS})
+    bad["columns"]["x0"]["counts"] = bad["columns"]["x0"]["counts"][:2]  # two bins: another bundle's
+    assert store.record_messages([(topic, bad)]).outcomes == ("stored",)
+    from edgeml.fleet.assessment import assess
+
+    a = assess(store, POLICY, "plant-a", BUNDLE, REFERENCE, T0 + SLICE * 5 + 1)
+    assert a.unfit == {"pi-7": {"windows": 1, "reason": "x0: 2 counts do not fit the reference's 3 bins"}}
+    assert sorted(a.devices) == DEVICES and a.windows == 25
+    assert decide(store, POLICY, holder="c1", lease_seconds=30, now=T0 + SLICE * 5 + 1) == []

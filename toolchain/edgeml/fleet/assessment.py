@@ -19,6 +19,9 @@ once and judges, all from summed counts (never averages of statistics):
   policy's rule, and the whole horizon the same way (``columns``: the
   horizon's and the latest judged slice's statistics per column).
 
+Windows whose counts do not fit the bundle's reference (a device that counts
+into other bins than its bundle's) are left out and reported in ``unfit``.
+
 ``drifting`` is the fleet-drift condition of the policy (K of N slices, enough
 devices reporting, enough of them drifted), ``recovered`` its hysteresis
 (at most ``recover_slices`` drifted slices).
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sqlalchemy as sa
 
+from edgeml_runtime.errors import ProtocolError
 from edgeml_runtime.protocol import judge_window
 from edgeml_runtime.protocol.stats import homogeneity_test
 
@@ -58,6 +62,7 @@ class Assessment:
     drifting: bool = False
     recovered: bool = True
     windows: int = 0
+    unfit: dict[str, dict] = field(default_factory=dict)
 
     @property
     def drifted_slices(self) -> int:
@@ -70,17 +75,23 @@ class Assessment:
                 "slices": self.slices, "drifted_slices": self.drifted_slices,
                 "devices": self.devices, "reporting": len(self.reporting), "drifted_devices": self.drifted_devices,
                 "anomalies": self.anomalies, "excluded": sorted(self.anomalies), "columns": self.columns,
-                "policy": policy.to_dict()}
+                "unfit": self.unfit, "policy": policy.to_dict()}
 
 
 def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, now: float) -> Assessment:
     """Judge ``fleet``'s windows of ``bundle`` over the horizon ending at the last complete slice before ``now``."""
     bounds = policy.bounds(now)
     start, end = bounds[0][0], bounds[-1][1]
-    windows = horizon_windows(store, fleet, bundle, start, end)
-    a = Assessment(fleet, bundle, start, end, windows=len(windows))
     layout, rule = Layout(reference), policy.rule()
-    matrix = layout.matrix([w.counts for w in windows])
+    windows, cells, unfit = [], [], {}
+    for w in horizon_windows(store, fleet, bundle, start, end):
+        try:
+            cells.append(layout.row(w.counts))
+            windows.append(w)
+        except ProtocolError as exc:  # counts that do not fit the bundle's reference: reported, not judged
+            unfit.setdefault(w.device, {"windows": 0, "reason": str(exc)})["windows"] += 1
+    a = Assessment(fleet, bundle, start, end, windows=len(windows), unfit=unfit)
+    matrix = np.array(cells, dtype=np.int64).reshape(len(cells), layout.width)
     names = sorted({w.device for w in windows})
     index = {d: i for i, d in enumerate(names)}
     owner = np.array([index[w.device] for w in windows], dtype=np.int64)

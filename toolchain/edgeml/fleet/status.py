@@ -66,9 +66,9 @@ def _bundle(store, policy, fleet, sha, registered, state, decisions, now) -> dic
 
     state = state or {"state": "ok", "anomalies": []}
     mine = [d for d in decisions if d.bundle_sha256 == sha]
+    known = state["state"] if registered is None or state["state"] != "unknown" else "ok"  # registered since
     out = {"name": registered and registered["name"], "version": registered and registered["version"],
-           "known": registered is not None, "state": state["state"] if registered is None or state["state"] !=
-           "unknown" else "ok", "anomalies": state["anomalies"],
+           "known": registered is not None, "state": known, "anomalies": state["anomalies"],
            "last_decision": _decision(mine[-1]) if mine else None}
     reference = store.reference(sha) if registered else None
     if reference is None:
@@ -78,7 +78,7 @@ def _bundle(store, policy, fleet, sha, registered, state, decisions, now) -> dic
     a = assess(store, policy, fleet, sha, reference, now)
     out.update({"windows": a.windows, "reporting": len(a.reporting), "drifted_devices": a.drifted_devices,
                 "current_anomalies": sorted(a.anomalies), "drifted_slices": a.drifted_slices,
-                "slices": policy.slices, "verdict": a.horizon.get("status"),
+                "slices": policy.slices, "verdict": a.horizon.get("status"), "unfit": a.unfit,
                 "columns": {name: {"latest_psi": c["latest"] and c["latest"]["psi"],
                                    "latest_status": c["latest"] and c["latest"]["status"],
                                    "horizon_psi": c["horizon"]["psi"], "horizon_status": c["horizon"]["status"]}
