@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
+from edgeml.fleet.assessment import WindowCache
 from edgeml.fleet.fastjudge import Layout, device_verdicts
 from edgeml.fleet.judge import LEASE, decide, fleet_state, outgoing
 from edgeml.fleet.policy import Policy
@@ -80,11 +81,12 @@ def stream(store, slices: range, shifts, *, rows: int = 200, seed: int = 0, devi
     store.record_messages(batch)
 
 
-def run(store, policy: Policy, slices: range, holder: str = "c1") -> list[tuple[int, str, str | None]]:
+def run(store, policy: Policy, slices: range, holder: str = "c1", cache=None) -> list[tuple[int, str, str | None]]:
     """Decide at the end of each slice: (slice, kind, device) of every decision stored."""
     out = []
     for k in slices:
-        for d in decide(store, policy, holder=holder, lease_seconds=30, now=T0 + SLICE * (k + 1) + 1.0):
+        for d in decide(store, policy, holder=holder, lease_seconds=30, now=T0 + SLICE * (k + 1) + 1.0,
+                        cache=cache):
             out.append((k, d.kind, d.evidence["device"]))
     return out
 
@@ -116,6 +118,18 @@ def test_a_shift_in_three_of_five_devices_drifts_after_k_slices_and_recovers_wit
     assert [s["status"] for s in drift["slices"]] == ["ok", "ok", "drift", "drift", "drift"]
     assert drift["devices"]["pi-1"] == {"windows": 5, "rows": 1000, "sessions": {"1": [8, 12]}, "status": "ok"}
     assert drift["policy"] == POLICY.to_dict() and drift["columns"]["x0"]["latest"]["status"] == "significant"
+
+
+def test_a_window_cache_kept_between_judgements_changes_nothing_but_what_is_read(tmp_path):
+    shifted = {"pi-0", "pi-2", "pi-4"}
+    cache = WindowCache()
+    with Store.open(f"sqlite:///{tmp_path}/fleet.db") as store:
+        store.add_bundle(BUNDLE, MANIFEST, "test")
+        for k in range(30):  # windows arrive slice by slice, as they would live
+            stream(store, range(k, k + 1), lambda d, k: 10.0 if d in shifted and 10 <= k < 20 else 0.0, seed=k)
+            assert run(store, POLICY, range(k, k + 1), cache=cache) == \
+                {12: [(12, "drift", None)], 23: [(23, "recovered", None)]}.get(k, [])
+        assert list(cache) == [("plant-a", BUNDLE)] and len(cache["plant-a", BUNDLE]) == 25  # the horizon's only
 
 
 def test_cooldown_holds_a_second_drift_back(store):

@@ -78,18 +78,20 @@ class Assessment:
                 "unfit": self.unfit, "policy": policy.to_dict()}
 
 
-def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, now: float) -> Assessment:
-    """Judge ``fleet``'s windows of ``bundle`` over the horizon ending at the last complete slice before ``now``."""
+def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, now: float,
+           cache: WindowCache | None = None) -> Assessment:
+    """Judge ``fleet``'s windows of ``bundle`` over the horizon ending at the last complete slice before ``now``
+    (``cache``: the windows read by the last call, kept by the caller between calls; see :class:`WindowCache`)."""
     bounds = policy.bounds(now)
     start, end = bounds[0][0], bounds[-1][1]
     layout, rule = Layout(reference), policy.rule()
     windows, cells, unfit = [], [], {}
-    for w in horizon_windows(store, fleet, bundle, start, end):
-        try:
-            cells.append(layout.row(w.counts))
+    for w, row in _laid_out(store, layout, fleet, bundle, start, end, cache):
+        if isinstance(row, str):  # counts that do not fit the bundle's reference: reported, not judged
+            unfit.setdefault(w.device, {"windows": 0, "reason": row})["windows"] += 1
+        else:
+            cells.append(row)
             windows.append(w)
-        except ProtocolError as exc:  # counts that do not fit the bundle's reference: reported, not judged
-            unfit.setdefault(w.device, {"windows": 0, "reason": str(exc)})["windows"] += 1
     a = Assessment(fleet, bundle, start, end, windows=len(windows), unfit=unfit)
     matrix = np.array(cells, dtype=np.int64).reshape(len(cells), layout.width)
     names = sorted({w.device for w in windows})
@@ -134,16 +136,49 @@ class Counted:
     counts: dict
 
 
-def horizon_windows(store, fleet: str, bundle: str, start: float, end: float) -> list[Counted]:
-    """The windows of ``fleet`` and ``bundle`` ended in [start, end), oldest first: only what judging reads (a
-    window's statistics and verdict are not decoded)."""
+class WindowCache(dict):
+    """The windows a judgement read, laid out, by (fleet, bundle) then window id: a controller that judges every
+    few seconds keeps one and passes it to each :func:`.judge.decide`, so only windows new since the last call are
+    read and decoded (a window never changes once stored). Each call keeps only its horizon's windows."""
+
+
+def horizon_windows(store, fleet: str, bundle: str, start: float, end: float,
+                    ids: list[int] | None = None) -> list[tuple[int, Counted]]:
+    """The windows of ``fleet`` and ``bundle`` ended in [start, end) (of ``ids`` only, if given), oldest first, by
+    id: only what judging reads (a window's statistics and verdict are not decoded)."""
     w = t.windows
-    q = (sa.select(w.c.device, w.c.session, w.c.seq, w.c.ended, w.c.rows, w.c.bad_rows, w.c.counts)
+    q = (sa.select(w.c.id, w.c.device, w.c.session, w.c.seq, w.c.ended, w.c.rows, w.c.bad_rows, w.c.counts)
          .where(w.c.fleet == fleet, w.c.bundle_sha256 == bundle, w.c.ended >= start, w.c.ended < end)
          .order_by(w.c.ended, w.c.id))
     with store.engine.connect() as conn:
-        return [Counted(r.device, r.session, r.seq, r.ended, r.rows,
-                        {"rows": r.rows, "bad_rows": r.bad_rows, **r.counts}) for r in conn.execute(q)]
+        if ids is None:
+            found = list(conn.execute(q))
+        else:
+            found = [r for i in range(0, len(ids), 500) for r in conn.execute(q.where(w.c.id.in_(ids[i:i + 500])))]
+    return [(r.id, Counted(r.device, r.session, r.seq, r.ended, r.rows,
+                           {"rows": r.rows, "bad_rows": r.bad_rows, **r.counts})) for r in found]
+
+
+def _laid_out(store, layout: Layout, fleet, bundle, start, end, cache: WindowCache | None) -> list[tuple]:
+    """(window, its row of cells or why its counts do not fit) for the horizon, read through ``cache``."""
+    def lay(w: Counted):
+        try:
+            return layout.row(w.counts)
+        except ProtocolError as exc:
+            return str(exc)
+
+    if cache is None:
+        return [(w, lay(w)) for _, w in horizon_windows(store, fleet, bundle, start, end)]
+    w = t.windows
+    q = (sa.select(w.c.id).where(w.c.fleet == fleet, w.c.bundle_sha256 == bundle, w.c.ended >= start,
+                                 w.c.ended < end).order_by(w.c.ended, w.c.id))
+    with store.engine.connect() as conn:
+        ids = list(conn.scalars(q))
+    known = cache.get((fleet, bundle), {})
+    fresh = {i: (c, lay(c)) for i, c in horizon_windows(store, fleet, bundle, start, end,
+                                                         [i for i in ids if i not in known])}
+    cache[(fleet, bundle)] = kept = {i: known.get(i) or fresh[i] for i in ids if i in known or i in fresh}
+    return list(kept.values())
 
 
 def _judge_slices(a: Assessment, layout: Layout, rule, matrix, windows, kept, bounds) -> None:

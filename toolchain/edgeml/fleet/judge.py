@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from edgeml_runtime.protocol import status_payload, status_topic
 
 from . import schema as t
-from .assessment import Assessment, assess
+from .assessment import Assessment, WindowCache, assess
 from .policy import Policy
 from .schema import Decision
 
@@ -78,8 +78,12 @@ def judged_pairs(store, since: float) -> list[tuple[str, str]]:
         return [(f, b) for f, b in conn.execute(q)]
 
 
-def decide(store, policy: Policy, *, holder: str, lease_seconds: float, now: float | None = None) -> list[Decision]:
-    """Judge every fleet and bundle of the horizon and store the new decisions, if ``holder`` holds the lease."""
+def decide(store, policy: Policy, *, holder: str, lease_seconds: float, now: float | None = None,
+           cache: WindowCache | None = None) -> list[Decision]:
+    """Judge every fleet and bundle of the horizon and store the new decisions, if ``holder`` holds the lease.
+
+    ``cache``: a :class:`~.assessment.WindowCache` kept between calls, so each reads only the windows stored since.
+    """
     now = time.time() if now is None else now
     if not store.acquire_lease(LEASE, holder, lease_seconds, now=now):
         return []
@@ -94,7 +98,7 @@ def decide(store, policy: Policy, *, holder: str, lease_seconds: float, now: flo
             found = [("unknown_bundle", None, _unknown(store, fleet, bundle))] \
                 if previous["state"] != "unknown" else []
         else:
-            a = assess(store, policy, fleet, bundle, reference, now)
+            a = assess(store, policy, fleet, bundle, reference, now, cache)
             found = [(k, d, {**a.evidence(policy), "summary": s}) for k, d, s in transitions(a, previous, policy)]
         for kind, device, evidence in found:
             if now - previous["last"].get((kind, device), -float("inf")) < policy.cooldown:
