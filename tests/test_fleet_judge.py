@@ -111,7 +111,8 @@ def test_no_drift_over_many_slices_decides_nothing(store):
 def test_a_shift_in_three_of_five_devices_drifts_after_k_slices_and_recovers_with_hysteresis(store):
     shifted = {"pi-0", "pi-2", "pi-4"}
     stream(store, range(30), lambda d, k: 10.0 if d in shifted and 10 <= k < 20 else 0.0)
-    # 3 of the last 5 slices drifted at the end of slice 12; at most 1 of 5 (slice 19) at the end of slice 23.
+    # 3 of the last 5 slices drifted at the end of slice 12; at most 1 of 5 (slice 19) at the end of slice 23. At the
+    # end of slice 22 only 2 of 5 drifted (18, 19): no longer a drift, but not yet recovered (hysteresis).
     assert run(store, POLICY, range(30)) == [(12, "drift", None), (23, "recovered", None)]
     drift = store.decisions(kind="drift")[0].evidence
     assert drift["drifted_devices"] == sorted(shifted) and drift["reporting"] == 5 and drift["anomalies"] == {}
