@@ -155,11 +155,11 @@ def test_the_schemas_ship_in_the_package_and_pyproject_declares_them():
     shipped = {p.relative_to(folder.parent).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert shipped and all(p.endswith(".json") and p.count("/") <= 2 for p in shipped)
     assert not (RUNTIME.parent / "schemas").exists()  # moved, not copied
-    for kind in ("birth", "death", "drift", "prediction"):
+    for kind in ("birth", "death", "drift", "prediction", "status"):
         assert schema(kind)["properties"]["format_version"] == {"const": FORMAT_VERSION}
     assert schema("death")["additionalProperties"] is False
-    with pytest.raises(ProtocolError, match="no JSON Schema for 'status'"):
-        schema("status")
+    with pytest.raises(ProtocolError, match="no JSON Schema for 'statuses'"):
+        schema("statuses")
 
 
 # -- the window verdict over counts ---------------------------------------------

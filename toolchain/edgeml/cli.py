@@ -261,6 +261,12 @@ from edgeml.fleet.registry import registry as _registry  # noqa: E402
 
 main.add_command(_registry)
 
+# `edgeml fleet status|decisions`: beside the judge they report on (the store loads when a command runs).
+from edgeml.fleet.status import decisions_command, status_command  # noqa: E402
+
+fleet.add_command(status_command)
+fleet.add_command(decisions_command)
+
 
 if __name__ == "__main__":
     main()

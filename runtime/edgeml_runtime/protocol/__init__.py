@@ -19,11 +19,13 @@ from .envelopes import (
 )
 from .identity import bundle_sha256, canonical_json
 from .schemas import examples, schema
+from .status import DECISION_KINDS, status_payload, status_topic
 from .topics import KINDS, DeviceTopics, Topic, parse_topic, subscription
 from .verdict import VerdictRule, add_counts, judge_window
 
 __all__ = [
-    "BIRTH_KEYS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "MODEL_KEYS", "WINDOW_KEYS", "DeviceTopics", "Topic",
-    "VerdictRule", "add_counts", "bundle_sha256", "canonical_json", "decode", "describe_model", "describe_window",
-    "examples", "judge_window", "parse_topic", "schema", "subscription", "window_key",
+    "BIRTH_KEYS", "DECISION_KINDS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "MODEL_KEYS", "WINDOW_KEYS",
+    "DeviceTopics", "Topic", "VerdictRule", "add_counts", "bundle_sha256", "canonical_json", "decode",
+    "describe_model", "describe_window", "examples", "judge_window", "parse_topic", "schema", "status_payload",
+    "status_topic", "subscription", "window_key",
 ]

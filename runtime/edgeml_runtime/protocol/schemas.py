@@ -10,7 +10,7 @@ Example:
 >>> schema("birth")["properties"]["format_version"]
 {'const': 4}
 >>> sorted(examples())
-['birth', 'death', 'death-lost', 'drift', 'prediction']
+['birth', 'death', 'death-lost', 'drift', 'prediction', 'status']
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from importlib import resources
 from ..errors import ProtocolError
 
 #: The schema of each message kind, by file stem (``drift`` → ``drift.schema.json``).
-SCHEMA_KINDS = ("birth", "death", "drift", "prediction")
+SCHEMA_KINDS = ("birth", "death", "drift", "prediction", "status")
 
 
 def _folder():
