@@ -162,6 +162,14 @@ def test_one_broken_device_is_an_anomaly_and_no_fleet_drift(store):
     assert evidence["slices"][-1]["status"] == "ok"
 
 
+def test_no_anomaly_before_min_devices_report(store):
+    # Two devices report first, one of them shifted: while fewer than min_devices report, a drifted device cannot
+    # be told from a changed world, so it is no anomaly; when two more come (one shifted), the world has changed.
+    stream(store, range(0, 10), lambda d, k: 10.0 if d == "pi-0" else 0.0, devices=["pi-0", "pi-1"])
+    stream(store, range(5, 10), lambda d, k: 10.0 if d == "pi-2" else 0.0, devices=["pi-2", "pi-3"], seed=1)
+    assert run(store, POLICY, range(10)) == [(5, "drift", None)]
+
+
 def test_too_few_devices_or_rows_decide_nothing(store):
     stream(store, range(15), lambda d, k: 10.0, devices=["pi-0", "pi-1"])
     assert run(store, POLICY, range(15)) == []  # two devices, min_devices 3; alike, so no anomaly either

@@ -115,7 +115,7 @@ def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, n
     a.drifted_devices = [d for d in names if a.devices[d]["status"] == "drift"]
     changed = len(a.reporting) >= policy.min_devices and \
         len(a.drifted_devices) >= policy.device_share * len(a.reporting)
-    if not changed:
+    if not changed and len(a.reporting) >= policy.min_devices:  # fewer cannot tell one device from the world
         a.anomalies = _anomalies(layout, per_device, names, a.drifted_devices, policy)
     kept = np.array([names[o] not in a.anomalies for o in owner], dtype=bool)
     _judge_slices(a, layout, rule, matrix, windows, kept, bounds)

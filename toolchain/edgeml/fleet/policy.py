@@ -19,7 +19,8 @@ slices are judged (the last one ends at the latest multiple of ``slice``).
   ``recover_slices`` (fewer than ``drifted_slices``) of the slices drifted;
 * a device drifted on its own whose counts also differ from the rest of the
   fleet's (χ² homogeneity, at ``anomaly_alpha`` over its columns, Bonferroni),
-  while too few devices drifted for a fleet drift, is a device **anomaly**;
+  while at least ``min_devices`` report but too few drifted for a fleet
+  drift, is a device **anomaly**;
 * ``cooldown``: no second decision of one kind for one (fleet, bundle, device)
   within it.
 
