@@ -260,6 +260,10 @@ def fleet_credentials(devices, out):
 from edgeml.fleet.registry import registry as _registry  # noqa: E402
 
 main.add_command(_registry)
+# `edgeml fleet run`: the controller (edgeml/fleet/command.py).
+from edgeml.fleet.command import run as _fleet_run  # noqa: E402
+
+fleet.add_command(_fleet_run)
 
 
 if __name__ == "__main__":
