@@ -141,5 +141,7 @@ class Report:
     def final(self, committed: int) -> None:
         self._line("stopping: ")
         c = self.ingest.counters
+        outcomes = " ".join(f"{k}={v}" for k, v in sorted(c.outcomes.items()))
         self.log.info("stopped: %d messages received, %d acknowledged in %d batches (%d committed while "
-                      "stopping); disconnected", c.received, c.acknowledged, c.batches, committed)
+                      "stopping), %d left to the broker; disconnected; outcomes: %s", c.received, c.acknowledged,
+                      c.batches, committed, c.abandoned + c.not_acknowledged, outcomes)
