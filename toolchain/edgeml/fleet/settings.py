@@ -94,7 +94,7 @@ _BROKER_FIELDS = ("username", "password", "password_file", "ca_file", "cert_file
                   "keepalive", "reconnect_min", "reconnect_max")
 KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "broker": k for k in (
     Key("url", "broker", str, "mqtt://127.0.0.1:1883", flag="broker", fix="e.g. mqtts://broker.plant.local:8883"),
-    Key("username", "broker", str), Key("password", "broker", str, flag="password"),
+    Key("username", "broker", str), Key("password", "broker", str),  # no flag: command lines show in ps
     Key("password_file", "broker", str), Key("ca_file", "broker", str), Key("cert_file", "broker", str),
     Key("key_file", "broker", str), Key("protocol", "broker", str, "5"),
     Key("keepalive", "broker", int, 30, low=5, high=65535),
@@ -112,7 +112,7 @@ KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "b
     Key("judge_every", "policy", float, None, low=0, high=86400,
         fix="seconds between judgements; 0 turns judging off"),
 )}
-#: Keys of ``[controller]`` and ``[broker]`` whose value is a secret.
+#: Keys of ``[broker]`` whose value is a secret: a fleet.toml holding one must not be readable by every user.
 SECRET_KEYS = ("password",)
 
 
@@ -164,11 +164,6 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
             values[key] = spec.default
             continue
         values[key], sources[key] = _check(spec, key, value, where), where
-    if "password" in sources and sources["password"].startswith("flag"):
-        import logging
-
-        logging.getLogger("edgeml.fleet").warning("--password shows in ps to every user of this machine; use "
-                                                  "password_file or $EDGEML_FLEET_PASSWORD")
     try:
         broker = MqttSettings(values["broker"], client_id=values["client_id"],
                               **{k: values[k] for k in _BROKER_FIELDS})
@@ -205,7 +200,7 @@ def _read(config) -> dict:
             raise FleetError(f"{config}: [{table}] {bad[0]} is not a key of this table; its keys are "
                              f"{', '.join(known)}")
     broker = doc.get("broker", {})
-    if "password" in broker and exposure(config):
+    if any(k in broker for k in SECRET_KEYS) and exposure(config):
         raise FleetError(f"{config} holds the broker's password and {exposure(config)}; or use password_file, "
                          f"or ${KEYS['password'].env_name}")
     return doc
