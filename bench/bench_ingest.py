@@ -150,12 +150,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_case(broker, store, args, *, mode, batch_size, work, profile=False) -> dict:
+def run_case(broker, store, args, *, mode, batch_size, work, profile=False, receive_maximum=None,
+             backlog=None) -> dict:
     from fleet_traffic import Controller
 
-    fleet = f"{mode}-{batch_size}{'-profiled' if profile else ''}"
+    receive_maximum = receive_maximum or args.receive_maximum
+    backlog = backlog or args.backlog
+    fleet = f"{mode}-{batch_size}-{receive_maximum}{'-profiled' if profile else ''}"
     flags = ["--broker", broker.url, "--store", store, "--judge-every", "0", "--client-id", f"ctl-{fleet}",
-             "--fleet", fleet, "--batch-size", str(batch_size), "--receive-maximum", str(args.receive_maximum)]
+             "--fleet", fleet, "--batch-size", str(batch_size), "--receive-maximum", str(receive_maximum)]
     ctl = Controller(work, *flags, name=f"{fleet}-{store.split(':')[0]}")
     if profile:
         ctl.args = [sys.executable, "-m", "cProfile", "-o", str(work / f"{fleet}.prof"), *ctl.args]
@@ -165,7 +168,7 @@ def run_case(broker, store, args, *, mode, batch_size, work, profile=False) -> d
     if mode == "drain":
         ctl.stop()  # the session exists: the broker queues for it from now on
         sent = Publishers(broker.url, fleet, args.devices, publishers=args.publishers, connections=args.connections,
-                          rounds=max(1, args.backlog // args.devices)).go().join()
+                          rounds=max(1, backlog // args.devices)).go().join()
         ctl = Controller(work, *flags, name=f"{fleet}-{store.split(':')[0]}-b")
         if profile:
             ctl.args = [sys.executable, "-m", "cProfile", "-o", str(work / f"{fleet}.prof"), *ctl.args]
@@ -188,7 +191,8 @@ def run_case(broker, store, args, *, mode, batch_size, work, profile=False) -> d
     assert ctl.stop(timeout=120) == 0, ctl.log()
     rows, distinct = count(store)
     outcomes = ctl.counters()
-    return {"mode": mode, "batch": batch_size, "sent": sent, "rate": rate, "lost": before + sent - distinct,
+    return {"mode": mode, "batch": batch_size, "receive_maximum": receive_maximum, "sent": sent, "rate": rate,
+            "lost": before + sent - distinct,
             "duplicated": rows - distinct, "resent": outcomes.get("duplicate", 0),
             "cpu_us": cpu / max(sent, 1) * 1e6,
             "profile": work / f"{fleet}.prof" if profile else None}
@@ -215,15 +219,14 @@ def top_functions(path: Path, n: int = 12) -> list[str]:
 
     stats = pstats.Stats(str(path))
     total = stats.total_tt
-    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][3], reverse=True)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
     out = []
-    for (file, line, name), (_cc, _nc, tt, ct, _callers) in rows[:60]:
-        where = file.split("site-packages/")[-1].split("toolchain/")[-1].split("runtime/")[-1]
-        out.append(f"| `{where}:{line}` {name} | {ct:.2f} | {tt:.2f} |")
-        if len(out) >= n:
-            break
-    return [f"Main thread, {total:.1f} s of own time in all; cumulative and own seconds:", "",
-            "| function | cumulative s | own s |", "|---|---:|---:|", *out]
+    for (file, line, name), (_cc, calls, tt, ct, _callers) in rows:
+        where = file.split("site-packages/")[-1].split("toolchain/")[-1].split("runtime/")[-1].split("lib/")[-1]
+        out.append(f"| `{where}:{line}` {name} | {calls:,} | {tt:.2f} | {100 * tt / total:.0f} % | {ct:.2f} |")
+    return [f"cProfile of the main thread (decode, store, acknowledge; not paho's network thread), {total:.1f} s "
+            "in all, by own time:", "",
+            "| function | calls | own s | share | cumulative s |", "|---|---:|---:|---:|---:|", *out]
 
 
 def main(argv=None) -> None:
@@ -268,6 +271,12 @@ def main(argv=None) -> None:
             if args.profile and not profiles:  # a run of its own (cProfile slows it down), on the first store
                 r = run_case(broker, url, args, mode="drain", batch_size=args.batch_size, work=work, profile=True)
                 profiles.append((label, top_functions(r["profile"])))
+            if url == stores[0][1]:  # what the Receive Maximum does: below the batch size, batches cannot fill
+                for rm in (20, args.batch_size // 2):
+                    r = run_case(broker, url, args, mode="drain", batch_size=args.batch_size, work=work,
+                                 receive_maximum=rm, backlog=min(args.backlog, 2 * args.devices))
+                    print(label, r, file=sys.stderr)
+                    rows.append((label, r))
         c_rate = mosquitto_c_rate(broker)
     finally:
         broker.stop()
@@ -300,15 +309,16 @@ def report(args, rows, profiles, c_rate, loads) -> str:
              "`cpu µs/window` is the controller process's CPU time (both threads: paho's network thread and the "
              "batches) per window sent, read from /proc before it stops: less sensitive to the load than the wall "
              "clock, it bounds what one idle core would take (1,000,000 / µs windows/s).", "",
-             "| store | case | batch | windows sent | windows/s stored | cpu µs/window | lost | duplicated | "
-             "resent (no-op) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| store | case | batch | receive maximum | windows sent | windows/s stored | cpu µs/window | lost | "
+             "duplicated | resent (no-op) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows:
-        lines.append(f"| {label} | {mode[r['mode']]} | {r['batch']} | {r['sent']:,} | {r['rate']:,.0f} | "
+        lines.append(f"| {label} | {mode[r['mode']]} | {r['batch']} | {r['receive_maximum']} | {r['sent']:,} | "
+                     f"{r['rate']:,.0f} | "
                      f"{r['cpu_us']:,.0f} | {r['lost']} | {r['duplicated']} | {r['resent']} |")
-    lines.append(f"| Mosquitto alone | mosquitto_pub -> mosquitto_sub, QoS 1, 1 KB | - | 20,000 | "
+    lines.append(f"| Mosquitto alone | mosquitto_pub -> mosquitto_sub, QoS 1, 1 KB | - | - | 20,000 | "
                  f"{c_rate:,.0f} | | | | |" if c_rate else
-                 "| Mosquitto alone | mosquitto_pub/mosquitto_sub not installed | | | | | | | |")
+                 "| Mosquitto alone | mosquitto_pub/mosquitto_sub not installed | | | | | | | | |")
     for label, prof in profiles:
         lines += ["", f"## Where the draining controller's time goes ({label})", "", *prof]
     return "\n".join(lines) + "\n"
