@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_outbox.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_judge.py
+	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_cells.py
 	$(BIN)/python bench/bench_quality.py

@@ -223,7 +223,7 @@ def firmware(bundle, out, artifact):
 
 @main.group()
 def fleet():
-    """Make what a fleet of devices needs (today: the broker's credentials)."""
+    """The fleet: the broker's credentials, the controller (run), what it knows (status, decisions)."""
 
 
 @fleet.command("credentials")
@@ -260,6 +260,10 @@ def fleet_credentials(devices, out):
 from edgeml.fleet.registry import registry as _registry  # noqa: E402
 
 main.add_command(_registry)
+# `edgeml fleet run`: the controller (edgeml/fleet/command.py).
+from edgeml.fleet.command import run as _fleet_run  # noqa: E402
+
+fleet.add_command(_fleet_run)
 
 # `edgeml fleet status|decisions`: beside the judge they report on (the store loads when a command runs).
 from edgeml.fleet.status import decisions_command, status_command  # noqa: E402

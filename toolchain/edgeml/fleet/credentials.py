@@ -6,7 +6,10 @@ retained birth as ``edgeml/plant-b/pi-07/``. This writes one ``user`` block per
 device instead, binding each user to exactly ``edgeml/<its fleet>/<its id>/#``,
 and nothing else, so a device can write below its own topics only, in its own
 fleet. Consumers get read access to the fleets they list (every fleet by
-default) and write access to nothing.
+default) and write access to nothing. A fleet controller (``edgeml fleet
+run``) reads the births, drift windows and deaths of its fleets (not
+predictions: ``edgeml/<fleet>/+/birth|drift|death``) and writes its fleet's
+status below ``edgeml/<fleet>/_controller/``, a level no device id can take.
 
 The device list is TOML (see ``docs/mosquitto/devices.toml``)::
 
@@ -21,12 +24,16 @@ The device list is TOML (see ``docs/mosquitto/devices.toml``)::
     [consumers.dashboard]
     fleets = ["plant-a"]                         # default: every fleet
 
+    [controllers.controller-1]                   # edgeml fleet run
+    fleets = ["plant-a"]                         # default: every fleet
+
 The folder it writes (``edgeml fleet credentials --devices devices.toml --out DIR``):
 
 * ``acl``: the broker's ``acl_file`` (no secrets: mode 0644);
 * ``passwd``: the broker's ``password_file``, PBKDF2-SHA512 hashes in
   Mosquitto's ``$7$`` format (what ``mosquitto_passwd`` writes), mode 0600;
-* ``passwords/<fleet>/<device>`` and ``passwords/_consumers/<name>``: each
+* ``passwords/<fleet>/<device>``, ``passwords/_consumers/<name>`` and
+  ``passwords/_controllers/<name>``: each
   password in clear, mode 0600 in 0700 folders, for the device's
   ``mqtt_password_file`` setting or a systemd credential. A generated password
   is kept on later runs, so rerunning after adding a device changes no other
@@ -66,6 +73,9 @@ SALT_BYTES = 12
 ACL, PASSWD, PASSWORDS = "acl", "passwd", "passwords"
 _DEVICE_KEYS = ("user", "password", "read")
 _CONSUMER_KEYS = ("fleets", "password")
+#: What a fleet controller reads of each of its fleets (never predictions), and where it writes its status.
+CONTROLLER_READS = ("birth", "drift", "death")
+CONTROLLER_LEVEL = "_controller"
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ def read_devices(path: str | os.PathLike) -> list[Account]:
     """The accounts a device list asks for, checked: ids, unique user names, topics, unknown keys."""
     path = Path(path)
     doc = read_toml(path, FleetError, "device list")
-    _check_keys(doc, ("fleets", "consumers"), f"{path}: ", "table")
+    _check_keys(doc, ("fleets", "consumers", "controllers"), f"{path}: ", "table")
     fleets = doc.get("fleets")
     if not isinstance(fleets, dict) or not fleets:
         raise FleetError(f"{path}: no [fleets.<name>] table; list each fleet's devices, e.g. "
@@ -102,6 +112,9 @@ def read_devices(path: str | os.PathLike) -> list[Account]:
     consumers = doc.get("consumers", {})
     _table(consumers, f"{path}: consumers")
     accounts += [_consumer(path, name, body, list(fleets)) for name, body in consumers.items()]
+    controllers = doc.get("controllers", {})
+    _table(controllers, f"{path}: controllers")
+    accounts += [_controller(path, name, body, list(fleets)) for name, body in controllers.items()]
     seen: dict[str, Account] = {}
     for a in accounts:
         if a.user in seen:
@@ -140,21 +153,35 @@ def _fleet(path: Path, fleet: str, body) -> list[Account]:
 
 def _consumer(path: Path, name: str, body, fleets: list[str]) -> Account:
     where = f"{path}: consumers.{name}"
-    _check_id(where, "consumer name", name)
+    reads = _fleets_of(where, "consumer name", name, body, fleets)
+    topics = (f"{ROOT}/#",) if reads is None else tuple(f"{ROOT}/{f}/#" for f in reads)
+    return Account(name, _password(body, where), (), topics, ("_consumers", name), where)
+
+
+def _controller(path: Path, name: str, body, fleets: list[str]) -> Account:
+    """A fleet controller: reads births, windows and deaths of its fleets, writes their _controller/ status."""
+    where = f"{path}: controllers.{name}"
+    reads = _fleets_of(where, "controller name", name, body, fleets) or ["+"]
+    return Account(name, _password(body, where), tuple(f"{ROOT}/{f}/{CONTROLLER_LEVEL}/#" for f in reads),
+                   tuple(f"{ROOT}/{f}/+/{kind}" for f in reads for kind in CONTROLLER_READS),
+                   ("_controllers", name), where)
+
+
+def _fleets_of(where: str, what: str, name: str, body, fleets: list[str]) -> list[str] | None:
+    """The ``fleets`` a consumer or controller lists, checked (None: every fleet)."""
+    _check_id(where, what, name)
     _table(body, where)
     _check_keys(body, _CONSUMER_KEYS, f"{where}.", "key")
     reads = body.get("fleets")
     if reads is None:
-        topics: tuple[str, ...] = (f"{ROOT}/#",)
-    else:
-        if not isinstance(reads, list) or not reads or not all(isinstance(f, str) for f in reads):
-            raise FleetError(f"{where}.fleets = {reads!r} must be a list of fleet names, e.g. [\"plant-a\"]")
-        unknown = [f for f in reads if f not in fleets]
-        if unknown:
-            raise FleetError(f"{where}.fleets names {unknown[0]!r}, which is not a fleet of this list (the fleets "
-                             f"are {', '.join(fleets)})")
-        topics = tuple(f"{ROOT}/{f}/#" for f in reads)
-    return Account(name, _password(body, where), (), topics, ("_consumers", name), where)
+        return None
+    if not isinstance(reads, list) or not reads or not all(isinstance(f, str) for f in reads):
+        raise FleetError(f"{where}.fleets = {reads!r} must be a list of fleet names, e.g. [\"plant-a\"]")
+    unknown = [f for f in reads if f not in fleets]
+    if unknown:
+        raise FleetError(f"{where}.fleets names {unknown[0]!r}, which is not a fleet of this list (the fleets "
+                         f"are {', '.join(fleets)})")
+    return reads
 
 
 def _check_id(where: str, what: str, value) -> None:
@@ -212,7 +239,9 @@ def acl_text(accounts: list[Account], source: str) -> str:
     lines = [f"# Mosquitto ACL (acl_file) made by `edgeml fleet credentials` from {Path(source).name}; do not edit,",
              "# regenerate. Each device may publish only below edgeml/<its fleet>/<its id>/; consumers read.", ""]
     for a in accounts:
-        who = f"device {a.device} of fleet {a.fleet}" if a.device else "consumer: reads, publishes nothing"
+        who = (f"device {a.device} of fleet {a.fleet}" if a.device else
+               "fleet controller: reads births, windows, deaths; writes the fleet status" if a.write else
+               "consumer: reads, publishes nothing")
         lines += [f"# {who}", f"user {a.user}", *(f"topic write {t}" for t in a.write),
                   *(f"topic read {t}" for t in a.read), ""]
     return "\n".join(lines)
@@ -228,9 +257,11 @@ class Written:
 
     def summary(self) -> str:
         devices = sum(1 for a in self.accounts if a.device)
+        controllers = sum(1 for a in self.accounts if a.write and not a.device)
         counts = ", ".join(f"{self.origins.count(o)} {o}" for o in ("given", "kept", "generated"))
         return (f"{self.folder / ACL}: {devices} device(s) in {len({a.fleet for a in self.accounts if a.fleet})} "
-                f"fleet(s), {len(self.accounts) - devices} consumer(s); {self.folder / PASSWD}: passwords {counts}; "
+                f"fleet(s), {len(self.accounts) - devices - controllers} consumer(s), {controllers} controller(s); "
+                f"{self.folder / PASSWD}: passwords {counts}; "
                 f"each in clear in {self.folder / PASSWORDS}/<fleet>/<device> (mode 0600)")
 
 

@@ -1,0 +1,96 @@
+"""``edgeml fleet run``: the click command of the controller (thin: settings, then :func:`.controller.run`).
+
+Every option is a key of :data:`.settings.KEYS` (its flag, its
+``EDGEML_FLEET_*`` variable and its place in ``fleet.toml``); this module
+only turns them into a :class:`~.settings.ControllerSettings` and the
+project's errors into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from edgeml.errors import EdgeMLError
+
+EPILOG = """\b
+Example fleet.toml (every table optional; flags override EDGEML_FLEET_* variables, which override the file):
+  [broker]
+  url = "mqtts://broker.plant.local:8883"
+  username = "controller"
+  password_file = "/etc/edgeml/controller.password"
+  ca_file = "/etc/edgeml/ca.crt"
+  client_id = "edgeml-controller-1"   # stable: the broker keeps its session and queue
+  group = "controllers"               # share the load with other controllers
+  [store]
+  url = "sqlite:////var/lib/edgeml/fleet.db"
+  [controller]
+  fleets = ["plant-a"]                # default: every fleet
+  batch_size = 500
+  batch_wait = 0.2
+  [policy]
+  judge_every = 10
+
+\b
+Environment: EDGEML_FLEET_BROKER, EDGEML_FLEET_STORE, EDGEML_FLEET_GROUP, EDGEML_FLEET_CLIENT_ID,
+EDGEML_FLEET_USERNAME, EDGEML_FLEET_PASSWORD(_FILE), EDGEML_FLEET_FLEET (comma-separated),
+EDGEML_FLEET_BATCH_SIZE, EDGEML_FLEET_JUDGE_EVERY, ... (EDGEML_FLEET_ + the flag's name).
+
+\b
+Examples:
+  edgeml fleet run --config fleet.toml
+  edgeml fleet run --broker mqtt://127.0.0.1:1883 --store sqlite:///fleet.db --judge-every 0
+  edgeml fleet run --config fleet.toml --group controllers --client-id controller-2   # a second one
+"""
+
+
+def _opt(name: str, help: str, **kwargs):
+    from .settings import KEYS
+
+    key = KEYS[name]
+    return click.option(key.flag_name, name, help=f"{help} [{key.env_name}]", **kwargs)
+
+
+@click.command("run", epilog=EPILOG)
+@click.option("--config", type=click.Path(dir_okay=False), help="fleet.toml: [broker], [store], [controller], "
+              "[policy] (see below).")
+@_opt("broker", "The broker: mqtt://host:1883 or mqtts://host:8883. [default: mqtt://127.0.0.1:1883]",
+      metavar="URL")
+@click.option("--store", metavar="URL", help="The fleet store: sqlite:///fleet.db (the default) or "
+              "postgresql+psycopg://user@host/db. [EDGEML_FLEET_STORE]")
+@_opt("fleets", "Hear only this fleet (repeatable). [default: every fleet]", multiple=True, metavar="NAME")
+@_opt("group", "Share the load with the controllers of this group ($share/NAME/...).", metavar="NAME")
+@_opt("client_id", "The MQTT client id, stable across restarts. [default: edgeml-controller-<host>]",
+      metavar="ID")
+@_opt("username", "The broker user.", metavar="USER")
+@_opt("password_file", "A file holding the broker password (readable by its owner only).", metavar="FILE")
+@_opt("ca_file", "The CA certificate (PEM) of an mqtts:// broker.", metavar="FILE")
+@_opt("cert_file", "A client certificate (PEM).", metavar="FILE")
+@_opt("key_file", "Its private key (PEM).", metavar="FILE")
+@_opt("batch_size", "Messages committed in one transaction, then acknowledged. [default: 500]", type=int)
+@_opt("batch_wait", "Seconds a batch waits to fill. [default: 0.2]", type=float)
+@_opt("receive_maximum", "Unacknowledged messages the broker may send ahead. [default: 2000]", type=int)
+@_opt("lease_seconds", "How long the judge lease lasts unrenewed. [default: 30]", type=float)
+@_opt("holder", "This controller's name in the judge lease. [default: the client id]", metavar="NAME")
+@_opt("judge_every", "Seconds between judgements; 0 turns judging off. [default: the policy's, 10]",
+      type=float, metavar="SECONDS")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def run(config, store, log_level, **flags):
+    """Hear every device of the fleet, store what it says (committed, then acknowledged), judge drift.
+
+    Long-running: stop it with SIGTERM or Ctrl-C (the batch in hand is committed and acknowledged first).
+    """
+    from .controller import run as run_controller
+    from .settings import resolve
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    try:
+        settings = resolve({**flags, "store": store}, config)
+        sys.exit(run_controller(settings, log=logging.getLogger("edgeml.fleet")))
+    except EdgeMLError as exc:
+        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(exc.exit_code)

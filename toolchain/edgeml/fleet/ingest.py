@@ -1,0 +1,319 @@
+"""The controller's MQTT client: hear births, drift windows and deaths, commit them, then acknowledge them.
+
+:class:`Ingest` is a paho-mqtt 2 client (MQTT 5 by default) with a
+persistent session: a stable client id, ``clean_start`` off and a session
+expiry interval, so the broker queues what devices send while the controller
+is away and delivers it when it is back. It subscribes at QoS 1 to
+:attr:`~.settings.ControllerSettings.filters` (``$share/<group>/...`` with a
+group, so several controllers split the messages between them), asking for
+retained messages only on a new subscription.
+
+Acknowledgement is manual (``manual_ack=True``): paho's network thread only
+queues each message; :meth:`Ingest.step`, on the caller's thread, takes a
+batch (up to ``batch_size`` messages, or what came within ``batch_wait``
+seconds of the first), decodes each with
+:func:`edgeml_runtime.protocol.decode`, commits it with
+:meth:`~.store.Store.record_messages`, and only after the commit returns
+sends the PUBACK of every message of the batch. A controller killed at any
+moment has acknowledged only what is committed; the broker sends the rest
+again, and the store's (fleet, device, session, seq) key makes a resent
+window a no-op. A message that is not the protocol is kept in the store's
+``rejected`` table with the reason and acknowledged: it will never become
+valid. If the store fails (:class:`~edgeml.errors.FleetError`) nothing is
+acknowledged; the same batch is retried with backoff while the broker keeps
+the unacknowledged messages.
+
+A PUBACK belongs to the connection its message came on: messages of a
+connection that ended are never acknowledged on the next (their packet ids
+mean others there); the broker resends them, and they are stored once.
+
+The client's Receive Maximum (``receive_maximum``, a CONNECT property) is
+how many unacknowledged messages the broker may have in flight to it: it
+must exceed ``batch_size`` for batches to fill (``bench/results/ingest.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edgeml.errors import FleetError
+from edgeml_runtime.errors import ProtocolError
+from edgeml_runtime.protocol import decode
+
+from .settings import ControllerSettings
+
+#: Backoff between retries of a batch the store failed to commit, in seconds.
+STORE_RETRY = (0.5, 30.0)
+#: How long closing waits for the broker to take the last PUBACKs, and for the DISCONNECT to be written.
+DISCONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as paho handed it over, with the connection it came on (``generation``)."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+
+
+@dataclass
+class Counters:
+    """What the client did since it started (``outcomes``: per store outcome, plus ``undecodable``)."""
+
+    received: int = 0
+    acknowledged: int = 0
+    batches: int = 0
+    store_failures: int = 0
+    not_acknowledged: int = 0  #: committed, but their connection ended first (the broker resends them)
+    abandoned: int = 0  #: not committed when told to stop (the store failing): the broker keeps them
+    outcomes: dict = field(default_factory=dict)
+
+
+class Ingest:
+    """The MQTT client of one controller (see the module docstring): :meth:`start`, :meth:`step`, :meth:`close`."""
+
+    def __init__(self, settings: ControllerSettings, store, *, log: logging.Logger | None = None):
+        self.settings, self.store = settings, store
+        self.log = log or logging.getLogger("edgeml.fleet.ingest")
+        self.counters = Counters()
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._closing = threading.Event()
+        self._disconnected = threading.Event()
+        self._subacked = threading.Event()
+        self._last_problem: str | None = None
+        self.client = self._client()
+
+    # -- the connection (paho's network thread) -------------------------------------------------------
+
+    def _client(self) -> mqtt.Client:
+        b = self.settings.broker
+        v5 = b.protocol == "5"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
+                             **({} if v5 else {"clean_session": False}))
+        if b.username is not None:
+            client.username_pw_set(b.username, b.password)
+        if b.endpoint[2]:
+            client.tls_set_context(b.ssl_context())
+        client.reconnect_delay_set(b.reconnect_min, b.reconnect_max)
+        client.on_connect, client.on_connect_fail = self._on_connect, self._on_connect_fail
+        client.on_disconnect, client.on_subscribe = self._on_disconnect, self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> Ingest:
+        """Connect in the background (a broker that is down is retried with backoff, and logged)."""
+        host, port, _ = self.settings.broker.endpoint
+        options = {"clean_start": False, "properties": self._connect_properties()} \
+            if self.settings.broker.protocol == "5" else {}
+        self.client.connect_async(host, port, self.settings.broker.keepalive, **options)
+        self.client.loop_start()
+        return self
+
+    def _connect_properties(self) -> Properties:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.settings.session_expiry
+        properties.ReceiveMaximum = self.settings.receive_maximum
+        return properties
+
+    def _problem(self, message: str) -> None:
+        repeated, self._last_problem = message == self._last_problem, message
+        self.log.log(logging.DEBUG if repeated else logging.WARNING, "%s; retrying", message)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._problem(f"{self.settings.broker.url} refused the connection: {reason_code} (check the user "
+                          "name, password, client certificate and ACL)")
+            return
+        self._generation += 1
+        self._last_problem = None
+        self.log.info("connected to %s as %s (session %s)", self.settings.broker.url, self.settings.client_id,
+                      "resumed" if flags.session_present else "new")
+        client.subscribe(self._topics())
+        self._connected.set()
+
+    def _topics(self) -> list:
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        return [(f, options if self.settings.broker.protocol == "5" else 1) for f in self.settings.filters]
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._problem(f"cannot connect to {self.settings.broker.url}")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        self._disconnected.set()
+        if not self._closing.is_set():
+            self._problem(f"lost the connection to {self.settings.broker.url} ({reason_code})")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if self._closing.is_set():
+            self._subacked.set()
+            return
+        refused = [f for f, rc in zip(self.settings.filters, reason_codes, strict=False) if rc.is_failure]
+        if refused:
+            self.log.error("the broker refused the subscriptions %s (check the controller's ACL: it reads "
+                           "edgeml/<fleet>/+/birth|drift|death)", ", ".join(refused))
+        else:
+            self.log.info("subscribed to %s at QoS 1", ", ".join(self.settings.filters))
+
+    def _on_message(self, client, userdata, message) -> None:
+        if self._closing.is_set():
+            return  # not acknowledged: the broker sends it again to the next controller
+        self._queue.put(Received(message.topic, message.payload, message.mid, message.qos, self._generation))
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- batches (the caller's thread) -------------------------------------------------------------
+
+    def step(self, wait: float = 0.2, stop: threading.Event | None = None) -> int:
+        """Take one batch (waiting up to ``wait`` s for its first message), commit it, acknowledge it; its size."""
+        batch = self._take(wait)
+        if batch:
+            self._commit(batch, stop)
+        return len(batch)
+
+    def _take(self, wait: float) -> list[Received]:
+        try:
+            batch = [self._queue.get(timeout=wait)]
+        except queue.Empty:
+            return []
+        size, deadline = self.settings.batch_size, time.monotonic() + self.settings.batch_wait
+        while len(batch) < size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return [m for m in batch if m.generation == self._generation]  # older ones: resent, never acked here
+
+    def _commit(self, batch: list[Received], stop: threading.Event | None) -> bool:
+        """Store ``batch`` (retrying while the store fails, unless ``stop`` is set), then acknowledge it."""
+        delay = STORE_RETRY[0]
+        while True:
+            try:
+                outcomes = self._store(batch)
+                break
+            except FleetError as exc:
+                self.counters.store_failures += 1
+                self.log.error("%s; %d message(s) not acknowledged, retrying in %.1f s", exc, len(batch), delay)
+                if (stop or self._closing).wait(delay):
+                    self.counters.abandoned += len(batch)
+                    return False
+                delay = min(delay * 2, STORE_RETRY[1])
+        c = self.counters
+        c.batches += 1
+        c.received += len(batch)
+        for outcome in outcomes:
+            c.outcomes[outcome] = c.outcomes.get(outcome, 0) + 1
+        if batch[0].generation != self._generation:
+            c.not_acknowledged += len(batch)  # the connection ended while committing: the broker resends them
+            return True
+        for m in batch:
+            self.client.ack(m.mid, m.qos)
+        c.acknowledged += len(batch)
+        return True
+
+    def _store(self, batch: list[Received]) -> list[str]:
+        """Decode and commit a batch; the outcome of each message (``undecodable`` for one kept as rejected)."""
+        decoded, undecodable, outcomes = [], [], []
+        for m in batch:
+            try:
+                decoded.append(decode(m.topic, m.payload))
+                outcomes.append(None)
+            except ProtocolError as exc:
+                undecodable.append((m, str(exc)))
+                outcomes.append("undecodable")
+        if undecodable:
+            reject(self.store, undecodable)
+        stored = iter(self.store.record_messages(decoded).outcomes if decoded else ())
+        return [o or next(stored) for o in outcomes]
+
+    # -- publishing and closing ----------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        """Publish retained at QoS 1; True once the broker acknowledged it (PUBACK) within ``timeout``."""
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    def close(self) -> int:
+        """Stop taking messages, commit and acknowledge those already received, disconnect; how many committed."""
+        self._closing.set()
+        done = 0
+        rest = [m for m in _drain(self._queue) if m.generation == self._generation]
+        for i in range(0, len(rest), self.settings.batch_size):
+            part = rest[i:i + self.settings.batch_size]
+            done += len(part) if self._commit(part, None) else 0
+        if self.connected:
+            self._round_trip()
+        self._disconnected.clear()
+        if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
+            self._disconnected.wait(DISCONNECT_TIMEOUT)
+        self.client.loop_stop()
+        return done
+
+    def _round_trip(self) -> None:
+        """Wait until the broker has processed every PUBACK sent: subscribe again (a no-op) and wait for the SUBACK.
+
+        Measured with Mosquitto 2.0.11 and paho 2.2: of the PUBACKs sent in
+        the last moments before a DISCONNECT, some are not taken (the broker
+        resent ~30 committed messages of 300 to the next session). The
+        broker answers packets in order, so its SUBACK means it has every
+        PUBACK before it. The subscription exists, so nothing is resent.
+        """
+        self._subacked.clear()
+        self.client.subscribe(self._topics())
+        if not self._subacked.wait(DISCONNECT_TIMEOUT):
+            self.log.warning("the broker did not answer before disconnecting; it may resend the last messages "
+                             "(they are stored once)")
+
+
+def _drain(q: queue.Queue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def reject(store, items: list[tuple[Received, str]]) -> None:
+    """Keep messages that are not the protocol in the store's ``rejected`` table (one transaction)."""
+    import sqlalchemy as sa
+
+    from . import schema
+    from .database import safe_text
+
+    now = time.time()
+    rows = [{"received": now, "topic": safe_text(m.topic), "reason": safe_text(reason),
+             "payload": json.dumps(m.payload.decode("utf-8", "backslashreplace"), ensure_ascii=True)[:4096]}
+            for m, reason in items]
+    with store._write() as conn:  # the store's own write transaction: its failures are FleetErrors
+        conn.execute(sa.insert(schema.rejected), rows)

@@ -1,0 +1,246 @@
+"""Settings of the fleet controller (``edgeml fleet run``): flags, ``EDGEML_FLEET_*``, ``fleet.toml``, defaults.
+
+Each setting is one :class:`Key` of :data:`KEYS`: the ``fleet.toml`` table it
+lives in, its name there, its flag and its environment variable (always
+``EDGEML_FLEET_`` + the flag's name, so it never collides with the runtime's
+``EDGEML_*``). A flag wins over the environment, the environment over
+``fleet.toml``, ``fleet.toml`` over the default (as for the store's URL,
+:func:`edgeml.fleet.database.store_url`, which resolves ``[store] url``).
+
+``fleet.toml`` (``--config``) has four tables, each optional::
+
+    [broker]                  # how to reach the broker: the runtime's own MqttSettings checks it
+    url = "mqtts://broker.plant.local:8883"
+    username = "controller"
+    password_file = "/etc/edgeml/controller.password"   # or password = "..." (then chmod o-rwx fleet.toml)
+    ca_file = "/etc/edgeml/ca.crt"
+    client_id = "edgeml-controller-1"   # stable: the broker keeps this client's session and queue under it
+    group = "controllers"               # share the load: $share/controllers/edgeml/...
+
+    [store]
+    url = "sqlite:////var/lib/edgeml/fleet.db"
+
+    [controller]
+    fleets = ["plant-a"]      # default: every fleet (edgeml/+/...)
+    batch_size = 500          # messages committed in one transaction, then acknowledged
+    batch_wait = 0.2          # seconds a batch waits to fill
+    lease_seconds = 30        # the judge lease; renewed at every judgement
+    receive_maximum = 2000    # messages the broker may have in flight to us unacknowledged
+
+    [policy]                  # read by edgeml.fleet.policy.Policy.from_table
+    judge_every = 10
+
+Unknown tables and keys are refused naming the file and the key; a password
+in a ``fleet.toml`` every user may read is refused, as the runtime refuses
+its own config file. Errors are :class:`~edgeml.errors.FleetError`.
+
+Example:
+
+>>> s = resolve({"broker": "mqtt://127.0.0.1:1883", "judge_every": 0.0}, environ={"EDGEML_FLEET_GROUP": "ctl"})
+>>> s.broker.endpoint, s.group, s.batch_size, s.judge_every, s.sources["group"]
+(('127.0.0.1', 1883, False), 'ctl', 500, 0.0, 'environment EDGEML_FLEET_GROUP')
+>>> resolve({"batch_size": 0}, environ={})
+Traceback (most recent call last):
+...
+edgeml.errors.FleetError: batch_size = 0 (from flag --batch-size): must be a whole number from 1 to 65535; \
+the default is 500
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeml.errors import FleetError
+from edgeml_runtime.errors import SettingsError
+from edgeml_runtime.mqtt import MqttSettings
+from edgeml_runtime.protocol.topics import level_problem
+from edgeml_runtime.tomlfile import exposure, read_toml
+
+from .database import store_url
+
+ENV_PREFIX = "EDGEML_FLEET_"
+TABLES = ("broker", "store", "controller", "policy")
+#: How long the broker keeps the controller's session (and the windows queued for it) while it is away.
+SESSION_EXPIRY = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: ``name`` in ``[table]`` of fleet.toml, flag ``--<flag>``, variable ``EDGEML_FLEET_<FLAG>``."""
+
+    name: str
+    table: str
+    kind: type
+    default: object = None
+    flag: str = ""
+    low: float | None = None
+    high: float | None = None
+    fix: str = ""
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + (self.flag or self.name).replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + (self.flag or self.name).upper()
+
+
+_BROKER_FIELDS = ("username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol",
+                  "keepalive", "reconnect_min", "reconnect_max")
+KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "broker": k for k in (
+    Key("url", "broker", str, "mqtt://127.0.0.1:1883", flag="broker", fix="e.g. mqtts://broker.plant.local:8883"),
+    Key("username", "broker", str), Key("password", "broker", str),  # no flag: command lines show in ps
+    Key("password_file", "broker", str), Key("ca_file", "broker", str), Key("cert_file", "broker", str),
+    Key("key_file", "broker", str), Key("protocol", "broker", str, "5"),
+    Key("keepalive", "broker", int, 30, low=5, high=65535),
+    Key("reconnect_min", "broker", float, 1.0, low=0.01, high=3600),
+    Key("reconnect_max", "broker", float, 60.0, low=0.01, high=3600),
+    Key("client_id", "broker", str, fix="a stable id of this controller: its session on the broker is kept by it"),
+    Key("group", "broker", str, fix="a name such as controllers: every controller of the group shares the load"),
+    Key("receive_maximum", "broker", int, 2000, low=1, high=65535, fix="the default is 2000"),
+    Key("session_expiry", "broker", int, SESSION_EXPIRY, low=0, high=2**32 - 1, fix="the default is 604800 (7 days)"),
+    Key("fleets", "controller", list, (), flag="fleet", fix="fleet names, e.g. fleets = [\"plant-a\"]"),
+    Key("batch_size", "controller", int, 500, low=1, high=65535, fix="the default is 500"),
+    Key("batch_wait", "controller", float, 0.2, low=0.0, high=60, fix="the default is 0.2"),
+    Key("lease_seconds", "controller", float, 30.0, low=1, high=86400, fix="the default is 30"),
+    Key("holder", "controller", str, fix="a name unique to this controller (default: its client id)"),
+    Key("judge_every", "policy", float, None, low=0, high=86400,
+        fix="seconds between judgements; 0 turns judging off"),
+)}
+#: Keys of ``[broker]`` whose value is a secret: a fleet.toml holding one must not be readable by every user.
+SECRET_KEYS = ("password",)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Everything ``edgeml fleet run`` needs, checked; ``sources`` says where each given value came from."""
+
+    broker: MqttSettings
+    store: str
+    client_id: str
+    holder: str
+    group: str | None = None
+    fleets: tuple[str, ...] = ()
+    batch_size: int = 500
+    batch_wait: float = 0.2
+    lease_seconds: float = 30.0
+    receive_maximum: int = 2000
+    session_expiry: int = SESSION_EXPIRY
+    judge_every: float | None = None  #: None: the policy's; 0: judging off
+    policy: dict = field(default_factory=dict)  #: the ``[policy]`` table (for Policy.from_table)
+    config: str | None = None
+    sources: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """What the controller subscribes to: births, drift windows and deaths (never predictions, nor its own)."""
+        prefix = f"$share/{self.group}/" if self.group else ""
+        return tuple(f"{prefix}edgeml/{fleet}/+/{kind}" for fleet in (self.fleets or ("+",))
+                     for kind in ("birth", "drift", "death"))
+
+
+def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None,
+            environ: Mapping[str, str] | None = None) -> ControllerSettings:
+    """The controller's settings from ``flags`` (key → value, None for not given), the environment and ``config``."""
+    environ = os.environ if environ is None else environ
+    doc = _read(config) if config is not None else {}
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for key, spec in KEYS.items():
+        table = doc.get(spec.table, {})
+        if flags.get(key) not in (None, ()):
+            where, value = f"flag {spec.flag_name}", flags[key]
+        elif environ.get(spec.env_name):
+            where = f"environment {spec.env_name}"
+            value = _parse(spec, key, environ[spec.env_name], where)
+        elif spec.name in table:
+            where, value = f"{config} [{spec.table}] {spec.name}", table[spec.name]
+        else:
+            values[key] = spec.default
+            continue
+        values[key], sources[key] = _check(spec, key, value, where), where
+    try:
+        broker = MqttSettings(values["broker"], client_id=values["client_id"],
+                              **{k: values[k] for k in _BROKER_FIELDS})
+        broker.endpoint  # noqa: B018  (checks the URL now)
+    except SettingsError as exc:
+        name = "broker" if exc.key == "url" else exc.key
+        where = sources.get(name, "the default")
+        raise FleetError(f"{exc} (from {where})" if exc.key else str(exc)) from None
+    client_id = values["client_id"] or f"edgeml-controller-{socket.gethostname()}"
+    policy = dict(doc.get("policy", {}))
+    return ControllerSettings(
+        broker=broker, store=store_url(flags.get("store"), config, environ), client_id=client_id,
+        holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
+        batch_size=values["batch_size"], batch_wait=values["batch_wait"], lease_seconds=values["lease_seconds"],
+        receive_maximum=values["receive_maximum"], session_expiry=values["session_expiry"],
+        judge_every=values["judge_every"], policy=policy, config=None if config is None else str(config),
+        sources=sources)
+
+
+def _read(config) -> dict:
+    doc = read_toml(config, FleetError, "fleet configuration")
+    unknown = [t for t in doc if t not in TABLES]
+    if unknown:
+        raise FleetError(f"{config}: [{unknown[0]}] is not a table of fleet.toml; the tables are "
+                         f"{', '.join(f'[{t}]' for t in TABLES)}")
+    for table, body in doc.items():
+        if not isinstance(body, dict):
+            raise FleetError(f"{config}: {table} = {body!r:.60} must be a table ([{table}])")
+        if table in ("store", "policy"):
+            continue  # [store]: store_url checks it; [policy]: Policy.from_table does
+        known = [k.name for k in KEYS.values() if k.table == table]
+        bad = [k for k in body if k not in known]
+        if bad:
+            raise FleetError(f"{config}: [{table}] {bad[0]} is not a key of this table; its keys are "
+                             f"{', '.join(known)}")
+    broker = doc.get("broker", {})
+    if any(k in broker for k in SECRET_KEYS) and exposure(config):
+        raise FleetError(f"{config} holds the broker's password and {exposure(config)}; or use password_file, "
+                         f"or ${KEYS['password'].env_name}")
+    return doc
+
+
+def _parse(spec: Key, key: str, text: str, where: str):
+    """An environment variable's text as the key's type (a list: comma-separated)."""
+    if spec.kind is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if spec.kind is str:
+        return text
+    try:
+        return spec.kind(text)
+    except ValueError:
+        raise FleetError(f"{key} = {text!r} (from {where}) is not {_KIND[spec.kind]}; {spec.fix}") from None
+
+
+_KIND = {str: "a text", int: "a whole number", float: "a number", list: "a list"}
+
+
+def _check(spec: Key, key: str, value, where: str):
+    """``value`` of the key's type and within its bounds; FleetError naming the key, where it came from, the fix."""
+    shown = f"{key} = {value!r} (from {where})"
+    ok = isinstance(value, spec.kind) and not isinstance(value, bool)
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if spec.kind is list and isinstance(value, list | tuple):
+        value = tuple(value)
+        ok = all(isinstance(v, str) for v in value)
+    if not ok:
+        raise FleetError(f"{shown}: must be {_KIND[spec.kind]}; {spec.fix}")
+    if spec.low is not None and not spec.low <= value <= spec.high:
+        what = "a whole number" if spec.kind is int else "a number"
+        raise FleetError(f"{shown}: must be {what} from {spec.low:g} to {spec.high:g}; {spec.fix}")
+    names = value if spec.kind is list else (value,) if key in ("group", "holder") else ()
+    for name in names:
+        if level_problem(name):
+            raise FleetError(f"{shown}: {name!r} {level_problem(name)}; {spec.fix}")
+    if key == "client_id" and (not value or len(value) > 128 or any(ord(c) < 33 for c in value)):
+        raise FleetError(f"{shown}: must be 1 to 128 printable characters without spaces; {spec.fix}")
+    if key in ("password_file", "ca_file", "cert_file", "key_file") and not Path(value).is_file():
+        raise FleetError(f"{shown}: no such file; give the path of an existing file")
+    return value
