@@ -18,6 +18,15 @@ def test_defaults_and_the_verdict_rule_they_make():
     assert Policy.from_table(p.to_dict(), "x") == p
 
 
+def test_one_drifted_slice_recovers_at_none_unless_told():
+    # The default hysteresis (recover when at most 1 slice drifted) needs drifted_slices >= 2.
+    assert Policy.from_table({"drifted_slices": 1}, "fleet.toml").recover_slices == 0
+    assert Policy.from_table({"drifted_slices": 4}, "fleet.toml").recover_slices == 1
+    with pytest.raises(FleetError, match=r"recover_slices = 1: must be a whole number from 0 to drifted_slices "
+                                         r"- 1 \(0\); e.g. recover_slices = 0"):
+        Policy.from_table({"drifted_slices": 1, "recover_slices": 1}, "fleet.toml")
+
+
 @pytest.mark.parametrize(("text", "seconds"), [(30, 30.0), (2.5, 2.5), ("30s", 30.0), ("10m", 600.0),
                                                ("1h", 3600.0), ("1d", 86400.0), ("90", 90.0), (" 1.5m ", 90.0)])
 def test_durations_are_seconds_or_text(text, seconds):

@@ -115,6 +115,9 @@ class Policy:
             if key not in names:
                 raise FleetError(f"{source}: [policy] has no key {key!r}; the keys are {', '.join(names)}")
         values = {k: _duration(v, k, source) if k in _DURATIONS else v for k, v in table.items()}
+        if "recover_slices" not in values and isinstance(values.get("drifted_slices"), int):
+            # The default hysteresis (recover at 1 drifted slice) needs K >= 2; with K = 1, recover at 0.
+            values["recover_slices"] = max(0, min(cls.recover_slices, values["drifted_slices"] - 1))
         try:
             return cls(**values)
         except FleetError as exc:
@@ -128,8 +131,9 @@ class Policy:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 hint = {"drifted_slices": "slices", "recover_slices": "drifted_slices - 1"}.get(key)
                 top = f"{hint} ({high})" if hint else f"{high:,}"
+                example = max(low, min(getattr(Policy, key), high))
                 raise FleetError(f"{key} = {value!r}: must be a whole number from {low} to {top}; "
-                                 f"e.g. {key} = {getattr(Policy, key)}")
+                                 f"e.g. {key} = {example}")
         for key in _DURATIONS:
             value = getattr(self, key)
             low = 0.0 if key != "slice" else 1e-3
