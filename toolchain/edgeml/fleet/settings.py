@@ -60,8 +60,6 @@ from edgeml_runtime.mqtt import MqttSettings
 from edgeml_runtime.protocol.topics import level_problem
 from edgeml_runtime.tomlfile import exposure, read_toml
 
-from .database import store_url
-
 ENV_PREFIX = "EDGEML_FLEET_"
 TABLES = ("broker", "store", "controller", "policy")
 #: How long the broker keeps the controller's session (and the windows queued for it) while it is away.
@@ -175,7 +173,7 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
     client_id = values["client_id"] or f"edgeml-controller-{socket.gethostname()}"
     policy = dict(doc.get("policy", {}))
     return ControllerSettings(
-        broker=broker, store=store_url(flags.get("store"), config, environ), client_id=client_id,
+        broker=broker, store=_store_url(flags.get("store"), config, environ), client_id=client_id,
         holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
         batch_size=values["batch_size"], batch_wait=values["batch_wait"], lease_seconds=values["lease_seconds"],
         receive_maximum=values["receive_maximum"], session_expiry=values["session_expiry"],
@@ -244,3 +242,11 @@ def _check(spec: Key, key: str, value, where: str):
     if key in ("password_file", "ca_file", "cert_file", "key_file") and not Path(value).is_file():
         raise FleetError(f"{shown}: no such file; give the path of an existing file")
     return value
+
+
+def _store_url(*args):
+    """:func:`.database.store_url`, imported when settings are resolved: the module needs SQLAlchemy, and the
+    ``edgeml`` command builds its options from :data:`KEYS` on every start."""
+    from .database import store_url
+
+    return store_url(*args)
