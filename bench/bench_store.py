@@ -46,8 +46,8 @@ def _template() -> tuple[str, dict]:
     from edgeml_runtime.schema import InputColumn, InputSchema
 
     edges = [float(e) for e in range(1, 10)]
-    reference = {"format": 1, "bins": "right-closed", "output": {"kind": "classes", "classes": [0, 1],
-                                                                "shares": [0.9, 0.1]},
+    reference = {"format": 1, "bins": "right-closed", "rows": {"train": 40_000, "valid": 10_000},
+                 "output": {"kind": "classes", "classes": [0, 1], "shares": [0.9, 0.1], "split": "valid"},
                  "columns": {f"sensor {i}": {"kind": "numeric", "edges": edges, "shares": [0.1] * 10,
                                              "missing_rate": 0.0, "range": [0.0, 10.0]} for i in range(COLUMNS)}}
     schema = InputSchema(tuple(InputColumn(n, "numeric", (n,)) for n in reference["columns"]))

@@ -472,4 +472,5 @@ def test_the_package_declares_the_fleet_extra():
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["optional-dependencies"]["fleet"] == ["sqlalchemy>=2.0", "psycopg[binary]>=3.1"]
+    assert pyproject["project"]["optional-dependencies"]["fleet"] == ["sqlalchemy>=2.0", "psycopg[binary]>=3.1",
+                                                                   "orjson>=3.9"]
