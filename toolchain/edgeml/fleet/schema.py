@@ -298,6 +298,30 @@ def _split(part: Mapping, name: str, where: str) -> tuple[dict, dict]:
     return kept, rest
 
 
+def _split_all(columns: Mapping, where: str) -> tuple[dict, dict]:
+    """Every column's counts and statistics (:func:`_split`), checked all at once: one set of types, one min, one max.
+
+    Per column, the check's calls cost more than its work (12 µs a column
+    here); a bad value sends every column through :func:`_split`, which names it.
+    """
+    counts, statistics, numbers = {}, {}, []
+    for name, part in columns.items():
+        if type(part) is not dict or type(part.get("counts")) is not list or not part["counts"]:
+            break
+        kept = counts[name] = {k: part[k] for k in COUNT_KEYS if k in part}
+        statistics[name] = {k: v for k, v in part.items() if k not in _COUNTED} if len(kept) < len(part) else {}
+        numbers += kept["counts"]
+        numbers += [kept.get("missing", 0), kept.get("below_range", 0), kept.get("above_range", 0)]
+    else:
+        if not numbers or _types(numbers) == _INT_ONLY and min(numbers) >= 0 and max(numbers) <= _INT64:
+            return counts, statistics
+    counts, statistics = {}, {}
+    for name, column in columns.items():
+        counts[name], statistics[name] = _split(_object(column, f"columns[{name!r:.40}]", where),
+                                                f"columns[{name!r}]", where)
+    return counts, statistics
+
+
 def _types(values: list) -> set:
     return set(map(type, values))
 
@@ -320,10 +344,7 @@ def window_row(topic, message: Mapping, received: float) -> dict:
     where = _where(topic)
     fleet, device, session, seq = window_key(topic, message)
     model = bundle_of(message, where)
-    columns, counts, statistics = mapping(message, "columns", where), {}, {}
-    for name, column in columns.items():
-        counts[name], statistics[name] = _split(_object(column, f"columns[{name!r:.40}]", where),
-                                                f"columns[{name!r}]", where)
+    counts, statistics = _split_all(mapping(message, "columns", where), where)
     output_counts, output_statistics = _split(mapping(message, "output", where), "output", where)
     historical = message.get("historical", False)
     if historical is not True and historical is not False:
