@@ -322,3 +322,17 @@ def test_the_package_declares_the_fleet_extra():
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert pyproject["project"]["optional-dependencies"]["fleet"] == ["sqlalchemy>=2.0", "psycopg[binary]>=3.1",
                                                                    "orjson>=3.9"]
+
+
+def test_what_orjson_cannot_write_is_written_by_the_standard_library_and_comes_back_exactly(store):
+    topic, message = window("pi-07", 1, 0)
+    message["columns"]["x0"]["psi"] = None  # orjson writes NaN as null too: a null goes through json, which refuses NaN
+    message["verdict"]["big"] = 2**70  # beyond orjson's 64 bits
+    message["verdict"]["note"] = "caf\u00e9 \u2713"
+    assert store.record_messages([(topic, message)]).outcomes == ("stored",)
+    (w,) = store.windows("plant-a", BUNDLE)
+    assert w.statistics["columns"]["x0"]["psi"] is None and w.verdict == message["verdict"]
+    assert list(w.counts["columns"]) == ["x0", "x1", "x2"] and w.counts["columns"]["x0"]["counts"] == [13, 14, 13]
+    nul = {**message, "seq": 1, "verdict": {**message["verdict"], "note": "a\x00b"}}
+    batch = store.record_messages([(topic, nul)])
+    assert batch.outcomes == ("rejected",) and "NUL character" in batch.reasons[0]
