@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,12 +33,14 @@ from pathlib import Path
 from common import RESULTS_DIR, ROOT, publish
 
 OUT = ROOT / "bench" / "out" / "store"
-BATCHES = (1, 100, 1000)
+BATCHES = (1, 50, 500)
 COLUMNS = 10
+#: A horizon the judge reads: windows of a 50-column model.
+HORIZON = (2000, 50)
 
 
-def _template() -> tuple[str, dict]:
-    """One real 10-column drift message, as decode returns it."""
+def _template(columns: int = COLUMNS) -> tuple[dict, int]:
+    """One real drift message of ``columns`` columns, as decode returns it, and its size in bytes."""
     import numpy as np
 
     from edgeml_runtime.drift import DriftMonitor, DriftSettings
@@ -46,10 +49,10 @@ def _template() -> tuple[str, dict]:
     from edgeml_runtime.schema import InputColumn, InputSchema
 
     edges = [float(e) for e in range(1, 10)]
-    reference = {"format": 1, "bins": "right-closed", "output": {"kind": "classes", "classes": [0, 1],
-                                                                "shares": [0.9, 0.1]},
+    reference = {"format": 1, "bins": "right-closed", "rows": {"train": 40_000, "valid": 10_000},
+                 "output": {"kind": "classes", "classes": [0, 1], "shares": [0.9, 0.1], "split": "valid"},
                  "columns": {f"sensor {i}": {"kind": "numeric", "edges": edges, "shares": [0.1] * 10,
-                                             "missing_rate": 0.0, "range": [0.0, 10.0]} for i in range(COLUMNS)}}
+                                             "missing_rate": 0.0, "range": [0.0, 10.0]} for i in range(columns)}}
     schema = InputSchema(tuple(InputColumn(n, "numeric", (n,)) for n in reference["columns"]))
     monitor = DriftMonitor(reference, schema, DriftSettings(window_rows=10_000, rule=VerdictRule()))
     rng = np.random.default_rng(0)
@@ -78,7 +81,7 @@ def measure(url: str, template: dict, windows: int) -> list[dict]:
 
     rows = []
     for run, size in enumerate(BATCHES):
-        count = min(windows, 2000) if size == 1 else windows  # one fsync a window: fewer, or the run takes minutes
+        count = min(windows, 500) if size == 1 else windows  # one fsync a window: fewer, or the run takes minutes
         messages = _messages(template, count, run)
         with Store.open(url) as store:
             start, cpu = time.perf_counter(), time.process_time()
@@ -91,9 +94,25 @@ def measure(url: str, template: dict, windows: int) -> list[dict]:
     return rows
 
 
+def horizon(url: str) -> dict:
+    """Seconds (wall, CPU) for ``Store.windows`` to read a horizon of HORIZON windows, as the judge does."""
+    from edgeml.fleet.store import Store
+
+    n, columns = HORIZON
+    template, _ = _template(columns)
+    with Store.open(url) as store:
+        for i in range(0, n, 500):
+            store.record_messages(_messages(template, n, 90)[i:i + 500])
+        start, cpu = time.perf_counter(), time.process_time()
+        got = store.windows("plant-a", template["model"]["bundle_sha256"], last=n)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert len(got) == n and len(got[0].counts["columns"]) == columns
+    return {"seconds": seconds, "cpu": cpu}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--windows", type=int, default=20_000, help="windows per batch size (2,000 at most for 1)")
+    parser.add_argument("--windows", type=int, default=10_000, help="windows per batch size (500 at most for 1)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -103,20 +122,46 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    results = {"SQLite (WAL, synchronous=FULL)": measure(f"sqlite:///{OUT}/fleet.db", template, args.windows)}
+    sqlite_url = f"sqlite:///{OUT}/fleet.db"
+    results = {"SQLite (WAL, synchronous=FULL)": measure(sqlite_url, template, args.windows)}
+    before = {"SQLite (WAL, synchronous=FULL)": measure_before(f"sqlite:///{OUT}/before.db", args.windows)}
+    horizons = {"SQLite (WAL, synchronous=FULL)": horizon(sqlite_url)}
     why = missing()
     if why is None:
         server = Postgres(fsync=True).start()
         try:
-            results["PostgreSQL 15 (fsync=on)"] = measure(server.create_database("bench"), template, args.windows)
+            url = server.create_database("bench")
+            results["PostgreSQL 15 (fsync=on)"] = measure(url, template, args.windows)
+            before["PostgreSQL 15 (fsync=on)"] = measure_before(server.create_database("before"), args.windows)
+            horizons["PostgreSQL 15 (fsync=on)"] = horizon(url)
         finally:
             server.stop()
     shutil.rmtree(OUT, ignore_errors=True)
-    publish("store", _table(results, size, why, (load, os.getloadavg()[0])), args.results)
+    publish("store", _table(results, before, horizons, size, why, (load, os.getloadavg()[0])), args.results)
     return 0
 
 
-def _table(results: dict, size: int, why: str | None, load: tuple[float, float]) -> str:
+#: The commit whose store is measured beside this one ("before"): the last before the fast store.
+BEFORE = "ac4e5ac"
+
+
+def measure_before(url: str, windows: int) -> list[dict]:
+    """:func:`measure` run on the store of commit BEFORE (its toolchain exported by git archive, in a subprocess)."""
+    old = OUT.parent / f"store-{BEFORE}"
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "toolchain"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import bench_store as b; "
+            "print(json.dumps(b.measure(sys.argv[3], b._template()[0], int(sys.argv[4]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(old / "toolchain"), str(ROOT / "bench"), url,
+                           str(windows)], check=True, capture_output=True, text=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return json.loads(done.stdout)
+
+
+def _table(results: dict, before: dict, horizons: dict, size: int, why: str | None, load: tuple[float, float]) -> str:
     import sqlalchemy
 
     lines = ["# Fleet store benchmark", "",
@@ -131,17 +176,28 @@ def _table(results: dict, size: int, why: str | None, load: tuple[float, float])
              "`cpu µs/window` is the CPU time of this process (checking, serializing, SQLAlchemy, SQLite's own "
              "work; not PostgreSQL's server) per window stored: less sensitive to the load than the wall clock, "
              "it bounds what one idle core would take (1,000,000 / µs windows/s).", "",
-             "| store | batch | windows | seconds | windows/s | cpu µs/window |", "|---|---:|---:|---:|---:|---:|"]
+             f"| store | batch | windows | seconds | windows/s | cpu µs/window | cpu µs before ({BEFORE}) | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    before = {name: {r["batch"]: r["cpu_us"] for r in rows} for name, rows in before.items()}
     for name, rows in results.items():
-        lines += [f"| {name} | {r['batch']:,} | {r['windows']:,} | {r['seconds']:.2f} | {r['per_second']:,.0f} | "
-                  f"{r['cpu_us']:,.0f} |"
-                  for r in rows]
+        for r in rows:
+            old = before[name][r["batch"]]
+            lines.append(f"| {name} | {r['batch']:,} | {r['windows']:,} | {r['seconds']:.2f} | {r['per_second']:,.0f} "
+                         f"| {r['cpu_us']:,.0f} | {old:,.0f} | {old / r['cpu_us']:.1f}x |")
+    n, columns = HORIZON
+    lines += ["", f"Reading a horizon (`Store.windows(..., last={n})`, {n:,} windows of {columns} columns), as the "
+                  "judge does:", "", "| store | seconds | cpu seconds |", "|---|---:|---:|"]
+    lines += [f"| {name} | {h['seconds']:.2f} | {h['cpu']:.2f} |" for name, h in horizons.items()]
     best = min(results["SQLite (WAL, synchronous=FULL)"], key=lambda r: r["cpu_us"])
-    lines += ["", f"* The controller's goal is 5,000 windows/s draining into SQLite. Batches of 100 or more pay the "
-                  f"fsync once a batch; what is left is CPU, {best['cpu_us']:,.0f} µs a window here (at most "
-                  f"{1e6 / best['cpu_us']:,.0f} windows/s on one idle core): checking the message, turning it into "
-                  "its row, serializing three JSON documents and SQLAlchemy's per-row parameter processing, in "
-                  "about equal parts (cProfile).",
+    lines += ["", f"* SQLite: {best['cpu_us']:,.0f} µs of CPU a window at best, at most {1e6 / best['cpu_us']:,.0f} "
+                  "windows/s on one idle core. Where the time went before (cProfile, batches of 500): checking the "
+                  "message and splitting counts from statistics ~45 %, SQLAlchemy's JSON type serializing three "
+                  "documents a row with the standard library ~35 %, SQLite and SQLAlchemy's parameters ~20 %. Now: "
+                  "the three documents written once by orjson and passed through as text, counts checked by the set "
+                  "of their types, the cyclic GC paused while a batch is prepared. PostgreSQL: psycopg parsing "
+                  "insertmanyvalues' query of thousands of placeholders again each batch took 40 % (cProfile); a "
+                  "batch is now one INSERT ... SELECT FROM unnest of one array per plain column and one JSON "
+                  "array text per JSON column: 16 parameters whatever the batch.",
               "* A batch of 1 is one fsync a window: never acknowledge one message per transaction."]
     if why:
         lines += ["", f"PostgreSQL was not measured: {why}."]

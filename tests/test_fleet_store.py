@@ -1,9 +1,9 @@
-"""The fleet store and the bundle registry, each test on SQLite and on a real PostgreSQL 15 the session starts.
+"""The fleet store, each test on SQLite and on a real PostgreSQL 15 the session starts.
 
-Messages are real: windows counted by the runtime's own ``DriftMonitor``
-(and, for the registry, written by a real ``edgeml-runtime run`` on the demo
-bundle), wrapped by the protocol's builders, encoded to JSON and read back
-with :func:`edgeml_runtime.protocol.decode`, as the controller will.
+Messages are real: windows counted by the runtime's own ``DriftMonitor``,
+wrapped by the protocol's builders, encoded to JSON and read back with
+:func:`edgeml_runtime.protocol.decode`, as the controller will
+(``fleet_helpers``). The registry's tests are in ``test_fleet_registry.py``.
 """
 
 from __future__ import annotations
@@ -11,103 +11,29 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
+import fleet_helpers
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import BIN, run_env
+from fleet_helpers import BUNDLE, DRIFT, OTHER, REFERENCE, RULE, T0, birth, count, death, window
 
 from edgeml.cli import main
 from edgeml.errors import FleetError
 from edgeml.fleet.database import store_url
 from edgeml.fleet.migrations import HEAD, current_version
-from edgeml.fleet.registry import add_bundle, list_bundles
 from edgeml.fleet.schema import METADATA
 from edgeml.fleet.store import Store
-from edgeml_runtime.drift import DriftMonitor, DriftSettings
-from edgeml_runtime.errors import BundleError, ProtocolError
-from edgeml_runtime.protocol import VerdictRule, add_counts, decode, describe_window, envelopes, judge_window
-from edgeml_runtime.protocol.topics import DeviceTopics
-from edgeml_runtime.schema import InputColumn, InputSchema
+from edgeml_runtime.errors import ProtocolError
+from edgeml_runtime.protocol import add_counts, decode, describe_window, judge_window
 
-REFERENCE = {
-    "format": 1, "bins": "right-closed", "rows": {"train": 4000, "valid": 1000},
-    "columns": {f"x{i}": {"kind": "numeric", "edges": [10.0, 20.0], "shares": [0.25, 0.5, 0.25],
-                          "missing_rate": 0.0, "range": [0.0, 30.0]} for i in range(3)},
-    "output": {"kind": "classes", "classes": [0, 1], "shares": [0.5, 0.5], "split": "valid"},
-}
-SCHEMA = InputSchema(tuple(InputColumn(f"x{i}", "numeric", (f"x{i}",)) for i in range(3)))
-RULE = VerdictRule(min_rows=1)
-BUNDLE = "ab" * 32
-OTHER = "cd" * 32
-DRIFT = "edgeml/plant-a/pi-07/drift"
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()
-
-
-def model(bundle: str = BUNDLE) -> dict:
-    return {"name": "demo", "version": "1", "bundle_sha256": bundle, "artifact": "model.onnx", "sha256": "0" * 64}
-
-
-def decoded(topic: str, message: dict) -> tuple:
-    """``message`` as it crosses the wire: JSON bytes, read back by the protocol's decode."""
-    return decode(topic, json.dumps(message).encode())
-
-
-def window(device: str, session: int, seq: int, *, ended: float = T0, bundle: str = BUNDLE, shift: float = 0.0,
-           rows: int = 40, fleet: str = "plant-a") -> tuple:
-    """A drift message of ``rows`` rows counted by a real DriftMonitor, closed at ``ended``."""
-    now = [ended - 60.0]
-    monitor = DriftMonitor(REFERENCE, SCHEMA, DriftSettings(window_rows=10_000, rule=RULE), clock=lambda: now[0])
-    values = np.linspace(1.0, 29.0, rows, dtype=np.float32).reshape(-1, 1) + shift
-    monitor.update({f"x{i}": values for i in range(3)}, np.array([0, 1] * (rows // 2)))
-    now[0] = ended
-    topics = DeviceTopics(fleet, device)
-    message = envelopes.drift(topics, session=session, seq=seq, model=model(bundle), outbox_dropped=0,
-                              window=monitor.flush())
-    return decoded(topics.drift, {**message, "historical": False})
-
-
-def birth(device: str, bd_seq: int, bundle: str = BUNDLE) -> tuple:
-    topics = DeviceTopics("plant-a", device)
-    message = envelopes.birth(topics, bd_seq=bd_seq, time="2026-12-01T12:00:00.000Z",
-                              runtime={"version": "0.1.0", "mqtt_protocol": "5"},
-                              description={"model": model(bundle), "window": describe_window(500, 300.0, RULE)})
-    return decoded(topics.birth, message)
-
-
-def death(device: str, bd_seq: int, reason: str = "lost") -> tuple:
-    topics = DeviceTopics("plant-a", device)
-    return decoded(topics.death, envelopes.death(topics, bd_seq=bd_seq, reason=reason))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    """An empty store: a SQLite file of this test's own, or a new database on the session's PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/fleet.db"
-        return
-    server = request.getfixturevalue("postgres")
-    name = f"t{uuid.uuid4().hex[:12]}"
-    yield server.create_database(name)
-    server.drop_database(name)
-
-
-@pytest.fixture
-def store(url):
-    with Store.open(url) as s:
-        yield s
-
-
-def count(store: Store, table: str) -> int:
-    with store.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
+#: The fixtures: each test on SQLite and on PostgreSQL.
+url, store = fleet_helpers.url, fleet_helpers.store
 
 
 # -- migrations --------------------------------------------------------------------------------------
@@ -349,84 +275,6 @@ def test_horizons_keep_the_last_windows_or_those_since_a_time(store):
     assert w.verdict["status"] == "ok" and w.ended == T0 and w.end == "2026-12-01T12:00:00.000Z"
 
 
-# -- the bundle registry ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def demo_windows(demo_bundle, demo_rows, tmp_path_factory) -> list[dict]:
-    """The drift windows a real ``edgeml-runtime run`` of the demo bundle writes over 50 rows (10 a window)."""
-    out = tmp_path_factory.mktemp("demo-windows") / "windows.jsonl"
-    done = subprocess.run([str(BIN / "edgeml-runtime"), "run", str(demo_bundle), "--device-id", "pi-07", "--fleet",
-                           "plant-a", "--input", str(demo_rows), "--drift-output", str(out), "--window-rows", "10",
-                           "--min-rows", "5", "--outbox", str(out.parent / "outbox.db")],
-                          capture_output=True, text=True, env=run_env(), timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in out.read_text().splitlines()]
-
-
-def demo_messages(demo_windows) -> list[tuple]:
-    topics, messages = DeviceTopics("plant-a", "pi-07"), []
-    for w in demo_windows:
-        body = {k: v for k, v in w.items() if k not in ("seq", "model")}
-        message = envelopes.drift(topics, session=1, seq=w["seq"], model=w["model"], outbox_dropped=0, window=body)
-        messages.append(decoded(topics.drift, {**message, "historical": False}))
-    return messages
-
-
-def test_windows_of_an_unknown_bundle_are_kept_and_become_known_when_it_is_added(store, demo_bundle,
-                                                                                  demo_windows):
-    from edgeml_runtime.bundle import read_manifest
-
-    identity = read_manifest(demo_bundle).identity
-    assert len(demo_windows) == 5 and {w["model"]["bundle_sha256"] for w in demo_windows} == {identity}
-    assert store.record_messages(demo_messages(demo_windows)).outcomes == ("stored",) * 5
-    assert [w.known for w in store.windows("plant-a", identity)] == [False] * 5
-    assert store.unknown_bundles() == {("plant-a", identity): 5}
-    done = add_bundle(store, demo_bundle)
-    assert (done.identity, done.added, done.windows) == (identity, True, 5)
-    assert "registered demo version 1" in done.summary() and "5 stored windows of it are now known" in done.summary()
-    assert [w.known for w in store.windows("plant-a", identity)] == [True] * 5 and store.unknown_bundles() == {}
-    assert add_bundle(store, demo_bundle).added is False
-    manifest = json.loads((demo_bundle / "manifest.json").read_text())
-    assert store.reference(identity) == manifest["reference"] and store.reference(OTHER) is None
-    listed = list_bundles(store)
-    assert [(b["bundle_sha256"], b["name"], b["version"], b["source"]) for b in listed] == [
-        (identity, "demo", "1", str(demo_bundle.resolve()))]
-    # The controller judges the summed windows against the registered reference, as the device judged each.
-    horizon = store.windows("plant-a", identity)
-    rule = VerdictRule(min_rows=5)  # the run's --min-rows
-    for w in horizon:  # columns come back in the bundle's order (PostgreSQL's json keeps it; jsonb would not)
-        monitored = [n for n, c in manifest["reference"]["columns"].items() if c.get("monitored", True)]
-        assert list(w.counts["columns"]) == monitored and len(monitored) >= 5
-        assert judge_window(store.reference(identity), w.counts, rule)["verdict"] == w.verdict
-
-
-def test_a_bundle_that_does_not_verify_is_refused_and_nothing_is_stored(store, demo_bundle, tmp_path):
-    copy = tmp_path / "demo-1"
-    shutil.copytree(demo_bundle, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    artifact = copy / manifest["artifacts"][0]["path"]
-    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")
-    with pytest.raises(BundleError, match=rf"{manifest['artifacts'][0]['path']} does not match the manifest"):
-        add_bundle(store, copy)
-    (copy / "notes.txt").write_text("added later")
-    with pytest.raises(BundleError, match="notes.txt is in the bundle but not listed in its manifest"):
-        add_bundle(store, copy)
-    assert list_bundles(store) == []
-
-
-def test_the_registry_commands(url, demo_bundle, tmp_path):
-    runner = CliRunner()
-    added = runner.invoke(main, ["registry", "add", str(demo_bundle), "--store", url])
-    assert added.exit_code == 0, added.output
-    assert "registered demo version 1" in added.stderr
-    listed = runner.invoke(main, ["registry", "list", "--json"], env={"EDGEML_FLEET_STORE": url})
-    assert listed.exit_code == 0 and [b["name"] for b in json.loads(listed.stdout)] == ["demo"]
-    plain = runner.invoke(main, ["registry", "list", "--store", url])
-    assert plain.stdout.startswith(json.loads(listed.stdout)[0]["bundle_sha256"][:12]) and "demo 1" in plain.stdout
-    refused = runner.invoke(main, ["registry", "add", str(tmp_path), "--store", url])
-    assert refused.exit_code == 2 and "manifest.json" in refused.stderr and "Traceback" not in refused.output
-
-
 # -- where the store is -------------------------------------------------------------------------------------
 
 def test_the_store_url_comes_from_the_flag_the_environment_the_file_or_the_default(tmp_path):
@@ -472,4 +320,19 @@ def test_the_package_declares_the_fleet_extra():
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["optional-dependencies"]["fleet"] == ["sqlalchemy>=2.0", "psycopg[binary]>=3.1"]
+    assert pyproject["project"]["optional-dependencies"]["fleet"] == ["sqlalchemy>=2.0", "psycopg[binary]>=3.1",
+                                                                   "orjson>=3.9"]
+
+
+def test_what_orjson_cannot_write_is_written_by_the_standard_library_and_comes_back_exactly(store):
+    topic, message = window("pi-07", 1, 0)
+    message["columns"]["x0"]["psi"] = None  # orjson writes NaN as null too: a null goes through json, which refuses NaN
+    message["verdict"]["big"] = 2**70  # beyond orjson's 64 bits
+    message["verdict"]["note"] = "caf\u00e9 \u2713"
+    assert store.record_messages([(topic, message)]).outcomes == ("stored",)
+    (w,) = store.windows("plant-a", BUNDLE)
+    assert w.statistics["columns"]["x0"]["psi"] is None and w.verdict == message["verdict"]
+    assert list(w.counts["columns"]) == ["x0", "x1", "x2"] and w.counts["columns"]["x0"]["counts"] == [13, 14, 13]
+    nul = {**message, "seq": 1, "verdict": {**message["verdict"], "note": "a\x00b"}}
+    batch = store.record_messages([(topic, nul)])
+    assert batch.outcomes == ("rejected",) and "NUL character" in batch.reasons[0]
