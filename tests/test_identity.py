@@ -121,3 +121,17 @@ def test_no_two_devices_share_a_client_id():
     a, b = DeviceTopics("plant", "a-pi-07"), DeviceTopics("plant-a", "pi-07")
     assert a.client_id == "edgeml:plant:a-pi-07" and b.client_id == "edgeml:plant-a:pi-07"
     assert a.client_id != b.client_id
+
+
+def test_the_shortcut_for_valid_names_agrees_with_every_check():
+    import random
+
+    from edgeml_runtime.protocol.topics import explain_level
+
+    rng = random.Random(7)
+    alphabet = "aZ09._-/+#$ \x00\n\u00e9\u0430"
+    names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(20_000)]
+    names += ["a" * n for n in (63, 64, 65)] + list(RESERVED) + ["Fleet", "pi-07", "pi-07\n"]
+    for name in names:
+        assert (level_problem(name) is None) == (explain_level(name) is None), name
+        assert level_problem(name) == explain_level(name), name

@@ -114,11 +114,15 @@ def prediction(device: DeviceTopics, *, session: int, time: str, body: Mapping) 
     return {**_head(device), "session": session, "time": time, **body}
 
 
-def decode(topic: str, payload: bytes | str) -> tuple[Topic, dict]:
-    """A received message: its parsed topic and JSON object, refused if it is not this protocol version."""
+def decode(topic: str, payload: bytes | str, *, loads=json.loads) -> tuple[Topic, dict]:
+    """A received message: its parsed topic and JSON object, refused if it is not this protocol version.
+
+    ``loads`` parses the payload (a faster parser may be given, such as the
+    controller's orjson; it must raise ValueError where ``json.loads`` would).
+    """
     where = parse_topic(topic)
     try:
-        message = json.loads(payload)
+        message = loads(payload)
     except ValueError as exc:
         raise ProtocolError(f"{topic}: the payload is not JSON ({exc})") from None
     if not isinstance(message, dict):

@@ -41,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -242,7 +243,7 @@ class Ingest:
         decoded, undecodable, outcomes = [], [], []
         for m in batch:
             try:
-                decoded.append(decode(m.topic, m.payload))
+                decoded.append(decode(m.topic, m.payload, loads=loads))
                 outcomes.append(None)
             except ProtocolError as exc:
                 undecodable.append((m, str(exc)))
@@ -317,3 +318,16 @@ def reject(store, items: list[tuple[Received, str]]) -> None:
             for m, reason in items]
     with store._write() as conn:  # the store's own write transaction: its failures are FleetErrors
         conn.execute(sa.insert(schema.rejected), rows)
+
+
+def loads(payload: bytes):
+    """The payload parsed by orjson (~10x the standard library here), or by ``json.loads`` where orjson refuses
+    it, so what the standard library accepts (NaN, integers beyond 64 bits) and its error messages stay the same.
+
+    >>> loads(b'{"rows": 3, "psi": NaN}')
+    {'rows': 3, 'psi': nan}
+    """
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
