@@ -143,6 +143,19 @@ def broker(tmp_path):
     print(b.log())
 
 
+@pytest.fixture(scope="module")
+def mqtt_broker(tmp_path_factory):
+    """A persistent anonymous Mosquitto with docs/mosquitto's fleet limits, one per test module (the controller's)."""
+    from broker import require_mosquitto
+    from fleet_traffic import fleet_broker
+
+    require_mosquitto()
+    b = fleet_broker(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL 15 server of this session's own (tests/pg.py), stopped and deleted at the end.

@@ -12,7 +12,7 @@ import threading
 import pytest
 from broker import Broker, free_port, require_mosquitto, wait_until
 from click.testing import CliRunner
-from fleet_traffic import Controller, Publisher, expected_keys, fleet_broker, stored_keys, traffic
+from fleet_traffic import Controller, Publisher, expected_keys, stored_keys, traffic
 
 from edgeml.cli import main
 from edgeml.errors import FleetError
@@ -94,15 +94,6 @@ def test_the_command_reports_one_line_and_teaches_in_help(tmp_path):
 
 
 # -- the process, with a real broker ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mqtt_broker(tmp_path_factory):
-    require_mosquitto()
-    b = fleet_broker(tmp_path_factory.mktemp("mosquitto"))
-    b.start()
-    yield b
-    b.stop()
 
 
 def controller(folder, url, store, client_id, *extra, name=None):

@@ -12,17 +12,8 @@ import threading
 import time
 
 import pytest
-from broker import require_mosquitto, wait_until
-from fleet_traffic import Controller, Publisher, expected_keys, fleet_broker, stored_keys, traffic
-
-
-@pytest.fixture(scope="module")
-def mqtt_broker(tmp_path_factory):
-    require_mosquitto()
-    b = fleet_broker(tmp_path_factory.mktemp("mosquitto"))
-    b.start()
-    yield b
-    b.stop()
+from broker import wait_until
+from fleet_traffic import Controller, Publisher, expected_keys, stored_keys, traffic
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
