@@ -1,7 +1,7 @@
 """The contract between devices and the fleet controller: topics, envelopes, identity, schemas, the verdict.
 
 Everything a consumer of device messages needs, and nothing more: the device
-package builds its messages with it, and ``edgeml.fleet`` will read them with
+package builds its messages with it, and ``edgeml.fleet`` reads them with
 it. The window verdict is recomputed by :func:`judge_window` from counts, with
 the :class:`VerdictRule` a device states in its birth message.
 """

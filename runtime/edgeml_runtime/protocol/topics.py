@@ -15,8 +15,8 @@ letters (``pi-07`` in Cyrillic is another device that reads the same), and
 path-like names (``..``).
 
 Reserved for the fleet's own topics: every level starting with ``_`` or ``$``
-(``$SYS`` is the broker's; the fleet controller will publish below levels such
-as ``edgeml/<fleet>/_controller/``), and the names in :data:`RESERVED`. The
+(``$SYS`` is the broker's; the fleet controller publishes its status on
+``edgeml/<fleet>/_controller/status``, :mod:`.status`), and the names in :data:`RESERVED`. The
 check is case-sensitive, as MQTT topics are.
 
 Example:
