@@ -99,8 +99,8 @@ def _judge(judging, store, ingest: Ingest, settings: ControllerSettings, log: lo
         for d in judge.decide(store, policy, holder=settings.holder, lease_seconds=settings.lease_seconds,
                               cache=cache):
             log.info("decision #%d %s in fleet %s: %s", d.id, d.kind, d.fleet, d.evidence.get("summary", d.kind))
-        if not ingest.connected:
-            return
+        if not ingest.connected or store.lease_holder(judge.LEASE) != settings.holder:
+            return  # only the lease holder publishes: two controllers would race to publish one decision twice
         for decision_id, topic, payload in judge.outgoing(store):
             if not ingest.publish(topic, payload):
                 log.warning("decision %d not acknowledged by the broker; published again at the next judgement",
