@@ -72,11 +72,12 @@ class Policy:
     recover_slices: int = 1
     min_devices: int = 3
     device_share: float = 0.3
-    min_rows: int = 100
-    alpha: float = 0.01
-    psi_moderate: float = 0.1
-    psi_significant: float = 0.25
-    drifted_share: float = 0.3
+    # The verdict rule's keys (:data:`_RULE`) default to the devices' own rule, so fleet and devices agree.
+    min_rows: int = VerdictRule.min_rows
+    alpha: float = VerdictRule.alpha
+    psi_moderate: float = VerdictRule.psi_moderate
+    psi_significant: float = VerdictRule.psi_significant
+    drifted_share: float = VerdictRule.drifted_share
     anomaly_alpha: float = 0.01
     cooldown: float = 600.0
 
