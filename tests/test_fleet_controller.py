@@ -61,6 +61,8 @@ def test_flags_override_environment_override_file_override_defaults(tmp_path):
                                      r"\[broker\] url\)"),
     ("[store]\nurl = 'sqlite:///a.db'\npath = 'x'\n", r"\[store\] may set only url, not \['path'\]"),
     ("[broker]\nca_file = 'nowhere.pem'\n", r"ca_file = 'nowhere.pem' .*no such file"),
+    ("[controller]\nworkers = 0\n", r"workers = 0 \(from .*fleet.toml \[controller\] workers\): must be a whole "
+                                    r"number from 1 to 64; processes that decode and commit batches"),
 ])
 def test_bad_fleet_toml_is_refused_by_name(tmp_path, text, match):
     with pytest.raises(FleetError, match=match):

@@ -116,13 +116,15 @@ def test_two_controllers_share_the_load(mqtt_broker, tmp_path):
     assert min(one["stored"], two["stored"]) > sent / 5, f"the load was not split: {one['stored']} / {two['stored']}"
 
 
-def test_failing_store_acknowledges_nothing(mqtt_broker, postgres, tmp_path):
-    """A read-only database: every batch fails, nothing is acknowledged; killed, fixed, restarted: all stored."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failing_store_acknowledges_nothing(mqtt_broker, postgres, tmp_path, workers):
+    """A read-only database: every batch fails, nothing is acknowledged; killed, fixed, restarted: all stored
+    (with ``--workers 2``, the failures come from the store processes)."""
     import psycopg
 
-    name = "failing_store"
+    name = f"failing_store_{workers}"
     store = postgres.create_database(name)
-    fleet, devices, windows = "failing", 10, 20
+    fleet, devices, windows = f"failing-{workers}", 10, 20
 
     def sql(statement):
         with psycopg.connect(host="127.0.0.1", port=postgres.port, user="edgeml", dbname="postgres",
@@ -133,7 +135,7 @@ def test_failing_store_acknowledges_nothing(mqtt_broker, postgres, tmp_path):
         sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}')
         sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
 
-    c = controller(tmp_path, mqtt_broker, store, "failing-1", "--fleet", fleet).start()
+    c = controller(tmp_path, mqtt_broker, store, fleet, "--fleet", fleet, "--workers", str(workers)).start()
     c.wait_log("subscribed to")
     read_only(True)
     pub = Publisher(mqtt_broker.url, "pub-failing")
@@ -144,7 +146,8 @@ def test_failing_store_acknowledges_nothing(mqtt_broker, postgres, tmp_path):
     c.kill()
     read_only(False)
     assert count(store) == 0
-    again = controller(tmp_path, mqtt_broker, store, "failing-1", "--fleet", fleet, name="failing-1b").start()
+    again = controller(tmp_path, mqtt_broker, store, fleet, "--fleet", fleet, "--workers", str(workers),
+                       name=f"{fleet}-b").start()
     wait_until(lambda: count(store) == devices * windows, timeout=60, what="every window once the store works")
     assert again.stop() == 0
     assert_exactly_once(store, expected_keys(fleet, devices, windows))

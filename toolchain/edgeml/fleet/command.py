@@ -30,6 +30,7 @@ Example fleet.toml (every table optional; flags override EDGEML_FLEET_* variable
   fleets = ["plant-a"]                # default: every fleet
   batch_size = 500
   batch_wait = 0.2
+  workers = 2                         # commit in 2 processes beside the MQTT client
   [policy]
   judge_every = 10
 
@@ -72,6 +73,8 @@ def _opt(name: str, help: str, **kwargs):
 @_opt("batch_size", "Messages committed in one transaction, then acknowledged. [default: 500]", type=int)
 @_opt("batch_wait", "Seconds a batch waits to fill. [default: 0.2]", type=float)
 @_opt("receive_maximum", "Unacknowledged messages the broker may send ahead. [default: 2000]", type=int)
+@_opt("workers", "Processes that decode and commit batches, beside the MQTT client's: 2 or more use more "
+      "cores. [default: 1, the controller's own]", type=int, metavar="N")
 @_opt("lease_seconds", "How long the judge lease lasts unrenewed. [default: 30]", type=float)
 @_opt("holder", "This controller's name in the judge lease. [default: the client id]", metavar="NAME")
 @_opt("judge_every", "Seconds between judgements; 0 turns judging off. [default: the policy's, 10]",

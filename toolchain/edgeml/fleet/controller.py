@@ -37,6 +37,7 @@ from edgeml.errors import FleetError
 
 from .ingest import Ingest
 from .settings import ControllerSettings
+from .workers import Workers, quiet_gc
 
 #: Seconds between the lines that say how much was stored.
 REPORT_EVERY = 10.0
@@ -54,9 +55,12 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
             signal.signal(sig, lambda *_: stop.set())
     judging = _judging(settings)
     store = Store.open(settings.store)
-    log.info("store %s open; %s", store.url,
-             f"judging every {judging[1].judge_every:g} s as {settings.holder}" if judging else "judging off")
-    ingest = Ingest(settings, store, log=log).start()
+    log.info("store %s open; %s%s", store.url,
+             f"judging every {judging[1].judge_every:g} s as {settings.holder}" if judging else "judging off",
+             f"; committing in {settings.workers} processes" if settings.workers > 1 else "")
+    committer = Workers(settings.store, settings.workers, log=log).start() if settings.workers > 1 else None
+    quiet_gc()
+    ingest = Ingest(settings, store, committer=committer, log=log).start()
     report = Report(log, ingest)
     next_judgement = time.monotonic()
     try:

@@ -9,19 +9,21 @@ group, so several controllers split the messages between them), asking for
 retained messages only on a new subscription.
 
 Acknowledgement is manual (``manual_ack=True``): paho's network thread only
-queues each message; :meth:`Ingest.step`, on the caller's thread, takes a
+queues each message; :meth:`Ingest.step`, on the caller's thread, gathers a
 batch (up to ``batch_size`` messages, or what came within ``batch_wait``
-seconds of the first), decodes each with
-:func:`edgeml_runtime.protocol.decode`, commits it with
-:meth:`~.store.Store.record_messages`, and only after the commit returns
-sends the PUBACK of every message of the batch. A controller killed at any
-moment has acknowledged only what is committed; the broker sends the rest
-again, and the store's (fleet, device, session, seq) key makes a resent
-window a no-op. A message that is not the protocol is kept in the store's
-``rejected`` table with the reason and acknowledged: it will never become
-valid. If the store fails (:class:`~edgeml.errors.FleetError`) nothing is
-acknowledged; the same batch is retried with backoff while the broker keeps
-the unacknowledged messages.
+seconds of the first) and hands it to a committer (:mod:`.workers`: the
+caller's own thread, or ``--workers N`` store processes), which decodes each
+message with :func:`edgeml_runtime.protocol.decode` and commits the batch
+with :meth:`~.store.Store.record_messages`. Only once a batch's commit has
+returned are the PUBACKs of its messages sent, batch after batch in the order
+received. A controller killed at any moment has acknowledged only what is
+committed; the broker sends the rest again, and the store's (fleet, device,
+session, seq) key makes a resent window a no-op. A message that is not the
+protocol is kept in the store's ``rejected`` table with the reason and
+acknowledged: it will never become valid. If the store fails
+(:class:`~edgeml.errors.FleetError`) nothing is acknowledged; the same batch
+is committed again with backoff while the broker keeps the unacknowledged
+messages.
 
 A PUBACK belongs to the connection its message came on: messages of a
 connection that ended are never acknowledged on the next (their packet ids
@@ -29,7 +31,9 @@ mean others there); the broker resends them, and they are stored once.
 
 The client's Receive Maximum (``receive_maximum``, a CONNECT property) is
 how many unacknowledged messages the broker may have in flight to it: it
-must exceed ``batch_size`` for batches to fill (``bench/results/ingest.md``).
+must exceed ``batch_size`` for batches to fill, and with workers, cover the
+batches they hold (``bench/results/ingest.md``). paho's socket is wrapped in
+:class:`ReadAhead`, which reads and writes many packets per system call.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
@@ -47,11 +52,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edgeml.errors import FleetError
-from edgeml_runtime.errors import ProtocolError
-from edgeml_runtime.protocol import decode
-
 from .settings import ControllerSettings
+from .workers import InProcess
 
 #: Backoff between retries of a batch the store failed to commit, in seconds.
 STORE_RETRY = (0.5, 30.0)
@@ -71,6 +73,18 @@ class Received:
 
 
 @dataclass
+class _Flight:
+    """A batch handed to the committer: its ticket, and its outcomes once committed (or when to send it again)."""
+
+    batch: list[Received]
+    ticket: int = 0
+    outcomes: list[str] | None = None
+    failed: bool = False
+    delay: float = 0.0
+    retry_at: float | None = None
+
+
+@dataclass
 class Counters:
     """What the client did since it started (``outcomes``: per store outcome, plus ``undecodable``)."""
 
@@ -86,8 +100,12 @@ class Counters:
 class Ingest:
     """The MQTT client of one controller (see the module docstring): :meth:`start`, :meth:`step`, :meth:`close`."""
 
-    def __init__(self, settings: ControllerSettings, store, *, log: logging.Logger | None = None):
+    def __init__(self, settings: ControllerSettings, store, *, committer=None, log: logging.Logger | None = None):
         self.settings, self.store = settings, store
+        self.committer = committer or InProcess(store)
+        self._flights: deque[_Flight] = deque()
+        self._forming: list[Received] = []
+        self._formed_at = 0.0
         self.log = log or logging.getLogger("edgeml.fleet.ingest")
         self.counters = Counters()
         self._queue: queue.Queue[Received] = queue.Queue()
@@ -104,7 +122,7 @@ class Ingest:
     def _client(self) -> mqtt.Client:
         b = self.settings.broker
         v5 = b.protocol == "5"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
+        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
                              **({} if v5 else {"clean_session": False}))
         if b.username is not None:
@@ -184,47 +202,79 @@ class Ingest:
     # -- batches (the caller's thread) -------------------------------------------------------------
 
     def step(self, wait: float = 0.2, stop: threading.Event | None = None) -> int:
-        """Take one batch (waiting up to ``wait`` s for its first message), commit it, acknowledge it; its size."""
-        batch = self._take(wait)
-        if batch:
-            self._commit(batch, stop)
-        return len(batch)
+        """Gather messages into a batch and hand it to the committer when full (or ``batch_wait`` old); acknowledge,
+        in order, every batch committed since. Waits up to ``wait`` s for a first message when idle; how many
+        messages it handed over."""
+        size = self.settings.batch_size
+        if not self._forming and not self._flights:
+            first = self._get(wait)
+            if first is None:
+                return 0
+            self._forming, self._formed_at = [first], time.monotonic()
+        while len(self._forming) < size:
+            m = self._get(0.0)
+            if m is None and not self._flights and self._forming:  # nothing else to do: wait for the batch to fill
+                m = self._get(self._formed_at + self.settings.batch_wait - time.monotonic())
+            if m is None:
+                break
+            if not self._forming:
+                self._formed_at = time.monotonic()
+            self._forming.append(m)
+        taken = 0
+        ready = self._forming and (len(self._forming) >= size
+                                   or time.monotonic() >= self._formed_at + self.settings.batch_wait)
+        if ready and len(self._flights) < self.committer.depth:
+            batch, self._forming = [m for m in self._forming if m.generation == self._generation], []
+            if batch:  # older ones: resent by the broker, never acknowledged on this connection
+                self._submit(_Flight(batch))
+                taken = len(batch)
+        self._settle(min(wait, 0.005) if self._flights else 0.0, stop)
+        return taken
 
-    def _take(self, wait: float) -> list[Received]:
+    def _get(self, timeout: float) -> Received | None:
         try:
-            batch = [self._queue.get(timeout=wait)]
+            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
-            return []
-        size, deadline = self.settings.batch_size, time.monotonic() + self.settings.batch_wait
-        while len(batch) < size:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=left))
-            except queue.Empty:
-                break
-        return [m for m in batch if m.generation == self._generation]  # older ones: resent, never acked here
+            return None
 
-    def _commit(self, batch: list[Received], stop: threading.Event | None) -> bool:
-        """Store ``batch`` (retrying while the store fails, unless ``stop`` is set), then acknowledge it."""
-        delay = STORE_RETRY[0]
-        while True:
-            try:
-                outcomes = self._store(batch)
-                break
-            except FleetError as exc:
-                self.counters.store_failures += 1
-                self.log.error("%s; %d message(s) not acknowledged, retrying in %.1f s", exc, len(batch), delay)
-                if (stop or self._closing).wait(delay):
-                    self.counters.abandoned += len(batch)
-                    return False
-                delay = min(delay * 2, STORE_RETRY[1])
+    def _submit(self, flight: _Flight) -> None:
+        flight.ticket = self.committer.submit([(m.topic, m.payload) for m in flight.batch])
+        self._flights.append(flight)
+
+    def _settle(self, timeout: float, stop: threading.Event | None) -> None:
+        """Collect the committer's answers; acknowledge, in order, the batches at the head that are committed.
+
+        A batch the store failed to commit is sent again after a backoff (and
+        nothing after it is acknowledged before it); with ``stop`` set (or
+        closing) it is abandoned instead: the broker keeps its messages.
+        """
+        answers = {ticket: (outcomes, error) for ticket, outcomes, error in self.committer.results(timeout)}
+        now = time.monotonic()
+        for flight in self._flights:
+            if flight.ticket in answers:
+                flight.outcomes, error = answers.pop(flight.ticket)
+                if error is not None:
+                    self._failed(flight, error, now)
+            elif flight.retry_at is not None and now >= flight.retry_at:
+                flight.retry_at = None
+                flight.ticket = self.committer.submit([(m.topic, m.payload) for m in flight.batch])
+        giving_up = (stop or self._closing).is_set()
+        while self._flights and (self._flights[0].outcomes is not None or giving_up and self._flights[0].failed):
+            flight = self._flights.popleft()
+            if flight.outcomes is None:
+                self.counters.abandoned += len(flight.batch)
+                continue
+            self._acknowledge(flight.batch, flight.outcomes)
+
+    def _failed(self, flight: _Flight, error: str, now: float) -> None:
+        self.counters.store_failures += 1
+        flight.failed = True
+        flight.delay = STORE_RETRY[0] if not flight.delay else min(flight.delay * 2, STORE_RETRY[1])
+        flight.retry_at = now + flight.delay
+        self.log.error("%s; %d message(s) not acknowledged, retrying in %.1f s", error, len(flight.batch),
+                       flight.delay)
+
+    def _acknowledge(self, batch: list[Received], outcomes: list[str]) -> None:
         c = self.counters
         c.batches += 1
         c.received += len(batch)
@@ -232,26 +282,10 @@ class Ingest:
             c.outcomes[outcome] = c.outcomes.get(outcome, 0) + 1
         if batch[0].generation != self._generation:
             c.not_acknowledged += len(batch)  # the connection ended while committing: the broker resends them
-            return True
+            return
         for m in batch:
             self.client.ack(m.mid, m.qos)
         c.acknowledged += len(batch)
-        return True
-
-    def _store(self, batch: list[Received]) -> list[str]:
-        """Decode and commit a batch; the outcome of each message (``undecodable`` for one kept as rejected)."""
-        decoded, undecodable, outcomes = [], [], []
-        for m in batch:
-            try:
-                decoded.append(decode(m.topic, m.payload, loads=loads))
-                outcomes.append(None)
-            except ProtocolError as exc:
-                undecodable.append((m, str(exc)))
-                outcomes.append("undecodable")
-        if undecodable:
-            reject(self.store, undecodable)
-        stored = iter(self.store.record_messages(decoded).outcomes if decoded else ())
-        return [o or next(stored) for o in outcomes]
 
     # -- publishing and closing ----------------------------------------------------------------------
 
@@ -267,18 +301,21 @@ class Ingest:
     def close(self) -> int:
         """Stop taking messages, commit and acknowledge those already received, disconnect; how many committed."""
         self._closing.set()
-        done = 0
-        rest = [m for m in _drain(self._queue) if m.generation == self._generation]
+        before = self.counters.acknowledged + self.counters.not_acknowledged
+        rest = [m for m in self._forming + _drain(self._queue) if m.generation == self._generation]
+        self._forming = []
         for i in range(0, len(rest), self.settings.batch_size):
-            part = rest[i:i + self.settings.batch_size]
-            done += len(part) if self._commit(part, None) else 0
+            self._submit(_Flight(rest[i:i + self.settings.batch_size]))
+        while self._flights:
+            self._settle(0.2, None)
+        self.committer.close()
         if self.connected:
             self._round_trip()
         self._disconnected.clear()
         if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
             self._disconnected.wait(DISCONNECT_TIMEOUT)
         self.client.loop_stop()
-        return done
+        return self.counters.acknowledged + self.counters.not_acknowledged - before
 
     def _round_trip(self) -> None:
         """Wait until the broker has processed every PUBACK sent: subscribe again (a no-op) and wait for the SUBACK.
@@ -296,6 +333,71 @@ class Ingest:
                              "(they are stored once)")
 
 
+class _Client(mqtt.Client):
+    """paho's client on a :class:`ReadAhead` socket."""
+
+    def _create_socket(self):
+        return ReadAhead(super()._create_socket(), self)
+
+
+class ReadAhead:
+    """A socket that reads ahead and writes a run of packets at once.
+
+    paho reads each packet with three or more ``recv`` calls (its first
+    byte, its length a byte at a time, the rest) and writes each PUBACK with
+    a ``send`` of its own: at thousands of messages a second, the system
+    calls cost more than the messages. This reads up to 64 KiB at a time and
+    hands paho what it asks for from that; ``pending()`` tells paho's loop
+    that bytes are waiting without a ``select`` (as paho does for TLS). A
+    ``send`` while more packets are queued behind it is held and written with
+    the last of the run.
+    """
+
+    READ = 65536
+
+    def __init__(self, sock, client: mqtt.Client):
+        self._sock, self._client = sock, client
+        self._data, self._at = b"", 0
+        self._held: list[bytes] = []
+
+    def recv(self, size: int) -> bytes:
+        if self._at >= len(self._data):
+            data = self._sock.recv(max(size, self.READ))
+            if len(data) <= size:
+                return data
+            self._data, self._at = data, 0
+        start, self._at = self._at, min(self._at + size, len(self._data))
+        return self._data[start:self._at]
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._data) - self._at + inner
+
+    def send(self, data) -> int:
+        if self._client._out_packet:  # more packets follow this one in the same write
+            self._held.append(bytes(data))
+            return len(data)
+        if self._held:
+            self._held.append(bytes(data))
+            self._write_all(b"".join(self._held))
+            self._held = []
+            return len(data)
+        return self._sock.send(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._sock.send(view):]
+            except BlockingIOError:
+                import select
+                if not select.select([], [self._sock], [], DISCONNECT_TIMEOUT)[1]:
+                    raise TimeoutError("the broker took no data for 10 s") from None
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def _drain(q: queue.Queue) -> list:
     out = []
     while True:
@@ -305,7 +407,7 @@ def _drain(q: queue.Queue) -> list:
             return out
 
 
-def reject(store, items: list[tuple[Received, str]]) -> None:
+def reject(store, items: list[tuple[str, bytes, str]]) -> None:
     """Keep messages that are not the protocol in the store's ``rejected`` table (one transaction)."""
     import sqlalchemy as sa
 
@@ -313,9 +415,9 @@ def reject(store, items: list[tuple[Received, str]]) -> None:
     from .database import safe_text
 
     now = time.time()
-    rows = [{"received": now, "topic": safe_text(m.topic), "reason": safe_text(reason),
-             "payload": json.dumps(m.payload.decode("utf-8", "backslashreplace"), ensure_ascii=True)[:4096]}
-            for m, reason in items]
+    rows = [{"received": now, "topic": safe_text(topic), "reason": safe_text(reason),
+             "payload": json.dumps(payload.decode("utf-8", "backslashreplace"), ensure_ascii=True)[:4096]}
+            for topic, payload, reason in items]
     with store._write() as conn:  # the store's own write transaction: its failures are FleetErrors
         conn.execute(sa.insert(schema.rejected), rows)
 

@@ -26,6 +26,7 @@ lives in, its name there, its flag and its environment variable (always
     batch_wait = 0.2          # seconds a batch waits to fill
     lease_seconds = 30        # the judge lease; renewed at every judgement
     receive_maximum = 2000    # messages the broker may have in flight to us unacknowledged
+    workers = 2               # processes decoding and committing batches (default 1: the controller's own)
 
     [policy]                  # read by edgeml.fleet.policy.Policy.from_table
     judge_every = 10
@@ -107,6 +108,8 @@ KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "b
     Key("batch_wait", "controller", float, 0.2, low=0.0, high=60, fix="the default is 0.2"),
     Key("lease_seconds", "controller", float, 30.0, low=1, high=86400, fix="the default is 30"),
     Key("holder", "controller", str, fix="a name unique to this controller (default: its client id)"),
+    Key("workers", "controller", int, 1, low=1, high=64,
+        fix="processes that decode and commit batches; the default is 1 (the controller's own)"),
     Key("judge_every", "policy", float, None, low=0, high=86400,
         fix="seconds between judgements; 0 turns judging off"),
 )}
@@ -127,6 +130,7 @@ class ControllerSettings:
     batch_size: int = 500
     batch_wait: float = 0.2
     lease_seconds: float = 30.0
+    workers: int = 1
     receive_maximum: int = 2000
     session_expiry: int = SESSION_EXPIRY
     judge_every: float | None = None  #: None: the policy's; 0: judging off
@@ -176,7 +180,7 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         broker=broker, store=_store_url(flags.get("store"), config, environ), client_id=client_id,
         holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
         batch_size=values["batch_size"], batch_wait=values["batch_wait"], lease_seconds=values["lease_seconds"],
-        receive_maximum=values["receive_maximum"], session_expiry=values["session_expiry"],
+        workers=values["workers"], receive_maximum=values["receive_maximum"], session_expiry=values["session_expiry"],
         judge_every=values["judge_every"], policy=policy, config=None if config is None else str(config),
         sources=sources)
 

@@ -1,0 +1,108 @@
+"""``edgeml fleet run --workers N``: batches decoded and committed in store processes, acknowledged in order.
+
+Real Mosquitto, real controllers as subprocesses, real SQLite files and the
+suite's PostgreSQL; store processes killed with SIGKILL, and the controller
+itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from broker import wait_until
+from fleet_traffic import Controller, Publisher, expected_keys, stored_keys, traffic
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/fleet.db"
+    return request.getfixturevalue("postgres").create_database("workers_once")
+
+
+def controller(folder, broker, store, client_id, *extra, name=None):
+    return Controller(folder, "--broker", broker.url, "--store", store, "--judge-every", "0", "--client-id",
+                      client_id, "--batch-wait", "0.05", "--batch-size", "50", "--workers", "2", *extra,
+                      name=name or client_id)
+
+
+def children(pid: int) -> list[int]:
+    """The live store processes whose parent is ``pid`` (not zombies, nor multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            except OSError:
+                continue
+            if int(ppid) == pid and state != "Z" and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_exactly_once(store, expected: set) -> None:
+    keys = stored_keys(store)
+    assert len(keys) == len(set(keys)), "a window is stored twice"
+    assert set(keys) == expected, f"{len(expected - set(keys))} missing, {len(set(keys) - expected)} unexpected"
+
+
+def test_workers_store_every_window_once(mqtt_broker, store_url, tmp_path):
+    import sqlalchemy as sa
+
+    fleet = "workers-" + store_url.split(":")[0].split("+")[0]
+    c = controller(tmp_path, mqtt_broker, store_url, fleet, "--fleet", fleet).start()
+    c.wait_log("subscribed to")
+    assert "committing in 2 processes" in c.log()
+    assert len(children(c.proc.pid)) >= 2, "no store processes"
+    pub = Publisher(mqtt_broker.url, f"pub-{fleet}")
+    sent = pub.send([*traffic(fleet, 20, 20), (f"edgeml/{fleet}/d0000/drift", b"{not json")])
+    pub.close()
+    wait_until(lambda: len(stored_keys(store_url)) == 400, timeout=60, what="400 windows stored")
+    assert c.stop() == 0
+    assert_exactly_once(store_url, expected_keys(fleet, 20, 20))
+    assert c.counters() == {"stored": sent - 1, "undecodable": 1}  # 20 births, 400 windows; the bad one kept
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM rejected")).scalar() == 1
+    engine.dispose()
+    assert "Traceback" not in c.log()
+
+
+def test_killed_store_process_and_killed_controller_lose_nothing(mqtt_broker, tmp_path):
+    """A store process killed mid-stream is started again (its batch committed again, once); the controller
+    killed with SIGKILL takes its store processes with it; restarted, it stores the rest, each window once."""
+    store = f"sqlite:///{tmp_path}/fleet.db"
+    fleet, devices, windows = "workers-killed", 30, 60
+    c = controller(tmp_path, mqtt_broker, store, "wk-1", "--fleet", fleet).start()
+    c.wait_log("subscribed to")
+    pub = Publisher(mqtt_broker.url, "pub-wk")
+    sender = threading.Thread(target=pub.send, args=(traffic(fleet, devices, windows),), kwargs={"pace": 0.0003})
+    sender.start()
+    wait_until(lambda: len(stored_keys(store)) >= 200, timeout=60, what="200 windows stored")
+    os.kill(children(c.proc.pid)[0], signal.SIGKILL)
+    c.wait_log("ended (exit code -9)", timeout=30)
+    wait_until(lambda: len(children(c.proc.pid)) >= 2, timeout=30, what="the store process started again")
+    at = len(stored_keys(store))
+    wait_until(lambda: len(stored_keys(store)) > at + 100, timeout=60, what="storing after the restart")
+    kept = children(c.proc.pid)
+    c.kill()
+    wait_until(lambda: not any(alive(p) for p in kept), timeout=30, what="the store processes to end with it")
+    sender.join(120)
+    pub.close()
+    assert len(stored_keys(store)) < devices * windows, "everything was stored before the kill"
+    again = controller(tmp_path, mqtt_broker, store, "wk-1", "--fleet", fleet, name="wk-1b").start()
+    wait_until(lambda: len(stored_keys(store)) == devices * windows, timeout=90, what="every window")
+    assert again.stop() == 0
+    assert_exactly_once(store, expected_keys(fleet, devices, windows))
+    assert "session resumed" in again.log()
