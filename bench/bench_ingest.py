@@ -130,15 +130,17 @@ def count(url: str) -> tuple[int, int]:
         engine.dispose()
 
 
-def wait_count(url, target, timeout=900.0, poll=0.25) -> tuple[float | None, float]:
-    """Wait until ``target`` rows are stored; (monotonic time of the first row seen, of the last)."""
-    first, deadline = None, time.monotonic() + timeout
+def wait_count(url, target, timeout=900.0, poll=0.25, pid=None, before=0):
+    """Wait until ``target`` rows are stored; (monotonic time of the first new row seen, of the last, rows stored
+    from then on, the CPU seconds of ``pid`` and its children meanwhile)."""
+    first, deadline, cpu0, n0 = None, time.monotonic() + timeout, None, 0
     while True:
         n = count(url)[0]
-        if n and first is None:
-            first = time.monotonic()
+        if n > before and first is None:
+            first, n0 = time.monotonic(), n
+            cpu0 = tree_cpu(pid) if pid else None
         if n >= target:
-            return first, time.monotonic()
+            return first, time.monotonic(), n - n0, used(cpu0, tree_cpu(pid)) if pid else 0.0
         if time.monotonic() > deadline:
             raise SystemExit(f"only {n} of {target} windows stored after {timeout} s")
         time.sleep(poll)
@@ -150,15 +152,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_case(broker, store, args, *, mode, batch_size, work, profile=False, receive_maximum=None,
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of ``pid`` and of each of its live child processes (its store processes), by pid."""
+    out = {pid: cpu_seconds(pid)}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out[int(entry.name)] = cpu_seconds(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two :func:`tree_cpu` readings (a process started in between counts from zero)."""
+    return sum(v - before.get(k, 0.0) for k, v in after.items())
+
+
+def run_case(broker, store, args, *, mode, batch_size, work, workers=1, profile=False, receive_maximum=None,
              backlog=None) -> dict:
     from fleet_traffic import Controller
 
-    receive_maximum = receive_maximum or args.receive_maximum
+    receive_maximum = receive_maximum or args.receive_maximum or min(65535, batch_size * 4 * workers)
     backlog = backlog or args.backlog
-    fleet = f"{mode}-{batch_size}-{receive_maximum}{'-profiled' if profile else ''}"
+    fleet = f"{mode}-{batch_size}-{receive_maximum}-{workers}{'-profiled' if profile else ''}"
     flags = ["--broker", broker.url, "--store", store, "--judge-every", "0", "--client-id", f"ctl-{fleet}",
-             "--fleet", fleet, "--batch-size", str(batch_size), "--receive-maximum", str(receive_maximum)]
+             "--fleet", fleet, "--batch-size", str(batch_size), "--receive-maximum", str(receive_maximum),
+             "--workers", str(workers)]
     ctl = Controller(work, *flags, name=f"{fleet}-{store.split(':')[0]}")
     if profile:
         ctl.args = [sys.executable, "-m", "cProfile", "-o", str(work / f"{fleet}.prof"), *ctl.args]
@@ -173,28 +194,28 @@ def run_case(broker, store, args, *, mode, batch_size, work, profile=False, rece
         if profile:
             ctl.args = [sys.executable, "-m", "cProfile", "-o", str(work / f"{fleet}.prof"), *ctl.args]
         ctl.start()
-        first, last = wait_count(store, before + sent)
-        rate = sent / (last - first) if last > first else float("nan")  # from the first commit seen to the last
+        first, last, stored, cpu = wait_count(store, before + sent, pid=ctl.proc.pid, before=before)
+        rate = stored / (last - first) if last > first else float("nan")  # from the first commit seen to the last
     else:
         seconds = args.seconds if batch_size > 1 else min(args.seconds, 10)
         pubs = Publishers(broker.url, fleet, args.devices, publishers=args.publishers, connections=args.connections,
                           rate=args.rate if batch_size > 1 else 200, seconds=seconds).go()
         warmup = min(3.0, seconds / 4)
         time.sleep(warmup)
-        n0, t_a = count(store)[0], time.monotonic()
+        n0, t_a, cpu0 = count(store)[0], time.monotonic(), tree_cpu(ctl.proc.pid)
         time.sleep(seconds - warmup - 0.5)
-        n1, t_b = count(store)[0], time.monotonic()
+        n1, t_b, cpu = count(store)[0], time.monotonic(), used(cpu0, tree_cpu(ctl.proc.pid))
         sent = pubs.join()
-        rate = (n1 - n0) / (t_b - t_a)
+        rate, stored = (n1 - n0) / (t_b - t_a), n1 - n0
         wait_count(store, before + sent)
-    cpu = cpu_seconds(ctl.proc.pid)
     assert ctl.stop(timeout=120) == 0, ctl.log()
     rows, distinct = count(store)
     outcomes = ctl.counters()
     return {"mode": mode, "batch": batch_size, "receive_maximum": receive_maximum, "sent": sent, "rate": rate,
+            "workers": workers,
             "lost": before + sent - distinct,
             "duplicated": rows - distinct, "resent": outcomes.get("duplicate", 0),
-            "cpu_us": cpu / max(sent, 1) * 1e6,
+            "cpu_us": cpu / max(stored, 1) * 1e6,
             "profile": work / f"{fleet}.prof" if profile else None}
 
 
@@ -239,7 +260,9 @@ def main(argv=None) -> None:
     parser.add_argument("--publishers", type=int, default=4, help="publisher processes")
     parser.add_argument("--connections", type=int, default=25, help="MQTT connections per publisher process")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--receive-maximum", type=int, default=2000)
+    parser.add_argument("--receive-maximum", type=int, default=None,
+                        help="[default: the controller's, 4 batches per worker]")
+    parser.add_argument("--workers", default="1,2", help="store processes to compare, comma-separated")
     parser.add_argument("--profile", action="store_true", help="profile the draining controller (cProfile)")
     parser.add_argument("--out", default=None, help="results folder [default: bench/results]")
     args = parser.parse_args(argv)
@@ -263,9 +286,11 @@ def main(argv=None) -> None:
                 pg = Postgres(fsync=True).start()
                 stores.append(("PostgreSQL 15 (fsync=on)", pg.create_database("ingest")))
         rows, profiles = [], []
+        workers = [int(w) for w in args.workers.split(",")]
         for label, url in stores:
-            for mode, batch in (("live", args.batch_size), ("drain", args.batch_size), ("live", 1)):
-                r = run_case(broker, url, args, mode=mode, batch_size=batch, work=work)
+            cases = [(m, args.batch_size, w) for w in workers for m in ("live", "drain")] + [("live", 1, 1)]
+            for mode, batch, n in cases:
+                r = run_case(broker, url, args, mode=mode, batch_size=batch, work=work, workers=n)
                 print(label, r, file=sys.stderr)
                 rows.append((label, r))
             if args.profile and not profiles:  # a run of its own (cProfile slows it down), on the first store
@@ -300,25 +325,28 @@ def report(args, rows, profiles, c_rate, loads) -> str:
              f"real paho {paho.mqtt.__version__} clients in {args.publishers} processes x {args.connections} "
              f"connections; live: {args.rate:,.0f} windows/s offered for {args.seconds:g} s (200/s for 10 s with "
              f"a batch of 1); draining: {args.backlog:,} windows queued while the controller was down; receive "
-             f"maximum {args.receive_maximum}. Machine: {platform.machine()}, {os.cpu_count()} cores shared with "
+             f"maximum as in the table. Machine: {platform.machine()}, {os.cpu_count()} cores shared with "
              f"the publishers and the broker, Python {platform.python_version()}; load average (1 min) "
              f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end. Produced by "
              f"`.venv/bin/python bench/bench_ingest.py --devices {args.devices} --seconds {args.seconds:g} "
-             f"--rate {args.rate:g} --backlog {args.backlog} --store {args.store}"
+             f"--rate {args.rate:g} --backlog {args.backlog} --store {args.store} --workers {args.workers}"
              f"{' --profile' if args.profile else ''}`.", "",
-             "`cpu µs/window` is the controller process's CPU time (both threads: paho's network thread and the "
-             "batches) per window sent, read from /proc before it stops: less sensitive to the load than the wall "
-             "clock, it bounds what one idle core would take (1,000,000 / µs windows/s).", "",
-             "| store | case | batch | receive maximum | windows sent | windows/s stored | cpu µs/window | lost | "
-             "duplicated | resent (no-op) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "`cpu µs/window` is the CPU time of the controller's process (both threads: paho's network thread "
+             "and the batches) and of its store processes, over the windows stored while it was measured (live: "
+             "between two counts while the publishers run; draining: from the first window stored to the last), "
+             "read from /proc: less sensitive to the load than the wall clock. The Mosquitto row is its own C "
+             "clients' rate, for scale.", "",
+             "| store | case | workers | batch | receive maximum | windows sent | windows/s stored | cpu µs/window | "
+             "lost | duplicated | resent (no-op) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows:
-        lines.append(f"| {label} | {mode[r['mode']]} | {r['batch']} | {r['receive_maximum']} | {r['sent']:,} | "
+        lines.append(f"| {label} | {mode[r['mode']]} | {r['workers']} | {r['batch']} | {r['receive_maximum']} | "
+                     f"{r['sent']:,} | "
                      f"{r['rate']:,.0f} | "
                      f"{r['cpu_us']:,.0f} | {r['lost']} | {r['duplicated']} | {r['resent']} |")
-    lines.append(f"| Mosquitto alone | mosquitto_pub -> mosquitto_sub, QoS 1, 1 KB | - | - | 20,000 | "
+    lines.append(f"| Mosquitto alone | mosquitto_pub -> mosquitto_sub, QoS 1, 1 KB | - | - | - | 20,000 | "
                  f"{c_rate:,.0f} | | | | |" if c_rate else
-                 "| Mosquitto alone | mosquitto_pub/mosquitto_sub not installed | | | | | | | | |")
+                 "| Mosquitto alone | mosquitto_pub/mosquitto_sub not installed | | | | | | | | | |")
     for label, prof in profiles:
         lines += ["", f"## Where the draining controller's time goes ({label})", "", *prof]
     return "\n".join(lines) + "\n"

@@ -72,7 +72,8 @@ def _opt(name: str, help: str, **kwargs):
 @_opt("key_file", "Its private key (PEM).", metavar="FILE")
 @_opt("batch_size", "Messages committed in one transaction, then acknowledged. [default: 500]", type=int)
 @_opt("batch_wait", "Seconds a batch waits to fill. [default: 0.2]", type=float)
-@_opt("receive_maximum", "Unacknowledged messages the broker may send ahead. [default: 2000]", type=int)
+@_opt("receive_maximum", "Unacknowledged messages the broker may send ahead. [default: 4 batches per worker, "
+      "2000]", type=int)
 @_opt("workers", "Processes that decode and commit batches, beside the MQTT client's: 2 or more use more "
       "cores. [default: 1, the controller's own]", type=int, metavar="N")
 @_opt("lease_seconds", "How long the judge lease lasts unrenewed. [default: 30]", type=float)

@@ -25,7 +25,7 @@ lives in, its name there, its flag and its environment variable (always
     batch_size = 500          # messages committed in one transaction, then acknowledged
     batch_wait = 0.2          # seconds a batch waits to fill
     lease_seconds = 30        # the judge lease; renewed at every judgement
-    receive_maximum = 2000    # messages the broker may have in flight to us unacknowledged
+    receive_maximum = 2000    # unacknowledged messages in flight to us (default: batch_size x 4 x workers)
     workers = 2               # processes decoding and committing batches (default 1: the controller's own)
 
     [policy]                  # read by edgeml.fleet.policy.Policy.from_table
@@ -101,7 +101,8 @@ KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "b
     Key("reconnect_max", "broker", float, 60.0, low=0.01, high=3600),
     Key("client_id", "broker", str, fix="a stable id of this controller: its session on the broker is kept by it"),
     Key("group", "broker", str, fix="a name such as controllers: every controller of the group shares the load"),
-    Key("receive_maximum", "broker", int, 2000, low=1, high=65535, fix="the default is 2000"),
+    Key("receive_maximum", "broker", int, None, low=1, high=65535,
+        fix="the default is 4 batches per committing process (2000 for batches of 500 and 1 worker)"),
     Key("session_expiry", "broker", int, SESSION_EXPIRY, low=0, high=2**32 - 1, fix="the default is 604800 (7 days)"),
     Key("fleets", "controller", list, (), flag="fleet", fix="fleet names, e.g. fleets = [\"plant-a\"]"),
     Key("batch_size", "controller", int, 500, low=1, high=65535, fix="the default is 500"),
@@ -180,7 +181,9 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         broker=broker, store=_store_url(flags.get("store"), config, environ), client_id=client_id,
         holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
         batch_size=values["batch_size"], batch_wait=values["batch_wait"], lease_seconds=values["lease_seconds"],
-        workers=values["workers"], receive_maximum=values["receive_maximum"], session_expiry=values["session_expiry"],
+        workers=values["workers"],
+        receive_maximum=values["receive_maximum"] or min(65535, values["batch_size"] * 4 * values["workers"]),
+        session_expiry=values["session_expiry"],
         judge_every=values["judge_every"], policy=policy, config=None if config is None else str(config),
         sources=sources)
 
