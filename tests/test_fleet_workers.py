@@ -106,3 +106,31 @@ def test_killed_store_process_and_killed_controller_lose_nothing(mqtt_broker, tm
     assert again.stop() == 0
     assert_exactly_once(store, expected_keys(fleet, devices, windows))
     assert "session resumed" in again.log()
+
+
+def test_tls_broker_with_large_windows(tmp_path):
+    """Over mqtts:// (paho's TLS socket under the controller's read-ahead), windows of 40 columns (~10 KB, several
+    TLS records each) are stored once each, with workers."""
+    import paho.mqtt.client as mqtt
+    from broker import Broker, make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    broker = Broker(tmp_path / "tls", pki=pki, persistence=True).start()
+    try:
+        store, fleet = f"sqlite:///{tmp_path}/fleet.db", "tls"
+        c = controller(tmp_path, broker, store, "tls-1", "--fleet", fleet, "--ca-file", str(pki.ca)).start()
+        c.wait_log("subscribed to")
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pub-tls", protocol=mqtt.MQTTv5)
+        pub.tls_set(ca_certs=str(pki.ca))
+        pub.connect("localhost", broker.port, 30)
+        pub.loop_start()
+        infos = [pub.publish(t, p, qos=1) for t, p in traffic(fleet, 10, 30, columns=40)]
+        for info in infos:
+            info.wait_for_publish(60)
+        pub.disconnect()
+        pub.loop_stop()
+        wait_until(lambda: len(stored_keys(store)) == 300, timeout=60, what="300 windows over TLS")
+        assert c.stop() == 0
+        assert_exactly_once(store, expected_keys(fleet, 10, 30))
+    finally:
+        broker.stop()
