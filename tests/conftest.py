@@ -19,6 +19,17 @@ AI4I_DROP = ("UDI", "Product ID", "TWF", "HDF", "PWF", "OSF", "RNF")
 BUILT: list[Path] = []
 
 
+@pytest.fixture(autouse=True)
+def no_controller_left_running():
+    """After each test: kill the ``edgeml fleet run`` processes it started and did not stop (it failed first)."""
+    yield
+    import sys
+
+    traffic = sys.modules.get("fleet_traffic")
+    if traffic is not None:
+        traffic.kill_leftovers()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def every_built_bundle_validates(tmp_path_factory):
     """After the session: the manifest of every bundle the tests built validates against manifest.schema.json.

@@ -137,6 +137,18 @@ def stored_keys(url: str) -> list:
         engine.dispose()
 
 
+#: Every controller started, so that one a failing test left running is killed after it (:func:`kill_leftovers`).
+STARTED: list = []
+
+
+def kill_leftovers() -> None:
+    """Kill the controllers still running (a test that failed before stopping its own)."""
+    while STARTED:
+        c = STARTED.pop()
+        if c.proc.poll() is None:
+            c.kill()
+
+
 class Controller:
     """``edgeml fleet run`` as a subprocess, its log in a file."""
 
@@ -150,6 +162,7 @@ class Controller:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         log.close()
+        STARTED.append(self)
         return self
 
     def log(self) -> str:
