@@ -80,12 +80,15 @@ def test_sigkill_mid_ingest_then_restart_loses_nothing(mqtt_broker, tmp_path):
 
 def test_broker_restart_mid_stream(mqtt_broker, tmp_path):
     store = f"sqlite:///{tmp_path}/fleet.db"
-    fleet, devices, windows = "restarted", 20, 75
-    c = controller(tmp_path, mqtt_broker, store, "restart-1", "--fleet", fleet, "--batch-size", "50").start()
-    c.wait_log("subscribed to")
+    fleet, devices, windows = "restarted", 40, 75
+    flags = ("--fleet", fleet, "--batch-size", "10", "--receive-maximum", "20")  # 20 in the controller's hands
+    first = controller(tmp_path, mqtt_broker, store, "restart-1", *flags).start()
+    first.wait_log("subscribed to")
+    assert first.stop() == 0  # its session stays: the broker queues what follows for it
     pub = Publisher(mqtt_broker.url, "pub-restart")
-    pub.send(traffic(fleet, devices, windows))  # queued by the broker faster than the controller stores them
+    pub.send(traffic(fleet, devices, windows))
     pub.close()
+    c = controller(tmp_path, mqtt_broker, store, "restart-1", *flags, name="restart-1b").start()
     wait_until(lambda: count(store) >= 100, timeout=60, what="100 windows stored")
     stored_before = count(store)
     mqtt_broker.restart()  # SIGTERM: Mosquitto saves the queue, including messages in flight unacknowledged

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from broker import wait_until
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from fleet_traffic import Controller, Publisher, expected_keys, stored_keys, traffic
 
 
@@ -66,12 +68,20 @@ def test_workers_store_every_window_once(mqtt_broker, store_url, tmp_path):
     assert "committing in 2 processes" in c.log()
     assert len(children(c.proc.pid)) >= 2, "no store processes"
     pub = Publisher(mqtt_broker.url, f"pub-{fleet}")
-    sent = pub.send([*traffic(fleet, 20, 20), (f"edgeml/{fleet}/d0000/drift", b"{not json")])
+    messages = [*traffic(fleet, 21, 20), (f"edgeml/{fleet}/d0000/drift", b"{not json")]
+    device_20 = [m for m in messages if "/d0020/" in m[0]]  # the controller's lean path takes none of these:
+    sent = pub.send([m for m in messages if "/d0020/" not in m[0]])
+    with_properties = Properties(PacketTypes.PUBLISH)
+    with_properties.UserProperty = ("source", "test")
+    infos = [pub.client.publish(topic, payload, qos=i % 2, properties=with_properties if i % 2 else None)
+             for i, (topic, payload) in enumerate(device_20)]  # with properties, or at QoS 0: paho's own path
+    for info in infos:
+        info.wait_for_publish(30)
     pub.close()
-    wait_until(lambda: len(stored_keys(store_url)) == 400, timeout=60, what="400 windows stored")
+    wait_until(lambda: len(stored_keys(store_url)) == 420, timeout=60, what="420 windows stored")
     assert c.stop() == 0
-    assert_exactly_once(store_url, expected_keys(fleet, 20, 20))
-    assert c.counters() == {"stored": sent - 1, "undecodable": 1}  # 20 births, 400 windows; the bad one kept
+    assert_exactly_once(store_url, expected_keys(fleet, 21, 20))
+    assert c.counters() == {"stored": sent - 1 + len(device_20), "undecodable": 1}  # 21 births, 420 windows
     engine = sa.create_engine(store_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM rejected")).scalar() == 1

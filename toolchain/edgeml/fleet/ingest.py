@@ -135,7 +135,7 @@ class Ingest:
         client.reconnect_delay_set(b.reconnect_min, b.reconnect_max)
         client.on_connect, client.on_connect_fail = self._on_connect, self._on_connect_fail
         client.on_disconnect, client.on_subscribe = self._on_disconnect, self._on_subscribe
-        client.on_message = self._on_message
+        client.on_message, client.take = self._on_message, self._take
         return client
 
     def start(self) -> Ingest:
@@ -194,9 +194,12 @@ class Ingest:
             self.log.info("subscribed to %s at QoS 1", ", ".join(self.settings.filters))
 
     def _on_message(self, client, userdata, message) -> None:
+        self._take(message.topic, message.payload, message.mid, message.qos)
+
+    def _take(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         if self._closing.is_set():
             return  # not acknowledged: the broker sends it again to the next controller
-        self._queue.append(Received(message.topic, message.payload, message.mid, message.qos, self._generation))
+        self._queue.append(Received(topic, payload, mid, qos, self._generation))
         if not self._arrived.is_set():
             self._arrived.set()
 
@@ -349,10 +352,34 @@ class Ingest:
 
 
 class _Client(mqtt.Client):
-    """paho's client on a :class:`ReadAhead` socket."""
+    """paho's client on a :class:`ReadAhead` socket, handing the PUBLISHes the controller takes straight to ``take``.
+
+    paho turns each PUBLISH into an :class:`~paho.mqtt.client.MQTTMessage`
+    (with a Properties object, a message-info object and its Condition) and
+    looks up the callbacks under two locks: ~40 % of its time per message
+    here. An MQTT 5 QoS 1 PUBLISH without properties (what Mosquitto delivers
+    to the controller) is parsed here and handed to ``take(topic, payload,
+    mid, qos)``; any other packet (QoS 0 or 2, properties, a topic that is not
+    UTF-8, a malformed one) takes paho's own path to ``on_message``.
+    """
+
+    take = None
 
     def _create_socket(self):
         return ReadAhead(super()._create_socket(), self)
+
+    def _handle_publish(self):
+        take, packet, header = self.take, self._in_packet["packet"], self._in_packet["command"]
+        if take is not None and header & 0x06 == 0x02 and self._protocol == mqtt.MQTTv5 and self._manual_ack:
+            try:
+                end = 2 + (packet[0] << 8 | packet[1])
+                if len(packet) > end + 2 and packet[end + 2] == 0:  # the property length: no properties
+                    topic = packet[2:end].decode("utf-8")
+                    take(topic, bytes(packet[end + 3:]), packet[end] << 8 | packet[end + 1], 1)
+                    return mqtt.MQTT_ERR_SUCCESS
+            except (IndexError, UnicodeDecodeError):
+                pass  # paho's own path says what is wrong
+        return super()._handle_publish()
 
 
 class ReadAhead:
