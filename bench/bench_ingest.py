@@ -298,12 +298,6 @@ def main(argv=None) -> None:
             if args.profile and not profiles:  # a run of its own (cProfile slows it down), on the first store
                 r = run_case(broker, url, args, mode="drain", batch_size=args.batch_size, work=work, profile=True)
                 profiles.append((label, top_functions(r["profile"])))
-            if url == stores[0][1]:  # what the Receive Maximum does: below the batch size, batches cannot fill
-                for rm in (20, args.batch_size // 2):
-                    r = run_case(broker, url, args, mode="drain", batch_size=args.batch_size, work=work,
-                                 receive_maximum=rm, backlog=min(args.backlog, 2 * args.devices))
-                    print(label, r, file=sys.stderr)
-                    rows.append((label, r))
         c_rate = mosquitto_c_rate(broker)
     finally:
         broker.stop()
