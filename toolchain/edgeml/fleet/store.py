@@ -16,7 +16,8 @@ SQLAlchemy Core over one of two databases, chosen by URL:
   ``postgresql+psycopg://user@host/db`` (``postgresql://`` means the same).
 
 :meth:`Store.open` brings the schema up to date (:mod:`.migrations`) and
-refuses a store newer than the code. The tables are in :mod:`.schema`.
+refuses a store newer than the code. The tables are in :mod:`.schema`; what a
+message becomes (checked, and turned into its row) is :mod:`.rows`.
 
 What the controller calls, for messages as
 :func:`edgeml_runtime.protocol.decode` returns them (a topic, given as a
@@ -91,6 +92,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed 
 from . import schema as t
 from .database import MAYBE_REFUSED, connect, first_line, masked, refused_value, safe_text
 from .migrations import HEAD, migrate
+from .rows import Prepared, prepare, whole
 from .schema import Batch, Decision, Device, Rejected, StoredWindow
 
 #: What a batch says of each message (see :class:`Batch`).
@@ -197,7 +199,7 @@ class Store:
         return self._one(topic, message, "drift") == "stored"
 
     def _one(self, topic, message, kind: str) -> str:
-        m = t.prepare(topic, message, time.time())
+        m = prepare(topic, message, time.time())
         if m.reason is None and m.kind != kind:
             m.reason = f"{m.topic} is a {m.kind or 'predictions'} topic, not a {kind} one"
         if m.reason is not None:
@@ -221,7 +223,7 @@ class Store:
         """
         received = time.time()
         with _no_gc():
-            batch = [t.prepare(topic, message, received) for topic, message in messages]
+            batch = [prepare(topic, message, received) for topic, message in messages]
         try:
             with self._write() as conn:
                 outcomes = self._apply(conn, batch)
@@ -234,7 +236,7 @@ class Store:
                 self._reject(conn, [m for m in batch if m.reason is not None], received)
         return Batch(tuple(outcomes), tuple(m.reason for m in batch))
 
-    def _apply_alone(self, conn: sa.Connection, m: t.Prepared) -> str:
+    def _apply_alone(self, conn: sa.Connection, m: Prepared) -> str:
         if m.reason is not None:
             return "rejected"
         try:
@@ -246,7 +248,7 @@ class Store:
             m.reason = f"{m.topic}: the database refused a value: {first_line(getattr(exc, 'orig', exc))}"
             return "rejected"
 
-    def _apply(self, conn: sa.Connection, batch: list[t.Prepared]) -> list[str]:
+    def _apply(self, conn: sa.Connection, batch: list[Prepared]) -> list[str]:
         outcomes = ["rejected" if m.reason else "ignored" for m in batch]
         for i, m in enumerate(batch):
             if m.reason is None and m.kind in ("birth", "death"):
@@ -267,7 +269,7 @@ class Store:
                 outcomes[fresh[tuple(key)]] = "stored"
         return outcomes
 
-    def _device_upsert(self, m: t.Prepared):
+    def _device_upsert(self, m: Prepared):
         d = t.devices
         ins = self._insert(d).values(m.row)
         new = ins.excluded
@@ -283,7 +285,7 @@ class Store:
         return ins.on_conflict_do_update(index_elements=[d.c.fleet, d.c.device], set_=changed,
                                          where=newer).returning(d.c.online)
 
-    def _reject(self, conn: sa.Connection, refused: list[t.Prepared], received: float) -> None:
+    def _reject(self, conn: sa.Connection, refused: list[Prepared], received: float) -> None:
         if refused:
             conn.execute(sa.insert(t.rejected), [
                 {"received": received, "topic": safe_text(m.topic), "reason": safe_text(m.reason),
@@ -314,7 +316,7 @@ class Store:
             q = q.where(w.c.ended >= _seconds(since))
         q = q.order_by(w.c.ended.desc(), w.c.id.desc())
         if last is not None:
-            q = q.limit(t.whole(last, "last", "windows()", 1))
+            q = q.limit(whole(last, "last", "windows()", 1))
         with self._read() as conn:
             rows = conn.execute(q).all()
         with _no_gc():
