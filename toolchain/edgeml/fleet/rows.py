@@ -27,9 +27,12 @@ value. The store (:mod:`.store`) writes the rows; the tables are in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import orjson
 
 from edgeml_runtime.errors import ProtocolError
 from edgeml_runtime.protocol import Topic, parse_topic, window_key
@@ -41,8 +44,9 @@ from .schema import dumps
 #: The per-column values that add up across windows (kept in ``windows.counts``; the rest is ``statistics``).
 COUNT_KEYS = ("kind", "counts", "missing", "below_range", "above_range")
 _COUNTED = frozenset(COUNT_KEYS)
-_HEX = frozenset("0123456789abcdef")
+_IDENTITY = re.compile("[0-9a-f]{64}").fullmatch  # a third of set(sha) <= the hex digits
 _INT64 = 2**63 - 1
+_orjson, _STRICT = orjson.dumps, orjson.OPT_STRICT_INTEGER
 
 
 def _where(topic) -> str:
@@ -76,7 +80,7 @@ def bundle_of(message: Mapping, where: str) -> Mapping:
     """The message's ``model``, with a ``bundle_sha256`` of 64 hex digits (the bundle identity)."""
     model = mapping(message, "model", where)
     sha = model.get("bundle_sha256")
-    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX):
+    if not (isinstance(sha, str) and _IDENTITY(sha)):
         raise ProtocolError(f"{where}: model.bundle_sha256 is {sha!r:.70}, not a bundle identity (64 lowercase "
                             "hex digits); the device runs a runtime older than protocol version 2")
     return model
@@ -132,28 +136,61 @@ def _split(part: Mapping, name: str, where: str) -> tuple[dict, dict]:
     return kept, rest
 
 
-def _split_all(columns: Mapping, where: str) -> tuple[dict, dict]:
-    """Every column's counts and statistics (:func:`_split`), checked all at once: one set of types, one min, one max.
+def _split_all(columns: Mapping, output, where: str) -> tuple[dict, dict, dict, dict]:
+    """Every column's counts and statistics, and the output's (:func:`_split`), checked all at once.
 
-    Per column, the check's calls cost more than its work (12 µs a column
-    here); a bad value sends every column through :func:`_split`, which names it.
+    The fast path: each part is copied and its counted keys popped from the
+    copy (one C copy and five pops, not two comprehensions over its keys),
+    and every count of the window, the output's too, is checked at once by
+    :func:`_counts_only`; per part, the checks' calls cost more than their
+    work. Anything else (a part that is not an object, counts that are
+    not a list, one bad value) sends the columns, then the output, through
+    :func:`_split`, which names what was wrong, in the same order as before.
     """
-    counts, statistics, numbers = {}, {}, []
-    for name, part in columns.items():
-        if type(part) is not dict or type(part.get("counts")) is not list or not part["counts"]:
+    kept, rests, numbers = [], [], []
+    for part in (*columns.values(), output):
+        if type(part) is not dict:
             break
-        kept = counts[name] = {k: part[k] for k in COUNT_KEYS if k in part}
-        statistics[name] = {k: v for k, v in part.items() if k not in _COUNTED} if len(kept) < len(part) else {}
-        numbers += kept["counts"]
-        numbers += [kept.get("missing", 0), kept.get("below_range", 0), kept.get("above_range", 0)]
+        rest = part.copy()
+        counted = {k: rest.pop(k) for k in COUNT_KEYS if k in rest}
+        counts = counted.get("counts")
+        if type(counts) is not list or not counts:
+            break
+        kept.append(counted)
+        rests.append(rest)
+        numbers += counts
+        numbers += [counted.get("missing", 0), counted.get("below_range", 0), counted.get("above_range", 0)]
     else:
-        if not numbers or _types(numbers) == _INT_ONLY and min(numbers) >= 0 and max(numbers) <= _INT64:
-            return counts, statistics
+        if _counts_only(numbers):
+            # kept and rests end with the output's: zip stops at the last column
+            return (dict(zip(columns, kept, strict=False)), dict(zip(columns, rests, strict=False)), kept[-1],
+                    rests[-1])
     counts, statistics = {}, {}
     for name, column in columns.items():
         counts[name], statistics[name] = _split(_object(column, f"columns[{name!r:.40}]", where),
                                                 f"columns[{name!r}]", where)
-    return counts, statistics
+    return counts, statistics, *_split(_object(output, "output", where), "output", where)
+
+
+def _counts_only(numbers: list) -> bool:
+    """Whether every one of ``numbers`` is a whole number from 0 to 2**53 - 1, in two C passes.
+
+    orjson writes them, refusing an integer past 53 bits; a whole number from
+    0 is written as digits alone, and anything else leaves more than the
+    brackets and commas once the digits are deleted: a sign, a point or an
+    exponent, ``true``, ``false``, ``null``, a quote, a nested list or object.
+    False sends the window through :func:`_split`, which takes counts up to
+    2**63 - 1 and names the bad one. A set of their types, a min and a max
+    took 8 µs for a window of 10 columns of 10 bins; this takes 1.
+
+    >>> _counts_only([0, 7, 2**53 - 1]), _counts_only([1, True]), _counts_only([1.0]), _counts_only([2**53])
+    (True, False, False, False)
+    """
+    try:
+        raw = _orjson(numbers, option=_STRICT)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return False
+    return raw.translate(None, b"0123456789,") == b"[]"
 
 
 def _types(values: list) -> set:
@@ -178,8 +215,8 @@ def window_row(topic, message: Mapping, received: float) -> dict:
     where = _where(topic)
     fleet, device, session, seq = window_key(topic, message)
     model = bundle_of(message, where)
-    counts, statistics = _split_all(mapping(message, "columns", where), where)
-    output_counts, output_statistics = _split(mapping(message, "output", where), "output", where)
+    counts, statistics, output_counts, output_statistics = _split_all(mapping(message, "columns", where),
+                                                                      message.get("output"), where)
     historical = message.get("historical", False)
     if historical is not True and historical is not False:
         raise ProtocolError(f"{where}: historical is {historical!r:.40}, not true or false")
