@@ -141,30 +141,28 @@ _PG_WINDOWS = _pg_windows()
 #: SQLite, the common case of a batch whose every window is new: a plain INSERT, no ON CONFLICT, no RETURNING.
 _SQLITE_WINDOWS = (f"INSERT INTO windows ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _COLUMNS)}) "
                    f"VALUES ({', '.join(f':{c}' for c in _COLUMNS)})")
-#: What SQLite says when a window's key was stored before (:func:`_sqlite_all_new`).
-_KEY_STORED = "UNIQUE constraint failed: " + ", ".join(f"windows.{k}" for k in _KEY)
 
 
 def _sqlite_all_new(conn: sa.Connection, rows: list[dict]) -> bool:
-    """SQLite: store ``rows`` if every one is new (True), or store none of them (False: one was stored before).
+    """SQLite: store ``rows`` if every one is new (True), or store none of them (False: take ON CONFLICT).
 
     Optimistic: most batches hold no window stored before, and a plain
     INSERT of them all, one DBAPI ``executemany`` (SQLAlchemy only wraps its
-    errors), costs a quarter less than ``INSERT ... ON CONFLICT DO NOTHING
-    RETURNING`` through insertmanyvalues (bench/results/store.md). It runs
-    in a savepoint: if a window's key was stored before (a window resent),
-    the savepoint is rolled back, nothing of it stays, and the caller takes
-    the ON CONFLICT path, which says which windows are duplicates. Any other
-    error (a value the database refused, a failing database) is rolled back
-    to the savepoint too and raised as the ON CONFLICT path would raise it.
-    The caller has already kept only the first of a key the batch holds twice.
+    errors), costs a third less than ``INSERT ... ON CONFLICT DO NOTHING
+    RETURNING`` through insertmanyvalues (bench/results/store.md). It runs in
+    a savepoint: if it breaks a constraint (a window's key stored before: a
+    window resent), the savepoint is rolled back, nothing of it stays, and
+    the caller takes the ON CONFLICT path, which says which windows are
+    duplicates or, for any other constraint (a trigger, say), raises what it
+    raised before this path existed, so the batch's outcomes are exactly its.
+    Any other error (a value the driver refuses, a failing database) is
+    raised at once, as ON CONFLICT would raise it for the same rows. The
+    caller has already kept only the first of a key the batch holds twice.
     """
     try:
         with conn.begin_nested():
             conn.exec_driver_sql(_SQLITE_WINDOWS, rows)
-    except sa.exc.IntegrityError as exc:
-        if str(exc.orig) != _KEY_STORED:
-            raise
+    except sa.exc.IntegrityError:
         return False
     return True
 
