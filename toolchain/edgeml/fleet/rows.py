@@ -140,7 +140,7 @@ def _split_all(columns: Mapping, output, where: str) -> tuple[dict, dict, dict, 
     """Every column's counts and statistics, and the output's (:func:`_split`), checked all at once.
 
     The fast path: each part is copied and its counted keys popped from the
-    copy (one C copy and five pops, not two comprehensions over its keys),
+    copy (one C copy and at most five pops, not two comprehensions over its keys),
     and every count of the window, the output's too, is checked at once by
     :func:`_counts_only`; per part, the checks' calls cost more than their
     work. Anything else (a part that is not an object, counts that are
@@ -151,8 +151,10 @@ def _split_all(columns: Mapping, output, where: str) -> tuple[dict, dict, dict, 
     for part in (*columns.values(), output):
         if type(part) is not dict:
             break
-        rest = part.copy()
-        counted = {k: rest.pop(k) for k in COUNT_KEYS if k in rest}
+        rest, counted = part.copy(), {}
+        for key in COUNT_KEYS:  # a loop, not a comprehension: Python 3.11 makes a function call of each
+            if key in rest:
+                counted[key] = rest.pop(key)
         counts = counted.get("counts")
         if type(counts) is not list or not counts:
             break
