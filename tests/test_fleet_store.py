@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import BIN, run_env
 from fleet_helpers import BUNDLE, DRIFT, OTHER, REFERENCE, RULE, T0, birth, count, death, window
+from sqlalchemy import event
 
 from edgeml.cli import main
 from edgeml.errors import FleetError
@@ -173,6 +175,106 @@ def test_a_failing_database_fails_the_whole_batch_so_none_is_acknowledged(store)
     with pytest.raises(FleetError, match="the fleet store .* failed: .*nothing of this transaction was stored"):
         store.record_messages([birth("pi-07", 1), window("pi-07", 1, 0)])
     assert store.devices() == []  # the birth before the failing window was rolled back too
+
+
+# -- the SQLite fast path and its fallback -----------------------------------------------------------------
+
+@contextmanager
+def windows_inserts(store: Store):
+    """How each statement that writes windows was run: ``plain`` (the SQLite fast path), ``on conflict``,
+    ``unnest`` (PostgreSQL), and ``rolled back`` for a savepoint rolled back, in order (from the driver's cursor)."""
+    seen = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO windows"):
+            seen.append("unnest" if "unnest" in statement else "on conflict" if "ON CONFLICT" in statement
+                        else "plain")
+        elif statement.startswith("ROLLBACK TO SAVEPOINT"):
+            seen.append("rolled back")
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+
+
+def _stored(store: Store) -> list[tuple]:
+    """The keys of the windows stored, sorted."""
+    return sorted((w.device, w.session, w.seq) for w in store.windows("plant-a", None))
+
+
+def _paths(store: Store, sqlite: list[str], batches: int = 1) -> list[str]:
+    """What :func:`windows_inserts` should see: ``sqlite`` on SQLite, one unnest a batch on PostgreSQL."""
+    return sqlite if store.engine.dialect.name == "sqlite" else ["unnest"] * batches
+
+
+def test_a_batch_of_new_windows_is_stored_by_one_plain_insert_on_sqlite(store):
+    with windows_inserts(store) as seen:
+        batch = store.record_messages([window("pi-07", 1, seq) for seq in range(5)])
+    assert batch.outcomes == ("stored",) * 5 and batch.reasons == (None,) * 5
+    assert seen == _paths(store, ["plain"])
+    assert _stored(store) == [("pi-07", 1, seq) for seq in range(5)]
+
+
+def test_a_key_twice_in_a_batch_is_stored_once_and_the_second_is_a_duplicate_without_a_fallback(store):
+    resent = {**window("pi-07", 1, 1)[1], "historical": True}  # the same key: the first of the batch is kept
+    with windows_inserts(store) as seen:
+        batch = store.record_messages([window("pi-07", 1, 0), window("pi-07", 1, 1), window("pi-07", 1, 0),
+                                       (DRIFT, resent), window("pi-07", 1, 2)])
+    assert batch.outcomes == ("stored", "stored", "duplicate", "duplicate", "stored")
+    assert seen == _paths(store, ["plain"])
+    assert _stored(store) == [("pi-07", 1, 0), ("pi-07", 1, 1), ("pi-07", 1, 2)]
+    assert [w.historical for w in store.windows("plant-a", None)] == [False, False, False]
+
+
+def test_a_key_stored_before_rolls_the_plain_insert_back_and_takes_on_conflict(store):
+    assert store.record_messages([window("pi-07", 1, 1)]).outcomes == ("stored",)
+    with windows_inserts(store) as seen:
+        batch = store.record_messages([window("pi-07", 1, 0), window("pi-07", 1, 1), window("pi-07", 1, 2)])
+    assert batch.outcomes == ("stored", "duplicate", "stored")
+    assert seen == _paths(store, ["plain", "rolled back", "on conflict"])
+    assert _stored(store) == [("pi-07", 1, 0), ("pi-07", 1, 1), ("pi-07", 1, 2)]  # nothing stored twice
+    with windows_inserts(store) as seen:
+        assert store.record_window(*window("pi-07", 1, 2)) is False  # one message: the same fallback
+        assert store.record_window(*window("pi-07", 1, 3)) is True
+    assert seen == _paths(store, ["plain", "rolled back", "on conflict", "plain"], 2)
+
+
+def test_a_batch_mixing_births_deaths_windows_and_rejects_has_exact_outcomes_on_both_paths(store):
+    assert store.record_messages([birth("pi-07", 2), window("pi-07", 1, 0)]).outcomes == ("stored", "stored")
+    mixed = [window("pi-07", 1, 1), birth("pi-08", 1), birth("pi-07", 1), death("pi-07", 1),
+             ("edgeml/plant-a/pi-07/drift", {"seq": 1}), window("pi-07", 1, 1),
+             ("edgeml/plant-a/pi-07/predictions", {"row": 1}), death("pi-08", 1), window("pi-08", 1, 0)]
+    with windows_inserts(store) as seen:
+        fast = store.record_messages([*mixed, window("pi-07", 1, 2)])  # every window new: the plain insert
+        slow = store.record_messages([*mixed, window("pi-07", 1, 0), window("pi-07", 1, 3)])  # seen before
+    assert fast.outcomes == ("stored", "stored", "stale", "stored", "rejected", "duplicate", "ignored", "stored",
+                             "stored", "stored")
+    assert slow.outcomes == ("duplicate", "stored", "stale", "stored", "rejected", "duplicate", "ignored",
+                             "stored", "duplicate", "duplicate", "stored")
+    assert seen == _paths(store, ["plain", "plain", "rolled back", "on conflict"], 2)
+    assert fast.reasons[4] == slow.reasons[4] == ("edgeml/plant-a/pi-07/drift: session None and seq 1 must be "
+                                                  "whole numbers")
+    assert [r for r in fast.reasons + slow.reasons if r] == [fast.reasons[4]] * 2
+    assert _stored(store) == [("pi-07", 1, 0), ("pi-07", 1, 1), ("pi-07", 1, 2), ("pi-07", 1, 3), ("pi-08", 1, 0)]
+    assert [(d.device, d.online, d.birth_seq, d.death_seq) for d in store.devices()] == [
+        ("pi-07", True, 2, 1), ("pi-08", False, 1, 1)]
+    assert [r.topic for r in store.rejected()] == ["edgeml/plant-a/pi-07/drift"] * 2
+
+
+def test_a_refused_value_beside_a_key_stored_before_rejects_that_message_alone(store):
+    _refuse_device(store, "bad")
+    assert store.record_window(*window("pi-07", 1, 0))
+    # The plain insert meets the key stored before first, then the refused value first: the same outcomes.
+    batch = store.record_messages([window("pi-07", 1, 0), window("bad", 1, 0), window("pi-07", 1, 1)])
+    assert batch.outcomes == ("duplicate", "rejected", "stored")
+    batch2 = store.record_messages([window("bad", 1, 0), window("pi-07", 1, 0), window("pi-07", 1, 2)])
+    assert batch2.outcomes == ("rejected", "duplicate", "stored")
+    for reason in (batch.reasons[1], batch2.reasons[0]):
+        assert "the database refused a value" in reason and "refused by a test trigger" in reason
+    assert _stored(store) == [("pi-07", 1, 0), ("pi-07", 1, 1), ("pi-07", 1, 2)]
+    assert [r.topic for r in store.rejected()] == ["edgeml/plant-a/bad/drift"] * 2
 
 
 # -- devices -------------------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ What a device said about time (a birth's ``time``, a window's ``start`` and
   and drift reference;
 * ``rejected``: messages of a batch that could not be stored, with the reason.
 
+What a received message becomes (its checks, and the row of ``devices`` or
+``windows`` it sets) is :mod:`.rows`; here are the tables, the JSON columns'
+text (:func:`dumps`, :func:`loads`) and what the store's queries return.
+
 Whether a window's bundle is known is not stored: queries join ``bundles``,
 so adding a bundle later makes its windows known at once, with no race
 against windows being stored meanwhile.
@@ -41,14 +45,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 import orjson
 import sqlalchemy as sa
-
-from edgeml_runtime.errors import ProtocolError
-from edgeml_runtime.protocol import Topic, parse_topic, window_key
 
 #: A JSON column: ``json`` on PostgreSQL (kept as sent, keys in their order: ``jsonb`` sorts them), JSON text on SQLite.
 JSON = sa.JSON()
@@ -168,14 +168,7 @@ rejected = sa.Table(
 )
 
 
-# -- what a message becomes: one row of devices or windows ------------------------------------------
-
-#: The per-column values that add up across windows (kept in ``windows.counts``; the rest is ``statistics``).
-COUNT_KEYS = ("kind", "counts", "missing", "below_range", "above_range")
-_COUNTED = frozenset(COUNT_KEYS)
-_HEX = frozenset("0123456789abcdef")
-_INT64 = 2**63 - 1
-
+# -- the JSON columns' text ----------------------------------------------------------------------
 
 def dumps(value) -> str:
     """JSON for the JSON columns: no NaN or infinity, and text both databases keep; ValueError if not.
@@ -209,156 +202,6 @@ def dumps(value) -> str:
 def loads(text: str | bytes):
     """The value of a JSON text a JSON column holds (orjson: 3 times faster than the standard library here)."""
     return _orjson_loads(text)
-
-
-def _where(topic) -> str:
-    return f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}"
-
-
-def text(value, key: str, where: str, *, optional: bool = False) -> str | None:
-    """``value`` if it is a text both databases store as sent (no NUL, valid UTF-8); ProtocolError if not."""
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise ProtocolError(f"{where}: {key} is {type(value).__name__} {value!r:.40}, not a text")
-    if "\x00" in value or not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
-        raise ProtocolError(f"{where}: {key} holds a NUL or an unpaired surrogate, which no store keeps as sent")
-    return value
-
-
-def whole(value, key: str, where: str, minimum: int = 0) -> int:
-    """``value`` if it is a whole number from ``minimum`` that a 64-bit column holds; ProtocolError if not."""
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT64:
-        raise ProtocolError(f"{where}: {key} is {value!r:.40}; it must be a whole number from {minimum} "
-                            f"to {_INT64}")
-    return value
-
-
-def mapping(message: Mapping, key: str, where: str) -> Mapping:
-    return _object(message.get(key), key, where)
-
-
-def bundle_of(message: Mapping, where: str) -> Mapping:
-    """The message's ``model``, with a ``bundle_sha256`` of 64 hex digits (the bundle identity)."""
-    model = mapping(message, "model", where)
-    sha = model.get("bundle_sha256")
-    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX):
-        raise ProtocolError(f"{where}: model.bundle_sha256 is {sha!r:.70}, not a bundle identity (64 lowercase "
-                            "hex digits); the device runs a runtime older than protocol version 2")
-    return model
-
-
-def epoch(value, key: str, where: str) -> float:
-    """An ISO 8601 time (``Z`` or an offset; UTC if neither) as seconds since the epoch."""
-    try:
-        moment = datetime.fromisoformat(text(value, key, where))
-    except ValueError:
-        raise ProtocolError(f"{where}: {key} is {value!r:.40}, not an ISO 8601 time") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def birth_row(topic, message: Mapping, received: float) -> dict:
-    """The ``devices`` row a birth message sets (``online`` as if no later death were known)."""
-    where = _where(topic)
-    model, runtime = bundle_of(message, where), mapping(message, "runtime", where)
-    return {"fleet": topic.fleet, "device": topic.device, "online": True,
-            "birth_seq": whole(message.get("bdSeq"), "bdSeq", where, 1),
-            "birth_time": text(message.get("time"), "time", where), "birth_received": received,
-            "bundle_sha256": model["bundle_sha256"],
-            "model_name": text(model.get("name"), "model.name", where),
-            "model_version": text(model.get("version"), "model.version", where),
-            "runtime_version": text(runtime.get("version"), "runtime.version", where),
-            "window": dict(mapping(message, "window", where))}
-
-
-def death_row(topic, message: Mapping, received: float) -> dict:
-    """The ``devices`` row a death message sets (``online`` false)."""
-    where = _where(topic)
-    return {"fleet": topic.fleet, "device": topic.device, "online": False,
-            "death_seq": whole(message.get("bdSeq"), "bdSeq", where, 1),
-            "death_reason": text(message.get("reason"), "reason", where),
-            "death_time": text(message.get("time"), "time", where, optional=True), "death_received": received}
-
-
-def _split(part: Mapping, name: str, where: str) -> tuple[dict, dict]:
-    """A column's (or the output's) counts and the rest of it, its counts checked: whole numbers from 0."""
-    counts = part.get("counts")
-    if type(counts) is not list or not counts:
-        if not isinstance(counts, list) or not counts:
-            raise ProtocolError(f"{where}: {name}.counts is {counts!r:.40}, not a non-empty list of counts")
-    if _types(counts) != _INT_ONLY or min(counts) < 0 or max(counts) > _INT64:  # the fast path: all() is slower
-        for i, n in enumerate(counts):
-            whole(n, f"{name}.counts[{i}]", where)
-    kept = {k: part[k] for k in COUNT_KEYS if k in part}
-    rest = {k: v for k, v in part.items() if k not in _COUNTED} if len(kept) < len(part) else {}
-    for key in COUNT_KEYS[2:]:
-        value = kept.get(key, 0)
-        if type(value) is not int or not 0 <= value <= _INT64:
-            whole(value, f"{name}.{key}", where)
-    return kept, rest
-
-
-def _split_all(columns: Mapping, where: str) -> tuple[dict, dict]:
-    """Every column's counts and statistics (:func:`_split`), checked all at once: one set of types, one min, one max.
-
-    Per column, the check's calls cost more than its work (12 µs a column
-    here); a bad value sends every column through :func:`_split`, which names it.
-    """
-    counts, statistics, numbers = {}, {}, []
-    for name, part in columns.items():
-        if type(part) is not dict or type(part.get("counts")) is not list or not part["counts"]:
-            break
-        kept = counts[name] = {k: part[k] for k in COUNT_KEYS if k in part}
-        statistics[name] = {k: v for k, v in part.items() if k not in _COUNTED} if len(kept) < len(part) else {}
-        numbers += kept["counts"]
-        numbers += [kept.get("missing", 0), kept.get("below_range", 0), kept.get("above_range", 0)]
-    else:
-        if not numbers or _types(numbers) == _INT_ONLY and min(numbers) >= 0 and max(numbers) <= _INT64:
-            return counts, statistics
-    counts, statistics = {}, {}
-    for name, column in columns.items():
-        counts[name], statistics[name] = _split(_object(column, f"columns[{name!r:.40}]", where),
-                                                f"columns[{name!r}]", where)
-    return counts, statistics
-
-
-def _types(values: list) -> set:
-    return set(map(type, values))
-
-
-_INT_ONLY = {int}
-
-
-def _object(value, key: str, where: str) -> Mapping:
-    if type(value) is dict or isinstance(value, Mapping):  # type() first: an ABC check costs a microsecond
-        return value
-    raise ProtocolError(f"{where}: {key} is {type(value).__name__}, not a JSON object")
-
-
-def window_row(topic, message: Mapping, received: float) -> dict:
-    """The ``windows`` row of a drift message: its key, bundle, times, counts, statistics and verdict.
-
-    ``counts``, ``statistics`` and ``verdict`` are JSON text (:func:`dumps`),
-    written once here and stored as they are; ValueError if one cannot be.
-    """
-    where = _where(topic)
-    fleet, device, session, seq = window_key(topic, message)
-    model = bundle_of(message, where)
-    counts, statistics = _split_all(mapping(message, "columns", where), where)
-    output_counts, output_statistics = _split(mapping(message, "output", where), "output", where)
-    historical = message.get("historical", False)
-    if historical is not True and historical is not False:
-        raise ProtocolError(f"{where}: historical is {historical!r:.40}, not true or false")
-    get = message.get
-    return {"fleet": fleet, "device": device, "session": whole(session, "session", where),
-            "seq": whole(seq, "seq", where), "bundle_sha256": model["bundle_sha256"], "received": received,
-            "start": text(get("start"), "start", where), "end": text(get("end"), "end", where),
-            "ended": epoch(get("end"), "end", where),
-            "rows": whole(get("rows"), "rows", where), "bad_rows": whole(get("bad_rows"), "bad_rows", where),
-            "outbox_dropped": whole(get("outbox_dropped"), "outbox_dropped", where),
-            "historical": historical, "counts": dumps({"columns": counts, "output": output_counts}),
-            "statistics": dumps({"columns": statistics, "output": output_statistics}),
-            "verdict": dumps(dict(mapping(message, "verdict", where)))}
 
 
 # -- what a query returns --------------------------------------------------------------------------
@@ -470,39 +313,3 @@ class Rejected:
     topic: str
     reason: str
     payload: str
-
-
-# -- a received message, checked ---------------------------------------------------------------
-
-@dataclass
-class Prepared:
-    """A received message, checked: its kind and row, or why it cannot be stored (``reason``)."""
-
-    topic: str
-    message: object
-    kind: str = ""
-    row: dict = field(default_factory=dict)
-    reason: str | None = None
-
-
-_KINDS = {"birth": birth_row, "death": death_row, "drift": window_row}
-
-
-def prepare(topic, message, received: float) -> Prepared:
-    """A message checked and turned into its row; ``reason`` says why not."""
-    m = Prepared(topic if isinstance(topic, str) else f"edgeml/{topic.fleet}/{topic.device}/{topic.kind}", message)
-    try:
-        where = topic if isinstance(topic, Topic) else parse_topic(topic)
-        if not isinstance(message, Mapping):
-            raise ProtocolError(f"{m.topic}: the message is a {type(message).__name__}, not a JSON object")
-        for key in ("fleet", "device"):
-            if key in message and message[key] != getattr(where, key):
-                raise ProtocolError(f"{m.topic}: the message says {key} {message[key]!r:.70}, but was published "
-                                    f"under {getattr(where, key)!r}")
-        if where.kind in _KINDS:
-            m.kind, m.row = where.kind, _KINDS[where.kind](where, message, received)
-    except ProtocolError as exc:
-        m.reason = str(exc)
-    except ValueError as exc:  # dumps: NaN, a NUL, a surrogate (the wording of a value the database refused)
-        m.reason = f"{m.topic}: the database refused a value: {str(exc).strip().splitlines()[0]}"
-    return m
