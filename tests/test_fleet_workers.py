@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from broker import wait_until
+from fleet_traffic import Controller, Publisher, expected_keys, stored_keys, traffic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from fleet_traffic import Controller, Publisher, expected_keys, stored_keys, traffic
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
