@@ -198,15 +198,21 @@ def run_case(broker, store, args, *, mode, batch_size, work, workers=1, profile=
         ctl.start()
         first, last, stored, cpu = wait_count(store, before + sent, pid=ctl.proc.pid, before=before)
         rate = stored / (last - first) if last > first else float("nan")  # from the first commit seen to the last
+        cores = {"controller": cpu / (last - first)} if last > first else {}
     else:
         seconds = args.seconds if batch_size > 1 else min(args.seconds, 10)
         pubs = Publishers(broker.url, fleet, args.devices, publishers=args.publishers, connections=args.connections,
                           rate=args.rate if batch_size > 1 else 200, seconds=seconds).go()
         warmup = min(3.0, seconds / 4)
         time.sleep(warmup)
+        others = {"publishers": [p.pid for p in pubs.procs], "broker": [broker.proc.pid]}
         n0, t_a, cpu0 = count(store)[0], time.monotonic(), tree_cpu(ctl.proc.pid)
+        others0 = {k: [cpu_seconds(p) for p in v] for k, v in others.items()}
         time.sleep(seconds - warmup - 0.5)
         n1, t_b, cpu = count(store)[0], time.monotonic(), used(cpu0, tree_cpu(ctl.proc.pid))
+        cores = {"controller": cpu / (t_b - t_a)}
+        cores.update({k: sum(cpu_seconds(p) - c for p, c in zip(v, others0[k], strict=True)) / (t_b - t_a)
+                      for k, v in others.items()})
         sent = pubs.join()
         rate, stored = (n1 - n0) / (t_b - t_a), n1 - n0
         wait_count(store, before + sent)
@@ -214,7 +220,7 @@ def run_case(broker, store, args, *, mode, batch_size, work, workers=1, profile=
     rows, distinct = count(store)
     outcomes = ctl.counters()
     return {"mode": mode, "batch": batch_size, "receive_maximum": receive_maximum, "sent": sent, "rate": rate,
-            "workers": workers,
+            "workers": workers, "cores": cores,
             "lost": before + sent - distinct,
             "duplicated": rows - distinct, "resent": outcomes.get("duplicate", 0),
             "cpu_us": cpu / max(stored, 1) * 1e6,
@@ -333,16 +339,17 @@ def report(args, rows, profiles, c_rate, loads) -> str:
              "read from /proc: less sensitive to the load than the wall clock. The Mosquitto row is its own C "
              "clients' rate, for scale.", "",
              "| store | case | workers | batch | receive maximum | windows sent | windows/s stored | cpu µs/window | "
-             "lost | duplicated | resent (no-op) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "cores used: controller / publishers / broker | lost | duplicated | resent (no-op) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for label, r in rows:
         lines.append(f"| {label} | {mode[r['mode']]} | {r['workers']} | {r['batch']} | {r['receive_maximum']} | "
                      f"{r['sent']:,} | "
                      f"{r['rate']:,.0f} | "
-                     f"{r['cpu_us']:,.0f} | {r['lost']} | {r['duplicated']} | {r['resent']} |")
+                     f"{r['cpu_us']:,.0f} | {' / '.join(f'{v:.2f}' for v in r['cores'].values())} | {r['lost']} | "
+                     f"{r['duplicated']} | {r['resent']} |")
     lines.append(f"| Mosquitto alone | mosquitto_pub -> mosquitto_sub, QoS 1, 1 KB | - | - | - | 20,000 | "
-                 f"{c_rate:,.0f} | | | | |" if c_rate else
-                 "| Mosquitto alone | mosquitto_pub/mosquitto_sub not installed | | | | | | | | | |")
+                 f"{c_rate:,.0f} | | | | | |" if c_rate else
+                 "| Mosquitto alone | mosquitto_pub/mosquitto_sub not installed | | | | | | | | | | |")
     for label, prof in profiles:
         lines += ["", f"## Where the draining controller's time goes ({label})", "", *prof]
     return "\n".join(lines) + "\n"

@@ -80,8 +80,8 @@ def test_sigkill_mid_ingest_then_restart_loses_nothing(mqtt_broker, tmp_path):
 
 def test_broker_restart_mid_stream(mqtt_broker, tmp_path):
     store = f"sqlite:///{tmp_path}/fleet.db"
-    fleet, devices, windows = "restarted", 40, 75
-    flags = ("--fleet", fleet, "--batch-size", "10", "--receive-maximum", "20")  # 20 in the controller's hands
+    fleet, devices, windows = "restarted", 20, 40
+    flags = ("--fleet", fleet, "--batch-size", "1")  # a commit (an fsync) per message: slow enough to be mid-stream
     first = controller(tmp_path, mqtt_broker, store, "restart-1", *flags).start()
     first.wait_log("subscribed to")
     assert first.stop() == 0  # its session stays: the broker queues what follows for it
