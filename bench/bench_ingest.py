@@ -84,10 +84,13 @@ def _publisher(url: str, fleet: str, devices: list[int], connections: int, rate:
         seq += 1
     for info in infos:
         info.wait_for_publish(300)
+    done.put(sent)
     for c in clients:
         c.disconnect()
-        c.loop_stop()
-    done.put(sent)
+        try:
+            c.loop_stop()
+        except AttributeError:  # paho 2.2: the network thread may have ended on the DISCONNECT and cleared itself
+            pass
 
 
 class Publishers:
