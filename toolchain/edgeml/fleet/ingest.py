@@ -33,7 +33,7 @@ The client's Receive Maximum (``receive_maximum``, a CONNECT property) is
 how many unacknowledged messages the broker may have in flight to it: it
 must exceed ``batch_size`` for batches to fill, and with workers, cover the
 batches they hold (``bench/results/ingest.md``). paho's socket is wrapped in
-:class:`ReadAhead`, which reads and writes many packets per system call.
+:class:`.transport.ReadAhead`, which reads and writes many packets per system call.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .settings import ControllerSettings
+from .transport import Client
 from .workers import InProcess
 
 #: Backoff between retries of a batch the store failed to commit, in seconds.
@@ -125,7 +126,7 @@ class Ingest:
     def _client(self) -> mqtt.Client:
         b = self.settings.broker
         v5 = b.protocol == "5"
-        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
+        client = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
                              **({} if v5 else {"clean_session": False}))
         if b.username is not None:
@@ -349,95 +350,6 @@ class Ingest:
         if not self._subacked.wait(DISCONNECT_TIMEOUT):
             self.log.warning("the broker did not answer before disconnecting; it may resend the last messages "
                              "(they are stored once)")
-
-
-class _Client(mqtt.Client):
-    """paho's client on a :class:`ReadAhead` socket, handing the PUBLISHes the controller takes straight to ``take``.
-
-    paho turns each PUBLISH into an :class:`~paho.mqtt.client.MQTTMessage`
-    (with a Properties object, a message-info object and its Condition) and
-    looks up the callbacks under two locks: ~40 % of its network thread's time
-    here (py-spy). An MQTT 5 QoS 1 PUBLISH without properties (what Mosquitto delivers
-    to the controller) is parsed here and handed to ``take(topic, payload,
-    mid, qos)``; any other packet (QoS 0 or 2, properties, a topic that is not
-    UTF-8, a malformed one) takes paho's own path to ``on_message``.
-    """
-
-    take = None
-
-    def _create_socket(self):
-        return ReadAhead(super()._create_socket(), self)
-
-    def _handle_publish(self):
-        take, packet, header = self.take, self._in_packet["packet"], self._in_packet["command"]
-        if take is not None and header & 0x06 == 0x02 and self._protocol == mqtt.MQTTv5 and self._manual_ack:
-            try:
-                end = 2 + (packet[0] << 8 | packet[1])
-                if len(packet) > end + 2 and packet[end + 2] == 0:  # the property length: no properties
-                    topic = packet[2:end].decode("utf-8")
-                    take(topic, bytes(packet[end + 3:]), packet[end] << 8 | packet[end + 1], 1)
-                    return mqtt.MQTT_ERR_SUCCESS
-            except (IndexError, UnicodeDecodeError):
-                pass  # paho's own path says what is wrong
-        return super()._handle_publish()
-
-
-class ReadAhead:
-    """A socket that reads ahead and writes a run of packets at once.
-
-    paho reads each packet with three or more ``recv`` calls (its first
-    byte, its length a byte at a time, the rest) and writes each PUBACK with
-    a ``send`` of its own: at thousands of messages a second, the system
-    calls cost more than the messages. This reads up to 64 KiB at a time and
-    hands paho what it asks for from that; ``pending()`` tells paho's loop
-    that bytes are waiting without a ``select`` (as paho does for TLS). A
-    ``send`` while more packets are queued behind it is held and written with
-    the last of the run.
-    """
-
-    READ = 65536
-
-    def __init__(self, sock, client: mqtt.Client):
-        self._sock, self._client = sock, client
-        self._data, self._at = b"", 0
-        self._held: list[bytes] = []
-
-    def recv(self, size: int) -> bytes:
-        if self._at >= len(self._data):
-            data = self._sock.recv(max(size, self.READ))
-            if len(data) <= size:
-                return data
-            self._data, self._at = data, 0
-        start, self._at = self._at, min(self._at + size, len(self._data))
-        return self._data[start:self._at]
-
-    def pending(self) -> int:
-        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
-        return len(self._data) - self._at + inner
-
-    def send(self, data) -> int:
-        if self._client._out_packet:  # more packets follow this one in the same write
-            self._held.append(bytes(data))
-            return len(data)
-        if self._held:
-            self._held.append(bytes(data))
-            self._write_all(b"".join(self._held))
-            self._held = []
-            return len(data)
-        return self._sock.send(data)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self._sock.send(view):]
-            except BlockingIOError:
-                import select
-                if not select.select([], [self._sock], [], DISCONNECT_TIMEOUT)[1]:
-                    raise TimeoutError("the broker took no data for 10 s") from None
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
 
 
 def reject(store, items: list[tuple[str, bytes, str]]) -> None:

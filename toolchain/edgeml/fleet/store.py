@@ -36,7 +36,7 @@ string or a parsed :class:`~edgeml_runtime.protocol.Topic`, and a dict):
   any other controller is a no-op (``record_window`` returns False). On
   SQLite a batch first tries a plain INSERT of its windows in a savepoint,
   the common case of none stored before, and takes ON CONFLICT only if one
-  was (:func:`_sqlite_all_new`);
+  was (:func:`.inserts.sqlite_all_new`);
 * births and deaths follow Sparkplug: each is kept only if its ``bdSeq`` is at
   least the last one's of its kind, and a device is online while its birth's
   ``bdSeq`` is greater than its death's (a late will of an old connection
@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import gc
 import json
-import operator
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -95,6 +94,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed 
 
 from . import schema as t
 from .database import MAYBE_REFUSED, connect, first_line, masked, refused_value, safe_text
+from .inserts import KEY, PG_WINDOWS, device_upsert, key_of, pg_parameters, sqlite_all_new
 from .migrations import HEAD, migrate
 from .rows import Prepared, prepare, whole
 from .schema import Batch, Decision, Device, Rejected, StoredWindow
@@ -102,75 +102,6 @@ from .schema import Batch, Decision, Device, Rejected, StoredWindow
 #: What a batch says of each message (see :class:`Batch`).
 OUTCOMES = ("stored", "duplicate", "stale", "ignored", "rejected")
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-_KEY = ("fleet", "device", "session", "seq")
-_key_of = operator.itemgetter(*_KEY)
-_COLUMNS = tuple(c.name for c in t.windows_text.c)
-_JSON_COLUMNS = tuple(c.name for c in t.windows.c if isinstance(c.type, sa.JSON))
-
-
-def _pg_windows() -> str:
-    """PostgreSQL: a batch of windows as one array per column (``unnest``): 16 parameters whatever its size.
-
-    insertmanyvalues sends one row of parameters per window in one query of
-    thousands of placeholders, which psycopg parsed again every batch (40 %
-    of the time). Each JSON column travels as one JSON array of the batch's
-    documents (joined as text, nothing escaped: a text array would quote every
-    ``"`` of them, slower than before), taken apart by ``json_array_elements``
-    in order (``WITH ORDINALITY``), which keeps each document's text as sent.
-    """
-    kinds = {c.name: c.type.compile(dialect=postgresql.dialect()) for c in t.windows.c if c.name in _COLUMNS}
-    plain = [c for c in _COLUMNS if c not in _JSON_COLUMNS]
-    names = ", ".join(f'"{c}"' for c in _COLUMNS)
-    arrays = ", ".join(f"%({c})s::{kinds[c]}[]" for c in plain)
-    values = ", ".join(f'b."{c}"' if c in plain else f"{c}.value" for c in _COLUMNS)
-    documents = " ".join(f"JOIN json_array_elements(%({c})s::json) WITH ORDINALITY AS {c}(value, n) USING (n)"
-                         for c in _JSON_COLUMNS)
-    return (f"INSERT INTO windows ({names}) SELECT {values} FROM unnest({arrays}) WITH ORDINALITY "
-            f"AS b({', '.join(f'{chr(34)}{c}{chr(34)}' for c in plain)}, n) {documents} "
-            "ON CONFLICT (fleet, device, session, seq) DO NOTHING RETURNING fleet, device, session, seq")
-
-
-def _pg_parameters(rows: list[dict]) -> dict:
-    """The parameters of :data:`_PG_WINDOWS` for ``rows``: a list per plain column, a JSON array text per JSON one."""
-    return {c: "[" + ",".join([r[c] for r in rows]) + "]" if c in _JSON_COLUMNS else [r[c] for r in rows]
-            for c in _COLUMNS}
-
-
-_PG_WINDOWS = _pg_windows()
-
-#: SQLite, the common case of a batch whose every window is new: a plain INSERT, no ON CONFLICT, no RETURNING.
-_SQLITE_WINDOWS = (f"INSERT INTO windows ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _COLUMNS)}) "
-                   f"VALUES ({', '.join(f':{c}' for c in _COLUMNS)})")
-
-
-def _sqlite_all_new(conn: sa.Connection, rows: list[dict]) -> bool:
-    """SQLite: store ``rows`` if every one is new (True), or store none of them (False: take ON CONFLICT).
-
-    Optimistic: most batches hold no window stored before, and a plain
-    INSERT of them all, one DBAPI ``executemany`` (SQLAlchemy only wraps its
-    errors), costs a third less than ``INSERT ... ON CONFLICT DO NOTHING
-    RETURNING`` through insertmanyvalues (bench/results/store.md). It runs in
-    a savepoint: if it breaks a constraint (a window's key stored before: a
-    window resent), the savepoint is rolled back, nothing of it stays, and
-    the caller takes the ON CONFLICT path, which says which windows are
-    duplicates or, for any other constraint (a trigger, say), raises what it
-    raised before this path existed, so the batch's outcomes are exactly its.
-    Any other error (a value the driver refuses, a failing database) is
-    raised at once, as ON CONFLICT would raise it for the same rows, and the
-    caller's transaction or savepoint, rolled back, cancels this one. The
-    caller has already kept only the first of a key the batch holds twice.
-    """
-    conn.exec_driver_sql("SAVEPOINT windows_all_new")  # not begin_nested(): its bookkeeping took 120 µs a batch
-    try:
-        conn.exec_driver_sql(_SQLITE_WINDOWS, rows)
-        stored = True
-    except sa.exc.IntegrityError:
-        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT windows_all_new")
-        stored = False
-    conn.exec_driver_sql("RELEASE SAVEPOINT windows_all_new")
-    return stored
-
-
 class Store:
     """An open fleet store; :meth:`open` one, :meth:`close` it (or use it as a context manager)."""
 
@@ -178,8 +109,8 @@ class Store:
         self.engine, self.url = engine, url
         self._insert = _INSERT[engine.dialect.name]
         w = t.windows_text
-        self._window_insert = (self._insert(w).on_conflict_do_nothing(index_elements=list(_KEY))
-                               .returning(*(w.c[k] for k in _KEY)))
+        self._window_insert = (self._insert(w).on_conflict_do_nothing(index_elements=list(KEY))
+                               .returning(*(w.c[k] for k in KEY)))
 
     @classmethod
     def open(cls, url: str, *, version: int = HEAD) -> Store:
@@ -289,40 +220,24 @@ class Store:
         outcomes = ["rejected" if m.reason else "ignored" for m in batch]
         for i, m in enumerate(batch):
             if m.reason is None and m.kind in ("birth", "death"):
-                outcomes[i] = "stored" if conn.execute(self._device_upsert(m)).first() else "stale"
+                outcomes[i] = "stored" if conn.execute(device_upsert(self._insert, m)).first() else "stale"
         fresh: dict[tuple, int] = {}
         for i, m in enumerate(batch):
             if m.reason is None and m.kind == "drift":
-                key = _key_of(m.row)
+                key = key_of(m.row)
                 outcomes[i] = "duplicate"
                 fresh.setdefault(key, i)
         if fresh:
             rows = [batch[i].row for i in fresh.values()]
             if conn.dialect.name == "postgresql":
-                result = conn.exec_driver_sql(_PG_WINDOWS, _pg_parameters(rows))
-            elif _sqlite_all_new(conn, rows):
+                result = conn.exec_driver_sql(PG_WINDOWS, pg_parameters(rows))
+            elif sqlite_all_new(conn, rows):
                 result = fresh  # every window of the batch was new: each key stored
             else:
                 result = conn.execute(self._window_insert, rows)
             for key in result:
                 outcomes[fresh[tuple(key)]] = "stored"
         return outcomes
-
-    def _device_upsert(self, m: Prepared):
-        d = t.devices
-        ins = self._insert(d).values(m.row)
-        new = ins.excluded
-        if m.kind == "birth":
-            changed = {k: new[k] for k in m.row if k not in ("fleet", "device", "online")}
-            online = sa.or_(d.c.death_seq.is_(None), new.birth_seq > d.c.death_seq)
-            newer = sa.or_(d.c.birth_seq.is_(None), new.birth_seq >= d.c.birth_seq)
-        else:
-            changed = {k: new[k] for k in m.row if k not in ("fleet", "device", "online")}
-            online = sa.and_(d.c.birth_seq.is_not(None), d.c.birth_seq > new.death_seq)
-            newer = sa.or_(d.c.death_seq.is_(None), new.death_seq >= d.c.death_seq)
-        changed["online"] = sa.case((online, sa.true()), else_=sa.false())
-        return ins.on_conflict_do_update(index_elements=[d.c.fleet, d.c.device], set_=changed,
-                                         where=newer).returning(d.c.online)
 
     def _reject(self, conn: sa.Connection, refused: list[Prepared], received: float) -> None:
         if refused:
