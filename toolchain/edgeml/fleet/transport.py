@@ -36,7 +36,7 @@ class Client(mqtt.Client):
 
     def _handle_publish(self):
         take, packet, header = self.take, self._in_packet["packet"], self._in_packet["command"]
-        if take is not None and header & 0x06 == 0x02 and self._protocol == mqtt.MQTTv5 and self._manual_ack:
+        if take is not None and (header & 0x06) == 0x02 and self._protocol == mqtt.MQTTv5 and self._manual_ack:
             try:
                 end = 2 + (packet[0] << 8 | packet[1])
                 if len(packet) > end + 2 and packet[end + 2] == 0:  # the property length: no properties
