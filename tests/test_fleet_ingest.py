@@ -24,9 +24,9 @@ def store_url(request, tmp_path):
     return server.create_database("ingest_once")
 
 
-def controller(folder, broker, store, client_id, *extra, name=None):
+def controller(folder, broker, store, client_id, *extra, name=None, env=None):
     return Controller(folder, "--broker", broker.url, "--store", store, "--judge-every", "0",
-                      "--client-id", client_id, "--batch-wait", "0.05", *extra, name=name or client_id)
+                      "--client-id", client_id, "--batch-wait", "0.05", *extra, name=name or client_id, env=env)
 
 
 def count(store) -> int:
@@ -117,6 +117,32 @@ def test_two_controllers_share_the_load(mqtt_broker, tmp_path):
     assert one.get("duplicate", 0) + two.get("duplicate", 0) == 0, (one, two)  # each message went to one of them
     assert one["stored"] + two["stored"] == sent
     assert min(one["stored"], two["stored"]) > sent / 5, f"the load was not split: {one['stored']} / {two['stored']}"
+
+
+def test_retiring_a_group_member_strands_nothing(mqtt_broker, tmp_path):
+    """docs/fleet.md's procedure: Mosquitto keeps queueing a stopped member's share of a group; started once with
+    session expiry 0, it takes that share, and once stopped the broker gives the whole stream to the others."""
+    store = f"sqlite:///{tmp_path}/fleet.db"
+    fleet = "retire"
+    flags = ("--fleet", fleet, "--group", "ret", "--batch-size", "20")
+    stay = controller(tmp_path, mqtt_broker, store, "ret-1", *flags).start()
+    leave = controller(tmp_path, mqtt_broker, store, "ret-2", *flags).start()
+    for c in (stay, leave):
+        c.wait_log("subscribed to $share/ret/")
+    assert leave.stop() == 0
+    pub = Publisher(mqtt_broker.url, "pub-retire")
+    pub.send(traffic(fleet, 10, 20))  # 10 births, 200 windows: about half queued for the stopped member
+    time.sleep(1.0)
+    assert 0 < count(store) < 200, "the stopped member's share was not queued for it"
+    retiring = controller(tmp_path, mqtt_broker, store, "ret-2", *flags, name="ret-2-retire",
+                          env={"EDGEML_FLEET_SESSION_EXPIRY": "0"}).start()
+    wait_until(lambda: count(store) == 200, timeout=60, what="the queued share taken")
+    assert retiring.stop() == 0
+    pub.send(traffic(fleet, 10, 40)[10 + 200:])  # the windows of seq 20 to 39
+    pub.close()
+    wait_until(lambda: count(store) == 400, timeout=60, what="every later window, by the member that stays")
+    assert stay.stop() == 0
+    assert_exactly_once(store, expected_keys(fleet, 10, 40))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
