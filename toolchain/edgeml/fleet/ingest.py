@@ -65,7 +65,8 @@ DISCONNECT_TIMEOUT = 10.0
 class Received(NamedTuple):
     """One message as paho handed it over, with the connection it came on (``generation``).
 
-    A tuple: one is made per message on paho's thread, where a frozen dataclass's ``__init__`` cost 2 µs more.
+    A tuple: one is made per message on paho's thread, and a frozen dataclass's ``__init__`` (an
+    ``object.__setattr__`` per field) costs several times a tuple's.
     """
 
     topic: str
@@ -127,8 +128,8 @@ class Ingest:
         b = self.settings.broker
         v5 = b.protocol == "5"
         client = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
-                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
-                             **({} if v5 else {"clean_session": False}))
+                        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
+                        **({} if v5 else {"clean_session": False}))
         if b.username is not None:
             client.username_pw_set(b.username, b.password)
         if b.endpoint[2]:
