@@ -179,7 +179,9 @@ def run_case(broker, store, args, *, mode, batch_size, work, workers=1, profile=
              backlog=None) -> dict:
     from fleet_traffic import Controller
 
-    receive_maximum = receive_maximum or args.receive_maximum or min(65535, batch_size * 4 * workers)
+    from edgeml.fleet.settings import default_receive_maximum
+
+    receive_maximum = receive_maximum or args.receive_maximum or default_receive_maximum(batch_size, workers)
     backlog = backlog or args.backlog
     fleet = f"{mode}-{batch_size}-{receive_maximum}-{workers}{'-profiled' if profile else ''}"
     flags = ["--broker", broker.url, "--store", store, "--judge-every", "0", "--client-id", f"ctl-{fleet}",

@@ -182,10 +182,20 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
         batch_size=values["batch_size"], batch_wait=values["batch_wait"], lease_seconds=values["lease_seconds"],
         workers=values["workers"],
-        receive_maximum=values["receive_maximum"] or min(65535, values["batch_size"] * 4 * values["workers"]),
+        receive_maximum=values["receive_maximum"] or default_receive_maximum(values["batch_size"], values["workers"]),
         session_expiry=values["session_expiry"],
         judge_every=values["judge_every"], policy=policy, config=None if config is None else str(config),
         sources=sources)
+
+
+def default_receive_maximum(batch_size: int, workers: int) -> int:
+    """Unacknowledged messages the broker may send ahead, unless set: 4 batches per committing process, so that
+    while batches commit the next ones fill (at most 65535, MQTT's limit).
+
+    >>> default_receive_maximum(500, 1), default_receive_maximum(500, 2), default_receive_maximum(5000, 8)
+    (2000, 4000, 65535)
+    """
+    return min(65535, batch_size * 4 * workers)
 
 
 def _read(config) -> dict:
