@@ -1,7 +1,7 @@
 """Model quality: edgeml (``--target x86-64``) against plain FLAML on a DataFrame, same rows, same time budget.
 
 For each table and each repeated split (five for tables under 2,000 rows,
-one above), the rows are split once with the split's seed: 80 % go to both
+three above), the rows are split once with the split's seed: 80 % go to both
 tools for training, the other 20 % are scored by both. edgeml gets its 80 %
 as a CSV file, as a user hands it to ``edgeml build``, and its bundle scores
 the held-out rows from their raw text through ``edgeml_runtime.Model`` as a
@@ -15,7 +15,7 @@ Metrics: accuracy, balanced accuracy and F1 (binary: of the minority class of
 the training rows; multiclass: macro) for classification, R² and MAE for
 regression. A set is *worse* when edgeml's mean is below FLAML's by more than
 the spread (standard deviation) of the paired per-split differences, or by
-more than 0.005 where there is one split.
+more than 0.005 where there is one split (``--large-splits 1``).
 
     python bench/bench_quality.py                 # every set, 8 s a build
     python bench/bench_quality.py --quick         # 3 sets, 5 s, 2 splits: a check that it runs
@@ -42,7 +42,7 @@ import numpy as np
 from common import DATASETS, RESULTS_DIR, ROOT, publish
 
 QUICK_SETS = ("heart-disease", "wine", "concrete")
-SMALL = 2_000  #: tables under this many rows get five repeated splits
+SMALL = 2_000  #: tables under this many rows get ``--splits`` repeated splits, the others ``--large-splits``
 HELD_OUT = 0.2
 ONE_SPLIT = 0.005  #: where there is one split: the difference that counts (MAE: this fraction of FLAML's)
 
@@ -310,7 +310,8 @@ def report(done: list[tuple[Table, list[dict]]], args, seconds: float) -> str:
     out = [f"# Model quality: edgeml (x86-64) against plain FLAML, {args.budget:g} s a build",
            "", f"`python bench/bench_quality.py {' '.join(args.argv)}`".replace(" `", "`"),
            f"({seconds / 60:.1f} min). Same training rows and held-out rows (20 %) for both, split once per repeat; "
-           f"tables under {SMALL:,} rows: {args.splits} splits, mean ± standard deviation. edgeml scores the "
+           f"{args.splits} splits for tables under {SMALL:,} rows, {args.large_splits} above; mean ± standard "
+           "deviation. edgeml scores the "
            "held-out rows from raw text with `edgeml_runtime.Model`; FLAML predicts on the DataFrame. "
            "Δ = edgeml − FLAML (MAE: edgeml / FLAML); *worse*/*better*: beyond the spread of the per-split "
            "differences (one split: 0.005, MAE 0.5 %).", "",
@@ -349,6 +350,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=8.0, help="seconds of search a build, both tools")
     ap.add_argument("--sets", default="", help="comma-separated set names (default: all)")
     ap.add_argument("--splits", type=int, default=5, help=f"repeated splits for tables under {SMALL:,} rows")
+    ap.add_argument("--large-splits", type=int, default=3, help=f"repeated splits for tables of {SMALL:,} rows or more")
     ap.add_argument("--max-iter", type=int, default=None, help="trials a build instead of the time (for tests)")
     ap.add_argument("--quick", action="store_true", help=f"{', '.join(QUICK_SETS)}; 5 s; 2 splits")
     ap.add_argument("--results", type=Path, default=RESULTS_DIR)
@@ -356,7 +358,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
-        args.sets, args.budget, args.splits = args.sets or ",".join(QUICK_SETS), 5.0, 2
+        args.sets, args.budget, args.splits, args.large_splits = args.sets or ",".join(QUICK_SETS), 5.0, 2, 1
     quiet()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -369,7 +371,7 @@ def main(argv=None) -> int:
         table = known[name]()
         header, rows, frame = read(table)
         runs = []
-        for seed in range(args.splits if len(rows) < SMALL else 1):
+        for seed in range(args.splits if len(rows) < SMALL else args.large_splits):
             runs.append(one_split(table, header, rows, frame, seed, work, args))
             shown = ", ".join(f"{k} {runs[-1]['edgeml'][k]:.3f}/{runs[-1]['flaml'][k]:.3f}" for k in runs[-1]["edgeml"])
             print(f"[{time.monotonic() - started:6.0f} s] {name} split {seed}: edgeml/FLAML {shown}", flush=True)

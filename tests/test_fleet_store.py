@@ -42,7 +42,7 @@ url, store = fleet_helpers.url, fleet_helpers.store
 
 def test_a_fresh_store_has_exactly_the_schema_the_code_reads(store):
     with store.engine.connect() as conn:
-        assert current_version(conn) == HEAD == 2
+        assert current_version(conn) == HEAD == 3
         inspector = sa.inspect(conn)
         found = {name: [c["name"] for c in inspector.get_columns(name)] for name in inspector.get_table_names()}
         indexes = {i["name"] for i in inspector.get_indexes("windows")}
@@ -55,18 +55,34 @@ def test_a_fresh_store_has_exactly_the_schema_the_code_reads(store):
         assert pragmas == ["wal", 2, 1, 10_000]  # synchronous 2 = FULL
 
 
+def _v1_rows(store: Store) -> None:
+    """A birth and a window written as version 1 of the code wrote them (the columns of that version only)."""
+    from edgeml.fleet.rows import prepare
+
+    with store.engine.begin() as conn:
+        for topic, message in (birth("pi-07", 3), window("pi-07", 3, 0)):
+            m = prepare(topic, message, T0)
+            table = "devices" if m.kind == "birth" else "windows"
+            row = {k: v for k, v in m.row.items() if k != "performance"}
+            if table == "devices":
+                row = {k: json.dumps(v) if k == "window" else v for k, v in row.items()}
+            columns = ", ".join(f'"{k}"' for k in row)
+            conn.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(f':{k}' for k in row)})"),
+                         row)
+
+
 def test_a_version_1_store_is_upgraded_with_its_rows(url):
     with Store.open(url, version=1) as old:
-        assert old.record_birth(*birth("pi-07", 3)) and old.record_window(*window("pi-07", 3, 0))
+        _v1_rows(old)
         with old.engine.connect() as conn:
             assert current_version(conn) == 1 and not sa.inspect(conn).has_table("rejected")
     with Store.open(url) as new:
         with new.engine.connect() as conn:
-            assert current_version(conn) == 2
+            assert current_version(conn) == HEAD
             assert "windows_horizon" in {i["name"] for i in sa.inspect(conn).get_indexes("windows")}
             versions = conn.execute(sa.text("SELECT version, name FROM schema_version ORDER BY version")).all()
-        assert [v for v, _ in versions] == [1, 2]
-        assert [(w.device, w.seq) for w in new.windows("plant-a", BUNDLE)] == [("pi-07", 0)]
+        assert [v for v, _ in versions] == list(range(1, HEAD + 1))
+        assert [(w.device, w.seq, w.performance) for w in new.windows("plant-a", BUNDLE)] == [("pi-07", 0, {})]
         assert new.devices()[0].online and not new.record_window(*window("pi-07", 3, 0))
         batch = new.record_messages([window("pi-07", 3, 1), ("edgeml/plant-a/pi-07/drift", {"seq": 1})])
         assert batch.outcomes == ("stored", "rejected") and len(new.rejected()) == 1

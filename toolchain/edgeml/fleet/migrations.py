@@ -17,12 +17,17 @@ version 1 of the code must upgrade the same way in every later release.
 * **1** (the store's first form): devices, windows, decisions, leases, bundles.
 * **2**: ``rejected``, the messages of a batch that could not be stored, and
   the ``windows_horizon`` index (fleet, bundle, ended) the horizon queries use.
+* **3**: the loop from drift to a better model: ``windows.performance`` (a
+  window's live metric counts, ``{}`` where its rows carried no label; the
+  windows stored before get ``{}``), the registry's ``bundle_archives``,
+  ``model_versions`` and ``aliases``, and ``retrains``.
 
 To change the schema: add a step at the end (version = the last + 1), change
 :mod:`.schema` to match, and test the upgrade from the version before.
 
 >>> [(m.version, m.name) for m in MIGRATIONS]
-[(1, 'devices, windows, decisions, leases, bundles'), (2, 'rejected messages; the windows horizon index')]
+[(1, 'devices, windows, decisions, leases, bundles'), (2, 'rejected messages; the windows horizon index'), \
+(3, 'live performance counts; registry versions, aliases, archives; retrains')]
 """
 
 from __future__ import annotations
@@ -99,10 +104,41 @@ def _v2(conn: sa.Connection) -> None:
     sa.Index("windows_horizon", windows.c.fleet, windows.c.bundle_sha256, windows.c.ended).create(conn)
 
 
+def _v3(conn: sa.Connection) -> None:
+    md = sa.MetaData()
+    sa.Table("bundle_archives", md,
+             sa.Column("bundle_sha256", sa.Text, primary_key=True),
+             sa.Column("archive", sa.LargeBinary, nullable=False),
+             sa.Column("bytes", sa.BigInteger, nullable=False), sa.Column("sha256", sa.Text, nullable=False),
+             sa.Column("added", TIME, nullable=False))
+    sa.Table("model_versions", md,
+             sa.Column("version", ID, primary_key=True, autoincrement=True),
+             *(sa.Column(name, sa.Text, nullable=False) for name in ("fleet", "cohort", "bundle_sha256")),
+             sa.Column("created", TIME, nullable=False),
+             *(sa.Column(name, sa.Text, nullable=False) for name in ("action", "status")),
+             sa.Column("parent", sa.Text), sa.Column("lineage", JSON, nullable=False),
+             sa.Index("model_versions_fleet", "fleet", "cohort", "version"))
+    sa.Table("aliases", md,
+             *(sa.Column(name, sa.Text, primary_key=True) for name in ("fleet", "cohort", "alias")),
+             sa.Column("version", sa.BigInteger, nullable=False), sa.Column("updated", TIME, nullable=False))
+    sa.Table("retrains", md,
+             sa.Column("id", ID, primary_key=True, autoincrement=True),
+             *(sa.Column(name, sa.Text, nullable=False) for name in ("fleet", "cohort", "trigger", "reason")),
+             sa.Column("decision_id", sa.BigInteger), sa.Column("requested", TIME, nullable=False),
+             sa.Column("started", TIME), sa.Column("finished", TIME), sa.Column("status", sa.Text, nullable=False),
+             sa.Column("attempt", sa.Integer, nullable=False), sa.Column("holder", sa.Text),
+             sa.Column("error", sa.Text), *(sa.Column(name, JSON, nullable=False) for name in ("evidence", "result")),
+             sa.Index("retrains_fleet", "fleet", "requested"))
+    md.create_all(conn)
+    # Windows stored before this step carried no labels: their performance counts are the empty object.
+    conn.execute(sa.text("ALTER TABLE windows ADD COLUMN performance JSON NOT NULL DEFAULT '{}'"))
+
+
 #: Every step, in order; the last one's version is the schema this code reads and writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "devices, windows, decisions, leases, bundles", _v1),
     Migration(2, "rejected messages; the windows horizon index", _v2),
+    Migration(3, "live performance counts; registry versions, aliases, archives; retrains", _v3),
 )
 HEAD = MIGRATIONS[-1].version
 

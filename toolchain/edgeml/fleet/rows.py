@@ -231,7 +231,8 @@ def window_row(topic, message: Mapping, received: float) -> dict:
             "outbox_dropped": whole(get("outbox_dropped"), "outbox_dropped", where),
             "historical": historical, "counts": dumps({"columns": counts, "output": output_counts}),
             "statistics": dumps({"columns": statistics, "output": output_statistics}),
-            "verdict": dumps(dict(mapping(message, "verdict", where)))}
+            "verdict": dumps(dict(mapping(message, "verdict", where))),
+            "performance": dumps(dict(mapping(message, "performance", where))) if "performance" in message else "{}"}
 
 
 # -- a received message, checked ---------------------------------------------------------------

@@ -27,7 +27,17 @@ What a device said about time (a birth's ``time``, a window's ``start`` and
 * ``leases``: who may decide (:meth:`.store.Store.acquire_lease`);
 * ``bundles``: the registry, one row per bundle identity, with its manifest
   and drift reference;
-* ``rejected``: messages of a batch that could not be stored, with the reason.
+* ``rejected``: messages of a batch that could not be stored, with the reason;
+* ``bundle_archives``: the registry's bundles themselves, content-addressed:
+  each bundle's ``.tar.gz`` under its identity, with its size and SHA-256;
+* ``model_versions``: the registry's versions, numbered in one sequence that
+  only grows: which bundle, for which fleet and cohort (``""``: the whole
+  fleet), how it came (``action``: added, trained, promoted, rolled back),
+  its ``status`` and its ``lineage`` (data hash, trigger, evidence, parent
+  bundle, scores);
+* ``aliases``: a name per fleet and cohort (``champion``) pointing at a version;
+* ``retrains``: every retrain asked for, by whom and why, its attempts,
+  outcome and reason.
 
 What a received message becomes (its checks, and the row of ``devices`` or
 ``windows`` it sets) is :mod:`.rows`; here are the tables, the JSON columns'
@@ -38,7 +48,8 @@ so adding a bundle later makes its windows known at once, with no race
 against windows being stored meanwhile.
 
 >>> sorted(METADATA.tables)
-['bundles', 'decisions', 'devices', 'leases', 'rejected', 'schema_version', 'windows']
+['aliases', 'bundle_archives', 'bundles', 'decisions', 'devices', 'leases', 'model_versions', 'rejected', \
+'retrains', 'schema_version', 'windows']
 """
 
 from __future__ import annotations
@@ -105,6 +116,7 @@ windows = sa.Table(
     sa.Column("counts", JSON, nullable=False),
     sa.Column("statistics", JSON, nullable=False),
     sa.Column("verdict", JSON, nullable=False),
+    sa.Column("performance", JSON, nullable=False, server_default="{}"),
     sa.UniqueConstraint("fleet", "device", "session", "seq", name="windows_key"),
     sa.Index("windows_horizon", "fleet", "bundle_sha256", "ended"),
 )
@@ -138,6 +150,59 @@ bundles = sa.Table(
     sa.Column("reference", JSON, nullable=False),
     sa.Column("manifest", JSON, nullable=False),
 )
+
+bundle_archives = sa.Table(
+    "bundle_archives", METADATA,
+    sa.Column("bundle_sha256", sa.Text, primary_key=True),
+    sa.Column("archive", sa.LargeBinary, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("added", TIME, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions", METADATA,
+    sa.Column("version", ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", sa.Text, nullable=False),
+    sa.Column("cohort", sa.Text, nullable=False),
+    sa.Column("bundle_sha256", sa.Text, nullable=False),
+    sa.Column("created", TIME, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("parent", sa.Text),
+    sa.Column("lineage", JSON, nullable=False),
+    sa.Index("model_versions_fleet", "fleet", "cohort", "version"),
+)
+
+aliases = sa.Table(
+    "aliases", METADATA,
+    sa.Column("fleet", sa.Text, primary_key=True),
+    sa.Column("cohort", sa.Text, primary_key=True),
+    sa.Column("alias", sa.Text, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated", TIME, nullable=False),
+)
+
+retrains = sa.Table(
+    "retrains", METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", sa.Text, nullable=False),
+    sa.Column("cohort", sa.Text, nullable=False),
+    sa.Column("trigger", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("decision_id", sa.BigInteger),
+    sa.Column("requested", TIME, nullable=False),
+    sa.Column("started", TIME),
+    sa.Column("finished", TIME),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("holder", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("evidence", JSON, nullable=False),
+    sa.Column("result", JSON, nullable=False),
+    sa.Index("retrains_fleet", "fleet", "requested"),
+)
+
 
 class JSONText(sa.types.TypeDecorator):
     """A JSON column written with text :func:`dumps` made already: passed to the driver as it is.
@@ -268,6 +333,7 @@ class StoredWindow:
     counts: dict
     statistics: dict
     verdict: dict
+    performance: dict
     known: bool
 
     @classmethod
@@ -281,13 +347,13 @@ class StoredWindow:
     def from_text(cls, row: tuple) -> StoredWindow:
         """A window from a row of the ``windows`` columns in order (JSON columns as text), then ``known``."""
         (id_, fleet, device, session, seq, bundle, received, start, end, ended, rows, bad_rows, dropped,
-         historical, counts, statistics, verdict, known) = row
-        window = object.__new__(cls)  # the frozen dataclass's __init__ sets 18 fields one by one: a third of it
+         historical, counts, statistics, verdict, performance, known) = row
+        window = object.__new__(cls)  # the frozen dataclass's __init__ sets 19 fields one by one: a third of it
         window.__dict__.update(
             id=id_, fleet=fleet, device=device, session=session, seq=seq, bundle_sha256=bundle, received=received,
             start=start, end=end, ended=ended, rows=rows, bad_rows=bad_rows, outbox_dropped=dropped,
             historical=bool(historical), counts={"rows": rows, "bad_rows": bad_rows, **loads(counts)},
-            statistics=loads(statistics), verdict=loads(verdict), known=bool(known))
+            statistics=loads(statistics), verdict=loads(verdict), performance=loads(performance), known=bool(known))
         return window
 
 

@@ -50,7 +50,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,7 +60,7 @@ from edgeml.models.learners import LEARNERS
 from edgeml.search.cluster import ClusterSettings, cluster_fit, read_records
 from edgeml.search.judge import Measure, TrialJudge
 from edgeml.search.metrics import METRICS, check_metric
-from edgeml.search.refit import learner_class, refit
+from edgeml.search.refit import cores, learner_class, refit
 from edgeml.search.trials import (
     Candidate,
     Cost,
@@ -120,7 +120,7 @@ class SearchSettings:
     time_budget: float = 60.0
     max_iter: int | None = None
     seed: int = 0
-    n_jobs: int = -1
+    n_jobs: int = field(default_factory=cores)
     dimensions: tuple[str, ...] | None = None
     cluster: ClusterSettings = ClusterSettings()
 

@@ -11,7 +11,9 @@ holding ``target_transform`` ``"log1p"`` refits as a
 
 from __future__ import annotations
 
+import os
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -64,7 +66,25 @@ def __getattr__(name: str) -> type:
     return learner_class(parts[1], tuple(parts[2:]))
 
 
-def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n_jobs: int = -1):
+def cores() -> int:
+    """The CPUs this build may use: the process's affinity (a container's cpuset, ``taskset``), further cut by a
+    cgroup v2 CPU quota where one is set; what the learners get as ``n_jobs`` unless told otherwise. LightGBM's
+    and XGBoost's ``-1`` ask OpenMP, which counts every core of the machine under a quota and oversubscribes it.
+
+    >>> 1 <= cores() <= (os.cpu_count() or 1)
+    True
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n_jobs: int | None = None):
     """A fresh FLAML estimator of ``learner`` with ``config`` fitted on ``X``, ``y``: how the shipped model is
     trained on train+validation (and on every row under ``--refit-all``); its fitted model is ``.estimator``.
 
@@ -84,7 +104,7 @@ def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n
     else:
         name = "regression"
     flaml_class = learner_class(learner)
-    model = flaml_class(**dict(config), task=task_factory(name, None, y), n_jobs=n_jobs)
+    model = flaml_class(**dict(config), task=task_factory(name, None, y), n_jobs=n_jobs or cores())
     model.fit(X, y)
     if model.failure is not None:
         raise SearchError(f"refitting the best model ({learner}) on {len(y):,} rows failed: {model.failure}")
@@ -93,7 +113,7 @@ def refit(learner: str, config: dict, X: np.ndarray, y: np.ndarray, task: str, n
 
 def held_out_predictions(learner: str, config: dict, X_train: np.ndarray, y_train: np.ndarray,
                          X_valid: np.ndarray, y_valid: np.ndarray, validation: Validation, task: str, *,
-                         seed: int = 0, n_jobs: int = -1) -> np.ndarray:
+                         seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
     """Predictions of the chosen configuration on rows it was not fitted on, in train-then-validation order under
     cross-validation (out-of-fold: every train+validation row once) or on the validation rows under a holdout.
 
