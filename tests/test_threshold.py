@@ -77,6 +77,21 @@ def test_the_rule_for_threshold_free_metrics_and_few_positives():
     assert decide(scores, few, "f1", 0.05).metric == "f1"
 
 
+def test_argmax_that_calls_every_row_one_class_is_tuned_for_accuracy():
+    # A short, slow-learning boosted model (telco-churn, 26 % churn, 17 trees at learning rate 0.026) ranked well
+    # (ROC AUC 0.87) but never gave churn more than 0.5: argmax called every customer loyal.
+    rng = np.random.default_rng(5)
+    y = (rng.random(400) < 0.26).astype(int)
+    squashed = np.clip(0.2 + 0.2 * y + rng.normal(0, 0.06, 400), 0.01, 0.49)
+    tuned = decide(squashed, y, "roc_auc", 0.26)
+    assert tuned.metric == "accuracy" and tuned.threshold < 0.5 and "calls every validation row negative" in \
+        tuned.reason
+    assert tuned.valid > tuned.argmax == pytest.approx(1 - y.mean())
+    assert len(np.unique(positive_labels(squashed, tuned.threshold))) == 2
+    spread = np.clip(squashed + 0.25 * y, 0, 1)  # the same ranking, crossing 0.5: argmax stays
+    assert (decide(spread, y, "roc_auc", 0.26).threshold, decide(spread, y, "roc_auc", 0.26).metric) == (0.5, None)
+
+
 def test_near_ties_are_measured_against_the_threshold():
     tolerance = AbsoluteTolerance(atol=1e-4)
     want = Outputs(labels=("no", "yes", "no"), probabilities=np.array([[0.74995, 0.25005], [0.4, 0.6], [0.5, 0.5]]))

@@ -13,7 +13,11 @@ The rule (:func:`decide`):
   maximised by calling every row positive); for a metric that does not
   (``auto``, ``roc_auc``, ``log_loss``, ``ap``) it is ``f1`` when the
   positive class is under :data:`RARE_SHARE` of the labelled rows, and
-  otherwise no tuning happens: the threshold stays 0.5 (argmax);
+  otherwise no tuning happens: the threshold stays 0.5 (argmax) — unless
+  argmax calls every validation row one class while both are there (a
+  model that ranks well but whose probabilities never cross 0.5, as a
+  short, slow-learning boosted model's do): then the threshold is tuned for
+  ``accuracy``, argmax's own aim, so the labels use what the ranking knows;
 * no tuning happens either when the validation predictions hold fewer than
   :data:`MIN_POSITIVES` positive rows: F1 over a handful of positives moves
   by a whole step per row, so the threshold would fit those rows, not the
@@ -135,6 +139,10 @@ def decide(scores: np.ndarray, y: np.ndarray, build_metric: str, positive_share:
     >>> d = decide(rng.random(50), np.arange(50) % 2, "roc_auc", 0.5)
     >>> d.threshold, d.metric
     (0.5, None)
+    >>> squashed = np.concatenate([np.full(20, 0.2), np.full(20, 0.4)])  # ranks perfectly, never above 0.5
+    >>> d = decide(squashed, np.repeat([0, 1], 20), "roc_auc", 0.5)
+    >>> d.threshold, d.metric, d.argmax, d.valid
+    (0.3, 'accuracy', 0.5, 1.0)
     >>> decide(rng.random(50), (np.arange(50) < 4).astype(int), "f1", 0.08).reason
     'the validation predictions hold 4 positive rows, fewer than 10: the threshold stays 0.5 (argmax)'
     """
@@ -144,6 +152,10 @@ def decide(scores: np.ndarray, y: np.ndarray, build_metric: str, positive_share:
     if metric is None and positive_share < RARE_SHARE:
         metric, why = "f1", (f"the positive class is {positive_share:.1%} of the labelled rows (under "
                              f"{RARE_SHARE:.0%}) and the metric {build_metric} does not depend on the threshold")
+    elif metric is None and 0 < positives < rows and len(np.unique(positive_labels(scores, 0.5))) == 1:
+        called = "positive" if positive_labels(scores[:1], 0.5)[0] else "negative"
+        metric, why = "accuracy", (f"argmax (0.5) calls every validation row {called}, though both classes are "
+                                   f"there, and the metric {build_metric} does not depend on the threshold")
     elif metric is None:
         return Decision(0.5, None, f"the metric {build_metric} does not depend on the threshold and the positive "
                                    f"class is {positive_share:.1%} of the labelled rows: argmax (0.5)",
