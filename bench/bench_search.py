@@ -144,9 +144,10 @@ def run(time_budget: float, seed: int, results: Path) -> Path:
     lines += ["", "Size is the TFLite file (model alone plus the data set's preprocessing); the arena is what TFLite "
               "Micro reports (cortex-m7) or the planned tensors (android-arm64). Errors are |predicted − "
               "measured| / measured on every frontier trial refitted on train+validation.",
-              "", "The device profiles list the MLP first: FLAML starts with its first configuration, whose "
-              "five-fold trial can take a short budget alone, whatever the measure. The rows with x86-64's "
-              "learners compare the measures on the same learners."]
+              "", "Each target searches its own profile's learners in the profile's order (FLAML starts with the "
+              "first); the rows with x86-64's learners compare the measures on the same learners. \"s measuring "
+              "trials\" is the part of the budget the device measure took: where it is a small share, the trial "
+              "counts differ by how long each learner's fits took, and by other work on the machine."]
     return publish("search", "\n".join(lines), results)
 
 
