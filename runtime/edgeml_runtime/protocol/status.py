@@ -74,7 +74,8 @@ def status_payload(fleet: str, bundles: Mapping[str, Mapping], decision: Mapping
                                 f"{', '.join(PERFORMANCE_STATES)}")
     return {"format_version": FORMAT_VERSION, "fleet": fleet, "time": iso(decision["time"]),
             "bundles": {sha: {"name": b.get("name"), "version": b.get("version"), "state": b["state"],
-                              "performance": b.get("performance", "ok"), "anomalies": sorted(b.get("anomalies", ()))} for sha, b in bundles.items()},
+                              "performance": b.get("performance", "ok"), "anomalies": sorted(b.get("anomalies", ()))}
+                        for sha, b in bundles.items()},
             "decision": {"id": int(decision["id"]), "kind": decision["kind"], "time": iso(decision["time"]),
                          "bundle": decision.get("bundle"), "device": decision.get("device"),
                          "summary": str(decision["summary"])}}
