@@ -40,12 +40,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-
 from edgeml_runtime.errors import ProtocolError
 from edgeml_runtime.protocol import add_performance, check_performance
-
-from . import schema as t
 
 #: The metrics counts give, per task, in the order ``"auto"`` falls back on.
 COUNTED = {"classification": ("accuracy", "balanced_accuracy", "f1"), "regression": ("rmse", "mae", "r2")}
@@ -114,6 +110,10 @@ def choose_metric(manifest: Mapping, wanted: str) -> tuple[str | None, str]:
 
 def bundle_manifest(store, bundle: str) -> dict | None:
     """The manifest of a registered bundle (None if the registry does not hold it)."""
+    import sqlalchemy as sa  # here: the policy imports this module, and importing edgeml.fleet imports no database
+
+    from . import schema as t
+
     b = t.bundles
     with store.engine.connect() as conn:
         return conn.execute(sa.select(b.c.manifest).where(b.c.bundle_sha256 == bundle)).scalar()
