@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from broker import require_mosquitto, wait_until
 from conftest import BIN, run_env
-from fleet_traffic import Controller, fleet_broker, kill_leftovers
+from fleet_traffic import Controller, fleet_broker
 from sklearn.metrics import confusion_matrix
 
 ROWS, WINDOW_ROWS, FLIP = 500, 250, 0.4
@@ -63,7 +63,12 @@ def fleet(tmp_path_factory, demo_bundle):
     edgeml("registry", "add", demo_bundle, "--store", store)
     config = tmp / "fleet.toml"
     config.write_text(f'[broker]\nurl = "{broker.url}"\n\n[store]\nurl = "{store}"\n{POLICY}')
-    controller = Controller(tmp, "--config", str(config)).start()
+    # Started here, not by Controller.start: the controllers it starts are killed after each test, and this one
+    # serves the whole module.
+    controller = Controller(tmp, "--config", str(config))
+    with open(controller.log_path, "ab") as log:
+        controller.proc = subprocess.Popen(controller.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                           env=controller.env)
     sent: dict[str, list[list[dict]]] = {name: [] for name in FLEETS}
     try:
         controller.wait_log("subscribed to", timeout=60)
@@ -83,10 +88,9 @@ def fleet(tmp_path_factory, demo_bundle):
             assert proc.returncode == 0, err
         yield {"store": store, "sent": sent, "controller": controller}
     finally:
-        if controller.proc.poll() is None:
-            controller.stop()
-        kill_leftovers()
+        code = controller.stop() if controller.proc.poll() is None else controller.proc.returncode
         broker.stop()
+    assert code == 0, controller.log()
 
 
 def expected_matrix(bundle, devices: list[list[dict]]) -> np.ndarray:
