@@ -102,6 +102,8 @@ class PerformanceCounter:
 
     def update(self, labels: Sequence, predicted: Sequence) -> PerformanceCounter:
         """Count ``labels`` (as the records carried them) against ``predicted`` (the runtime's labels or values)."""
+        if hasattr(predicted, "tolist"):  # a NumPy array: Python values at once, not one NumPy scalar per row
+            predicted = predicted.tolist()
         if self.kind == "classes":
             self._update_classes(labels, predicted)
         else:
@@ -146,10 +148,15 @@ class PerformanceCounter:
 
     def _update_values(self, labels, predicted) -> None:
         e, a, s, y, yy = self._sums
-        for label, p in zip(labels, predicted, strict=True):
-            true, value = _number(label), float(p)
-            if true is None or not math.isfinite(value):
-                self.unlabelled += 1
+        isfinite, unread = math.isfinite, 0
+        for label, value in zip(labels, predicted, strict=True):
+            try:
+                true = float(label)  # a number, or text (float() takes the spaces around it), or a NumPy scalar
+            except (TypeError, ValueError):
+                unread += 1
+                continue
+            if type(label) is bool or not isfinite(true) or not isfinite(value):
+                unread += 1
                 continue
             error = value - true
             e += error
@@ -157,5 +164,6 @@ class PerformanceCounter:
             s += error * error
             y += true
             yy += true * true
-            self.labelled += 1
+        self.unlabelled += unread
+        self.labelled += len(predicted) - unread
         self._sums = [e, a, s, y, yy]
