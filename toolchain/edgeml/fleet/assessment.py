@@ -149,7 +149,12 @@ class Counted:
 class WindowCache(dict):
     """The windows a judgement read, laid out, by (fleet, bundle) then window id: a controller that judges every
     few seconds keeps one and passes it to each :func:`.judge.decide`, so only windows new since the last call are
-    read and decoded (a window never changes once stored). Each call keeps only its horizon's windows."""
+    read and decoded (a window never changes once stored). Each call keeps only its horizon's windows.
+    ``manifests`` keeps the registered manifests judging read, by bundle identity (nor does a bundle change)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.manifests: dict[str, dict] = {}
 
 
 def horizon_windows(store, fleet: str, bundle: str, start: float, end: float,
