@@ -97,14 +97,15 @@ def test_metrics_from_the_matrix_are_the_builds(classes):
     assert live["f1"] == round(f1_score(true, predicted, average=average), 6)
 
 
-def test_rows_a_batch_put_into_a_closed_window_are_counted_in_it():
-    """Windows of 50 rows, batches of 32: each window's matrix is that of exactly its rows."""
+@pytest.mark.parametrize("batch", [1, 32, 120])
+def test_rows_a_batch_put_into_a_closed_window_are_counted_in_it(batch):
+    """Windows of 50 rows, batches of 1, 32 or 120 rows: each window's matrix is that of exactly its rows."""
     monitor = DriftMonitor(REFERENCE, SCHEMA, DriftSettings(window_rows=50, rule=RULE), clock=lambda: T0,
                            performance=PerformanceCounter("classification", (0, 1)))
     rng = np.random.default_rng(11)
     true, predicted = rng.integers(0, 2, size=200), rng.integers(0, 2, size=200)
-    for start in range(0, 200, 32):
-        stop = min(start + 32, 200)
+    for start in range(0, 200, batch):
+        stop = min(start + batch, 200)
         values = rng.uniform(1, 29, size=(stop - start, 1)).astype(np.float32)
         monitor.update({f"x{i}": values for i in range(3)}, predicted[start:stop])
         monitor.count_labels([str(v) for v in true[start:stop]], predicted[start:stop])

@@ -136,3 +136,39 @@ def test_the_store_holds_the_counts_the_rows_give(fleet, demo_bundle):
         expected = expected_matrix(demo_bundle, fleet["sent"][name])
         assert total == {"kind": "classes", "labelled": len(DEVICES) * ROWS, "unknown": 0, "unlabelled": 0,
                          "matrix": expected.tolist()}, name
+
+
+def test_a_csv_with_labels_gives_windows_with_the_counts_and_one_without_none(demo_bundle, demo_rows, tmp_path):
+    """``edgeml-runtime run`` without a broker, windows to ``--drift-output``: labels as CSV text, some unreadable."""
+    from conftest import write_csv
+
+    from edgeml.data.demo import DEMO_LABEL, demo_frame
+    from edgeml_runtime import Model
+    from edgeml_runtime.protocol import add_performance
+
+    rows = demo_frame(rows=300, seed=5, label=True).astype(str).to_dict("records")
+    for i in (0, 7, 150):
+        rows[i][DEMO_LABEL] = ""  # not logged: unlabelled, still scored
+    rows[8][DEMO_LABEL] = "n/a"
+    rows[9][DEMO_LABEL] = "3"  # a number, but no class: unknown
+    labelled = write_csv(tmp_path / "labelled.csv", rows)
+
+    def windows(path) -> list[dict]:
+        out = tmp_path / f"{path.stem}.jsonl"
+        done = subprocess.run([str(BIN / "edgeml-runtime"), "run", str(demo_bundle), "--device-id", "d", "--fleet",
+                               "f", "--input", str(path), "--drift-output", str(out), "--window-rows", "100"],
+                              capture_output=True, text=True, env=run_env(), timeout=120)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    got = windows(labelled)
+    assert [w["rows"] for w in got] == [100, 100, 100] and all("performance" in w for w in got)
+    model = Model.load(demo_bundle)
+    predicted = model.predict([{k: v for k, v in r.items() if k != DEMO_LABEL} for r in rows]).labels
+    kept = [i for i in range(300) if i not in (0, 7, 150, 8, 9)]
+    expected = confusion_matrix([int(rows[i][DEMO_LABEL]) for i in kept], [predicted[i] for i in kept],
+                                labels=list(model.classes))
+    assert add_performance(w["performance"] for w in got) == {
+        "kind": "classes", "labelled": 295, "unknown": 1, "unlabelled": 4, "matrix": expected.tolist()}
+    assert got[1]["performance"]["unlabelled"] == 1  # row 150 is in the second window, and counted there
+    assert not any("performance" in w for w in windows(demo_rows))  # no label column: windows as before

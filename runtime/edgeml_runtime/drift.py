@@ -220,22 +220,26 @@ class DriftMonitor:
         labels or values); nothing without a ``performance`` counter.
 
         Call it after the ``update`` of the same rows (``Model.predict`` makes that one): rows that update put
-        into a window it closed are counted in that window (the last closed, if the rows filled several), the
-        rest in the window open now. A window closed by time between the two gets the rows in the next one.
+        into windows it closed are counted in those windows, each in its own, the rest in the window open now.
+        A window closed by time between the two leaves the rows to the next one.
         """
         if self.performance is None:
             return self
         n = len(predicted)
-        head = n - min(self.rows, n)  # the rows of the batch that went into windows it closed: the last of them
-        if head and self._closed:
-            last = self._closed[-1]
-            done = PerformanceCounter(self.performance.task, self.performance.classes).update(labels[:head],
-                                                                                                predicted[:head])
+        split = head = n - min(self.rows, n)  # the first rows of the batch went into windows its update closed
+        for window in reversed(self._closed):  # the last closed holds the last of them, and so on back
+            if not head:
+                break
+            take = min(window["rows"], head)
+            done = PerformanceCounter(self.performance.task, self.performance.classes).update(
+                labels[head - take:head], predicted[head - take:head])
             if done.counted:
-                last["performance"] = add_performance([last["performance"], done.counts]) \
-                    if "performance" in last else done.counts
-            labels, predicted = labels[head:], predicted[head:]
-        self.performance.update(labels, predicted)
+                window["performance"] = add_performance([window["performance"], done.counts]) \
+                    if "performance" in window else done.counts
+            head -= take
+        if head:  # their windows were polled already (or dropped): counted in the window open now
+            self.performance.update(labels[:head], predicted[:head])
+        self.performance.update(labels[split:], predicted[split:])
         return self
 
     def _empty(self) -> bool:
