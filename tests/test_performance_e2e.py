@@ -141,10 +141,11 @@ def test_the_store_holds_the_counts_the_rows_give(fleet, demo_bundle):
 def test_a_csv_with_labels_gives_windows_with_the_counts_and_one_without_none(demo_bundle, demo_rows, tmp_path):
     """``edgeml-runtime run`` without a broker, windows to ``--drift-output``: labels as CSV text, some unreadable."""
     from conftest import write_csv
+    from jsonschema import Draft202012Validator
 
     from edgeml.data.demo import DEMO_LABEL, demo_frame
     from edgeml_runtime import Model
-    from edgeml_runtime.protocol import add_performance
+    from edgeml_runtime.protocol import add_performance, schema
 
     rows = demo_frame(rows=300, seed=5, label=True).astype(str).to_dict("records")
     for i in (0, 7, 150):
@@ -171,4 +172,8 @@ def test_a_csv_with_labels_gives_windows_with_the_counts_and_one_without_none(de
     assert add_performance(w["performance"] for w in got) == {
         "kind": "classes", "labelled": 295, "unknown": 1, "unlabelled": 4, "matrix": expected.tolist()}
     assert got[1]["performance"]["unlabelled"] == 1  # row 150 is in the second window, and counted there
+    drift = schema("drift")
+    described = Draft202012Validator({"$defs": drift["$defs"], **drift["properties"]["performance"]})
+    for w in got:
+        described.validate(w["performance"])
     assert not any("performance" in w for w in windows(demo_rows))  # no label column: windows as before
