@@ -200,8 +200,9 @@ def test_unknown_bundles_are_reported_once_and_status_payloads_validate(store):
     payloads = [json.loads(p) for _, _, p in sent]
     for p in payloads:
         STATUS.validate(p)
-    assert payloads[-1]["bundles"] == {UNKNOWN: {"name": None, "version": None, "state": "unknown", "anomalies": []},
-                                       BUNDLE: {"name": "demo", "version": "1", "state": "drift", "anomalies": []}}
+    assert payloads[-1]["bundles"] == {
+        UNKNOWN: {"name": None, "version": None, "state": "unknown", "performance": "ok", "anomalies": []},
+        BUNDLE: {"name": "demo", "version": "1", "state": "drift", "performance": "ok", "anomalies": []}}
     assert payloads[-1]["decision"]["kind"] == "drift" and payloads[-1]["decision"]["id"] == 2
     store.mark_published([1, 2])
     assert outgoing(store) == []

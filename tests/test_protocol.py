@@ -91,7 +91,7 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
                                            body={"row": 1, "prediction": 0}),
     }
     for kind, message in built.items():
-        assert message["format_version"] == FORMAT_VERSION == 4
+        assert message["format_version"] == FORMAT_VERSION == 5
         Draft202012Validator(schema(kind), format_checker=FormatChecker()).validate(message)
     with pytest.raises(ProtocolError, match=r"may not set \['bdSeq'\]"):
         envelopes.birth(device, bd_seq=1, time="", runtime={}, description={"bdSeq": 9})
@@ -100,8 +100,10 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
 
 
 @pytest.mark.parametrize("payload,message", [
-    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4, the version this runtime reads"),
-    (b'{"bdSeq": 1}', "format_version None is not 4"),
+    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4 or 5, the versions this runtime reads"),
+    (b'{"format_version": 6, "bdSeq": 1}', "format_version 6 is not 4 or 5"),
+    (b'{"format_version": 4.0, "bdSeq": 1}', "format_version 4.0 is not 4 or 5"),
+    (b'{"bdSeq": 1}', "format_version None is not 4 or 5"),
     (b"[1, 2]", "the payload is a JSON list, not an object"),
     (b"{", "the payload is not JSON"),
 ])

@@ -56,6 +56,8 @@ from .distributions import (  # noqa: F401  (STATISTICS, statistic, statistics_f
     statistics_from_counts,
 )
 from .errors import BundleError, RowError, SettingsError, check_count, shorten
+from .performance import PerformanceCounter
+from .protocol.performance import add_performance
 from .protocol.verdict import VerdictRule, judge_window
 from .schema import InputSchema
 
@@ -140,13 +142,16 @@ class DriftMonitor:
     Windows closed by row count wait for :meth:`poll`, which also closes one
     by time; :meth:`flush` closes the current one now. Closing a window only
     keeps its counts: the statistics are computed when :meth:`poll` or
-    :meth:`flush` hands it over, off the scoring path. Not thread-safe: give
+    :meth:`flush` hands it over, off the scoring path. With a ``performance``
+    counter, :meth:`count_labels` counts labelled rows against their
+    predictions, and a window that counted any carries them as
+    ``performance`` (:mod:`.protocol.performance`). Not thread-safe: give
     each scoring thread its own monitor, or hold a lock around ``predict``
     and ``poll``.
     """
 
     def __init__(self, reference: Mapping, schema: InputSchema, settings: DriftSettings = DriftSettings(),
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, *, performance: PerformanceCounter | None = None):
         if not isinstance(reference, Mapping) or reference.get("format") != REFERENCE_FORMAT:
             found = reference.get("format") if isinstance(reference, Mapping) else type(reference).__name__
             raise BundleError(f"drift reference has format {found!r}; this runtime reads {REFERENCE_FORMAT}. "
@@ -156,6 +161,7 @@ class DriftMonitor:
         if absent or "output" not in reference:
             raise BundleError(f"drift reference lacks column(s) {absent or ['output']}; rebuild the bundle")
         self.reference, self.settings, self._clock = reference, settings, clock
+        self.performance = performance
         self._columns = [_Tracked(c.name, c.features[0], entries[c.name])
                          for c in schema.columns if entries[c.name].get("monitored", True)]
         self._output = _Tracked("output", None, reference["output"])
@@ -209,6 +215,36 @@ class DriftMonitor:
             self._update_batch(feeds, outputs, n)
         return self
 
+    def count_labels(self, labels: Sequence, predicted: Sequence) -> DriftMonitor:
+        """Count scored rows' ``labels`` (as their records carried them) against ``predicted`` (the runtime's
+        labels or values); nothing without a ``performance`` counter.
+
+        Call it after the ``update`` of the same rows (``Model.predict`` makes that one): rows that update put
+        into windows it closed are counted in those windows, each in its own, the rest in the window open now.
+        A window closed by time between the two leaves the rows to the next one.
+        """
+        if self.performance is None:
+            return self
+        n = len(predicted)
+        split = head = n - min(self.rows, n)  # the first rows of the batch went into windows its update closed
+        for window in reversed(self._closed):  # the last closed holds the last of them, and so on back
+            if not head:
+                break
+            take = min(window["rows"], head)
+            done = PerformanceCounter(self.performance.task, self.performance.classes).update(
+                labels[head - take:head], predicted[head - take:head])
+            if done.counted:
+                window["performance"] = add_performance([window["performance"], done.counts]) \
+                    if "performance" in window else done.counts
+            head -= take
+        if head:  # their windows were polled already (or dropped): counted in the window open now
+            self.performance.update(labels[:head], predicted[:head])
+        self.performance.update(labels[split:], predicted[split:])
+        return self
+
+    def _empty(self) -> bool:
+        return not (self.rows or self._bad_rows or self.performance is not None and self.performance.counted)
+
     def poll(self, now: float | None = None) -> list[dict]:
         """The windows closed since the last poll, after closing the current one if ``window_seconds`` have passed.
 
@@ -216,7 +252,7 @@ class DriftMonitor:
         """
         now = self._clock() if now is None else now
         if now - self._start >= self.settings.window_seconds:
-            if self.rows or self._bad_rows:
+            if not self._empty():
                 self._queue(now)
             else:
                 self._start = now
@@ -226,7 +262,7 @@ class DriftMonitor:
 
     def flush(self) -> dict | None:
         """Close the current window now and return it (None if it has no rows and no errors); e.g. at shutdown."""
-        if not (self.rows or self._bad_rows):
+        if self._empty():
             return None
         return self._judge(self._close(self._clock()))
 
@@ -242,6 +278,8 @@ class DriftMonitor:
     def _reset_window(self):
         for t in (*self._columns, self._output):
             t.counter.reset()
+        if self.performance is not None:
+            self.performance.reset()
         self._binned = self._bad_rows = 0
         self._errors: list[str] = []
         self._countdown = min(CHUNK_ROWS, self.settings.window_rows)
@@ -284,6 +322,8 @@ class DriftMonitor:
         window = {"start": self._start, "end": end, "rows": self._binned, "bad_rows": self._bad_rows,
                   "errors": self._errors, "columns": {t.name: _counts(t) for t in self._columns},
                   "output": _counts(self._output)}
+        if self.performance is not None and self.performance.counted:
+            window["performance"] = self.performance.counts
         self._start = end
         self._reset_window()
         return window

@@ -28,6 +28,7 @@ from .engines import engine_for
 from .errors import BundleError, EngineError, InputError, RowError
 from .features import FeatureEncoder, few, scalar_reader
 from .manifest import Artifact, Manifest
+from .performance import PerformanceCounter
 
 ON_ERROR = ("fail", "skip")
 _ONE_ROW = np.zeros(1, dtype=np.int64)
@@ -153,14 +154,16 @@ class Model:
             self._run = self._run_monitored
 
     def drift_monitor(self, settings: DriftSettings | None = None, *, clock=time.time) -> DriftMonitor:
-        """A new :class:`DriftMonitor` against this bundle's reference; attach it with ``model.monitor = …``."""
+        """A new :class:`DriftMonitor` against this bundle's reference, with a
+        :class:`~.performance.PerformanceCounter` for its task and classes; attach it with ``model.monitor = …``."""
         reference = self.manifest.reference.to_dict()
         if reference is None:
             raise BundleError(
                 f"bundle {self.bundle_dir} has no drift reference (manifest key 'reference'); rebuild it with "
                 "this edgeml version to monitor drift"
             )
-        return DriftMonitor(reference, self.manifest.schema, settings or DriftSettings(), clock)
+        return DriftMonitor(reference, self.manifest.schema, settings or DriftSettings(), clock,
+                            performance=PerformanceCounter(self.manifest.task, self.classes))
 
     def predict(self, records: Iterable[Mapping] | Mapping[str, Iterable], *, on_error: str = "fail",
                 first_row: int = 1, row_numbers: Sequence[int] | None = None) -> Predictions:

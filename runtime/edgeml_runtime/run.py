@@ -3,6 +3,8 @@
 :mod:`.agent` wires it (model, monitor, telemetry, reader). A reader thread
 puts input rows on a queue (:mod:`.stream`); this loop takes them in small
 batches, scores them (the model's drift monitor counts every scored row),
+counts the rows whose records carry the bundle's label against their
+predictions (:mod:`.performance`; the window then carries ``performance``),
 hands each closed drift window to :class:`~.telemetry.Telemetry` (which
 writes it to the durable outbox before sending), and closes windows on time
 even while no row arrives. Bad rows are counted and logged; they never stop
@@ -86,6 +88,8 @@ class StreamScorer:
         self.publish_predictions = publish_predictions
         self.log = log or logging.getLogger("edgeml_runtime.run")
         self.stats = RunStats()
+        counting = self.monitor is not None and self.monitor.performance is not None
+        self.label = model.manifest.label if counting else None  # the column whose values are counted, if any
 
     def run(self, items: queue.Queue, stop: threading.Event) -> RunStats:
         ended = False
@@ -141,6 +145,11 @@ class StreamScorer:
         self._log_errors(errors)
         self.stats.bad_rows += len(errors)
         self.stats.scored += len(result)
+        label = self.label
+        # Decided once per batch, not per row: records of one input share their keys (a CSV header, a logger's
+        # JSON), so a batch whose first and last records lack the label column has none to count.
+        if label is not None and len(result) and (label in readable[0].record or label in readable[-1].record):
+            self.monitor.count_labels([readable[i].record.get(label) for i in result.rows], result.labels)
         if self.writer is not None:
             self.writer.write([readable[i].record for i in result.rows], result.labels, result.probabilities)
         if self.publish_predictions:

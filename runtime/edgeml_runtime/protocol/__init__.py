@@ -3,7 +3,8 @@
 Everything a consumer of device messages needs, and nothing more: the device
 package builds its messages with it, and ``edgeml.fleet`` reads them with
 it. The window verdict is recomputed by :func:`judge_window` from counts, with
-the :class:`VerdictRule` a device states in its birth message.
+the :class:`VerdictRule` a device states in its birth message; a window's
+performance counts add up with :func:`add_performance`.
 """
 
 from .envelopes import (
@@ -11,6 +12,7 @@ from .envelopes import (
     ENVELOPE_KEYS,
     FORMAT_VERSION,
     MODEL_KEYS,
+    READ_VERSIONS,
     WINDOW_KEYS,
     decode,
     describe_model,
@@ -18,14 +20,16 @@ from .envelopes import (
     window_key,
 )
 from .identity import bundle_sha256, canonical_json
+from .performance import PERFORMANCE_KINDS, add_performance, check_performance
 from .schemas import examples, schema
 from .status import DECISION_KINDS, status_payload, status_topic
 from .topics import KINDS, DeviceTopics, Topic, parse_topic, subscription
 from .verdict import VerdictRule, add_counts, judge_window
 
 __all__ = [
-    "BIRTH_KEYS", "DECISION_KINDS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "MODEL_KEYS", "WINDOW_KEYS",
-    "DeviceTopics", "Topic", "VerdictRule", "add_counts", "bundle_sha256", "canonical_json", "decode",
+    "BIRTH_KEYS", "DECISION_KINDS", "ENVELOPE_KEYS", "FORMAT_VERSION", "KINDS", "MODEL_KEYS", "PERFORMANCE_KINDS",
+    "READ_VERSIONS", "WINDOW_KEYS", "DeviceTopics", "Topic", "VerdictRule", "add_counts", "add_performance",
+    "bundle_sha256", "check_performance", "canonical_json", "decode",
     "describe_model", "describe_window", "examples", "judge_window", "parse_topic", "schema", "status_payload",
     "status_topic", "subscription", "window_key",
 ]

@@ -10,15 +10,18 @@ verdict thresholds of the birth's ``window`` in ``window.rule`` (a
 :class:`~.verdict.VerdictRule`); version 4 calibrates the verdict: a
 significance test per column at ``rule.alpha`` (Bonferroni-corrected),
 together with the PSI thresholds, and every judged column carries its
-``p_value``, every verdict its ``tests`` and ``level``. The JSON Schemas of
-each kind (:mod:`.schemas`) say ``"format_version": {"const": 4}``.
+``p_value``, every verdict its ``tests`` and ``level``; version 5 adds a
+drift window's ``performance``, the metric counts of its labelled rows
+(:mod:`.performance`). The JSON Schemas of each kind (:mod:`.schemas`) say
+``"format_version": {"const": 5}``. :func:`decode` also reads version 4 (a
+device of version 4 sends no ``performance``; nothing else changed).
 
 Example:
 
 >>> from edgeml_runtime.protocol.topics import DeviceTopics
 >>> death(DeviceTopics("plant-a", "pi-07"), bd_seq=12, reason="lost")
-{'format_version': 4, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
->>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 4, "bdSeq": 12}')
+{'format_version': 5, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
+>>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 5, "bdSeq": 12}')
 >>> topic.kind, payload["bdSeq"]
 ('death', 12)
 """
@@ -33,7 +36,9 @@ from .topics import DeviceTopics, Topic, parse_topic
 from .verdict import VerdictRule
 
 #: The protocol version every payload states as ``format_version``.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+#: The versions :func:`decode` reads: this one, and 4 (the same messages without a window's ``performance``).
+READ_VERSIONS = (4, 5)
 #: The envelope a drift message wraps around a closed window (``historical`` is added as it is sent).
 ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
 #: What the birth message fills in itself; the rest of a birth is the device's description.
@@ -115,7 +120,8 @@ def prediction(device: DeviceTopics, *, session: int, time: str, body: Mapping) 
 
 
 def decode(topic: str, payload: bytes | str, *, loads=json.loads) -> tuple[Topic, dict]:
-    """A received message: its parsed topic and JSON object, refused if it is not this protocol version.
+    """A received message: its parsed topic and JSON object, refused if it is not a protocol version this reads
+    (:data:`READ_VERSIONS`).
 
     ``loads`` parses the payload (a faster parser may be given, such as the
     controller's orjson; it must raise ValueError where ``json.loads`` would).
@@ -128,9 +134,10 @@ def decode(topic: str, payload: bytes | str, *, loads=json.loads) -> tuple[Topic
     if not isinstance(message, dict):
         raise ProtocolError(f"{topic}: the payload is a JSON {type(message).__name__}, not an object")
     version = message.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ProtocolError(f"{topic}: format_version {version!r} is not {FORMAT_VERSION}, the version this "
-                            "runtime reads; update the controller or the device so both speak the same version")
+    if type(version) is not int or version not in READ_VERSIONS:
+        raise ProtocolError(f"{topic}: format_version {version!r} is not {' or '.join(map(str, READ_VERSIONS))}, "
+                            "the versions this runtime reads; update the controller or the device so both speak "
+                            "the same version")
     for key, level in (("fleet", where.fleet), ("device", where.device)):
         if key in message and message[key] != level:
             raise ProtocolError(f"{topic}: the payload says {key} {message[key]!r} but was published as "
@@ -147,7 +154,7 @@ def window_key(topic: Topic, message: Mapping) -> tuple[str, str, int, int]:
     message the broker's ACL vouches for (:func:`decode` refuses a payload
     that names another).
 
-    >>> where, w = decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 4, "session": 4, "seq": 0}')
+    >>> where, w = decode("edgeml/plant-a/pi-07/drift", b'{"format_version": 5, "session": 4, "seq": 0}')
     >>> window_key(where, w)
     ('plant-a', 'pi-07', 4, 0)
     """

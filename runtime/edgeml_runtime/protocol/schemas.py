@@ -8,7 +8,7 @@ need ``jsonschema`` on the device); the tests and the fleet controller do.
 Example:
 
 >>> schema("birth")["properties"]["format_version"]
-{'const': 4}
+{'const': 5}
 >>> sorted(examples())
 ['birth', 'death', 'death-lost', 'drift', 'prediction', 'status']
 """

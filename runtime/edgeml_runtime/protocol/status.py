@@ -6,8 +6,10 @@ topics' ``level_problem`` refuses it on every device), so no device can take
 it, and the controller, subscribed only to births, drift windows and deaths,
 never hears itself. The payload (:func:`status_payload`, schema ``status``):
 the fleet's state per bundle (``ok``, ``drift`` or ``unknown``: windows of a
-bundle the registry does not hold), the devices it holds anomalous, and the
-decision that led to it (id, kind, time, bundle, device, summary).
+bundle the registry does not hold), its live ``performance`` (``ok``, or
+``drop`` after a ``performance`` decision until ``performance_recovered``),
+the devices it holds anomalous, and the decision that led to it (id, kind,
+time, bundle, device, summary).
 
 >>> status_topic("plant-a")
 'edgeml/plant-a/_controller/status'
@@ -21,7 +23,7 @@ the fleet's own topics
 ...                          {"id": 7, "kind": "drift", "time": 1764590400.0, "bundle": "ab" * 32, "device": None,
 ...                           "summary": "3 of 5 devices drifted"})
 >>> payload["decision"]["time"], payload["format_version"]
-('2025-12-01T12:00:00.000Z', 4)
+('2025-12-01T12:00:00.000Z', 5)
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ from .topics import ROOT, level_problem
 
 #: The controller's own topic level below a fleet, and the last level of its status topic.
 CONTROLLER = "_controller"
-#: What a decision may be: the fleet drifted or recovered, one device is anomalous or no longer, a bundle unknown.
-DECISION_KINDS = ("drift", "recovered", "anomaly", "anomaly_cleared", "unknown_bundle")
+#: What a decision may be: the fleet drifted or recovered, one device is anomalous or no longer, a bundle unknown,
+#: the bundle's live metric dropped beyond the policy's margin or came back.
+DECISION_KINDS = ("drift", "recovered", "anomaly", "anomaly_cleared", "unknown_bundle", "performance",
+                  "performance_recovered")
 #: A bundle's state in a status payload.
 STATES = ("ok", "drift", "unknown")
+#: A bundle's live performance in a status payload.
+PERFORMANCE_STATES = ("ok", "drop")
 
 
 def status_topic(fleet: str) -> str:
@@ -55,17 +61,21 @@ def iso(seconds: float) -> str:
 
 
 def status_payload(fleet: str, bundles: Mapping[str, Mapping], decision: Mapping) -> dict:
-    """The status message: ``bundles`` (identity → name, version, state, anomalies) after ``decision`` (id, kind,
-    time in seconds since the epoch, bundle, device, summary)."""
+    """The status message: ``bundles`` (identity → name, version, state, performance (``ok`` if not given),
+    anomalies) after ``decision`` (id, kind, time in seconds since the epoch, bundle, device, summary)."""
     status_topic(fleet)
     if decision["kind"] not in DECISION_KINDS:
         raise ProtocolError(f"decision kind {decision['kind']!r} is not one of {', '.join(DECISION_KINDS)}")
     for sha, b in bundles.items():
         if b["state"] not in STATES:
             raise ProtocolError(f"bundle {sha[:12]}: state {b['state']!r} is not one of {', '.join(STATES)}")
+        if b.get("performance", "ok") not in PERFORMANCE_STATES:
+            raise ProtocolError(f"bundle {sha[:12]}: performance {b['performance']!r} is not one of "
+                                f"{', '.join(PERFORMANCE_STATES)}")
     return {"format_version": FORMAT_VERSION, "fleet": fleet, "time": iso(decision["time"]),
             "bundles": {sha: {"name": b.get("name"), "version": b.get("version"), "state": b["state"],
-                              "anomalies": sorted(b.get("anomalies", ()))} for sha, b in bundles.items()},
+                              "performance": b.get("performance", "ok"), "anomalies": sorted(b.get("anomalies", ()))}
+                        for sha, b in bundles.items()},
             "decision": {"id": int(decision["id"]), "kind": decision["kind"], "time": iso(decision["time"]),
                          "bundle": decision.get("bundle"), "device": decision.get("device"),
                          "summary": str(decision["summary"])}}

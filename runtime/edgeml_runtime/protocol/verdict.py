@@ -8,7 +8,7 @@ statuses and the verdict, by the same rule the device applies
 the counts of many windows reaches the verdict one device would reach on all
 those rows.
 
-The rule (protocol ``format_version`` 4) is a :class:`VerdictRule`, calibrated
+The rule (protocol ``format_version`` 4 and later) is a :class:`VerdictRule`, calibrated
 for the number of rows. Each column (and the output) gets a p-value: Pearson's
 χ² test of homogeneity of the window's counts against the reference's (its
 shares × its rows, ``reference["rows"]``; missing values are one more bin;

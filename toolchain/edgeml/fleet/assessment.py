@@ -21,6 +21,8 @@ once and judges, all from summed counts (never averages of statistics):
 
 Windows whose counts do not fit the bundle's reference (a device that counts
 into other bins than its bundle's) are left out and reported in ``unfit``.
+Every window read is kept in ``read`` for the live performance
+(:mod:`.performance`), which :func:`.judge.decide` sets in ``performance``.
 
 ``drifting`` is the fleet-drift condition of the policy (K of N slices, enough
 devices reporting, enough of them drifted), ``recovered`` its hysteresis
@@ -63,6 +65,10 @@ class Assessment:
     recovered: bool = True
     windows: int = 0
     unfit: dict[str, dict] = field(default_factory=dict)
+    #: Every window read (unfit ones too), for :func:`.performance.judge_performance`.
+    read: list = field(default_factory=list, repr=False)
+    #: The live performance (:class:`.performance.Performance`), once judged.
+    performance: object = None
 
     @property
     def drifted_slices(self) -> int:
@@ -75,7 +81,8 @@ class Assessment:
                 "slices": self.slices, "drifted_slices": self.drifted_slices,
                 "devices": self.devices, "reporting": len(self.reporting), "drifted_devices": self.drifted_devices,
                 "anomalies": self.anomalies, "excluded": sorted(self.anomalies), "columns": self.columns,
-                "unfit": self.unfit, "policy": policy.to_dict()}
+                "unfit": self.unfit, "policy": policy.to_dict(),
+                **({"performance": self.performance.evidence()} if self.performance is not None else {})}
 
 
 def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, now: float,
@@ -85,14 +92,15 @@ def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, n
     bounds = policy.bounds(now)
     start, end = bounds[0][0], bounds[-1][1]
     layout, rule = Layout(reference), policy.rule()
-    windows, cells, unfit = [], [], {}
+    windows, cells, unfit, read = [], [], {}, []
     for w, row in _laid_out(store, layout, fleet, bundle, start, end, cache):
+        read.append(w)
         if isinstance(row, str):  # counts that do not fit the bundle's reference: reported, not judged
             unfit.setdefault(w.device, {"windows": 0, "reason": row})["windows"] += 1
         else:
             cells.append(row)
             windows.append(w)
-    a = Assessment(fleet, bundle, start, end, windows=len(windows), unfit=unfit)
+    a = Assessment(fleet, bundle, start, end, windows=len(windows), unfit=unfit, read=read)
     matrix = np.array(cells, dtype=np.int64).reshape(len(cells), layout.width)
     names = sorted({w.device for w in windows})
     index = {d: i for i, d in enumerate(names)}
@@ -126,7 +134,8 @@ def assess(store, policy: Policy, fleet: str, bundle: str, reference: Mapping, n
 
 @dataclass(frozen=True)
 class Counted:
-    """What judging reads of a stored window: its key, end, rows and counts (shaped for ``judge_window``)."""
+    """What judging reads of a stored window: its key, end, rows, counts (shaped for ``judge_window``) and
+    performance counts (``{}`` when it has none)."""
 
     device: str
     session: int
@@ -134,12 +143,18 @@ class Counted:
     ended: float
     rows: int
     counts: dict
+    performance: dict = field(default_factory=dict)
 
 
 class WindowCache(dict):
     """The windows a judgement read, laid out, by (fleet, bundle) then window id: a controller that judges every
     few seconds keeps one and passes it to each :func:`.judge.decide`, so only windows new since the last call are
-    read and decoded (a window never changes once stored). Each call keeps only its horizon's windows."""
+    read and decoded (a window never changes once stored). Each call keeps only its horizon's windows.
+    ``manifests`` keeps the registered manifests judging read, by bundle identity (nor does a bundle change)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.manifests: dict[str, dict] = {}
 
 
 def horizon_windows(store, fleet: str, bundle: str, start: float, end: float,
@@ -147,7 +162,8 @@ def horizon_windows(store, fleet: str, bundle: str, start: float, end: float,
     """The windows of ``fleet`` and ``bundle`` ended in [start, end) (of ``ids`` only, if given), oldest first, by
     id: only what judging reads (a window's statistics and verdict are not decoded)."""
     w = t.windows
-    q = (sa.select(w.c.id, w.c.device, w.c.session, w.c.seq, w.c.ended, w.c.rows, w.c.bad_rows, w.c.counts)
+    q = (sa.select(w.c.id, w.c.device, w.c.session, w.c.seq, w.c.ended, w.c.rows, w.c.bad_rows, w.c.counts,
+                   w.c.performance)
          .where(w.c.fleet == fleet, w.c.bundle_sha256 == bundle, w.c.ended >= start, w.c.ended < end)
          .order_by(w.c.ended, w.c.id))
     with store.engine.connect() as conn:
@@ -156,7 +172,7 @@ def horizon_windows(store, fleet: str, bundle: str, start: float, end: float,
         else:
             found = [r for i in range(0, len(ids), 500) for r in conn.execute(q.where(w.c.id.in_(ids[i:i + 500])))]
     return [(r.id, Counted(r.device, r.session, r.seq, r.ended, r.rows,
-                           {"rows": r.rows, "bad_rows": r.bad_rows, **r.counts})) for r in found]
+                           {"rows": r.rows, "bad_rows": r.bad_rows, **r.counts}, r.performance or {})) for r in found]
 
 
 def _laid_out(store, layout: Layout, fleet, bundle, start, end, cache: WindowCache | None) -> list[tuple]:

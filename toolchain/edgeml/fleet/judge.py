@@ -12,6 +12,10 @@ nothing). The state of a fleet is the fold of its stored decisions
 * ``recovered``: the bundle was ``drift`` and at most ``recover_slices`` of
   the slices drifted (hysteresis);
 * ``anomaly`` / ``anomaly_cleared``: a device became / is no longer anomalous;
+* ``performance``: the bundle's live performance was ``ok`` and the labelled
+  rows of the horizon give a metric worse than the build's by more than
+  ``performance_margin`` (:mod:`.performance`); ``performance_recovered``: it
+  was ``drop`` and is within half the margin again (hysteresis);
 * ``unknown_bundle``: windows of a bundle the registry does not hold (stored,
   not judged), reported once per (fleet, bundle); once the bundle is
   registered, its windows are judged (the status says ``ok`` until a drift).
@@ -34,6 +38,8 @@ from edgeml_runtime.protocol import status_payload, status_topic
 
 from . import schema as t
 from .assessment import Assessment, WindowCache, assess
+from .performance import bundle_manifest, judge_performance
+from .performance import summary as performance_summary
 from .policy import Policy
 from .schema import Decision
 
@@ -42,18 +48,18 @@ LEASE = "judge"
 
 
 def fleet_state(decisions: Iterable[Decision]) -> dict[str, dict]:
-    """Bundle identity → ``state`` (ok, drift, unknown), ``anomalies`` (devices) and ``last`` (the time of the last
-    decision by (kind, device)), folded from a fleet's decisions, oldest first.
+    """Bundle identity → ``state`` (ok, drift, unknown), ``performance`` (ok, drop), ``anomalies`` (devices) and
+    ``last`` (the time of the last decision by (kind, device)), folded from a fleet's decisions, oldest first.
 
     >>> d = [Decision(1, "f", "ab", "drift", 10.0, {}, True), Decision(2, "f", "ab", "anomaly", 11.0,
     ...      {"device": "pi-3"}, True)]
     >>> state = fleet_state(d)["ab"]
-    >>> state["state"], state["anomalies"], state["last"][("drift", None)]
-    ('drift', ['pi-3'], 10.0)
+    >>> state["state"], state["performance"], state["anomalies"], state["last"][("drift", None)]
+    ('drift', 'ok', ['pi-3'], 10.0)
     """
     state: dict[str, dict] = {}
     for d in decisions:
-        b = state.setdefault(d.bundle_sha256, {"state": "ok", "anomalies": [], "last": {}})
+        b = state.setdefault(d.bundle_sha256, {"state": "ok", "performance": "ok", "anomalies": [], "last": {}})
         device = d.evidence.get("device")
         b["last"][(d.kind, device)] = d.time
         if d.kind == "drift":
@@ -66,6 +72,8 @@ def fleet_state(decisions: Iterable[Decision]) -> dict[str, dict]:
             b["anomalies"] = sorted([*b["anomalies"], device])
         elif d.kind == "anomaly_cleared":
             b["anomalies"] = [x for x in b["anomalies"] if x != device]
+        elif d.kind in ("performance", "performance_recovered"):
+            b["performance"] = "drop" if d.kind == "performance" else "ok"
     return state
 
 
@@ -92,13 +100,14 @@ def decide(store, policy: Policy, *, holder: str, lease_seconds: float, now: flo
     for fleet, bundle in judged_pairs(store, policy.bounds(now)[0][0]):
         if fleet not in states:
             states[fleet] = fleet_state(store.decisions(fleet))
-        previous = states[fleet].get(bundle, {"state": "ok", "anomalies": [], "last": {}})
+        previous = states[fleet].get(bundle, {"state": "ok", "performance": "ok", "anomalies": [], "last": {}})
         reference = store.reference(bundle)
         if reference is None:
             found = [("unknown_bundle", None, _unknown(store, fleet, bundle))] \
                 if previous["state"] != "unknown" else []
         else:
             a = assess(store, policy, fleet, bundle, reference, now, cache)
+            a.performance = judge_performance(_manifest(store, bundle, cache), a.read, policy)
             found = [(k, d, {**a.evidence(policy), "summary": s}) for k, d, s in transitions(a, previous, policy)]
         for kind, device, evidence in found:
             if now - previous["last"].get((kind, device), -float("inf")) < policy.cooldown:
@@ -127,7 +136,21 @@ def transitions(a: Assessment, previous: dict, policy: Policy) -> list[tuple[str
                                        f"from the rest of the fleet in {columns}; its windows are left out"))
     for device in sorted(set(previous["anomalies"]) - set(a.anomalies)):
         out.append(("anomaly_cleared", device, f"device {device} is no longer anomalous"))
+    p = a.performance
+    if p is not None and previous.get("performance", "ok") != "drop" and p.dropping:
+        out.append(("performance", None, f"performance dropped: {performance_summary(p)}"))
+    elif p is not None and previous.get("performance", "ok") == "drop" and p.recovered:
+        out.append(("performance_recovered", None, f"performance recovered: {performance_summary(p)}"))
     return out
+
+
+def _manifest(store, bundle: str, cache: WindowCache | None) -> dict:
+    """The bundle's registered manifest, read once per ``cache`` (22 kB of JSON for the demo: not every 0.5 s)."""
+    if cache is None:
+        return bundle_manifest(store, bundle) or {}
+    if bundle not in cache.manifests:
+        cache.manifests[bundle] = bundle_manifest(store, bundle) or {}
+    return cache.manifests[bundle]
 
 
 def _unknown(store, fleet: str, bundle: str) -> dict:
@@ -150,7 +173,8 @@ def outgoing(store) -> list[tuple[int, str, bytes]]:
         state = fleet_state(x for x in history[d.fleet] if x.id <= d.id)
         bundles = {sha: {"name": names.get(sha, {}).get("name"), "version": names.get(sha, {}).get("version"),
                          "state": "ok" if s["state"] == "unknown" and sha in names else s["state"],
-                         "anomalies": s["anomalies"]} for sha, s in state.items() if sha}
+                         "performance": s["performance"], "anomalies": s["anomalies"]}
+                   for sha, s in state.items() if sha}
         payload = status_payload(d.fleet, bundles, {"id": d.id, "kind": d.kind, "time": d.time,
                                                     "bundle": d.bundle_sha256, "device": d.evidence.get("device"),
                                                     "summary": d.evidence.get("summary", d.kind)})

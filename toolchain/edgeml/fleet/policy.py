@@ -22,7 +22,15 @@ slices are judged (the last one ends at the latest multiple of ``slice``).
   while at least ``min_devices`` report but too few drifted for a fleet
   drift, is a device **anomaly**;
 * ``cooldown``: no second decision of one kind for one (fleet, bundle, device)
-  within it.
+  within it;
+* live **performance** (:mod:`.performance`): the labelled rows' counts over
+  the horizon, summed, give the live ``performance_metric`` (``"auto"``: the
+  build's search metric when counts give it, else ``accuracy`` or ``rmse``);
+  worse than the build's ``metrics.test`` by more than
+  ``performance_margin`` (absolute for accuracy, balanced accuracy, F1 and
+  R²; relative for RMSE and MAE), with at least ``min_labelled`` labelled
+  rows, is a ``performance`` decision, and at most half the margin again a
+  ``performance_recovered`` one.
 
 Durations (``judge_every``, ``slice``, ``cooldown``) are seconds, or text such
 as ``"30s"``, ``"10m"``, ``"1h"``.
@@ -35,7 +43,7 @@ Traceback (most recent call last):
 ...
 edgeml.errors.FleetError: fleet.toml: [policy] has no key 'slcie'; the keys are judge_every, slice, slices, \
 drifted_slices, recover_slices, min_devices, device_share, min_rows, alpha, psi_moderate, psi_significant, \
-drifted_share, anomaly_alpha, cooldown
+drifted_share, anomaly_alpha, cooldown, performance_metric, performance_margin, min_labelled
 >>> Policy.from_table({"drifted_slices": 11}, "fleet.toml")
 Traceback (most recent call last):
 ...
@@ -54,6 +62,8 @@ from dataclasses import dataclass
 from edgeml.errors import FleetError
 from edgeml_runtime.errors import SettingsError
 from edgeml_runtime.protocol import VerdictRule
+
+from .performance import COUNTED
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -80,6 +90,9 @@ class Policy:
     drifted_share: float = VerdictRule.drifted_share
     anomaly_alpha: float = 0.01
     cooldown: float = 600.0
+    performance_metric: str = "auto"
+    performance_margin: float = 0.05
+    min_labelled: int = 200
 
     def __post_init__(self):
         self._check()
@@ -126,7 +139,8 @@ class Policy:
 
     def _check(self) -> None:
         whole = {"slices": (1, 10_000), "drifted_slices": (1, self.slices),
-                 "recover_slices": (0, self.drifted_slices - 1), "min_devices": (1, 10**9)}
+                 "recover_slices": (0, self.drifted_slices - 1), "min_devices": (1, 10**9),
+                 "min_labelled": (1, 10**12)}
         for key, (low, high) in whole.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -150,6 +164,17 @@ class Policy:
                 what = "a share of the devices, above 0 and at most 1" if key == "device_share" else \
                     "a probability above 0 and below 1"
                 raise FleetError(f"{key} = {value!r}: must be {what}; e.g. {key} = {getattr(Policy, key)}")
+        metrics = ("auto", *COUNTED["classification"], *COUNTED["regression"])
+        if self.performance_metric not in metrics:
+            raise FleetError(f"performance_metric = {self.performance_metric!r}: must be one of {', '.join(metrics)} "
+                             "(the metrics counts of labelled rows give); e.g. performance_metric = \"auto\"")
+        margin = self.performance_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not (
+                math.isfinite(margin) and 0 < margin <= 10):
+            raise FleetError(f"performance_margin = {margin!r}: must be a number above 0 and at most 10 (in the "
+                             "metric's units; a share of the build's value for rmse and mae); e.g. "
+                             f"performance_margin = {Policy.performance_margin}")
+        object.__setattr__(self, "performance_margin", float(margin))
         object.__setattr__(self, "slice", float(self.slice))
         object.__setattr__(self, "judge_every", float(self.judge_every))
         object.__setattr__(self, "cooldown", float(self.cooldown))

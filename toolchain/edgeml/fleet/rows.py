@@ -8,9 +8,12 @@ value. The store (:mod:`.store`) writes the rows; the tables are in
 
 * a birth sets a ``devices`` row (:func:`birth_row`), a death another
   (:func:`death_row`), a drift window a ``windows`` row (:func:`window_row`):
-  its key, bundle and times, and three JSON texts written once here by
+  its key, bundle and times, and four JSON texts written once here by
   :func:`.schema.dumps` (``counts``: what adds up across windows;
-  ``statistics``: every other per-column value; ``verdict``);
+  ``statistics``: every other per-column value; ``verdict``; ``performance``:
+  the labelled rows' metric counts, checked key by key by
+  :func:`edgeml_runtime.protocol.check_performance`, ``{}`` when the window
+  has none, as a device of protocol version 4 sends);
 * the value checks (:func:`text`, :func:`whole`, :func:`mapping`,
   :func:`bundle_of`, :func:`epoch`) refuse what the protocol does not allow
   and what no database keeps as sent (a NUL, an unpaired surrogate, an
@@ -35,7 +38,7 @@ from datetime import UTC, datetime
 import orjson
 
 from edgeml_runtime.errors import ProtocolError
-from edgeml_runtime.protocol import Topic, parse_topic, window_key
+from edgeml_runtime.protocol import Topic, check_performance, parse_topic, window_key
 
 from .schema import dumps
 
@@ -211,7 +214,7 @@ def _object(value, key: str, where: str) -> Mapping:
 def window_row(topic, message: Mapping, received: float) -> dict:
     """The ``windows`` row of a drift message: its key, bundle, times, counts, statistics and verdict.
 
-    ``counts``, ``statistics`` and ``verdict`` are JSON text (:func:`dumps`),
+    ``counts``, ``statistics``, ``verdict`` and ``performance`` are JSON text (:func:`dumps`),
     written once here and stored as they are; ValueError if one cannot be.
     """
     where = _where(topic)
@@ -232,7 +235,7 @@ def window_row(topic, message: Mapping, received: float) -> dict:
             "historical": historical, "counts": dumps({"columns": counts, "output": output_counts}),
             "statistics": dumps({"columns": statistics, "output": output_statistics}),
             "verdict": dumps(dict(mapping(message, "verdict", where))),
-            "performance": dumps(dict(mapping(message, "performance", where))) if "performance" in message else "{}"}
+            "performance": dumps(check_performance(get("performance"), where)) if "performance" in message else "{}"}
 
 
 # -- a received message, checked ---------------------------------------------------------------
