@@ -312,7 +312,8 @@ def _tracked(store, version: ModelVersion, tracking) -> ModelVersion:
     """``version`` logged to ``tracking`` (once: its MLflow run and model version are kept in its lineage)."""
     if "mlflow" in version.lineage:
         return version
-    logged = tracking.log_version(version, archive_path(store, version.bundle_sha256))
+    with tempfile.TemporaryDirectory(prefix="edgeml-tracking-") as folder:
+        logged = tracking.log_version(version, archive_path(store, version.bundle_sha256, folder))
     with store._write() as conn:
         _update(conn, version.version, lineage={**_get(conn, version.version).lineage, "mlflow": logged})
         return _get(conn, version.version)
