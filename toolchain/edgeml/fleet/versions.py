@@ -97,14 +97,24 @@ def store_bundle(store, path: str | os.PathLike) -> tuple[str, dict]:
     from .registry import verified_manifest
 
     manifest, identity = verified_manifest(path)
-    archive = _archive_bytes(Path(path))
     store.add_bundle(identity, manifest, source=str(Path(path).resolve()))
+    keep_archive(store, identity, path)
+    return identity, manifest
+
+
+def keep_archive(store, identity: str, path: str | os.PathLike) -> bool:
+    """Keep the ``.tar.gz`` of the bundle at ``path`` (verified, of identity ``identity``) unless one is kept
+    already; whether it was new. A folder is packed reproducibly (:func:`edgeml.bundle.place.write_archive`)."""
     a = t.bundle_archives
+    with store._read() as conn:
+        if conn.execute(sa.select(a.c.bundle_sha256).where(a.c.bundle_sha256 == identity)).scalar() is not None:
+            return False
+    archive = _archive_bytes(Path(path))
     row = {"bundle_sha256": identity, "archive": archive, "bytes": len(archive),
            "sha256": hashlib.sha256(archive).hexdigest(), "added": time.time()}
     with store._write() as conn:
-        conn.execute(store._insert(a).values(row).on_conflict_do_nothing(index_elements=[a.c.bundle_sha256]))
-    return identity, manifest
+        done = conn.execute(store._insert(a).values(row).on_conflict_do_nothing(index_elements=[a.c.bundle_sha256]))
+    return done.rowcount == 1
 
 
 def register(store, path: str | os.PathLike, *, fleet: str, cohort: str = "", action: str = "added",
@@ -349,4 +359,4 @@ def _cohort(cohort: str) -> str:
 
 
 __all__ = ["ACTIONS", "CHAMPION", "STATUSES", "ModelVersion", "add_version", "archive_path", "champion", "get",
-           "promote", "register", "reject", "rollback", "store_bundle", "versions"]
+           "keep_archive", "promote", "register", "reject", "rollback", "store_bundle", "versions"]
