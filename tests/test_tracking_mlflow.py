@@ -103,3 +103,26 @@ except Exception as exc:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("FleetError MLflow tracking to sqlite:///")
     assert "install the tracking extra: pip install 'edgeml[tracking]'" in done.stdout
+
+
+@needs_mlflow
+def test_the_commands_log_to_the_tracking_uri_or_mlflow_tracking_uri(two_bundles, tmp_path):
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from edgeml.cli import main
+
+    uri, store = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/fleet.db"
+    runner = CliRunner()
+    added = runner.invoke(main, ["registry", "add", str(two_bundles[0]), "--fleet", "plant-a", "--champion",
+                                 "--store", store, "--tracking-uri", uri])
+    assert added.exit_code == 0, added.output
+    second = runner.invoke(main, ["registry", "add", str(two_bundles[1]), "--fleet", "plant-a", "--store", store],
+                           env={"MLFLOW_TRACKING_URI": uri})
+    promoted = runner.invoke(main, ["registry", "promote", "2", "--store", store], env={"MLFLOW_TRACKING_URI": uri})
+    assert second.exit_code == 0 and promoted.exit_code == 0, second.output + promoted.output
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("edgeml-plant-a", "champion")
+    assert str(champion.version) == "2" and champion.tags["edgeml.version"] == "2"
+    first = client.get_run(client.get_model_version("edgeml-plant-a", "1").run_id)
+    assert first.data.params["trigger"] == "manual" and first.data.params["action"] == "added"
