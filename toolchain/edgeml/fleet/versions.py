@@ -13,6 +13,9 @@ The bundle itself is kept in ``bundle_archives`` under its identity (its
 reproducible ``.tar.gz``, :func:`edgeml.bundle.place.write_archive`), so a
 controller on another machine can hand it out, score it or roll back to it
 without the folder it was added from; :func:`archive_path` writes it out.
+:func:`register` keeps a bundle and makes it a version; :func:`add_version`
+makes another version of a bundle already kept; :func:`keep_archive` keeps
+only the archive (``edgeml registry add`` without ``--fleet``).
 
 An **alias** names one version per fleet and cohort: ``champion`` is the one
 the fleet should run. :func:`promote` moves it (the version it leaves is
@@ -27,6 +30,9 @@ With ``tracking=`` (:class:`edgeml.fleet.tracking.Tracking`) every new
 version is also an MLflow run and a model version of the registered model of
 its fleet and cohort, and the MLflow alias ``champion`` follows promotions;
 the run and model version are kept in the version's lineage (``mlflow``).
+The store is the registry of record: its change is committed first, and an
+MLflow failure is raised after it (the next promotion or rejection of the
+version logs what is missing).
 
 Actions: ``added`` (``edgeml registry add``), ``trained`` (a retrain's
 challenger), ``rolled_back``. Statuses: ``candidate``, ``champion``,
@@ -172,8 +178,7 @@ def promote(store, version: int, *, reason: str = "promoted", tracking=None) -> 
     One transaction, holding the fleet and cohort's lock: of two promotions at once, from any process, one
     waits for the other, and the last is the one champion."""
     with store._write() as conn:
-        chosen = _get(conn, version)
-        _lock(conn, chosen.fleet, chosen.cohort)
+        _lock(conn, *_fleet_of(conn, version))
         done = _promote(conn, store, _get(conn, version), reason)
     if tracking is not None:
         tracking.champion(_tracked(store, done, tracking))
@@ -183,6 +188,7 @@ def promote(store, version: int, *, reason: str = "promoted", tracking=None) -> 
 def reject(store, version: int, *, reason: str, tracking=None, **evidence) -> ModelVersion:
     """Mark ``version`` rejected (a challenger that lost), keeping why in its lineage; the champion cannot be."""
     with store._write() as conn:
+        _lock(conn, *_fleet_of(conn, version))
         chosen = _get(conn, version)
         if CHAMPION in chosen.aliases:
             raise FleetError(f"version {version} is the champion of fleet {chosen.fleet!r}{_cohort(chosen.cohort)} "
@@ -310,6 +316,15 @@ def _promote(conn, store, chosen: ModelVersion, reason: str, previous=_REPLACED)
                "promoted": {"reason": reason, "time": now, "replaced": current}}
     _update(conn, chosen.version, status=CHAMPION, lineage=lineage)
     return _get(conn, chosen.version)
+
+
+def _fleet_of(conn, version: int) -> tuple[str, str]:
+    """The fleet and cohort of ``version`` (a fleet's versions never move); :class:`FleetError` if none."""
+    v = t.model_versions
+    row = conn.execute(sa.select(v.c.fleet, v.c.cohort).where(v.c.version == version)).first()
+    if row is None:
+        raise FleetError(f"the registry has no version {version}; list them with edgeml registry list")
+    return row.fleet, row.cohort
 
 
 def _champion_number(conn, fleet: str, cohort: str) -> int | None:
