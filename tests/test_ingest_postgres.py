@@ -85,6 +85,10 @@ def test_errors_name_the_source_and_the_fix(database, postgres):
         read_table(f"{database}?table=readings", table="hot")
     with pytest.raises(DataError, match=r"duplicate column names 'id'"):
         read_table(database, query="SELECT id, id FROM readings")
+    with pytest.raises(DataError, match=r"psycopg://ada:\*\*\*@h:12x/db\?table=readings: not a database URL"):
+        read_table("postgresql+psycopg://ada:pw@h:12x/db?table=readings")
+    with pytest.raises(DataError, match=r"no database name; write postgresql\+psycopg://user@host/DATABASE"):
+        read_table("postgresql://ada@127.0.0.1:1/?table=readings")
     closed = database.replace("edgeml@", "edgeml:s3cret@").replace(f":{postgres.port}/", ":1/")
     with pytest.raises(DataError, match=r"edgeml:\*\*\*@127\.0\.0\.1:1/.*cannot connect to the PostgreSQL server") \
             as refused:

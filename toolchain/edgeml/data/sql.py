@@ -91,22 +91,28 @@ def _sqlalchemy(url: str):
 
 
 def _masked(url: str) -> str:
+    """``url`` with its password shown as ``***`` (by SQLAlchemy; by hand when it cannot read the URL)."""
     try:
         from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads, or no SQLAlchemy: hide what follows a ':' before an '@'
-        head, at, tail = url.rpartition("@")
-        if not at or ":" not in head.split("//", 1)[-1]:
-            return url
-        scheme, _, user = head.partition("//")
-        return f"{scheme}//{user.split(':', 1)[0]}:***@{tail}"
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            pass
+    except ModuleNotFoundError:
+        pass
+    head, at, tail = url.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, user = head.partition("//")
+    return f"{scheme}//{user.split(':', 1)[0]}:***@{tail}"
 
 
 def _parse(sa, url: str, shown: str, table: str | None):
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:
         raise DataError(f"{shown}: not a database URL ({exc}); write postgresql+psycopg://user@host/db?table=NAME") \
             from None
     if parsed.get_backend_name() != "postgresql":
