@@ -32,11 +32,17 @@ def two_bundles(demo_bundle, tmp_path_factory):
     return demo_bundle, copy
 
 
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    """One SQLite tracking store for the module (creating its tables takes seconds); each test its own fleet."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
 @needs_mlflow
-def test_versions_promotions_and_rollbacks_are_logged_to_mlflow(two_bundles, tmp_path):
+def test_versions_promotions_and_rollbacks_are_logged_to_mlflow(two_bundles, mlflow_uri, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     tracking = Tracking(uri)
     with Store.open(f"sqlite:///{tmp_path}/fleet.db") as store:
         first = reg.register(store, two_bundles[0], fleet="plant-a", lineage={"trigger": "manual"},
@@ -73,16 +79,16 @@ def test_versions_promotions_and_rollbacks_are_logged_to_mlflow(two_bundles, tmp
 
 
 @needs_mlflow
-def test_a_version_made_before_tracking_is_logged_when_it_is_next_touched(two_bundles, tmp_path):
+def test_a_version_made_before_tracking_is_logged_when_it_is_next_touched(two_bundles, mlflow_uri, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     with Store.open(f"sqlite:///{tmp_path}/fleet.db") as store:
-        plain = reg.register(store, two_bundles[0], fleet="plant-a", cohort="line 2")
+        plain = reg.register(store, two_bundles[0], fleet="plant-b", cohort="line 2")
         assert "mlflow" not in plain.lineage
         lost = reg.reject(store, plain.version, reason="worse", tracking=Tracking(uri))
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    [made] = client.search_model_versions("name='edgeml-plant-a-line_2'")
+    [made] = client.search_model_versions("name='edgeml-plant-b-line_2'")
     assert made.tags["edgeml.status"] == "rejected" and lost.lineage["mlflow"]["model_version"] == str(made.version)
 
 
@@ -106,23 +112,23 @@ except Exception as exc:
 
 
 @needs_mlflow
-def test_the_commands_log_to_the_tracking_uri_or_mlflow_tracking_uri(two_bundles, tmp_path):
+def test_the_commands_log_to_the_tracking_uri_or_mlflow_tracking_uri(two_bundles, mlflow_uri, tmp_path):
     from click.testing import CliRunner
     from mlflow.tracking import MlflowClient
 
     from edgeml.cli import main
 
-    uri, store = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/fleet.db"
+    uri, store = mlflow_uri, f"sqlite:///{tmp_path}/fleet.db"
     runner = CliRunner()
-    added = runner.invoke(main, ["registry", "add", str(two_bundles[0]), "--fleet", "plant-a", "--champion",
+    added = runner.invoke(main, ["registry", "add", str(two_bundles[0]), "--fleet", "plant-c", "--champion",
                                  "--store", store, "--tracking-uri", uri])
     assert added.exit_code == 0, added.output
-    second = runner.invoke(main, ["registry", "add", str(two_bundles[1]), "--fleet", "plant-a", "--store", store],
+    second = runner.invoke(main, ["registry", "add", str(two_bundles[1]), "--fleet", "plant-c", "--store", store],
                            env={"MLFLOW_TRACKING_URI": uri})
     promoted = runner.invoke(main, ["registry", "promote", "2", "--store", store], env={"MLFLOW_TRACKING_URI": uri})
     assert second.exit_code == 0 and promoted.exit_code == 0, second.output + promoted.output
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    champion = client.get_model_version_by_alias("edgeml-plant-a", "champion")
+    champion = client.get_model_version_by_alias("edgeml-plant-c", "champion")
     assert str(champion.version) == "2" and champion.tags["edgeml.version"] == "2"
-    first = client.get_run(client.get_model_version("edgeml-plant-a", "1").run_id)
+    first = client.get_run(client.get_model_version("edgeml-plant-c", "1").run_id)
     assert first.data.params["trigger"] == "manual" and first.data.params["action"] == "added"
