@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e "./runtime[onnx,mqtt,tflite]"
-	$(BIN)/pip install --quiet -e ".[dev,spark,fleet]"
+	$(BIN)/pip install --quiet -e ".[dev,spark,fleet,tracking]"
 	touch $(STAMP)
 
 install: $(STAMP)

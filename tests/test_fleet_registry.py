@@ -94,8 +94,11 @@ def test_the_registry_commands(url, demo_bundle, tmp_path):
     assert added.exit_code == 0, added.output
     assert "registered demo version 1" in added.stderr
     listed = runner.invoke(main, ["registry", "list", "--json"], env={"EDGEML_FLEET_STORE": url})
-    assert listed.exit_code == 0 and [b["name"] for b in json.loads(listed.stdout)] == ["demo"]
+    assert listed.exit_code == 0
+    listing = json.loads(listed.stdout)
+    assert listing["versions"] == [] and [b["name"] for b in listing["unversioned"]] == ["demo"]
     plain = runner.invoke(main, ["registry", "list", "--store", url])
-    assert plain.stdout.startswith(json.loads(listed.stdout)[0]["bundle_sha256"][:12]) and "demo 1" in plain.stdout
+    assert plain.stdout.startswith("bundles with no version")
+    assert f"  {listing['unversioned'][0]['bundle_sha256'][:12]}  demo 1" in plain.stdout
     refused = runner.invoke(main, ["registry", "add", str(tmp_path), "--store", url])
     assert refused.exit_code == 2 and "manifest.json" in refused.stderr and "Traceback" not in refused.output

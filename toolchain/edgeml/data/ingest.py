@@ -1,4 +1,4 @@
-"""Read the user's table (CSV, Parquet, JSON Lines or SQLite) into a :class:`Table`.
+"""Read the user's table (CSV, Parquet, JSON Lines, SQLite or PostgreSQL) into a :class:`Table`.
 
 This is the first stage of a build: it turns what the user named on the
 command line into a DataFrame, plus the facts a bundle records about where the
@@ -37,7 +37,6 @@ import csv
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from edgeml_runtime.headers import Header, delimiter, read_header
 __all__ = ["EXTENSIONS", "FORMATS", "Table", "read_input", "read_table"]
 
 #: The formats :func:`read_table` understands.
-FORMATS = ("csv", "parquet", "jsonl", "sqlite")
+FORMATS = ("csv", "parquet", "jsonl", "sqlite", "postgresql")
 
 #: File extension (lower case) -> format. ``.json`` is read only when it is line-delimited.
 EXTENSIONS = {
@@ -83,9 +82,9 @@ class Table:
     """A table as read from the user's source, before any judgement about its columns."""
 
     frame: pd.DataFrame  #: columns named as in the source (a CSV header's by the runtime's rule)
-    source: str  #: what the user gave (path or ``sqlite:///`` URL)
+    source: str  #: what the user gave (path, ``sqlite:///`` URL, PostgreSQL URL with its password masked)
     format: str  #: one of :data:`FORMATS`
-    sha256: str  #: of the source file's bytes (the ``.db`` file for SQLite)
+    sha256: str  #: of the source file's bytes (the ``.db`` file for SQLite; PostgreSQL: :func:`.sql.rows_sha256`)
     rows: int
     notes: tuple[str, ...] = ()  #: what the header rule renamed, one line each, to show the user
     unnamed: tuple[str, ...] = ()  #: the names given to empty CSV header cells
@@ -111,9 +110,10 @@ def read_input(data: str | os.PathLike | None, label: str | None, *, query: str 
 def read_table(source: str | os.PathLike, *, query: str | None = None, table: str | None = None) -> Table:
     """Read ``source`` into a :class:`Table`, or raise :class:`DataError` saying what to fix.
 
-    ``source`` is a file path or ``sqlite:///path.db?table=NAME`` (three slashes
-    then the path, so an absolute path gives four: ``sqlite:////data/x.db``).
-    ``table`` and ``query`` (a ``SELECT``) choose what to read from a SQLite
+    ``source`` is a file path, ``sqlite:///path.db?table=NAME`` (three slashes
+    then the path, so an absolute path gives four: ``sqlite:////data/x.db``),
+    or ``postgresql+psycopg://user@host/db?table=NAME`` (:mod:`edgeml.data.sql`).
+    ``table`` and ``query`` (a ``SELECT``) choose what to read from a
     database; they are refused for other formats.
 
     >>> import pathlib, sqlite3, tempfile
@@ -128,6 +128,10 @@ def read_table(source: str | os.PathLike, *, query: str | None = None, table: st
     1
     """
     shown = os.fspath(source)
+    if isinstance(shown, str) and shown.lower().startswith("postgres"):
+        from edgeml.data.sql import read_postgres
+
+        return read_postgres(shown, table=table, query=query)
     if isinstance(shown, str) and shown.lower().startswith("sqlite:"):
         path, table = _parse_sqlite_url(shown, table)
         _check_file(path, shown)
@@ -138,10 +142,13 @@ def read_table(source: str | os.PathLike, *, query: str | None = None, table: st
         fmt = _detect_format(path, shown)
     header = None  # a CSV file's, as read_header named it
     if fmt == "sqlite":
-        frame = _read_sqlite(path, shown, table=table, query=query)
+        from edgeml.data.sql import read_sqlite
+
+        frame = read_sqlite(path, shown, table=table, query=query)
     elif table is not None or query is not None:
         option = "--table" if table is not None else "--query"
-        raise DataError(f"{shown}: {option} applies to SQLite databases only, and this is a {fmt} file; leave it out")
+        raise DataError(f"{shown}: {option} applies to SQLite and PostgreSQL sources only, and this is a {fmt} file; "
+                        "leave it out")
     else:
         frame, header = _READERS[fmt](path, shown)
     _refuse_duplicates([str(c) for c in frame.columns], shown)
@@ -340,64 +347,6 @@ def _parse_sqlite_url(url: str, table: str | None) -> tuple[Path, str | None]:
     if not path:
         raise DataError(f"{url}: no database file after sqlite:///; write sqlite:///path/to/file.db?table=NAME")
     return Path(path), in_url if in_url is not None else table
-
-
-def _read_sqlite(path: Path, shown: str, *, table: str | None, query: str | None) -> pd.DataFrame:
-    if table is not None and query is not None:
-        raise DataError(f"{shown}: give either a table or --query, not both")
-    uri = path.resolve().as_uri() + "?mode=ro"
-    try:
-        con = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as exc:
-        raise DataError(f"{shown}: cannot open SQLite database ({exc}); check the file and its permissions") from exc
-    try:
-        tables = _sqlite_tables(con, shown)
-        if query is None:
-            if table is None:
-                raise DataError(
-                    f"{shown}: say which table to read, with ?table=NAME or --query; "
-                    f"tables: {_listing(tables)}"
-                )
-            query = f"SELECT * FROM {_quote_identifier(_find_table(table, tables, shown))}"
-        return pd.read_sql_query(query, con)
-    except pd.errors.DatabaseError as exc:
-        reason = exc.__cause__ or exc
-        raise DataError(f"{shown}: the query failed: {reason}; query was: {query}") from exc
-    finally:
-        con.close()
-
-
-def _sqlite_tables(con: sqlite3.Connection, shown: str) -> list[str]:
-    try:
-        rows = con.execute(
-            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise DataError(f"{shown}: cannot be read as a SQLite database ({exc}); check the file") from exc
-    return [name for (name,) in rows]
-
-
-def _find_table(name: str, tables: list[str], shown: str) -> str:
-    if name in tables:
-        return name
-    folded = [t for t in tables if t.casefold() == name.casefold()]
-    if folded:
-        return folded[0]
-    raise DataError(f"{shown}: no table {name!r}; tables: {_listing(tables)}")
-
-
-def _listing(names: list[str]) -> str:
-    return ", ".join(repr(n) for n in names) if names else "(none: the database is empty)"
-
-
-def _quote_identifier(name: str) -> str:
-    """``name`` as a SQL identifier: double-quoted, inner quotes doubled.
-
-    >>> _quote_identifier('my "odd" table')
-    '"my ""odd"" table"'
-    """
-    return '"' + name.replace('"', '""') + '"'
 
 
 #: Format -> reader: the frame, and for CSV the :class:`~edgeml_runtime.headers.Header` its columns were named by.
