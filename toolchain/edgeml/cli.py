@@ -31,7 +31,8 @@ def main():
 
 @main.command()
 @click.option("--data", "-d", help="Training data: a .csv/.tsv, .parquet, .jsonl file, "
-              "or sqlite:///file.db?table=NAME. Omit to use the built-in demo data.")
+              "sqlite:///file.db?table=NAME or postgresql+psycopg://user@host/db?table=NAME. Omit to use the "
+              "built-in demo data.")
 @click.option("--label", "-l", help="The column to predict.")
 @click.option("--target", "-t",
               help="Hardware target profile name (see `edgeml targets`) or path to a .toml. [default: rpi4]")
@@ -48,7 +49,7 @@ def main():
 @click.option("--estimators", metavar="NAME[,NAME...]",
               help="Search only these learners (a subset of what the target allows).")
 @click.option("--time-column", help="Split train/validation/test in this column's time order instead of at random.")
-@click.option("--query", help="SQL query to read, with --data sqlite:///file.db.")
+@click.option("--query", help="SQL query to read, with --data sqlite:///file.db or postgresql+psycopg://....")
 @click.option("--seed", type=int, help="Random seed for the split and the search. [default: 0]")
 @click.option("--name", help="Bundle name. [default: the data file's name, or 'demo']")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Bundle folder. [default: dist/<name>-<version>]")
