@@ -325,6 +325,33 @@ class Runner:
         return get(self.store, row.id)
 
 
+def run_now(store, store_url: str, settings, fleet: str, cohort: str = "", *, holder: str,
+            lease_seconds: float = 30.0, log: logging.Logger | None = None,
+            progress: Callable[[Retrain, str], None] | None = None) -> Retrain:
+    """``edgeml fleet retrain``: request a manual retrain and run it now, in the foreground, under the fleet's lease
+    (a pending request of the fleet is run instead, with this one noted on it); the finished row. FleetError
+    naming the holder while another retrain of the fleet runs."""
+    if settings.name is None:
+        raise FleetError(f"{settings.source}: no [trigger] name: say how to retrain, e.g. [trigger] name = "
+                         "\"command\" and command = [\"/usr/local/bin/retrain\"]")
+    name = lease_name(fleet)
+    if not store.acquire_lease(name, holder, lease_seconds):
+        raise FleetError(f"a retrain of fleet {fleet!r} is running, held by {store.lease_holder(name)}; wait for it "
+                         "to finish (its row in the retrains table says how it went) and run this again")
+    runner = Runner(store, store_url, settings, holder=holder, lease_seconds=lease_seconds, fleets=(fleet,), log=log,
+                    progress=progress)
+    try:
+        request(store, fleet, cohort, "manual", trigger=settings.name)
+    except BaseException:
+        store.release_lease(name, holder)
+        raise
+    done = runner.run_next(fleet, now_anyway=True)
+    if done is None:  # only if the lease was lost in between
+        raise FleetError(f"the retrain of fleet {fleet!r} could not be taken: the lease went to "
+                         f"{store.lease_holder(name)}")
+    return done
+
+
 def _child(run, job: Job, send) -> None:
     """The trigger in the child: its own process group (a timeout kills what it started too), its outcome sent."""
     from .triggers import _pdeathsig
@@ -355,4 +382,4 @@ def _kill(child) -> None:
 
 
 __all__ = ["ACTIVE", "FINISHED", "REASONS", "Retrain", "Runner", "evidence_document", "get", "lease_name", "request",
-           "retrains"]
+           "retrains", "run_now"]
