@@ -43,16 +43,15 @@ import signal
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
-from edgeml.errors import EdgeMLError, FleetError
+from edgeml.errors import FleetError
 
 from . import schema as t
-from .triggers import Job, trigger
+from .triggers import Job, run_in_child, trigger
 
 REASONS = ("drift", "performance", "schedule", "manual")
 ACTIVE = ("pending", "running")
@@ -251,7 +250,7 @@ class Runner:
                   source=s.source, workdir=workdir)
         ctx = multiprocessing.get_context("spawn")
         receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(chosen.run, job, send), name=f"edgeml-retrain-{row.id}")
+        child = ctx.Process(target=run_in_child, args=(chosen.run, job, send), name=f"edgeml-retrain-{row.id}")
         started = time.monotonic()
         child.start()
         send.close()
@@ -350,26 +349,6 @@ def run_now(store, store_url: str, settings, fleet: str, cohort: str = "", *, ho
         raise FleetError(f"the retrain of fleet {fleet!r} could not be taken: the lease went to "
                          f"{store.lease_holder(name)}")
     return done
-
-
-def _child(run, job: Job, send) -> None:
-    """The trigger in the child: its own process group (a timeout kills what it started too), its outcome sent."""
-    from .triggers import _pdeathsig
-
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    _pdeathsig()
-    try:
-        outcome = run(job, lambda text: send.send(("progress", str(text))))
-    except EdgeMLError as exc:
-        outcome = {"status": "failed", "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - a trigger's bug is recorded, not a crashed controller
-        outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc()[-2000:]}
-    send.send(("result", outcome))
-    send.close()
 
 
 def _kill(child) -> None:

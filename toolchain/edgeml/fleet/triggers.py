@@ -42,11 +42,12 @@ import json
 import os
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeml.errors import FleetError
+from edgeml.errors import EdgeMLError, FleetError
 
 #: Characters of a program's stdout and stderr (or a webhook's response) kept in the record.
 TAIL = 2000
@@ -141,10 +142,29 @@ def _tail(text: str) -> str:
     return text[-TAIL:]
 
 
+def run_in_child(run, job: Job, send) -> None:
+    """The trigger in the child process :mod:`.retrain` spawns (here, for this module imports light): in a
+    process group of its own, so that a timeout kills what it started too; its progress and outcome sent."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    _pdeathsig()
+    try:
+        outcome = run(job, lambda text: send.send(("progress", str(text))))
+    except EdgeMLError as exc:
+        outcome = {"status": "failed", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a trigger's bug is recorded, not a crashed controller
+        outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                   "traceback": traceback.format_exc()[-2000:]}
+    send.send(("result", outcome))
+    send.close()
+
+
 # -- build: a challenger against the champion --------------------------------------------------------------------
 
 def run_build(job: Job, progress: Callable[[str], None]) -> dict:
-    """Build a challenger from [retrain] and compare it with the champion (helper T2's challenger module)."""
+    """A challenger built from [retrain] and compared with the champion: :func:`.challenger.retrain_by_build`."""
     try:
         from . import challenger
     except ImportError as exc:
@@ -298,5 +318,5 @@ register_trigger(Trigger("webhook", run_webhook, (
 ), "POST the evidence, signed as Standard Webhooks specify"))
 
 
-__all__ = ["DECISION_KINDS", "TRIGGERS", "Job", "Option", "Trigger", "check_options", "register_trigger", "sign",
-           "trigger", "webhook_secret"]
+__all__ = ["DECISION_KINDS", "TRIGGERS", "Job", "Option", "Trigger", "check_options", "register_trigger",
+           "run_in_child", "sign", "trigger", "webhook_secret"]
