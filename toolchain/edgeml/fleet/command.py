@@ -33,6 +33,11 @@ Example fleet.toml (every table optional; flags override EDGEML_FLEET_* variable
   workers = 2                         # commit in 2 processes beside the MQTT client
   [policy]
   judge_every = 10
+  [trigger]                           # retrain on drift (see docs/fleet.md, Retraining)
+  name = "command"                    # or "build" (with [retrain] and [promotion]), or "webhook"
+  command = ["/usr/local/bin/retrain"]
+  on = ["drift", "performance"]
+  timeout = "1h"
 
 \b
 Environment: EDGEML_FLEET_BROKER, EDGEML_FLEET_STORE, EDGEML_FLEET_GROUP, EDGEML_FLEET_CLIENT_ID,
@@ -56,7 +61,7 @@ def _opt(name: str, help: str, **kwargs):
 
 @click.command("run", epilog=EPILOG)
 @click.option("--config", type=click.Path(dir_okay=False), help="fleet.toml: [broker], [store], [controller], "
-              "[policy] (see below).")
+              "[policy], [trigger], [retrain], [promotion] (see below).")
 @_opt("broker", "The broker: mqtt://host:1883 or mqtts://host:8883. [default: mqtt://127.0.0.1:1883]",
       metavar="URL")
 @click.option("--store", metavar="URL", help="The fleet store: sqlite:///fleet.db (the default) or "
