@@ -272,3 +272,33 @@ def test_a_drift_decision_fires_the_command_through_a_running_controller(mqtt_br
         (drift,) = s.decisions("loop", kind="drift")
     assert (row.status, row.reason, row.decision_id, row.holder) == ("done", "drift", drift.id, "loop-1")
     assert evidence["retrain"]["id"] == row.id and row.result["stdout"] == "started\n"
+
+
+def test_a_controller_killed_mid_retrain_leaves_it_to_the_next_one(mqtt_broker, tmp_path):
+    """SIGKILL a controller while its (scheduled) retrain runs: the program dies with it; the next controller finds
+    the row running with its lease expired, records it failed (controller stopped) and retries it by policy."""
+    pid_file = tmp_path / "pid"
+    argv = program(tmp_path, "doc = json.load(sys.stdin)\nif doc['retrain']['attempt'] == 1:\n"
+                             f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n")
+    store = f"sqlite:///{tmp_path}/fleet.db"
+    config = tmp_path / "fleet.toml"
+    config.write_text(f'[broker]\nurl = "{mqtt_broker.url}"\n[store]\nurl = "{store}"\n[controller]\n'
+                      f'fleets = ["loop"]\nlease_seconds = 2\n[trigger]\nname = "command"\n'
+                      f'command = {json.dumps(argv)}\nevery = "1h"\nretry_after = 0\n')
+    first = Controller(tmp_path, "--config", str(config), "--client-id", "loop-a", "--judge-every", "0",
+                       name="loop-a").start()
+    first.wait_log("retrain #1 of fleet loop started (schedule, attempt 1, trigger command)", timeout=60)
+    wait_until(pid_file.exists, timeout=30, what="the program started")
+    first.kill()
+    pid = int(pid_file.read_text())
+    wait_until(lambda: not alive(pid), timeout=10, what=f"the program (pid {pid}) killed with its controller")
+    second = Controller(tmp_path, "--config", str(config), "--client-id", "loop-b", "--judge-every", "0",
+                        name="loop-b").start()
+    second.wait_log("retrain #2 of fleet loop: done", timeout=60)
+    assert second.stop() == 0
+    assert "retrain #1 of fleet loop was left running by loop-a: controller stopped" in second.log()
+    with Store.open(store) as s:
+        stopped, retried = retrain.retrains(s, "loop")
+    assert (stopped.status, stopped.error, stopped.holder) == ("failed", "controller stopped (loop-a held it)",
+                                                               "loop-a")
+    assert (retried.status, retried.attempt, retried.holder, retried.reason) == ("done", 2, "loop-b", "schedule")
