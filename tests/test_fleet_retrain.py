@@ -121,6 +121,23 @@ def test_a_timeout_kills_the_child_and_its_program_and_is_recorded(tmp_path):
     wait_until(lambda: not alive(pid), timeout=5, what=f"the program (pid {pid}) killed with its group")
 
 
+def test_abort_kills_the_running_retrain_and_records_it_as_stopped(tmp_path):
+    """What a second SIGTERM does to the controller's runner: the child is killed now, failed, retried by policy."""
+    argv = program(tmp_path, "print('working', flush=True)\ntime.sleep(60)\n")
+    db = f"sqlite:///{tmp_path}/fleet.db"
+    with Store.open(db) as store:
+        runner = retrain.Runner(store, db, settings(argv, retry_after=3600.0), holder="r1")
+        retrain.request(store, "plant-a", "", "manual", trigger="webhook")  # run by the trigger configured now
+        threading.Timer(2.5, runner.abort.set).start()
+        began = time.monotonic()
+        row = runner.run_next("plant-a")
+        assert time.monotonic() - began < 10
+        stopped, retry = retrain.retrains(store, "plant-a")
+    assert (row.status, row.error, row.trigger) == ("failed", "controller stopped: killed by a second SIGTERM",
+                                                    "command")
+    assert (retry.status, retry.attempt) == ("pending", 2) and stopped.id == row.id
+
+
 def test_a_retrain_left_running_by_a_killed_controller_is_failed_and_retried(url, tmp_path):  # noqa: F811
     argv = program(tmp_path, "print(json.dumps({'bundle': 'dist/demo-2'}))\n")
     with Store.open(url) as store:

@@ -233,8 +233,10 @@ class Runner:
             found = conn.execute(sa.select(r.c.id).where(*cond).order_by(r.c.requested, r.c.id)).first()
             if found is None:
                 return None
+            # the trigger configured now runs it (a request made before fleet.toml changed says so in its row)
             conn.execute(sa.update(r).where(r.c.id == found[0]).values(status="running", started=time.time(),
-                                                                         holder=self.holder))
+                                                                         holder=self.holder,
+                                                                         trigger=self.settings.name))
         return get(self.store, found[0])
 
     def _execute(self, row: Retrain) -> dict:
