@@ -207,7 +207,10 @@ class Runner:
             self.current = row
             self.log.info("retrain #%d of fleet %s started (%s, attempt %d, trigger %s)", row.id, fleet, row.reason,
                           row.attempt, row.trigger)
-            outcome = self._execute(row)
+            try:
+                outcome = self._execute(row)
+            except FleetError as exc:  # the store failed before the trigger ran
+                outcome = {"status": "failed", "error": str(exc)}
             done = self._finish(row, outcome)
             self.log.info("retrain #%d of fleet %s: %s%s", done.id, fleet, done.status,
                           f": {done.error}" if done.error else "")
@@ -270,7 +273,6 @@ class Runner:
                         self.progress(row, payload)
                 else:
                     outcome = payload
-                continue
             now = time.monotonic()
             if now - started > s.timeout:
                 _kill(child)
@@ -285,8 +287,8 @@ class Runner:
                 renewed = now
                 if not self._renew(row):
                     _kill(child)
-                    outcome = {"status": "failed", "error": "the retrain lease was lost (the store was unreachable "
-                                                            "longer than lease_seconds)"}
+                    outcome = {"status": "failed", "error": "the retrain lease was lost: it was not renewed within "
+                                                            f"lease_seconds ({self.lease_seconds:g} s)"}
                     break
             if not child.is_alive() and not receive.poll(0):
                 break
