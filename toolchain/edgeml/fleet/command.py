@@ -33,6 +33,11 @@ Example fleet.toml (every table optional; flags override EDGEML_FLEET_* variable
   workers = 2                         # commit in 2 processes beside the MQTT client
   [policy]
   judge_every = 10
+  [trigger]                           # retrain on drift (see docs/fleet.md, Retraining)
+  name = "command"                    # or "build" (with [retrain] and [promotion]), or "webhook"
+  command = ["/usr/local/bin/retrain"]
+  on = ["drift", "performance"]
+  timeout = "1h"
 
 \b
 Environment: EDGEML_FLEET_BROKER, EDGEML_FLEET_STORE, EDGEML_FLEET_GROUP, EDGEML_FLEET_CLIENT_ID,
@@ -56,7 +61,7 @@ def _opt(name: str, help: str, **kwargs):
 
 @click.command("run", epilog=EPILOG)
 @click.option("--config", type=click.Path(dir_okay=False), help="fleet.toml: [broker], [store], [controller], "
-              "[policy] (see below).")
+              "[policy], [trigger], [retrain], [promotion] (see below).")
 @_opt("broker", "The broker: mqtt://host:1883 or mqtts://host:8883. [default: mqtt://127.0.0.1:1883]",
       metavar="URL")
 @click.option("--store", metavar="URL", help="The fleet store: sqlite:///fleet.db (the default) or "
@@ -98,3 +103,64 @@ def run(config, store, log_level, **flags):
     except EdgeMLError as exc:
         click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
         sys.exit(exc.exit_code)
+
+
+RETRAIN_EPILOG = """\b
+The trigger comes from fleet.toml (see edgeml fleet run --help), e.g.:
+  [trigger]
+  name = "command"                    # or "build" (with [retrain] and [promotion]), or "webhook"
+  command = ["/usr/local/bin/retrain", "--fast"]   # reads the evidence as JSON on stdin
+  timeout = "1h"
+  attempts = 2
+  retry_after = "10m"
+
+\b
+Examples:
+  edgeml fleet retrain --fleet plant-a --config fleet.toml
+  edgeml fleet retrain --fleet plant-a --config fleet.toml --json
+"""
+
+
+@click.command("retrain", epilog=RETRAIN_EPILOG)
+@click.option("--fleet", required=True, metavar="NAME", help="The fleet to retrain.")
+@click.option("--cohort", default="", metavar="NAME", help="A cohort of the fleet. [default: the whole fleet]")
+@click.option("--config", type=click.Path(dir_okay=False), help="fleet.toml: [trigger], [retrain], [promotion], "
+              "[store].")
+@click.option("--store", metavar="URL", help="The fleet store. [default: $EDGEML_FLEET_STORE, [store] url of "
+              "--config, else sqlite:///fleet.db]")
+@click.option("--json", "as_json", is_flag=True, help="Print the retrain's record as JSON.")
+def retrain(fleet, cohort, config, store, as_json):
+    """Retrain FLEET now, in the foreground: the same lease and records as the controller's retrains.
+
+    Refused while another retrain of the fleet runs (it names the holder). Progress goes to stderr; the exit code
+    is 0 when the retrain is done, promoted or rejected, 1 when it failed or timed out.
+    """
+    import json
+    import os
+    import socket
+
+    from .retrain import run_now
+    from .settings import resolve
+    from .store import Store
+
+    def said(row, text):
+        click.echo(f"retrain #{row.id}: {text}", err=True)
+
+    try:
+        settings = resolve({"store": store}, config)
+        holder = f"edgeml-fleet-retrain-{socket.gethostname()}-{os.getpid()}"
+        with Store.open(settings.store) as opened:
+            click.echo(f"retraining fleet {fleet} with the {settings.retraining.name} trigger as {holder}", err=True)
+            done = run_now(opened, settings.store, settings.retraining, fleet, cohort, holder=holder,
+                           lease_seconds=settings.lease_seconds, log=logging.getLogger("edgeml.fleet.cli"),
+                           progress=said)
+    except EdgeMLError as exc:
+        click.echo(click.style("error: ", fg="red", bold=True) + str(exc), err=True)
+        sys.exit(exc.exit_code)
+    seconds = done.result.get("seconds")
+    click.echo(f"retrain #{done.id} of fleet {fleet}: {done.status}"
+               f"{f' in {seconds:g} s' if seconds is not None else ''}{f': {done.error}' if done.error else ''}",
+               err=True)
+    if as_json:
+        click.echo(json.dumps(done.to_dict(), indent=2, default=str))
+    sys.exit(1 if done.status in ("failed", "timeout") else 0)

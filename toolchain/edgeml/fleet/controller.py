@@ -15,8 +15,17 @@ acknowledged) and every ``judge_every`` seconds (the policy's, or
    killed between the PUBACK and the mark publishes that decision again
    (retained: a repeat of the same message).
 
+With a ``[trigger]`` (:mod:`.retrain`), a decision whose kind is in its
+``on`` requests a retrain of its fleet, and so does the schedule (``every``:
+a fleet with no retrain requested for that long gets one); a runner thread
+runs the requests (under each fleet's ``retrain:<fleet>`` lease, the trigger
+in a child process), so the MQTT loop and ingest never wait for a retrain.
+
 SIGTERM or SIGINT stops it: no more messages are taken, those received are
 committed and acknowledged, the client disconnects cleanly, and it exits 0.
+A retrain running then is left to finish, or to be killed at its timeout,
+and recorded before the controller exits; a second SIGTERM kills it at once
+(recorded as failed, ``controller stopped``, and retried by the policy).
 A broker that is down (at start or later) is retried with backoff and
 logged; a store that fails is retried likewise, acknowledging nothing.
 
@@ -50,9 +59,15 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
 
     log = log or logging.getLogger("edgeml.fleet")
     stop = stop or threading.Event()
+    retraining: list[Retraining] = []
     if threading.current_thread() is threading.main_thread():
+        def stopping(*_):
+            if stop.is_set() and retraining:
+                retraining[0].abort()  # a second signal: the running retrain is killed now
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, stopping)
     judging = _judging(settings)
     store = Store.open(settings.store)
     log.info("store %s open; %s%s", store.url,
@@ -62,17 +77,25 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
     quiet_gc()
     ingest = Ingest(settings, store, committer=committer, log=log).start()
     report = Report(log, ingest)
+    if settings.retraining.name:
+        retraining.append(Retraining(store, settings, log).start())
     next_judgement = time.monotonic()
     try:
         while not stop.is_set():
             ingest.step(wait=0.2, stop=stop)
             report.maybe()
             if judging and time.monotonic() >= next_judgement:
-                _judge(judging, store, ingest, settings, log)
+                decided = _judge(judging, store, ingest, settings, log)
+                if retraining:
+                    retraining[0].decided(decided)
                 next_judgement = time.monotonic() + judging[1].judge_every
+            if retraining:
+                retraining[0].maybe_schedule()
     finally:
         committed = ingest.close()
         report.final(committed)
+        if retraining:
+            retraining[0].close()
         if judging:
             _release(store, settings)
         store.close()
@@ -96,24 +119,106 @@ def _judging(settings: ControllerSettings):
     return None if chosen.judge_every == 0 else (judge, chosen, judge.WindowCache())
 
 
-def _judge(judging, store, ingest: Ingest, settings: ControllerSettings, log: logging.Logger) -> None:
-    """One judgement: decide (if this controller holds the lease), then publish what is unpublished."""
+def _judge(judging, store, ingest: Ingest, settings: ControllerSettings, log: logging.Logger) -> list:
+    """One judgement: decide (if this controller holds the lease), then publish what is unpublished; the new
+    decisions."""
     judge, policy, cache = judging
+    decided = []
     try:
-        for d in judge.decide(store, policy, holder=settings.holder, lease_seconds=settings.lease_seconds,
-                              cache=cache):
+        decided = judge.decide(store, policy, holder=settings.holder, lease_seconds=settings.lease_seconds,
+                               cache=cache)
+        for d in decided:
             log.info("decision #%d %s in fleet %s: %s", d.id, d.kind, d.fleet, d.evidence.get("summary", d.kind))
         if not ingest.connected or store.lease_holder(judge.LEASE) != settings.holder:
-            return  # only the lease holder publishes: two controllers would race to publish one decision twice
+            return decided  # only the lease holder publishes: two controllers would race to publish one decision
         for decision_id, topic, payload in judge.outgoing(store):
             if not ingest.publish(topic, payload):
                 log.warning("decision %d not acknowledged by the broker; published again at the next judgement",
                             decision_id)
-                return
+                return decided
             store.mark_published([decision_id])
             log.info("published decision %d on %s", decision_id, topic)
     except FleetError as exc:
         log.error("judging failed: %s; trying again in %g s", exc, policy.judge_every)
+    return decided
+
+
+class Retraining:
+    """The controller's part of the loop: requests from decisions and the schedule, a thread that runs them."""
+
+    #: Seconds between the runner's looks for due retrains, and between schedule checks (at most).
+    POLL = 1.0
+
+    def __init__(self, store, settings: ControllerSettings, log: logging.Logger):
+        from . import retrain
+
+        self.retrain, self.store, self.settings, self.log = retrain, store, settings, log
+        self.trigger = settings.retraining
+        self.runner = retrain.Runner(store, settings.store, self.trigger, holder=settings.holder,
+                                     lease_seconds=settings.lease_seconds, fleets=settings.fleets, log=log)
+        self.closing = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="edgeml-retrain-runner", daemon=True)
+        self.next_schedule = time.monotonic()
+
+    def start(self) -> Retraining:
+        t = self.trigger
+        self.log.info("retraining with the %s trigger on %s%s; timeout %g s, %d attempts %g s apart", t.name,
+                      ", ".join(t.on) or "no decision", f", and every {t.every:g} s" if t.every else "", t.timeout,
+                      t.attempts, t.retry_after)
+        self.thread.start()
+        return self
+
+    def decided(self, decisions) -> None:
+        for d in decisions:
+            if d.kind in self.trigger.on:
+                self._request(d.fleet, d.kind, d)
+
+    def maybe_schedule(self) -> None:
+        if not self.trigger.every or time.monotonic() < self.next_schedule:
+            return
+        self.next_schedule = time.monotonic() + min(self.trigger.every, self.POLL * 10)
+        try:
+            fleets = self.settings.fleets or sorted({d.fleet for d in self.store.devices()})
+        except FleetError as exc:
+            self.log.error("retrain schedule: %s", exc)
+            return
+        for fleet in fleets:
+            self._request(fleet, "schedule", None, every=self.trigger.every)
+
+    def _request(self, fleet: str, reason: str, decision, every: float | None = None) -> None:
+        try:
+            row = self.retrain.request(self.store, fleet, "", reason, decision, trigger=self.trigger.name, every=every)
+        except FleetError as exc:
+            self.log.error("cannot request a retrain of fleet %s: %s", fleet, exc)
+            return
+        if row is not None:
+            why = f"{reason}, decision #{decision.id}" if decision is not None else reason
+            noted = bool(row.evidence.get("requests"))  # a request made on a retrain pending or running
+            self.log.info("retrain #%d of fleet %s %s (%s)", row.id, fleet,
+                          f"already {row.status}: request noted" if noted else "requested", why)
+
+    def _loop(self) -> None:
+        while not self.closing.is_set():
+            try:
+                for fleet in self.runner.due():
+                    if self.closing.is_set():
+                        break
+                    self.runner.run_next(fleet)
+            except FleetError as exc:
+                self.log.error("retrain runner: %s; trying again in %g s", exc, self.POLL)
+            self.closing.wait(self.POLL)
+
+    def abort(self) -> None:
+        self.runner.abort.set()
+
+    def close(self) -> None:
+        """Start no more retrains; wait for the running one to finish or be killed at its timeout."""
+        self.closing.set()
+        running = self.runner.current
+        if running is not None:
+            self.log.info("stopping: waiting for retrain #%d of fleet %s (killed at its timeout, %g s after it "
+                          "started; SIGTERM again to kill it now)", running.id, running.fleet, self.trigger.timeout)
+        self.thread.join()
 
 
 def _release(store, settings: ControllerSettings) -> None:

@@ -50,19 +50,22 @@ the default is 500
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeml.errors import FleetError
+from edgeml.errors import ConfigError, FleetError
 from edgeml_runtime.errors import SettingsError
 from edgeml_runtime.mqtt import MqttSettings
 from edgeml_runtime.protocol.topics import level_problem
 from edgeml_runtime.tomlfile import exposure, read_toml
 
+from .triggers import DECISION_KINDS, check_options
+
 ENV_PREFIX = "EDGEML_FLEET_"
-TABLES = ("broker", "store", "controller", "policy")
+TABLES = ("broker", "store", "controller", "policy", "trigger", "retrain", "promotion")
 #: How long the broker keeps the controller's session (and the windows queued for it) while it is away.
 SESSION_EXPIRY = 7 * 24 * 3600
 
@@ -79,6 +82,8 @@ class Key:
     low: float | None = None
     high: float | None = None
     fix: str = ""
+    key: str = ""  #: its name in :data:`KEYS` and the flags' dict, where not ``name``
+    duration: bool = False  #: seconds, or text such as "30s", "10m", "1h", "1d"
 
     @property
     def flag_name(self) -> str:
@@ -91,8 +96,9 @@ class Key:
 
 _BROKER_FIELDS = ("username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol",
                   "keepalive", "reconnect_min", "reconnect_max")
-KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "broker": k for k in (
-    Key("url", "broker", str, "mqtt://127.0.0.1:1883", flag="broker", fix="e.g. mqtts://broker.plant.local:8883"),
+KEYS: dict[str, Key] = {k.key or k.name: k for k in (
+    Key("url", "broker", str, "mqtt://127.0.0.1:1883", flag="broker", fix="e.g. mqtts://broker.plant.local:8883",
+        key="broker"),
     Key("username", "broker", str), Key("password", "broker", str),  # no flag: command lines show in ps
     Key("password_file", "broker", str), Key("ca_file", "broker", str), Key("cert_file", "broker", str),
     Key("key_file", "broker", str), Key("protocol", "broker", str, "5"),
@@ -113,9 +119,43 @@ KEYS: dict[str, Key] = {k.name if k.table != "broker" or k.name != "url" else "b
         fix="processes that decode and commit batches; the default is 1 (the controller's own)"),
     Key("judge_every", "policy", float, None, low=0, high=86400,
         fix="seconds between judgements; 0 turns judging off"),
+    Key("name", "trigger", str, None, flag="trigger", key="trigger",
+        fix="a registered trigger: build, command or webhook (none: retraining off)"),
+    Key("on", "trigger", list, DECISION_KINDS, flag="retrain_on", key="retrain_on",
+        fix="the decision kinds that fire the trigger, e.g. on = [\"drift\", \"performance\"] (on = [] for none)"),
+    Key("every", "trigger", float, None, flag="retrain_every", key="retrain_every", low=1, high=366 * 86400,
+        duration=True, fix="a retrain at least this often, e.g. every = \"1d\" (default: no schedule)"),
+    Key("timeout", "trigger", float, 3600.0, flag="retrain_timeout", key="retrain_timeout", low=1, high=7 * 86400,
+        duration=True, fix="the default is \"1h\""),
+    Key("attempts", "trigger", int, 2, flag="retrain_attempts", key="retrain_attempts", low=1, high=100,
+        fix="tries of one request, the first included; the default is 2"),
+    Key("retry_after", "trigger", float, 600.0, flag="retry_after", key="retry_after", low=0, high=7 * 86400,
+        duration=True, fix="the default is \"10m\""),
 )}
 #: Keys of ``[broker]`` whose value is a secret: a fleet.toml holding one must not be readable by every user.
 SECRET_KEYS = ("password",)
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """``[trigger]``, ``[retrain]`` and ``[promotion]``, checked: how the controller retrains (``name`` None: never).
+
+    ``options`` are the trigger's own keys of ``[trigger]``; ``build`` the
+    ``[retrain]`` table (the keys of edgeml.toml's ``[build]``, ``data``
+    resolved against fleet.toml's folder); ``promotion`` the ``[promotion]``
+    table, for :class:`edgeml.fleet.challenger.Promotion`.
+    """
+
+    name: str | None = None
+    options: dict = field(default_factory=dict)
+    on: tuple[str, ...] = DECISION_KINDS
+    every: float | None = None
+    timeout: float = 3600.0
+    attempts: int = 2
+    retry_after: float = 600.0
+    build: dict = field(default_factory=dict)
+    promotion: dict = field(default_factory=dict)
+    source: str = "fleet.toml"
 
 
 @dataclass(frozen=True)
@@ -136,6 +176,7 @@ class ControllerSettings:
     session_expiry: int = SESSION_EXPIRY
     judge_every: float | None = None  #: None: the policy's; 0: judging off
     policy: dict = field(default_factory=dict)  #: the ``[policy]`` table (for Policy.from_table)
+    retraining: TriggerSettings = field(default_factory=lambda: TriggerSettings())
     config: str | None = None
     sources: dict = field(default_factory=dict, compare=False)
 
@@ -177,6 +218,7 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         raise FleetError(f"{exc} (from {where})" if exc.key else str(exc)) from None
     client_id = values["client_id"] or f"edgeml-controller-{socket.gethostname()}"
     policy = dict(doc.get("policy", {}))
+    retraining = _retraining(values, doc, config, sources)
     return ControllerSettings(
         broker=broker, store=_store_url(flags.get("store"), config, environ), client_id=client_id,
         holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
@@ -184,7 +226,8 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         workers=values["workers"],
         receive_maximum=values["receive_maximum"] or default_receive_maximum(values["batch_size"], values["workers"]),
         session_expiry=values["session_expiry"],
-        judge_every=values["judge_every"], policy=policy, config=None if config is None else str(config),
+        judge_every=values["judge_every"], policy=policy, retraining=retraining,
+        config=None if config is None else str(config),
         sources=sources)
 
 
@@ -207,9 +250,11 @@ def _read(config) -> dict:
     for table, body in doc.items():
         if not isinstance(body, dict):
             raise FleetError(f"{config}: {table} = {body!r:.60} must be a table ([{table}])")
-        if table in ("store", "policy"):
-            continue  # [store]: store_url checks it; [policy]: Policy.from_table does
+        if table in ("store", "policy", "retrain", "promotion"):
+            continue  # [store]: store_url checks it; [policy]: Policy.from_table does; the others: _retraining
         known = [k.name for k in KEYS.values() if k.table == table]
+        if table == "trigger":
+            continue  # its keys and the chosen trigger's options: _retraining
         bad = [k for k in body if k not in known]
         if bad:
             raise FleetError(f"{config}: [{table}] {bad[0]} is not a key of this table; its keys are "
@@ -221,8 +266,86 @@ def _read(config) -> dict:
     return doc
 
 
+def _retraining(values: dict, doc: dict, config, sources: dict) -> TriggerSettings:
+    """[trigger] (its keys, the chosen trigger's options), [retrain] and [promotion], checked."""
+    source = str(config) if config is not None else "fleet.toml"
+    table = doc.get("trigger", {})
+    ours = {k.name for k in KEYS.values() if k.table == "trigger"}
+    name = values["trigger"]
+    options = {k: v for k, v in table.items() if k not in ours}
+    if name is None and options:
+        raise FleetError(f"{source}: [trigger] {next(iter(options))} is not a key of [trigger] without a trigger "
+                         f"name; its keys are {', '.join(sorted(ours))}, and the chosen trigger's options")
+    if name is not None:
+        options = check_options(name, options, source)
+    for kind in values["retrain_on"]:
+        if kind not in DECISION_KINDS:
+            where = sources.get("retrain_on", "the default")
+            raise FleetError(f"[trigger] on = {list(values['retrain_on'])} (from {where}): {kind!r} is not a decision "
+                             f"kind that can fire a retrain; use {' or '.join(DECISION_KINDS)}")
+    build = _build_table(doc.get("retrain", {}), config, name)
+    promotion = doc.get("promotion", {})
+    if promotion:
+        try:
+            from .challenger import Promotion
+        except ImportError:
+            pass  # checked for being a table only, until the challenger module is there
+        else:
+            Promotion.from_table(promotion, source)
+    return TriggerSettings(name=name, options=options, on=tuple(values["retrain_on"]), every=values["retrain_every"],
+                           timeout=values["retrain_timeout"], attempts=values["retrain_attempts"],
+                           retry_after=values["retry_after"], build=build, promotion=dict(promotion), source=source)
+
+
+def _build_table(table: dict, config, name: str | None) -> dict:
+    """[retrain]: the keys of edgeml.toml's [build], checked by edgeml.config's own checks, so a typo is refused
+    at start; ``data`` (a file) resolved against fleet.toml's folder."""
+    from dataclasses import fields, replace
+
+    from edgeml import config as build_config
+
+    path = Path(config) if config is not None else Path("fleet.toml")
+    if name == "build" and "data" not in table:
+        raise FleetError(f"{path}: [retrain] data is missing: the build trigger reads its rows afresh from it; e.g. "
+                         "data = \"/var/lib/edgeml/labelled.csv\"")
+    known = {k: v for k, v in {**build_config._types(), "max_trials": int}.items()
+             if k not in build_config.SEARCH_KEYS.values()}
+    out = dict(table)
+    try:
+        checked = build_config._read_table(path, "retrain", table, known, {"max_trials": "max_iter"})
+        allowed = {f.name for f in fields(build_config.BuildConfig)}
+        replace(build_config.BuildConfig(), **{k: v for k, v in checked.items() if k in allowed})
+    except ConfigError as exc:
+        raise FleetError(str(exc).replace("the --", "[retrain] in fleet.toml, not the --", 1)) from None
+    data = table.get("data")
+    if isinstance(data, str) and "://" not in data and not data.startswith("sqlite:") and not Path(data).is_absolute():
+        out["data"] = str(path.parent / data)
+    return out
+
+
+def duration(value, key: str, where: str, fix: str) -> float:
+    """Seconds from a number or a text such as "30s", "10m", "1h", "1d"; FleetError naming the key.
+
+    >>> duration("1d", "every", "fleet.toml", ""), duration(90, "timeout", "fleet.toml", "")
+    (86400.0, 90.0)
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise FleetError(f"{key} = {value!r} (from {where}): not a duration; give seconds (30) or text such as "
+                         f"\"30s\", \"10m\", \"1h\", \"1d\"; {fix}")
+    return float(match[1]) * _UNIT[match[2]]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
 def _parse(spec: Key, key: str, text: str, where: str):
     """An environment variable's text as the key's type (a list: comma-separated)."""
+    if spec.duration:
+        return duration(text, key, where, spec.fix)
     if spec.kind is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     if spec.kind is str:
@@ -238,6 +361,8 @@ _KIND = {str: "a text", int: "a whole number", float: "a number", list: "a list"
 
 def _check(spec: Key, key: str, value, where: str):
     """``value`` of the key's type and within its bounds; FleetError naming the key, where it came from, the fix."""
+    if spec.duration:
+        value = duration(value, key, where, spec.fix)
     shown = f"{key} = {value!r} (from {where})"
     ok = isinstance(value, spec.kind) and not isinstance(value, bool)
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
