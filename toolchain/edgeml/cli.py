@@ -257,14 +257,16 @@ def fleet_credentials(devices, out):
     click.echo(written.summary(), err=True)
 
 
-# `edgeml registry add|list`: the click group lives beside the library it drives (it imports nothing heavy).
+# `edgeml registry add|list|show|promote|rollback`: the click group lives beside the library it drives (it imports nothing heavy).
 from edgeml.fleet.registry import registry as _registry  # noqa: E402
 
 main.add_command(_registry)
-# `edgeml fleet run`: the controller (edgeml/fleet/command.py).
+# `edgeml fleet run` (the controller) and `edgeml fleet retrain` (one retrain now): edgeml/fleet/command.py.
+from edgeml.fleet.command import retrain as _fleet_retrain  # noqa: E402
 from edgeml.fleet.command import run as _fleet_run  # noqa: E402
 
 fleet.add_command(_fleet_run)
+fleet.add_command(_fleet_retrain)
 
 # `edgeml fleet status|decisions`: beside the judge they report on (the store loads when a command runs).
 from edgeml.fleet.status import decisions_command, status_command  # noqa: E402
