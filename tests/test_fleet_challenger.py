@@ -78,14 +78,19 @@ def crowned(store_url: str, bundle, fleet: str = "plant-a") -> versions.ModelVer
         return versions.promote(store, made.version)
 
 
-def retrain(store_url, tmp_path, world, data, promotion=None, fleet="plant-a", **build):
+def retrain(store_url, tmp_path, world, data, promotion=None, fleet="plant-a", meanwhile=None, **build):
     table = {"data": data if "://" in data else str(world["root"] / data), "label": "failure",
              "target": world["fast"], "estimators": ["lgbm"], "max_trials": 3, "validation": "holdout", **build}
     said = []
-    result = retrain_by_build(store_url, fleet=fleet, cohort="", build=table,
-                              promotion=promotion or Promotion(),
+
+    def progress(text: str) -> None:
+        said.append(text)
+        if meanwhile is not None:
+            meanwhile(text)
+
+    result = retrain_by_build(store_url, fleet=fleet, cohort="", build=table, promotion=promotion or Promotion(),
                               lineage=LINEAGE, source=str(tmp_path / "fleet.toml"), workdir=str(tmp_path / "work"),
-                              progress=said.append)
+                              progress=progress)
     assert said and said[-1].startswith(f"challenger version {result['challenger']['version']} ")
     return result
 
@@ -161,6 +166,24 @@ def test_a_margin_no_gain_can_reach_rejects(tmp_path, world, champions):
     result = retrain(store_url, tmp_path, world, "changed.csv", Promotion(margin=1.0))
     assert result["status"] == "rejected" and result["challenger"]["score"] > result["champion"]["score"]
     assert result["reason"].startswith("not better by more than the margin 1 (by 0.")
+
+
+def test_a_champion_promoted_during_the_build_keeps_the_challenger_from_replacing_it(tmp_path, world, champions):
+    store_url = f"sqlite:///{tmp_path}/fleet.db"
+    first = crowned(store_url, champions["fast"])
+    others = []
+
+    def promote_another(text: str) -> None:  # an operator's `edgeml registry promote` while the build runs
+        if text.startswith("build bundle:"):
+            others.append(crowned(store_url, champions["tiny"]))
+
+    result = retrain(store_url, tmp_path, world, "changed.csv", meanwhile=promote_another)
+    assert result["status"] == "rejected" and result["challenger"]["score"] > result["champion"]["score"]
+    assert result["reason"] == (f"the champion changed during the retrain (version {first.version} to "
+                                f"{others[0].version}): the challenger was compared with the one before; retrain "
+                                "again to compare it with the new one")
+    with Store.open(store_url) as store:
+        assert versions.champion(store, "plant-a").version == others[0].version
 
 
 def test_a_challenger_over_the_fleet_targets_budget_is_rejected_naming_it(tmp_path, world, champions):

@@ -27,7 +27,7 @@ import difflib
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from edgeml.errors import ConfigError, DataError, FleetError
@@ -99,57 +99,96 @@ def retrain_by_build(store_url: str, *, fleet: str, cohort: str, build: Mapping,
     split = recent_split(table.frame, settings["label"], promotion.recent_share, settings.get("time_column"))
     say(f"{table.rows:,} rows from {table.source}: {len(split.recent):,} recent (by {split.by}, {split.first} to "
         f"{split.last}) held out, {len(split.older):,} older to train on")
-    with Store.open(store_url) as store:
-        champion = versions.champion(store, fleet, cohort)
-        with tempfile.TemporaryDirectory(prefix="champion-", dir=work) as kept:
+    with tempfile.TemporaryDirectory(prefix="champion-", dir=work) as kept:
+        with Store.open(store_url) as store:  # not held open through the build, which may take an hour
+            champion = versions.champion(store, fleet, cohort)
             held = _champion_model(store, champion, kept)
-            name = settings.get("name") or (held.manifest.name if held else _default_name(table.source))
-            built = _build(settings, split, work, name, _next_version(versions.versions(store, fleet), name), say)
-            challenger = _load(built.bundle_dir)
-            metric, chosen_by = comparison_metric(challenger.task, promotion.metric,
-                                                  (held or challenger).manifest.search.metric)
-            if held is not None and held.task != challenger.task:
-                raise FleetError(f"the champion (version {champion.version}) is a {held.task} bundle and the "
-                                 f"challenger a {challenger.task} one: check [retrain] label and task")
-            classes = _classes(held, challenger)
-            scores = {"challenger": score_bundle(challenger, split.recent, settings["label"], metric, classes),
-                      "champion": (score_bundle(held, split.recent, settings["label"], metric, classes)
-                                   if held else None)}
-            over = over_budget(challenger.manifest, (held or challenger).manifest)
-        won, gain = better(scores["challenger"], scores["champion"], promotion.margin)
-        status, reason = _verdict(won, gain, over, scores, promotion.margin, champion, metric)
-        data = {"source": table.source, "sha256": table.sha256, "rows": table.rows,
-                "labelled": table.rows - split.unlabelled, "format": table.format}
-        record = {**dict(lineage), "data": {**data, "recent": split.to_dict()},
-                  "parent": None if champion is None else {"version": champion.version,
-                                                            "bundle_sha256": champion.bundle_sha256},
-                  "scores": {k: (s.to_dict() if s else None) for k, s in scores.items()},
-                  "metric": metric, "metric_chosen_by": chosen_by, "margin": promotion.margin, "gain": gain,
-                  "budgets": {"within": not over, "broken": over}}
-        extra = {} if tracking is None else {"tracking": tracking}
-        made = versions.register(store, built.bundle_dir, fleet=fleet, cohort=cohort, action="trained",
-                                 status="candidate", lineage=record,
-                                 parent=None if champion is None else champion.bundle_sha256, **extra)
-        if status == "promoted":
-            versions.promote(store, made.version, reason=reason, **extra)
-        else:
-            versions.reject(store, made.version, reason=reason, metric=metric, gain=gain, broken=over,
-                            scores=record["scores"], rows=split.to_dict(), **extra)
-    say(f"challenger version {made.version} {status}: {reason}")
-    return {"status": status, "reason": reason, "metric": metric, "margin": promotion.margin,
-            "challenger": {"version": made.version, "bundle_sha256": made.bundle_sha256,
-                           "score": scores["challenger"].value, "failed_rows": scores["challenger"].failed},
+            made = versions.versions(store, fleet)
+        name = settings.get("name") or (held.manifest.name if held else _default_name(table.source))
+        built = _build(settings, split, work, name, _next_version(made, name), say)
+        contest = _contest(_load(built.bundle_dir), held, champion, split, settings["label"], promotion)
+    data = {"source": table.source, "sha256": table.sha256, "rows": table.rows,
+            "labelled": table.rows - split.unlabelled, "format": table.format}
+    with Store.open(store_url) as store:
+        now = versions.champion(store, fleet, cohort)
+        if _number(now) != _number(champion):
+            contest = contest.lost(f"the champion changed during the retrain (version {_number(champion)} to "
+                                   f"{_number(now)}): the challenger was compared with the one before; retrain "
+                                   "again to compare it with the new one")
+        version = _record(store, versions, built.bundle_dir, fleet, cohort, contest, {
+            **dict(lineage), "data": {**data, "recent": split.to_dict()},
+            "parent": None if champion is None else {"version": champion.version,
+                                                      "bundle_sha256": champion.bundle_sha256}}, tracking)
+    say(f"challenger version {version.version} {contest.status}: {contest.reason}")
+    mine, theirs = contest.scores["challenger"], contest.scores["champion"]
+    return {"status": contest.status, "reason": contest.reason, "metric": contest.metric, "margin": promotion.margin,
+            "challenger": {"version": version.version, "bundle_sha256": version.bundle_sha256, "score": mine.value,
+                           "failed_rows": mine.failed},
             "champion": None if champion is None else {
-                "version": champion.version, "bundle_sha256": champion.bundle_sha256,
-                "score": scores["champion"].value, "failed_rows": scores["champion"].failed},
-            "rows": split.to_dict(), "data": data, "budgets": {"within": not over, "broken": over}}
+                "version": champion.version, "bundle_sha256": champion.bundle_sha256, "score": theirs.value,
+                "failed_rows": theirs.failed},
+            "rows": split.to_dict(), "data": data, "budgets": {"within": not contest.over, "broken": contest.over}}
+
+
+@dataclass(frozen=True)
+class Contest:
+    """Champion against challenger on the recent rows: the verdict, why, and what it was judged on."""
+
+    status: str
+    reason: str
+    metric: str
+    chosen_by: str
+    scores: dict  #: ``challenger`` and ``champion`` (None without one): :class:`~edgeml.fleet.scoring.Score`
+    gain: float | None
+    margin: float
+    over: list  #: the fleet target's budgets the challenger breaks
+
+    def lost(self, reason: str) -> Contest:
+        return replace(self, status="rejected", reason=reason)
+
+    def lineage(self) -> dict:
+        return {"scores": {k: (s.to_dict() if s else None) for k, s in self.scores.items()}, "metric": self.metric,
+                "metric_chosen_by": self.chosen_by, "margin": self.margin, "gain": self.gain,
+                "budgets": {"within": not self.over, "broken": self.over}}
+
+
+def _contest(challenger, held, champion, split, label: str, promotion: Promotion) -> Contest:
+    """Both bundles scored on exactly the recent rows with one metric, and the verdict."""
+    if held is not None and held.task != challenger.task:
+        raise FleetError(f"the champion (version {champion.version}) is a {held.task} bundle and the challenger a "
+                         f"{challenger.task} one: check [retrain] label and task")
+    metric, chosen_by = comparison_metric(challenger.task, promotion.metric,
+                                          (held or challenger).manifest.search.metric)
+    classes = _classes(held, challenger)
+    scores = {"challenger": score_bundle(challenger, split.recent, label, metric, classes),
+              "champion": score_bundle(held, split.recent, label, metric, classes) if held else None}
+    over = over_budget(challenger.manifest, (held or challenger).manifest)
+    won, gain = better(scores["challenger"], scores["champion"], promotion.margin)
+    status, reason = _verdict(won, gain, over, scores, promotion.margin, champion, metric)
+    return Contest(status, reason, metric, chosen_by, scores, gain, promotion.margin, over)
+
+
+def _record(store, versions, bundle_dir, fleet: str, cohort: str, contest: Contest, lineage: dict, tracking):
+    """The challenger registered (action ``trained``) with its lineage, then promoted or rejected."""
+    extra = {} if tracking is None else {"tracking": tracking}
+    parent = lineage["parent"]["bundle_sha256"] if lineage["parent"] else None
+    made = versions.register(store, bundle_dir, fleet=fleet, cohort=cohort, action="trained", status="candidate",
+                             lineage={**lineage, **contest.lineage()}, parent=parent, **extra)
+    if contest.status == "promoted":
+        return versions.promote(store, made.version, reason=contest.reason, **extra)
+    evidence = contest.lineage()
+    return versions.reject(store, made.version, reason=contest.reason, scores=evidence["scores"],
+                           metric=contest.metric, gain=contest.gain, broken=contest.over,
+                           rows=lineage["data"]["recent"], **extra)
+
+
+def _number(version) -> str:
+    return "none" if version is None else str(version.version)
 
 
 def retrain_settings(build: Mapping, source: str) -> dict:
     """The [retrain] table's keys checked as edgeml.config checks [build] (unknown keys and wrong types named);
     the keys the trigger sets itself, and a missing ``data`` or ``label``, refused."""
-    from dataclasses import replace
-
     from edgeml import config
 
     for key, why in SET_BY_TRIGGER.items():

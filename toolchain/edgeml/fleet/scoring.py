@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from edgeml.errors import DataError, FleetError
+from edgeml.errors import DataError, EdgeMLError, FleetError
 from edgeml.verify.metrics import task_metrics
 from edgeml.verify.samples import json_value
 
@@ -162,7 +162,7 @@ def score_bundle(model, recent: pd.DataFrame, label: str, metric: str, classes: 
         out = model.predict(columns, on_error="skip")
         scored, reasons = out.rows, [str(e) for e in out.errors]
         failed = n - len(scored)
-    except Exception as exc:  # noqa: BLE001 - a bundle that cannot score the batch loses every row of it
+    except EdgeMLError as exc:  # a bundle that cannot score the batch (a column missing) loses every row of it
         out, scored, reasons, failed = None, np.empty(0, dtype=np.int64), [f"{type(exc).__name__}: {exc}"], n
     truth = recent[label].tolist()
     if model.task == "classification":
