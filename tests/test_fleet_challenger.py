@@ -23,6 +23,8 @@ from edgeml.fleet import versions
 from edgeml.fleet.challenger import Promotion, over_budget, retrain_by_build
 from edgeml.fleet.scoring import recent_split, score_bundle
 from edgeml.fleet.store import Store
+from edgeml.verify.metrics import regression_metrics
+from edgeml.verify.samples import json_value
 from edgeml_runtime import Model
 
 ROWS = 1500
@@ -70,6 +72,13 @@ def champions(world):
                                  estimators=("lgbm",)).bundle_dir,
             "tiny": build_bundle(out / "small-1", data=old, label="failure", target=world["tiny"],
                                  estimators=("lrl1",)).bundle_dir}
+
+
+@pytest.fixture(scope="module")
+def regressor(world):
+    """A regressor of the old world's torque."""
+    return build_bundle(world["root"] / "bundles" / "torque-1", data=str(world["root"] / "old.csv"), label="torque_nm",
+                        target=world["fast"], estimators=("lgbm",), drop=("failure",)).bundle_dir
 
 
 def crowned(store_url: str, bundle, fleet: str = "plant-a") -> versions.ModelVersion:
@@ -213,13 +222,28 @@ def test_a_row_a_bundle_cannot_score_counts_against_it(world, champions):
     assert (gone.failed, gone.value) == (200, 0.0) and "torque_nm" in gone.reasons[0]
 
 
+def test_a_regressor_is_given_the_farthest_recent_label_for_a_row_it_cannot_score(world, regressor):
+    model = Model.load(regressor)
+    rows = pd.read_csv(world["root"] / "old.csv").iloc[-100:]
+    y = rows["torque_nm"].to_numpy()
+    clean = model.predict({n: [json_value(v) for v in rows[n]] for n in model.manifest.schema.names}).labels
+    broken = rows.assign(rpm=rows["rpm"].astype(object))
+    broken.loc[broken.index[:10], "rpm"] = "fast"
+    hurt = score_bundle(model, broken, "torque_nm", "rmse")
+    farthest = np.where(y - y.min() > y.max() - y, y.min(), y.max())
+    expected = regression_metrics(y, np.concatenate([farthest[:10], clean[10:]]))["rmse"]
+    assert (hurt.failed, hurt.value) == (10, expected)
+    assert hurt.value > score_bundle(model, rows, "torque_nm", "rmse").value
+
+
 def test_a_bad_retrain_key_is_refused_naming_it(tmp_path, world):
     store_url = f"sqlite:///{tmp_path}/fleet.db"
     with pytest.raises(FleetError, match=r"unknown key 'max_trails' in \[retrain\]; did you mean 'max_trials'"):
         retrain(store_url, tmp_path, world, "old.csv", max_trails=3)
     with pytest.raises(FleetError, match=r"\[retrain\] out is set by the build trigger"):
         retrain(store_url, tmp_path, world, "old.csv", out="elsewhere")
-    with pytest.raises(FleetError, match=r"max_iter = 0 is not allowed.*\[retrain\] in fleet.toml"):
+    with pytest.raises(FleetError, match=r"max_iter = 0 is not allowed; give at least 1 trial \(set max_iter in "
+                                         r"\[retrain\] of .*fleet.toml\)$"):
         retrain(store_url, tmp_path, world, "old.csv", max_trials=0)
     with Store.open(store_url) as store:
         assert versions.versions(store) == []

@@ -24,6 +24,7 @@ edgeml.errors.FleetError: fleet.toml: [promotion] recent_shares is not a key of 
 from __future__ import annotations
 
 import difflib
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -197,9 +198,13 @@ def retrain_settings(build: Mapping, source: str) -> dict:
     known = {k: v for k, v in {**config._types(), "max_trials": int}.items() if k not in config.SEARCH_KEYS.values()}
     try:
         checked = config._read_table(Path(source), "retrain", dict(build), known, {"max_trials": "max_iter"})
-        replace(config.BuildConfig(), **{k: v for k, v in checked.items() if k != "query"})
+        replace(config.BuildConfig(), **checked)
     except ConfigError as exc:
-        raise FleetError(str(exc).replace("the --", "[retrain] in fleet.toml, not the --", 1)) from None
+        said = re.sub(r"\(set (it|them) with the --[\w-]+ flag or (\w+) in edgeml\.toml's \[build\] table\)",
+                      lambda m: f"(set {m[2]} in [retrain] of {source})", str(exc))
+        raise FleetError(said) from None
+    if "://" in str(build.get("data", "")):
+        checked["data"] = build["data"]  # a database URL as given (the file rule would put a folder before it)
     for key, example in (("data", '"/var/lib/edgeml/labelled.csv"'), ("label", '"failure"')):
         if not checked.get(key):
             raise FleetError(f"{source}: [retrain] {key} is missing: the build trigger needs it; e.g. "
