@@ -257,7 +257,8 @@ def fleet_credentials(devices, out):
     click.echo(written.summary(), err=True)
 
 
-# `edgeml registry add|list|show|promote|rollback`: the click group lives beside the library it drives (it imports nothing heavy).
+# `edgeml registry add|list|show|promote|rollback`: the click group lives beside the library it drives (it imports
+# nothing heavy).
 from edgeml.fleet.registry import registry as _registry  # noqa: E402
 
 main.add_command(_registry)
