@@ -183,6 +183,25 @@ def read_config_file(path: Path) -> dict:
     return out
 
 
+def read_build_table(path: Path, name: str, table: dict) -> dict:
+    """A table with the keys of ``[build]`` (as fleet.toml's ``[retrain]`` has), as :class:`BuildConfig` fields,
+    checked key by key and then as a whole by :class:`BuildConfig` itself; :class:`ConfigError` naming the key.
+
+    >>> read_build_table(Path("/etc/edgeml/fleet.toml"), "retrain", {"data": "postgresql+psycopg://db/plant",
+    ...                                                              "max_trials": 3})
+    {'data': 'postgresql+psycopg://db/plant', 'max_iter': 3}
+    >>> read_build_table(Path("fleet.toml"), "retrain", {"max_trails": 3})
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.ConfigError: fleet.toml: unknown key 'max_trails' in [retrain]; did you mean 'max_trials'?
+    """
+    known = {k: v for k, v in {**_types(), "max_trials": int}.items() if k not in SEARCH_KEYS.values()}
+    checked = _read_table(path, name, table, known, {"max_trials": "max_iter"})
+    allowed = {f.name for f in fields(BuildConfig)}
+    BuildConfig(**{k: v for k, v in checked.items() if k in allowed})
+    return checked
+
+
 def _read_table(path: Path, name: str, table: dict, known: dict, renamed: dict) -> dict:
     """One table's settings, as :class:`BuildConfig` fields (``renamed`` maps a table key to its field)."""
     if not isinstance(table, dict):
@@ -202,7 +221,7 @@ def _read_table(path: Path, name: str, table: dict, known: dict, renamed: dict) 
         key = renamed.get(key, key)
         if key in ("drop", "estimators"):
             value = split_list(value)
-        if key == "data" and not str(value).startswith("sqlite:"):
+        if key == "data" and "://" not in str(value) and not str(value).startswith("sqlite:"):  # a file
             value = str(path.parent / value) if not Path(value).is_absolute() else value
         out[key] = value
     return out

@@ -195,16 +195,12 @@ def retrain_settings(build: Mapping, source: str) -> dict:
     for key, why in SET_BY_TRIGGER.items():
         if key in build:
             raise FleetError(f"{source}: [retrain] {key} is set by the build trigger ({why}); leave it out")
-    known = {k: v for k, v in {**config._types(), "max_trials": int}.items() if k not in config.SEARCH_KEYS.values()}
     try:
-        checked = config._read_table(Path(source), "retrain", dict(build), known, {"max_trials": "max_iter"})
-        replace(config.BuildConfig(), **checked)
+        checked = config.read_build_table(Path(source), "retrain", dict(build))
     except ConfigError as exc:
         said = re.sub(r"\(set (it|them) with the --[\w-]+ flag or (\w+) in edgeml\.toml's \[build\] table\)",
                       lambda m: f"(set {m[2]} in [retrain] of {source})", str(exc))
         raise FleetError(said) from None
-    if "://" in str(build.get("data", "")):
-        checked["data"] = build["data"]  # a database URL as given (the file rule would put a folder before it)
     for key, example in (("data", '"/var/lib/edgeml/labelled.csv"'), ("label", '"failure"')):
         if not checked.get(key):
             raise FleetError(f"{source}: [retrain] {key} is missing: the build trigger needs it; e.g. "

@@ -300,21 +300,15 @@ def _retraining(values: dict, doc: dict, config, sources: dict) -> TriggerSettin
 def _build_table(table: dict, config, name: str | None) -> dict:
     """[retrain]: the keys of edgeml.toml's [build], checked by edgeml.config's own checks, so a typo is refused
     at start; ``data`` (a file) resolved against fleet.toml's folder."""
-    from dataclasses import fields, replace
-
     from edgeml import config as build_config
 
     path = Path(config) if config is not None else Path("fleet.toml")
     if name == "build" and "data" not in table:
         raise FleetError(f"{path}: [retrain] data is missing: the build trigger reads its rows afresh from it; e.g. "
                          "data = \"/var/lib/edgeml/labelled.csv\"")
-    known = {k: v for k, v in {**build_config._types(), "max_trials": int}.items()
-             if k not in build_config.SEARCH_KEYS.values()}
     out = dict(table)
     try:
-        checked = build_config._read_table(path, "retrain", table, known, {"max_trials": "max_iter"})
-        allowed = {f.name for f in fields(build_config.BuildConfig)}
-        replace(build_config.BuildConfig(), **{k: v for k, v in checked.items() if k in allowed})
+        build_config.read_build_table(path, "retrain", table)
     except ConfigError as exc:
         raise FleetError(str(exc).replace("the --", "[retrain] in fleet.toml, not the --", 1)) from None
     data = table.get("data")
