@@ -13,6 +13,7 @@ the confusion matrix the test computes by scoring the same rows with
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -86,7 +87,7 @@ def fleet(tmp_path_factory, demo_bundle):
         for proc, text in devices:
             _, err = proc.communicate(text, timeout=120)
             assert proc.returncode == 0, err
-        yield {"store": store, "sent": sent, "controller": controller}
+        yield {"store": store, "sent": sent, "controller": controller, "config": str(config)}
     finally:
         code = controller.stop() if controller.proc.poll() is None else controller.proc.returncode
         broker.stop()
@@ -121,6 +122,14 @@ def test_flipped_labels_give_a_performance_decision_and_honest_ones_none(fleet):
     p = decision.evidence["performance"]
     assert p["metric"] == "accuracy" and p["labelled"] >= 400 and p["margin"] == 0.1 and p["drop"] > 0.1
     assert p["labelled"] == sum(d["labelled"] for d in p["devices"].values()) == sum(map(sum, p["counts"]["matrix"]))
+    status = json.loads(edgeml("fleet", "status", "--json", "--config", fleet["config"]))["fleets"]
+    shown = {name: next(iter(f["bundles"].values()))["performance"] for name, f in status.items()}
+    assert shown["flipped"]["state"] == "drop" and shown["flipped"]["metric"] == "accuracy"
+    assert {n: s["state"] for n, s in shown.items() if n != "flipped"} == {n: "ok" for n in shown if n != "flipped"}
+    assert all(s["labelled"] > 0 for s in shown.values()), shown
+    text = edgeml("fleet", "status", "--config", fleet["config"], "--fleet", "flipped")
+    assert re.search(r"performance: drop; live accuracy 0\.\d{3} on [\d,]+ labelled rows( \(judged from [\d,]+\))? "
+                     r"against", text), text
 
 
 def test_the_store_holds_the_counts_the_rows_give(fleet, demo_bundle):

@@ -63,8 +63,9 @@ def _empty() -> dict:
 
 def _bundle(store, policy, fleet, sha, registered, state, decisions, now) -> dict:
     from .assessment import assess
+    from .performance import bundle_manifest, judge_performance
 
-    state = state or {"state": "ok", "anomalies": []}
+    state = state or {"state": "ok", "performance": "ok", "anomalies": []}
     mine = [d for d in decisions if d.bundle_sha256 == sha]
     known = state["state"] if registered is None or state["state"] != "unknown" else "ok"  # registered since
     out = {"name": registered and registered["name"], "version": registered and registered["version"],
@@ -83,7 +84,28 @@ def _bundle(store, policy, fleet, sha, registered, state, decisions, now) -> dic
                                    "latest_status": c["latest"] and c["latest"]["status"],
                                    "horizon_psi": c["horizon"]["psi"], "horizon_status": c["horizon"]["status"]}
                             for name, c in a.columns.items()}})
+    manifest = bundle_manifest(store, sha)
+    live = judge_performance(manifest, a.read, policy) if manifest else None
+    out["performance"] = {"state": state.get("performance", "ok"), "metric": live and live.metric,
+                          "live": live and live.live, "build": live and live.build,
+                          "labelled": live.labelled if live else 0, "min_labelled": policy.min_labelled}
     return out
+
+
+def _performance(p: dict) -> str:
+    """The performance line of a bundle: the decisions' state, then the live metric over the horizon.
+
+    >>> _performance({"state": "ok", "metric": "accuracy", "live": 0.9, "build": 0.95, "labelled": 40,
+    ...               "min_labelled": 200})
+    'ok; live accuracy 0.900 on 40 labelled rows (judged from 200) against 0.950 at build'
+    >>> _performance({"state": "ok", "metric": None, "live": None, "build": None, "labelled": 0, "min_labelled": 200})
+    'ok; no labelled rows in the horizon'
+    """
+    if not p["labelled"]:
+        return f"{p['state']}; no labelled rows in the horizon"
+    judged = "" if p["labelled"] >= p["min_labelled"] else f" (judged from {p['min_labelled']:,})"
+    return (f"{p['state']}; live {p['metric'] or 'metric'} {_fmt(p['live'])} on {p['labelled']:,} labelled "
+            f"rows{judged} against {_fmt(p['build'])} at build")
 
 
 def _last_windows(store) -> dict[tuple[str, str], float]:
@@ -150,6 +172,7 @@ def render(report: dict) -> str:
             lines.append(f"  bundle {title} ({sha[:12]}): {b['state']}; {len(b['drifted_devices'])} of "
                          f"{b['reporting']} reporting devices drifted, {b['drifted_slices']} of {b['slices']} "
                          f"slices; anomalies: {', '.join(b['anomalies']) or 'none'}")
+            lines.append(f"    performance: {_performance(b['performance'])}")
             lines.append(f"    {'COLUMN':<28} {'LATEST PSI':>10} {'HORIZON PSI':>11}  STATUS")
             for col, c in b["columns"].items():
                 lines.append(f"    {col:<28} {_fmt(c['latest_psi']):>10} {_fmt(c['horizon_psi']):>11}  "
