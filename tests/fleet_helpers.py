@@ -91,3 +91,20 @@ def store(url):
 def count(store: Store, table: str) -> int:
     with store.engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
+
+
+def write_v1_rows(store: Store) -> None:
+    """A birth of pi-07 (bdSeq 3) and its window 0, written as version 1 of the code wrote them (the columns of
+    that version only)."""
+    from edgeml.fleet.rows import prepare
+
+    with store.engine.begin() as conn:
+        for topic, message in (birth("pi-07", 3), window("pi-07", 3, 0)):
+            m = prepare(topic, message, T0)
+            table = "devices" if m.kind == "birth" else "windows"
+            row = {k: v for k, v in m.row.items() if k != "performance"}
+            if table == "devices":
+                row = {k: json.dumps(v) if k == "window" else v for k, v in row.items()}
+            columns = ", ".join(f'"{k}"' for k in row)
+            conn.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(f':{k}' for k in row)})"),
+                         row)

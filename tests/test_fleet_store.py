@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import BIN, run_env
-from fleet_helpers import BUNDLE, DRIFT, OTHER, REFERENCE, RULE, T0, birth, count, death, window
+from fleet_helpers import BUNDLE, DRIFT, OTHER, REFERENCE, RULE, T0, birth, count, death, window, write_v1_rows
 from sqlalchemy import event
 
 from edgeml.cli import main
@@ -55,25 +55,9 @@ def test_a_fresh_store_has_exactly_the_schema_the_code_reads(store):
         assert pragmas == ["wal", 2, 1, 10_000]  # synchronous 2 = FULL
 
 
-def _v1_rows(store: Store) -> None:
-    """A birth and a window written as version 1 of the code wrote them (the columns of that version only)."""
-    from edgeml.fleet.rows import prepare
-
-    with store.engine.begin() as conn:
-        for topic, message in (birth("pi-07", 3), window("pi-07", 3, 0)):
-            m = prepare(topic, message, T0)
-            table = "devices" if m.kind == "birth" else "windows"
-            row = {k: v for k, v in m.row.items() if k != "performance"}
-            if table == "devices":
-                row = {k: json.dumps(v) if k == "window" else v for k, v in row.items()}
-            columns = ", ".join(f'"{k}"' for k in row)
-            conn.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(f':{k}' for k in row)})"),
-                         row)
-
-
 def test_a_version_1_store_is_upgraded_with_its_rows(url):
     with Store.open(url, version=1) as old:
-        _v1_rows(old)
+        write_v1_rows(old)
         with old.engine.connect() as conn:
             assert current_version(conn) == 1 and not sa.inspect(conn).has_table("rejected")
     with Store.open(url) as new:
