@@ -127,13 +127,39 @@ def _sqlite_events(engine: sa.Engine) -> None:
     def _pragmas(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}"):
+        for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", "synchronous=FULL", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
+        _wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("edgeml_write") else "BEGIN")
+
+
+def _wal(cursor) -> None:
+    """Put the database in WAL mode (it stays so, in the file), waiting out other connections doing the same.
+
+    Switching a new database to WAL takes a lock that SQLite may refuse at
+    once, busy handler or not (two controllers and a test's runners opening one
+    fresh store together met "database is locked" here), so a refusal is tried
+    again until the busy timeout; a database already in WAL is only read (an
+    in-memory one stays in ``memory`` mode, as SQLite keeps it).
+    """
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 #: What a statement raises when it may be a value the database refused (:func:`refused_value` tells).
