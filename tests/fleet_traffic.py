@@ -24,6 +24,21 @@ from broker import Broker
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 #: The broker settings docs/mosquitto/mosquitto.conf raises for the fleet, applied to the test brokers too.
+#: The world changed: hotter and harder work (three of the eight inputs; the device verdict needs 30 %).
+SHIFT = {"air_temp_c": 5.0, "process_temp_c": 5.0, "torque_nm": 20.0}
+#: A policy that decides within seconds: 2 s slices, one drifted slice, three devices reporting 300 rows.
+FAST_POLICY = """
+[policy]
+judge_every = 0.5
+slice = "2s"
+slices = 60
+drifted_slices = 1
+recover_slices = 0
+min_devices = 3
+device_share = 0.5
+min_rows = 300
+cooldown = "1h"
+"""
 FLEET_LIMITS = ("max_queued_messages", "max_queued_bytes", "max_inflight_messages", "persistent_client_expiration")
 
 

@@ -26,10 +26,8 @@ from pathlib import Path
 import pytest
 from broker import Subscriber, require_mosquitto, wait_until
 from conftest import BIN, run_env
-from fleet_traffic import fleet_broker
+from fleet_traffic import FAST_POLICY, SHIFT, fleet_broker
 
-#: The world changed: hotter and harder work (three of the eight inputs; the device verdict needs 30 %).
-SHIFT = {"air_temp_c": 5.0, "process_temp_c": 5.0, "torque_nm": 20.0}
 #: One device far from the others: its sensors read off.
 BROKEN = {"air_temp_c": -8.0, "process_temp_c": -8.0, "torque_nm": -15.0, "vibration_mm_s": 10.0}
 FLEETS = {
@@ -39,18 +37,7 @@ FLEETS = {
 }
 ROWS, WINDOW_ROWS = 600, 300
 JUDGE_EVERY = 0.5
-POLICY = """
-[policy]
-judge_every = 0.5
-slice = "2s"
-slices = 60
-drifted_slices = 1
-recover_slices = 0
-min_devices = 3
-device_share = 0.5
-min_rows = 300
-cooldown = "1h"
-"""
+POLICY = FAST_POLICY
 
 
 def edgeml(*args, check=True, timeout=60) -> subprocess.CompletedProcess:

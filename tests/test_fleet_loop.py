@@ -34,27 +34,14 @@ import pandas as pd
 import pytest
 from broker import require_mosquitto, wait_until
 from conftest import BIN, run_env
-from fleet_traffic import Controller, fleet_broker
+from fleet_traffic import FAST_POLICY, SHIFT, Controller, fleet_broker
 
 FLEET = "loop"
-#: The world changed: hotter and harder work (as tests/test_fleet_e2e.py's SHIFT).
-SHIFT = {"air_temp_c": 5.0, "process_temp_c": 5.0, "torque_nm": 20.0}
 DEVICES = ("d1", "d2", "d3")
 SOURCE_ROWS, WINDOW_ROWS, MARGIN = 1500, 300, 0.05
 #: The most recent fifth of the source, by file order: what champion and challenger are compared on.
 RECENT = {"recent": 300, "older": 1200, "by": "file order", "first": 1201, "last": 1500}
-POLICY = """
-[policy]
-judge_every = 0.5
-slice = "2s"
-slices = 60
-drifted_slices = 1
-recover_slices = 0
-min_devices = 3
-device_share = 0.5
-min_rows = 300
-cooldown = "1h"
-"""
+POLICY = FAST_POLICY
 RETRAIN = f"""
 [trigger]
 name = "build"
