@@ -7,6 +7,7 @@ and read back by ``decode``, as the controller receives them.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from datetime import UTC, datetime
 
@@ -108,3 +109,12 @@ def write_v1_rows(store: Store) -> None:
             columns = ", ".join(f'"{k}"' for k in row)
             conn.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(f':{k}' for k in row)})"),
                          row)
+
+
+def renumbered(bundle, folder, version: str = "2"):
+    """A copy of ``bundle`` in ``folder`` whose manifest says ``version``: the same artifacts, another identity."""
+    copy = folder / f"demo-{version}"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "version": version}, indent=2))
+    return copy

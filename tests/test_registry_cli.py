@@ -8,7 +8,6 @@ a non-zero exit and no traceback.
 from __future__ import annotations
 
 import json
-import shutil
 
 import fleet_helpers
 import pytest
@@ -25,11 +24,7 @@ url = fleet_helpers.url
 
 @pytest.fixture(scope="module")
 def second_bundle(demo_bundle, tmp_path_factory):
-    copy = tmp_path_factory.mktemp("cli") / "demo-2"
-    shutil.copytree(demo_bundle, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "version": "2"}, indent=2))
-    return copy
+    return fleet_helpers.renumbered(demo_bundle, tmp_path_factory.mktemp("cli"))
 
 
 def run(*args: str, url: str, code: int = 0):

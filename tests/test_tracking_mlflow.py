@@ -8,12 +8,11 @@ the test of the error that names the extra runs.
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 import subprocess
 import sys
 
 import pytest
+from fleet_helpers import renumbered
 
 from edgeml.fleet import versions as reg
 from edgeml.fleet.store import Store
@@ -25,11 +24,7 @@ needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
 
 @pytest.fixture(scope="module")
 def two_bundles(demo_bundle, tmp_path_factory):
-    copy = tmp_path_factory.mktemp("tracked") / "demo-2"
-    shutil.copytree(demo_bundle, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "version": "2"}, indent=2))
-    return demo_bundle, copy
+    return demo_bundle, renumbered(demo_bundle, tmp_path_factory.mktemp("tracked"))
 
 
 @pytest.fixture(scope="module")
