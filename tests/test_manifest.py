@@ -63,12 +63,13 @@ def regression(demo_bundle) -> dict:
         a["outputs"] = {"value": "variable"}
     for v in d["verification"]:
         v["tolerance"] = dict(RELATIVE_TOLERANCE)
+    d["provenance"]["data"]["label_outliers"] = [{"row": 474, "value": 99_999_999_999.0}]
     return d
 
 
 #: Where each section sits in a manifest, as (name in $defs, path in messages, path as keys and indices), in the
 #: manifest of :func:`full` (of :func:`regression` for the sections in ``REGRESSION``).
-REGRESSION = {"numeric_output", "relative_tolerance"}
+REGRESSION = {"numeric_output", "relative_tolerance", "label_outlier"}
 PLACES = [
     ("manifest", "", ()),
     ("target", "target", ("target",)),
@@ -108,6 +109,7 @@ PLACES = [
     ("trial", "search.trial_log[0]", ("search", "trial_log", 0)),
     ("provenance", "provenance", ("provenance",)),
     ("data_provenance", "provenance.data", ("provenance", "data")),
+    ("label_outlier", "provenance.data.label_outliers[0]", ("provenance", "data", "label_outliers", 0)),
     ("model_provenance", "provenance.model", ("provenance", "model")),
     ("samples", "samples", ("samples",)),
     ("decision", "decision", ("decision",)),

@@ -196,6 +196,15 @@ class Search(Section):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LabelOutlier(Section):
+    """One of ``provenance.data.label_outliers``: a regression label the build left out as an entry error."""
+
+    schema_name: ClassVar[str] = "label_outlier"
+    row: int = key(INT)
+    value: float = key(NUMBER)
+
+
+@dataclass(frozen=True, kw_only=True)
 class DataProvenance(Section):
     """``provenance.data``: the table the bundle was built from."""
 
@@ -204,8 +213,10 @@ class DataProvenance(Section):
     format: str = key(STR)
     sha256: str = key(SHA256)
     rows: int = key(INT)
-    labelled_rows: int = key(INT)
+    labelled_rows: int = key(INT)  #: the rows learnt from and tested on (label outliers left out)
     split: dict = key(mapping_of(INT))
+    #: regression labels left out of the build as far outside the rest: data row (1 = the first) and value
+    label_outliers: tuple[LabelOutlier, ...] | None = key(list_of(section(LabelOutlier)), optional=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,7 +391,7 @@ class Manifest(Section):
 #: Every section, by its name in the JSON Schema's ``$defs``.
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
     Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification,
-    AbsoluteTolerance, RelativeTolerance, NotShipped, Reference, Search, Provenance, DataProvenance,
+    AbsoluteTolerance, RelativeTolerance, NotShipped, Reference, Search, Provenance, DataProvenance, LabelOutlier,
     ModelProvenance, Samples, Decision, *DETAILS,
     SearchValidation, SearchRefit, CandidateCost, SearchCandidate, FrontierCheck)}
 

@@ -84,7 +84,7 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
     for text in table.notes:
         report.notice(text)
     data = prepare(table.frame, label, task=config.task, drop=config.drop, time_column=config.time_column,
-                   seed=config.seed, unnamed=table.unnamed)
+                   seed=config.seed, unnamed=table.unnamed, keep_label_outliers=config.keep_label_outliers)
     _report_data(report, data)
     result, budgets = _search(config, target, data, report)
     data, result = select_inputs_stage(config, target, data, result, report)  # fewer inputs (microcontrollers)

@@ -60,6 +60,10 @@ def main():
 @click.option("--refit-all", is_flag=True, default=None,
               help="After evaluation on the test split, refit the model on every labelled row (test rows too); "
                    "the manifest's search.refit keeps the test metrics measured before that refit.")
+@click.option("--keep-label-outliers", is_flag=True, default=None,
+              help="Keep the few regression labels that lie far outside the rest (more than 10 interquartile "
+                   "ranges beyond the quartiles, on the raw and the log scale), which a build otherwise leaves out "
+                   "as entry errors, naming them.")
 @click.option("--validation", type=click.Choice(["auto", "cv", "holdout"]),
               help="How trials are scored: auto is 5-fold cross-validation under 10,000 train+validation rows and a "
                    "holdout from there (or with --time-column); cv or holdout force one. [default: auto]")

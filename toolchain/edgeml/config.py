@@ -62,6 +62,8 @@ class BuildConfig:
     force: bool = False
     synthetic_samples: bool = False  #: draw the bundle's sample rows from the drift reference, not the test split
     refit_all: bool = False  #: after evaluation, refit the model on every labelled row, the test split's too
+    #: keep regression labels far outside the rest (:mod:`edgeml.data.outliers`), which a build leaves out
+    keep_label_outliers: bool = False
     validation: str = "auto"  #: how trials are scored: edgeml's rule (auto), cross-validation (cv) or a holdout
     folds: int = 5  #: cross-validation folds
     #: drop the inputs that do not help the validation metric (:mod:`edgeml.search.inputs`); None: the target's

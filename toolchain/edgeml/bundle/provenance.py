@@ -30,9 +30,11 @@ def package_versions() -> dict[str, str]:
 def provenance_record(table, data, seed: int, learner: str, model, config: dict) -> dict:
     """The section for a model fitted on ``data`` (a :class:`~edgeml.data.prepare.Prepared` split of the
     :class:`~edgeml.data.ingest.Table` ``table``) with ``seed``: ``learner``, its class and ``config``."""
+    outliers = {"label_outliers": [{"row": row, "value": value} for row, value in data.label_outliers]}
     return {
         "data": {"source": table.source, "format": table.format, "sha256": table.sha256,
-                 "rows": table.rows, "labelled_rows": len(data.frame), "split": data.split.sizes},
+                 "rows": table.rows, "labelled_rows": len(data.frame), "split": data.split.sizes,
+                 **(outliers if data.label_outliers else {})},
         "seed": seed,
         "model": {"learner": learner, "class": type(model).__name__, "config": config},
         "packages": package_versions(),

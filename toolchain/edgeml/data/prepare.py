@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 
 from edgeml.data.kinds import Dropped
+from edgeml.data.outliers import find_label_outliers, outlier_note
 from edgeml.data.preprocess import (
     Split,
     describe_inputs,
@@ -62,6 +63,8 @@ class Prepared:
     X: Mapping[str, np.ndarray]  #: each part through the preprocessor
     y: Mapping[str, np.ndarray]  #: class indices (classification) or float64 values (regression)
     classes: tuple  #: the sorted distinct labels; empty for regression
+    #: regression labels left out as far outside the rest (:mod:`edgeml.data.outliers`): (data row, value)
+    label_outliers: tuple[tuple[int, float], ...] = ()
 
     @property
     def task(self) -> str:
@@ -102,16 +105,25 @@ class Prepared:
 
 
 def prepare(frame: pd.DataFrame, label: str, *, task: str | None = None, drop: Iterable[str] = (),
-            time_column: str | None = None, seed: int = 0, unnamed: Iterable[str] = ()) -> Prepared:
+            time_column: str | None = None, seed: int = 0, unnamed: Iterable[str] = (),
+            keep_label_outliers: bool = False) -> Prepared:
     """Infer the schema, split, describe the inputs and fit the preprocessing, in the order a build does.
 
     ``label``, ``drop`` and ``time_column`` may name a column as the header rule reads it
     (:func:`~edgeml.data.schema.infer_schema`); ``unnamed`` are the columns whose CSV header cell was empty
-    (:attr:`edgeml.data.ingest.Table.unnamed`).
+    (:attr:`edgeml.data.ingest.Table.unnamed`). A regression label's few values far outside the rest are left
+    out, with a notice, unless ``keep_label_outliers`` (:mod:`edgeml.data.outliers`).
     """
     schema = infer_schema(frame, label, task=task, drop=list(drop), time_column=time_column, unnamed=tuple(unnamed))
     label = schema.label  # as the frame names it
     frame = clean_labels(frame, schema)
+    outliers = ()
+    if schema.task == "regression" and not keep_label_outliers:
+        values = pd.to_numeric(frame[label])
+        if len(found := find_label_outliers(values)):
+            schema = replace(schema, notices=(*schema.notices, outlier_note(label, values, found)))
+            outliers = tuple((int(row) + 1, float(values[row])) for row in found)
+            frame = frame.drop(index=found)
     split = split_frame(frame, label, schema.task, seed=seed, time_column=schema.time_column)
     inputs = describe_inputs(schema.columns, pd.concat([split.train, split.valid]))
     features = {part: feature_frame(getattr(split, part), inputs, f"the {part} split") for part in PARTS}
@@ -123,7 +135,7 @@ def prepare(frame: pd.DataFrame, label: str, *, task: str | None = None, drop: I
     else:
         classes = ()
         y = {part: pd.to_numeric(getattr(split, part)[label]).to_numpy(np.float64) for part in PARTS}
-    return Prepared(schema, frame, split, inputs, pre, features, X, y, classes)
+    return Prepared(schema, frame, split, inputs, pre, features, X, y, classes, outliers)
 
 
 def without_inputs(data: Prepared, reasons: Mapping[str, str]) -> Prepared:
