@@ -57,7 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_readers.py
 	$(BIN)/python bench/bench_cells.py
-	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_quality.py --refit-all
 	$(BIN)/python bench/bench_search.py
 
 clean:

@@ -17,6 +17,13 @@ regression. A set is *worse* when edgeml's mean is below FLAML's by more than
 the spread (standard deviation) of the paired per-split differences, or by
 more than 0.005 where there is one split (``--large-splits 1``).
 
+With ``--refit-all`` every split is also built as ``edgeml build
+--refit-all`` (the model refitted on every training row after evaluation),
+compared with FLAML beside the default build: a default build's model learns
+from 85 % of the rows it is given, since its own test split is held out for
+the bundle's honest metrics, while FLAML's learns from all of them.
+
+    python bench/bench_quality.py --refit-all     # every set, 8 s a build, both edgeml builds (what make bench runs)
     python bench/bench_quality.py                 # every set, 8 s a build
     python bench/bench_quality.py --quick         # 3 sets, 5 s, 2 splits: a check that it runs
     python bench/bench_quality.py --sets heart-disease,wine --budget 20
@@ -183,8 +190,9 @@ def _plain(value) -> str:
     return str(int(number)) if number.is_integer() else str(number)
 
 
-def run_edgeml(table: Table, header, train_rows, test_rows, folder: Path, args, seed: int):
-    """Build from the training rows written as CSV; score the held-out rows' raw text with the bundle."""
+def run_edgeml(table: Table, header, train_rows, test_rows, folder: Path, args, seed: int, refit_all: bool = False):
+    """Build from the training rows written as CSV; score the held-out rows' raw text with the bundle
+    (``refit_all``: as ``edgeml build --refit-all``, the model refitted on every training row after evaluation)."""
     from edgeml.build import Reporter, build
     from edgeml.config import BuildConfig
     from edgeml_runtime import Model
@@ -202,7 +210,7 @@ def run_edgeml(table: Table, header, train_rows, test_rows, folder: Path, args, 
     clock = Clock()
     result = build(BuildConfig(data=str(data), label=table.label, target="x86-64", task=table.task,
                                time_budget=float(args.budget), max_iter=args.max_iter, drop=table.drop, seed=seed,
-                               out=str(folder / "bundle"), force=True), clock)
+                               out=str(folder / "bundle"), force=True, refit_all=refit_all), clock)
     after = clock.at.get("search", time.monotonic()) + result.manifest.search.seconds
     export_s = time.monotonic() - after if "bundle" not in clock.at else clock.at["bundle"] - after
     names = dict(zip(header, read_header(header).names, strict=True))  # the device's CSV header rule
@@ -265,12 +273,14 @@ def one_split(table: Table, header, rows, frame, seed: int, work: Path, args) ->
     folder = work / f"{table.name}-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     edge_pred, edge = run_edgeml(table, header, train_rows, test_rows, folder, args, seed)
+    run = {"edgeml": scores(table.task, y_test, edge_pred, positive), "edge": edge, "rows": len(rows)}
+    if args.refit_all:
+        all_pred, _ = run_edgeml(table, header, train_rows, test_rows, folder, args, seed, refit_all=True)
+        run["edgeml_all"] = scores(table.task, y_test, all_pred, positive)
     flaml_y = y_train if table.task == "regression" else frame[table.label].iloc[train_idx]
     flaml_pred, plain = run_flaml(table, frame, train_idx, test_idx, flaml_y, args, seed)
     shutil.rmtree(folder, ignore_errors=True)
-    return {"edgeml": scores(table.task, y_test, edge_pred, positive),
-            "flaml": scores(table.task, y_test, flaml_pred, positive), "edge": edge, "plain": plain,
-            "rows": len(rows)}
+    return run | {"flaml": scores(table.task, y_test, flaml_pred, positive), "plain": plain}
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -282,26 +292,37 @@ def _ms(values, digits: int = 3) -> str:
     return mean if len(values) == 1 else f"{mean} ± {values.std(ddof=1):.{digits}f}"
 
 
-def set_lines(table: Table, runs: list[dict]) -> tuple[list[str], dict[str, float], list[str]]:
-    """The table rows of one set, its mean difference per metric and the metrics where edgeml is worse."""
-    lines, diffs, worse = [], {}, []
+def compare(metric: str, e: np.ndarray, f: np.ndarray) -> tuple[str, str, float]:
+    """edgeml's per-split ``e`` against FLAML's ``f``: Δ as shown, the verdict, and the difference that goes into
+    the mean over sets (R² floored at -1, so that one wild prediction cannot outweigh every other set; MAE as the
+    log of the ratio FLAML / edgeml, scale-free)."""
+    sign = -1.0 if metric == "MAE" else 1.0
+    d = sign * (e - f)  # > 0: edgeml better
+    spread = d.std(ddof=1) if len(d) > 1 else ONE_SPLIT * (abs(f.mean()) if metric == "MAE" else 1.0)
+    verdict = "worse" if d.mean() < -spread else ("better" if d.mean() > spread else "same")
+    mean = (float(np.mean(np.log(f / e))) if metric == "MAE" else
+            float(np.mean(np.maximum(e, -1.0) - np.maximum(f, -1.0))) if metric == "R²" else float(d.mean()))
+    shown = f"×{e.mean() / f.mean():.2f}" if metric == "MAE" and f.mean() else f"{(e - f).mean():+.3f}"
+    return shown, verdict, mean
+
+
+def set_lines(table: Table, runs: list[dict]) -> tuple[list[str], dict[str, dict[str, float]], dict[str, list]]:
+    """The table rows of one set, and for each edgeml variant (``edgeml``, ``edgeml_all`` with
+    ``--refit-all``) its mean difference per metric and the metrics where it is worse than FLAML."""
+    variants = [v for v in ("edgeml", "edgeml_all") if v in runs[0]]
+    lines, diffs, worse = [], {v: {} for v in variants}, {v: [] for v in variants}
     for metric in runs[0]["edgeml"]:
-        e = np.array([r["edgeml"][metric] for r in runs])
         f = np.array([r["flaml"][metric] for r in runs])
-        sign = -1.0 if metric == "MAE" else 1.0
-        d = sign * (e - f)  # > 0: edgeml better
-        spread = d.std(ddof=1) if len(d) > 1 else ONE_SPLIT * (abs(f.mean()) if metric == "MAE" else 1.0)
-        verdict = "worse" if d.mean() < -spread else ("better" if d.mean() > spread else "same")
-        if verdict == "worse":
-            worse.append(metric)
-        # for the mean over sets: R² floored at -1 (one wild prediction cannot outweigh every other set),
-        # MAE as the log of the ratio FLAML / edgeml (scale-free)
-        diffs[metric] = (float(np.mean(np.log(f / e))) if metric == "MAE" else
-                         float(np.mean(np.maximum(e, -1.0) - np.maximum(f, -1.0))) if metric == "R²" else
-                         float(d.mean()))
-        shown = f"×{e.mean() / f.mean():.2f}" if metric == "MAE" and f.mean() else f"{(e - f).mean():+.3f}"
-        lines.append(f"| {table.name} | {runs[0]['rows']:,} | {len(runs)} | {metric} | {_ms(e)} | {_ms(f)} | "
-                     f"{shown} | {verdict} |")
+        values, cells = [], []
+        for v in variants:
+            e = np.array([r[v][metric] for r in runs])
+            shown, verdict, diffs[v][metric] = compare(metric, e, f)
+            if verdict == "worse":
+                worse[v].append(metric)
+            values.append(_ms(e))
+            cells += [shown, verdict]
+        lines.append(f"| {table.name} | {runs[0]['rows']:,} | {len(runs)} | {metric} | {' | '.join(values)} | "
+                     f"{_ms(f)} | {' | '.join(cells)} |")
     return lines, diffs, worse
 
 
@@ -314,15 +335,25 @@ def report(done: list[tuple[Table, list[dict]]], args, seconds: float) -> str:
            "deviation. edgeml scores the "
            "held-out rows from raw text with `edgeml_runtime.Model`; FLAML predicts on the DataFrame. "
            "Δ = edgeml − FLAML (MAE: edgeml / FLAML); *worse*/*better*: beyond the spread of the per-split "
-           "differences (one split: 0.005, MAE 0.5 %).", "",
-           "| set | rows | splits | metric | edgeml | FLAML | Δ | verdict |", "|---|---:|---:|---|---:|---:|---:|---|"]
-    means, worse = {}, []
+           "differences (one split: 0.005, MAE 0.5 %)."
+           + (" *edgeml* is a default build, whose model learns from 85 % of the training rows (its own test split, "
+              "15 %, is held out for the bundle's honest metrics); *--refit-all* is the same build refitted on "
+              "every training row after that evaluation, as FLAML's model is." if args.refit_all else ""), ""]
+    if args.refit_all:
+        out += ["| set | rows | splits | metric | edgeml | edgeml --refit-all | FLAML | Δ | verdict | Δ --refit-all | "
+                "verdict --refit-all |", "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---|"]
+    else:
+        out += ["| set | rows | splits | metric | edgeml | FLAML | Δ | verdict |",
+                "|---|---:|---:|---|---:|---:|---:|---|"]
+    means, worse = {}, {}
     for table, runs in done:
         lines, diffs, bad = set_lines(table, runs)
         out += lines
-        for k, v in diffs.items():
-            means.setdefault(k, []).append(v)
-        worse += [f"{table.name} ({m})" for m in bad]
+        for variant, per_metric in diffs.items():
+            for k, v in per_metric.items():
+                means.setdefault(variant, {}).setdefault(k, []).append(v)
+        for variant, metrics in bad.items():
+            worse.setdefault(variant, []).extend(f"{table.name} ({m})" for m in metrics)
     out += ["", "| set | note | edgeml trials | edgeml search + export/verify s | FLAML s | best learner edgeml / "
                 "FLAML | rows edgeml did not score |", "|---|---|---:|---:|---:|---|---:|"]
     for table, runs in done:
@@ -331,11 +362,15 @@ def report(done: list[tuple[Table, list[dict]]], args, seconds: float) -> str:
                    f"{args.budget:g} + {_ms([r['edge']['export_s'] for r in runs], 1)} | "
                    f"{_ms([r['plain']['seconds'] for r in runs], 1)} | {e['learner']} / {p['learner']} | "
                    f"{sum(r['edge']['unscored'] for r in runs)} |")
-    out += ["", "Mean difference over the sets (positive: edgeml better; R² floored at −1 on both sides; MAE as "
-            "the mean log of FLAML / edgeml): "
-            + ", ".join(f"{k} {np.mean(v):+.4f} ({len(v)} sets)" for k, v in means.items()) + ".",
-            f"Worse than plain FLAML beyond the spread: {', '.join(worse) or 'none'}."]
-    return "\n".join(out)
+    named = {"edgeml": "edgeml", "edgeml_all": "edgeml --refit-all"}
+    out += [""]
+    for variant, per_metric in means.items():
+        out += [f"Mean difference over the sets, {named[variant]} against FLAML (positive: edgeml better; R² floored "
+                "at −1 on both sides; MAE as the mean log of FLAML / edgeml): "
+                + ", ".join(f"{k} {np.mean(v):+.4f} ({len(v)} sets)" for k, v in per_metric.items()) + ".",
+                f"Worse than plain FLAML beyond the spread ({named[variant]}): "
+                f"{', '.join(worse[variant]) or 'none'}.", ""]
+    return "\n".join(out).rstrip("\n")
 
 
 def quiet() -> None:
@@ -352,6 +387,9 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=5, help=f"repeated splits for tables under {SMALL:,} rows")
     ap.add_argument("--large-splits", type=int, default=3, help=f"repeated splits for tables of {SMALL:,} rows or more")
     ap.add_argument("--max-iter", type=int, default=None, help="trials a build instead of the time (for tests)")
+    ap.add_argument("--refit-all", action="store_true",
+                    help="also build each split with --refit-all (the model refitted on every training row), "
+                         "compared with FLAML beside the default build")
     ap.add_argument("--quick", action="store_true", help=f"{', '.join(QUICK_SETS)}; 5 s; 2 splits")
     ap.add_argument("--results", type=Path, default=RESULTS_DIR)
     ap.add_argument("--work", type=Path, default=None, help="temporary folder (default: a new one, removed)")
@@ -374,6 +412,8 @@ def main(argv=None) -> int:
         for seed in range(args.splits if len(rows) < SMALL else args.large_splits):
             runs.append(one_split(table, header, rows, frame, seed, work, args))
             shown = ", ".join(f"{k} {runs[-1]['edgeml'][k]:.3f}/{runs[-1]['flaml'][k]:.3f}" for k in runs[-1]["edgeml"])
+            if "edgeml_all" in runs[-1]:
+                shown += " (--refit-all " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1]["edgeml_all"].items()) + ")"
             print(f"[{time.monotonic() - started:6.0f} s] {name} split {seed}: edgeml/FLAML {shown}", flush=True)
         done.append((table, runs))
     if args.work is None:

@@ -100,13 +100,16 @@ def test_a_cost_model_point_is_timed_on_a_verified_bundle(bench_path, datasets, 
 
 def test_quality_benchmark_scores_both_tools_on_the_same_rows(bench_path, datasets, tmp_path):
     bench_quality = importlib.import_module("bench_quality")
-    rc = bench_quality.main(["--sets", "wine", "--max-iter", "2", "--splits", "1", "--results", str(tmp_path),
-                             "--work", str(tmp_path / "work")])
+    rc = bench_quality.main(["--sets", "wine", "--max-iter", "2", "--splits", "1", "--refit-all", "--results",
+                             str(tmp_path), "--work", str(tmp_path / "work")])
     assert rc == 0
     table = (tmp_path / "quality.md").read_text()
     rows = {r.split(" | ")[3]: r.split(" | ") for r in table.splitlines() if r.startswith("| wine | 178 | 1 |")}
     assert set(rows) == {"accuracy", "balanced accuracy", "F1"}, table
-    for cells in rows.values():  # both tools scored the 36 held-out rows: scores in [0, 1], Δ their difference
-        edge, plain, delta = float(cells[4]), float(cells[5]), float(cells[6])
-        assert 0 <= edge <= 1 and 0 <= plain <= 1 and delta == pytest.approx(edge - plain, abs=2e-3)
+    for cells in rows.values():  # the builds and FLAML scored the 36 held-out rows: in [0, 1], Δ the differences
+        edge, refit, plain, delta, delta_refit = (float(cells[i]) for i in (4, 5, 6, 7, 9))
+        assert all(0 <= v <= 1 for v in (edge, refit, plain))
+        assert delta == pytest.approx(edge - plain, abs=2e-3) and delta_refit == pytest.approx(refit - plain, abs=2e-3)
+        assert cells[8] in ("same", "better", "worse") and cells[10].rstrip(" |") in ("same", "better", "worse")
+    assert "edgeml --refit-all against FLAML" in table
     assert "| wine |  | 2 |" in table and table.rstrip().endswith(".")  # edgeml ran the 2 trials it was given
