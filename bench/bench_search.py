@@ -15,7 +15,13 @@ trials, the chosen learner and loss, what the frontier check did, and the
 predictor's error on the whole frontier: every frontier trial's configuration
 refitted on train+validation, predicted and exported for real.
 
-    .venv/bin/python bench/bench_search.py [--time-budget 30] [--results bench/results]
+A search's trial count moves with the path FLAML takes (which learner it
+tries next depends on how long the last fits took), so every run is repeated
+with ``--repeats`` search seeds on the same prepared data, the runs of one
+seed back to back, and the table gives the mean and spread; the ratio is of
+the mean trial counts.
+
+    .venv/bin/python bench/bench_search.py [--time-budget 30] [--repeats 2] [--results bench/results]
     .venv/bin/python bench/bench_search.py --time-budget 5 --results /tmp/s   # smoke
 """
 
@@ -107,28 +113,45 @@ def _err(values) -> str:
     return f"{a.max():.1%} (mean {a.mean():.1%})"
 
 
-def run(time_budget: float, seed: int, results: Path) -> Path:
+def _ms(values, digits: int = 0) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.{digits}f}" + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def run(time_budget: float, seed: int, results: Path, repeats: int = 1) -> Path:
     with tempfile.TemporaryDirectory() as work:
         data_name, data = prepared(Path(work), seed)
-    rows, base = [], None
-    for target_name, predict, learners_of in RUNS:
-        result, measure, seconds = search(data, target_name, predict, time_budget, seed, learners_of)
-        base = base or len(result.trials)
-        errors = frontier_error(data, result, measure) if measure.predicts else None
-        check = result.check
-        rows.append((target_name, "predicted" if measure.predicts else "exported",
-                     "own" if learners_of is None else learners_of, len(result.trials), len(result.trials) / base,
-                     measure.seconds, seconds, result.learner, result.best_loss, check, errors))
-        print(f"{target_name} ({rows[-1][1]}, {rows[-1][2]} learners): {len(result.trials)} trials in "
-              f"{seconds:.1f} s, {measure.seconds:.1f} s measuring", flush=True)
+    runs = {run: [] for run in RUNS}
+    for search_seed in range(seed, seed + repeats):
+        for target_name, predict, learners_of in RUNS:
+            result, measure, seconds = search(data, target_name, predict, time_budget, search_seed, learners_of)
+            errors = frontier_error(data, result, measure) if measure.predicts else None
+            runs[target_name, predict, learners_of].append(
+                {"trials": len(result.trials), "measuring": measure.seconds, "seconds": seconds,
+                 "learner": result.learner, "loss": result.best_loss, "check": result.check, "errors": errors})
+            print(f"seed {search_seed}: {target_name} ({'predicted' if measure.predicts else 'exported'}, "
+                  f"{learners_of or 'own'} learners): {len(result.trials)} trials in {seconds:.1f} s, "
+                  f"{measure.seconds:.1f} s measuring", flush=True)
+    base = np.mean([r["trials"] for r in runs[RUNS[0]]])
+    rows = []
+    for (target_name, predict, learners_of), done in runs.items():
+        pooled = [r["errors"] for r in done if r["errors"]]
+        errors = ({"n": sum(e["n"] for e in pooled), "size": [v for e in pooled for v in e["size"]],
+                   "arena": [v for e in pooled for v in e["arena"]]} if pooled else None)
+        trials = [r["trials"] for r in done]
+        rows.append((target_name, "predicted" if predict else "exported", learners_of or "own", _ms(trials),
+                     np.mean(trials) / base, _ms([r["measuring"] for r in done], 1),
+                     _ms([r["seconds"] for r in done], 1), " / ".join(sorted({r["learner"] for r in done})),
+                     _ms([r["loss"] for r in done], 4), done[-1]["check"], errors))
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [
         "# Trials per time budget: predicted TFLite costs vs exporting every trial",
         "",
-        f"`python bench/bench_search.py --time-budget {time_budget:g}` on {data_name} "
+        f"`python bench/bench_search.py --time-budget {time_budget:g} --repeats {repeats}` on {data_name} "
         f"({len(data.y['train']) + len(data.y['valid']):,} train+validation rows, validated as the build does), "
-        f"seed {seed}, each target's own learners and budgets; {os.cpu_count()} CPUs, load average {load} "
-        "(other work on the machine moves these numbers).",
+        f"split seed {seed}, search seeds {seed} to {seed + repeats - 1} (mean ± standard deviation over them; the "
+        f"ratio is of the mean trial counts), each target's own learners and budgets; {os.cpu_count()} CPUs, load "
+        f"average {load} at the end (other work on the machine moves these numbers).",
         "",
         "| target | trial costs | learners | trials | vs x86-64 | s measuring trials | s in all | learner | loss | "
         "candidates exported | fallback | predictor's error on the frontier: size | arena |",
@@ -138,12 +161,13 @@ def run(time_budget: float, seed: int, results: Path) -> Path:
         fallback = (check.fallback or "none") if check is not None else "–"
         size = _err(errors["size"]) + f" over {errors['n']}" if errors else "–"
         arena = _err(errors["arena"]) if errors else "–"
-        lines.append(f"| {name} | {how} | {learners} | {n} | {ratio:.2f}× | {measuring:.1f} | {seconds:.1f} | "
-                     f"{learner} | {loss:.4f} | {len(check.candidates) if check else 0} | {fallback} | {size} | "
+        lines.append(f"| {name} | {how} | {learners} | {n} | {ratio:.2f}× | {measuring} | {seconds} | "
+                     f"{learner} | {loss} | {len(check.candidates) if check else 0} | {fallback} | {size} | "
                      f"{arena} |")
     lines += ["", "Size is the TFLite file (model alone plus the data set's preprocessing); the arena is what TFLite "
               "Micro reports (cortex-m7) or the planned tensors (android-arm64). Errors are |predicted − "
-              "measured| / measured on every frontier trial refitted on train+validation.",
+              "measured| / measured on every frontier trial refitted on train+validation, over every repeat; "
+              "candidates exported and fallback are the last repeat's.",
               "", "Each target searches its own profile's learners in the profile's order (FLAML starts with the "
               "first); the rows with x86-64's learners compare the measures on the same learners. \"s measuring "
               "trials\" is the part of the budget the device measure took: where it is a small share, the trial "
@@ -154,10 +178,11 @@ def run(time_budget: float, seed: int, results: Path) -> Path:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-budget", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the split's seed, and the first search seed")
+    parser.add_argument("--repeats", type=int, default=2, help="search seeds each run is repeated with")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    run(args.time_budget, args.seed, args.results)
+    run(args.time_budget, args.seed, args.results, args.repeats)
 
 
 if __name__ == "__main__":
