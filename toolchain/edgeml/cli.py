@@ -254,8 +254,6 @@ def package(bundle, target, out, tar, wheels_from):
     click.echo(f"package  {made.folder}/  ({len(made.wheels)} wheels: {made.requirement})", err=True)
     if made.archive:
         click.echo(f"archive  {made.archive}", err=True)
-    for note in made.notes:
-        click.echo(f"note     {note}", err=True)
     click.echo(f"next     copy it to the device, then: sudo {made.folder.name}/install.sh", err=True)
 
 

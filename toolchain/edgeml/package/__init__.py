@@ -22,15 +22,12 @@ from pathlib import Path
 
 from edgeml.package import service
 from edgeml.package.layout import write_atomically, write_tar
-from edgeml.package.wheels import PackageError, WheelSet, fetch_wheels
+from edgeml.package.wheels import PackageError, fetch_wheels
 from edgeml.targets.profiles import TargetProfile, load_target
 from edgeml_runtime.bundle import open_bundle
 from edgeml_runtime.manifest import Manifest
 
 __all__ = ["PackageError", "Package", "make_package", "runtime_extras"]
-
-_LITERT = "ai-edge-litert"
-
 
 @dataclass(frozen=True)
 class Package:
@@ -40,7 +37,6 @@ class Package:
     archive: Path | None
     requirement: str
     wheels: tuple[str, ...]
-    notes: tuple[str, ...] = ()
 
 
 def runtime_extras(manifest: Manifest, target: TargetProfile) -> tuple[str, ...]:
@@ -86,22 +82,6 @@ def _check_target(target: TargetProfile) -> None:
                            'version, e.g. python = "3.11" (`python3 --version` on the device)')
 
 
-def _fetch(stage: Path, extras: tuple[str, ...], target: TargetProfile, wheels_from: Path | None,
-           manifest: Manifest) -> tuple[WheelSet, tuple[str, ...]]:
-    args = (target.platform_tags, target.python, target.name, wheels_from)
-    try:
-        return fetch_wheels(stage / "wheels", extras, *args), ()
-    except PackageError as exc:
-        others = [a for a in manifest.artifacts if a.format in target.formats and a.format != "tflite"]
-        if "tflite" not in extras or _LITERT not in str(exc) or not others:
-            raise
-        shutil.rmtree(stage / "wheels", ignore_errors=True)
-        note = (f"LiteRT ({_LITERT}) publishes no wheel for Python {target.python} on "
-                f"{', '.join(target.platform_tags)}: the package leaves out the tflite extra, and the device runs "
-                f"the bundle's {others[0].format} artifact ({others[0].path})")
-        return fetch_wheels(stage / "wheels", tuple(e for e in extras if e != "tflite"), *args), (note,)
-
-
 def make_package(bundle: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike, *,
                  tar: bool = False, wheels_from: str | os.PathLike | None = None) -> Package:
     """Write the device package of ``bundle`` for ``target`` to the folder ``out`` (and ``out.tar.gz``)."""
@@ -115,19 +95,20 @@ def make_package(bundle: str | os.PathLike, target: str | os.PathLike, out: str 
 
     def fill(stage: Path) -> None:
         manifest = _copy_bundle(Path(bundle), stage / "bundle")
-        wheels, notes = _fetch(stage, runtime_extras(manifest, profile), profile, found, manifest)
+        wheels = fetch_wheels(stage / "wheels", runtime_extras(manifest, profile), profile.platform_tags,
+                              profile.python, profile.name, found)
         texts = {
             service.UNIT_NAME: service.unit_text(),
             "runtime.toml": service.config_template(f"{manifest.name}-{manifest.version}"),
             "install.sh": service.install_script(wheels.requirement),
             "uninstall.sh": service.uninstall_script(),
-            "README.txt": service.readme_text(f"{manifest.name}-{manifest.version}", profile.name, notes),
+            "README.txt": service.readme_text(f"{manifest.name}-{manifest.version}", profile.name),
         }
         for name, text in texts.items():
             (stage / name).write_text(text)
-        result.update(requirement=wheels.requirement, notes=notes,
+        result.update(requirement=wheels.requirement,
                       wheels=tuple(sorted(p.name for p in (stage / "wheels").glob("*.whl"))))
 
     write_atomically(dest, fill)
     archive = write_tar(dest) if tar else None
-    return Package(dest, archive, result["requirement"], result["wheels"], result["notes"])
+    return Package(dest, archive, result["requirement"], result["wheels"])

@@ -213,9 +213,8 @@ fi
 """
 
 
-def readme_text(bundle: str, target: str, notes: tuple[str, ...] = ()) -> str:
+def readme_text(bundle: str, target: str) -> str:
     """README.txt: what the package is and the three commands."""
-    extra = "".join(f"\nNote: {n}\n" for n in notes)
     return f"""\
 edgeml device package: bundle {bundle} for target {target}.
 
@@ -227,4 +226,4 @@ On the device (no network needed), from this folder:
 
 The MQTT password goes in {CONFDIR}/mqtt_password (mode 600). ./uninstall.sh removes the runtime
 (--purge also its config and state). Step by step: docs/device.md in the edgeml repository.
-{extra}"""
+"""

@@ -30,6 +30,7 @@ from edgeml.errors import EdgeMLError
 RUNTIME = "edgeml-runtime"
 _MISSING = re.compile(r"No matching distribution found for (\S+)")
 _NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement (\S+)")
+_MANYLINUX = re.compile(r"manylinux_2_(\d+)_(\w+)")
 _PYTHON = re.compile(r"Package '([^']+)' requires a different Python")
 
 
@@ -44,6 +45,26 @@ class WheelSet:
     folder: Path
     requirement: str
     runtime_wheel: Path
+
+
+def pip_platforms(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--platform`` values for a profile's tags: pip on the device takes a ``manylinux_2_N`` wheel for
+    every glibc 2.N and older, but ``pip download --platform`` matches tags exactly, so each ``manylinux_2_N``
+    tag stands for 2.N down to 2.17 (and its alias ``manylinux2014``); other tags pass as they are.
+
+    >>> pip_platforms(("manylinux_2_20_aarch64", "manylinux2014_aarch64"))  # doctest: +NORMALIZE_WHITESPACE
+    ('manylinux_2_20_aarch64', 'manylinux_2_19_aarch64', 'manylinux_2_18_aarch64', 'manylinux_2_17_aarch64',
+     'manylinux2014_aarch64')
+    """
+    out: list[str] = []
+    for tag in tags:
+        glibc = _MANYLINUX.fullmatch(tag)
+        if glibc and int(glibc.group(1)) >= 17:
+            minor, arch = int(glibc.group(1)), glibc.group(2)
+            out += [f"manylinux_2_{m}_{arch}" for m in range(minor, 16, -1)] + [f"manylinux2014_{arch}"]
+        else:
+            out.append(tag)
+    return tuple(dict.fromkeys(out))
 
 
 def runtime_sources() -> Path:
@@ -97,7 +118,7 @@ def download(requirement: str, dest: Path, tags: tuple[str, ...], python: str, t
     nodot = python.replace(".", "")
     for abi in (f"cp{nodot}", "abi3", "none"):
         args += ["--abi", abi]
-    for tag in (*tags, "any"):
+    for tag in (*pip_platforms(tags), "any"):
         args += ["--platform", tag]
     if wheels_from is not None:
         args += ["--no-index", "--find-links", str(wheels_from)]
