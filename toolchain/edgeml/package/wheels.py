@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from email.parser import Parser
@@ -82,11 +84,15 @@ def runtime_sources() -> Path:
 
 
 def build_runtime_wheel(dest: Path) -> Path:
-    """Build the runtime's wheel from :func:`runtime_sources` into ``dest``; return its path."""
+    """Build the runtime's wheel from a copy of :func:`runtime_sources` (so the checkout gets no ``build/``
+    folder) into ``dest``; return its path."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.glob("edgeml_runtime-*.whl"))
-    _pip(["wheel", "--no-deps", "--quiet", "--wheel-dir", str(dest), str(runtime_sources())],
-         "building the runtime wheel")
+    with tempfile.TemporaryDirectory(prefix="edgeml-runtime-src-") as scratch:
+        source = Path(scratch) / "runtime"
+        shutil.copytree(runtime_sources(), source,
+                        ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", "*.pyc"))
+        _pip(["wheel", "--no-deps", "--quiet", "--wheel-dir", str(dest), str(source)], "building the runtime wheel")
     made = sorted(set(dest.glob("edgeml_runtime-*.whl")) - before) or sorted(dest.glob("edgeml_runtime-*.whl"))
     return made[-1]
 
