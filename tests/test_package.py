@@ -223,11 +223,13 @@ def test_reinstall_keeps_the_config_and_uninstall_removes_what_install_put(insta
     assert not installed["confdir"].exists() and not state.exists()
 
 
-def test_the_cli_packages_offline_from_wheels_of_a_folder(demo_bundle, x86_package, tmp_path):
-    out = tmp_path / "again"
-    result = CliRunner().invoke(main, ["package", str(demo_bundle), "--target", "x86-64", "-o", str(out),
+def test_the_cli_packages_a_bundle_archive_offline_from_wheels_of_a_folder(demo_bundle, x86_package, tmp_path):
+    out, archive = tmp_path / "again", demo_bundle.with_name(demo_bundle.name + ".tar.gz")
+    result = CliRunner().invoke(main, ["package", str(archive), "--target", "x86-64", "-o", str(out),
                                        "--wheels-from", str(x86_package.folder / "wheels")])
     assert result.exit_code == 0, result.output
     assert f"package  {out}/" in result.output and "install.sh" in result.output
     assert sorted(p.name for p in (out / "wheels").iterdir()) == list(x86_package.wheels)
     assert (out / "install.sh").read_bytes() == (x86_package.folder / "install.sh").read_bytes()
+    assert (out / "bundle" / "manifest.json").read_bytes() == (demo_bundle / "manifest.json").read_bytes()
+    assert sorted(p.name for p in (out / "bundle").iterdir()) == sorted(p.name for p in demo_bundle.iterdir())

@@ -7,7 +7,7 @@ names the package, the tags and the Python version, and the fix:
 
 >>> print(pip_failure("ERROR: No matching distribution found for onnxruntime>=1.17", ("manylinux2014_aarch64",),
 ...                   "3.11", "rpi4"))  # doctest: +NORMALIZE_WHITESPACE
-no wheel of onnxruntime>=1.17 for Python 3.11 on manylinux2014_aarch64 (target rpi4): pip found none on PyPI. A
+no wheel of onnxruntime>=1.17 for Python 3.11 on manylinux2014_aarch64 (target rpi4): pip found none on PyPI; a
 device without such a wheel cannot install the runtime offline; list the platform tags the device's pip accepts
 (`python3 -m pip debug --verbose` on the device) in the profile's platform_tags, most specific first, or set its
 python to a version that package publishes wheels for
@@ -140,11 +140,16 @@ def pip_failure(output: str, tags: tuple[str, ...], python: str, target: str, wh
     for pattern in (_MISSING, _NO_VERSION):
         found = pattern.search(output)
         if found:
+            if wheels_from:
+                fix = (f"put such a wheel in {wheels_from}, or leave out --wheels-from to download the wheels from "
+                       "PyPI")
+            else:
+                fix = ("a device without such a wheel cannot install the runtime offline; list the platform tags the "
+                       "device's pip accepts (`python3 -m pip debug --verbose` on the device) in the profile's "
+                       "platform_tags, most specific first, or set its python to a version that package publishes "
+                       "wheels for")
             return (f"no wheel of {found.group(1)} for Python {python} on {', '.join(tags)} (target {target}): pip "
-                    f"found none {where}. A device without such a wheel cannot install the runtime offline; list the "
-                    "platform tags the device's pip accepts (`python3 -m pip debug --verbose` on the device) in the "
-                    "profile's platform_tags, most specific first, or set its python to a version that package "
-                    "publishes wheels for")
+                    f"found none {where}; {fix}")
     found = _PYTHON.search(output)
     if found:
         return (f"{found.group(1)} does not support Python {python} (target {target}); set the profile's python to "
