@@ -68,6 +68,9 @@ def _copy_bundle(bundle: Path, dest: Path) -> Manifest:
         with tarfile.open(source) as t:
             member = next(m for m in t.getmembers() if m.isfile() and Path(m.name).name == "manifest.json")
             (dest / "manifest.json").write_bytes(t.extractfile(member).read())
+    with open_bundle(dest) as copy:  # the copy is whole: every listed file, nothing else, each hash as listed
+        for artifact in copy.manifest().artifacts:
+            copy.artifact(artifact)
     return manifest
 
 

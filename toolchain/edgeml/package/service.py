@@ -164,7 +164,7 @@ fi
 cat <<NEXT
 installed. Next:
   1. fill in device_id, fleet, broker and the input in $CONFDIR/runtime.toml
-  2. the MQTT password: sudo install -m 600 /dev/stdin $CONFDIR/mqtt_password  (type it, then Ctrl-D)
+  2. the MQTT password: sudo install -m 600 /dev/null $CONFDIR/mqtt_password && sudoedit $CONFDIR/mqtt_password
   3. sudo systemctl enable --now edgeml-runtime && journalctl -u edgeml-runtime -f
 NEXT
 """
