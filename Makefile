@@ -37,6 +37,9 @@ system-deps:
 	  echo "installing openjdk-17-jre-headless (the Java runtime of the local Spark the tests start) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    openjdk-17-jre-headless >/dev/null; }
+	@command -v systemd-analyze >/dev/null || { \
+	  echo "installing systemd (systemd-analyze verify checks the unit of edgeml package) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd >/dev/null; }
 	@test -x /usr/lib/postgresql/15/bin/initdb || { \
 	  echo "installing postgresql (the store tests start their own server) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }

@@ -104,7 +104,7 @@ def test_render_is_toml_that_loads_back_as_the_same_profile(name, tmp_path):
 
 def test_rpi4_is_the_4gb_pi4():
     p = load_target("rpi4")
-    assert (p.arch, p.platform_tag, p.cores, p.ram_mb) == ("aarch64", "manylinux2014_aarch64", 4, 4096)
+    assert (p.arch, p.platform_tag, p.cores, p.ram_mb) == ("aarch64", "manylinux_2_28_aarch64", 4, 4096)
     assert "Cortex-A72" in p.cpu
     assert all(size in p.description for size in ("1", "2", "8"))
     assert p.budgets.allowed_metric_drop == 0.01  # from _defaults.toml
@@ -112,7 +112,7 @@ def test_rpi4_is_the_4gb_pi4():
 
 def test_x86_64_gateway():
     p = load_target("x86-64")
-    assert (p.arch, p.platform_tag, p.cores, p.ram_mb) == ("x86_64", "manylinux2014_x86_64", 4, 8192)
+    assert (p.arch, p.platform_tag, p.cores, p.ram_mb) == ("x86_64", "manylinux_2_28_x86_64", 4, 8192)
 
 
 def test_ships_every_profile_the_issue_names():
@@ -277,7 +277,7 @@ def test_extends_unknown_names_the_file(tdir):
 
 def test_missing_required_keys_are_named(tdir):
     write(tdir, "bare", 'name = "bare"\narch = "x86_64"\n')
-    with pytest.raises(TargetError, match="bare.toml: missing platform_tag, cpu, cores, ram_mb"):
+    with pytest.raises(TargetError, match="bare.toml: missing platform_tags, cpu, cores, ram_mb"):
         load_target("bare")
 
 

@@ -226,6 +226,37 @@ def firmware(bundle, out, artifact):
         click.echo(f"wrote {path}", err=True)
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True))
+@click.option("--target", "-t", required=True, help="The device's target profile (name or .toml), e.g. rpi4.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Package folder to write (must not exist, or be empty).")
+@click.option("--tar", is_flag=True, help="Also write <out>.tar.gz beside it (reproducible).")
+@click.option("--wheels-from", type=click.Path(file_okay=False, exists=True),
+              help="Take the wheels from this folder instead of PyPI (an edgeml_runtime-*.whl there is used as is).")
+def package(bundle, target, out, tar, wheels_from):
+    """Write an offline device package: runtime and dependency wheels, the bundle, a systemd service.
+
+    \b
+    Example:
+      edgeml build --data sensors.csv --label failure --target rpi4 -o dist/sensors-1
+      edgeml package dist/sensors-1 --target rpi4 -o dist/sensors-1-rpi4 --tar
+      scp dist/sensors-1-rpi4.tar.gz pi@raspberrypi.local:
+      # on the Pi: tar xzf sensors-1-rpi4.tar.gz && sudo sensors-1-rpi4/install.sh
+    See docs/device.md.
+    """
+    from edgeml.package import make_package
+
+    try:
+        made = make_package(bundle, target, out, tar=tar, wheels_from=wheels_from)
+    except EdgeMLError as exc:
+        _fail(exc)
+    click.echo(f"package  {made.folder}/  ({len(made.wheels)} wheels: {made.requirement})", err=True)
+    if made.archive:
+        click.echo(f"archive  {made.archive}", err=True)
+    click.echo(f"next     copy it to the device, then: sudo {made.folder.name}/install.sh", err=True)
+
+
 @main.group()
 def fleet():
     """The fleet: the broker's credentials, the controller (run), what it knows (status, decisions)."""

@@ -1,6 +1,7 @@
 """Hardware target profiles: TOML files that describe a device, checked on load.
 
-A profile says what a device is (arch, wheel platform tag, CPU, cores, RAM),
+A profile says what a device is (arch, the wheel platform tags and Python version of its
+Python, CPU, cores, RAM),
 what it runs (artifact formats, precisions, estimator families) and what a
 model must fit in (``[budgets]``). Profiles are ``<name>.toml`` files in
 :func:`targets_dir`, one per target: adding a target means adding a file.
@@ -81,7 +82,8 @@ class TargetProfile:
     name: str
     description: str
     arch: str
-    platform_tag: str
+    #: Wheel platform tags pip may install on the device, most specific first (``[]``: no Python, a microcontroller).
+    platform_tags: tuple[str, ...]
     cpu: str
     cores: int
     ram_mb: int
@@ -92,15 +94,29 @@ class TargetProfile:
     ort_minimal: bool = False
     ort_optimization: str = "none"
     tflite_ops: str = ""
+    #: The device's Python version, ``"3.11"``; ``""`` where it runs no Python.
+    python: str = ""
     budgets: Budgets = field(default_factory=Budgets)
     #: Where it was read from, the same on every machine: ``targets/<name>.toml`` for a built-in profile (relative
     #: to :func:`targets_dir`), else the path to the user's own file as it was given.
     source: str = ""
 
+    @property
+    def platform_tag(self) -> str:
+        """The most specific platform tag, ``""`` without Python: what a bundle manifest records."""
+        return self.platform_tags[0] if self.platform_tags else ""
+
     def to_dict(self) -> dict:
-        """The resolved profile as JSON-ready data (what a bundle manifest stores)."""
+        """The resolved profile as a bundle manifest stores it (format 5: one ``platform_tag``, no ``python``)."""
+        d = self.to_profile_dict()
+        del d["python"]
+        return {("platform_tag" if k == "platform_tags" else k): (self.platform_tag if k == "platform_tags" else v)
+                for k, v in d.items()}
+
+    def to_profile_dict(self) -> dict:
+        """The resolved profile as JSON-ready data, every key as a profile file spells it."""
         d = asdict(self)
-        for key in ("formats", "precisions", "estimators", "providers"):
+        for key in ("platform_tags", "formats", "precisions", "estimators", "providers"):
             d[key] = list(d[key])
         return d
 
@@ -146,7 +162,15 @@ _RULES: dict[str, _Rule | None] = {
     "extends": _text(r".+", "the name of another profile, or a path to its .toml file"),
     "description": _text(),
     "arch": _Rule("one of " + ", ".join(ARCHES), lambda v: v in ARCHES, options=ARCHES),
-    "platform_tag": _text(r"[a-z0-9_.]*", 'a wheel platform tag such as "manylinux2014_aarch64", or "" for an MCU'),
+    "platform_tags": _Rule(
+        'a list without repeats of wheel platform tags, most specific first, such as ["manylinux_2_28_aarch64", '
+        '"manylinux2014_aarch64"] (lowercase letters, digits, "_" and "."), or [] for a device without Python',
+        lambda v: isinstance(v, list) and len(set(v)) == len(v)
+        and all(isinstance(t, str) and re.fullmatch(r"[a-z0-9_.]+", t) for t in v), tuple),
+    # The one-tag spelling of earlier profiles, read as a one-item platform_tags (see _validate).
+    "platform_tag": _text(r"[a-z0-9_.]*", 'a wheel platform tag such as "manylinux2014_aarch64", or "" for an MCU '
+                          '(better: platform_tags, a list)'),
+    "python": _text(r"(3\.[0-9]{1,2})?", 'the device\'s Python version as "3.11" (major.minor), or "" without Python'),
     "cpu": _text(),
     "cores": _COUNT,
     "ram_mb": _COUNT,
@@ -171,8 +195,8 @@ _BUDGET_RULES: dict[str, _Rule | None] = {
 }
 _ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES)]
 _NOT_INHERITED = ("name", "extends", "description")
-_REQUIRED = ("arch", "platform_tag", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
-_OPTIONAL = ("providers", "ort_minimal", "ort_optimization", "tflite_ops")
+_REQUIRED = ("arch", "platform_tags", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
+_OPTIONAL = ("providers", "ort_minimal", "ort_optimization", "tflite_ops", "python")
 
 
 def _unknown_key(where: str, key: str) -> TargetError:
@@ -216,6 +240,12 @@ def _validate(raw: dict, where: str, *, shared: bool = False) -> dict:
     out = _check_table(where, {k: v for k, v in raw.items() if k != "budgets"}, _rules())
     if shared and (own := [k for k in _NOT_INHERITED if k in out]):
         raise TargetError(f"{where}: {own[0]!r} cannot be set in shared defaults (it is never inherited); remove it")
+    if "platform_tag" in out:
+        if "platform_tags" in out:
+            raise TargetError(f"{where}: both platform_tag and platform_tags are set; keep platform_tags (a list, "
+                              "most specific first) and remove platform_tag")
+        tag = out.pop("platform_tag")
+        out["platform_tags"] = (tag,) if tag else ()
     if budgets:
         out["budgets"] = _check_table(where, budgets, _BUDGET_RULES, "budgets.")
     return out
@@ -319,8 +349,9 @@ def _recorded_source(path: Path, given: str) -> str:
 def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
     """Load a built-in profile by name, or a user's own profile from a ``.toml`` path.
 
-    >>> load_target("x86-64").platform_tag
-    'manylinux2014_x86_64'
+    >>> x86 = load_target("x86-64")
+    >>> x86.platform_tags, x86.python
+    (('manylinux_2_28_x86_64', 'manylinux_2_17_x86_64', 'manylinux2014_x86_64'), '3.11')
     >>> load_target("rpi5")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -366,7 +397,7 @@ def render_profile(profile: TargetProfile) -> str:
     max_model_bytes = 20_000_000
     ...
     """
-    d = profile.to_dict()
+    d = profile.to_profile_dict()
     budgets, source = d.pop("budgets"), d.pop("source")
     lines = [f"# {profile.name}, resolved from {source or '(data)'}"]
     lines += [f"{k} = {_toml(v)}" for k, v in d.items()]
