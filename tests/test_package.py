@@ -43,7 +43,14 @@ def x86_package(demo_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rpi4_package(demo_bundle, tmp_path_factory):
-    return make_package(demo_bundle, "rpi4", tmp_path_factory.mktemp("pkg") / "demo-rpi4")
+    return make_package(demo_bundle, None, tmp_path_factory.mktemp("pkg") / "demo-rpi4")  # the bundle's own target
+
+
+def test_the_target_defaults_to_the_bundles_and_another_processor_is_noted(x86_package, rpi4_package):
+    assert rpi4_package.notes == () and any("aarch64" in w for w in rpi4_package.wheels)
+    (note,) = x86_package.notes  # the demo bundle was built for rpi4
+    assert note.startswith("the bundle was built for rpi4 (aarch64), the package is for x86-64 (x86_64)")
+    assert "--target x86-64" in note
 
 
 @pytest.fixture(scope="module")

@@ -228,7 +228,8 @@ def firmware(bundle, out, artifact):
 
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True))
-@click.option("--target", "-t", required=True, help="The device's target profile (name or .toml), e.g. rpi4.")
+@click.option("--target", "-t", help="The device's target profile (name or .toml), e.g. rpi4. "
+              "[default: the profile the bundle was built for]")
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Package folder to write (must not exist, or be empty).")
 @click.option("--tar", is_flag=True, help="Also write <out>.tar.gz beside it (reproducible).")
@@ -251,6 +252,8 @@ def package(bundle, target, out, tar, wheels_from):
         made = make_package(bundle, target, out, tar=tar, wheels_from=wheels_from)
     except EdgeMLError as exc:
         _fail(exc)
+    for note in made.notes:
+        click.echo(click.style("note: ", fg="yellow") + note, err=True)
     click.echo(f"package  {made.folder}/  ({len(made.wheels)} wheels: {made.requirement})", err=True)
     if made.archive:
         click.echo(f"archive  {made.archive}", err=True)

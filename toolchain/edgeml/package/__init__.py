@@ -20,6 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeml.errors import EdgeMLError
 from edgeml.package import service
 from edgeml.package.layout import write_atomically, write_tar
 from edgeml.package.wheels import PackageError, fetch_wheels
@@ -37,6 +38,7 @@ class Package:
     archive: Path | None
     requirement: str
     wheels: tuple[str, ...]
+    notes: tuple[str, ...] = ()  #: what the user should know (a bundle built for another processor)
 
 
 def runtime_extras(manifest: Manifest, target: TargetProfile) -> tuple[str, ...]:
@@ -85,10 +87,29 @@ def _check_target(target: TargetProfile) -> None:
                            'version, e.g. python = "3.11" (`python3 --version` on the device)')
 
 
-def make_package(bundle: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike, *,
+def _bundle_target(bundle: Path):
+    with open_bundle(bundle) as b:
+        return b.manifest().target
+
+
+def make_package(bundle: str | os.PathLike, target: str | os.PathLike | None, out: str | os.PathLike, *,
                  tar: bool = False, wheels_from: str | os.PathLike | None = None) -> Package:
-    """Write the device package of ``bundle`` for ``target`` to the folder ``out`` (and ``out.tar.gz``)."""
-    profile = load_target(target)
+    """Write the device package of ``bundle`` for ``target`` (None: the profile the bundle was built for) to the
+    folder ``out`` (and ``out.tar.gz``)."""
+    built_for = _bundle_target(Path(bundle))
+    if target is None:
+        try:
+            profile = load_target(built_for.name)
+        except EdgeMLError as exc:
+            raise PackageError(f"the bundle was built for target {built_for.name!r}, which cannot be loaded here "
+                               f"({exc}); name the device's profile with --target") from exc
+    else:
+        profile = load_target(target)
+    notes = ()
+    if profile.arch != built_for.arch:
+        notes = (f"the bundle was built for {built_for.name} ({built_for.arch}), the package is for {profile.name} "
+                 f"({profile.arch}): its artifacts, budgets and speed estimates are {built_for.name}'s; build for "
+                 f"--target {profile.name} to get that device's",)
     _check_target(profile)
     dest = Path(out)
     found = Path(wheels_from) if wheels_from is not None else None
@@ -114,4 +135,4 @@ def make_package(bundle: str | os.PathLike, target: str | os.PathLike, out: str 
 
     write_atomically(dest, fill)
     archive = write_tar(dest) if tar else None
-    return Package(dest, archive, result["requirement"], result["wheels"])
+    return Package(dest, archive, result["requirement"], result["wheels"], notes)
