@@ -41,6 +41,7 @@ from .protocol.envelopes import describe_model, describe_window
 from .protocol.topics import DeviceTopics
 from .records import RecordWriter
 from .run import RunStats, StreamScorer, WindowFile
+from .sdnotify import Notifier
 from .settings import AgentSettings
 from .stream import FileSource
 from .telemetry import Telemetry
@@ -107,6 +108,7 @@ class Agent:
             letters = DeadLetters(path.with_name(path.name + ".deadletter.jsonl"), s.outbox.dead_letter_max_bytes)
         telemetry = source = None
         sent: dict = {}
+        notifier = Notifier.from_environ()
         try:
             if s.mqtt is not None:
                 telemetry = Telemetry(s.mqtt, s.device, outbox=outbox, dead_letters=letters,
@@ -127,7 +129,11 @@ class Agent:
                               model.manifest.version, s.device.fleet, s.device.device_id, s.drift.window_rows,
                               s.drift.window_seconds)
                 self._scorer = StreamScorer(model, telemetry, writer=writer, log=self.log, window_file=windows,
-                                            publish_predictions=s.run.publish_predictions)
+                                            publish_predictions=s.run.publish_predictions, notifier=notifier)
+                # ready once the bundle is loaded and the input is read; a broker that is down does not hold it
+                # back (the outbox keeps the windows until it is back)
+                notifier.ready(f"scoring {s.run.input_topic or s.run.input} with {model.manifest.name} "
+                               f"{model.manifest.version} as {s.device.fleet}/{s.device.device_id}")
                 try:
                     stats = self._scorer.run(items, self.stop)
                 finally:
@@ -139,6 +145,7 @@ class Agent:
                 sent = telemetry.stats
                 stats.backlog, stats.outbox_dropped = sent["pending"], sent["dropped"]
         finally:
+            notifier.close()
             if outbox is not None:
                 outbox.close()
         self._report(stats, source, sent, letters)

@@ -218,5 +218,23 @@ def _info(args) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``edgeml-runtime`` command: :func:`main`, then exit. A run stopped by SIGTERM while its input thread
+    still waits on stdin (an open pipe) leaves at once after flushing: the interpreter's shutdown would otherwise
+    abort the process (it cannot take stdin's lock from that thread) with status 134 instead of the run's own."""
+    import threading
+
+    code = main()
+    if any(t.name == "edgeml-input" and t.is_alive() for t in threading.enumerate()):
+        import logging
+        import os
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -22,16 +22,20 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
 from .model import Model
 from .outputs import stream_file
 from .payloads import dumps
+from .sdnotify import Notifier
 from .stream import END, Item
 
 BATCH_ROWS = 256
 IDLE_SECONDS = 0.25
+#: Seconds between the STATUS= lines sent to systemd (rows scored, windows sent).
+STATUS_SECONDS = 10.0
 LOGGED_ERRORS = 20
 
 
@@ -79,8 +83,13 @@ class StreamScorer:
     """The loop: queue in, predictions and drift windows out."""
 
     def __init__(self, model: Model, telemetry, *, writer=None, publish_predictions: bool = False,
-                 log: logging.Logger | None = None, window_file: WindowFile | None = None):
+                 log: logging.Logger | None = None, window_file: WindowFile | None = None,
+                 notifier: Notifier | None = None):
         self.model = model
+        #: systemd's watchdog, fed on every turn of the loop (:mod:`.sdnotify`); a no-op outside systemd
+        self.notifier = notifier or Notifier()
+        watchdog = self.notifier.watchdog_seconds
+        self.idle = min(IDLE_SECONDS, watchdog / 4) if watchdog else IDLE_SECONDS
         self.monitor = model.monitor
         self.telemetry = telemetry  # None without a broker
         self.window_file = window_file
@@ -93,10 +102,15 @@ class StreamScorer:
 
     def run(self, items: queue.Queue, stop: threading.Event) -> RunStats:
         ended = False
+        status_at = time.monotonic() + STATUS_SECONDS
         while not ended and not stop.is_set():
+            self.notifier.alive()
+            if self.notifier.enabled and time.monotonic() >= status_at:
+                self.notifier.status(self.status())
+                status_at = time.monotonic() + STATUS_SECONDS
             batch: list[Item] = []
             try:
-                first = items.get(timeout=IDLE_SECONDS)
+                first = items.get(timeout=self.idle)
             except queue.Empty:
                 first = None
             if first is END:
@@ -115,10 +129,16 @@ class StreamScorer:
             if batch:
                 self._score(batch)
             self._send(self.monitor.poll())
+        self.notifier.stopping(self.status())
         last = self.monitor.flush()
         if last is not None:
             self._send([last])
         return self.stats
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=: rows read, scored and bad, windows sent."""
+        s = self.stats
+        return f"{s.rows} rows, {s.scored} scored, {s.bad_rows} bad, {s.windows} drift windows"
 
     def _score(self, batch: list[Item]) -> None:
         self.stats.rows += len(batch)
