@@ -85,6 +85,23 @@ def _parser() -> argparse.ArgumentParser:
 
     _run_parser(sub)
 
+    b = sub.add_parser(
+        "bench", help="time the bundle on this device: one-row latency, throughput, cold start, speed factor",
+        description="Time the bundle here, through the same code that scores: one-row latency (median, p99), "
+                    "batch throughput, cold start of a fresh process to its first prediction, peak RSS, and the "
+                    "speed factor this implies for the target profile (the factor that would have made the build's "
+                    "predicted one-row latency right). Run it on the device.",
+        epilog="Examples:\n  edgeml-runtime bench /opt/edgeml/bundle\n"
+               "  edgeml-runtime bench dist/demo-1 --precision int8 --json > bench.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
+    b.add_argument("--artifact", metavar="PATH", help="which artifact to time (default: the one score would run)")
+    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="time the artifact of this precision")
+    b.add_argument("--seconds", type=float, default=4.0, help="seconds of timing, one row and batches (default 4)")
+    b.add_argument("--batch-rows", type=int, default=1000, metavar="N", help="rows a batch (default 1,000)")
+    b.add_argument("--cold-starts", type=int, default=3, metavar="N", help="fresh processes timed (default 3)")
+    b.add_argument("--json", action="store_true", help="print the measurements as JSON on stdout")
+
     i = sub.add_parser("info", help="describe a bundle: model, inputs, artifacts")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
@@ -130,7 +147,7 @@ def _run_parser(sub) -> None:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"score": _score, "info": _info, "run": _run}[args.command](args)
+        return {"score": _score, "info": _info, "run": _run, "bench": _bench}[args.command](args)
     except RowError as exc:
         print(f"edgeml-runtime: error: {getattr(args, 'input', '')}: {exc}; fix the value, or pass "
               "--on-error skip to score the other rows", file=sys.stderr)
@@ -189,6 +206,21 @@ def _run(args) -> int:
         print(f"edgeml-runtime: error: none of the {stats.rows} row(s) read could be scored (the log above names "
               "the first bad rows); check the input's format (--format) and columns", file=sys.stderr)
         return 2
+    return 0
+
+
+def _bench(args) -> int:
+    from .benchmark import bench, describe
+    from .errors import SettingsError
+    from .native_stderr import LITERT_CHATTER, without_lines
+
+    if args.seconds <= 0 or args.batch_rows < 1 or args.cold_starts < 1:
+        raise SettingsError("--seconds must be above 0, --batch-rows and --cold-starts at least 1")
+    with without_lines(*LITERT_CHATTER):
+        result = bench(args.bundle, artifact=args.artifact, precision=args.precision, seconds=args.seconds,
+                       batch_rows=args.batch_rows, cold_starts=args.cold_starts,
+                       progress=lambda text: print(f"timing {text} ...", file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2) if args.json else describe(result))
     return 0
 
 
