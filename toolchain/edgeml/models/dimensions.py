@@ -54,8 +54,8 @@ IMBALANCED = 0.25
 def skewness(values: np.ndarray) -> float:
     """The moment skewness of ``values`` (0 for fewer than 3 values or a constant).
 
-    >>> skewness(np.array([1.0, 2.0, 3.0])), round(skewness(np.array([1.0, 1.0, 1.0, 10.0])), 3)
-    (0.0, 1.155)
+    >>> round(skewness(np.array([1.0, 2.0, 3.0])), 12) == 0, round(skewness(np.array([1.0, 1.0, 1.0, 10.0])), 3)
+    (True, 1.155)
     """
     v = np.asarray(values, dtype=np.float64)
     spread = v.std() if v.size >= 3 else 0.0
