@@ -165,8 +165,7 @@ class Agent:
                 waiting += "; " + ", ".join(lost)
             if letters is not None and letters.count:
                 waiting += f"; {letters.count} dead letter(s) kept in {letters.path}"
-        counts = (f"{stats.rows} rows, {stats.scored} scored, {stats.bad_rows} bad, {stats.windows} drift windows"
-                  f"{waiting}")
+        counts = stats.counts() + waiting
         if source is not None and source.error is not None:
             exc = source.error
             raise SourceError(f"reading {s.run.input} failed after {source.parser.rows} rows ({type(exc).__name__}: "

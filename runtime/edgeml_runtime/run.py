@@ -52,6 +52,10 @@ class RunStats:
     outbox_dropped: int = 0
     errors_logged: int = field(default=0, repr=False)
 
+    def counts(self) -> str:
+        """Rows read, scored and bad, and drift windows: the last log line's and systemd's STATUS= figures."""
+        return f"{self.rows} rows, {self.scored} scored, {self.bad_rows} bad, {self.windows} drift windows"
+
 
 class WindowFile:
     """Drift windows as JSON Lines, appended to ``path`` or written to stdout (``-``): for a device without a
@@ -106,7 +110,7 @@ class StreamScorer:
         while not ended and not stop.is_set():
             self.notifier.alive()
             if self.notifier.enabled and time.monotonic() >= status_at:
-                self.notifier.status(self.status())
+                self.notifier.status(self.stats.counts())
                 status_at = time.monotonic() + STATUS_SECONDS
             batch: list[Item] = []
             try:
@@ -129,16 +133,11 @@ class StreamScorer:
             if batch:
                 self._score(batch)
             self._send(self.monitor.poll())
-        self.notifier.stopping(self.status())
+        self.notifier.stopping(self.stats.counts())
         last = self.monitor.flush()
         if last is not None:
             self._send([last])
         return self.stats
-
-    def status(self) -> str:
-        """One line for systemd's STATUS=: rows read, scored and bad, windows sent."""
-        s = self.stats
-        return f"{s.rows} rows, {s.scored} scored, {s.bad_rows} bad, {s.windows} drift windows"
 
     def _score(self, batch: list[Item]) -> None:
         self.stats.rows += len(batch)
