@@ -51,8 +51,12 @@ int main(int argc, char **argv) {
 @pytest.fixture(scope="module")
 def m7_bundle(datasets, tmp_path_factory):
     out = tmp_path_factory.mktemp("firmware") / "m7"
+    # Every ai4i input. Seed 1: TFLite Micro and LiteRT differ by an int8 step or more on many MLPs (issue #21),
+    # and the build then ships float32 only, with no int8 encoder to test; this one's int8 agrees in both.
     build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Machine failure", drop=AI4I_DROP[2:],
-                 target="cortex-m7", estimators=("mlp",), max_iter=3, select_inputs=False)  # every ai4i input
+                 target="cortex-m7", estimators=("mlp",), max_iter=3, select_inputs=False, seed=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any(a["precision"] == "int8" for a in manifest["artifacts"]), manifest["not_shipped"]
     return out
 
 
