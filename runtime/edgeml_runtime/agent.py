@@ -77,6 +77,25 @@ def default_outbox_path(device: DeviceTopics) -> Path:
     return path
 
 
+def open_telemetry(settings, model: Model, log: logging.Logger) -> tuple[Telemetry | None, Outbox | None,
+                                                                         DeadLetters | None]:
+    """The telemetry of ``settings`` (``mqtt``, ``device``, ``outbox``, ``drift``) for ``model``, its outbox and
+    dead-letter file; three Nones without a broker. An outbox that cannot be used degrades (memory, a damaged
+    file set aside); close the outbox after stopping the telemetry."""
+    if settings.mqtt is None:
+        return None, None, None
+    path = Path(settings.outbox.path or default_outbox_path(settings.device))
+    outbox = Outbox(path, max_bytes=settings.outbox.max_bytes, recover=True)
+    letters = DeadLetters(path.with_name(path.name + ".deadletter.jsonl"), settings.outbox.dead_letter_max_bytes)
+    try:
+        telemetry = Telemetry(settings.mqtt, settings.device, outbox=outbox, dead_letters=letters,
+                              birth=birth_description(describe_model(model), settings.drift), log=log)
+    except BaseException:
+        outbox.close()
+        raise
+    return telemetry, outbox, letters
+
+
 class Agent:
     """One device process: scores ``bundle``'s records and reports drift, as ``settings`` say.
 
@@ -101,18 +120,11 @@ class Agent:
         s = self.settings
         model = Model.load(self.bundle, precision=s.run.precision)
         model.monitor = model.drift_monitor(s.drift)
-        outbox = letters = None
-        if s.mqtt is not None:  # an outbox that cannot be used degrades (memory, a damaged file set aside)
-            path = Path(s.outbox.path or default_outbox_path(s.device))
-            outbox = Outbox(path, max_bytes=s.outbox.max_bytes, recover=True)
-            letters = DeadLetters(path.with_name(path.name + ".deadletter.jsonl"), s.outbox.dead_letter_max_bytes)
-        telemetry = source = None
+        telemetry, outbox, letters = open_telemetry(s, model, self.log)
+        source = None
         sent: dict = {}
         notifier = Notifier.from_environ()
         try:
-            if s.mqtt is not None:
-                telemetry = Telemetry(s.mqtt, s.device, outbox=outbox, dead_letters=letters,
-                                      birth=birth_description(describe_model(model), s.drift), log=self.log)
             items: queue.Queue = queue.Queue(maxsize=QUEUE_ROWS)
             if s.run.input_topic:
                 telemetry.subscribe_records(s.run.input_topic, items)

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"{text} (default {getattr(ReadLimits(), key):,})")
 
     _run_parser(sub)
+    _serve_parser(sub)
 
     b = sub.add_parser(
         "bench", help="time the bundle on this device: one-row latency, throughput, cold start, speed factor",
@@ -108,8 +109,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setting_flags(parser, table) -> None:
+    """One flag per key of a settings table, its help naming the environment variable and the default."""
+    from .settings import default_text, env_name, flag_name
+
+    for key, (_, k) in table.keys.items():
+        extra = ({"action": "store_const", "const": True} if k.kind is bool
+                 else {"type": k.kind, "metavar": key.split("_")[-1].upper()})
+        default = default_text(table, key)
+        shown = f" [default: {default}]" if default not in (None, False) else ""
+        parser.add_argument(flag_name(key), dest=key, default=None, help=f"{k.help} (${env_name(key)}){shown}",
+                            **extra)
+
+
 def _run_parser(sub) -> None:
-    from .settings import RUN, default_text, env_name, flag_name
+    from .settings import RUN
 
     r = sub.add_parser(
         "run",
@@ -136,18 +150,43 @@ def _run_parser(sub) -> None:
     )
     r.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
     r.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [run] table)")
-    for key, (_, k) in RUN.keys.items():
-        extra = ({"action": "store_const", "const": True} if k.kind is bool
-                 else {"type": k.kind, "metavar": key.split("_")[-1].upper()})
-        default = default_text(RUN, key)
-        shown = f" [default: {default}]" if default not in (None, False) else ""
-        r.add_argument(flag_name(key), dest=key, default=None, help=f"{k.help} (${env_name(key)}){shown}", **extra)
+    _setting_flags(r, RUN)
+
+
+def _serve_parser(sub) -> None:
+    from .settings import SERVE
+
+    v = sub.add_parser(
+        "serve",
+        help="answer predictions over HTTP (Open Inference Protocol v2, /predict, /metrics) and watch them for drift",
+        description=(
+            "Serve the bundle over HTTP: the Open Inference Protocol v2 (KServe, Triton, MLServer clients) under /v2, "
+            "POST /predict for JSON records or CSV, GET /metrics for Prometheus. Every scored request is counted into "
+            "drift windows, as `run` counts a stream; windows go to a broker (with --broker) and/or a JSON Lines "
+            "file (--drift-output). SIGTERM finishes the requests in flight and sends the last window; SIGHUP loads "
+            "the bundle path again and swaps it in without a failed request."
+        ),
+        epilog=(
+            "Every setting can also come from a config file ([serve] table, --config or $EDGEML_RUNTIME_CONFIG) or "
+            "an environment variable (EDGEML_<SETTING>, e.g. EDGEML_TOKEN); flags win over the file, the file over "
+            "the environment.\n\nExamples:\n"
+            "  edgeml-runtime serve dist/demo-1 --port 8080\n"
+            "  curl -s localhost:8080/predict -H 'Content-Type: application/json' -d @record.json\n"
+            "  edgeml-runtime serve /opt/edgeml/bundle --host 0.0.0.0 --token-file /etc/edgeml/token "
+            "--tls-cert-file cert.pem --tls-key-file key.pem --broker mqtts://gw:8883 --device-id pi-07 --fleet plant-a\n"
+            "\nExit status: 0 after a signal stopped it; 2 on bad settings or a bundle that does not load."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    v.add_argument("bundle", help="bundle folder or .tar.gz written by `edgeml build`")
+    v.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [serve] table)")
+    _setting_flags(v, SERVE)
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"score": _score, "info": _info, "run": _run, "bench": _bench}[args.command](args)
+        return {"score": _score, "info": _info, "run": _run, "serve": _serve, "bench": _bench}[args.command](args)
     except RowError as exc:
         print(f"edgeml-runtime: error: {getattr(args, 'input', '')}: {exc}; fix the value, or pass "
               "--on-error skip to score the other rows", file=sys.stderr)
@@ -206,6 +245,19 @@ def _run(args) -> int:
         print(f"edgeml-runtime: error: none of the {stats.rows} row(s) read could be scored (the log above names "
               "the first bad rows); check the input's format (--format) and columns", file=sys.stderr)
         return 2
+    return 0
+
+
+def _serve(args) -> int:
+    from .serve.server import serve
+    from .settings import SERVE, resolve_settings
+
+    for secret, better in (("mqtt_password", "--mqtt-password-file"), ("token", "--token-file")):
+        if getattr(args, secret) is not None:
+            print(f"edgeml-runtime: warning: --{secret.replace('_', '-')} shows in ps to every user of this machine; "
+                  f"use {better} or the environment variable", file=sys.stderr)
+    settings = resolve_settings({k: getattr(args, k) for k in SERVE.keys}, config=args.config, command="serve")
+    serve(args.bundle, settings)
     return 0
 
 

@@ -316,14 +316,24 @@ class DriftMonitor:
             self.dropped_windows += 1
         self._closed.append(self._close(end))
 
-    def _close(self, end: float) -> dict:
-        """The current window's counts (statistics come with :meth:`_judge`); the next window starts at ``end``."""
+    def current(self) -> dict:
+        """The open window judged as if it closed now, with its statistics; it stays open (a scrape of /metrics)."""
         self._bin_pending()
+        self._countdown = min(CHUNK_ROWS, self.settings.window_rows - self._binned)
+        return self._judge(self._counted(self._clock()))
+
+    def _counted(self, end: float) -> dict:
         window = {"start": self._start, "end": end, "rows": self._binned, "bad_rows": self._bad_rows,
-                  "errors": self._errors, "columns": {t.name: _counts(t) for t in self._columns},
+                  "errors": list(self._errors), "columns": {t.name: _counts(t) for t in self._columns},
                   "output": _counts(self._output)}
         if self.performance is not None and self.performance.counted:
             window["performance"] = self.performance.counts
+        return window
+
+    def _close(self, end: float) -> dict:
+        """The current window's counts (statistics come with :meth:`_judge`); the next window starts at ``end``."""
+        self._bin_pending()
+        window = self._counted(end)
         self._start = end
         self._reset_window()
         return window

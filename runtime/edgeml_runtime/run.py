@@ -83,6 +83,32 @@ class WindowFile:
         self._files.close()
 
 
+class WindowSinks:
+    """Where closed drift windows go: the telemetry (a broker), a :class:`WindowFile`, or both; each is logged
+    with its verdict (or why it has none). Shared by ``run`` and ``serve``."""
+
+    def __init__(self, telemetry, window_file: WindowFile | None, log: logging.Logger, min_rows: int):
+        self.telemetry, self.window_file, self.log, self.min_rows = telemetry, window_file, log, min_rows
+
+    def send(self, windows: list[dict]) -> int:
+        """Send and log each window; the number sent."""
+        for window in windows:
+            if self.telemetry is not None:
+                self.telemetry.send_drift(window)
+            if self.window_file is not None:
+                self.window_file.write(window)
+            verdict = window.get("verdict") or {}
+            if verdict.get("status") is None:
+                self.log.info("drift window %s..%s: %d rows, %d bad, no verdict: fewer scored rows than min_rows = %d "
+                              "(lower --min-rows, or raise --window-seconds, to judge such windows)",
+                              window.get("start"), window.get("end"), window.get("rows", 0), window.get("bad_rows", 0),
+                              self.min_rows)
+                continue
+            self.log.info("drift window %s..%s: %d rows, %d bad, verdict %s%s", window.get("start"), window.get("end"),
+                          window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"), _why(window))
+        return len(windows)
+
+
 class StreamScorer:
     """The loop: queue in, predictions and drift windows out."""
 
@@ -97,6 +123,7 @@ class StreamScorer:
         self.monitor = model.monitor
         self.telemetry = telemetry  # None without a broker
         self.window_file = window_file
+        self.sinks = WindowSinks(telemetry, window_file, self.log, self.monitor.settings.rule.min_rows)
         self.writer = writer
         self.publish_predictions = publish_predictions
         self.log = log or logging.getLogger("edgeml_runtime.run")
@@ -193,21 +220,7 @@ class StreamScorer:
         return kept
 
     def _send(self, windows: list[dict]) -> None:
-        for window in windows:
-            if self.telemetry is not None:
-                self.telemetry.send_drift(window)
-            if self.window_file is not None:
-                self.window_file.write(window)
-            self.stats.windows += 1
-            verdict = window.get("verdict") or {}
-            if verdict.get("status") is None:
-                self.log.info("drift window %s..%s: %d rows, %d bad, no verdict: fewer scored rows than min_rows = %d "
-                              "(lower --min-rows, or raise --window-seconds, to judge such windows)",
-                              window.get("start"), window.get("end"), window.get("rows", 0), window.get("bad_rows", 0),
-                              self.monitor.settings.rule.min_rows)
-                continue
-            self.log.info("drift window %s..%s: %d rows, %d bad, verdict %s%s", window.get("start"), window.get("end"),
-                          window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"), _why(window))
+        self.stats.windows += self.sinks.send(windows)
 
     def _log_errors(self, errors: list[RowError]) -> None:
         for e in errors:

@@ -53,13 +53,14 @@ from .outbox import OutboxSettings
 from .parsing import ReadLimits
 from .protocol.topics import DeviceTopics
 from .records import FORMATS, guess_format
+from .serve.options import ServeOptions
 from .tomlfile import exposure, read_toml
 
 CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
 #: The systemd credential that holds the MQTT password (in ``$CREDENTIALS_DIRECTORY``).
 PASSWORD_CREDENTIAL = "mqtt_password"
 #: Keys whose value is a secret: a config file holding one must not be readable by every user.
-SECRET_KEYS = ("mqtt_password",)
+SECRET_KEYS = ("mqtt_password", "token")
 PRECISIONS = ("fp32", "fp16", "int8")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = {"1", "true", "yes", "on"}
@@ -400,5 +401,52 @@ RUN = register_table(Table("run", AgentSettings, {
             "max_bytes"),
         Key("dead_letter_max_bytes", int, "bound of the dead-letter files (refused input, beside the outbox)",
             "dead_letter_max_bytes"),
+    )),
+}))
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``edgeml-runtime serve`` needs: the ``[serve]`` table. ``mqtt`` None: no broker (drift windows go
+    to ``serve.drift_output``, if set); ``device`` is needed with a broker only."""
+
+    device: DeviceTopics | None
+    mqtt: MqttSettings | None
+    drift: DriftSettings
+    outbox: OutboxSettings
+    serve: ServeOptions
+
+    def __post_init__(self):
+        if self.mqtt is not None and self.device is None:
+            raise SettingsError(f"a broker needs this device's id and fleet: pass {flag_name('device_id')} and "
+                                f"{flag_name('fleet')} (or set {env_name('device_id')} and {env_name('fleet')})")
+
+
+SERVE = register_table(Table("serve", ServeSettings, {
+    "device": Section(DeviceTopics, RUN.sections["device"].keys, optional=True),
+    "mqtt": Section(MqttSettings, tuple(k for k in RUN.sections["mqtt"].keys if k.name != "input_max_bytes"),
+                    optional=True),
+    "drift": RUN.sections["drift"],
+    "outbox": RUN.sections["outbox"],
+    "serve": Section(ServeOptions, (
+        Key("host", str, "address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (every network)"),
+        Key("port", int, "TCP port (0: any free port, logged at start)"),
+        Key("max_body_bytes", int, "a request body over this is refused (413)"),
+        Key("max_in_flight", int, "inference requests admitted at once; more are answered 503 with Retry-After"),
+        Key("request_timeout", float, "seconds a request may take to arrive and to be scored (408, 503 beyond)"),
+        Key("keep_alive_seconds", float, "an idle connection is closed after this many seconds"),
+        Key("grace_seconds", float, "at shutdown, seconds given to requests in flight to finish"),
+        Key("workers", int, "threads that score requests at once"),
+        Key("threads", int, "inference threads of the engine, per scoring thread"),
+        Key("tls_cert_file", str, "serve HTTPS with this certificate (PEM; with --tls-key-file)"),
+        Key("tls_key_file", str, "the certificate's private key (PEM)"),
+        Key("token", str, "bearer token every request but the health checks must carry; as a flag it shows in ps: "
+            "prefer --token-file or the environment variable"),
+        Key("token_file", str, "file holding the bearer token (not readable by every user)"),
+        Key("drift_output", str, "also write each drift window as a JSON line here (a file, appended, or - for "
+            "stdout)"),
+        Key("precision", str, "serve the bundle's artifact of this precision: fp32, fp16 or int8 (default: the best "
+            "here)"),
+        Key("log_level", str, "debug, info, warning or error"),
     )),
 }))

@@ -172,6 +172,14 @@ class Telemetry(Connection):
                              "dropped in the next window kept", seq, self._session, exc, self._counts["unkept"])
             return seq
 
+    def set_model(self, model: dict) -> None:
+        """The model (:func:`~.protocol.envelopes.describe_model`) that scores from now on (``serve`` swapped
+        bundles): the drift windows sent after this carry it, and so does the birth of the next connection."""
+        envelopes.check_description({**self._birth, "model": model})
+        with self._lock:
+            self._model = dict(model)
+            self._birth = {**self._birth, "model": dict(model)}
+
     def send_prediction(self, payload: dict) -> None:
         """Publish one prediction at QoS 0 if connected; otherwise (or when too many wait) it is dropped."""
         if not self._connected or len(self._predictions) >= PREDICTION_QUEUE:
