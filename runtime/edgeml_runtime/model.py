@@ -198,6 +198,13 @@ class Model:
         labels, proba = self._run(feeds, len(rows), errors)
         return Predictions(labels, proba, self.classes, rows, errors, ignored)
 
+    def errors(self, records: list[Mapping], *, row_numbers: Sequence[int] | None = None) -> list[RowError]:
+        """The records' row errors, found without scoring any (so no monitor counts them), by row."""
+        columns, n, _ = self._columns(records, every_key=True)
+        _, errors = self.encoder.encode(columns, n)
+        numbers = row_numbers if row_numbers is not None else range(1, n + 1)
+        return [RowError(numbers[i], e.column, e.reason) for i, e in sorted(errors.items())]
+
     def _columns(self, records, every_key: bool = False):
         if isinstance(records, Mapping):
             lengths = {len(v) for v in records.values()}

@@ -123,10 +123,10 @@ class StreamScorer:
         self.monitor = model.monitor
         self.telemetry = telemetry  # None without a broker
         self.window_file = window_file
-        self.sinks = WindowSinks(telemetry, window_file, self.log, self.monitor.settings.rule.min_rows)
         self.writer = writer
         self.publish_predictions = publish_predictions
         self.log = log or logging.getLogger("edgeml_runtime.run")
+        self.sinks = WindowSinks(telemetry, window_file, self.log, self.monitor.settings.rule.min_rows)
         self.stats = RunStats()
         counting = self.monitor is not None and self.monitor.performance is not None
         self.label = model.manifest.label if counting else None  # the column whose values are counted, if any

@@ -180,9 +180,11 @@ class ServeApp:
             records, rows, bad = _records(request)
         except InputError as exc:
             return _error(422, str(exc))
-        if bad and on_error == "fail":
-            self.service.count_bad(bad)
-            return _row_error(bad[0])
+        if bad and on_error == "fail":  # the first bad row, whether unreadable or a bad value before it
+            before = [i for i, row in enumerate(rows) if row < bad[0].row]
+            first = self.service.served.model.errors([records[i] for i in before], row_numbers=[rows[i] for i in before])
+            self.service.count_bad(first[:1] or bad[:1])
+            return _row_error((first or bad)[0])
         if not records:
             if bad:
                 self.service.count_bad(bad)

@@ -146,14 +146,16 @@ class HttpServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._idle):
+        idle = list(self._idle)
+        for task in idle:
             task.cancel()
-        busy = [t for t in self._tasks if t not in self._idle]
+        busy = [t for t in self._tasks if t not in idle]
         if busy:
             await asyncio.wait(busy, timeout=self.limits.grace_seconds)
-        left = [t for t in self._tasks if not t.done()]
+        left = [t for t in busy if not t.done()]
         for task in left:
             task.cancel()
+        await asyncio.gather(*idle, *left, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
         return len(left)

@@ -74,6 +74,11 @@ class ServeMetrics:
             self.rows["scored"] += scored
             self.rows["bad"] += bad
 
+    def refused(self, bad: int) -> None:
+        """Bad rows of a request refused before scoring (not timed)."""
+        with self._lock:
+            self.rows["bad"] += bad
+
     def render(self, model: dict, drift: dict | None, started: float) -> bytes:
         """The text format: ``model`` as ``describe_model`` gives it; ``drift`` the open window (or None)."""
         with self._lock:

@@ -139,7 +139,7 @@ class Service:
     def count_bad(self, errors) -> None:
         """Rows of a request refused before scoring (``on_error=fail``) still count as bad in the window."""
         self.served.monitor.update({}, None, errors)
-        self.metrics.scored(0.0, 0, len(errors))
+        self.metrics.refused(len(errors))
 
     # -- windows ------------------------------------------------------------
     def poll(self) -> int:
