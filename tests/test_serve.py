@@ -150,7 +150,7 @@ def test_predict_takes_a_record_a_list_and_csv(server, model, records, demo_rows
     status, _, one = call(server.url, "POST", "/predict", records[0])
     assert status == 200 and one["model"]["bundle_sha256"] == model.manifest.identity
     assert one["predictions"] == [{"row": 1, "label": want.labels[0],
-                                   "probabilities": dict(zip(["0", "1"], want.probabilities[0].tolist()))}]
+                                   "probabilities": dict(zip(["0", "1"], want.probabilities[0].tolist(), strict=True))}]
     many = call(server.url, "POST", "/predict", records[:5])[2]["predictions"]
     assert [p["row"] for p in many] == [1, 2, 3, 4, 5] and [p["label"] for p in many] == want.labels.tolist()
     text = demo_rows.read_text()

@@ -173,7 +173,8 @@ def _serve_parser(sub) -> None:
             "  edgeml-runtime serve dist/demo-1 --port 8080\n"
             "  curl -s localhost:8080/predict -H 'Content-Type: application/json' -d @record.json\n"
             "  edgeml-runtime serve /opt/edgeml/bundle --host 0.0.0.0 --token-file /etc/edgeml/token "
-            "--tls-cert-file cert.pem --tls-key-file key.pem --broker mqtts://gw:8883 --device-id pi-07 --fleet plant-a\n"
+            "--tls-cert-file cert.pem --tls-key-file key.pem --broker mqtts://gw:8883 --device-id pi-07 "
+            "--fleet plant-a\n"
             "\nExit status: 0 after a signal stopped it; 2 on bad settings or a bundle that does not load."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -182,7 +182,8 @@ class ServeApp:
             return _error(422, str(exc))
         if bad and on_error == "fail":  # the first bad row, whether unreadable or a bad value before it
             before = [i for i, row in enumerate(rows) if row < bad[0].row]
-            first = self.service.served.model.errors([records[i] for i in before], row_numbers=[rows[i] for i in before])
+            first = self.service.served.model.errors([records[i] for i in before],
+                                                     row_numbers=[rows[i] for i in before])
             self.service.count_bad(first[:1] or bad[:1])
             return _row_error((first or bad)[0])
         if not records:
