@@ -207,9 +207,6 @@ class ServeApp:
     # -- scoring on the worker threads ---------------------------------------------
     async def _score(self, records, status: int = 422, **how):
         """``(served, predictions)``, or the answer when the request cannot be scored (``status``: a bad row's)."""
-        if self.in_flight >= self.max_in_flight:
-            return _error(503, f"{self.in_flight} requests are being scored, the limit (max_in_flight); retry "
-                               "shortly", headers=[("Retry-After", "1")])
         if _rows(records) <= INLINE_ROWS:  # scored here, on the event loop: see INLINE_ROWS
             try:
                 return self.service.score(records, **how)
@@ -218,6 +215,9 @@ class ServeApp:
                 return _row_error(exc, status)
             except EdgeMLError as exc:
                 return _error(status, str(exc))
+        if self.in_flight >= self.max_in_flight:
+            return _error(503, f"{self.in_flight} requests are being scored, the limit (max_in_flight); retry "
+                               "shortly", headers=[("Retry-After", "1")])
         self.in_flight += 1
         future = self.pool.submit(self.service.score, records, **how)
         future.add_done_callback(self._done)
