@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install system-deps bench clean
+.PHONY: demo test lint install system-deps bench-deps bench clean
 
 # apt-get needs root: use sudo when we are not root and it is there.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
@@ -50,8 +50,15 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+# bench/bench_serve.py loads the server with load generators not written in Python.
+bench-deps:
+	@command -v wrk >/dev/null && command -v hey >/dev/null || { \
+	  echo "installing wrk and hey (the load generators of bench/bench_serve.py) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk hey >/dev/null; }
+
+bench: $(STAMP) bench-deps
 	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_verdict.py
 	$(BIN)/python bench/bench_outbox.py

@@ -68,8 +68,8 @@ def installed(x86_package, tmp_path_factory):
 def test_the_package_holds_the_wheels_the_bundle_and_the_service(x86_package, demo_bundle):
     folder = x86_package.folder
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["README.txt", "bundle", "edgeml-runtime.service", "install.sh", "runtime.toml", "uninstall.sh",
-                     "wheels"]
+    assert names == ["README.txt", "bundle", "edgeml-runtime-serve.service", "edgeml-runtime.service", "install.sh",
+                     "runtime.toml", "uninstall.sh", "wheels"]
     assert sorted(p.name for p in (folder / "bundle").iterdir()) == sorted(p.name for p in demo_bundle.iterdir())
     assert (folder / "bundle" / "manifest.json").read_bytes() == (demo_bundle / "manifest.json").read_bytes()
     wheels = x86_package.wheels
@@ -107,17 +107,25 @@ def test_install_writes_the_config_template_and_the_unit_for_its_prefix(installe
            f"--config {installed['confdir']}/runtime.toml" in unit
     assert f"LoadCredential=mqtt_password:{installed['confdir']}/mqtt_password" in unit
     assert "systemctl enable --now edgeml-runtime" in installed["stdout"]
+    serve = (installed["unitdir"] / "edgeml-runtime-serve.service").read_text()
+    assert f"ExecStart={installed['prefix']}/venv/bin/edgeml-runtime serve {installed['prefix']}/bundle " \
+           f"--config {installed['confdir']}/runtime.toml" in serve
+    assert f"LoadCredential=token:{installed['confdir']}/token" in serve and "ExecReload=/bin/kill -HUP $MAINPID" in serve
+    token = installed["confdir"] / "token"
+    assert re.fullmatch(r"[0-9a-f]{64}\n", token.read_text()) and token.stat().st_mode & 0o777 == 0o600
+    assert "systemctl enable --now edgeml-runtime-serve" in installed["stdout"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is missing: `make system-deps` installs it (Debian package systemd)")
-def test_the_unit_passes_systemd_analyze_verify(installed, tmp_path):
-    unit = installed["unitdir"] / "edgeml-runtime.service"
-    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    assert (done.returncode, done.stdout + done.stderr) == (0, "")
-    for key in ("Type=notify", "WatchdogSec=30s", "Restart=on-failure", "ProtectSystem=strict", "DynamicUser=yes",
-                "StateDirectory=edgeml"):
-        assert key in unit.read_text().splitlines()
+def test_the_units_pass_systemd_analyze_verify(installed, tmp_path):
+    for name in ("edgeml-runtime.service", "edgeml-runtime-serve.service"):
+        unit = installed["unitdir"] / name
+        done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        assert (done.returncode, done.stdout + done.stderr) == (0, ""), name
+        for key in ("Type=notify", "WatchdogSec=30s", "Restart=on-failure", "ProtectSystem=strict", "DynamicUser=yes",
+                    "StateDirectory=edgeml"):
+            assert key in unit.read_text().splitlines()
     # verify is a real check: the package's own copy points at /opt/edgeml, which does not exist here
     shipped = tmp_path / "edgeml-runtime.service"
     shipped.write_text((installed["package"].folder / "edgeml-runtime.service").read_text())
@@ -130,16 +138,18 @@ def test_the_config_template_is_a_valid_run_table(x86_package):
     given = read_config(path)
     assert {"device_id", "fleet", "broker", "input_topic", "log_level"} <= set(given)
     text = path.read_text()
-    assert set(tomllib.loads(text)) == {"run"}
+    assert set(tomllib.loads(text)) == {"run", "serve"}
     settings = resolve_settings({}, config=path, environ={})
     assert (settings.device.device_id, settings.device.fleet) == ("CHANGE-ME", "CHANGE-ME")
+    served = resolve_settings({}, config=path, environ={}, command="serve")
+    assert (served.serve.host, served.serve.port, served.mqtt, served.device) == ("0.0.0.0", 8080, None, None)
     # every key the template sets or shows commented is one `edgeml-runtime run` knows
     shown = re.findall(r"^# ?([a-z_]+) = ", text, re.M)
     filled = path.with_name("filled.toml")
     try:
         filled.write_text("\n".join(re.sub(r"^# ?([a-z_]+ = )", r"\1", line) for line in text.splitlines()
                                     if not line.startswith("input_topic")))
-        assert set(shown) <= set(read_config(filled))
+        assert set(shown) <= set(read_config(filled)) | set(read_config(filled, "serve"))
     finally:
         filled.unlink()
 
@@ -222,7 +232,7 @@ def test_reinstall_keeps_the_config_and_uninstall_removes_what_install_put(insta
     gone = subprocess.run(["sh", str(folder / "uninstall.sh"), *args, "--statedir", str(state), "--no-systemd"],
                           capture_output=True, text=True, env=env)
     assert gone.returncode == 0, gone.stderr
-    assert not installed["prefix"].exists() and not (installed["unitdir"] / "edgeml-runtime.service").exists()
+    assert not installed["prefix"].exists() and not list(installed["unitdir"].iterdir())
     assert conf.exists() and state.exists()
     purged = subprocess.run(["sh", str(folder / "uninstall.sh"), *args, "--statedir", str(state), "--no-systemd",
                              "--purge"], capture_output=True, text=True, env=env)

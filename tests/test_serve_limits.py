@@ -280,3 +280,14 @@ def test_bad_settings_are_named_without_a_traceback(demo_bundle, flags, says):
     done = subprocess.run([str(BIN / "edgeml-runtime"), "serve", str(demo_bundle), *flags], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_token_can_be_a_systemd_credential(tmp_path):
+    (tmp_path / "token").write_text("from-systemd\n")
+    (tmp_path / "token").chmod(0o400)
+    from edgeml_runtime.settings import resolve_settings
+
+    settings = resolve_settings({}, command="serve", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert settings.serve.bearer == "from-systemd"
+    given = resolve_settings({"token": "from-a-flag"}, command="serve", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert given.serve.bearer == "from-a-flag" and given.serve.token_file is None

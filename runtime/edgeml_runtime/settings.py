@@ -59,6 +59,9 @@ from .tomlfile import exposure, read_toml
 CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
 #: The systemd credential that holds the MQTT password (in ``$CREDENTIALS_DIRECTORY``).
 PASSWORD_CREDENTIAL = "mqtt_password"
+#: systemd credentials (in ``$CREDENTIALS_DIRECTORY``) -> the secret key and the file key they stand in for,
+#: when neither is given: ``LoadCredential=mqtt_password:…`` for run and serve, ``LoadCredential=token:…`` for serve.
+CREDENTIALS = {PASSWORD_CREDENTIAL: ("mqtt_password", "mqtt_password_file"), "token": ("token", "token_file")}
 #: Keys whose value is a secret: a config file holding one must not be readable by every user.
 SECRET_KEYS = ("mqtt_password", "token")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -337,10 +340,10 @@ def resolve_settings(flags: Mapping, config: str | os.PathLike | None = None,
         if value is not None:
             source = f"flag {flag_name(key)}"
             given[key] = (_typed(table, key, value, source), source)
-    credential = Path(environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent") / PASSWORD_CREDENTIAL
-    if "mqtt_password_file" in table.keys and not {"mqtt_password", "mqtt_password_file"} & set(given) \
-            and credential.is_file():
-        given["mqtt_password_file"] = (str(credential), f"systemd credential {PASSWORD_CREDENTIAL}")
+    credentials = Path(environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent")
+    for name, (secret, key) in CREDENTIALS.items():
+        if key in table.keys and not {secret, key} & set(given) and (credentials / name).is_file():
+            given[key] = (str(credentials / name), f"systemd credential {name}")
     return table.build(given)
 
 

@@ -123,6 +123,7 @@ def make_package(bundle: str | os.PathLike, target: str | os.PathLike | None, ou
                               profile.python, profile.name, found)
         texts = {
             service.UNIT_NAME: service.unit_text(),
+            service.SERVE_UNIT_NAME: service.unit_text("serve"),
             "runtime.toml": service.config_template(f"{manifest.name}-{manifest.version}"),
             "install.sh": service.install_script(wheels.requirement),
             "uninstall.sh": service.uninstall_script(),

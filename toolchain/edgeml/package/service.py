@@ -8,21 +8,45 @@ restarts and upgrades: the outbox lives there). A board where the input comes fr
 
 >>> "WatchdogSec=" in unit_text() and "LoadCredential=mqtt_password:/etc/edgeml/mqtt_password" in unit_text()
 True
+>>> "ExecReload=/bin/kill -HUP $MAINPID" in unit_text("serve") and "LoadCredential=token:" in unit_text("serve")
+True
 """
 
 from __future__ import annotations
 
 UNIT_NAME = "edgeml-runtime.service"
+SERVE_UNIT_NAME = "edgeml-runtime-serve.service"
 PREFIX = "/opt/edgeml"
 CONFDIR = "/etc/edgeml"
 
 
-def unit_text() -> str:
-    """The systemd unit; install.sh rewrites ``/opt/edgeml`` and ``/etc/edgeml`` when given other folders."""
+def unit_text(command: str = "run") -> str:
+    """The systemd unit of ``edgeml-runtime run`` (:data:`UNIT_NAME`) or ``serve`` (:data:`SERVE_UNIT_NAME`);
+    install.sh rewrites ``/opt/edgeml`` and ``/etc/edgeml`` when given other folders."""
+    if command == "run":
+        head = ("# edgeml runtime: scores records as they arrive and reports drift to the fleet (see runtime.toml).",
+                "edgeml runtime (model scoring and drift telemetry)")
+        extra = f"""\
+# The MQTT password, readable by this service alone as $CREDENTIALS_DIRECTORY/mqtt_password. A broker without
+# a password: `systemctl edit edgeml-runtime` and add an empty `LoadCredential=` under [Service].
+LoadCredential=mqtt_password:{CONFDIR}/mqtt_password
+"""
+    else:
+        head = ("# edgeml runtime over HTTP: answers predictions (Open Inference Protocol v2, /predict, /metrics) and\n"
+                "# reports drift to the fleet; the [serve] table of runtime.toml.",
+                "edgeml runtime HTTP server (online inference and drift telemetry)")
+        extra = f"""\
+# `systemctl reload` loads the bundle again (after an upgrade) and swaps it in without a failed request.
+ExecReload=/bin/kill -HUP $MAINPID
+# The bearer token every request but the health checks must carry (install.sh makes one), readable by this
+# service alone as $CREDENTIALS_DIRECTORY/token. With a broker that needs a password, `systemctl edit
+# {SERVE_UNIT_NAME}` and add LoadCredential=mqtt_password:{CONFDIR}/mqtt_password under [Service].
+LoadCredential=token:{CONFDIR}/token
+"""
     return f"""\
-# edgeml runtime: scores records as they arrive and reports drift to the fleet (see runtime.toml).
+{head[0]}
 [Unit]
-Description=edgeml runtime (model scoring and drift telemetry)
+Description={head[1]}
 Documentation=https://github.com/edgeml/edgeml/blob/main/docs/device.md
 Wants=network-online.target
 After=network-online.target
@@ -32,7 +56,7 @@ After=network-online.target
 Type=notify
 NotifyAccess=main
 WatchdogSec=30s
-ExecStart={PREFIX}/venv/bin/edgeml-runtime run {PREFIX}/bundle --config {CONFDIR}/runtime.toml
+ExecStart={PREFIX}/venv/bin/edgeml-runtime {command} {PREFIX}/bundle --config {CONFDIR}/runtime.toml
 Restart=on-failure
 RestartSec=5s
 # A user of its own, made by systemd for this service; it writes only its state folder.
@@ -41,10 +65,7 @@ StateDirectory=edgeml
 # The outbox (drift windows not yet acknowledged by the broker) goes under /var/lib/edgeml.
 Environment=XDG_STATE_HOME=%S
 WorkingDirectory=%S/edgeml
-# The MQTT password, readable by this service alone as $CREDENTIALS_DIRECTORY/mqtt_password. A broker without
-# a password: `systemctl edit edgeml-runtime` and add an empty `LoadCredential=` under [Service].
-LoadCredential=mqtt_password:{CONFDIR}/mqtt_password
-ProtectSystem=strict
+{extra}ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
@@ -101,6 +122,29 @@ log_level = "info"
 # The outbox keeps drift windows until the broker acknowledges them (default:
 # /var/lib/edgeml/<fleet>/<device>.outbox.db) and its bound in bytes.
 # outbox_max_bytes = 16777216
+
+# The settings of `edgeml-runtime serve` (the edgeml-runtime-serve service: predictions over HTTP); see
+# `edgeml-runtime serve --help` and docs/serve.md. After a change: sudo systemctl restart edgeml-runtime-serve
+[serve]
+# 127.0.0.1 answers this machine only; 0.0.0.0 every network.
+host = "0.0.0.0"
+port = 8080
+# Every request but the health checks carries Authorization: Bearer <the token in /etc/edgeml/token>, which
+# the service reads as a systemd credential.
+# HTTPS: a certificate and its key (PEM), readable by the service (e.g. mode 644 and a key under LoadCredential).
+# tls_cert_file = "/etc/edgeml/cert.pem"
+# tls_key_file = "/etc/edgeml/key.pem"
+# Drift windows, as for run: to a broker (with device_id, fleet) and/or a file.
+# broker = "mqtt://CHANGE-ME:1883"
+# device_id = "CHANGE-ME"
+# fleet = "CHANGE-ME"
+# drift_output = "/var/lib/edgeml/windows.jsonl"
+# window_rows = 1000
+# Limits: request body bytes, inference requests at once (503 beyond), seconds to arrive and to be scored.
+# max_body_bytes = 8388608
+# max_in_flight = 64
+# request_timeout = 30.0
+log_level = "info"
 """
 
 
@@ -155,8 +199,15 @@ else
   cp "$HERE/runtime.toml" "$CONFDIR/runtime.toml"
 fi
 
+if [ ! -e "$CONFDIR/token" ]; then
+  echo "making the bearer token of edgeml-runtime-serve: $CONFDIR/token (mode 600)"
+  (umask 077; "$PREFIX/venv/bin/python" -c "import secrets; print(secrets.token_hex(32))" > "$CONFDIR/token")
+fi
+
 mkdir -p "$UNITDIR"
-sed -e "s#{PREFIX}#$PREFIX#g" -e "s#{CONFDIR}#$CONFDIR#g" "$HERE/{UNIT_NAME}" > "$UNITDIR/{UNIT_NAME}"
+for unit in {UNIT_NAME} {SERVE_UNIT_NAME}; do
+  sed -e "s#{PREFIX}#$PREFIX#g" -e "s#{CONFDIR}#$CONFDIR#g" "$HERE/$unit" > "$UNITDIR/$unit"
+done
 if [ "$SYSTEMD" = yes ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
@@ -166,6 +217,8 @@ installed. Next:
   1. fill in device_id, fleet, broker and the input in $CONFDIR/runtime.toml
   2. the MQTT password: sudo install -m 600 /dev/null $CONFDIR/mqtt_password && sudoedit $CONFDIR/mqtt_password
   3. sudo systemctl enable --now edgeml-runtime && journalctl -u edgeml-runtime -f
+  or, for predictions over HTTP ([serve] in runtime.toml; the token is in $CONFDIR/token):
+     sudo systemctl enable --now edgeml-runtime-serve && journalctl -u edgeml-runtime-serve -f
 NEXT
 """
 
@@ -175,11 +228,12 @@ def uninstall_script() -> str:
     return f"""\
 #!/bin/sh
 # Remove the edgeml runtime: sudo ./uninstall.sh [--purge] [--prefix DIR] [--confdir DIR] [--unitdir DIR]
-#   [--no-systemd]. Keeps {CONFDIR} and /var/lib/edgeml (the outbox) unless --purge.
+#   [--statedir DIR] [--no-systemd]. Keeps {CONFDIR} and /var/lib/edgeml (the outbox) unless --purge.
 set -eu
 PREFIX=${{PREFIX:-{PREFIX}}}
 CONFDIR=${{CONFDIR:-{CONFDIR}}}
 UNITDIR=${{UNITDIR:-/etc/systemd/system}}
+STATEDIR=${{STATEDIR:-/var/lib/edgeml}}
 SYSTEMD=yes
 PURGE=no
 while [ $# -gt 0 ]; do
@@ -196,9 +250,9 @@ done
 ON_SYSTEMD=no
 if [ "$SYSTEMD" = yes ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   ON_SYSTEMD=yes
-  systemctl disable --now {UNIT_NAME} 2>/dev/null || true
+  systemctl disable --now {UNIT_NAME} {SERVE_UNIT_NAME} 2>/dev/null || true
 fi
-rm -f "$UNITDIR/{UNIT_NAME}"
+rm -f "$UNITDIR/{UNIT_NAME}" "$UNITDIR/{SERVE_UNIT_NAME}"
 [ "$ON_SYSTEMD" = yes ] && systemctl daemon-reload
 rm -rf "$PREFIX/venv" "$PREFIX/bundle"
 rmdir "$PREFIX" 2>/dev/null || true
@@ -223,6 +277,7 @@ On the device (no network needed), from this folder:
   sudo ./install.sh                                   # venv in {PREFIX}, config in {CONFDIR}
   sudoedit {CONFDIR}/runtime.toml                       # device_id, fleet, broker, input
   sudo systemctl enable --now edgeml-runtime          # then: journalctl -u edgeml-runtime -f
+  sudo systemctl enable --now edgeml-runtime-serve    # or: predictions over HTTP ([serve], docs/serve.md)
 
 The MQTT password goes in {CONFDIR}/mqtt_password (mode 600). ./uninstall.sh removes the runtime
 (--purge also its config and state). Step by step: docs/device.md in the edgeml repository.
