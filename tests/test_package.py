@@ -110,7 +110,8 @@ def test_install_writes_the_config_template_and_the_unit_for_its_prefix(installe
     serve = (installed["unitdir"] / "edgeml-runtime-serve.service").read_text()
     assert f"ExecStart={installed['prefix']}/venv/bin/edgeml-runtime serve {installed['prefix']}/bundle " \
            f"--config {installed['confdir']}/runtime.toml" in serve
-    assert f"LoadCredential=token:{installed['confdir']}/token" in serve and "ExecReload=/bin/kill -HUP $MAINPID" in serve
+    assert f"LoadCredential=token:{installed['confdir']}/token" in serve
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in serve
     token = installed["confdir"] / "token"
     assert re.fullmatch(r"[0-9a-f]{64}\n", token.read_text()) and token.stat().st_mode & 0o777 == 0o600
     assert "systemctl enable --now edgeml-runtime-serve" in installed["stdout"]

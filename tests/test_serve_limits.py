@@ -289,5 +289,6 @@ def test_the_token_can_be_a_systemd_credential(tmp_path):
 
     settings = resolve_settings({}, command="serve", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert settings.serve.bearer == "from-systemd"
-    given = resolve_settings({"token": "from-a-flag"}, command="serve", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    given = resolve_settings({"token": "from-a-flag"}, command="serve",
+                             environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert given.serve.bearer == "from-a-flag" and given.serve.token_file is None
