@@ -293,3 +293,29 @@ def test_windows_close_on_time_while_serving(demo_bundle, records, tmp_path):
         assert done.is_set(), "no window closed by time within 4 s"
     first = json.loads(out.read_text().splitlines()[0])
     assert first["rows"] == 3 and first["verdict"]["status"] is not None
+
+
+def test_served_windows_reach_a_real_broker_with_the_model_that_scored_them(broker, demo_bundle, records, tmp_path):
+    from broker import Subscriber
+    from fleet_helpers import renumbered
+
+    from edgeml_runtime.protocol import schema
+
+    v2 = renumbered(demo_bundle, tmp_path, version="2")
+    with Subscriber(broker.url) as sub:
+        with served(demo_bundle, broker=broker.url, device_id="pi-07", fleet="plant-a", outbox=str(tmp_path / "o.db"),
+                    window_rows=5, min_rows=1) as s:
+            sub.wait_for(lambda x: x.on("birth"), what="the birth")
+            assert call(s.url, "POST", "/predict", records[:7])[0] == 200  # one window of 5; 2 rows stay open
+            s.swap(v2)  # closes the old model's 2 rows as a window of their own
+            assert call(s.url, "POST", "/predict", records[:5])[0] == 200
+        sub.wait_for(lambda x: x.on("death") and len(x.on("drift")) == 3, what="3 windows and a death")
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    validator = Draft202012Validator(schema("drift"), format_checker=FormatChecker())
+    windows = [w for _, w in sub.on("drift")]
+    for w in windows:
+        validator.validate(w)
+    assert [(w["seq"], w["rows"], w["model"]["version"]) for w in windows] == [(0, 5, "1"), (1, 2, "1"), (2, 5, "2")]
+    (_, birth), = sub.on("birth")
+    assert birth["device"] == "pi-07" and birth["model"]["version"] == "1"
