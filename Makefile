@@ -50,11 +50,13 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
-# bench/bench_serve.py loads the server with load generators not written in Python.
-bench-deps:
-	@command -v wrk >/dev/null && command -v hey >/dev/null || { \
-	  echo "installing wrk and hey (the load generators of bench/bench_serve.py) with apt-get"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk hey >/dev/null; }
+# bench/bench_serve.py loads the server with wrk (a load generator not written in Python) and compares its HTTP
+# stack with uvicorn's (the bench extra).
+bench-deps: $(STAMP)
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk (the load generator of bench/bench_serve.py) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/pip install --quiet -e ".[bench]"
 
 bench: $(STAMP) bench-deps
 	$(BIN)/python bench/bench_runtime.py

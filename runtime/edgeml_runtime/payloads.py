@@ -15,15 +15,19 @@ from datetime import UTC, datetime
 def dumps(obj: dict) -> bytes:
     """Compact JSON; numpy scalars and arrays become numbers and lists, NaN and infinity become null."""
     try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=plain).encode()
+        return _ENCODER.encode(obj).encode()
     except ValueError:
-        return json.dumps(finite(obj), separators=(",", ":"), allow_nan=False, default=plain).encode()
+        return _ENCODER.encode(finite(obj)).encode()
 
 
 def plain(value):
     if hasattr(value, "tolist"):  # numpy scalar or array
         return finite(value.tolist())
     raise TypeError(f"{type(value).__name__} {value!r} cannot be sent as JSON")
+
+
+#: One encoder for every message: json.dumps with options builds a new one per call, a tenth of a served request.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=plain)
 
 
 def finite(value):

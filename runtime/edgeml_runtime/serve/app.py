@@ -170,7 +170,7 @@ class ServeApp:
 
     # -- /predict -------------------------------------------------------------
     async def _predict(self, request: Request) -> Response:
-        query = dict(parse_qsl(request.query, keep_blank_values=True))
+        query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}
         on_error = query.pop("on_error", "fail")
         if query:
             return _error(400, f"unknown query parameter(s) {', '.join(map(repr, query))}; /predict takes on_error")
@@ -198,11 +198,12 @@ class ServeApp:
             return answer
         served, result = answer
         errors = sorted([*bad, *result.errors], key=lambda e: e.row)
-        body = {"model": served.description, "predictions": _predictions(result, rows)}
+        body = {"predictions": _predictions(result, rows)}
         if errors:
             body["errors"] = [_row(e) for e in errors[:SHOWN_ERRORS]]
             body["bad_rows"] = len(errors)
-        return _json(200, body)
+        # {"model": ..., "predictions": ...}: the model's part encoded once, when it was loaded
+        return Response(200, served.model_json + dumps(body)[1:])
 
     # -- scoring on the worker threads ---------------------------------------------
     async def _score(self, records, status: int = 422, **how):

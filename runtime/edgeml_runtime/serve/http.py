@@ -179,9 +179,12 @@ class HttpServer:
     async def _serve(self, reader, writer, task, peer) -> None:
         limits = self.limits
         while not self._closing:
+            # asyncio.timeout, not wait_for: wait_for wraps each await in a task of its own, a third of the cost of
+            # answering a health check (bench/results/serve.md)
             self._idle.add(task)
             try:
-                first = await asyncio.wait_for(reader.read(1), limits.keep_alive_seconds)
+                async with asyncio.timeout(limits.keep_alive_seconds):
+                    first = await reader.read(1)
             except TimeoutError:
                 return
             finally:
@@ -189,7 +192,8 @@ class HttpServer:
             if not first:
                 return
             try:
-                request = await asyncio.wait_for(self._read(first, reader, writer, peer), limits.request_timeout)
+                async with asyncio.timeout(limits.request_timeout):
+                    request = await self._read(first, reader, writer, peer)
             except BadRequest as exc:
                 await self._write(writer, Response(exc.status, _error(str(exc)), close=True), (1, 1), False)
                 return

@@ -23,6 +23,7 @@ import time
 
 from ..agent import open_telemetry
 from ..model import Model, Predictions
+from ..payloads import dumps
 from ..protocol.envelopes import describe_model
 from ..run import WindowFile, WindowSinks
 from .metrics import ServeMetrics
@@ -72,6 +73,7 @@ class Served:
     def __init__(self, model: Model, monitor: SharedMonitor):
         self.model, self.monitor = model, monitor
         self.description = describe_model(model)
+        self.model_json = b'{"model":' + dumps(self.description) + b","  #: the start of every /predict answer
         self.kinds = {c.name: c.kind for c in model.manifest.schema.columns}
         self.label = model.manifest.label
         self.users = 0
