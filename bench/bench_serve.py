@@ -108,8 +108,7 @@ def in_process(bundle: Path, one: list[dict], hundred: list[dict], seconds: floa
 
     model = Model.load(bundle)
     out = {}
-    for rows, records in ((1, one), (100, hundred)):
-        batches = [records[i:i + rows] for i in range(0, len(records), rows)] if rows == 1 else [records]
+    for rows, batches in ((1, [[r] for r in one]), (100, [hundred])):
         for batch in batches[:50]:
             model.predict(batch)
         times, end, i = [], time.perf_counter() + seconds, 0
