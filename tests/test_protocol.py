@@ -31,6 +31,7 @@ from edgeml_runtime.protocol import (
     parse_topic,
     schema,
     subscription,
+    updates,
 )
 from edgeml_runtime.schema import InputColumn, InputSchema
 
@@ -89,9 +90,15 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
         "death": envelopes.death(device, bd_seq=3, reason="shutdown", time="2026-01-01T00:00:00.000Z"),
         "prediction": envelopes.prediction(device, session=3, time="2026-01-01T00:00:00.000Z",
                                            body={"row": 1, "prediction": 0}),
+        "update": updates.update_status(device, release=7, bundle=model["bundle_sha256"], step="active",
+                                        time="2026-01-01T00:00:00.000Z", rollout=2,
+                                        health={"windows": 2, "rows": 240, "bad": 0, "latency_ms": 0.05}),
+        "announcement": updates.announcement("plant-a", device="pi-07", rollout=2,
+                                             time="2026-01-01T00:00:00.000Z", archive="/releases/plant-a/7/b.tar.gz",
+                                             **{k: examples()["announcement"][k] for k in ("release", "root")}),
     }
     for kind, message in built.items():
-        assert message["format_version"] == FORMAT_VERSION == 5
+        assert message["format_version"] == FORMAT_VERSION == 6
         Draft202012Validator(schema(kind), format_checker=FormatChecker()).validate(message)
     with pytest.raises(ProtocolError, match=r"may not set \['bdSeq'\]"):
         envelopes.birth(device, bd_seq=1, time="", runtime={}, description={"bdSeq": 9})
@@ -100,10 +107,10 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
 
 
 @pytest.mark.parametrize("payload,message", [
-    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4 or 5, the versions this runtime reads"),
-    (b'{"format_version": 6, "bdSeq": 1}', "format_version 6 is not 4 or 5"),
-    (b'{"format_version": 4.0, "bdSeq": 1}', "format_version 4.0 is not 4 or 5"),
-    (b'{"bdSeq": 1}', "format_version None is not 4 or 5"),
+    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4 or 5 or 6, the versions this runtime reads"),
+    (b'{"format_version": 7, "bdSeq": 1}', "format_version 7 is not 4 or 5 or 6"),
+    (b'{"format_version": 4.0, "bdSeq": 1}', "format_version 4.0 is not 4 or 5 or 6"),
+    (b'{"bdSeq": 1}', "format_version None is not 4 or 5 or 6"),
     (b"[1, 2]", "the payload is a JSON list, not an object"),
     (b"{", "the payload is not JSON"),
 ])

@@ -63,7 +63,7 @@ def index(msg: dict) -> int:
 
 
 VALIDATORS = {kind: Draft202012Validator(schema(kind), format_checker=FormatChecker())
-               for kind in ("birth", "drift", "death", "prediction", "status")}
+               for kind in ("announcement", "birth", "drift", "death", "prediction", "status", "update")}
 
 
 def check(kind: str, payload: dict) -> dict:

@@ -187,13 +187,17 @@ class DriftMonitor:
         """Rows in the current window that could not be scored."""
         return self._bad_rows
 
-    def update(self, feeds: Mapping[str, np.ndarray], outputs, errors: Sequence[RowError] = ()) -> DriftMonitor:
+    def update(self, feeds: Mapping[str, np.ndarray], outputs, errors: Sequence[RowError] = (),
+               seconds: float | None = None) -> DriftMonitor:
         """Count scored rows (``feeds``: feature name → ``(n, 1)`` array; ``outputs``: ``n`` values) and bad rows.
 
         ``outputs=None`` counts only ``errors`` (records that never reached
         the model). The bad rows count in the window open now; a batch that
         fills the window is split, so a window closed by count holds
-        ``window_rows`` rows.
+        ``window_rows`` rows. ``seconds``, the engine's time for these rows,
+        goes into the window's ``latency`` (rows timed and their seconds: the
+        one-row latency an update's health gate checks) of the window open
+        once they are counted.
         """
         if errors:
             self._bad_rows += len(errors)
@@ -204,6 +208,9 @@ class DriftMonitor:
         if type(outputs) is not np.ndarray:
             outputs = np.asarray(outputs)
         n = len(outputs)
+        if seconds is not None and n:
+            self._latency_rows += n
+            self._latency_seconds += seconds
         if n == 1:
             for feature, append in self._appends:
                 append(feeds[feature].item())
@@ -280,7 +287,8 @@ class DriftMonitor:
             t.counter.reset()
         if self.performance is not None:
             self.performance.reset()
-        self._binned = self._bad_rows = 0
+        self._binned = self._bad_rows = self._latency_rows = 0
+        self._latency_seconds = 0.0
         self._errors: list[str] = []
         self._countdown = min(CHUNK_ROWS, self.settings.window_rows)
 
@@ -328,6 +336,8 @@ class DriftMonitor:
                   "output": _counts(self._output)}
         if self.performance is not None and self.performance.counted:
             window["performance"] = self.performance.counts
+        if self._latency_rows:
+            window["latency"] = {"rows": self._latency_rows, "seconds": round(self._latency_seconds, 9)}
         return window
 
     def _close(self, end: float) -> dict:

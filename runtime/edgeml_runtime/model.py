@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
+from time import perf_counter
 from pathlib import Path
 
 import numpy as np
@@ -281,10 +282,12 @@ class Model:
             if errors:
                 self._monitor.update(feeds, np.empty(0), errors)
             return type(self)._run(self, feeds, n)
+        started = perf_counter()
         out = self.engine.run(feeds)
+        seconds = perf_counter() - started
         first, second = self._out
         value = self._indices(out) if second is not None else out[first].ravel()
-        self._monitor.update(feeds, value, errors)
+        self._monitor.update(feeds, value, errors, seconds)
         return (self._class_array[value], out[second]) if second is not None else (value, None)
 
 

@@ -23,6 +23,7 @@ from .identity import bundle_sha256, canonical_json
 from .performance import PERFORMANCE_KINDS, add_performance, check_performance
 from .schemas import examples, schema
 from .status import DECISION_KINDS, status_payload, status_topic
+from . import updates
 from .topics import KINDS, DeviceTopics, Topic, parse_topic, subscription
 from .verdict import VerdictRule, add_counts, judge_window
 
@@ -31,5 +32,5 @@ __all__ = [
     "READ_VERSIONS", "WINDOW_KEYS", "DeviceTopics", "Topic", "VerdictRule", "add_counts", "add_performance",
     "bundle_sha256", "check_performance", "canonical_json", "decode",
     "describe_model", "describe_window", "examples", "judge_window", "parse_topic", "schema", "status_payload",
-    "status_topic", "subscription", "window_key",
+    "status_topic", "subscription", "updates", "window_key",
 ]

@@ -12,15 +12,19 @@ significance test per column at ``rule.alpha`` (Bonferroni-corrected),
 together with the PSI thresholds, and every judged column carries its
 ``p_value``, every verdict its ``tests`` and ``level``; version 5 adds a
 drift window's ``performance``, the metric counts of its labelled rows
-(:mod:`.performance`). The JSON Schemas of each kind (:mod:`.schemas`) say
-``"format_version": {"const": 5}``. :func:`decode` also reads version 4 (a
-device of version 4 sends no ``performance``; nothing else changed).
+(:mod:`.performance`); version 6 adds the ``update`` kind (a device's
+update steps, :mod:`.updates`) and a drift window's ``latency`` (the rows the
+engine timed and their seconds). The JSON Schemas of each kind
+(:mod:`.schemas`) say ``"format_version": {"const": 6}``. :func:`decode`
+also reads versions 4 and 5 (a device of version 4 sends no
+``performance``, of versions 4 and 5 no ``latency`` and no ``update``
+messages; nothing else changed).
 
 Example:
 
 >>> from edgeml_runtime.protocol.topics import DeviceTopics
 >>> death(DeviceTopics("plant-a", "pi-07"), bd_seq=12, reason="lost")
-{'format_version': 5, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
+{'format_version': 6, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
 >>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 5, "bdSeq": 12}')
 >>> topic.kind, payload["bdSeq"]
 ('death', 12)
@@ -36,9 +40,9 @@ from .topics import DeviceTopics, Topic, parse_topic
 from .verdict import VerdictRule
 
 #: The protocol version every payload states as ``format_version``.
-FORMAT_VERSION = 5
-#: The versions :func:`decode` reads: this one, and 4 (the same messages without a window's ``performance``).
-READ_VERSIONS = (4, 5)
+FORMAT_VERSION = 6
+#: The versions :func:`decode` reads: this one, 5 (no ``latency``, no updates) and 4 (no ``performance`` either).
+READ_VERSIONS = (4, 5, 6)
 #: The envelope a drift message wraps around a closed window (``historical`` is added as it is sent).
 ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
 #: What the birth message fills in itself; the rest of a birth is the device's description.

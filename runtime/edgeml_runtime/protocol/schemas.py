@@ -8,9 +8,9 @@ need ``jsonschema`` on the device); the tests and the fleet controller do.
 Example:
 
 >>> schema("birth")["properties"]["format_version"]
-{'const': 5}
+{'const': 6}
 >>> sorted(examples())
-['birth', 'death', 'death-lost', 'drift', 'prediction', 'status']
+['announcement', 'birth', 'death', 'death-lost', 'drift', 'prediction', 'status', 'update', 'update-refused']
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from importlib import resources
 from ..errors import ProtocolError
 
 #: The schema of each message kind, by file stem (``drift`` → ``drift.schema.json``).
-SCHEMA_KINDS = ("birth", "death", "drift", "prediction", "status")
+SCHEMA_KINDS = ("announcement", "birth", "death", "drift", "prediction", "status", "update")
 
 
 def _folder():

@@ -29,7 +29,7 @@ Topic(fleet='plant-a', device='pi-07', kind='birth')
 Traceback (most recent call last):
 ...
 edgeml_runtime.errors.ProtocolError: topic 'edgeml/plant-a/birth' has 3 levels; a device topic is \
-edgeml/<fleet>/<device>/<kind> (kind: birth, drift, death, predictions)
+edgeml/<fleet>/<device>/<kind> (kind: birth, drift, death, predictions, update)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from ..errors import ProtocolError, SettingsError
 #: The first level of every topic of the protocol.
 ROOT = "edgeml"
 #: The kinds of message a device publishes, each under its own last topic level.
-KINDS = ("birth", "drift", "death", "predictions")
+KINDS = ("birth", "drift", "death", "predictions", "update")
 #: The longest fleet name or device id, in characters (all ASCII, so also bytes).
 MAX_LEVEL = 64
 #: Names a fleet or device may not have: the fleet's own topic levels (besides every name starting with ``_``).
@@ -121,6 +121,7 @@ class DeviceTopics:
     drift = property(lambda self: self.topic("drift"))
     death = property(lambda self: self.topic("death"))
     predictions = property(lambda self: self.topic("predictions"))
+    update = property(lambda self: self.topic("update"))
 
     @property
     def client_id(self) -> str:

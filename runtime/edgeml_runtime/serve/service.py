@@ -44,9 +44,9 @@ class SharedMonitor:
     def settings(self):
         return self.monitor.settings
 
-    def update(self, feeds, outputs, errors=()) -> SharedMonitor:
+    def update(self, feeds, outputs, errors=(), seconds=None) -> SharedMonitor:
         with self.lock:
-            self.monitor.update(feeds, outputs, errors)
+            self.monitor.update(feeds, outputs, errors, seconds)
         return self
 
     def count_labels(self, labels, predicted) -> SharedMonitor:
