@@ -98,8 +98,8 @@ def test_schemas_are_valid_and_the_documented_examples_match_them():
     for validator in VALIDATORS.values():
         Draft202012Validator.check_schema(validator.schema)
     shipped = examples()
-    assert sorted(shipped) == ["announcement", "birth", "death", "death-lost", "drift", "prediction", "status", "update",
-                              "update-refused"]
+    assert sorted(shipped) == ["announcement", "birth", "death", "death-lost", "drift", "prediction", "status",
+                              "update", "update-refused"]
     for name, example in shipped.items():
         assert check(name.split("-")[0], example)["format_version"] == FORMAT_VERSION
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from time import perf_counter
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 

@@ -7,6 +7,7 @@ the :class:`VerdictRule` a device states in its birth message; a window's
 performance counts add up with :func:`add_performance`.
 """
 
+from . import updates
 from .envelopes import (
     BIRTH_KEYS,
     ENVELOPE_KEYS,
@@ -23,7 +24,6 @@ from .identity import bundle_sha256, canonical_json
 from .performance import PERFORMANCE_KINDS, add_performance, check_performance
 from .schemas import examples, schema
 from .status import DECISION_KINDS, status_payload, status_topic
-from . import updates
 from .topics import KINDS, DeviceTopics, Topic, parse_topic, subscription
 from .verdict import VerdictRule, add_counts, judge_window
 
