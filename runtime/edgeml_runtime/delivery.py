@@ -4,7 +4,7 @@
 quarantines it (:meth:`~.outbox.Outbox.quarantine`: moved aside, counted as
 dropped, so the next window kept reports it) when it can never be sent:
 
-* its topic is not this device's drift topic, or its payload not a JSON object;
+* its topic is not this device's drift or update topic, or its payload not a JSON object;
 * its packet is larger than the broker's Maximum Packet Size (an MQTT 5
   CONNACK property) even after its sample of error messages is trimmed
   (:func:`~.payloads.trim_errors`; a trimmed window keeps all its counts);
@@ -39,8 +39,9 @@ HOPELESS = {0x95, 0x97, 0x99}
 class Delivery:
     """The sending decisions of one device's MQTT thread (not thread-safe: that thread only)."""
 
-    def __init__(self, outbox: Outbox, topic: str, *, mqtt5: bool, log: logging.Logger):
+    def __init__(self, outbox: Outbox, topic: str, *, mqtt5: bool, log: logging.Logger, update_topic: str = ""):
         self.outbox, self.topic, self.mqtt5, self.log = outbox, topic, mqtt5, log
+        self.update_topic = update_topic  #: an update's steps: sent as stored (no ``historical``, nothing to trim)
         self.max_packet: int | None = None      # the broker's Maximum Packet Size, from the CONNACK
         self.trimmed = 0
         self._strikes: tuple[int | None, int] = (None, 0)
@@ -52,6 +53,8 @@ class Delivery:
 
     def payload(self, msg: Message, historical: bool) -> bytes | None:
         """The bytes to publish for ``msg``, trimmed to the broker's packet size; None if it was set aside."""
+        if msg.topic == self.update_topic and self.update_topic:
+            return msg.payload
         if msg.topic != self.topic:
             return self.set_aside(msg.id, f"its topic {msg.topic!r} is not this device's drift topic {self.topic}")
         try:

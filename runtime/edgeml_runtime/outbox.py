@@ -13,7 +13,9 @@ companions); only the standard library is needed.
   counts them in :attr:`Outbox.dropped`, which the sender reports in its next
   message (``put(..., reports_dropped=n)`` takes ``n`` off the count in the
   same transaction; if that message is dropped in turn, its ``n`` is counted
-  again, so a drop is never forgotten).
+  again, so a drop is never forgotten). A message put with ``keep=True`` (an
+  update's steps, which a rollout must hear) is never dropped: it counts
+  toward the bound, and the droppable messages around it go first.
 * **Crash safe**: each put is one transaction, committed with
   ``synchronous=FULL`` by default (the WAL is fsynced: a window that
   :meth:`put` returned for survives a power cut, not only ``kill -9``). Acks
@@ -145,7 +147,7 @@ class Outbox:
 
     # -- writing ---------------------------------------------------------
     def put(self, topic: str, payload: bytes | Callable[[int], bytes], *, reports_dropped: int = 0,
-            unkept: int = 0) -> int:
+            unkept: int = 0, keep: bool = False) -> int:
         """Store a message durably and return its id, dropping the oldest ones if the bound needs it.
 
         ``payload`` is the message, or a function that makes it from the
@@ -155,7 +157,7 @@ class Outbox:
         reported by the very message that caused it. With bytes,
         ``reports_dropped`` is how many earlier drops they report (read from
         :attr:`dropped` just before); it is taken off the count in the same
-        transaction.
+        transaction. ``keep=True``: the bound never drops this message (see the module docstring).
         """
         build = payload if callable(payload) else None
         with self._lock:
@@ -178,8 +180,8 @@ class Outbox:
                         break
                     reports = before + unkept + removed + carried
                 cur = self._db.execute(
-                    "INSERT INTO messages (topic, payload, size, reports_dropped, enqueued) VALUES (?, ?, ?, ?, ?)",
-                    (topic, data, size, reports, time.time()))
+                    "INSERT INTO messages (topic, payload, size, reports_dropped, enqueued, keep) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (topic, data, size, reports, time.time(), int(keep)))
                 stored = min(reports - unkept, before + removed + carried) if build else reports
                 self._db.execute("UPDATE counters SET value = MAX(value + ?, 0) WHERE name = 'dropped'",
                                  (removed + carried - stored,))
@@ -350,7 +352,7 @@ class Outbox:
         return Transaction(self._db, self.path)
 
     def _drop_oldest(self, excess: int) -> tuple[int, int, int]:
-        """Delete the oldest messages until ``excess`` bytes are freed.
+        """Delete the oldest messages (never those put with ``keep``) until ``excess`` bytes are freed.
 
         Returns (bytes freed, rows deleted, the drops those rows were
         reporting); the caller counts them, since the message it stores may
@@ -359,8 +361,8 @@ class Outbox:
         freed = removed = reported = 0
         last = 0
         while freed < excess:
-            batch = self._db.execute("SELECT id, size, reports_dropped FROM messages WHERE id > ? ORDER BY id "
-                                     "LIMIT 256", (last,)).fetchall()
+            batch = self._db.execute("SELECT id, size, reports_dropped FROM messages WHERE id > ? AND keep = 0 "
+                                     "ORDER BY id LIMIT 256", (last,)).fetchall()
             if not batch:
                 break  # cannot happen while _bytes is right; never loop forever if it is not
             for msg_id, size, carried in batch:
@@ -370,7 +372,7 @@ class Outbox:
                 last = msg_id
                 if freed >= excess:
                     break
-        self._db.execute("DELETE FROM messages WHERE id <= ?", (last,))
+        self._db.execute("DELETE FROM messages WHERE id <= ? AND keep = 0", (last,))
         return freed, removed, reported
 
     def _counter(self, name: str) -> int:

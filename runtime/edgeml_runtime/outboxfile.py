@@ -37,8 +37,9 @@ from pathlib import Path
 from .errors import OutboxError
 from .statefile import LockHeld, claim_lock, quarantine_files
 
-#: The layout this module writes, kept in SQLite's ``user_version``.
-LAYOUT = 1
+#: The layout this module writes, kept in SQLite's ``user_version``: 2 added ``messages.keep`` (a message the bound
+#: never drops: an update's steps); a layout-1 file is upgraded in place when opened.
+LAYOUT = 2
 log = logging.getLogger("edgeml_runtime.outbox")
 
 _SCHEMA = """
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS messages (
     payload         BLOB    NOT NULL,
     size            INTEGER NOT NULL,
     reports_dropped INTEGER NOT NULL DEFAULT 0,
-    enqueued        REAL    NOT NULL
+    enqueued        REAL    NOT NULL,
+    keep            INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
@@ -143,7 +145,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> tuple[int, int]:
     """Check the layout and integrity, switch to WAL, create what is missing; the bytes and count waiting."""
     layout = db.execute("PRAGMA user_version").fetchone()[0]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if layout not in (0, LAYOUT) or (layout == 0 and tables):
+    if layout not in (0, 1, LAYOUT) or (layout == 0 and tables):
         raise OutboxError(f"{path} is not an outbox this runtime can read (layout {layout}, tables "
                           f"{', '.join(sorted(tables)) or 'none'}); point outbox at another file")
     check = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -152,6 +154,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> tuple[int, int]:
     if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() not in ("wal", "memory"):
         raise OutboxError(f"{path}: SQLite cannot use WAL mode on this file system; put the outbox "
                           "on a local disk")
+    if layout == 1:  # layout 2 added messages.keep; the messages waiting in a layout-1 file are all droppable
+        db.execute("ALTER TABLE messages ADD COLUMN keep INTEGER NOT NULL DEFAULT 0")
     db.executescript(_SCHEMA + f"PRAGMA user_version = {LAYOUT};")
     return db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM messages").fetchone()
 

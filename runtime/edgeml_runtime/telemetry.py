@@ -101,6 +101,7 @@ class Telemetry(Connection):
         self._unkept = 0                         # windows not stored and not yet reported as dropped
         self._dead_letters = dead_letters
         self._records: TopicRecords | None = None  # once subscribe_records() is called
+        self._releases: tuple[tuple[str, ...], object] | None = None  # once subscribe_releases() is called
         self._connected = False
         self._last_error: str | None = None
         self._predictions: deque[bytes] = deque()
@@ -113,7 +114,8 @@ class Telemetry(Connection):
         self._live_from = 0                      # outbox ids up to this one are historical
         self._connack = None
         self._window = IN_FLIGHT
-        self._delivery = Delivery(outbox, device.drift, mqtt5=settings.protocol == "5", log=self.log)
+        self._delivery = Delivery(outbox, device.drift, mqtt5=settings.protocol == "5", log=self.log,
+                                  update_topic=device.update)
         self._acked_here = 0                     # windows acknowledged on this connection
         self._death_mid: int | None = None
         self._death_acked = False
@@ -141,6 +143,20 @@ class Telemetry(Connection):
             raise TelemetryError("subscribe_records() must be called before start()")
         self._records = TopicRecords(topic, items, max_bytes=self.settings.input_max_bytes,
                                      dead_letters=self._dead_letters, log=self.log)
+
+    def subscribe_releases(self, topics: tuple[str, ...], handler) -> None:
+        """Also hear the controller's release announcements on ``topics`` (retained, QoS 1, on every connection):
+        ``handler(topic, payload_bytes)`` is called on the MQTT thread and must return at once and never raise
+        (the update agent queues the message). Call before :meth:`start`."""
+        if self._thread is not None:
+            raise TelemetryError("subscribe_releases() must be called before start()")
+        self._releases = (tuple(topics), handler)
+
+    def send_update(self, payload: dict) -> int:
+        """Store one update step (:func:`~.protocol.updates.update_status`) in the outbox to be sent in order with
+        the drift windows; the outbox's bound never drops it (``keep``). Its outbox id; raises
+        :class:`~.errors.OutboxError` if it cannot be stored (the caller logs it: an update goes on)."""
+        return self.outbox.put(self.topics.update, dumps(payload), keep=True)
 
     def send_drift(self, window: dict) -> int:
         """Add the envelope to a closed window, store it in the outbox, and return its ``seq``.
@@ -254,6 +270,8 @@ class Telemetry(Connection):
         client.publish(self.topics.birth, dumps(birth), qos=1, retain=True)
         if self._records is not None:
             client.subscribe(self._records.topic, qos=1)
+        if self._releases is not None:
+            client.subscribe([(t, 1) for t in self._releases[0]])
         self.log.info("MQTT: connected to %s as %s (MQTT %s, session %d); %d window(s) waiting", self.settings.url,
                       self._client_id, self.settings.protocol, self._session, len(self.outbox))
 
@@ -366,7 +384,14 @@ class Telemetry(Connection):
             self._counts["acked"] += 1
 
     def _on_message(self, client, userdata, message) -> None:
-        self._records.on_message(client, userdata, message)  # never raises: paho acknowledges every message
+        if self._releases is not None and message.topic in self._releases[0]:
+            try:
+                self._releases[1](message.topic, bytes(message.payload))
+            except Exception:  # noqa: BLE001 - the handler's bug must not take the connection down
+                self.log.exception("MQTT: the release announcement on %s could not be handed over", message.topic)
+            return
+        if self._records is not None:
+            self._records.on_message(client, userdata, message)  # never raises: paho acknowledges every message
 
 
 def _runtime_version() -> str:
