@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import Future
 import queue
 import threading
 import time
@@ -29,6 +30,7 @@ from .errors import InputError, RowError
 from .model import Model
 from .outputs import stream_file
 from .payloads import dumps
+from .protocol.envelopes import describe_model
 from .sdnotify import Notifier
 from .stream import END, Item
 
@@ -89,10 +91,15 @@ class WindowSinks:
 
     def __init__(self, telemetry, window_file: WindowFile | None, log: logging.Logger, min_rows: int):
         self.telemetry, self.window_file, self.log, self.min_rows = telemetry, window_file, log, min_rows
+        #: called with each window sent and the identity of the bundle that scored it (the update agent's health
+        #: gate counts the windows of the bundle it swapped in); a listener must not raise
+        self.listeners: list = []
 
-    def send(self, windows: list[dict]) -> int:
-        """Send and log each window; the number sent."""
+    def send(self, windows: list[dict], identity: str | None = None) -> int:
+        """Send and log each window (scored by the bundle ``identity``); the number sent."""
         for window in windows:
+            for listener in self.listeners:
+                listener(window, identity)
             if self.telemetry is not None:
                 self.telemetry.send_drift(window)
             if self.window_file is not None:
@@ -128,13 +135,48 @@ class StreamScorer:
         self.log = log or logging.getLogger("edgeml_runtime.run")
         self.sinks = WindowSinks(telemetry, window_file, self.log, self.monitor.settings.rule.min_rows)
         self.stats = RunStats()
+        self._use(model)
+        self._swaps: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _use(self, model: Model) -> None:
+        self.model, self.monitor = model, model.monitor
         counting = self.monitor is not None and self.monitor.performance is not None
         self.label = model.manifest.label if counting else None  # the column whose values are counted, if any
+
+    def swap(self, model: Model, timeout: float = 60.0) -> Model:
+        """Score with ``model`` (loaded, self-tested, its monitor set) from the next batch on; the old model.
+
+        Called from another thread (the update agent's) while :meth:`run` runs: the loop swaps between two
+        batches, so every row read is scored by exactly one of the two models, and the old model's last window
+        is closed and sent first. Raises TimeoutError if the loop did not take it within ``timeout``.
+        """
+        done = Future()
+        self._swaps.put((model, done))
+        return done.result(timeout)
+
+    def _take_swaps(self) -> None:
+        while not self._swaps.empty():
+            model, done = self._swaps.get()
+            old = self.model
+            self._send(self.monitor.poll())
+            last = self.monitor.flush()
+            if last is not None:
+                self._send([last])
+            self._use(model)
+            description = describe_model(model)
+            if self.telemetry is not None:
+                self.telemetry.set_model(description)
+            if self.window_file is not None:
+                self.window_file.model = description
+            self.log.info("swapped in %s %s (bundle %s) for %s %s", model.manifest.name, model.manifest.version,
+                          model.manifest.identity[:12], old.manifest.name, old.manifest.version)
+            done.set_result(old)
 
     def run(self, items: queue.Queue, stop: threading.Event) -> RunStats:
         ended = False
         status_at = time.monotonic() + STATUS_SECONDS
         while not ended and not stop.is_set():
+            self._take_swaps()
             self.notifier.alive()
             if self.notifier.enabled and time.monotonic() >= status_at:
                 self.notifier.status(self.stats.counts())
@@ -220,7 +262,7 @@ class StreamScorer:
         return kept
 
     def _send(self, windows: list[dict]) -> None:
-        self.stats.windows += self.sinks.send(windows)
+        self.stats.windows += self.sinks.send(windows, self.model.manifest.identity)
 
     def _log_errors(self, errors: list[RowError]) -> None:
         for e in errors:

@@ -147,11 +147,11 @@ class Service:
     def poll(self) -> int:
         """Close the open window if its time is up; send every closed one. The number sent."""
         with self._send_lock:
-            windows = self.served.monitor.poll()
-            return self._send(windows)
+            served = self.served
+            return self._send(served.monitor.poll(), served.manifest.identity)
 
-    def _send(self, windows) -> int:
-        sent = self.sinks.send(windows)
+    def _send(self, windows, identity: str | None = None) -> int:
+        sent = self.sinks.send(windows, identity)
         self.metrics.windows += sent
         return sent
 
@@ -174,7 +174,7 @@ class Service:
             with self._send_lock:
                 windows = old.monitor.poll()
                 last = old.monitor.flush()
-                self._send(windows + ([last] if last is not None else []))
+                self._send(windows + ([last] if last is not None else []), old.manifest.identity)
                 if self.window_file is not None:
                     self.window_file.model = new.description
                 if self.telemetry is not None:
@@ -190,7 +190,7 @@ class Service:
         with self._send_lock:
             windows = self.served.monitor.poll()
             last = self.served.monitor.flush()
-            self._send(windows + ([last] if last is not None else []))
+            self._send(windows + ([last] if last is not None else []), self.served.manifest.identity)
         if self.telemetry is not None:
             self.telemetry.stop()
         if self._outbox is not None:
