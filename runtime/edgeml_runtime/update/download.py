@@ -111,19 +111,24 @@ def _copy(response, partial: Path, start: int, size: int, url: str, progress) ->
                 if progress is not None:
                     progress(start + fetched, size)
         except (OSError, http.client.HTTPException) as exc:
-            f.flush()
-            os.fsync(f.fileno())
-            raise UpdateError(f"downloading {url} was cut after {start + fetched:,} of {size:,} bytes ({exc}); "
-                              "the next try resumes from there") from None
+            _cut(f, url, start + fetched, size, f" ({exc})")
+        if start + fetched <= size and getattr(response, "length", None):  # more was announced: a cut
+            _cut(f, url, start + fetched, size, "")
         f.flush()
         os.fsync(f.fileno())
     return fetched
 
 
+def _cut(f, url: str, have: int, size: int, why: str):
+    """Keep what came (flushed, fsynced) for the next try, and say so."""
+    f.flush()
+    os.fsync(f.fileno())
+    raise UpdateError(f"downloading {url} was cut after {have:,} of {size:,} bytes{why}; the next try resumes "
+                      "from there") from None
+
+
 def _check(partial: Path, etag_file: Path, sha256: str, size: int, url: str) -> None:
     got = partial.stat().st_size
-    if got < size:
-        raise UpdateError(f"downloading {url} ended after {got:,} of {size:,} bytes; the next try resumes from there")
     h = hashlib.sha256()
     with open(partial, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
