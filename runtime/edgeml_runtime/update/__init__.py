@@ -14,8 +14,11 @@ Refusals are :class:`~edgeml_runtime.errors.UpdateRefused` with a ``reason`` wor
 """
 
 from ..errors import UpdateError, UpdateRefused
+from .download import download
+from .health import HealthGate
 from .metadata import Health, Release, ReleaseBundle, Root, format_time, make_release, make_root, parse_time
+from .slots import Slots
 from .trust import TrustState, verify_release
 
-__all__ = ["Health", "Release", "ReleaseBundle", "Root", "TrustState", "UpdateError", "UpdateRefused", "format_time",
-           "make_release", "make_root", "parse_time", "verify_release"]
+__all__ = ["Health", "HealthGate", "Release", "ReleaseBundle", "Root", "Slots", "TrustState", "UpdateError",
+           "UpdateRefused", "download", "format_time", "make_release", "make_root", "parse_time", "verify_release"]

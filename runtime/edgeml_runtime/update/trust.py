@@ -101,6 +101,8 @@ class TrustState:
         """The state saved in ``folder`` (created if missing); a fresh state if there is none yet."""
         path = Path(folder) / TRUST_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in path.parent.glob(f".{TRUST_FILE}.*.tmp"):  # an interrupted save's: the file is whole
+            leftover.unlink(missing_ok=True)
         data = read_json(path, "the update trust state")
         if data is None:
             return cls(path)
