@@ -177,3 +177,38 @@ def test_kill_9_loses_nothing_reported_as_written(path):
     for body in kept.values():  # every kept window is whole
         text, digest = body[:-64], body[-64:]
         assert hashlib.sha256(text).hexdigest().encode() == digest
+
+
+def test_kept_messages_are_never_dropped_by_the_bound(path):
+    update = "edgeml/plant-a/pi-07/update"
+    with Outbox(path, max_bytes=MIN_MAX_BYTES) as box:
+        kept = [box.put(update, payload(1000 + i), keep=True) for i in range(3)]
+        for i in range(FITS + 10):
+            box.put(TOPIC, payload(i))
+        waiting = box.pending(limit=10_000)
+        assert [m.id for m in waiting[:3]] == kept  # the oldest, yet still there
+        assert box.bytes <= MIN_MAX_BYTES and len(box) == FITS
+        assert box.dropped_total == 13  # the windows dropped in their place: 3 more than without them
+        assert all(m.topic == TOPIC for m in waiting[3:])
+
+
+def test_a_layout_1_outbox_is_upgraded_with_its_messages(path):
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                               size INTEGER NOT NULL, reports_dropped INTEGER NOT NULL DEFAULT 0,
+                               enqueued REAL NOT NULL);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE quarantine (id INTEGER PRIMARY KEY, topic BLOB, payload BLOB, reason TEXT NOT NULL,
+                                 moved REAL NOT NULL);
+        INSERT INTO counters VALUES ('session', 4), ('dropped', 0), ('dropped_total', 0), ('quarantined', 0);
+        PRAGMA user_version = 1;
+    """)
+    db.execute("INSERT INTO messages (topic, payload, size, enqueued) VALUES (?, ?, ?, 1)",
+               (TOPIC, b'{"seq":0}', 9 + len(TOPIC)))
+    db.commit()
+    db.close()
+    with Outbox(path) as box:
+        assert [m.payload for m in box.pending()] == [b'{"seq":0}']
+        assert box.next_session() == 5
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
