@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import Future
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .errors import InputError, RowError
