@@ -158,8 +158,8 @@ MOVES, FSYNCS = 15, 52
 POINTS = [f"move:{k}" for k in range(MOVES)] + [f"fsync:{k}" for k in range(FSYNCS)]
 
 #: Runs HISTORY in a fork per kill point (one interpreter start for all, 16 forks at a time), the fork killing itself
-#: with SIGKILL
-#: before its ``point`` (``move:3``: the fourth move); logs the current bundle before and after each step of HISTORY.
+#: with SIGKILL before its ``point`` (``move:3``: the fourth move); logs the current bundle before and after each step
+#: of HISTORY.
 RUNNER = r"""
 import json, os, shutil, signal, sys, traceback
 from pathlib import Path
