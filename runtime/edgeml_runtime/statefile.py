@@ -47,11 +47,20 @@ def read_counter(path: str | os.PathLike) -> int:
 
 def write_counter(path: str | os.PathLike, value: int) -> None:
     """Replace ``path`` with ``value`` atomically and durably; raises OSError (e.g. a full disk)."""
+    write_atomically(path, f"{value}\n".encode("ascii"))
+
+
+def write_atomically(path: str | os.PathLike, data: bytes, *, mode: int | None = None, hidden: bool = False) -> Path:
+    """Replace ``path`` with ``data``: a temporary file in the same folder (``<name>.*.tmp``, or ``.<name>.*.tmp``
+    when ``hidden``; with ``mode`` from its creation on), fsynced, renamed, the folder fsynced. A crash leaves the
+    old file or the new one, and at worst the temporary file. Raises OSError (e.g. a full disk)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{'.' if hidden else ''}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{value}\n")
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,6 +71,7 @@ def write_counter(path: str | os.PathLike, value: int) -> None:
             pass
         raise
     _fsync_folder(path.parent)
+    return path
 
 
 def quarantine_files(path: str | os.PathLike) -> Path:

@@ -33,12 +33,12 @@ import base64
 import binascii
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import BundleError, UpdateError, UpdateRefused, few
 from ..protocol.identity import canonical_json
+from ..statefile import write_atomically
 
 __all__ = ["generate", "key_id", "public_from_hex", "public_hex", "public_raw", "read_private", "read_public", "sign",
            "verify", "write_private", "write_public"]
@@ -232,18 +232,4 @@ def _read(path: Path, kind: str) -> bytes:
 
 def _write(path: Path, data: bytes, mode: int) -> Path:
     """Replace ``path`` with ``data`` atomically; the file has ``mode`` from its creation on."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return write_atomically(path, data, mode=mode, hidden=True)

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UpdateError, UpdateRefused
-from ..statefile import _fsync_folder
+from ..statefile import write_atomically
 from .metadata import Release, Root, format_time
 from .signing import key_id, public_from_hex, public_raw, verify
 
@@ -53,22 +52,8 @@ TRUST_FILE = "trust.json"
 
 def write_json(path: str | os.PathLike, data) -> None:
     """Replace ``path`` with ``data`` as JSON, atomically and durably; raises OSError (e.g. a full disk)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(path.parent)
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    write_atomically(path, text.encode("utf-8"), hidden=True)
 
 
 def read_json(path: Path, what: str):
