@@ -115,6 +115,18 @@ class WindowSinks:
                           window.get("rows", 0), window.get("bad_rows", 0), verdict.get("status"), _why(window))
         return len(windows)
 
+    def hand_over(self, monitor, identity: str, model: dict) -> int:
+        """A swap: send the old bundle's (``identity``) closed windows and its open one from ``monitor``, then
+        point the telemetry and the window file at the new ``model`` (:func:`describe_model`); the number sent."""
+        windows = monitor.poll()
+        last = monitor.flush()
+        sent = self.send(windows + ([last] if last is not None else []), identity)
+        if self.window_file is not None:
+            self.window_file.model = model
+        if self.telemetry is not None:
+            self.telemetry.set_model(model)
+        return sent
+
 
 class StreamScorer:
     """The loop: queue in, predictions and drift windows out."""
@@ -158,16 +170,8 @@ class StreamScorer:
         while not self._swaps.empty():
             model, done = self._swaps.get()
             old = self.model
-            self._send(self.monitor.poll())
-            last = self.monitor.flush()
-            if last is not None:
-                self._send([last])
+            self.stats.windows += self.sinks.hand_over(self.monitor, old.manifest.identity, describe_model(model))
             self._use(model)
-            description = describe_model(model)
-            if self.telemetry is not None:
-                self.telemetry.set_model(description)
-            if self.window_file is not None:
-                self.window_file.model = description
             self.log.info("swapped in %s %s (bundle %s) for %s %s", model.manifest.name, model.manifest.version,
                           model.manifest.identity[:12], old.manifest.name, old.manifest.version)
             done.set_result(old)

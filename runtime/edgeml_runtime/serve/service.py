@@ -172,13 +172,7 @@ class Service:
             with old.idle:
                 old.idle.wait_for(lambda: old.users == 0, timeout)
             with self._send_lock:
-                windows = old.monitor.poll()
-                last = old.monitor.flush()
-                self._send(windows + ([last] if last is not None else []), old.manifest.identity)
-                if self.window_file is not None:
-                    self.window_file.model = new.description
-                if self.telemetry is not None:
-                    self.telemetry.set_model(new.description)
+                self.metrics.windows += self.sinks.hand_over(old.monitor, old.manifest.identity, new.description)
             self.bundle = bundle
             self.metrics.swaps += 1
             self.log.info("swapped in %s %s (bundle %s) for %s %s", new.manifest.name, new.manifest.version,
