@@ -18,7 +18,9 @@ Every error class the runtime defines::
     │   ├── SettingsError           a setting or config file is unknown, missing, mistyped or out of bounds
     │   ├── TelemetryError          MQTT cannot work as asked (paho missing, TLS files unreadable, misuse)
     │   ├── OutboxError             the outbox file cannot be opened, is in use, or cannot take a message
-    │   └── ProtocolError           a topic or message breaks the device ↔ fleet protocol
+    │   ├── ProtocolError           a topic or message breaks the device ↔ fleet protocol
+    │   └── UpdateError             an over-the-air update cannot be done (no ``cryptography``, a key file, a slot)
+    │       └── UpdateRefused       a release, root or archive is refused on purpose (``reason``: why, a fixed word)
     └── ValueError
         └── cells.BadValue          internal: one value the encoder cannot read; becomes a RowError
 
@@ -85,6 +87,33 @@ class OutboxError(EdgeMLError):
 
 class ProtocolError(EdgeMLError):
     """A topic or message does not follow the protocol between devices and the fleet controller."""
+
+
+class UpdateError(EdgeMLError):
+    """An over-the-air update cannot be done as asked: ``cryptography`` missing, a key file unreadable, a download
+    that failed, a slot that cannot be written. The bundle running goes on running."""
+
+
+class UpdateRefused(UpdateError):
+    """A signed release, its root or its archive is refused on purpose; ``reason`` says why in one fixed word.
+
+    The reasons (:data:`REASONS`) are what a device reports in its update status (``refusal``), so the fleet
+    can count them; the message says what was wrong and the fix.
+
+    >>> err = UpdateRefused("old_version", "release.json: version 6 is not above 7, the release trusted now")
+    >>> err.reason, str(err)
+    ('old_version', 'update refused (old_version): release.json: version 6 is not above 7, the release trusted now')
+    """
+
+    REASONS = ("bad_signature", "unknown_key", "revoked_key", "old_version", "expired", "other_fleet", "bad_root",
+               "old_root", "bad_archive", "malformed")
+
+    def __init__(self, reason: str, message: str):
+        if reason not in self.REASONS:
+            raise ValueError(f"UpdateRefused reason {reason!r} is not one of {', '.join(self.REASONS)}")
+        self.reason = reason
+        self.detail = message
+        super().__init__(f"update refused ({reason}): {message}")
 
 
 _UNSET = object()
