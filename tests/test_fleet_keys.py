@@ -19,7 +19,7 @@ from edgeml_runtime.errors import UpdateRefused
 from edgeml_runtime.update import signing
 from edgeml_runtime.update.metadata import Root
 
-NOW = 1_796_000_000.0  # 2026-11-29T...Z, a fixed time
+NOW = 1_796_000_000.0  # 2026-11-30T00:53:20Z
 
 
 def device_root(folder) -> Root:
