@@ -182,7 +182,8 @@ class FileServer:
             raise FleetError(f"the release server cannot listen on {self.host}:{self.port} ({exc.strerror}); "
                              "choose another address or port") from None
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="edgeml-files", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="edgeml-files",
+                                        daemon=True)
         self._thread.start()
         return self
 
