@@ -19,7 +19,6 @@ from edgeml.errors import FleetError
 from edgeml.fleet.files import FileServer, Response, authorized
 
 
-
 def _archive() -> bytes:
     """A real .tar.gz of at least 10,240 bytes (random content: gzip cannot shrink it) holding no bundle."""
     out = io.BytesIO()
@@ -93,7 +92,8 @@ def test_a_full_get_and_head(server):
     st = os.stat(server.releases_dir / "plant-a" / "3" / "bundle.tar.gz")
     assert headers["etag"] == f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
     status, head, body = ask(server, PATH, "HEAD")
-    assert status == 200 and body == b"" and head["content-length"] == str(len(DATA)) and head["etag"] == headers["etag"]
+    assert status == 200 and body == b"" and head["content-length"] == str(len(DATA))
+    assert head["etag"] == headers["etag"]
     assert ask(server, "/releases/plant-a/3/release.json")[2] == b'{"signed": {}}'
     assert ask(server, "/healthz")[:3:2] == (200, b"ok\n")
 
