@@ -423,7 +423,8 @@ def test_the_package_declares_the_fleet_extra():
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert pyproject["project"]["optional-dependencies"]["fleet"] == ["sqlalchemy>=2.0", "psycopg[binary]>=3.1",
-                                                                   "orjson>=3.9", "paho-mqtt>=2.1,<3"]
+                                                                   "orjson>=3.9", "paho-mqtt>=2.1,<3",
+                                                                   "cryptography>=42"]
 
 
 def test_what_orjson_cannot_write_is_written_by_the_standard_library_and_comes_back_exactly(store):
