@@ -22,6 +22,7 @@ from edgeml.fleet import keys, releases
 from edgeml.fleet import schema as t
 from edgeml.fleet.store import Store
 from edgeml_runtime.bundle import read_manifest
+from edgeml_runtime.errors import UpdateRefused
 from edgeml_runtime.update import signing
 from edgeml_runtime.update.trust import TrustState, verify_release
 
@@ -87,7 +88,7 @@ def test_a_device_verifies_the_release_with_the_root_public_key_only(store, bund
                              fleet="plant-a", now=NOW + 60)
     assert (checked.version, checked.bundle.identity, checked.root_version) == (1, made.identity, 1)
     release_env["signed"]["bundle"]["sha256"] = "0" * 64
-    with pytest.raises(Exception, match="bad_signature"):
+    with pytest.raises(UpdateRefused, match="bad_signature"):
         verify_release(release_env, root_env, signing.read_public(key_dir / "root.pub"), state, fleet="plant-a",
                        now=NOW + 60)
 
@@ -98,7 +99,7 @@ def test_versions_only_grow_per_fleet_and_a_rollback_is_a_new_release(store, bun
     assert (a1.version, a2.version, b1.version) == (1, 2, 1)
     with store._write() as conn:  # a lost row does not hand its number out again
         conn.execute(sa.delete(t.releases).where(t.releases.c.fleet == "plant-a", t.releases.c.version == 2))
-    back = releases.make_release(store, identity=a1.identity, fleet="plant-a", keys_dir=key_dir,
+    back = releases.make_release(store, identity=a1.identity, fleet="plant-a", keys=key_dir,  # the rollout's call
                                  releases_dir=tmp_path / "releases", now=NOW)
     assert back.version == 3 and back.identity == a1.identity
     assert [r.version for r in releases.list_releases(store, "plant-a")] == [1, 3]
