@@ -313,6 +313,13 @@ from edgeml.fleet.status import decisions_command, status_command  # noqa: E402
 fleet.add_command(status_command)
 fleet.add_command(decisions_command)
 
+# `edgeml keys init|rotate|revoke|list` and `edgeml release`: signed releases (edgeml/fleet/release_command.py).
+from edgeml.fleet.release_command import keys as _keys  # noqa: E402
+from edgeml.fleet.release_command import release as _release  # noqa: E402
+
+main.add_command(_keys)
+main.add_command(_release)
+
 
 if __name__ == "__main__":
     main()

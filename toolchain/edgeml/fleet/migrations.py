@@ -21,13 +21,20 @@ version 1 of the code must upgrade the same way in every later release.
   window's live metric counts, ``{}`` where its rows carried no label; the
   windows stored before get ``{}``), the registry's ``bundle_archives``,
   ``model_versions`` and ``aliases``, and ``retrains``.
+* **4**: signed releases, rollouts, update statuses: ``releases`` (one row per
+  signed release of a fleet, its folder and envelope), ``release_counters``
+  (the last release version of each fleet: versions only grow, even if a
+  release row is lost), ``rollouts`` and ``rollout_devices`` (a staged rollout
+  and its devices' waves and steps), ``update_events`` (every update step a
+  device reported).
 
 To change the schema: add a step at the end (version = the last + 1), change
 :mod:`.schema` to match, and test the upgrade from the version before.
 
 >>> [(m.version, m.name) for m in MIGRATIONS]
 [(1, 'devices, windows, decisions, leases, bundles'), (2, 'rejected messages; the windows horizon index'), \
-(3, 'live performance counts; registry versions, aliases, archives; retrains')]
+(3, 'live performance counts; registry versions, aliases, archives; retrains'), \
+(4, 'signed releases, rollouts, update statuses')]
 """
 
 from __future__ import annotations
@@ -134,11 +141,44 @@ def _v3(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE windows ADD COLUMN performance JSON NOT NULL DEFAULT '{}'"))
 
 
+
+def _v4(conn: sa.Connection) -> None:
+    md = sa.MetaData()
+    sa.Table("releases", md,
+             sa.Column("fleet", sa.Text, primary_key=True), sa.Column("version", sa.BigInteger, primary_key=True),
+             *(sa.Column(name, sa.Text, nullable=False) for name in ("cohort", "bundle_sha256")),
+             *(sa.Column(name, TIME, nullable=False) for name in ("created", "expires")),
+             *(sa.Column(name, sa.Text, nullable=False) for name in ("keyid", "path")),
+             sa.Column("document", JSON, nullable=False))
+    sa.Table("release_counters", md,
+             sa.Column("fleet", sa.Text, primary_key=True), sa.Column("last", sa.BigInteger, nullable=False))
+    sa.Table("rollouts", md,
+             sa.Column("id", ID, primary_key=True, autoincrement=True), sa.Column("fleet", sa.Text, nullable=False),
+             sa.Column("release", sa.BigInteger, nullable=False), sa.Column("state", sa.Text, nullable=False),
+             *(sa.Column(name, TIME, nullable=False) for name in ("created", "updated")),
+             sa.Column("plan", JSON, nullable=False), sa.Column("wave", sa.Integer, nullable=False),
+             sa.Column("reason", sa.Text), sa.Column("previous_release", sa.BigInteger))
+    sa.Table("rollout_devices", md,
+             sa.Column("rollout", sa.BigInteger, primary_key=True), sa.Column("device", sa.Text, primary_key=True),
+             sa.Column("wave", sa.Integer, nullable=False), sa.Column("announced", TIME),
+             sa.Column("step", sa.Text), sa.Column("reason", sa.Text), sa.Column("updated", TIME))
+    sa.Table("update_events", md,
+             sa.Column("id", ID, primary_key=True, autoincrement=True),
+             *(sa.Column(name, sa.Text, nullable=False) for name in ("fleet", "device")),
+             *(sa.Column(name, TIME, nullable=False) for name in ("received", "time")),
+             sa.Column("release", sa.BigInteger, nullable=False), sa.Column("rollout", sa.BigInteger),
+             sa.Column("step", sa.Text, nullable=False), sa.Column("reason", sa.Text), sa.Column("refusal", sa.Text),
+             sa.Column("payload", JSON, nullable=False),
+             sa.Index("update_events_release", "fleet", "release", "device"))
+    md.create_all(conn)
+
+
 #: Every step, in order; the last one's version is the schema this code reads and writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "devices, windows, decisions, leases, bundles", _v1),
     Migration(2, "rejected messages; the windows horizon index", _v2),
     Migration(3, "live performance counts; registry versions, aliases, archives; retrains", _v3),
+    Migration(4, "signed releases, rollouts, update statuses", _v4),
 )
 HEAD = MIGRATIONS[-1].version
 

@@ -37,7 +37,19 @@ What a device said about time (a birth's ``time``, a window's ``start`` and
   bundle, scores);
 * ``aliases``: a name per fleet and cohort (``champion``) pointing at a version;
 * ``retrains``: every retrain asked for, by whom and why, its attempts,
-  outcome and reason.
+  outcome and reason;
+* ``releases``: one row per signed release of a fleet (:mod:`.releases`):
+  its version (per fleet, only growing), cohort, bundle identity
+  (``bundle_sha256``), when made and when it expires, the release key that
+  signed it, its release folder (``path``) and the signed envelope
+  (``document``);
+* ``release_counters``: the last release version of each fleet, so that
+  versions only grow even if a release row is lost;
+* ``rollouts``: a staged rollout of a release (its state: running, paused,
+  aborted or done; its plan, current wave, reason and the release before);
+* ``rollout_devices``: one row per device of a rollout: its wave, when it
+  was told, its last update step and reason;
+* ``update_events``: every update step a device reported, with its payload.
 
 What a received message becomes (its checks, and the row of ``devices`` or
 ``windows`` it sets) is :mod:`.rows`; here are the tables, the JSON columns'
@@ -49,7 +61,8 @@ against windows being stored meanwhile.
 
 >>> sorted(METADATA.tables)
 ['aliases', 'bundle_archives', 'bundles', 'decisions', 'devices', 'leases', 'model_versions', 'rejected', \
-'retrains', 'schema_version', 'windows']
+'release_counters', 'releases', 'retrains', 'rollout_devices', 'rollouts', 'schema_version', 'update_events', \
+'windows']
 """
 
 from __future__ import annotations
@@ -201,6 +214,66 @@ retrains = sa.Table(
     sa.Column("evidence", JSON, nullable=False),
     sa.Column("result", JSON, nullable=False),
     sa.Index("retrains_fleet", "fleet", "requested"),
+)
+
+releases = sa.Table(
+    "releases", METADATA,
+    sa.Column("fleet", sa.Text, primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("cohort", sa.Text, nullable=False),
+    sa.Column("bundle_sha256", sa.Text, nullable=False),
+    sa.Column("created", TIME, nullable=False),
+    sa.Column("expires", TIME, nullable=False),
+    sa.Column("keyid", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("document", JSON, nullable=False),
+)
+
+release_counters = sa.Table(
+    "release_counters", METADATA,
+    sa.Column("fleet", sa.Text, primary_key=True),
+    sa.Column("last", sa.BigInteger, nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts", METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", sa.Text, nullable=False),
+    sa.Column("release", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("created", TIME, nullable=False),
+    sa.Column("updated", TIME, nullable=False),
+    sa.Column("plan", JSON, nullable=False),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("previous_release", sa.BigInteger),
+)
+
+rollout_devices = sa.Table(
+    "rollout_devices", METADATA,
+    sa.Column("rollout", sa.BigInteger, primary_key=True),
+    sa.Column("device", sa.Text, primary_key=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("announced", TIME),
+    sa.Column("step", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated", TIME),
+)
+
+update_events = sa.Table(
+    "update_events", METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", sa.Text, nullable=False),
+    sa.Column("device", sa.Text, nullable=False),
+    sa.Column("received", TIME, nullable=False),
+    sa.Column("time", TIME, nullable=False),
+    sa.Column("release", sa.BigInteger, nullable=False),
+    sa.Column("rollout", sa.BigInteger),
+    sa.Column("step", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("refusal", sa.Text),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Index("update_events_release", "fleet", "release", "device"),
 )
 
 
