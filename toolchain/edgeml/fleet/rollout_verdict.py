@@ -174,24 +174,28 @@ def plan_waves(devices: Sequence[str], canary: float | str, waves: Sequence[floa
 class Verdict:
     """The verdict on one wave: ``outcome`` (pass, fail, inconclusive), why, and the counts it was judged on.
 
-    ``devices``: in the wave; ``reported``: said any step; ``executed``: said a final step; ``failed``: of
-    those, failed or rolled back; ``committed``: the others.
+    ``devices``: in the wave; ``executed``: reported a final step; ``failed``: of those, failed or rolled
+    back (``committed``: the others); ``silent``: reported no step at all (``under_way``: the rest).
     """
 
     outcome: str
     reason: str
     devices: int
-    reported: int
     executed: int
     failed: int
+    silent: int
 
     @property
     def committed(self) -> int:
         return self.executed - self.failed
 
+    @property
+    def under_way(self) -> int:
+        return self.devices - self.executed - self.silent
+
     def to_dict(self) -> dict:
         return {"outcome": self.outcome, "reason": self.reason, "devices": self.devices,
-                "reported": self.reported, "executed": self.executed, "failed": self.failed}
+                "executed": self.executed, "failed": self.failed, "silent": self.silent}
 
 
 def judge_wave(statuses: Mapping[str, str | None], *, abort_failure_rate: float, min_executed: int,
@@ -210,7 +214,7 @@ def judge_wave(statuses: Mapping[str, str | None], *, abort_failure_rate: float,
     n = len(steps)
     executed = sum(s in FINAL for s in steps)
     failed = sum(s in FAILED for s in steps)
-    counts = {"devices": n, "reported": sum(s is not None for s in steps), "executed": executed, "failed": failed}
+    counts = {"devices": n, "executed": executed, "failed": failed, "silent": sum(s is None for s in steps)}
     if executed and executed >= min(min_executed, n) and failed / executed > abort_failure_rate:
         return Verdict("fail", f"{failed} of {executed} executed devices failed ({failed / executed:.0%}), above "
                                f"the abort rate {abort_failure_rate:.0%}", **counts)
@@ -220,8 +224,8 @@ def judge_wave(statuses: Mapping[str, str | None], *, abort_failure_rate: float,
     if executed == n:
         return Verdict("pass", f"{n} of {n} devices executed, {failed} failed (at most {abort_failure_rate:.0%})",
                        **counts)
-    return Verdict("inconclusive", f"{executed} of {n} reported a final step ({failed} failed; "
-                                   f"{counts['reported'] - executed} under way)", **counts)
+    return Verdict("inconclusive", f"{executed} of {n} reported ({failed} failed, {n - executed - counts['silent']} "
+                                   f"under way, {counts['silent']} silent)", **counts)
 
 
 def _error_problem(canary, control, margin: float, min_rows: int) -> str | None:
