@@ -9,8 +9,10 @@
      "devices": [{"device", "wave", "announced", "step", "reason", "updated"}, ...],
      "transitions": [{"time", "from", "to", "wave", "reason"}, ...]}
 
-:func:`summaries` gives every rollout in brief (``edgeml fleet status``'s
-``rollouts``). Times are the protocol's ISO text (UTC, ``Z``).
+:func:`summaries` gives every rollout in brief (id, fleet, release, state,
+wave, waves, size: its number of devices, reason, times, previous and
+rollback release): ``edgeml fleet status``'s ``rollouts``. Times are the
+protocol's ISO text (UTC, ``Z``).
 
 :func:`event_row` checks an update payload (``protocol.updates``) and makes
 its ``update_events`` row:
@@ -121,7 +123,7 @@ def summaries(store, fleet: str | None = None) -> list[dict]:
 
 def _brief(r) -> dict:
     return {"id": r.id, "fleet": r.fleet, "release": r.release, "state": r.state, "wave": r.wave,
-            "waves": len(r.waves), "devices": sum(map(len, r.waves)), "reason": r.reason,
+            "waves": len(r.waves), "size": sum(map(len, r.waves)), "reason": r.reason,
             "created": iso(r.created), "updated": iso(r.updated), "previous_release": r.previous_release,
             "rollback_release": r.plan.get("rollback_release")}
 
@@ -135,13 +137,13 @@ def _iso(seconds: float | None) -> str | None:
 def brief_line(s: dict) -> str:
     """One rollout in a line, as ``edgeml fleet status`` lists it.
 
-    >>> brief_line({"id": 3, "release": 7, "state": "paused", "wave": 1, "waves": 3, "devices": 20,
+    >>> brief_line({"id": 3, "release": 7, "state": "paused", "wave": 1, "waves": 3, "size": 20,
     ...             "reason": "wave 2 inconclusive after 30m: 2 of 5 reported", "rollback_release": None})
     'rollout #3 of release 7: paused at wave 2 of 3 (20 devices): wave 2 inconclusive after 30m: 2 of 5 reported'
     """
     where = "" if s["state"] == "done" else f" at wave {s['wave'] + 1} of {s['waves']}"
     back = f" (rollback release {s['rollback_release']})" if s["rollback_release"] is not None else ""
-    return f"rollout #{s['id']} of release {s['release']}: {s['state']}{where} ({s['devices']} devices){back}: " \
+    return f"rollout #{s['id']} of release {s['release']}: {s['state']}{where} ({s['size']} devices){back}: " \
            f"{s['reason']}"
 
 
