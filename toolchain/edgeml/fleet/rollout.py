@@ -35,8 +35,9 @@ Every transition is kept, with its time and reason, in the plan's
 Waves are numbered from 1 in text; ``wave`` in the row and in JSON is the
 index, from 0.
 
-The numbers a rollout is judged by are in :mod:`.rollout_verdict`; the
-commands (``edgeml rollout start|status|pause|resume|abort``) in
+The numbers a rollout is judged by are in :mod:`.rollout_verdict`, the
+rollback release and the rows judged in :mod:`.rollout_release`, the
+report in :mod:`.rollout_status`; the commands (``edgeml rollout start|status|pause|resume|abort``) in
 :mod:`.rollout_command`.
 """
 
@@ -52,6 +53,7 @@ import sqlalchemy as sa
 from edgeml.errors import FleetError
 
 from . import schema as t
+from .rollout_release import bundle_of, rollback_record, version_of, window_rows
 from .rollout_verdict import (
     FINAL,
     Verdict,
@@ -281,7 +283,7 @@ def _judge(store, r: Rollout, rows_of: RowsOf) -> Verdict:
     since = _clock(store, r)
     errors = {}
     if control:
-        errors = {"canary_error": rows_of(r.fleet, sorted(wave), since, _bundle_of(store, r)),
+        errors = {"canary_error": rows_of(r.fleet, sorted(wave), since, bundle_of(store, r)),
                   "control_error": rows_of(r.fleet, control, since, None)}
     return judge_wave(wave, abort_failure_rate=r.plan["abort_failure_rate"], min_executed=r.plan["min_executed"],
                       error_margin=r.plan["error_margin"], min_rows=r.plan["min_rows"], **errors)
@@ -309,69 +311,19 @@ def _fail(store, r: Rollout, verdict: Verdict, now: float, announce: Announce) -
     from .rollout_status import announced_devices
 
     reason = f"wave {r.wave + 1} failed: {verdict.reason}"
-    rollback, why_not = _rollback_record(store, r, now)
+    rollback, why_not = rollback_record(store, r, now)
     said = []
     if rollback is not None:
         devices = announced_devices(store, r.id)
         for device in devices:
             announce(r.fleet, device, rollback, r.id)
-            said.append(f"rollout {r.id}: announced rollback release {_version(rollback)} to {device}")
-        reason += (f"; rolled back to the bundle of release {r.previous_release} as release {_version(rollback)}, "
+            said.append(f"rollout {r.id}: announced rollback release {version_of(rollback)} to {device}")
+        reason += (f"; rolled back to the bundle of release {r.previous_release} as release {version_of(rollback)}, "
                    f"announced to {len(devices)} devices")
     else:
         reason += f"; not rolled back: {why_not}"
     _move(store, r.id, ("running",), "aborted", reason, now)
     return [*said, f"rollout {r.id} aborted: {reason}"]
-
-
-def _rollback_record(store, r: Rollout, now: float):
-    """The rollback release (made once, kept in the plan) and None, or None and why there is none."""
-    from . import releases
-
-    if r.plan.get("rollback_release") is not None:
-        return releases.get(store, r.fleet, r.plan["rollback_release"]), None
-    if r.previous_release is None:
-        return None, f"release {r.release} is the fleet's first: there is no earlier release to roll back to"
-    if not (r.plan.get("keys") and r.plan.get("releases")):
-        return None, ("the rollout was started without --keys and --releases, needed to sign a rollback; make one "
-                      f"by hand with edgeml release of the bundle of release {r.previous_release}")
-    before = releases.get(store, r.fleet, r.previous_release)
-    made = releases.make_release(store, fleet=r.fleet, identity=_identity(before), keys=r.plan["keys"],
-                                 releases_dir=r.plan["releases"], now=now)
-    with store._write() as conn:
-        conn.execute(sa.update(t.rollouts).where(t.rollouts.c.id == r.id).values(
-            plan={**r.plan, "rollback_release": _version(made)}))
-    return made, None
-
-
-def _identity(record) -> str:
-    return record.document["signed"]["bundle"]["identity"]
-
-
-def _version(record) -> int:
-    return record.version
-
-
-def _bundle_of(store, r: Rollout) -> str:
-    from . import releases
-
-    return _identity(releases.get(store, r.fleet, r.release))
-
-
-def window_rows(store) -> RowsOf:
-    """``rows_of`` over the store's drift windows: the bad rows and rows of windows ``devices`` ended since."""
-    w = t.windows
-
-    def rows_of(fleet: str, devices: list[str], since: float, bundle: str | None) -> tuple[int, int]:
-        q = sa.select(sa.func.coalesce(sa.func.sum(w.c.bad_rows), 0), sa.func.coalesce(sa.func.sum(w.c.rows), 0)
-                      ).where(w.c.fleet == fleet, w.c.device.in_(devices), w.c.ended >= since)
-        if bundle is not None:
-            q = q.where(w.c.bundle_sha256 == bundle)
-        with store._read() as conn:
-            bad, rows = conn.execute(q).one()
-        return int(bad), int(rows)
-
-    return rows_of
 
 
 # -- reading -------------------------------------------------------------------------------------
