@@ -300,6 +300,9 @@ def fleet_credentials(devices, out):
 from edgeml.fleet.registry import registry as _registry  # noqa: E402
 
 main.add_command(_registry)
+from edgeml.fleet.rollout_command import rollout as _rollout  # noqa: E402
+
+main.add_command(_rollout)
 # `edgeml fleet run` (the controller) and `edgeml fleet retrain` (one retrain now): edgeml/fleet/command.py.
 from edgeml.fleet.command import retrain as _fleet_retrain  # noqa: E402
 from edgeml.fleet.command import run as _fleet_run  # noqa: E402

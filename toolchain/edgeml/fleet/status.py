@@ -54,7 +54,21 @@ def fleet_status(store, policy: Policy, *, fleet: str | None = None, now: float 
         entry["last_decision"] = _decision(decisions[-1]) if decisions else None
         for sha in sorted({b for g, b in pairs if g == f} | {s for s in state if s}):
             entry["bundles"][sha] = _bundle(store, policy, f, sha, names.get(sha), state.get(sha), decisions, now)
-    return {"time": iso(now), "policy": policy.to_dict(), "fleets": dict(sorted(fleets.items()))}
+    return {"time": iso(now), "policy": policy.to_dict(), "fleets": dict(sorted(fleets.items())),
+            "rollouts": _rollouts(store, fleet)}
+
+
+def _rollouts(store, fleet: str | None) -> list[dict]:
+    """The rollouts (of ``fleet``), newest first, in brief (:func:`.rollout.rollouts`); none in a store without
+    the table (until migration 4 is merged)."""
+    import sqlalchemy as sa
+
+    from .rollout import rollouts
+
+    with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table("rollouts"):
+            return []
+    return rollouts(store, fleet)
 
 
 def _empty() -> dict:
@@ -151,7 +165,7 @@ def _fmt(x) -> str:
 
 def render(report: dict) -> str:
     lines = []
-    if not report["fleets"]:
+    if not report["fleets"] and not report.get("rollouts"):
         return "no devices and no windows in the store yet: start edgeml fleet run, then the devices"
     for name, f in report["fleets"].items():
         online = sum(d["online"] for d in f["devices"])
@@ -180,7 +194,18 @@ def render(report: dict) -> str:
         d = f["last_decision"]
         lines.append(f"  last decision: #{d['id']} {d['kind']} at {d['time']}: {d['summary']}" if d else
                      "  no decision yet")
-    return "\n".join(lines)
+    return "\n".join(lines + _rollout_lines(report.get("rollouts", [])))
+
+
+def _rollout_lines(found: list[dict]) -> list[str]:
+    """The rollouts section: the running and paused ones, then the latest 3 others, one line each."""
+    from .rollout_status import brief_line
+
+    if not found:
+        return []
+    shown = [r for r in found if r["state"] in ("running", "paused")]
+    shown += [r for r in found if r not in shown][:3]
+    return ["rollouts:", *(f"  {r['fleet']}: {brief_line(r)}" for r in shown)]
 
 
 @click.command("status")
