@@ -57,7 +57,7 @@ def every_built_bundle_validates(tmp_path_factory):
             if not manifests:
                 continue  # not a bundle archive
             if archive.name == "bundle.tar.gz" and (archive.parent / "release.json").is_file():
-                name = manifests[0].split("/", 1)[0]  # a release folder's copy: its file name is fixed (spec18)
+                name = manifests[0].split("/", 1)[0]  # a release folder's copy: its file name is fixed
             if f"{name}/manifest.json" not in manifests:
                 problems.append(f"{archive}: holds {manifests[0]}, not {name}/manifest.json as a bundle does")
                 continue

@@ -11,7 +11,7 @@ import json
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from release_helpers import make_releases
+from release_helpers import make_releases, second_bundle
 
 from edgeml.cli import main
 from edgeml.errors import FleetError
@@ -130,10 +130,15 @@ def store(tmp_path):
         yield s
 
 
+@pytest.fixture(scope="module")
+def bundles(demo_bundle, tmp_path_factory) -> list:
+    return [demo_bundle, second_bundle(demo_bundle, tmp_path_factory.mktemp("rollout"))]
+
+
 @pytest.fixture
-def released(store, tmp_path):
+def released(store, tmp_path, bundles):
     """Releases 1 (bundle A, what the fleet ran) and 2 (bundle B, to roll out) of plant-a; their keys and folders."""
-    return make_releases(store, tmp_path, FLEET)
+    return make_releases(store, tmp_path, FLEET, bundles, now=T0)
 
 
 def started(store, released, **kw):
