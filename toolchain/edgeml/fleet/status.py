@@ -59,15 +59,9 @@ def fleet_status(store, policy: Policy, *, fleet: str | None = None, now: float 
 
 
 def _rollouts(store, fleet: str | None) -> list[dict]:
-    """The rollouts (of ``fleet``), newest first, in brief (:func:`.rollout.rollouts`); none in a store without
-    the table (until migration 4 is merged)."""
-    import sqlalchemy as sa
-
+    """The rollouts (of ``fleet``), newest first, in brief (:func:`.rollout.rollouts`)."""
     from .rollout import rollouts
 
-    with store.engine.connect() as conn:
-        if not sa.inspect(conn).has_table("rollouts"):
-            return []
     return rollouts(store, fleet)
 
 
