@@ -318,9 +318,7 @@ class UpdateAgent:
 
     def _health(self, health: HealthGate | None = None) -> dict:
         h = health or (self._gate[0] if self._gate else None)
-        if h is None:
-            return {"windows": 0, "rows": 0, "bad": 0, "latency_ms": None}
-        return {"windows": h.windows, "rows": h.rows, "bad": h.bad, "latency_ms": h.latency_ms}
+        return h.counts() if h is not None else {"windows": 0, "rows": 0, "bad": 0, "latency_ms": None}
 
     def _pending_release(self) -> Release | None:
         doc = read_json(self.folder / PENDING_RELEASE, "the pending release")
