@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import Future
 import queue
 import threading
 import time
