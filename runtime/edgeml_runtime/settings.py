@@ -55,6 +55,7 @@ from .protocol.topics import DeviceTopics
 from .records import FORMATS, guess_format
 from .serve.options import ServeOptions
 from .tomlfile import exposure, read_toml
+from .update.options import UpdateOptions
 
 CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
 #: The systemd credential that holds the MQTT password (in ``$CREDENTIALS_DIRECTORY``).
@@ -124,6 +125,7 @@ class AgentSettings:
     drift: DriftSettings
     outbox: OutboxSettings
     run: RunSettings
+    update: UpdateOptions | None = None  #: None: no updates over the air (no ``update_root_key``)
 
     def __post_init__(self):
         if self.mqtt is not None:
@@ -347,6 +349,22 @@ def resolve_settings(flags: Mapping, config: str | os.PathLike | None = None,
     return table.build(given)
 
 
+#: The ``update_*`` keys of ``run`` and ``serve`` (:mod:`.update.options`).
+UPDATE_KEYS = Section(UpdateOptions, (
+    Key("update_root_key", str, "turn on updates over the air: the root public key (PEM) this device trusts, from "
+        "edgeml keys init", "root_key"),
+    Key("update_dir", str, "where the update agent keeps its trust state and bundle slots (default: beside the "
+        "outbox)", "folder"),
+    Key("update_server", str, "the fleet controller's HTTP server the bundles are fetched from, "
+        "http(s)://host:port", "server"),
+    Key("update_token_file", str, "file holding the controller's bearer token (not readable by every user)",
+        "token_file"),
+    Key("update_no_clock", bool, "this board has no real-time clock: judge a release's expiry against the newest "
+        "signed time seen", "no_clock"),
+    Key("update_max_rollbacks", int, "automatic rollbacks after which releases wait for one installed by hand",
+        "max_rollbacks"),
+), optional=True)
+
 RUN = register_table(Table("run", AgentSettings, {
     "device": Section(DeviceTopics, (
         Key("device_id", str, "this device's id, unique in the fleet (MQTT topic level)"),
@@ -405,6 +423,7 @@ RUN = register_table(Table("run", AgentSettings, {
         Key("dead_letter_max_bytes", int, "bound of the dead-letter files (refused input, beside the outbox)",
             "dead_letter_max_bytes"),
     )),
+    "update": UPDATE_KEYS,
 }))
 
 
@@ -418,8 +437,12 @@ class ServeSettings:
     drift: DriftSettings
     outbox: OutboxSettings
     serve: ServeOptions
+    update: UpdateOptions | None = None
 
     def __post_init__(self):
+        if self.update is not None and self.device is None:
+            raise SettingsError(f"updates need this device's id and fleet: pass {flag_name('device_id')} and "
+                                f"{flag_name('fleet')} (or set {env_name('device_id')} and {env_name('fleet')})")
         if self.mqtt is not None and self.device is None:
             raise SettingsError(f"a broker needs this device's id and fleet: pass {flag_name('device_id')} and "
                                 f"{flag_name('fleet')} (or set {env_name('device_id')} and {env_name('fleet')})")
@@ -452,4 +475,20 @@ SERVE = register_table(Table("serve", ServeSettings, {
             "here)"),
         Key("log_level", str, "debug, info, warning or error"),
     )),
+    "update": UPDATE_KEYS,
+}))
+
+
+@dataclass(frozen=True)
+class UpdateCommandSettings:
+    """``edgeml-runtime update FOLDER``: who the device is and where its update state lives; read from the flags,
+    the environment and the ``[run]`` (or ``[serve]``) table of the config file the device process uses."""
+
+    device: DeviceTopics
+    update: UpdateOptions
+
+
+UPDATE = register_table(Table("update", UpdateCommandSettings, {
+    "device": RUN.sections["device"],
+    "update": dataclasses.replace(UPDATE_KEYS, optional=False),
 }))

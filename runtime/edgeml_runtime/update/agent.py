@@ -1,0 +1,369 @@
+"""The update agent: a release heard or handed over, checked, fetched, tested, swapped in, judged, committed.
+
+One :class:`UpdateAgent` runs inside ``edgeml-runtime run`` and ``serve``
+(the ``update_*`` settings, :mod:`.options`), on a thread of its own, so
+scoring never waits for it. For each release it takes these steps, each
+reported on the device's ``update`` topic (:mod:`edgeml_runtime.protocol.updates`;
+stored in the outbox, never dropped by its bound):
+
+1. **offered**: an announcement arrived (retained on the device's and the
+   fleet's release topic, so a device that was off hears it when it is back);
+   a release it runs, has failed, or has refused already is passed over
+   without a word;
+2. **verifying**: the root against the provisioned root key, the release
+   against the root's release keys, the fleet, the version above the highest
+   trusted, the expiry (:func:`.trust.verify_release`); a refusal ends it as
+   **failed** with the ``refusal``;
+3. **downloading**: the archive from the controller's HTTP server, resumed
+   after a cut (:func:`.download.download`), checked against the size and
+   SHA-256 the release signs;
+4. **testing**: unpacked into a new slot (:mod:`.slots`), the bundle is the
+   one the release names, and every artifact this device can run scores the
+   bundle's sample rows within its tolerance on the device's own engine;
+5. **active**: the slot is switched and swapped into the running process
+   (``run`` between two batches, ``serve`` between two requests: every row
+   is scored by one of the two); the **health gate** (:class:`.health.HealthGate`)
+   reads the new bundle's drift windows;
+6. **committed** when the gate passes; **rolled_back** when it fails, or the
+   device crashed more often than the release allows while on test: the
+   previous bundle is swapped back, the release is never retried
+   automatically, and past ``update_max_rollbacks`` automatic rollbacks no
+   release is taken until one is installed by hand.
+
+A kill -9 at any step leaves a consistent slot: :meth:`UpdateAgent.startup`
+recovers the slots and names the bundle to load (the one on test counts a
+crash; past the release's ``max_crashes`` it is rolled back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+from ..errors import BundleError, EdgeMLError, EngineError, UpdateError, UpdateRefused
+from ..payloads import utc_now
+from ..protocol.topics import DeviceTopics
+from ..protocol.updates import update_status
+from .health import HealthGate
+from .metadata import Release
+from .options import UpdateOptions
+from .slots import Slots
+from .trust import TrustState, read_json, verify_release, write_json
+
+#: The signed release document of the pending slot (its health limits survive a restart).
+PENDING_RELEASE = "pending-release.json"
+#: Seconds a swap may wait for the scoring loop to take it.
+SWAP_SECONDS = 60.0
+
+
+class UpdateAgent:
+    """See the module docstring. ``report(payload)`` publishes one step (None: logged only)."""
+
+    def __init__(self, options: UpdateOptions, device: DeviceTopics, *, log: logging.Logger | None = None,
+                 clock=time.time):
+        from .signing import read_public
+
+        self.options, self.device, self.clock = options, device, clock
+        self.log = log or logging.getLogger("edgeml_runtime.update")
+        self.folder = options.folder_for(device.fleet, device.device_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.root_public = read_public(options.root_key)
+        self.trust = TrustState.load(self.folder)
+        self.slots = Slots(self.folder)
+        self.report = None
+        self._early: list[dict] = []                     # steps reported before report is set
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._passed_over: set[tuple[int, str]] = set()  # (version, signature) of releases refused already
+        self._swap = None
+        self._fallback: Path | None = None              # the bundle given on the command line
+        self._gate: tuple[HealthGate, str, int, int | None] | None = None  # gate, identity, release, rollout
+
+    # -- the process around it ------------------------------------------------------------------------
+    def startup(self, bundle) -> Path:
+        """The bundle the process should load: the slot on test or the active one, else ``bundle`` (the command
+        line's). Call once, before loading anything."""
+        self._fallback = Path(bundle)
+        for name in self.slots.recover():
+            self.log.info("update: removed %s, left by an interrupted update", name)
+        pending = self.slots.state["pending"]
+        if pending is not None:
+            release = self._pending_release()
+            if pending.get("step") == "installed":  # installed by hand: this start is its first, not a crash
+                self.slots._save({**self.slots.state, "pending": {**pending, "step": "switched"}})
+            else:
+                crashes = self.slots.crashed()
+                if release is None or crashes > release.health.max_crashes:
+                    limit = release.health.max_crashes if release else 0
+                    self._roll_back(pending["version"], pending["identity"], pending.get("rollout"),
+                                    f"the device restarted {crashes} time(s) while release {pending['version']} was on "
+                                    f"test (the release allows {limit})", swap=False)
+        return self.slots.current() or self._fallback
+
+    def attach(self, swap, sinks, report) -> None:
+        """Start: ``swap(path)`` puts a tested bundle into the running process; ``sinks`` (the
+        :class:`~edgeml_runtime.run.WindowSinks`) tell the health gate each window; ``report`` publishes a step."""
+        self._swap, self.report = swap, report
+        sinks.listeners.append(self._window)
+        for payload in self._early:
+            self._send(payload)
+        self._early.clear()
+        pending = self.slots.state["pending"]
+        release = self._pending_release()
+        if pending is not None and release is not None:  # on test when the process stopped: judge it again
+            self._start_gate(release, pending["identity"], pending.get("rollout"))
+        self._thread = threading.Thread(target=self._loop, name="edgeml-update", daemon=True)
+        self._thread.start()
+
+    def offer(self, topic: str, payload: bytes) -> None:
+        """An announcement heard on ``topic`` (the MQTT thread calls this; it only queues)."""
+        self._jobs.put(("announcement", payload))
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(("stop", None))
+            self._thread.join(SWAP_SECONDS + 5)
+
+    # -- the thread -----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            kind, value = self._jobs.get()
+            if kind == "stop":
+                return
+            try:
+                if kind == "announcement":
+                    self._announced(value)
+                elif kind == "gate":
+                    self._judged(*value)
+            except Exception:  # noqa: BLE001 - a bug in one update must not end the device process
+                self.log.exception("update: unexpected failure; the device keeps running its current bundle")
+
+    def _announced(self, payload: bytes) -> None:
+        try:
+            message = json.loads(payload)
+            release_env, root_env = message["release"], message["root"]
+            offered = int(release_env["signed"]["version"])
+            archive = str(message["archive"])
+            rollout = message.get("rollout")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.log.warning("update: an announcement that is not one was passed over (%s)", exc)
+            return
+        key = (offered, json.dumps(release_env.get("signatures"), sort_keys=True))
+        if self._known(offered) or key in self._passed_over:
+            return
+        self._passed_over.add(key)
+        bundle = (release_env.get("signed", {}).get("bundle") or {}).get("identity")
+        self._step(offered, bundle, "offered", rollout)
+        self._install(release_env, root_env, rollout, lambda release: self._fetch(release, archive, rollout))
+
+    def _known(self, version: int) -> bool:
+        """A release this device runs, tests, or has failed (announcements are retained: heard at every connect)."""
+        pending, active = self.slots.state["pending"], self.slots.state["active"]
+        return (version in self.trust.failed or (pending and pending["version"] == version)
+                or (active and active["version"] == version))
+
+    # -- one install ----------------------------------------------------------------------------------
+    def _install(self, release_env, root_env, rollout, fetch, *, by_hand: bool = False) -> Release | None:
+        """Verify, fetch (``fetch(release) -> archive path``), unpack, test, switch and swap (``by_hand``: the
+        next start swaps); the release, or None if it ended (failed, reported)."""
+        offered = _version(release_env)
+        self._step(offered, _identity(release_env), "verifying", rollout)
+        if self.trust.rollbacks >= self.options.max_rollbacks and not by_hand:
+            return self._failed(offered, _identity(release_env), rollout,
+                                f"{self.trust.rollbacks} automatic rollbacks, over update_max_rollbacks = "
+                                f"{self.options.max_rollbacks}: install a release by hand (edgeml-runtime update)")
+        try:
+            release = verify_release(release_env, root_env, self.root_public, self.trust, fleet=self.device.fleet,
+                                     now=None if self.options.no_clock else self.clock())
+        except UpdateRefused as exc:
+            return self._failed(offered, _identity(release_env), rollout, str(exc), refusal=exc.reason)
+        identity = release.bundle.identity
+        try:
+            archive = fetch(release)
+            self._step(release.version, identity, "testing", rollout)
+            slot = self.slots.unpack(archive, release.version)
+            self._self_test(slot)
+            self.slots.switch(release.version, identity, rollout)
+        except UpdateRefused as exc:
+            self.trust.fail(release.version)
+            return self._failed(release.version, identity, rollout, str(exc), refusal=exc.reason)
+        except (UpdateError, BundleError, EngineError, OSError) as exc:
+            self.trust.fail(release.version)
+            return self._failed(release.version, identity, rollout, str(exc))
+        self.trust.trust(release, root_env)
+        write_json(self.folder / PENDING_RELEASE, release_env)
+        if by_hand:
+            self.slots._save({**self.slots.state, "pending": {**self.slots.state["pending"], "step": "installed"}})
+            self.trust.rollbacks = 0  # a person chose this release: automatic updates may go on again
+            self.trust.save()
+            return release
+        return release if self._swap_in(release, identity, rollout) else None
+
+    def install_by_hand(self, folder) -> Release | None:
+        """``edgeml-runtime update FOLDER``: a release folder (release.json, root.json, the archive) copied by hand,
+        under the same checks; it runs on test, health gate and all, from the next start of the device process.
+        The release, or None if it was refused or failed (said in the log and in the steps reported)."""
+        from ..bundle import sha256_file
+
+        folder = Path(folder)
+        docs = {}
+        for name in ("release.json", "root.json"):
+            try:
+                docs[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UpdateError(f"{folder / name} cannot be read as JSON ({exc}); copy the whole release folder "
+                                  "that edgeml release wrote") from None
+
+        def local(release: Release) -> Path:
+            archive = folder / release.bundle.archive
+            if not archive.is_file() or archive.stat().st_size != release.bundle.bytes or \
+                    sha256_file(archive) != release.bundle.sha256:
+                raise UpdateRefused("bad_archive", f"{archive} is not the archive release {release.version} signs "
+                                                   f"({release.bundle.bytes} bytes, SHA-256 "
+                                                   f"{release.bundle.sha256[:12]}…); copy the release folder again")
+            return archive
+
+        return self._install(docs["release.json"], docs["root.json"], None, local, by_hand=True)
+
+    def _fetch(self, release: Release, archive: str, rollout) -> Path:
+        from .download import download
+
+        if not self.options.server:
+            raise UpdateError("no update_server is set: the device cannot fetch the bundle; set update_server to "
+                              "the controller's HTTP server, or install the release by hand (edgeml-runtime update)")
+        self._step(release.version, release.bundle.identity, "downloading", rollout)
+        dest = self.folder / "downloads" / f"{release.version}.tar.gz"
+        dest.parent.mkdir(exist_ok=True)
+        url = self.options.server.rstrip("/") + archive
+        download(url, dest, sha256=release.bundle.sha256, size=release.bundle.bytes, token=self.options.token())
+        return dest
+
+    def _self_test(self, slot: Path) -> None:
+        """Every artifact this device can run scores the sample rows as at build time (BundleError if not)."""
+        from ..bundle import read_manifest
+        from ..samples import check_artifact, read_samples
+
+        manifest = read_manifest(slot)
+        samples = read_samples(slot, manifest)
+        ran = []
+        for artifact in manifest.artifacts:
+            try:
+                found = check_artifact(slot, manifest, samples, artifact.path)
+            except EngineError as exc:  # an engine this device lacks: the artifact cannot be the one it runs
+                self.log.info("update: self-test skips %s (%s)", artifact.path, exc)
+                continue
+            if not found.passed:
+                raise BundleError(f"self-test: {found}")
+            ran.append(artifact.path)
+        if not ran:
+            raise BundleError("self-test: no artifact of the bundle runs on this device's engines")
+
+    def _swap_in(self, release: Release, identity: str, rollout) -> bool:
+        self._start_gate(release, identity, rollout)
+        try:
+            self._swap(self.slots.current())
+        except (EdgeMLError, TimeoutError, OSError) as exc:
+            self._gate = None
+            self.slots.rollback()
+            self.trust.fail(release.version)
+            self._failed(release.version, identity, rollout, f"the new bundle could not be swapped in: {exc}")
+            return False
+        self._step(release.version, identity, "active", rollout, health=self._health())
+        return True
+
+    # -- the health gate --------------------------------------------------------------------------------
+    def _start_gate(self, release: Release, identity: str, rollout) -> None:
+        self._gate = (HealthGate(release.health), identity, release.version, rollout)
+
+    def _window(self, window: dict, identity: str | None) -> None:
+        """A window sent (on the scoring thread): counted if the bundle on test scored it; a verdict is queued."""
+        gate = self._gate
+        if gate is None or identity != gate[1]:
+            return
+        latency = window.get("latency") or {}
+        ms = 1000.0 * latency["seconds"] / latency["rows"] if latency.get("rows") else 0.0
+        gate[0].update(int(window.get("rows", 0)), int(window.get("bad_rows", 0)), ms)
+        if gate[0].verdict != "pending":
+            self._gate = None
+            self._jobs.put(("gate", (gate,)))
+
+    def _judged(self, gate) -> None:
+        health, identity, version, rollout = gate
+        if health.verdict == "pass":
+            self.slots.commit()
+            (self.folder / PENDING_RELEASE).unlink(missing_ok=True)
+            self._step(version, identity, "committed", rollout, health=self._health(health))
+            self.log.info("update: release %d committed (%s)", version, health.reason)
+            return
+        self._roll_back(version, identity, rollout, f"health gate: {health.reason}", health=health)
+
+    def _roll_back(self, version, identity, rollout, reason: str, *, swap: bool = True, health=None) -> None:
+        back = self.slots.rollback() or self._fallback
+        self.trust.fail(version)
+        count = self.trust.rolled_back()
+        (self.folder / PENDING_RELEASE).unlink(missing_ok=True)
+        if swap:
+            try:
+                self._swap(back)
+            except (EdgeMLError, TimeoutError, OSError) as exc:
+                reason += f"; swapping {back} back in failed too ({exc}): restart the device"
+        self.log.error("update: release %d rolled back to %s (%s); automatic rollbacks so far: %d", version, back,
+                       reason, count)
+        self._step(version, identity, "rolled_back", rollout, reason=reason,
+                   health=self._health(health) if health is not None else None)
+
+    def _health(self, health: HealthGate | None = None) -> dict:
+        h = health or (self._gate[0] if self._gate else None)
+        return h.counts() if h is not None else {"windows": 0, "rows": 0, "bad": 0, "latency_ms": None}
+
+    def _pending_release(self) -> Release | None:
+        doc = read_json(self.folder / PENDING_RELEASE, "the pending release")
+        try:
+            return Release.from_signed(doc["signed"]) if doc else None
+        except (UpdateError, KeyError, TypeError):
+            return None
+
+    # -- reporting --------------------------------------------------------------------------------------
+    def _failed(self, version, identity, rollout, reason: str, refusal: str | None = None) -> None:
+        self.log.error("update: release %s not installed: %s", version, reason)
+        self._step(version, identity, "failed", rollout, reason=reason, refusal=refusal)
+        return None
+
+    def _step(self, version, identity, step, rollout, *, reason=None, refusal=None, health=None) -> None:
+        if step not in ("failed", "rolled_back"):
+            self.log.info("update: release %s %s", version, step)
+        payload = update_status(self.device, release=max(int(version or 0), 1), bundle=identity, step=step,
+                                time=utc_now(), rollout=rollout, reason=reason, refusal=refusal, health=health)
+        if self.report is None:
+            self._early.append(payload)
+        else:
+            self._send(payload)
+
+    def _send(self, payload: dict) -> None:
+        try:
+            self.report(payload)
+        except EdgeMLError as exc:
+            self.log.error("update: step %s of release %s could not be stored for sending (%s)", payload["step"],
+                           payload["release"], exc)
+
+
+def _version(envelope) -> int:
+    try:
+        return int(envelope["signed"]["version"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def _identity(envelope) -> str | None:
+    try:
+        identity = envelope["signed"]["bundle"]["identity"]
+        return identity if isinstance(identity, str) and len(identity) == 64 else None
+    except (KeyError, TypeError):
+        return None
+
+
+__all__ = ["PENDING_RELEASE", "UpdateAgent"]
