@@ -49,6 +49,10 @@ def every_built_bundle_validates(tmp_path_factory):
 
     schema = json.loads(resources.files("edgeml_runtime").joinpath("schemas/manifest.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
+    # pytest loads this file as tests.conftest; the tests import it (and call build_bundle) as conftest.
+    from conftest import BUILT as built_here
+
+    built = {out.parent / f"{out.name}.tar.gz": out for out in built_here if out.is_dir()}  # failed builds left none
     problems, checked = [], []
     for archive in tmp_path_factory.getbasetemp().rglob("*.tar.gz"):
         name = archive.name.removesuffix(".tar.gz")
@@ -56,8 +60,8 @@ def every_built_bundle_validates(tmp_path_factory):
             manifests = [m for m in tar.getnames() if m.rsplit("/", 1)[-1] == "manifest.json"]
             if not manifests:
                 continue  # not a bundle archive
-            if archive.name == "bundle.tar.gz" and (archive.parent / "release.json").is_file():
-                name = manifests[0].split("/", 1)[0]  # a release folder's copy: its file name is fixed
+            if archive not in built and f"{name}/manifest.json" not in manifests:
+                name = manifests[0].split("/", 1)[0]  # a copy (a release's, a device's download) under another name
             if f"{name}/manifest.json" not in manifests:
                 problems.append(f"{archive}: holds {manifests[0]}, not {name}/manifest.json as a bundle does")
                 continue
@@ -65,10 +69,6 @@ def every_built_bundle_validates(tmp_path_factory):
         checked.append(archive)
         problems += [f"{archive}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
                      for e in validator.iter_errors(manifest)]
-    # pytest loads this file as tests.conftest; the tests import it (and call build_bundle) as conftest.
-    from conftest import BUILT as built_here
-
-    built = {out.parent / f"{out.name}.tar.gz": out for out in built_here if out.is_dir()}  # failed builds left none
     unread = sorted(str(a) for a in set(built) - set(checked) if a.exists())
     assert not unread, f"the schema check did not read these built bundles: {', '.join(unread)}"
     assert not built or set(built) & set(checked), \

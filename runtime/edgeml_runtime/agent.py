@@ -45,6 +45,7 @@ from .sdnotify import Notifier
 from .settings import AgentSettings
 from .stream import FileSource
 from .telemetry import Telemetry
+from .update.agent import listen, open_updates, reporter
 
 #: Telemetry counts the last log line names when they are not 0 (telemetry.stats key -> what it counts).
 _LOST = {"unkept": "window(s) the outbox could not keep", "quarantined": "window(s) set aside as unsendable",
@@ -115,12 +116,19 @@ class Agent:
         """Rows read, scored and bad, and windows sent so far (updated while :meth:`run` runs)."""
         return self._scorer.stats if self._scorer is not None else RunStats()
 
+    def _load(self, bundle) -> Model:
+        model = Model.load(bundle, precision=self.settings.run.precision)
+        model.monitor = model.drift_monitor(self.settings.drift)
+        return model
+
     def run(self) -> RunStats:
         """Score until the input ends or :attr:`stop` is set; a reader that failed raises :class:`SourceError`."""
         s = self.settings
-        model = Model.load(self.bundle, precision=s.run.precision)
-        model.monitor = model.drift_monitor(s.drift)
+        updates = open_updates(s, self.log)
+        model = self._load(updates.startup(self.bundle) if updates is not None else self.bundle)
         telemetry, outbox, letters = open_telemetry(s, model, self.log)
+        if updates is not None:
+            listen(updates, telemetry)
         source = None
         sent: dict = {}
         notifier = Notifier.from_environ()
@@ -146,9 +154,14 @@ class Agent:
                 # back (the outbox keeps the windows until it is back)
                 notifier.ready(f"scoring {s.run.input_topic or s.run.input} with {model.manifest.name} "
                                f"{model.manifest.version} as {s.device.fleet}/{s.device.device_id}")
+                if updates is not None:
+                    scorer = self._scorer
+                    updates.attach(lambda path: scorer.swap(self._load(path)), scorer.sinks, reporter(telemetry))
                 try:
                     stats = self._scorer.run(items, self.stop)
                 finally:
+                    if updates is not None:
+                        updates.stop()
                     if telemetry is not None:
                         telemetry.stop()
                     if windows is not None:

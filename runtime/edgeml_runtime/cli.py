@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _run_parser(sub)
     _serve_parser(sub)
+    _update_parser(sub)
 
     b = sub.add_parser(
         "bench", help="time the bundle on this device: one-row latency, throughput, cold start, speed factor",
@@ -184,10 +185,43 @@ def _serve_parser(sub) -> None:
     _setting_flags(v, SERVE)
 
 
+def _update_parser(sub) -> None:
+    from .settings import UPDATE
+
+    u = sub.add_parser(
+        "update",
+        help="install a release copied by hand (a USB stick) under the same checks as one over the air",
+        description=(
+            "Check a release folder written by `edgeml release` (release.json, root.json, bundle.tar.gz) against "
+            "this device's root key and trust state, as an update over the air is checked: the signatures, the "
+            "fleet, a version above the highest trusted, the expiry and the archive's hash; then unpack it into a "
+            "new slot and self-test it on its sample rows with this device's engines. It is switched in on test: "
+            "the next start of `edgeml-runtime run` or `serve` loads it and its health gate judges it (commit or "
+            "roll back). Run it while the device process is stopped. A release installed by hand also lifts the "
+            "stop that too many automatic rollbacks put on updates."
+        ),
+        epilog=(
+            "Settings come from flags, the environment and the config file's [update] table (then [run]): the same "
+            "update_* keys as run and serve.\n\nExample:\n"
+            "  systemctl stop edgeml-runtime\n"
+            "  edgeml-runtime update /media/usb/plant-a/7 --config /etc/edgeml/runtime.toml\n"
+            "  systemctl start edgeml-runtime\n"
+            "\nExit status: 0 when the release is installed on test; 2 when it was refused (the reason is printed) "
+            "or the settings are wrong."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    u.add_argument("folder", help="the release folder (edgeml release wrote it: release.json, root.json, the archive)")
+    u.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [update] then [run] table)")
+    u.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+    _setting_flags(u, UPDATE)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"score": _score, "info": _info, "run": _run, "serve": _serve, "bench": _bench}[args.command](args)
+        return {"score": _score, "info": _info, "run": _run, "serve": _serve, "bench": _bench,
+                "update": _update}[args.command](args)
     except RowError as exc:
         print(f"edgeml-runtime: error: {getattr(args, 'input', '')}: {exc}; fix the value, or pass "
               "--on-error skip to score the other rows", file=sys.stderr)
@@ -259,6 +293,34 @@ def _serve(args) -> int:
                   f"use {better} or the environment variable", file=sys.stderr)
     settings = resolve_settings({k: getattr(args, k) for k in SERVE.keys}, config=args.config, command="serve")
     serve(args.bundle, settings)
+    return 0
+
+
+def _update(args) -> int:
+    import json
+    import logging
+
+    from .errors import UpdateError
+    from .settings import UPDATE, resolve_settings
+    from .update.agent import UpdateAgent
+
+    settings = resolve_settings({k: getattr(args, k) for k in UPDATE.keys}, config=args.config, command="update")
+    logging.basicConfig(level="INFO", format="%(levelname)s %(message)s", stream=sys.stderr)
+    agent = UpdateAgent(settings.update, settings.device)
+    steps: list[dict] = []
+    agent.report = steps.append
+    release = agent.install_by_hand(args.folder)
+    last = steps[-1] if steps else {}
+    if args.json:
+        print(json.dumps({"installed": release is not None, "release": last.get("release"),
+                          "bundle": last.get("bundle"), "slot": str(agent.slots.current() or ""),
+                          "reason": last.get("reason"), "refusal": last.get("refusal"), "steps": steps}))
+    if release is None:
+        raise UpdateError(f"{args.folder}: release not installed: {last.get('reason') or 'see the log above'}")
+    if not args.json:
+        print(f"release {release.version} (bundle {release.bundle.identity[:12]}…) installed on test in "
+              f"{agent.slots.current()}; the next start of edgeml-runtime run or serve loads it, and its health gate "
+              "commits it or rolls it back")
     return 0
 
 

@@ -149,6 +149,8 @@ class StreamScorer:
         self.stats = RunStats()
         self._use(model)
         self._swaps: queue.SimpleQueue = queue.SimpleQueue()
+        self._swap_lock = threading.Lock()
+        self._ended = False
 
     def _use(self, model: Model) -> None:
         self.model, self.monitor = model, model.monitor
@@ -163,7 +165,10 @@ class StreamScorer:
         is closed and sent first. Raises TimeoutError if the loop did not take it within ``timeout``.
         """
         done = Future()
-        self._swaps.put((model, done))
+        with self._swap_lock:
+            if self._ended:
+                raise TimeoutError("the scoring loop has ended: the swap was not taken")
+            self._swaps.put((model, done))
         return done.result(timeout)
 
     def _take_swaps(self) -> None:
@@ -206,6 +211,9 @@ class StreamScorer:
             if batch:
                 self._score(batch)
             self._send(self.monitor.poll())
+        with self._swap_lock:  # a swap asked for from now on is refused; one asked for already is taken
+            self._ended = True
+        self._take_swaps()
         self.notifier.stopping(self.stats.counts())
         last = self.monitor.flush()
         if last is not None:

@@ -279,10 +279,17 @@ def read_config(path: Path, command: str = "run") -> dict[str, tuple[object, str
             _known(TABLES[name], key, f"file {path}, [{name}]")
     table = TABLES[command]
     out = {}
-    for key, value in doc.get(command, {}).items():
-        source = f"file {path}, [{command}] {key}"
-        out[key] = (_typed(table, key, value, source), source)
+    for name in _SHARED.get(command, ()) + (command,):  # a later table wins
+        for key, value in doc.get(name, {}).items():
+            if name == command or key in table.keys:
+                source = f"file {path}, [{name}] {key}"
+                out[key] = (_typed(table, key, value, source), source)
     return out
+
+
+#: The tables a command also reads, before its own: ``run`` and ``serve`` take the ``update_*`` keys of
+#: ``[update]``; ``edgeml-runtime update`` takes the device's id, fleet and ``update_*`` keys of ``[run]``.
+_SHARED = {"run": ("update",), "serve": ("update",), "update": ("run",)}
 
 
 def _known(table: Table, key: str, where: str) -> None:

@@ -26,6 +26,7 @@ from ..model import Model, Predictions
 from ..payloads import dumps
 from ..protocol.envelopes import describe_model
 from ..run import WindowFile, WindowSinks
+from ..update.agent import listen, open_updates, reporter
 from .metrics import ServeMetrics
 
 
@@ -95,14 +96,21 @@ class Service:
         self._swap_lock = threading.Lock()      # one swap at a time
         self._enter_lock = threading.Lock()     # taking the current model and counting its user are one step
         self._send_lock = threading.Lock()      # windows reach the sinks in the order they closed
+        self.updates = open_updates(settings, self.log)
+        if self.updates is not None:
+            self.bundle = bundle = self.updates.startup(bundle)
         self.served = self._load(bundle)
         self.telemetry, self._outbox, _ = open_telemetry(settings, self.served.model, self.log)
         options = settings.serve
         self.window_file = (WindowFile(options.drift_output, self.served.description, self.log)
                             if options.drift_output else None)
         self.sinks = WindowSinks(self.telemetry, self.window_file, self.log, settings.drift.rule.min_rows)
+        if self.updates is not None:
+            listen(self.updates, self.telemetry)
         if self.telemetry is not None:
             self.telemetry.start()
+        if self.updates is not None:
+            self.updates.attach(self.swap, self.sinks, reporter(self.telemetry))
 
     def _load(self, bundle) -> Served:
         options = self.settings.serve
@@ -181,6 +189,8 @@ class Service:
 
     def close(self) -> None:
         """Send the open window and every closed one; stop the telemetry (its death message), close the files."""
+        if self.updates is not None:
+            self.updates.stop()
         with self._send_lock:
             windows = self.served.monitor.poll()
             last = self.served.monitor.flush()

@@ -47,7 +47,7 @@ from pathlib import Path
 from ..errors import BundleError, EdgeMLError, EngineError, UpdateError, UpdateRefused
 from ..payloads import utc_now
 from ..protocol.topics import DeviceTopics
-from ..protocol.updates import update_status
+from ..protocol.updates import release_topic, update_status
 from .health import HealthGate
 from .metadata import Release
 from .options import UpdateOptions
@@ -56,8 +56,8 @@ from .trust import TrustState, read_json, verify_release, write_json
 
 #: The signed release document of the pending slot (its health limits survive a restart).
 PENDING_RELEASE = "pending-release.json"
-#: Seconds a swap may wait for the scoring loop to take it.
-SWAP_SECONDS = 60.0
+#: The file locked while a process works on the update folder.
+LOCK = "lock"
 
 
 class UpdateAgent:
@@ -80,6 +80,7 @@ class UpdateAgent:
         self._thread: threading.Thread | None = None
         self._passed_over: set[tuple[int, str]] = set()  # (version, signature) of releases refused already
         self._swap = None
+        self._lock = None
         self._fallback: Path | None = None              # the bundle given on the command line
         self._gate: tuple[HealthGate, str, int, int | None] | None = None  # gate, identity, release, rollout
 
@@ -88,12 +89,13 @@ class UpdateAgent:
         """The bundle the process should load: the slot on test or the active one, else ``bundle`` (the command
         line's). Call once, before loading anything."""
         self._fallback = Path(bundle)
+        self._hold_lock()
         for name in self.slots.recover():
             self.log.info("update: removed %s, left by an interrupted update", name)
         pending = self.slots.state["pending"]
         if pending is not None:
             release = self._pending_release()
-            if pending.get("step") == "installed":  # installed by hand: this start is its first, not a crash
+            if pending.get("step") in ("installed", "stopped"):  # installed by hand, or a clean stop: no crash
                 self.slots._save({**self.slots.state, "pending": {**pending, "step": "switched"}})
             else:
                 crashes = self.slots.crashed()
@@ -123,10 +125,33 @@ class UpdateAgent:
         """An announcement heard on ``topic`` (the MQTT thread calls this; it only queues)."""
         self._jobs.put(("announcement", payload))
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(("stop", None))
-            self._thread.join(SWAP_SECONDS + 5)
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the agent's thread (an update under way is left where it is: the slots survive that, as they do a
+        kill). A bundle on test when the process stops cleanly is judged again at the next start, with no crash
+        counted."""
+        if self._thread is None:
+            return
+        self._jobs.put(("stop", None))
+        self._thread.join(timeout)
+        pending = self.slots.state["pending"]
+        if not self._thread.is_alive() and pending is not None and pending.get("step") == "switched":
+            self.slots._save({**self.slots.state, "pending": {**pending, "step": "stopped"}})
+
+    def _hold_lock(self) -> None:
+        """One process at a time works on the update folder (a device process, or ``edgeml-runtime update``):
+        an exclusive lock held until the process ends."""
+        import fcntl
+
+        if self._lock is not None:
+            return
+        handle = open(self.folder / LOCK, "a+")  # noqa: SIM115 - held open for the process's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise UpdateError(f"{self.folder} is in use by another edgeml-runtime process (the device's run or "
+                              "serve, or an update by hand): stop it first (systemctl stop edgeml-runtime)") from None
+        self._lock = handle
 
     # -- the thread -----------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -152,7 +177,7 @@ class UpdateAgent:
         except (ValueError, KeyError, TypeError) as exc:
             self.log.warning("update: an announcement that is not one was passed over (%s)", exc)
             return
-        key = (offered, json.dumps(release_env.get("signatures"), sort_keys=True))
+        key = (offered, json.dumps(release_env, sort_keys=True))  # a tampered copy is another key than the real one
         if self._known(offered) or key in self._passed_over:
             return
         self._passed_over.add(key)
@@ -209,6 +234,7 @@ class UpdateAgent:
         The release, or None if it was refused or failed (said in the log and in the steps reported)."""
         from ..bundle import sha256_file
 
+        self._hold_lock()
         folder = Path(folder)
         docs = {}
         for name in ("release.json", "root.json"):
@@ -351,6 +377,26 @@ class UpdateAgent:
                            payload["release"], exc)
 
 
+def open_updates(settings, log: logging.Logger) -> UpdateAgent | None:
+    """The update agent of a ``run`` or ``serve`` process's ``settings`` (None when updates are off)."""
+    if settings.update is None:
+        return None
+    return UpdateAgent(settings.update, settings.device, log=log)
+
+
+def listen(agent: UpdateAgent, telemetry) -> None:
+    """Hear the device's and its fleet's release announcements on ``telemetry``'s connection (None: no broker,
+    so releases come by hand only). Call before the telemetry starts."""
+    if telemetry is not None:
+        d = agent.device
+        telemetry.subscribe_releases((release_topic(d.fleet, d.device_id), release_topic(d.fleet)), agent.offer)
+
+
+def reporter(telemetry):
+    """Where the agent's steps go: the outbox (kept by its bound), or nowhere but the log without a broker."""
+    return telemetry.send_update if telemetry is not None else (lambda payload: None)
+
+
 def _version(envelope) -> int:
     try:
         return int(envelope["signed"]["version"])
@@ -366,4 +412,4 @@ def _identity(envelope) -> str | None:
         return None
 
 
-__all__ = ["PENDING_RELEASE", "UpdateAgent"]
+__all__ = ["PENDING_RELEASE", "UpdateAgent", "listen", "open_updates", "reporter"]
