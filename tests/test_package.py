@@ -77,7 +77,7 @@ def test_the_package_holds_the_wheels_the_bundle_and_the_service(x86_package, de
     assert any(re.match(r"onnxruntime-1\.(1[7-9]|[2-9]\d)\.", w) for w in wheels), wheels
     assert any(w.startswith("paho_mqtt-") for w in wheels)
     # the demo bundle has a TFLite artifact and x86-64 runs TFLite: LiteRT comes along
-    assert x86_package.requirement == "edgeml-runtime[onnx,mqtt,tflite]"
+    assert x86_package.requirement == "edgeml-runtime[onnx,mqtt,ota,tflite]"
     assert any(w.startswith("ai_edge_litert-") for w in wheels)
     assert os.access(folder / "install.sh", os.X_OK) and os.access(folder / "uninstall.sh", os.X_OK)
     assert "sudo ./install.sh" in (folder / "README.txt").read_text()
@@ -139,7 +139,7 @@ def test_the_config_template_is_a_valid_run_table(x86_package):
     given = read_config(path)
     assert {"device_id", "fleet", "broker", "input_topic", "log_level"} <= set(given)
     text = path.read_text()
-    assert set(tomllib.loads(text)) == {"run", "serve"}
+    assert set(tomllib.loads(text)) == {"run", "serve", "update"}
     settings = resolve_settings({}, config=path, environ={})
     assert (settings.device.device_id, settings.device.fleet) == ("CHANGE-ME", "CHANGE-ME")
     served = resolve_settings({}, config=path, environ={}, command="serve")
@@ -151,6 +151,7 @@ def test_the_config_template_is_a_valid_run_table(x86_package):
         filled.write_text("\n".join(re.sub(r"^# ?([a-z_]+ = )", r"\1", line) for line in text.splitlines()
                                     if not line.startswith("input_topic")))
         assert set(shown) <= set(read_config(filled)) | set(read_config(filled, "serve"))
+        assert read_config(filled)["update_root_key"][0] == "/etc/edgeml/root.pub"  # run reads [update]
     finally:
         filled.unlink()
 
@@ -166,7 +167,7 @@ def test_the_rpi4_wheel_set_resolves_for_aarch64(rpi4_package, tmp_path):
     would = done.stdout.split("Would install", 1)[1]
     assert re.search(r"onnxruntime-1\.(1[7-9]|[2-9]\d)", would), would
     assert "edgeml-runtime-" in would and "paho-mqtt-" in would
-    assert "litert" in would and rpi4_package.requirement == "edgeml-runtime[onnx,mqtt,tflite]"
+    assert "litert" in would and rpi4_package.requirement == "edgeml-runtime[onnx,mqtt,ota,tflite]"
     assert any("aarch64" in w for w in rpi4_package.wheels)
 
 

@@ -42,9 +42,10 @@ class Package:
 
 
 def runtime_extras(manifest: Manifest, target: TargetProfile) -> tuple[str, ...]:
-    """``onnx`` and ``mqtt`` always; ``tflite`` when the bundle has a TFLite artifact the target runs."""
+    """``onnx``, ``mqtt`` and ``ota`` (signed updates) always; ``tflite`` when the bundle has a TFLite artifact the
+    target runs."""
     uses_tflite = any(a.format == "tflite" for a in manifest.artifacts) and "tflite" in target.formats
-    return ("onnx", "mqtt", "tflite") if uses_tflite else ("onnx", "mqtt")
+    return ("onnx", "mqtt", "ota", "tflite") if uses_tflite else ("onnx", "mqtt", "ota")
 
 
 def _listed(manifest: Manifest) -> dict[str, tuple[int, str]]:
