@@ -42,11 +42,11 @@ def test_flags_override_environment_override_file_override_defaults(tmp_path):
     assert s.sources["group"] == "environment EDGEML_FLEET_GROUP"
     assert s.sources["batch_wait"] == f"{config} [controller] batch_wait"
     assert s.filters == tuple(f"$share/env-group/edgeml/{f}/+/{k}" for f in ("plant-b", "plant-c")
-                              for k in ("birth", "drift", "death"))
+                              for k in ("birth", "drift", "death", "update"))
     defaults = resolve({}, None, {})
     assert (defaults.broker.url, defaults.store, defaults.group, defaults.judge_every, defaults.receive_maximum) == \
         ("mqtt://127.0.0.1:1883", "sqlite:///fleet.db", None, None, 2000)
-    assert defaults.filters == ("edgeml/+/+/birth", "edgeml/+/+/drift", "edgeml/+/+/death")
+    assert defaults.filters == ("edgeml/+/+/birth", "edgeml/+/+/drift", "edgeml/+/+/death", "edgeml/+/+/update")
 
 
 @pytest.mark.parametrize("text, match", [

@@ -68,6 +68,8 @@ ENV_PREFIX = "EDGEML_FLEET_"
 TABLES = ("broker", "store", "controller", "policy", "trigger", "retrain", "promotion")
 #: How long the broker keeps the controller's session (and the windows queued for it) while it is away.
 SESSION_EXPIRY = 7 * 24 * 3600
+#: The device topics the controller hears (the last level), per fleet.
+HEARS = ("birth", "drift", "death", "update")
 
 
 @dataclass(frozen=True)
@@ -182,10 +184,10 @@ class ControllerSettings:
 
     @property
     def filters(self) -> tuple[str, ...]:
-        """What the controller subscribes to: births, drift windows and deaths (never predictions, nor its own)."""
+        """What the controller subscribes to: births, drift windows, deaths and update steps (never predictions,
+        nor its own)."""
         prefix = f"$share/{self.group}/" if self.group else ""
-        return tuple(f"{prefix}edgeml/{fleet}/+/{kind}" for fleet in (self.fleets or ("+",))
-                     for kind in ("birth", "drift", "death"))
+        return tuple(f"{prefix}edgeml/{fleet}/+/{kind}" for fleet in (self.fleets or ("+",)) for kind in HEARS)
 
 
 def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None,

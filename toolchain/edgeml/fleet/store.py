@@ -94,7 +94,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed 
 
 from . import schema as t
 from .database import MAYBE_REFUSED, connect, first_line, masked, refused_value, safe_text
-from .inserts import KEY, PG_WINDOWS, device_upsert, key_of, pg_parameters, sqlite_all_new
+from .inserts import KEY, PG_WINDOWS, device_upsert, key_of, pg_parameters, sqlite_all_new, update_event
 from .migrations import HEAD, migrate
 from .rows import Prepared, prepare, whole
 from .schema import Batch, Decision, Device, Rejected, StoredWindow
@@ -221,6 +221,8 @@ class Store:
         for i, m in enumerate(batch):
             if m.reason is None and m.kind in ("birth", "death"):
                 outcomes[i] = "stored" if conn.execute(device_upsert(self._insert, m)).first() else "stale"
+            elif m.reason is None and m.kind == "update":
+                outcomes[i] = "stored" if update_event(conn, m.row)[0] else "duplicate"
         fresh: dict[tuple, int] = {}
         for i, m in enumerate(batch):
             if m.reason is None and m.kind == "drift":
