@@ -362,7 +362,8 @@ def test_the_rollout_commands(store, released, tmp_path):
     for device in DEVICES[:4]:
         store.record_birth(*fleet_helpers.birth(device, 1))
     done = run(main, ["rollout", "start", "2", "--fleet", FLEET, "--canary", "25%", "--waves", "100%", "--keys",
-                      str(released.keys), "--json", "--store", url], env={"EDGEML_FLEET_RELEASES": str(released.folder)})
+                      str(released.keys), "--json", "--store", url],
+               env={"EDGEML_FLEET_RELEASES": str(released.folder)})
     assert done.exit_code == 0, done.output
     assert ro.get(store, 1).plan["releases"] == str(released.folder)  # --releases from the controller's setting
     shown = json.loads(done.stdout)
