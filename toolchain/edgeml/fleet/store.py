@@ -37,6 +37,10 @@ string or a parsed :class:`~edgeml_runtime.protocol.Topic`, and a dict):
   SQLite a batch first tries a plain INSERT of its windows in a savepoint,
   the common case of none stored before, and takes ON CONFLICT only if one
   was (:func:`.inserts.sqlite_all_new`);
+* an update step (``edgeml/<fleet>/<device>/update``) is kept in
+  ``update_events`` once per (fleet, device, release, rollout, step, time)
+  and made the device's last step of the rollout it names, in the same
+  transaction (:func:`.inserts.update_event`); a repeat is ``duplicate``;
 * births and deaths follow Sparkplug: each is kept only if its ``bdSeq`` is at
   least the last one's of its kind, and a device is online while its birth's
   ``bdSeq`` is greater than its death's (a late will of an old connection
