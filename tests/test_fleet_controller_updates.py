@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from release_helpers import make_releases, second_bundle
 
 from edgeml.cli import main
+from edgeml.errors import FleetError
 from edgeml.fleet import controller, releases, rollout
 from edgeml.fleet.settings import resolve
 from edgeml.fleet.store import Store
@@ -233,3 +234,22 @@ def test_a_release_server_off_loopback_needs_a_token(tmp_path):
     assert done.exit_code != 0 and "must hold a token of at least 16 printable characters" in done.output
     done = CliRunner().invoke(main, ["fleet", "run", "--http", "8080"])
     assert done.exit_code != 0 and "http = '8080' (from flag --http): not HOST:PORT" in done.output
+
+
+def test_the_release_server_settings_from_flags_environment_and_file(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("a-token-of-32-characters-0123456\n")
+    token.chmod(0o600)
+    config = tmp_path / "fleet.toml"
+    config.write_text(f'[controller]\nreleases = "/srv/releases"\nhttp = "[::1]:8443"\nhttp_token_file = "{token}"\n'
+                      'rollout_every = "2s"\n')
+    s = resolve({}, config, environ={"EDGEML_FLEET_ROLLOUT_EVERY": "0"})
+    assert (s.releases, s.http, s.http_token, s.rollout_every) == ("/srv/releases", ("::1", 8443),
+                                                                   "a-token-of-32-characters-0123456", 0.0)
+    assert s.sources["rollout_every"] == "environment EDGEML_FLEET_ROLLOUT_EVERY"
+    assert resolve({"releases": "mine"}, config, environ={}).releases == "mine"
+    assert resolve({}, None, environ={}).http is None
+    token.chmod(0o644)
+    with pytest.raises(FleetError, match=r"http_token_file = .* \(from .*fleet.toml \[controller\] http_token_file\) "
+                                         r"can be read by every user"):
+        resolve({}, config, environ={})
