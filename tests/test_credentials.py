@@ -56,9 +56,13 @@ def test_each_device_is_bound_to_its_fleet_and_id(tmp_path):
     written = write_credentials(devices_file(tmp_path), tmp_path / "out")
     acl = (tmp_path / "out" / "acl").read_text()
     blocks = [b.strip().splitlines()[1:] for b in acl.split("\n\n")[1:] if b.strip()]
-    assert blocks == [["user pi-07", "topic write edgeml/plant-a/pi-07/#"],
-                      ["user pi-08", "topic write edgeml/plant-a/pi-08/#"],
-                      ["user plant-b.pi-07", "topic write edgeml/plant-b/pi-07/#"],
+    releases = "topic read edgeml/{}/_controller/release"
+    assert blocks == [["user pi-07", "topic write edgeml/plant-a/pi-07/#", releases.format("plant-a"),
+                       releases.format("plant-a") + "/pi-07"],
+                      ["user pi-08", "topic write edgeml/plant-a/pi-08/#", releases.format("plant-a"),
+                       releases.format("plant-a") + "/pi-08"],
+                      ["user plant-b.pi-07", "topic write edgeml/plant-b/pi-07/#", releases.format("plant-b"),
+                       releases.format("plant-b") + "/pi-07"],
                       ["user dashboard", "topic read edgeml/#"]]
     assert "pattern" not in acl and "%u" not in acl
     users = [line.split(":", 1)[0] for line in (tmp_path / "out" / "passwd").read_text().splitlines()]

@@ -42,11 +42,11 @@ def test_flags_override_environment_override_file_override_defaults(tmp_path):
     assert s.sources["group"] == "environment EDGEML_FLEET_GROUP"
     assert s.sources["batch_wait"] == f"{config} [controller] batch_wait"
     assert s.filters == tuple(f"$share/env-group/edgeml/{f}/+/{k}" for f in ("plant-b", "plant-c")
-                              for k in ("birth", "drift", "death"))
+                              for k in ("birth", "drift", "death", "update"))
     defaults = resolve({}, None, {})
     assert (defaults.broker.url, defaults.store, defaults.group, defaults.judge_every, defaults.receive_maximum) == \
         ("mqtt://127.0.0.1:1883", "sqlite:///fleet.db", None, None, 2000)
-    assert defaults.filters == ("edgeml/+/+/birth", "edgeml/+/+/drift", "edgeml/+/+/death")
+    assert defaults.filters == ("edgeml/+/+/birth", "edgeml/+/+/drift", "edgeml/+/+/death", "edgeml/+/+/update")
 
 
 @pytest.mark.parametrize("text, match", [
@@ -209,3 +209,60 @@ def test_the_controller_acl_lets_it_read_its_fleet_and_write_its_status(tmp_path
         status.disconnect()
         status.loop_stop()
     assert not acks[0].is_failure and str(acks[1]) == "Not authorized", acks  # its status yes, a device's no
+
+
+def test_a_device_reads_its_own_and_its_fleets_release_topics_only(tmp_path):
+    """The generated ACL on a real Mosquitto: d0000 reads plant-a's and its own release topic, never d0001's; the
+    controller writes release topics and reads the devices' update steps.
+
+    Mosquitto 2.0.11 grants a SUBSCRIBE its ACL would deny and checks ``topic read`` on every message it would
+    deliver (a broker that refuses the SUBSCRIBE, 0x87, is as good): what proves it is what arrives, retained and
+    live, on the wire."""
+    import paho.mqtt.client as mqtt
+
+    from edgeml.fleet.credentials import write_credentials
+    from edgeml_runtime.protocol.updates import release_topic
+
+    require_mosquitto()
+    devices = write(tmp_path / "devices.toml", '[fleets.plant-a]\ndevices = ["d0000", "d0001"]\n'
+                    '[controllers.ctl-1]\nfleets = ["plant-a"]\n')
+    write_credentials(devices, tmp_path / "creds")
+    secret = tmp_path / "creds" / "passwords"
+    users = {"d0000": (secret / "plant-a" / "d0000").read_text().strip(),
+             "ctl-1": (secret / "_controllers" / "ctl-1").read_text().strip()}
+
+    def client(user: str) -> tuple[mqtt.Client, dict]:
+        seen = {"subacks": [], "messages": [], "pubacks": []}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"acl-{user}", protocol=mqtt.MQTTv5)
+        c.on_subscribe = lambda cl, ud, mid, codes, props: seen["subacks"].append([str(rc) for rc in codes])
+        c.on_message = lambda cl, ud, msg: seen["messages"].append(msg.topic)
+        c.on_publish = lambda cl, ud, mid, rc, props: seen["pubacks"].append(rc.is_failure)
+        c.username_pw_set(user, users[user])
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        return c, seen
+
+    own, fleet, other = release_topic("plant-a", "d0000"), release_topic("plant-a"), release_topic("plant-a", "d0001")
+    with Broker(tmp_path / "mosquitto", users=users, acl=(tmp_path / "creds" / "acl").read_text()) as b:
+        ctl, ctl_seen = client("ctl-1")
+        ctl.subscribe("edgeml/plant-a/+/update", qos=1)
+        wait_until(lambda: ctl_seen["subacks"], what="the controller's SUBACK")
+        for topic in (own, fleet, other):
+            ctl.publish(topic, b"{}", qos=1, retain=True).wait_for_publish(10)
+        device, seen = client("d0000")
+        device.subscribe([(own, 1), (fleet, 1), (other, 1)])
+        wait_until(lambda: seen["subacks"], what="the device's SUBACK")
+        wait_until(lambda: len(seen["messages"]) >= 2, what="the retained announcements it may read")
+        ctl.publish(other, b"{}", qos=1).wait_for_publish(10)  # live, then one it may read: in order on its session
+        ctl.publish(own, b"{}", qos=1).wait_for_publish(10)
+        wait_until(lambda: len(seen["messages"]) >= 3, what="the live announcement")
+        device.publish("edgeml/plant-a/d0000/update", b"{}", qos=1).wait_for_publish(10)
+        wait_until(lambda: ctl_seen["messages"], what="the update step at the controller")
+        for c in (device, ctl):
+            c.disconnect()
+            c.loop_stop()
+    assert ctl_seen["subacks"] == [["Granted QoS 1"]] and ctl_seen["pubacks"] == [False] * 5  # none refused
+    (codes,) = seen["subacks"]
+    assert codes[:2] == ["Granted QoS 1"] * 2 and codes[2] in ("Granted QoS 1", "Not authorized")
+    assert sorted(seen["messages"]) == sorted([own, fleet, own]), "a device read another device's announcement"
+    assert ctl_seen["messages"] == ["edgeml/plant-a/d0000/update"]

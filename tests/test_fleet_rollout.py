@@ -352,8 +352,8 @@ def test_the_rollout_commands(store, released, tmp_path):
     assert done.exit_code == 2 and "'--waves': '25%,50%': the last wave must be 100%" in done.output
     done = run(main, ["rollout", "start", "2", "--fleet", FLEET, "--wave-timeout", "soon", "--store", url])
     assert done.exit_code == 2 and "'--wave-timeout': 'soon': not a duration" in done.output
-    done = run(main, ["rollout", "start", "2", "--fleet", FLEET, "--keys", "k", "--store", url])
-    assert done.exit_code == 2 and "--keys and --releases go together" in done.output
+    done = run(main, ["rollout", "start", "2", "--fleet", FLEET, "--releases", "r", "--store", url])
+    assert done.exit_code == 2 and "--releases needs --keys" in done.output
     done = run(main, ["rollout", "start", "2", "--fleet", FLEET, "--store", url])
     assert done.exit_code == 2 and "fleet 'plant-a' has no known device" in done.output and "Traceback" not in \
         done.output
@@ -362,8 +362,10 @@ def test_the_rollout_commands(store, released, tmp_path):
     for device in DEVICES[:4]:
         store.record_birth(*fleet_helpers.birth(device, 1))
     done = run(main, ["rollout", "start", "2", "--fleet", FLEET, "--canary", "25%", "--waves", "100%", "--keys",
-                      str(released.keys), "--releases", str(released.folder), "--json", "--store", url])
+                      str(released.keys), "--json", "--store", url],
+               env={"EDGEML_FLEET_RELEASES": str(released.folder)})
     assert done.exit_code == 0, done.output
+    assert ro.get(store, 1).plan["releases"] == str(released.folder)  # --releases from the controller's setting
     shown = json.loads(done.stdout)
     assert (shown["state"], shown["settings"]["canary"], shown["settings"]["wave_timeout"]) == ("running", 0.25,
                                                                                                  1800.0)

@@ -31,6 +31,10 @@ Example fleet.toml (every table optional; flags override EDGEML_FLEET_* variable
   batch_size = 500
   batch_wait = 0.2
   workers = 2                         # commit in 2 processes beside the MQTT client
+  releases = "/var/lib/edgeml/releases"   # served with http, announced by rollouts
+  http = "0.0.0.0:8080"               # the release server (off loopback: a token)
+  http_token_file = "/etc/edgeml/http.token"
+  rollout_every = 5
   [policy]
   judge_every = 10
   [trigger]                           # retrain on drift (see docs/fleet.md, Retraining)
@@ -49,6 +53,7 @@ Examples:
   edgeml fleet run --config fleet.toml
   edgeml fleet run --broker mqtt://127.0.0.1:1883 --store sqlite:///fleet.db --judge-every 0
   edgeml fleet run --config fleet.toml --group controllers --client-id controller-2   # a second one
+  edgeml fleet run --config fleet.toml --releases releases/ --http 0.0.0.0:8080 --http-token-file http.token
 """
 
 
@@ -85,10 +90,19 @@ def _opt(name: str, help: str, **kwargs):
 @_opt("holder", "This controller's name in the judge lease. [default: the client id]", metavar="NAME")
 @_opt("judge_every", "Seconds between judgements; 0 turns judging off. [default: the policy's, 10]",
       type=float, metavar="SECONDS")
+@_opt("releases", "The release folders (edgeml release --releases): served with --http, announced by rollouts. "
+      "[default: releases]", metavar="DIR")
+@_opt("http", "Serve the release folders over HTTP on HOST:PORT (0.0.0.0:8080 needs --http-token-file). "
+      "[default: no server]", metavar="HOST:PORT")
+@_opt("http_token_file", "A file holding the bearer token that clients off loopback must send (owner-only).",
+      metavar="FILE")
+@_opt("rollout_every", "Seconds between advances of the running rollouts (announce, judge waves); 0 turns "
+      "them off. [default: 5]", metavar="SECONDS")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def run(config, store, log_level, **flags):
-    """Hear every device of the fleet, store what it says (committed, then acknowledged), judge drift.
+    """Hear every device of the fleet, store what it says (committed, then acknowledged), judge drift, advance
+    rollouts (announcing releases) and, with --http, serve the release folders.
 
     Long-running: stop it with SIGTERM or Ctrl-C (the batch in hand is committed and acknowledged first).
     """

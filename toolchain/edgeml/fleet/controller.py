@@ -21,6 +21,12 @@ a fleet with no retrain requested for that long gets one); a runner thread
 runs the requests (under each fleet's ``retrain:<fleet>`` lease, the trigger
 in a child process), so the MQTT loop and ingest never wait for a retrain.
 
+With running rollouts (:mod:`.rollout`), every ``rollout_every`` seconds the
+holder of the ``rollout`` lease advances them and publishes their
+announcements (:mod:`.announcer`); with ``--http HOST:PORT`` the release
+folders (``--releases``) are served for the controller's lifetime
+(:mod:`.files`), where the announcements say to fetch the bundles.
+
 SIGTERM or SIGINT stops it: no more messages are taken, those received are
 committed and acknowledged, the client disconnects cleanly, and it exits 0.
 A retrain running then is left to finish, or to be killed at its timeout,
@@ -41,6 +47,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
 from edgeml.errors import FleetError
 
@@ -55,8 +62,6 @@ REPORT_EVERY = 10.0
 def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
         log: logging.Logger | None = None) -> int:
     """Run the controller until ``stop`` is set (or SIGTERM/SIGINT when on the main thread); the exit code."""
-    from .store import Store
-
     log = log or logging.getLogger("edgeml.fleet")
     stop = stop or threading.Event()
     retraining: list[Retraining] = []
@@ -68,6 +73,18 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stopping)
+    server = _serve(settings, log)
+    try:
+        return _run(settings, stop, retraining, log)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run(settings: ControllerSettings, stop: threading.Event, retraining: list, log: logging.Logger) -> int:
+    from .announcer import Rollouts
+    from .store import Store
+
     judging = _judging(settings)
     store = Store.open(settings.store)
     log.info("store %s open; %s%s", store.url,
@@ -77,6 +94,7 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
     quiet_gc()
     ingest = Ingest(settings, store, committer=committer, log=log).start()
     report = Report(log, ingest)
+    rollouts = Rollouts(store, settings, ingest.publish, lambda: ingest.connected, log)
     if settings.retraining.name:
         retraining.append(Retraining(store, settings, log).start())
     next_judgement = time.monotonic()
@@ -91,7 +109,9 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
                 next_judgement = time.monotonic() + judging[1].judge_every
             if retraining:
                 retraining[0].maybe_schedule()
+            rollouts.maybe()
     finally:
+        rollouts.close()
         committed = ingest.close()
         report.final(committed)
         if retraining:
@@ -100,6 +120,27 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
             _release(store, settings)
         store.close()
     return 1 if ingest.counters.abandoned else 0
+
+
+def _serve(settings: ControllerSettings, log: logging.Logger):
+    """The release server on ``--http`` for the controller's lifetime (started), or None without ``--http``."""
+    if settings.http is None:
+        return None
+    from .files import FileServer
+
+    host, port = settings.http
+    where = settings.sources.get("http", "the settings")
+    try:
+        server = FileServer(settings.releases, host, port, settings.http_token).start()
+    except FleetError as exc:
+        raise FleetError(f"http = {host}:{port} (from {where}): {exc}; a token: --http-token-file FILE "
+                         "[EDGEML_FLEET_HTTP_TOKEN_FILE]") from None
+    if not Path(settings.releases).is_dir():
+        log.warning("the release folder %s does not exist (yet): every release is 404 until edgeml release writes "
+                    "one there (--releases)", settings.releases)
+    log.info("serving the release folders of %s at %s%s", settings.releases, server.url,
+             "" if settings.http_token is None else " (clients off loopback send the token)")
+    return server
 
 
 def _judging(settings: ControllerSettings):

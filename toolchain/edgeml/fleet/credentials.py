@@ -5,11 +5,14 @@ the device level only: ``pi-07`` of ``plant-a`` could publish drift and a
 retained birth as ``edgeml/plant-b/pi-07/``. This writes one ``user`` block per
 device instead, binding each user to exactly ``edgeml/<its fleet>/<its id>/#``,
 and nothing else, so a device can write below its own topics only, in its own
-fleet. Consumers get read access to the fleets they list (every fleet by
-default) and write access to nothing. A fleet controller (``edgeml fleet
-run``) reads the births, drift windows and deaths of its fleets (not
-predictions: ``edgeml/<fleet>/+/birth|drift|death``) and writes its fleet's
-status below ``edgeml/<fleet>/_controller/``, a level no device id can take.
+fleet. A device reads the release announcements of its fleet and its own
+(``edgeml/<fleet>/_controller/release`` and ``.../release/<its id>``), never
+another device's. Consumers get read access to the fleets they list (every
+fleet by default) and write access to nothing. A fleet controller (``edgeml
+fleet run``) reads the births, drift windows, deaths and update steps of its
+fleets (not predictions: ``edgeml/<fleet>/+/birth|drift|death|update``) and
+writes its fleet's status and release announcements below
+``edgeml/<fleet>/_controller/``, a level no device id can take.
 
 The device list is TOML (see ``docs/mosquitto/devices.toml``)::
 
@@ -65,6 +68,7 @@ from pathlib import Path
 
 from edgeml.errors import FleetError
 from edgeml_runtime.protocol.topics import ROOT, DeviceTopics, level_problem
+from edgeml_runtime.protocol.updates import release_topic
 from edgeml_runtime.tomlfile import exposure, read_toml
 
 #: PBKDF2 rounds of a hash written here (``mosquitto_passwd`` writes 101; the broker reads the count from the hash).
@@ -74,7 +78,7 @@ ACL, PASSWD, PASSWORDS = "acl", "passwd", "passwords"
 _DEVICE_KEYS = ("user", "password", "read")
 _CONSUMER_KEYS = ("fleets", "password")
 #: What a fleet controller reads of each of its fleets (never predictions), and where it writes its status.
-CONTROLLER_READS = ("birth", "drift", "death")
+CONTROLLER_READS = ("birth", "drift", "death", "update")
 CONTROLLER_LEVEL = "_controller"
 
 
@@ -146,8 +150,10 @@ def _fleet(path: Path, fleet: str, body) -> list[Account]:
         user = _text(spec, "user", at, default=device)
         _check_id(at, "user", user)
         own = DeviceTopics(fleet, device).all
-        out.append(Account(user, _password(spec, at), (own,), _topics(spec.get("read", []), f"{at}.read"),
-                           (fleet, device), at, fleet, device))
+        releases = (release_topic(fleet), release_topic(fleet, device))  # its fleet's and its own, no other's
+        out.append(Account(user, _password(spec, at), (own,),
+                           (*releases, *_topics(spec.get("read", []), f"{at}.read")), (fleet, device), at, fleet,
+                           device))
     return out
 
 
@@ -159,7 +165,8 @@ def _consumer(path: Path, name: str, body, fleets: list[str]) -> Account:
 
 
 def _controller(path: Path, name: str, body, fleets: list[str]) -> Account:
-    """A fleet controller: reads births, windows and deaths of its fleets, writes their _controller/ status."""
+    """A fleet controller: reads births, windows, deaths and update steps of its fleets, writes below their
+    _controller/ (the status, the release announcements)."""
     where = f"{path}: controllers.{name}"
     reads = _fleets_of(where, "controller name", name, body, fleets) or ["+"]
     return Account(name, _password(body, where), tuple(f"{ROOT}/{f}/{CONTROLLER_LEVEL}/#" for f in reads),
@@ -237,10 +244,11 @@ def _topics(value, where: str) -> tuple[str, ...]:
 def acl_text(accounts: list[Account], source: str) -> str:
     """The Mosquitto ACL: one ``user`` block each, no ``pattern`` lines (a pattern would apply to every user)."""
     lines = [f"# Mosquitto ACL (acl_file) made by `edgeml fleet credentials` from {Path(source).name}; do not edit,",
-             "# regenerate. Each device may publish only below edgeml/<its fleet>/<its id>/; consumers read.", ""]
+             "# regenerate. Each device may publish only below edgeml/<its fleet>/<its id>/ and read its fleet's",
+             "# and its own release announcements; consumers read.", ""]
     for a in accounts:
         who = (f"device {a.device} of fleet {a.fleet}" if a.device else
-               "fleet controller: reads births, windows, deaths; writes the fleet status" if a.write else
+               "fleet controller: reads births, windows, deaths, updates; writes the status, releases" if a.write else
                "consumer: reads, publishes nothing")
         lines += [f"# {who}", f"user {a.user}", *(f"topic write {t}" for t in a.write),
                   *(f"topic read {t}" for t in a.read), ""]

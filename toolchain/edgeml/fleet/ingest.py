@@ -1,4 +1,4 @@
-"""The controller's MQTT client: hear births, drift windows and deaths, commit them, then acknowledge them.
+"""The controller's MQTT client: hear births, drift windows, deaths and update steps, commit, then acknowledge.
 
 :class:`Ingest` is a paho-mqtt 2 client (MQTT 5 by default) with a
 persistent session: a stable client id, ``clean_start`` off and a session
@@ -191,7 +191,7 @@ class Ingest:
         refused = [f for f, rc in zip(self.settings.filters, reason_codes, strict=False) if rc.is_failure]
         if refused:
             self.log.error("the broker refused the subscriptions %s (check the controller's ACL: it reads "
-                           "edgeml/<fleet>/+/birth|drift|death)", ", ".join(refused))
+                           "edgeml/<fleet>/+/birth|drift|death|update)", ", ".join(refused))
         else:
             self.log.info("subscribed to %s at QoS 1", ", ".join(self.settings.filters))
 

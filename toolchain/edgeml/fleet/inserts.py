@@ -1,14 +1,17 @@
-"""How a batch's rows reach each database: the windows insert (SQLite's optimistic one, PostgreSQL's ``unnest``)
-and the devices upsert of a birth or death. :meth:`.store.Store.record_messages` uses them in its transaction."""
+"""How a batch's rows reach each database: the windows insert (SQLite's optimistic one, PostgreSQL's ``unnest``),
+the devices upsert of a birth or death, and an update step's event (:func:`update_event`).
+:meth:`.store.Store.record_messages` uses them in its transaction."""
 
 from __future__ import annotations
 
+import hashlib
 import operator
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from . import schema as t
+from .rollout_verdict import FINAL
 from .rows import Prepared
 
 KEY = ("fleet", "device", "session", "seq")
@@ -98,3 +101,37 @@ def device_upsert(insert, m: Prepared):
     return ins.on_conflict_do_update(index_elements=[d.c.fleet, d.c.device], set_=changed,
                                      where=newer).returning(d.c.online)
 
+
+
+#: What makes two update events one: a step reported again (a resent message) is kept once.
+UPDATE_KEY = ("fleet", "device", "release", "rollout", "step", "time")
+
+
+def update_event(conn: sa.Connection, row: dict) -> tuple[bool, bool]:
+    """Keep an update step (an ``update_events`` row, :func:`.rows.update_row`) unless the same step of the same
+    release was kept before (a resent message), and make it the device's last step in the rollout it names, if it
+    is a device of that rollout, of its fleet and release (a final step is not replaced by a later report of an
+    earlier one); (whether it was new, whether the rollout's device row changed).
+
+    On PostgreSQL a lock of the device's updates (to the end of the transaction) makes the check and the insert
+    one step: two controllers handed the same resent message keep it once. SQLite's write transactions hold the
+    file already."""
+    ue, r, rd = t.update_events, t.rollouts, t.rollout_devices
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(f"edgeml-update\0{row['fleet']}\0{row['device']}".encode()).digest()
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                     {"key": int.from_bytes(digest[:8], "big", signed=True)})
+    same = [ue.c[k].is_(None) if row[k] is None else ue.c[k] == row[k] for k in UPDATE_KEY]
+    if conn.execute(sa.select(ue.c.id).where(*same).limit(1)).first() is not None:
+        return False, False
+    conn.execute(sa.insert(ue).values(row))
+    if row["rollout"] is None:
+        return True, False
+    current = conn.execute(sa.select(rd.c.step).join(r, r.c.id == rd.c.rollout).where(
+        rd.c.rollout == row["rollout"], rd.c.device == row["device"], r.c.fleet == row["fleet"],
+        r.c.release == row["release"])).first()
+    if current is None or (current.step in FINAL and row["step"] not in FINAL):
+        return True, False
+    conn.execute(sa.update(rd).where(rd.c.rollout == row["rollout"], rd.c.device == row["device"])
+                 .values(step=row["step"], reason=row["reason"], updated=row["received"]))
+    return True, True

@@ -125,8 +125,9 @@ def _health(**values) -> dict:
 @click.option("--cohort", default="", metavar="NAME", help="A cohort of the fleet. [default: the whole fleet]")
 @click.option("--keys", "keys_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="The keys folder (edgeml keys init): signs with its newest release key.")
-@click.option("--releases", "releases_dir", default="releases", show_default=True, type=click.Path(file_okay=False),
-              metavar="DIR", help="Where release folders go: DIR/<fleet>/<version>/.")
+@click.option("--releases", "releases_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where release folders go: DIR/<fleet>/<version>/ (what edgeml fleet run --http serves). "
+                   "[default: $EDGEML_FLEET_RELEASES, [controller] releases of --config, else releases]")
 @click.option("--expires-days", type=click.FloatRange(min=0, min_open=True, max=3650), default=30,
               show_default=True, help="Devices refuse the release after this many days.")
 @click.option("--max-error-rate", type=click.FloatRange(0, 1), help="Health gate: most refused rows / rows. "
@@ -140,7 +141,8 @@ def _health(**values) -> dict:
               "[default: 0]")
 @click.option("--store", "store_flag", metavar="URL", help="The fleet store. [default: $EDGEML_FLEET_STORE, "
               "[store] url of --config, else sqlite:///fleet.db]")
-@click.option("--config", type=click.Path(dir_okay=False), help="fleet.toml, for its [store] url.")
+@click.option("--config", type=click.Path(dir_okay=False), help="fleet.toml, for its [store] url and [controller] "
+              "releases.")
 @click.option("--json", "as_json", is_flag=True, help="Print the release record (with the signed release) as JSON.")
 def release(bundle, fleet, cohort, keys_dir, releases_dir, expires_days, store_flag, config, as_json, **health):
     """Sign the next release of FLEET for BUNDLE (a folder, a .tar.gz, or the identity of a bundle the registry
@@ -158,9 +160,11 @@ def release(bundle, fleet, cohort, keys_dir, releases_dir, expires_days, store_f
     """
     from .database import store_url
     from .releases import make_release
+    from .settings import one
     from .store import Store
 
     try:
+        releases_dir = one("releases", releases_dir, config)
         with Store.open(store_url(store_flag, config)) as store:
             made = make_release(store, bundle, fleet=fleet, cohort=cohort, keys_dir=keys_dir,
                                 releases_dir=releases_dir, health=_health(**health), expires_days=expires_days)

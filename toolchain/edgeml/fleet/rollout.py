@@ -55,7 +55,6 @@ from edgeml.errors import FleetError
 from . import schema as t
 from .rollout_release import bundle_of, rollback_record, version_of, window_rows
 from .rollout_verdict import (
-    FINAL,
     Verdict,
     duration_text,
     judge_wave,
@@ -206,25 +205,17 @@ def _entry(now, source, state, wave, reason) -> dict:
 # -- what devices say ----------------------------------------------------------------------------
 
 def record_update(store, fleet: str, device: str, payload: Mapping, received: float) -> bool:
-    """Keep an update step ``device`` reported (``update_events``) and, if it names a rollout of ``fleet`` and is
-    of that rollout's release, make it the device's last step there (a final step is not replaced by a later
-    report of an earlier one); whether the rollout's device row changed. ProtocolError if the payload is bad."""
+    """Keep an update step ``device`` reported (``update_events``; the same step reported again is kept once) and,
+    if it names a rollout of ``fleet`` and is of that rollout's release, make it the device's last step there (a
+    final step is not replaced by a later report of an earlier one); whether the rollout's device row changed.
+    ProtocolError if the payload is bad. The controller stores what it hears the same way, in its batches
+    (:func:`.inserts.update_event`)."""
+    from .inserts import update_event
     from .rollout_status import event_row
 
     row = event_row(fleet, device, payload, received)
-    r, rd = t.rollouts, t.rollout_devices
     with store._write() as conn:
-        conn.execute(sa.insert(t.update_events).values(row))
-        if row["rollout"] is None:
-            return False
-        current = conn.execute(sa.select(rd.c.step).join(r, r.c.id == rd.c.rollout).where(
-            rd.c.rollout == row["rollout"], rd.c.device == device, r.c.fleet == fleet,
-            r.c.release == row["release"])).first()
-        if current is None or (current.step in FINAL and row["step"] not in FINAL):
-            return False
-        conn.execute(sa.update(rd).where(rd.c.rollout == row["rollout"], rd.c.device == device)
-                     .values(step=row["step"], reason=row["reason"], updated=received))
-        return True
+        return update_event(conn, row)[1]
 
 
 # -- the controller's timer ----------------------------------------------------------------------

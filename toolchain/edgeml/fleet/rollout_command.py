@@ -89,7 +89,8 @@ def rollout():
               help="Pause when a wave is still undecided this long after its first announcement (90s, 30m, 2h).")
 @click.option("--keys", type=click.Path(file_okay=False), help="The release key folder, to sign a rollback.")
 @click.option("--releases", "releases_dir", type=click.Path(file_okay=False),
-              help="The release folders (what the controller serves), to write a rollback into.")
+              help="The release folders (what the controller serves), to write a rollback into. [default with "
+                   "--keys: $EDGEML_FLEET_RELEASES, [controller] releases of --config, else releases]")
 @click.option("--json", "as_json", is_flag=True, help="Print the rollout as JSON.")
 @_STORE
 @_CONFIG
@@ -98,12 +99,13 @@ def start_command(release, fleet, canary, waves, abort_failure_rate, min_execute
     """Start rolling RELEASE (its version number) out to --fleet, wave by wave."""
     from . import rollout as lib
     from .rollout_status import brief_line
+    from .settings import one
 
-    if (keys is None) != (releases_dir is None):
-        _fail(FleetError("--keys and --releases go together: a rollback release is signed with the keys and "
-                         "written to the release folders; give both, or neither (then a failed wave is not rolled "
-                         "back)"))
+    if keys is None and releases_dir is not None:
+        _fail(FleetError("--releases needs --keys: a rollback release is signed with the keys and written to the "
+                         "release folders; give both, or neither (then a failed wave is not rolled back)"))
     try:
+        releases_dir = one("releases", releases_dir, config) if keys is not None else None
         with _open(store_flag, config) as store:
             made = lib.start(store, fleet=fleet, release=release, canary=canary, waves=waves,
                              abort_failure_rate=abort_failure_rate, min_executed=min_executed,

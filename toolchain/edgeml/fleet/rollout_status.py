@@ -30,6 +30,7 @@ downloading, verifying, testing, active, committed, failed, rolled_back
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -38,6 +39,7 @@ import sqlalchemy as sa
 from edgeml.errors import FleetError
 from edgeml_runtime.errors import ProtocolError
 from edgeml_runtime.protocol.status import iso
+from edgeml_runtime.protocol.updates import HEALTH_KEYS, REFUSALS
 
 from . import schema as t
 from .rollout_verdict import FAILED, FINAL, STEPS, duration_text
@@ -45,18 +47,27 @@ from .rollout_verdict import FAILED, FINAL, STEPS, duration_text
 _SETTINGS = ("canary", "waves", "abort_failure_rate", "min_executed", "wave_timeout", "error_margin", "min_rows")
 
 
-def event_row(fleet: str, device: str, payload: Mapping, received: float) -> dict:
-    """The ``update_events`` row of an update payload; ProtocolError naming the field if it is not one."""
-    where = f"update of {device} (fleet {fleet})"
+def event_row(fleet: str, device: str, payload: Mapping, received: float, *, where: str | None = None) -> dict:
+    """The ``update_events`` row of an update payload; ProtocolError naming ``where`` (the topic, when received)
+    and the field if it is not one (schema ``update`` of :mod:`edgeml_runtime.protocol`)."""
+    where = where or f"update of {device} (fleet {fleet})"
     if not isinstance(payload, Mapping):
         raise ProtocolError(f"{where}: the payload is a {type(payload).__name__}, not a JSON object")
     step = payload.get("step")
     if step not in STEPS:
         raise ProtocolError(f"{where}: step {step!r} is not one of {', '.join(STEPS)}")
-    for key, kind in (("release", int), ("rollout", int | None), ("reason", str | None), ("refusal", str | None)):
+    for key, kind in (("release", int), ("rollout", int | None), ("reason", str | None), ("refusal", str | None),
+                      ("bundle", str | None)):
         value = payload.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind) or (key == "release" and value < 1):
-            raise ProtocolError(f"{where}: {key} {value!r} is not {_kinds[key]}")
+        if isinstance(value, bool) or not isinstance(value, kind) or (key in ("release", "rollout") and
+                                                                      value is not None and value < 1):
+            raise ProtocolError(f"{where}: {key} {value!r:.70} is not {_kinds[key]}")
+    if payload.get("refusal") not in (None, *REFUSALS):
+        raise ProtocolError(f"{where}: refusal {payload['refusal']!r:.40} is not one of {', '.join(REFUSALS)}")
+    if payload.get("bundle") is not None and not _IDENTITY(payload["bundle"]):
+        raise ProtocolError(f"{where}: bundle {payload['bundle']!r:.70} is not a bundle identity (64 lowercase hex "
+                            "digits) or null")
+    _check_health(payload.get("health"), where)
     try:
         when = datetime.fromisoformat(payload["time"]).timestamp()
     except (KeyError, TypeError, ValueError):
@@ -67,8 +78,27 @@ def event_row(fleet: str, device: str, payload: Mapping, received: float) -> dic
             "refusal": payload.get("refusal"), "payload": dict(payload)}
 
 
+def _check_health(health, where: str) -> None:
+    """An update's ``health``: null, or the gate's windows, rows and bad rows (whole numbers from 0) and its mean
+    latency (a number from 0, or null)."""
+    if health is None:
+        return
+    if not isinstance(health, Mapping) or set(health) != set(HEALTH_KEYS):
+        shown = sorted(health) if isinstance(health, Mapping) else type(health).__name__
+        raise ProtocolError(f"{where}: health is {shown!r:.80}, not null or an object of {', '.join(HEALTH_KEYS)}")
+    for key in HEALTH_KEYS:
+        value, latency = health[key], key == "latency_ms"
+        if value is None and latency:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float if latency else int) or not 0 <= value < 2**63:
+            what = "number" if latency else "whole number"
+            raise ProtocolError(f"{where}: health.{key} is {value!r:.40}, not a {what} from 0")
+
+
 _kinds = {"release": "a release version (a whole number from 1)", "rollout": "a rollout id or null",
-          "reason": "a text or null", "refusal": "a refusal reason or null"}
+          "reason": "a text or null", "refusal": "a refusal reason or null",
+          "bundle": "a bundle identity or null"}
+_IDENTITY = re.compile("[0-9a-f]{64}").fullmatch
 
 
 def devices_of(store, rollout_id: int) -> list[dict]:

@@ -1,4 +1,5 @@
-"""What a received message becomes: checked, and turned into the row of ``devices`` or ``windows`` it sets.
+"""What a received message becomes: checked, and turned into the row of ``devices``, ``windows`` or
+``update_events`` it sets.
 
 :func:`prepare` takes a message as :func:`edgeml_runtime.protocol.decode`
 returns it (a topic and a dict) and gives a :class:`Prepared`: its kind and
@@ -13,7 +14,9 @@ value. The store (:mod:`.store`) writes the rows; the tables are in
   ``statistics``: every other per-column value; ``verdict``; ``performance``:
   the labelled rows' metric counts, checked key by key by
   :func:`edgeml_runtime.protocol.check_performance`, ``{}`` when the window
-  has none, as a device of protocol version 4 sends);
+  has none, as a device of protocol version 4 sends); an update step an
+  ``update_events`` row (:func:`update_row`), which the store also makes the
+  device's last step of the rollout it names;
 * the value checks (:func:`text`, :func:`whole`, :func:`mapping`,
   :func:`bundle_of`, :func:`epoch`) refuse what the protocol does not allow
   and what no database keeps as sent (a NUL, an unpaired surrogate, an
@@ -251,7 +254,15 @@ class Prepared:
     reason: str | None = None
 
 
-_KINDS = {"birth": birth_row, "death": death_row, "drift": window_row}
+def update_row(topic, message: Mapping, received: float) -> dict:
+    """The ``update_events`` row of an update step (:func:`edgeml_runtime.protocol.updates.update_status`), checked
+    field by field (:func:`.rollout_status.event_row`), the reason naming the topic."""
+    from .rollout_status import event_row
+
+    return event_row(topic.fleet, topic.device, message, received, where=_where(topic))
+
+
+_KINDS = {"birth": birth_row, "death": death_row, "drift": window_row, "update": update_row}
 
 
 def prepare(topic, message, received: float) -> Prepared:

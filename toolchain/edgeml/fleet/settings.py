@@ -27,6 +27,10 @@ lives in, its name there, its flag and its environment variable (always
     lease_seconds = 30        # the judge lease; renewed at every judgement
     receive_maximum = 2000    # unacknowledged messages in flight to us (default: batch_size x 4 x workers)
     workers = 2               # processes decoding and committing batches (default 1: the controller's own)
+    releases = "/var/lib/edgeml/releases"   # the release folders (edgeml release --releases): served, announced
+    http = "0.0.0.0:8080"     # serve them over HTTP (default: no server); off loopback it needs a token:
+    http_token_file = "/etc/edgeml/http.token"   # devices send it as Authorization: Bearer
+    rollout_every = 5         # seconds between advances of the running rollouts; 0: never
 
     [policy]                  # read by edgeml.fleet.policy.Policy.from_table
     judge_every = 10
@@ -50,7 +54,6 @@ the default is 500
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,15 +62,17 @@ from pathlib import Path
 from edgeml.errors import ConfigError, FleetError
 from edgeml_runtime.errors import SettingsError
 from edgeml_runtime.mqtt import MqttSettings
-from edgeml_runtime.protocol.topics import level_problem
 from edgeml_runtime.tomlfile import exposure, read_toml
 
+from .setting_values import check, http_address, parse, token
 from .triggers import DECISION_KINDS, check_options
 
 ENV_PREFIX = "EDGEML_FLEET_"
 TABLES = ("broker", "store", "controller", "policy", "trigger", "retrain", "promotion")
 #: How long the broker keeps the controller's session (and the windows queued for it) while it is away.
 SESSION_EXPIRY = 7 * 24 * 3600
+#: The device topics the controller hears (the last level), per fleet.
+HEARS = ("birth", "drift", "death", "update")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,12 @@ KEYS: dict[str, Key] = {k.key or k.name: k for k in (
     Key("holder", "controller", str, fix="a name unique to this controller (default: its client id)"),
     Key("workers", "controller", int, 1, low=1, high=64,
         fix="processes that decode and commit batches; the default is 1 (the controller's own)"),
+    Key("releases", "controller", str, "releases", fix="the folder edgeml release writes the release folders to"),
+    Key("http", "controller", str, None, fix="HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 (with a token) or "
+        "[::1]:8080; port 0: any free one"),
+    Key("http_token_file", "controller", str, fix="a file holding the bearer token devices off loopback send"),
+    Key("rollout_every", "controller", float, 5.0, low=0, high=86400, duration=True,
+        fix="seconds between advances of the running rollouts; 0 turns them off; the default is 5"),
     Key("judge_every", "policy", float, None, low=0, high=86400,
         fix="seconds between judgements; 0 turns judging off"),
     Key("name", "trigger", str, None, flag="trigger", key="trigger",
@@ -175,6 +186,10 @@ class ControllerSettings:
     receive_maximum: int = 2000
     session_expiry: int = SESSION_EXPIRY
     judge_every: float | None = None  #: None: the policy's; 0: judging off
+    releases: str = "releases"  #: the release folders (served with ``http``)
+    http: tuple[str, int] | None = None  #: where the release server listens; None: no server
+    http_token: str | None = None  #: the bearer token clients off loopback send (from ``http_token_file``)
+    rollout_every: float = 5.0  #: seconds between advances of the running rollouts; 0: never
     policy: dict = field(default_factory=dict)  #: the ``[policy]`` table (for Policy.from_table)
     retraining: TriggerSettings = field(default_factory=lambda: TriggerSettings())
     config: str | None = None
@@ -182,10 +197,10 @@ class ControllerSettings:
 
     @property
     def filters(self) -> tuple[str, ...]:
-        """What the controller subscribes to: births, drift windows and deaths (never predictions, nor its own)."""
+        """What the controller subscribes to: births, drift windows, deaths and update steps (never predictions,
+        nor its own)."""
         prefix = f"$share/{self.group}/" if self.group else ""
-        return tuple(f"{prefix}edgeml/{fleet}/+/{kind}" for fleet in (self.fleets or ("+",))
-                     for kind in ("birth", "drift", "death"))
+        return tuple(f"{prefix}edgeml/{fleet}/+/{kind}" for fleet in (self.fleets or ("+",)) for kind in HEARS)
 
 
 def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None,
@@ -201,13 +216,13 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
             where, value = f"flag {spec.flag_name}", flags[key]
         elif environ.get(spec.env_name):
             where = f"environment {spec.env_name}"
-            value = _parse(spec, key, environ[spec.env_name], where)
+            value = parse(spec, key, environ[spec.env_name], where)
         elif spec.name in table:
             where, value = f"{config} [{spec.table}] {spec.name}", table[spec.name]
         else:
             values[key] = spec.default
             continue
-        values[key], sources[key] = _check(spec, key, value, where), where
+        values[key], sources[key] = check(spec, key, value, where), where
     try:
         broker = MqttSettings(values["broker"], client_id=values["client_id"],
                               **{k: values[k] for k in _BROKER_FIELDS})
@@ -227,8 +242,31 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         receive_maximum=values["receive_maximum"] or default_receive_maximum(values["batch_size"], values["workers"]),
         session_expiry=values["session_expiry"],
         judge_every=values["judge_every"], policy=policy, retraining=retraining,
+        releases=values["releases"], http=values["http"] and http_address(values["http"], sources["http"]),
+        http_token=token(values["http_token_file"], sources), rollout_every=values["rollout_every"],
         config=None if config is None else str(config),
         sources=sources)
+
+
+def one(key: str, flag=None, config: str | os.PathLike | None = None,
+        environ: Mapping[str, str] | None = None):
+    """One setting alone, as :func:`resolve` takes it (flag, ``EDGEML_FLEET_*``, ``config``, default): what
+    ``edgeml release --releases`` and ``edgeml rollout start`` default to.
+
+    >>> one("releases", environ={}), one("releases", environ={"EDGEML_FLEET_RELEASES": "/srv/releases"})
+    ('releases', '/srv/releases')
+    """
+    spec = KEYS[key]
+    environ = os.environ if environ is None else environ
+    table = _read(config).get(spec.table, {}) if config is not None else {}
+    if flag not in (None, ()):
+        return check(spec, key, flag, f"flag {spec.flag_name}")
+    if environ.get(spec.env_name):
+        where = f"environment {spec.env_name}"
+        return check(spec, key, parse(spec, key, environ[spec.env_name], where), where)
+    if spec.name in table:
+        return check(spec, key, table[spec.name], f"{config} [{spec.table}] {spec.name}")
+    return spec.default
 
 
 def default_receive_maximum(batch_size: int, workers: int) -> int:
@@ -315,69 +353,6 @@ def _build_table(table: dict, config, name: str | None) -> dict:
     if isinstance(data, str) and "://" not in data and not data.startswith("sqlite:") and not Path(data).is_absolute():
         out["data"] = str(path.parent / data)
     return out
-
-
-def duration(value, key: str, where: str, fix: str) -> float:
-    """Seconds from a number or a text such as "30s", "10m", "1h", "1d"; FleetError naming the key.
-
-    >>> duration("1d", "every", "fleet.toml", ""), duration(90, "timeout", "fleet.toml", "")
-    (86400.0, 90.0)
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
-        raise FleetError(f"{key} = {value!r} (from {where}): not a duration; give seconds (30) or text such as "
-                         f"\"30s\", \"10m\", \"1h\", \"1d\"; {fix}")
-    return float(match[1]) * _UNIT[match[2]]
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _parse(spec: Key, key: str, text: str, where: str):
-    """An environment variable's text as the key's type (a list: comma-separated)."""
-    if spec.duration:
-        return duration(text, key, where, spec.fix)
-    if spec.kind is list:
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if spec.kind is str:
-        return text
-    try:
-        return spec.kind(text)
-    except ValueError:
-        raise FleetError(f"{key} = {text!r} (from {where}) is not {_KIND[spec.kind]}; {spec.fix}") from None
-
-
-_KIND = {str: "a text", int: "a whole number", float: "a number", list: "a list"}
-
-
-def _check(spec: Key, key: str, value, where: str):
-    """``value`` of the key's type and within its bounds; FleetError naming the key, where it came from, the fix."""
-    if spec.duration:
-        value = duration(value, key, where, spec.fix)
-    shown = f"{key} = {value!r} (from {where})"
-    ok = isinstance(value, spec.kind) and not isinstance(value, bool)
-    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if spec.kind is list and isinstance(value, list | tuple):
-        value = tuple(value)
-        ok = all(isinstance(v, str) for v in value)
-    if not ok:
-        raise FleetError(f"{shown}: must be {_KIND[spec.kind]}; {spec.fix}")
-    if spec.low is not None and not spec.low <= value <= spec.high:
-        what = "a whole number" if spec.kind is int else "a number"
-        raise FleetError(f"{shown}: must be {what} from {spec.low:g} to {spec.high:g}; {spec.fix}")
-    names = value if spec.kind is list else (value,) if key in ("group", "holder") else ()
-    for name in names:
-        if level_problem(name):
-            raise FleetError(f"{shown}: {name!r} {level_problem(name)}; {spec.fix}")
-    if key == "client_id" and (not value or len(value) > 128 or any(ord(c) < 33 for c in value)):
-        raise FleetError(f"{shown}: must be 1 to 128 printable characters without spaces; {spec.fix}")
-    if key in ("password_file", "ca_file", "cert_file", "key_file") and not Path(value).is_file():
-        raise FleetError(f"{shown}: no such file; give the path of an existing file")
-    return value
 
 
 def _store_url(*args):

@@ -37,6 +37,10 @@ string or a parsed :class:`~edgeml_runtime.protocol.Topic`, and a dict):
   SQLite a batch first tries a plain INSERT of its windows in a savepoint,
   the common case of none stored before, and takes ON CONFLICT only if one
   was (:func:`.inserts.sqlite_all_new`);
+* an update step (``edgeml/<fleet>/<device>/update``) is kept in
+  ``update_events`` once per (fleet, device, release, rollout, step, time)
+  and made the device's last step of the rollout it names, in the same
+  transaction (:func:`.inserts.update_event`); a repeat is ``duplicate``;
 * births and deaths follow Sparkplug: each is kept only if its ``bdSeq`` is at
   least the last one's of its kind, and a device is online while its birth's
   ``bdSeq`` is greater than its death's (a late will of an old connection
@@ -94,7 +98,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed 
 
 from . import schema as t
 from .database import MAYBE_REFUSED, connect, first_line, masked, refused_value, safe_text
-from .inserts import KEY, PG_WINDOWS, device_upsert, key_of, pg_parameters, sqlite_all_new
+from .inserts import KEY, PG_WINDOWS, device_upsert, key_of, pg_parameters, sqlite_all_new, update_event
 from .migrations import HEAD, migrate
 from .rows import Prepared, prepare, whole
 from .schema import Batch, Decision, Device, Rejected, StoredWindow
@@ -221,6 +225,8 @@ class Store:
         for i, m in enumerate(batch):
             if m.reason is None and m.kind in ("birth", "death"):
                 outcomes[i] = "stored" if conn.execute(device_upsert(self._insert, m)).first() else "stale"
+            elif m.reason is None and m.kind == "update":
+                outcomes[i] = "stored" if update_event(conn, m.row)[0] else "duplicate"
         fresh: dict[tuple, int] = {}
         for i, m in enumerate(batch):
             if m.reason is None and m.kind == "drift":
