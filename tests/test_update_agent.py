@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -111,13 +112,57 @@ def records(demo_rows) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+class CuttingProxy:
+    """A TCP proxy in front of the file server that cuts its first answer after ``cut`` bytes; the requests'
+    first lines and Range headers it saw are kept."""
+
+    def __init__(self, target: str, cut: int):
+        self.target = target.removeprefix("http://").rsplit(":", 1)
+        self.cut, self.requests, self.cuts = cut, [], 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(client,), daemon=True).start()
+
+    def _one(self, client):
+        with client, socket.create_connection((self.target[0], int(self.target[1]))) as upstream:
+            request = client.recv(65536)
+            head = request.decode("latin-1").split("\r\n")
+            self.requests.append((head[0], next((h for h in head if h.lower().startswith("range:")), None)))
+            upstream.sendall(request)
+            limit = self.cut if self.cuts == 0 and "bundle.tar.gz" in head[0] else None
+            if limit is not None:
+                self.cuts += 1
+            sent = 0
+            while True:
+                data = upstream.recv(65536)
+                if not data:
+                    return
+                if limit is not None and sent + len(data) >= limit:
+                    client.sendall(data[:limit - sent])
+                    return  # cut: the connection closes mid-body
+                client.sendall(data)
+                sent += len(data)
+
+    def close(self):
+        self.sock.close()
+
+
 class Device:
     """A device's scoring loop (StreamScorer on a thread, fed rows without end) with its update agent."""
 
-    def __init__(self, folder: Path, world: World, bundle: Path, records: list[dict], **options):
+    def __init__(self, folder: Path, world: World, bundle: Path, records: list[dict], *, server: str | None = None,
+                 retry_delays=(0.2, 0.2), **options):
         self.options = UpdateOptions(root_key=str(world.keys / "root.pub"), folder=str(folder),
-                                     server=world.server.url, **options)
-        self.agent = UpdateAgent(self.options, DeviceTopics(FLEET, DEVICE), log=LOG)
+                                     server=server or world.server.url, **options)
+        self.agent = UpdateAgent(self.options, DeviceTopics(FLEET, DEVICE), log=LOG, retry_delays=retry_delays)
         self.steps: list[dict] = []
         self.windows: list[tuple[int, str]] = []
         start = self.agent.startup(bundle)
@@ -264,6 +309,42 @@ def test_past_the_rollback_cap_releases_wait_for_one_installed_by_hand(device, w
     d.agent.offer("t", world.offer(world.made["two"]))
     d.wait("failed")
     assert "update_max_rollbacks" in d.steps[-1]["reason"]
+    d.close()
+
+
+# -- a download cut, a server away -----------------------------------------------------------------------
+
+def test_a_download_cut_mid_way_resumes_with_the_rest_only(device, world):
+    size = Path(world.made["two"].path, "bundle.tar.gz").stat().st_size
+    proxy = CuttingProxy(world.server.url, cut=size // 2)  # the headers and less than half the archive
+    try:
+        d = device(server=proxy.url)
+        d.agent.offer("t", world.offer(world.made["two"]))
+        assert d.wait("committed", "failed", "rolled_back")[-1] == "committed", d.said()
+        gets = [r for r in proxy.requests if "bundle.tar.gz" in r[0]]
+        assert proxy.cuts == 1 and len(gets) == 2, proxy.requests
+        assert gets[0][1] is None and gets[1][1] is not None  # the second asked for the rest only
+        have = int(gets[1][1].split("=")[1].rstrip("-"))
+        assert 0 < have < size // 2
+        d.close()
+    finally:
+        proxy.close()
+
+
+def test_a_server_out_of_reach_fails_the_attempt_not_the_release(device, world):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    d = device(server=dead)
+    d.agent.offer("t", world.offer(world.made["two"]))
+    assert d.wait("committed", "failed", "rolled_back")[-3:] == ["verifying", "downloading", "failed"]
+    assert "3 attempt(s)" in d.steps[-1]["reason"] and d.steps[-1]["refusal"] is None
+    assert 2 not in d.agent.trust.failed  # not the release's fault
+    # the server back (the device's setting fixed), the release heard again: installed
+    d.agent.options = UpdateOptions(root_key=d.options.root_key, folder=d.options.folder, server=world.server.url)
+    before = len(d.steps)
+    d.agent.offer("t", world.offer(world.made["two"]))
+    assert d.wait("committed", "failed", "rolled_back", after=before)[-1] == "committed", d.said()
     d.close()
 
 

@@ -15,8 +15,11 @@ stored in the outbox, never dropped by its bound):
    trusted, the expiry (:func:`.trust.verify_release`); a refusal ends it as
    **failed** with the ``refusal``;
 3. **downloading**: the archive from the controller's HTTP server, resumed
-   after a cut (:func:`.download.download`), checked against the size and
-   SHA-256 the release signs;
+   after a cut (:func:`.download.download`; tried again after each of
+   :data:`RETRY_DELAYS`), checked against the size and SHA-256 the
+   release signs. A server that stays out of reach fails this attempt but
+   not the release: the next time it is heard (a reconnect repeats the
+   retained announcement) the download resumes where it stopped;
 4. **testing**: unpacked into a new slot (:mod:`.slots`), the bundle is the
    one the release names, and every artifact this device can run scores the
    bundle's sample rows within its tolerance on the device's own engine;
@@ -58,16 +61,25 @@ from .trust import TrustState, read_json, verify_release, write_json
 PENDING_RELEASE = "pending-release.json"
 #: The file locked while a process works on the update folder.
 LOCK = "lock"
+#: Seconds between the tries of a download (each resuming the one before); past the last, the release waits to
+#: be heard again.
+RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0)
+
+
+class Unreachable(UpdateError):
+    """The archive could not be fetched (the server down, the link cut past every retry): not the release's
+    fault, so it is not marked failed; the part fetched is kept and resumed."""
 
 
 class UpdateAgent:
     """See the module docstring. ``report(payload)`` publishes one step (None: logged only)."""
 
     def __init__(self, options: UpdateOptions, device: DeviceTopics, *, log: logging.Logger | None = None,
-                 clock=time.time):
+                 clock=time.time, retry_delays: tuple[float, ...] = RETRY_DELAYS):
         from .signing import read_public
 
         self.options, self.device, self.clock = options, device, clock
+        self.retry_delays = tuple(retry_delays)
         self.log = log or logging.getLogger("edgeml_runtime.update")
         self.folder = options.folder_for(device.fleet, device.device_id)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -81,6 +93,8 @@ class UpdateAgent:
         self._passed_over: set[tuple[int, str]] = set()  # (version, signature) of releases refused already
         self._swap = None
         self._lock = None
+        self._halt = threading.Event()                  # set by stop(): a download's wait ends at once
+        self._unreachable: set[int] = set()             # versions whose archive could not be fetched this time
         self._fallback: Path | None = None              # the bundle given on the command line
         self._gate: tuple[HealthGate, str, int, int | None] | None = None  # gate, identity, release, rollout
 
@@ -131,6 +145,7 @@ class UpdateAgent:
         counted."""
         if self._thread is None:
             return
+        self._halt.set()
         self._jobs.put(("stop", None))
         self._thread.join(timeout)
         pending = self.slots.state["pending"]
@@ -184,6 +199,9 @@ class UpdateAgent:
         bundle = (release_env.get("signed", {}).get("bundle") or {}).get("identity")
         self._step(offered, bundle, "offered", rollout)
         self._install(release_env, root_env, rollout, lambda release: self._fetch(release, archive, rollout))
+        if offered in self._unreachable:  # the server could not be reached: the next time it is heard, try again
+            self._unreachable.discard(offered)
+            self._passed_over.discard(key)
 
     def _known(self, version: int) -> bool:
         """A release this device runs, tests, or has failed (announcements are retained: heard at every connect)."""
@@ -216,6 +234,9 @@ class UpdateAgent:
         except UpdateRefused as exc:
             self.trust.fail(release.version)
             return self._failed(release.version, identity, rollout, str(exc), refusal=exc.reason)
+        except Unreachable as exc:  # not the release's fault: heard again (a reconnect, a new announcement), retried
+            self._unreachable.add(release.version)
+            return self._failed(release.version, identity, rollout, str(exc))
         except (UpdateError, BundleError, EngineError, OSError) as exc:
             self.trust.fail(release.version)
             return self._failed(release.version, identity, rollout, str(exc))
@@ -259,14 +280,29 @@ class UpdateAgent:
         from .download import download
 
         if not self.options.server:
-            raise UpdateError("no update_server is set: the device cannot fetch the bundle; set update_server to "
+            raise Unreachable("no update_server is set: the device cannot fetch the bundle; set update_server to "
                               "the controller's HTTP server, or install the release by hand (edgeml-runtime update)")
         self._step(release.version, release.bundle.identity, "downloading", rollout)
         dest = self.folder / "downloads" / f"{release.version}.tar.gz"
         dest.parent.mkdir(exist_ok=True)
         url = self.options.server.rstrip("/") + archive
-        download(url, dest, sha256=release.bundle.sha256, size=release.bundle.bytes, token=self.options.token())
-        return dest
+        tries = len(self.retry_delays) + 1
+        for attempt in range(1, tries + 1):
+            try:
+                download(url, dest, sha256=release.bundle.sha256, size=release.bundle.bytes,
+                         token=self.options.token())
+                return dest
+            except UpdateRefused:
+                raise
+            except UpdateError as exc:
+                if attempt == tries or self._halt.is_set():
+                    raise Unreachable(f"{exc} ({attempt} attempt(s); the part fetched is kept and resumed when "
+                                      "the release is heard again)") from None
+                delay = self.retry_delays[attempt - 1]
+                self.log.warning("update: downloading release %d stopped (%s); resuming in %g s (attempt %d of %d)",
+                                 release.version, exc, delay, attempt + 1, tries)
+                self._halt.wait(delay)
+        raise AssertionError("not reached: the last try returns or raises")
 
     def _self_test(self, slot: Path) -> None:
         """Every artifact this device can run scores the sample rows as at build time (BundleError if not)."""
