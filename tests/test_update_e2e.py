@@ -5,10 +5,11 @@ server), and five real device processes, four `edgeml-runtime run` fed rows with
 In file order, on one fleet (the tests share it: each starts where the one before left it):
 
 1. a staged rollout (canary 20 %, waves 60 %, 100 %) of release 2 goes wave by wave to done: every device
-   verifies, downloads, self-tests, swaps in, passes its health gate and commits, while every row read (and every
-   request row served) is scored once;
-2. forged announcements published on a device's release topic are refused with their reason, reported on its
-   update topic and kept by the controller;
+   verifies, downloads (one through a proxy that cuts the download mid-way: it resumes), self-tests, swaps in,
+   passes its health gate and commits, while every row read (and every request row served) is scored once;
+2. announcements an intruder publishes on a device's release topic (a tampered release, an older genuine one,
+   one signed by a release key revoked since by a key rotation) are refused with their reason, reported on the
+   device's update topic and kept by the controller;
 3. a release whose bundle fails its self-test fails on the canary: the rollout aborts and rolls back with a new,
    higher release of the bundle the fleet ran, which the canary installs; the failed release is not retried;
 4. a release whose health gate cannot be reached in time leaves the canary's wave inconclusive: the rollout
@@ -32,7 +33,7 @@ from broker import require_mosquitto, wait_until
 from conftest import BIN, run_env
 from fleet_traffic import Controller, fleet_broker
 from release_helpers import second_bundle
-from test_update_agent import _broken_bundle
+from test_update_agent import CuttingProxy, _broken_bundle
 
 from edgeml.fleet import keys, releases
 from edgeml.fleet.store import Store
@@ -42,6 +43,7 @@ from edgeml_runtime.protocol.updates import announcement, release_topic
 FLEET = "plant-a"
 RUNNERS = ("d1", "d2", "d3", "d4")
 SERVER = "d5"
+CUT = "d4"  # fetches through a proxy that cuts its first download mid-way
 DEVICES = (*RUNNERS, SERVER)
 WINDOW_ROWS = 100
 ROWS_PER_SECOND = 400
@@ -87,7 +89,8 @@ class Device:
         f = self.fleet
         common = ["--fleet", FLEET, "--device-id", self.name, "--broker", f["broker"].url,
                   "--outbox", str(self.folder / "outbox.db"), "--window-rows", str(WINDOW_ROWS),
-                  "--update-root-key", str(f["keys"] / "root.pub"), "--update-server", f["http"],
+                  "--update-root-key", str(f["keys"] / "root.pub"),
+                  "--update-server", f["proxy"].url if self.name == CUT else f["http"],
                   "--update-dir", str(self.folder / "update")]
         if self.name == SERVER:
             return [str(BIN / "edgeml-runtime"), "serve", str(f["bundle"]), "--port", str(self.port),
@@ -182,11 +185,13 @@ def fleet(tmp_path_factory, demo_bundle):
     config = tmp / "fleet.toml"
     config.write_text(f'[broker]\nurl = "{broker.url}"\n\n[store]\nurl = "{store_url}"\n\n'
                       f'[controller]\nreleases = "{releases_dir}"\nhttp = "127.0.0.1:{port}"\nrollout_every = 0.3\n')
+    archive = releases.folder_of(releases_dir, FLEET, 1) / "bundle.tar.gz"
+    proxy = CuttingProxy(f"http://127.0.0.1:{port}", cut=archive.stat().st_size // 2)
     controller = Controller(tmp, "--config", str(config)).start()
     fleet_traffic.STARTED.remove(controller)  # the module's, not one test's: stopped below
     f = {"tmp": tmp, "broker": broker, "store": store_url, "keys": key_dir, "releases": releases_dir,
          "http": f"http://127.0.0.1:{port}", "bundle": demo_bundle, "bundles": bundles, "config": config,
-         "controller": controller}
+         "controller": controller, "proxy": proxy}
     devices = {}
     try:
         controller.wait_log("subscribed to", 60)
@@ -201,6 +206,7 @@ def fleet(tmp_path_factory, demo_bundle):
             if d.proc.poll() is None:
                 d.kill()
         code = controller.stop()
+        proxy.close()
         broker.stop()
     assert code == 0, controller.log()[-3000:]
 
@@ -269,33 +275,58 @@ def test_a_staged_rollout_goes_wave_by_wave_to_every_device(fleet):
     # the waves went in order: no device of a wave was announced before the wave before it had committed
     announced = {d["device"]: d["announced"] for d in status["devices"]}
     assert announced["d1"] < min(announced["d2"], announced["d3"]) < min(announced["d4"], announced["d5"])
+    gets = [r for r in f["proxy"].requests if "bundle.tar.gz" in r[0]]
+    assert f["proxy"].cuts == 1 and len(gets) == 2 and gets[1][1].startswith("Range: bytes="), gets  # resumed
     human = edgeml("fleet", "status", "--config", f["config"]).stdout
     assert f"rollout #{rollout} of release {version}: done" in human
 
 
-def test_forged_announcements_are_refused_and_the_refusal_reported(fleet):
-    f = fleet
+def _publish(f, device: str, release: dict, root: dict, version: int) -> None:
+    """An intruder's announcement on ``device``'s own release topic (this broker is open; the generated ACL lets
+    only the controller publish there)."""
     import paho.mqtt.client as mqtt
 
-    latest = releases.list_releases(Store.open(f["store"]), FLEET)[-1]
-    root = keys.root_envelope(f["keys"])
-    tampered = json.loads(json.dumps(latest.document))
-    tampered["signed"]["version"] = latest.version + 100
-    # published by an intruder on d2's own topic (here the broker is open; the generated ACL stops this too)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="intruder")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"intruder-{device}")
     host, port = f["broker"].url.split("://")[1].rsplit(":", 1)
     client.connect(host, int(port))
     client.loop_start()
-    message = announcement(FLEET, release=tampered, root=root, device="d2", time="2026-12-03T10:00:00Z",
-                           archive=f"/releases/{FLEET}/{latest.version}/bundle.tar.gz")
-    client.publish(release_topic(FLEET, "d2"), json.dumps(message), qos=1).wait_for_publish(10)
+    message = announcement(FLEET, release=release, root=root, device=device, time="2026-12-03T10:00:00Z",
+                           archive=f"/releases/{FLEET}/{version}/bundle.tar.gz")
+    client.publish(release_topic(FLEET, device), json.dumps(message), qos=1).wait_for_publish(10)
     client.loop_stop()
     client.disconnect()
-    wait_until(lambda: any(e["release"] == latest.version + 100 and e["step"] == "failed" for e in _events(f, "d2")),
-               30, what="d2's refusal of the tampered release")
-    failed = [e for e in _events(f, "d2") if e["release"] == latest.version + 100][-1]
-    assert failed["refusal"] == "bad_signature", failed
-    assert _running(f, "d2") == read_manifest(f["bundles"]["two"]).identity
+
+
+def _refusal(f, device: str, version: int) -> dict:
+    wait_until(lambda: any(e["release"] == version and e["step"] == "failed" for e in _events(f, device)), 30,
+               what=f"{device}'s refusal of release {version}")
+    return [e for e in _events(f, device) if e["release"] == version][-1]
+
+
+def test_tampered_older_and_revoked_releases_are_refused_and_a_rotated_key_trusted(fleet):
+    f = fleet
+    with Store.open(f["store"]) as store:
+        first, latest = releases.get(store, FLEET, 1), releases.latest(store, FLEET)
+    root = keys.root_envelope(f["keys"])
+    # tampered: a higher version written over a genuine release, its signature kept
+    tampered = json.loads(json.dumps(latest.document))
+    tampered["signed"]["version"] = latest.version + 100
+    _publish(f, "d2", tampered, root, latest.version)
+    assert _refusal(f, "d2", latest.version + 100)["refusal"] == "bad_signature"
+    # older: release 1, genuine, replayed to roll d3 back
+    _publish(f, "d3", first.document, root, 1)
+    assert _refusal(f, "d3", 1)["refusal"] == "old_version"
+    # a release signed by the old key before it was revoked: refused once the new root revokes that key
+    held = _release(f, "two")
+    edgeml("keys", "rotate", f["keys"], "--revoke-old")
+    new_root = keys.root_envelope(f["keys"])
+    assert new_root["signed"]["version"] == 2
+    with Store.open(f["store"]) as store:
+        _publish(f, "d4", releases.get(store, FLEET, held).document, new_root, held)
+    assert _refusal(f, "d4", held)["refusal"] == "revoked_key"
+    for device in DEVICES:  # nothing refused changed what any device runs
+        assert _running(f, device) == read_manifest(f["bundles"]["two"]).identity
+    # the releases from here on are signed by the new key: the devices take the new root with them (tests below)
 
 
 def test_a_self_test_failure_on_the_canary_aborts_and_rolls_back(fleet):
@@ -314,6 +345,8 @@ def test_a_self_test_failure_on_the_canary_aborts_and_rolls_back(fleet):
     wait_until(lambda: _steps(f, "d1", rollback.version)[-1:] == ["committed"], 60,
                what="the canary's install of the rollback release")
     assert _running(f, "d1") == two
+    trust = json.loads((f["devices"]["d1"].folder / "update" / "trust.json").read_text())
+    assert trust["root_version"] == 2  # the rotated root came with the release the new key signed
     time.sleep(1.0)  # the broken release is announced no more, and d1 never retries it
     assert _steps(f, "d1", broken)[-2:] == ["testing", "failed"]
 
