@@ -472,7 +472,7 @@ def test_edgeml_runtime_update_installs_a_copied_release_under_the_same_checks(w
     assert out["installed"] and out["release"] == 2
     assert [s["step"] for s in out["steps"]] == ["verifying", "testing"]
     assert Path(out["slot"]).name == "2"
-    again = _cli("update", usb, *flags)  # the same version again: not above the highest trusted
+    again = _cli("update", usb / "release.json", *flags)  # the same version again: not above the highest trusted
     assert again.returncode == 2 and "not installed" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
     # a copy with a damaged archive is refused with the file named
@@ -484,6 +484,8 @@ def test_edgeml_runtime_update_installs_a_copied_release_under_the_same_checks(w
     refused = _cli("update", bad, "--device-id", DEVICE, "--fleet", FLEET, "--update-root-key",
                    world.keys / "root.pub", "--update-dir", other)
     assert refused.returncode == 2 and "bundle.tar.gz" in refused.stderr and "Traceback" not in refused.stderr
+    missing = _cli("update", tmp_path / "nowhere", *flags)
+    assert missing.returncode == 2 and "is not a release folder" in missing.stderr
     # the next start of the device process runs it on test and judges it
     d = Device(folder, world, world.bundles["one"], records)
     assert d.identity() == read_manifest(world.bundles["two"]).identity

@@ -211,7 +211,9 @@ def _update_parser(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    u.add_argument("folder", help="the release folder (edgeml release wrote it: release.json, root.json, the archive)")
+    u.add_argument("folder", metavar="RELEASE",
+                   help="the release folder edgeml release wrote (release.json, root.json, bundle.tar.gz), or its "
+                        "release.json")
     u.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [update] then [run] table)")
     u.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     _setting_flags(u, UPDATE)

@@ -257,6 +257,11 @@ class UpdateAgent:
 
         self._hold_lock()
         folder = Path(folder)
+        if folder.name == "release.json" and folder.is_file():  # the release file named instead of its folder
+            folder = folder.parent
+        if not folder.is_dir():
+            raise UpdateError(f"{folder} is not a release folder: give the folder edgeml release wrote (it holds "
+                              "release.json, root.json and bundle.tar.gz), or its release.json")
         docs = {}
         for name in ("release.json", "root.json"):
             try:
