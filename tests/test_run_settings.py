@@ -28,6 +28,24 @@ def test_flags_beat_file_beat_environment_beat_defaults(tmp_path):
     assert s.drift.rule.psi_significant == 0.25 and s.run.format == "jsonl" and s.outbox.path is None  # defaults
 
 
+def test_the_update_table_is_read_by_run_serve_and_update_and_a_commands_own_table_wins(tmp_path):
+    conf = tmp_path / "runtime.toml"
+    conf.write_text('[run]\ndevice_id = "pi-7"\nfleet = "plant-a"\nbroker = "mqtt://gw:1883"\nupdate_max_rollbacks = 1\n\n'
+                    '[serve]\ndevice_id = "pi-7"\nfleet = "plant-a"\n\n'
+                    '[update]\nupdate_root_key = "/etc/edgeml/root.pub"\nupdate_server = "http://controller:8470"\n'
+                    'update_dir = "/var/lib/edgeml/update"\nupdate_max_rollbacks = 5\n')
+    run = resolve_settings({}, config=conf, environ={})
+    assert (run.update.root_key, run.update.server, run.update.max_rollbacks) == ("/etc/edgeml/root.pub",
+                                                                               "http://controller:8470", 1)
+    served = resolve_settings({}, config=conf, environ={}, command="serve")
+    assert (served.update.folder, served.update.max_rollbacks) == ("/var/lib/edgeml/update", 5)
+    by_hand = resolve_settings({}, config=conf, environ={}, command="update")  # the device named in [run]
+    assert (by_hand.device.device_id, by_hand.update.folder, by_hand.update.max_rollbacks) == \
+        ("pi-7", "/var/lib/edgeml/update", 5)
+    off = resolve_settings({}, config=None, environ=BASE_ENV)
+    assert off.update is None  # no update_root_key: no updates
+
+
 def test_config_file_from_environment_variable(tmp_path):
     conf = tmp_path / "r.toml"
     conf.write_text('[run]\ndevice_id = "pi-9"\n')

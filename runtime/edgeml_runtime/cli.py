@@ -110,11 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setting_flags(parser, table) -> None:
-    """One flag per key of a settings table, its help naming the environment variable and the default."""
+def _setting_flags(parser, table, skip: tuple[str, ...] = ()) -> None:
+    """One flag per key of a settings table (but ``skip``), its help naming the environment variable and the
+    default."""
     from .settings import default_text, env_name, flag_name
 
     for key, (_, k) in table.keys.items():
+        if key in skip:
+            continue
         extra = ({"action": "store_const", "const": True} if k.kind is bool
                  else {"type": k.kind, "metavar": key.split("_")[-1].upper()})
         default = default_text(table, key)
@@ -185,6 +188,11 @@ def _serve_parser(sub) -> None:
     _setting_flags(v, SERVE)
 
 
+#: The update keys ``edgeml-runtime update`` has no flag for: by hand nothing is fetched (the config file's [update]
+#: table still holds them, for run and serve).
+BY_HAND_UNUSED = ("update_server", "update_token_file")
+
+
 def _update_parser(sub) -> None:
     from .settings import UPDATE
 
@@ -216,7 +224,7 @@ def _update_parser(sub) -> None:
                         "release.json")
     u.add_argument("--config", metavar="FILE", help="runtime config file (TOML, [update] then [run] table)")
     u.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
-    _setting_flags(u, UPDATE)
+    _setting_flags(u, UPDATE, skip=BY_HAND_UNUSED)
 
 
 def main(argv=None) -> int:
@@ -306,7 +314,8 @@ def _update(args) -> int:
     from .settings import UPDATE, resolve_settings
     from .update.agent import UpdateAgent
 
-    settings = resolve_settings({k: getattr(args, k) for k in UPDATE.keys}, config=args.config, command="update")
+    flags = {k: getattr(args, k) for k in UPDATE.keys if k not in BY_HAND_UNUSED}
+    settings = resolve_settings(flags, config=args.config, command="update")
     logging.basicConfig(level="INFO", format="%(levelname)s %(message)s", stream=sys.stderr)
     agent = UpdateAgent(settings.update, settings.device)
     steps: list[dict] = []
