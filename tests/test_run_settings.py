@@ -30,7 +30,8 @@ def test_flags_beat_file_beat_environment_beat_defaults(tmp_path):
 
 def test_the_update_table_is_read_by_run_serve_and_update_and_a_commands_own_table_wins(tmp_path):
     conf = tmp_path / "runtime.toml"
-    conf.write_text('[run]\ndevice_id = "pi-7"\nfleet = "plant-a"\nbroker = "mqtt://gw:1883"\nupdate_max_rollbacks = 1\n\n'
+    conf.write_text('[run]\ndevice_id = "pi-7"\nfleet = "plant-a"\nbroker = "mqtt://gw:1883"\n'
+                    'update_max_rollbacks = 1\n\n'
                     '[serve]\ndevice_id = "pi-7"\nfleet = "plant-a"\n\n'
                     '[update]\nupdate_root_key = "/etc/edgeml/root.pub"\nupdate_server = "http://controller:8470"\n'
                     'update_dir = "/var/lib/edgeml/update"\nupdate_max_rollbacks = 5\n')
