@@ -45,7 +45,7 @@ from .sdnotify import Notifier
 from .settings import AgentSettings
 from .stream import FileSource
 from .telemetry import Telemetry
-from .update.agent import listen, open_updates, reporter
+from .update.process import listen, open_updates, reporter
 
 #: Telemetry counts the last log line names when they are not 0 (telemetry.stats key -> what it counts).
 _LOST = {"unkept": "window(s) the outbox could not keep", "quarantined": "window(s) set aside as unsendable",

@@ -26,7 +26,7 @@ from ..model import Model, Predictions
 from ..payloads import dumps
 from ..protocol.envelopes import describe_model
 from ..run import WindowFile, WindowSinks
-from ..update.agent import listen, open_updates, reporter
+from ..update.process import listen, open_updates, reporter
 from .metrics import ServeMetrics
 
 

@@ -50,17 +50,16 @@ from pathlib import Path
 from ..errors import BundleError, EdgeMLError, EngineError, UpdateError, UpdateRefused
 from ..payloads import utc_now
 from ..protocol.topics import DeviceTopics
-from ..protocol.updates import release_topic, update_status
+from ..protocol.updates import update_status
 from .health import HealthGate
 from .metadata import Release
 from .options import UpdateOptions
+from .process import FolderLock
 from .slots import Slots
 from .trust import TrustState, read_json, verify_release, write_json
 
 #: The signed release document of the pending slot (its health limits survive a restart).
 PENDING_RELEASE = "pending-release.json"
-#: The file locked while a process works on the update folder.
-LOCK = "lock"
 #: Seconds between the tries of a download (each resuming the one before); past the last, the release waits to
 #: be heard again.
 RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0)
@@ -90,7 +89,7 @@ class UpdateAgent:
         self._early: list[dict] = []                     # steps reported before report is set
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._passed_over: set[tuple[int, str]] = set()  # (version, signature) of releases refused already
+        self._passed_over: set[tuple[int, str]] = set()  # (version, release document) of releases heard already
         self._swap = None
         self._lock = None
         self._halt = threading.Event()                  # set by stop(): a download's wait ends at once
@@ -103,14 +102,14 @@ class UpdateAgent:
         """The bundle the process should load: the slot on test or the active one, else ``bundle`` (the command
         line's). Call once, before loading anything."""
         self._fallback = Path(bundle)
-        self._hold_lock()
+        self._lock = self._lock or FolderLock(self.folder)
         for name in self.slots.recover():
             self.log.info("update: removed %s, left by an interrupted update", name)
         pending = self.slots.state["pending"]
         if pending is not None:
             release = self._pending_release()
             if pending.get("step") in ("installed", "stopped"):  # installed by hand, or a clean stop: no crash
-                self.slots._save({**self.slots.state, "pending": {**pending, "step": "switched"}})
+                self.slots.mark("switched")
             else:
                 crashes = self.slots.crashed()
                 if release is None or crashes > release.health.max_crashes:
@@ -150,23 +149,7 @@ class UpdateAgent:
         self._thread.join(timeout)
         pending = self.slots.state["pending"]
         if not self._thread.is_alive() and pending is not None and pending.get("step") == "switched":
-            self.slots._save({**self.slots.state, "pending": {**pending, "step": "stopped"}})
-
-    def _hold_lock(self) -> None:
-        """One process at a time works on the update folder (a device process, or ``edgeml-runtime update``):
-        an exclusive lock held until the process ends."""
-        import fcntl
-
-        if self._lock is not None:
-            return
-        handle = open(self.folder / LOCK, "a+")  # noqa: SIM115 - held open for the process's lifetime
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise UpdateError(f"{self.folder} is in use by another edgeml-runtime process (the device's run or "
-                              "serve, or an update by hand): stop it first (systemctl stop edgeml-runtime)") from None
-        self._lock = handle
+            self.slots.mark("stopped")
 
     # -- the thread -----------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -243,7 +226,7 @@ class UpdateAgent:
         self.trust.trust(release, root_env)
         write_json(self.folder / PENDING_RELEASE, release_env)
         if by_hand:
-            self.slots._save({**self.slots.state, "pending": {**self.slots.state["pending"], "step": "installed"}})
+            self.slots.mark("installed")
             self.trust.rollbacks = 0  # a person chose this release: automatic updates may go on again
             self.trust.save()
             return release
@@ -255,7 +238,7 @@ class UpdateAgent:
         The release, or None if it was refused or failed (said in the log and in the steps reported)."""
         from ..bundle import sha256_file
 
-        self._hold_lock()
+        self._lock = self._lock or FolderLock(self.folder)
         folder = Path(folder)
         if folder.name == "release.json" and folder.is_file():  # the release file named instead of its folder
             folder = folder.parent
@@ -418,26 +401,6 @@ class UpdateAgent:
                            payload["release"], exc)
 
 
-def open_updates(settings, log: logging.Logger) -> UpdateAgent | None:
-    """The update agent of a ``run`` or ``serve`` process's ``settings`` (None when updates are off)."""
-    if settings.update is None:
-        return None
-    return UpdateAgent(settings.update, settings.device, log=log)
-
-
-def listen(agent: UpdateAgent, telemetry) -> None:
-    """Hear the device's and its fleet's release announcements on ``telemetry``'s connection (None: no broker,
-    so releases come by hand only). Call before the telemetry starts."""
-    if telemetry is not None:
-        d = agent.device
-        telemetry.subscribe_releases((release_topic(d.fleet, d.device_id), release_topic(d.fleet)), agent.offer)
-
-
-def reporter(telemetry):
-    """Where the agent's steps go: the outbox (kept by its bound), or nowhere but the log without a broker."""
-    return telemetry.send_update if telemetry is not None else (lambda payload: None)
-
-
 def _version(envelope) -> int:
     try:
         return int(envelope["signed"]["version"])
@@ -453,4 +416,4 @@ def _identity(envelope) -> str | None:
         return None
 
 
-__all__ = ["PENDING_RELEASE", "UpdateAgent", "listen", "open_updates", "reporter"]
+__all__ = ["PENDING_RELEASE", "RETRY_DELAYS", "Unreachable", "UpdateAgent"]

@@ -131,6 +131,14 @@ class Slots:
         self._delete_unnamed()
         return self.current()
 
+    def mark(self, step: str) -> None:
+        """Note how the pending slot stands: ``switched`` (running on test), ``installed`` (by hand, its first start
+        to come) or ``stopped`` (the process stopped cleanly on it): the last two count no crash at the next start."""
+        if step not in ("switched", "installed", "stopped"):
+            raise ValueError(f"a pending slot is switched, installed or stopped, not {step!r}")
+        pending = self._pending(f"mark {step}")
+        self._save({**self.state, "pending": {**pending, "step": step}})
+
     def crashed(self) -> int:
         """Count one crash of the pending bundle (call at start when one is pending); the count so far."""
         pending = self._pending("count a crash of")
