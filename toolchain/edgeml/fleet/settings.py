@@ -210,19 +210,10 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
     doc = _read(config) if config is not None else {}
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
-    for key, spec in KEYS.items():
-        table = doc.get(spec.table, {})
-        if flags.get(key) not in (None, ()):
-            where, value = f"flag {spec.flag_name}", flags[key]
-        elif environ.get(spec.env_name):
-            where = f"environment {spec.env_name}"
-            value = parse(spec, key, environ[spec.env_name], where)
-        elif spec.name in table:
-            where, value = f"{config} [{spec.table}] {spec.name}", table[spec.name]
-        else:
-            values[key] = spec.default
-            continue
-        values[key], sources[key] = check(spec, key, value, where), where
+    for key in KEYS:
+        values[key], where = _pick(key, flags.get(key), doc, config, environ)
+        if where is not None:
+            sources[key] = where
     try:
         broker = MqttSettings(values["broker"], client_id=values["client_id"],
                               **{k: values[k] for k in _BROKER_FIELDS})
@@ -256,17 +247,25 @@ def one(key: str, flag=None, config: str | os.PathLike | None = None,
     >>> one("releases", environ={}), one("releases", environ={"EDGEML_FLEET_RELEASES": "/srv/releases"})
     ('releases', '/srv/releases')
     """
+    doc = _read(config) if config is not None else {}
+    return _pick(key, flag, doc, config, os.environ if environ is None else environ)[0]
+
+
+def _pick(key: str, flag, doc: dict, config, environ: Mapping[str, str]) -> tuple[object, str | None]:
+    """The setting ``key``, checked, and where it came from: the flag, else its variable, else fleet.toml's
+    ``doc``, else (None: from nowhere) its default."""
     spec = KEYS[key]
-    environ = os.environ if environ is None else environ
-    table = _read(config).get(spec.table, {}) if config is not None else {}
+    table = doc.get(spec.table, {})
     if flag not in (None, ()):
-        return check(spec, key, flag, f"flag {spec.flag_name}")
-    if environ.get(spec.env_name):
+        where, value = f"flag {spec.flag_name}", flag
+    elif environ.get(spec.env_name):
         where = f"environment {spec.env_name}"
-        return check(spec, key, parse(spec, key, environ[spec.env_name], where), where)
-    if spec.name in table:
-        return check(spec, key, table[spec.name], f"{config} [{spec.table}] {spec.name}")
-    return spec.default
+        value = parse(spec, key, environ[spec.env_name], where)
+    elif spec.name in table:
+        where, value = f"{config} [{spec.table}] {spec.name}", table[spec.name]
+    else:
+        return spec.default, None
+    return check(spec, key, value, where), where
 
 
 def default_receive_maximum(batch_size: int, workers: int) -> int:
