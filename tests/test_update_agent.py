@@ -35,7 +35,7 @@ from edgeml_runtime.errors import UpdateError
 from edgeml_runtime.model import Model
 from edgeml_runtime.payloads import utc_now
 from edgeml_runtime.protocol.topics import DeviceTopics
-from edgeml_runtime.protocol.updates import STEPS, announcement
+from edgeml_runtime.protocol.updates import STEPS, announcement, release_topic
 from edgeml_runtime.run import StreamScorer
 from edgeml_runtime.stream import END, Item
 from edgeml_runtime.update import signing
@@ -242,7 +242,7 @@ def test_a_release_is_fetched_tested_swapped_in_judged_and_committed(device, wor
     d = device()
     one, two = read_manifest(world.bundles["one"]).identity, read_manifest(world.bundles["two"]).identity
     assert d.identity() == one
-    d.agent.offer("t", world.offer(world.made["two"], rollout=7))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"], rollout=7))
     assert d.wait("committed", "failed", "rolled_back") == ["offered", "verifying", "downloading", "testing",
                                                             "active", "committed"]
     assert {s["release"] for s in d.steps} == {2} and {s["rollout"] for s in d.steps} == {7}
@@ -261,7 +261,7 @@ def test_a_release_is_fetched_tested_swapped_in_judged_and_committed(device, wor
     # heard again (announcements are retained: every reconnect repeats them): passed over without a word
     before = len(d.steps)
     d.agent.attach(lambda path: None, d.scorer.sinks, d.steps.append)
-    d.agent.offer("t", world.offer(world.made["two"], rollout=7))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"], rollout=7))
     time.sleep(0.3)
     assert len(d.steps) == before
     d.agent.stop()
@@ -271,7 +271,7 @@ def test_a_failing_health_gate_rolls_back_and_the_release_is_never_retried(devic
     slow = world.release("two", health={"max_latency_ms": 1e-6})  # no engine scores a row in a nanosecond
     d = device()
     one = read_manifest(world.bundles["one"]).identity
-    d.agent.offer("t", world.offer(slow))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(slow))
     steps = d.wait("committed", "failed", "rolled_back")
     assert steps[-2:] == ["active", "rolled_back"], d.said()
     assert "latency" in d.steps[-1]["reason"] and d.steps[-1]["health"]["windows"] >= 1
@@ -282,7 +282,7 @@ def test_a_failing_health_gate_rolls_back_and_the_release_is_never_retried(devic
     assert slow.version in d.agent.trust.failed and d.agent.trust.rollbacks == 1
     assert d.agent.slots.state["pending"] is None
     before = len(d.steps)
-    d.agent.offer("t", world.offer(slow))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(slow))
     time.sleep(0.5)
     assert len(d.steps) == before  # a release that failed is never retried
     fed = d.close()
@@ -292,13 +292,13 @@ def test_a_failing_health_gate_rolls_back_and_the_release_is_never_retried(devic
 def test_a_bundle_whose_self_test_fails_is_not_switched_in_nor_retried(device, world):
     broken = world.release("broken")
     d = device()
-    d.agent.offer("t", world.offer(broken))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(broken))
     assert d.wait("committed", "failed", "rolled_back")[-2:] == ["testing", "failed"]
     assert "self-test" in d.steps[-1]["reason"] and d.steps[-1]["refusal"] is None
     assert d.identity() == read_manifest(world.bundles["one"]).identity
     assert d.agent.slots.state["pending"] is None and broken.version in d.agent.trust.failed
     before = len(d.steps)
-    d.agent.offer("t", world.offer(broken))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(broken))
     time.sleep(0.3)
     assert len(d.steps) == before
     d.close()
@@ -306,7 +306,7 @@ def test_a_bundle_whose_self_test_fails_is_not_switched_in_nor_retried(device, w
 
 def test_past_the_rollback_cap_releases_wait_for_one_installed_by_hand(device, world):
     d = device(max_rollbacks=0)
-    d.agent.offer("t", world.offer(world.made["two"]))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
     d.wait("failed")
     assert "update_max_rollbacks" in d.steps[-1]["reason"]
     d.close()
@@ -319,7 +319,7 @@ def test_a_download_cut_mid_way_resumes_with_the_rest_only(device, world):
     proxy = CuttingProxy(world.server.url, cut=size // 2)  # the headers and less than half the archive
     try:
         d = device(server=proxy.url)
-        d.agent.offer("t", world.offer(world.made["two"]))
+        d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
         assert d.wait("committed", "failed", "rolled_back")[-1] == "committed", d.said()
         gets = [r for r in proxy.requests if "bundle.tar.gz" in r[0]]
         assert proxy.cuts == 1 and len(gets) == 2, proxy.requests
@@ -336,14 +336,14 @@ def test_a_server_out_of_reach_fails_the_attempt_not_the_release(device, world):
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
     d = device(server=dead)
-    d.agent.offer("t", world.offer(world.made["two"]))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
     assert d.wait("committed", "failed", "rolled_back")[-3:] == ["verifying", "downloading", "failed"]
     assert "3 attempt(s)" in d.steps[-1]["reason"] and d.steps[-1]["refusal"] is None
     assert 2 not in d.agent.trust.failed  # not the release's fault
     # the server back (the device's setting fixed), the release heard again: installed
     d.agent.options = UpdateOptions(root_key=d.options.root_key, folder=d.options.folder, server=world.server.url)
     before = len(d.steps)
-    d.agent.offer("t", world.offer(world.made["two"]))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
     assert d.wait("committed", "failed", "rolled_back", after=before)[-1] == "committed", d.said()
     d.close()
 
@@ -352,7 +352,7 @@ def test_a_server_out_of_reach_fails_the_attempt_not_the_release(device, world):
 
 def _refused(d, payload) -> dict:
     before = len(d.steps)
-    d.agent.offer("t", payload)
+    d.agent.offer(release_topic(FLEET, DEVICE), payload)
     d.wait("failed", "committed", "rolled_back", after=before)
     return d.steps[-1]
 
@@ -391,10 +391,15 @@ def test_tampered_forged_older_and_foreign_releases_are_refused_with_their_reaso
 def test_an_older_version_is_refused_once_a_higher_one_is_trusted(device, world):
     d = device()
     three = world.release("two")  # a new, higher release of the same bundle
-    d.agent.offer("t", world.offer(three))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(three))
     assert d.wait("committed", "failed", "rolled_back")[-1] == "committed", d.said()
     assert d.agent.trust.release_version == three.version
-    assert _refused(d, world.offer(world.made["one"]))["refusal"] == "old_version"
+    assert _refused(d, world.offer(world.made["one"]))["refusal"] == "old_version"  # on the device's own topic
+    # the fleet's topic keeps its last release retained for devices that missed it: old news here, not a refusal
+    before = len(d.steps)
+    d.agent.offer(release_topic(FLEET), world.offer(world.made["one"]))
+    time.sleep(0.3)
+    assert len(d.steps) == before
     d.close()
 
 
@@ -410,7 +415,7 @@ def test_a_rotated_release_key_is_trusted_and_a_revoked_one_refused(device, worl
     # a release signed by the new key installs, with no change on the device (it holds the root key only)
     new = world.release("two", keys_dir=rotated)
     before = len(d.steps)
-    d.agent.offer("t", world.offer(new, root=root_v2))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(new, root=root_v2))
     assert d.wait("committed", "failed", "rolled_back", after=before)[-1] == "committed", d.said()
     assert d.agent.trust.root_version == 2
     # the old root (version 1, still listing the revoked key) is no longer taken
@@ -424,7 +429,7 @@ def test_a_restart_while_on_test_counts_a_crash_and_past_the_limit_rolls_back(wo
     folder = tmp_path / "update"
     d = Device(folder, world, world.bundles["one"], records)
     release = world.release("two", health={"min_windows": 10_000, "min_rows": 10_000_000})  # never judged here
-    d.agent.offer("t", world.offer(release))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(release))
     d.wait("active")
     d._stop.set()
     d._feeder.join(10)
@@ -443,7 +448,7 @@ def test_a_clean_stop_while_on_test_is_no_crash(world, records, tmp_path):
     folder = tmp_path / "update"
     d = Device(folder, world, world.bundles["one"], records)
     release = world.release("two", health={"min_windows": 10_000, "min_rows": 10_000_000})
-    d.agent.offer("t", world.offer(release))
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(release))
     d.wait("active")
     d.close()  # agent.stop() marks the bundle on test as stopped cleanly
     d.agent._lock.close()

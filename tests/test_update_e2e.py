@@ -14,7 +14,9 @@ In file order, on one fleet (the tests share it: each starts where the one befor
    higher release of the bundle the fleet ran, which the canary installs; the failed release is not retried;
 4. a release whose health gate cannot be reached in time leaves the canary's wave inconclusive: the rollout
    pauses at its wave timeout and says so; the canary, killed with SIGKILL while on test, comes back on a
-   consistent slot (its previous bundle: a crash on test is past the release's limit) and reports the rollback.
+   consistent slot (its previous bundle: a crash on test is past the release's limit) and reports the rollback;
+5. a sixth device, new to the fleet, installs the release of the rollout that was done (announced, retained, on
+   the fleet's topic) when it first connects.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from release_helpers import second_bundle
 from test_update_agent import CuttingProxy, _broken_bundle
 
 from edgeml.fleet import keys, releases
+from edgeml.fleet.rollout import rollouts
 from edgeml.fleet.store import Store
 from edgeml_runtime.bundle import read_manifest
 from edgeml_runtime.protocol.updates import announcement, release_topic
@@ -82,7 +85,7 @@ class Device:
         self.proc: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._rows = _rows(100 + DEVICES.index(name))
+        self._rows = _rows(100 + int(name[1:]))
         self.port = _free_port() if name == SERVER else None
 
     def command(self) -> list[str]:
@@ -373,13 +376,26 @@ def test_an_inconclusive_wave_pauses_at_its_timeout_and_a_killed_device_comes_ba
     assert slots["active"]["identity"] == two and slots["pending"] is None
 
 
+def test_a_device_the_rollouts_missed_installs_the_fleets_release_when_it_connects(fleet):
+    f = fleet
+    with Store.open(f["store"]) as store:
+        done = [r for r in rollouts(store, FLEET) if r["state"] == "done"]
+    assert [r["release"] for r in done] == [2]
+    late = f["devices"]["d6"] = Device("d6", f).start()  # new to the fleet, with the bundle it was installed with
+    wait_until(lambda: _steps(f, "d6", 2)[-1:] == ["committed"], 60, what="d6's install of the fleet's release",
+               interval=0.2)
+    assert _steps(f, "d6", 2) == ["offered", "verifying", "downloading", "testing", "active", "committed"]
+    assert _running(f, "d6") == read_manifest(f["bundles"]["two"]).identity
+    assert "announced to the whole fleet" in f["controller"].log()
+    assert late.proc.poll() is None
+
+
 def test_every_row_read_and_every_request_row_was_scored_once(fleet):
     """Last: the devices stop cleanly; what each was sent equals what its windows counted, across every swap."""
     f = fleet
     devices = f["devices"]
-    for name in DEVICES:
-        if name == "d1":
-            continue  # killed once: the rows in its pipe at the kill were never read
+    whole = [name for name in devices if name != "d1"]  # d1 was killed once: the rows in its pipe then were lost
+    for name in whole:
         d = devices[name]
         assert d.stop() == 0, d.text()[-3000:]
         assert "Traceback" not in d.text()
@@ -388,9 +404,8 @@ def test_every_row_read_and_every_request_row_was_scored_once(fleet):
         def counted(name):
             return sum(w.rows + w.bad_rows for w in store.windows(FLEET, None, device=name))
 
-        wait_until(lambda: all(counted(n) == devices[n].sent for n in DEVICES if n != "d1"), 30,
+        wait_until(lambda: all(counted(n) == devices[n].sent for n in whole), 30,
                    what="every device's last windows stored")
-        for name in DEVICES:
-            if name != "d1":
-                assert counted(name) == devices[name].sent, name
-                assert sum(w.bad_rows for w in store.windows(FLEET, None, device=name)) == 0
+        for name in whole:
+            assert counted(name) == devices[name].sent > 0, name
+            assert sum(w.bad_rows for w in store.windows(FLEET, None, device=name)) == 0

@@ -47,10 +47,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import BundleError, EdgeMLError, EngineError, UpdateError, UpdateRefused
+from ..errors import BundleError, EdgeMLError, EngineError, ProtocolError, UpdateError, UpdateRefused
 from ..payloads import utc_now
 from ..protocol.topics import DeviceTopics
-from ..protocol.updates import update_status
+from ..protocol.updates import parse_release_topic, update_status
 from .health import HealthGate
 from .metadata import Release
 from .options import UpdateOptions
@@ -136,7 +136,7 @@ class UpdateAgent:
 
     def offer(self, topic: str, payload: bytes) -> None:
         """An announcement heard on ``topic`` (the MQTT thread calls this; it only queues)."""
-        self._jobs.put(("announcement", payload))
+        self._jobs.put(("announcement", (topic, payload)))
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the agent's thread (an update under way is left where it is: the slots survive that, as they do a
@@ -159,13 +159,13 @@ class UpdateAgent:
                 return
             try:
                 if kind == "announcement":
-                    self._announced(value)
+                    self._announced(*value)
                 elif kind == "gate":
                     self._judged(*value)
             except Exception:  # noqa: BLE001 - a bug in one update must not end the device process
                 self.log.exception("update: unexpected failure; the device keeps running its current bundle")
 
-    def _announced(self, payload: bytes) -> None:
+    def _announced(self, topic: str, payload: bytes) -> None:
         try:
             message = json.loads(payload)
             release_env, root_env = message["release"], message["root"]
@@ -177,6 +177,10 @@ class UpdateAgent:
             return
         key = (offered, json.dumps(release_env, sort_keys=True))  # a tampered copy is another key than the real one
         if self._known(offered) or key in self._passed_over:
+            return
+        if offered <= self.trust.release_version and _to_fleet(topic):
+            self.log.debug("update: release %d on %s is not newer than release %d: passed over", offered, topic,
+                           self.trust.release_version)  # the fleet's last release, retained: old news to this device
             return
         self._passed_over.add(key)
         bundle = (release_env.get("signed", {}).get("bundle") or {}).get("identity")
@@ -399,6 +403,14 @@ class UpdateAgent:
         except EdgeMLError as exc:
             self.log.error("update: step %s of release %s could not be stored for sending (%s)", payload["step"],
                            payload["release"], exc)
+
+
+def _to_fleet(topic: str) -> bool:
+    """Whether ``topic`` is a fleet's release topic (not one device's)."""
+    try:
+        return parse_release_topic(topic)[1] is None
+    except ProtocolError:
+        return False
 
 
 def _version(envelope) -> int:

@@ -15,6 +15,10 @@ at QoS 1 on ``edgeml/<fleet>/_controller/release/<device>``:
 * ``archive``: the path of its ``bundle.tar.gz`` on the controller's HTTP
   server (``/releases/<fleet>/<version>/bundle.tar.gz``, :mod:`.files`).
 
+When a rollout is done, its release is also announced, retained, on the
+fleet's topic ``edgeml/<fleet>/_controller/release``: a device the rollout
+did not reach (off during it, or new since) installs it when it connects.
+
 An announcement is marked sent once the broker acknowledged it (PUBACK); one
 not acknowledged stops the advance (FleetError, logged) and is published
 again at the next tick: retained, a repeat is the same message. Each line
@@ -71,6 +75,7 @@ class Rollouts:
         self.next = time.monotonic()
         self.held = False
         self.warned: set[tuple[str, int]] = set()
+        self.to_fleet: dict[int, bool] = {}  # rollouts done whose release is still to be announced to the fleet
 
     def maybe(self) -> None:
         if not self.every or time.monotonic() < self.next:
@@ -92,6 +97,12 @@ class Rollouts:
                 for line in rollout.advance(self.store, rollout_id, now=now, announce=self.announce):
                     self.log.info("%s", line)
                     said.append(line)
+                if rollout.get(self.store, rollout_id).state == "done":
+                    self.to_fleet[rollout_id] = True
+            for rollout_id in list(self.to_fleet):
+                said.append(self.announce_to_fleet(rollout_id))
+                self.log.info("%s", said[-1])
+                del self.to_fleet[rollout_id]
         except FleetError as exc:
             self.log.error("advancing rollouts failed: %s; trying again in %g s", exc, self.every)
         return said
@@ -107,6 +118,22 @@ class Rollouts:
         if not self.publish(topic, json.dumps(payload, separators=(",", ":")).encode()):
             raise FleetError(f"the broker did not acknowledge the announcement of release {record.version} on "
                              f"{topic}; it is announced again at the next advance")
+
+    def announce_to_fleet(self, rollout_id: int) -> str:
+        """A rollout done: its release, retained on the fleet's topic, for the devices it did not reach (off, or
+        new since); FleetError (tried again at the next tick) if the broker did not acknowledge it."""
+        from . import releases, rollout
+
+        r = rollout.get(self.store, rollout_id)
+        record = releases.get(self.store, r.fleet, r.release)
+        payload = announcement(r.fleet, release=record.document, root=self.root_of(rollout_id, record),
+                               archive=archive_path(r.fleet, record.version), time=iso(time.time()),
+                               rollout=rollout_id)
+        topic = release_topic(r.fleet)
+        if not self.publish(topic, json.dumps(payload, separators=(",", ":")).encode()):
+            raise FleetError(f"the broker did not acknowledge the announcement of release {record.version} on "
+                             f"{topic}; it is announced again at the next advance")
+        return f"rollout {rollout_id} done: release {record.version} announced to the whole fleet {r.fleet} on {topic}"
 
     def root_of(self, rollout_id: int, record) -> dict:
         """The signed root to check ``record`` against: the rollout's keys folder's, else the release folder's."""
