@@ -20,7 +20,8 @@ Every error class the runtime defines::
     │   ├── OutboxError             the outbox file cannot be opened, is in use, or cannot take a message
     │   ├── ProtocolError           a topic or message breaks the device ↔ fleet protocol
     │   └── UpdateError             an over-the-air update cannot be done (no ``cryptography``, a key file, a slot)
-    │       └── UpdateRefused       a release, root or archive is refused on purpose (``reason``: why, a fixed word)
+    │       ├── UpdateRefused       a release, root or archive is refused on purpose (``reason``: why, a fixed word)
+    │       └── UpdateUnreachable   the archive could not be fetched this time (the release is not failed)
     └── ValueError
         └── cells.BadValue          internal: one value the encoder cannot read; becomes a RowError
 
@@ -114,6 +115,11 @@ class UpdateRefused(UpdateError):
         self.reason = reason
         self.detail = message
         super().__init__(f"update refused ({reason}): {message}")
+
+
+class UpdateUnreachable(UpdateError):
+    """The archive could not be fetched (the server down, the link cut past every retry): not the release's
+    fault, so it is not marked failed; the part fetched is kept and resumed when it is heard again."""
 
 
 _UNSET = object()

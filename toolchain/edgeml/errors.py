@@ -17,7 +17,8 @@ key or value at fault and says how to fix it. The whole tree, host and device
     ├── OutboxError              the durable outbox cannot be opened or cannot take a message
     ├── ProtocolError            a topic or message breaks the device-fleet protocol
     ├── UpdateError              an over-the-air update cannot be done (no cryptography, a key file, a slot)
-    │   └── UpdateRefused        a release, root or archive refused on purpose (its `reason`)
+    │   ├── UpdateRefused        a release, root or archive refused on purpose (its `reason`)
+    │   └── UpdateUnreachable    the archive could not be fetched this time (the release is not failed)
     ├── DataError                edgeml.errors: the training data cannot be read or used as asked
     ├── ConfigError              a build setting (edgeml.toml, a flag) is unknown or invalid
     ├── TargetError              a hardware target profile is unknown or invalid

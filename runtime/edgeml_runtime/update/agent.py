@@ -47,7 +47,15 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import BundleError, EdgeMLError, EngineError, ProtocolError, UpdateError, UpdateRefused
+from ..errors import (
+    BundleError,
+    EdgeMLError,
+    EngineError,
+    ProtocolError,
+    UpdateError,
+    UpdateRefused,
+    UpdateUnreachable,
+)
 from ..payloads import utc_now
 from ..protocol.topics import DeviceTopics
 from ..protocol.updates import parse_release_topic, update_status
@@ -63,11 +71,6 @@ PENDING_RELEASE = "pending-release.json"
 #: Seconds between the tries of a download (each resuming the one before); past the last, the release waits to
 #: be heard again.
 RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0)
-
-
-class Unreachable(UpdateError):
-    """The archive could not be fetched (the server down, the link cut past every retry): not the release's
-    fault, so it is not marked failed; the part fetched is kept and resumed."""
 
 
 class UpdateAgent:
@@ -221,7 +224,7 @@ class UpdateAgent:
         except UpdateRefused as exc:
             self.trust.fail(release.version)
             return self._failed(release.version, identity, rollout, str(exc), refusal=exc.reason)
-        except Unreachable as exc:  # not the release's fault: heard again (a reconnect, a new announcement), retried
+        except UpdateUnreachable as exc:  # not the release's fault: tried again when it is heard again
             self._unreachable.add(release.version)
             return self._failed(release.version, identity, rollout, str(exc))
         except (UpdateError, BundleError, EngineError, OSError) as exc:
@@ -272,8 +275,9 @@ class UpdateAgent:
         from .download import download
 
         if not self.options.server:
-            raise Unreachable("no update_server is set: the device cannot fetch the bundle; set update_server to "
-                              "the controller's HTTP server, or install the release by hand (edgeml-runtime update)")
+            raise UpdateUnreachable("no update_server is set: the device cannot fetch the bundle; set update_server "
+                                    "to the controller's HTTP server, or install the release by hand "
+                                    "(edgeml-runtime update)")
         self._step(release.version, release.bundle.identity, "downloading", rollout)
         dest = self.folder / "downloads" / f"{release.version}.tar.gz"
         dest.parent.mkdir(exist_ok=True)
@@ -288,8 +292,8 @@ class UpdateAgent:
                 raise
             except UpdateError as exc:
                 if attempt == tries or self._halt.is_set():
-                    raise Unreachable(f"{exc} ({attempt} attempt(s); the part fetched is kept and resumed when "
-                                      "the release is heard again)") from None
+                    raise UpdateUnreachable(f"{exc} ({attempt} attempt(s); the part fetched is kept and resumed "
+                                            "when the release is heard again)") from None
                 delay = self.retry_delays[attempt - 1]
                 self.log.warning("update: downloading release %d stopped (%s); resuming in %g s (attempt %d of %d)",
                                  release.version, exc, delay, attempt + 1, tries)
@@ -428,4 +432,4 @@ def _identity(envelope) -> str | None:
         return None
 
 
-__all__ = ["PENDING_RELEASE", "RETRY_DELAYS", "Unreachable", "UpdateAgent"]
+__all__ = ["PENDING_RELEASE", "RETRY_DELAYS", "UpdateAgent"]
