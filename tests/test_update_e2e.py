@@ -254,6 +254,17 @@ def _events(f, device: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def _metrics(f) -> dict:
+    """The controller's /metrics, parsed by prometheus_client's own parser: (name, labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f["http"] + "/metrics", timeout=30).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def _running(f, device: str) -> str | None:
     """The bundle of ``device``'s newest stored window."""
     with Store.open(f["store"]) as store:
@@ -282,6 +293,11 @@ def test_a_staged_rollout_goes_wave_by_wave_to_every_device(fleet):
     assert f["proxy"].cuts == 1 and len(gets) == 2 and gets[1][1].startswith("Range: bytes="), gets  # resumed
     human = edgeml("fleet", "status", "--config", f["config"]).stdout
     assert f"rollout #{rollout} of release {version}: done" in human
+    metrics = _metrics(f)
+    assert metrics[("edgeml_fleet_devices_online", (("fleet", FLEET),))] == len(DEVICES)
+    assert metrics[("edgeml_fleet_rollout_state", (("fleet", FLEET), ("state", "done")))] == 1
+    assert metrics[("edgeml_fleet_rollout_state", (("fleet", FLEET), ("state", "running")))] == 0
+    assert metrics[("edgeml_fleet_update_steps_total", (("fleet", FLEET), ("step", "committed")))] >= len(DEVICES)
 
 
 def _publish(f, device: str, release: dict, root: dict, version: int) -> None:

@@ -73,12 +73,14 @@ def run(settings: ControllerSettings, *, stop: threading.Event | None = None,
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stopping)
-    server = _serve(settings, log)
+    served = _serve(settings, log)
     try:
         return _run(settings, stop, retraining, log)
     finally:
-        if server is not None:
+        if served is not None:
+            server, store = served
             server.stop()
+            store.close()
 
 
 def _run(settings: ControllerSettings, stop: threading.Event, retraining: list, log: logging.Logger) -> int:
@@ -123,7 +125,8 @@ def _run(settings: ControllerSettings, stop: threading.Event, retraining: list, 
 
 
 def _serve(settings: ControllerSettings, log: logging.Logger):
-    """The release server on ``--http`` for the controller's lifetime (started), or None without ``--http``."""
+    """The HTTP server on ``--http`` for the controller's lifetime (started) and the store it reads, or None
+    without ``--http``: the release folders, ``/metrics``."""
     if settings.http is None:
         return None
     from .files import FileServer
@@ -135,12 +138,29 @@ def _serve(settings: ControllerSettings, log: logging.Logger):
     except FleetError as exc:
         raise FleetError(f"http = {host}:{port} (from {where}): {exc}; a token: --http-token-file FILE "
                          "[EDGEML_FLEET_HTTP_TOKEN_FILE]") from None
+    store = _mount_metrics(server, settings)
     if not Path(settings.releases).is_dir():
         log.warning("the release folder %s does not exist (yet): every release is 404 until edgeml release writes "
                     "one there (--releases)", settings.releases)
     log.info("serving the release folders of %s at %s%s", settings.releases, server.url,
              "" if settings.http_token is None else " (clients off loopback send the token)")
-    return server
+    return server, store
+
+
+def _mount_metrics(server, settings: ControllerSettings):
+    """``GET /metrics`` (:mod:`.metrics`) on the HTTP server, read from a store of its own (returned)."""
+    from . import policy
+    from .files import Response
+    from .metrics import CONTENT_TYPE, FleetMetrics
+    from .store import Store
+
+    source = settings.config or "fleet.toml"
+    chosen = policy.Policy.from_table(settings.policy, source) if settings.policy else policy.Policy()
+    store = Store.open(settings.store)
+    metrics = FleetMetrics(store, chosen)
+    server.route("GET", r"/metrics", lambda request: Response(200, {"Content-Type": CONTENT_TYPE},
+                                                              metrics.render().encode()))
+    return store
 
 
 def _judging(settings: ControllerSettings):
