@@ -300,6 +300,55 @@ def test_a_staged_rollout_goes_wave_by_wave_to_every_device(fleet):
     assert metrics[("edgeml_fleet_update_steps_total", (("fleet", FLEET), ("step", "committed")))] >= len(DEVICES)
 
 
+def _get(f, path: str):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f["http"] + path, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_json_api_and_its_event_stream_show_the_fleet(fleet):
+    """The read-only API behind the dashboard, on the controller's HTTP server (docs/fleet.md), while devices run."""
+    f = fleet
+    two = read_manifest(f["bundles"]["two"]).identity
+    code, status = _get(f, f"/api/v1/status?fleet={FLEET}")
+    assert code == 200 and [d["device"] for d in status["fleets"][FLEET]["devices"]] == list(DEVICES)
+    assert status["rollouts"][0]["state"] == "done"
+    code, grid = _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}")
+    assert code == 200 and "air_temp_c" in grid["columns"] and grid["columns"][-1] == "(output)"
+    assert len(grid["psi"]) == len(grid["slices"]) and all(len(r) == len(grid["columns"]) for r in grid["psi"])
+    filled = [i for i, s in enumerate(grid["slices"]) if s["rows"]]
+    assert filled, grid["slices"]
+    code, cell = _get(f, f"/api/v1/drift/cell?fleet={FLEET}&bundle={two}&column=air_temp_c&slice={filled[-1]}")
+    assert code == 200 and len(cell["labels"]) == len(cell["reference"]) == len(cell["counts"])
+    assert cell["rows"] == sum(cell["counts"]) > 0 and abs(sum(cell["reference"]) - 1) < 1e-9
+    assert cell["psi"] == grid["psi"][filled[-1]][grid["columns"].index("air_temp_c")]
+    code, one = _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}&device=d2")
+    assert code == 200 and sum(s["rows"] for s in one["slices"]) < sum(s["rows"] for s in grid["slices"])
+    code, rollouts = _get(f, f"/api/v1/rollouts?fleet={FLEET}")
+    code, detail = _get(f, f"/api/v1/rollouts/{rollouts[0]['id']}")
+    assert code == 200 and {d["device"] for d in detail["devices"]} == set(DEVICES)
+    assert _get(f, "/api/v1/rollouts/999")[0] == 404
+    assert _get(f, f"/api/v1/drift?fleet={FLEET}")[1] == {"error": "/api/v1/drift needs ?bundle=..."}
+    assert _get(f, "/api/v1/decisions?last=x")[0] == 400
+    code, models = _get(f, f"/api/v1/models?fleet={FLEET}")
+    assert code == 200 and set(models) == {"versions", "retrains"}
+    # the event stream: a change event at once, with the store's counts
+    with socket.create_connection(("127.0.0.1", int(f["http"].rsplit(":", 1)[1])), timeout=10) as conn:
+        conn.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"\n\n" not in got.split(b"\r\n\r\n", 1)[-1]:
+            got += conn.recv(65536)
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert b"text/event-stream" in head and body.startswith(b"event: change\ndata: ")
+    counts = json.loads(body.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert counts["windows"] > 0 and counts["online"] == len(DEVICES)
+
+
 def _publish(f, device: str, release: dict, root: dict, version: int) -> None:
     """An intruder's announcement on ``device``'s own release topic (this broker is open; the generated ACL lets
     only the controller publish there)."""

@@ -138,7 +138,7 @@ def _serve(settings: ControllerSettings, log: logging.Logger):
     except FleetError as exc:
         raise FleetError(f"http = {host}:{port} (from {where}): {exc}; a token: --http-token-file FILE "
                          "[EDGEML_FLEET_HTTP_TOKEN_FILE]") from None
-    store = _mount_metrics(server, settings)
+    store = _mount_views(server, settings)
     if not Path(settings.releases).is_dir():
         log.warning("the release folder %s does not exist (yet): every release is 404 until edgeml release writes "
                     "one there (--releases)", settings.releases)
@@ -147,9 +147,11 @@ def _serve(settings: ControllerSettings, log: logging.Logger):
     return server, store
 
 
-def _mount_metrics(server, settings: ControllerSettings):
-    """``GET /metrics`` (:mod:`.metrics`) on the HTTP server, read from a store of its own (returned)."""
+def _mount_views(server, settings: ControllerSettings):
+    """``GET /metrics`` (:mod:`.metrics`) and the JSON API (:mod:`.api`) on the HTTP server, read from a store of
+    their own (returned)."""
     from . import policy
+    from .api import Api
     from .files import Response
     from .metrics import CONTENT_TYPE, FleetMetrics
     from .store import Store
@@ -160,6 +162,7 @@ def _mount_metrics(server, settings: ControllerSettings):
     metrics = FleetMetrics(store, chosen)
     server.route("GET", r"/metrics", lambda request: Response(200, {"Content-Type": CONTENT_TYPE},
                                                               metrics.render().encode()))
+    Api(store, chosen, stopping=server.stopping).mount(server)
     return store
 
 

@@ -35,7 +35,8 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,16 +60,19 @@ class Request:
     headers: dict
     client: str
     match: re.Match
+    query: dict = field(default_factory=dict)  #: each query parameter's last value
 
 
 @dataclass
 class Response:
-    """What a route returns: a status, headers, and a body (bytes, or ``file`` = (path, start, length))."""
+    """What a route returns: a status, headers, and a body (bytes, or ``file`` = (path, start, length), or
+    ``stream``: chunks written as they come, the connection closed after the last, e.g. server-sent events)."""
 
     status: int
     headers: dict = field(default_factory=dict)
     body: bytes = b""
     file: tuple[Path, int, int] | None = None
+    stream: Iterator[bytes] | None = None
 
 
 Route = Callable[[Request], Response]
@@ -96,20 +100,41 @@ def is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
-def authorized(client: str, header: str | None, token: str | None) -> bool:
-    """Whether a request from ``client`` with this ``Authorization`` header may be answered: always from
-    loopback, else only with ``Bearer <token>`` (compared in constant time).
+def authorized(client: str, header: str | None, token: str | None, cookie: str | None = None) -> bool:
+    """Whether a request from ``client`` with this ``Authorization`` header (or token cookie, which a browser
+    sends where it cannot set a header: the dashboard's event stream) may be answered: always from loopback,
+    else only with ``Bearer <token>`` or the cookie (compared in constant time).
 
     >>> authorized("127.0.0.1", None, None), authorized("192.0.2.7", None, "s3cret")
     (True, False)
     >>> authorized("192.0.2.7", "Bearer s3cret", "s3cret"), authorized("192.0.2.7", "Bearer x", None)
     (True, False)
+    >>> authorized("192.0.2.7", None, "s3cret", cookie="s3cret")
+    True
     """
     if is_loopback(client):
         return True
-    if token is None or not header or not header.startswith("Bearer "):
+    if token is None:
         return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+    given = header[len("Bearer "):].strip() if header and header.startswith("Bearer ") else cookie
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+#: The cookie the dashboard keeps the token in (set by ``/?token=...``: HttpOnly, SameSite=Strict).
+TOKEN_COOKIE = "edgeml_token"
+
+
+def cookie_token(header: str | None) -> str | None:
+    """The token cookie's value in a ``Cookie`` header, if any.
+
+    >>> cookie_token("theme=dark; edgeml_token=s3cret"), cookie_token(None)
+    ('s3cret', None)
+    """
+    for part in (header or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == TOKEN_COOKIE:
+            return value
+    return None
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
@@ -148,6 +173,8 @@ class FileServer:
                  token: str | None = None):
         self.releases_dir, self.host, self.port, self.token = Path(releases_dir), host, port, token
         self.routes: list[tuple[str, re.Pattern, Route]] = []
+        #: Set by :meth:`stop`: long answers (an event stream) end when they see it.
+        self.stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.route("GET", r"/healthz", lambda request: Response(200, {"Content-Type": "text/plain"}, b"ok\n"))
@@ -188,6 +215,7 @@ class FileServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -239,9 +267,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         client = self.client_address[0]
-        if not authorized(client, self.headers.get("Authorization"), self.files.token):
+        self._query = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+        if not authorized(client, self.headers.get("Authorization"), self.files.token,
+                          cookie_token(self.headers.get("Cookie"))):
             response = Response(401, {"WWW-Authenticate": "Bearer", "Content-Type": "text/plain"},
                                 b"a token is needed: send Authorization: Bearer <token>\n")
         else:
@@ -256,13 +286,15 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             if routed == method or (method == "HEAD" and routed == "GET"):
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                return handler(Request(method, path, headers, client, match))
+                return handler(Request(method, path, headers, client, match, self._query))
             allowed.add(routed)
         if allowed:
             return Response(405, {"Allow": ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))})
         return _not_found()
 
     def _send(self, response: Response, body: bool) -> None:
+        if response.stream is not None:
+            return self._stream(response, body)
         length = response.file[2] if response.file else len(response.body)
         self.send_response(response.status)
         for key, value in response.headers.items():
@@ -278,6 +310,25 @@ class _Handler(BaseHTTPRequestHandler):
                 _copy(self.wfile, *response.file)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _stream(self, response: Response, body: bool) -> None:
+        self.close_connection = True
+        self.send_response(response.status)
+        for key, value in {**response.headers, "Cache-Control": "no-cache", "Connection": "close"}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if not body:
+            return
+        try:
+            for chunk in response.stream:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left
+        finally:
+            close = getattr(response.stream, "close", None)
+            if close is not None:
+                close()
 
     def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's signature)
         log.debug("%s %s", self.client_address[0], format % args)
@@ -295,4 +346,5 @@ def _copy(out, path: Path, start: int, length: int) -> None:
             left -= len(chunk)
 
 
-__all__ = ["RELEASE_PATH", "FileServer", "Request", "Response", "authorized", "byte_range", "is_loopback"]
+__all__ = ["RELEASE_PATH", "TOKEN_COOKIE", "FileServer", "Request", "Response", "authorized", "byte_range",
+           "cookie_token", "is_loopback"]
