@@ -230,3 +230,11 @@ def test_only_anomalies_carry_a_device_label(tmp_path):
     assert by_name[("edgeml_fleet_devices_online", (("fleet", FLEET),))] == 40
     assert by_name[("edgeml_fleet_windows_stored_total", (("fleet", FLEET),))] == 400
     assert len(samples) < 40, f"{len(samples)} samples for 40 devices: a series per device somewhere"
+
+
+def test_the_metric_table_of_docs_monitoring_lists_every_metric_with_its_type():
+    from edgeml.fleet.metrics import METRICS
+
+    lines = (Path(__file__).resolve().parents[1] / "docs" / "monitoring.md").read_text().splitlines()
+    rows = [[cell.strip() for cell in ln.strip("|").split("|")] for ln in lines if ln.startswith("| `edgeml_")]
+    assert [(name.strip("`"), kind) for name, kind, *_ in rows] == [(name, kind) for name, kind, _ in METRICS]
