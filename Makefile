@@ -28,7 +28,8 @@ demo: $(STAMP)
 	@echo; $(BIN)/python -m edgeml.data.demo dist/demo-scored.csv
 
 # The tests start their own Mosquitto broker, a local Spark (tests/test_cluster_search.py, which needs a Java
-# runtime) and a PostgreSQL 15 server (tests/pg.py); install them where they are missing.
+# runtime), a PostgreSQL 15 server (tests/pg.py) and a Prometheus (tests/test_fleet_prometheus.py); install them
+# where they are missing. The Debian package enables a prometheus service on port 9090: the install disables it.
 system-deps:
 	@PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null || { \
 	  echo "installing mosquitto (the MQTT broker the tests start) with apt-get"; \
@@ -43,6 +44,11 @@ system-deps:
 	@test -x /usr/lib/postgresql/15/bin/initdb || { \
 	  echo "installing postgresql (the store tests start their own server) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+	@test -x /usr/bin/prometheus || { \
+	  echo "installing prometheus (tests/test_fleet_prometheus.py starts its own on a free port) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; \
+	  $(SUDO) systemctl disable prometheus >/dev/null 2>&1; $(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolchain runtime tests bench
