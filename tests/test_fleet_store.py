@@ -42,7 +42,7 @@ url, store = fleet_helpers.url, fleet_helpers.store
 
 def test_a_fresh_store_has_exactly_the_schema_the_code_reads(store):
     with store.engine.connect() as conn:
-        assert current_version(conn) == HEAD == 4
+        assert current_version(conn) == HEAD == 5
         inspector = sa.inspect(conn)
         found = {name: [c["name"] for c in inspector.get_columns(name)] for name in inspector.get_table_names()}
         indexes = {i["name"] for i in inspector.get_indexes("windows")}

@@ -98,7 +98,7 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
                                              **{k: examples()["announcement"][k] for k in ("release", "root")}),
     }
     for kind, message in built.items():
-        assert message["format_version"] == FORMAT_VERSION == 6
+        assert message["format_version"] == FORMAT_VERSION == 7
         Draft202012Validator(schema(kind), format_checker=FormatChecker()).validate(message)
     with pytest.raises(ProtocolError, match=r"may not set \['bdSeq'\]"):
         envelopes.birth(device, bd_seq=1, time="", runtime={}, description={"bdSeq": 9})
@@ -107,10 +107,11 @@ def test_every_message_states_the_protocol_version_and_matches_its_schema():
 
 
 @pytest.mark.parametrize("payload,message", [
-    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4 or 5 or 6, the versions this runtime reads"),
-    (b'{"format_version": 7, "bdSeq": 1}', "format_version 7 is not 4 or 5 or 6"),
-    (b'{"format_version": 4.0, "bdSeq": 1}', "format_version 4.0 is not 4 or 5 or 6"),
-    (b'{"bdSeq": 1}', "format_version None is not 4 or 5 or 6"),
+    (b'{"format_version": 3, "bdSeq": 1}', "format_version 3 is not 4 or 5 or 6 or 7, the versions this runtime "
+                                           "reads"),
+    (b'{"format_version": 8, "bdSeq": 1}', "format_version 8 is not 4 or 5 or 6 or 7"),
+    (b'{"format_version": 4.0, "bdSeq": 1}', "format_version 4.0 is not 4 or 5 or 6 or 7"),
+    (b'{"bdSeq": 1}', "format_version None is not 4 or 5 or 6 or 7"),
     (b"[1, 2]", "the payload is a JSON list, not an object"),
     (b"{", "the payload is not JSON"),
 ])

@@ -172,9 +172,11 @@ class Telemetry(Connection):
             seq = self._seq
             self._seq += 1
 
+            backlog = len(self.outbox)  # what waits before this window: how far behind the device's reports are
+
             def build(dropped: int) -> bytes:
                 return dumps(envelopes.drift(self.topics, session=self._session, seq=seq, model=self._model,
-                                             outbox_dropped=dropped, window=window))
+                                             outbox_dropped=dropped, outbox_backlog=backlog, window=window))
 
             try:
                 self.outbox.put(self.topics.drift, build, unkept=self._unkept)

@@ -14,17 +14,19 @@ together with the PSI thresholds, and every judged column carries its
 drift window's ``performance``, the metric counts of its labelled rows
 (:mod:`.performance`); version 6 adds the ``update`` kind (a device's
 update steps, :mod:`.updates`) and a drift window's ``latency`` (the rows the
-engine timed and their seconds). The JSON Schemas of each kind
-(:mod:`.schemas`) say ``"format_version": {"const": 6}``. :func:`decode`
-also reads versions 4 and 5 (a device of version 4 sends no
-``performance``, of versions 4 and 5 no ``latency`` and no ``update``
-messages; nothing else changed).
+engine timed and their seconds); version 7 adds a drift window's
+``outbox_backlog`` (the messages waiting in the device's outbox when it was
+stored). The JSON Schemas of each kind (:mod:`.schemas`) say
+``"format_version": {"const": 7}``. :func:`decode` also reads versions 4, 5
+and 6 (a device of version 4 sends no ``performance``, of versions 4 and 5
+no ``latency`` and no ``update`` messages, of versions 4 to 6 no
+``outbox_backlog``; nothing else changed).
 
 Example:
 
 >>> from edgeml_runtime.protocol.topics import DeviceTopics
 >>> death(DeviceTopics("plant-a", "pi-07"), bd_seq=12, reason="lost")
-{'format_version': 6, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
+{'format_version': 7, 'device': 'pi-07', 'fleet': 'plant-a', 'bdSeq': 12, 'reason': 'lost'}
 >>> topic, payload = decode("edgeml/plant-a/pi-07/death", b'{"format_version": 5, "bdSeq": 12}')
 >>> topic.kind, payload["bdSeq"]
 ('death', 12)
@@ -40,11 +42,13 @@ from .topics import DeviceTopics, Topic, parse_topic
 from .verdict import VerdictRule
 
 #: The protocol version every payload states as ``format_version``.
-FORMAT_VERSION = 6
-#: The versions :func:`decode` reads: this one, 5 (no ``latency``, no updates) and 4 (no ``performance`` either).
-READ_VERSIONS = (4, 5, 6)
+FORMAT_VERSION = 7
+#: The versions :func:`decode` reads: this one, 6 (no ``outbox_backlog``), 5 (no ``latency``, no updates either) and 4
+#: (no ``performance`` either).
+READ_VERSIONS = (4, 5, 6, 7)
 #: The envelope a drift message wraps around a closed window (``historical`` is added as it is sent).
-ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "historical")
+ENVELOPE_KEYS = ("format_version", "device", "fleet", "session", "seq", "model", "outbox_dropped", "outbox_backlog",
+                 "historical")
 #: What the birth message fills in itself; the rest of a birth is the device's description.
 BIRTH_KEYS = ("format_version", "device", "fleet", "bdSeq", "time", "runtime")
 #: Death reasons: the Last Will (``lost``), a clean stop (``shutdown``).
@@ -109,13 +113,13 @@ def death(device: DeviceTopics, *, bd_seq: int, reason: str, time: str | None = 
 
 
 def drift(device: DeviceTopics, *, session: int, seq: int, model: Mapping, outbox_dropped: int,
-          window: Mapping) -> dict:
+          window: Mapping, outbox_backlog: int = 0) -> dict:
     """A closed window inside its envelope (``historical`` is appended when it is sent)."""
     clash = sorted(set(window) & set(ENVELOPE_KEYS))
     if clash:
         raise ProtocolError(f"a drift window may not set {clash}: the envelope fills them in")
     return {**_head(device), "session": session, "seq": seq, "model": dict(model),
-            "outbox_dropped": outbox_dropped, **window}
+            "outbox_dropped": outbox_dropped, "outbox_backlog": outbox_backlog, **window}
 
 
 def prediction(device: DeviceTopics, *, session: int, time: str, body: Mapping) -> dict:

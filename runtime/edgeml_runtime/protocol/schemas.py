@@ -8,7 +8,7 @@ need ``jsonschema`` on the device); the tests and the fleet controller do.
 Example:
 
 >>> schema("birth")["properties"]["format_version"]
-{'const': 6}
+{'const': 7}
 >>> sorted(examples())
 ['announcement', 'birth', 'death', 'death-lost', 'drift', 'prediction', 'status', 'update', 'update-refused']
 """

@@ -23,7 +23,7 @@ the fleet's own topics
 ...                          {"id": 7, "kind": "drift", "time": 1764590400.0, "bundle": "ab" * 32, "device": None,
 ...                           "summary": "3 of 5 devices drifted"})
 >>> payload["decision"]["time"], payload["format_version"]
-('2025-12-01T12:00:00.000Z', 6)
+('2025-12-01T12:00:00.000Z', 7)
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ bundle).
 ...                   time="2026-12-03T10:00:00.000Z", reason="the release is signed by a revoked key",
 ...                   refusal="revoked_key")
 >>> s["step"], s["refusal"], s["format_version"]
-('failed', 'revoked_key', 6)
+('failed', 'revoked_key', 7)
 """
 
 from __future__ import annotations

@@ -173,12 +173,18 @@ def _v4(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _v5(conn: sa.Connection) -> None:
+    # Windows of format 7 carry the device's outbox backlog; those stored before (and of older devices) have none.
+    conn.execute(sa.text("ALTER TABLE windows ADD COLUMN outbox_backlog BIGINT"))
+
+
 #: Every step, in order; the last one's version is the schema this code reads and writes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "devices, windows, decisions, leases, bundles", _v1),
     Migration(2, "rejected messages; the windows horizon index", _v2),
     Migration(3, "live performance counts; registry versions, aliases, archives; retrains", _v3),
     Migration(4, "signed releases, rollouts, update statuses", _v4),
+    Migration(5, "the devices' outbox backlog in windows", _v5),
 )
 HEAD = MIGRATIONS[-1].version
 

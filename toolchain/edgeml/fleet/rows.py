@@ -235,6 +235,8 @@ def window_row(topic, message: Mapping, received: float) -> dict:
             "ended": epoch(get("end"), "end", where),
             "rows": whole(get("rows"), "rows", where), "bad_rows": whole(get("bad_rows"), "bad_rows", where),
             "outbox_dropped": whole(get("outbox_dropped"), "outbox_dropped", where),
+            "outbox_backlog": whole(get("outbox_backlog"), "outbox_backlog", where) if "outbox_backlog" in message
+            else None,
             "historical": historical, "counts": dumps({"columns": counts, "output": output_counts}),
             "statistics": dumps({"columns": statistics, "output": output_statistics}),
             "verdict": dumps(dict(mapping(message, "verdict", where))),

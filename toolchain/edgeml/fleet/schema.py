@@ -130,6 +130,7 @@ windows = sa.Table(
     sa.Column("statistics", JSON, nullable=False),
     sa.Column("verdict", JSON, nullable=False),
     sa.Column("performance", JSON, nullable=False, server_default="{}"),
+    sa.Column("outbox_backlog", sa.BigInteger),  # format 7: messages waiting on the device; NULL before
     sa.UniqueConstraint("fleet", "device", "session", "seq", name="windows_key"),
     sa.Index("windows_horizon", "fleet", "bundle_sha256", "ended"),
 )
@@ -407,6 +408,7 @@ class StoredWindow:
     statistics: dict
     verdict: dict
     performance: dict
+    outbox_backlog: int | None
     known: bool
 
     @classmethod
@@ -420,13 +422,14 @@ class StoredWindow:
     def from_text(cls, row: tuple) -> StoredWindow:
         """A window from a row of the ``windows`` columns in order (JSON columns as text), then ``known``."""
         (id_, fleet, device, session, seq, bundle, received, start, end, ended, rows, bad_rows, dropped,
-         historical, counts, statistics, verdict, performance, known) = row
-        window = object.__new__(cls)  # the frozen dataclass's __init__ sets 19 fields one by one: a third of it
+         historical, counts, statistics, verdict, performance, backlog, known) = row
+        window = object.__new__(cls)  # the frozen dataclass's __init__ sets 20 fields one by one: a third of it
         window.__dict__.update(
             id=id_, fleet=fleet, device=device, session=session, seq=seq, bundle_sha256=bundle, received=received,
             start=start, end=end, ended=ended, rows=rows, bad_rows=bad_rows, outbox_dropped=dropped,
             historical=bool(historical), counts={"rows": rows, "bad_rows": bad_rows, **loads(counts)},
-            statistics=loads(statistics), verdict=loads(verdict), performance=loads(performance), known=bool(known))
+            statistics=loads(statistics), verdict=loads(verdict), performance=loads(performance),
+            outbox_backlog=backlog, known=bool(known))
         return window
 
 

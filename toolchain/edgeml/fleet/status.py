@@ -43,7 +43,7 @@ def fleet_status(store, policy: Policy, *, fleet: str | None = None, now: float 
             "device": d.device, "online": d.online, "bundle": d.bundle_sha256,
             "bundle_name": bundle.get("name"), "bundle_version": bundle.get("version"),
             "model": f"{d.model_name} {d.model_version}", "runtime_version": d.runtime_version,
-            "last_window": _iso(last.get((d.fleet, d.device)))})
+            **_outbox(last.get((d.fleet, d.device)))})
     pairs = set(judged_pairs(store, policy.bounds(now)[0][0]))
     for f in {f for f, _ in pairs} | set(fleets):
         if fleet is not None and f != fleet:
@@ -116,15 +116,27 @@ def _performance(p: dict) -> str:
             f"rows{judged} against {_fmt(p['build'])} at build")
 
 
-def _last_windows(store) -> dict[tuple[str, str], float]:
+def _last_windows(store) -> dict[tuple[str, str], tuple]:
+    """(fleet, device) -> (when its last window ended, the outbox backlog that window stated, windows its outbox
+    dropped in all)."""
     import sqlalchemy as sa
 
     from . import schema as t
 
     w = t.windows
-    q = sa.select(w.c.fleet, w.c.device, sa.func.max(w.c.ended)).group_by(w.c.fleet, w.c.device)
+    per = (sa.select(w.c.fleet, w.c.device, sa.func.max(w.c.ended).label("ended"),
+                     sa.func.max(w.c.id).label("last"), sa.func.sum(w.c.outbox_dropped).label("dropped"))
+           .group_by(w.c.fleet, w.c.device).subquery())
+    q = sa.select(per.c.fleet, per.c.device, per.c.ended, w.c.outbox_backlog, per.c.dropped).join(
+        w, w.c.id == per.c.last)
     with store.engine.connect() as conn:
-        return {(f, d): e for f, d, e in conn.execute(q)}
+        return {(f, d): (e, backlog, int(dropped or 0)) for f, d, e, backlog, dropped in conn.execute(q)}
+
+
+def _outbox(last: tuple | None) -> dict:
+    """A device's ``last_window``, ``outbox_backlog`` (None before format 7) and ``outbox_dropped``."""
+    ended, backlog, dropped = last or (None, None, 0)
+    return {"last_window": _iso(ended), "outbox_backlog": backlog, "outbox_dropped": dropped}
 
 
 def _iso(seconds: float | None) -> str | None:
