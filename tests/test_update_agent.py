@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from broker import wait_until
 from conftest import run_env
 from release_helpers import second_bundle
 
@@ -245,7 +246,9 @@ def test_a_release_is_fetched_tested_swapped_in_judged_and_committed(device, wor
     d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"], rollout=7))
     assert d.wait("committed", "failed", "rolled_back") == ["offered", "verifying", "downloading", "testing",
                                                             "active", "committed"]
-    assert {s["release"] for s in d.steps} == {2} and {s["rollout"] for s in d.steps} == {7}
+    assert {s["release"] for s in d.steps} == {2}
+    # the rollout id is unsigned: it goes with the steps only once the release verified
+    assert [s["rollout"] for s in d.steps] == [None, None, 7, 7, 7, 7]
     assert {s["bundle"] for s in d.steps} == {two}
     health = d.steps[-1]["health"]
     assert health["windows"] >= 2 and health["rows"] >= 200 and health["bad"] == 0 and 0 < health["latency_ms"] < 50
@@ -331,19 +334,37 @@ def test_a_download_cut_mid_way_resumes_with_the_rest_only(device, world):
         proxy.close()
 
 
-def test_a_server_out_of_reach_fails_the_attempt_not_the_release(device, world):
+def test_a_server_out_of_reach_keeps_the_release_downloading_not_failed(device, world):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
     d = device(server=dead)
     d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
-    assert d.wait("committed", "failed", "rolled_back")[-3:] == ["verifying", "downloading", "failed"]
-    assert "3 attempt(s)" in d.steps[-1]["reason"] and d.steps[-1]["refusal"] is None
+    wait_until(lambda: d.steps and d.steps[-1]["reason"], 30, what="the download's reason to wait")
+    assert [s["step"] for s in d.steps] == ["offered", "verifying", "downloading", "downloading"]
+    assert "3 attempt(s)" in d.steps[-1]["reason"] and d.steps[-1]["refusal"] is None  # not final: a wave waits
     assert 2 not in d.agent.trust.failed  # not the release's fault
     # the server back (the device's setting fixed), the release heard again: installed
     d.agent.options = UpdateOptions(root_key=d.options.root_key, folder=d.options.folder, server=world.server.url)
     before = len(d.steps)
     d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
+    assert d.wait("committed", "failed", "rolled_back", after=before)[-1] == "committed", d.said()
+    d.close()
+
+
+def test_a_bad_copy_on_the_server_waits_and_the_unsigned_archive_path_is_not_believed(device, world):
+    d = device()
+    fresh = world.release("two")  # a release of its own: its served copy is damaged here
+    served = Path(fresh.path) / "bundle.tar.gz"
+    good = served.read_bytes()
+    served.write_bytes(good + b"\0" * 512)  # re-hashed by nobody: the signed size and SHA-256 no longer hold
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(fresh))
+    wait_until(lambda: d.steps and d.steps[-1]["reason"], 30, what="the download's reason to wait")
+    assert d.steps[-1]["step"] == "downloading" and "changed after the release was signed" in d.steps[-1]["reason"]
+    assert fresh.version not in d.agent.trust.failed
+    served.write_bytes(good)  # the server's copy mended; an announcement pointing elsewhere is not followed
+    before = len(d.steps)
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(fresh, archive=f"/releases/{FLEET}/999/bundle.tar.gz"))
     assert d.wait("committed", "failed", "rolled_back", after=before)[-1] == "committed", d.said()
     d.close()
 
@@ -364,19 +385,6 @@ def test_tampered_forged_older_and_foreign_releases_are_refused_with_their_reaso
     doc = json.loads(json.dumps(two.document))
     doc["signed"]["bundle"]["sha256"] = "0" * 64
     assert _refused(d, world.offer(two, document=doc))["refusal"] == "bad_signature"
-    # a re-hashed archive under a genuine release (a forger cannot sign it): caught by the download's hash
-    tampered = world.base / "tampered"
-    tampered.mkdir(exist_ok=True)
-    shutil.copy(Path(two.path) / "bundle.tar.gz", tampered / "bundle.tar.gz")
-    with (tampered / "bundle.tar.gz").open("ab") as f:
-        f.write(b"\0" * 512)
-    forged_dir = world.releases_dir / FLEET / "999"
-    forged_dir.mkdir(exist_ok=True)
-    shutil.copy(tampered / "bundle.tar.gz", forged_dir / "bundle.tar.gz")
-    step = _refused(d, world.offer(two, archive=f"/releases/{FLEET}/999/bundle.tar.gz"))
-    assert step["step"] == "failed" and step["refusal"] == "bad_archive", step
-    # that failure marked release 2 failed: a new signature of the same version is passed over, never retried
-    assert 2 in d.agent.trust.failed
     # a release signed by a key the root does not list (a forger's own)
     forger, _ = signing.generate()
     forged = signing.sign(dict(two.document["signed"], version=50), forger)
@@ -421,6 +429,63 @@ def test_a_rotated_release_key_is_trusted_and_a_revoked_one_refused(device, worl
     # the old root (version 1, still listing the revoked key) is no longer taken
     assert _refused(d, world.offer(world.release("two")))["refusal"] in ("old_root", "revoked_key")
     d.close()
+
+
+def test_a_release_heard_while_another_is_on_test_waits_for_its_verdict(device, world):
+    d = device()
+    slow = world.release("two", health={"min_windows": 3})
+    after = world.release("one")  # a higher release, heard while slow is on test
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(slow))
+    d.wait("active")
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(after))
+    wait_until(lambda: d.said()[-1] == (after.version, "committed", None), 60, what="the waiting release's turn")
+    said = d.said()
+    assert [v for v, step, _ in said if step == "committed"] == [slow.version, after.version]
+    # judged as itself, not replaced on test: the later release was taken up only after the verdict
+    assert said.index((slow.version, "committed", None)) < said.index((after.version, "offered", None))
+    d.close()
+
+
+def test_a_root_that_revokes_a_key_is_kept_even_when_its_release_then_fails(device, world, tmp_path):
+    d = device()
+    rotated = tmp_path / "keys"
+    shutil.copytree(world.keys, rotated)
+    keys.rotate(rotated, revoke_old=True)
+    broken = world.release("broken", keys_dir=rotated)  # signed by the new key, fails its self-test
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(broken, root=keys.root_envelope(rotated)))
+    assert d.wait("committed", "failed", "rolled_back")[-1] == "failed"
+    assert d.agent.trust.root_version == 2  # the revocation holds from now on
+    assert _refused(d, world.offer(world.release("two")))["refusal"] in ("old_root", "revoked_key")
+    d.close()
+
+
+def test_a_stop_during_an_install_leaves_the_release_untried_not_failed(world, records, tmp_path):
+    d = Device(tmp_path / "update", world, world.bundles["one"], records)
+    d.agent._halt.set()  # the process is stopping while the release is fetched and tested
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(world.made["two"]))
+    wait_until(lambda: d.steps and d.steps[-1]["step"] == "downloading", 30, what="the download")
+    time.sleep(0.5)
+    assert 2 not in d.agent.trust.failed and d.agent.slots.state["pending"] is None
+    assert d.said()[-1][1] not in ("failed", "rolled_back")
+    d.close()
+
+
+def test_an_exception_while_on_test_counts_a_crash(world, records, tmp_path):
+    folder = tmp_path / "update"
+    d = Device(folder, world, world.bundles["one"], records)
+    release = world.release("two", health={"min_windows": 10_000, "min_rows": 10_000_000})
+    d.agent.offer(release_topic(FLEET, DEVICE), world.offer(release))
+    d.wait("active")
+    d._stop.set()
+    d._feeder.join(10)
+    d.items.put(END)
+    d._loop.join(30)
+    d.agent.stop(clean=False)  # what run and serve do when they end on an exception
+    d.agent._lock.close()
+    again = UpdateAgent(d.options, DeviceTopics(FLEET, DEVICE), log=LOG)
+    started = again.startup(world.bundles["one"])
+    assert read_manifest(started).identity == read_manifest(world.bundles["one"]).identity
+    assert again._early[-1]["step"] == "rolled_back" and "restarted 1 time" in again._early[-1]["reason"]
 
 
 # -- restarts -------------------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def fleet(tmp_path_factory, demo_bundle):
         releases.make_release(store, bundles["one"], fleet=FLEET, keys_dir=key_dir, releases_dir=releases_dir)
     config = tmp / "fleet.toml"
     config.write_text(f'[broker]\nurl = "{broker.url}"\n\n[store]\nurl = "{store_url}"\n\n'
-                      f'[controller]\nreleases = "{releases_dir}"\nhttp = "127.0.0.1:{port}"\nrollout_every = 0.3\n')
+                      f'[controller]\nreleases = "{releases_dir}"\nhttp = "127.0.0.1:{port}"\nrollout_every = 0.3\n\n'
+                      '[policy]\nslice = "2s"\nslices = 60\n')  # the drift grid: two-second slices
     archive = releases.folder_of(releases_dir, FLEET, 1) / "bundle.tar.gz"
     proxy = CuttingProxy(f"http://127.0.0.1:{port}", cut=archive.stat().st_size // 2)
     controller = Controller(tmp, "--config", str(config)).start()
@@ -318,7 +319,8 @@ def test_the_json_api_and_its_event_stream_show_the_fleet(fleet):
     code, status = _get(f, f"/api/v1/status?fleet={FLEET}")
     assert code == 200 and [d["device"] for d in status["fleets"][FLEET]["devices"]] == list(DEVICES)
     assert status["rollouts"][0]["state"] == "done"
-    code, grid = _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}")
+    code, grid = wait_until(lambda: (g := _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}"))[1]["slices"][-1]
+                            ["rows"] and g, 30, what="a complete slice of bundle 2's windows", interval=0.5)
     assert code == 200 and "air_temp_c" in grid["columns"] and grid["columns"][-1] == "(output)"
     assert len(grid["psi"]) == len(grid["slices"]) and all(len(r) == len(grid["columns"]) for r in grid["psi"])
     filled = [i for i, s in enumerate(grid["slices"]) if s["rows"]]

@@ -160,8 +160,8 @@ class Agent:
                 try:
                     stats = self._scorer.run(items, self.stop)
                 finally:
-                    if updates is not None:
-                        updates.stop()
+                    if updates is not None:  # an exception on the way out counts as a crash of a bundle on test
+                        updates.stop(clean=sys.exc_info()[0] is None)
                     if telemetry is not None:
                         telemetry.stop()
                     if windows is not None:

@@ -169,11 +169,17 @@ class StreamScorer:
             if self._ended:
                 raise TimeoutError("the scoring loop has ended: the swap was not taken")
             self._swaps.put((model, done))
-        return done.result(timeout)
+        try:
+            return done.result(timeout)
+        except TimeoutError:
+            done.cancel()  # not taken in time: the loop must not take it later either
+            raise
 
     def _take_swaps(self) -> None:
         while not self._swaps.empty():
             model, done = self._swaps.get()
+            if not done.set_running_or_notify_cancel():
+                continue  # its caller gave up waiting
             old = self.model
             self.stats.windows += self.sinks.hand_over(self.monitor, old.manifest.identity, describe_model(model))
             self._use(model)

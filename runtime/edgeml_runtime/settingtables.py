@@ -27,8 +27,10 @@ CONFIG_ENV = "EDGEML_RUNTIME_CONFIG"
 #: The systemd credential that holds the MQTT password (in ``$CREDENTIALS_DIRECTORY``).
 PASSWORD_CREDENTIAL = "mqtt_password"
 #: systemd credentials (in ``$CREDENTIALS_DIRECTORY``) -> the secret key and the file key they stand in for,
-#: when neither is given: ``LoadCredential=mqtt_password:…`` for run and serve, ``LoadCredential=token:…`` for serve.
-CREDENTIALS = {PASSWORD_CREDENTIAL: ("mqtt_password", "mqtt_password_file"), "token": ("token", "token_file")}
+#: when neither is given: ``LoadCredential=mqtt_password:…`` for run and serve, ``LoadCredential=token:…`` for serve,
+#: ``LoadCredential=update_token:…`` (the controller's token) for updates.
+CREDENTIALS = {PASSWORD_CREDENTIAL: ("mqtt_password", "mqtt_password_file"), "token": ("token", "token_file"),
+               "update_token": ("update_token", "update_token_file")}
 #: Keys whose value is a secret: a config file holding one must not be readable by every user.
 SECRET_KEYS = ("mqtt_password", "token")
 _TRUE = {"1", "true", "yes", "on"}

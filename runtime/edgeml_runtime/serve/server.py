@@ -73,7 +73,7 @@ class Server:
                                  self.settings.serve.grace_seconds)
             ticker.cancel()
             self.app.close()
-            await asyncio.to_thread(self.service.close)
+            await asyncio.to_thread(self.service.close, self._stop.is_set())  # not set: an exception ends it
             self.notifier.close()
             self.log.info("stopped")
 

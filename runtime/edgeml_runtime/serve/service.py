@@ -187,10 +187,11 @@ class Service:
                           new.manifest.identity[:12], old.manifest.name, old.manifest.version)
             return new
 
-    def close(self) -> None:
-        """Send the open window and every closed one; stop the telemetry (its death message), close the files."""
+    def close(self, clean: bool = True) -> None:
+        """Send the open window and every closed one; stop the telemetry (its death message), close the files.
+        ``clean``: a stop asked for, not an exception (a bundle on test then counts no crash)."""
         if self.updates is not None:
-            self.updates.stop()
+            self.updates.stop(clean=clean)
         with self._send_lock:
             windows = self.served.monitor.poll()
             last = self.served.monitor.flush()

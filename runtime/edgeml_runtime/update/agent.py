@@ -52,6 +52,7 @@ from ..errors import (
     EdgeMLError,
     EngineError,
     ProtocolError,
+    SettingsError,
     UpdateError,
     UpdateRefused,
     UpdateUnreachable,
@@ -71,6 +72,12 @@ PENDING_RELEASE = "pending-release.json"
 #: Seconds between the tries of a download (each resuming the one before); past the last, the release waits to
 #: be heard again.
 RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0)
+#: Seconds before a release whose archive could not be fetched is tried again, doubling up to the last.
+AGAIN_SECONDS = (60.0, 120.0, 240.0, 480.0, 900.0)
+
+
+class _Halted(Exception):
+    """The process is stopping: the install under way is left where it is (the slots survive that), unreported."""
 
 
 class UpdateAgent:
@@ -86,6 +93,7 @@ class UpdateAgent:
         self.folder = options.folder_for(device.fleet, device.device_id)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.root_public = read_public(options.root_key)
+        self._lock = FolderLock(self.folder)  # before anything in the folder is read or tidied
         self.trust = TrustState.load(self.folder)
         self.slots = Slots(self.folder)
         self.report = None
@@ -94,7 +102,8 @@ class UpdateAgent:
         self._thread: threading.Thread | None = None
         self._passed_over: set[tuple[int, str]] = set()  # (version, release document) of releases heard already
         self._swap = None
-        self._lock = None
+        self._deferred: tuple[str, bytes] | None = None  # an announcement heard while a release was on test
+        self._again: dict[int, int] = {}                 # version -> times its archive could not be fetched
         self._halt = threading.Event()                  # set by stop(): a download's wait ends at once
         self._unreachable: set[int] = set()             # versions whose archive could not be fetched this time
         self._fallback: Path | None = None              # the bundle given on the command line
@@ -105,7 +114,6 @@ class UpdateAgent:
         """The bundle the process should load: the slot on test or the active one, else ``bundle`` (the command
         line's). Call once, before loading anything."""
         self._fallback = Path(bundle)
-        self._lock = self._lock or FolderLock(self.folder)
         for name in self.slots.recover():
             self.log.info("update: removed %s, left by an interrupted update", name)
         pending = self.slots.state["pending"]
@@ -141,17 +149,17 @@ class UpdateAgent:
         """An announcement heard on ``topic`` (the MQTT thread calls this; it only queues)."""
         self._jobs.put(("announcement", (topic, payload)))
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, *, clean: bool = True) -> None:
         """End the agent's thread (an update under way is left where it is: the slots survive that, as they do a
-        kill). A bundle on test when the process stops cleanly is judged again at the next start, with no crash
-        counted."""
+        kill). A bundle on test when the process stops ``clean`` (a signal, the end of its input) is judged again
+        at the next start with no crash counted; one that stops on an exception counts one then, as a kill does."""
         if self._thread is None:
             return
         self._halt.set()
         self._jobs.put(("stop", None))
         self._thread.join(timeout)
         pending = self.slots.state["pending"]
-        if not self._thread.is_alive() and pending is not None and pending.get("step") == "switched":
+        if clean and not self._thread.is_alive() and pending is not None and pending.get("step") == "switched":
             self.slots.mark("stopped")
 
     # -- the thread -----------------------------------------------------------------------------------
@@ -173,7 +181,6 @@ class UpdateAgent:
             message = json.loads(payload)
             release_env, root_env = message["release"], message["root"]
             offered = int(release_env["signed"]["version"])
-            archive = str(message["archive"])
             rollout = message.get("rollout")
         except (ValueError, KeyError, TypeError) as exc:
             self.log.warning("update: an announcement that is not one was passed over (%s)", exc)
@@ -181,17 +188,25 @@ class UpdateAgent:
         key = (offered, json.dumps(release_env, sort_keys=True))  # a tampered copy is another key than the real one
         if self._known(offered) or key in self._passed_over:
             return
+        if self.slots.state["pending"] is not None:  # one release on test at a time: this one waits for its verdict
+            self._deferred = (topic, payload)
+            return
         if offered <= self.trust.release_version and _to_fleet(topic):
             self.log.debug("update: release %d on %s is not newer than release %d: passed over", offered, topic,
                            self.trust.release_version)  # the fleet's last release, retained: old news to this device
             return
         self._passed_over.add(key)
         bundle = (release_env.get("signed", {}).get("bundle") or {}).get("identity")
-        self._step(offered, bundle, "offered", rollout)
-        self._install(release_env, root_env, rollout, lambda release: self._fetch(release, archive, rollout))
-        if offered in self._unreachable:  # the server could not be reached: the next time it is heard, try again
+        self._step(offered, bundle, "offered", None)  # the rollout id is unsigned: told only once the release verifies
+        self._install(release_env, root_env, rollout, lambda release: self._fetch(release, rollout))
+        if offered in self._unreachable:  # the archive could not be fetched: tried again later, resumed
             self._unreachable.discard(offered)
             self._passed_over.discard(key)
+            tries = self._again[offered] = self._again.get(offered, 0) + 1
+            delay = AGAIN_SECONDS[min(tries, len(AGAIN_SECONDS)) - 1]
+            timer = threading.Timer(delay, self._jobs.put, args=(("announcement", (topic, payload)),))
+            timer.daemon = True
+            timer.start()
 
     def _known(self, version: int) -> bool:
         """A release this device runs, tests, or has failed (announcements are retained: heard at every connect)."""
@@ -204,7 +219,7 @@ class UpdateAgent:
         """Verify, fetch (``fetch(release) -> archive path``), unpack, test, switch and swap (``by_hand``: the
         next start swaps); the release, or None if it ended (failed, reported)."""
         offered = _version(release_env)
-        self._step(offered, _identity(release_env), "verifying", rollout)
+        self._step(offered, _identity(release_env), "verifying", None)
         if self.trust.rollbacks >= self.options.max_rollbacks and not by_hand:
             return self._failed(offered, _identity(release_env), rollout,
                                 f"{self.trust.rollbacks} automatic rollbacks, over update_max_rollbacks = "
@@ -212,24 +227,36 @@ class UpdateAgent:
         try:
             release = verify_release(release_env, root_env, self.root_public, self.trust, fleet=self.device.fleet,
                                      now=None if self.options.no_clock else self.clock())
-        except UpdateRefused as exc:
-            return self._failed(offered, _identity(release_env), rollout, str(exc), refusal=exc.reason)
+        except UpdateRefused as exc:  # unverified: its rollout id is not believed either
+            return self._failed(offered, _identity(release_env), None, str(exc), refusal=exc.reason)
+        self.trust.keep_root(root_env)  # a newer root, verified: kept now, so a revoked key stays revoked
         identity = release.bundle.identity
+        archive = None
         try:
             archive = fetch(release)
+            self._check_halt()
             self._step(release.version, identity, "testing", rollout)
             slot = self.slots.unpack(archive, release.version)
             self._self_test(slot)
+            self._check_halt()
             self.slots.switch(release.version, identity, rollout)
+        except _Halted:
+            self.log.info("update: release %d left where it was: the process is stopping", release.version)
+            return None
         except UpdateRefused as exc:
             self.trust.fail(release.version)
             return self._failed(release.version, identity, rollout, str(exc), refusal=exc.reason)
-        except UpdateUnreachable as exc:  # not the release's fault: tried again when it is heard again
+        except UpdateUnreachable as exc:  # not the release's fault: still downloading, tried again later
             self._unreachable.add(release.version)
-            return self._failed(release.version, identity, rollout, str(exc))
+            self.log.warning("update: release %d waits for its archive: %s", release.version, exc)
+            self._step(release.version, identity, "downloading", rollout, reason=str(exc))
+            return None
         except (UpdateError, BundleError, EngineError, OSError) as exc:
             self.trust.fail(release.version)
             return self._failed(release.version, identity, rollout, str(exc))
+        finally:
+            if archive is not None and not by_hand:
+                Path(archive).unlink(missing_ok=True)  # a download is unpacked or refused: its copy is not kept
         self.trust.trust(release, root_env)
         write_json(self.folder / PENDING_RELEASE, release_env)
         if by_hand:
@@ -245,7 +272,6 @@ class UpdateAgent:
         The release, or None if it was refused or failed (said in the log and in the steps reported)."""
         from ..bundle import sha256_file
 
-        self._lock = self._lock or FolderLock(self.folder)
         folder = Path(folder)
         if folder.name == "release.json" and folder.is_file():  # the release file named instead of its folder
             folder = folder.parent
@@ -271,7 +297,11 @@ class UpdateAgent:
 
         return self._install(docs["release.json"], docs["root.json"], None, local, by_hand=True)
 
-    def _fetch(self, release: Release, archive: str, rollout) -> Path:
+    def _check_halt(self) -> None:
+        if self._halt.is_set():
+            raise _Halted()
+
+    def _fetch(self, release: Release, rollout) -> Path:
         from .download import download
 
         if not self.options.server:
@@ -281,15 +311,20 @@ class UpdateAgent:
         self._step(release.version, release.bundle.identity, "downloading", rollout)
         dest = self.folder / "downloads" / f"{release.version}.tar.gz"
         dest.parent.mkdir(exist_ok=True)
-        url = self.options.server.rstrip("/") + archive
+        # where the archive is comes from signed data, never from the (unsigned) announcement
+        url = f"{self.options.server.rstrip('/')}/releases/{self.device.fleet}/{release.version}/" \
+              f"{release.bundle.archive}"
+        try:
+            token = self.options.token()
+        except SettingsError as exc:
+            raise UpdateUnreachable(str(exc)) from None
         tries = len(self.retry_delays) + 1
         for attempt in range(1, tries + 1):
             try:
-                download(url, dest, sha256=release.bundle.sha256, size=release.bundle.bytes,
-                         token=self.options.token())
+                download(url, dest, sha256=release.bundle.sha256, size=release.bundle.bytes, token=token)
                 return dest
-            except UpdateRefused:
-                raise
+            except UpdateRefused as exc:  # the server's copy is not the one the release signs: its fault, not the
+                raise UpdateUnreachable(f"{exc}; the server's copy is tried again later") from None  # release's
             except UpdateError as exc:
                 if attempt == tries or self._halt.is_set():
                     raise UpdateUnreachable(f"{exc} ({attempt} attempt(s); the part fetched is kept and resumed "
@@ -323,9 +358,14 @@ class UpdateAgent:
     def _swap_in(self, release: Release, identity: str, rollout) -> bool:
         self._start_gate(release, identity, rollout)
         try:
+            self._check_halt()
             self._swap(self.slots.current())
+        except _Halted:
+            return False  # switched, not swapped: the next start loads it on test
         except (EdgeMLError, TimeoutError, OSError) as exc:
             self._gate = None
+            if self._halt.is_set():  # the scoring loop ended first: the next start loads it on test
+                return False
             self.slots.rollback()
             self.trust.fail(release.version)
             self._failed(release.version, identity, rollout, f"the new bundle could not be swapped in: {exc}")
@@ -351,6 +391,18 @@ class UpdateAgent:
 
     def _judged(self, gate) -> None:
         health, identity, version, rollout = gate
+        pending = self.slots.state["pending"]
+        if pending is None or pending["version"] != version:
+            self.log.warning("update: the verdict on release %d came when it was no longer on test; ignored", version)
+            return
+        try:
+            self._verdict(health, identity, version, rollout)
+        finally:
+            if self._deferred is not None:  # an announcement heard meanwhile: its turn now
+                self._jobs.put(("announcement", self._deferred))
+                self._deferred = None
+
+    def _verdict(self, health, identity, version, rollout) -> None:
         if health.verdict == "pass":
             self.slots.commit()
             (self.folder / PENDING_RELEASE).unlink(missing_ok=True)

@@ -114,6 +114,15 @@ class TrustState:
         self.newest_timestamp = max(self.newest_timestamp, release.timestamp_at)
         self.save()
 
+    def keep_root(self, root: dict) -> None:
+        """Record a signed ``root`` envelope :func:`verify_release` accepted, if newer than the one trusted; saved.
+        Kept at once, before the release it came with is installed: a root that revokes a key keeps it revoked
+        even if that release then fails."""
+        version = Root.from_signed(root["signed"]).version
+        if version > self.root_version:
+            self.root_version, self.root = version, root
+            self.save()
+
     def fail(self, version: int) -> None:
         """Record that release ``version`` failed (it is not retried automatically); saved."""
         if version not in self.failed:
