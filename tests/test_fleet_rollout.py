@@ -300,6 +300,18 @@ def test_start_refuses_a_missing_release_and_a_fleet_without_devices(store, rele
     assert _count(store, "rollouts") == 0
 
 
+def test_the_bundle_to_roll_back_to_is_the_last_one_rolled_out_not_the_newest_made(store, released, bundles):
+    from edgeml.fleet import releases
+    from edgeml.fleet import schema as t
+
+    first = started(store, released, release=1)
+    with store._write() as conn:  # release 1 went out to the whole fleet; release 2 was made, never rolled out
+        conn.execute(sa.update(t.rollouts).where(t.rollouts.c.id == first.id).values(state="done"))
+    three = releases.make_release(store, bundles[0], fleet=FLEET, keys_dir=released.keys,
+                                  releases_dir=released.folder, now=T0)
+    assert started(store, released, release=three.version).previous_release == 1
+
+
 def test_start_takes_the_fleets_known_devices(store, released):
     import fleet_helpers
 

@@ -65,6 +65,19 @@ def running(store, fleets: tuple[str, ...] = ()) -> list[int]:
         return list(conn.execute(q).scalars())
 
 
+def to_fleet(store, fleets: tuple[str, ...] = ()) -> list[int]:
+    """The rollouts done whose release is not announced on their fleet's topic yet: each fleet's latest done one."""
+    r = t.rollouts
+    q = sa.select(r.c.id, r.c.fleet, r.c.plan).where(r.c.state == "done").order_by(r.c.id.desc())
+    if fleets:
+        q = q.where(r.c.fleet.in_(fleets))
+    latest: dict[str, tuple[int, dict]] = {}
+    with store._read() as conn:
+        for rollout_id, fleet, plan in conn.execute(q):
+            latest.setdefault(fleet, (rollout_id, plan))
+    return sorted(i for i, plan in latest.values() if not plan.get("announced_to_fleet"))
+
+
 class Rollouts:
     """The rollout timer of one controller: :meth:`maybe` in its loop, :meth:`close` when it stops."""
 
@@ -75,7 +88,6 @@ class Rollouts:
         self.next = time.monotonic()
         self.held = False
         self.warned: set[tuple[str, int]] = set()
-        self.to_fleet: dict[int, bool] = {}  # rollouts done whose release is still to be announced to the fleet
 
     def maybe(self) -> None:
         if not self.every or time.monotonic() < self.next:
@@ -97,12 +109,9 @@ class Rollouts:
                 for line in rollout.advance(self.store, rollout_id, now=now, announce=self.announce):
                     self.log.info("%s", line)
                     said.append(line)
-                if rollout.get(self.store, rollout_id).state == "done":
-                    self.to_fleet[rollout_id] = True
-            for rollout_id in list(self.to_fleet):
+            for rollout_id in to_fleet(self.store, self.settings.fleets):
                 said.append(self.announce_to_fleet(rollout_id))
                 self.log.info("%s", said[-1])
-                del self.to_fleet[rollout_id]
         except FleetError as exc:
             self.log.error("advancing rollouts failed: %s; trying again in %g s", exc, self.every)
         return said
@@ -133,6 +142,9 @@ class Rollouts:
         if not self.publish(topic, json.dumps(payload, separators=(",", ":")).encode()):
             raise FleetError(f"the broker did not acknowledge the announcement of release {record.version} on "
                              f"{topic}; it is announced again at the next advance")
+        with self.store._write() as conn:  # kept in the store: a controller restarted before this still does it
+            conn.execute(sa.update(t.rollouts).where(t.rollouts.c.id == rollout_id).values(
+                plan={**r.plan, "announced_to_fleet": time.time()}))
         return f"rollout {rollout_id} done: release {record.version} announced to the whole fleet {r.fleet} on {topic}"
 
     def root_of(self, rollout_id: int, record) -> dict:

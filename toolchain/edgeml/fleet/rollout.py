@@ -12,8 +12,9 @@ device (its wave, when it was announced, its last update step). The states::
 
 * :func:`start` plans the waves (:func:`~.rollout_verdict.plan_waves`: the
   canary, then cumulative shares) over the fleet's known devices, and keeps
-  the release the fleet had before (``previous_release``: its newest release
-  below this one) to roll back to. One rollout of a fleet at a time.
+  the release the fleet had before (``previous_release``: that of its latest
+  rollout done, else its newest release below this one) to roll back to. One
+  rollout of a fleet at a time.
 * :func:`record_update` keeps every update step a device reports
   (``update_events``) and the last one per device of the rollout it names.
 * :func:`advance` (the controller calls it on a timer) announces the
@@ -153,8 +154,14 @@ def _plan_text(planned: list[list[str]]) -> str:
 
 
 def _previous_release(conn, fleet: str, release: int) -> int | None:
-    """The fleet's newest release below ``release``: what its devices ran before, the bundle to roll back to."""
-    rel = t.releases
+    """What the fleet's devices ran before, the bundle to roll back to: the release of its latest rollout that
+    was done (a release made but never rolled out, or aborted, is not it); without one, its newest release below
+    ``release`` (the first bundle, installed with the devices)."""
+    r, rel = t.rollouts, t.releases
+    done = conn.execute(sa.select(r.c.release).where(r.c.fleet == fleet, r.c.state == "done", r.c.release != release)
+                        .order_by(r.c.id.desc()).limit(1)).scalar()
+    if done is not None:
+        return done
     return conn.execute(sa.select(sa.func.max(rel.c.version)).where(rel.c.fleet == fleet,
                                                                     rel.c.version < release)).scalar()
 
