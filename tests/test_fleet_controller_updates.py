@@ -84,7 +84,8 @@ class Heard:
     def __init__(self, url: str, topic: str, name: str):
         self.messages: list[tuple[str, dict, bool]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, json.loads(m.payload), m.retain))
+        self.client.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, json.loads(m.payload) if m.payload else None, m.retain))  # empty: a retained message cleared
         host, port = url.removeprefix("mqtt://").split(":")
         self.client.connect(host, int(port))
         self.client.subscribe(topic, qos=1)
@@ -192,6 +193,26 @@ def test_the_controller_announces_serves_stores_the_steps_and_moves_the_wave(mqt
     assert running.lines.has(f"rollout {r.id} moves on: wave 1 of 2 passed")
     assert running.lines.has(f"rollout {r.id} wave 2: announced release 2 to d3")
     assert running.lines.has("outcomes: duplicate=1 stored=6")
+
+
+def test_a_rollout_aborted_by_hand_withdraws_its_announcements(mqtt_broker, started, fleet):
+    url, released, r = started
+    heard = Heard(mqtt_broker.url, release_topic(fleet) + "/+", f"heard-{fleet}")
+    running = Running(settings_for(mqtt_broker, url, fleet, released))
+    try:
+        wait_until(lambda: heard.on(release_topic(fleet, "d1")), what="the canary's announcement")
+        with Store.open(url) as store:
+            rollout.abort(store, r.id, "the operator stopped it")
+        wait_until(lambda: running.lines.has(f"rollout {r.id} aborted: its announcement withdrawn from 1 device"),
+                   what="the withdrawal")
+        assert heard.on(release_topic(fleet, "d1"))[-1] is None  # an empty retained message: cleared
+        late = Heard(mqtt_broker.url, release_topic(fleet, "d1"), f"late-{fleet}")
+        time.sleep(0.5)
+        late.close()
+        assert late.messages == []  # a device back after the abort hears nothing to install
+    finally:
+        heard.close()
+        assert running.stop() == 0
 
 
 def test_an_update_step_that_is_not_the_protocol_is_rejected_with_the_reason(mqtt_broker, started, fleet):

@@ -177,6 +177,9 @@ class UpdateAgent:
                 self.log.exception("update: unexpected failure; the device keeps running its current bundle")
 
     def _announced(self, topic: str, payload: bytes) -> None:
+        if not payload:  # a withdrawn announcement (an aborted rollout clears its retained message)
+            self.log.debug("update: the announcement on %s was withdrawn", topic)
+            return
         try:
             message = json.loads(payload)
             release_env, root_env = message["release"], message["root"]

@@ -15,7 +15,10 @@ at QoS 1 on ``edgeml/<fleet>/_controller/release/<device>``:
 * ``archive``: the path of its ``bundle.tar.gz`` on the controller's HTTP
   server (``/releases/<fleet>/<version>/bundle.tar.gz``, :mod:`.files`).
 
-When a rollout is done, its release is also announced, retained, on the
+An aborted rollout that rolled nothing back (aborted by hand, or failed
+without keys to sign a rollback) has its announcements withdrawn: an empty
+retained message on each announced device's topic, so a device that was off
+does not install it when it comes back. When a rollout is done, its release is also announced, retained, on the
 fleet's topic ``edgeml/<fleet>/_controller/release``: a device the rollout
 did not reach (off during it, or new since) installs it when it connects.
 
@@ -78,6 +81,21 @@ def to_fleet(store, fleets: tuple[str, ...] = ()) -> list[int]:
     return sorted(i for i, plan in latest.values() if not plan.get("announced_to_fleet"))
 
 
+def to_withdraw(store, fleets: tuple[str, ...] = ()) -> list[int]:
+    """Each fleet's latest rollout if it was aborted, rolled nothing back and its announcements are still retained
+    (an older one's topics may hold a later rollout's announcements by now)."""
+    r = t.rollouts
+    q = sa.select(r.c.id, r.c.fleet, r.c.state, r.c.plan).order_by(r.c.id.desc())
+    if fleets:
+        q = q.where(r.c.fleet.in_(fleets))
+    latest: dict[str, tuple] = {}
+    with store._read() as conn:
+        for row in conn.execute(q):
+            latest.setdefault(row.fleet, row)
+    return sorted(row.id for row in latest.values() if row.state == "aborted"
+                  and row.plan.get("rollback_release") is None and not row.plan.get("withdrawn"))
+
+
 class Rollouts:
     """The rollout timer of one controller: :meth:`maybe` in its loop, :meth:`close` when it stops."""
 
@@ -111,6 +129,9 @@ class Rollouts:
                     said.append(line)
             for rollout_id in to_fleet(self.store, self.settings.fleets):
                 said.append(self.announce_to_fleet(rollout_id))
+                self.log.info("%s", said[-1])
+            for rollout_id in to_withdraw(self.store, self.settings.fleets):
+                said.append(self.withdraw(rollout_id))
                 self.log.info("%s", said[-1])
         except FleetError as exc:
             self.log.error("advancing rollouts failed: %s; trying again in %g s", exc, self.every)
@@ -146,6 +167,26 @@ class Rollouts:
             conn.execute(sa.update(t.rollouts).where(t.rollouts.c.id == rollout_id).values(
                 plan={**r.plan, "announced_to_fleet": time.time()}))
         return f"rollout {rollout_id} done: release {record.version} announced to the whole fleet {r.fleet} on {topic}"
+
+    def withdraw(self, rollout_id: int) -> str:
+        """An aborted rollout with no rollback release: its retained announcements are cleared (an empty retained
+        message), so a device that was off when it was announced does not install it when it comes back."""
+        from . import rollout
+
+        r = rollout.get(self.store, rollout_id)
+        rd = t.rollout_devices
+        with self.store._read() as conn:
+            devices = list(conn.execute(sa.select(rd.c.device).where(rd.c.rollout == rollout_id,
+                                                                     rd.c.announced.is_not(None))
+                                        .order_by(rd.c.device)).scalars())
+        for device in devices:
+            if not self.publish(release_topic(r.fleet, device), b""):
+                raise FleetError(f"the broker did not acknowledge clearing {release_topic(r.fleet, device)}; "
+                                 "tried again at the next advance")
+        with self.store._write() as conn:
+            conn.execute(sa.update(t.rollouts).where(t.rollouts.c.id == rollout_id).values(
+                plan={**r.plan, "withdrawn": time.time()}))
+        return f"rollout {rollout_id} aborted: its announcement withdrawn from {len(devices)} device(s)"
 
     def root_of(self, rollout_id: int, record) -> dict:
         """The signed root to check ``record`` against: the rollout's keys folder's, else the release folder's."""
