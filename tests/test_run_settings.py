@@ -33,11 +33,11 @@ def test_the_update_table_is_read_by_run_serve_and_update_and_a_commands_own_tab
     conf.write_text('[run]\ndevice_id = "pi-7"\nfleet = "plant-a"\nbroker = "mqtt://gw:1883"\n'
                     'update_max_rollbacks = 1\n\n'
                     '[serve]\ndevice_id = "pi-7"\nfleet = "plant-a"\n\n'
-                    '[update]\nupdate_root_key = "/etc/edgeml/root.pub"\nupdate_server = "http://controller:8470"\n'
+                    '[update]\nupdate_root_key = "/etc/edgeml/root.pub"\nupdate_server = "http://controller:8080"\n'
                     'update_dir = "/var/lib/edgeml/update"\nupdate_max_rollbacks = 5\n')
     run = resolve_settings({}, config=conf, environ={})
     assert (run.update.root_key, run.update.server, run.update.max_rollbacks) == ("/etc/edgeml/root.pub",
-                                                                               "http://controller:8470", 1)
+                                                                               "http://controller:8080", 1)
     served = resolve_settings({}, config=conf, environ={}, command="serve")
     assert (served.update.folder, served.update.max_rollbacks) == ("/var/lib/edgeml/update", 5)
     by_hand = resolve_settings({}, config=conf, environ={}, command="update")  # the device named in [run]

@@ -19,7 +19,7 @@ are refused until one is installed by hand (``edgeml-runtime update``).
 Traceback (most recent call last):
 ...
 edgeml_runtime.errors.SettingsError: server = 'ftp://controller': must be an http:// or https:// URL; give the \
-controller's HTTP server, e.g. http://controller:8470
+controller's HTTP server, e.g. http://controller:8080
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class UpdateOptions:
                                 fix="give the root public key the device was provisioned with (root.pub)")
         if self.server is not None and not self.server.startswith(("http://", "https://")):
             raise SettingsError(key="server", value=self.server, allowed="must be an http:// or https:// URL",
-                                fix="give the controller's HTTP server, e.g. http://controller:8470")
+                                fix="give the controller's HTTP server, e.g. http://controller:8080")
         check_count("max_rollbacks", self.max_rollbacks, 0, "rollbacks")
 
     def folder_for(self, fleet: str, device: str) -> Path:

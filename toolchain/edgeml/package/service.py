@@ -151,7 +151,7 @@ log_level = "info"
 # fetched from its HTTP server; a release copied by hand installs with `edgeml-runtime update FOLDER`.
 [update]
 # update_root_key = "/etc/edgeml/root.pub"
-# update_server = "http://CHANGE-ME:8470"
+# update_server = "http://CHANGE-ME:8080"
 # The controller's bearer token (it asks every client off its own machine for one), mode 600.
 # update_token_file = "/etc/edgeml/http.token"
 # Trust state and bundle slots (the service may write only under /var/lib/edgeml); set it with update_root_key,
