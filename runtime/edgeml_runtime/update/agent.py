@@ -6,36 +6,27 @@ scoring never waits for it. For each release it takes these steps, each
 reported on the device's ``update`` topic (:mod:`edgeml_runtime.protocol.updates`;
 stored in the outbox, never dropped by its bound):
 
-1. **offered**: an announcement arrived (retained on the device's and the
-   fleet's release topic, so a device that was off hears it when it is back);
-   a release it runs, has failed, or has refused already is passed over
-   without a word;
-2. **verifying**: the root against the provisioned root key, the release
-   against the root's release keys, the fleet, the version above the highest
-   trusted, the expiry (:func:`.trust.verify_release`); a refusal ends it as
-   **failed** with the ``refusal``;
-3. **downloading**: the archive from the controller's HTTP server, resumed
-   after a cut (:func:`.download.download`; tried again after each of
-   :data:`RETRY_DELAYS`), checked against the size and SHA-256 the
-   release signs. A server that stays out of reach fails this attempt but
-   not the release: the next time it is heard (a reconnect repeats the
-   retained announcement) the download resumes where it stopped;
-4. **testing**: unpacked into a new slot (:mod:`.slots`), the bundle is the
-   one the release names, and every artifact this device can run scores the
-   bundle's sample rows within its tolerance on the device's own engine;
-5. **active**: the slot is switched and swapped into the running process
-   (``run`` between two batches, ``serve`` between two requests: every row
-   is scored by one of the two); the **health gate** (:class:`.health.HealthGate`)
-   reads the new bundle's drift windows;
-6. **committed** when the gate passes; **rolled_back** when it fails, or the
-   device crashed more often than the release allows while on test: the
-   previous bundle is swapped back, the release is never retried
-   automatically, and past ``update_max_rollbacks`` automatic rollbacks no
-   release is taken until one is installed by hand.
+1. **offered**: an announcement arrived (retained on the device's and the fleet's release topic, so a device
+   that was off hears it when back); one it runs, has failed or refused already is passed over silently, and
+   one heard while another release is on test waits for that one's verdict;
+2. **verifying**: :func:`.trust.verify_release` (root, release key, fleet, version, expiry); a refusal ends it
+   as **failed** with the ``refusal``. Until it verifies, nothing in the announcement is believed: its steps
+   carry no rollout id;
+3. **downloading**: :func:`.fetch.fetch_archive` (the path from the signed release, resumed after a cut). A
+   server out of reach, or a bad copy on it, keeps the release ``downloading`` (with the reason) and tries again
+   after each of :data:`AGAIN_SECONDS`: the server's fault, never a failure of the release;
+4. **testing**: unpacked into a new slot (:mod:`.slots`) and :func:`.fetch.self_test` on the device's engines;
+5. **active**: switched and swapped into the running process (``run`` between two batches, ``serve`` between
+   two requests: every row scored by one of the two); the **health gate** (:class:`.health.HealthGate`) reads
+   the new bundle's drift windows;
+6. **committed** when the gate passes; **rolled_back** when it fails, or the device crashed more often than
+   the release allows while on test: the previous bundle is swapped back, the release never retried
+   automatically, and past ``update_max_rollbacks`` automatic rollbacks no release is taken until one is
+   installed by hand.
 
-A kill -9 at any step leaves a consistent slot: :meth:`UpdateAgent.startup`
-recovers the slots and names the bundle to load (the one on test counts a
-crash; past the release's ``max_crashes`` it is rolled back).
+A kill -9 at any step leaves a consistent slot: :meth:`UpdateAgent.startup` recovers the slots and names the
+bundle to load (the one on test counts a crash, as an exception on the way out does; past the release's
+``max_crashes`` it is rolled back). A stop asked for mid-install leaves the release where it was, unfailed.
 """
 
 from __future__ import annotations
@@ -60,6 +51,7 @@ from ..errors import (
 from ..payloads import utc_now
 from ..protocol.topics import DeviceTopics
 from ..protocol.updates import parse_release_topic, update_status
+from .fetch import self_test
 from .health import HealthGate
 from .metadata import Release
 from .options import UpdateOptions
@@ -240,7 +232,7 @@ class UpdateAgent:
             self._check_halt()
             self._step(release.version, identity, "testing", rollout)
             slot = self.slots.unpack(archive, release.version)
-            self._self_test(slot)
+            self_test(slot, self.log)
             self._check_halt()
             self.slots.switch(release.version, identity, rollout)
         except _Halted:
@@ -305,58 +297,19 @@ class UpdateAgent:
             raise _Halted()
 
     def _fetch(self, release: Release, rollout) -> Path:
-        from .download import download
+        from .fetch import fetch_archive
 
         if not self.options.server:
             raise UpdateUnreachable("no update_server is set: the device cannot fetch the bundle; set update_server "
                                     "to the controller's HTTP server, or install the release by hand "
                                     "(edgeml-runtime update)")
         self._step(release.version, release.bundle.identity, "downloading", rollout)
-        dest = self.folder / "downloads" / f"{release.version}.tar.gz"
-        dest.parent.mkdir(exist_ok=True)
-        # where the archive is comes from signed data, never from the (unsigned) announcement
-        url = f"{self.options.server.rstrip('/')}/releases/{self.device.fleet}/{release.version}/" \
-              f"{release.bundle.archive}"
         try:
             token = self.options.token()
         except SettingsError as exc:
             raise UpdateUnreachable(str(exc)) from None
-        tries = len(self.retry_delays) + 1
-        for attempt in range(1, tries + 1):
-            try:
-                download(url, dest, sha256=release.bundle.sha256, size=release.bundle.bytes, token=token)
-                return dest
-            except UpdateRefused as exc:  # the server's copy is not the one the release signs: its fault, not the
-                raise UpdateUnreachable(f"{exc}; the server's copy is tried again later") from None  # release's
-            except UpdateError as exc:
-                if attempt == tries or self._halt.is_set():
-                    raise UpdateUnreachable(f"{exc} ({attempt} attempt(s); the part fetched is kept and resumed "
-                                            "when the release is heard again)") from None
-                delay = self.retry_delays[attempt - 1]
-                self.log.warning("update: downloading release %d stopped (%s); resuming in %g s (attempt %d of %d)",
-                                 release.version, exc, delay, attempt + 1, tries)
-                self._halt.wait(delay)
-        raise AssertionError("not reached: the last try returns or raises")
-
-    def _self_test(self, slot: Path) -> None:
-        """Every artifact this device can run scores the sample rows as at build time (BundleError if not)."""
-        from ..bundle import read_manifest
-        from ..samples import check_artifact, read_samples
-
-        manifest = read_manifest(slot)
-        samples = read_samples(slot, manifest)
-        ran = []
-        for artifact in manifest.artifacts:
-            try:
-                found = check_artifact(slot, manifest, samples, artifact.path)
-            except EngineError as exc:  # an engine this device lacks: the artifact cannot be the one it runs
-                self.log.info("update: self-test skips %s (%s)", artifact.path, exc)
-                continue
-            if not found.passed:
-                raise BundleError(f"self-test: {found}")
-            ran.append(artifact.path)
-        if not ran:
-            raise BundleError("self-test: no artifact of the bundle runs on this device's engines")
+        return fetch_archive(self.options.server, self.device.fleet, release, self.folder / "downloads", token=token,
+                             retry_delays=self.retry_delays, halt=self._halt, log=self.log)
 
     def _swap_in(self, release: Release, identity: str, rollout) -> bool:
         self._start_gate(release, identity, rollout)
