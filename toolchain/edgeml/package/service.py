@@ -80,6 +80,27 @@ WantedBy=multi-user.target
 """
 
 
+#: The ``[update]`` table of the template (the keys run, serve and ``edgeml-runtime update`` share).
+UPDATE_TABLE = """\
+# Updates over the air (docs/device.md), for run and serve: on once update_root_key names the root public key
+# this device trusts (root.pub from `edgeml keys init`). Releases are announced by the fleet controller and
+# fetched from its HTTP server; a release copied by hand installs with `edgeml-runtime update FOLDER`.
+[update]
+# update_root_key = "/etc/edgeml/root.pub"
+# update_server = "http://CHANGE-ME:8080"
+# The controller's bearer token (it asks every client off its own machine for one): under systemd, add
+# LoadCredential=update_token:/etc/edgeml/http.token (sudo systemctl edit edgeml-runtime); else a file:
+# update_token_file = "/etc/edgeml/http.token"
+# Trust state and bundle slots (the service may write only under /var/lib/edgeml); set it with update_root_key,
+# so that `edgeml-runtime update` by hand works on the same folder as the service.
+# update_dir = "/var/lib/edgeml/update"
+# This board has no real-time clock: judge expiry against the newest signed time seen.
+# update_no_clock = false
+# Automatic rollbacks after which releases wait for one installed by hand.
+# update_max_rollbacks = 3
+"""
+
+
 def config_template(bundle_name: str) -> str:
     """``runtime.toml`` for ``/etc/edgeml/``: the ``[run]`` table of ``edgeml-runtime run``, every key explained."""
     return f"""\
@@ -146,22 +167,7 @@ port = 8080
 # request_timeout = 30.0
 log_level = "info"
 
-# Updates over the air (docs/device.md), for run and serve: on once update_root_key names the root public key
-# this device trusts (root.pub from `edgeml keys init`). Releases are announced by the fleet controller and
-# fetched from its HTTP server; a release copied by hand installs with `edgeml-runtime update FOLDER`.
-[update]
-# update_root_key = "/etc/edgeml/root.pub"
-# update_server = "http://CHANGE-ME:8080"
-# The controller's bearer token (it asks every client off its own machine for one), mode 600.
-# update_token_file = "/etc/edgeml/http.token"
-# Trust state and bundle slots (the service may write only under /var/lib/edgeml); set it with update_root_key,
-# so that `edgeml-runtime update` by hand works on the same folder as the service.
-# update_dir = "/var/lib/edgeml/update"
-# This board has no real-time clock: judge expiry against the newest signed time seen.
-# update_no_clock = false
-# Automatic rollbacks after which releases wait for one installed by hand.
-# update_max_rollbacks = 3
-"""
+{UPDATE_TABLE}"""
 
 
 def install_script(requirement: str) -> str:
