@@ -42,6 +42,16 @@ cooldown = "1h"
 FLEET_LIMITS = ("max_queued_messages", "max_queued_bytes", "max_inflight_messages", "persistent_client_expiration")
 
 
+def edgeml(*args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The ``edgeml`` command, its output captured; with ``check``, a non-zero exit fails with its stderr."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run([str(BIN / "edgeml"), *map(str, args)], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
 def fleet_limits() -> list[str]:
     """The lines of docs/mosquitto/mosquitto.conf that set :data:`FLEET_LIMITS` (the tests run with them)."""
     lines = (REPO / "docs" / "mosquitto" / "mosquitto.conf").read_text().splitlines()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from broker import Subscriber, require_mosquitto, wait_until
 from conftest import BIN, run_env
-from fleet_traffic import FAST_POLICY, SHIFT, fleet_broker
+from fleet_traffic import FAST_POLICY, SHIFT, edgeml, fleet_broker
 
 #: One device far from the others: its sensors read off.
 BROKEN = {"air_temp_c": -8.0, "process_temp_c": -8.0, "torque_nm": -15.0, "vibration_mm_s": 10.0}
@@ -38,14 +38,6 @@ FLEETS = {
 ROWS, WINDOW_ROWS = 600, 300
 JUDGE_EVERY = 0.5
 POLICY = FAST_POLICY
-
-
-def edgeml(*args, check=True, timeout=60) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(BIN / "edgeml"), *map(str, args)], capture_output=True, text=True, env=run_env(),
-                       timeout=timeout)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
 
 
 class Controller:

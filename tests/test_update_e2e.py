@@ -21,156 +21,23 @@ In file order, on one fleet (the tests share it: each starts where the one befor
 
 from __future__ import annotations
 
-import http.client
 import json
-import signal
 import socket
-import subprocess
-import threading
 import time
 
 import fleet_traffic
 import pytest
-from broker import require_mosquitto, wait_until
-from conftest import BIN, run_env
-from fleet_traffic import Controller, fleet_broker
+from broker import free_port, require_mosquitto, wait_until
+from fleet_traffic import Controller, edgeml, fleet_broker
+from ota_fleet import DEVICES, FLEET, SERVER, Device
 from release_helpers import second_bundle
-from test_update_agent import CuttingProxy, _broken_bundle
+from update_helpers import CuttingProxy, _broken_bundle
 
 from edgeml.fleet import keys, releases
 from edgeml.fleet.rollout import rollouts
 from edgeml.fleet.store import Store
 from edgeml_runtime.bundle import read_manifest
 from edgeml_runtime.protocol.updates import announcement, release_topic
-
-FLEET = "plant-a"
-RUNNERS = ("d1", "d2", "d3", "d4")
-SERVER = "d5"
-CUT = "d4"  # fetches through a proxy that cuts its first download mid-way
-DEVICES = (*RUNNERS, SERVER)
-WINDOW_ROWS = 100
-ROWS_PER_SECOND = 400
-
-
-def edgeml(*args, check=True, timeout=60) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(BIN / "edgeml"), *map(str, args)], capture_output=True, text=True, env=run_env(),
-                       timeout=timeout)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rows(seed: int) -> list[str]:
-    from edgeml.data.demo import demo_frame
-
-    frame = demo_frame(rows=2_000, seed=seed, label=False)
-    return [json.dumps(r) + "\n" for r in frame.astype(str).to_dict("records")]
-
-
-class Device:
-    """One device process, its update state in ``folder``; rows fed (run) or requests sent (serve) counted."""
-
-    def __init__(self, name: str, fleet: dict):
-        self.name, self.fleet = name, fleet
-        self.folder = fleet["tmp"] / name
-        self.folder.mkdir(exist_ok=True)
-        self.sent = 0
-        self.failed_requests: list[str] = []
-        self.proc: subprocess.Popen | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._rows = _rows(100 + int(name[1:]))
-        self.port = _free_port() if name == SERVER else None
-
-    def command(self) -> list[str]:
-        f = self.fleet
-        common = ["--fleet", FLEET, "--device-id", self.name, "--broker", f["broker"].url,
-                  "--outbox", str(self.folder / "outbox.db"), "--window-rows", str(WINDOW_ROWS),
-                  "--update-root-key", str(f["keys"] / "root.pub"),
-                  "--update-server", f["proxy"].url if self.name == CUT else f["http"],
-                  "--update-dir", str(self.folder / "update")]
-        if self.name == SERVER:
-            return [str(BIN / "edgeml-runtime"), "serve", str(f["bundle"]), "--port", str(self.port),
-                    "--window-seconds", "1", *common]
-        return [str(BIN / "edgeml-runtime"), "run", str(f["bundle"]), *common]
-
-    def start(self) -> Device:
-        self._stop.clear()
-        self.log = open(self.folder / "device.log", "ab")
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=self.log, env=run_env())
-        self._thread = threading.Thread(target=self._requests if self.name == SERVER else self._feed, daemon=True)
-        self._thread.start()
-        return self
-
-    def _feed(self) -> None:
-        batch = ROWS_PER_SECOND // 20
-        try:
-            while not self._stop.is_set():
-                lines = [self._rows[(self.sent + i) % len(self._rows)] for i in range(batch)]
-                self.proc.stdin.write("".join(lines).encode())
-                self.proc.stdin.flush()
-                self.sent += batch
-                time.sleep(0.05)
-        except (BrokenPipeError, ValueError):
-            pass  # the process was killed
-
-    def _requests(self) -> None:
-        wait_until(lambda: self._listening(), 60, what=f"{self.name} serving")
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        records = [json.loads(r) for r in self._rows[:10]]
-        body = json.dumps(records)
-        while not self._stop.is_set():
-            try:
-                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
-                reply = conn.getresponse()
-                data = reply.read()
-            except (OSError, http.client.HTTPException) as exc:
-                if self._stop.is_set() or self.proc.poll() is not None:
-                    return
-                self.failed_requests.append(repr(exc))
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                continue
-            if reply.status == 200:
-                self.sent += len(records)
-            else:
-                self.failed_requests.append(f"{reply.status} {data[:200]!r}")
-            time.sleep(0.02)
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def stop(self) -> int:
-        """A clean stop (end of input, or SIGTERM for serve); the exit code."""
-        self._stop.set()
-        self._thread.join(30)
-        if self.name == SERVER:
-            self.proc.send_signal(signal.SIGTERM)
-        else:
-            self.proc.stdin.close()
-        code = self.proc.wait(60)
-        self.log.close()
-        return code
-
-    def kill(self) -> None:
-        self._stop.set()
-        self.proc.kill()
-        self.proc.wait(30)
-        self._thread.join(30)
-        self.log.close()
-
-    def text(self) -> str:
-        return (self.folder / "device.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +48,7 @@ def fleet(tmp_path_factory, demo_bundle):
     store_url = f"sqlite:///{tmp / 'fleet.db'}"
     key_dir = keys.init(tmp / "keys")
     releases_dir = tmp / "releases"
-    port = _free_port()
+    port = free_port()
     bundles = {"one": demo_bundle, "two": second_bundle(demo_bundle, tmp), "broken": _broken_bundle(demo_bundle, tmp)}
     with Store.open(store_url) as store:
         releases.make_release(store, bundles["one"], fleet=FLEET, keys_dir=key_dir, releases_dir=releases_dir)
@@ -233,14 +100,7 @@ def _status(f, rollout: int) -> dict:
 
 
 def _steps(f, device: str, release: int) -> list[str]:
-    import sqlalchemy as sa
-
-    from edgeml.fleet import schema as t
-
-    e = t.update_events
-    with Store.open(f["store"]) as store, store.engine.connect() as conn:
-        return list(conn.execute(sa.select(e.c.step).where(e.c.fleet == FLEET, e.c.device == device,
-                                                           e.c.release == release).order_by(e.c.id)).scalars())
+    return [e["step"] for e in _events(f, device) if e["release"] == release]
 
 
 def _events(f, device: str) -> list[dict]:
