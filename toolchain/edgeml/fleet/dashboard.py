@@ -15,8 +15,9 @@ The files ship in the package (``edgeml/fleet/dashboard/``, read with
 :mod:`importlib.resources`); nothing is fetched from elsewhere, so the page
 works with no internet access, and its Content-Security-Policy lets it load
 only from this server. Every answer is ``Cache-Control: no-cache``: the
-browser asks again each time, so after an upgrade it has the new files. What the page draws, and when, is in ``app.js``; the data is the
-JSON API's (:mod:`.api`), refetched when the event stream says the store moved.
+browser asks again each time, so after an upgrade it has the new files.
+What the page draws, and when, is in ``app.js``; the data is the JSON API's
+(:mod:`.api`), fetched again when the event stream says the store moved.
 """
 
 from __future__ import annotations
