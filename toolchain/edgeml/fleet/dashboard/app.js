@@ -148,7 +148,7 @@ async function drawFleet() {
   });
   $("fleet-summary").replaceChildren(...cards);
   const rows = fleets.flatMap(([name, f]) => f.devices.filter((d) => !state.model || d.bundle === state.model)
-    .map((d) => el("tr", { "data-device": d.device, "data-fleet": name, "data-online": d.online },
+    .map((d) => el("tr", { "data-device": d.device, "data-fleet": name, "data-online": String(d.online) },
       el("td", {}, name), el("td", {}, d.device), el("td", {}, pill(d.online ? "online" : "offline")),
       el("td", {}, bundleLabel(d.bundle_name, d.bundle_version, d.bundle)), el("td", {}, d.model),
       el("td", {}, d.runtime_version ?? "—"), el("td", {}, when(d.last_window)))));
