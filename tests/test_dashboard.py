@@ -330,3 +330,13 @@ def _filled(f, bundle: str) -> int:
     """The windows in the fleet's heatmap now."""
     grid = get(f"{f['url']}/api/v1/drift?fleet={FLEET}&bundle={bundle}")
     return sum(s["windows"] for s in grid["slices"])
+
+
+def test_docs_list_every_route_of_the_api():
+    """docs/fleet.md's table of the JSON API is api.py's docstring's: each route, each parameter."""
+    from edgeml.fleet import api
+
+    routes = re.findall(r"``(GET /api/v1/[^`]+)``", api.__doc__)
+    doc = (REPO / "docs" / "fleet.md").read_text()
+    table = doc[doc.index("## Dashboard"):doc.index("## The loop")]
+    assert len(routes) == 8 and [r for r in routes if f"| `{r}` |" not in table] == []
