@@ -41,6 +41,8 @@ FLEET, DEVICES = "plant-a", ("d1", "d2", "d3")
 ROWS, WINDOW_ROWS = 600, 300
 #: The seconds of one slice of FAST_POLICY: windows a slice apart are judged apart.
 SLICE = 2.0
+#: The retrain command: it reads the evidence on stdin and says it is done.
+READ = "import json, sys; json.load(sys.stdin)"
 
 
 def here_env() -> dict:
@@ -199,14 +201,16 @@ class Device:
 
 @pytest.fixture
 def live_fleet(tmp_path, demo_bundle):
-    """A broker, a controller with --dashboard and a fast policy, an empty store but for the registered bundle;
-    ``start_devices()`` starts the three devices."""
+    """A broker, a controller with --dashboard, a fast policy and a retrain command on drift, an empty store but
+    for the bundle (version 1 of the fleet, champion); ``start_devices()`` starts the three devices."""
     require_mosquitto()
     broker = fleet_broker(tmp_path / "mosquitto").start()
     store = f"sqlite:///{tmp_path / 'fleet.db'}"
-    edgeml("registry", "add", demo_bundle, "--store", store)
+    edgeml("registry", "add", demo_bundle, "--store", store, "--fleet", FLEET, "--champion")
     config = tmp_path / "fleet.toml"
-    config.write_text(f'[broker]\nurl = "{broker.url}"\n\n[store]\nurl = "{store}"\n{FAST_POLICY}')
+    # a drift decision requests a retrain: a program that reads the evidence and is done
+    trigger = f'[trigger]\nname = "command"\non = ["drift"]\ncommand = {json.dumps([sys.executable, "-c", READ])}\n'
+    config.write_text(f'[broker]\nurl = "{broker.url}"\n\n[store]\nurl = "{store}"\n{FAST_POLICY}\n{trigger}')
     port = free_port()
     log_path = tmp_path / "controller.log"
     with open(log_path, "wb") as log:
@@ -318,8 +322,15 @@ def test_the_dashboard_shows_the_devices_then_flags_drift_live(live_fleet):
             page.click('#tabs button[data-view="rollouts"]')
             expect(page.locator("#rollouts-list .empty")).to_have_text(
                 "no rollouts yet: edgeml rollout start RELEASE --fleet NAME")
+            # the registry's version and the retrain the decision requested
             page.click('#tabs button[data-view="models"]')
-            expect(page.locator("#view-models")).to_be_visible()
+            expect(page.locator('#models-versions tr[data-version="1"] td:nth-child(5)')).to_have_text("champion")
+            retrain = page.locator("#models-retrains tr[data-retrain]")
+            expect(retrain.locator("td:nth-child(5)")).to_have_text("done", timeout=60_000)
+            (done,) = get(f"{f['url']}/api/v1/models?fleet={FLEET}")["retrains"]
+            expect(retrain.locator("td")).to_have_text([str(done["id"]), FLEET, "command",
+                                                        f"drift (#{done['decision_id']})", "done",
+                                                        re.compile("UTC$"), "—", "—", "—", "—"])
         finally:
             browser.close()
     print(f"screenshots: {fleet_shot} {drift_shot}")
