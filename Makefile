@@ -41,6 +41,9 @@ system-deps:
 	@command -v systemd-analyze >/dev/null || { \
 	  echo "installing systemd (systemd-analyze verify checks the unit of edgeml package) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd >/dev/null; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (the headless browser tests/test_dashboard.py drives with playwright) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	@test -x /usr/lib/postgresql/15/bin/initdb || { \
 	  echo "installing postgresql (the store tests start their own server) with apt-get"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }

@@ -34,6 +34,7 @@ Example fleet.toml (every table optional; flags override EDGEML_FLEET_* variable
   releases = "/var/lib/edgeml/releases"   # served with http, announced by rollouts
   http = "0.0.0.0:8080"               # the release server (off loopback: a token)
   http_token_file = "/etc/edgeml/http.token"
+  dashboard = "0.0.0.0:8080"          # the dashboard on that server (same address)
   rollout_every = 5
   [policy]
   judge_every = 10
@@ -54,6 +55,7 @@ Examples:
   edgeml fleet run --broker mqtt://127.0.0.1:1883 --store sqlite:///fleet.db --judge-every 0
   edgeml fleet run --config fleet.toml --group controllers --client-id controller-2   # a second one
   edgeml fleet run --config fleet.toml --releases releases/ --http 0.0.0.0:8080 --http-token-file http.token
+  edgeml fleet run --config fleet.toml --dashboard 127.0.0.1:8080   # then open http://127.0.0.1:8080/
 """
 
 
@@ -94,6 +96,8 @@ def _opt(name: str, help: str, **kwargs):
       "[default: releases]", metavar="DIR")
 @_opt("http", "Serve the release folders over HTTP on HOST:PORT (0.0.0.0:8080 needs --http-token-file). "
       "[default: no server]", metavar="HOST:PORT")
+@_opt("dashboard", "Serve the dashboard (and the JSON API, /metrics) on HOST:PORT: the --http server's address "
+      "if both are given. [default: no dashboard]", metavar="HOST:PORT")
 @_opt("http_token_file", "A file holding the bearer token that clients off loopback must send (owner-only).",
       metavar="FILE")
 @_opt("rollout_every", "Seconds between advances of the running rollouts (announce, judge waves); 0 turns "
@@ -102,7 +106,7 @@ def _opt(name: str, help: str, **kwargs):
               show_default=True)
 def run(config, store, log_level, **flags):
     """Hear every device of the fleet, store what it says (committed, then acknowledged), judge drift, advance
-    rollouts (announcing releases) and, with --http, serve the release folders.
+    rollouts (announcing releases) and, with --http, serve the release folders (with --dashboard, the dashboard).
 
     Long-running: stop it with SIGTERM or Ctrl-C (the batch in hand is committed and acknowledged first).
     """

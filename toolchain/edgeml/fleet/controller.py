@@ -25,7 +25,9 @@ With running rollouts (:mod:`.rollout`), every ``rollout_every`` seconds the
 holder of the ``rollout`` lease advances them and publishes their
 announcements (:mod:`.announcer`); with ``--http HOST:PORT`` the release
 folders (``--releases``) are served for the controller's lifetime
-(:mod:`.files`), where the announcements say to fetch the bundles.
+(:mod:`.files`), where the announcements say to fetch the bundles, with
+``/metrics`` and the JSON API (:mod:`.api`); ``--dashboard HOST:PORT`` adds
+the dashboard (:mod:`.dashboard`) to that server (alone, it starts it there).
 
 SIGTERM or SIGINT stops it: no more messages are taken, those received are
 committed and acknowledged, the client disconnects cleanly, and it exits 0.
@@ -125,32 +127,36 @@ def _run(settings: ControllerSettings, stop: threading.Event, retraining: list, 
 
 
 def _serve(settings: ControllerSettings, log: logging.Logger):
-    """The HTTP server on ``--http`` for the controller's lifetime (started) and the store it reads, or None
-    without ``--http``: the release folders, ``/metrics``."""
-    if settings.http is None:
+    """The HTTP server on ``--http`` (or ``--dashboard``: one address) for the controller's lifetime (started) and
+    the store it reads, or None without either: the release folders, ``/metrics``, the JSON API, the dashboard."""
+    if settings.served is None:
         return None
     from .files import FileServer
 
-    host, port = settings.http
-    where = settings.sources.get("http", "the settings")
+    host, port = settings.served
+    key = "http" if settings.http is not None else "dashboard"
+    where = settings.sources.get(key, "the settings")
     try:
         server = FileServer(settings.releases, host, port, settings.http_token).start()
     except FleetError as exc:
-        raise FleetError(f"http = {host}:{port} (from {where}): {exc}; a token: --http-token-file FILE "
+        raise FleetError(f"{key} = {host}:{port} (from {where}): {exc}; a token: --http-token-file FILE "
                          "[EDGEML_FLEET_HTTP_TOKEN_FILE]") from None
     store = _mount_views(server, settings)
-    if not Path(settings.releases).is_dir():
+    if settings.http is not None and not Path(settings.releases).is_dir():
         log.warning("the release folder %s does not exist (yet): every release is 404 until edgeml release writes "
                     "one there (--releases)", settings.releases)
     log.info("serving the release folders of %s at %s%s", settings.releases, server.url,
              "" if settings.http_token is None else " (clients off loopback send the token)")
+    if settings.dashboard is not None:
+        log.info("dashboard at %s/%s", server.url,
+                 "" if settings.http_token is None else " (off loopback: open /?token=TOKEN once)")
     return server, store
 
 
 def _mount_views(server, settings: ControllerSettings):
-    """``GET /metrics`` (:mod:`.metrics`) and the JSON API (:mod:`.api`) on the HTTP server, read from a store of
-    their own (returned)."""
-    from . import policy
+    """``GET /metrics`` (:mod:`.metrics`), the JSON API (:mod:`.api`) and, with ``--dashboard``, the dashboard
+    (:mod:`.dashboard`) on the HTTP server, read from a store of their own (returned)."""
+    from . import dashboard, policy
     from .api import Api
     from .files import Response
     from .metrics import CONTENT_TYPE, FleetMetrics
@@ -163,6 +169,8 @@ def _mount_views(server, settings: ControllerSettings):
     server.route("GET", r"/metrics", lambda request: Response(200, {"Content-Type": CONTENT_TYPE},
                                                               metrics.render().encode()))
     Api(store, chosen, stopping=server.stopping).mount(server)
+    if settings.dashboard is not None:
+        dashboard.mount(server)
     return store
 
 

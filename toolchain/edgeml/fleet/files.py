@@ -103,7 +103,8 @@ def is_loopback(host: str) -> bool:
 def authorized(client: str, header: str | None, token: str | None, cookie: str | None = None) -> bool:
     """Whether a request from ``client`` with this ``Authorization`` header (or token cookie, which a browser
     sends where it cannot set a header: the dashboard's event stream) may be answered: always from loopback,
-    else only with ``Bearer <token>`` or the cookie (compared in constant time).
+    else only with ``Bearer <token>`` or the cookie (compared in constant time; the dispatcher passes a ``?token=``
+    query parameter in the cookie's place on the paths of :attr:`FileServer.token_paths`).
 
     >>> authorized("127.0.0.1", None, None), authorized("192.0.2.7", None, "s3cret")
     (True, False)
@@ -173,6 +174,9 @@ class FileServer:
                  token: str | None = None):
         self.releases_dir, self.host, self.port, self.token = Path(releases_dir), host, port, token
         self.routes: list[tuple[str, re.Pattern, Route]] = []
+        #: Paths where a ``?token=`` query parameter stands for the header: the dashboard's sign-in link
+        #: (``/?token=...`` sets the token cookie), which a person pastes into a browser that cannot send headers.
+        self.token_paths: set[str] = set()
         #: Set by :meth:`stop`: long answers (an event stream) end when they see it.
         self.stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -270,8 +274,10 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         client = self.client_address[0]
         self._query = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
-        if not authorized(client, self.headers.get("Authorization"), self.files.token,
-                          cookie_token(self.headers.get("Cookie"))):
+        given = cookie_token(self.headers.get("Cookie"))
+        if path in self.files.token_paths and "token" in self._query:
+            given = self._query["token"]
+        if not authorized(client, self.headers.get("Authorization"), self.files.token, given):
             response = Response(401, {"WWW-Authenticate": "Bearer", "Content-Type": "text/plain"},
                                 b"a token is needed: send Authorization: Bearer <token>\n")
         else:

@@ -79,8 +79,9 @@ def check(spec: Key, key: str, value, where: str):
     return value
 
 
-def http_address(value: str, where: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for an IPv6 address) as (host, port); FleetError naming where it came from.
+def http_address(value: str, where: str, key: str = "http") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for an IPv6 address) as (host, port); FleetError naming the key and where it
+    came from.
 
     >>> http_address("127.0.0.1:8080", "flag --http"), http_address("[::1]:0", "flag --http")
     (('127.0.0.1', 8080), ('::1', 0))
@@ -93,9 +94,33 @@ def http_address(value: str, where: str) -> tuple[str, int]:
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", value.strip())
     port = match and int(match[2] or match[4])
     if not match or port > 65535:
-        raise FleetError(f"http = {value!r} (from {where}): not HOST:PORT; give e.g. 127.0.0.1:8080, or "
+        raise FleetError(f"{key} = {value!r} (from {where}): not HOST:PORT; give e.g. 127.0.0.1:8080, or "
                          "0.0.0.0:8080 with --http-token-file")
     return match[1] or match[3], port
+
+
+def served_addresses(http: str | None, dashboard: str | None, sources: dict) -> tuple:
+    """(the HTTP server's address, the dashboard's), each (host, port) or None: the dashboard is served by the
+    controller's one HTTP server, so with both given they must be the same address (one port, one rule of who may
+    read it).
+
+    >>> served_addresses(None, "127.0.0.1:8080", {"dashboard": "flag --dashboard"})
+    (None, ('127.0.0.1', 8080))
+    >>> served_addresses("0.0.0.0:8080", "127.0.0.1:9090", {"http": "flag --http", "dashboard": "flag --dashboard"})
+    Traceback (most recent call last):
+    ...
+    edgeml.errors.FleetError: http = '0.0.0.0:8080' (from flag --http) and dashboard = '127.0.0.1:9090' (from flag \
+--dashboard) differ: the dashboard is served by the controller's HTTP server, on one port with one rule of who may \
+read it; give both the same HOST:PORT, or only --dashboard
+    """
+    served = http and http_address(http, sources["http"])
+    shown = dashboard and http_address(dashboard, sources["dashboard"], "dashboard")
+    if served and shown and served != shown:
+        raise FleetError(f"http = {http!r} (from {sources['http']}) and dashboard = {dashboard!r} (from "
+                         f"{sources['dashboard']}) differ: the dashboard is served by the controller's HTTP server, "
+                         "on one port with one rule of who may read it; give both the same HOST:PORT, or only "
+                         "--dashboard")
+    return served or None, shown or None
 
 
 def token(path: str | None, sources: dict) -> str | None:

@@ -30,6 +30,7 @@ lives in, its name there, its flag and its environment variable (always
     releases = "/var/lib/edgeml/releases"   # the release folders (edgeml release --releases): served, announced
     http = "0.0.0.0:8080"     # serve them over HTTP (default: no server); off loopback it needs a token:
     http_token_file = "/etc/edgeml/http.token"   # devices send it as Authorization: Bearer
+    dashboard = "0.0.0.0:8080"   # the dashboard on that server (the same address as http, if both are given)
     rollout_every = 5         # seconds between advances of the running rollouts; 0: never
 
     [policy]                  # read by edgeml.fleet.policy.Policy.from_table
@@ -64,7 +65,7 @@ from edgeml_runtime.errors import SettingsError
 from edgeml_runtime.mqtt import MqttSettings
 from edgeml_runtime.tomlfile import exposure, read_toml
 
-from .setting_values import check, http_address, parse, token
+from .setting_values import check, parse, served_addresses, token
 from .triggers import DECISION_KINDS, check_options
 
 ENV_PREFIX = "EDGEML_FLEET_"
@@ -125,6 +126,8 @@ KEYS: dict[str, Key] = {k.key or k.name: k for k in (
     Key("releases", "controller", str, "releases", fix="the folder edgeml release writes the release folders to"),
     Key("http", "controller", str, None, fix="HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 (with a token) or "
         "[::1]:8080; port 0: any free one"),
+    Key("dashboard", "controller", str, None, fix="HOST:PORT, e.g. 127.0.0.1:8080 (the --http address, if that "
+        "is given too)"),
     Key("http_token_file", "controller", str, fix="a file holding the bearer token devices off loopback send"),
     Key("rollout_every", "controller", float, 5.0, low=0, high=86400, duration=True,
         fix="seconds between advances of the running rollouts; 0 turns them off; the default is 5"),
@@ -189,6 +192,7 @@ class ControllerSettings:
     releases: str = "releases"  #: the release folders (served with ``http``)
     http: tuple[str, int] | None = None  #: where the release server listens; None: no server
     http_token: str | None = None  #: the bearer token clients off loopback send (from ``http_token_file``)
+    dashboard: tuple[str, int] | None = None  #: where the dashboard is served (the HTTP server's address); None: not
     rollout_every: float = 5.0  #: seconds between advances of the running rollouts; 0: never
     policy: dict = field(default_factory=dict)  #: the ``[policy]`` table (for Policy.from_table)
     retraining: TriggerSettings = field(default_factory=lambda: TriggerSettings())
@@ -201,6 +205,12 @@ class ControllerSettings:
         nor its own)."""
         prefix = f"$share/{self.group}/" if self.group else ""
         return tuple(f"{prefix}edgeml/{fleet}/+/{kind}" for fleet in (self.fleets or ("+",)) for kind in HEARS)
+
+    @property
+    def served(self) -> tuple[str, int] | None:
+        """Where the controller's HTTP server listens: ``http``, else ``dashboard`` (the same when both are given),
+        else None (no server)."""
+        return self.http or self.dashboard
 
 
 def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None,
@@ -225,6 +235,7 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
     client_id = values["client_id"] or f"edgeml-controller-{socket.gethostname()}"
     policy = dict(doc.get("policy", {}))
     retraining = _retraining(values, doc, config, sources)
+    http, dashboard = served_addresses(values["http"], values["dashboard"], sources)
     return ControllerSettings(
         broker=broker, store=_store_url(flags.get("store"), config, environ), client_id=client_id,
         holder=values["holder"] or client_id, group=values["group"], fleets=tuple(values["fleets"]),
@@ -233,7 +244,7 @@ def resolve(flags: Mapping[str, object], config: str | os.PathLike | None = None
         receive_maximum=values["receive_maximum"] or default_receive_maximum(values["batch_size"], values["workers"]),
         session_expiry=values["session_expiry"],
         judge_every=values["judge_every"], policy=policy, retraining=retraining,
-        releases=values["releases"], http=values["http"] and http_address(values["http"], sources["http"]),
+        releases=values["releases"], http=http, dashboard=dashboard,
         http_token=token(values["http_token_file"], sources), rollout_every=values["rollout_every"],
         config=None if config is None else str(config),
         sources=sources)
