@@ -274,6 +274,9 @@ def test_the_dashboard_shows_the_devices_then_flags_drift_live(live_fleet):
                 [f"{shown['bundle_name']} {shown['bundle_version']}"] * len(DEVICES))
             expect(page.locator("#devices tbody tr td:nth-child(7)")).to_have_text([re.compile(r"^2\d{3}-.* UTC$")]
                                                                                    * len(DEVICES), timeout=30_000)
+            # each device's outbox, as its last window stated it (format 7): a number waiting, none dropped
+            expect(page.locator("#devices tbody tr td:nth-child(8)")).to_have_text(
+                [re.compile(r"^\d+ waiting$")] * len(DEVICES))
             expect(page.locator("#live")).to_have_text("live")
             fleet_shot = ARTIFACTS / "dashboard-fleet.png"
             page.screenshot(path=str(fleet_shot), full_page=True)

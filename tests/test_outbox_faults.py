@@ -149,11 +149,11 @@ def fill(folder: Path) -> Path:
 def test_a_full_disk_degrades_to_counting_and_a_restart_still_opens(small_disk, tmp_path):
     from edgeml_runtime.mqtt import MqttSettings
     from edgeml_runtime.protocol import DeviceTopics, VerdictRule, describe_window, examples
+    from edgeml_runtime.protocol.envelopes import ENVELOPE_KEYS
     from edgeml_runtime.telemetry import Telemetry
 
     birth = {"model": examples()["drift"]["model"], "window": describe_window(1000, 300.0, VerdictRule())}
-    example = {k: v for k, v in examples()["drift"].items() if k not in ("format_version", "device", "fleet",
-               "session", "seq", "model", "outbox_dropped", "historical")}
+    example = {k: v for k, v in examples()["drift"].items() if k not in ENVELOPE_KEYS}
     path = small_disk / "o.db"
     box = Outbox(path, max_bytes=MIN_MAX_BYTES, recover=True)
     t = Telemetry(MqttSettings("mqtt://127.0.0.1:9"), DeviceTopics("plant-a", "pi-07"), birth=birth, outbox=box)

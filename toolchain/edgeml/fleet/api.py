@@ -159,11 +159,11 @@ class Api:
             quiet += self.poll_seconds
 
 
-class _BadRequest(FleetError):
+class _BadRequest(Exception):  # noqa: N818 - control flow inside this module: answered 400, never raised out
     pass
 
 
-class _NotFound(FleetError):
+class _NotFound(Exception):  # noqa: N818 - answered 404
     pass
 
 

@@ -27,6 +27,8 @@ version 1 of the code must upgrade the same way in every later release.
   release row is lost), ``rollouts`` and ``rollout_devices`` (a staged rollout
   and its devices' waves and steps), ``update_events`` (every update step a
   device reported).
+* **5**: ``windows.outbox_backlog``: what waited in the device's outbox when
+  the window was stored (format 7; NULL for the windows stored before).
 
 To change the schema: add a step at the end (version = the last + 1), change
 :mod:`.schema` to match, and test the upgrade from the version before.
@@ -34,7 +36,7 @@ To change the schema: add a step at the end (version = the last + 1), change
 >>> [(m.version, m.name) for m in MIGRATIONS]
 [(1, 'devices, windows, decisions, leases, bundles'), (2, 'rejected messages; the windows horizon index'), \
 (3, 'live performance counts; registry versions, aliases, archives; retrains'), \
-(4, 'signed releases, rollouts, update statuses')]
+(4, 'signed releases, rollouts, update statuses'), (5, "the devices' outbox backlog in windows")]
 """
 
 from __future__ import annotations

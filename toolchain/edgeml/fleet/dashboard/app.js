@@ -50,6 +50,12 @@ const when = (t) => (t === null || t === undefined ? "—"
 const clock = (seconds) => new Date(seconds * 1000).toISOString().slice(11, 19);
 const number = (x, digits = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(digits));
 const percent = (x) => `${(100 * x).toFixed(1)} %`;
+// A device's outbox: messages waiting for the broker when its last window was stored (format 7), and the
+// windows its full outbox dropped in all.
+const outbox = (d) => {
+  const waiting = d.outbox_backlog == null ? "—" : `${d.outbox_backlog} waiting`;
+  return d.outbox_dropped ? `${waiting} · ${d.outbox_dropped} dropped` : waiting;
+};
 const bundleLabel = (name, version, sha) => (name ? `${name} ${version}` : `unknown ${(sha || "").slice(0, 12)}`);
 
 // -- the API --------------------------------------------------------------------------------------------------
@@ -151,9 +157,12 @@ async function drawFleet() {
     .map((d) => el("tr", { "data-device": d.device, "data-fleet": name, "data-online": String(d.online) },
       el("td", {}, name), el("td", {}, d.device), el("td", {}, pill(d.online ? "online" : "offline")),
       el("td", {}, bundleLabel(d.bundle_name, d.bundle_version, d.bundle)), el("td", {}, d.model),
-      el("td", {}, d.runtime_version ?? "—"), el("td", {}, when(d.last_window)))));
+      el("td", {}, d.runtime_version ?? "—"), el("td", {}, when(d.last_window)),
+      el("td", { class: "outbox", "data-backlog": String(d.outbox_backlog ?? ""),
+                 "data-dropped": String(d.outbox_dropped ?? 0) }, outbox(d)))));
   $("fleet-devices").replaceChildren(rows.length
-    ? table(["fleet", "device", "state", "bundle", "model", "runtime", "last window"], rows, { id: "devices" })
+    ? table(["fleet", "device", "state", "bundle", "model", "runtime", "last window", "outbox"], rows,
+            { id: "devices" })
     : empty(fleets.length ? "no devices of this model" : "no devices yet: start the devices (edgeml-runtime run "
       + "BUNDLE --fleet NAME --broker URL); they appear here as they say hello"));
 }
