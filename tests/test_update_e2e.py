@@ -185,7 +185,8 @@ def test_the_json_api_and_its_event_stream_show_the_fleet(fleet):
     assert len(grid["psi"]) == len(grid["slices"]) and all(len(r) == len(grid["columns"]) for r in grid["psi"])
     filled = [i for i, s in enumerate(grid["slices"]) if s["rows"]]
     assert filled, grid["slices"]
-    code, cell = _get(f, f"/api/v1/drift/cell?fleet={FLEET}&bundle={two}&column=air_temp_c&slice={filled[-1]}")
+    start = grid["slices"][filled[-1]]["start"]
+    code, cell = _get(f, f"/api/v1/drift/cell?fleet={FLEET}&bundle={two}&column=air_temp_c&start={start}")
     assert code == 200 and len(cell["labels"]) == len(cell["reference"]) == len(cell["counts"])
     assert cell["rows"] == sum(cell["counts"]) > 0 and abs(sum(cell["reference"]) - 1) < 1e-9
     assert cell["psi"] == grid["psi"][filled[-1]][grid["columns"].index("air_temp_c")]

@@ -12,8 +12,9 @@ since the epoch (``start``/``end`` of slices). The routes, under ``/api/v1``:
 ``GET /api/v1/decisions[?fleet=F&last=N]``       the decisions, newest last, with their evidence's summary
 ``GET /api/v1/decisions/<id>``                   one decision with its whole evidence
 ``GET /api/v1/drift?fleet=F&bundle=B[&device=D]`` the heatmap (:func:`.views.drift_grid`): slices × columns
-``GET /api/v1/drift/cell?fleet=F&bundle=B&column=C&slice=I[&device=D]``  one cell (:func:`.views.drift_cell`):
-                                                 the reference's shares beside the slice's counts
+``GET /api/v1/drift/cell?fleet=F&bundle=B&column=C&start=S[&device=D]``  one cell (:func:`.views.drift_cell`),
+                                                 its slice by its start: the reference's shares beside the
+                                                 slice's counts
 ``GET /api/v1/models[?fleet=F]``                 registry versions (status, aliases, lineage) and retrains
                                                  (trigger, status, challenger's and champion's scores)
 ``GET /api/v1/rollouts[?fleet=F]``               rollouts in brief; ``/api/v1/rollouts/<id>``: waves, each
@@ -100,7 +101,7 @@ class Api:
         from .views import drift_cell
 
         return drift_cell(self.store, self.policy, _needed(request, "fleet"), _needed(request, "bundle"),
-                          _needed(request, "column"), _whole(request, "slice", None, needed=True),
+                          _needed(request, "column"), _seconds(request, "start"),
                           device=request.query.get("device"), now=self.clock())
 
     def models(self, request: Request) -> dict:
@@ -201,6 +202,15 @@ def _needed(request: Request, key: str) -> str:
     if not value:
         raise _BadRequest(f"{request.path} needs ?{key}=...")
     return value
+
+
+def _seconds(request: Request, key: str) -> float:
+    value = _needed(request, key)
+    try:
+        return float(value)
+    except ValueError:
+        raise _BadRequest(f"{key} = {value!r}: give seconds since the epoch, a slice's start in /api/v1/drift") \
+            from None
 
 
 def _whole(request: Request, key: str, default, *, needed: bool = False):

@@ -37,16 +37,21 @@ def drift_grid(store, policy, fleet: str, bundle: str, *, device: str | None = N
     return grid
 
 
-def drift_cell(store, policy, fleet: str, bundle: str, column: str, slice_index: int, *,
+def drift_cell(store, policy, fleet: str, bundle: str, column: str, start: float, *,
                device: str | None = None, now: float | None = None) -> dict:
-    """One cell of :func:`drift_grid`: ``{"column", "kind", "labels", "reference", "counts", "shares", "rows",
-    "psi", "status", "start", "end"}`` (``reference`` and ``shares`` per label)."""
+    """One cell of :func:`drift_grid`, its slice named by its ``start`` (seconds since the epoch: an index would
+    name another slice once the horizon moves on): ``{"column", "kind", "labels", "reference", "counts",
+    "shares", "rows", "psi", "status", "start", "end"}`` (``reference`` and ``shares`` per label)."""
     grid, sums = _grid(store, policy, fleet, bundle, device, now)
     if column not in grid["columns"]:
         raise FleetError(f"column {column!r} is not monitored by bundle {bundle[:12]}…; the columns are "
                          f"{', '.join(grid['columns'])}")
-    if not 0 <= slice_index < len(grid["slices"]):
-        raise FleetError(f"slice {slice_index} is not one of the horizon's 0..{len(grid['slices']) - 1}")
+    starts = [s["start"] for s in grid["slices"]]
+    found = [i for i, s in enumerate(starts) if abs(s - start) < 1e-6]
+    if not found:
+        raise FleetError(f"no slice of the horizon starts at {start:g}: it starts from {starts[0]:g} every "
+                         f"{starts[1] - starts[0] if len(starts) > 1 else 0:g} s (the grid's slices[].start)")
+    slice_index = found[0]
     layout, reference = sums["layout"], sums["reference"]
     counts = layout.counts(sums["cells"][slice_index], int(sums["rows"][slice_index]))
     j = grid["columns"].index(column)

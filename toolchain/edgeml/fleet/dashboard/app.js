@@ -201,8 +201,8 @@ async function drawDrift() {
   $("drift-legend").replaceChildren(legend());
   const cell = state.cell;
   if (cell && cell.fleet === fleet && cell.bundle === bundle && grid.columns.includes(cell.column)
-      && cell.slice < grid.slices.length) {
-    await drawCell({ ...where, column: cell.column, slice: cell.slice });
+      && grid.slices.some((s) => s.start === cell.start)) {
+    await drawCell({ ...where, column: cell.column, start: cell.start });
   } else {
     state.cell = null;
     $("drift-cell").replaceChildren(empty("click a cell of the heatmap: its reference histogram against the "
@@ -250,11 +250,11 @@ function heatmap(grid) {
     slices.forEach((s, i) => {
       const psi = grid.psi[i][j];
       const status = grid.status[i][j];
-      const chosen = state.cell && state.cell.column === column && state.cell.slice === i;
+      const chosen = state.cell && state.cell.column === column && state.cell.start === s.start;
       root.append(svg("rect", { x: left + i * cw, y, width: cw - 1, height: ch - 2, rx: 2,
         class: `cell s-${status ?? "none"}${chosen ? " chosen" : ""}`, fill: colour(status, psi),
-        "data-column": column, "data-slice": i, "data-status": status ?? "none", "data-psi": psi ?? "",
-        onclick: () => choose(grid, column, i) },
+        "data-column": column, "data-slice": i, "data-start": s.start, "data-status": status ?? "none",
+        "data-psi": psi ?? "", onclick: () => choose(grid, column, s.start) },
         svg("title", {}, `${column}, ${clock(s.start)}–${clock(s.end)}: `
           + (status ? `PSI ${number(psi)} (${status}), ${s.rows} rows` : "no rows"))));
     });
@@ -277,14 +277,15 @@ function legend() {
     el("span", { class: "muted" }, " darker: higher PSI · the strip above: the slice's verdict"));
 }
 
-async function choose(grid, column, slice) {
+// A cell is named by its slice's start (seconds since the epoch): the horizon moves on, an index would not stay.
+async function choose(grid, column, start) {
   const fleet = grid.fleet;
-  state.cell = { fleet, bundle: grid.bundle, column, slice };
+  state.cell = { fleet, bundle: grid.bundle, column, start };
   for (const node of document.querySelectorAll("#drift-heatmap rect.cell")) {
-    node.classList.toggle("chosen", node.dataset.column === column && Number(node.dataset.slice) === slice);
+    node.classList.toggle("chosen", node.dataset.column === column && Number(node.dataset.start) === start);
   }
   try {
-    await drawCell({ fleet, bundle: grid.bundle, device: state.device, column, slice });
+    await drawCell({ fleet, bundle: grid.bundle, device: state.device, column, start });
   } catch (err) {
     problem(err.message);
   }
