@@ -19,9 +19,11 @@ since the epoch (``start``/``end`` of slices). The routes, under ``/api/v1``:
                                                  (trigger, status, challenger's and champion's scores)
 ``GET /api/v1/rollouts[?fleet=F]``               rollouts in brief; ``/api/v1/rollouts/<id>``: waves, each
                                                  device's last update step, transitions
-``GET /api/v1/events``                           server-sent events: ``change`` with the store's counts
-                                                 (windows, decisions, update steps, devices online, retrains)
-                                                 whenever one moves, polled every second; a comment every 15 s
+``GET /api/v1/events``                           server-sent events: ``change`` with the store's counts and
+                                                 latest times (windows, decisions, update steps, births and
+                                                 deaths, retrains started or finished, registry versions,
+                                                 rollouts) whenever one moves, polled every second; a comment
+                                                 every 15 s
 ==============================================  ============================================================
 """
 
@@ -131,16 +133,22 @@ class Api:
 
     def counts(self) -> dict:
         """The store's counts the dashboard watches: when one moves, something new is there to draw."""
+        d, r = t.devices, t.retrains
+        watched = {  # each moves when what it names changes: a count, or the latest time something happened
+            "windows": sa.select(sa.func.count()).select_from(t.windows),
+            "last_decision": sa.select(sa.func.max(t.decisions.c.id)),
+            "update_steps": sa.select(sa.func.count()).select_from(t.update_events),
+            "online": sa.select(sa.func.count()).select_from(d).where(d.c.online),
+            "last_birth": sa.select(sa.func.max(d.c.birth_received)),
+            "last_death": sa.select(sa.func.max(d.c.death_received)),
+            "retrains": sa.select(sa.func.count()).select_from(r),
+            "retrain_moved": sa.select(sa.func.max(sa.func.coalesce(r.c.finished, r.c.started, r.c.requested))),
+            "versions": sa.select(sa.func.count()).select_from(t.model_versions),
+            "rollout_updated": sa.select(sa.func.max(t.rollouts.c.updated)),
+        }
         with self.store._read() as conn:
-            one = conn.execute(sa.select(
-                sa.select(sa.func.count()).select_from(t.windows).scalar_subquery(),
-                sa.select(sa.func.max(t.decisions.c.id)).scalar_subquery(),
-                sa.select(sa.func.count()).select_from(t.update_events).scalar_subquery(),
-                sa.select(sa.func.count()).select_from(t.devices).where(t.devices.c.online).scalar_subquery(),
-                sa.select(sa.func.count()).select_from(t.retrains).scalar_subquery(),
-                sa.select(sa.func.max(t.rollouts.c.updated)).scalar_subquery())).one()
-        return {"windows": one[0], "last_decision": one[1], "update_steps": one[2], "online": one[3],
-                "retrains": one[4], "rollout_updated": one[5]}
+            one = conn.execute(sa.select(*(q.scalar_subquery() for q in watched.values()))).one()
+        return dict(zip(watched, one, strict=True))
 
     def _stream(self) -> Iterator[bytes]:
         last, quiet = None, 0.0
