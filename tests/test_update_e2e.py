@@ -54,7 +54,8 @@ def fleet(tmp_path_factory, demo_bundle):
         releases.make_release(store, bundles["one"], fleet=FLEET, keys_dir=key_dir, releases_dir=releases_dir)
     config = tmp / "fleet.toml"
     config.write_text(f'[broker]\nurl = "{broker.url}"\n\n[store]\nurl = "{store_url}"\n\n'
-                      f'[controller]\nreleases = "{releases_dir}"\nhttp = "127.0.0.1:{port}"\nrollout_every = 0.3\n\n'
+                      f'[controller]\nreleases = "{releases_dir}"\nhttp = "127.0.0.1:{port}"\n'
+                      f'dashboard = "127.0.0.1:{port}"\nrollout_every = 0.3\n\n'
                       '[policy]\nslice = "2s"\nslices = 60\n')  # the drift grid: two-second slices
     archive = releases.folder_of(releases_dir, FLEET, 1) / "bundle.tar.gz"
     proxy = CuttingProxy(f"http://127.0.0.1:{port}", cut=archive.stat().st_size // 2)
@@ -172,6 +173,45 @@ def _get(f, path: str):
         return exc.code, json.loads(exc.read())
 
 
+def test_the_dashboard_draws_the_rollout_its_waves_and_each_devices_step(fleet):
+    """The Rollouts view in headless Chromium (Debian's, as tests/test_dashboard.py drives it): the done rollout,
+    its three waves all executed, each device's last step; a screenshot in test-artifacts/."""
+    import shutil
+
+    if not shutil.which("chromium"):
+        pytest.skip("chromium not found: install Debian's chromium package (make system-deps does)")
+    from playwright.sync_api import expect, sync_playwright
+    from test_dashboard import ARTIFACTS
+
+    f = fleet
+    (latest,) = [r for r in _get(f, f"/api/v1/rollouts?fleet={FLEET}")[1] if r["state"] == "done"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            said: list[str] = []
+            page.on("console", lambda m: said.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: said.append(f"pageerror: {e}"))
+            page.goto(f["http"] + "/")
+            page.click('#tabs button[data-view="rollouts"]')
+            card = page.locator(f'#rollouts-list article.rollout[data-id="{latest["id"]}"]')
+            expect(card.locator("h2")).to_contain_text(f"Rollout #{latest['id']} of release {latest['release']}")
+            expect(card.locator("h2")).to_contain_text("done")
+            waves = card.locator("table").nth(0).locator("tbody tr")
+            expect(waves).to_have_count(3)
+            expect(waves.locator("td:nth-child(2)")).to_have_text(["1", "2", "2"])  # devices per wave
+            expect(waves.locator("td:nth-child(4)")).to_have_text(["1", "2", "2"])  # executed
+            steps = card.locator("table").nth(1).locator("tbody tr td:nth-child(3)")
+            expect(steps).to_have_text(["committed"] * len(DEVICES))
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "dashboard-rollouts.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot: {shot}")
+    assert [m for m in said if m.split(":", 1)[0] in ("error", "warning", "pageerror")] == [], said
+
+
 def test_the_json_api_and_its_event_stream_show_the_fleet(fleet):
     """The read-only API behind the dashboard, on the controller's HTTP server (docs/fleet.md), while devices run."""
     f = fleet
@@ -179,17 +219,21 @@ def test_the_json_api_and_its_event_stream_show_the_fleet(fleet):
     code, status = _get(f, f"/api/v1/status?fleet={FLEET}")
     assert code == 200 and [d["device"] for d in status["fleets"][FLEET]["devices"]] == list(DEVICES)
     assert status["rollouts"][0]["state"] == "done"
-    code, grid = wait_until(lambda: (g := _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}"))[1]["slices"][-1]
-                            ["rows"] and g, 30, what="a complete slice of bundle 2's windows", interval=0.5)
+    def two_slices():
+        got = _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}")
+        return got if all(s["rows"] for s in got[1]["slices"][-2:]) else None
+
+    code, grid = wait_until(two_slices, 30, what="two complete slices of bundle 2's windows", interval=0.5)
     assert code == 200 and "air_temp_c" in grid["columns"] and grid["columns"][-1] == "(output)"
     assert len(grid["psi"]) == len(grid["slices"]) and all(len(r) == len(grid["columns"]) for r in grid["psi"])
     filled = [i for i, s in enumerate(grid["slices"]) if s["rows"]]
     assert filled, grid["slices"]
-    start = grid["slices"][filled[-1]]["start"]
+    settled = filled[-2]  # the latest complete slice may still get a window that ended in it; the one before not
+    start = grid["slices"][settled]["start"]
     code, cell = _get(f, f"/api/v1/drift/cell?fleet={FLEET}&bundle={two}&column=air_temp_c&start={start}")
     assert code == 200 and len(cell["labels"]) == len(cell["reference"]) == len(cell["counts"])
     assert cell["rows"] == sum(cell["counts"]) > 0 and abs(sum(cell["reference"]) - 1) < 1e-9
-    assert cell["psi"] == grid["psi"][filled[-1]][grid["columns"].index("air_temp_c")]
+    assert cell["psi"] == grid["psi"][settled][grid["columns"].index("air_temp_c")]
     code, one = _get(f, f"/api/v1/drift?fleet={FLEET}&bundle={two}&device=d2")
     assert code == 200 and sum(s["rows"] for s in one["slices"]) < sum(s["rows"] for s in grid["slices"])
     code, rollouts = _get(f, f"/api/v1/rollouts?fleet={FLEET}")
