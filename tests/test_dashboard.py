@@ -18,6 +18,7 @@ whatever an editable install elsewhere points at.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -84,6 +85,29 @@ def chromium() -> str:
     if found is None:
         pytest.skip("chromium not found: install Debian's chromium package (make system-deps does)")
     return found
+
+
+@contextlib.contextmanager
+def browser_page():
+    """One page of headless Chromium (the system's, driven by Playwright), and the console messages it says:
+    ``(page, said)``; :func:`complaints` picks the errors and warnings out of ``said``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            said: list[str] = []
+            page.on("console", lambda m: said.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: said.append(f"pageerror: {e}"))
+            yield page, said
+        finally:
+            browser.close()
+
+
+def complaints(said: list[str]) -> list[str]:
+    """The console's errors, warnings and uncaught exceptions."""
+    return [m for m in said if m.split(":", 1)[0] in ("error", "warning", "pageerror")]
 
 
 # -- the routes and settings, without a browser -------------------------------------------------------------------
@@ -243,103 +267,95 @@ def live_fleet(tmp_path, demo_bundle):
 
 
 def test_the_dashboard_shows_the_devices_then_flags_drift_live(live_fleet):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from edgeml_runtime.bundle import read_manifest
 
     f = live_fleet
     bundle = read_manifest(f["bundle"]).identity
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"], headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            said: list[str] = []
-            page.on("console", lambda m: said.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: said.append(f"pageerror: {e}"))
-            page.goto(f["url"] + "/")
-            expect(page.locator("#fleet-devices .empty")).to_have_text(
-                "no devices yet: start the devices (edgeml-runtime run BUNDLE --fleet NAME --broker URL); they "
-                "appear here as they say hello")  # the store is empty yet
-            page.evaluate("window.neverReloaded = true")
-            devices = f["start_devices"]()
-            for i, device in enumerate(devices):
-                device.feed(rows(100 + i))
-            # the devices appear, online, with their bundle and last window
-            online = page.locator('#devices tr[data-online="true"]')
-            expect(online).to_have_count(len(DEVICES), timeout=60_000)
-            expect(page.locator("#devices tbody tr td:nth-child(2)")).to_have_text(list(DEVICES))
-            shown = get(f"{f['url']}/api/v1/status")["fleets"][FLEET]["devices"][0]
-            expect(page.locator("#devices tbody tr td:nth-child(4)")).to_have_text(
-                [f"{shown['bundle_name']} {shown['bundle_version']}"] * len(DEVICES))
-            expect(page.locator("#devices tbody tr td:nth-child(7)")).to_have_text([re.compile(r"^2\d{3}-.* UTC$")]
-                                                                                   * len(DEVICES), timeout=30_000)
-            # each device's outbox, as its last window stated it (format 7): a number waiting, none dropped
-            expect(page.locator("#devices tbody tr td:nth-child(8)")).to_have_text(
-                [re.compile(r"^\d+ waiting$")] * len(DEVICES))
-            expect(page.locator("#live")).to_have_text("live")
-            fleet_shot = ARTIFACTS / "dashboard-fleet.png"
-            page.screenshot(path=str(fleet_shot), full_page=True)
-            # the drift view: the calm windows, judged ok
-            page.click('#tabs button[data-view="drift"]')
-            labels = page.locator("#drift-heatmap text.row-label")
-            expect(labels.first).to_be_visible()
-            wait_until(lambda: _filled(f, bundle) == 2 * len(DEVICES), 30, what="the calm windows in the heatmap")
-            assert page.locator("#drift-heatmap text.row-label.drifted").count() == 0
-            time.sleep(SLICE)  # the shifted windows end in a later slice than the calm ones
-            for i, device in enumerate(devices):
-                device.feed(rows(200 + i, SHIFT))
-            # with no reload, the shifted columns are flagged and the drift decision appears
-            drifted = page.locator("#drift-heatmap text.row-label.drifted")
-            expect(drifted.first).to_be_visible(timeout=60_000)
-            expect(page.locator('#drift-decisions button[data-kind="drift"]')).to_have_count(1, timeout=60_000)
-            wait_until(lambda: _filled(f, bundle) == 4 * len(DEVICES), 30, what="every window in the heatmap")
-            grid = get(f"{f['url']}/api/v1/drift?fleet={FLEET}&bundle={bundle}")
-            latest = max(i for i, s in enumerate(grid["slices"]) if s["rows"])
-            significant = {c for c, s in zip(grid["columns"], grid["status"][latest], strict=True)
-                           if s == "significant"}
-            assert set(SHIFT) <= significant, grid["status"][latest]
-            wait_until(lambda: set(drifted.evaluate_all("els => els.map(e => e.dataset.column)")) == significant, 20,
-                       what=f"the page to flag exactly {sorted(significant)}")
-            assert page.evaluate("window.neverReloaded") is True
-            # a cell: the reference histogram against the slice's, the numbers of /api/v1/drift/cell
-            start = grid["slices"][latest]["start"]  # a slice by its start: the horizon moves on meanwhile
-            shown = int(start) if start.is_integer() else start  # as JavaScript writes the number
-            page.click(f'#drift-heatmap rect.cell[data-column="air_temp_c"][data-start="{shown}"]')
-            expect(page.locator('#drift-cell h2[data-column="air_temp_c"]')).to_be_visible()
-            cell = get(f"{f['url']}/api/v1/drift/cell?fleet={FLEET}&bundle={bundle}&column=air_temp_c&start={start}")
-            reference = page.locator("#drift-cell rect.bar.reference").evaluate_all(
-                "els => els.map(e => [e.dataset.label, e.dataset.value])")
-            assert [label for label, _ in reference] == cell["labels"]
-            assert [float(value) for _, value in reference] == cell["reference"]
-            current = page.locator("#drift-cell rect.bar.current").evaluate_all(
-                "els => els.map(e => Number(e.dataset.count))")
-            assert current == cell["counts"] and sum(current) == 3 * ROWS == cell["rows"]
-            assert cell["status"] == "significant"
-            # the decision's evidence, and the anomalies (none: every device saw the same world)
-            page.click('#drift-decisions button[data-kind="drift"]')
-            evidence = page.locator("#drift-evidence")
-            expect(evidence).to_be_visible()
-            assert '"summary"' in evidence.inner_text()
-            expect(page.locator("#drift-anomalies li")).to_have_text("none")
-            drift_shot = ARTIFACTS / "dashboard-drift.png"
-            page.screenshot(path=str(drift_shot), full_page=True)
-            page.click('#tabs button[data-view="rollouts"]')
-            expect(page.locator("#rollouts-list .empty")).to_have_text(
-                "no rollouts yet: edgeml rollout start RELEASE --fleet NAME")
-            # the registry's version and the retrain the decision requested
-            page.click('#tabs button[data-view="models"]')
-            expect(page.locator('#models-versions tr[data-version="1"] td:nth-child(5)')).to_have_text("champion")
-            retrain = page.locator("#models-retrains tr[data-retrain]")
-            expect(retrain.locator("td:nth-child(5)")).to_have_text("done", timeout=60_000)
-            (done,) = get(f"{f['url']}/api/v1/models?fleet={FLEET}")["retrains"]
-            expect(retrain.locator("td")).to_have_text([str(done["id"]), FLEET, "command",
-                                                        f"drift (#{done['decision_id']})", "done",
-                                                        re.compile("UTC$"), "—", "—", "—", "—"])
-        finally:
-            browser.close()
+    with browser_page() as (page, said):
+        page.goto(f["url"] + "/")
+        expect(page.locator("#fleet-devices .empty")).to_have_text(
+            "no devices yet: start the devices (edgeml-runtime run BUNDLE --fleet NAME --broker URL); they "
+            "appear here as they say hello")  # the store is empty yet
+        page.evaluate("window.neverReloaded = true")
+        devices = f["start_devices"]()
+        for i, device in enumerate(devices):
+            device.feed(rows(100 + i))
+        # the devices appear, online, with their bundle and last window
+        online = page.locator('#devices tr[data-online="true"]')
+        expect(online).to_have_count(len(DEVICES), timeout=60_000)
+        expect(page.locator("#devices tbody tr td:nth-child(2)")).to_have_text(list(DEVICES))
+        shown = get(f"{f['url']}/api/v1/status")["fleets"][FLEET]["devices"][0]
+        expect(page.locator("#devices tbody tr td:nth-child(4)")).to_have_text(
+            [f"{shown['bundle_name']} {shown['bundle_version']}"] * len(DEVICES))
+        expect(page.locator("#devices tbody tr td:nth-child(7)")).to_have_text([re.compile(r"^2\d{3}-.* UTC$")]
+                                                                               * len(DEVICES), timeout=30_000)
+        # each device's outbox, as its last window stated it (format 7): a number waiting, none dropped
+        expect(page.locator("#devices tbody tr td:nth-child(8)")).to_have_text(
+            [re.compile(r"^\d+ waiting$")] * len(DEVICES))
+        expect(page.locator("#live")).to_have_text("live")
+        fleet_shot = ARTIFACTS / "dashboard-fleet.png"
+        page.screenshot(path=str(fleet_shot), full_page=True)
+        # the drift view: the calm windows, judged ok
+        page.click('#tabs button[data-view="drift"]')
+        labels = page.locator("#drift-heatmap text.row-label")
+        expect(labels.first).to_be_visible()
+        wait_until(lambda: _filled(f, bundle) == 2 * len(DEVICES), 30, what="the calm windows in the heatmap")
+        assert page.locator("#drift-heatmap text.row-label.drifted").count() == 0
+        time.sleep(SLICE)  # the shifted windows end in a later slice than the calm ones
+        for i, device in enumerate(devices):
+            device.feed(rows(200 + i, SHIFT))
+        # with no reload, the shifted columns are flagged and the drift decision appears
+        drifted = page.locator("#drift-heatmap text.row-label.drifted")
+        expect(drifted.first).to_be_visible(timeout=60_000)
+        expect(page.locator('#drift-decisions button[data-kind="drift"]')).to_have_count(1, timeout=60_000)
+        wait_until(lambda: _filled(f, bundle) == 4 * len(DEVICES), 30, what="every window in the heatmap")
+        grid = get(f"{f['url']}/api/v1/drift?fleet={FLEET}&bundle={bundle}")
+        latest = max(i for i, s in enumerate(grid["slices"]) if s["rows"])
+        significant = {c for c, s in zip(grid["columns"], grid["status"][latest], strict=True)
+                       if s == "significant"}
+        assert set(SHIFT) <= significant, grid["status"][latest]
+        wait_until(lambda: set(drifted.evaluate_all("els => els.map(e => e.dataset.column)")) == significant, 20,
+                   what=f"the page to flag exactly {sorted(significant)}")
+        assert page.evaluate("window.neverReloaded") is True
+        # a cell: the reference histogram against the slice's, the numbers of /api/v1/drift/cell
+        start = grid["slices"][latest]["start"]  # a slice by its start: the horizon moves on meanwhile
+        shown = int(start) if start.is_integer() else start  # as JavaScript writes the number
+        page.click(f'#drift-heatmap rect.cell[data-column="air_temp_c"][data-start="{shown}"]')
+        expect(page.locator('#drift-cell h2[data-column="air_temp_c"]')).to_be_visible()
+        cell = get(f"{f['url']}/api/v1/drift/cell?fleet={FLEET}&bundle={bundle}&column=air_temp_c&start={start}")
+        reference = page.locator("#drift-cell rect.bar.reference").evaluate_all(
+            "els => els.map(e => [e.dataset.label, e.dataset.value])")
+        assert [label for label, _ in reference] == cell["labels"]
+        assert [float(value) for _, value in reference] == cell["reference"]
+        current = page.locator("#drift-cell rect.bar.current").evaluate_all(
+            "els => els.map(e => Number(e.dataset.count))")
+        assert current == cell["counts"] and sum(current) == 3 * ROWS == cell["rows"]
+        assert cell["status"] == "significant"
+        # the decision's evidence, and the anomalies (none: every device saw the same world)
+        page.click('#drift-decisions button[data-kind="drift"]')
+        evidence = page.locator("#drift-evidence")
+        expect(evidence).to_be_visible()
+        assert '"summary"' in evidence.inner_text()
+        expect(page.locator("#drift-anomalies li")).to_have_text("none")
+        drift_shot = ARTIFACTS / "dashboard-drift.png"
+        page.screenshot(path=str(drift_shot), full_page=True)
+        page.click('#tabs button[data-view="rollouts"]')
+        expect(page.locator("#rollouts-list .empty")).to_have_text(
+            "no rollouts yet: edgeml rollout start RELEASE --fleet NAME")
+        # the registry's version and the retrain the decision requested
+        page.click('#tabs button[data-view="models"]')
+        expect(page.locator('#models-versions tr[data-version="1"] td:nth-child(5)')).to_have_text("champion")
+        retrain = page.locator("#models-retrains tr[data-retrain]")
+        expect(retrain.locator("td:nth-child(5)")).to_have_text("done", timeout=60_000)
+        (done,) = get(f"{f['url']}/api/v1/models?fleet={FLEET}")["retrains"]
+        expect(retrain.locator("td")).to_have_text([str(done["id"]), FLEET, "command",
+                                                    f"drift (#{done['decision_id']})", "done",
+                                                    re.compile("UTC$"), "—", "—", "—", "—"])
     print(f"screenshots: {fleet_shot} {drift_shot}")
-    assert [m for m in said if m.split(":", 1)[0] in ("error", "warning", "pageerror")] == [], said
+    assert complaints(said) == [], said
 
 
 def _filled(f, bundle: str) -> int:

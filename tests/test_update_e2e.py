@@ -100,6 +100,12 @@ def _status(f, rollout: int) -> dict:
     return json.loads(edgeml("rollout", "status", rollout, "--json", "--config", f["config"]).stdout)
 
 
+def _ended(f, rollout: int, timeout: float = 120) -> dict:
+    """The rollout's status once it is no longer running (done, aborted or paused)."""
+    return wait_until(lambda: (s := _status(f, rollout))["state"] in ("done", "aborted", "paused") and s, timeout,
+                      what=f"rollout {rollout} to end", interval=0.5)
+
+
 def _steps(f, device: str, release: int) -> list[str]:
     return [e["step"] for e in _events(f, device) if e["release"] == release]
 
@@ -139,8 +145,7 @@ def test_a_staged_rollout_goes_wave_by_wave_to_every_device(fleet):
     two = read_manifest(f["bundles"]["two"]).identity
     version = _release(f, "two")
     rollout = _start(f, version)
-    status = wait_until(lambda: (s := _status(f, rollout))["state"] in ("done", "aborted", "paused") and s, 120,
-                        what="the rollout to end", interval=0.5)
+    status = _ended(f, rollout)
     assert status["state"] == "done", (status, f["controller"].log()[-3000:])
     waves = [sorted(d["device"] for d in status["devices"] if d["wave"] == w) for w in range(3)]
     assert waves == [["d1"], ["d2", "d3"], ["d4", "d5"]]
@@ -176,40 +181,28 @@ def _get(f, path: str):
 def test_the_dashboard_draws_the_rollout_its_waves_and_each_devices_step(fleet):
     """The Rollouts view in headless Chromium (Debian's, as tests/test_dashboard.py drives it): the done rollout,
     its three waves all executed, each device's last step; a screenshot in test-artifacts/."""
-    import shutil
-
-    if not shutil.which("chromium"):
-        pytest.skip("chromium not found: install Debian's chromium package (make system-deps does)")
-    from playwright.sync_api import expect, sync_playwright
-    from test_dashboard import ARTIFACTS
+    from playwright.sync_api import expect
+    from test_dashboard import ARTIFACTS, browser_page, complaints  # it skips without chromium
 
     f = fleet
     (latest,) = [r for r in _get(f, f"/api/v1/rollouts?fleet={FLEET}")[1] if r["state"] == "done"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"], headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            said: list[str] = []
-            page.on("console", lambda m: said.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: said.append(f"pageerror: {e}"))
-            page.goto(f["http"] + "/")
-            page.click('#tabs button[data-view="rollouts"]')
-            card = page.locator(f'#rollouts-list article.rollout[data-id="{latest["id"]}"]')
-            expect(card.locator("h2")).to_contain_text(f"Rollout #{latest['id']} of release {latest['release']}")
-            expect(card.locator("h2")).to_contain_text("done")
-            waves = card.locator("table").nth(0).locator("tbody tr")
-            expect(waves).to_have_count(3)
-            expect(waves.locator("td:nth-child(2)")).to_have_text(["1", "2", "2"])  # devices per wave
-            expect(waves.locator("td:nth-child(4)")).to_have_text(["1", "2", "2"])  # executed
-            steps = card.locator("table").nth(1).locator("tbody tr td:nth-child(3)")
-            expect(steps).to_have_text(["committed"] * len(DEVICES))
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "dashboard-rollouts.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with browser_page() as (page, said):
+        page.goto(f["http"] + "/")
+        page.click('#tabs button[data-view="rollouts"]')
+        card = page.locator(f'#rollouts-list article.rollout[data-id="{latest["id"]}"]')
+        expect(card.locator("h2")).to_contain_text(f"Rollout #{latest['id']} of release {latest['release']}")
+        expect(card.locator("h2")).to_contain_text("done")
+        waves = card.locator("table").nth(0).locator("tbody tr")
+        expect(waves).to_have_count(3)
+        expect(waves.locator("td:nth-child(2)")).to_have_text(["1", "2", "2"])  # devices per wave
+        expect(waves.locator("td:nth-child(4)")).to_have_text(["1", "2", "2"])  # executed
+        steps = card.locator("table").nth(1).locator("tbody tr td:nth-child(3)")
+        expect(steps).to_have_text(["committed"] * len(DEVICES))
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "dashboard-rollouts.png"
+        page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
-    assert [m for m in said if m.split(":", 1)[0] in ("error", "warning", "pageerror")] == [], said
+    assert complaints(said) == [], said
 
 
 def test_the_json_api_and_its_event_stream_show_the_fleet(fleet):
@@ -309,8 +302,7 @@ def test_a_self_test_failure_on_the_canary_aborts_and_rolls_back(fleet):
     two = read_manifest(f["bundles"]["two"]).identity
     broken = _release(f, "broken")
     rollout = _start(f, broken)
-    status = wait_until(lambda: (s := _status(f, rollout))["state"] in ("done", "aborted", "paused") and s, 90,
-                        what="the rollout to end", interval=0.5)
+    status = _ended(f, rollout)
     assert status["state"] == "aborted", status
     assert "failed" in status["reason"]
     assert _steps(f, "d1", broken)[-2:] == ["testing", "failed"]
@@ -332,8 +324,7 @@ def test_an_inconclusive_wave_pauses_at_its_timeout_and_a_killed_device_comes_ba
     slow = _release(f, "one", min_windows=1_000_000, min_rows=1_000_000_000)  # never judged in this test
     rollout = _start(f, slow, "--wave-timeout", "4s")
     wait_until(lambda: _steps(f, "d1", slow)[-1:] == ["active"], 60, what="the canary on test")
-    status = wait_until(lambda: (s := _status(f, rollout))["state"] != "running" and s, 30,
-                        what="the rollout to pause", interval=0.5)
+    status = _ended(f, rollout, 30)
     assert status["state"] == "paused" and "inconclusive after 4s" in status["reason"], status
     one = read_manifest(f["bundles"]["one"]).identity
     wait_until(lambda: _running(f, "d1") == one, 30, what="the canary's windows of the release on test")
