@@ -102,6 +102,7 @@ def test_killed_store_process_and_killed_controller_lose_nothing(mqtt_broker, tm
     wait_until(lambda: len(stored_keys(store)) >= 200, timeout=60, what="200 windows stored")
     os.kill(children(c.proc.pid)[0], signal.SIGKILL)
     c.wait_log("ended (exit code -9)", timeout=30)
+    c.wait_log("started again", timeout=30)
     wait_until(lambda: len(children(c.proc.pid)) >= 2, timeout=30, what="the store process started again")
     at = len(stored_keys(store))
     wait_until(lambda: len(stored_keys(store)) > at + 100, timeout=60, what="storing after the restart")
@@ -116,6 +117,18 @@ def test_killed_store_process_and_killed_controller_lose_nothing(mqtt_broker, tm
     assert again.stop() == 0
     assert_exactly_once(store, expected_keys(fleet, devices, windows))
     assert "session resumed" in again.log()
+
+
+def test_a_store_process_killed_while_idle_starts_again(mqtt_broker, tmp_path):
+    """With no traffic at all, a killed store process is started again on its timer, not at the next message."""
+    c = controller(tmp_path, mqtt_broker, f"sqlite:///{tmp_path}/fleet.db", "wk-idle", "--fleet", "idle").start()
+    c.wait_log("subscribed to")
+    first = children(c.proc.pid)
+    os.kill(first[0], signal.SIGKILL)
+    c.wait_log("started again", timeout=15)
+    wait_until(lambda: len(children(c.proc.pid)) == 2 and first[0] not in children(c.proc.pid), timeout=15,
+               what="two store processes, the killed one replaced")
+    assert c.stop() == 0
 
 
 def test_tls_broker_with_large_windows(tmp_path):

@@ -219,6 +219,7 @@ class Ingest:
         if not self._forming and not self._flights:
             first = self._get(wait)
             if first is None:
+                self._settle(0.0, stop)  # idle: a store process due to start again is started all the same
                 return 0
             self._forming, self._formed_at = [first], time.monotonic()
         while len(self._forming) < size:

@@ -205,6 +205,7 @@ class Workers:
             if slot.pipe is None and slot.restart_at is not None and time.monotonic() >= slot.restart_at:
                 slot.restart_at = None
                 self._spawn(slot)
+                self.log.warning("store process %d started again (pid %s)", slot.index, slot.process.pid)
 
     def close(self) -> None:
         """End every process once its batches are answered (the caller collects those first)."""
