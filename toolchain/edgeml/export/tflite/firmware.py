@@ -232,9 +232,9 @@ def _parts(meta: dict, transform: dict, threshold: float | None = None) -> tuple
         *_inverse_note(outputs),
     ]
     if micro.get("ran"):
-        head.append(f"#define EDGEML_ARENA_BYTES {int(micro['arena_bytes']) + 16}  /* measured in TFLite Micro at "
-                    f"build time: {int(micro['arena_head'])} tensors + {int(micro['arena_tail'])} interpreter, +16 to "
-                    "align */")
+        head.append(f"#define EDGEML_ARENA_BYTES {int(micro['arena_bytes'])}  /* measured in TFLite Micro at build "
+                    f"time: AllocateTensors succeeds at {int(micro['arena_min'])} (64-bit host, an upper bound for a "
+                    f"32-bit target), +{int(micro['arena_margin'])} to align */")
     else:
         head.append("/* EDGEML_ARENA_BYTES: not measured (TFLite Micro did not run at build time): start large and "
                     "read the interpreter's arena_used_bytes() */")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -37,6 +38,34 @@ from edgeml_runtime.native_stderr import LITERT_CHATTER, without_lines
 #: The arena handed to the interpreter beyond the tensors the exporter planned: generous, as an arena TFLM
 #: finds too small can crash the process instead of raising.
 ARENA_SPARE = 4 << 20
+#: TFLM aligns every arena allocation, and the arena's start, to 16 bytes (``MicroArenaBufferAlignment()``): the
+#: arena search's step, and the margin a firmware arena gets for a start TFLM must align up (it loses up to 15).
+ARENA_ALIGN = 16
+#: How many times :func:`smallest_arena` starts a probe again after an arena too small crashed the process.
+PROBE_RESTARTS = 32
+#: The probe, run in its own process: an arena TFLM finds too small may crash it. Reads the model on stdin; argv:
+#: the largest size known to fail, the smallest known to work (0: none yet) and a first guess. Prints ``try N``
+#: before each ``AllocateTensors`` and ``N ok`` / ``N fail`` after it, until the two are one step apart.
+_PROBE = """
+import os, sys
+from tflite_micro.python.tflite_micro import runtime
+data = sys.stdin.buffer.read()
+lo, hi, n = (int(v) for v in sys.argv[1:4])
+step = int(sys.argv[4])
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+while not hi or hi - lo > step:
+    print("try", n, flush=True)
+    try:
+        runtime.Interpreter.from_bytes(data, arena_size=n)
+        hi = n
+        print(n, "ok", flush=True)
+    except RuntimeError:
+        lo = n
+        print(n, "fail", flush=True)
+    n = 2 * n if not hi else (lo + hi) // 2 // step * step
+    if hi and n <= lo:
+        n = lo + step
+"""
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
 
@@ -116,6 +145,39 @@ def run(data: bytes, X: np.ndarray, planned_bytes: int = 0) -> TflmRun:
     return TflmRun(np.array(outputs), int(head.group(1)), int(tail.group(1)))
 
 
+def smallest_arena(data: bytes, guess: int = 4096) -> int:
+    """The smallest arena, in bytes (a multiple of :data:`ARENA_ALIGN`), at which TFLM on this machine prepares
+    ``data`` (``AllocateTensors`` succeeds); ``guess`` is where the search starts.
+
+    This is more than the head and tail :func:`run` reports: those are what
+    stays allocated once the graph is prepared, and preparing it needs room
+    for temporary tensors besides. Each size is tried in a separate process,
+    restarted past a size that crashed it (that size counts as too small):
+    about a dozen tries, a fraction of a second with the process's start.
+    """
+    lo, hi, n = 0, 0, max(ARENA_ALIGN, -(-guess // ARENA_ALIGN) * ARENA_ALIGN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    for _ in range(PROBE_RESTARTS):
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(lo), str(hi), str(n), str(ARENA_ALIGN)],
+                              input=data, capture_output=True, env=env, timeout=300)
+        tried = None
+        for line in done.stdout.decode().split("\n"):
+            words = line.split()
+            if len(words) == 2 and words[0] == "try":
+                tried = int(words[1])
+            elif len(words) == 2:
+                tried, lo, hi = None, *((lo, int(words[0])) if words[1] == "ok" else (int(words[0]), hi))
+        if hi and hi - lo <= ARENA_ALIGN:
+            return hi
+        if tried is None:
+            raise ExportError(f"TensorFlow Lite Micro's arena probe stopped ({done.returncode}): "
+                              f"{done.stderr.decode()[-300:]!r}")
+        lo = tried  # it crashed there: too small
+        n = 2 * lo if not hi else max(lo + ARENA_ALIGN, (lo + hi) // 2 // ARENA_ALIGN * ARENA_ALIGN)
+    raise ExportError(f"TensorFlow Lite Micro's arena probe crashed {PROBE_RESTARTS} times; the arena lies "
+                      f"between {lo:,} and {hi:,} bytes")
+
+
 def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: int = 0, rows: int = 300) -> dict:
     """Run the edgeml TFLite file at ``path`` in TFLM and in LiteRT on training rows; what the manifest records.
 
@@ -124,8 +186,18 @@ def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: 
     int8 exactly as TFLM does (XNNPACK rounds otherwise, by a few steps on a
     few outputs). The outputs must agree — exactly in int8, to float
     rounding in float32 (an int8 model's float32 output too: a log-scale
-    label's ``EXP`` after its ``DEQUANTIZE``) — and the arena TFLM needs (head and tail) must fit
-    ``max_arena_bytes``; otherwise an :class:`ExportError` says which.
+    label's ``EXP`` after its ``DEQUANTIZE``) — and the arena TFLM needs must fit ``max_arena_bytes``;
+    otherwise an :class:`ExportError` says which.
+
+    The arena recorded (``arena_bytes``, the firmware's ``EDGEML_ARENA_BYTES``) is the smallest at which TFLM
+    prepares the file here (``arena_min``, :func:`smallest_arena`) plus ``arena_margin``
+    (:data:`ARENA_ALIGN`: a firmware's arena may start unaligned, and TFLM aligns it up). No more is needed on
+    a 32-bit microcontroller: what TFLM puts in the arena is either tensor data and kernel scratch (sized by
+    the model, the same on every machine) or TFLM's own structures (``TfLiteEvalTensor``, the node and
+    registration arrays, temporary ``TfLiteTensor``\\ s, kernels' persistent ``OpData``, the planner's
+    per-buffer records), made of pointers, ``size_t`` and ints, no larger where pointers take 4 bytes than
+    8; each allocation is rounded up to 16 bytes on both, and rounding up keeps the order. The host's
+    interpreter also allocates a recording allocator in the arena, which a firmware's does not.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -154,12 +226,14 @@ def check(path, calibration, max_arena_bytes: int | None = None, planned_bytes: 
     if diff > allowed:
         raise ExportError(f"TensorFlow Lite Micro computes other outputs than LiteRT: max difference {diff:g}"
                           f"{' int8 steps' if integer else ''} on {len(X)} training rows (allowed {allowed:g})")
-    if max_arena_bytes is not None and got.arena_bytes > max_arena_bytes:
-        raise ExportError(f"TensorFlow Lite Micro needs a {got.arena_bytes:,}-byte arena for it ({got.arena_head:,} "
-                          f"of tensors, {got.arena_tail:,} of its own), over budgets.max_arena_bytes "
-                          f"{max_arena_bytes:,}")
+    smallest = smallest_arena(data, got.arena_bytes)
+    arena = smallest + ARENA_ALIGN
+    if max_arena_bytes is not None and arena > max_arena_bytes:
+        raise ExportError(f"TensorFlow Lite Micro needs a {arena:,}-byte arena for it (prepared at {smallest:,} on "
+                          f"this machine, +{ARENA_ALIGN} to align), over budgets.max_arena_bytes {max_arena_bytes:,}")
     return {"interpreter": "tflite-micro", "ran": True, "rows": len(X), "max_diff": diff,
-            "arena_head": got.arena_head, "arena_tail": got.arena_tail, "arena_bytes": got.arena_bytes}
+            "arena_head": got.arena_head, "arena_tail": got.arena_tail, "arena_min": smallest,
+            "arena_margin": ARENA_ALIGN, "arena_bytes": arena}
 
 
-__all__ = ["ARENA_SPARE", "TflmRun", "available", "check", "run"]
+__all__ = ["ARENA_ALIGN", "ARENA_SPARE", "TflmRun", "available", "check", "run", "smallest_arena"]
