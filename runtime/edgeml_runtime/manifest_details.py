@@ -379,7 +379,9 @@ class TfliteMicroRun(Section):
     max_diff: float = key(NUMBER)
     arena_head: int = key(INT)
     arena_tail: int = key(INT)
-    arena_bytes: int = key(INT)
+    arena_min: int = key(INT)  #: the smallest arena TFLM prepares the file in, on the build machine
+    arena_margin: int = key(INT)  #: what the firmware's arena gets beyond it (TFLM aligns the arena's start)
+    arena_bytes: int = key(INT)  #: arena_min + arena_margin: the firmware's EDGEML_ARENA_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -120,7 +120,7 @@ class ArtifactScores:
 
 def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, host_output: np.ndarray,
                     task: str, classes: tuple, threshold: float | None = None,
-                    inverse: tuple[str, float] | None = None) -> ArtifactScores:
+                    inverse: tuple[str, float] | None = None, score=score_rows) -> ArtifactScores:
     """Score ``raw_test`` with the artifact through the runtime and compare with ``host_output``.
 
     ``host_output`` is the host pipeline's ``predict_proba`` (classification)
@@ -128,9 +128,10 @@ def verify_artifact(bundle_dir: Path, artifact: str, raw_test: pd.DataFrame, hos
     bundle's decision threshold, which the expected labels follow;
     ``inverse`` the label transform the artifact's graph inverts
     (:attr:`edgeml.export.registry.CompiledArtifact.inverse`), which widens
-    the tolerance by what ``exp`` amplifies.
+    the tolerance by what ``exp`` amplifies; ``score`` what computes the artifact's outputs (the runtime's
+    :func:`~edgeml_runtime.samples.score_rows`, or one with the device's interpreter in it).
     """
-    got = score_rows(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns},
+    got = score(bundle_dir, artifact, {name: raw_test[name].tolist() for name in raw_test.columns},
                      draft=True)
     host = np.asarray(host_output, dtype=np.float64)
     if task == "classification":

@@ -20,7 +20,9 @@ not be made — and hands it to the :class:`~edgeml.bundle.writer.BundleWriter`:
    :func:`~edgeml.verify.parity.require_parity`, else
    :class:`~edgeml.errors.VerificationError`); a reduced precision may lose
    at most the profile's allowed metric drop against the exported model
-   (:func:`~edgeml.verify.metrics.metric_drop`), else it is taken back out
+   (:func:`~edgeml.verify.metrics.metric_drop`) — scored by TensorFlow Lite Micro itself when step 3
+   ran it (:func:`edgeml.export.tflite.micro.score_rows`: its int8 kernels round otherwise than
+   LiteRT's) — else it is taken back out
    and the manifest says why. Either way the verification record keeps the
    tolerance, which the device's self-test applies to the artifact's own
    outputs on the sample rows.
@@ -94,7 +96,7 @@ def ship(writer: BundleWriter, made: CompiledArtifact | NotApplicable, evidence:
                                 inputs=list(inputs))
     writer.draft(entry)
     scores = verify_artifact(writer.stage, entry.path, evidence.raw, evidence.host_output, evidence.task,
-                             evidence.classes, evidence.threshold, made.inverse)
+                             evidence.classes, evidence.threshold, made.inverse, **_scorer(made))
     metrics = task_metrics(evidence.task, evidence.y, scores.labels, scores.probabilities)
     record = scores.parity.to_dict()
     if entry.precision == "fp32":
@@ -165,6 +167,16 @@ def _run_in_interpreter(made: CompiledArtifact, evidence: Evidence) -> CompiledA
         return made
     key, ran = run(made, evidence)
     return replace(made, details={**made.details, key: ran})
+
+
+def _scorer(made: CompiledArtifact) -> dict:
+    """A reduced-precision file TFLM ran is scored by TFLM on the test split (its metric drop is the device's);
+    every other by the runtime's own engine."""
+    if made.precision == "fp32" or not (made.details.get("tflite_micro") or {}).get("ran"):
+        return {}
+    from edgeml.export.tflite import micro as tflm
+
+    return {"score": tflm.score_rows}
 
 
 def _run_in_tflm(made: CompiledArtifact, evidence: Evidence) -> tuple[str, dict]:
