@@ -1,0 +1,13 @@
+"""Firmware for a microcontroller profile: the example project around a plain-C model, built and run in QEMU.
+
+:mod:`edgeml.firmware.project` writes the project (``main.c``, startup, linker script, Makefile, the
+rows and the checksum the host expects); :mod:`edgeml.firmware.emulate` builds it with
+``arm-none-eabi-gcc`` and runs it on the profile's QEMU board, reading flash, RAM and stack use.
+See docs/firmware.md.
+"""
+
+from edgeml.firmware.emulate import Build, FirmwareError, Run, build, run
+from edgeml.firmware.project import checksum, float_rows, write_bundle_project, write_project, write_rows
+
+__all__ = ["Build", "FirmwareError", "Run", "build", "checksum", "float_rows", "run", "write_bundle_project",
+           "write_project", "write_rows"]
