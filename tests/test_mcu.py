@@ -24,10 +24,13 @@ from edgeml.firmware import (
     float_rows,
     run,
     write_bundle_project,
+    write_bundle_rows,
     write_project,
     write_rows,
 )
 from edgeml.targets.profiles import load_target
+from edgeml_runtime.bundle import read_manifest
+from edgeml_runtime.samples import read_samples
 from edgeml_runtime.schema import InputColumn, InputSchema
 
 needs_arm = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
@@ -238,9 +241,6 @@ def test_raw_rows_become_the_float_rows_the_runtime_feeds():
 def test_a_bundle_s_project_scores_its_sample_rows_against_the_stored_outputs(demo_bundle, tmp_path):
     import json
 
-    from edgeml_runtime.bundle import read_manifest
-    from edgeml_runtime.samples import read_samples
-
     manifest = read_manifest(demo_bundle)
     with pytest.raises(TargetError, match="has no \\[mcu\\] table"):  # built for a Linux board
         write_bundle_project(demo_bundle, tmp_path)
@@ -255,6 +255,20 @@ def test_a_bundle_s_project_scores_its_sample_rows_against_the_stored_outputs(de
     assert f"#define EDGEML_N_ROWS {len(samples.rows)}" in rows
     assert f"#define EDGEML_ROW_FEATURES {len(manifest.schema.features)}" in rows
     assert json.dumps(manifest.schema.features[0]) in rows and "NAN" in rows  # the samples have missing values
+
+
+def test_raw_records_are_scored_by_the_runtime_for_the_project(demo_bundle, demo_rows, tmp_path):
+    import csv
+
+    from edgeml_runtime import Model
+
+    records = list(csv.DictReader(demo_rows.open()))
+    fp32 = next(a.path for a in read_manifest(demo_bundle).artifacts if a.precision == "fp32")
+    got = Model.load(demo_bundle, artifact=fp32).predict(records)
+    classes = list(read_manifest(demo_bundle).classes)
+    want = checksum(np.asarray(got.probabilities, np.float32), np.array([classes.index(v) for v in got.labels]))
+    assert write_bundle_rows(demo_bundle, tmp_path, records) == want
+    assert f"#define EDGEML_N_ROWS {len(records)}" in (tmp_path / "edgeml_rows.h").read_text()
 
 
 def test_the_checksum_is_fnv1a_over_little_endian_bytes():

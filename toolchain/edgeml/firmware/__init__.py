@@ -7,7 +7,14 @@ See docs/firmware.md.
 """
 
 from edgeml.firmware.emulate import Build, FirmwareError, Run, build, run
-from edgeml.firmware.project import checksum, float_rows, write_bundle_project, write_project, write_rows
+from edgeml.firmware.project import (
+    checksum,
+    float_rows,
+    write_bundle_project,
+    write_bundle_rows,
+    write_project,
+    write_rows,
+)
 
 __all__ = ["Build", "FirmwareError", "Run", "build", "checksum", "float_rows", "run", "write_bundle_project",
-           "write_project", "write_rows"]
+           "write_bundle_rows", "write_project", "write_rows"]

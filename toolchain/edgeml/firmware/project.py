@@ -20,7 +20,8 @@ exactly as ``edgeml_runtime`` encodes them. Around the model this module writes:
 * ``link.ld``: the part's flash and RAM (the target's ``[mcu]`` table) on the emulated board's memory map;
 * ``Makefile``: ``make``, ``make run`` (QEMU), ``make check`` (the printed checksum against the host's);
 * ``edgeml_rows.h`` and ``expected.mk``: the rows and the checksum the host computed on them
-  (:func:`write_rows`; :func:`write_bundle_rows` takes the bundle's sample rows and stored outputs).
+  (:func:`write_rows` for any float32 rows; :func:`write_bundle_rows` for a bundle's sample rows and
+  their stored outputs, or raw records scored through ``edgeml_runtime``).
 
 **The checksum** is 32-bit FNV-1a over, row after row, the row's outputs as float32 bytes
 (little-endian) and then, for a classifier, its label as a little-endian int32. The host computes it
@@ -49,7 +50,7 @@ from edgeml_runtime.bundle import open_bundle, read_manifest
 from edgeml_runtime.features import FeatureEncoder
 from edgeml_runtime.litert import feeds_to_matrix
 from edgeml_runtime.manifest import Manifest
-from edgeml_runtime.samples import read_samples
+from edgeml_runtime.samples import read_samples, score_rows
 from edgeml_runtime.schema import InputSchema
 
 ROWS, EXPECTED = "edgeml_rows.h", "expected.mk"
@@ -160,11 +161,13 @@ def write_rows(out, rows: np.ndarray, outputs: np.ndarray, labels: np.ndarray | 
     return expected
 
 
-def bundle_rows(manifest: Manifest, folder, artifact: str | None = None):
-    """The bundle's sample rows as float rows, and what ``artifact`` computed on them: ``(rows, outputs,
+def bundle_rows(manifest: Manifest, folder, artifact: str | None = None, records: Sequence[Mapping] | None = None):
+    """Rows of the bundle in ``folder`` as float rows, and what ``artifact`` computes on them: ``(rows, outputs,
     labels)``, ``labels`` the class indices (``None`` for regression).
 
-    ``artifact`` defaults to the first float32 artifact (the one a plain-C model is written from).
+    Without ``records``, the bundle's sample rows and the outputs stored with them; with ``records`` (raw
+    rows, e.g. 1,000 of a test split), those rows scored now through ``edgeml_runtime``. ``artifact``
+    defaults to the first float32 artifact (the one a plain-C model is written from).
     """
     if artifact is None:
         fp32 = [a.path for a in manifest.artifacts if a.precision == "fp32"]
@@ -172,32 +175,42 @@ def bundle_rows(manifest: Manifest, folder, artifact: str | None = None):
             raise ExportError("the bundle has no float32 artifact whose outputs the firmware could be checked "
                               "against; pass the artifact's path")
         artifact = fp32[0]
-    samples = read_samples(folder, manifest)
-    expected = samples.outputs_for(artifact)
-    rows = float_rows(manifest.schema, samples.rows)
+    if records is None:
+        samples = read_samples(folder, manifest)
+        records, expected = samples.rows, samples.outputs_for(artifact)
+    else:
+        expected = score_rows(folder, artifact, [{c: r.get(c) for c in manifest.schema.names} for r in records])
+    rows = float_rows(manifest.schema, records)
     if expected.labels is None:
         return rows, expected.values.astype(np.float32).reshape(-1, 1), None
     index = {c: i for i, c in enumerate(manifest.classes)}
     return rows, expected.probabilities.astype(np.float32), np.array([index[c] for c in expected.labels], np.int32)
 
 
+def write_bundle_rows(bundle, out, records: Sequence[Mapping] | None = None, *, artifact: str | None = None) -> int:
+    """Write ``records`` (default: the bundle's sample rows) as the project's rows, with the checksum of what
+    ``artifact`` computes on them (:func:`bundle_rows`); returns the checksum."""
+    with open_bundle(bundle) as folder:
+        manifest = read_manifest(folder)
+        rows, outputs, labels = bundle_rows(manifest, folder, artifact, records)
+    return write_rows(out, rows, outputs, labels, manifest.schema.features)
+
+
 def write_bundle_project(bundle, out, *, artifact: str | None = None, target: TargetProfile | str | None = None,
-                         ) -> list[Path]:
-    """Write the example project for ``bundle`` into ``out``, next to its plain-C model: scoring the bundle's
-    sample rows, checked against ``artifact``'s stored outputs (:func:`bundle_rows`).
+                         records: Sequence[Mapping] | None = None) -> list[Path]:
+    """Write the example project for ``bundle`` into ``out``, next to its plain-C model, scoring ``records``
+    or the bundle's sample rows (:func:`write_bundle_rows`).
 
     ``target`` defaults to the profile the bundle was built for (the manifest's ``target.source``).
     """
     with open_bundle(bundle) as folder:
-        manifest = read_manifest(folder)
-        rows, outputs, labels = bundle_rows(manifest, folder, artifact)
+        recorded = read_manifest(folder).target
     if target is None:
-        source = manifest.target.source
-        target = source if source and not source.startswith("targets/") else manifest.target.name
+        target = recorded.source if recorded.source and not recorded.source.startswith("targets/") else recorded.name
     written = write_project(out, target)
-    write_rows(out, rows, outputs, labels, manifest.schema.features)
+    write_bundle_rows(bundle, out, records, artifact=artifact)
     return [*written, Path(out) / ROWS, Path(out) / EXPECTED]
 
 
 __all__ = ["EXPECTED", "QEMU_FLAGS", "ROWS", "bundle_rows", "checksum", "float_rows", "write_bundle_project",
-           "write_project", "write_rows"]
+           "write_bundle_rows", "write_project", "write_rows"]
