@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgeml.errors import TargetError
+from edgeml.errors import ExportError, TargetError
 from edgeml.export.tflite.firmware import c_float, c_string
 from edgeml.firmware import (
     FirmwareError,
@@ -269,6 +269,26 @@ def test_raw_records_are_scored_by_the_runtime_for_the_project(demo_bundle, demo
     want = checksum(np.asarray(got.probabilities, np.float32), np.array([classes.index(v) for v in got.labels]))
     assert write_bundle_rows(demo_bundle, tmp_path, records) == want
     assert f"#define EDGEML_N_ROWS {len(records)}" in (tmp_path / "edgeml_rows.h").read_text()
+
+
+def test_the_firmware_s_outputs_are_held_to_the_artifact_s_tolerance(demo_bundle):
+    from edgeml.firmware import compare_outputs
+    from edgeml.firmware.project import bundle_rows, float_artifact
+
+    manifest = read_manifest(demo_bundle)
+    _, outputs, labels = bundle_rows(manifest, demo_bundle)
+    assert compare_outputs(demo_bundle, outputs, labels).passed
+    tolerance = {v.artifact: v.tolerance for v in manifest.verification}[float_artifact(manifest)].allowed
+    near = np.clip(outputs + np.float32(tolerance / 2), 0, 1)  # off by half the tolerance: still the same model
+    assert compare_outputs(demo_bundle, near, labels).passed
+    flipped = labels.copy()
+    far = outputs.copy()
+    far[0] = far[0][::-1]  # one row's probabilities swapped, its label with them: not the same model
+    flipped[0] = 1 - flipped[0]
+    found = compare_outputs(demo_bundle, far, flipped)
+    assert not found.passed and found.differences[0].row == 0 and "the firmware" in str(found)
+    with pytest.raises(ExportError, match="pass the firmware's labels"):
+        compare_outputs(demo_bundle, outputs)
 
 
 def test_the_checksum_is_fnv1a_over_little_endian_bytes():

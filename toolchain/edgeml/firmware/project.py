@@ -26,7 +26,9 @@ exactly as ``edgeml_runtime`` encodes them. Around the model this module writes:
 **The checksum** is 32-bit FNV-1a over, row after row, the row's outputs as float32 bytes
 (little-endian) and then, for a classifier, its label as a little-endian int32. The host computes it
 from numpy arrays (:func:`checksum`), so one line says whether the device computed, bit for bit,
-what the host expected.
+what the host expected. Bit for bit is right when the host reproduces the C's float32 arithmetic; a
+plain-C model of an ONNX or TFLite artifact agrees with the artifact within the manifest's tolerance
+instead, which :func:`edgeml.firmware.parity.compare_outputs` checks on the rows the firmware printed.
 
 Example:
 
@@ -161,6 +163,17 @@ def write_rows(out, rows: np.ndarray, outputs: np.ndarray, labels: np.ndarray | 
     return expected
 
 
+def float_artifact(manifest: Manifest, artifact: str | None = None) -> str:
+    """``artifact``, or the bundle's first float32 artifact: the one a plain-C model is written from."""
+    if artifact is not None:
+        return artifact
+    fp32 = [a.path for a in manifest.artifacts if a.precision == "fp32"]
+    if not fp32:
+        raise ExportError("the bundle has no float32 artifact whose outputs the firmware could be checked against; "
+                          "pass the artifact's path")
+    return fp32[0]
+
+
 def bundle_rows(manifest: Manifest, folder, artifact: str | None = None, records: Sequence[Mapping] | None = None):
     """Rows of the bundle in ``folder`` as float rows, and what ``artifact`` computes on them: ``(rows, outputs,
     labels)``, ``labels`` the class indices (``None`` for regression).
@@ -169,12 +182,7 @@ def bundle_rows(manifest: Manifest, folder, artifact: str | None = None, records
     rows, e.g. 1,000 of a test split), those rows scored now through ``edgeml_runtime``. ``artifact``
     defaults to the first float32 artifact (the one a plain-C model is written from).
     """
-    if artifact is None:
-        fp32 = [a.path for a in manifest.artifacts if a.precision == "fp32"]
-        if not fp32:
-            raise ExportError("the bundle has no float32 artifact whose outputs the firmware could be checked "
-                              "against; pass the artifact's path")
-        artifact = fp32[0]
+    artifact = float_artifact(manifest, artifact)
     if records is None:
         samples = read_samples(folder, manifest)
         records, expected = samples.rows, samples.outputs_for(artifact)
@@ -212,5 +220,5 @@ def write_bundle_project(bundle, out, *, artifact: str | None = None, target: Ta
     return [*written, Path(out) / ROWS, Path(out) / EXPECTED]
 
 
-__all__ = ["EXPECTED", "QEMU_FLAGS", "ROWS", "bundle_rows", "checksum", "float_rows", "write_bundle_project",
-           "write_bundle_rows", "write_project", "write_rows"]
+__all__ = ["EXPECTED", "QEMU_FLAGS", "ROWS", "bundle_rows", "checksum", "float_artifact", "float_rows",
+           "write_bundle_project", "write_bundle_rows", "write_project", "write_rows"]
