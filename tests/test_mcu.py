@@ -165,6 +165,15 @@ def test_the_painted_stack_shows_a_bigger_local_array(ccpp, tmp_path):
 
 
 @needs_arm
+def test_a_stack_overflow_fails_the_run(ccpp, tmp_path):
+    project(tmp_path, "cortex-m7", ccpp[:5], scratch=2100)  # 8,400 bytes of array on an 8,192-byte stack
+    got = run(build(tmp_path).elf, "mps2-an500", check=False)
+    assert got.exit_code in (3, 5), got.stdout  # seen when the scoring ends (5), or a fault on the way (3)
+    with pytest.raises(FirmwareError, match=r"(?s)exited with status [35].*(stack overflow|fault)"):
+        run(build(tmp_path).elf, "mps2-an500")
+
+
+@needs_arm
 def test_rows_for_another_model_stop_the_firmware(ccpp, tmp_path):
     project(tmp_path, "cortex-m7", ccpp[:10], names=("AT", "EV", "RH", "AP"))
     done = build(tmp_path)

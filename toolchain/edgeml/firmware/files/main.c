@@ -7,7 +7,8 @@
  * arrays (edgeml.firmware.project.checksum), so one line says whether the device computed exactly what
  * the host did. Floats print as bits, not with printf: that keeps the C library's formatting code out
  * of flash and the comparison exact (struct.unpack("<f", bytes.fromhex(...)[::-1]) reads one back).
- * Exit status: 0 scored, 4 the model's features are not the rows' (edgeml_rows.h is for another model).
+ * Exit status: 0 scored, 4 the model's features are not the rows' (edgeml_rows.h is for another model),
+ * 5 the stack overflowed (3, from startup.c: a fault).
  */
 #include <stdint.h>
 #include <string.h>
@@ -135,10 +136,16 @@ int main(void)
     *p++ = '\n';
     *p = '\0';
     put(line);
-    p = dec((char *)memcpy(line, "stack ", 6) + 6, (int32_t)edgeml_stack_used());
+    uint32_t used = edgeml_stack_used();
+    p = dec((char *)memcpy(line, "stack ", 6) + 6, (int32_t)used);
     *p++ = '\n';
     *p = '\0';
     put(line);
+    if (used >= edgeml_stack_size()) {  /* the paint is gone down to the bottom: it went further, into .bss */
+        put("stack overflow: raise STACK_SIZE in link.ld (the profile's mcu.stack_bytes)\n");
+        flush();
+        return 5;
+    }
     flush();
     return 0;
 }

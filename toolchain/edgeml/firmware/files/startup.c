@@ -35,6 +35,8 @@ void edgeml_exit(int code)
     }
 }
 
+uint32_t edgeml_stack_size(void) { return (uint32_t)((uintptr_t)&_estack - (uintptr_t)&_sstack); }
+
 uint32_t edgeml_stack_used(void)
 {
     const uint32_t *p = &_sstack;
