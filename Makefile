@@ -28,7 +28,8 @@ demo: $(STAMP)
 	@echo; $(BIN)/python -m edgeml.data.demo dist/demo-scored.csv
 
 # The tests start their own Mosquitto broker, a local Spark (tests/test_cluster_search.py, which needs a Java
-# runtime), a PostgreSQL 15 server (tests/pg.py) and a Prometheus (tests/test_fleet_prometheus.py); install them
+# runtime), a PostgreSQL 15 server (tests/pg.py) and a Prometheus (tests/test_fleet_prometheus.py), and build firmware
+# with arm-none-eabi-gcc and newlib and run it in qemu-system-arm (tests/test_mcu.py); install them
 # where they are missing. The Debian package enables a prometheus service on port 9090: the install disables it.
 system-deps:
 	@PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null || { \
@@ -52,6 +53,18 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends prometheus >/dev/null; \
 	  $(SUDO) systemctl disable prometheus >/dev/null 2>&1; $(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true; }
+	@command -v arm-none-eabi-gcc >/dev/null || { \
+	  echo "installing gcc-arm-none-eabi (the cross-compiler tests/test_mcu.py builds the firmware with) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    gcc-arm-none-eabi >/dev/null; }
+	@test -f /usr/lib/arm-none-eabi/newlib/nano.specs || { \
+	  echo "installing libnewlib-arm-none-eabi (the C library the firmware links) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    libnewlib-arm-none-eabi >/dev/null; }
+	@command -v qemu-system-arm >/dev/null || { \
+	  echo "installing qemu-system-arm (tests/test_mcu.py runs the firmware on its MPS2 boards) with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends qemu-system-arm >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolchain runtime tests bench

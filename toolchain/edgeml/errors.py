@@ -27,6 +27,7 @@ key or value at fault and says how to fix it. The whole tree, host and device
     │   └── NotApplicable        edgeml.export.registry: an artifact that cannot be made honestly
     ├── VerificationError        an artifact does not compute what the host pipeline computes
     ├── PackageError             edgeml.package: no device package for the target (a missing wheel, no Python)
+    ├── FirmwareError            edgeml.firmware: no cross-compiler or QEMU, or a firmware that did not build or run
     └── FleetError               edgeml.fleet: a device list or the broker credentials made from it are invalid
 """
 

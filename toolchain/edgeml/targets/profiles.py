@@ -32,6 +32,7 @@ from typing import Any
 from edgeml.errors import TargetError
 from edgeml.models.learners import LEARNERS
 from edgeml.targets.files import DEFAULTS_FILE, targets_dir
+from edgeml.targets.mcu import McuSpec, check_mcu_table
 from edgeml.targets.opsets import load_op_set
 from edgeml_runtime.tomlfile import read_toml
 
@@ -97,6 +98,8 @@ class TargetProfile:
     #: The device's Python version, ``"3.11"``; ``""`` where it runs no Python.
     python: str = ""
     budgets: Budgets = field(default_factory=Budgets)
+    #: A microcontroller's ``[mcu]`` table (compiler flags, flash, RAM, QEMU board), ``None`` elsewhere.
+    mcu: McuSpec | None = None
     #: Where it was read from, the same on every machine: ``targets/<name>.toml`` for a built-in profile (relative
     #: to :func:`targets_dir`), else the path to the user's own file as it was given.
     source: str = ""
@@ -109,7 +112,7 @@ class TargetProfile:
     def to_dict(self) -> dict:
         """The resolved profile as a bundle manifest stores it (format 5: one ``platform_tag``, no ``python``)."""
         d = self.to_profile_dict()
-        del d["python"]
+        del d["python"], d["mcu"]
         return {("platform_tag" if k == "platform_tags" else k): (self.platform_tag if k == "platform_tags" else v)
                 for k, v in d.items()}
 
@@ -118,6 +121,7 @@ class TargetProfile:
         d = asdict(self)
         for key in ("platform_tags", "formats", "precisions", "estimators", "providers"):
             d[key] = list(d[key])
+        d["mcu"] = self.mcu.to_dict() if self.mcu else None
         return d
 
 
@@ -193,7 +197,7 @@ _BUDGET_RULES: dict[str, _Rule | None] = {
     "max_accuracy_drop": _SHARE,
     "max_rmse_increase": _SHARE,
 }
-_ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES)]
+_ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES), "mcu"]
 _NOT_INHERITED = ("name", "extends", "description")
 _REQUIRED = ("arch", "platform_tags", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
 _OPTIONAL = ("providers", "ort_minimal", "ort_optimization", "tflite_ops", "python")
@@ -237,7 +241,7 @@ def _validate(raw: dict, where: str, *, shared: bool = False) -> dict:
     budgets = raw.get("budgets", {})
     if not isinstance(budgets, dict):
         raise TargetError(f"{where}: budgets = {budgets!r} is not allowed; write the budgets as a [budgets] table")
-    out = _check_table(where, {k: v for k, v in raw.items() if k != "budgets"}, _rules())
+    out = _check_table(where, {k: v for k, v in raw.items() if k not in ("budgets", "mcu")}, _rules())
     if shared and (own := [k for k in _NOT_INHERITED if k in out]):
         raise TargetError(f"{where}: {own[0]!r} cannot be set in shared defaults (it is never inherited); remove it")
     if "platform_tag" in out:
@@ -248,6 +252,8 @@ def _validate(raw: dict, where: str, *, shared: bool = False) -> dict:
         out["platform_tags"] = (tag,) if tag else ()
     if budgets:
         out["budgets"] = _check_table(where, budgets, _BUDGET_RULES, "budgets.")
+    if "mcu" in raw:
+        out["mcu"] = check_mcu_table(where, raw["mcu"])
     return out
 
 
@@ -298,6 +304,8 @@ def _resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     merged = {k: v for k, v in base.items() if k not in _NOT_INHERITED}
     merged.update(data)
     merged["budgets"] = {**base.get("budgets", {}), **data.get("budgets", {})}
+    if "mcu" in base or "mcu" in data:
+        merged["mcu"] = {**base.get("mcu", {}), **data.get("mcu", {})}
     return merged
 
 
@@ -327,6 +335,7 @@ def _build(data: dict, source: Path, recorded: str) -> TargetProfile:
         name=data["name"], description=data.get("description", ""), **{k: data[k] for k in _REQUIRED},
         **{k: data[k] for k in _OPTIONAL if k in data},
         budgets=Budgets(**data.get("budgets", {})), source=recorded,
+        mcu=McuSpec.from_table(str(source), data["mcu"]) if "mcu" in data else None,
     )
 
 
@@ -398,9 +407,10 @@ def render_profile(profile: TargetProfile) -> str:
     ...
     """
     d = profile.to_profile_dict()
-    budgets, source = d.pop("budgets"), d.pop("source")
+    budgets, source, mcu = d.pop("budgets"), d.pop("source"), d.pop("mcu")
     lines = [f"# {profile.name}, resolved from {source or '(data)'}"]
     lines += [f"{k} = {_toml(v)}" for k, v in d.items()]
     lines += ["", "[budgets]"]
     lines += [f"{k} = {_toml(v)}" if v is not None else f"# {k}: no limit" for k, v in budgets.items()]
+    lines += ["", "[mcu]", *(f"{k} = {_toml(v)}" for k, v in mcu.items())] if mcu else []
     return "\n".join(lines)
