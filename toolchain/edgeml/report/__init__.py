@@ -34,8 +34,8 @@ def make_report(manifest: dict, split, pipeline, features: pd.DataFrame, y: np.n
     threshold = manifest["decision"]["threshold"] if manifest.get("decision") else None
     output = host_output(pipeline, features, task)
     drops = permutation_drops(pipeline, features, y, task, classes, threshold, seed=seed)
-    data = report_data(manifest, split, y, output, drops)
-    return render(data).encode("utf-8"), to_bytes(data)
+    raw = to_bytes(report_data(manifest, split, y, output, drops))
+    return render(json.loads(raw)).encode("utf-8"), raw  # drawn from the bytes stored, as `edgeml report` draws
 
 
 def permutation_drops(pipeline, features: pd.DataFrame, y: np.ndarray, task: str, classes: int,

@@ -157,8 +157,8 @@ def _plain(value):
 
 
 def to_bytes(data: dict) -> bytes:
-    """report.json as written: sorted keys, two-space indent, a final newline."""
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    """report.json as written: keys in the order made, two-space indent, a final newline."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 __all__ = ["FORMAT", "report_data", "to_bytes"]

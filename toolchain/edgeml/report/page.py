@@ -20,7 +20,7 @@ section{background:var(--card);border:1px solid var(--line);border-radius:8px;pa
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.fig{margin:0}.fig figcaption{color:var(--mute);
 font-size:12px;max-width:420px;margin-top:4px}table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:5px 12px 5px 0;text-align:left;border-bottom:1px solid var(--line);vertical-align:top}
-th{color:var(--mute);font-weight:600;font-size:12px}td.n{text-align:right}code{font-size:12px}
+th{color:var(--mute);font-weight:600;font-size:12px}td.n,th.n{text-align:right;white-space:nowrap}code{font-size:12px}
 .pass{color:var(--ok);font-weight:600}.fail{color:var(--bad);font-weight:600}.note{color:var(--mute)}
 .grid3{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:10px 18px}
 .plot text{font-size:11px;fill:var(--ink)}.plot .tick{fill:var(--mute)}.plot .label{fill:var(--mute);font-size:12px}
@@ -72,8 +72,8 @@ def _metrics(report: dict) -> str:
         positive = report["bundle"]["classes"][1]
         extra = (f'<p>Decision: <b>{esc(positive)}</b> when its probability is above <b data-threshold="'
                  f'{d["threshold"]}">{num(d["threshold"])}</b> — {esc(d["reason"])}</p>')
-    table = ("<table><tr><th>metric</th><th>test</th><th>validation</th>"
-             f"<th>baseline: {esc(m['baseline_name'])}</th></tr>{''.join(rows)}</table>")
+    table = ("<table><tr><th>metric</th><th class=\"n\">test</th><th class=\"n\">validation</th>"
+             f"<th class=\"n\">baseline: {esc(m['baseline_name'])}</th></tr>{''.join(rows)}</table>")
     return _section("metrics", "Test metrics beside the baseline", table + extra)
 
 

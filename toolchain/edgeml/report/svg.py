@@ -77,7 +77,9 @@ class Scale:
             out = [m * 10 ** e for e in range(math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi)) + 1)
                    for m in (1, 2, 5)]
             out = [t for t in out if self.lo <= t <= self.hi]
-            return out if len(out) <= n + 2 else [t for t in out if math.log10(t) % 1 == 0] or out[:1]
+            if len(out) >= 2:
+                return out if len(out) <= n + 2 else [t for t in out if math.log10(t) % 1 == 0] or out[:1]
+            return Scale(self.lo, self.hi, self.a, self.b).ticks(n)  # less than a decade: round linear steps
         raw = (self.hi - self.lo) / max(n, 1)
         mag = 10 ** math.floor(math.log10(raw))
         step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
