@@ -175,8 +175,9 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         require_something_runs(target, outcomes)
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
         split = _split_report(data, pipeline, manifest)
-        writer.add_report(dict(zip(("html", "data"), zip((HTML, JSON), make_report(
-            manifest.to_dict(), split, pipeline, data.features["test"], data.y["test"], seed=seed)), strict=True)))
+        page, numbers = make_report(manifest.to_dict(), split, pipeline, data.features["test"], data.y["test"],
+                                    seed=seed)
+        writer.add_report({"html": (HTML, page), "data": (JSON, numbers)})
         manifest = writer.write()
         archive = bundle.finish(stage, out)
     except BaseException:
