@@ -168,3 +168,16 @@ def test_every_name_from_the_data_is_escaped(demo_bundle):
     assert "<script>" not in page and '<li data-not-shipped="&lt;b&gt; &amp;"><b>&lt;b&gt; &amp;</b>' in page
     assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;q&#x27;") >= 3
     assert not re.search(r"\bhttps?://(?!www\.w3\.org/2000/svg)", page), "the page names an address to fetch"
+
+
+def test_the_build_summary_ends_with_the_reports_path(demo_bundle):
+    import click
+
+    from edgeml.build import BuildResult
+    from edgeml.progress import summary
+    from edgeml_runtime.bundle import read_manifest
+
+    result = BuildResult(demo_bundle, demo_bundle.parent / f"{demo_bundle.name}.tar.gz", read_manifest(demo_bundle),
+                         1.0, None)
+    last = click.unstyle(summary(result)).splitlines()[-1]
+    assert last.split()[:2] == ["report", str(demo_bundle / "report.html")]
