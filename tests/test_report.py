@@ -105,8 +105,10 @@ def test_the_regression_report_shows_the_manifests_numbers(ccpp_bundle):
     report = json.loads((ccpp_bundle / "report.json").read_text())
     assert report["metrics"]["baseline"]["r2"] <= 0 < m["metrics"]["test"]["r2"]  # the median explains nothing
     assert facts["metrics"]["baseline:mae"] == num(report["metrics"]["baseline"]["mae"])
-    top = report["importance"]["inputs"][0]
-    assert top["name"] == "AT" and top["drop"] > 0.1  # ambient temperature drives a power plant's output
+    top = report["importance"]["inputs"][:2]  # ambient temperature and exhaust vacuum drive a plant's output
+    assert {i["name"] for i in top} == {"AT", "EV"} and min(i["drop"] for i in top) > 0.05
+    assert facts["metrics"]["baseline:rmse"] == num(report["metrics"]["baseline"]["rmse"])
+    assert report["metrics"]["baseline"]["rmse"] > m["metrics"]["test"]["rmse"]
     assert facts["budgets"] >= 1  # the target's latency budget drawn on the frontier
 
 

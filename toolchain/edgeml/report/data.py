@@ -36,7 +36,7 @@ def report_data(manifest: dict, split: SplitReport | RegressionReport, y_test: n
         "bundle": {k: m[k] for k in ("name", "version", "task", "label")} | {"target": m["target"]["name"],
                                                                                "classes": m["classes"]},
         "rows": m["provenance"]["data"]["split"],
-        "metrics": {"test": m["metrics"]["test"], "valid": m["metrics"]["valid"], **_baseline(split)},
+        "metrics": {"test": m["metrics"]["test"], "valid": m["metrics"]["valid"], **_baseline(split, y_test)},
         "decision": m.get("decision"),
         "importance": {"metric": importance_metric(m["task"], len(m["classes"] or ())),
                        "inputs": [{"name": k, "drop": _r(v)} for k, v in
@@ -56,10 +56,11 @@ def report_data(manifest: dict, split: SplitReport | RegressionReport, y_test: n
     return _plain(out)
 
 
-def _baseline(split: SplitReport | RegressionReport) -> dict:
+def _baseline(split: SplitReport | RegressionReport, y_test: np.ndarray) -> dict:
     if isinstance(split, RegressionReport):
-        return {"baseline": split.baseline, "baseline_name": f"median of the training labels ({split.median:.6g})",
-                "model_split": split.model}
+        rmse = float(np.sqrt(np.mean((np.asarray(y_test, dtype=np.float64) - split.median) ** 2)))
+        return {"baseline": {"rmse": _r(rmse), **split.baseline},
+                "baseline_name": f"median of the training labels ({split.median:.6g})"}
     return {"baseline": split.baseline, "baseline_name": f"majority class {split.majority!r}"}
 
 

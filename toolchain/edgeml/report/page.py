@@ -17,7 +17,8 @@ CSS = """
 color:var(--ink);background:var(--bg)}main{max-width:1180px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:0 0 12px}.sub{color:var(--mute);margin:0 0 20px}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 18px;margin:0 0 16px}
-.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.fig{margin:0;display:table}.fig figcaption{display:table-caption;caption-side:bottom;color:var(--mute);
+.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.fig{margin:0;display:table}
+.fig figcaption{display:table-caption;caption-side:bottom;color:var(--mute);
 font-size:12px;max-width:420px;margin-top:4px}table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:5px 12px 5px 0;text-align:left;border-bottom:1px solid var(--line);vertical-align:top}
 th{color:var(--mute);font-weight:600;font-size:12px}td.n,th.n{text-align:right;white-space:nowrap}code{font-size:12px}

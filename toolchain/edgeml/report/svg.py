@@ -7,7 +7,7 @@ between two runs (ids come from the caller, numbers are formatted with
 
 >>> s = Scale(0, 10, 0, 100)
 >>> s(5), s.ticks()
-(50.0, [0.0, 2.0, 4.0, 6.0, 8.0, 10.0])
+(50.0, [0, 2, 4, 6, 8, 10])
 >>> esc('<a & "b">')
 '&lt;a &amp; &quot;b&quot;&gt;'
 """
