@@ -138,7 +138,8 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
     ``provenance`` are the manifest's sections saying how the model was chosen
     and from what (:func:`search_record`, :func:`edgeml.bundle.provenance_record`). Every
     artifact ``target`` asks for is made and verified through
-    ``edgeml_runtime``, the sample rows are stored, and the folder is moved to
+    ``edgeml_runtime``, the sample rows are stored, the build report
+    (``report.html``, ``report.json``: :mod:`edgeml.report`) is written, and the folder is moved to
     ``out`` (replacing a bundle there only with ``force``) beside its
     ``.tar.gz``. :func:`build` runs the search and then this; a benchmark
     that trains its own model calls it directly.
