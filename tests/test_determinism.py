@@ -43,13 +43,15 @@ def test_two_builds_give_the_same_files(twins, target):
     files_a, files_b = _files(a), _files(b)
     assert sorted(files_a) == sorted(files_b)
     expected = {"rpi4": {"model.onnx", "model.ort", "model.required_operators.config", "model.tflite"},
-                "cortex-m7": {"model.tflite"}}[target]
+                "cortex-m7": {"model.tflite"}}[target] | {"report.html", "report.json"}
     assert expected <= set(files_a), f"the {target} build no longer makes {expected - set(files_a)}"
     different = [name for name in files_a if name != "manifest.json" and files_a[name] != files_b[name]]
     assert different == []
     manifest_a, manifest_b = (json.loads(files[bundles.MANIFEST]) for files in (files_a, files_b))
     assert _comparable(manifest_a) == _comparable(manifest_b)
     assert "samples" in manifest_a and files_a["samples.json"] == files_b["samples.json"]
+    assert files_a["report.html"] == files_b["report.html"] and files_a["report.json"] == files_b["report.json"]
+    assert manifest_a["report"] == manifest_b["report"]  # listed with the same hashes
 
 
 @pytest.mark.parametrize("target", ["rpi4", "cortex-m7"])

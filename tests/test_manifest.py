@@ -113,6 +113,7 @@ PLACES = [
     ("model_provenance", "provenance.model", ("provenance", "model")),
     ("samples", "samples", ("samples",)),
     ("decision", "decision", ("decision",)),
+    ("report", "report", ("report",)),
 ]
 
 

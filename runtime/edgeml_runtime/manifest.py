@@ -253,6 +253,16 @@ class Samples(Section):
 
 
 
+@dataclass(frozen=True, kw_only=True)
+class Report(Section):
+    """``report``: the build report for people, ``report.html`` (``html``) and the numbers it is drawn from,
+    ``report.json`` (``data``); hashed like every file, and left out of device packages (no device reads them)."""
+
+    schema_name: ClassVar[str] = "report"
+    html: FileRef = key(section(FileRef))
+    data: FileRef = key(section(FileRef))
+
+
 # --- the whole manifest -------------------------------------------------------------------------
 
 
@@ -286,6 +296,7 @@ class Manifest(Section):
     provenance: Provenance = key(section(Provenance))
     samples: Samples | None = key(section(Samples), optional=True)  # absent only in a draft
     decision: Decision | None = key(section(Decision), optional=True)  # binary classification only
+    report: Report | None = key(section(Report), optional=True)  # absent in bundles from before edgeml wrote one
 
     def __post_init__(self):
         if self.task == "classification" and not self.classes:
@@ -314,9 +325,10 @@ class Manifest(Section):
                                   f"outputs are held to {want.schema_name.replace('_', ' ')}s; rebuild the bundle")
 
     def files(self) -> list[str]:
-        """Every file the manifest lists besides itself: artifacts, their side files, the sample rows."""
+        """Every file the manifest lists besides itself: artifacts, their side files, the sample rows, the report."""
         paths = [p for a in self.artifacts for p in (a.path, *(f.path for f in (a.files or {}).values()))]
-        return paths + ([self.samples.path] if self.samples is not None else [])
+        paths += [self.samples.path] if self.samples is not None else []
+        return paths + ([self.report.html.path, self.report.data.path] if self.report is not None else [])
 
     def unfinished(self) -> list[str]:
         """The keys a draft leaves out that this manifest lacks: none for a bundle a build finished."""
@@ -392,7 +404,7 @@ class Manifest(Section):
 SECTIONS: dict[str, type[Section]] = {s.schema_name: s for s in (
     Manifest, Target, Budgets, Dropped, Artifact, FileRef, Transform, MetricDrop, Metrics, Verification,
     AbsoluteTolerance, RelativeTolerance, NotShipped, Reference, Search, Provenance, DataProvenance, LabelOutlier,
-    ModelProvenance, Samples, Decision, *DETAILS,
+    ModelProvenance, Samples, Decision, Report, *DETAILS,
     SearchValidation, SearchRefit, CandidateCost, SearchCandidate, FrontierCheck)}
 
 

@@ -28,6 +28,7 @@ from edgeml.errors import ConfigError
 from edgeml.export.artifacts import Exported, make_artifacts
 from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
+from edgeml.report import HTML, JSON, make_report
 from edgeml.search.automl import SearchResult, SearchSettings, run_search, usable_learners
 from edgeml.search.cluster import ClusterSettings
 from edgeml.search.inputs import select_inputs_stage
@@ -97,8 +98,7 @@ def _build(config: BuildConfig, report: Reporter, started: float, name: str, out
                                                   result.config),
                          config.seed, config.synthetic_samples, config.force, report, held_out)
     report.stage("bundle", f"{out}/ and {made.archive.name}")
-    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline,
-                       _split_report(data, pipeline, made.manifest))
+    return BuildResult(out, made.archive, made.manifest, time.monotonic() - started, pipeline, made.test_split)
 
 
 def _split_report(data: Prepared, pipeline: Pipeline, manifest: Manifest) -> SplitReport | RegressionReport:
@@ -120,10 +120,12 @@ def host_pipeline(data: Prepared, model) -> Pipeline:
 
 @dataclass(frozen=True)
 class Written:
-    """What :func:`write_bundle` put in place: the finished manifest and the ``.tar.gz`` beside the folder."""
+    """What :func:`write_bundle` put in place: the finished manifest, the ``.tar.gz`` beside the folder, and the
+    test split seen whole (the baseline the report shows)."""
 
     manifest: Manifest
     archive: Path
+    test_split: SplitReport | RegressionReport | None = None
 
 
 def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetProfile, *, name: str, version: str,
@@ -136,7 +138,8 @@ def write_bundle(out: Path, pipeline: Pipeline, data: Prepared, target: TargetPr
     ``provenance`` are the manifest's sections saying how the model was chosen
     and from what (:func:`search_record`, :func:`edgeml.bundle.provenance_record`). Every
     artifact ``target`` asks for is made and verified through
-    ``edgeml_runtime``, the sample rows are stored, and the folder is moved to
+    ``edgeml_runtime``, the sample rows are stored, the build report
+    (``report.html``, ``report.json``: :mod:`edgeml.report`) is written, and the folder is moved to
     ``out`` (replacing a bundle there only with ``force``) beside its
     ``.tar.gz``. :func:`build` runs the search and then this; a benchmark
     that trains its own model calls it directly.
@@ -172,11 +175,16 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         _report_verified(report, outcomes)
         require_something_runs(target, outcomes)
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
+        split = _split_report(data, pipeline, manifest)
+        page, numbers = make_report(manifest.to_dict(), split, pipeline, data.features["test"], data.y["test"],
+                                    seed=seed)
+        writer.add_report({"html": (HTML, page), "data": (JSON, numbers)})
+        manifest = writer.write()
         archive = bundle.finish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return Written(manifest, archive)
+    return Written(manifest, archive, split)
 
 
 def _report_data(report: Reporter, data: Prepared) -> None:

@@ -260,6 +260,45 @@ def package(bundle, target, out, tar, wheels_from):
     click.echo(f"next     copy it to the device, then: sudo {made.folder.name}/install.sh", err=True)
 
 
+@main.command()
+@click.argument("bundle")
+@click.option("--out", "-o", type=click.Path(dir_okay=False),
+              help="Write the page here. [default: report.html in the current folder]")
+@click.option("--open", "open_it", is_flag=True, help="Open the page in the web browser.")
+def report(bundle, out, open_it):
+    """Draw a bundle's build report (report.html) again from its report.json, offline.
+
+    Every build writes report.html into the bundle: the test metrics beside
+    the baseline, the confusion matrix and ROC/PR curves (classification) or
+    predicted against true values (regression), each input's importance and
+    drift reference, the search frontier against the target's budgets, and
+    every artifact with its size and parity. This command draws it from the
+    bundle alone (a folder or a .tar.gz), e.g. one a release or a device holds.
+
+    \b
+    Example:
+      edgeml build --data sensors.csv --label failure -o dist/sensors-1
+      edgeml report dist/sensors-1.tar.gz -o sensors-1.html --open
+    See docs/bundle.md (The build report).
+    """
+    from edgeml.report import rebuild
+
+    try:
+        page = rebuild(bundle)
+    except EdgeMLError as exc:
+        _fail(exc)
+    path = Path(out or "report.html")
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        _fail(EdgeMLError(f"-o {path}: cannot write the report there ({exc.strerror}); pass a writable file"))
+    click.echo(f"report   {path}", err=True)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 @main.group()
 def fleet():
     """The fleet: the broker's credentials, the controller (run), what it knows (status, decisions)."""

@@ -72,7 +72,8 @@ FRONTIER_ROWS = 8
 
 
 def summary(result: BuildResult) -> str:
-    """The closing lines of a build: model, test metrics, artifacts, where the bundle is and its identity."""
+    """The closing lines of a build: model, test metrics, artifacts, where the bundle is, its identity, and
+    last the path of its report.html."""
     m = result.manifest
     test = m.metrics.test or {}
     headline = " · ".join(f"{k} {test[k]:.4g}" for k in HEADLINE[m.task] if k in test)
@@ -94,6 +95,8 @@ def summary(result: BuildResult) -> str:
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
     rows.append(("identity", f"{m.identity}  (sha256 of the manifest; devices report it)"))
     rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
+    if m.report is not None:
+        rows.append(("report", f"{result.bundle_dir / m.report.html.path}  (open it in a browser)"))
     title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",
                         bold=True)
     warn = [] if getattr(split, "one_class", None) is None else [click.style("  warning: ", fg="yellow") + (

@@ -32,6 +32,7 @@ from edgeml_runtime.manifest import (
     NotShipped,
     Provenance,
     Reference,
+    Report,
     Samples,
     Search,
     Target,
@@ -71,7 +72,7 @@ class BundleWriter:
 
     def record(self, what: str, value: dict) -> None:
         """Hand over one of the sections made once: ``valid_metrics``, ``reference``, ``search``, ``provenance``,
-        ``samples``."""
+        ``samples``, ``decision``, ``report``."""
         if what not in _RECORDS:
             raise ValueError(f"a bundle has no record {what!r}; it takes {', '.join(_RECORDS)}")
         if what in self._records:
@@ -122,6 +123,12 @@ class BundleWriter:
         """Record an artifact the target asked for that is not in the bundle (``format``, ``precision``…)."""
         self._not_shipped.append(NotShipped.from_dict(_plain(record), _at(f"not_shipped[{len(self._not_shipped)}]")))
 
+    def add_report(self, files: dict[str, bytes]) -> None:
+        """Write the build report's files (``html``: report.html, ``data``: report.json) and list them, hashed."""
+        self.record("report", {what: {"path": self._put(name, blob), "bytes": len(blob),
+                                      "sha256": hashlib.sha256(blob).hexdigest()}
+                               for what, (name, blob) in files.items()})
+
     @property
     def name(self) -> str:
         return self._header["name"]
@@ -156,7 +163,8 @@ class BundleWriter:
         return Manifest(**self._header, artifacts=artifacts, metrics=metrics, verification=tuple(self._verification),
                         not_shipped=tuple(self._not_shipped), reference=self._records["reference"],
                         search=self._records["search"], provenance=self._records["provenance"],
-                        samples=self._records.get("samples"), decision=self._records.get("decision"))
+                        samples=self._records.get("samples"), decision=self._records.get("decision"),
+                        report=self._records.get("report"))
 
     def _write(self, manifest: Manifest) -> None:
         text = json.dumps(manifest.to_dict(), indent=2) + "\n"
@@ -185,6 +193,7 @@ _RECORDS = {
     "provenance": Provenance.from_dict,
     "samples": Samples.from_dict,
     "decision": Decision.from_dict,
+    "report": Report.from_dict,
 }
 
 

@@ -3,7 +3,8 @@
 The package holds::
 
     wheels/                 edgeml_runtime-*.whl and every dependency's wheel for the target (pip download)
-    bundle/                 the bundle: manifest.json and exactly the files it lists (each checked on load)
+    bundle/                 the bundle: manifest.json and the files it lists (each checked on load), but for
+                            the build report (report.html, report.json): it is for people, and no device reads it
     runtime.toml            the template of /etc/edgeml/runtime.toml ([run] table)
     edgeml-runtime.service  the systemd unit
     install.sh uninstall.sh README.txt
@@ -49,15 +50,17 @@ def runtime_extras(manifest: Manifest, target: TargetProfile) -> tuple[str, ...]
 
 
 def _listed(manifest: Manifest) -> dict[str, tuple[int, str]]:
-    """Every file the manifest lists, with its size and sha256."""
+    """Every file a device needs of those the manifest lists, with its size and sha256: not the build report
+    (``manifest.report``), which the runtime never reads (the manifest is copied as it is, so the bundle's
+    identity stays the one the build printed)."""
     refs = [*manifest.artifacts, *(f for a in manifest.artifacts for f in (a.files or {}).values())]
     refs += [manifest.samples] if manifest.samples is not None else []
     return {r.path: (r.bytes, r.sha256) for r in refs}
 
 
 def _copy_bundle(bundle: Path, dest: Path) -> Manifest:
-    """Copy manifest.json and exactly the files it lists, each checked against its hash. Nothing is left out
-    of those: the runtime checks every listed file when it loads the artifact it belongs to (an ``.ort``
+    """Copy manifest.json and the files it lists, each checked against its hash, the report aside. Nothing else
+    is left out: the runtime checks every listed file when it loads the artifact it belongs to (an ``.ort``
     file's ``required_operators.config`` too), and refuses a file that is not listed."""
     with open_bundle(bundle) as b:
         manifest = b.manifest()

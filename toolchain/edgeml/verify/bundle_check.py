@@ -3,10 +3,11 @@
 Four kinds of check, each a :class:`Check` with a status:
 
 * ``file``: every file the manifest lists (artifacts, their side files such
-  as an ``.ort`` file's operators config, ``samples.json``) has the size and
-  SHA-256 recorded there, read as the runtime reads it (inside the bundle,
-  never through a link); a file in the bundle that the manifest does not
-  mention fails;
+  as an ``.ort`` file's operators config, ``samples.json``, the build report)
+  has the size and SHA-256 recorded there, read as the runtime reads it
+  (inside the bundle, never through a link); a file in the bundle that the
+  manifest does not mention fails; a missing report is skipped (device
+  packages leave it out);
 * ``schema``: the manifest, as the file holds it, against the JSON Schema the
   runtime ships (``edgeml_runtime/schemas/manifest.schema.json``);
 * ``manifest``: fails when the runtime itself refuses the manifest
@@ -122,7 +123,14 @@ def _file_checks(folder: Bundle, manifest: dict) -> list[Check]:
         listed.append(a)
         listed += _objects(list(a["files"].values()) if isinstance(a.get("files"), dict) else [])
     listed += _objects([manifest.get("samples")])
+    report = _objects(list(manifest["report"].values()) if isinstance(manifest.get("report"), dict) else [])
+    present = set(folder.names())
     checks = [_file_check(folder, entry) for entry in listed]
+    checks += [_file_check(folder, entry) if entry.get("path") in present else
+               Check("file", str(entry.get("path")), "skip", "not in this copy: the build report is for people, and "
+                                                             "device packages leave it out")
+               for entry in report]
+    listed += report
     known = {MANIFEST, *(str(e.get("path")) for e in listed)}
     for path in folder.names():
         if path not in known:
