@@ -93,6 +93,7 @@ bench: $(STAMP) bench-deps
 	$(BIN)/python bench/bench_cells.py
 	$(BIN)/python bench/bench_quality.py --refit-all
 	$(BIN)/python bench/bench_search.py
+	$(BIN)/python bench/bench_mcu.py
 
 clean:
 	rm -rf $(VENV) dist bench/out

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-HELPERS = {"common", "load"}  # imported by the benchmarks, not run
+HELPERS = {"common", "load", "mcu_peers"}  # imported by the benchmarks, not run
 MODULES = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in HELPERS)
 
 
