@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeml.export.c.forest import TreeTables
 from edgeml.export.c.steps import Step, Table, float_table
-from edgeml.export.csource import smallest_unsigned
+from edgeml.export.csource import c_float, smallest_unsigned
 from edgeml_runtime.litert import Encoding
 
 
@@ -78,7 +78,7 @@ class Inputs:
 @dataclass(frozen=True)
 class Trees(Step):
     """A tree ensemble's scores: the walk of :class:`TreeTables`, divided by the tree count for ``average``,
-    plus ``bias`` [k] (float32)."""
+    plus ``bias`` [k] (float32; a literal when every output's is the same, as compilers fold it anyway)."""
 
     inputs: tuple[int, ...]
     tables_: TreeTables
@@ -101,7 +101,7 @@ class Trees(Step):
                Table(ty["tree_leaf"], f"{name}_tree_leaf", tuple(t.tree_leaf.tolist()))]
         if t.tree_target is not None:
             out.append(Table(ty["tree_target"], f"{name}_tree_target", tuple(t.tree_target.tolist())))
-        if np.any(self.bias != 0):
+        if np.any(self.bias != 0) and len(set(self.bias.tolist())) > 1:  # one value is a literal
             out.append(float_table(f"{name}_bias", self.bias))
         return out
 
@@ -130,7 +130,8 @@ class Trees(Step):
         if self.average:
             lines.append(f"    for (int k = 0; k < {k}; k++) s[k] = s[k] / {_c_count(n)};")
         if np.any(self.bias != 0):
-            lines.append(f"    for (int k = 0; k < {k}; k++) s[k] = s[k] + {name}_bias[k];")
+            bias = f"{name}_bias[k]" if len(set(self.bias.tolist())) > 1 else c_float(self.bias[0])
+            lines.append(f"    for (int k = 0; k < {k}; k++) s[k] = s[k] + {bias};")
         return ["\n".join([*lines, "}"])]
 
     def call(self, name, ins, out):
@@ -138,8 +139,6 @@ class Trees(Step):
 
 
 def _c_count(n: int) -> str:
-    from edgeml.export.csource import c_float
-
     return c_float(float(n))
 
 
@@ -170,11 +169,20 @@ class Program:
                 *(str(c) for c in classes)]
 
     def const_bytes(self, classes=(), pointer_bytes: int = 4) -> dict[str, int]:
-        """The const data of the generated C, in bytes: ``tables`` (numbers) and ``strings`` (:meth:`names`, each
-        with its NUL and a ``pointer_bytes`` pointer to it)."""
+        """The const data of the generated C, in bytes: ``tables`` (numbers) and ``strings`` (:meth:`names`: a
+        ``pointer_bytes`` pointer each, and each distinct text once with its NUL, as a compiler stores literals)."""
         tables = sum(t.nbytes for t in self.tables())
-        strings = sum(len(n.encode("utf-8")) + 1 + pointer_bytes for n in self.names(classes))
+        strings = string_bytes(self.names(classes), pointer_bytes)
         return {"tables": tables, "strings": strings, "total": tables + strings}
+
+
+def string_bytes(names, pointer_bytes: int = 4) -> int:
+    """What ``names`` take as ``const char *const`` arrays: a pointer each, every distinct text once with its NUL.
+
+    >>> string_bytes(["No", "Yes", "No"])
+    19
+    """
+    return pointer_bytes * len(names) + sum(len(n.encode("utf-8")) + 1 for n in set(names))
 
 
 def step_name(step: Step, i: int) -> str:
@@ -183,4 +191,4 @@ def step_name(step: Step, i: int) -> str:
     return f"edgeml_{kind}{i}"
 
 
-__all__ = ["Inputs", "Program", "Trees", "step_name"]
+__all__ = ["Inputs", "Program", "Trees", "step_name", "string_bytes"]

@@ -106,12 +106,14 @@ class Dense(Step):
         return int(self.weight.shape[0])
 
     def tables(self, name):
-        return [float_table(f"{name}_w", self.weight)] + ([] if self.bias is None else
-                                                          [float_table(f"{name}_b", self.bias)])
+        table = self.bias is not None and self.bias.size > 1  # one value is a literal (a compiler folds it anyway)
+        return [float_table(f"{name}_w", self.weight)] + ([float_table(f"{name}_b", self.bias)] if table else [])
 
     def call(self, name, ins, out):
-        b = "0" if self.bias is None else f"{name}_b"
-        return [f"edgeml_dense({name}_w, {b}, {self.weight.shape[1]}, {self.width}, {ins[0]}, {out});"]
+        one = self.bias is not None and self.bias.size == 1
+        b = "0" if self.bias is None or one else f"{name}_b"
+        call = f"edgeml_dense({name}_w, {b}, {self.weight.shape[1]}, {self.width}, {ins[0]}, {out});"
+        return [call, f"{out}[0] = {out}[0] + {c_float(self.bias[0])};"] if one else [call]
 
 
 #: Element-wise functions: the C expression of ``v`` and the kernels it calls.
