@@ -122,6 +122,23 @@ def type_bytes(ctype: str) -> int:
     return 4 if ctype == "float" else INT_TYPES[ctype][2]
 
 
+def label_rule(threshold: tuple[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """``edgeml_label`` (probabilities -> a class index): the header's lines and the source's.
+
+    ``threshold`` is ``(define, test)``: the ``#define EDGEML_THRESHOLD`` line and the C expression that
+    chooses class 1 (a binary decision threshold); without it the first most likely class (argmax), as
+    ``edgeml_runtime`` labels.
+    """
+    if threshold is not None:
+        head, rule = [threshold[0]], [f"    return {threshold[1]} ? 1 : 0;"]
+    else:
+        head = ["/* edgeml_label: the first most likely class (argmax), as edgeml_runtime labels. */"]
+        rule = ["    int best = 0;", "    for (int k = 1; k < EDGEML_N_OUTPUTS; k++) {",
+                "        if (p[k] > p[best]) best = k;", "    }", "    return best;"]
+    head.append("int edgeml_label(const float *p);  /* p: EDGEML_N_OUTPUTS probabilities -> an edgeml_classes index */")
+    return head, ["", "int edgeml_label(const float *p) {", *rule, "}"]
+
+
 #: The lines every generated source file starts with after its includes: the float arithmetic the build verified
 #: is exact only without fast-math and without fused multiply-adds.
 STRICT_FLOAT = [
@@ -137,5 +154,5 @@ STRICT_FLOAT = [
     "#endif",
 ]
 
-__all__ = ["INT_TYPES", "STRICT_FLOAT", "c_array", "c_comment", "c_float", "c_string", "smallest_signed",
-           "smallest_unsigned", "type_bytes"]
+__all__ = ["INT_TYPES", "STRICT_FLOAT", "c_array", "c_comment", "c_float", "c_string", "label_rule",
+           "smallest_signed", "smallest_unsigned", "type_bytes"]

@@ -19,9 +19,11 @@ profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
   is the C form's flash instead: its const tables counted from the fitted
   model, what the data set's preprocessing and names add (measured once),
   and the code constant of the model's family
-  (:func:`edgeml.export.c.size.model_c_bytes`); the arena is the C's float
-  buffers for one row (it has no tensor arena). What keeps a model off the
-  TFLite operator set still counts: the bundle's TFLite files are made too.
+  (:func:`edgeml.export.c.size.model_c_bytes`). The arena and what keeps a
+  model off the TFLite operator set stay the TFLite file's: the bundle ships
+  it too (for ``--form tflm``), and the build runs it in TFLite Micro within
+  ``max_arena_bytes`` (the C form's own RAM, a few hundred bytes of stack, is
+  far below any arena).
 
 With ``predict`` (what ``edgeml build`` asks for), a TFLite-first target's
 trials are not exported: :mod:`edgeml.targets.predict` builds the exporter's
@@ -180,13 +182,13 @@ class TrialMeasure:
         return Cost(size, latency)
 
     def _in_c(self, model, cost: Cost) -> Cost:
-        """``cost`` with the plain-C form's flash and RAM, when that is the profile's firmware form."""
+        """``cost`` with the plain-C form's flash as its size, when that is the profile's firmware form."""
         if self.firmware != "c":
             return cost
         from edgeml.export.c.size import model_c_bytes
 
-        flash, ram = model_c_bytes(model, self.n_features, self.task, self.n_classes)
-        return replace(cost, model_bytes=flash + self.c_overhead_bytes, arena_bytes=ram)
+        flash, _ = model_c_bytes(model, self.n_features, self.task, self.n_classes)
+        return replace(cost, model_bytes=flash + self.c_overhead_bytes)
 
     def _predicted(self, model, structure, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
         """:meth:`_tflite`'s answer predicted from the model's shape (:mod:`edgeml.targets.predict`): nothing

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from edgeml.export.c.program import Program, step_name
 from edgeml.export.c.steps import KERNELS
-from edgeml.export.csource import STRICT_FLOAT, c_array, c_comment, c_float, c_string
+from edgeml.export.csource import STRICT_FLOAT, c_array, c_comment, c_float, c_string, label_rule
 
 HEADER, SOURCE = "edgeml_model.h", "edgeml_model.c"
 
@@ -104,17 +104,11 @@ def _predict(program: Program) -> list[str]:
 
 
 def _label(k: int, threshold: float | None) -> tuple[list[str], list[str]]:
-    if threshold is not None and k == 2:
-        head = [f"#define EDGEML_THRESHOLD {c_float(threshold)}  /* the manifest's decision.threshold "
-                f"{c_comment(repr(float(threshold)))} in float32: edgeml_classes[1] when its probability is above "
-                "it, edgeml_classes[0] otherwise (equal too) */"]
-        rule = ["    return p[1] > EDGEML_THRESHOLD ? 1 : 0;"]
-    else:
-        head = ["/* edgeml_label: the first most likely class (argmax), as edgeml_runtime labels. */"]
-        rule = ["    int best = 0;", "    for (int k = 1; k < EDGEML_N_OUTPUTS; k++) {",
-                "        if (p[k] > p[best]) best = k;", "    }", "    return best;"]
-    head.append("int edgeml_label(const float *p);  /* p: EDGEML_N_OUTPUTS probabilities -> an edgeml_classes index */")
-    return head, ["", "int edgeml_label(const float *p) {", *rule, "}"]
+    if threshold is None or k != 2:
+        return label_rule()
+    return label_rule((f"#define EDGEML_THRESHOLD {c_float(threshold)}  /* the manifest's decision.threshold "
+                       f"{c_comment(repr(float(threshold)))} in float32: edgeml_classes[1] when its probability is "
+                       "above it, edgeml_classes[0] otherwise (equal too) */", "p[1] > EDGEML_THRESHOLD"))
 
 
 __all__ = ["HEADER", "SOURCE", "c_sources", "title"]

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.errors import ExportError
-from edgeml.export.csource import STRICT_FLOAT, c_comment, c_float, c_string
+from edgeml.export.csource import STRICT_FLOAT, c_comment, c_float, c_string, label_rule
 from edgeml.export.csource import c_array as _array
 from edgeml_runtime.bundle import open_bundle, read_manifest
 from edgeml_runtime.litert import Encoding, read_metadata
@@ -214,17 +214,11 @@ def _inverse_note(outputs: dict) -> list[str]:
 def _label_rule(k: int, threshold: float | None) -> tuple[list[str], list[str]]:
     """``edgeml_label``: the class index from the (dequantized) probabilities, as ``edgeml_runtime`` chooses it:
     above the manifest's decision threshold for two classes, else the first most likely class (argmax)."""
-    if threshold is not None and k == 2:
-        head = [f"#define EDGEML_THRESHOLD {float(threshold)!r}  /* the manifest's decision.threshold (a double, "
-                "compared as the runtime does): edgeml_classes[1] when its probability is above it, "
-                "edgeml_classes[0] otherwise (equal too) */"]
-        rule = ["    return (double)p[1] > EDGEML_THRESHOLD ? 1 : 0;"]
-    else:
-        head = ["/* edgeml_label: the first most likely class (argmax), as edgeml_runtime labels. */"]
-        rule = ["    int best = 0;", "    for (int k = 1; k < EDGEML_N_OUTPUTS; k++) {",
-                "        if (p[k] > p[best]) best = k;", "    }", "    return best;"]
-    head += ["int edgeml_label(const float *p);  /* p: EDGEML_N_OUTPUTS probabilities -> an edgeml_classes index */"]
-    return head, ["", "int edgeml_label(const float *p) {", *rule, "}"]
+    if threshold is None or k != 2:
+        return label_rule()
+    return label_rule((f"#define EDGEML_THRESHOLD {float(threshold)!r}  /* the manifest's decision.threshold (a "
+                       "double, compared as the runtime does): edgeml_classes[1] when its probability is above it, "
+                       "edgeml_classes[0] otherwise (equal too) */", "(double)p[1] > EDGEML_THRESHOLD"))
 
 
 def _int8_encoder(meta: dict, features: list[str]) -> tuple[list[str], list[str]]:
