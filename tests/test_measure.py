@@ -1,8 +1,9 @@
 """Measuring a trial on a target: the Cost a target's measure gives a fitted model is what the pieces give.
 
-The measure is built from the real profiles (rpi4: ONNX; cortex-m7: TFLite Micro, int8 then fp32; coral-edgetpu:
-int8 only) on a real data set, and compared with the same numbers computed step by step from the public
-exporters, the cost model and TFLite Micro's interpreter — what the search measured inside itself before.
+The measure is built from the real profiles (rpi4: ONNX; cortex-m7: TFLite Micro's operators, int8 then fp32, sized
+as the plain-C firmware form; coral-edgetpu: int8 only) on a real data set, and compared with the same numbers
+computed step by step from the public exporters, the cost model and TFLite Micro's interpreter — what the search
+measured inside itself before.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lightgbm import LGBMClassifier
 from sklearn.ensemble import RandomForestClassifier
 
 from edgeml.errors import ExportError
+from edgeml.export.c.size import model_c_bytes, preprocessing_c_bytes
 from edgeml.export.onnx import estimator_bytes
 from edgeml.export.tflite import micro as tflm
 from edgeml.export.tflite.pipeline import estimator_tflite, overhead_bytes
@@ -68,6 +70,9 @@ def by_hand(target_name: str, model) -> Cost:
         if not unmapped and op_set.verify_with == "tflite-micro" and tflm.available():
             row = np.zeros((1, exp.details["input_width"]), np.int8 if precision == "int8" else np.float32)
             arena = tflm.run(exp.data, row, arena).arena_bytes
+        if not unmapped and target.firmware == "c":  # sized as the plain-C form (tables + code); TFLM's arena
+            flash, _ = model_c_bytes(model, X.shape[1], d.task, len(d.classes))
+            return Cost(flash + preprocessing_c_bytes(d.preprocessor, d.inputs, d.classes), latency, arena)
         if not unmapped:
             return Cost(len(exp.data) + extra, latency, arena)
     raise AssertionError(f"{target_name}: no precision maps for this model ({first})")

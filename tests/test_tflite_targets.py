@@ -128,9 +128,10 @@ def test_tflite_micro_refuses_what_its_kernels_cannot_run(datasets):
 @pytest.mark.slow
 def test_cortex_m7_build_fits_flash_and_ram_and_uses_only_tflm_ops(datasets, tmp_path):
     out = tmp_path / "m7"
-    _ai4i(datasets, out, "cortex-m7", estimators=("lrl2",))
+    tflm_form = _profile(tmp_path, "m7-tflm", 'extends = "cortex-m7"\nfirmware = "tflm"\n')  # sized as TFLite
+    _ai4i(datasets, out, tflm_form, estimators=("lrl2",))
     m = json.loads((out / "manifest.json").read_text())
-    target = load_target("cortex-m7")
+    target = load_target(tflm_form)
     int8 = [a for a in m["artifacts"] if a["format"] == "tflite" and a["precision"] == "int8"]
     (art,) = int8
     assert art["transform"]["op_set"] == "tflite-micro"
@@ -211,7 +212,8 @@ def test_search_avoids_families_that_do_not_map_and_says_so_when_none_does(datas
 @pytest.mark.slow
 def test_a_small_arena_budget_steers_the_search_to_a_model_that_fits(datasets, tmp_path):
     """Forests score better on ai4i, but their walk needs a 4-6 KB arena; a 2 KB budget leaves the small models."""
-    tiny = _profile(tmp_path, "m7-tiny", 'extends = "cortex-m7"\n[budgets]\nmax_arena_bytes = 2_000\n')
+    tiny = _profile(tmp_path, "m7-tiny",
+                    'extends = "cortex-m7"\nfirmware = "tflm"\n[budgets]\nmax_arena_bytes = 2_000\n')
     out = tmp_path / "tiny"
     _ai4i(datasets, out, tiny, estimators=("rf", "mlp", "lrl2"), max_iter=10, select_inputs=False)  # the searched
     m = json.loads((out / "manifest.json").read_text())

@@ -130,6 +130,7 @@ class Target(Section):
     ort_minimal: bool = key(BOOL)
     ort_optimization: str = key(STR)
     tflite_ops: str = key(STR)
+    firmware: str | None = key(one_of("tflm", "c"), optional=True)  #: what `edgeml firmware` writes; absent before #21
     budgets: Budgets = key(section(Budgets))
     source: str = key(STR)
 

@@ -200,12 +200,23 @@ def verify(bundle, as_json):
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True))
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Folder for the C files.")
+@click.option("--form", type=click.Choice(["c", "tflm"]),
+              help="c: the model as plain C tables and loops; tflm: the TFLite file for TensorFlow Lite Micro. "
+                   "[default: the target profile's `firmware`]")
 @click.option("--artifact",
-              help="Which TFLite artifact (its path in the manifest). [default: the one for TFLite Micro]")
-def firmware(bundle, out, artifact):
-    """Write C sources that put a bundle's TFLite model into microcontroller firmware.
+              help="Which TFLite artifact (its path in the manifest), for --form tflm. "
+                   "[default: the one for TFLite Micro]")
+def firmware(bundle, out, form, artifact):
+    """Write C sources that put a bundle's model into microcontroller firmware.
 
     \b
+    --form c (plain C99, float32; no interpreter, no arena, no heap):
+    edgeml_model.h   EDGEML_N_FEATURES, EDGEML_N_OUTPUTS, the feature names and
+                     code tables, edgeml_predict() and edgeml_label()
+    edgeml_model.c   the preprocessing and the model as const tables and loops
+
+    \b
+    --form tflm (TensorFlow Lite Micro):
     edgeml_model.c   the model as a 16-byte aligned const array (it stays in flash)
     edgeml_model.h   feature order and code tables, the operators to register
                      (EDGEML_REGISTER_OPS), the arena size TFLite Micro measured,
@@ -216,10 +227,10 @@ def firmware(bundle, out, artifact):
       edgeml build --data sensors.csv --label failure --target cortex-m7
       edgeml firmware dist/sensors-1 -o firmware/
     """
-    from edgeml.export.tflite.firmware import write_firmware
+    from edgeml.export.firmware import write_firmware_form
 
     try:
-        paths = write_firmware(bundle, out, artifact)
+        paths = write_firmware_form(bundle, out, form, artifact)
     except EdgeMLError as exc:
         _fail(exc)
     for path in paths:

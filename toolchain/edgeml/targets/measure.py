@@ -14,7 +14,16 @@ profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
 * for TFLite, the tensor memory the graph plans and what keeps it off the
   target's operator set (:func:`edgeml.targets.opsets.problems`); where the
   set says ``verify_with = "tflite-micro"``, the file is run once in TFLite
-  Micro's own interpreter, whose measured arena replaces the plan.
+  Micro's own interpreter, whose measured arena replaces the plan;
+* for a profile whose firmware form is plain C (``firmware = "c"``), the size
+  is the C form's flash instead: its const tables counted from the fitted
+  model, what the data set's preprocessing and names add (measured once),
+  and the code constant of the model's family
+  (:func:`edgeml.export.c.size.model_c_bytes`). The arena and what keeps a
+  model off the TFLite operator set stay the TFLite file's: the bundle ships
+  it too (for ``--form tflm``), and the build runs it in TFLite Micro within
+  ``max_arena_bytes`` (the C form's own RAM, a few hundred bytes of stack, is
+  far below any arena).
 
 With ``predict`` (what ``edgeml build`` asks for), a TFLite-first target's
 trials are not exported: :mod:`edgeml.targets.predict` builds the exporter's
@@ -83,6 +92,8 @@ class TrialMeasure:
     already over it; ``max_model_bytes`` says which predicted ONNX sizes are
     near enough the budget to export. ``predict``: predict trial costs (see
     the module docstring) instead of exporting; :meth:`exact` exports all the same.
+    ``firmware`` ``"c"`` sizes a trial as its plain-C form, whose preprocessing,
+    names and classes (``n_classes``) add ``c_overhead_bytes``.
     """
 
     task: str
@@ -96,6 +107,9 @@ class TrialMeasure:
     tflite_overhead_bytes: tuple[tuple[str, int], ...] = ()
     calibration: np.ndarray | None = None
     predict: bool = False
+    firmware: str = "tflm"
+    c_overhead_bytes: int = 0
+    n_classes: int = 0
     exports: Exports = field(default_factory=Exports, repr=False)
 
     def __post_init__(self):
@@ -114,6 +128,11 @@ class TrialMeasure:
         b = target.budgets
         measure = cls(data.task, int(X.shape[1]), len(data.inputs.features), b.speed_factor or 1.0,
                       max_arena_bytes=b.max_arena_bytes, max_model_bytes=b.max_model_bytes, predict=predict)
+        if target.firmware == "c":
+            from edgeml.export.c.size import preprocessing_c_bytes
+
+            measure = replace(measure, firmware="c", n_classes=len(data.classes or ()),
+                              c_overhead_bytes=preprocessing_c_bytes(data.preprocessor, data.inputs, data.classes))
         if target.formats[0] != "tflite":
             return measure
         from edgeml.export.tflite.pipeline import overhead_bytes
@@ -147,7 +166,9 @@ class TrialMeasure:
         if self.tflite_precisions:
             cost, refusals = (self._predicted(model, structure, latency) if predicted
                               else self._tflite(model, latency))
-            return cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals)
+            return self._in_c(model, cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals))
+        if self.firmware == "c":
+            return self._in_c(model, Cost(0, latency))
         from edgeml.export.onnx import estimator_bytes
 
         size = costs.predict_bytes(structure)
@@ -159,6 +180,15 @@ class TrialMeasure:
         except ExportError:
             pass  # the cost model's size stands
         return Cost(size, latency)
+
+    def _in_c(self, model, cost: Cost) -> Cost:
+        """``cost`` with the plain-C form's flash as its size, when that is the profile's firmware form."""
+        if self.firmware != "c":
+            return cost
+        from edgeml.export.c.size import model_c_bytes
+
+        flash, _ = model_c_bytes(model, self.n_features, self.task, self.n_classes)
+        return replace(cost, model_bytes=flash + self.c_overhead_bytes)
 
     def _predicted(self, model, structure, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
         """:meth:`_tflite`'s answer predicted from the model's shape (:mod:`edgeml.targets.predict`): nothing

@@ -49,6 +49,10 @@ PROVIDERS = (
 #: Graph optimization levels applied offline, before the artifact ships
 #: (onnxruntime's names; "none" = leave it to load time).
 OPTIMIZATIONS = ("none", "basic", "extended", "all")
+#: What ``edgeml firmware`` writes for a microcontroller: "tflm" (the TFLite file for TensorFlow Lite Micro) or "c"
+#: (plain C tables and loops, :mod:`edgeml.export.c`); a profile's form is also the size its search judges a
+#: trial by (:class:`edgeml.targets.measure.TrialMeasure`).
+FIRMWARE_FORMS = ("tflm", "c")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class TargetProfile:
     ort_minimal: bool = False
     ort_optimization: str = "none"
     tflite_ops: str = ""
+    #: The firmware form (:data:`FIRMWARE_FORMS`) `edgeml firmware` writes by default and the search sizes trials by.
+    firmware: str = "tflm"
     #: The device's Python version, ``"3.11"``; ``""`` where it runs no Python.
     python: str = ""
     budgets: Budgets = field(default_factory=Budgets)
@@ -186,6 +192,7 @@ _RULES: dict[str, _Rule | None] = {
     "ort_optimization": _Rule("one of " + ", ".join(OPTIMIZATIONS), lambda v: v in OPTIMIZATIONS,
                               options=OPTIMIZATIONS),
     "tflite_ops": _text(r"[A-Za-z0-9._-]*", 'the name of a TFLite operator set in _tflite_op_sets.toml, or "" for all'),
+    "firmware": _Rule("one of " + ", ".join(FIRMWARE_FORMS), lambda v: v in FIRMWARE_FORMS, options=FIRMWARE_FORMS),
 }
 _BUDGET_RULES: dict[str, _Rule | None] = {
     "max_model_bytes": _COUNT,
@@ -200,7 +207,7 @@ _BUDGET_RULES: dict[str, _Rule | None] = {
 _ALL_KEYS = [*_RULES, "budgets", *(f"budgets.{k}" for k in _BUDGET_RULES), "mcu"]
 _NOT_INHERITED = ("name", "extends", "description")
 _REQUIRED = ("arch", "platform_tags", "cpu", "cores", "ram_mb", "formats", "precisions", "estimators")
-_OPTIONAL = ("providers", "ort_minimal", "ort_optimization", "tflite_ops", "python")
+_OPTIONAL = ("providers", "ort_minimal", "ort_optimization", "tflite_ops", "firmware", "python")
 
 
 def _unknown_key(where: str, key: str) -> TargetError:

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.errors import ExportError
+from edgeml.export.csource import STRICT_FLOAT, c_comment, c_float, c_string, label_rule
+from edgeml.export.csource import c_array as _array
 from edgeml_runtime.bundle import open_bundle, read_manifest
 from edgeml_runtime.litert import Encoding, read_metadata
 
@@ -53,8 +55,6 @@ _RESOLVER_NAMES = {
 
 
 _OPERATOR = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-#: What :func:`c_comment` keeps as it is: printable ASCII but the backslash (the rest is written as <U+XXXX>).
-_COMMENT_SAFE = frozenset(chr(c) for c in range(32, 127)) - {"\\"}
 
 
 def resolver_method(op: str) -> str:
@@ -69,68 +69,6 @@ def resolver_method(op: str) -> str:
         raise ExportError(f"operator {op!r} in the manifest's transform.operators is not a TFLite builtin operator "
                           "name (upper-case letters, digits and '_'); rebuild the bundle")
     return _RESOLVER_NAMES.get(op) or "Add" + "".join(part.capitalize() for part in op.split("_"))
-
-
-def c_float(v: float) -> str:
-    """``v`` as an exact float32 C99 literal (hexadecimal), NAN and INFINITY by name.
-
-    >>> c_float(0.1), c_float(-2.0), c_float(float("nan"))
-    ('0x1.99999ap-4f', '-0x1.p+1f', 'NAN')
-    """
-    v = float(np.float32(v))
-    if np.isnan(v):
-        return "NAN"
-    if np.isinf(v):
-        return "INFINITY" if v > 0 else "-INFINITY"
-    mantissa, exponent = v.hex().split("p")
-    return f"{mantissa.rstrip('0')}p{exponent}f"
-
-
-def c_string(text: str) -> str:
-    r"""``text`` as a C string literal: its UTF-8 bytes, printable ASCII as is, the rest as octal escapes.
-
-    >>> print(c_string('a"b?c'), c_string("°C"))
-    "a\"b\?c" "\302\260C"
-    """
-    out = []
-    for b in text.encode("utf-8"):
-        ch = chr(b)
-        if ch in '"\\?':
-            out.append("\\" + ch)  # ? too: "??/" would be a trigraph under -std=c99
-        elif 32 <= b < 127:
-            out.append(ch)
-        else:
-            out.append(f"\\{b:03o}")
-    return '"' + "".join(out) + '"'
-
-
-def c_comment(text) -> str:
-    """``text`` made safe inside a C ``/* ... */`` comment: printable ASCII, the rest as ``<U+XXXX>``.
-
-    ``*/`` and ``/*`` get a space between their characters (one would end the
-    comment, the other warns), and so does ``??`` (a trigraph under
-    ``-std=c99``: ``??/`` is a backslash).
-
-    >>> print(c_comment("x */ int evil; /* ??/ é\\\\ \\n"))
-    x * / int evil; / * ? ?/ <U+00E9><U+005C> <U+000A>
-    """
-    out: list[str] = []
-    for ch in str(text):
-        if ch not in _COMMENT_SAFE:
-            out.append(f"<U+{ord(ch):04X}>")
-            continue
-        if out and out[-1][-1:] + ch in ("*/", "/*", "??"):
-            out.append(" ")
-        out.append(ch)
-    return "".join(out)
-
-
-def _array(ctype: str, name: str, values, per_line: int = 8, *, internal: bool = False) -> str:
-    """A C array definition (``const ctype name[] = {...};``), ``static`` when ``internal``."""
-    items = list(values)
-    rows = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
-    storage = "static " if internal else ""
-    return f"{storage}const {ctype} {name}[{len(items)}] = {{\n    " + ",\n    ".join(rows) + "\n};"
 
 
 def pick_artifact(manifest, artifact: str | None):
@@ -200,16 +138,7 @@ def render_sources(title: str, data: bytes, declarations: list[str], definitions
     model = ",\n    ".join(", ".join(hexed[i:i + 16]) for i in range(0, len(hexed), 16))
     source = "\n".join([
         f"/* {title} */", "#include <math.h>", "#include <string.h>", f'#include "{HEADER}"', "",
-        "/* C99 (hexadecimal float constants). edgeml_encode rounds exactly as the build verified only without",
-        "   fast-math and without fused multiply-adds: */",
-        "#ifdef __FAST_MATH__",
-        '#error "compile edgeml_model.c without -ffast-math / -Ofast: the encoder needs NaN and exact rounding"',
-        "#endif",
-        "#if defined(__clang__)",
-        "#pragma STDC FP_CONTRACT OFF",
-        "#elif defined(__GNUC__)",
-        '#pragma GCC optimize("fp-contract=off")',
-        "#endif", "",
+        *STRICT_FLOAT, "",
         "/* TFLite Micro reads the model in place: keep it 16-byte aligned (and const, so it stays in flash). */",
         f"__attribute__((aligned(16))) const unsigned char edgeml_model[{len(data)}] = {{\n    {model}\n}};",
         f"const unsigned int edgeml_model_len = {len(data)};", "", *definitions, ""])
@@ -285,17 +214,11 @@ def _inverse_note(outputs: dict) -> list[str]:
 def _label_rule(k: int, threshold: float | None) -> tuple[list[str], list[str]]:
     """``edgeml_label``: the class index from the (dequantized) probabilities, as ``edgeml_runtime`` chooses it:
     above the manifest's decision threshold for two classes, else the first most likely class (argmax)."""
-    if threshold is not None and k == 2:
-        head = [f"#define EDGEML_THRESHOLD {float(threshold)!r}  /* the manifest's decision.threshold (a double, "
-                "compared as the runtime does): edgeml_classes[1] when its probability is above it, "
-                "edgeml_classes[0] otherwise (equal too) */"]
-        rule = ["    return (double)p[1] > EDGEML_THRESHOLD ? 1 : 0;"]
-    else:
-        head = ["/* edgeml_label: the first most likely class (argmax), as edgeml_runtime labels. */"]
-        rule = ["    int best = 0;", "    for (int k = 1; k < EDGEML_N_OUTPUTS; k++) {",
-                "        if (p[k] > p[best]) best = k;", "    }", "    return best;"]
-    head += ["int edgeml_label(const float *p);  /* p: EDGEML_N_OUTPUTS probabilities -> an edgeml_classes index */"]
-    return head, ["", "int edgeml_label(const float *p) {", *rule, "}"]
+    if threshold is None or k != 2:
+        return label_rule()
+    return label_rule((f"#define EDGEML_THRESHOLD {float(threshold)!r}  /* the manifest's decision.threshold (a "
+                       "double, compared as the runtime does): edgeml_classes[1] when its probability is above it, "
+                       "edgeml_classes[0] otherwise (equal too) */", "(double)p[1] > EDGEML_THRESHOLD"))
 
 
 def _int8_encoder(meta: dict, features: list[str]) -> tuple[list[str], list[str]]:
