@@ -117,12 +117,13 @@ def one_case(name: str, data_name: str, model, work: Path, n_rows: int, seed: in
 
     bundle, pipeline, data = fitted_bundle(name, data_name, model, work, seed)
     manifest = read_manifest(bundle)
-    test = data.split.test.iloc[:n_rows]
+    records = data.split.test.iloc[:n_rows].to_dict("records")  # the raw rows, as a device receives them
+    features = data.features["test"].iloc[:n_rows]  # the same rows as the host pipeline takes them
     classifier = data.task == "classification"
-    truth = pipeline.predict_proba(test) if classifier else pipeline.predict(test).reshape(-1, 1)
+    truth = pipeline.predict_proba(features) if classifier else pipeline.predict(features).reshape(-1, 1)
     k = truth.shape[1]
-    raw = float_rows(manifest.schema, test.to_dict("records"))
-    fitted = np.asarray(data.preprocessor.transform(test), np.float32)
+    raw = float_rows(manifest.schema, records)
+    fitted = np.asarray(data.X["test"][:n_rows], np.float32)  # what the estimator itself takes
     estimator = pipeline.steps[-1][1]
     n = fitted.shape[1]
     case = work / f"case-{abs(hash(name)) % 10**6}"
@@ -132,7 +133,7 @@ def one_case(name: str, data_name: str, model, work: Path, n_rows: int, seed: in
     write_c_firmware(bundle, case / "edgeml")
     rows = [measured("edgeml C", on_m7(case / "edgeml", raw, manifest.schema.features), null_raw, truth,
                      classifier)]
-    rows.append(_tflm_row(bundle, manifest, test.to_dict("records"), truth, classifier))
+    rows.append(_tflm_row(bundle, manifest, records, truth, classifier))
     peers = [("m2cgen", lambda out: mcu_peers.m2cgen_model(out, estimator, n, k, classifier)),
              ("emlearn (float)", lambda out: mcu_peers.emlearn_model(out, estimator, n, k, classifier, "float")),
              ("emlearn (int16, its default)",

@@ -27,6 +27,34 @@ from edgeml.export.csource import c_array, c_float, type_bytes
 
 #: Static helper functions, by name: C text written once into a source that calls them.
 KERNELS = {
+    "edgeml_expf": (
+        "/* e^v in float32 operations only (no libm): the same bits on every IEEE machine without contraction, so a\n"
+        "   board computes what the host computes. v = k ln2 + r (Cody-Waite, |r| <= ln2/2), e^r by its Taylor\n"
+        "   polynomial to r^7 (within 2 ulp), 2^k through the exponent bits (in two steps below 2^-126). */\n"
+        "static float edgeml_expf(float v) {\n"
+        "    if (!(v == v)) return v;\n"
+        "    if (v > 88.72283f) return INFINITY;\n"
+        "    if (v < -103.97208f) return 0.0f;\n"
+        "    float kf = v * 1.44269502f;\n"
+        "    int k = (int)(kf < 0.0f ? kf - 0.5f : kf + 0.5f);\n"
+        "    float r = (v - (float)k * 0.693145752f) - (float)k * 1.42860677e-6f;\n"
+        "    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f\n"
+        "        + r * (0.00138888892f + r * 0.000198412701f))))));\n"
+        "    int e = k < -126 ? k + 64 : (k > 127 ? 127 : k);\n"
+        "    union { uint32_t u; float f; } scale;\n"
+        "    scale.u = (uint32_t)(e + 127) << 23;\n"
+        "    p = p * scale.f;\n"
+        "    if (k < -126) { scale.u = (uint32_t)(127 - 64) << 23; p = p * scale.f; }\n"
+        "    if (k > 127) p = p * 2.0f;\n"
+        "    return p;\n"
+        "}"),
+    "edgeml_tanhf": (
+        "/* tanh(v) = (1 - e^-2|v|) / (1 + e^-2|v|), signed: from edgeml_expf, so the same bits everywhere. */\n"
+        "static float edgeml_tanhf(float v) {\n"
+        "    float t = edgeml_expf(-2.0f * fabsf(v));\n"
+        "    float y = (1.0f - t) / (1.0f + t);\n"
+        "    return v < 0.0f ? -y : y;\n"
+        "}"),
     "edgeml_dense": (
         "/* y[o] = sum_i x[i] * w[o * n_in + i] (+ b[o]), summed in input order. */\n"
         "static void edgeml_dense(const float *w, const float *b, int n_in, int n_out, const float *x, float *y) {\n"
@@ -38,14 +66,14 @@ KERNELS = {
         "}"),
     "edgeml_logistic": (
         "static float edgeml_logistic(float v) {\n"
-        "    float e = 1.0f / (1.0f + expf(-fabsf(v)));\n"
+        "    float e = 1.0f / (1.0f + edgeml_expf(-fabsf(v)));\n"
         "    return v < 0.0f ? 1.0f - e : e;\n"
         "}"),
     "edgeml_softmax": (
         "static void edgeml_softmax(const float *x, float *y, int n) {\n"
         "    float top = x[0], sum = 0.0f;\n"
         "    for (int i = 1; i < n; i++) top = x[i] > top ? x[i] : top;\n"
-        "    for (int i = 0; i < n; i++) { y[i] = expf(x[i] - top); sum += y[i]; }\n"
+        "    for (int i = 0; i < n; i++) { y[i] = edgeml_expf(x[i] - top); sum += y[i]; }\n"
         "    for (int i = 0; i < n; i++) y[i] = y[i] / sum;\n"
         "}"),
 }
@@ -119,9 +147,9 @@ class Dense(Step):
 #: Element-wise functions: the C expression of ``v`` and the kernels it calls.
 UNARY = {
     "relu": ("{x} > 0.0f ? {x} : 0.0f", ()),
-    "tanh": ("tanhf({x})", ()),
+    "tanh": ("edgeml_tanhf({x})", ("edgeml_tanhf",)),
     "logistic": ("edgeml_logistic({x})", ("edgeml_logistic",)),
-    "exp": ("expf({x})", ()),
+    "exp": ("edgeml_expf({x})", ("edgeml_expf",)),
 }
 
 
