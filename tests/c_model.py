@@ -16,46 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeml.firmware.host import HOST_FLAGS, MAIN, compile_host
+
 CC = shutil.which("cc") or shutil.which("gcc")
 ARM = shutil.which("arm-none-eabi-gcc")
-#: The host flags: strict C99, every warning an error, no fused multiply-adds (the C is exact without them).
-HOST_FLAGS = ["-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wdouble-promotion",
-              "-Wtrigraphs", "-Wcomment"]
 #: A Cortex-M7 with its double-precision FPU, and a Cortex-M4, whose FPU is single precision only.
 ARM_TARGETS = {
     "cortex-m7": ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard"],
     "cortex-m4": ["-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"],
 }
-
-MAIN = r"""
-#include <stdio.h>
-#include "edgeml_model.h"
-int main(int argc, char **argv) {
-    (void)argc;
-    FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
-    float x[EDGEML_N_FEATURES], p[EDGEML_N_OUTPUTS];
-    while (fread(x, sizeof(float), EDGEML_N_FEATURES, in) == EDGEML_N_FEATURES) {
-        edgeml_predict(x, p);
-        fwrite(p, sizeof(float), EDGEML_N_OUTPUTS, out);
-#if EDGEML_CLASSIFIER
-        float label = (float)edgeml_label(p);
-        fwrite(&label, sizeof(float), 1, out);
-#endif
-    }
-    fclose(out);
-    return 0;
-}
-"""
-
-
-def compile_host(folder: Path, main: str = MAIN) -> Path:
-    """``folder``'s edgeml_model.c with ``main``, built by the host's C compiler with :data:`HOST_FLAGS`."""
-    (folder / "main.c").write_text(main)
-    exe = folder / "run"
-    subprocess.run([CC, *HOST_FLAGS, str(folder / "main.c"), str(folder / "edgeml_model.c"), "-lm", "-o", str(exe)],
-                   check=True, capture_output=True, text=True)
-    return exe
-
 
 def compile_arm(folder: Path, cpu: str) -> Path:
     """``folder``'s edgeml_model.c as an object for ``cpu`` (:data:`ARM_TARGETS`), ``-Os``, warnings as errors."""

@@ -25,7 +25,7 @@ from conftest import AI4I_DROP, build_bundle
 
 from edgeml.errors import ExportError
 from edgeml.export.c import HEADER, SOURCE, bundle_sources, const_bytes, read_bundle, write_c_firmware
-from edgeml.export.c.size import CODE_BYTES, c_ram_bytes, preprocessing_c_bytes, program_code_bytes, steps_c_bytes
+from edgeml.export.c.size import c_ram_bytes, preprocessing_c_bytes, program_code_bytes, steps_c_bytes
 
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on this machine")
 needs_arm = pytest.mark.skipif(ARM is None, reason="arm-none-eabi-gcc is not installed (apt install gcc-arm-none-eabi)")

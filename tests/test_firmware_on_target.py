@@ -21,16 +21,16 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from c_model import CC, compile_host
 from conftest import AI4I_DROP, build_bundle
 
 from edgeml.firmware import emulate, project
+from edgeml.firmware.host import compiler, host_outputs
 from edgeml.firmware.parity import compare_outputs
 from edgeml.targets.profiles import load_target
 from edgeml_runtime.bundle import read_manifest
 
 pytestmark = pytest.mark.skipif(
-    CC is None or any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+    compiler() is None or any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
     reason="needs cc, arm-none-eabi-gcc and qemu-system-arm (make system-deps installs them)")
 
 ROWS = 1200
@@ -62,15 +62,6 @@ def _records(datasets, case: str, schema) -> list[dict]:
     return [{c.name: row[c.name] for c in schema.columns} for _, row in frame.iterrows()]
 
 
-def _host(folder, rows: np.ndarray, classifier: bool, k: int):
-    """The same C compiled for this machine, on the same float rows: (outputs, labels)."""
-    exe = compile_host(folder)
-    (folder / "x.f32").write_bytes(np.ascontiguousarray(rows, np.float32).tobytes())
-    subprocess.run([str(exe), str(folder / "x.f32"), str(folder / "y.f32")], check=True)
-    out = np.frombuffer((folder / "y.f32").read_bytes(), np.float32).reshape(len(rows), -1)
-    return (out[:, :k], out[:, k].astype(np.int32)) if classifier else (out, None)
-
-
 @pytest.mark.parametrize("cpu", list(BOARDS))
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_c_model_runs_on_the_board_as_on_the_host(case, cpu, bundles, datasets, tmp_path):
@@ -80,7 +71,7 @@ def test_the_c_model_runs_on_the_board_as_on_the_host(case, cpu, bundles, datase
     manifest = read_manifest(bundle)
     records = _records(datasets, case, manifest.schema)
     write_c_firmware(bundle, tmp_path)
-    project.write_bundle_project(bundle, tmp_path, target=cpu, records=records)
+    project.write_bundle_project(bundle, tmp_path, target=cpu, records=records)  # 1,200 rows, the runtime's outputs
     built = emulate.build(tmp_path)
     ran = emulate.run(built.elf, BOARDS[cpu], check=False)
     assert ran.exit_code == 0, ran.stdout[-500:]
@@ -88,7 +79,7 @@ def test_the_c_model_runs_on_the_board_as_on_the_host(case, cpu, bundles, datase
 
     classifier = bool(manifest.classes)
     rows, _, want_labels = project.bundle_rows(manifest, bundle, records=records)
-    host_out, host_labels = _host(tmp_path, rows, classifier, ran.outputs.shape[1])
+    host_out, host_labels = host_outputs(tmp_path, rows)
     assert ran.checksum == project.checksum(host_out, host_labels), "the board computes otherwise than the host"
     assert np.array_equal(ran.outputs.view(np.uint32), host_out.view(np.uint32))
     if classifier:
@@ -102,3 +93,20 @@ def test_the_c_model_runs_on_the_board_as_on_the_host(case, cpu, bundles, datase
     figures = {"case": case, "cpu": cpu, "flash_bytes": built.flash_bytes, "ram_bytes": built.ram_bytes,
                "stack_bytes": ran.stack_bytes, "run_seconds": round(ran.seconds, 3)}
     print(json.dumps(figures))
+
+
+def test_edgeml_firmware_writes_a_project_whose_make_check_passes_on_the_board(bundles, tmp_path):
+    """``edgeml firmware --form c`` on a cortex-m7 bundle: the model and the example project, on the bundle's
+    sample rows, with the checksum of the same C on the host; ``make check`` runs it in QEMU and agrees."""
+    from click.testing import CliRunner
+
+    from edgeml.cli import main
+
+    done = CliRunner().invoke(main, ["firmware", str(bundles("mlp")), "-o", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert {"edgeml_model.c", "main.c", "startup.c", "link.ld", "Makefile", "expected.mk"} <= {
+        p.name for p in tmp_path.iterdir()}
+    checked = subprocess.run(["make", "-s", "check"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "matches the host's" in checked.stdout
+

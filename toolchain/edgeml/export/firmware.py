@@ -67,9 +67,12 @@ def _tflm(bundle, out, artifact):
 
 
 def _plain_c(bundle, out, artifact):
+    """The model's C, and for a microcontroller profile the example project around it (main.c, startup, link
+    script, Makefile) scoring the bundle's sample rows, ``make check`` holding the board to the host's bits."""
     from edgeml.export.c import write_c_firmware
+    from edgeml.firmware.project import checked_project
 
-    return write_c_firmware(bundle, out)
+    return [*write_c_firmware(bundle, out), *checked_project(bundle, out)]
 
 
 register_form("tflm", _tflm)

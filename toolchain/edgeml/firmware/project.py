@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.errors import ExportError, TargetError
+from edgeml.errors import EdgeMLError, ExportError, TargetError
 from edgeml.export.tflite.firmware import c_comment, c_float, c_string
 from edgeml.export.tflite.metadata import schema_tables
 from edgeml.targets.profiles import TargetProfile, load_target
@@ -211,14 +211,45 @@ def write_bundle_project(bundle, out, *, artifact: str | None = None, target: Ta
 
     ``target`` defaults to the profile the bundle was built for (the manifest's ``target.source``).
     """
-    with open_bundle(bundle) as folder:
-        recorded = read_manifest(folder).target
     if target is None:
-        target = recorded.source if recorded.source and not recorded.source.startswith("targets/") else recorded.name
+        with open_bundle(bundle) as folder:
+            target = bundle_target(read_manifest(folder).target)
     written = write_project(out, target)
     write_bundle_rows(bundle, out, records, artifact=artifact)
     return [*written, Path(out) / ROWS, Path(out) / EXPECTED]
 
 
-__all__ = ["EXPECTED", "QEMU_FLAGS", "ROWS", "bundle_rows", "checksum", "float_artifact", "float_rows",
-           "write_bundle_project", "write_bundle_rows", "write_project", "write_rows"]
+def bundle_target(recorded) -> str:
+    """The profile a bundle was built for, from its manifest's ``target``: the file it came from, unless that
+    is one of the shipped ``targets/``, then its name."""
+    return recorded.source if recorded.source and not recorded.source.startswith("targets/") else recorded.name
+
+
+def checked_project(bundle, out) -> list[Path]:
+    """The example project for the plain-C model already in ``out``, on the bundle's sample rows, when the
+    bundle's profile has an ``[mcu]`` table (none otherwise).
+
+    The checksum ``make check`` expects is the one of the same C compiled for this machine
+    (:mod:`edgeml.firmware.host`), which a board must equal to the bit; without a host C compiler, the one
+    of the bundle's stored outputs (exact for tree models, whose C repeats ONNX Runtime's operations).
+    """
+    from edgeml.firmware.host import compiler, host_outputs
+
+    with open_bundle(bundle) as folder:
+        manifest = read_manifest(folder)
+        try:
+            profile = load_target(bundle_target(manifest.target))
+        except EdgeMLError:
+            return []
+        if profile.mcu is None:
+            return []
+        rows, outputs, labels = bundle_rows(manifest, folder)
+    written = write_project(out, profile)
+    if compiler() is not None:
+        outputs, labels = host_outputs(out, rows)
+    write_rows(out, rows, outputs, labels, manifest.schema.features)
+    return [*written, Path(out) / ROWS, Path(out) / EXPECTED]
+
+
+__all__ = ["EXPECTED", "QEMU_FLAGS", "ROWS", "bundle_rows", "bundle_target", "checked_project", "checksum",
+           "float_artifact", "float_rows", "write_bundle_project", "write_bundle_rows", "write_project", "write_rows"]
