@@ -30,6 +30,7 @@ largest difference of a probability or value from scikit-learn's.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -139,7 +140,7 @@ def one_case(name: str, data_name: str, model, work: Path, n_rows: int, seed: in
              ("emlearn (int16, its default)",
               lambda out: mcu_peers.emlearn_model(out, estimator, n, k, classifier, "int16_t"))]
     for label, write in peers:
-        out = case / label.split()[0] / label.replace(" ", "_").strip("(),")
+        out = case / re.sub(r"[^a-z0-9]+", "-", label)  # make takes no parentheses in a path
         try:
             write(out)
             rows.append(measured(label, on_m7(out, fitted), null_fitted, truth, classifier))
