@@ -69,7 +69,7 @@ def by_hand(target_name: str, model) -> Cost:
         unmapped, arena = tuple(problems(exp.ops, exp.tensor_types, op_set)), exp.details["planned_bytes"]
         if not unmapped and op_set.verify_with == "tflite-micro" and tflm.available():
             row = np.zeros((1, exp.details["input_width"]), np.int8 if precision == "int8" else np.float32)
-            arena = tflm.run(exp.data, row, arena).arena_bytes
+            arena = int(tflm.run(exp.data, row, arena).arena_bytes * tflm.SETUP_PEAK)
         if not unmapped and target.firmware == "c":  # sized as the plain-C form (tables + code); TFLM's arena
             flash, _ = model_c_bytes(model, X.shape[1], d.task, len(d.classes))
             return Cost(flash + preprocessing_c_bytes(d.preprocessor, d.inputs, d.classes), latency, arena)

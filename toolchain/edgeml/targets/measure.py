@@ -251,7 +251,8 @@ class TrialMeasure:
 def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
     """Why TFLite Micro's own interpreter cannot run the trial's file (empty when it can), and the arena it needs.
 
-    The arena is TFLM's measured head and tail; where the package does not
+    The arena is TFLM's measured head and tail times :data:`~edgeml.export.tflite.micro.SETUP_PEAK`
+    (what preparing the graph needs at most, the ship stage bisects the real figure); where the package does not
     import, the planned tensor memory stands in.
     """
     from edgeml.export.tflite import micro as tflm
@@ -263,7 +264,7 @@ def _tflm_cost(exp, planned: int) -> tuple[tuple[str, ...], int]:
         used = tflm.run(exp.data, np.zeros((1, width), np.int8 if exp.precision == "int8" else np.float32), planned)
     except ExportError as exc:
         return (str(exc),), planned
-    return (), used.arena_bytes
+    return (), int(used.arena_bytes * tflm.SETUP_PEAK)  # the peak while preparing, not what stays allocated
 
 
 def target_budget(target) -> HardwareBudget:

@@ -202,10 +202,13 @@ def tflm_problems(p: PredictedTflite) -> list[str]:
 
 
 def tflm_arena(p: PredictedTflite) -> int:
-    """The arena TFLite Micro would report for the file ``p`` predicts (head and tail), in bytes."""
+    """The arena TFLite Micro would need for the file ``p`` predicts (head and tail, times the setup peak), in
+    bytes."""
     tail = (TFLM_TAIL["base"] + TFLM_TAIL["tensor"] * p.tensors + TFLM_TAIL["operator"] * p.operators
             + TFLM_TAIL["matmul_rhs"] * p.matmul_rhs_bytes)
-    return int(round(p.planned_bytes + p.planner_slack + tail))
+    from edgeml.export.tflite.micro import SETUP_PEAK
+
+    return int(round((p.planned_bytes + p.planner_slack + tail) * SETUP_PEAK))
 
 
 __all__ = ["PredictedTflite", "TFLM_REFUSED_TYPES", "TFLM_TAIL", "gemm_bytes", "predict_tflite", "preferred_form",
