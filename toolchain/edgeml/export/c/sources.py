@@ -85,8 +85,8 @@ def _functions(program: Program) -> list[str]:
     used = []
     for step in program.steps:
         used += [k for k in step.kernels if k not in used]
-    used += [k for k in KERNELS if any(f"{k}(" in KERNELS[u] for u in used)]  # what a kernel calls (one level)
-    used += [k for k in KERNELS if any(f"{k}(" in KERNELS[u] for u in used)]
+    while called := [k for k in KERNELS if k not in used and any(f"{k}(" in KERNELS[u] for u in used)]:
+        used += called  # the kernels a kernel calls (tanh calls exp), to the bottom
     out += [KERNELS[k] for k in KERNELS if k in used]  # in KERNELS' order: a kernel may call one before it
     out.append(program.inputs.function())
     for i, step in enumerate(program.steps):
