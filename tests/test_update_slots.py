@@ -152,8 +152,9 @@ def test_recover_deletes_leftovers_and_forgets_missing_slots(archives, tmp_path)
 #: The update history the killed process goes through (release versions as in ``archives``).
 HISTORY = [("unpack", 1), ("switch", 1), ("commit",), ("unpack", 2), ("switch", 2), ("commit",), ("unpack", 3),
            ("switch", 3), ("crashed",), ("rollback",), ("unpack", 4), ("switch", 4), ("commit",)]
-#: Its file-system steps: moves (os.replace, shutil.rmtree: every change of what is named or present) and fsyncs.
-MOVES, FSYNCS = 15, 52
+#: Its file-system steps: moves (os.replace, shutil.rmtree: every change of what is named or present) and fsyncs
+#: (one per file of the demo bundle's 8 in each of the 4 unpacks, the rest for folders and slots.json).
+MOVES, FSYNCS = 15, 60
 #: Kill points: before every move and before every fsync (mid-unpack, mid-write of slots.json).
 POINTS = [f"move:{k}" for k in range(MOVES)] + [f"fsync:{k}" for k in range(FSYNCS)]
 
