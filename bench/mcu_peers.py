@@ -21,6 +21,7 @@ code; edgeml's C takes the raw row and holds its preprocessing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 HEADER = """#ifndef EDGEML_MODEL_H
@@ -84,15 +85,29 @@ void edgeml_predict(const float *x, float *out) {
 """ + call + "}\n")
 
 
+def _local_includes(text: str, names: set[str]) -> str:
+    """``text`` with ``#include <name>`` as ``#include "name"`` for the headers in ``names``."""
+    return re.sub(r"#include <([\w.]+)>", lambda m: f'#include "{m[1]}"' if m[1] in names else m[0], text)
+
+
 def emlearn_model(out: Path, model, n: int, k: int, classifier: bool, dtype: str) -> None:
     """emlearn's inline C for ``model`` on ``dtype`` features ("float", or its default "int16_t")."""
     import emlearn
 
+    net = hasattr(model, "coefs_")
+    if net and dtype != "float":
+        raise NotImplementedError("emlearn's neural networks take float inputs only")
     out.mkdir(parents=True, exist_ok=True)
     kind = "classifier" if classifier else "regressor"
     emlearn.convert(model, method="inline", dtype=dtype, return_type=kind).save(file=str(out / "eml.h"), name="eml")
+    if net:  # a net's C includes emlearn's own headers (<eml_net.h>...): copied beside it as the project's
+        headers = {h.name: h for h in Path(emlearn.includedir).glob("*.h")}
+        for name, path in {**headers, "eml.h": out / "eml.h"}.items():
+            (out / name).write_text(_local_includes(path.read_text(), set(headers)))
     ctype = "float" if dtype == "float" else "int16_t"
-    if classifier:
+    if classifier and net:  # a net's inline C names the EmlNet `eml`, with no eml_predict_proba of its own
+        call = "    eml_net_predict_proba(&eml, in, EDGEML_N_FEATURES, out, EDGEML_N_OUTPUTS);\n"
+    elif classifier:
         call = "    eml_predict_proba(in, EDGEML_N_FEATURES, out, EDGEML_N_OUTPUTS);\n"
     else:
         call = "    out[0] = (float)eml_predict(in, EDGEML_N_FEATURES);\n"

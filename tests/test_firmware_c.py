@@ -247,3 +247,59 @@ def test_const_bytes_counts_every_table_and_string(bundles):
     counted = const_bytes(bundle)
     assert counted["tables"] == declared and counted["strings"] == literals
     assert program.family == "trees"
+
+
+# --- a plain-C target needs no TFLite file ----------------------------------------------------------------------
+
+def _c_profile(tmp_path, name: str, budgets: str) -> str:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nextends = "cortex-m4"\n\n[budgets]\n{budgets}\n')
+    return str(path)
+
+
+@needs_cc
+def test_a_c_target_ships_a_forest_no_tflite_file_fits_and_its_c_is_exact(datasets, tmp_path):
+    """An arena budget no forest's TFLite file meets: the search judges trials by the C form (its RAM a few floats),
+    the TFLite file is refused at the ship stage, and the bundle still builds: its C is what runs, exact."""
+    from edgeml_runtime.bundle import read_manifest
+
+    target = _c_profile(tmp_path, "m4-no-arena", "max_arena_bytes = 400")
+    result = build_bundle(tmp_path / "b", data=str(datasets / CCPP["data"]), label="PE", target=target,
+                          estimators=("rf",), select_inputs=False, max_iter=3)
+    manifest = read_manifest(result.bundle_dir)
+    assert [a.path for a in manifest.artifacts] == ["model.onnx"]
+    (refused,) = [n for n in manifest.not_shipped if n.format == "tflite" and n.precision == "fp32"]
+    assert "max_arena_bytes 400" in refused.reason
+    trials = [t for t in manifest.search.trial_log if t.loss is not None]
+    assert trials and all(0 < t.arena_bytes < 100 and not t.broken for t in trials)  # 4 inputs and a value: floats
+    out = tmp_path / "c"
+    write_c_firmware(result.bundle_dir, out)
+    frame = pd.read_csv(datasets / CCPP["data"], nrows=2000)
+    compared = compare(result.bundle_dir, compile_host(out), rows(frame, manifest.schema), out)
+    assert compared.rows == 2000
+    np.testing.assert_array_equal(compared.got, compared.want)
+
+
+def test_only_a_c_target_counts_its_c_as_what_runs(demo_bundle):
+    """The rule the build applies once every artifact is shipped or refused (the search refuses a C form over the
+    flash budget before that, so the ship stage only meets one the refit grew): model.onnx alone is enough on a
+    target whose firmware form is plain C and whose C can be written; elsewhere, or with the C's reason, the error
+    says why each form does not run."""
+    from dataclasses import replace
+
+    from edgeml.targets.profiles import load_target
+    from edgeml.verify.ship import Outcome, require_something_runs
+    from edgeml_runtime.bundle import read_manifest
+    from edgeml_runtime.manifest_artifacts import NotShipped
+
+    onnx_model = read_manifest(demo_bundle).artifacts[0]
+    refused = NotShipped(format="tflite", precision="fp32", applicable=False, reason="over max_arena_bytes 400")
+    outcomes = [Outcome(artifact=onnx_model), Outcome(not_shipped=refused)]
+    m4 = load_target("cortex-m4")
+    require_something_runs(m4, outcomes, None)
+    with pytest.raises(ExportError, match=r"nothing target cortex-m4 runs could be made \(tflite fp32: over "
+                                          r"max_arena_bytes 400; plain C: about 9,000 bytes of flash, over"):
+        require_something_runs(m4, outcomes, "about 9,000 bytes of flash, over max_model_bytes 8,000")
+    with pytest.raises(ExportError, match=r"nothing target cortex-m4 runs could be made \(tflite fp32: over "
+                                          r"max_arena_bytes 400\)"):
+        require_something_runs(replace(m4, firmware="tflm"), outcomes, None)

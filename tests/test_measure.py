@@ -8,6 +8,7 @@ measured inside itself before.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 import numpy as np
@@ -48,12 +49,22 @@ def models() -> dict:
     }
 
 
+def target_of(name: str):
+    """A built-in profile, or ``cortex-m7-tflm``: cortex-m7 with TensorFlow Lite Micro as its firmware form."""
+    if name == "cortex-m7-tflm":
+        return replace(load_target("cortex-m7"), name=name, firmware="tflm")
+    return load_target(name)
+
+
 def by_hand(target_name: str, model) -> Cost:
     """The cost of ``model`` on the target, step by step."""
-    d, target = data(), load_target(target_name)
+    d, target = data(), target_of(target_name)
     X = d.X["train"]
     n_inputs, speed = len(d.inputs.features), target.budgets.speed_factor or 1.0
     latency = load_cost_model().predict_ms(structure_of(model), n_inputs, speed)
+    if target.firmware == "c":  # the plain-C form: its tables + code as the size, one row's floats as the RAM
+        flash, ram = model_c_bytes(model, X.shape[1], d.task, len(d.classes))
+        return Cost(flash + preprocessing_c_bytes(d.preprocessor, d.inputs, d.classes), latency, ram)
     if target.formats[0] != "tflite":
         return Cost(estimator_bytes(model, X.shape[1], d.task), latency)
     first = None
@@ -70,18 +81,15 @@ def by_hand(target_name: str, model) -> Cost:
         if not unmapped and op_set.verify_with == "tflite-micro" and tflm.available():
             row = np.zeros((1, exp.details["input_width"]), np.int8 if precision == "int8" else np.float32)
             arena = int(tflm.run(exp.data, row, arena).arena_bytes * tflm.SETUP_PEAK)
-        if not unmapped and target.firmware == "c":  # sized as the plain-C form (tables + code); TFLM's arena
-            flash, _ = model_c_bytes(model, X.shape[1], d.task, len(d.classes))
-            return Cost(flash + preprocessing_c_bytes(d.preprocessor, d.inputs, d.classes), latency, arena)
         if not unmapped:
             return Cost(len(exp.data) + extra, latency, arena)
     raise AssertionError(f"{target_name}: no precision maps for this model ({first})")
 
 
-@pytest.mark.parametrize("target_name", ["rpi4", "cortex-m7", "coral-edgetpu"])
+@pytest.mark.parametrize("target_name", ["rpi4", "cortex-m7", "cortex-m7-tflm", "coral-edgetpu"])
 @pytest.mark.parametrize("model_name", ["lgbm", "rf", "linear", "mlp"])
 def test_the_measure_of_a_target_is_what_the_pieces_give(datasets, target_name, model_name):
-    d, target = data(), load_target(target_name)
+    d, target = data(), target_of(target_name)
     budget = target_budget(target)
     measure = TrialMeasure.for_target(target, d)
     model = models()[model_name]

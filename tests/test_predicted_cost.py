@@ -29,6 +29,16 @@ from edgeml.targets.profiles import load_target
 SIZE_ERROR, TFLM_ARENA_ERROR = 0.0, 0.05
 
 
+#: The cortex-m7 profile with TensorFlow Lite Micro as its firmware form, so that its trials are TFLite files
+#: (the built-in one writes plain C, whose trials are sized from the model alone).
+TFLM_M7 = "cortex-m7-tflm"
+TFLM_M7_TOML = f'name = "{TFLM_M7}"\nextends = "cortex-m7"\nfirmware = "tflm"\n'
+
+
+def target_of(name: str):
+    return replace(load_target("cortex-m7"), name=TFLM_M7, firmware="tflm") if name == TFLM_M7 else load_target(name)
+
+
 @cache
 def prepared(name: str):
     from edgeml.data.ingest import read_table
@@ -71,11 +81,11 @@ def relative(predicted: int, measured: int) -> float:
     return abs(predicted - measured) / measured
 
 
-@pytest.mark.parametrize("target_name", ["android-arm64", "cortex-m7"])
+@pytest.mark.parametrize("target_name", ["android-arm64", TFLM_M7])
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_the_prediction_is_within_its_stated_error_of_the_real_export(datasets, target_name, model_name):
     d = prepared(MODELS[model_name][0])
-    measure = TrialMeasure.for_target(load_target(target_name), d, predict=True)
+    measure = TrialMeasure.for_target(target_of(target_name), d, predict=True)
     model = fitted(model_name)
     predicted, before = measure(model), measure.exports.count
     assert measure.exports.count == before == 0  # predicting exported nothing
@@ -91,7 +101,7 @@ def test_the_prediction_is_within_its_stated_error_of_the_real_export(datasets, 
 @cache
 def searched(target_name: str):
     d = prepared("heart-disease")
-    target = load_target(target_name)
+    target = target_of(target_name)
     measure = TrialMeasure.for_target(target, d, predict=True)
     settings = SearchSettings(d.task, usable_learners(("lgbm", "rf", "xgboost", "lrl1"), d.task), max_iter=8, seed=0)
     result = run_search(d.X["train"], d.y["train"], d.X["valid"], d.y["valid"], settings,
@@ -99,7 +109,7 @@ def searched(target_name: str):
     return target, measure, result
 
 
-@pytest.mark.parametrize("target_name", ["android-arm64", "cortex-m7"])
+@pytest.mark.parametrize("target_name", ["android-arm64", TFLM_M7])
 def test_a_device_search_exports_its_candidates_not_its_trials(datasets, target_name):
     target, measure, result = searched(target_name)
     check = result.check
@@ -147,7 +157,8 @@ def test_a_winner_over_budget_once_exported_gives_way_to_the_next_candidate(data
     the best candidate's predicted and measured arena lets the search choose it and the real export refuse it."""
     heart = DATASETS / "heart-disease.csv"
     settings = dict(data=str(heart), label="target", estimators=("mlp",), max_iter=4)
-    first = build_bundle(tmp_path / "free", target="cortex-m7", **settings)
+    (tmp_path / f"{TFLM_M7}.toml").write_text(TFLM_M7_TOML)
+    first = build_bundle(tmp_path / "free", target=str(tmp_path / f"{TFLM_M7}.toml"), **settings)
     check = first.manifest.search.frontier_check
     best = check.candidates[0]
     predicted, measured = best.predicted.arena_bytes, best.measured.arena_bytes
@@ -158,7 +169,8 @@ def test_a_winner_over_budget_once_exported_gives_way_to_the_next_candidate(data
     assert predicted < budget < measured
     assert all(t.arena_bytes <= budget for t in trials)
     profile = tmp_path / "tight-m7.toml"
-    profile.write_text(f'name = "tight-m7"\nextends = "cortex-m7"\n\n[budgets]\nmax_arena_bytes = {budget}\n')
+    profile.write_text(f'name = "tight-m7"\nextends = "cortex-m7"\nfirmware = "tflm"\n\n[budgets]\n'
+                       f'max_arena_bytes = {budget}\n')
     second = build_bundle(tmp_path / "tight", target=str(profile), **settings)
     check = second.manifest.search.frontier_check
     assert check.candidates[0].iteration == best.iteration and check.candidates[0].broken == ("max_arena_bytes",)

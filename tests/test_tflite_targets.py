@@ -248,7 +248,7 @@ def test_the_search_asks_tflite_micro_itself(datasets, tmp_path):
     if not tflm.available():
         pytest.skip("the tflite-micro package does not import here")
     profile = _profile(tmp_path, "m7-half", 'extends = "cortex-m7"\nprecisions = ["fp16", "fp32"]\n'
-                                            'estimators = ["mlp"]\n')
+                                            'estimators = ["mlp"]\nfirmware = "tflm"  # trials as TFLite files\n')
     out = tmp_path / "half"
     _ai4i(datasets, out, profile, estimators=("mlp",), max_iter=4)
     m = json.loads((out / "manifest.json").read_text())

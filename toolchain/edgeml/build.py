@@ -24,7 +24,7 @@ from edgeml.bundle.writer import BundleWriter
 from edgeml.config import BuildConfig
 from edgeml.data.ingest import read_input
 from edgeml.data.prepare import Prepared, prepare
-from edgeml.errors import ConfigError
+from edgeml.errors import ConfigError, ExportError
 from edgeml.export.artifacts import Exported, make_artifacts
 from edgeml.export.onnx import align_thresholds
 from edgeml.models.estimators import model_steps
@@ -173,7 +173,9 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         outcomes = [ship(writer, made, evidence, inputs=exported.inputs, outputs=exported.outputs)
                     for made in exported.made]
         _report_verified(report, outcomes)
-        require_something_runs(target, outcomes)
+        plain_c = _plain_c(report, target, exported, data) if target.firmware == "c" and outcomes[0].artifact \
+            else None
+        require_something_runs(target, outcomes, plain_c)
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
         split = _split_report(data, pipeline, manifest)
         page, numbers = make_report(manifest.to_dict(), split, pipeline, data.features["test"], data.y["test"],
@@ -185,6 +187,27 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return Written(manifest, archive, split)
+
+
+def _plain_c(report: Reporter, target: TargetProfile, exported: Exported, data: Prepared) -> str | None:
+    """Whether the plain C of the profile's firmware form can be written from ``model.onnx`` within the flash
+    budget: ``None`` when it can (with its size on the terminal), else why not."""
+    from edgeml.export.c import c_form
+
+    output = exported.outputs.get("probabilities") or exported.outputs.get("value")
+    try:
+        form = c_form(exported.model.data, data.inputs, output, data.task, tuple(data.classes or ()))
+    except ExportError as exc:
+        why = str(exc)
+    else:
+        limit = target.budgets.max_model_bytes
+        if limit is None or form.flash <= limit:
+            report.stage("verify", f"plain C (edgeml firmware, {target.name}'s form): about "
+                                   f"{form.flash / 1024:.1f} KiB of flash and {form.ram:,} B of stack")
+            return None
+        why = f"about {form.flash:,} bytes of flash, over max_model_bytes {limit:,}"
+    report.notice(f"plain C cannot be written for {target.name}: {why}")
+    return why
 
 
 def _report_data(report: Reporter, data: Prepared) -> None:

@@ -94,7 +94,9 @@ def summary(result: BuildResult) -> str:
         rows.append(("artifact", f"{a.path}  {a.bytes / 1024:.1f} KiB  {a.format} {a.precision}"))
     rows.append(("bundle", f"{result.bundle_dir}/  (+ {result.archive.name})"))
     rows.append(("identity", f"{m.identity}  (sha256 of the manifest; devices report it)"))
-    rows.append(("next", f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
+    mcu = m.target.tflite_ops == "tflite-micro"  # no runtime on the device: the model goes into its firmware
+    rows.append(("next", f"edgeml firmware {result.bundle_dir} -o firmware/  (C sources and an example project)"
+                 if mcu else f"edgeml-runtime score {result.bundle_dir} --input rows.csv"))
     if m.report is not None:
         rows.append(("report", f"{result.bundle_dir / m.report.html.path}  (open it in a browser)"))
     title = click.style(f"Built {m.name} v{m.version} for {m.target.name} in {_secs(result.seconds)}",

@@ -19,11 +19,12 @@ profile. A :class:`TrialMeasure` called with a trial's fitted model returns:
   is the C form's flash instead: its const tables counted from the fitted
   model, what the data set's preprocessing and names add (measured once),
   and the code constant of the model's family
-  (:func:`edgeml.export.c.size.model_c_bytes`). The arena and what keeps a
-  model off the TFLite operator set stay the TFLite file's: the bundle ships
-  it too (for ``--form tflm``), and the build runs it in TFLite Micro within
-  ``max_arena_bytes`` (the C form's own RAM, a few hundred bytes of stack, is
-  far below any arena).
+  (:func:`edgeml.export.c.size.model_c_bytes`), and its RAM (the float
+  buffers of one row) is what ``max_arena_bytes`` bounds: no TFLite file is
+  made for the trial, whose arena or operators would judge a form the device
+  does not run. The bundle still gets a TFLite file for ``--form tflm`` where
+  one fits the budgets; where none does, the C form is what runs
+  (:func:`edgeml.verify.ship.require_something_runs`).
 
 With ``predict`` (what ``edgeml build`` asks for), a TFLite-first target's
 trials are not exported: :mod:`edgeml.targets.predict` builds the exporter's
@@ -163,12 +164,12 @@ class TrialMeasure:
         costs = load_cost_model()
         structure = structure_of(model)
         latency = costs.predict_ms(structure, self.n_inputs or self.n_features, self.speed_factor)
+        if self.firmware == "c":
+            return self._in_c(model, latency)
         if self.tflite_precisions:
             cost, refusals = (self._predicted(model, structure, latency) if predicted
                               else self._tflite(model, latency))
-            return self._in_c(model, cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals))
-        if self.firmware == "c":
-            return self._in_c(model, Cost(0, latency))
+            return cost or Cost(costs.predict_bytes(structure), latency, unmapped=refusals)
         from edgeml.export.onnx import estimator_bytes
 
         size = costs.predict_bytes(structure)
@@ -181,14 +182,17 @@ class TrialMeasure:
             pass  # the cost model's size stands
         return Cost(size, latency)
 
-    def _in_c(self, model, cost: Cost) -> Cost:
-        """``cost`` with the plain-C form's flash as its size, when that is the profile's firmware form."""
-        if self.firmware != "c":
-            return cost
+    def _in_c(self, model, latency: float) -> Cost:
+        """The plain-C form's cost, where that is the profile's firmware form: its flash as the size, the float
+        buffers of one row (on the stack) as the RAM ``max_arena_bytes`` bounds, and nothing unmapped: the C runs
+        every node it is written from, and a TFLite file the device will not run judges nothing."""
         from edgeml.export.c.size import model_c_bytes
 
-        flash, _ = model_c_bytes(model, self.n_features, self.task, self.n_classes)
-        return replace(cost, model_bytes=flash + self.c_overhead_bytes)
+        try:
+            flash, ram = model_c_bytes(model, self.n_features, self.task, self.n_classes)
+        except ExportError as exc:
+            return Cost(0, latency, unmapped=(f"plain C: {exc}",))
+        return Cost(flash + self.c_overhead_bytes, latency, ram)
 
     def _predicted(self, model, structure, latency: float) -> tuple[Cost | None, tuple[str, ...]]:
         """:meth:`_tflite`'s answer predicted from the model's shape (:mod:`edgeml.targets.predict`): nothing

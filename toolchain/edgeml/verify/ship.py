@@ -122,13 +122,18 @@ def runs_onnx(target: TargetProfile) -> bool:
     return bool({"onnx", "ort"} & set(target.formats))
 
 
-def require_something_runs(target: TargetProfile, outcomes: list[Outcome]) -> None:
-    """On a target that runs no ONNX, at least one artifact besides ``model.onnx`` (the first outcome) must ship;
-    else an :class:`~edgeml.errors.ExportError` lists why each was not, and what to change."""
+def require_something_runs(target: TargetProfile, outcomes: list[Outcome], plain_c: str | None = None) -> None:
+    """On a target that runs no ONNX, something besides ``model.onnx`` (the first outcome, the reference) must run
+    there: another artifact, or on a target whose firmware form is plain C the C ``edgeml firmware`` writes from
+    ``model.onnx`` (``plain_c``: why it cannot be written, ``None`` when it can); else an
+    :class:`~edgeml.errors.ExportError` lists why each was not, and what to change."""
     if runs_onnx(target) or any(o.artifact for o in outcomes[1:]):
         return
+    if target.firmware == "c" and outcomes[0].artifact is not None and plain_c is None:
+        return
     not_shipped = [o.not_shipped for o in outcomes[1:] if o.not_shipped]
-    reasons = "; ".join(f"{n.format} {n.precision}: {n.reason}" for n in not_shipped)
+    reasons = "; ".join([f"{n.format} {n.precision}: {n.reason}" for n in not_shipped]
+                        + ([f"plain C: {plain_c}"] if target.firmware == "c" and plain_c else []))
     if all(n.applicable for n in not_shipped):  # made, but lost too much in reduced precision
         fix = ("raise budgets.max_accuracy_drop / max_rmse_increase in a profile that extends this one, "
                "or give the search more trials (--max-trials) to find a model that quantizes better")

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -86,6 +87,25 @@ def write_c_firmware(bundle, out) -> list[Path]:
     return [out / HEADER, out / SOURCE]
 
 
+@dataclass(frozen=True)
+class CForm:
+    """What the plain-C form of an exported model takes on a 32-bit board: ``flash`` (const data and code, as
+    :mod:`.size` counts it) and ``ram`` (the float buffers of one row, on the stack)."""
+
+    flash: int
+    ram: int
+
+
+def c_form(data: bytes, schema, output: str, task: str, classes=()) -> CForm:
+    """The :class:`CForm` of ``model.onnx`` (its bytes ``data``, graph output ``output``) as the build exports it,
+    before any bundle exists; :class:`~edgeml.errors.ExportError` says why the C form cannot be written."""
+    from edgeml.export.c.size import c_ram_bytes, program_code_bytes
+
+    program = read_onnx(onnx.load_from_string(data), schema, output)
+    flash = program.const_bytes(classes)["total"] + program_code_bytes(program, task)
+    return CForm(flash, c_ram_bytes(program))
+
+
 def const_bytes(bundle, pointer_bytes: int = 4) -> dict[str, int]:
     """The exact bytes of const data the generated C of ``bundle`` holds: ``tables``, ``strings``, ``total``
     (:meth:`Program.const_bytes`)."""
@@ -93,5 +113,5 @@ def const_bytes(bundle, pointer_bytes: int = 4) -> dict[str, int]:
     return program.const_bytes(manifest.classes or (), pointer_bytes)
 
 
-__all__ = ["HEADER", "SOURCE", "bundle_program", "bundle_sources", "const_bytes", "read_bundle",
+__all__ = ["HEADER", "SOURCE", "CForm", "bundle_program", "bundle_sources", "c_form", "const_bytes", "read_bundle",
            "reference_artifact", "write_c_firmware"]
