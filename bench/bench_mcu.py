@@ -124,7 +124,10 @@ def one_case(name: str, data_name: str, model, work: Path, n_rows: int, seed: in
     truth = pipeline.predict_proba(features) if classifier else pipeline.predict(features).reshape(-1, 1)
     k = truth.shape[1]
     raw = float_rows(manifest.schema, records)
-    fitted = np.asarray(data.X["test"][:n_rows], np.float32)  # what the estimator itself takes
+    fitted = data.X["test"][:n_rows]  # what the estimator itself takes: after every step before it (a scaler)
+    for _, step in pipeline.steps[1:-1]:
+        fitted = step.transform(fitted)
+    fitted = np.asarray(fitted, np.float32)
     estimator = pipeline.steps[-1][1]
     n = fitted.shape[1]
     case = work / f"case-{abs(hash(name)) % 10**6}"

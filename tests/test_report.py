@@ -112,6 +112,15 @@ def test_the_regression_report_shows_the_manifests_numbers(ccpp_bundle):
     assert facts["budgets"] >= 1  # the target's latency budget drawn on the frontier
 
 
+def test_the_importance_is_one_bar_per_input_named_as_the_table_names_it(demo_bundle):
+    """A datetime input becomes several model features (hour, weekday...): shuffled together, one bar."""
+    m = _manifest(demo_bundle)
+    report = json.loads((demo_bundle / "report.json").read_text())
+    names = [i["name"] for i in report["importance"]["inputs"]]
+    assert sorted(names) == sorted(c["name"] for c in m["inputs"])
+    assert any(len(c["features"]) > 1 for c in m["inputs"] if c["kind"] == "datetime")
+
+
 def test_the_report_files_are_listed_and_hashed_in_the_manifest(demo_bundle):
     listed = _manifest(demo_bundle)["report"]
     for what, name in (("html", "report.html"), ("data", "report.json")):

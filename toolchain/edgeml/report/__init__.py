@@ -33,15 +33,19 @@ def make_report(manifest: dict, split, pipeline, features: pd.DataFrame, y: np.n
     task, classes = manifest["task"], len(manifest["classes"] or ())
     threshold = manifest["decision"]["threshold"] if manifest.get("decision") else None
     output = host_output(pipeline, features, task)
-    drops = permutation_drops(pipeline, features, y, task, classes, threshold, seed=seed)
+    inputs = {c["name"]: c["features"] for c in manifest["inputs"]}
+    drops = permutation_drops(pipeline, features, y, task, classes, threshold, inputs, seed=seed)
     raw = to_bytes(report_data(manifest, split, y, output, drops))
     return render(json.loads(raw)).encode("utf-8"), raw  # drawn from the bytes stored, as `edgeml report` draws
 
 
 def permutation_drops(pipeline, features: pd.DataFrame, y: np.ndarray, task: str, classes: int,
-                      threshold: float | None, *, seed: int = 0) -> dict[str, float]:
-    """How much the test metric (:func:`~edgeml.report.data.importance_metric`) falls when each input column is
-    shuffled across the rows, the others kept (mean of :data:`REPEATS` shuffles, a fixed seed)."""
+                      threshold: float | None, inputs: dict[str, list[str]] | None = None, *, seed: int = 0
+                      ) -> dict[str, float]:
+    """How much the test metric (:func:`~edgeml.report.data.importance_metric`) falls when each input is shuffled
+    across the rows, the others kept (mean of :data:`REPEATS` shuffles, a fixed seed). ``inputs`` names each input
+    as the table did and the feature columns it became (a date's parts shuffled together, as one reading); by
+    default each column of ``features`` is an input."""
     metric = importance_metric(task, classes)
 
     def score(frame: pd.DataFrame) -> float:
@@ -51,13 +55,19 @@ def permutation_drops(pipeline, features: pd.DataFrame, y: np.ndarray, task: str
     full = score(features)
     rng = np.random.default_rng(seed)
     drops = {}
-    for column in features.columns:
+    groups = {name: kept for name, columns in (inputs or {}).items()
+              if (kept := [f for f in columns if f in features.columns])}
+    covered = {f for columns in groups.values() for f in columns}
+    groups.update({str(c): [c] for c in features.columns if c not in covered})
+    for name, columns in groups.items():
         total = 0.0
         for _ in range(REPEATS):
             shuffled = features.copy()
-            shuffled[column] = shuffled[column].to_numpy()[rng.permutation(len(shuffled))]
+            order = rng.permutation(len(shuffled))
+            for column in columns:
+                shuffled[column] = shuffled[column].to_numpy()[order]
             total += full - score(shuffled)
-        drops[str(column)] = total / REPEATS
+        drops[name] = total / REPEATS
     return drops
 
 

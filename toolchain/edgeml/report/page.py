@@ -185,12 +185,21 @@ def _artifacts(report: dict) -> str:
         allowed = tol.get("atol", tol.get("rtol"))
         drop = (f"{esc(metric['metric'])} {num(metric['value'])} vs {num(metric['fp32'])} fp32"
                 if metric else "same as the host model")
+        # a reduced precision is judged by its test metric's drop, not by the fp32 parity tolerance
+        if not metric:
+            judged = f"(allowed {num(allowed)})"
+        elif metric["metric"] == "rmse":  # the drop is rmse's relative increase
+            judged = (f"(reduced precision: judged by its rmse, {metric['drop']:+.2%} of {metric['allowed']:+.2%} "
+                      "allowed)")
+        else:
+            judged = (f"(reduced precision: judged by its {esc(metric['metric'])}, a drop of {num(metric['drop'])} "
+                      f"of {num(metric['allowed'])} allowed)")
         rows.append(f'<tr data-artifact="{esc(a["path"])}"><td><code>{esc(a["path"])}</code></td>'
                     f'<td>{esc(a["format"])}</td><td>{esc(a["precision"])}</td>'
                     f'<td class="n" data-bytes="{a["bytes"]}">{a["bytes"] / 1024:,.1f} KiB</td>'
                     f'<td><code data-sha="{esc(a["sha256"][:12])}">{esc(a["sha256"][:12])}</code></td>'
                     f'<td>{ok} on {p.get("rows") or 0:,} rows: {p.get("label_mismatches") or 0} label mismatches, '
-                    f'max diff {num(p.get("max_abs_diff"))} (allowed {num(allowed)})</td><td>{drop}</td></tr>')
+                    f'max diff {num(p.get("max_abs_diff"))} {judged}</td><td>{drop}</td></tr>')
     table = ("<table><tr><th>file</th><th>format</th><th>precision</th><th>size</th><th>sha256</th>"
              f"<th>parity through edgeml_runtime</th><th>test metric</th></tr>{''.join(rows)}</table>")
     skipped = "".join(f'<li data-not-shipped="{esc(n["format"])} {esc(n["precision"])}"><b>{esc(n["format"])} '
