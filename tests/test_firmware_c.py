@@ -272,6 +272,11 @@ def test_a_c_target_ships_a_forest_no_tflite_file_fits_and_its_c_is_exact(datase
     assert "max_arena_bytes 400" in refused.reason
     trials = [t for t in manifest.search.trial_log if t.loss is not None]
     assert trials and all(0 < t.arena_bytes < 100 and not t.broken for t in trials)  # 4 inputs and a value: floats
+    program = read_bundle(result.bundle_dir)[3]  # the report says what runs: this C, its flash and stack
+    flash = const_bytes(result.bundle_dir)["total"] + program_code_bytes(program, "regression")
+    report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert report["firmware"] == {"form": "c", "flash": flash, "ram": c_ram_bytes(program)}
+    assert f'data-flash="{flash}"' in (result.bundle_dir / "report.html").read_text()
     out = tmp_path / "c"
     write_c_firmware(result.bundle_dir, out)
     frame = pd.read_csv(datasets / CCPP["data"], nrows=2000)

@@ -142,6 +142,26 @@ def test_edgeml_report_draws_the_same_page_from_the_archive_alone(demo_bundle, t
     assert "Example:" in helped and "edgeml report dist/sensors-1.tar.gz" in helped
 
 
+def test_edgeml_report_open_hands_the_page_to_the_browser_the_user_named(demo_bundle, tmp_path):
+    """``--open`` goes through Python's webbrowser, which takes the BROWSER variable: here a script recording the
+    address it is given; with no browser at all the command says to open the file by hand."""
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {tmp_path / "opened.txt"}\n')
+    browser.chmod(0o755)
+    out = tmp_path / "page.html"
+    env = {**here_env(), "BROWSER": str(browser)}
+    r = subprocess.run([sys.executable, "-m", "edgeml.cli", "report", str(demo_bundle), "-o", str(out), "--open"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "opened.txt").read_text().strip() == out.resolve().as_uri()
+    env = {k: v for k, v in here_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(BROWSER="", PATH=str(tmp_path / "no-browsers"))  # nothing webbrowser knows is on this PATH
+    r = subprocess.run([sys.executable, "-m", "edgeml.cli", "report", str(demo_bundle), "-o", str(out), "--open"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"no web browser to open it with here (the BROWSER variable names one); open {out}" in r.stderr
+
+
 def test_edgeml_report_refuses_what_is_not_a_bundle_or_has_no_report(demo_bundle, tmp_path):
     r = _edgeml("report", tmp_path, "-o", tmp_path / "x.html")
     assert r.returncode == 2 and "is not a bundle" in r.stderr and "Traceback" not in r.stderr

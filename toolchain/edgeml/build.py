@@ -173,13 +173,13 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
         outcomes = [ship(writer, made, evidence, inputs=exported.inputs, outputs=exported.outputs)
                     for made in exported.made]
         _report_verified(report, outcomes)
-        plain_c = _plain_c(report, target, exported, data) if target.firmware == "c" and outcomes[0].artifact \
+        firmware = _plain_c(report, target, exported, data) if target.firmware == "c" and outcomes[0].artifact \
             else None
-        require_something_runs(target, outcomes, plain_c)
+        require_something_runs(target, outcomes, firmware and firmware.get("reason"))
         manifest = _samples(writer, stage, data, seed, synthetic_samples)
         split = _split_report(data, pipeline, manifest)
         page, numbers = make_report(manifest.to_dict(), split, pipeline, data.features["test"], data.y["test"],
-                                    seed=seed)
+                                    seed=seed, firmware=firmware)
         writer.add_report({"html": (HTML, page), "data": (JSON, numbers)})
         manifest = writer.write()
         archive = bundle.finish(stage, out)
@@ -189,9 +189,9 @@ def _write_locked(out: Path, pipeline: Pipeline, data: Prepared, target: TargetP
     return Written(manifest, archive, split)
 
 
-def _plain_c(report: Reporter, target: TargetProfile, exported: Exported, data: Prepared) -> str | None:
-    """Whether the plain C of the profile's firmware form can be written from ``model.onnx`` within the flash
-    budget: ``None`` when it can (with its size on the terminal), else why not."""
+def _plain_c(report: Reporter, target: TargetProfile, exported: Exported, data: Prepared) -> dict:
+    """The plain C of the profile's firmware form, sized from ``model.onnx``: ``{"form": "c", "flash", "ram"}``
+    when it can be written within the flash budget (its size on the terminal), else ``{"form": "c", "reason"}``."""
     from edgeml.export.c import c_form
 
     output = exported.outputs.get("probabilities") or exported.outputs.get("value")
@@ -204,10 +204,10 @@ def _plain_c(report: Reporter, target: TargetProfile, exported: Exported, data: 
         if limit is None or form.flash <= limit:
             report.stage("verify", f"plain C (edgeml firmware, {target.name}'s form): about "
                                    f"{form.flash / 1024:.1f} KiB of flash and {form.ram:,} B of stack")
-            return None
+            return {"form": "c", "flash": form.flash, "ram": form.ram}
         why = f"about {form.flash:,} bytes of flash, over max_model_bytes {limit:,}"
     report.notice(f"plain C cannot be written for {target.name}: {why}")
-    return why
+    return {"form": "c", "reason": why}
 
 
 def _report_data(report: Reporter, data: Prepared) -> None:

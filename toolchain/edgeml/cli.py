@@ -307,7 +307,9 @@ def report(bundle, out, open_it):
     if open_it:
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        if not webbrowser.open(path.resolve().as_uri()):
+            click.echo(f"no web browser to open it with here (the BROWSER variable names one); open {path} in "
+                       "one yourself", err=True)
 
 
 @main.group()

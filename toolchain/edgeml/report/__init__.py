@@ -26,16 +26,17 @@ HTML, JSON = "report.html", "report.json"
 REPEATS = 2
 
 
-def make_report(manifest: dict, split, pipeline, features: pd.DataFrame, y: np.ndarray, *, seed: int = 0
-                ) -> tuple[bytes, bytes]:
+def make_report(manifest: dict, split, pipeline, features: pd.DataFrame, y: np.ndarray, *, seed: int = 0,
+                firmware: dict | None = None) -> tuple[bytes, bytes]:
     """``report.html`` and ``report.json`` of a bundle whose finished manifest (as JSON) this is; ``pipeline`` is
-    the host pipeline, ``features`` and ``y`` the test split."""
+    the host pipeline, ``features`` and ``y`` the test split; ``firmware`` what the build found of the plain-C form
+    on a target whose firmware form it is (its flash and RAM, or why it cannot be written)."""
     task, classes = manifest["task"], len(manifest["classes"] or ())
     threshold = manifest["decision"]["threshold"] if manifest.get("decision") else None
     output = host_output(pipeline, features, task)
     inputs = {c["name"]: c["features"] for c in manifest["inputs"]}
     drops = permutation_drops(pipeline, features, y, task, classes, threshold, inputs, seed=seed)
-    raw = to_bytes(report_data(manifest, split, y, output, drops))
+    raw = to_bytes(report_data(manifest, split, y, output, drops, firmware))
     return render(json.loads(raw)).encode("utf-8"), raw  # drawn from the bytes stored, as `edgeml report` draws
 
 

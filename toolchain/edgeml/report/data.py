@@ -26,10 +26,11 @@ CURVE_POINTS, SCATTER_ROWS = 200, 400
 
 
 def report_data(manifest: dict, split: SplitReport | RegressionReport, y_test: np.ndarray, output: np.ndarray,
-                importance: dict[str, float]) -> dict:
+                importance: dict[str, float], firmware: dict | None = None) -> dict:
     """The report of a bundle whose finished ``manifest`` (as JSON, without its ``report``) this is; ``output`` is
     the host pipeline's on the test rows ``y_test`` (probabilities, or values), ``importance`` the drop of the
-    test metric when each input is shuffled."""
+    test metric when each input is shuffled; ``firmware`` the plain-C form's flash and RAM (or why it cannot be
+    written) on a target whose firmware form it is."""
     m = manifest
     out = {
         "format": FORMAT,
@@ -45,6 +46,7 @@ def report_data(manifest: dict, split: SplitReport | RegressionReport, y_test: n
         "reference": reference(m["reference"]),
         "artifacts": artifacts(m),
         "not_shipped": [{k: n[k] for k in ("format", "precision", "reason")} for n in m["not_shipped"]],
+        "firmware": firmware,
     }
     if m["task"] == "classification":
         out["confusion"] = None if split.confusion is None else [list(r) for r in split.confusion]

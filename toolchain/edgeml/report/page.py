@@ -205,7 +205,19 @@ def _artifacts(report: dict) -> str:
     skipped = "".join(f'<li data-not-shipped="{esc(n["format"])} {esc(n["precision"])}"><b>{esc(n["format"])} '
                       f'{esc(n["precision"])}</b>: {esc(n["reason"])}</li>' for n in report["not_shipped"])
     more = f"<h2>Not shipped</h2><ul>{skipped}</ul>" if skipped else '<p class="note">Everything asked for shipped.</p>'
-    return _section("artifacts", "Artifacts in the bundle", table + more)
+    return _section("artifacts", "Artifacts in the bundle", table + _firmware(report.get("firmware")) + more)
+
+
+def _firmware(f: dict | None) -> str:
+    """What runs on a microcontroller whose firmware form is plain C: written from model.onnx by edgeml firmware."""
+    if not f:
+        return ""
+    if "reason" in f:
+        return (f'<p data-firmware="c">The target\'s firmware form, plain C, cannot be written from model.onnx: '
+                f'{esc(f["reason"])}.</p>')
+    return (f'<p data-firmware="c" data-flash="{f["flash"]}" data-ram="{f["ram"]}">On the device: the plain C '
+            f'that <code>edgeml firmware</code> writes from model.onnx (the target\'s firmware form), about '
+            f'<b>{f["flash"] / 1024:,.1f} KiB</b> of flash and <b>{f["ram"]:,} B</b> of stack, no arena.</p>')
 
 
 def _reference(report: dict) -> str:
