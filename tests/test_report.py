@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import build_bundle
+from conftest import AI4I_DROP, build_bundle
 from test_dashboard import ARTIFACTS, browser_page, complaints, here_env
 
 from edgeml.report.page import render
@@ -110,6 +110,27 @@ def test_the_regression_report_shows_the_manifests_numbers(ccpp_bundle):
     assert facts["metrics"]["baseline:rmse"] == num(report["metrics"]["baseline"]["rmse"])
     assert report["metrics"]["baseline"]["rmse"] > m["metrics"]["test"]["rmse"]
     assert facts["budgets"] >= 1  # the target's latency budget drawn on the frontier
+
+
+def test_a_report_of_three_classes_draws_each_class_against_the_rest(datasets, tmp_path):
+    """ai4i2020's product Type (L, M, H): a curve per class, each with the point the decision puts it at, which
+    is the confusion matrix's row: its true positive rate is the diagonal over the row's sum."""
+    out = tmp_path / "types-1"
+    build_bundle(out, data=str(datasets / "ai4i2020.csv"), label="Type", drop=AI4I_DROP[:2], estimators=("lgbm",),
+                 max_iter=2)
+    m = _manifest(out)
+    facts = _open(out, "report-three-classes.png")
+    assert {"plot-confusion", "plot-roc", "plot-pr"} <= set(facts["plots"])
+    _same_numbers(facts, m)
+    report = json.loads((out / "report.json").read_text())
+    per_class, confusion = report["per_class"], report["confusion"]
+    assert [c["class"] for c in per_class] == m["classes"] == ["H", "L", "M"]
+    for i, c in enumerate(per_class):
+        row = confusion[i]
+        assert c["positives"] == sum(row) and c["at_decision"]["tpr"] == pytest.approx(row[i] / sum(row), abs=1e-6)
+        assert c["roc"][0] == [1.0, 1.0] and c["roc"][-1] == [0.0, 0.0]
+    html = (out / "report.html").read_text()
+    assert html.count('class="key"') == 3 and html.count('class="series s') == 6  # ROC and PR of each class
 
 
 def test_the_importance_is_one_bar_per_input_named_as_the_table_names_it(demo_bundle):

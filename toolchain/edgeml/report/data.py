@@ -3,7 +3,8 @@
 Everything the page draws is here, so that ``edgeml report BUNDLE`` draws it
 again from the bundle alone: the test metrics beside the baseline, the
 confusion matrix and the ROC and precision-recall curves with the decision
-threshold on them (classification) or predicted against true values
+threshold on them (classification; one-vs-rest per class for more than two, with the point the most
+probable class decides at) or predicted against true values
 (regression), the permutation importance of each input on the test split, the
 search's trials with the frontier and the chosen model, the drift reference,
 and the artifacts with their parity and what was not shipped. Numbers are
@@ -23,6 +24,8 @@ from edgeml.verify.baseline import RegressionReport, SplitReport
 FORMAT = 1
 #: At most this many points on a curve, and this many test rows in a scatter.
 CURVE_POINTS, SCATTER_ROWS = 200, 400
+#: A table of more classes draws the one-vs-rest curves of this many, the most frequent.
+MAX_CLASS_CURVES = 8
 
 
 def report_data(manifest: dict, split: SplitReport | RegressionReport, y_test: np.ndarray, output: np.ndarray,
@@ -53,6 +56,8 @@ def report_data(manifest: dict, split: SplitReport | RegressionReport, y_test: n
         if len(m["classes"]) == 2:
             threshold = m["decision"]["threshold"] if m.get("decision") else 0.5
             out["curves"] = curves(np.asarray(y_test), np.asarray(output)[:, 1], threshold)
+        else:
+            out["per_class"] = per_class_curves(np.asarray(y_test), np.asarray(output), m["classes"])
     else:
         out["values"] = scatter(np.asarray(y_test, dtype=np.float64), np.asarray(output, dtype=np.float64))
     return _plain(out)
@@ -85,6 +90,24 @@ def curves(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
             "pr": [[rec, pre] for _, _, rec, pre in rates if pre is not None],
             "at_threshold": {"fpr": at[0], "tpr": at[1], "recall": at[2], "precision": at[3]},
             "positives": int(np.sum(y == 1)), "rows": len(y)}
+
+
+def per_class_curves(y: np.ndarray, probabilities: np.ndarray, classes) -> list[dict]:
+    """One-vs-rest ROC and precision-recall points of each class (at most :data:`MAX_CLASS_CURVES`, the most
+    frequent), with the point the decision (the most probable class) is at: its rates of "predicted this class"."""
+    said = probabilities.argmax(axis=1)
+    order = sorted(range(len(classes)), key=lambda i: (-int(np.sum(y == i)), i))[:MAX_CLASS_CURVES]
+    out = []
+    for i in sorted(order):
+        mine = (y == i).astype(int)
+        c = curves(mine, probabilities[:, i], np.inf)
+        tp, fp = int(np.sum((said == i) & (mine == 1))), int(np.sum((said == i) & (mine == 0)))
+        pos, neg = max(int(mine.sum()), 1), max(int(len(mine) - mine.sum()), 1)
+        at = {"fpr": _r(fp / neg), "tpr": _r(tp / pos), "recall": _r(tp / pos),
+              "precision": _r(tp / (tp + fp)) if tp + fp else None}
+        out.append({"class": str(classes[i]), "roc": c["roc"], "pr": c["pr"], "at_decision": at,
+                    "positives": c["positives"], "rows": c["rows"]})
+    return out
 
 
 def _rates(y: np.ndarray, score: np.ndarray, t: float) -> tuple:

@@ -33,6 +33,11 @@ th{color:var(--mute);font-weight:600;font-size:12px}td.n,th.n{text-align:right;w
 .plot .budget line{stroke:var(--bad);stroke-dasharray:6 4;stroke-opacity:.7}.plot .budget text{fill:var(--bad)}
 .bars rect{fill:var(--a);fill-opacity:.8}.bars .value{fill:var(--mute)}.heatmap rect{fill:var(--a)}
 .heatmap .cell text{font-size:13px}.heatmap .dark text{fill:#fff}
+.plot .at{stroke:#fff;stroke-width:1.5}.legend{display:flex;flex-direction:column;gap:6px;font-size:12px}
+.legend i{display:inline-block;width:14px;height:4px;margin:0 6px 3px 0;vertical-align:middle}
+.s0{--c:#2563eb}.s1{--c:#d97706}.s2{--c:#059669}.s3{--c:#db2777}.s4{--c:#7c3aed}.s5{--c:#0891b2}
+.s6{--c:#65a30d}.s7{--c:#92400e}.plot .series[class*=" s"]{stroke:var(--c)}.plot .at{fill:var(--c)}
+.legend i{background:var(--c)}
 """
 
 
@@ -84,7 +89,9 @@ def _classification(report: dict) -> str:
     if report.get("confusion"):
         figs.append(_fig(heatmap("plot-confusion", "Confusion matrix of the test split", report["confusion"],
                                  classes, classes, xlabel="predicted", ylabel="true"),
-                         "Test rows by true class (rows) and predicted class (columns), at the decision threshold."))
+                         "Test rows by true class (rows) and predicted class (columns), at the decision threshold."
+                         if len(classes) == 2 else "Test rows by true class (rows) and predicted class (columns): "
+                                                   "the most probable class."))
     c = report.get("curves")
     if c:
         at = c["at_threshold"]
@@ -102,7 +109,39 @@ def _classification(report: dict) -> str:
                                            "the ring is the bundle's decision threshold."))
         figs.append(_fig(pr.axes().svg(), f"Precision against recall; the dashed line is the positive share "
                                           f"({num(share)}), what guessing reaches."))
+    if report.get("per_class"):
+        figs += _per_class(report["per_class"])
     return _section("quality", "How the test rows were classified", f'<div class="row">{"".join(figs)}</div>')
+
+
+def _per_class(per_class: list[dict]) -> list[str]:
+    """One-vs-rest ROC and precision-recall curves, a colour per class, each with the point the decision (the
+    most probable class) is at, and a legend."""
+    box = Plot.frame()
+    roc = Plot("plot-roc", "ROC curve of each class against the rest", Scale(0, 1, box[0], box[1]),
+               Scale(0, 1, box[2], box[3]), xlabel="false positive rate", ylabel="true positive rate",
+               data={"classes": len(per_class)})
+    pr = Plot("plot-pr", "Precision-recall curve of each class against the rest", Scale(0, 1, box[0], box[1]),
+              Scale(0, 1, box[2], box[3]), xlabel="recall", ylabel="precision", data={"classes": len(per_class)})
+    roc.line([(0, 0), (1, 1)], "diag")
+    for k, c in enumerate(per_class):
+        at, tone = c["at_decision"], f"s{k}"
+        roc.line(c["roc"], f"series {tone}").dots([(at["fpr"], at["tpr"])], f"at {tone}", r=5,
+                                                  titles=[f"{c['class']}: decided at false positive rate "
+                                                          f"{num(at['fpr'])}, true positive rate {num(at['tpr'])}"])
+        pr.line(c["pr"], f"series {tone}")
+        if at["precision"] is not None:
+            pr.dots([(at["recall"], at["precision"])], f"at {tone}", r=5,
+                    titles=[f"{c['class']}: decided at recall {num(at['recall'])}, precision "
+                            f"{num(at['precision'])}"])
+    legend = "".join(f'<span class="key" data-class="{esc(c["class"])}" data-tpr="{c["at_decision"]["tpr"]}">'
+                     f'<i class="s{k}"></i>{esc(c["class"])} ({c["positives"]:,} rows)</span>'
+                     for k, c in enumerate(per_class))
+    return [_fig(roc.axes().svg(), "Each class against the rest over every threshold on its probability; the "
+                                   "dot is where the decision (the most probable class) puts it."),
+            _fig(pr.axes().svg(), "Precision against recall of each class against the rest, its dot the "
+                                  "decision's."),
+            f'<div class="legend">{legend}</div>']
 
 
 def _regression(report: dict) -> str:
