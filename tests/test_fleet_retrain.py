@@ -21,7 +21,7 @@ from fleet_traffic import Controller, Publisher
 
 from edgeml.fleet import retrain
 from edgeml.fleet.command import retrain as retrain_command
-from edgeml.fleet.schema import Decision
+from edgeml.fleet.records import Decision
 from edgeml.fleet.settings import TriggerSettings
 from edgeml.fleet.store import Store
 

@@ -41,7 +41,7 @@ from .assessment import Assessment, WindowCache, assess
 from .performance import bundle_manifest, judge_performance
 from .performance import summary as performance_summary
 from .policy import Policy
-from .schema import Decision
+from .records import Decision
 
 #: The store lease a controller must hold to decide.
 LEASE = "judge"

@@ -100,7 +100,7 @@ def request(store, fleet: str, cohort: str = "", reason: str = "manual", decisio
             every: float | None = None, now: float | None = None) -> Retrain | None:
     """Record a pending retrain of ``fleet`` (or note this request on the one pending or running); the row.
 
-    ``decision``: the :class:`~.schema.Decision` that asks for it. ``every``
+    ``decision``: the :class:`~.records.Decision` that asks for it. ``every``
     (the schedule): request only if the fleet had no retrain requested within
     that many seconds, else None.
     """

@@ -100,8 +100,8 @@ from . import schema as t
 from .database import MAYBE_REFUSED, connect, first_line, masked, refused_value, safe_text
 from .inserts import KEY, PG_WINDOWS, device_upsert, key_of, pg_parameters, sqlite_all_new, update_event
 from .migrations import HEAD, migrate
+from .records import Batch, Decision, Device, Rejected, StoredWindow
 from .rows import Prepared, prepare, whole
-from .schema import Batch, Decision, Device, Rejected, StoredWindow
 
 #: What a batch says of each message (see :class:`Batch`).
 OUTCOMES = ("stored", "duplicate", "stale", "ignored", "rejected")
