@@ -26,6 +26,7 @@ from conftest import AI4I_DROP, build_bundle
 from edgeml.errors import ExportError
 from edgeml.export.c import HEADER, SOURCE, bundle_sources, const_bytes, read_bundle, write_c_firmware
 from edgeml.export.c.size import c_ram_bytes, preprocessing_c_bytes, program_code_bytes, steps_c_bytes
+from edgeml.export.firmware import write_firmware_form
 
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on this machine")
 needs_arm = pytest.mark.skipif(ARM is None, reason="arm-none-eabi-gcc is not installed (apt install gcc-arm-none-eabi)")
@@ -277,6 +278,9 @@ def test_a_c_target_ships_a_forest_no_tflite_file_fits_and_its_c_is_exact(datase
     report = json.loads((result.bundle_dir / "report.json").read_text())
     assert report["firmware"] == {"form": "c", "flash": flash, "ram": c_ram_bytes(program)}
     assert f'data-flash="{flash}"' in (result.bundle_dir / "report.html").read_text()
+    with pytest.raises(ExportError, match=r"no TFLite artifact .*not shipped: .*fp32: TensorFlow Lite Micro needs "
+                                          r"a [\d,]+-byte arena .*write the plain C instead \(--form c\)"):
+        write_firmware_form(result.bundle_dir, tmp_path / "tflm", "tflm")
     out = tmp_path / "c"
     write_c_firmware(result.bundle_dir, out)
     frame = pd.read_csv(datasets / CCPP["data"], nrows=2000)

@@ -113,10 +113,13 @@ def test_the_measure_takes_the_target_speed_factor_and_inputs(datasets):
     assert slow.model_bytes == fast.model_bytes
     assert slow.latency_ms == pytest.approx(fast.latency_ms * zero.speed_factor / rpi4.speed_factor)
     assert rpi4.n_inputs == len(d.inputs.features) and rpi4.tflite_overhead_bytes == () and rpi4.calibration is None
-    cortex_m7 = load_target("cortex-m7")
+    cortex_m7 = target_of("cortex-m7-tflm")
     cortex = TrialMeasure.for_target(cortex_m7, d)
     assert [p for p, _ in cortex.tflite_overhead_bytes] == list(cortex_m7.precisions) == list(cortex.tflite_precisions)
     assert cortex.tflite_ops == cortex_m7.tflite_ops and cortex.max_arena_bytes == cortex_m7.budgets.max_arena_bytes
+    in_c = TrialMeasure.for_target(load_target("cortex-m7"), d)  # plain C: sized from the model, no TFLite file
+    assert in_c.firmware == "c" and in_c.tflite_precisions == () and in_c.c_overhead_bytes > 0
+    assert in_c.max_arena_bytes == cortex_m7.budgets.max_arena_bytes
 
 
 def test_the_budget_of_a_target_holds_its_limits_only():

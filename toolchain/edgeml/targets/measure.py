@@ -129,11 +129,11 @@ class TrialMeasure:
         b = target.budgets
         measure = cls(data.task, int(X.shape[1]), len(data.inputs.features), b.speed_factor or 1.0,
                       max_arena_bytes=b.max_arena_bytes, max_model_bytes=b.max_model_bytes, predict=predict)
-        if target.firmware == "c":
+        if target.firmware == "c":  # its trials are sized as C, no TFLite file made
             from edgeml.export.c.size import preprocessing_c_bytes
 
-            measure = replace(measure, firmware="c", n_classes=len(data.classes or ()),
-                              c_overhead_bytes=preprocessing_c_bytes(data.preprocessor, data.inputs, data.classes))
+            return replace(measure, firmware="c", n_classes=len(data.classes or ()),
+                           c_overhead_bytes=preprocessing_c_bytes(data.preprocessor, data.inputs, data.classes))
         if target.formats[0] != "tflite":
             return measure
         from edgeml.export.tflite.pipeline import overhead_bytes

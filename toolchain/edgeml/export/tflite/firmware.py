@@ -80,6 +80,10 @@ def pick_artifact(manifest, artifact: str | None):
                               f"{', '.join(a.path for a in tflite) or 'none'}")
         return chosen[0]
     if not tflite:
+        refused = "; ".join(f"{n.precision}: {n.reason}" for n in manifest.not_shipped if n.format == "tflite")
+        if refused:  # a plain-C target whose TFLite file did not fit
+            raise ExportError(f"the bundle has no TFLite artifact to put into firmware (not shipped: {refused}); "
+                              "write the plain C instead (--form c), or rebuild for a profile with room for it")
         raise ExportError("the bundle has no TFLite artifact to put into firmware; build it for a target that "
                           "runs TFLite, e.g. --target cortex-m7")
     micro = [a for a in tflite if a.transform is not None and a.transform.op_set == "tflite-micro"]
