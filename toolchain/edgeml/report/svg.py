@@ -102,7 +102,7 @@ class Plot:
     parts: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)  #: data-* attributes of the <svg> (read by tests and people alike)
 
-    MARGIN = (16, 16, 44, 58)  # top, right, bottom, left
+    MARGIN = (16, 16, 44, 70)  # top, right, bottom, left: room for a 7-character tick beside the y label
 
     @staticmethod
     def frame(width: int = 420, height: int = 300) -> tuple[float, float, float, float]:
