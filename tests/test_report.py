@@ -222,6 +222,19 @@ def test_every_name_from_the_data_is_escaped(demo_bundle):
     assert not re.search(r"\bhttps?://(?!www\.w3\.org/2000/svg)", page), "the page names an address to fetch"
 
 
+def test_a_budget_far_beyond_every_trial_is_named_under_the_plot_not_drawn(demo_bundle):
+    report = json.loads((demo_bundle / "report.json").read_text())
+    trials = [t for t in report["frontier"]["trials"] if t["model_bytes"] and t["latency_ms"]]
+    largest, slowest = max(t["model_bytes"] for t in trials), max(t["latency_ms"] for t in trials)
+    report["frontier"]["budgets"] = {"max_model_bytes": 100 * largest, "latency_budget_ms": 1000 * slowest}
+    page = render(report)
+    assert f"beyond the plotted range: max {num(100 * largest / 1024)} KiB." in page
+    assert page.count('class="budget"') == 1  # the latency budget: its axis always reaches it
+    report["frontier"]["budgets"] = {"max_model_bytes": 2 * largest, "latency_budget_ms": 2 * slowest}
+    page = render(report)
+    assert "beyond the plotted range" not in page and page.count('class="budget"') == 3  # size on both, latency
+
+
 def test_the_build_summary_ends_with_the_reports_path(demo_bundle):
     import click
 

@@ -209,8 +209,10 @@ def _frontier(f: dict) -> str:
         loss.line(front, "frontline")
     if budget_ms and y.lo <= budget_ms <= y.hi:
         cost.rule(y=budget_ms, label=f"latency budget {num(budget_ms)} ms")
+    beyond = budget_kib and not x.lo <= budget_kib <= x.hi  # the latency budget is always on the y range
     caption = (f"{len(trials)} trials; orange: the frontier (the best loss at each size and latency), grey: over a "
-               "budget, ringed: the model shipped. Dashed red: the target profile's budgets.")
+               "budget, ringed: the model shipped. Dashed red: the target profile's budgets"
+               + (f"; beyond the plotted range: max {num(budget_kib)} KiB." if beyond else "."))
     body = f'<div class="row">{_fig(cost.axes().svg(), caption)}{_fig(loss.axes().svg(), "")}</div>'
     return _section("frontier", "The search: size, latency and loss of every trial", body)
 
