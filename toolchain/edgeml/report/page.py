@@ -203,7 +203,7 @@ def _frontier(f: dict) -> str:
         if pick is not None:
             plot.mark(pick["model_bytes"] / 1024, pick[value], f"chosen: {pick['learner']}")
         if budget_kib and x.lo <= budget_kib <= x.hi:
-            plot.rule(x=budget_kib, label=f"max {num(budget_kib)} KiB")
+            plot.rule(x=budget_kib, label=f"max {_kib(budget_kib)}")
     front = sorted((t["model_bytes"] / 1024, t["loss"]) for t in trials if t["frontier"])
     if len(front) > 1:
         loss.line(front, "frontline")
@@ -212,9 +212,14 @@ def _frontier(f: dict) -> str:
     beyond = budget_kib and not x.lo <= budget_kib <= x.hi  # the latency budget is always on the y range
     caption = (f"{len(trials)} trials; orange: the frontier (the best loss at each size and latency), grey: over a "
                "budget, ringed: the model shipped. Dashed red: the target profile's budgets"
-               + (f"; beyond the plotted range: max {num(budget_kib)} KiB." if beyond else "."))
+               + (f"; beyond the plotted range: max {_kib(budget_kib)}." if beyond else "."))
     body = f'<div class="row">{_fig(cost.axes().svg(), caption)}{_fig(loss.axes().svg(), "")}</div>'
     return _section("frontier", "The search: size, latency and loss of every trial", body)
+
+
+def _kib(kib: float) -> str:
+    """A size given in KiB, in MiB from 1,024 KiB up: ``125 KiB``, ``19.1 MiB``."""
+    return f"{num(kib / 1024)} MiB" if kib >= 1024 else f"{num(kib)} KiB"
 
 
 def _artifacts(report: dict) -> str:
