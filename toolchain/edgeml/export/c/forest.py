@@ -35,6 +35,11 @@ in depth-first order, numbered from 0 within the tree):
   ``uint16_t``, only for one-value leaves of ``K > 1`` outputs) the output
   each tree adds to.
 
+Or, where it takes fewer bytes (:func:`shared_leaves`), the leaves are shared:
+``leaf`` holds each distinct leaf once (equal to the bit; a random forest's
+pure leaves repeat throughout), a child ``c < 0`` names distinct leaf ``-1 - c``
+directly, and there is no ``tree_leaf``. The walk and the sums are the same.
+
 A single-leaf tree gets one internal node whose two children are that leaf
 (the walker needs no special case, and sums in ONNX Runtime's order). Trees
 are summed in order into float32 accumulators starting at 0, then divided by
@@ -44,8 +49,8 @@ does for float32 inputs.
 >>> from edgeml.export.tflite.trees import Node
 >>> stump = (Node(0, 0.5, 1, 2), Node(value=(1.0,)), Node(value=(3.0,)))
 >>> t = forest_tables(Forest((stump, (Node(value=(2.0,)),)), 1, (0.0,), "LESS_EQUAL", "identity"))
->>> t.left.tolist(), t.right.tolist(), t.leaf.tolist(), t.tree_node.tolist(), t.nbytes
-([-1, -1], [-2, -1], [1.0, 3.0, 2.0], [0, 1], 30)
+>>> t.left.tolist(), t.right.tolist(), t.leaf.tolist(), t.tree_node.tolist(), t.shared, t.nbytes
+([-1, -3], [-2, -3], [1.0, 3.0, 2.0], [0, 1], True, 28)
 """
 
 from __future__ import annotations
@@ -72,9 +77,9 @@ class TreeTables:
     threshold: np.ndarray   # float32
     left: np.ndarray
     right: np.ndarray
-    leaf: np.ndarray        # float32 [L * values]
+    leaf: np.ndarray        # float32 [L * values], or the distinct leaves' [U * values] when shared
     tree_node: np.ndarray
-    tree_leaf: np.ndarray
+    tree_leaf: np.ndarray | None  # None when shared: a child names its distinct leaf directly
     tree_target: np.ndarray | None
     k: int                  # outputs the trees add to
     values: int             # values a leaf holds: 1 or k
@@ -86,8 +91,9 @@ class TreeTables:
         refs = np.concatenate([self.left, self.right])
         types = {"feature": smallest_unsigned(self.feature.max(initial=0)),
                  "child": smallest_signed(refs.min(initial=0), refs.max(initial=0)),
-                 "tree_node": smallest_unsigned(self.tree_node.max(initial=0)),
-                 "tree_leaf": smallest_unsigned(self.tree_leaf.max(initial=0))}
+                 "tree_node": smallest_unsigned(self.tree_node.max(initial=0))}
+        if self.tree_leaf is not None:
+            types["tree_leaf"] = smallest_unsigned(self.tree_leaf.max(initial=0))
         if self.tree_target is not None:
             types["tree_target"] = smallest_unsigned(self.k - 1)
         return types
@@ -98,12 +104,18 @@ class TreeTables:
         return tables_bytes(len(self.feature), len(self.leaf) // self.values, len(self.tree_node), self.values,
                             self.types, self.tree_target is not None)
 
+    @property
+    def shared(self) -> bool:
+        """Whether the leaves are the distinct ones, which children name directly (no ``tree_leaf``)."""
+        return self.tree_leaf is None
+
 
 def tables_bytes(internal: int, leaves: int, trees: int, values: int, types: dict[str, str], targets: bool) -> int:
-    """The size formula: ``I·(f + 4 + 2c) + 4·L·V + T·(n + l [+ t])`` bytes, ``f``, ``c``, ``n``, ``l``, ``t``
-    the sizes of the feature, child, tree_node, tree_leaf and tree_target types (:attr:`TreeTables.types`)."""
+    """The size formula: ``I·(f + 4 + 2c) + 4·L·V + T·(n [+ l] [+ t])`` bytes, ``f``, ``c``, ``n``, ``l``, ``t``
+    the sizes of the feature, child, tree_node, tree_leaf (absent when the leaves are shared) and tree_target
+    types (:attr:`TreeTables.types`), ``L`` the leaves stored."""
     per_node = type_bytes(types["feature"]) + 4 + 2 * type_bytes(types["child"])
-    per_tree = type_bytes(types["tree_node"]) + type_bytes(types["tree_leaf"])
+    per_tree = type_bytes(types["tree_node"]) + (type_bytes(types["tree_leaf"]) if "tree_leaf" in types else 0)
     if targets:
         per_tree += type_bytes(types["tree_target"])
     return internal * per_node + 4 * leaves * values + trees * per_tree
@@ -120,13 +132,37 @@ def forest_tables(forest: Forest) -> TreeTables:
         if nodes[0].feature < 0:  # a single leaf: one node with the leaf on both sides
             nodes = (Node(0, 0.0, 1, 1), nodes[0])
         _walk(nodes, feature, threshold, left, right, leaf, scalar)
-    return TreeTables(
+    per_tree = TreeTables(
         feature=np.array(feature, np.int64), threshold=np.array(threshold, np.float32),
         left=np.array(left, np.int64), right=np.array(right, np.int64),
         leaf=np.array(leaf, np.float32).ravel(), tree_node=np.array(tree_node, np.int64),
         tree_leaf=np.array(tree_leaf, np.int64),
         tree_target=(np.array([t or 0 for t in targets], np.int64) if scalar and forest.k > 1 else None),
         k=forest.k, values=1 if scalar else forest.k, compare=forest.compare)
+    shared = shared_leaves(per_tree)
+    return shared if shared.nbytes < per_tree.nbytes else per_tree
+
+
+def shared_leaves(t: TreeTables) -> TreeTables:
+    """``t`` with each distinct leaf (to the bit) stored once, in the order first reached, and every child that is
+    a leaf naming it directly (``-1 - u``): smaller wherever leaves repeat, as a random forest's pure leaves do."""
+    rows = t.leaf.reshape(-1, t.values)
+    bits = np.ascontiguousarray(rows).view(np.uint32)
+    _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # distinct leaves numbered as first reached: the same bytes each run
+    number = np.empty_like(order)
+    number[order] = np.arange(len(order))
+    tree_of = np.searchsorted(t.tree_node, np.arange(len(t.feature)), side="right") - 1
+
+    def direct(refs: np.ndarray) -> np.ndarray:
+        leaf = refs < 0
+        out = refs.copy()
+        out[leaf] = -1 - number[inverse.ravel()[t.tree_leaf[tree_of[leaf]] + (-1 - refs[leaf])]]
+        return out
+
+    return TreeTables(feature=t.feature, threshold=t.threshold, left=direct(t.left), right=direct(t.right),
+                      leaf=rows[first[order]].ravel(), tree_node=t.tree_node, tree_leaf=None,
+                      tree_target=t.tree_target, k=t.k, values=t.values, compare=t.compare)
 
 
 def _tree_target(nodes) -> int | None:

@@ -97,8 +97,9 @@ class Trees(Step):
                Table(ty["child"], f"{name}_left", tuple(t.left.tolist())),
                Table(ty["child"], f"{name}_right", tuple(t.right.tolist())),
                float_table(f"{name}_leaf", t.leaf),
-               Table(ty["tree_node"], f"{name}_tree_node", tuple(t.tree_node.tolist())),
-               Table(ty["tree_leaf"], f"{name}_tree_leaf", tuple(t.tree_leaf.tolist()))]
+               Table(ty["tree_node"], f"{name}_tree_node", tuple(t.tree_node.tolist()))]
+        if t.tree_leaf is not None:
+            out.append(Table(ty["tree_leaf"], f"{name}_tree_leaf", tuple(t.tree_leaf.tolist())))
         if t.tree_target is not None:
             out.append(Table(ty["tree_target"], f"{name}_tree_target", tuple(t.tree_target.tolist())))
         if np.any(self.bias != 0) and len(set(self.bias.tolist())) > 1:  # one value is a literal
@@ -115,7 +116,9 @@ class Trees(Step):
         else:
             add = [f"        s[0] += {name}_leaf[l];"]
         n = len(t.tree_node)
-        lines = [f"/* {n} trees walked in a loop: child c >= 0 is internal node c of the tree, c < 0 its leaf -1-c. */",
+        leaf = "leaf -1-c of the distinct leaves" if t.shared else "leaf -1-c"
+        first = "(uint32_t)(-1 - c)" if t.shared else f"{name}_tree_leaf[t] + (uint32_t)(-1 - c)"
+        lines = [f"/* {n} trees walked in a loop: child c >= 0 is internal node c of the tree, c < 0 its {leaf}. */",
                  f"static void {name}(const float *z, float *s) {{",
                  f"    for (int k = 0; k < {k}; k++) s[k] = 0.0f;",
                  f"    for (uint32_t t = 0; t < {n}u; t++) {{",
@@ -125,7 +128,7 @@ class Trees(Step):
                  "            const uint32_t i = base + (uint32_t)c;",
                  f"            c = z[{name}_feature[i]] {test} {name}_threshold[i] ? {name}_left[i] : {name}_right[i];",
                  "        } while (c >= 0);",
-                 f"        const uint32_t l = {name}_tree_leaf[t] + (uint32_t)(-1 - c);",
+                 f"        const uint32_t l = {first};",
                  *add, "    }"]
         if self.average:
             lines.append(f"    for (int k = 0; k < {k}; k++) s[k] = s[k] / {_c_count(n)};")

@@ -7,6 +7,7 @@ not by a TFLite file. The formula a benchmark can quote::
     flash = const data + code
     const data = model tables + preprocessing tables + strings      (Program.const_bytes, exact)
       trees:  I·(f + 4 + 2c) + 4·L·V + T·(n + l [+ t]) [+ 4·K bias, unless one value]   (.forest.tables_bytes)
+              or with the U distinct leaves shared, where smaller: I·(f + 4 + 2c) + 4·U·V + T·(n [+ t]) [+ bias]
       dense:  4·Σ rows·(inputs + 1) per layer [- 4: one output's bias is a literal] [+ 8·W scaler]
       inputs: W·take + 4·numbers + 4·one-hot inputs
       strings: 4 per name, code and class, + len + 1 per distinct text
