@@ -21,6 +21,7 @@ code; edgeml's C takes the raw row and holds its preprocessing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def emlearn_model(out: Path, model, n: int, k: int, classifier: bool, dtype: str
         raise NotImplementedError("emlearn's neural networks take float inputs only")
     out.mkdir(parents=True, exist_ok=True)
     kind = "classifier" if classifier else "regressor"
-    emlearn.convert(model, method="inline", dtype=dtype, return_type=kind).save(file=str(out / "eml.h"), name="eml")
+    with contextlib.chdir(out):  # emlearn compiles a net in ./tmp to check it: inside the case's folder
+        emlearn.convert(model, method="inline", dtype=dtype, return_type=kind).save(file="eml.h", name="eml")
     if net:  # a net's C includes emlearn's own headers (<eml_net.h>...): copied beside it as the project's
         headers = {h.name: h for h in Path(emlearn.includedir).glob("*.h")}
         for name, path in {**headers, "eml.h": out / "eml.h"}.items():
