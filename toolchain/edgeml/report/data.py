@@ -101,10 +101,8 @@ def per_class_curves(y: np.ndarray, probabilities: np.ndarray, classes) -> list[
     for i in sorted(order):
         mine = (y == i).astype(int)
         c = curves(mine, probabilities[:, i], np.inf)
-        tp, fp = int(np.sum((said == i) & (mine == 1))), int(np.sum((said == i) & (mine == 0)))
-        pos, neg = max(int(mine.sum()), 1), max(int(len(mine) - mine.sum()), 1)
-        at = {"fpr": _r(fp / neg), "tpr": _r(tp / pos), "recall": _r(tp / pos),
-              "precision": _r(tp / (tp + fp)) if tp + fp else None}
+        fpr, tpr, recall, precision = _rates(mine, (said == i).astype(float), 0.5)  # "said this class"
+        at = {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision}
         out.append({"class": str(classes[i]), "roc": c["roc"], "pr": c["pr"], "at_decision": at,
                     "positives": c["positives"], "rows": c["rows"]})
     return out

@@ -34,10 +34,9 @@ th{color:var(--mute);font-weight:600;font-size:12px}td.n,th.n{text-align:right;w
 .bars rect{fill:var(--a);fill-opacity:.8}.bars .value{fill:var(--mute)}.heatmap rect{fill:var(--a)}
 .heatmap .cell text{font-size:13px}.heatmap .dark text{fill:#fff}
 .plot .at{stroke:#fff;stroke-width:1.5}.legend{display:flex;flex-direction:column;gap:6px;font-size:12px}
-.legend i{display:inline-block;width:14px;height:4px;margin:0 6px 3px 0;vertical-align:middle}
+.legend i{display:inline-block;width:14px;height:4px;margin:0 6px 3px 0;vertical-align:middle;background:var(--c)}
 .s0{--c:#2563eb}.s1{--c:#d97706}.s2{--c:#059669}.s3{--c:#db2777}.s4{--c:#7c3aed}.s5{--c:#0891b2}
 .s6{--c:#65a30d}.s7{--c:#92400e}.plot .series[class*=" s"]{stroke:var(--c)}.plot .at{fill:var(--c)}
-.legend i{background:var(--c)}
 """
 
 

@@ -35,6 +35,21 @@ def num(value: float) -> str:
     return f"{value:.4g}"
 
 
+def distinct_labels(ticks: list[float], fmt=num) -> list[str]:
+    """The ticks' labels by ``fmt``, or with as many significant digits as it takes to tell them apart (a narrow
+    range: 0.89849, 0.89851 rather than 0.8985 twice).
+
+    >>> distinct_labels([0.89849, 0.8985, 0.89851])
+    ['0.89849', '0.8985', '0.89851']
+    """
+    labels = [fmt(t) for t in ticks]
+    digits = 5
+    while len(set(labels)) < len(labels) and digits <= 12:
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        digits += 1
+    return labels
+
+
 def _px(v: float) -> str:
     return f"{v:.1f}".rstrip("0").rstrip(".")
 
@@ -102,7 +117,7 @@ class Plot:
     parts: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)  #: data-* attributes of the <svg> (read by tests and people alike)
 
-    MARGIN = (16, 16, 44, 70)  # top, right, bottom, left: room for a 7-character tick beside the y label
+    MARGIN = (16, 16, 44, 78)  # top, right, bottom, left: room for an 8-character tick beside the y label
 
     @staticmethod
     def frame(width: int = 420, height: int = 300) -> tuple[float, float, float, float]:
@@ -113,15 +128,16 @@ class Plot:
     def axes(self, xfmt=num, yfmt=num) -> Plot:
         left, right, bottom, top = Plot.frame(self.width, self.height)
         out = [f'<rect class="frame" x="{left}" y="{top}" width="{right - left}" height="{bottom - top}"/>']
-        for t in self.x.ticks():
+        xs, ys = self.x.ticks(), self.y.ticks()
+        for t, label in zip(xs, distinct_labels(xs, xfmt), strict=True):
             px = _px(self.x(t))
             out.append(f'<line class="grid" x1="{px}" x2="{px}" y1="{top}" y2="{bottom}"/>'
-                       f'<text class="tick" x="{px}" y="{bottom + 14}" text-anchor="middle">{esc(xfmt(t))}</text>')
-        for t in self.y.ticks():
+                       f'<text class="tick" x="{px}" y="{bottom + 14}" text-anchor="middle">{esc(label)}</text>')
+        for t, label in zip(ys, distinct_labels(ys, yfmt), strict=True):
             py = _px(self.y(t))
             out.append(f'<line class="grid" x1="{left}" x2="{right}" y1="{py}" y2="{py}"/>'
                        f'<text class="tick" x="{left - 6}" y="{py}" dy="0.32em" text-anchor="end">'
-                       f'{esc(yfmt(t))}</text>')
+                       f'{esc(label)}</text>')
         out.append(f'<text class="label" x="{(left + right) / 2:g}" y="{self.height - 6}" text-anchor="middle">'
                    f'{esc(self.xlabel)}</text>')
         out.append(f'<text class="label" transform="translate(14 {(top + bottom) / 2:g}) rotate(-90)" '
